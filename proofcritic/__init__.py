@@ -1,0 +1,101 @@
+"""proofcritic: make language models grade, critique and repair natural-language math proofs.
+
+Quick use::
+
+    from proofcritic import Problem, grade_proof
+    result = grade_proof(Problem(statement="..."), "proof text", model="transformers/smollm2", n=4)
+    print(result.aggregate.mean, result.aggregate.points)
+
+Async code builds the pieces itself: ``get_model`` -> ``Verifier`` -> ``await grade(...)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from .errors import (
+    AuthenticationError,
+    BackendError,
+    InputError,
+    MissingDependencyError,
+    ModelNotFoundError,
+    PromptError,
+    ProofcriticError,
+    UnsupportedFeatureError,
+)
+from .generator import Candidate, Generator
+from .grading import grade, grade_jsonl
+from .llm import GenerateConfig, Model, get_model
+from .meta_verifier import MetaVerifier
+from .promptset import PromptSet
+from .types import (
+    Aggregate,
+    Generation,
+    GradeResult,
+    Issue,
+    MetaVerification,
+    Problem,
+    Proof,
+    Verification,
+)
+from .verifier import Verifier
+
+__version__ = "0.1.0"
+
+
+def grade_proof(
+    problem: Problem | str,
+    proof: Proof | str,
+    *,
+    model: str | Model = "transformers/smollm2",
+    n: int = 1,
+    score_mode: str = "auto",
+    config: GenerateConfig | None = None,
+    prompts: PromptSet | str | None = None,
+    cache: bool | str = True,
+) -> GradeResult:
+    """Grade one proof synchronously (for scripts and notebooks without an event loop)."""
+    problem = problem if isinstance(problem, Problem) else Problem(statement=problem)
+    prompt_set = prompts if isinstance(prompts, PromptSet) else PromptSet.load(prompts)
+
+    async def run() -> GradeResult:
+        the_model = model if isinstance(model, Model) else get_model(model, cache=cache)
+        verifier = Verifier(the_model, prompts=prompt_set, config=config, score_mode=score_mode)  # type: ignore[arg-type]
+        try:
+            return await grade(verifier, problem, proof, n=n)
+        finally:
+            if not isinstance(model, Model):
+                await the_model.aclose()
+
+    return asyncio.run(run())
+
+
+__all__ = [
+    "Aggregate",
+    "AuthenticationError",
+    "BackendError",
+    "Candidate",
+    "GenerateConfig",
+    "Generation",
+    "Generator",
+    "GradeResult",
+    "InputError",
+    "Issue",
+    "MetaVerification",
+    "MetaVerifier",
+    "MissingDependencyError",
+    "Model",
+    "ModelNotFoundError",
+    "Problem",
+    "PromptError",
+    "PromptSet",
+    "ProofcriticError",
+    "Proof",
+    "UnsupportedFeatureError",
+    "Verification",
+    "Verifier",
+    "get_model",
+    "grade",
+    "grade_jsonl",
+    "grade_proof",
+]

@@ -1,0 +1,1 @@
+"""Evaluation suites (IMO, CMO, Putnam, IMO-ProofBench, grader-vs-human). Not built yet."""

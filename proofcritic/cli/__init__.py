@@ -1,0 +1,43 @@
+"""The ``proofcritic`` command line: a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from ..errors import ProofcriticError
+from ._grade import grade_command
+
+app = typer.Typer(
+    name="proofcritic",
+    help="Make language models grade, critique and repair natural-language math proofs.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("grade")(grade_command)
+
+
+@app.callback()
+def _root() -> None:
+    """proofcritic: grade, critique and repair math proofs with language models."""
+
+
+def main() -> None:
+    """Entry point: named errors become one line on stderr and exit status 2."""
+    try:
+        app(standalone_mode=False)
+    except ProofcriticError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        print("aborted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as error:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(error, click.ClickException):
+            error.show()
+            sys.exit(error.exit_code)
+        raise

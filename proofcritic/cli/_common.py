@@ -1,0 +1,76 @@
+"""Options shared by commands, and the one place the CLI turns flags and environment into a Model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..llm import DEFAULT_MODEL, GenerateConfig, Model, get_model
+
+ModelOpt = Annotated[
+    Optional[str],
+    typer.Option("--model", "-m", help="BACKEND/MODEL (e.g. transformers/smollm2, openai/gpt-4o), or MODEL with --backend."),
+]
+BackendOpt = Annotated[
+    Optional[str], typer.Option("--backend", "-b", help="transformers, openai, vllm or sglang.")
+]
+BaseUrlOpt = Annotated[
+    Optional[str], typer.Option("--base-url", help="OpenAI-compatible server URL [env: OPENAI_BASE_URL].")
+]
+ApiKeyOpt = Annotated[Optional[str], typer.Option("--api-key", help="API key [env: OPENAI_API_KEY].")]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the completion cache.")]
+CacheOpt = Annotated[
+    Optional[Path], typer.Option("--cache", help="Cache file [env: PROOFCRITIC_CACHE; default: user cache dir].")
+]
+PromptsOpt = Annotated[Optional[Path], typer.Option("--prompts", help="Folder of prompt templates to use instead of the built-in set.")]
+TemperatureOpt = Annotated[Optional[float], typer.Option("--temperature", help="Sampling temperature [default: 1.0].")]
+TopPOpt = Annotated[Optional[float], typer.Option("--top-p", help="Nucleus sampling mass [default: 0.95].")]
+MaxTokensOpt = Annotated[Optional[int], typer.Option("--max-tokens", help="Maximum new tokens per sample.")]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Sampling seed.")]
+ConcurrencyOpt = Annotated[Optional[int], typer.Option("--concurrency", help="Requests in flight at once.")]
+
+
+def build_model(
+    model: str | None,
+    backend: str | None,
+    base_url: str | None,
+    api_key: str | None,
+    no_cache: bool,
+    cache: Path | None,
+    concurrency: int | None,
+) -> Model:
+    """Resolve flags and environment variables into a ready Model."""
+    if model is None:
+        model = "smollm2" if backend in (None, "transformers") else None
+        if model is None:
+            raise typer.BadParameter("--model is required with this backend", param_hint="--model")
+        if backend is None:
+            model = DEFAULT_MODEL
+    kind = backend or model.partition("/")[0]
+    options: dict = {}
+    if kind in ("openai", "vllm", "sglang"):
+        url = base_url or os.environ.get("OPENAI_BASE_URL")
+        key = api_key or os.environ.get("OPENAI_API_KEY")
+        if url:
+            options["base_url"] = url
+        if key:
+            options["api_key"] = key
+    elif kind == "transformers" and os.environ.get("PROOFCRITIC_CACHE_DIR"):
+        options["cache_root"] = os.environ["PROOFCRITIC_CACHE_DIR"]
+    cache_setting: bool | str = False if no_cache else str(cache or os.environ.get("PROOFCRITIC_CACHE") or "") or True
+    return get_model(model, backend=backend, cache=cache_setting, max_concurrency=concurrency, **options)
+
+
+def sampling(
+    temperature: float | None, top_p: float | None, max_tokens: int | None, seed: int | None
+) -> GenerateConfig:
+    """Only the settings the user gave, so role defaults stay in force for the rest."""
+    given = {
+        k: v
+        for k, v in {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens, "seed": seed}.items()
+        if v is not None
+    }
+    return GenerateConfig(**given)

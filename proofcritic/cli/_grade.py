@@ -1,0 +1,153 @@
+"""``proofcritic grade``: one proof from files, or a JSONL batch with a progress bar."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from ..grading import BatchStats, grade, grade_jsonl
+from ..io import read_problem, read_text
+from ..promptset import PromptSet
+from ..types import GradeResult, Problem, Proof
+from ..verifier import Verifier
+from ._common import (
+    ApiKeyOpt,
+    BackendOpt,
+    BaseUrlOpt,
+    CacheOpt,
+    ConcurrencyOpt,
+    MaxTokensOpt,
+    ModelOpt,
+    NoCacheOpt,
+    PromptsOpt,
+    SeedOpt,
+    TemperatureOpt,
+    TopPOpt,
+    build_model,
+    sampling,
+)
+
+_SEVERITY = {"critical_error": "[red]critical error[/]", "justification_gap": "[yellow]justification gap[/]"}
+
+
+def grade_command(
+    problem: Annotated[Optional[Path], typer.Option("--problem", help="Problem statement (.md/.txt) or Problem JSON.")] = None,
+    proof: Annotated[Optional[Path], typer.Option("--proof", help="The proof to grade.")] = None,
+    reference: Annotated[Optional[Path], typer.Option("--reference", help="Reference solution shown to the verifier.")] = None,
+    guidelines: Annotated[Optional[Path], typer.Option("--guidelines", help="Grading guidelines shown to the verifier.")] = None,
+    input: Annotated[Optional[Path], typer.Option("--input", help="Batch: JSONL with problem, proof (and optional reference_solution, grading_guidelines, max_points, id).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", help="Batch: JSONL of results; an existing file is resumed.")] = None,
+    n: Annotated[int, typer.Option("-n", "--n", min=1, help="Verifications per proof.")] = 1,
+    max_points: Annotated[Optional[float], typer.Option("--max-points", help="Points of a full solution [default: 7, or the problem's].")] = None,
+    score_mode: Annotated[str, typer.Option("--score-mode", help="text | auto (likelihood read-out when no score is written) | logprob (always).")] = "auto",
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    model: ModelOpt = None,
+    backend: BackendOpt = None,
+    base_url: BaseUrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    prompts: PromptsOpt = None,
+    temperature: TemperatureOpt = None,
+    top_p: TopPOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    seed: SeedOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    no_cache: NoCacheOpt = False,
+    cache: CacheOpt = None,
+) -> None:
+    """Grade a proof: n verifications, each sample's score and issues, and the aggregate."""
+    batch = input is not None or output is not None
+    if batch and (input is None or output is None):
+        raise typer.BadParameter("batch mode needs both --input and --output")
+    if batch and (problem or proof):
+        raise typer.BadParameter("use either --problem/--proof or --input/--output, not both")
+    if not batch and (problem is None or proof is None):
+        raise typer.BadParameter("give --problem and --proof (or --input and --output for a batch)")
+    if score_mode not in ("text", "auto", "logprob"):
+        raise typer.BadParameter("must be text, auto or logprob", param_hint="--score-mode")
+
+    if not batch:  # read inputs before loading any model, so bad input fails fast
+        the_problem = read_problem(problem, reference=reference, guidelines=guidelines, max_points=max_points)
+        the_proof = Proof(text=read_text(proof, "proof file"), id=proof.stem)
+    prompt_set = PromptSet.load(prompts)
+    the_model = build_model(model, backend, base_url, api_key, no_cache, cache, concurrency)
+    verifier = Verifier(
+        the_model, prompts=prompt_set, config=sampling(temperature, top_p, max_tokens, seed), score_mode=score_mode
+    )
+    console = Console(stderr=True)
+
+    async def main() -> None:
+        try:
+            if batch:
+                stats = await _run_batch(verifier, input, output, n, max_points, concurrency or 16, console)
+                console.print(
+                    f"graded {stats.done - stats.skipped} item(s), {stats.skipped} already done, "
+                    f"{stats.errors} error record(s) -> {output}"
+                )
+            else:
+                result = await grade(verifier, the_problem, the_proof, n=n)
+                if json_out:
+                    print(json.dumps(result.model_dump(mode="json"), ensure_ascii=False, indent=2))
+                else:
+                    show_result(Console(), the_problem, result)
+        finally:
+            await the_model.aclose()
+
+    asyncio.run(main())
+
+
+async def _run_batch(verifier, input, output, n, max_points, concurrency, console) -> BatchStats:
+    columns = (
+        TextColumn("[bold]grading"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[tokens]} tokens"),
+        TextColumn("{task.fields[errors]} errors"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("grade", total=None, tokens=0, errors=0)
+
+        def update(stats: BatchStats) -> None:
+            progress.update(
+                task, total=stats.total, completed=stats.done, tokens=stats.usage.total_tokens, errors=stats.errors
+            )
+
+        return await grade_jsonl(
+            verifier, input, output, n=n, max_points=max_points, concurrency=concurrency, on_progress=update
+        )
+
+
+def _fmt(score: float | None) -> str:
+    return "—" if score is None else f"{score:g}"
+
+
+def show_result(console: Console, problem: Problem, result: GradeResult) -> None:
+    """Each sample's score and issues, then the aggregate and the points."""
+    for index, v in enumerate(result.verifications, start=1):
+        source = ""
+        if v.score_source == "likelihood" and v.score_distribution:
+            dist = ", ".join(f"{k}: {p:.2f}" for k, p in v.score_distribution.items())
+            source = f" [dim](by likelihood: {dist}; expected {v.expected_score:.2f})[/]"
+        status = "" if v.format_ok else f" [red]format failure:[/] {escape(v.format_error or '')}"
+        console.print(f"[bold]verification {index}[/]: score {_fmt(v.score)}{source}{status}")
+        for issue in v.issues:
+            where = f" at {escape(issue.location)!s}" if issue.location else ""
+            label = _SEVERITY.get(issue.severity, "issue")
+            console.print(f"  - {label}{where}: {escape(issue.description)}")
+    a = result.aggregate
+    if a.valid == 0:
+        console.print(f"[bold]aggregate[/]: no verification out of {a.n} produced a score")
+        return
+    console.print(
+        f"[bold]aggregate[/] over {a.valid}/{a.n} scored: mean {a.mean:.3g}, min {_fmt(a.min)}, "
+        f"majority {_fmt(a.majority)} -> [bold]{a.points:.3g} / {problem.max_points:g} points[/]"
+    )

@@ -1,0 +1,68 @@
+"""The named errors of proofcritic.
+
+Every error a user can cause or meet derives from :class:`ProofcriticError`; the CLI prints
+these as one line. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class ProofcriticError(Exception):
+    """Base class: an error with a message meant for the user."""
+
+
+class InputError(ProofcriticError):
+    """Bad user input: a missing file, an empty proof, binary data, an invalid JSONL line."""
+
+
+class PromptError(ProofcriticError):
+    """A prompt set is incomplete or a template uses a variable that is not provided."""
+
+
+class MissingDependencyError(ProofcriticError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+    def __init__(self, package: str, extra: str):
+        super().__init__(
+            f"{package} is not installed; install it with: pip install 'proofcritic[{extra}]'"
+        )
+        self.package = package
+        self.extra = extra
+
+
+class BackendError(ProofcriticError):
+    """A backend call failed.
+
+    ``retryable`` says whether the same call may succeed later (429, 5xx, timeouts, dropped
+    connections); ``retry_after`` carries the server's Retry-After in seconds when it sent one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = False,
+        retry_after: float | None = None,
+        status: int | None = None,
+    ):
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.status = status
+
+
+class AuthenticationError(BackendError):
+    """The server refused the API key (401/403)."""
+
+
+class ModelNotFoundError(BackendError):
+    """The server does not serve the requested model (404 or a model-not-found error)."""
+
+
+class UnsupportedFeatureError(BackendError):
+    """The backend cannot do what was asked (for example likelihood scoring without logprobs)."""
+
+
+def missing(package: str, extra: str) -> MissingDependencyError:
+    """Shorthand used by ``except ImportError`` blocks."""
+    return MissingDependencyError(package, extra)

@@ -1,0 +1,151 @@
+"""``Model``: one backend plus everything every backend needs once.
+
+Retry (exponential backoff with jitter, honouring Retry-After), the completion cache,
+the concurrency bound and usage accounting live here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
+
+from ..errors import BackendError
+from ._base import Backend
+from ._cache import CompletionCache
+from ._types import ChatMessage, ChatRequest, Completion, GenerateConfig, Usage
+
+
+@dataclass
+class RetryPolicy:
+    """How failed calls are retried. Only errors a backend marks ``retryable`` are retried."""
+
+    max_attempts: int = 6
+    """Attempts in all, the first included."""
+    initial_wait: float = 1.0
+    """Wait before the second attempt, in seconds; doubles each time."""
+    max_wait: float = 60.0
+    """Upper bound of one wait (a longer Retry-After is cut to it)."""
+    jitter: float = 0.5
+    """Each wait is multiplied by a random factor in [1 - jitter, 1 + jitter]."""
+
+    def wait(self, attempt: int, error: BaseException | None) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:
+            return min(max(float(retry_after), 0.0), self.max_wait)
+        base = min(self.initial_wait * (2 ** (attempt - 1)), self.max_wait)
+        return base * random.uniform(1.0 - self.jitter, 1.0 + self.jitter)
+
+
+def _retryable(error: BaseException) -> bool:
+    return isinstance(error, BackendError) and error.retryable
+
+
+class Model:
+    """A backend with retry, cache, a concurrency bound and usage accounting.
+
+    ``defaults`` are sampling settings applied under each request's own settings.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        cache: CompletionCache | None = None,
+        max_concurrency: int | None = None,
+        retry: RetryPolicy | None = None,
+        defaults: GenerateConfig | None = None,
+    ):
+        self.backend = backend
+        self.cache = cache
+        self.max_concurrency = max_concurrency or backend.default_concurrency
+        self.retry = retry or RetryPolicy()
+        self.defaults = defaults or GenerateConfig()
+        self.usage = Usage()
+        self._semaphores: dict[int, asyncio.Semaphore] = {}
+        self._identity = backend.cache_identity()
+
+    @property
+    def name(self) -> str:
+        """``backend/model`` as users write it."""
+        return f"{self.backend.name}/{self.backend.model}"
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        sem = self._semaphores.get(id(loop))
+        if sem is None:
+            sem = self._semaphores[id(loop)] = asyncio.Semaphore(self.max_concurrency)
+        return sem
+
+    async def _call(self, fn, *args):
+        """Run ``fn(*args)`` under the concurrency bound with the retry policy."""
+        policy = self.retry
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(policy.max_attempts),
+            wait=lambda state: policy.wait(state.attempt_number, state.outcome.exception()),
+            retry=retry_if_exception(_retryable),
+            reraise=True,
+        )
+        async with self._semaphore():
+            async for attempt in retrying:
+                with attempt:
+                    return await fn(*args)
+
+    # -- generation -------------------------------------------------------------------------
+    async def generate(self, request: ChatRequest) -> list[Completion]:
+        """``request.config.n`` completions, served from the cache where possible."""
+        config = self.defaults.merge(request.config) if self.defaults.model_fields_set else request.config
+        n = config.n
+        if self.cache is None:
+            out = await self._call(self.backend.generate, request if config is request.config else ChatRequest(messages=request.messages, config=config))
+            self._account(out, calls=1)
+            return out
+        key = self.cache.request_key(self._identity, request.messages, config)
+        samples = self.cache.get_samples(key, n)
+        missing = [i for i, s in enumerate(samples) if s is None]
+        if missing:
+            sub = ChatRequest(messages=request.messages, config=config.model_copy(update={"n": len(missing)}))
+            fresh = await self._call(self.backend.generate, sub)
+            self._account(fresh, calls=1)
+            self.cache.put_samples(key, dict(zip(missing, fresh)))
+            for index, completion in zip(missing, fresh):
+                samples[index] = completion
+        else:
+            self.usage.cached_calls += 1
+        return samples  # type: ignore[return-value]
+
+    async def generate_many(self, requests: Sequence[ChatRequest]) -> list[list[Completion]]:
+        """Many requests at once (the backend batches them where it can)."""
+        return list(await asyncio.gather(*(self.generate(r) for r in requests)))
+
+    def _account(self, completions: list[Completion], *, calls: int) -> None:
+        usage = self.usage
+        usage.calls += calls
+        if completions:
+            usage.prompt_tokens += completions[0].prompt_tokens
+        for c in completions:
+            usage.completion_tokens += c.completion_tokens
+
+    # -- likelihood -------------------------------------------------------------------------
+    async def sequence_logprobs(self, messages: Sequence[ChatMessage], continuations: Sequence[str]) -> list[float]:
+        """Log-likelihood of each continuation of the final assistant turn (see Backend)."""
+        messages = list(messages)
+        if self.cache is None:
+            self.usage.calls += 1
+            return list(await self._call(self.backend.sequence_logprobs, messages, list(continuations)))
+        keys = [self.cache.logprob_key(self._identity, messages, c) for c in continuations]
+        found = self.cache.get_many(keys)
+        if len(found) == len(keys):
+            self.usage.cached_calls += 1
+            return [float(found[k]) for k in keys]
+        self.usage.calls += 1
+        values = list(await self._call(self.backend.sequence_logprobs, messages, list(continuations)))
+        self.cache.put_many({k: repr(float(v)) for k, v in zip(keys, values)})
+        return values
+
+    async def aclose(self) -> None:
+        await self.backend.aclose()

@@ -1,0 +1,87 @@
+"""Models addressed as ``backend/model`` strings, e.g. ``transformers/smollm2``,
+``openai/deepseek-math-v2``, ``vllm/deepseek-ai/DeepSeek-Math-V2``, ``sglang/...``.
+
+The split is at the first slash, so hub ids keep theirs. ``vllm/`` and ``sglang/`` are the
+OpenAI-compatible backend with the engine's usual local address as the default base URL.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import InputError
+from ._base import Backend
+from ._cache import CompletionCache
+from ._model import Model, RetryPolicy
+from ._types import GenerateConfig
+
+BACKENDS = ("transformers", "openai", "vllm", "sglang")
+DEFAULT_MODEL = "transformers/smollm2"
+_LOCAL_URLS = {"vllm": "http://127.0.0.1:8000/v1", "sglang": "http://127.0.0.1:30000/v1"}
+
+
+def split_model_spec(spec: str, backend: str | None = None) -> tuple[str, str]:
+    """``"openai/gpt-x"`` -> ``("openai", "gpt-x")``; with ``backend`` given, ``spec`` is the model."""
+    spec = spec.strip()
+    if not spec:
+        raise InputError("empty model name")
+    if backend is not None:
+        if backend not in BACKENDS:
+            raise InputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        prefix = f"{backend}/"
+        return backend, spec[len(prefix):] if spec.startswith(prefix) else spec
+    head, sep, rest = spec.partition("/")
+    if sep and head in BACKENDS and rest:
+        return head, rest
+    raise InputError(
+        f"model {spec!r} does not name its backend; write it as BACKEND/MODEL with BACKEND one of "
+        f"{', '.join(BACKENDS)} (e.g. transformers/smollm2, openai/gpt-4o)"
+    )
+
+
+def get_backend(spec: str, backend: str | None = None, **options: Any) -> Backend:
+    """Build the backend that ``spec`` names. ``options`` go to the backend's constructor."""
+    kind, model = split_model_spec(spec, backend)
+    if kind == "transformers":
+        from ._transformers import TransformersBackend
+
+        return TransformersBackend(model, **options)
+    from ._openai import OpenAIBackend
+
+    if kind in _LOCAL_URLS:
+        options.setdefault("base_url", _LOCAL_URLS[kind])
+        options.setdefault("api_key", "EMPTY")
+    if options.get("base_url") is None:
+        options.pop("base_url", None)
+    backend_obj = OpenAIBackend(model, **options)
+    if kind != "openai":
+        backend_obj.name = kind
+    return backend_obj
+
+
+def get_model(
+    spec: str = DEFAULT_MODEL,
+    *,
+    backend: str | None = None,
+    cache: CompletionCache | bool | str | None = True,
+    max_concurrency: int | None = None,
+    retry: RetryPolicy | None = None,
+    defaults: GenerateConfig | None = None,
+    **options: Any,
+) -> Model:
+    """A ready :class:`Model`. ``cache``: True for the default cache file, a path, or False/None."""
+    if cache is True:
+        cache_obj: CompletionCache | None = CompletionCache()
+    elif cache in (False, None):
+        cache_obj = None
+    elif isinstance(cache, CompletionCache):
+        cache_obj = cache
+    else:
+        cache_obj = CompletionCache(cache)  # a path
+    return Model(
+        get_backend(spec, backend, **options),
+        cache=cache_obj,
+        max_concurrency=max_concurrency,
+        retry=retry,
+        defaults=defaults,
+    )

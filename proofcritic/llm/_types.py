@@ -1,0 +1,86 @@
+"""The contract between roles and backends: chat requests in, completions out."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Role = Literal["system", "user", "assistant"]
+
+
+class ChatMessage(BaseModel):
+    """One chat turn."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    role: Role
+    content: str
+
+
+class GenerateConfig(BaseModel):
+    """Sampling settings of one request. ``None`` leaves a setting to the backend's default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n: int = Field(1, ge=1, le=1024, description="Number of independent samples.")
+    temperature: float | None = Field(None, ge=0.0, le=5.0, description="Sampling temperature; 0 is greedy.")
+    top_p: float | None = Field(None, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    max_tokens: int | None = Field(None, ge=1, description="Maximum new tokens per sample.")
+    stop: list[str] | None = Field(None, description="Stop strings; the text is cut before the first one.")
+    seed: int | None = Field(None, description="Seed for reproducible sampling where the backend supports it.")
+    logprobs: bool = Field(False, description="Return the log-probability of each generated token.")
+    top_logprobs: int | None = Field(None, ge=0, le=20, description="Alternatives per token with logprobs.")
+
+    def merge(self, other: "GenerateConfig | None") -> "GenerateConfig":
+        """A copy where every field set in ``other`` overrides this one."""
+        if other is None:
+            return self.model_copy()
+        return self.model_copy(update=other.model_dump(exclude_unset=True))
+
+
+class ChatRequest(BaseModel):
+    """A conversation to continue, with its sampling settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    messages: list[ChatMessage]
+    config: GenerateConfig = Field(default_factory=GenerateConfig)
+
+
+class TokenLogprob(BaseModel):
+    """A generated token, its log-probability and (optionally) the most likely alternatives."""
+
+    token: str
+    logprob: float
+    top: dict[str, float] | None = None
+
+
+class Completion(BaseModel):
+    """One sample. ``finish_reason`` is "stop" for a natural end and "length" for truncation."""
+
+    text: str
+    finish_reason: str = "stop"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    logprobs: list[TokenLogprob] | None = None
+    cached: bool = False
+
+
+class Usage(BaseModel):
+    """Token and call accounting, added up over a run."""
+
+    calls: int = 0
+    cached_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def add(self, other: "Usage") -> None:
+        self.calls += other.calls
+        self.cached_calls += other.cached_calls
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens

@@ -1,0 +1,126 @@
+"""The typed protocol shared by the three roles (SPEC section 1).
+
+Scores are in {0, 0.5, 1}; ``None`` means the output did not carry a valid score (a format
+failure). Every record keeps the raw model text so that nothing is lost in parsing.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .llm._types import Usage
+
+SCORES: tuple[float, ...] = (0.0, 0.5, 1.0)
+Severity = Literal["critical_error", "justification_gap", "unspecified"]
+ScoreSource = Literal["text", "likelihood"]
+
+
+class Problem(BaseModel):
+    """A problem statement with the optional material a grader may use."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field("problem", description="Identifier, unique within a data set.")
+    statement: str = Field(..., description="The problem in LaTeX/Markdown.")
+    reference_solution: str | None = Field(None, description="A reference solution, shown to the verifier.")
+    grading_guidelines: str | None = Field(None, description="What earns partial credit.")
+    max_points: float = Field(7.0, gt=0, description="Points of a fully correct proof (IMO 7, Putnam 10, CMO 21).")
+
+    @field_validator("statement")
+    @classmethod
+    def _non_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the problem statement is empty")
+        return value
+
+    def points(self, score: float | None) -> float | None:
+        """Map a score in [0, 1] linearly onto this problem's points scale."""
+        return None if score is None else score * self.max_points
+
+
+class Proof(BaseModel):
+    """A natural-language proof of a problem."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str
+    id: str | None = None
+
+    @field_validator("text")
+    @classmethod
+    def _non_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the proof is empty")
+        return value
+
+
+class Issue(BaseModel):
+    """One defect a verifier reports."""
+
+    location: str | None = Field(None, description="A quote from the proof or a step reference.")
+    severity: Severity = "unspecified"
+    description: str = ""
+
+
+class RoleOutput(BaseModel):
+    """Fields every role result shares."""
+
+    raw: str = Field("", description="The whole model output.")
+    format_ok: bool = Field(False, description="The output follows the role's protocol and has a valid score.")
+    format_error: str | None = Field(None, description="Why the output is a format failure.")
+    finish_reason: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+
+
+class Generation(RoleOutput):
+    """The generator's proof and self-evaluation."""
+
+    proof: str = ""
+    self_analysis: str = ""
+    self_score: float = Field(0.0, description="The self-score; 0 when it does not parse (SPEC).")
+
+
+class Verification(RoleOutput):
+    """One verifier analysis of a proof."""
+
+    analysis: str = ""
+    score: float | None = Field(None, description="The final score in {0, 0.5, 1}, or None.")
+    score_source: ScoreSource | None = Field(None, description="Where the score came from.")
+    text_score: float | None = Field(None, description="The score written in the text, if valid.")
+    score_distribution: dict[str, float] | None = Field(
+        None, description="Likelihood of each score {'0','0.5','1'} when read out by likelihood."
+    )
+    expected_score: float | None = Field(None, description="Expected score under score_distribution.")
+    issues: list[Issue] = Field(default_factory=list)
+
+
+class MetaVerification(RoleOutput):
+    """A meta-verifier's judgement of one verification."""
+
+    analysis: str = ""
+    score: float | None = None
+
+
+class Aggregate(BaseModel):
+    """Aggregate of several verifications of one proof (format failures left out)."""
+
+    n: int = Field(..., description="Verifications requested.")
+    valid: int = Field(..., description="Verifications with a score.")
+    mean: float | None = None
+    min: float | None = None
+    max: float | None = None
+    majority: float | None = Field(None, description="Most frequent score; ties go to the lower score.")
+    points: float | None = Field(None, description="mean on the problem's points scale.")
+    max_points: float = 7.0
+
+
+class GradeResult(BaseModel):
+    """Everything ``grade`` found out about one proof."""
+
+    problem_id: str
+    proof_id: str | None = None
+    verifications: list[Verification]
+    aggregate: Aggregate
+    usage: Usage = Field(default_factory=Usage)
