@@ -7,15 +7,13 @@ from typing import Literal
 
 from ..errors import UnsupportedFeatureError
 from ..llm import ChatMessage
-import re
+from ..parsing import SCORE_MARKER, SCORE_MARKER_RE, find_last, format_score
 from ..types import SCORES, Problem, Verification
 from .._roles import Role, usage_of
 from ._parse import parse_verification
 
 ScoreMode = Literal["text", "auto", "logprob"]
-SCORE_MARKER = "Based on my evaluation, the final overall score should be:"
 _CONTINUATIONS = ("0}", "0.5}", "1}")
-SCORE_MARKER_RE = re.compile(r"based on my evaluation,?\s*the final overall?l? score should be", re.IGNORECASE)
 
 
 class Verifier(Role):
@@ -70,19 +68,14 @@ class Verifier(Role):
         weights = [math.exp(t - top) for t in totals]
         total = sum(weights)
         probs = [w / total for w in weights]
-        verification.score_distribution = {str_score(s): p for s, p in zip(SCORES, probs)}
+        verification.score_distribution = {format_score(s): p for s, p in zip(SCORES, probs)}
         verification.expected_score = sum(s * p for s, p in zip(SCORES, probs))
         verification.score = SCORES[max(range(len(SCORES)), key=probs.__getitem__)]
         verification.score_source = "likelihood"
 
 
-def str_score(score: float) -> str:
-    """0.0 -> "0", 0.5 -> "0.5", 1.0 -> "1"."""
-    return f"{score:g}"
-
-
 def score_prefix(raw: str) -> str:
     """The output up to the score marker, followed by the marker and an open ``\\boxed{``."""
-    matches = list(SCORE_MARKER_RE.finditer(raw))
-    head = raw[: matches[-1].start()] if matches else raw
+    match = find_last(SCORE_MARKER_RE, raw)
+    head = raw[: match.start()] if match else raw
     return f"{head.rstrip()}\n\n{SCORE_MARKER}\n\\boxed{{"

@@ -1,0 +1,299 @@
+"""Pure text functions for the output protocol of the three roles (SPEC section 1).
+
+Everything here is total: any string goes in, nothing raises, and the cost is linear in the
+length of the input (no regular expression here can backtrack catastrophically; long inputs
+of 1 MB are parsed in well under a second).
+
+The rules, from the released DeepSeekMath-V2 inference code:
+
+- only the text after the LAST ``</think>`` counts when the model thinks first;
+- the score is the LAST brace-matched ``\\boxed{...}``, read as a number;
+- bold headers such as ``**Solution**`` / ``**Self Evaluation**`` count as ``##`` headers;
+- a score outside {0, 0.5, 1} is a format failure.
+
+The marker helpers accept case, whitespace and markdown-bold variations of the markers, and
+the "overal" misspelling of the released prompts.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Literal, NamedTuple
+
+THINK_END = "</think>"
+EVALUATION_MARKER = "Here is my evaluation of the solution:"
+SCORE_MARKER = "Based on my evaluation, the final overall score should be:"
+META_SCORE_MARKER = 'Based on my analysis, I will rate the "solution evaluation" as:'
+SOLUTION_HEADER = "## Solution"
+SELF_EVALUATION_HEADER = "## Self Evaluation"
+
+HeaderKind = Literal["solution", "self_evaluation"]
+
+# --------------------------------------------------------------------------- thinking
+
+
+def strip_thinking(text: str) -> str:
+    """Return the text after the last ``</think>``; the whole text when there is none."""
+    index = text.rfind(THINK_END)
+    return text if index < 0 else text[index + len(THINK_END) :]
+
+
+# --------------------------------------------------------------------------- headers
+
+_MAX_HEADER_CHARS = 80
+_HEADER_WORDS = re.compile(r"(solution|self[\s_-]*evaluation)", re.IGNORECASE)
+
+
+def header_kind(line: str) -> HeaderKind | None:
+    """Classify one line as a ``Solution`` / ``Self Evaluation`` header, or ``None``.
+
+    A header is a markdown heading (``#`` .. ``######``) or a line that is bold as a whole
+    (``**Solution**``, ``**Solution:**``, ``__Self Evaluation__``), whose text is exactly
+    "Solution" or "Self Evaluation" ("Self-Evaluation", any case), optionally followed by
+    ``:`` or ``.``. A plain, unmarked "Solution" line is not a header.
+    """
+    s = line.strip()
+    if not s or len(s) > _MAX_HEADER_CHARS:
+        return None
+    if not s.startswith(("#", "**", "__")):
+        return None
+    s = s.lstrip("#")
+    core = s.replace("*", "").replace("__", "").strip().rstrip(":.").strip()
+    match = _HEADER_WORDS.fullmatch(core)
+    if match is None:
+        return None
+    return "solution" if match.group(1).lower().startswith("solution") else "self_evaluation"
+
+
+def find_headers(text: str) -> list[tuple[HeaderKind, int, int]]:
+    """All ``Solution`` / ``Self Evaluation`` header lines as ``(kind, line_start, line_end)``.
+
+    ``line_end`` is the offset just after the line (its newline included).
+    """
+    found: list[tuple[HeaderKind, int, int]] = []
+    offset = 0
+    for line in text.splitlines(keepends=True):
+        end = offset + len(line)
+        lowered = line.lower() if len(line) <= _MAX_HEADER_CHARS + 2 else ""
+        if "solution" in lowered or "evaluation" in lowered:
+            kind = header_kind(line)
+            if kind is not None:
+                found.append((kind, offset, end))
+        offset = end
+    return found
+
+
+def normalize_headers(text: str) -> str:
+    """Rewrite every Solution / Self Evaluation header line as ``## Solution`` / ``## Self Evaluation``.
+
+    Line endings are kept; all other lines are returned unchanged.
+    """
+    pieces: list[str] = []
+    for line in text.splitlines(keepends=True):
+        kind = header_kind(line) if len(line) <= _MAX_HEADER_CHARS + 2 else None
+        if kind is None:
+            pieces.append(line)
+            continue
+        body = line.rstrip("\r\n")
+        ending = line[len(body) :]
+        pieces.append((SOLUTION_HEADER if kind == "solution" else SELF_EVALUATION_HEADER) + ending)
+    return "".join(pieces)
+
+
+# --------------------------------------------------------------------------- boxes
+
+_BOX_OPEN = re.compile(r"\\boxed\s*\{")
+_BRACE_TOKEN = re.compile(r"\\.|[{}]", re.DOTALL)
+
+
+def boxed_spans(text: str) -> list[tuple[int, int]]:
+    """``(start, end)`` of the content of every complete ``\\boxed{...}``, in text order.
+
+    Braces are matched the TeX way: an escaped brace (``\\{``, ``\\}``) does not count. A box
+    whose brace never closes is left out. One pass over the text: linear time.
+    """
+    opens = [m.end() - 1 for m in _BOX_OPEN.finditer(text)]
+    if not opens:
+        return []
+    wanted = set(opens)
+    closes: dict[int, int] = {}
+    stack: list[int] = []
+    for token in _BRACE_TOKEN.finditer(text, opens[0]):
+        char = token.group()
+        if char == "{":
+            stack.append(token.start())
+        elif char == "}":
+            if stack:
+                start = stack.pop()
+                if start in wanted:
+                    closes[start] = token.start()
+    return [(start + 1, closes[start]) for start in opens if start in closes]
+
+
+def last_boxed(text: str) -> str | None:
+    """The content of the last complete ``\\boxed{...}`` (by position of its opening), or ``None``.
+
+    ``\\boxed {1}`` (spaces) and nested braces (``\\boxed{\\frac{1}{2}}``) are handled; an
+    unbalanced trailing box is ignored in favour of the last complete one.
+    """
+    spans = boxed_spans(text)
+    if not spans:
+        return None
+    start, end = spans[-1]
+    return text[start:end]
+
+
+# --------------------------------------------------------------------------- scores
+
+_SPACING = re.compile(r"\\[,;:! ]|\\(?:displaystyle|textstyle)(?![a-zA-Z])|[\s$~]")
+_WRAPPER = re.compile(r"\\(?:text|textbf|mathbf|mathrm|textrm|bf|boxed)\{([^{}]*)\}")
+_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
+_PLAIN = re.compile(rf"([+-]?){_NUMBER}")
+_SLASH = re.compile(rf"({_NUMBER})/({_NUMBER})")
+_FRAC = re.compile(rf"\\[dt]?frac(?:\{{({_NUMBER})\}}|(\d))(?:\{{({_NUMBER})\}}|(\d))")
+_MAX_SCORE_CHARS = 200
+
+
+def _ratio(numerator: str, denominator: str) -> float | None:
+    den = float(denominator)
+    return None if den == 0 else float(numerator) / den
+
+
+def score_from_box(content: str | None) -> float | None:
+    """Read the content of a box as a number; ``None`` when it is not one.
+
+    Accepts ``1``, ``0``, ``0.5``, ``.5``, ``1.0``, ``1/2``, ``\\frac{1}{2}``, ``\\dfrac12``,
+    ``\\tfrac12``, with spaces, ``$`` and TeX spacing removed and a ``\\text{...}`` wrapper
+    unwrapped. A trailing period is ignored.
+    """
+    if content is None or len(content) > _MAX_SCORE_CHARS:
+        return None
+    s = _SPACING.sub("", content)
+    for _ in range(3):
+        unwrapped = _WRAPPER.fullmatch(s)
+        if unwrapped is None:
+            break
+        s = unwrapped.group(1).strip()
+    if s.endswith(".") and _PLAIN.fullmatch(s[:-1]):
+        s = s[:-1]
+    if _PLAIN.fullmatch(s):
+        return float(s) + 0.0  # + 0.0 turns -0.0 into 0.0
+    if m := _SLASH.fullmatch(s):
+        return _ratio(m.group(1), m.group(2))
+    if m := _FRAC.fullmatch(s):
+        return _ratio(m.group(1) or m.group(2), m.group(3) or m.group(4))
+    return None
+
+
+def format_score(value: float | None) -> str:
+    """``1``, ``0.5``, ``0`` (no trailing ``.0``); ``none`` for ``None``."""
+    return "none" if value is None else f"{value:g}"
+
+
+def read_score(
+    text: str, allowed: Iterable[float] = (0, 0.5, 1)
+) -> tuple[float | None, str | None]:
+    """Read the last box of ``text`` as a score: ``(score, None)`` or ``(None, error message)``."""
+    allowed = tuple(allowed)
+    content = last_boxed(text)
+    if content is None:
+        return None, "no \\boxed{} score found"
+    value = score_from_box(content)
+    if value is None:
+        shown = content if len(content) <= 40 else content[:37] + "..."
+        return None, f"boxed content {shown!r} is not a number"
+    for candidate in allowed:
+        if abs(value - float(candidate)) < 1e-9:
+            return float(candidate), None
+    choices = ", ".join(format_score(float(a)) for a in allowed)
+    return None, f"score {format_score(value)} is not one of {choices}"
+
+
+# --------------------------------------------------------------------------- markers
+
+
+def _marker_pattern(*words: str) -> re.Pattern[str]:
+    """A lenient pattern for a marker: words separated by any whitespace/bold, optional colon.
+
+    A leading ``#`` heading mark or opening bold is part of the match, so that it does not
+    stay behind at the end of the analysis.
+
+    Each word is a regex fragment; between words any run of whitespace, ``*`` or ``_`` is
+    allowed; after the last word an optional ``:`` and closing bold markers. The separators
+    are always anchored by literal words, so matching is linear.
+    """
+    head = r"(?:#{1,6}[ \t]+)?(?:(?:\*\*|__)[ \t]*)?"
+    body = head + r"[\s*_]+".join(words)
+    tail = r"(?:[ \t]*(?:\*\*|__))?[ \t]*:?(?:[ \t]*(?:\*\*|__))?"
+    return re.compile(body + tail, re.IGNORECASE)
+
+
+EVALUATION_MARKER_RE = _marker_pattern("here", "is", "my", "evaluation", "of", "the", "solution")
+SCORE_MARKER_RE = _marker_pattern(
+    "based", "on", "my", "evaluation,?", "the", "final", "overall?", "score", "should", "be"
+)
+META_SCORE_MARKER_RE = _marker_pattern(
+    "based", "on", "my", "analysis,?", "i", "will", "rate", "the",
+    "[\"'\u201c\u2018]?solution", "evaluation[\"'\u201d\u2019]?", "as",
+)
+
+
+def find_first(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
+    """The first match of ``pattern`` in ``text``."""
+    return pattern.search(text)
+
+
+def find_last(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
+    """The last (non-overlapping) match of ``pattern`` in ``text``."""
+    last = None
+    for last in pattern.finditer(text):  # noqa: B007 - we want the final binding
+        pass
+    return last
+
+
+class EvaluationParts(NamedTuple):
+    """A verifier-style evaluation cut at its markers."""
+
+    analysis: str
+    """Text after the first evaluation marker (or from the start) up to the last score marker
+    (or the end), stripped."""
+    has_evaluation_marker: bool
+    has_score_marker: bool
+    score_part: str | None
+    """Text after the last score marker; ``None`` when the score marker is missing."""
+
+
+def split_evaluation(text: str) -> EvaluationParts:
+    """Cut a verifier-style evaluation at ``Here is my evaluation of the solution:`` and
+    ``Based on my evaluation, the final overall score should be:``."""
+    score_marker = find_last(SCORE_MARKER_RE, text)
+    head = text if score_marker is None else text[: score_marker.start()]
+    evaluation_marker = find_first(EVALUATION_MARKER_RE, head)
+    analysis = head if evaluation_marker is None else head[evaluation_marker.end() :]
+    return EvaluationParts(
+        analysis=analysis.strip(),
+        has_evaluation_marker=evaluation_marker is not None,
+        has_score_marker=score_marker is not None,
+        score_part=None if score_marker is None else text[score_marker.end() :],
+    )
+
+
+def split_meta_evaluation(text: str) -> tuple[str, str | None]:
+    """``(analysis, score_part)`` around the last meta-verifier marker; ``score_part`` is
+    ``None`` (and the analysis the whole text) when the marker is missing."""
+    marker = find_last(META_SCORE_MARKER_RE, text)
+    if marker is None:
+        return text.strip(), None
+    return text[: marker.start()].strip(), text[marker.end() :]
+
+
+def truncation_error(finish_reason: str | None) -> str | None:
+    """The format error of an output that did not stop naturally, else ``None``.
+
+    ``"stop"`` is a natural end; ``None`` means the backend did not say, and is accepted.
+    Anything else (``"length"``, ``"content_filter"`` ...) makes the output invalid.
+    """
+    if finish_reason is None or finish_reason == "stop":
+        return None
+    return f"output truncated (finish_reason={finish_reason})"

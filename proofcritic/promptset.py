@@ -1,0 +1,338 @@
+"""Prompt sets: a folder of templates, one per role, checked when the set is loaded.
+
+A prompt set is a folder that holds, for each role it serves, a user-message template and
+optionally a system-message template:
+
+=================  =========================================  ================================
+role               files                                      variables (jinja2)
+=================  =========================================  ================================
+``generate``       ``generate.j2`` / ``generate.txt``         ``problem``
+``verify``         ``verify.j2`` / ``verify.txt``             ``problem``, ``proof``
+``meta_verify``    ``meta_verify.j2`` / ``meta_verify.txt``   ``problem``, ``proof``,
+                                                              ``analysis``, ``score``
+``refine``         ``refine.j2`` / ``refine.txt``             ``problem``, ``candidates``
+=================  =========================================  ================================
+
+A system message comes from ``<role>.system.j2`` or ``<role>.system.txt`` (same variables).
+Files whose name starts with ``_`` are partials for ``{% include %}`` / ``{% import %}``.
+
+**jinja2 templates** (``.j2``) get ``problem`` as a :class:`~proofcritic.types.Problem`
+(``.statement``, ``.reference_solution``, ``.grading_guidelines``, ``.max_points``, ``.id``),
+``proof`` and ``analysis`` as strings, ``score`` as a float or ``None``, and ``candidates``
+as a list of objects or dicts with ``.proof`` (str) and ``.evaluations`` (list of str). The
+filter ``as_score`` writes a score as ``1`` / ``0.5`` / ``0`` (``none`` for ``None``).
+Undefined variables are errors (StrictUndefined); nothing is autoescaped.
+
+**Plain-text templates** (``.txt``) are Python ``str.format`` strings, so that prompt files
+written as format strings (for example a copy of the released DeepSeekMath-V2 prompts) can
+be dropped in. Literal braces must be doubled (``\\boxed{{}}``). Their fields:
+
+- every role: ``{statement}`` (aliases ``{question}``, ``{problem}``), ``{problem_id}``,
+  ``{max_points}``, ``{reference_solution}``, ``{grading_guidelines}`` (empty when absent);
+- ``verify``, ``meta_verify``: ``{proof}``;
+- ``meta_verify``: ``{analysis}``, ``{score}`` (``1`` / ``0.5`` / ``0`` / ``none``);
+- ``refine``: ``{candidates}``, the candidates written out as ``--- Solution i ---`` blocks,
+  each followed by its ``=== Evaluation j of Solution i ===`` blocks.
+
+**Checks.** :meth:`PromptSet.load` parses every template and rejects, with a
+:class:`~proofcritic.errors.PromptError` naming the file, a syntax error or a variable (or
+field) the role does not provide. It also requires the user templates of the roles in
+``require`` (all four by default); a role that is not required and has no template raises
+:class:`PromptError` when it is first rendered. Rendering errors become ``PromptError`` too.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import jinja2
+import jinja2.meta
+
+from .errors import PromptError
+from .llm._types import ChatMessage
+from .parsing import format_score
+
+__all__ = ["PromptSet", "ROLE_VARIABLES", "TEXT_FIELDS", "format_candidates"]
+
+#: the variables each role's jinja2 templates may use
+ROLE_VARIABLES: dict[str, frozenset[str]] = {
+    "generate": frozenset({"problem"}),
+    "verify": frozenset({"problem", "proof"}),
+    "meta_verify": frozenset({"problem", "proof", "analysis", "score"}),
+    "refine": frozenset({"problem", "candidates"}),
+}
+_PROBLEM_FIELDS = frozenset(
+    {"statement", "question", "problem", "problem_id", "max_points", "reference_solution", "grading_guidelines"}
+)
+#: the fields each role's plain-text (``str.format``) templates may use
+TEXT_FIELDS: dict[str, frozenset[str]] = {role: _PROBLEM_FIELDS | names for role, names in ROLE_VARIABLES.items()}
+_DEFAULT_DIRECTORY = Path(__file__).resolve().parent / "prompts" / "default"
+
+
+@dataclass(frozen=True)
+class _Template:
+    """One checked template file."""
+
+    path: Path
+    kind: Literal["jinja", "text"]
+    jinja: jinja2.Template | None = None
+    text: str | None = None
+
+
+def format_candidates(candidates: Iterable[Any]) -> str:
+    """Write refinement candidates as ``--- Solution i ---`` blocks with their evaluations."""
+    blocks: list[str] = []
+    for i, candidate in enumerate(candidates, start=1):
+        blocks.append(f"--- Solution {i} ---\n\n{_field(candidate, 'proof').strip()}\n")
+        for j, evaluation in enumerate(_field(candidate, "evaluations"), start=1):
+            blocks.append(f"=== Evaluation {j} of Solution {i} ===\n\n{str(evaluation).strip()}\n")
+    return "\n".join(blocks)
+
+
+def _field(obj: Any, name: str) -> Any:
+    if isinstance(obj, Mapping):
+        if name not in obj:
+            raise PromptError(f"a refinement candidate has no {name!r}")
+        return obj[name]
+    if not hasattr(obj, name):
+        raise PromptError(f"a refinement candidate has no {name!r}")
+    return getattr(obj, name)
+
+
+def _text_fields(source: str, path: Path) -> set[str]:
+    """The field names of a format string; positional fields are an error."""
+    try:
+        parsed = list(string.Formatter().parse(source))
+    except ValueError as error:
+        raise PromptError(
+            f"{path}: not a valid format string ({error}); write literal braces as '{{{{' and '}}}}'"
+        ) from None
+    names: set[str] = set()
+    for _, field_name, _, _ in parsed:
+        if field_name is None:
+            continue
+        root = field_name.split(".", 1)[0].split("[", 1)[0]
+        if not root or root.isdigit():
+            raise PromptError(
+                f"{path}: positional field '{{{field_name}}}' is not allowed; "
+                "name the field, or write literal braces as '{{' and '}}'"
+            )
+        names.add(root)
+    return names
+
+
+def _text_values(role: str, variables: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``str.format`` fields of a role computed from the jinja2 variables."""
+    values: dict[str, Any] = {}
+    problem = variables.get("problem")
+    if problem is not None:
+        statement = problem.statement
+        values.update(
+            statement=statement,
+            question=statement,
+            problem=statement,
+            problem_id=problem.id,
+            max_points=f"{problem.max_points:g}",
+            reference_solution=problem.reference_solution or "",
+            grading_guidelines=problem.grading_guidelines or "",
+        )
+    for name, value in variables.items():
+        if name not in ("problem", "score", "candidates"):
+            values[name] = value  # proof, analysis, and any variable a caller added
+    if "score" in variables:
+        values["score"] = format_score(variables["score"])
+    if "candidates" in variables:
+        values["candidates"] = format_candidates(variables["candidates"])
+    return values
+
+
+class PromptSet:
+    """A checked folder of prompt templates; :meth:`render` turns one into chat messages."""
+
+    def __init__(self, directory: Path, templates: dict[str, _Template], variables: dict[str, frozenset[str]]):
+        self.directory = directory
+        self._templates = templates
+        self._variables = variables
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def load(
+        cls,
+        directory: str | Path | None = None,
+        *,
+        require: Iterable[str] | None = None,
+        variables: Mapping[str, Iterable[str]] | None = None,
+    ) -> PromptSet:
+        """Load and check the prompt set in ``directory`` (``None``: the built-in default set).
+
+        ``require`` names the roles whose user template must be present (default: all four);
+        ``variables`` adds roles or extra allowed variables for custom templates (jinja2
+        variable names; plain-text templates of an added role may use the same names).
+        Raises :class:`PromptError` for a missing folder, a missing required template, two
+        files for one template, a syntax error, or a variable the role does not provide.
+        """
+        path = _DEFAULT_DIRECTORY if directory is None else Path(directory).expanduser()
+        if not path.is_dir():
+            raise PromptError(f"prompt set folder not found: {path}")
+        allowed = dict(ROLE_VARIABLES)
+        for role, names in (variables or {}).items():
+            allowed[role] = allowed.get(role, frozenset()) | frozenset(names)
+        required = tuple(ROLE_VARIABLES) if require is None else tuple(require)
+        unknown = [r for r in required if r not in allowed]
+        if unknown:
+            raise PromptError(f"unknown prompt role(s) in require: {', '.join(unknown)}; known: {', '.join(allowed)}")
+
+        env = cls._environment(path)
+        templates: dict[str, _Template] = {}
+        for role in allowed:
+            for key in (role, f"{role}.system"):
+                template = cls._load_one(env, path, key, role, allowed[role])
+                if template is not None:
+                    templates[key] = template
+        missing = [r for r in required if r not in templates]
+        if missing:
+            raise PromptError(
+                f"prompt set {path} lacks the template(s) "
+                + ", ".join(f"{r}.j2 (or {r}.txt)" for r in missing)
+            )
+        return cls(path, templates, allowed)
+
+    @staticmethod
+    def _environment(path: Path) -> jinja2.Environment:
+        env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(path)),
+            undefined=jinja2.StrictUndefined,
+            keep_trailing_newline=True,
+            autoescape=False,
+        )
+        env.filters["as_score"] = format_score
+        return env
+
+    @classmethod
+    def _load_one(
+        cls, env: jinja2.Environment, path: Path, key: str, role: str, allowed: frozenset[str]
+    ) -> _Template | None:
+        jinja_path, text_path = path / f"{key}.j2", path / f"{key}.txt"
+        if jinja_path.is_file() and text_path.is_file():
+            raise PromptError(f"prompt set {path} has both {jinja_path.name} and {text_path.name}; keep one")
+        if text_path.is_file():
+            source = _read(text_path)
+            fields = _PROBLEM_FIELDS | allowed
+            unknown = _text_fields(source, text_path) - fields
+            if unknown:
+                raise PromptError(
+                    f"{text_path}: unknown field(s) {', '.join(sorted(unknown))}; "
+                    f"allowed for {role!r}: {', '.join(sorted(fields))}"
+                )
+            return _Template(text_path, "text", text=source)
+        if not jinja_path.is_file():
+            return None
+        used = cls._jinja_variables(env, jinja_path.name, path, set())
+        unknown = used - allowed
+        if unknown:
+            raise PromptError(
+                f"{jinja_path}: unknown variable(s) {', '.join(sorted(unknown))}; "
+                f"allowed for {role!r}: {', '.join(sorted(allowed))}"
+            )
+        try:
+            compiled = env.get_template(jinja_path.name)
+        except jinja2.TemplateError as error:  # e.g. an unknown filter
+            raise PromptError(f"{jinja_path}: {error}") from None
+        return _Template(jinja_path, "jinja", jinja=compiled)
+
+    @classmethod
+    def _jinja_variables(cls, env: jinja2.Environment, name: str, path: Path, seen: set[str]) -> set[str]:
+        """Undeclared variables of a template and of the templates it includes or imports."""
+        seen.add(name)
+        file = path / name
+        if not file.is_file():
+            raise PromptError(f"{path}: a template includes {name!r}, which is not in the set")
+        source = _read(file)
+        try:
+            ast = env.parse(source, name=name, filename=str(file))
+            used = set(jinja2.meta.find_undeclared_variables(ast))
+        except jinja2.TemplateError as error:  # a syntax error, an unknown filter or test
+            line = getattr(error, "lineno", None)
+            where = f"{file}:{line}" if line else str(file)
+            raise PromptError(f"{where}: template error: {error.message}") from None
+        for child in jinja2.meta.find_referenced_templates(ast):
+            if child is not None and child not in seen:
+                used |= cls._jinja_variables(env, child, path, seen)
+        return used
+
+    # ------------------------------------------------------------------ use
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The roles this set has a user template for, in the order of ``ROLE_VARIABLES``."""
+        return tuple(role for role in self._variables if role in self._templates)
+
+    def has(self, name: str) -> bool:
+        """Whether this set can render ``name``."""
+        return name in self._templates
+
+    def source(self, name: str) -> Path:
+        """The file of the user template of ``name``."""
+        return self._template(name).path
+
+    def render(self, name: str, **variables: Any) -> list[ChatMessage]:
+        """Render role ``name``: a system message (when the set has one) then the user message.
+
+        Surrounding whitespace of each message is stripped; an empty system message is left out.
+
+        Raises :class:`PromptError` for an unknown role, a template the set lacks, a variable
+        the role does not take, or any error while rendering.
+        """
+        allowed = self._variables.get(name)
+        if allowed is None:
+            raise PromptError(f"unknown prompt {name!r}; known: {', '.join(self._variables)}")
+        extra = set(variables) - allowed
+        if extra:
+            raise PromptError(
+                f"prompt {name!r} takes {', '.join(sorted(allowed))}, not {', '.join(sorted(extra))}"
+            )
+        user = self._template(name)
+        messages: list[ChatMessage] = []
+        system = self._templates.get(f"{name}.system")
+        if system is not None:
+            content = self._render_one(system, name, variables)
+            if content:
+                messages.append(ChatMessage(role="system", content=content))
+        messages.append(ChatMessage(role="user", content=self._render_one(user, name, variables)))
+        return messages
+
+    def _template(self, name: str) -> _Template:
+        template = self._templates.get(name)
+        if template is None:
+            raise PromptError(f"prompt set {self.directory} has no template for {name!r} ({name}.j2 or {name}.txt)")
+        return template
+
+    @staticmethod
+    def _render_one(template: _Template, role: str, variables: Mapping[str, Any]) -> str:
+        try:
+            if template.kind == "jinja":
+                assert template.jinja is not None
+                text = template.jinja.render(**variables)
+            else:
+                assert template.text is not None
+                text = template.text.format_map(_text_values(role, variables))
+        except PromptError:
+            raise
+        except Exception as error:  # jinja2 errors, a missing field, a bad attribute
+            raise PromptError(f"rendering {template.path.name} failed: {type(error).__name__}: {error}") from None
+        return text.strip()
+
+    def __repr__(self) -> str:
+        return f"PromptSet({str(self.directory)!r}, names={list(self.names)})"
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise PromptError(f"cannot read prompt template {path}: {error}") from None
