@@ -25,19 +25,12 @@ def _root() -> None:
 
 
 def main() -> None:
-    """Entry point: named errors become one line on stderr and exit status 2."""
+    """Entry point: named errors become one line on stderr and exit status 2.
+
+    Usage errors are reported by the command-line parser itself (also status 2).
+    """
     try:
-        app(standalone_mode=False)
+        app()
     except ProofcriticError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    except (typer.Abort, KeyboardInterrupt):
-        print("aborted", file=sys.stderr)
-        sys.exit(130)
-    except Exception as error:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(error, click.ClickException):
-            error.show()
-            sys.exit(error.exit_code)
-        raise

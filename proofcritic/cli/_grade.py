@@ -97,6 +97,11 @@ def grade_command(
                 else:
                     show_result(Console(), the_problem, result)
         finally:
+            u = the_model.usage
+            console.print(
+                f"[dim]model calls: {u.calls} new, {u.cached_calls} from cache; "
+                f"tokens: {u.prompt_tokens} prompt + {u.completion_tokens} completion[/]"
+            )
             await the_model.aclose()
 
     asyncio.run(main())

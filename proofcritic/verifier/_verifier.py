@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import Literal
 
@@ -45,9 +46,11 @@ class Verifier(Role):
         for index, completion in enumerate(completions):
             verification = parse_verification(completion.text, completion.finish_reason)
             verification.usage = usage_of(completion, share_prompt=index == 0)
-            if self.score_mode == "logprob" or (self.score_mode == "auto" and verification.score is None):
-                await self._read_out(messages, verification)
             results.append(verification)
+        pending = [
+            v for v in results if self.score_mode == "logprob" or (self.score_mode == "auto" and v.score is None)
+        ]
+        await asyncio.gather(*(self._read_out(messages, v) for v in pending))
         return results
 
     async def _read_out(self, messages: list[ChatMessage], verification: Verification) -> None:
