@@ -1,0 +1,606 @@
+"""Local generation with Hugging Face transformers, with a micro-batcher.
+
+Why a micro-batcher: a decoding step reads every weight once whatever the number of rows, so on
+CPU 16 rows cost a few times one row, not 16 times. Roles call
+:meth:`TransformersBackend.generate` from many asyncio tasks at once; each call only queues its
+request and awaits a future. A single worker thread takes everything queued, groups rows by
+sampling settings, and runs each group through one left-padded ``model.generate`` call of at
+most ``max_batch_size`` rows. Per-row limits (``max_tokens``, stop strings) are enforced by a
+per-row stopping criterion, so requests with different limits still share a batch. The event
+loop never blocks on torch. ``n`` greedy samples are identical, so they are generated once.
+
+Seeds: ``torch`` sampling has one RNG per batch, not per row. Requests with a ``seed`` are only
+batched with requests that have the same seed and settings; the batch's RNG is seeded with it
+(inside ``torch.random.fork_rng``, so the global RNG is untouched). Hence the same seeded request
+sent alone always gives the same samples, and a batch of the same requests in the same order
+gives the same samples; different seeds never share a batch. Greedy decoding ignores seeds.
+
+Accounting: ``prompt_tokens`` is the length of the rendered prompt (no padding);
+``completion_tokens`` counts every generated token of the sample, including the end-of-turn
+token or the token that completed a stop string. ``logprobs`` has one entry per such token and
+holds the model's own distribution (before temperature and top-p).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import (
+    BackendError,
+    MissingDependencyError,
+    ModelNotFoundError,
+    ProofcriticError,
+    UnsupportedFeatureError,
+)
+from ._base import Backend
+from ._smollm2 import is_smollm2_alias, smollm2_path, smollm2_target_dir
+from ._types import ChatMessage, ChatRequest, Completion, TokenLogprob
+
+#: logits elements (rows x tokens x vocab) allowed in one scoring forward pass (~512 MB fp32)
+_SCORE_BUDGET = 1 << 27
+_SENTINEL = "\u27e6proofcritic-continuation-end\u27e7"
+
+
+def _torch() -> Any:
+    try:
+        import torch
+    except ImportError as exc:
+        raise MissingDependencyError("torch", "local") from exc
+    return torch
+
+
+def _transformers() -> Any:
+    _torch()
+    try:
+        import transformers
+    except ImportError as exc:
+        raise MissingDependencyError("transformers", "local") from exc
+    return transformers
+
+
+@dataclass
+class BackendStats:
+    """Counters that show how the micro-batcher grouped the work (for tests and tuning)."""
+
+    requests: int = 0  #: generate requests served
+    batches: int = 0  #: ``model.generate`` invocations
+    rows: int = 0  #: sequences generated (greedy duplicates are generated once)
+    max_batch_rows: int = 0  #: largest batch so far
+    scoring_passes: int = 0  #: forward passes made by ``sequence_logprobs``
+
+
+@dataclass
+class _Job:
+    """One queued request and the future its caller awaits."""
+
+    request: ChatRequest
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+    results: list[Completion | None] = field(default_factory=list)
+    failed: bool = False
+
+
+@dataclass
+class _Row:
+    """One sequence to generate; its result fills ``slots`` of ``job.results``."""
+
+    job: _Job
+    slots: list[int]
+    prompt_ids: list[int]
+    max_tokens: int
+    stop: tuple[str, ...]
+    top_logprobs: int
+
+
+class TransformersBackend(Backend):
+    """A causal LM run in-process with transformers; batched, seeded, with logprobs and scoring.
+
+    ``model`` is a local folder, an alias of the embedded SmolLM2 ("smollm2"), or a hub id that
+    is already in the local Hugging Face cache (nothing is ever downloaded). The model loads
+    once, on first use or on :meth:`load`.
+    """
+
+    name = "transformers"
+    default_concurrency = 64
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] = "smollm2",
+        *,
+        device: str = "cpu",
+        dtype: str | Any | None = None,
+        max_batch_size: int = 16,
+        batch_wait_ms: float = 5.0,
+        default_max_tokens: int = 256,
+        default_temperature: float = 0.0,
+        cache_root: str | os.PathLike[str] | None = None,
+    ):
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be >= 1")
+        self._spec = str(model)
+        self._cache_root = cache_root
+        self._path: Path | None = None  # set for local folders (and SmolLM2 once resolved)
+        if not is_smollm2_alias(self._spec):
+            local = Path(self._spec).expanduser()
+            if local.exists():
+                self._path = local.resolve()
+            elif _looks_like_path(self._spec):
+                raise ModelNotFoundError(f"model path not found: {local}")
+        self.model = str(self._path) if self._path else self._spec
+        self.device = device
+        self.dtype = dtype
+        self.max_batch_size = max_batch_size
+        self.batch_wait_s = batch_wait_ms / 1000.0
+        self.default_max_tokens = default_max_tokens
+        self.default_temperature = default_temperature
+        self.stats = BackendStats()
+        self._hf_model: Any = None
+        self._tokenizer: Any = None
+        self._eos_ids: set[int] = set()
+        self._pad_id = 0
+        self._load_lock = threading.Lock()
+        self._queue_lock = threading.Lock()
+        self._pending: list[_Job] = []
+        self._draining = False
+        self._executor: ThreadPoolExecutor | None = None
+
+    # ----------------------------------------------------------------------------- loading
+
+    def cache_identity(self) -> str:
+        if self._path is None and is_smollm2_alias(self._spec):
+            # the folder name carries the weights' fingerprint; its location does not matter
+            return f"transformers/{smollm2_target_dir(self._cache_root).name}"
+        return f"transformers/{self.model}"
+
+    def load(self) -> None:
+        """Load tokenizer and model now (idempotent and thread-safe)."""
+        if self._hf_model is not None:
+            return
+        with self._load_lock:
+            if self._hf_model is None:
+                self._load_locked()
+
+    def _load_locked(self) -> None:
+        torch, tf = _torch(), _transformers()
+        if self._path is None and is_smollm2_alias(self._spec):
+            self._path = smollm2_path(self._cache_root)
+            self.model = str(self._path)
+        source = str(self._path) if self._path else self._spec
+        dtype = self.dtype
+        if dtype is None:
+            dtype = torch.float32 if str(self.device).startswith("cpu") else "auto"
+        elif isinstance(dtype, str) and dtype != "auto":
+            if not isinstance(getattr(torch, dtype, None), torch.dtype):
+                raise ValueError(f"unknown torch dtype {dtype!r}")
+            dtype = getattr(torch, dtype)
+        try:
+            tokenizer = tf.AutoTokenizer.from_pretrained(source, local_files_only=True)
+            model = tf.AutoModelForCausalLM.from_pretrained(source, dtype=dtype, local_files_only=True)
+        except (OSError, ValueError) as exc:
+            where = "the folder" if self._path else "no such folder, and not in the local Hugging Face cache"
+            raise ModelNotFoundError(f"cannot load model {source!r} ({where}): {exc}") from exc
+        model.to(self.device)
+        model.eval()
+        eos = model.generation_config.eos_token_id
+        eos = eos if eos is not None else tokenizer.eos_token_id
+        self._eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        pad = tokenizer.pad_token_id
+        self._pad_id = pad if pad is not None else min(self._eos_ids, default=0)
+        self._tokenizer = tokenizer
+        self._hf_model = model
+
+    def close(self) -> None:
+        """Stop the worker thread (after the work already queued) and drop the model."""
+        with self._queue_lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
+        orphans: list[_Job] = []
+        with self._queue_lock:
+            if self._executor is None:  # nobody restarted the worker meanwhile
+                orphans, self._pending, self._draining = self._pending, [], False
+        for job in orphans:
+            _fail(job, BackendError("the transformers backend was closed"))
+        with self._load_lock:
+            self._hf_model = self._tokenizer = None
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
+
+    # ----------------------------------------------------------------------------- rendering
+
+    def render(self, messages: Sequence[ChatMessage], *, continue_final: bool = False) -> str:
+        """The prompt text for ``messages``: the chat template with a generation prompt, or
+        (``continue_final``) with the last message left open so that text can continue it."""
+        self.load()
+        tok = self._tokenizer
+        dicts = [{"role": m.role, "content": m.content} for m in messages]
+        if getattr(tok, "chat_template", None):
+            if not continue_final:
+                return tok.apply_chat_template(dicts, tokenize=False, add_generation_prompt=True)
+            final = dicts[-1]["content"]
+            if final and not final[-1].isspace():
+                try:
+                    return tok.apply_chat_template(
+                        dicts, tokenize=False, add_generation_prompt=False, continue_final_message=True
+                    )
+                except ValueError:
+                    pass
+            # transformers strips trailing whitespace (and cannot place an empty final message):
+            # render with a sentinel after the text and cut there instead.
+            dicts[-1]["content"] = final + _SENTINEL
+            full = tok.apply_chat_template(dicts, tokenize=False, add_generation_prompt=False)
+            if _SENTINEL not in full:
+                raise UnsupportedFeatureError("the chat template does not keep the final message's text verbatim")
+            return full[: full.index(_SENTINEL)]
+        parts = [f"### {d['role'].capitalize()}\n{d['content']}\n\n" for d in dicts]
+        if continue_final:
+            parts[-1] = parts[-1][:-2]
+        else:
+            parts.append("### Assistant\n")
+        return "".join(parts)
+
+    def _encode(self, text: str) -> list[int]:
+        return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    # ----------------------------------------------------------------------------- queueing
+
+    async def generate(self, request: ChatRequest) -> list[Completion]:
+        return await self._submit([request])[0]
+
+    async def generate_batch(self, requests: Sequence[ChatRequest]) -> list[list[Completion]]:
+        """Queue all requests at once, so they are sure to be considered in the same round."""
+        return list(await asyncio.gather(*self._submit(requests)))
+
+    def _submit(self, requests: Sequence[ChatRequest]) -> list[asyncio.Future]:
+        loop = asyncio.get_running_loop()
+        jobs = [_Job(r, loop.create_future(), loop, [None] * r.config.n) for r in requests]
+        with self._queue_lock:
+            self._pending.extend(jobs)
+            if not self._draining and jobs:
+                self._draining = True
+                self._worker().submit(self._drain)
+        return [j.future for j in jobs]
+
+    def _worker(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="proofcritic-tf")
+        return self._executor
+
+    def _drain(self) -> None:
+        """One round in the worker thread: wait briefly, take all queued jobs, run them."""
+        with self._queue_lock:
+            queued_rows = sum(j.request.config.n for j in self._pending)
+        if queued_rows < self.max_batch_size:
+            time.sleep(self.batch_wait_s)
+        with self._queue_lock:
+            jobs, self._pending = self._pending, []
+        try:
+            if jobs:
+                self._run_jobs([j for j in jobs if not j.future.done()])
+        finally:
+            with self._queue_lock:
+                if self._pending and self._executor is not None:
+                    self._executor.submit(self._drain)  # queued behind any scoring work
+                else:
+                    self._draining = False
+
+    def _run_jobs(self, jobs: list[_Job]) -> None:
+        try:
+            self.load()
+        except BaseException as exc:  # noqa: BLE001 - delivered to the callers
+            for job in jobs:
+                _fail(job, exc)
+            return
+        groups: dict[tuple, list[_Row]] = {}
+        for job in jobs:
+            try:
+                key, rows = self._rows_for(job)
+            except Exception as exc:  # e.g. a template that rejects these messages
+                _fail(job, exc)
+                continue
+            groups.setdefault(key, []).extend(rows)
+        self.stats.requests += len(jobs)
+        for key, rows in groups.items():
+            self._run_group(key, rows)
+
+    def _rows_for(self, job: _Job) -> tuple[tuple, list[_Row]]:
+        cfg = job.request.config
+        temperature = cfg.temperature if cfg.temperature is not None else self.default_temperature
+        greedy = not temperature
+        key = ("greedy",) if greedy else ("sample", float(temperature), float(cfg.top_p or 1.0), cfg.seed)
+        prompt = self._encode(self.render(job.request.messages))
+        top = (cfg.top_logprobs or 0) if cfg.logprobs else -1  # -1: no logprobs at all
+        common = dict(
+            prompt_ids=prompt,
+            max_tokens=cfg.max_tokens or self.default_max_tokens,
+            stop=tuple(s for s in (cfg.stop or []) if s),
+            top_logprobs=top,
+        )
+        if greedy:  # n greedy samples are identical: generate one, copy it
+            return key, [_Row(job, list(range(cfg.n)), **common)]
+        return key, [_Row(job, [i], **common) for i in range(cfg.n)]
+
+    def _run_group(self, key: tuple, rows: list[_Row]) -> None:
+        torch = _torch()
+        seeded = key[0] == "sample" and key[3] is not None
+        device = torch.device(self.device)
+        devices = [device.index or 0] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices) if seeded else contextlib.nullcontext():
+            if seeded:
+                torch.manual_seed(key[3])  # once per group; later chunks continue the stream
+            for start in range(0, len(rows), self.max_batch_size):
+                chunk = [r for r in rows[start : start + self.max_batch_size] if not r.job.failed]
+                if not chunk:
+                    continue
+                try:
+                    completions = self._generate_rows(key, chunk)
+                except BaseException as exc:  # noqa: BLE001 - delivered to the callers
+                    for row in chunk:
+                        _fail(row.job, exc)
+                    continue
+                for row, completion in zip(chunk, completions):
+                    if row.job.failed:
+                        continue
+                    for slot in row.slots:
+                        row.job.results[slot] = completion.model_copy(deep=True)
+                    if all(c is not None for c in row.job.results):
+                        _deliver(row.job, result=list(row.job.results))
+
+    # ----------------------------------------------------------------------------- generation
+
+    def _generate_rows(self, key: tuple, rows: list[_Row]) -> list[Completion]:
+        """One left-padded ``model.generate`` call for ``rows``; returns one completion per row."""
+        torch, tf = _torch(), _transformers()
+        ids, mask = _pad([r.prompt_ids for r in rows], self._pad_id, left=True)
+        width = ids.shape[1]
+        stopper = _RowStopper(rows, width, self._tokenizer, self._eos_ids)
+        k = max(r.top_logprobs for r in rows)
+        recorder = _LogprobRecorder(width, k) if k >= 0 else None
+        kwargs: dict[str, Any] = dict(
+            max_new_tokens=max(r.max_tokens for r in rows),
+            do_sample=key[0] == "sample",
+            num_beams=1,
+            pad_token_id=self._pad_id,
+            eos_token_id=sorted(self._eos_ids) or None,
+            stopping_criteria=tf.StoppingCriteriaList([stopper]),
+        )
+        if key[0] == "sample":
+            kwargs.update(temperature=key[1], top_p=key[2], top_k=0)
+        if recorder is not None:
+            kwargs["logits_processor"] = tf.LogitsProcessorList([recorder])
+        self.stats.batches += 1
+        self.stats.rows += len(rows)
+        self.stats.max_batch_rows = max(self.stats.max_batch_rows, len(rows))
+        with torch.inference_mode():
+            out = self._hf_model.generate(
+                input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs
+            )
+        generated = out[:, width:].cpu()
+        chosen = tops = None
+        if recorder is not None:
+            chosen, tops = recorder.finish(out)
+        return [
+            self._completion(row, generated[i].tolist(), stopper.done_at[i], i, chosen, tops)
+            for i, row in enumerate(rows)
+        ]
+
+    def _completion(
+        self, row: _Row, tokens: list[int], done_at: int | None, i: int, chosen: Any, tops: Any
+    ) -> Completion:
+        """Cut one generated row to its own end and turn it into a :class:`Completion`."""
+        end = done_at if done_at is not None else len(tokens)
+        eos_at = next((t for t, tok in enumerate(tokens[:end]) if tok in self._eos_ids), None)
+        if eos_at is not None:
+            end = eos_at + 1
+        tokens = tokens[:end]
+        text_ids = tokens[:-1] if eos_at is not None else tokens
+        text = self._tokenizer.decode(text_ids, skip_special_tokens=True)
+        hits = [text.find(s) for s in row.stop if s in text]
+        if hits:
+            text = text[: min(hits)]
+        natural = eos_at is not None or bool(hits)
+        finish = "length" if not natural and len(tokens) >= row.max_tokens else "stop"
+        logprobs = None
+        if row.top_logprobs >= 0 and chosen is not None:
+            logprobs = []
+            for t, tok in enumerate(tokens):
+                top = None
+                if row.top_logprobs > 0:
+                    vals, idx = tops[0][t][i][: row.top_logprobs], tops[1][t][i][: row.top_logprobs]
+                    top = {}
+                    for v, j in zip(vals, idx):
+                        top.setdefault(self._tokenizer.decode([j]), v)
+                logprobs.append(TokenLogprob(token=self._tokenizer.decode([tok]), logprob=chosen[t][i], top=top))
+        return Completion(
+            text=text,
+            finish_reason=finish,
+            prompt_tokens=len(row.prompt_ids),
+            completion_tokens=len(tokens),
+            logprobs=logprobs,
+        )
+
+    # ----------------------------------------------------------------------------- scoring
+
+    async def sequence_logprobs(
+        self, messages: Sequence[ChatMessage], continuations: Sequence[str]
+    ) -> list[float]:
+        """Log-likelihood of each rendered conversation; see :meth:`Backend.sequence_logprobs`.
+
+        If ``messages`` does not end with an assistant turn, an empty one is assumed.
+        """
+        if not continuations:
+            return []
+        msgs = list(messages)
+        if not msgs or msgs[-1].role != "assistant":
+            msgs.append(ChatMessage(role="assistant", content=""))
+        loop = asyncio.get_running_loop()
+        with self._queue_lock:
+            worker = self._worker()
+        try:
+            return await loop.run_in_executor(worker, self._score, msgs, list(continuations))
+        except ProofcriticError:
+            raise
+        except Exception as exc:
+            raise BackendError(f"local scoring failed: {type(exc).__name__}: {exc}") from exc
+
+    def _score(self, msgs: list[ChatMessage], continuations: list[str]) -> list[float]:
+        torch = _torch()
+        self.load()
+        head, last = msgs[:-1], msgs[-1]
+        seqs = [
+            self._encode(self.render([*head, last.model_copy(update={"content": last.content + c})],
+                                     continue_final=True))
+            for c in continuations
+        ]
+        vocab = int(self._hf_model.config.get_text_config().vocab_size)
+        totals: list[float] = [0.0] * len(seqs)
+        order = sorted(range(len(seqs)), key=lambda j: len(seqs[j]))
+        start = 0
+        while start < len(order):  # as many rows per pass as the logits budget allows
+            stop = start + 1
+            while stop < len(order) and (stop + 1 - start) * len(seqs[order[stop]]) * vocab <= _SCORE_BUDGET:
+                stop += 1
+            chunk = order[start:stop]
+            ids, mask = _pad([seqs[j] for j in chunk], self._pad_id, left=False)  # positions 0..n-1
+            self.stats.scoring_passes += 1
+            with torch.inference_mode():
+                logits = self._hf_model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
+                for r, j in enumerate(chunk):
+                    n = len(seqs[j])
+                    row = logits[r, : n - 1].float()
+                    picked = row.gather(1, ids[r, 1:n, None].to(row.device)).squeeze(1)
+                    totals[j] = float((picked - torch.logsumexp(row, dim=-1)).sum())
+            start = stop
+        return totals
+
+
+# --------------------------------------------------------------------------------- helpers
+
+
+def _pad(seqs: list[list[int]], pad_id: int, *, left: bool) -> tuple[Any, Any]:
+    """Token lists as a padded ``(rows, width)`` id tensor and its attention mask."""
+    torch = _torch()
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, seq in enumerate(seqs):
+        cols = slice(width - len(seq), width) if left else slice(0, len(seq))
+        ids[i, cols] = torch.tensor(seq, dtype=torch.long)
+        mask[i, cols] = 1
+    return ids, mask
+
+
+def _looks_like_path(spec: str) -> bool:
+    """Whether a missing ``spec`` was meant as a path rather than a hub id like "org/name"."""
+    return (
+        os.path.isabs(spec)
+        or spec.startswith((".", "~"))
+        or "\\" in spec
+        or spec.count("/") > 1
+        or spec.endswith("/")
+    )
+
+
+def _deliver(job: _Job, result: Any = None, exc: BaseException | None = None) -> None:
+    def settle() -> None:
+        if job.future.done():
+            return
+        if exc is not None:
+            job.future.set_exception(exc)
+        else:
+            job.future.set_result(result)
+
+    try:
+        job.loop.call_soon_threadsafe(settle)
+    except RuntimeError:  # the caller's loop is closed; nobody is waiting
+        pass
+
+
+def _fail(job: _Job, exc: BaseException) -> None:
+    """Fail a job once; unexpected exceptions become a (non-retryable) :class:`BackendError`."""
+    if job.failed:
+        return
+    job.failed = True
+    if isinstance(exc, Exception) and not isinstance(exc, ProofcriticError):
+        wrapped = BackendError(f"local generation failed: {type(exc).__name__}: {exc}")
+        wrapped.__cause__ = exc
+        exc = wrapped
+    _deliver(job, exc=exc)
+
+
+class _RowStopper:
+    """Stopping criterion with per-row limits: each row's own max_tokens, stop strings and EOS.
+
+    ``done_at[i]`` is the number of generated tokens of row ``i`` when it finished.
+    """
+
+    def __init__(self, rows: list[_Row], width: int, tokenizer: Any, eos_ids: set[int]):
+        self.rows, self.width, self.tokenizer, self.eos_ids = rows, width, tokenizer, eos_ids
+        self.done_at: list[int | None] = [None] * len(rows)
+        # enough tokens to contain any stop string ending in the newest token
+        self.window = [2 * max((len(s) for s in r.stop), default=0) + 8 for r in rows]
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        torch = _torch()
+        generated = input_ids.shape[1] - self.width
+        last = input_ids[:, -1].tolist()
+        for i, row in enumerate(self.rows):
+            if self.done_at[i] is not None:
+                continue
+            if last[i] in self.eos_ids or generated >= row.max_tokens:
+                self.done_at[i] = generated
+            elif row.stop:
+                tail = input_ids[i, max(self.width, input_ids.shape[1] - self.window[i]) :].tolist()
+                text = self.tokenizer.decode(tail, skip_special_tokens=True)
+                if any(s in text for s in row.stop):
+                    self.done_at[i] = generated
+        done = [d is not None for d in self.done_at]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+class _LogprobRecorder:
+    """Logits processor that records the log-probability of each chosen token (and the top-k).
+
+    It sees the model's logits before temperature / top-p, so the values are the model's own
+    distribution. The token chosen at step t is only known at step t+1 (or from the output).
+    """
+
+    def __init__(self, width: int, k: int):
+        self.width, self.k = width, k
+        self.prev: Any = None
+        self.chosen: list[Any] = []
+        self.top_vals: list[Any] = []
+        self.top_idx: list[Any] = []
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        torch = _torch()
+        if input_ids.shape[1] > self.width:
+            self._take(input_ids[:, -1])
+        self.prev = torch.log_softmax(scores.float(), dim=-1)
+        if self.k > 0:
+            vals, idx = self.prev.topk(self.k, dim=-1)
+            self.top_vals.append(vals.cpu())
+            self.top_idx.append(idx.cpu())
+        return scores
+
+    def _take(self, tokens: Any) -> None:
+        self.chosen.append(self.prev.gather(1, tokens[:, None].to(self.prev.device)).squeeze(1).cpu())
+
+    def finish(self, sequences: Any) -> tuple[list[list[float]], tuple[list, list] | None]:
+        """Chosen logprobs as ``[step][row]``, and top-k as ``([step][row][k], [step][row][k])``."""
+        torch = _torch()
+        if self.prev is not None and len(self.chosen) < sequences.shape[1] - self.width:
+            self._take(sequences[:, self.width + len(self.chosen)])
+        chosen = torch.stack(self.chosen).tolist() if self.chosen else []
+        tops = (torch.stack(self.top_vals).tolist(), torch.stack(self.top_idx).tolist()) if self.k > 0 else None
+        return chosen, tops
