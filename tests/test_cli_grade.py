@@ -100,6 +100,34 @@ def test_batch_with_a_bad_line_and_resume(run, tmp_path):
     assert _calls(second.stderr) == (0, 0)
 
 
+def test_grade_through_an_openai_compatible_server(tiny_backend, tmp_path):
+    """The CLI on the OpenAI-compatible backend, configured from the standard environment
+    variables, against a real HTTP server that serves a tiny model."""
+    try:
+        from servers.tiny_openai_server import TinyOpenAIServer
+    except ImportError:
+        from tests.servers.tiny_openai_server import TinyOpenAIServer
+
+    with TinyOpenAIServer(tiny_backend, "tiny-verifier", api_key="sekret") as server:
+        env = {"OPENAI_BASE_URL": server.url, "OPENAI_API_KEY": "sekret"}
+        args = [
+            "grade", "--problem", str(EXAMPLES / "problem.md"), "--proof", str(EXAMPLES / "proof_correct.md"),
+            "--backend", "openai", "--model", "tiny-verifier", "-n", "2", "--json",
+            "--cache", str(tmp_path / "c.sqlite"), *SHORT,
+        ]
+        result = CliRunner().invoke(app, args, env=env, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        data = json.loads(result.stdout)
+        assert [v["score_source"] for v in data["verifications"]] == ["likelihood", "likelihood"]
+        chat = [r for r in server.requests if "prompt_logprobs" not in r]
+        scoring = [r for r in server.requests if "prompt_logprobs" in r]
+        assert len(chat) == 1 and chat[0]["n"] == 2 and chat[0]["max_tokens"] == 24
+        assert len(scoring) == 2 * 3  # three score continuations per sample
+
+        wrong = CliRunner().invoke(app, [*args, "--no-cache"], env={**env, "OPENAI_API_KEY": "nope"}, catch_exceptions=True)
+        assert wrong.exit_code != 0 and "refused the API key" in str(wrong.exception)
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "proofcritic", *args], capture_output=True, text=True, timeout=120)
 
