@@ -30,43 +30,35 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import (
     BackendError,
-    MissingDependencyError,
     ModelNotFoundError,
     ProofcriticError,
     UnsupportedFeatureError,
 )
 from ._base import Backend
 from ._smollm2 import is_smollm2_alias, smollm2_path, smollm2_target_dir
+from ._transformers_parts import (
+    _deliver,
+    _fail,
+    _Job,
+    _LogprobRecorder,
+    _looks_like_path,
+    _pad,
+    _Row,
+    _RowStopper,
+    _torch,
+    _transformers,
+)
 from ._types import ChatMessage, ChatRequest, Completion, TokenLogprob
 
 #: logits elements (rows x tokens x vocab) allowed in one scoring forward pass (~512 MB fp32)
 _SCORE_BUDGET = 1 << 27
 _SENTINEL = "\u27e6proofcritic-continuation-end\u27e7"
-
-
-def _torch() -> Any:
-    try:
-        import torch
-    except ImportError as exc:
-        raise MissingDependencyError("torch", "local") from exc
-    return torch
-
-
-def _transformers() -> Any:
-    _torch()
-    try:
-        import transformers
-    except ImportError as exc:
-        raise MissingDependencyError("transformers", "local") from exc
-    # loading is reported by proofcritic itself; transformers' own bars would clutter the output
-    transformers.utils.logging.disable_progress_bar()
-    return transformers
 
 
 @dataclass
@@ -78,29 +70,6 @@ class BackendStats:
     rows: int = 0  #: sequences generated (greedy duplicates are generated once)
     max_batch_rows: int = 0  #: largest batch so far
     scoring_passes: int = 0  #: forward passes made by ``sequence_logprobs``
-
-
-@dataclass
-class _Job:
-    """One queued request and the future its caller awaits."""
-
-    request: ChatRequest
-    future: asyncio.Future
-    loop: asyncio.AbstractEventLoop
-    results: list[Completion | None] = field(default_factory=list)
-    failed: bool = False
-
-
-@dataclass
-class _Row:
-    """One sequence to generate; its result fills ``slots`` of ``job.results``."""
-
-    job: _Job
-    slots: list[int]
-    prompt_ids: list[int]
-    max_tokens: int
-    stop: tuple[str, ...]
-    top_logprobs: int
 
 
 #: weights loaded in this process, shared by every backend on the same folder, device and dtype
@@ -504,122 +473,3 @@ class TransformersBackend(Backend):
 
 
 # --------------------------------------------------------------------------------- helpers
-
-
-def _pad(seqs: list[list[int]], pad_id: int, *, left: bool) -> tuple[Any, Any]:
-    """Token lists as a padded ``(rows, width)`` id tensor and its attention mask."""
-    torch = _torch()
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, seq in enumerate(seqs):
-        cols = slice(width - len(seq), width) if left else slice(0, len(seq))
-        ids[i, cols] = torch.tensor(seq, dtype=torch.long)
-        mask[i, cols] = 1
-    return ids, mask
-
-
-def _looks_like_path(spec: str) -> bool:
-    """Whether a missing ``spec`` was meant as a path rather than a hub id like "org/name"."""
-    return (
-        os.path.isabs(spec)
-        or spec.startswith((".", "~"))
-        or "\\" in spec
-        or spec.count("/") > 1
-        or spec.endswith("/")
-    )
-
-
-def _deliver(job: _Job, result: Any = None, exc: BaseException | None = None) -> None:
-    def settle() -> None:
-        if job.future.done():
-            return
-        if exc is not None:
-            job.future.set_exception(exc)
-        else:
-            job.future.set_result(result)
-
-    try:
-        job.loop.call_soon_threadsafe(settle)
-    except RuntimeError:  # the caller's loop is closed; nobody is waiting
-        pass
-
-
-def _fail(job: _Job, exc: BaseException) -> None:
-    """Fail a job once; unexpected exceptions become a (non-retryable) :class:`BackendError`."""
-    if job.failed:
-        return
-    job.failed = True
-    if isinstance(exc, Exception) and not isinstance(exc, ProofcriticError):
-        wrapped = BackendError(f"local generation failed: {type(exc).__name__}: {exc}")
-        wrapped.__cause__ = exc
-        exc = wrapped
-    _deliver(job, exc=exc)
-
-
-class _RowStopper:
-    """Stopping criterion with per-row limits: each row's own max_tokens, stop strings and EOS.
-
-    ``done_at[i]`` is the number of generated tokens of row ``i`` when it finished.
-    """
-
-    def __init__(self, rows: list[_Row], width: int, tokenizer: Any, eos_ids: set[int]):
-        self.rows, self.width, self.tokenizer, self.eos_ids = rows, width, tokenizer, eos_ids
-        self.done_at: list[int | None] = [None] * len(rows)
-        # enough tokens to contain any stop string ending in the newest token
-        self.window = [2 * max((len(s) for s in r.stop), default=0) + 8 for r in rows]
-
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        torch = _torch()
-        generated = input_ids.shape[1] - self.width
-        last = input_ids[:, -1].tolist()
-        for i, row in enumerate(self.rows):
-            if self.done_at[i] is not None:
-                continue
-            if last[i] in self.eos_ids or generated >= row.max_tokens:
-                self.done_at[i] = generated
-            elif row.stop:
-                tail = input_ids[i, max(self.width, input_ids.shape[1] - self.window[i]) :].tolist()
-                text = self.tokenizer.decode(tail, skip_special_tokens=True)
-                if any(s in text for s in row.stop):
-                    self.done_at[i] = generated
-        done = [d is not None for d in self.done_at]
-        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
-
-
-class _LogprobRecorder:
-    """Logits processor that records the log-probability of each chosen token (and the top-k).
-
-    It sees the model's logits before temperature / top-p, so the values are the model's own
-    distribution. The token chosen at step t is only known at step t+1 (or from the output).
-    """
-
-    def __init__(self, width: int, k: int):
-        self.width, self.k = width, k
-        self.prev: Any = None
-        self.chosen: list[Any] = []
-        self.top_vals: list[Any] = []
-        self.top_idx: list[Any] = []
-
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        torch = _torch()
-        if input_ids.shape[1] > self.width:
-            self._take(input_ids[:, -1])
-        self.prev = torch.log_softmax(scores.float(), dim=-1)
-        if self.k > 0:
-            vals, idx = self.prev.topk(self.k, dim=-1)
-            self.top_vals.append(vals.cpu())
-            self.top_idx.append(idx.cpu())
-        return scores
-
-    def _take(self, tokens: Any) -> None:
-        self.chosen.append(self.prev.gather(1, tokens[:, None].to(self.prev.device)).squeeze(1).cpu())
-
-    def finish(self, sequences: Any) -> tuple[list[list[float]], tuple[list, list] | None]:
-        """Chosen logprobs as ``[step][row]``, and top-k as ``([step][row][k], [step][row][k])``."""
-        torch = _torch()
-        if self.prev is not None and len(self.chosen) < sequences.shape[1] - self.width:
-            self._take(sequences[:, self.width + len(self.chosen)])
-        chosen = torch.stack(self.chosen).tolist() if self.chosen else []
-        tops = (torch.stack(self.top_vals).tolist(), torch.stack(self.top_idx).tolist()) if self.k > 0 else None
-        return chosen, tops
