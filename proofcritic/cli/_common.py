@@ -18,16 +18,16 @@ BackendOpt = Annotated[
     Optional[str], typer.Option("--backend", "-b", help="transformers, openai, vllm or sglang.")
 ]
 BaseUrlOpt = Annotated[
-    Optional[str], typer.Option("--base-url", help="OpenAI-compatible server URL [env: OPENAI_BASE_URL].")
+    Optional[str], typer.Option("--base-url", help="OpenAI-compatible server URL (env: OPENAI_BASE_URL).")
 ]
-ApiKeyOpt = Annotated[Optional[str], typer.Option("--api-key", help="API key [env: OPENAI_API_KEY].")]
+ApiKeyOpt = Annotated[Optional[str], typer.Option("--api-key", help="API key (env: OPENAI_API_KEY).")]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the completion cache.")]
 CacheOpt = Annotated[
-    Optional[Path], typer.Option("--cache", help="Cache file [env: PROOFCRITIC_CACHE; default: user cache dir].")
+    Optional[Path], typer.Option("--cache", help="Cache file (env: PROOFCRITIC_CACHE; default: user cache dir).")
 ]
 PromptsOpt = Annotated[Optional[Path], typer.Option("--prompts", help="Folder of prompt templates to use instead of the built-in set.")]
-TemperatureOpt = Annotated[Optional[float], typer.Option("--temperature", help="Sampling temperature [default: 1.0].")]
-TopPOpt = Annotated[Optional[float], typer.Option("--top-p", help="Nucleus sampling mass [default: 0.95].")]
+TemperatureOpt = Annotated[Optional[float], typer.Option("--temperature", help="Sampling temperature (default: 1.0).")]
+TopPOpt = Annotated[Optional[float], typer.Option("--top-p", help="Nucleus sampling mass (default: 0.95).")]
 MaxTokensOpt = Annotated[Optional[int], typer.Option("--max-tokens", help="Maximum new tokens per sample.")]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Sampling seed.")]
 ConcurrencyOpt = Annotated[Optional[int], typer.Option("--concurrency", help="Requests in flight at once.")]

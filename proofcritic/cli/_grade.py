@@ -45,7 +45,7 @@ def grade_command(
     input: Annotated[Optional[Path], typer.Option("--input", help="Batch: JSONL with problem, proof (and optional reference_solution, grading_guidelines, max_points, id).")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", help="Batch: JSONL of results; an existing file is resumed.")] = None,
     n: Annotated[int, typer.Option("-n", "--n", min=1, help="Verifications per proof.")] = 1,
-    max_points: Annotated[Optional[float], typer.Option("--max-points", help="Points of a full solution [default: 7, or the problem's].")] = None,
+    max_points: Annotated[Optional[float], typer.Option("--max-points", help="Points of a full solution (default: 7, or the problem's).")] = None,
     score_mode: Annotated[str, typer.Option("--score-mode", help="text | auto (likelihood read-out when no score is written) | logprob (always).")] = "auto",
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     model: ModelOpt = None,
