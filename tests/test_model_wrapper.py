@@ -143,3 +143,26 @@ def test_cache_is_safe_across_processes(tmp_path):
     cache = CompletionCache(path)
     assert len(cache) == 600
     assert cache.get_samples("k1005", 1)[0].text == "1005"
+
+
+async def test_budget_scope_stops_calls_and_charges_cached_ones(tmp_path):
+    from proofcritic.budget import Budget, BudgetExceeded, budget_scope
+
+    backend = ScriptedBackend()
+    model = Model(backend, cache=CompletionCache(tmp_path / "c.sqlite"))
+    run = Budget(max_calls=5, name="run")
+    problem = run.child(max_calls=2)
+    with budget_scope(problem):
+        await model.generate(_request("a"))
+        await model.generate(_request("a"))  # cached, but charged all the same
+        with pytest.raises(BudgetExceeded, match="problem budget of 2 calls"):
+            await model.generate(_request("b"))
+    assert len(backend.calls) == 1 and problem.calls == 2 and run.calls == 2
+    assert run.tokens == 2 * (3 + 2)
+    other = run.child(max_tokens=5)
+    with budget_scope(other):
+        await model.generate(_request("c"))
+        with pytest.raises(BudgetExceeded, match="5 tokens"):
+            await model.generate(_request("d"))
+    await model.generate(_request("e"))  # outside any scope nothing is limited
+    assert run.calls == 3

@@ -11,6 +11,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..budget import current_budget
 from ..errors import BackendError
 from ._base import Backend
 from ._cache import CompletionCache
@@ -105,26 +106,36 @@ class Model:
 
     # -- generation -------------------------------------------------------------------------
     async def generate(self, request: ChatRequest) -> list[Completion]:
-        """``request.config.n`` completions, served from the cache where possible."""
+        """``request.config.n`` completions, served from the cache where possible.
+
+        The call is checked against, and charged to, the current budget scope (cached answers
+        included, so that a resumed run makes the same decisions).
+        """
+        budget = current_budget()
+        if budget is not None:
+            budget.check()
         config = self.defaults.merge(request.config) if self.defaults.model_fields_set else request.config
         n = config.n
         if self.cache is None:
             out = await self._call(self.backend.generate, request if config is request.config else ChatRequest(messages=request.messages, config=config))
             self._account(out, calls=1)
-            return out
-        key = self.cache.request_key(self._identity, request.messages, config)
-        samples = self.cache.get_samples(key, n)
-        missing = [i for i, s in enumerate(samples) if s is None]
-        if missing:
-            sub = ChatRequest(messages=request.messages, config=config.model_copy(update={"n": len(missing)}))
-            fresh = await self._call(self.backend.generate, sub)
-            self._account(fresh, calls=1)
-            self.cache.put_samples(key, dict(zip(missing, fresh)))
-            for index, completion in zip(missing, fresh):
-                samples[index] = completion
         else:
-            self.usage.cached_calls += 1
-        return samples  # type: ignore[return-value]
+            key = self.cache.request_key(self._identity, request.messages, config)
+            out = self.cache.get_samples(key, n)  # type: ignore[assignment]
+            missing = [i for i, s in enumerate(out) if s is None]
+            if missing:
+                sub = ChatRequest(messages=request.messages, config=config.model_copy(update={"n": len(missing)}))
+                fresh = await self._call(self.backend.generate, sub)
+                self._account(fresh, calls=1)
+                self.cache.put_samples(key, dict(zip(missing, fresh)))
+                for index, completion in zip(missing, fresh):
+                    out[index] = completion
+            else:
+                self.usage.cached_calls += 1
+        if budget is not None:
+            tokens = (out[0].prompt_tokens if out else 0) + sum(c.completion_tokens for c in out)
+            budget.charge(calls=1, tokens=tokens)
+        return out
 
     async def generate_many(self, requests: Sequence[ChatRequest]) -> list[list[Completion]]:
         """Many requests at once (the backend batches them where it can)."""
@@ -142,6 +153,10 @@ class Model:
     async def sequence_logprobs(self, messages: Sequence[ChatMessage], continuations: Sequence[str]) -> list[float]:
         """Log-likelihood of each continuation of the final assistant turn (see Backend)."""
         messages = list(messages)
+        budget = current_budget()
+        if budget is not None:
+            budget.check()
+            budget.charge(calls=1)
         if self.cache is None:
             self.usage.calls += 1
             return list(await self._call(self.backend.sequence_logprobs, messages, list(continuations)))

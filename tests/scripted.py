@@ -1,0 +1,89 @@
+"""A scripted model for testing pipeline logic: a test double of the MODEL, never of the
+component under test. It recognises which role a request is for from the built-in prompts and
+answers with text chosen by the test, written in the real output protocol, so the real roles,
+parsers and pipelines run on it unchanged."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from proofcritic.llm import Backend, ChatRequest, Completion
+from proofcritic.parsing import EVALUATION_MARKER, META_SCORE_MARKER, SCORE_MARKER
+
+ROLE_SIGNATURES = (
+    ("meta_verify", "You are reviewing the work of a grader"),
+    ("refine", "## Earlier attempts"),
+    ("verify", "You are an expert grader"),
+    ("generate", "Your task is to solve the problem"),
+)
+
+
+def role_of(prompt: str) -> str:
+    for role, signature in ROLE_SIGNATURES:
+        if signature in prompt:
+            return role
+    raise AssertionError(f"the scripted model does not recognise this prompt: {prompt[:200]!r}")
+
+
+@dataclass
+class Call:
+    """One sample the scripted model was asked for."""
+
+    role: str
+    prompt: str
+    index: int
+    request: ChatRequest
+
+
+def verification_text(score: float, issues: list[tuple[str, str, str]] = (), analysis: str = "Checked each step.") -> str:
+    """A verifier output; ``issues`` are (location, severity, description)."""
+    lines = [EVALUATION_MARKER, "", analysis, "", "### Issues", ""]
+    if issues:
+        lines += [f'- **Location:** "{loc}" | **Severity:** {sev} | **Issue:** {desc}' for loc, sev, desc in issues]
+    else:
+        lines.append("- None")
+    lines += ["", SCORE_MARKER, f"\\boxed{{{score:g}}}"]
+    return "\n".join(lines)
+
+
+def generation_text(proof: str, self_score: float, analysis: str = "I checked my proof.") -> str:
+    """A generator output with its self-evaluation."""
+    return "\n".join(
+        ["## Solution", "", proof, "", "## Self Evaluation", "", EVALUATION_MARKER, analysis, "", SCORE_MARKER, f"\\boxed{{{self_score:g}}}"]
+    )
+
+
+def meta_text(score: float, analysis: str = "The issues are examined.") -> str:
+    """A meta-verifier output."""
+    return f"{analysis}\n\n{META_SCORE_MARKER}\n\\boxed{{{score:g}}}"
+
+
+class ScriptedBackend(Backend):
+    """Answers every sample with ``script(call)``; records every call in ``calls``."""
+
+    name = "scripted"
+    model = "roles"
+
+    def __init__(self, script: Callable[[Call], str | tuple[str, str]], delay: float = 0.0):
+        self.script = script
+        self.delay = delay
+        self.calls: list[Call] = []
+
+    async def generate(self, request: ChatRequest) -> list[Completion]:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        prompt = "\n".join(m.content for m in request.messages)
+        role = role_of(prompt)
+        out = []
+        for index in range(request.config.n):
+            call = Call(role=role, prompt=prompt, index=index, request=request)
+            self.calls.append(call)
+            answer = self.script(call)
+            text, finish = answer if isinstance(answer, tuple) else (answer, "stop")
+            out.append(Completion(text=text, finish_reason=finish, prompt_tokens=len(prompt) // 4, completion_tokens=len(text) // 4))
+        return out
+
+    def count(self, role: str) -> int:
+        return sum(1 for c in self.calls if c.role == role)
