@@ -12,7 +12,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..grading import BatchStats, grade, grade_jsonl
+from ..grading import grade, grade_jsonl
+from ..runner import RunStats
 from ..io import read_problem, read_text
 from ..promptset import PromptSet
 from ..types import GradeResult, Problem, Proof
@@ -107,7 +108,7 @@ def grade_command(
     asyncio.run(main())
 
 
-async def _run_batch(verifier, input, output, n, max_points, concurrency, console) -> BatchStats:
+async def _run_batch(verifier, input, output, n, max_points, concurrency, console) -> RunStats:
     columns = (
         TextColumn("[bold]grading"),
         BarColumn(),
@@ -121,7 +122,7 @@ async def _run_batch(verifier, input, output, n, max_points, concurrency, consol
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("grade", total=None, tokens=0, errors=0)
 
-        def update(stats: BatchStats) -> None:
+        def update(stats: RunStats) -> None:
             progress.update(
                 task, total=stats.total, completed=stats.done, tokens=stats.usage.total_tokens, errors=stats.errors
             )

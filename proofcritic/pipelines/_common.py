@@ -1,0 +1,67 @@
+"""What every pipeline shares: the roles it may use, and the result of solving a problem."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pydantic import BaseModel, Field
+
+from ..generator import Generator
+from ..llm import GenerateConfig, Model, Usage
+from ..meta_verifier import MetaVerifier
+from ..promptset import PromptSet
+from ..types import Generation, Problem, Verification
+from ..verifier import ScoreMode, Verifier
+
+
+@dataclass
+class Roles:
+    """The three roles a pipeline composes. Pipelines use roles, never backends."""
+
+    generator: Generator
+    verifier: Verifier
+    meta_verifier: MetaVerifier
+
+    @classmethod
+    def from_models(
+        cls,
+        default: Model,
+        *,
+        generator: Model | None = None,
+        verifier: Model | None = None,
+        meta_verifier: Model | None = None,
+        prompts: PromptSet | None = None,
+        config: GenerateConfig | None = None,
+        score_mode: ScoreMode = "auto",
+    ) -> "Roles":
+        """Each role on its own model if given, else on ``default`` (one model may serve all)."""
+        prompts = prompts or PromptSet.load()
+        return cls(
+            generator=Generator(generator or default, prompts=prompts, config=config),
+            verifier=Verifier(verifier or default, prompts=prompts, config=config, score_mode=score_mode),
+            meta_verifier=MetaVerifier(meta_verifier or default, prompts=prompts, config=config),
+        )
+
+
+class SolveResult(BaseModel):
+    """The answer of a solving strategy for one problem, with its evidence."""
+
+    problem_id: str
+    strategy: str
+    proof: str | None = Field(None, description="The chosen proof (None if no proof was produced).")
+    generation: Generation | None = Field(None, description="The generation that produced the chosen proof.")
+    verifications: list[Verification] = Field(default_factory=list, description="Verifications of the chosen proof.")
+    mean_score: float | None = Field(None, description="Mean verifier score of the chosen proof.")
+    stop_reason: str = Field("", description="Why the strategy stopped (passed, max iterations, budget, ...).")
+    budget_limited: bool = Field(False, description="The strategy stopped because a budget was spent.")
+    transcript: list[dict[str, Any]] = Field(default_factory=list, description="Every step, in order.")
+    usage: Usage = Field(default_factory=Usage)
+
+
+class Strategy(Protocol):
+    """A way to solve one problem with the roles; ``state_dir`` holds state a resume needs."""
+
+    name: str
+
+    async def solve(self, problem: Problem, roles: Roles, state_dir: Any = None) -> SolveResult: ...
