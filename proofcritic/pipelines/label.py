@@ -1,0 +1,323 @@
+"""Auto-labeling by scaled verification (SPEC section 3).
+
+For one proof: run ``n`` verifications. Every verification that carries a score is an
+*analysis*; format failures (score ``None``) are not analyses and are only recorded. An analysis
+*reports issues* when its score is 0 or 0.5 (a score-1 analysis is never meta-verified, whatever
+remarks it lists). Each issue-reporting analysis gets ``m`` meta-verifications, one request with
+m samples; the requests of different analyses run concurrently. Each meta score votes:
+
+- it *confirms* the analysis when it is at least ``confirm_at`` (default 1: "V is faithful");
+- it *refutes* the analysis when it is at most ``refute_at`` (default 0: "the defects V names
+  are all unreasonable");
+- otherwise (default: 0.5, "some are unreasonable") and for a meta format failure, it does
+  neither.
+
+With strict majorities of ``m`` (the number requested, so that missing meta-verifications
+never help): the analysis is **valid** when more than m/2 votes confirm, **refuted** when more
+than m/2 votes refute, **undecided** otherwise (an exact half is not a majority).
+
+The rules, first match wins (``rule`` names the one that fired):
+
+1. ``no_analyses``: no verification carries a score -> review queue.
+2. ``all_correct``: every analysis scored 1 (no issue claimed) -> label 1.
+3. ``confirmed_lowest``: at least ``k`` of the analyses with the lowest score are valid ->
+   label = that lowest score.
+4. ``all_refuted``: every issue-reporting analysis is refuted (none found a legitimate issue)
+   -> label 1.
+5. ``not_enough_confirmed``: issues were claimed but not enough confirmed -> review queue.
+   This includes the case where the lowest-scored analyses are refuted but some higher one is
+   valid: SPEC section 3 only looks at the lowest score, so such a proof goes to a human.
+
+A proof whose budget ran out before it could be labeled goes to review with ``budget_exhausted``.
+``refute_at=0.5`` gives the binary reading (every scored meta vote confirms or refutes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from collections import Counter
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..budget import Budget, BudgetExceeded
+from ..io import JsonlAppender, problem_from_record, proof_from_record, read_done
+from ..llm import Usage
+from ..meta_verifier import MetaVerifier
+from ..runner import RETRIED_KINDS, RunStats, read_items, run_jsonl
+from ..types import Aggregate, MetaVerification, Problem, Proof, Verification
+from ..verifier import Verifier, aggregate
+from .scaled import scaled_verify
+
+__all__ = [
+    "AnalysisEvidence",
+    "LabelConfig",
+    "LabelResult",
+    "decide",
+    "judge",
+    "label_jsonl",
+    "label_proof",
+    "majority",
+]
+
+Verdict = Literal["no_issues", "valid", "refuted", "undecided"]
+LabelRule = Literal[
+    "no_analyses", "all_correct", "confirmed_lowest", "all_refuted", "not_enough_confirmed", "budget_exhausted"
+]
+Status = Literal["labeled", "review"]
+
+
+class LabelConfig(BaseModel):
+    """Parameters of auto-labeling. The paper does not publish n, m, k (its search used n=64)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n: int = Field(16, ge=1, description="Verifications per proof.")
+    m: int = Field(8, ge=1, description="Meta-verifications per issue-reporting analysis.")
+    k: int = Field(2, ge=1, description="Valid lowest-scored analyses needed to label with the lowest score.")
+    confirm_at: float = Field(1.0, ge=0.0, le=1.0, description="A meta score at least this confirms the analysis.")
+    refute_at: float = Field(0.0, ge=0.0, le=1.0, description="A meta score at most this refutes the analysis.")
+
+    @model_validator(mode="after")
+    def _thresholds(self) -> "LabelConfig":
+        if self.refute_at >= self.confirm_at:
+            raise ValueError(
+                f"refute_at ({self.refute_at:g}) must be below confirm_at ({self.confirm_at:g}): "
+                "a meta score cannot both confirm and refute an analysis"
+            )
+        return self
+
+
+class AnalysisEvidence(BaseModel):
+    """One analysis (a scored verification), its meta-verifications and what they decided."""
+
+    index: int = Field(..., description="Position among the n verifications.")
+    score: float
+    reports_issues: bool = Field(..., description="The score is 0 or 0.5.")
+    meta_scores: list[float | None] = Field(default_factory=list, description="Scores of the meta-verifications.")
+    confirmations: int = 0
+    refutations: int = 0
+    verdict: Verdict = "no_issues"
+    verification: Verification
+    meta_verifications: list[MetaVerification] = Field(default_factory=list)
+
+
+class LabelResult(BaseModel):
+    """The label of one proof (or why it has none), with all its evidence."""
+
+    problem: Problem
+    proof: str
+    proof_id: str | None = None
+    status: Status
+    label: float | None = Field(None, description="The score in {0, 0.5, 1}; None when sent to review.")
+    rule: LabelRule
+    reason: str = Field("", description="The rule that fired, in words.")
+    lowest_score: float | None = None
+    valid_lowest: int = Field(0, description="Valid analyses among those with the lowest score.")
+    config: LabelConfig
+    analyses: list[AnalysisEvidence] = Field(default_factory=list)
+    format_failures: list[Verification] = Field(default_factory=list, description="Verifications without a score.")
+    aggregate: Aggregate
+    budget_limited: bool = False
+    usage: Usage = Field(default_factory=Usage)
+
+
+def majority(scores: Sequence[float | None]) -> float | None:
+    """The most frequent score (ties go to the lowest); ``None`` values are left out."""
+    counts = Counter(s for s in scores if s is not None)
+    if not counts:
+        return None
+    top = max(counts.values())
+    return min(s for s, c in counts.items() if c == top)
+
+
+def judge(meta_scores: Sequence[float | None], config: LabelConfig) -> tuple[Verdict, int, int]:
+    """``(verdict, confirmations, refutations)`` of one issue-reporting analysis."""
+    confirmations = sum(1 for s in meta_scores if s is not None and s >= config.confirm_at)
+    refutations = sum(1 for s in meta_scores if s is not None and s <= config.refute_at)
+    if 2 * confirmations > config.m:
+        return "valid", confirmations, refutations
+    if 2 * refutations > config.m:
+        return "refuted", confirmations, refutations
+    return "undecided", confirmations, refutations
+
+
+def decide(
+    analyses: Sequence[AnalysisEvidence], config: LabelConfig
+) -> tuple[Status, float | None, LabelRule, str, float | None, int]:
+    """Apply the rules: ``(status, label, rule, reason, lowest score, valid lowest)``."""
+    if not analyses:
+        return "review", None, "no_analyses", "no verification produced a score", None, 0
+    lowest = min(a.score for a in analyses)
+    if lowest >= 1:
+        return "labeled", 1.0, "all_correct", f"all {len(analyses)} analyses scored 1", lowest, 0
+    group = [a for a in analyses if a.score == lowest]
+    valid = sum(1 for a in group if a.verdict == "valid")
+    if valid >= config.k:
+        reason = f"{valid} of {len(group)} analyses with the lowest score {lowest:g} are valid (k={config.k})"
+        return "labeled", lowest, "confirmed_lowest", reason, lowest, valid
+    claims = [a for a in analyses if a.reports_issues]
+    if all(a.verdict == "refuted" for a in claims):
+        reason = f"all {len(claims)} issue-reporting analyses were refuted by their meta-verifications"
+        return "labeled", 1.0, "all_refuted", reason, lowest, valid
+    verdicts = Counter(a.verdict for a in claims)
+    reason = (
+        f"{valid} of {len(group)} analyses with the lowest score {lowest:g} are valid, k={config.k} needed "
+        f"(issue-reporting analyses: {verdicts['valid']} valid, {verdicts['refuted']} refuted, "
+        f"{verdicts['undecided']} undecided)"
+    )
+    return "review", None, "not_enough_confirmed", reason, lowest, valid
+
+
+async def label_proof(
+    verifier: Verifier,
+    meta_verifier: MetaVerifier,
+    problem: Problem,
+    proof: Proof | str,
+    config: LabelConfig | None = None,
+) -> LabelResult:
+    """Auto-label one proof (see the module docstring for the rules)."""
+    config = config or LabelConfig()
+    proof = proof if isinstance(proof, Proof) else Proof(text=proof)
+    common = {"problem": problem, "proof": proof.text, "proof_id": proof.id, "config": config}
+    try:
+        scaled = await scaled_verify(verifier, problem, proof, config.n)
+    except BudgetExceeded as error:
+        return LabelResult(
+            **common, status="review", rule="budget_exhausted", reason=str(error),
+            aggregate=aggregate([], problem.max_points), budget_limited=True,
+        )
+    usage = scaled.usage.model_copy()
+    analyses = [
+        AnalysisEvidence(index=i, score=v.score, reports_issues=v.score < 1, verification=v)
+        for i, v in enumerate(scaled.verifications)
+        if v.score is not None
+    ]
+    claims = [a for a in analyses if a.reports_issues]
+    outcomes = await asyncio.gather(
+        *(meta_verifier.meta_verify(problem, proof.text, a.verification, n=config.m) for a in claims),
+        return_exceptions=True,
+    )
+    budget_error: BudgetExceeded | None = None
+    for analysis, outcome in zip(claims, outcomes):
+        if isinstance(outcome, BudgetExceeded):
+            budget_error = budget_error or outcome
+            outcome = []
+        elif isinstance(outcome, BaseException):
+            raise outcome
+        analysis.meta_verifications = outcome
+        analysis.meta_scores = [mv.score for mv in outcome]
+        analysis.verdict, analysis.confirmations, analysis.refutations = judge(analysis.meta_scores, config)
+        for mv in outcome:
+            usage.add(mv.usage)
+    status, label, rule, reason, lowest, valid = decide(analyses, config)
+    if budget_error is not None and status == "review":
+        rule, reason = "budget_exhausted", f"{budget_error} before every analysis was meta-verified"
+    return LabelResult(
+        **common,
+        status=status,
+        label=label,
+        rule=rule,
+        reason=reason,
+        lowest_score=lowest,
+        valid_lowest=valid,
+        analyses=analyses,
+        format_failures=[scaled.verifications[i] for i in scaled.format_failures],
+        aggregate=scaled.aggregate,
+        budget_limited=budget_error is not None,
+        usage=usage,
+    )
+
+
+def _reconcile(output_path: Path, review_path: Path, known: set[str]) -> None:
+    """Make the two files agree after a kill, before a run starts.
+
+    A review item is written to ``review_path`` just before its record goes to ``output_path``
+    (with no await in between); a kill between the two writes leaves it in review only, so its
+    record is copied to the output. An output record with status "review" missing from the
+    review file (an older or interrupted run) is copied there.
+    """
+    done = read_done(output_path)
+    reviewed = read_done(review_path)
+    with JsonlAppender(review_path) as review:
+        for item_id, record in done.items():
+            if record.get("status") == "review" and item_id not in reviewed:
+                review.write(record)
+    missing = [
+        record
+        for item_id, record in reviewed.items()
+        if item_id in known and (item_id not in done or done[item_id].get("error_kind") in RETRIED_KINDS)
+    ]
+    if missing:
+        with JsonlAppender(output_path) as output:
+            for record in missing:
+                output.write(record)
+
+
+async def label_jsonl(
+    verifier: Verifier,
+    meta_verifier: MetaVerifier,
+    input_path: str | Path,
+    output_path: str | Path,
+    review_path: str | Path,
+    *,
+    config: LabelConfig | None = None,
+    max_points: float | None = None,
+    max_calls: int | None = None,
+    max_tokens: int | None = None,
+    concurrency: int = 16,
+    on_progress: Callable[[RunStats], None] | None = None,
+) -> RunStats:
+    """Auto-label every record of ``input_path`` (the records ``grade`` reads).
+
+    Every item gets one line in ``output_path`` (status "labeled" or "review", or an error
+    record); review items are also appended to ``review_path``. Both files resume: a killed
+    and rerun batch neither loses nor duplicates an item in either. ``max_calls`` and
+    ``max_tokens`` bound each proof's model calls and tokens. ``stats.extra`` counts
+    "labeled" and "review" items, those of earlier runs included.
+    """
+    config = config or LabelConfig()
+    output_path, review_path = Path(output_path), Path(review_path)
+    items = read_items(input_path)
+    lines = {item_id: line for item_id, line, _ in items}
+    _reconcile(output_path, review_path, set(lines))
+    in_review = set(read_done(review_path))
+    counts = Counter(
+        r.get("status") for k, r in read_done(output_path).items() if k in lines and r.get("status")
+    )
+
+    def item_budget(parent: Budget | None) -> Budget | None:
+        if max_calls is None and max_tokens is None:
+            return parent
+        if parent is None:
+            return Budget(max_calls=max_calls, max_tokens=max_tokens, name="proof")
+        return parent.child(max_calls=max_calls, max_tokens=max_tokens, name="proof")
+
+    def progress(stats: RunStats) -> None:
+        stats.extra.update(labeled=counts["labeled"], review=counts["review"])
+        if on_progress:
+            on_progress(stats)
+
+    with JsonlAppender(review_path) as review:
+
+        async def process(item_id: str, record: dict) -> dict:
+            problem = problem_from_record(record, default_id=item_id)
+            if max_points is not None:
+                problem = problem.model_copy(update={"max_points": max_points})
+            proof = proof_from_record(record)
+            proof = proof if proof.id is not None else proof.model_copy(update={"id": item_id})
+            result = await label_proof(verifier, meta_verifier, problem, proof, config)
+            row = result.model_dump(mode="json")
+            if result.status == "review" and item_id not in in_review:
+                review.write({"id": item_id, "line": lines[item_id], **row})
+                in_review.add(item_id)
+            counts[result.status] += 1
+            return row  # the runner writes it to the output with no await before
+
+        stats = await run_jsonl(
+            items, output_path, process, concurrency=concurrency, item_budget=item_budget, on_progress=progress
+        )
+    stats.extra.update(labeled=counts["labeled"], review=counts["review"])
+    return stats
