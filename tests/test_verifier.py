@@ -1,0 +1,61 @@
+"""The verifier role: text scores, the likelihood read-out and its fallbacks, aggregation."""
+
+from __future__ import annotations
+
+import pytest
+
+from proofcritic import Problem, Verifier
+from proofcritic.errors import UnsupportedFeatureError
+from proofcritic.llm import CompletionCache, Model
+from proofcritic.parsing import SCORE_MARKER
+from proofcritic.types import Verification
+from proofcritic.verifier import aggregate, score_prefix
+
+from scripted import ScriptedBackend, verification_text
+
+PROBLEM = Problem(id="p", statement="Show that 1 + 1 = 2.", max_points=7)
+
+
+async def test_text_scores_and_issues_are_read():
+    backend = ScriptedBackend(lambda call: verification_text([1, 0.5, 0][call.index], [("Step 2", "Critical Error", "wrong")] if call.index else []))
+    verifications = await Verifier(Model(backend)).verify(PROBLEM, "1 + 1 = 2 by definition.", n=3)
+    assert [v.score for v in verifications] == [1, 0.5, 0]
+    assert all(v.format_ok and v.score_source == "text" for v in verifications)
+    assert verifications[2].issues[0].severity == "critical_error" and verifications[2].issues[0].location == "Step 2"
+    assert backend.count("verify") == 3 and len({id(c.request) for c in backend.calls}) == 1  # one request, n=3
+
+
+async def test_auto_mode_without_likelihood_support_keeps_the_format_failure():
+    backend = ScriptedBackend(lambda call: "I think it is fine.")
+    [v] = await Verifier(Model(backend), score_mode="auto").verify(PROBLEM, "proof")
+    assert v.score is None and not v.format_ok and v.score_distribution is None
+    with pytest.raises(UnsupportedFeatureError):
+        await Verifier(Model(backend), score_mode="logprob").verify(PROBLEM, "proof")
+
+
+async def test_logprob_mode_on_a_real_model_keeps_the_written_score(tiny_backend, tmp_path):
+    backend = ScriptedBackend(lambda call: verification_text(1))
+    # the written score comes from the scripted text; the read-out runs on the real tiny model
+    model = Model(tiny_backend, cache=CompletionCache(tmp_path / "c.sqlite"))
+    written = (await Verifier(Model(backend)).verify(PROBLEM, "proof"))[0]
+    verifier = Verifier(model, score_mode="logprob")
+    await verifier._read_out(verifier.messages(PROBLEM, "proof"), written)
+    assert written.text_score == 1 and written.score_source == "likelihood"
+    assert set(written.score_distribution) == {"0", "0.5", "1"}
+    assert sum(written.score_distribution.values()) == pytest.approx(1)
+    assert written.expected_score == pytest.approx(0.5 * written.score_distribution["0.5"] + written.score_distribution["1"])
+    assert f"{written.score:g}" == max(written.score_distribution, key=written.score_distribution.get)
+
+
+def test_score_prefix_cuts_at_the_last_marker():
+    raw = f"analysis\n{SCORE_MARKER}\n\\boxed{{7}}"
+    assert score_prefix(raw) == f"analysis\n\n{SCORE_MARKER}\n\\boxed{{"
+    assert score_prefix("just text  ").endswith("just text\n\n" + SCORE_MARKER + "\n\\boxed{")
+
+
+def test_aggregate_majority_ties_go_low_and_failures_are_left_out():
+    vs = [Verification(score=s) for s in (1, 1, 0.5, 0.5, None)]
+    agg = aggregate(vs, max_points=10)
+    assert (agg.n, agg.valid, agg.mean, agg.min, agg.max, agg.majority) == (5, 4, 0.75, 0.5, 1, 0.5)
+    assert agg.points == 7.5
+    assert aggregate([Verification()], 7).mean is None
