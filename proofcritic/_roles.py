@@ -25,8 +25,11 @@ class Role:
         self.prompts = prompts or PromptSet.load()
         self.config = DEFAULT_CONFIG.merge(config)
 
-    async def _sample(self, messages: list[ChatMessage], n: int) -> list[Completion]:
-        request = ChatRequest(messages=messages, config=self.config.model_copy(update={"n": n}))
+    async def _sample(self, messages: list[ChatMessage], n: int, seed: int | None = None) -> list[Completion]:
+        """``n`` samples of one request. A ``seed`` overrides the configured one: pipelines that
+        ask the same question again and want a fresh answer (not the cached one) pass a new seed."""
+        update: dict = {"n": n} if seed is None else {"n": n, "seed": seed}
+        request = ChatRequest(messages=messages, config=self.config.model_copy(update=update))
         return await self.model.generate(request)
 
 

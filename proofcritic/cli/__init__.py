@@ -8,6 +8,7 @@ import typer
 
 from ..errors import ProofcriticError
 from ._grade import grade_command
+from ._label import label_command, meta_verify_command
 
 app = typer.Typer(
     name="proofcritic",
@@ -17,6 +18,8 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command("grade")(grade_command)
+app.command("meta-verify")(meta_verify_command)
+app.command("label")(label_command)
 
 
 @app.callback()

@@ -30,17 +30,19 @@ class Generator(Role):
     def refine_messages(self, problem: Problem, candidates: Sequence[Candidate]) -> list[ChatMessage]:
         return self.prompts.render("refine", problem=problem, candidates=list(candidates))
 
-    async def generate(self, problem: Problem, n: int = 1) -> list[Generation]:
+    async def generate(self, problem: Problem, n: int = 1, *, seed: int | None = None) -> list[Generation]:
         """``n`` independent proofs, each with its self-evaluation."""
-        return await self._run(self.messages(problem), n)
+        return await self._run(self.messages(problem), n, seed)
 
-    async def refine(self, problem: Problem, candidates: Sequence[Candidate], n: int = 1) -> list[Generation]:
+    async def refine(
+        self, problem: Problem, candidates: Sequence[Candidate], n: int = 1, *, seed: int | None = None
+    ) -> list[Generation]:
         """``n`` new proofs written from ``candidates`` and their analyses."""
-        return await self._run(self.refine_messages(problem, candidates), n)
+        return await self._run(self.refine_messages(problem, candidates), n, seed)
 
-    async def _run(self, messages: list[ChatMessage], n: int) -> list[Generation]:
+    async def _run(self, messages: list[ChatMessage], n: int, seed: int | None) -> list[Generation]:
         out = []
-        for index, completion in enumerate(await self._sample(messages, n)):
+        for index, completion in enumerate(await self._sample(messages, n, seed)):
             generation = parse_generation(completion.text, completion.finish_reason)
             generation.usage = usage_of(completion, share_prompt=index == 0)
             out.append(generation)

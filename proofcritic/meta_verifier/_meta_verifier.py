@@ -20,11 +20,11 @@ class MetaVerifier(Role):
         )
 
     async def meta_verify(
-        self, problem: Problem, proof: str, verification: Verification, n: int = 1
+        self, problem: Problem, proof: str, verification: Verification, n: int = 1, *, seed: int | None = None
     ) -> list[MetaVerification]:
         """``n`` independent meta-verifications of one verification."""
         out = []
-        completions = await self._sample(self.messages(problem, proof, verification), n)
+        completions = await self._sample(self.messages(problem, proof, verification), n, seed)
         for index, completion in enumerate(completions):
             result = parse_meta_verification(completion.text, completion.finish_reason)
             result.usage = usage_of(completion, share_prompt=index == 0)

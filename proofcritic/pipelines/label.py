@@ -35,8 +35,8 @@ A proof whose budget ran out before it could be labeled goes to review with ``bu
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
 from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -81,7 +81,7 @@ class LabelConfig(BaseModel):
     refute_at: float = Field(0.0, ge=0.0, le=1.0, description="A meta score at most this refutes the analysis.")
 
     @model_validator(mode="after")
-    def _thresholds(self) -> "LabelConfig":
+    def _thresholds(self) -> LabelConfig:
         if self.refute_at >= self.confirm_at:
             raise ValueError(
                 f"refute_at ({self.refute_at:g}) must be below confirm_at ({self.confirm_at:g}): "

@@ -38,10 +38,12 @@ class Verifier(Role):
     def messages(self, problem: Problem, proof: str) -> list[ChatMessage]:
         return self.prompts.render(self.template, problem=problem, proof=proof)
 
-    async def verify(self, problem: Problem, proof: str, n: int = 1) -> list[Verification]:
+    async def verify(
+        self, problem: Problem, proof: str, n: int = 1, *, seed: int | None = None
+    ) -> list[Verification]:
         """``n`` independent verifications of ``proof`` (one request with n samples)."""
         messages = self.messages(problem, proof)
-        completions = await self._sample(messages, n)
+        completions = await self._sample(messages, n, seed)
         results = []
         for index, completion in enumerate(completions):
             verification = parse_verification(completion.text, completion.finish_reason)

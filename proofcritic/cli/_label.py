@@ -1,0 +1,230 @@
+"""``proofcritic meta-verify`` (judge one verification) and ``proofcritic label`` (auto-label a batch)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from ..errors import InputError
+from ..io import read_problem, read_text
+from ..llm import Model
+from ..meta_verifier import MetaVerifier
+from ..pipelines.label import LabelConfig, label_jsonl, majority
+from ..promptset import PromptSet
+from ..runner import RunStats
+from ..types import Verification
+from ..verifier import Verifier, parse_verification
+from ._common import (
+    ApiKeyOpt,
+    BackendOpt,
+    BaseUrlOpt,
+    CacheOpt,
+    ConcurrencyOpt,
+    MaxTokensOpt,
+    ModelOpt,
+    NoCacheOpt,
+    PromptsOpt,
+    SeedOpt,
+    TemperatureOpt,
+    TopPOpt,
+    build_model,
+    sampling,
+)
+
+__all__ = ["label_command", "meta_verify_command", "read_verification"]
+
+
+def _fmt(score: float | None) -> str:
+    return "—" if score is None else f"{score:g}"
+
+
+def read_verification(path: Path, index: int | None = None) -> Verification:
+    """A verification from a file: raw verifier output, a Verification JSON record, or a
+    ``grade --json`` result (then ``index``, 1-based, picks one of its verifications)."""
+    text = read_text(path, "verification file")
+    stripped = text.lstrip()
+    if not (path.suffix.lower() == ".json" or stripped.startswith("{")):
+        return parse_verification(text)
+    try:
+        data = json.loads(stripped)
+    except json.JSONDecodeError as error:
+        if path.suffix.lower() == ".json":
+            raise InputError(f"verification file is not valid JSON ({error.msg}, line {error.lineno}): {path}") from None
+        return parse_verification(text)
+    if not isinstance(data, dict):
+        raise InputError(f"verification file holds JSON that is not an object: {path}")
+    if isinstance(data.get("verifications"), list):
+        found = data["verifications"]
+        if index is None and len(found) != 1:
+            raise InputError(f"verification file holds {len(found)} verifications; pick one with --index: {path}")
+        position = 1 if index is None else index
+        if not 1 <= position <= len(found):
+            raise InputError(f"--index {position} is out of range: the file holds {len(found)} verifications")
+        data = found[position - 1]
+    if not isinstance(data, dict) or not (data.get("analysis") or data.get("raw")):
+        raise InputError(f"verification record has neither 'analysis' nor 'raw' text: {path}")
+    try:
+        return Verification.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(x) for x in first.get("loc", ()))
+        raise InputError(f"verification record is invalid ({where}: {first.get('msg')}): {path}") from None
+
+
+def _usage_line(console: Console, model: Model) -> None:
+    u = model.usage
+    console.print(
+        f"[dim]model calls: {u.calls} new, {u.cached_calls} from cache; "
+        f"tokens: {u.prompt_tokens} prompt + {u.completion_tokens} completion[/]"
+    )
+
+
+def meta_verify_command(
+    problem: Annotated[Path, typer.Option("--problem", help="Problem statement (.md/.txt) or Problem JSON.")],
+    proof: Annotated[Path, typer.Option("--proof", help="The proof the verification judged.")],
+    verification: Annotated[Path, typer.Option("--verification", help="Raw verifier output, a Verification JSON record, or `grade --json` output.")],
+    index: Annotated[Optional[int], typer.Option("--index", min=1, help="Which verification of a `grade --json` file (1-based).")] = None,
+    reference: Annotated[Optional[Path], typer.Option("--reference", help="Reference solution shown to the meta-verifier.")] = None,
+    guidelines: Annotated[Optional[Path], typer.Option("--guidelines", help="Grading guidelines shown to the meta-verifier.")] = None,
+    n: Annotated[int, typer.Option("-n", "--n", min=1, help="Meta-verifications.")] = 1,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    model: ModelOpt = None,
+    backend: BackendOpt = None,
+    base_url: BaseUrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    prompts: PromptsOpt = None,
+    temperature: TemperatureOpt = None,
+    top_p: TopPOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    seed: SeedOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    no_cache: NoCacheOpt = False,
+    cache: CacheOpt = None,
+) -> None:
+    """Judge whether a verification is faithful: n meta scores and their majority."""
+    the_problem = read_problem(problem, reference=reference, guidelines=guidelines)
+    the_proof = read_text(proof, "proof file")
+    the_verification = read_verification(verification, index)
+    prompt_set = PromptSet.load(prompts)
+    the_model = build_model(model, backend, base_url, api_key, no_cache, cache, concurrency)
+    meta_verifier = MetaVerifier(the_model, prompts=prompt_set, config=sampling(temperature, top_p, max_tokens, seed))
+    console = Console(stderr=True)
+
+    async def main() -> None:
+        try:
+            metas = await meta_verifier.meta_verify(the_problem, the_proof, the_verification, n=n)
+        finally:
+            _usage_line(console, the_model)
+            await the_model.aclose()
+        scores = [m.score for m in metas]
+        if json_out:
+            out = {
+                "problem_id": the_problem.id,
+                "verification_score": the_verification.score,
+                "scores": scores,
+                "majority": majority(scores),
+                "valid": sum(s is not None for s in scores),
+                "meta_verifications": [m.model_dump(mode="json") for m in metas],
+            }
+            print(json.dumps(out, ensure_ascii=False, indent=2))
+            return
+        show = Console(soft_wrap=True)
+        show.print(f"verification under review: score {_fmt(the_verification.score)}")
+        for number, meta in enumerate(metas, start=1):
+            status = "" if meta.format_ok else f" [red]format failure:[/] {escape(meta.format_error or '')}"
+            show.print(f"[bold]meta-verification {number}[/]: meta score {_fmt(meta.score)}{status}")
+        valid = sum(s is not None for s in scores)
+        show.print(f"[bold]majority[/] over {valid}/{len(scores)} scored: {_fmt(majority(scores))}")
+
+    asyncio.run(main())
+
+
+def label_command(
+    input: Annotated[Path, typer.Option("--input", help="JSONL with problem, proof (and optional reference_solution, grading_guidelines, max_points, id).")],
+    output: Annotated[Path, typer.Option("--output", help="JSONL: one record per proof (status labeled or review) with its evidence; resumed.")],
+    review: Annotated[Path, typer.Option("--review", help="JSONL: the proofs left for human review; resumed.")],
+    n: Annotated[int, typer.Option("--n", "-n", min=1, help="Verifications per proof.")] = 16,
+    m: Annotated[int, typer.Option("--m", min=1, help="Meta-verifications per analysis that reports issues.")] = 8,
+    k: Annotated[int, typer.Option("--k", min=1, help="Valid lowest-scored analyses needed to label with the lowest score.")] = 2,
+    confirm_at: Annotated[float, typer.Option("--confirm-at", min=0, max=1, help="A meta score at least this confirms an analysis.")] = 1.0,
+    refute_at: Annotated[float, typer.Option("--refute-at", min=0, max=1, help="A meta score at most this refutes an analysis.")] = 0.0,
+    max_points: Annotated[Optional[float], typer.Option("--max-points", help="Points of a full solution (default: 7, or the record's).")] = None,
+    score_mode: Annotated[str, typer.Option("--score-mode", help="text | auto (likelihood read-out when no score is written) | logprob.")] = "auto",
+    max_calls: Annotated[Optional[int], typer.Option("--max-calls", min=1, help="Model calls per proof (default: no limit).")] = None,
+    max_proof_tokens: Annotated[Optional[int], typer.Option("--max-proof-tokens", min=1, help="Tokens per proof, prompts included (default: no limit).")] = None,
+    model: ModelOpt = None,
+    backend: BackendOpt = None,
+    base_url: BaseUrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    prompts: PromptsOpt = None,
+    temperature: TemperatureOpt = None,
+    top_p: TopPOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    seed: SeedOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    no_cache: NoCacheOpt = False,
+    cache: CacheOpt = None,
+) -> None:
+    """Auto-label proofs by scaled verification: n verifications, m meta-verifications per issue, k confirmations."""
+    if score_mode not in ("text", "auto", "logprob"):
+        raise typer.BadParameter("must be text, auto or logprob", param_hint="--score-mode")
+    try:
+        config = LabelConfig(n=n, m=m, k=k, confirm_at=confirm_at, refute_at=refute_at)
+    except ValidationError as error:
+        raise typer.BadParameter(error.errors()[0]["msg"].removeprefix("Value error, "), param_hint="--refute-at") from None
+    if not input.exists():
+        raise InputError(f"input file not found: {input}")
+    if len({input.resolve(), output.resolve(), review.resolve()}) < 3:
+        raise typer.BadParameter("--input, --output and --review must be three different files")
+    prompt_set = PromptSet.load(prompts)
+    the_model = build_model(model, backend, base_url, api_key, no_cache, cache, concurrency)
+    settings = sampling(temperature, top_p, max_tokens, seed)
+    verifier = Verifier(the_model, prompts=prompt_set, config=settings, score_mode=score_mode)
+    meta_verifier = MetaVerifier(the_model, prompts=prompt_set, config=settings)
+    console = Console(stderr=True)
+    columns = (
+        TextColumn("[bold]labeling"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[labeled]} labeled, {task.fields[review]} to review"),
+        TextColumn("{task.fields[tokens]} tokens"),
+        TextColumn("{task.fields[errors]} errors"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+
+    async def main() -> None:
+        try:
+            with Progress(*columns, console=console, transient=False) as progress:
+                task = progress.add_task("label", total=None, tokens=0, errors=0, labeled=0, review=0)
+
+                def update(stats: RunStats) -> None:
+                    progress.update(
+                        task, total=stats.total, completed=stats.done, tokens=stats.usage.total_tokens,
+                        errors=stats.errors, labeled=stats.extra.get("labeled", 0), review=stats.extra.get("review", 0),
+                    )
+
+                stats = await label_jsonl(
+                    verifier, meta_verifier, input, output, review, config=config, max_points=max_points,
+                    max_calls=max_calls, max_tokens=max_proof_tokens, concurrency=concurrency or 16,
+                    on_progress=update,
+                )
+            console.print(
+                f"processed {stats.done - stats.skipped} item(s), {stats.skipped} already done, "
+                f"{stats.errors} error record(s); {stats.extra['labeled']} labeled, "
+                f"{stats.extra['review']} to review -> {output}, {review}"
+            )
+        finally:
+            _usage_line(console, the_model)
+            await the_model.aclose()
+
+    asyncio.run(main())
