@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from ..llm import DEFAULT_MODEL, GenerateConfig, Model, get_model
+from ..promptset import PromptSet
 
 ModelOpt = Annotated[
     Optional[str],
@@ -74,3 +79,60 @@ def sampling(
         if v is not None
     }
     return GenerateConfig(**given)
+
+
+@dataclass
+class ModelOptions:
+    """The model, sampling, prompt and cache options every model-using command takes."""
+
+    model: ModelOpt = None
+    backend: BackendOpt = None
+    base_url: BaseUrlOpt = None
+    api_key: ApiKeyOpt = None
+    prompts: PromptsOpt = None
+    temperature: TemperatureOpt = None
+    top_p: TopPOpt = None
+    max_tokens: MaxTokensOpt = None
+    seed: SeedOpt = None
+    concurrency: ConcurrencyOpt = None
+    no_cache: NoCacheOpt = False
+    cache: CacheOpt = None
+
+    def build_model(self) -> Model:
+        return build_model(
+            self.model, self.backend, self.base_url, self.api_key, self.no_cache, self.cache, self.concurrency
+        )
+
+    def sampling(self) -> GenerateConfig:
+        return sampling(self.temperature, self.top_p, self.max_tokens, self.seed)
+
+    def prompt_set(self) -> PromptSet:
+        return PromptSet.load(self.prompts)
+
+
+def with_model_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a typer command the shared options, passed to it as ``opts: ModelOptions``.
+
+    The command declares only its own options plus ``opts``; the shared ones are appended to
+    its signature here, so every command spells, documents and resolves them the same way.
+    """
+    own = [p for p in inspect.signature(command).parameters.values() if p.name != "opts"]
+    hints = {k: v for k, v in inspect.get_annotations(command, eval_str=True).items() if k != "opts"}
+    shared = []
+    for field in fields(ModelOptions):
+        hint = ModelOptions.__annotations__[field.name]
+        hints[field.name] = eval(hint, globals()) if isinstance(hint, str) else hint
+        shared.append(
+            inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=field.default, annotation=hints[field.name])
+        )
+    names = [f.name for f in fields(ModelOptions)]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> Any:
+        opts = ModelOptions(**{name: kwargs.pop(name) for name in names})
+        return command(**kwargs, opts=opts)
+
+    own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=hints.get(p.name, p.annotation)) for p in own]
+    wrapper.__signature__ = inspect.Signature(own + shared)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = hints
+    return wrapper

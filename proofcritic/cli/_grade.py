@@ -15,29 +15,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..grading import grade, grade_jsonl
 from ..runner import RunStats
 from ..io import read_problem, read_text
-from ..promptset import PromptSet
 from ..types import GradeResult, Problem, Proof
 from ..verifier import Verifier
-from ._common import (
-    ApiKeyOpt,
-    BackendOpt,
-    BaseUrlOpt,
-    CacheOpt,
-    ConcurrencyOpt,
-    MaxTokensOpt,
-    ModelOpt,
-    NoCacheOpt,
-    PromptsOpt,
-    SeedOpt,
-    TemperatureOpt,
-    TopPOpt,
-    build_model,
-    sampling,
-)
+from ._common import ModelOptions, with_model_options
 
 _SEVERITY = {"critical_error": "[red]critical error[/]", "justification_gap": "[yellow]justification gap[/]"}
 
 
+@with_model_options
 def grade_command(
     problem: Annotated[Optional[Path], typer.Option("--problem", help="Problem statement (.md/.txt) or Problem JSON.")] = None,
     proof: Annotated[Optional[Path], typer.Option("--proof", help="The proof to grade.")] = None,
@@ -49,18 +34,8 @@ def grade_command(
     max_points: Annotated[Optional[float], typer.Option("--max-points", help="Points of a full solution (default: 7, or the problem's).")] = None,
     score_mode: Annotated[str, typer.Option("--score-mode", help="text | auto (likelihood read-out when no score is written) | logprob (always).")] = "auto",
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
-    model: ModelOpt = None,
-    backend: BackendOpt = None,
-    base_url: BaseUrlOpt = None,
-    api_key: ApiKeyOpt = None,
-    prompts: PromptsOpt = None,
-    temperature: TemperatureOpt = None,
-    top_p: TopPOpt = None,
-    max_tokens: MaxTokensOpt = None,
-    seed: SeedOpt = None,
-    concurrency: ConcurrencyOpt = None,
-    no_cache: NoCacheOpt = False,
-    cache: CacheOpt = None,
+    *,
+    opts: ModelOptions,
 ) -> None:
     """Grade a proof: n verifications, each sample's score and issues, and the aggregate."""
     batch = input is not None or output is not None
@@ -76,17 +51,15 @@ def grade_command(
     if not batch:  # read inputs before loading any model, so bad input fails fast
         the_problem = read_problem(problem, reference=reference, guidelines=guidelines, max_points=max_points)
         the_proof = Proof(text=read_text(proof, "proof file"), id=proof.stem)
-    prompt_set = PromptSet.load(prompts)
-    the_model = build_model(model, backend, base_url, api_key, no_cache, cache, concurrency)
-    verifier = Verifier(
-        the_model, prompts=prompt_set, config=sampling(temperature, top_p, max_tokens, seed), score_mode=score_mode
-    )
+    prompt_set = opts.prompt_set()
+    the_model = opts.build_model()
+    verifier = Verifier(the_model, prompts=prompt_set, config=opts.sampling(), score_mode=score_mode)
     console = Console(stderr=True)
 
     async def main() -> None:
         try:
             if batch:
-                stats = await _run_batch(verifier, input, output, n, max_points, concurrency or 16, console)
+                stats = await _run_batch(verifier, input, output, n, max_points, opts.concurrency or 16, console)
                 console.print(
                     f"graded {stats.done - stats.skipped} item(s), {stats.skipped} already done, "
                     f"{stats.errors} error record(s) -> {output}"

@@ -18,26 +18,10 @@ from ..io import read_problem, read_text
 from ..llm import Model
 from ..meta_verifier import MetaVerifier
 from ..pipelines.label import LabelConfig, label_jsonl, majority
-from ..promptset import PromptSet
 from ..runner import RunStats
 from ..types import Verification
 from ..verifier import Verifier, parse_verification
-from ._common import (
-    ApiKeyOpt,
-    BackendOpt,
-    BaseUrlOpt,
-    CacheOpt,
-    ConcurrencyOpt,
-    MaxTokensOpt,
-    ModelOpt,
-    NoCacheOpt,
-    PromptsOpt,
-    SeedOpt,
-    TemperatureOpt,
-    TopPOpt,
-    build_model,
-    sampling,
-)
+from ._common import ModelOptions, with_model_options
 
 __all__ = ["label_command", "meta_verify_command", "read_verification"]
 
@@ -87,6 +71,7 @@ def _usage_line(console: Console, model: Model) -> None:
     )
 
 
+@with_model_options
 def meta_verify_command(
     problem: Annotated[Path, typer.Option("--problem", help="Problem statement (.md/.txt) or Problem JSON.")],
     proof: Annotated[Path, typer.Option("--proof", help="The proof the verification judged.")],
@@ -96,26 +81,16 @@ def meta_verify_command(
     guidelines: Annotated[Optional[Path], typer.Option("--guidelines", help="Grading guidelines shown to the meta-verifier.")] = None,
     n: Annotated[int, typer.Option("-n", "--n", min=1, help="Meta-verifications.")] = 1,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
-    model: ModelOpt = None,
-    backend: BackendOpt = None,
-    base_url: BaseUrlOpt = None,
-    api_key: ApiKeyOpt = None,
-    prompts: PromptsOpt = None,
-    temperature: TemperatureOpt = None,
-    top_p: TopPOpt = None,
-    max_tokens: MaxTokensOpt = None,
-    seed: SeedOpt = None,
-    concurrency: ConcurrencyOpt = None,
-    no_cache: NoCacheOpt = False,
-    cache: CacheOpt = None,
+    *,
+    opts: ModelOptions,
 ) -> None:
     """Judge whether a verification is faithful: n meta scores and their majority."""
     the_problem = read_problem(problem, reference=reference, guidelines=guidelines)
     the_proof = read_text(proof, "proof file")
     the_verification = read_verification(verification, index)
-    prompt_set = PromptSet.load(prompts)
-    the_model = build_model(model, backend, base_url, api_key, no_cache, cache, concurrency)
-    meta_verifier = MetaVerifier(the_model, prompts=prompt_set, config=sampling(temperature, top_p, max_tokens, seed))
+    prompt_set = opts.prompt_set()
+    the_model = opts.build_model()
+    meta_verifier = MetaVerifier(the_model, prompts=prompt_set, config=opts.sampling())
     console = Console(stderr=True)
 
     async def main() -> None:
@@ -147,6 +122,7 @@ def meta_verify_command(
     asyncio.run(main())
 
 
+@with_model_options
 def label_command(
     input: Annotated[Path, typer.Option("--input", help="JSONL with problem, proof (and optional reference_solution, grading_guidelines, max_points, id).")],
     output: Annotated[Path, typer.Option("--output", help="JSONL: one record per proof (status labeled or review) with its evidence; resumed.")],
@@ -160,18 +136,8 @@ def label_command(
     score_mode: Annotated[str, typer.Option("--score-mode", help="text | auto (likelihood read-out when no score is written) | logprob.")] = "auto",
     max_calls: Annotated[Optional[int], typer.Option("--max-calls", min=1, help="Model calls per proof (default: no limit).")] = None,
     max_proof_tokens: Annotated[Optional[int], typer.Option("--max-proof-tokens", min=1, help="Tokens per proof, prompts included (default: no limit).")] = None,
-    model: ModelOpt = None,
-    backend: BackendOpt = None,
-    base_url: BaseUrlOpt = None,
-    api_key: ApiKeyOpt = None,
-    prompts: PromptsOpt = None,
-    temperature: TemperatureOpt = None,
-    top_p: TopPOpt = None,
-    max_tokens: MaxTokensOpt = None,
-    seed: SeedOpt = None,
-    concurrency: ConcurrencyOpt = None,
-    no_cache: NoCacheOpt = False,
-    cache: CacheOpt = None,
+    *,
+    opts: ModelOptions,
 ) -> None:
     """Auto-label proofs by scaled verification: n verifications, m meta-verifications per issue, k confirmations."""
     if score_mode not in ("text", "auto", "logprob"):
@@ -184,9 +150,9 @@ def label_command(
         raise InputError(f"input file not found: {input}")
     if len({input.resolve(), output.resolve(), review.resolve()}) < 3:
         raise typer.BadParameter("--input, --output and --review must be three different files")
-    prompt_set = PromptSet.load(prompts)
-    the_model = build_model(model, backend, base_url, api_key, no_cache, cache, concurrency)
-    settings = sampling(temperature, top_p, max_tokens, seed)
+    prompt_set = opts.prompt_set()
+    the_model = opts.build_model()
+    settings = opts.sampling()
     verifier = Verifier(the_model, prompts=prompt_set, config=settings, score_mode=score_mode)
     meta_verifier = MetaVerifier(the_model, prompts=prompt_set, config=settings)
     console = Console(stderr=True)
@@ -215,7 +181,7 @@ def label_command(
 
                 stats = await label_jsonl(
                     verifier, meta_verifier, input, output, review, config=config, max_points=max_points,
-                    max_calls=max_calls, max_tokens=max_proof_tokens, concurrency=concurrency or 16,
+                    max_calls=max_calls, max_tokens=max_proof_tokens, concurrency=opts.concurrency or 16,
                     on_progress=update,
                 )
             console.print(

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..budget import current_budget
-from ..errors import BackendError
+from ..errors import BackendError, UnsupportedFeatureError
 from ._base import Backend
 from ._cache import CompletionCache
 from ._types import ChatMessage, ChatRequest, Completion, GenerateConfig, Usage
@@ -61,6 +61,8 @@ class Model:
         self.retry = retry or RetryPolicy()
         self.defaults = defaults or GenerateConfig()
         self.usage = Usage()
+        #: set once the backend has said it cannot score text by likelihood
+        self.likelihood_unsupported = False
         self._semaphores: dict[int, asyncio.Semaphore] = {}
         self._identity = backend.cache_identity()
 
@@ -157,6 +159,13 @@ class Model:
         if budget is not None:
             budget.check()
             budget.charge(calls=1)
+        try:
+            return await self._cached_logprobs(messages, continuations)
+        except UnsupportedFeatureError:
+            self.likelihood_unsupported = True
+            raise
+
+    async def _cached_logprobs(self, messages: list[ChatMessage], continuations: Sequence[str]) -> list[float]:
         if self.cache is None:
             self.usage.calls += 1
             return list(await self._call(self.backend.sequence_logprobs, messages, list(continuations)))

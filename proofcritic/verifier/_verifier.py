@@ -33,7 +33,6 @@ class Verifier(Role):
         if score_mode not in ("text", "auto", "logprob"):
             raise ValueError(f"score_mode must be text, auto or logprob, not {score_mode!r}")
         self.score_mode = score_mode
-        self._likelihood_unsupported = False
 
     def messages(self, problem: Problem, proof: str) -> list[ChatMessage]:
         return self.prompts.render(self.template, problem=problem, proof=proof)
@@ -57,8 +56,8 @@ class Verifier(Role):
 
     async def _read_out(self, messages: list[ChatMessage], verification: Verification) -> None:
         """Fill the score distribution by comparing the likelihood of the three scores."""
-        if self._likelihood_unsupported:
-            return
+        if self.model.likelihood_unsupported and self.score_mode != "logprob":
+            return  # the backend said so once; do not ask again for every sample
         prefix = score_prefix(verification.raw)
         try:
             totals = await self.model.sequence_logprobs(
@@ -67,7 +66,6 @@ class Verifier(Role):
         except UnsupportedFeatureError:
             if self.score_mode == "logprob":
                 raise
-            self._likelihood_unsupported = True
             return
         top = max(totals)
         weights = [math.exp(t - top) for t in totals]
