@@ -16,6 +16,14 @@ role               files                                      variables (jinja2)
 A system message comes from ``<role>.system.j2`` or ``<role>.system.txt`` (same variables).
 Files whose name starts with ``_`` are partials for ``{% include %}`` / ``{% import %}``.
 
+**Optional roles** (:data:`OPTIONAL_ROLE_VARIABLES`) are the templates of the agent loop
+(SPEC section 5): ``agent_improve`` (``problem``, ``proof``), ``agent_judge`` (``problem``,
+``proof``, ``log``), ``agent_repair`` (``problem``, ``proof``, ``report``) and
+``agent_reverify`` (``problem``, ``proof``, ``report``, ``rebuttal``); all their variables are
+strings except ``problem``. A plain :meth:`PromptSet.load` neither loads nor requires them;
+:meth:`PromptSet.with_roles` loads a set again with them added, and the agent falls back to
+the built-in template for each one a user's set lacks.
+
 **jinja2 templates** (``.j2``) get ``problem`` as a :class:`~proofcritic.types.Problem`
 (``.statement``, ``.reference_solution``, ``.grading_guidelines``, ``.max_points``, ``.id``),
 ``proof`` and ``analysis`` as strings, ``score`` as a float or ``None``, and ``candidates``
@@ -56,7 +64,7 @@ from .errors import PromptError
 from .llm._types import ChatMessage
 from .parsing import format_score
 
-__all__ = ["PromptSet", "ROLE_VARIABLES", "TEXT_FIELDS", "format_candidates"]
+__all__ = ["OPTIONAL_ROLE_VARIABLES", "ROLE_VARIABLES", "TEXT_FIELDS", "PromptSet", "format_candidates"]
 
 #: the variables each role's jinja2 templates may use
 ROLE_VARIABLES: dict[str, frozenset[str]] = {
@@ -65,11 +73,21 @@ ROLE_VARIABLES: dict[str, frozenset[str]] = {
     "meta_verify": frozenset({"problem", "proof", "analysis", "score"}),
     "refine": frozenset({"problem", "candidates"}),
 }
+#: roles a set may have but never has to: loaded only when asked for (``variables=`` of
+#: :meth:`PromptSet.load`, or :meth:`PromptSet.with_roles`); the built-in set has them all
+OPTIONAL_ROLE_VARIABLES: dict[str, frozenset[str]] = {
+    "agent_improve": frozenset({"problem", "proof"}),
+    "agent_judge": frozenset({"problem", "proof", "log"}),
+    "agent_repair": frozenset({"problem", "proof", "report"}),
+    "agent_reverify": frozenset({"problem", "proof", "report", "rebuttal"}),
+}
 _PROBLEM_FIELDS = frozenset(
     {"statement", "question", "problem", "problem_id", "max_points", "reference_solution", "grading_guidelines"}
 )
 #: the fields each role's plain-text (``str.format``) templates may use
-TEXT_FIELDS: dict[str, frozenset[str]] = {role: _PROBLEM_FIELDS | names for role, names in ROLE_VARIABLES.items()}
+TEXT_FIELDS: dict[str, frozenset[str]] = {
+    role: _PROBLEM_FIELDS | names for role, names in {**ROLE_VARIABLES, **OPTIONAL_ROLE_VARIABLES}.items()
+}
 _DEFAULT_DIRECTORY = Path(__file__).resolve().parent / "prompts" / "default"
 
 
@@ -275,6 +293,17 @@ class PromptSet:
     def has(self, name: str) -> bool:
         """Whether this set can render ``name``."""
         return name in self._templates
+
+    def with_roles(self, variables: Mapping[str, Iterable[str]]) -> PromptSet:
+        """This set's folder loaded again with the roles in ``variables`` added, none required.
+
+        The roles (and extra variables) this set was loaded with are kept. The added roles'
+        templates are checked like any other; check :meth:`has` for the ones the folder lacks.
+        """
+        merged: dict[str, set[str]] = {role: set(names) for role, names in self._variables.items()}
+        for role, names in variables.items():
+            merged.setdefault(role, set()).update(names)
+        return PromptSet.load(self.directory, require=(), variables=merged)
 
     def source(self, name: str) -> Path:
         """The file of the user template of ``name``."""

@@ -13,6 +13,12 @@ from proofcritic.llm import Backend, ChatRequest, Completion
 from proofcritic.parsing import EVALUATION_MARKER, META_SCORE_MARKER, SCORE_MARKER
 
 ROLE_SIGNATURES = (
+    # the agent loop's prompts (proofcritic/pipelines/agent.py) include verify.j2 or generate.j2,
+    # so their signatures come before those of the core roles
+    ("agent_judge", "You are reading a verification log"),
+    ("agent_reverify", "## The author's response to an earlier review"),
+    ("agent_repair", "## Bug report"),
+    ("agent_improve", "## Your solution so far"),
     ("meta_verify", "You are reviewing the work of a grader"),
     ("refine", "## Earlier attempts"),
     ("verify", "You are an expert grader"),
@@ -58,6 +64,18 @@ def generation_text(proof: str, self_score: float, analysis: str = "I checked my
 def meta_text(score: float, analysis: str = "The issues are examined.") -> str:
     """A meta-verifier output."""
     return f"{analysis}\n\n{META_SCORE_MARKER}\n\\boxed{{{score:g}}}"
+
+
+def judge_text(passed: bool, reason: str = "The log reports no defect.") -> str:
+    """An agent judge output: ``\\boxed{yes}`` (pass) or ``\\boxed{no}`` (fail)."""
+    return f"{reason}\n\n\\boxed{{{'yes' if passed else 'no'}}}"
+
+
+def repair_text(proof: str, self_score: float = 1, disputes: list[tuple[str, str]] = ()) -> str:
+    """An agent repair output: a ``## Disputes`` section with the (item, reason) pairs (``- None``
+    without any), then a generator output."""
+    items = [f'- **Item:** "{item}" | **Reason:** {reason}' for item, reason in disputes] or ["- None"]
+    return "\n".join(["## Disputes", "", *items, "", generation_text(proof, self_score)])
 
 
 class ScriptedBackend(Backend):

@@ -9,6 +9,7 @@ import typer
 from ..errors import ProofcriticError
 from ._grade import grade_command
 from ._label import label_command, meta_verify_command
+from ._solve import solve_command
 
 app = typer.Typer(
     name="proofcritic",
@@ -20,6 +21,7 @@ app = typer.Typer(
 app.command("grade")(grade_command)
 app.command("meta-verify")(meta_verify_command)
 app.command("label")(label_command)
+app.command("solve")(solve_command)
 
 
 @app.callback()

@@ -57,6 +57,8 @@ class SolveResult(BaseModel):
     budget_limited: bool = Field(False, description="The strategy stopped because a budget was spent.")
     transcript: list[dict[str, Any]] = Field(default_factory=list, description="Every step, in order.")
     usage: Usage = Field(default_factory=Usage)
+    rounds: int = Field(0, description="Rounds (iterations) the strategy ran.")
+    proof_id: str | None = Field(None, description="Id of the chosen proof in the strategy's state, if it keeps one.")
 
 
 class Strategy(Protocol):

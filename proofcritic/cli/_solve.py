@@ -1,0 +1,224 @@
+"""``proofcritic solve``: proofs for one problem, or for a file of problems with live progress."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from ..budget import Budget
+from ..errors import InputError
+from ..io import problem_from_record
+from ..llm import Model
+from ..pipelines._common import Roles, SolveResult
+from ..pipelines.solve import (
+    STRATEGIES,
+    get_strategy,
+    read_problem_items,
+    solve_jsonl,
+    solve_problem,
+)
+from ..runner import RunStats
+from ._common import ModelOptions, with_model_options
+
+_Int = Optional[int]
+_STRATEGY = "Strategy options"
+_BUDGET = "Budgets"
+
+
+def _parse_set(values: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs; a value is read as JSON when it parses, else kept as text."""
+    out: dict[str, Any] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out[key.strip().replace("-", "_")] = value
+    return out
+
+
+@with_model_options
+def solve_command(
+    problem: Annotated[Optional[Path], typer.Option("--problem", help="One problem: statement (.md/.txt) or Problem JSON.")] = None,
+    input: Annotated[Optional[Path], typer.Option("--input", help="Batch: JSONL of problems, or a JSON list ({id, question, ...}).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", help="JSONL of results; an existing file is resumed.")] = None,
+    strategy: Annotated[str, typer.Option("--strategy", "-s", help=f"{' | '.join(STRATEGIES)}.")] = "single",
+    state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help="Strategy state (search pools); default <output>.state (one problem without --output: in memory).")] = None,
+    samples: Annotated[_Int, typer.Option("--samples", help="single: proofs generated, best self-score chosen [1].", rich_help_panel=_STRATEGY)] = None,
+    verify_n: Annotated[_Int, typer.Option("--verify-n", help="single, refine: verifications of the answer, as evidence [1].", rich_help_panel=_STRATEGY)] = None,
+    max_iters: Annotated[_Int, typer.Option("--max-iters", help="refine: generations in all, the first included [8].", rich_help_panel=_STRATEGY)] = None,
+    initial_samples: Annotated[_Int, typer.Option("--initial-samples", help="search: proofs sampled in round 1 [128].", rich_help_panel=_STRATEGY)] = None,
+    verifications: Annotated[_Int, typer.Option("--verifications", help="search: verifications per proof [64].", rich_help_panel=_STRATEGY)] = None,
+    top_k: Annotated[_Int, typer.Option("--top-k", help="search: best proofs considered for refinement [32].", rich_help_panel=_STRATEGY)] = None,
+    trials: Annotated[_Int, typer.Option("--trials", help="search: refinement prompts per round [32].", rich_help_panel=_STRATEGY)] = None,
+    samples_per_trial: Annotated[_Int, typer.Option("--samples-per-trial", help="search: refined proofs per prompt [4].", rich_help_panel=_STRATEGY)] = None,
+    analyses_per_proof: Annotated[_Int, typer.Option("--analyses-per-proof", help="search: analyses shown per proof [8].", rich_help_panel=_STRATEGY)] = None,
+    max_per_score: Annotated[_Int, typer.Option("--max-per-score", help="search: shown analyses per distinct score [4].", rich_help_panel=_STRATEGY)] = None,
+    rounds: Annotated[_Int, typer.Option("--rounds", help="search: rounds, the initial one included [16].", rich_help_panel=_STRATEGY)] = None,
+    stop_on_pass: Annotated[Optional[bool], typer.Option("--stop-on-pass/--no-stop-on-pass", help="search: stop once a proof passes all its verifications [stop].", rich_help_panel=_STRATEGY)] = None,
+    keep_invalid: Annotated[bool, typer.Option("--keep-invalid", help="all: let format failures count as proofs.", rich_help_panel=_STRATEGY)] = False,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any strategy parameter as KEY=VALUE (e.g. agent's), repeatable.", rich_help_panel=_STRATEGY)] = None,
+    max_calls: Annotated[_Int, typer.Option("--max-calls", min=0, help="Model calls per problem.", rich_help_panel=_BUDGET)] = None,
+    max_problem_tokens: Annotated[_Int, typer.Option("--max-problem-tokens", min=0, help="Tokens per problem (prompt + completion).", rich_help_panel=_BUDGET)] = None,
+    run_max_calls: Annotated[_Int, typer.Option("--run-max-calls", min=0, help="Model calls in the whole run; problems not started when it is spent are left for a rerun.", rich_help_panel=_BUDGET)] = None,
+    run_max_tokens: Annotated[_Int, typer.Option("--run-max-tokens", min=0, help="Tokens in the whole run (as --run-max-calls).", rich_help_panel=_BUDGET)] = None,
+    parallel_problems: Annotated[int, typer.Option("--parallel-problems", min=1, help="Batch: problems solved at once.")] = 4,
+    score_mode: Annotated[str, typer.Option("--score-mode", help="Verifier: text | auto | logprob.")] = "auto",
+    json_out: Annotated[bool, typer.Option("--json", help="One problem: print the result as JSON.")] = False,
+    *,
+    opts: ModelOptions,
+) -> None:
+    """Write proofs with a strategy: single, refine (self-refinement), search (DeepSeekMath-V2's
+    high-compute search, resumable from its pool) or agent (generate-verify-repair loop)."""
+    if (problem is None) == (input is None):
+        raise typer.BadParameter("give either --problem FILE or --input FILE (with --output)")
+    if input is not None and output is None:
+        raise typer.BadParameter("batch mode (--input) needs --output")
+    if score_mode not in ("text", "auto", "logprob"):
+        raise typer.BadParameter("must be text, auto or logprob", param_hint="--score-mode")
+    flags = {
+        "samples": samples, "verify_n": verify_n, "max_iters": max_iters, "initial_samples": initial_samples,
+        "verifications": verifications, "top_k": top_k, "trials": trials, "samples_per_trial": samples_per_trial,
+        "analyses_per_proof": analyses_per_proof, "max_per_score": max_per_score, "rounds": rounds,
+        "stop_on_pass": stop_on_pass, "keep_invalid": keep_invalid or None,
+    }
+    params = {k: v for k, v in flags.items() if v is not None} | _parse_set(set_ or [])
+    try:
+        the_strategy = get_strategy(strategy, **params)
+    except InputError as error:
+        message = re.sub(r"has no parameter '(\w+)'", lambda m: f"has no option --{m.group(1).replace('_', '-')}", str(error))
+        raise typer.BadParameter(message, param_hint="--strategy") from None
+    source = problem if problem is not None else input
+    items = read_problem_items(source)  # read inputs before loading any model: bad input fails fast
+    if problem is not None and len(items) != 1:
+        raise typer.BadParameter(f"the file holds {len(items)} problems; use --input and --output", param_hint="--problem")
+    if output is None:
+        item_id, _, record = items[0]
+        if isinstance(record, InputError):
+            raise record
+        the_problem = problem_from_record(record, default_id=item_id)
+    budgets = {"max_calls": max_calls, "max_tokens": max_problem_tokens}
+    the_model = opts.build_model()
+    roles = Roles.from_models(
+        the_model, prompts=opts.prompt_set(), config=opts.sampling(), score_mode=score_mode
+    )
+    console = Console(stderr=True)
+
+    async def main() -> None:
+        try:
+            if output is None:
+                run_budget = None
+                if run_max_calls is not None or run_max_tokens is not None:
+                    run_budget = Budget(run_max_calls, run_max_tokens, name="run")
+                result = await solve_problem(
+                    the_strategy, the_problem, roles, state_dir=state_dir, budget=run_budget, **budgets
+                )
+                if json_out:
+                    print(json.dumps(result.model_dump(mode="json"), ensure_ascii=False, indent=2))
+                else:
+                    show_result(Console(soft_wrap=True), result)
+            else:
+                stats = await _run_batch(the_strategy, roles, the_model, source, output, state_dir, parallel_problems,
+                                         budgets, run_max_calls, run_max_tokens, console)
+                left = stats.extra.get("left", 0)
+                console.print(
+                    f"solved {stats.done - stats.skipped} problem(s), {stats.skipped} already done, "
+                    f"{stats.errors} error record(s), {stats.budget_limited} budget-limited -> {output}"
+                    + (f"; {left} problem(s) left for a rerun (the run budget is spent)" if left else "")
+                )
+        finally:
+            u = the_model.usage
+            console.print(
+                f"[dim]model calls: {u.calls} new, {u.cached_calls} from cache; "
+                f"tokens: {u.prompt_tokens} prompt + {u.completion_tokens} completion[/]"
+            )
+            await the_model.aclose()
+
+    asyncio.run(main())
+
+
+async def _run_batch(strategy, roles: Roles, model: Model, source: Path, output: Path, state_dir: Path | None,
+                     parallel: int, budgets: dict, run_max_calls: int | None, run_max_tokens: int | None,
+                     console: Console) -> RunStats:
+    """``solve_jsonl`` under a progress bar: problems, rounds, calls, tokens, errors, ETA."""
+    columns = (
+        TextColumn(f"[bold]{strategy.name}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rounds]} rounds"),
+        TextColumn("{task.fields[calls]} calls ({task.fields[cached]} cached)"),
+        TextColumn("{task.fields[tokens]} tokens"),
+        TextColumn("{task.fields[errors]} errors"),
+        TextColumn("{task.fields[limited]} budget-limited"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("solve", total=None, rounds=0, calls=0, cached=0, tokens=0, errors=0, limited=0)
+        latest: dict[str, RunStats] = {}
+
+        def refresh() -> None:
+            stats, u = latest.get("stats"), model.usage
+            fields = {"calls": u.calls, "cached": u.cached_calls, "tokens": u.prompt_tokens + u.completion_tokens}
+            if stats is not None:
+                fields |= {"total": stats.total, "completed": stats.done, "rounds": stats.extra.get("rounds", 0),
+                           "errors": stats.errors, "limited": stats.budget_limited}
+            progress.update(task, **fields)
+
+        def update(stats: RunStats) -> None:
+            latest["stats"] = stats
+            refresh()
+
+        async def tick() -> None:
+            while True:
+                await asyncio.sleep(0.5)
+                refresh()
+
+        ticker = asyncio.ensure_future(tick())
+        try:
+            return await solve_jsonl(strategy, roles, source, output, state_dir=state_dir, concurrency=parallel,
+                                     run_max_calls=run_max_calls, run_max_tokens=run_max_tokens,
+                                     on_progress=update, **budgets)
+        finally:
+            ticker.cancel()
+            refresh()
+
+
+def _fmt(score: float | None) -> str:
+    return "—" if score is None else f"{score:.3g}"
+
+
+def show_result(console: Console, result: SolveResult) -> None:
+    """The stop reason, the evidence and the chosen proof."""
+    limited = " [yellow](budget-limited)[/]" if result.budget_limited else ""
+    console.print(f"[bold]{result.strategy}[/] on {escape(result.problem_id)}: {escape(result.stop_reason)}{limited}")
+    console.print(f"rounds: {result.rounds}; steps: {len(result.transcript)}")
+    if result.proof is None:
+        console.print("[red]no proof[/]")
+        return
+    g = result.generation
+    self_score = _fmt(g.self_score) if g is not None else "—"
+    scores = ", ".join(_fmt(v.score) for v in result.verifications) or "none"
+    console.print(f"chosen proof{f' {escape(result.proof_id)}' if result.proof_id else ''}: self-score {self_score}; "
+                  f"verification scores: {scores}; mean {_fmt(result.mean_score)}")
+    console.rule("proof")
+    console.print(escape(result.proof))

@@ -1,0 +1,23 @@
+"""Pipelines that compose the roles: scaled verification, auto-labeling, and the solving
+strategies (single, refine, search, agent), with batch runs that resume after a kill."""
+
+from ._common import Roles, SolveResult, Strategy
+from .label import LabelConfig, LabelResult, label_jsonl, label_proof
+from .scaled import ScaledVerification, scaled_verify
+from .solve import STRATEGIES, get_strategy, solve_jsonl, solve_problem
+
+__all__ = [
+    "STRATEGIES",
+    "LabelConfig",
+    "LabelResult",
+    "Roles",
+    "ScaledVerification",
+    "SolveResult",
+    "Strategy",
+    "get_strategy",
+    "label_jsonl",
+    "label_proof",
+    "scaled_verify",
+    "solve_jsonl",
+    "solve_problem",
+]

@@ -1,0 +1,395 @@
+"""``search``: the high-compute search of DeepSeekMath-V2 (SPEC section 5), resumable.
+
+Round 1 samples ``initial_samples`` proofs and verifies each ``verifications`` times (score =
+mean). Each later round ranks the pool (all proofs so far) by mean score, then self-score,
+takes the ``top_k`` best, and for each of the first ``trials`` of them writes one refinement
+prompt showing the proof with up to ``analyses_per_proof`` of its analyses, lowest scores first
+and at most ``max_per_score`` per distinct score (so 0 and 0.5 come before 1); each prompt yields
+``samples_per_trial`` refined proofs, verified and added to the pool. The search stops when a
+proof passes all its verifications (every score 1; ``stop_on_pass=False`` runs every round)
+or after ``rounds`` rounds, round 1 included. The answer is the best proof by mean, then self-score (then the earliest).
+
+Defaults are the RELEASED settings (the paper's prose describes a pool of 64 proofs, the top 64
+refined with one proof per pair; the released code uses): 128 initial samples, top 32, 32
+trials, 4 samples per trial (the released code's 128 // 32), 64 verifications, 16 rounds. Temperature 1.0 and top_p 0.95
+are the roles' default sampling settings.
+
+Decided here: a format failure is not a proof (unless ``keep_invalid``); a proof whose text
+repeats an earlier one is recorded as a duplicate and neither verified nor ranked (as in the
+released code); a proof refined again in a later round shows its next analyses of each score
+(a deterministic stand-in for the released code's shuffle); each refinement request carries
+its own seed, derived from the generator's seed (or 0) and its round and trial, so that a prompt
+repeated in a later round samples new proofs instead of replaying its cached answer; a round
+with nothing to refine ends the search.
+
+State: with a ``state_dir`` the pool is appended to ``<state_dir>/pool.jsonl`` as work finishes,
+one ``proof`` line per generated proof (id, round, trial, sample, parent ids, proof text,
+self-score and self-analysis, format status) and one ``verification`` line per verified proof
+(scores, analyses and the other verification fields; raw outputs stay in the completion cache).
+Ids are deterministic (``r<round>-t<trial>-s<sample>-<hash of statement and parents>``), so a
+rerun after a kill replays every recorded request from the pool and asks the model only for
+what is missing. A replayed request is checked against and charged to the budget with its
+recorded calls and tokens, like a cached answer, so budgets decide the same way (up to the
+calls that were in flight at once when a budget ran out). One process at a time per state dir.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..budget import BudgetExceeded, current_budget
+from ..generator import Candidate
+from ..io import JsonlAppender
+from ..llm import Usage
+from ..types import Generation, Problem, Verification
+from ..verifier import aggregate
+from ._common import Roles, SolveResult
+from .single import RoundHook, evaluation_text, gather_within_budget, usable
+
+__all__ = ["Pool", "PoolProof", "SearchConfig", "SearchStrategy", "choose_analyses", "slot_id"]
+
+_GENERATION_FIELDS = ("proof", "self_analysis", "self_score", "format_ok", "format_error", "finish_reason", "usage")
+
+
+class SearchConfig(BaseModel):
+    """Parameters of the ``search`` strategy; the defaults are the released settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    initial_samples: int = Field(128, ge=1, le=4096, description="Proofs sampled in round 1.")
+    verifications: int = Field(64, ge=1, le=1024, description="Verifications per proof (score = mean).")
+    top_k: int = Field(32, ge=1, description="Best proofs of the pool considered for refinement each round.")
+    trials: int = Field(32, ge=1, description="Refinement prompts per round (each refines one of the top proofs).")
+    samples_per_trial: int = Field(4, ge=1, le=1024, description="Refined proofs sampled per prompt.")
+    analyses_per_proof: int = Field(8, ge=1, le=256, description="Analyses shown with a proof in its refinement prompt.")
+    max_per_score: int = Field(4, ge=1, le=256, description="At most this many shown analyses per distinct score.")
+    rounds: int = Field(16, ge=1, le=1000, description="Rounds in all, round 1 (initial sampling) included.")
+    keep_invalid: bool = Field(False, description="Let format failures count as proofs (their best-effort text).")
+    stop_on_pass: bool = Field(True, description="Stop once a proof passes all its verifications (False: run every round).")
+
+
+def slot_id(problem: Problem, round_: int, trial: int, sample: int, parents: list[str]) -> str:
+    """Deterministic id of a proof slot; the hash ties it to the statement and the parents."""
+    digest = hashlib.sha256("\n".join([problem.statement, *parents]).encode("utf-8")).hexdigest()[:8]
+    return f"r{round_:02d}-t{trial:03d}-s{sample:03d}-{digest}"
+
+
+def choose_analyses(
+    verifications: list[Verification], limit: int = 8, per_score: int = 4, rotation: int = 0
+) -> list[int]:
+    """Indices of the analyses a refinement prompt shows: lowest scores first, at most
+    ``per_score`` of each distinct score, ``limit`` in all. Unscored or blank analyses are left
+    out. ``rotation`` k starts each score's list k * per_score further on (wrapping)."""
+    groups: dict[float, list[int]] = {}
+    for index, v in enumerate(verifications):
+        if v.score is not None and v.analysis.strip():
+            groups.setdefault(v.score, []).append(index)
+    chosen: list[int] = []
+    for score in sorted(groups):
+        indices = groups[score]
+        shift = (rotation * per_score) % len(indices)
+        chosen += (indices[shift:] + indices[:shift])[:per_score]
+    return chosen[:limit]
+
+
+@dataclass
+class PoolProof:
+    """One proof of the pool. ``verifications`` are set once this run verified the proof or
+    replayed its ``recorded`` verifications (those read from the pool file)."""
+
+    id: str
+    round: int
+    trial: int
+    sample: int
+    parents: list[str]
+    generation: Generation
+    charge: dict[str, int]
+    verifications: list[Verification] | None = None
+    recorded: list[Verification] | None = None
+    verification_charge: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def slot(self) -> tuple[int, int, int]:
+        return (self.round, self.trial, self.sample)
+
+    @property
+    def mean(self) -> float | None:
+        return aggregate(self.verifications).mean if self.verifications else None
+
+    def passes(self, n: int) -> bool:
+        """Verified ``n`` times, every verification scored 1."""
+        vs = self.verifications or []
+        return len(vs) == n and all(v.score == 1 for v in vs)
+
+
+class Pool:
+    """The proofs of one problem, in memory and (with a path) appended to a JSONL file."""
+
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path) if path is not None else None
+        self.proofs: dict[str, PoolProof] = {}
+        self._out: JsonlAppender | None = None
+        if self.path is not None:
+            self._out = JsonlAppender(self.path)  # cuts a partial last line left by a kill
+            self._load()
+
+    def _load(self) -> None:
+        for raw in self.path.read_bytes().splitlines():  # type: ignore[union-attr]
+            try:
+                record = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue
+            if record.get("kind") == "proof" and record.get("id") not in self.proofs:
+                self.proofs[record["id"]] = PoolProof(
+                    id=record["id"],
+                    round=record["round"],
+                    trial=record["trial"],
+                    sample=record["sample"],
+                    parents=list(record["parents"]),
+                    generation=Generation.model_validate({k: record[k] for k in _GENERATION_FIELDS if k in record}),
+                    charge=record.get("charge", {}),
+                )
+            elif record.get("kind") == "verification" and record.get("id") in self.proofs:
+                proof = self.proofs[record["id"]]
+                proof.recorded = [Verification.model_validate(v) for v in record["verifications"]]
+                proof.verification_charge = record.get("charge", {})
+
+    def add(self, proof: PoolProof) -> PoolProof:
+        """Add and persist ``proof``; an id already present keeps its first record."""
+        if proof.id in self.proofs:
+            return self.proofs[proof.id]
+        self.proofs[proof.id] = proof
+        if self._out is not None:
+            g = proof.generation
+            fields = {k: getattr(g, k) for k in _GENERATION_FIELDS}
+            fields["usage"] = g.usage.model_dump()
+            self._out.write(
+                {"kind": "proof", "id": proof.id, "round": proof.round, "trial": proof.trial,
+                 "sample": proof.sample, "parents": proof.parents, **fields, "charge": proof.charge}
+            )
+        return proof
+
+    def set_verifications(self, proof: PoolProof, verifications: list[Verification], charge: dict[str, int]) -> None:
+        """Attach and persist the verifications of ``proof`` (a later line replaces an earlier)."""
+        proof.verifications = proof.recorded = verifications
+        proof.verification_charge = charge
+        if self._out is not None:
+            self._out.write(
+                {"kind": "verification", "id": proof.id, "round": proof.round,
+                 "scores": [v.score for v in verifications], "mean": proof.mean,
+                 "verifications": [v.model_dump(mode="json") for v in verifications], "charge": charge}
+            )
+
+    def close(self) -> None:
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+
+
+@dataclass
+class _Request:
+    round: int
+    trial: int
+    parents: list[str]
+    candidates: list[Candidate] | None  # None: sample from the generation prompt
+    n: int
+
+
+def _replay(charges: list[dict[str, int]], usage: Usage, prompt_tokens: int, completion_tokens: int) -> None:
+    """Check and charge one recorded request against the current budget as if it were a live
+    call (a cached answer is charged too), so that a resumed run stops where a fresh one would."""
+    calls = sum(c.get("calls", 0) for c in charges)
+    budget = current_budget()
+    if budget is not None:
+        budget.check()
+        budget.charge(calls=calls, tokens=sum(c.get("tokens", 0) for c in charges))
+    usage.add(Usage(cached_calls=calls, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens))
+
+
+class _Search:
+    """The state of one problem's search (the pool plus what this run activated)."""
+
+    def __init__(self, config: SearchConfig, problem: Problem, roles: Roles, pool: Pool, on_round: RoundHook | None):
+        self.config, self.problem, self.roles, self.pool, self.on_round = config, problem, roles, pool, on_round
+        self.active: list[PoolProof] = []  # proofs of this run's requests, in slot order
+        self.duplicate_of: dict[str, str] = {}
+        self._first_by_text: dict[str, str] = {}
+        self.refined_in: dict[str, list[int]] = {}  # proof id -> rounds that refined it
+        self.selections: dict[int, list[dict[str, Any]]] = {}
+        self.usage = Usage()
+
+    # -- the rounds --------------------------------------------------------------------------
+    async def run(self) -> SolveResult:
+        result = SolveResult(problem_id=self.problem.id, strategy=SearchStrategy.name)
+        try:
+            result.stop_reason = await self._rounds(result)
+        except BudgetExceeded as error:
+            result.budget_limited = True
+            result.stop_reason = f"budget: {error} (in round {result.rounds})"
+        self._answer(result)
+        result.transcript, result.usage = self._transcript(result.rounds), self.usage
+        return result
+
+    async def _rounds(self, result: SolveResult) -> str:
+        config = self.config
+        for round_ in range(1, config.rounds + 1):
+            if round_ == 1:
+                requests = [_Request(1, 0, [], None, config.initial_samples)]
+            else:
+                requests = self._refinements(round_)
+                if not requests:
+                    return f"no verified proof to refine after round {round_ - 1}"
+            result.rounds = round_
+            if self.on_round:
+                self.on_round(self.problem.id, round_)
+            batches, generate_error = await gather_within_budget(self._generate(r) for r in requests)
+            new = [proof for batch in batches if batch for proof in batch]
+            for proof in new:
+                self._activate(proof)
+            todo = [p for p in new if usable(p.generation, config.keep_invalid) and p.id not in self.duplicate_of]
+            _, verify_error = await gather_within_budget(self._verify(p) for p in todo)
+            if generate_error or verify_error:
+                raise generate_error or verify_error  # type: ignore[misc]
+            passed = [p for p in self.ranked() if p.passes(config.verifications)]
+            if passed and config.stop_on_pass:
+                return f"proof {passed[0].id} passed all {config.verifications} verifications in round {round_}"
+        return f"max rounds ({config.rounds}) reached"
+
+    def _activate(self, proof: PoolProof) -> None:
+        self.active.append(proof)
+        if not usable(proof.generation, self.config.keep_invalid):
+            return
+        text = proof.generation.proof.strip()
+        first = self._first_by_text.setdefault(text, proof.id)
+        if first != proof.id:
+            self.duplicate_of[proof.id] = first
+
+    def ranked(self) -> list[PoolProof]:
+        """Verified, non-duplicate proofs of this run: best mean, then self-score, then earliest."""
+        keep = self.config.keep_invalid
+        scored = [p for p in self.active if p.mean is not None and p.id not in self.duplicate_of and usable(p.generation, keep)]
+        return sorted(scored, key=lambda p: (-p.mean, -p.generation.self_score, p.slot))  # type: ignore[operator]
+
+    def _refinements(self, round_: int) -> list[_Request]:
+        config = self.config
+        requests, selection = [], []
+        for trial, proof in enumerate(self.ranked()[: config.top_k][: config.trials]):
+            earlier = self.refined_in.setdefault(proof.id, [])
+            shown = choose_analyses(proof.verifications or [], config.analyses_per_proof, config.max_per_score, len(earlier))
+            earlier.append(round_)
+            evaluations = [evaluation_text(proof.verifications[i].analysis, proof.verifications[i].score) for i in shown]  # type: ignore[index]
+            candidate = Candidate(proof=proof.generation.proof, evaluations=evaluations)
+            requests.append(_Request(round_, trial, [proof.id], [candidate], config.samples_per_trial))
+            selection.append({"trial": trial, "proof_id": proof.id, "mean": proof.mean,
+                              "self_score": proof.generation.self_score, "analyses": shown})
+        self.selections[round_] = selection
+        return requests
+
+    # -- one request, replayed from the pool when it is recorded --------------------------------
+    async def _generate(self, request: _Request) -> list[PoolProof]:
+        ids = [slot_id(self.problem, request.round, request.trial, j, request.parents) for j in range(request.n)]
+        recorded = [self.pool.proofs.get(i) for i in ids]
+        if all(p is not None for p in recorded):
+            usages = [p.generation.usage for p in recorded]  # type: ignore[union-attr]
+            _replay([p.charge for p in recorded], self.usage,  # type: ignore[union-attr]
+                    sum(u.prompt_tokens for u in usages), sum(u.completion_tokens for u in usages))
+            return recorded  # type: ignore[return-value]
+        generator = self.roles.generator
+        if request.candidates is None:
+            generations = await generator.generate(self.problem, n=request.n)
+        else:
+            generator = copy.copy(generator)  # its own seed: a prompt repeated in a later round samples anew
+            base = generator.config.seed or 0
+            seed = (base + zlib.crc32(f"search/{request.round}/{request.trial}".encode())) % 2**31
+            generator.config = generator.config.model_copy(update={"seed": seed})
+            generations = await generator.refine(self.problem, request.candidates, n=request.n)
+        out = []
+        for j, (proof_id, generation) in enumerate(zip(ids, generations)):
+            self.usage.add(generation.usage)
+            u = generation.usage
+            charge = {"calls": int(j == 0), "tokens": u.prompt_tokens + u.completion_tokens}
+            fresh = PoolProof(proof_id, request.round, request.trial, j, request.parents,
+                              generation.model_copy(update={"raw": ""}), charge)
+            out.append(self.pool.add(fresh))
+        return out
+
+    async def _verify(self, proof: PoolProof) -> None:
+        n = self.config.verifications
+        recorded = proof.recorded
+        if recorded is not None and len(recorded) == n:
+            _replay([proof.verification_charge], self.usage,
+                    sum(v.usage.prompt_tokens for v in recorded), sum(v.usage.completion_tokens for v in recorded))
+            proof.verifications = recorded
+            return
+        verifications = await self.roles.verifier.verify(self.problem, proof.generation.proof, n=n)
+        for v in verifications:
+            self.usage.add(v.usage)
+        charge = {
+            "calls": 1 + sum(v.score_distribution is not None for v in verifications),  # + likelihood read-outs
+            "tokens": sum(v.usage.prompt_tokens + v.usage.completion_tokens for v in verifications),
+        }
+        self.pool.set_verifications(proof, [v.model_copy(update={"raw": ""}) for v in verifications], charge)
+
+    # -- the answer and the transcript ---------------------------------------------------------
+    def _answer(self, result: SolveResult) -> None:
+        ranked = self.ranked()
+        if ranked:
+            best = ranked[0]
+        else:
+            unverified = [p for p in self.active if usable(p.generation, self.config.keep_invalid) and p.id not in self.duplicate_of]
+            if not unverified:
+                result.stop_reason += "; no valid proof"
+                return
+            best = min(unverified, key=lambda p: (-p.generation.self_score, p.slot))
+            result.stop_reason += "; the answer is unverified"
+        result.proof, result.generation, result.proof_id = best.generation.proof, best.generation, best.id
+        result.verifications, result.mean_score = list(best.verifications or []), best.mean
+
+    def _transcript(self, rounds: int) -> list[dict[str, Any]]:
+        steps: list[dict[str, Any]] = []
+        for round_ in range(1, rounds + 1):
+            if round_ in self.selections:
+                steps.append({"step": "select", "round": round_, "refine": self.selections[round_]})
+            proofs = [p for p in self.active if p.round == round_]
+            for p in proofs:
+                g = p.generation
+                steps.append({"step": "generate" if round_ == 1 else "refine", "round": round_, "proof_id": p.id,
+                              "parents": p.parents, "trial": p.trial, "sample": p.sample, "self_score": g.self_score,
+                              "format_ok": g.format_ok, "format_error": g.format_error,
+                              "duplicate_of": self.duplicate_of.get(p.id)})
+            for p in proofs:
+                if p.verifications is not None:
+                    steps.append({"step": "verify", "round": round_, "proof_id": p.id,
+                                  "scores": [v.score for v in p.verifications], "mean": p.mean})
+        return steps
+
+
+class SearchStrategy:
+    """The released high-compute search; ``SearchStrategy(rounds=4, verifications=8)`` or
+    ``SearchStrategy(SearchConfig(...))``. ``state_dir`` makes the pool persistent."""
+
+    name = "search"
+
+    def __init__(self, config: SearchConfig | None = None, **params: Any):
+        base = config.model_dump() if config is not None else {}
+        self.config = SearchConfig.model_validate({**base, **params})
+        self.on_round: RoundHook | None = None
+
+    def __repr__(self) -> str:
+        return f"SearchStrategy({self.config!r})"
+
+    async def solve(self, problem: Problem, roles: Roles, state_dir: str | Path | None = None) -> SolveResult:
+        """Search; a spent budget answers the best proof so far, marked budget-limited."""
+        pool = Pool(Path(state_dir) / "pool.jsonl" if state_dir is not None else None)
+        try:
+            return await _Search(self.config, problem, roles, pool, self.on_round).run()
+        finally:
+            pool.close()

@@ -1,0 +1,248 @@
+"""Solve problems with a strategy: the strategy registry, problem files, and batch solving.
+
+``get_strategy("search", rounds=4)`` builds a strategy by name (``single``, ``refine``,
+``search``, ``agent``; each is imported only when asked for). ``solve_problem`` solves one
+problem under an optional budget; ``solve_jsonl`` solves every problem of a file on the shared
+runner (:mod:`proofcritic.runner`), appending one result line per problem, so that a killed
+run, started again, resumes: finished problems are skipped, and each unfinished one starts
+again with its strategy's state dir (``<output>.state/<problem>/``) and the completion cache,
+which replay everything already answered.
+
+Budgets. ``max_calls`` / ``max_tokens`` bound each problem, ``run_max_calls`` /
+``run_max_tokens`` the whole run. A strategy that meets a spent budget returns its best result
+so far with ``budget_limited=True``. When the RUN budget is spent, the problems in progress end
+that way and are written as final; problems that had not made a single call yet are not
+written at all: they are left for a rerun (``stats.extra["left"]`` counts them), and the run
+stops once the problems in progress are written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..budget import Budget, BudgetExceeded, budget_scope, current_budget
+from ..errors import InputError
+from ..io import problem_from_record, read_problem, read_text
+from ..runner import RunStats, read_items, run_jsonl
+from ..types import Problem
+from ._common import Roles, SolveResult, Strategy
+
+__all__ = ["STRATEGIES", "get_strategy", "read_problem_items", "solve_jsonl", "solve_problem", "state_name"]
+
+#: strategy name -> "module:class", imported lazily
+STRATEGIES: dict[str, str] = {
+    "single": "proofcritic.pipelines.single:SingleStrategy",
+    "refine": "proofcritic.pipelines.refine:RefineStrategy",
+    "search": "proofcritic.pipelines.search:SearchStrategy",
+    "agent": "proofcritic.pipelines.agent:AgentStrategy",
+}
+
+Item = tuple[str, int, "dict | InputError"]
+
+
+def get_strategy(name: str, **params: Any) -> Strategy:
+    """The strategy ``name`` built with ``params``; unknown names or parameters are InputErrors."""
+    target = STRATEGIES.get(name)
+    if target is None:
+        raise InputError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+    module_name, _, class_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name != module_name:
+            raise
+        raise InputError(f"strategy {name!r} is not available ({module_name} is missing)") from None
+    try:
+        return getattr(module, class_name)(**params)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(x) for x in first.get("loc", ()))
+        if first.get("type") == "extra_forbidden":
+            raise InputError(f"strategy {name!r} has no parameter {where!r}") from None
+        raise InputError(f"strategy {name!r}: {where}: {first.get('msg', error)}") from None
+
+
+def state_name(item_id: str) -> str:
+    """A folder name for a problem id: the id itself when it is safe, else a cleaned id + hash."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", item_id).strip("._")[:80] or "problem"
+    if safe != item_id:
+        safe += "-" + hashlib.sha256(item_id.encode("utf-8")).hexdigest()[:8]
+    return safe
+
+
+def read_problem_items(path: str | Path) -> list[Item]:
+    """``(id, line, record or InputError)`` for each problem of ``path``.
+
+    ``.jsonl``: one problem per line (as :func:`proofcritic.runner.read_items`). ``.json``: one
+    problem object, or a JSON array of problems such as the shared ``dsmv2/inputs/*.json``
+    (``{id, question, problem_idx, ...}``: there ``problem_idx``, e.g. ``CMO2024-1``, is the id,
+    since ``id`` repeats across files). Any other suffix: the file is the statement.
+    """
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix == ".jsonl":
+        return read_items(p)
+    if suffix != ".json":
+        problem = read_problem(p)
+        return [(problem.id, 1, problem.model_dump(exclude_none=True))]
+    try:
+        data = json.loads(read_text(p, "problem file"))
+    except json.JSONDecodeError as error:
+        raise InputError(f"problem file is not valid JSON ({error.msg}, line {error.lineno}): {p}") from None
+    if isinstance(data, dict):
+        problem = problem_from_record(data, default_id=p.stem)
+        return [(problem.id, 1, data)]
+    if not isinstance(data, list):
+        raise InputError(f"problem file holds neither a problem object nor a list of problems: {p}")
+    items: list[Item] = []
+    seen: set[str] = set()
+    for index, record in enumerate(data, start=1):
+        if not isinstance(record, dict):
+            items.append((f"item-{index}", index, InputError(f"item {index} is not a JSON object")))
+            continue
+        value = next((record[k] for k in ("problem_idx", "problem_id", "id") if record.get(k) is not None), None)
+        item_id = str(value) if value is not None else f"item-{index}"
+        if item_id in seen:
+            item_id = f"{item_id}#item-{index}"
+        seen.add(item_id)
+        items.append((item_id, index, {**record, "problem_id": item_id}))
+    return items
+
+
+def _budget_limited(strategy: Strategy, problem: Problem, error: BudgetExceeded) -> SolveResult:
+    """The result of a strategy that let a spent budget escape (it should not)."""
+    return SolveResult(problem_id=problem.id, strategy=strategy.name, budget_limited=True, stop_reason=f"budget: {error}")
+
+
+async def solve_problem(
+    strategy: Strategy,
+    problem: Problem,
+    roles: Roles,
+    *,
+    state_dir: str | Path | None = None,
+    max_calls: int | None = None,
+    max_tokens: int | None = None,
+    budget: Budget | None = None,
+) -> SolveResult:
+    """Solve one problem within ``max_calls`` / ``max_tokens`` (when given) and inside
+    ``budget`` (e.g. a run budget shared with other problems, when given)."""
+    if budget is not None:
+        scope: Budget | None = budget.child(max_calls, max_tokens)
+    else:
+        scope = None if max_calls is None and max_tokens is None else Budget(max_calls, max_tokens, name="problem")
+    with budget_scope(scope):
+        try:
+            return await strategy.solve(problem, roles, state_dir=state_dir)
+        except BudgetExceeded as error:
+            return _budget_limited(strategy, problem, error)
+
+
+async def solve_jsonl(
+    strategy: Strategy,
+    roles: Roles,
+    input_path: str | Path,
+    output_path: str | Path,
+    *,
+    state_dir: str | Path | None = None,
+    concurrency: int = 4,
+    max_calls: int | None = None,
+    max_tokens: int | None = None,
+    run_max_calls: int | None = None,
+    run_max_tokens: int | None = None,
+    on_progress: Callable[[RunStats], None] | None = None,
+) -> RunStats:
+    """Solve every problem of ``input_path`` (see :func:`read_problem_items`) into ``output_path``.
+
+    ``concurrency`` problems run at once (the model bounds the calls in flight). ``state_dir``
+    defaults to ``<output_path>.state``. ``stats.extra`` holds ``rounds`` (rounds started, all
+    problems together), ``running`` ({problem id: current round}) and ``left`` (problems left
+    for a rerun because the run budget was spent). See the module docstring for budgets.
+    """
+    items = read_problem_items(input_path)
+    state_root = Path(state_dir) if state_dir is not None else Path(f"{output_path}.state")
+    run_budget = None
+    if run_max_calls is not None or run_max_tokens is not None:
+        run_budget = Budget(run_max_calls, run_max_tokens, name="run")
+    per_problem = max_calls is not None or max_tokens is not None
+    holder: dict[str, Any] = {"active": 0, "deferred": 0, "stopping": False, "stats": RunStats(total=len(items))}
+    run_task: asyncio.Future | None = None
+
+    def item_budget(parent: Budget | None) -> Budget | None:
+        if parent is not None:
+            return parent.child(max_calls, max_tokens)
+        return Budget(max_calls, max_tokens, name="problem") if per_problem else None
+
+    def maybe_stop() -> None:
+        """Stop the run once nothing is in progress and problems wait on a spent run budget."""
+        if holder["deferred"] and not holder["active"] and run_task is not None and not run_task.done():
+            holder["stopping"] = True
+            run_task.cancel()
+
+    async def defer() -> dict:
+        holder["deferred"] += 1
+        maybe_stop()
+        await asyncio.Event().wait()  # until the run is cancelled: this problem is not written
+        raise AssertionError("unreachable")
+
+    def on_round(problem_id: str, round_: int) -> None:
+        stats = holder["stats"]
+        stats.extra["rounds"] = stats.extra.get("rounds", 0) + 1
+        stats.extra.setdefault("running", {})[problem_id] = round_
+        if on_progress:
+            on_progress(stats)
+
+    async def process(item_id: str, record: dict) -> dict:
+        problem = problem_from_record(record, default_id=item_id)
+        if run_budget is not None and run_budget.exhausted:
+            return await defer()
+        scope = current_budget()
+        holder["active"] += 1
+        try:
+            result = await strategy.solve(problem, roles, state_dir=state_root / state_name(item_id))
+        except BudgetExceeded as error:
+            result = _budget_limited(strategy, problem, error)
+        finally:
+            holder["active"] -= 1
+            holder["stats"].extra.get("running", {}).pop(problem.id, None)
+        if result.budget_limited and run_budget is not None and run_budget.exhausted and scope is not None and scope.calls == 0:
+            return await defer()  # the run budget was gone before this problem made a call
+        return result.model_dump(mode="json")
+
+    def progress(stats: RunStats) -> None:
+        holder["stats"] = stats
+        stats.extra.setdefault("rounds", 0)
+        if on_progress:
+            on_progress(stats)
+        maybe_stop()
+
+    hook_owner = strategy if hasattr(strategy, "on_round") and strategy.on_round is None else None
+    if hook_owner is not None:
+        hook_owner.on_round = on_round  # type: ignore[attr-defined]
+    try:
+        run_task = asyncio.ensure_future(
+            run_jsonl(items, output_path, process, concurrency=concurrency, budget=run_budget,
+                      item_budget=item_budget if (run_budget is not None or per_problem) else None,
+                      on_progress=progress)
+        )
+        try:
+            stats = await run_task
+        except asyncio.CancelledError:
+            if not holder["stopping"]:
+                raise
+            stats = holder["stats"]
+    finally:
+        if hook_owner is not None:
+            hook_owner.on_round = None  # type: ignore[attr-defined]
+    stats.extra["left"] = stats.total - stats.done
+    if on_progress:
+        on_progress(stats)
+    return stats
