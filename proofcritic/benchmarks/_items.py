@@ -1,0 +1,44 @@
+"""The records evaluation suites are made of, and the points scales they use (SPEC section 6)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from ..types import Problem
+
+#: points of a full solution per competition family (SPEC section 6)
+SCALES: dict[str, float] = {"imo": 7.0, "usamo": 7.0, "proofbench": 7.0, "putnam": 10.0, "cmo": 21.0}
+#: IMO-ProofBench / IMO-GradingBench buckets and their points
+BUCKETS: dict[str, float] = {"Correct": 7.0, "Almost": 6.0, "Partial": 1.0, "Incorrect": 0.0}
+
+
+class SolveItem(BaseModel):
+    """A problem of a solving suite (the problem carries its own ``max_points``)."""
+
+    problem: Problem
+    meta: dict[str, Any] = Field(default_factory=dict, description="competition, year, level, source, answer, ...")
+
+
+class GradeItem(BaseModel):
+    """A proof with a human grade, for measuring a grader against humans."""
+
+    id: str
+    problem: Problem
+    proof: str
+    human_points: float = Field(..., description="The human grade on the problem's points scale.")
+    meta: dict[str, Any] = Field(default_factory=dict, description="competition, model_id (who wrote the proof), bucket, ...")
+    recorded: dict[str, float] = Field(
+        default_factory=dict, description="Grades already in the data, in [0, 1] (e.g. average_automatic_rating)."
+    )
+
+    @property
+    def human_score(self) -> float:
+        """The human grade in [0, 1]."""
+        return self.human_points / self.problem.max_points
+
+    @property
+    def human_correct(self) -> bool:
+        """Whether humans judged the proof fully correct (full points)."""
+        return self.human_points >= self.problem.max_points
