@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -59,6 +60,28 @@ class SolveResult(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     rounds: int = Field(0, description="Rounds (iterations) the strategy ran.")
     proof_id: str | None = Field(None, description="Id of the chosen proof in the strategy's state, if it keeps one.")
+
+
+#: progress hook a strategy calls as it starts a round: (problem id, round number)
+RoundHook = Callable[[str, int], None]
+
+
+class ConfiguredStrategy:
+    """Base of the built-in strategies: a validated config object, and a progress hook.
+
+    ``Strategy(config)``, ``Strategy(field=value, ...)`` or both (keywords override the config).
+    """
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[BaseModel]]
+
+    def __init__(self, config: BaseModel | None = None, **params: Any):
+        base = config.model_dump() if config is not None else {}
+        self.config = self.config_class.model_validate({**base, **params})
+        self.on_round: RoundHook | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config!r})"
 
 
 class Strategy(Protocol):

@@ -49,8 +49,15 @@ from ..budget import BudgetExceeded
 from ..llm import Usage
 from ..parsing import strip_thinking, truncation_error
 from ..types import Generation, Problem, Verification
-from ._agent_roles import Improver, Judge, RebuttalVerifier, Repair, Repairer, agent_prompts
-from ._common import Roles, SolveResult
+from ._agent_roles import (
+    Improver,
+    Judge,
+    RebuttalVerifier,
+    Repair,
+    Repairer,
+    agent_prompts,
+)
+from ._common import ConfiguredStrategy, Roles, SolveResult
 from .single import usable
 
 __all__ = ["AgentConfig", "AgentStrategy"]
@@ -260,18 +267,17 @@ class _Session:
         )
 
 
-class AgentStrategy:
+class AgentStrategy(ConfiguredStrategy):
     """Solve a problem with the generate-verify-repair agent loop (module docstring).
 
     ``AgentStrategy(passes_to_accept=1, max_runs=2)`` or ``AgentStrategy(AgentConfig(...))``;
     keyword arguments override the config's fields.
     """
 
+    config_class = AgentConfig
     name = "agent"
 
-    def __init__(self, config: AgentConfig | None = None, **params: Any):
-        base = config.model_dump() if config is not None else {}
-        self.config = AgentConfig.model_validate({**base, **params})
+    config: AgentConfig
 
     async def solve(self, problem: Problem, roles: Roles, state_dir: Any = None) -> SolveResult:
         """Run the loop; stop_reason starts with ``accepted``, ``not accepted`` or ``budget``.

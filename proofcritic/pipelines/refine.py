@@ -23,7 +23,6 @@ Details the SPEC leaves open, decided here:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,9 +30,8 @@ from ..budget import BudgetExceeded
 from ..generator import Candidate
 from ..parsing import format_score
 from ..types import Generation, Problem
-from ._common import Roles, SolveResult
+from ._common import ConfiguredStrategy, Roles, SolveResult
 from .single import (
-    RoundHook,
     StepLog,
     self_evaluation_text,
     usable,
@@ -55,21 +53,16 @@ class RefineConfig(BaseModel):
     keep_invalid: bool = Field(False, description="Let format failures count as proofs (their best-effort text).")
 
 
-class RefineStrategy:
+class RefineStrategy(ConfiguredStrategy):
     """Refine a proof against its own self-analysis until it rates itself 1.
 
     ``RefineStrategy(max_iters=4)`` or ``RefineStrategy(RefineConfig(...))``.
     """
 
+    config_class = RefineConfig
     name = "refine"
 
-    def __init__(self, config: RefineConfig | None = None, **params: Any):
-        base = config.model_dump() if config is not None else {}
-        self.config = RefineConfig.model_validate({**base, **params})
-        self.on_round: RoundHook | None = None
-
-    def __repr__(self) -> str:
-        return f"RefineStrategy({self.config!r})"
+    config: RefineConfig
 
     async def solve(self, problem: Problem, roles: Roles, state_dir: str | Path | None = None) -> SolveResult:
         """Run the loop; a spent budget answers the best proof so far, marked budget-limited."""

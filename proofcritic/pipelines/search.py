@@ -51,8 +51,8 @@ from ..io import JsonlAppender
 from ..llm import Usage
 from ..types import Generation, Problem, Verification
 from ..verifier import aggregate
-from ._common import Roles, SolveResult
-from .single import RoundHook, evaluation_text, gather_within_budget, usable
+from ._common import ConfiguredStrategy, Roles, RoundHook, SolveResult
+from .single import evaluation_text, gather_within_budget, usable
 
 __all__ = ["Pool", "PoolProof", "SearchConfig", "SearchStrategy", "choose_analyses", "slot_id"]
 
@@ -372,19 +372,14 @@ class _Search:
         return steps
 
 
-class SearchStrategy:
+class SearchStrategy(ConfiguredStrategy):
     """The released high-compute search; ``SearchStrategy(rounds=4, verifications=8)`` or
     ``SearchStrategy(SearchConfig(...))``. ``state_dir`` makes the pool persistent."""
 
+    config_class = SearchConfig
     name = "search"
 
-    def __init__(self, config: SearchConfig | None = None, **params: Any):
-        base = config.model_dump() if config is not None else {}
-        self.config = SearchConfig.model_validate({**base, **params})
-        self.on_round: RoundHook | None = None
-
-    def __repr__(self) -> str:
-        return f"SearchStrategy({self.config!r})"
+    config: SearchConfig
 
     async def solve(self, problem: Problem, roles: Roles, state_dir: str | Path | None = None) -> SolveResult:
         """Search; a spent budget answers the best proof so far, marked budget-limited."""

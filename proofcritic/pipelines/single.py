@@ -13,7 +13,7 @@ models that rarely follow the protocol).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,7 +24,7 @@ from ..llm import Usage
 from ..parsing import SCORE_MARKER, format_score
 from ..types import Generation, Problem, Verification
 from ..verifier import aggregate
-from ._common import Roles, SolveResult
+from ._common import ConfiguredStrategy, Roles, RoundHook, SolveResult
 
 __all__ = [
     "RoundHook",
@@ -37,8 +37,6 @@ __all__ = [
     "usable",
 ]
 
-#: called with (problem id, round) when a strategy starts a round; used for progress displays
-RoundHook = Callable[[str, int], None]
 T = TypeVar("T")
 
 
@@ -168,21 +166,16 @@ class SingleConfig(BaseModel):
     keep_invalid: bool = Field(False, description="Let format failures count as proofs (their best-effort text).")
 
 
-class SingleStrategy:
+class SingleStrategy(ConfiguredStrategy):
     """Generate ``samples`` proofs with self-evaluation; answer the best by self-score.
 
     ``SingleStrategy(samples=4)`` or ``SingleStrategy(SingleConfig(...))``.
     """
 
+    config_class = SingleConfig
     name = "single"
 
-    def __init__(self, config: SingleConfig | None = None, **params: Any):
-        base = config.model_dump() if config is not None else {}
-        self.config = SingleConfig.model_validate({**base, **params})
-        self.on_round: RoundHook | None = None
-
-    def __repr__(self) -> str:
-        return f"SingleStrategy({self.config!r})"
+    config: SingleConfig
 
     async def solve(self, problem: Problem, roles: Roles, state_dir: str | Path | None = None) -> SolveResult:
         """One round: generate, choose, verify. A spent budget returns what there is so far."""
