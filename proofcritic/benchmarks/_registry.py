@@ -1,0 +1,38 @@
+"""The registry of named suites: ``SUITES``, ``get_suite`` and ``load_suite``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import InputError
+from . import competitions, custom, opc, proofbench, usamo
+from ._items import GradeItem, SolveItem
+from ._suite import Suite
+
+#: every named suite, solving suites first
+SUITES: dict[str, Suite] = {
+    suite.name: suite
+    for family in (competitions, proofbench, usamo, opc, custom)
+    for suite in family.SUITES
+}
+
+
+def get_suite(name: str) -> Suite:
+    """The suite called ``name``; an unknown name is an InputError that lists the known ones."""
+    try:
+        return SUITES[name.strip().lower()]
+    except KeyError:
+        raise InputError(
+            f"unknown suite {name!r}; known suites: {', '.join(SUITES)}"
+        ) from None
+
+
+def load_suite(
+    name: str,
+    data_dir: str | Path | None = None,
+    limit: int | None = None,
+    source: str | Path | None = None,
+) -> list[SolveItem] | list[GradeItem]:
+    """The items of suite ``name``: read from ``source`` (a file/folder path or a Hugging Face id)
+    when given, else from the suite's place in the data root (see :func:`data_root`)."""
+    return get_suite(name).load(data_dir=data_dir, limit=limit, source=source)  # type: ignore[return-value]

@@ -1,0 +1,194 @@
+"""Measure a grader against human grades: one verdict per proof, then the metrics.
+
+A verdict is a score in [0, 1] (``predicted_score``), on the problem's points scale as
+``predicted_points``. Where it comes from (``rule``):
+
+- ``"mean"``, ``"min"``, ``"majority"``: n verifications (one request with n samples), then the
+  mean, the lowest, or the most frequent score (ties to the lower) of those with a score;
+- ``"label"``: the auto-label rule of SPEC section 3 (:func:`label_proof`, n/m/k from
+  ``label_config``); a proof sent to the review queue has no verdict;
+- ``from_recorded=FIELD``: ``item.recorded[FIELD]`` (e.g. DeepSeekMath-V2's
+  ``average_automatic_rating``, the mean of 64 verifications), no model is called.
+
+A proof whose verifications all failed the format has no verdict either. Items without a
+verdict are recorded and counted (``review``, ``no_verdict``) but left out of the metrics.
+
+Predicted "correct" means ``predicted_score == 1``: for the mean rule (and a recorded mean)
+that is "all n verifications gave 1"; for min the same; for majority "most gave 1".
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+from ..errors import InputError
+from ..grading import grade
+from ..llm import Usage
+from ..pipelines.label import LabelConfig, label_proof
+from ..runner import RunStats, run_jsonl
+from ..types import Verification
+from ._items import GradeItem
+from ._run import RunFolder
+from .metrics import grader_report
+
+Rule = Literal["mean", "min", "majority", "label"]
+RULES = ("mean", "min", "majority", "label")
+
+
+def _compact(verification: Verification) -> dict[str, Any]:
+    return {
+        "score": verification.score,
+        "format_ok": verification.format_ok,
+        "issues": len(verification.issues),
+        "raw": verification.raw,
+    }
+
+
+async def _verdict(
+    item: GradeItem, rule: str, n: int, verifier: Any, meta_verifier: Any, label_config: LabelConfig | None
+) -> dict[str, Any]:
+    """The verdict fields of one item's record."""
+    if rule == "label":
+        config = label_config or LabelConfig(n=n)
+        result = await label_proof(verifier, meta_verifier, item.problem, item.proof, config)
+        return {
+            "predicted_score": result.label,
+            "status": result.status,
+            "label_rule": result.rule,
+            "reason": result.reason,
+            "verifications": [_compact(a.verification) for a in result.analyses]
+            + [_compact(v) for v in result.format_failures],
+            "meta_scores": [a.meta_scores for a in result.analyses if a.reports_issues],
+            "budget_limited": result.budget_limited,
+            "usage": result.usage.model_dump(),
+        }
+    graded = await grade(verifier, item.problem, item.proof, n=n)
+    score = getattr(graded.aggregate, rule)
+    return {
+        "predicted_score": score,
+        "status": "scored" if score is not None else "no_verdict",
+        "verifications": [_compact(v) for v in graded.verifications],
+        "usage": graded.usage.model_dump(),
+    }
+
+
+async def eval_grade(
+    items: Sequence[GradeItem],
+    run: RunFolder,
+    *,
+    verifier: Any = None,
+    meta_verifier: Any = None,
+    n: int = 1,
+    rule: Rule = "mean",
+    label_config: LabelConfig | None = None,
+    from_recorded: str | None = None,
+    concurrency: int = 8,
+    on_progress: Callable[[RunStats], None] | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Grade every item, append its record to ``run.items_path``, write and return the summary.
+
+    Items already in ``items.jsonl`` are skipped (a killed run resumes; items that failed on a
+    backend error are tried again). ``config.json`` is written only when the run folder has none
+    (a caller such as the CLI writes its own first). The summary is :func:`summarize_grade_run`
+    of all the records in the folder.
+    """
+    if from_recorded is None:
+        if rule not in RULES:
+            raise InputError(f"rule must be one of {', '.join(RULES)}, not {rule!r}")
+        if verifier is None:
+            raise InputError("eval_grade needs a verifier (or from_recorded=FIELD to use recorded grades)")
+        if rule == "label" and meta_verifier is None:
+            raise InputError("the label rule needs a meta-verifier")
+        if n < 1:
+            raise InputError(f"n must be at least 1, not {n}")
+    if not items:
+        raise InputError("eval_grade: no items to grade")
+    ids = [item.id for item in items]
+    if len(set(ids)) != len(ids):
+        duplicates = sorted(i for i, c in Counter(ids).items() if c > 1)
+        raise InputError(f"eval_grade: duplicate item ids {duplicates[:5]}")
+    source = f"recorded:{from_recorded}" if from_recorded is not None else rule
+    if not run.config_path.exists():
+        run.create({"command": "eval grade", "rule": source, "n": n, "items": len(items)})
+    by_id = {item.id: item for item in items}
+    n_used = label_config.n if rule == "label" and label_config is not None else n
+
+    async def process(item_id: str, record: dict) -> dict:
+        item = by_id[item_id]
+        if from_recorded is not None:
+            if from_recorded not in item.recorded:
+                raise InputError(f"item {item_id} has no recorded grade {from_recorded!r}")
+            score = float(item.recorded[from_recorded])
+            verdict: dict[str, Any] = {"predicted_score": score, "status": "scored", "verifications": [], "usage": {}}
+        else:
+            verdict = await _verdict(item, rule, n, verifier, meta_verifier, label_config)
+        score = verdict["predicted_score"]
+        return {
+            "kind": "grade",
+            "problem_id": item.problem.id,
+            "max_points": item.problem.max_points,
+            "human_points": item.human_points,
+            "predicted_points": None if score is None else score * item.problem.max_points,
+            "meta": item.meta,
+            "rule": source,
+            "n": 0 if from_recorded is not None else n_used,
+            **verdict,
+        }
+
+    work = [(item.id, index + 1, {"id": item.id}) for index, item in enumerate(items)]
+    await run_jsonl(work, run.items_path, process, concurrency=concurrency, on_progress=on_progress)
+    wanted = set(ids)
+    summary = summarize_grade_run([r for r in run.records() if r.get("id") in wanted], n_resamples=n_resamples, seed=seed)
+    run.write_summary(summary)
+    return summary
+
+
+def summarize_grade_run(records: Sequence[dict[str, Any]], *, n_resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """The summary of a grade run, rebuilt from its item records alone.
+
+    ``{"kind", "rules", "counts", "metrics", "usage", "seconds"}``; ``metrics`` is
+    :func:`~proofcritic.benchmarks.metrics.grader_report` of the items with a verdict (intervals
+    and breakdowns by competition and model_id), or None when no item has one.
+    """
+    grade_records = [r for r in records if r.get("kind") == "grade" and "error" not in r]
+    errors = [r for r in records if "error" in r]
+    rows = []
+    for r in grade_records:
+        score = r.get("predicted_score")
+        rows.append(
+            {
+                "human_points": r["human_points"],
+                "predicted_points": r.get("predicted_points"),
+                "max_points": r["max_points"],
+                "human_correct": r["human_points"] >= r["max_points"],
+                "predicted_correct": score is not None and score >= 1,
+                "meta": r.get("meta") or {},
+            }
+        )
+    statuses = Counter(r.get("status", "scored") for r in grade_records)
+    usage = Usage()
+    for r in grade_records:
+        if r.get("usage"):
+            usage.add(Usage(**r["usage"]))
+    scored = [row for row in rows if row["predicted_points"] is not None]
+    return {
+        "kind": "grade",
+        "rules": sorted({str(r.get("rule")) for r in grade_records}),
+        "counts": {
+            "items": len(records),
+            "graded": len(grade_records),
+            "scored": len(scored),
+            "review": statuses.get("review", 0),
+            "no_verdict": statuses.get("no_verdict", 0),
+            "errors": len(errors),
+            "error_kinds": dict(Counter(r.get("error_kind") for r in errors)),
+            "budget_limited": sum(bool(r.get("budget_limited")) for r in grade_records),
+        },
+        "metrics": grader_report(rows, n_resamples=n_resamples, seed=seed) if scored else None,
+        "usage": {**usage.model_dump(), "total_tokens": usage.total_tokens},
+        "seconds": round(sum(float(r.get("seconds") or 0) for r in grade_records), 3),
+    }

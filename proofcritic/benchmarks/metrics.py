@@ -1,0 +1,310 @@
+"""Metrics of a grader against human grades: pure functions on lists.
+
+Conventions:
+
+- Empty input (or lists of different lengths) raises :class:`MetricsError`, which is both an
+  :class:`~proofcritic.errors.InputError` and a :class:`ValueError`.
+- A metric that is undefined on the data returns ``None``, never NaN: precision when nothing is
+  predicted positive, recall when nothing is actually positive, F1 when either is undefined,
+  Pearson/Spearman when one side is constant or there are fewer than 2 pairs.
+- Balanced accuracy is the mean recall over the classes present in ``y_true``; when only one
+  class is present it equals that class's recall (i.e. the accuracy). :func:`grader_report`
+  adds a note when that happens.
+- Spearman uses average ranks for ties (the Pearson correlation of the ranks).
+- Bootstrap intervals: percentile method, ``n_resamples`` resamples of the rows with
+  replacement, drawn by ``numpy.random.default_rng(seed)``; resamples where the metric is
+  undefined are left out (their count is reported).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+
+Number = float | int
+
+
+class MetricsError(InputError, ValueError):
+    """A metric cannot be computed on this input (empty, or columns of different lengths)."""
+
+
+def _check(*columns: Sequence[Any], what: str = "metric") -> int:
+    lengths = {len(c) for c in columns}
+    if len(lengths) != 1:
+        raise MetricsError(f"{what}: the inputs have different lengths {sorted(lengths)}")
+    size = lengths.pop()
+    if size == 0:
+        raise MetricsError(f"{what}: empty input (no graded items to measure)")
+    return size
+
+
+def accuracy(y_true: Sequence[Hashable], y_pred: Sequence[Hashable]) -> float:
+    """The fraction of items where the prediction equals the truth."""
+    n = _check(y_true, y_pred, what="accuracy")
+    return sum(t == p for t, p in zip(y_true, y_pred)) / n
+
+
+def recall_of(y_true: Sequence[Hashable], y_pred: Sequence[Hashable], label: Hashable) -> float | None:
+    """Recall of one class: among items truly ``label``, the fraction predicted ``label``."""
+    _check(y_true, y_pred, what="recall")
+    hits = [p == label for t, p in zip(y_true, y_pred) if t == label]
+    return sum(hits) / len(hits) if hits else None
+
+
+def balanced_accuracy(y_true: Sequence[Hashable], y_pred: Sequence[Hashable]) -> float:
+    """Mean recall over the classes present in ``y_true`` (one class: its recall = accuracy)."""
+    _check(y_true, y_pred, what="balanced accuracy")
+    recalls = [recall_of(y_true, y_pred, label) for label in _labels(y_true)]
+    return sum(recalls) / len(recalls)  # type: ignore[arg-type]  # each class is present
+
+
+def precision(y_true: Sequence[Hashable], y_pred: Sequence[Hashable], positive: Hashable = True) -> float | None:
+    """Among items predicted ``positive``, the fraction truly positive; None if none predicted."""
+    _check(y_true, y_pred, what="precision")
+    hits = [t == positive for t, p in zip(y_true, y_pred) if p == positive]
+    return sum(hits) / len(hits) if hits else None
+
+
+def recall(y_true: Sequence[Hashable], y_pred: Sequence[Hashable], positive: Hashable = True) -> float | None:
+    """Among items truly ``positive``, the fraction predicted positive; None if none are."""
+    return recall_of(y_true, y_pred, positive)
+
+
+def f1(y_true: Sequence[Hashable], y_pred: Sequence[Hashable], positive: Hashable = True) -> float | None:
+    """Harmonic mean of precision and recall; None if either is undefined, 0 if both are 0."""
+    p, r = precision(y_true, y_pred, positive), recall(y_true, y_pred, positive)
+    if p is None or r is None:
+        return None
+    return 0.0 if p + r == 0 else 2 * p * r / (p + r)
+
+
+def mae(truth: Sequence[Number], predicted: Sequence[Number]) -> float:
+    """Mean absolute error (in the unit of the inputs, e.g. points)."""
+    n = _check(truth, predicted, what="MAE")
+    return sum(abs(float(t) - float(p)) for t, p in zip(truth, predicted)) / n
+
+
+def pearson(x: Sequence[Number], y: Sequence[Number]) -> float | None:
+    """Pearson correlation; None when a side is constant or there are fewer than 2 pairs."""
+    n = _check(x, y, what="Pearson")
+    if n < 2:
+        return None
+    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    a, b = a - a.mean(), b - b.mean()
+    denominator = math.sqrt(float(a @ a) * float(b @ b))
+    if denominator <= 1e-12 * max(1.0, float(np.abs(a).max()), float(np.abs(b).max())) ** 2:
+        return None
+    return max(-1.0, min(1.0, float(a @ b) / denominator))
+
+
+def rankdata(values: Sequence[Number]) -> list[float]:
+    """Ranks 1..n; tied values get the average of the ranks they span."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for position in range(start, end + 1):
+            ranks[order[position]] = (start + end) / 2 + 1
+        start = end + 1
+    return ranks
+
+
+def spearman(x: Sequence[Number], y: Sequence[Number]) -> float | None:
+    """Spearman correlation: Pearson of the average ranks; None when a side is constant."""
+    _check(x, y, what="Spearman")
+    return pearson(rankdata(x), rankdata(y))
+
+
+def _labels(values: Iterable[Hashable]) -> list[Hashable]:
+    unique = set(values)
+    try:
+        return sorted(unique)  # type: ignore[type-var]
+    except TypeError:
+        return sorted(unique, key=repr)
+
+
+def confusion_matrix(
+    y_true: Sequence[Hashable], y_pred: Sequence[Hashable], labels: Sequence[Hashable] | None = None
+) -> dict[str, Any]:
+    """``{"labels": [...], "matrix": rows}``: ``matrix[i][j]`` counts items truly ``labels[i]``
+    predicted ``labels[j]``. Labels are inferred (sorted union of both sides) unless given; a
+    value outside given labels is an error."""
+    _check(y_true, y_pred, what="confusion matrix")
+    labels = list(labels) if labels is not None else _labels([*y_true, *y_pred])
+    index = {label: i for i, label in enumerate(labels)}
+    matrix = [[0] * len(labels) for _ in labels]
+    for t, p in zip(y_true, y_pred):
+        if t not in index or p not in index:
+            raise MetricsError(f"confusion matrix: value {t if t not in index else p!r} is not one of the labels {labels}")
+        matrix[index[t]][index[p]] += 1
+    return {"labels": labels, "matrix": matrix}
+
+
+def score_bucket(score: float) -> str:
+    """A score in [0, 1] as a verifier grade: ``"1"`` full, ``"0"`` none, ``"0.5"`` anything between."""
+    if score >= 1:
+        return "1"
+    if score <= 0:
+        return "0"
+    return "0.5"
+
+
+def bootstrap_ci(
+    metric: Callable[..., float | None],
+    *columns: Sequence[Any],
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, Any]:
+    """Percentile bootstrap interval of ``metric(*columns)``, resampling rows together.
+
+    Returns ``{"estimate", "low", "high", "level", "n_resamples", "undefined"}``; ``low`` and
+    ``high`` are None when the estimate is undefined or no resample gives a value.
+    """
+    n = _check(*columns, what="bootstrap")
+    if n_resamples < 1:
+        raise MetricsError(f"bootstrap: n_resamples must be at least 1, not {n_resamples}")
+    if not 0 < level < 1:
+        raise MetricsError(f"bootstrap: level must be in (0, 1), not {level}")
+    estimate = metric(*columns)
+    result: dict[str, Any] = {
+        "estimate": estimate, "low": None, "high": None, "level": level, "n_resamples": n_resamples, "undefined": 0
+    }
+    if estimate is None:
+        return result
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_resamples):
+        rows = rng.integers(0, n, size=n)
+        value = metric(*([column[i] for i in rows] for column in columns))
+        if value is None:
+            result["undefined"] += 1
+        else:
+            values.append(value)
+    if values:
+        tail = (1 - level) / 2 * 100
+        result["low"], result["high"] = (float(v) for v in np.percentile(values, [tail, 100 - tail]))
+    return result
+
+
+def breakdown(
+    rows: Sequence[Mapping[str, Any]], key: str | Callable[[Mapping[str, Any]], Hashable], compute: Callable[[list], Any]
+) -> dict[str, Any]:
+    """``compute(rows of the group)`` for each value of ``key`` (a field of the row or of its
+    ``meta``, or a function); rows without the key go to the group ``"unknown"``."""
+
+    def key_of(row: Mapping[str, Any]) -> Hashable:
+        if callable(key):
+            return key(row)
+        value = row.get(key, (row.get("meta") or {}).get(key))
+        return "unknown" if value is None else value
+
+    groups: dict[Hashable, list] = {}
+    for row in rows:
+        groups.setdefault(key_of(row), []).append(row)
+    return {str(group): compute(groups[group]) for group in _labels(groups)}
+
+
+#: metrics with a bootstrap interval in :func:`grader_report`
+INTERVAL_METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "mae_points", "pearson", "spearman")
+
+
+def _columns(rows: Sequence[Mapping[str, Any]]) -> dict[str, list]:
+    return {
+        "human_score": [r["human_points"] / r["max_points"] for r in rows],
+        "predicted_score": [r["predicted_points"] / r["max_points"] for r in rows],
+        "human_points": [float(r["human_points"]) for r in rows],
+        "predicted_points": [float(r["predicted_points"]) for r in rows],
+        "human_correct": [bool(r["human_correct"]) for r in rows],
+        "predicted_correct": [bool(r["predicted_correct"]) for r in rows],
+    }
+
+
+_METRICS: dict[str, tuple[Callable[..., float | None], tuple[str, str]]] = {
+    "accuracy": (accuracy, ("human_correct", "predicted_correct")),
+    "balanced_accuracy": (balanced_accuracy, ("human_correct", "predicted_correct")),
+    "precision": (precision, ("human_correct", "predicted_correct")),
+    "recall": (recall, ("human_correct", "predicted_correct")),
+    "f1": (f1, ("human_correct", "predicted_correct")),
+    "mae_points": (mae, ("human_points", "predicted_points")),
+    "mae_score": (mae, ("human_score", "predicted_score")),
+    "pearson": (pearson, ("human_score", "predicted_score")),
+    "spearman": (spearman, ("human_score", "predicted_score")),
+    "pearson_points": (pearson, ("human_points", "predicted_points")),
+    "spearman_points": (spearman, ("human_points", "predicted_points")),
+}
+
+
+def grader_report(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    breakdown_keys: Sequence[str] = ("competition", "model_id"),
+) -> dict[str, Any]:
+    """All metrics of a grader from rows of ``human_points, predicted_points, max_points,
+    human_correct, predicted_correct, meta``.
+
+    ``pearson``/``spearman`` compare scores normalised by each row's ``max_points`` (so 21-point
+    and 7-point problems are on one scale); ``*_points`` variants compare raw points. "Correct"
+    is the positive class of precision/recall/F1. Rows whose ``predicted_points`` is None (no
+    verdict) are left out and counted in ``unscored``. Breakdowns (metrics without intervals)
+    are by each of ``breakdown_keys`` looked up in the row or its ``meta``.
+    """
+    scored = [r for r in rows if r.get("predicted_points") is not None]
+    if not scored:
+        raise MetricsError("grader report: no item has both a human grade and a predicted grade")
+    report = _metrics(scored)
+    report["unscored"] = len(rows) - len(scored)
+    columns = _columns(scored)
+    report["intervals"] = {}
+    for name in INTERVAL_METRICS:
+        function, (a, b) = _METRICS[name]
+        ci = bootstrap_ci(function, columns[a], columns[b], n_resamples=n_resamples, seed=seed)
+        report["intervals"][name] = {k: ci[k] for k in ("low", "high", "undefined")}
+    report["bootstrap"] = {"n_resamples": n_resamples, "seed": seed, "level": 0.95, "method": "percentile"}
+    report["breakdowns"] = {key: breakdown(scored, key, _metrics) for key in breakdown_keys}
+    return report
+
+
+def _metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The point estimates, confusion matrices and notes of one group of scored rows."""
+    columns = _columns(rows)
+    out: dict[str, Any] = {"n": len(rows)}
+    for name, (function, (a, b)) in _METRICS.items():
+        out[name] = function(columns[a], columns[b])
+    out["human_correct"] = sum(columns["human_correct"])
+    out["predicted_correct"] = sum(columns["predicted_correct"])
+    out["confusion_binary"] = confusion_matrix(
+        columns["human_correct"], columns["predicted_correct"], labels=[False, True]
+    )
+    out["confusion_buckets"] = confusion_matrix(
+        [score_bucket(s) for s in columns["human_score"]],
+        [score_bucket(s) for s in columns["predicted_score"]],
+        labels=["0", "0.5", "1"],
+    )
+    notes = []
+    if len(set(columns["human_correct"])) == 1:
+        notes.append("only one human class present: balanced accuracy equals accuracy")
+    for name in ("precision", "recall", "f1", "pearson", "spearman"):
+        if out[name] is None:
+            notes.append(f"{name} is undefined on this data ({_WHY[name]})")
+    out["notes"] = notes
+    return out
+
+
+_WHY = {
+    "precision": "no item predicted correct",
+    "recall": "no item correct by the humans",
+    "f1": "precision or recall undefined",
+    "pearson": "constant grades on one side, or fewer than 2 items",
+    "spearman": "constant grades on one side, or fewer than 2 items",
+}
