@@ -8,6 +8,7 @@ import typer
 
 from ..errors import ProofcriticError
 from ._grade import grade_command
+from ._eval import compare_command, eval_app, report_command
 from ._label import label_command, meta_verify_command
 from ._solve import solve_command
 
@@ -22,6 +23,9 @@ app.command("grade")(grade_command)
 app.command("meta-verify")(meta_verify_command)
 app.command("label")(label_command)
 app.command("solve")(solve_command)
+app.add_typer(eval_app, name="eval")
+app.command("report")(report_command)
+app.command("compare")(compare_command)
 
 
 @app.callback()

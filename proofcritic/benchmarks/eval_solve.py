@@ -1,0 +1,249 @@
+"""Evaluate a solving strategy on a suite: k samples per problem, each graded by the verifier.
+
+For every problem the strategy runs ``k`` times; sample ``j > 0`` runs with the seed shifted by
+``j`` so that the completion cache does not hand back sample 0 again. Each sample's final proof
+is verified ``verify_n`` times (verifications the strategy already made count towards that);
+the verifier is the grader. One record per problem is appended to ``RUN/items.jsonl`` through
+:func:`proofcritic.runner.run_jsonl`, so a killed run resumes where it stopped.
+
+A record: ``{"id", "kind": "solve", "max_points", "meta", "strategy", "samples": [...], "usage"}``,
+each sample ``{"sample", "seed", "proof", "self_score", "verifier_scores", "verifier_mean",
+"passed", "points", "format_failures", "tokens", "calls", "seconds", "stop_reason",
+"budget_limited"}``. :func:`summarize_solve_run` turns the records into the run's metrics.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..llm import Usage
+from ..pipelines._common import Roles, SolveResult, Strategy
+from ..runner import RunStats, run_jsonl
+from ._items import SolveItem
+from ._run import RunFolder
+from .metrics import bootstrap_ci
+
+__all__ = ["eval_solve", "mean_or_none", "seeded_roles", "summarize_solve_run"]
+
+#: nearest point of the score scale, for exact agreement of a self-score with a verifier mean
+_SCALE = (0.0, 0.5, 1.0)
+
+
+def seeded_roles(roles: Roles, sample: int) -> Roles:
+    """The roles for sample ``sample``: unchanged for 0, else every role's seed shifted by it."""
+    if sample == 0:
+        return roles
+
+    def shift(role: Any) -> Any:
+        clone = copy.copy(role)
+        clone.config = role.config.model_copy(update={"seed": (role.config.seed or 0) + sample})
+        return clone
+
+    return Roles(generator=shift(roles.generator), verifier=shift(roles.verifier), meta_verifier=shift(roles.meta_verifier))
+
+
+def _format_failures(result: SolveResult) -> int:
+    """Generations and verifications of the transcript that broke the output protocol."""
+    count = 0
+    for step in result.transcript:
+        if step.get("step") in ("generate", "refine") and step.get("format_ok") is False:
+            count += 1
+        count += sum(1 for error in step.get("format_errors") or [] if error)
+    return count
+
+
+async def _one_sample(item: SolveItem, roles: Roles, strategy: Strategy, sample: int, verify_n: int) -> dict[str, Any]:
+    """Run the strategy once and verify its answer up to ``verify_n`` times."""
+    problem = item.problem
+    started = time.perf_counter()
+    result = await strategy.solve(problem, roles)
+    usage = Usage(**result.usage.model_dump())
+    verifications = list(result.verifications)
+    failures = _format_failures(result)
+    if result.proof is not None and len(verifications) < verify_n:
+        extra = await roles.verifier.verify(problem, result.proof, n=verify_n - len(verifications))
+        for v in extra:
+            usage.add(v.usage)
+            failures += not v.format_ok
+        verifications += extra
+    scores = [v.score for v in verifications]
+    valid = [s for s in scores if s is not None]
+    mean = sum(valid) / len(valid) if valid else (0.0 if result.proof is None else None)
+    generation = result.generation
+    return {
+        "sample": sample,
+        "seed": roles.generator.config.seed,
+        "proof": result.proof,
+        "self_score": generation.self_score if generation is not None else None,
+        "verifier_scores": scores,
+        "verifier_mean": mean,
+        "passed": bool(scores) and all(s == 1.0 for s in scores),
+        "points": None if mean is None else mean * problem.max_points,
+        "format_failures": failures,
+        "tokens": {"prompt": usage.prompt_tokens, "completion": usage.completion_tokens},
+        "calls": usage.calls,
+        "cached_calls": usage.cached_calls,
+        "seconds": round(time.perf_counter() - started, 3),
+        "stop_reason": result.stop_reason,
+        "budget_limited": result.budget_limited,
+        "rounds": result.rounds,
+    }
+
+
+async def eval_solve(
+    items: Sequence[SolveItem],
+    run: RunFolder,
+    *,
+    roles: Roles,
+    strategy: Strategy,
+    k: int = 1,
+    verify_n: int = 1,
+    concurrency: int = 4,
+    prices: dict[str, dict[str, float]] | None = None,
+    model_name: str | None = None,
+    on_progress: Callable[[RunStats], None] | None = None,
+) -> dict[str, Any]:
+    """Solve each item ``k`` times with ``strategy``, grade each answer, write and return the summary.
+
+    ``concurrency`` problems run at once (their ``k`` samples run one after another, so a
+    killed run loses at most the problems in progress). Problems already in ``run`` are skipped.
+    ``prices`` ({model: {"prompt": $/1M, "completion": $/1M}}) with ``model_name`` adds a cost.
+    """
+    if k < 1 or verify_n < 0:
+        raise ValueError("k must be at least 1 and verify_n at least 0")
+    by_id = {item.problem.id: item for item in items}
+    work = [(item.problem.id, index, {"id": item.problem.id}) for index, item in enumerate(items, start=1)]
+
+    async def process(item_id: str, _record: dict) -> dict:
+        item = by_id[item_id]
+        samples = [await _one_sample(item, seeded_roles(roles, j), strategy, j, verify_n) for j in range(k)]
+        usage = {
+            "calls": sum(s["calls"] for s in samples),
+            "cached_calls": sum(s["cached_calls"] for s in samples),
+            "prompt_tokens": sum(s["tokens"]["prompt"] for s in samples),
+            "completion_tokens": sum(s["tokens"]["completion"] for s in samples),
+        }
+        return {
+            "kind": "solve",
+            "max_points": item.problem.max_points,
+            "meta": item.meta,
+            "strategy": strategy.name,
+            "samples": samples,
+            "usage": usage,
+            "budget_limited": any(s["budget_limited"] for s in samples),
+        }
+
+    run.path.mkdir(parents=True, exist_ok=True)
+    await run_jsonl(work, run.items_path, process, concurrency=concurrency, on_progress=on_progress)
+    wanted = set(by_id)
+    records = [r for r in run.records() if r.get("id") in wanted]
+    summary = summarize_solve_run(records, prices=prices, model_name=model_name)
+    run.write_summary(summary)
+    return summary
+
+
+def mean_or_none(values: Sequence[float]) -> float | None:
+    """The mean, or None for no values."""
+    return sum(values) / len(values) if len(values) else None
+
+
+def _nearest(score: float) -> float:
+    return min(_SCALE, key=lambda s: abs(s - score))
+
+
+def _best(samples: list[dict], key: str) -> dict:
+    """The sample with the highest ``key`` (missing counts as -1); ties go to the first."""
+    return max(samples, key=lambda s: -1.0 if s.get(key) is None else s[key])
+
+
+def _metric(values: list[float]) -> dict[str, Any]:
+    """``{"value", "low", "high", "n"}``: the mean with its 95% percentile bootstrap interval."""
+    if not values:
+        return {"value": None, "low": None, "high": None, "n": 0}
+    ci = bootstrap_ci(mean_or_none, values)
+    return {"value": ci["estimate"], "low": ci["low"], "high": ci["high"], "n": len(values)}
+
+
+def summarize_solve_run(
+    records: Sequence[dict], *, prices: dict[str, dict[str, float]] | None = None, model_name: str | None = None
+) -> dict[str, Any]:
+    """Metrics of a solve run from its records (error records are counted, not scored).
+
+    Scores are fractions of a problem's maximum. ``pass@1`` is the mean over problems of the
+    fraction of samples that pass all their verifications; ``pass@k`` counts a problem when any
+    sample does. ``best@k (self)`` / ``best@k (verifier)`` score the sample chosen by the
+    self-score / the verifier mean. Agreement compares each sample's self-score with its
+    verifier mean rounded to the nearest of 0, 0.5, 1.
+    """
+    scored = [r for r in records if r.get("kind") == "solve" and r.get("samples")]
+    errors = [r for r in records if "error" in r]
+    problems, first, best_self, best_ver, pass1, passk = [], [], [], [], [], []
+    pairs: list[tuple[float, float]] = []
+    format_failures = 0
+    for r in scored:
+        samples, top = r["samples"], float(r.get("max_points") or 7.0)
+        points = [s["points"] or 0.0 for s in samples]
+        chosen_self, chosen_ver = _best(samples, "self_score"), _best(samples, "verifier_mean")
+        row = {
+            "id": r["id"],
+            "max_points": top,
+            "points_first": points[0],
+            "points_best": max(points),
+            "points_best_self": chosen_self["points"] or 0.0,
+            "points_best_verifier": chosen_ver["points"] or 0.0,
+            "passed": sum(bool(s["passed"]) for s in samples),
+            "samples": len(samples),
+        }
+        problems.append(row)
+        first.append(points[0] / top)
+        best_self.append(row["points_best_self"] / top)
+        best_ver.append(row["points_best_verifier"] / top)
+        pass1.append(row["passed"] / len(samples))
+        passk.append(float(row["passed"] > 0))
+        for s in samples:
+            format_failures += s.get("format_failures", 0)
+            if s.get("self_score") is not None and s.get("verifier_mean") is not None and s.get("proof") is not None:
+                pairs.append((float(s["self_score"]), float(s["verifier_mean"])))
+    prompt = sum((r.get("usage") or {}).get("prompt_tokens", 0) for r in records)
+    completion = sum((r.get("usage") or {}).get("completion_tokens", 0) for r in records)
+    seconds = sum(float(r.get("seconds") or 0.0) for r in records)
+    n = max(len(records), 1)
+    summary: dict[str, Any] = {
+        "kind": "solve",
+        "items": len(records),
+        "scored": len(scored),
+        "errors": len(errors),
+        "k": max((len(r["samples"]) for r in scored), default=0),
+        "metrics": {
+            "score": _metric(first),
+            "best_self": _metric(best_self),
+            "best_verifier": _metric(best_ver),
+            "pass@1": _metric(pass1),
+            "pass@k": _metric(passk),
+        },
+        "points": {
+            "first": sum(p["points_first"] for p in problems),
+            "best": sum(p["points_best"] for p in problems),
+            "best_self": sum(p["points_best_self"] for p in problems),
+            "best_verifier": sum(p["points_best_verifier"] for p in problems),
+            "max": sum(p["max_points"] for p in problems),
+        },
+        "agreement": {
+            "pairs": len(pairs),
+            "exact": sum(a == _nearest(b) for a, b in pairs) / len(pairs) if pairs else None,
+            "mean_abs_diff": sum(abs(a - b) for a, b in pairs) / len(pairs) if pairs else None,
+        },
+        "format_failures": format_failures,
+        "tokens": {"prompt": prompt, "completion": completion, "total": prompt + completion,
+                   "per_item": (prompt + completion) / n},
+        "seconds": {"total": round(seconds, 3), "per_item": round(seconds / n, 3)},
+        "problems": problems,
+    }
+    price = (prices or {}).get(model_name or "")
+    if price:
+        cost = prompt / 1e6 * price.get("prompt", 0.0) + completion / 1e6 * price.get("completion", 0.0)
+        summary["cost"] = {"model": model_name, "total": cost, "per_item": cost / n}
+    return summary

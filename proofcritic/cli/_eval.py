@@ -1,0 +1,250 @@
+"""``proofcritic eval solve|grade``, ``proofcritic report`` and ``proofcritic compare``.
+
+Each eval command makes a run folder (``config.json``, ``items.jsonl``, ``summary.json``,
+``report.html``, ``report.md``; see :mod:`proofcritic.benchmarks._run`), runs under a progress
+bar, resumes when the folder already holds items, and prints the headline metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from ..benchmarks._items import GradeItem
+from ..benchmarks._run import RunFolder
+from ..errors import InputError
+from ..llm import DEFAULT_MODEL
+from ..pipelines._common import Roles
+from ..pipelines.solve import STRATEGIES, get_strategy
+from ..runner import RunStats
+from ._common import ModelOptions, with_model_options
+from ._solve import _parse_set
+
+eval_app = typer.Typer(name="eval", help="Evaluate a solving strategy or a grader on a benchmark suite.",
+                       no_args_is_help=True)
+
+SuiteOpt = Annotated[Optional[str], typer.Option("--suite", help="Suite name (see proofcritic.benchmarks.SUITES).")]
+RunOpt = Annotated[Path, typer.Option("--run", help="Run folder; an existing one is resumed.")]
+LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N items.")]
+DataOpt = Annotated[Optional[Path], typer.Option("--data-dir", envvar="PROOFCRITIC_DATA", help="Data root of the suites.")]
+PricesOpt = Annotated[Optional[Path], typer.Option("--prices", help='JSON {model: {"prompt": $/1M, "completion": $/1M}}.')]
+ScoreModeOpt = Annotated[str, typer.Option("--score-mode", help="Verifier: text | auto | logprob.")]
+
+
+def _load(suite: str, data_dir: Path | None, limit: int | None) -> list:
+    from ..benchmarks import (
+        load_suite,  # written beside this module; imported when used
+    )
+
+    return load_suite(suite, data_dir=data_dir, limit=limit)
+
+
+def _model_name(opts: ModelOptions) -> str:
+    if opts.model and opts.backend and "/" not in opts.model:
+        return f"{opts.backend}/{opts.model}"
+    return opts.model or DEFAULT_MODEL
+
+
+def _prices(path: Path | None) -> dict | None:
+    if path is None:
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise typer.BadParameter(f"cannot read the price table: {error}", param_hint="--prices") from None
+
+
+@contextmanager
+def _progress(label: str, console: Console) -> Iterator[Callable[[RunStats], None]]:
+    """A progress bar (items, errors, tokens, ETA) and the ``on_progress`` callback that drives it."""
+    columns = (TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[errors]} errors"),
+               TextColumn("{task.fields[tokens]} tokens"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task(label, total=None, errors=0, tokens=0)
+
+        def update(stats: RunStats) -> None:
+            progress.update(task, total=stats.total, completed=stats.done, errors=stats.errors,
+                            tokens=stats.usage.prompt_tokens + stats.usage.completion_tokens)
+
+        yield update
+
+
+def _finish(run: RunFolder, console: Console) -> None:
+    """Write the report and print the headline metrics."""
+    from ..benchmarks.report import build_report
+
+    html_path, _ = build_report(run)
+    show_headline(Console(), run.summary())
+    console.print(f"report: {html_path}")
+
+
+def show_headline(console: Console, summary: dict[str, Any]) -> None:
+    """The headline metrics of a summary, one per line, with their 95% intervals."""
+
+    def line(name: str, value: Any, low: Any = None, high: Any = None) -> None:
+        shown = "—" if value is None else f"{value:.4g}"
+        interval = "" if low is None or high is None else f"  [{low:.3g}, {high:.3g}]"
+        console.print(f"{name:>18}: {shown}{interval}")
+
+    if summary.get("kind") == "solve":
+        for name, m in summary["metrics"].items():
+            line(name, m["value"], m["low"], m["high"])
+        p = summary["points"]
+        console.print(f"{'points':>18}: {p['first']:.4g} / {p['max']:.4g} (best by self-score {p['best_self']:.4g})")
+        line("self/verifier agree", summary["agreement"]["exact"])
+        return
+    metrics = summary.get("metrics") or {}
+    counts = summary.get("counts", {})
+    console.print(f"{'items':>18}: {counts.get('scored', 0)} scored of {counts.get('items', 0)}")
+    for name in ("accuracy", "balanced_accuracy", "f1", "mae_points", "pearson", "spearman"):
+        interval = metrics.get("intervals", {}).get(name, {})
+        if name in metrics:
+            line(name, metrics[name], interval.get("low"), interval.get("high"))
+
+
+@eval_app.command("solve")
+@with_model_options
+def eval_solve_command(
+    suite: SuiteOpt = None,
+    run: RunOpt = Path("run"),
+    strategy: Annotated[str, typer.Option("--strategy", "-s", help=f"{' | '.join(STRATEGIES)}.")] = "single",
+    k: Annotated[int, typer.Option("-k", min=1, help="Samples (strategy runs) per problem.")] = 1,
+    verify_n: Annotated[int, typer.Option("--verify-n", min=0, help="Verifications of each answer (the grader).")] = 1,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Strategy parameter KEY=VALUE, repeatable.")] = None,
+    limit: LimitOpt = None,
+    data_dir: DataOpt = None,
+    parallel_problems: Annotated[int, typer.Option("--parallel-problems", min=1, help="Problems solved at once.")] = 4,
+    prices: PricesOpt = None,
+    score_mode: ScoreModeOpt = "auto",
+    *,
+    opts: ModelOptions,
+) -> None:
+    """Solve a suite's problems k times each with a strategy; the verifier grades every answer."""
+    from ..benchmarks.eval_solve import eval_solve
+
+    if suite is None:
+        raise typer.BadParameter("give --suite", param_hint="--suite")
+    params = _parse_set(set_ or [])
+    try:
+        the_strategy = get_strategy(strategy, **params)
+    except InputError as error:
+        raise typer.BadParameter(str(error), param_hint="--strategy") from None
+    items = _load(suite, data_dir, limit)
+    if any(isinstance(i, GradeItem) for i in items):
+        raise typer.BadParameter(f"{suite} is a grading suite; use `eval grade`", param_hint="--suite")
+    price_table = _prices(prices)
+    folder = RunFolder(run)
+    folder.create({"command": "eval solve", "suite": suite, "strategy": strategy, "params": params, "k": k,
+                   "verify_n": verify_n, "limit": limit, "model": _model_name(opts), "score_mode": score_mode,
+                   "sampling": opts.sampling().model_dump(exclude_unset=True), "prices": price_table})
+    model = opts.build_model()
+    roles = Roles.from_models(model, prompts=opts.prompt_set(), config=opts.sampling(), score_mode=score_mode)
+    console = Console(stderr=True)
+
+    async def main() -> None:
+        try:
+            with _progress(f"{strategy} x{k}", console) as update:
+                await eval_solve(items, folder, roles=roles, strategy=the_strategy, k=k, verify_n=verify_n,
+                                 concurrency=parallel_problems, prices=price_table, model_name=_model_name(opts),
+                                 on_progress=update)
+        finally:
+            await model.aclose()
+
+    asyncio.run(main())
+    _finish(folder, console)
+
+
+@eval_app.command("grade")
+@with_model_options
+def eval_grade_command(
+    suite: SuiteOpt = None,
+    run: RunOpt = Path("run"),
+    n: Annotated[int, typer.Option("-n", "--n", min=1, help="Verifications per proof.")] = 1,
+    rule: Annotated[str, typer.Option("--rule", help="mean | min | majority | label.")] = "mean",
+    from_recorded: Annotated[Optional[str], typer.Option("--from-recorded", help="Score with a grade recorded in the data (no model).")] = None,
+    file: Annotated[Optional[Path], typer.Option("--file", help="A custom graded JSONL instead of --suite.")] = None,
+    score_column: Annotated[Optional[str], typer.Option("--score-column", help="With --file: the human grade field (default: found by name).")] = None,
+    limit: LimitOpt = None,
+    data_dir: DataOpt = None,
+    score_mode: ScoreModeOpt = "auto",
+    *,
+    opts: ModelOptions,
+) -> None:
+    """Measure a grader (the verifier, or grades recorded in the data) against human grades."""
+    from ..benchmarks.eval_grade import eval_grade
+
+    if (suite is None) == (file is None):
+        raise typer.BadParameter("give either --suite or --file")
+    if rule not in ("mean", "min", "majority", "label"):
+        raise typer.BadParameter("must be mean, min, majority or label", param_hint="--rule")
+    if file is not None:
+        from ..benchmarks import load_graded_file
+
+        items = load_graded_file(file, score_column=score_column, limit=limit)
+    else:
+        items = _load(suite, data_dir, limit)
+    if not all(isinstance(i, GradeItem) for i in items):
+        raise typer.BadParameter(f"{suite} is a solving suite; use `eval solve`", param_hint="--suite")
+    folder = RunFolder(run)
+    folder.create({"command": "eval grade", "suite": suite or str(file), "rule": rule, "n": n, "limit": limit,
+                   "from_recorded": from_recorded, "model": None if from_recorded else _model_name(opts)})
+    console = Console(stderr=True)
+    model = None if from_recorded else opts.build_model()
+    roles = None
+    if model is not None:
+        roles = Roles.from_models(model, prompts=opts.prompt_set(), config=opts.sampling(), score_mode=score_mode)
+
+    async def main() -> None:
+        try:
+            with _progress(f"grade ({from_recorded or rule})", console) as update:
+                await eval_grade(items, folder, verifier=roles and roles.verifier, n=n, rule=rule,  # type: ignore[arg-type]
+                                 meta_verifier=roles and roles.meta_verifier, from_recorded=from_recorded,
+                                 concurrency=opts.concurrency or 8, on_progress=update)
+        finally:
+            if model is not None:
+                await model.aclose()
+
+    asyncio.run(main())
+    _finish(folder, console)
+
+
+def report_command(run: Annotated[Path, typer.Argument(help="Run folder.")]) -> None:
+    """Rebuild a run's summary.json, report.html and report.md from its items.jsonl."""
+    from ..benchmarks.report import build_report
+
+    html_path, md_path = build_report(RunFolder(run))
+    show_headline(Console(), RunFolder(run).summary())
+    Console(stderr=True).print(f"report: {html_path} and {md_path}")
+
+
+def compare_command(
+    run_a: Annotated[Path, typer.Argument(help="Run folder A.")],
+    run_b: Annotated[Path, typer.Argument(help="Run folder B.")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="Also write compare.md and compare.html into this folder.")] = None,
+) -> None:
+    """Headline metrics of two runs side by side: B - A with a paired bootstrap interval."""
+    from ..benchmarks.report import compare_html, compare_markdown, compare_runs
+
+    comparison = compare_runs(RunFolder(run_a), RunFolder(run_b))
+    text = compare_markdown(comparison)
+    print(text)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "compare.md").write_text(text)
+        (out / "compare.html").write_text(compare_html(comparison))
+        (out / "compare.json").write_text(json.dumps(comparison, indent=2) + "\n")
