@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from rich.console import Console
 
 from ..llm import DEFAULT_MODEL, GenerateConfig, Model, get_model
 from ..promptset import PromptSet
@@ -79,6 +80,15 @@ def sampling(
         if v is not None
     }
     return GenerateConfig(**given)
+
+
+def usage_line(console: Console, model: Model) -> None:
+    """The closing line of a model-using command: calls made, calls served by the cache, tokens."""
+    u = model.usage
+    console.print(
+        f"[dim]model calls: {u.calls} new, {u.cached_calls} from cache; "
+        f"tokens: {u.prompt_tokens} prompt + {u.completion_tokens} completion[/]"
+    )
 
 
 @dataclass

@@ -17,7 +17,7 @@ from ..runner import RunStats
 from ..io import read_problem, read_text
 from ..types import GradeResult, Problem, Proof
 from ..verifier import Verifier
-from ._common import ModelOptions, with_model_options
+from ._common import ModelOptions, usage_line, with_model_options
 
 _SEVERITY = {"critical_error": "[red]critical error[/]", "justification_gap": "[yellow]justification gap[/]"}
 
@@ -71,11 +71,7 @@ def grade_command(
                 else:
                     show_result(Console(soft_wrap=True), the_problem, result)
         finally:
-            u = the_model.usage
-            console.print(
-                f"[dim]model calls: {u.calls} new, {u.cached_calls} from cache; "
-                f"tokens: {u.prompt_tokens} prompt + {u.completion_tokens} completion[/]"
-            )
+            usage_line(console, the_model)
             await the_model.aclose()
 
     asyncio.run(main())

@@ -15,13 +15,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..errors import InputError
 from ..io import read_problem, read_text
-from ..llm import Model
 from ..meta_verifier import MetaVerifier
 from ..pipelines.label import LabelConfig, label_jsonl, majority
 from ..runner import RunStats
 from ..types import Verification
 from ..verifier import Verifier, parse_verification
-from ._common import ModelOptions, with_model_options
+from ._common import ModelOptions, usage_line, with_model_options
 
 __all__ = ["label_command", "meta_verify_command", "read_verification"]
 
@@ -63,14 +62,6 @@ def read_verification(path: Path, index: int | None = None) -> Verification:
         raise InputError(f"verification record is invalid ({where}: {first.get('msg')}): {path}") from None
 
 
-def _usage_line(console: Console, model: Model) -> None:
-    u = model.usage
-    console.print(
-        f"[dim]model calls: {u.calls} new, {u.cached_calls} from cache; "
-        f"tokens: {u.prompt_tokens} prompt + {u.completion_tokens} completion[/]"
-    )
-
-
 @with_model_options
 def meta_verify_command(
     problem: Annotated[Path, typer.Option("--problem", help="Problem statement (.md/.txt) or Problem JSON.")],
@@ -97,7 +88,7 @@ def meta_verify_command(
         try:
             metas = await meta_verifier.meta_verify(the_problem, the_proof, the_verification, n=n)
         finally:
-            _usage_line(console, the_model)
+            usage_line(console, the_model)
             await the_model.aclose()
         scores = [m.score for m in metas]
         if json_out:
@@ -190,7 +181,7 @@ def label_command(
                 f"{stats.extra['review']} to review -> {output}, {review}"
             )
         finally:
-            _usage_line(console, the_model)
+            usage_line(console, the_model)
             await the_model.aclose()
 
     asyncio.run(main())

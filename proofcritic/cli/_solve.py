@@ -33,7 +33,7 @@ from ..pipelines.solve import (
     solve_problem,
 )
 from ..runner import RunStats
-from ._common import ModelOptions, with_model_options
+from ._common import ModelOptions, usage_line, with_model_options
 
 _Int = Optional[int]
 _STRATEGY = "Strategy options"
@@ -145,11 +145,7 @@ def solve_command(
                     + (f"; {left} problem(s) left for a rerun (the run budget is spent)" if left else "")
                 )
         finally:
-            u = the_model.usage
-            console.print(
-                f"[dim]model calls: {u.calls} new, {u.cached_calls} from cache; "
-                f"tokens: {u.prompt_tokens} prompt + {u.completion_tokens} completion[/]"
-            )
+            usage_line(console, the_model)
             await the_model.aclose()
 
     asyncio.run(main())
