@@ -11,6 +11,7 @@ from ._grade import grade_command
 from ._eval import compare_command, eval_app, report_command
 from ._label import label_command, meta_verify_command
 from ._solve import solve_command
+from ._train import train_app
 
 app = typer.Typer(
     name="proofcritic",
@@ -26,6 +27,7 @@ app.command("solve")(solve_command)
 app.add_typer(eval_app, name="eval")
 app.command("report")(report_command)
 app.command("compare")(compare_command)
+app.add_typer(train_app, name="train")
 
 
 @app.callback()

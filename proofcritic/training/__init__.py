@@ -1,0 +1,82 @@
+"""Training: GRPO rewards for the three roles (SPEC section 2), their data sets and the TRL
+recipes (SPEC section 4). The recipes need the ``train`` extra (TRL, peft) and are imported on
+first use, so rewards and data sets work without it."""
+
+from .datasets import (
+    BUCKET_SCORES,
+    MetaExample,
+    VerifierExample,
+    deduplicate,
+    examples_from_grades,
+    examples_from_jsonl,
+    examples_from_labels,
+    meta_examples_from_jsonl,
+    meta_examples_from_labels,
+    points_to_score,
+    split,
+    to_dataset,
+    to_rows,
+    write_jsonl,
+)
+from .rewards import (
+    ALPHA,
+    BETA,
+    RewardFunction,
+    completion_text,
+    format_reward,
+    make_generator_reward,
+    make_meta_verifier_reward,
+    make_verifier_reward,
+    score_reward,
+)
+
+__all__ = [
+    "ALPHA",
+    "BETA",
+    "BUCKET_SCORES",
+    "MetaExample",
+    "RewardFunction",
+    "VerifierExample",
+    "completion_text",
+    "deduplicate",
+    "examples_from_grades",
+    "examples_from_jsonl",
+    "examples_from_labels",
+    "format_reward",
+    "make_generator_reward",
+    "make_meta_verifier_reward",
+    "make_verifier_reward",
+    "meta_examples_from_jsonl",
+    "meta_examples_from_labels",
+    "points_to_score",
+    "score_reward",
+    "split",
+    "to_dataset",
+    "to_rows",
+    "write_jsonl",
+]
+
+
+#: names served lazily from .recipes (importing it imports TRL)
+_RECIPES = (
+    "ConfigError",
+    "ProofcriticDPOConfig",
+    "ProofcriticGRPOConfig",
+    "ProofcriticSFTConfig",
+    "RewardComponentsLogger",
+    "build_rewards",
+    "load_config",
+    "pairs_from_traces",
+    "train_dpo",
+    "train_grpo",
+    "train_sft",
+)
+__all__ += list(_RECIPES)
+
+
+def __getattr__(name: str):
+    if name in _RECIPES:
+        from . import recipes
+
+        return getattr(recipes, name)
+    raise AttributeError(f"module 'proofcritic.training' has no attribute {name!r}")

@@ -1,0 +1,254 @@
+"""Training configs: TRL's dataclass configs plus proofcritic's fields, validated in ``__post_init__``.
+
+Each config is a TRL config (``GRPOConfig``, ``SFTConfig``, ``DPOConfig``), so every TRL and
+``TrainingArguments`` field works as usual; proofcritic adds the model, the data files, the role
+and its reward model, LoRA and the metrics log. :func:`load_config` reads a YAML file plus
+``key=value`` overrides into the right class; the same classes are what the ``train`` CLI reads.
+
+Two names differ from the paper because TRL already uses them: the generator reward's weights
+(SPEC section 2: alpha = 0.76, beta = 0.24) are ``reward_alpha`` and ``reward_beta``, since
+``beta`` is TRL's KL (GRPO) or preference-temperature (DPO) coefficient.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from trl import DPOConfig, GRPOConfig, SFTConfig
+
+from ..errors import InputError
+
+#: the roles GRPO trains (SPEC sections 2 and 4)
+ROLES = ("verifier", "meta_verifier", "generator")
+
+
+class ConfigError(InputError, ValueError):
+    """A training config that cannot work; the message says how to fix it."""
+
+
+@dataclass
+class _CommonFields:
+    """Fields every proofcritic recipe adds to its TRL config (mixed in, not used alone)."""
+
+    model: str = field(
+        default="smollm2",
+        metadata={"help": "Model to train: a local folder, a hub id, or smollm2 (the embedded SmolLM2-135M-Instruct). "
+                  "A transformers/ prefix is accepted and dropped."},
+    )
+    train_file: str | None = field(default=None, metadata={"help": "Training data, a JSONL file."})
+    eval_file: str | None = field(default=None, metadata={"help": "Evaluation data, a JSONL file (optional)."})
+    lora_r: int = field(default=0, metadata={"help": "LoRA rank; 0 trains all weights (no LoRA)."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling alpha (peft LoraConfig.lora_alpha)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout (peft LoraConfig.lora_dropout)."})
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={"help": "Modules LoRA adapts (peft LoraConfig.target_modules); default: all-linear."},
+    )
+    metrics_file: str | None = field(
+        default=None,
+        metadata={"help": "JSONL log of rewards and reward components; default OUTPUT_DIR/proofcritic_metrics.jsonl."},
+    )
+
+
+def _check_common(config: Any) -> None:
+    if not str(config.model or "").strip():
+        raise ConfigError("model is empty; set model to a local folder, a hub id, or smollm2")
+    if config.lora_r < 0:
+        raise ConfigError(f"lora_r must be >= 0 (0 = no LoRA), got {config.lora_r}")
+    if config.lora_r and not 0.0 <= config.lora_dropout < 1.0:
+        raise ConfigError(f"lora_dropout must be in [0, 1), got {config.lora_dropout}")
+    if isinstance(config.lora_target_modules, str):
+        config.lora_target_modules = [m.strip() for m in config.lora_target_modules.split(",") if m.strip()]
+    if config.bf16 is None and (config.use_cpu or not _bf16_gpu()):
+        config.bf16 = False  # TRL defaults bf16 to True, which fails without a bf16-capable GPU
+
+
+def _bf16_gpu() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    except Exception:  # noqa: BLE001 - no usable torch/CUDA means no bf16 GPU
+        return False
+
+
+@dataclass
+class ProofcriticGRPOConfig(GRPOConfig, _CommonFields):
+    """GRPO for one role (SPEC section 2): verifier, meta_verifier or generator."""
+
+    role: str = field(default="verifier", metadata={"help": "Role to train: verifier, meta_verifier or generator."})
+    reward_model: str | None = field(
+        default=None,
+        metadata={"help": "BACKEND/MODEL that scores (e.g. transformers/PATH, vllm/NAME): the meta-verifier for "
+                  "role verifier (optional: without it R_meta = 1), the verifier (and meta-verifier) for role "
+                  "generator (required). Unused for role meta_verifier."},
+    )
+    reward_model_base_url: str | None = field(
+        default=None, metadata={"help": "Server URL of an openai/vllm/sglang reward model (default: the engine's)."}
+    )
+    reward_model_max_tokens: int = field(
+        default=1024, metadata={"help": "Maximum new tokens of each reward-model analysis."}
+    )
+    reward_model_temperature: float = field(
+        default=0.0, metadata={"help": "Sampling temperature of the reward model (0: greedy)."}
+    )
+    reward_alpha: float = field(
+        default=0.76, metadata={"help": "Generator reward weight of the verifier's score of the proof (SPEC alpha)."}
+    )
+    reward_beta: float = field(
+        default=0.24, metadata={"help": "Generator reward weight of the self-evaluation (SPEC beta)."}
+    )
+
+    def __post_init__(self) -> None:
+        self.role = str(self.role).strip().lower().replace("-", "_")
+        if self.role not in ROLES:
+            raise ConfigError(f"unknown role {self.role!r}; set role to one of {', '.join(ROLES)}")
+        if self.role == "generator" and not self.reward_model:
+            raise ConfigError(
+                "role generator needs a verifier to score its proofs; set reward_model to BACKEND/MODEL "
+                "(e.g. transformers/PATH_TO_VERIFIER or vllm/NAME)"
+            )
+        if self.reward_alpha < 0 or self.reward_beta < 0 or self.reward_alpha + self.reward_beta <= 0:
+            raise ConfigError(
+                f"reward_alpha ({self.reward_alpha}) and reward_beta ({self.reward_beta}) must be >= 0 with a "
+                "positive sum; the paper uses reward_alpha=0.76, reward_beta=0.24"
+            )
+        if self.reward_model_max_tokens < 1:
+            raise ConfigError("reward_model_max_tokens must be >= 1")
+        if self.num_generations is None or self.num_generations < 2:
+            raise ConfigError(
+                f"GRPO compares at least 2 completions per prompt; set num_generations >= 2 (got {self.num_generations})"
+            )
+        if self.generation_batch_size is not None:
+            batch, how = self.generation_batch_size, f"generation_batch_size {self.generation_batch_size}"
+        else:
+            steps = self.steps_per_generation or self.gradient_accumulation_steps
+            batch = self.per_device_train_batch_size * steps
+            how = (f"per_device_train_batch_size {self.per_device_train_batch_size} x "
+                   f"{'steps_per_generation' if self.steps_per_generation else 'gradient_accumulation_steps'} "
+                   f"{steps} = {batch}")
+        if batch % self.num_generations:
+            raise ConfigError(
+                f"the generation batch ({how}, per process) is not divisible by num_generations "
+                f"{self.num_generations}: every prompt needs all its completions in one batch. Set "
+                f"per_device_train_batch_size to a multiple of {self.num_generations} (e.g. "
+                f"{self.num_generations}), or num_generations to a divisor of {batch} that is >= 2"
+            )
+        _check_common(self)
+        super().__post_init__()
+
+
+@dataclass
+class ProofcriticSFTConfig(SFTConfig, _CommonFields):
+    """Supervised fine-tuning, e.g. rejection fine-tuning on the best samples of each role (SPEC 4.3).
+
+    ``train_file`` is JSONL with ``prompt``/``completion`` (plain or conversational) or ``messages``.
+    """
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+        super().__post_init__()
+
+
+@dataclass
+class ProofcriticDPOConfig(DPOConfig, _CommonFields):
+    """Preference optimisation on (prompt, chosen, rejected) pairs.
+
+    ``train_file`` is JSONL with ``prompt``/``chosen``/``rejected``, or solve results whose
+    transcripts yield pairs through :func:`pairs_from_traces` (repairs that the verifier scored
+    higher than the proof they replace); those need ``problems_file`` for the statements.
+    """
+
+    problems_file: str | None = field(
+        default=None, metadata={"help": "JSONL of problems (id, statement) for solve-result train files."}
+    )
+    min_score_gain: float = field(
+        default=0.0, metadata={"help": "A repair must beat the proof it replaces by more than this to make a pair."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.min_score_gain < 0:
+            raise ConfigError(f"min_score_gain must be >= 0, got {self.min_score_gain}")
+        _check_common(self)
+        super().__post_init__()
+
+
+RECIPES: dict[str, type] = {"grpo": ProofcriticGRPOConfig, "sft": ProofcriticSFTConfig, "dpo": ProofcriticDPOConfig}
+
+
+def _parse_value(text: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def parse_overrides(overrides: list[str] | dict[str, Any] | None) -> dict[str, Any]:
+    """``["lr=1e-5", "lora_target_modules=[q_proj,v_proj]"]`` -> a dict; values are read as YAML."""
+    if not overrides:
+        return {}
+    if isinstance(overrides, dict):
+        return dict(overrides)
+    out: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not KEY=VALUE (e.g. learning_rate=1e-5)")
+        out[key.strip().replace("-", "_")] = _parse_value(value.strip())
+    return out
+
+
+def load_config(
+    path: str | Path | None,
+    overrides: list[str] | dict[str, Any] | None = None,
+    *,
+    recipe: str = "grpo",
+) -> Any:
+    """Read a YAML config (a mapping of field names) plus overrides into the ``recipe``'s dataclass.
+
+    ``recipe``: grpo, sft or dpo; a ``recipe:`` key in the file must agree. Unknown keys are an
+    error naming the closest field. ``path`` None: defaults plus overrides only.
+    """
+    import yaml
+
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: a config is a YAML mapping of field names to values")
+        values.update({str(k).replace("-", "_"): v for k, v in loaded.items()})
+    values.update(parse_overrides(overrides))
+    in_file = values.pop("recipe", None)
+    if in_file is not None and in_file != recipe:
+        raise ConfigError(f"the config is for recipe {in_file!r}, not {recipe!r}; use `train {in_file}` or fix recipe:")
+    if recipe not in RECIPES:
+        raise ConfigError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
+    cls = RECIPES[recipe]
+    known = {f.name for f in fields(cls) if f.init}
+    for key in values:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown {recipe} config field {key!r}{hint}")
+    types = {f.name: str(f.type) for f in fields(cls)}
+    return cls(**{key: _coerce(value, types[key]) for key, value in values.items()})
+
+
+def _coerce(value: Any, type_name: str) -> Any:
+    """PyYAML reads ``1e-5`` as a string (YAML 1.1); give numeric fields numbers."""
+    if isinstance(value, str):
+        for kind in (int, float):
+            if kind.__name__ in type_name:
+                try:
+                    return kind(value)
+                except ValueError:
+                    continue
+    return value

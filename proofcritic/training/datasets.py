@@ -1,0 +1,313 @@
+"""Training sets for the verifier (D_v) and the meta-verifier (D_mv) (SPEC section 4).
+
+D_v holds (problem, proof, score) and D_mv holds (problem, proof, analysis, meta score). They
+come from three sources:
+
+- **auto-label records** (the output lines of :func:`proofcritic.pipelines.label.label_jsonl`,
+  or :class:`LabelResult` objects): a *labeled* proof gives a D_v example with its label;
+  every analysis that was meta-verified gives a D_mv example whose meta score is the majority
+  of its scored meta-verifications (ties go to the lower score; an analysis without any scored
+  meta-verification is left out). Score-1 analyses are never meta-verified, so they never
+  appear in D_mv. Review records give D_mv examples too (their evidence is as good), but no
+  D_v example. Error records are skipped.
+- **human-graded sets** (:class:`GradeItem`, e.g. ``load_suite("dsmv2-human")`` or
+  ``load_suite("opc")``), with :func:`points_to_score`: full points -> 1, 0 points -> 0,
+  anything between -> 0.5. OPC is binary, so correct -> 1, incorrect -> 0. A ProofBench item
+  with a ``bucket`` uses :data:`BUCKET_SCORES` instead: Correct -> 1, Almost (minor errors,
+  the paper's 0.5) -> 0.5, Partial (1 of 7 points: no complete proof) -> 0, Incorrect -> 0.
+- **a JSONL file a user writes**: one object per line with ``problem`` (a statement or a
+  problem object; ``statement`` also works), ``proof``, and ``score`` in {0, 0.5, 1} (or
+  ``points`` with the problem's ``max_points``); for D_mv also ``analysis`` and
+  ``meta_score`` (and optionally ``analysis_score``, the score the analysis gave).
+
+Examples are deduplicated by a hash of problem statement + proof (+ analysis for D_mv; the
+first occurrence wins) and split deterministically by a hash of the problem statement (so no
+problem sits on both sides) into train and held-out parts. :func:`to_dataset` gives a
+``datasets.Dataset`` with a conversational ``prompt`` column rendered by the project's
+prompts plus the columns the rewards of :mod:`proofcritic.training.rewards` read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, Field
+
+from ..benchmarks import GradeItem
+from ..errors import InputError
+from ..io import iter_jsonl, problem_from_record
+from ..pipelines.label import LabelResult, majority
+from ..promptset import PromptSet
+from ..types import Problem
+
+__all__ = [
+    "BUCKET_SCORES",
+    "MetaExample",
+    "VerifierExample",
+    "deduplicate",
+    "examples_from_grades",
+    "examples_from_jsonl",
+    "examples_from_labels",
+    "meta_examples_from_jsonl",
+    "meta_examples_from_labels",
+    "points_to_score",
+    "split",
+    "to_dataset",
+    "to_rows",
+    "write_jsonl",
+]
+
+#: ProofBench buckets as scores in {0, 0.5, 1}
+BUCKET_SCORES: dict[str, float] = {"Correct": 1.0, "Almost": 0.5, "Partial": 0.0, "Incorrect": 0.0}
+
+
+class VerifierExample(BaseModel):
+    """One element of D_v."""
+
+    problem: Problem
+    proof: str
+    score: float = Field(..., ge=0, le=1, description="The reference score s in {0, 0.5, 1}.")
+    source: str = Field("", description="Where the example came from (label, a suite name, a file).")
+    id: str = ""
+
+
+class MetaExample(BaseModel):
+    """One element of D_mv."""
+
+    problem: Problem
+    proof: str
+    analysis: str
+    analysis_score: float | None = Field(None, description="The score the analysis gave the proof.")
+    meta_score: float = Field(..., ge=0, le=1, description="The reference meta score ms in {0, 0.5, 1}.")
+    source: str = ""
+    id: str = ""
+
+
+E = TypeVar("E", VerifierExample, MetaExample)
+
+
+def _hash(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()
+
+
+def example_key(example: VerifierExample | MetaExample) -> str:
+    """The deduplication key: a hash of statement + proof (+ analysis)."""
+    parts = [example.problem.statement.strip(), example.proof.strip()]
+    if isinstance(example, MetaExample):
+        parts.append(example.analysis.strip())
+    return _hash(*parts)
+
+
+def _with_id(example: E) -> E:
+    return example if example.id else example.model_copy(update={"id": example_key(example)[:16]})
+
+
+def points_to_score(points: float, max_points: float) -> float:
+    """Human points as a score: full points -> 1, 0 (or less) -> 0, anything between -> 0.5."""
+    if points >= max_points:
+        return 1.0
+    return 0.0 if points <= 0 else 0.5
+
+
+# --------------------------------------------------------------------------- auto-labels
+
+
+def _label_records(records: Iterable[LabelResult | Mapping[str, Any]] | str | Path) -> Iterable[dict]:
+    if isinstance(records, (str, Path)):
+        for _, record in iter_jsonl(records):
+            if isinstance(record, InputError):
+                raise record
+            yield record
+        return
+    for record in records:
+        yield record.model_dump(mode="json") if isinstance(record, LabelResult) else dict(record)
+
+
+def examples_from_labels(records: Iterable[LabelResult | Mapping[str, Any]] | str | Path) -> list[VerifierExample]:
+    """D_v from auto-label records (objects, dicts or a JSONL path): one example per labeled proof."""
+    out = []
+    for record in _label_records(records):
+        if record.get("status") != "labeled" or record.get("label") is None or "error" in record:
+            continue
+        problem = problem_from_record({"problem": record["problem"]})
+        out.append(_with_id(VerifierExample(problem=problem, proof=record["proof"], score=record["label"],
+                                            source="label")))
+    return out
+
+
+def meta_examples_from_labels(records: Iterable[LabelResult | Mapping[str, Any]] | str | Path) -> list[MetaExample]:
+    """D_mv from auto-label evidence: each meta-verified analysis with its majority meta score."""
+    out = []
+    for record in _label_records(records):
+        if "error" in record or "problem" not in record:
+            continue
+        problem = problem_from_record({"problem": record["problem"]})
+        for analysis in record.get("analyses") or []:
+            meta_score = majority(analysis.get("meta_scores") or [])
+            if meta_score is None:
+                continue
+            verification = analysis.get("verification") or {}
+            text = verification.get("analysis") or verification.get("raw") or ""
+            if not text.strip():
+                continue
+            out.append(_with_id(MetaExample(problem=problem, proof=record["proof"], analysis=text,
+                                            analysis_score=analysis.get("score"), meta_score=meta_score,
+                                            source="label")))
+    return out
+
+
+# --------------------------------------------------------------------------- human grades
+
+
+def examples_from_grades(items: Iterable[GradeItem], source: str = "human") -> list[VerifierExample]:
+    """D_v from human-graded items (see the module docstring for the points mapping)."""
+    out = []
+    for item in items:
+        bucket = item.meta.get("bucket")
+        if bucket in BUCKET_SCORES:
+            score = BUCKET_SCORES[bucket]
+        else:
+            score = points_to_score(item.human_points, item.problem.max_points)
+        out.append(VerifierExample(problem=item.problem, proof=item.proof, score=score, source=source, id=item.id))
+    return out
+
+
+# --------------------------------------------------------------------------- user files
+
+
+def _user_records(path: str | Path) -> Iterable[tuple[int, dict]]:
+    for line, record in iter_jsonl(path):
+        if isinstance(record, InputError):
+            raise record
+        yield line, record
+
+
+def _problem_of(record: dict, line: int) -> Problem:
+    value = record.get("problem")
+    if isinstance(value, str):
+        record = {**record, "problem": None, "statement": value}
+    return problem_from_record(record, default_id=f"line{line}")
+
+
+def _score(value: Any, name: str, line: int) -> float:
+    try:
+        score = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"line {line}: {name!r} must be a number, not {value!r}") from None
+    if score not in (0.0, 0.5, 1.0):
+        raise InputError(f"line {line}: {name!r} is {score:g}; it must be 0, 0.5 or 1")
+    return score
+
+
+def examples_from_jsonl(path: str | Path) -> list[VerifierExample]:
+    """D_v from a user's JSONL (``problem``, ``proof``, ``score`` or ``points``)."""
+    out = []
+    for line, record in _user_records(path):
+        problem = _problem_of(record, line)
+        if record.get("score") is not None:
+            score = _score(record["score"], "score", line)
+        elif record.get("points") is not None:
+            score = points_to_score(float(record["points"]), problem.max_points)
+        else:
+            raise InputError(f"{path} line {line}: no 'score' (or 'points')")
+        out.append(_with_id(VerifierExample(problem=problem, proof=str(record.get("proof", "")), score=score,
+                                            source=str(path), id=str(record.get("id", "")))))
+    return out
+
+
+def meta_examples_from_jsonl(path: str | Path) -> list[MetaExample]:
+    """D_mv from a user's JSONL (``problem``, ``proof``, ``analysis``, ``meta_score``)."""
+    out = []
+    for line, record in _user_records(path):
+        if record.get("meta_score") is None or not record.get("analysis"):
+            raise InputError(f"{path} line {line}: D_mv records need 'analysis' and 'meta_score'")
+        score = record.get("analysis_score")
+        out.append(_with_id(MetaExample(
+            problem=_problem_of(record, line), proof=str(record.get("proof", "")), analysis=str(record["analysis"]),
+            analysis_score=None if score is None else _score(score, "analysis_score", line),
+            meta_score=_score(record["meta_score"], "meta_score", line), source=str(path),
+            id=str(record.get("id", "")),
+        )))
+    return out
+
+
+# --------------------------------------------------------------------------- dedup, split, output
+
+
+def deduplicate(examples: Iterable[E]) -> list[E]:
+    """The examples without repeats of the same problem + proof (+ analysis); first one wins."""
+    seen: set[str] = set()
+    out = []
+    for example in examples:
+        key = example_key(example)
+        if key not in seen:
+            seen.add(key)
+            out.append(example)
+    return out
+
+
+def split(
+    examples: Sequence[E], held_out: float = 0.1, *, by: Literal["problem", "example"] = "problem", salt: str = ""
+) -> tuple[list[E], list[E]]:
+    """``(train, held_out)``: an example is held out when the hash of its problem statement (or
+    of the whole example, ``by="example"``) with ``salt`` falls below ``held_out``. The same
+    input always splits the same way, whatever the order or the other examples."""
+    if not 0.0 <= held_out <= 1.0:
+        raise ValueError("held_out must lie in [0, 1]")
+    train: list[E] = []
+    test: list[E] = []
+    for example in examples:
+        key = example.problem.statement.strip() if by == "problem" else example_key(example)
+        fraction = int(_hash(salt, key)[:16], 16) / 16**16
+        (test if fraction < held_out else train).append(example)
+    return train, test
+
+
+def _row(example: VerifierExample | MetaExample, prompts: PromptSet) -> dict[str, Any]:
+    problem = example.problem.model_dump(mode="json")
+    if isinstance(example, VerifierExample):
+        messages = prompts.render("verify", problem=example.problem, proof=example.proof)
+        extra: dict[str, Any] = {"reference_score": example.score}
+    else:
+        messages = prompts.render("meta_verify", problem=example.problem, proof=example.proof,
+                                  analysis=example.analysis, score=example.analysis_score)
+        extra = {"analysis": example.analysis, "analysis_score": example.analysis_score,
+                 "reference_meta_score": example.meta_score}
+    prompt = [{"role": m.role, "content": m.content} for m in messages]
+    return {"id": example.id, "prompt": prompt, "problem": problem, "proof": example.proof, **extra,
+            "source": example.source}
+
+
+def to_rows(examples: Iterable[VerifierExample | MetaExample], prompts: PromptSet | None = None) -> list[dict]:
+    """The training rows: ``id``, ``prompt`` (chat messages), ``problem`` (a Problem dict),
+    ``proof``, ``reference_score`` (D_v) or ``analysis``, ``analysis_score``,
+    ``reference_meta_score`` (D_mv), and ``source``."""
+    prompts = prompts or PromptSet.load()
+    return [_row(example, prompts) for example in examples]
+
+
+def to_dataset(examples: Iterable[VerifierExample | MetaExample], prompts: PromptSet | None = None):
+    """The rows of :func:`to_rows` as a ``datasets.Dataset`` (needs the ``datasets`` package)."""
+    try:
+        from datasets import Dataset
+    except ImportError:  # pragma: no cover - depends on the environment
+        from ..errors import missing
+
+        raise missing("datasets", "train") from None
+    return Dataset.from_list(to_rows(examples, prompts))
+
+
+def write_jsonl(examples: Iterable[VerifierExample | MetaExample], path: str | Path,
+                prompts: PromptSet | None = None) -> int:
+    """Write the rows of :func:`to_rows` to ``path``, one JSON object a line; returns the count."""
+    rows = to_rows(examples, prompts)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return len(rows)

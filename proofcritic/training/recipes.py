@@ -1,0 +1,361 @@
+"""Training recipes: GRPO for the three roles, SFT and DPO, on TRL (SPEC sections 2 and 4).
+
+``train_grpo(config)`` trains one role with GRPO against its reward (SPEC section 2):
+
+- ``role: verifier``: R_format * R_score * R_meta on rows ``{prompt, problem, proof,
+  reference_score}``; ``reward_model`` (optional) is the meta-verifier that gives R_meta.
+- ``role: meta_verifier``: R_format * R_score on rows ``{prompt, reference_meta_score}``.
+- ``role: generator``: R_format * (alpha R_Y + beta R_Z) on rows ``{prompt, problem}``;
+  ``reward_model`` (required) is the verifier, and also serves as the meta-verifier.
+
+The reward model is any proofcritic model string, served through proofcritic's backends
+(``get_model``): ``transformers/PATH`` loads it in this process, ``vllm/NAME`` (with
+``reward_model_base_url``) talks to a running ``vllm serve``, so a GPU server can score while
+the trainer trains. ``train_sft`` (rejection fine-tuning, SPEC 4.3) and ``train_dpo`` (pairs
+from refinement traces, see :func:`pairs_from_traces`) complete the set.
+
+Configs are TRL's (``ProofcriticGRPOConfig`` is a ``GRPOConfig``), so every TRL option applies.
+On CPU: ``use_cpu: true`` (bf16 then defaults to false). Metrics go through TRL's
+``report_to`` (default ``none``: set ``wandb``, ``tensorboard``, ...); TRL logs each reward as
+``rewards/<name>/mean``, and :class:`RewardComponentsLogger` writes a JSONL log (``metrics_file``)
+with the means of the reward components (``r_format``, ``r_score``, ``r_meta``, ``r_y``,
+``r_z``), the format-failure rate and the score accuracy (mean R_score).
+
+GPU users: let vLLM generate the GRPO rollouts. Start a TRL vLLM server on a spare GPU
+(``trl vllm-serve --model MODEL``) and set, in the YAML config::
+
+    use_vllm: true
+    vllm_mode: server            # or colocate: vLLM inside the training process
+    vllm_server_base_url: http://127.0.0.1:8000
+
+(``vllm_server_host``/``vllm_server_port`` work too). The reward model is separate: serve the
+verifier with ``vllm serve`` on another port and set ``reward_model: vllm/NAME`` and
+``reward_model_base_url: http://127.0.0.1:8001/v1``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from ..errors import InputError
+from ._configs import (
+    ROLES,
+    ConfigError,
+    ProofcriticDPOConfig,
+    ProofcriticGRPOConfig,
+    ProofcriticSFTConfig,
+    load_config,
+    parse_overrides,
+)
+from ._traces import pairs_from_traces, scored_proofs
+
+__all__ = [
+    "ROLES",
+    "ConfigError",
+    "ProofcriticDPOConfig",
+    "ProofcriticGRPOConfig",
+    "ProofcriticSFTConfig",
+    "RewardComponentsLogger",
+    "build_rewards",
+    "load_config",
+    "pairs_from_traces",
+    "parse_overrides",
+    "resolve_model_path",
+    "scored_proofs",
+    "train_dpo",
+    "train_grpo",
+    "train_sft",
+]
+
+#: columns each role's reward reads, besides ``prompt``
+_ROLE_COLUMNS = {
+    "verifier": ("reference_score",),
+    "meta_verifier": ("reference_meta_score",),
+    "generator": ("problem",),
+}
+
+
+# --------------------------------------------------------------------------- building blocks
+
+
+def resolve_model_path(model: str) -> str:
+    """A model to train: ``smollm2`` -> the embedded SmolLM2 folder; ``transformers/X`` -> ``X``."""
+    from ..llm._smollm2 import is_smollm2_alias, smollm2_path
+
+    name = model.strip()
+    name = name.removeprefix("transformers/")
+    if is_smollm2_alias(name):
+        return str(smollm2_path())
+    return name
+
+
+def _read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"data file not found: {path}")
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{path}:{number}: not JSON ({exc.msg})") from None
+    if not rows:
+        raise InputError(f"{path} holds no rows")
+    return rows
+
+
+def _role_dataset(path: str | Path, role: str):
+    """The GRPO dataset of ``role`` from a JSONL file. Rows that already have a ``prompt`` (e.g.
+    written by :func:`proofcritic.training.write_jsonl`) are used as they are; raw records go
+    through :mod:`proofcritic.training.datasets` (verifier: ``problem``, ``proof``, ``score``;
+    meta-verifier: also ``analysis``, ``meta_score``); generator rows need only ``problem``."""
+    from datasets import Dataset
+
+    rows = _read_jsonl(path)
+    if all("prompt" in row for row in rows):
+        dataset = Dataset.from_list(rows)
+    elif role == "verifier":
+        from .datasets import examples_from_jsonl, to_dataset
+
+        dataset = to_dataset(examples_from_jsonl(path))
+    elif role == "meta_verifier":
+        from .datasets import meta_examples_from_jsonl, to_dataset
+
+        dataset = to_dataset(meta_examples_from_jsonl(path))
+    else:
+        dataset = Dataset.from_list([_generator_row(row, f"{path}:{n}") for n, row in enumerate(rows, 1)])
+    missing = [c for c in ("prompt", *_ROLE_COLUMNS[role]) if c not in dataset.column_names]
+    if missing:
+        raise ConfigError(f"{path}: the {role} dataset lacks the column(s) {', '.join(missing)}")
+    return dataset
+
+
+def _generator_row(row: dict[str, Any], where: str) -> dict[str, Any]:
+    from ..promptset import PromptSet
+    from ..types import Problem
+
+    problem = row.get("problem", row.get("statement"))
+    if problem is None:
+        raise InputError(f"{where}: a generator row needs 'problem' (a statement or a problem object)")
+    problem = Problem(statement=problem) if isinstance(problem, str) else Problem.model_validate(problem)
+    messages = PromptSet.load().render("generate", problem=problem)
+    return {"prompt": [{"role": m.role, "content": m.content} for m in messages],
+            "problem": problem.model_dump(mode="json")}
+
+
+def _reward_model(config: ProofcriticGRPOConfig):
+    from ..llm import GenerateConfig, get_model
+
+    options: dict[str, Any] = {}
+    if config.reward_model_base_url:
+        options["base_url"] = config.reward_model_base_url
+    defaults = GenerateConfig(max_tokens=config.reward_model_max_tokens, temperature=config.reward_model_temperature)
+    return get_model(config.reward_model, cache=False, defaults=defaults, **options)
+
+
+def build_rewards(config: ProofcriticGRPOConfig, reward_model: Any = None) -> list[Any]:
+    """The role's reward callables. ``reward_model``: a ready :class:`Model` to score with
+    instead of the one ``config.reward_model`` names (e.g. one already loaded)."""
+    from ..llm import GenerateConfig
+    from ..meta_verifier import MetaVerifier
+    from ..verifier import Verifier
+    from .rewards import (
+        make_generator_reward,
+        make_meta_verifier_reward,
+        make_verifier_reward,
+    )
+
+    if config.role == "meta_verifier":
+        return [make_meta_verifier_reward()]
+    model = reward_model if reward_model is not None else (_reward_model(config) if config.reward_model else None)
+    sampling = GenerateConfig(max_tokens=config.reward_model_max_tokens, temperature=config.reward_model_temperature)
+    meta = MetaVerifier(model, config=sampling) if model is not None else None
+    if config.role == "verifier":
+        return [make_verifier_reward(meta)]
+    verifier = Verifier(model, config=sampling)
+    return [make_generator_reward(verifier, meta, config.reward_alpha, config.reward_beta)]
+
+
+def _peft_config(config: Any):
+    if not config.lora_r:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.lora_target_modules or "all-linear",
+        task_type="CAUSAL_LM",
+    )
+
+
+def _tokenizer(model_path: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _mean(values: list[Any]) -> float | None:
+    numbers = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)
+               and not math.isnan(float(v))]
+    return sum(numbers) / len(numbers) if numbers else None
+
+
+class RewardComponentsLogger(TrainerCallback):
+    """Appends one JSON line per logging step: TRL's reward metrics plus, for each reward with
+    ``last_components``, the mean of each numeric component, the format-failure rate
+    (1 - mean ``r_format``) and the score accuracy (mean ``r_score``) of its latest batch."""
+
+    def __init__(self, rewards: list[Any], path: str | Path):
+        self.rewards, self.path = rewards, Path(path)
+
+    def summary(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for reward in self.rewards:
+            components = getattr(reward, "last_components", None)
+            if not components:
+                continue
+            name = getattr(reward, "__name__", type(reward).__name__)
+            keys = sorted({k for c in components if isinstance(c, dict) for k in c})
+            for key in keys:
+                mean = _mean([c.get(key) for c in components if isinstance(c, dict)])
+                if mean is not None:
+                    out[f"{name}/{key}"] = mean
+            if f"{name}/r_format" in out:
+                out[f"{name}/format_failure_rate"] = 1.0 - out[f"{name}/r_format"]
+            if f"{name}/r_score" in out:
+                out[f"{name}/score_accuracy"] = out[f"{name}/r_score"]
+        return out
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        logs = logs or {}
+        record: dict[str, Any] = {"step": state.global_step}
+        record.update({k: v for k, v in logs.items() if k.startswith(("reward", "rewards/", "loss", "kl", "entropy"))})
+        record.update(self.summary())
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+def _finish(trainer: Any, config: Any) -> str:
+    trainer.train()
+    trainer.save_model(config.output_dir)
+    if getattr(trainer, "processing_class", None) is not None:
+        trainer.processing_class.save_pretrained(config.output_dir)
+    return str(config.output_dir)
+
+
+def _need_train_file(config: Any) -> str:
+    if not config.train_file:
+        raise ConfigError("train_file is not set; set train_file to a JSONL file of training rows")
+    return config.train_file
+
+
+# --------------------------------------------------------------------------- recipes
+
+
+def train_grpo(config: ProofcriticGRPOConfig, *, reward_model: Any = None, callbacks: list | None = None) -> str:
+    """Train ``config.role`` with GRPO; returns the output folder (model + tokenizer)."""
+    from trl import GRPOTrainer
+
+    train = _role_dataset(_need_train_file(config), config.role)
+    evaluation = _role_dataset(config.eval_file, config.role) if config.eval_file else None
+    rewards = build_rewards(config, reward_model)
+    model_path = resolve_model_path(config.model)
+    metrics = config.metrics_file or str(Path(config.output_dir) / "proofcritic_metrics.jsonl")
+    trainer = GRPOTrainer(
+        model=model_path,
+        reward_funcs=rewards,
+        args=config,
+        train_dataset=train,
+        eval_dataset=evaluation,
+        processing_class=_tokenizer(model_path),
+        peft_config=_peft_config(config),
+        callbacks=[RewardComponentsLogger(rewards, metrics), *(callbacks or [])],
+    )
+    return _finish(trainer, config)
+
+
+def _plain_dataset(path: str | Path, needed: tuple[str, ...], what: str):
+    from datasets import Dataset
+
+    dataset = Dataset.from_list(_read_jsonl(path))
+    missing = [c for c in needed if c not in dataset.column_names]
+    if missing:
+        raise ConfigError(f"{path}: {what} rows need the column(s) {', '.join(missing)}")
+    return dataset
+
+
+def _sft_dataset(path: str | Path):
+    from datasets import Dataset
+
+    rows = _read_jsonl(path)
+    if all("messages" in row for row in rows):
+        return Dataset.from_list([{"messages": row["messages"]} for row in rows])
+    return _plain_dataset(path, ("prompt", "completion"), "SFT")
+
+
+def train_sft(config: ProofcriticSFTConfig, *, callbacks: list | None = None) -> str:
+    """Supervised fine-tuning on ``prompt``/``completion`` (or ``messages``) rows."""
+    from trl import SFTTrainer
+
+    model_path = resolve_model_path(config.model)
+    trainer = SFTTrainer(
+        model=model_path,
+        args=config,
+        train_dataset=_sft_dataset(_need_train_file(config)),
+        eval_dataset=_sft_dataset(config.eval_file) if config.eval_file else None,
+        processing_class=_tokenizer(model_path),
+        peft_config=_peft_config(config),
+        callbacks=callbacks,
+    )
+    return _finish(trainer, config)
+
+
+def _dpo_dataset(path: str | Path, config: ProofcriticDPOConfig):
+    from datasets import Dataset
+
+    rows = _read_jsonl(path)
+    if all({"prompt", "chosen", "rejected"} <= set(row) for row in rows):
+        return Dataset.from_list([{k: row[k] for k in ("prompt", "chosen", "rejected")} for row in rows])
+    if not any("transcript" in row for row in rows):
+        raise ConfigError(f"{path}: DPO rows need prompt/chosen/rejected, or solve results with a transcript")
+    problems = None
+    if config.problems_file:
+        problems = {str(r.get("id")): r for r in _read_jsonl(config.problems_file)}
+    pairs = pairs_from_traces(rows, problems, min_gain=config.min_score_gain)
+    if not pairs:
+        raise ConfigError(
+            f"{path}: no preference pairs: no transcript has a proof that beat an earlier one"
+            + ("" if problems else "; solve results name only problem ids, so set problems_file")
+        )
+    return Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs])
+
+
+def train_dpo(config: ProofcriticDPOConfig, *, callbacks: list | None = None) -> str:
+    """DPO on preference pairs (a JSONL of pairs, or solve results via :func:`pairs_from_traces`)."""
+    from trl import DPOTrainer
+
+    model_path = resolve_model_path(config.model)
+    trainer = DPOTrainer(
+        model=model_path,
+        args=config,
+        train_dataset=_dpo_dataset(_need_train_file(config), config),
+        eval_dataset=_dpo_dataset(config.eval_file, config) if config.eval_file else None,
+        processing_class=_tokenizer(model_path),
+        peft_config=_peft_config(config),
+        callbacks=callbacks,
+    )
+    return _finish(trainer, config)

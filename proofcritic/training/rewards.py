@@ -1,0 +1,385 @@
+"""GRPO rewards for the three roles (SPEC section 2), as TRL reward callables.
+
+Every reward is a plain callable built by a factory: ``reward(completions, **columns)`` returns
+one float per completion, or ``None`` for a completion it cannot score (TRL leaves such a
+sample out of its statistics and gives it no advantage). ``completions`` are plain strings or
+conversational completions (``[{"role": "assistant", "content": ...}]``); TRL's own extra
+keywords (``prompts``, ``completion_ids``, ``trainer_state``, ...) are accepted and ignored.
+
+Dataset columns (one list per column, one entry per completion):
+
+====================  =====================================================================
+column                meaning
+====================  =====================================================================
+``problem``           the problem: a statement string, a :class:`Problem` or its dict
+``proof``             the proof being verified (verifier and meta-verifier datasets)
+``analysis``          the verification being judged (meta-verifier dataset)
+``reference_score``   the reference score s in {0, 0.5, 1} of ``proof`` (human or auto-label)
+``reference_meta_score``  the reference meta score ms in {0, 0.5, 1} of ``analysis``
+====================  =====================================================================
+
+A row whose reference is ``None`` gets ``None``. Every reward keeps the per-sample components
+of its last call in ``last_components`` (dicts with ``reward``, ``r_format``, ``r_score``,
+``r_meta``, ``r_y``, ``r_z``, ... where they apply) and has a ``__name__`` TRL logs it under.
+
+Rewards that call models (a :class:`Verifier` / :class:`MetaVerifier` role on any backend) do
+all their calls concurrently (``asyncio.gather`` over the role's :class:`Model`, which bounds
+concurrency, retries and caches). Called synchronously, as TRL does, they run on a private
+event loop in a daemon thread, so they work from any thread, with or without a running loop;
+``await reward.acall(...)`` runs them on the caller's loop instead. A model error for one
+sample (a :class:`ProofcriticError`) makes that sample ``None`` with an ``error`` component;
+it never fails the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Mapping, Sequence
+from typing import Any, TypeVar
+
+from ..errors import InputError, ProofcriticError
+from ..generator import parse_generation
+from ..io import problem_from_record
+from ..meta_verifier import MetaVerifier, parse_meta_verification
+from ..types import Problem, Verification
+from ..verifier import Verifier, parse_verification
+
+__all__ = [
+    "ALPHA",
+    "BETA",
+    "RewardFunction",
+    "format_reward",
+    "make_generator_reward",
+    "make_meta_verifier_reward",
+    "make_verifier_reward",
+    "score_reward",
+]
+
+ALPHA = 0.76  #: weight of R_Y, the verifier's score of the proof (SPEC section 2)
+BETA = 0.24  #: weight of R_Z, the quality of the self-evaluation
+_ROLES = {"verifier": "verifier", "verify": "verifier", "meta_verifier": "meta_verifier",
+          "meta_verify": "meta_verifier", "generator": "generator", "generate": "generator"}
+T = TypeVar("T")
+_SCORE_COLUMNS = ("reference_score", "reference_meta_score")
+
+
+# --------------------------------------------------------------------------- formulas
+
+
+def score_reward(s_pred: float | None, s_ref: float) -> float:
+    """R_score(s', s) = 1 - |s' - s|; a missing prediction (format failure) earns 0."""
+    return 0.0 if s_pred is None else 1.0 - abs(float(s_pred) - float(s_ref))
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    scored = [v for v in values if v is not None]
+    return sum(scored) / len(scored) if scored else None
+
+
+def completion_text(completion: Any) -> str:
+    """The text of one completion: a string, a message dict, or a list of messages (the last
+    assistant message counts; its content may be a string or a list of text parts)."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, Mapping):
+        content = completion.get("content", "")
+        if isinstance(content, list):
+            return "".join(p.get("text", "") if isinstance(p, Mapping) else str(p) for p in content)
+        return "" if content is None else str(content)
+    if isinstance(completion, Sequence):
+        messages = [m for m in completion if isinstance(m, Mapping)]
+        replies = [m for m in messages if m.get("role", "assistant") == "assistant"] or messages
+        return completion_text(replies[-1]) if replies else ""
+    raise InputError(f"cannot read a completion of type {type(completion).__name__}")
+
+
+def as_problem(value: Any) -> Problem:
+    """A ``problem`` column entry as a :class:`Problem`."""
+    if isinstance(value, Problem):
+        return value
+    if isinstance(value, str):
+        return Problem(statement=value)
+    if isinstance(value, Mapping):
+        return problem_from_record(dict(value))
+    raise InputError(f"the 'problem' column holds a {type(value).__name__}, not a statement or a problem")
+
+
+def _check_score(value: Any, column: str) -> float | None:
+    if value is None:
+        return None
+    score = float(value)
+    if not 0.0 <= score <= 1.0:
+        raise InputError(f"column {column!r} holds {score:g}; scores lie in [0, 1]")
+    return score
+
+
+# --------------------------------------------------------------------------- private loop
+
+
+class _LoopThread:
+    """One event loop in a daemon thread, shared by every reward that calls models."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def _ensure(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or self._thread is None or not self._thread.is_alive():
+                loop = asyncio.new_event_loop()
+                ready = threading.Event()
+
+                def main() -> None:
+                    asyncio.set_event_loop(loop)
+                    loop.call_soon(ready.set)
+                    loop.run_forever()
+
+                thread = threading.Thread(target=main, name="proofcritic-rewards", daemon=True)
+                thread.start()
+                ready.wait()
+                self._loop, self._thread = loop, thread
+            return self._loop
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the private loop and wait for it (from any other thread)."""
+        loop = self._ensure()
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError("a reward was called synchronously on its own loop; use `await reward.acall(...)`")
+        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+
+_RUNNER = _LoopThread()
+
+
+# --------------------------------------------------------------------------- reward objects
+
+
+class RewardFunction:
+    """A TRL reward callable: ``reward(completions, **columns) -> list[float | None]``."""
+
+    #: dataset columns the reward reads
+    columns: tuple[str, ...] = ()
+
+    def __init__(self, name: str):
+        self.__name__ = name
+        self.last_components: list[dict[str, Any]] = []
+
+    def __repr__(self) -> str:
+        return f"<reward {self.__name__}>"
+
+    def _rows(self, completions: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[list[str], list[dict]]:
+        texts = [completion_text(c) for c in completions]
+        rows: list[dict[str, Any]] = [{} for _ in texts]
+        for column in self.columns:
+            if column not in kwargs:
+                raise InputError(f"reward {self.__name__!r} needs the dataset column {column!r}")
+            values = list(kwargs[column])
+            if len(values) != len(texts):
+                raise InputError(f"column {column!r} has {len(values)} entries for {len(texts)} completions")
+            if column in _SCORE_COLUMNS:  # bad references fail the batch before any model call
+                values = [_check_score(v, column) for v in values]
+            for row, value in zip(rows, values):
+                row[column] = value
+        return texts, rows
+
+    def _finish(self, components: list[dict[str, Any]]) -> list[float | None]:
+        self.last_components = components
+        return [c["reward"] for c in components]
+
+    def __call__(self, completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
+        texts, rows = self._rows(completions, kwargs)
+        return self._finish([self._one(text, row) for text, row in zip(texts, rows)])
+
+    def _one(self, text: str, row: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class _FormatReward(RewardFunction):
+    def __init__(self, role: str):
+        super().__init__(f"format_{role}")
+        self.role = role
+
+    def _one(self, text: str, row: dict[str, Any]) -> dict[str, Any]:
+        parse = {"verifier": parse_verification, "meta_verifier": parse_meta_verification,
+                 "generator": parse_generation}[self.role]
+        parsed = parse(text)
+        r_format = 1.0 if parsed.format_ok else 0.0
+        return {"reward": r_format, "r_format": r_format, "format_error": parsed.format_error}
+
+
+def format_reward(role: str) -> RewardFunction:
+    """R_format for ``role`` ("verifier", "meta_verifier" or "generator"; the prompt names
+    "verify", "meta_verify", "generate" work too): 1 when the completion carries the role's
+    markers and a parseable score, else 0. Reads no dataset column."""
+    if role not in _ROLES:
+        raise ValueError(f"unknown role {role!r}; use verifier, meta_verifier or generator")
+    return _FormatReward(_ROLES[role])
+
+
+class _MetaVerifierReward(RewardFunction):
+    columns = ("reference_meta_score",)
+
+    def _one(self, text: str, row: dict[str, Any]) -> dict[str, Any]:
+        reference = row["reference_meta_score"]
+        parsed = parse_meta_verification(text)
+        r_format = 1.0 if parsed.format_ok else 0.0
+        if reference is None:
+            return {"reward": None, "r_format": r_format, "ms_pred": parsed.score, "ms_ref": None}
+        r_score = score_reward(parsed.score, reference)
+        return {"reward": r_format * r_score, "r_format": r_format, "r_score": r_score,
+                "ms_pred": parsed.score, "ms_ref": reference}
+
+
+def make_meta_verifier_reward() -> RewardFunction:
+    """The meta-verifier's reward R_format * R_score(ms', ms) against ``reference_meta_score``."""
+    return _MetaVerifierReward("meta_verifier_reward")
+
+
+class _ModelReward(RewardFunction):
+    """A reward whose samples need model calls: computed concurrently, on a private loop."""
+
+    def __call__(self, completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
+        return _RUNNER.run(self.acall(completions, **kwargs))
+
+    async def acall(self, completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
+        """The rewards, computed on the running loop."""
+        texts, rows = self._rows(completions, kwargs)
+        outcomes = await asyncio.gather(*(self._aone(t, r) for t, r in zip(texts, rows)), return_exceptions=True)
+        components = []
+        for outcome in outcomes:
+            if isinstance(outcome, ProofcriticError):
+                components.append({"reward": None, "error": f"{type(outcome).__name__}: {outcome}"})
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                components.append(outcome)
+        return self._finish(components)
+
+    async def _aone(self, text: str, row: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+async def _meta_score(
+    meta_verifier: MetaVerifier, problem: Problem, proof: str, verification: Verification, n: int
+) -> tuple[float | None, list[float | None]]:
+    """Mean of the scored meta-verifications of ``verification`` (None when none scored)."""
+    results = await meta_verifier.meta_verify(problem, proof, verification, n=n)
+    scores = [r.score for r in results]
+    return _mean(scores), scores
+
+
+class _VerifierReward(_ModelReward):
+    def __init__(self, meta_verifier: MetaVerifier | None, n_meta: int, meta_on_failure: float | None):
+        super().__init__("verifier_reward")
+        self.meta_verifier, self.n_meta, self.meta_on_failure = meta_verifier, n_meta, meta_on_failure
+        self.columns = ("reference_score",) if meta_verifier is None else ("problem", "proof", "reference_score")
+
+    async def _aone(self, text: str, row: dict[str, Any]) -> dict[str, Any]:
+        reference = row["reference_score"]
+        parsed = parse_verification(text)
+        r_format = 1.0 if parsed.format_ok else 0.0
+        out: dict[str, Any] = {"r_format": r_format, "s_pred": parsed.score, "s_ref": reference}
+        if reference is None:
+            return {"reward": None, **out}
+        r_score = score_reward(parsed.score, reference)
+        out["r_score"] = r_score
+        if self.meta_verifier is None:
+            return {"reward": r_format * r_score, "r_meta": 1.0, **out}
+        if r_format * r_score == 0.0:  # the product is 0 whatever the meta-verifier says
+            return {"reward": 0.0, "r_meta": None, **out}
+        r_meta, scores = await _meta_score(
+            self.meta_verifier, as_problem(row["problem"]), str(row["proof"]), parsed, self.n_meta
+        )
+        r_meta = self.meta_on_failure if r_meta is None else r_meta
+        reward = None if r_meta is None else r_format * r_score * r_meta
+        return {"reward": reward, "r_meta": r_meta, "meta_scores": scores, **out}
+
+
+def make_verifier_reward(
+    meta_verifier: MetaVerifier | None = None, *, n_meta: int = 1, meta_on_failure: float | None = None
+) -> RewardFunction:
+    """The verifier's reward R_V = R_format * R_score(s', s) * R_meta.
+
+    Columns: ``reference_score``; with a meta-verifier also ``problem`` and ``proof``.
+    R_meta is the mean score of ``n_meta`` meta-verifications of the completion's analysis
+    (1 without a meta-verifier; not asked for when R_format * R_score is already 0). When no
+    meta-verification carries a score, R_meta is ``meta_on_failure`` (default ``None``: the
+    sample gets ``None``).
+    """
+    if n_meta < 1:
+        raise ValueError("n_meta must be at least 1")
+    return _VerifierReward(meta_verifier, n_meta, meta_on_failure)
+
+
+class _GeneratorReward(_ModelReward):
+    columns = ("problem",)
+
+    def __init__(self, verifier: Verifier, meta_verifier: MetaVerifier | None, alpha: float, beta: float,
+                 n_verify: int, n_meta: int, meta_on_failure: float | None):
+        super().__init__("generator_reward")
+        self.verifier, self.meta_verifier = verifier, meta_verifier
+        self.alpha, self.beta = alpha, beta
+        self.n_verify, self.n_meta, self.meta_on_failure = n_verify, n_meta, meta_on_failure
+
+    async def _aone(self, text: str, row: dict[str, Any]) -> dict[str, Any]:
+        generation = parse_generation(text)
+        r_format = 1.0 if generation.format_ok else 0.0
+        out: dict[str, Any] = {"r_format": r_format, "s_self": generation.self_score}
+        if r_format == 0.0:  # R = 0 whatever the verifier says: no model call
+            return {"reward": 0.0, "r_y": None, "r_z": None, **out}
+        problem = as_problem(row["problem"])
+        verifications = await self.verifier.verify(problem, generation.proof, n=self.n_verify)
+        scores = [v.score for v in verifications]
+        r_y = _mean(scores)
+        out.update(verifier_scores=scores, r_y=r_y)
+        if r_y is None:  # the verifier gave no score: the reward is unknown
+            return {"reward": None, "r_z": None, **out}
+        r_score = score_reward(generation.self_score, r_y)
+        r_meta: float | None = 1.0
+        if self.meta_verifier is not None:
+            if r_score == 0.0:
+                r_meta = None  # R_Z is 0 whatever the meta-verifier says
+            else:
+                as_verification = Verification(raw=generation.raw, analysis=generation.self_analysis,
+                                               score=generation.self_score, format_ok=True)
+                r_meta, meta_scores = await _meta_score(
+                    self.meta_verifier, problem, generation.proof, as_verification, self.n_meta
+                )
+                out["meta_scores"] = meta_scores
+                if r_meta is None:
+                    r_meta = self.meta_on_failure
+                    if r_meta is None:
+                        return {"reward": None, "r_score": r_score, "r_meta": None, "r_z": None, **out}
+        r_z = r_score * (r_meta if r_meta is not None else 0.0)
+        reward = r_format * (self.alpha * r_y + self.beta * r_z)
+        return {"reward": reward, "r_score": r_score, "r_meta": r_meta, "r_z": r_z, **out}
+
+
+def make_generator_reward(
+    verifier: Verifier,
+    meta_verifier: MetaVerifier | None = None,
+    alpha: float = ALPHA,
+    beta: float = BETA,
+    *,
+    n_verify: int = 1,
+    n_meta: int = 1,
+    meta_on_failure: float | None = None,
+) -> RewardFunction:
+    """The generator's reward R = R_format(Y, Z) * (alpha * R_Y + beta * R_Z).
+
+    Column: ``problem``. The completion is parsed into the proof Y, the self-analysis Z and
+    the self-score s'. R_Y = s, the mean score of ``n_verify`` verifications of Y by
+    ``verifier`` (a sample whose verifications all lack a score gets ``None``);
+    R_Z = R_score(s', s) * R_meta(Z), where R_meta(Z) is the mean score of ``n_meta``
+    meta-verifications of Z read as a verification of Y with score s' (1 without a
+    meta-verifier; ``meta_on_failure`` when none scores, ``None`` by default = skip the sample).
+    No model is called for a completion that fails the format (R = 0).
+    """
+    if n_verify < 1 or n_meta < 1:
+        raise ValueError("n_verify and n_meta must be at least 1")
+    if alpha < 0 or beta < 0:
+        raise ValueError("alpha and beta must not be negative")
+    return _GeneratorReward(verifier, meta_verifier, alpha, beta, n_verify, n_meta, meta_on_failure)

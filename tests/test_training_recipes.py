@@ -1,0 +1,261 @@
+"""Training recipes on TRL: config validation, GRPO per role with the real reward path, SFT, DPO, CLI.
+
+Runs on CPU with the tiny random Llama (``tiny_model_dir``). A random model never writes a
+well-formed verification, so every GRPO reward in these runs is 0 and the group advantages are
+0; the runs set ``entropy_coef`` so the loss still has a gradient and the weights move. The
+reward model path itself (transformers backend -> role -> reward) is exercised by
+``test_build_rewards_calls_the_reward_model`` on a well-formed completion.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("trl")
+pytest.importorskip("peft")
+pytest.importorskip("yaml")
+
+from proofcritic.training.recipes import (
+    ConfigError,
+    ProofcriticDPOConfig,
+    ProofcriticGRPOConfig,
+    ProofcriticSFTConfig,
+    build_rewards,
+    load_config,
+    pairs_from_traces,
+    train_dpo,
+    train_grpo,
+    train_sft,
+)
+
+STATEMENT = "Prove that the sum of two even integers is even."
+PROOF = "Let a = 2m and b = 2n. Then a + b = 2(m + n), which is even."
+ANALYSIS = "The proof writes both numbers as multiples of 2 and factors the sum. It is complete."
+
+
+def _write(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _data(tmp_path: Path, role: str) -> Path:
+    if role == "verifier":
+        rows = [{"problem": STATEMENT, "proof": PROOF, "score": 1},
+                {"problem": "Prove that 3 divides n^3 - n.", "proof": "It is obvious.", "score": 0}]
+    elif role == "meta_verifier":
+        rows = [{"problem": STATEMENT, "proof": PROOF, "analysis": ANALYSIS, "meta_score": 1},
+                {"problem": STATEMENT, "proof": "It is obvious.", "analysis": "Fine.", "meta_score": 0}]
+    else:
+        rows = [{"problem": STATEMENT}, {"problem": "Prove that 3 divides n^3 - n."}]
+    return _write(tmp_path / f"{role}.jsonl", rows)
+
+
+def _tiny_args(tmp_path: Path, **extra) -> dict:
+    args = dict(output_dir=str(tmp_path / "out"), use_cpu=True, bf16=False, max_steps=2, logging_steps=1,
+                learning_rate=1e-2, save_strategy="no", report_to="none", seed=0)
+    return {**args, **extra}
+
+
+def _params(folder) -> dict:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    return {k: v.detach().clone().to(torch.float32) for k, v in model.state_dict().items()}
+
+
+# --------------------------------------------------------------------------- configs
+
+
+def test_num_generations_must_divide_the_batch(tmp_path):
+    with pytest.raises(ConfigError, match=r"per_device_train_batch_size to a multiple of 2"):
+        ProofcriticGRPOConfig(output_dir=str(tmp_path), num_generations=2, per_device_train_batch_size=3)
+    with pytest.raises(ConfigError, match=r"num_generations >= 2"):
+        ProofcriticGRPOConfig(output_dir=str(tmp_path), num_generations=1, per_device_train_batch_size=2)
+
+
+def test_unknown_role_and_missing_reward_model(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown role 'critic'; set role to one of verifier, meta_verifier"):
+        ProofcriticGRPOConfig(output_dir=str(tmp_path), role="critic", num_generations=2,
+                              per_device_train_batch_size=2)
+    with pytest.raises(ConfigError, match=r"set reward_model"):
+        ProofcriticGRPOConfig(output_dir=str(tmp_path), role="generator", num_generations=2,
+                              per_device_train_batch_size=2)
+    config = ProofcriticGRPOConfig(output_dir=str(tmp_path), role="meta-verifier", num_generations=2,
+                                   per_device_train_batch_size=2, use_cpu=True)
+    assert config.role == "meta_verifier" and config.bf16 is False
+
+
+def test_load_config_yaml_overrides_and_typos(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("role: generator\nreward_model: transformers/x\nnum_generations: 2\n"
+                    "per_device_train_batch_size: 2\nlora_target_modules: [q_proj, v_proj]\n")
+    config = load_config(path, ["lora_r=4", "learning_rate=1e-5", f"output_dir={tmp_path}/o"])
+    assert isinstance(config, ProofcriticGRPOConfig)
+    assert (config.lora_r, config.learning_rate, config.lora_target_modules) == (4, 1e-5, ["q_proj", "v_proj"])
+    assert config.reward_alpha == 0.76 and config.reward_beta == 0.24
+    with pytest.raises(ConfigError, match=r"did you mean 'num_generations'"):
+        load_config(path, ["num_generation=4"])
+    with pytest.raises(ConfigError, match=r"not KEY=VALUE"):
+        load_config(path, ["lora_r"])
+    assert isinstance(load_config(None, {"output_dir": str(tmp_path)}, recipe="sft"), ProofcriticSFTConfig)
+
+
+def test_pairs_from_traces():
+    refine = {"problem_id": "p1", "transcript": [
+        {"step": "generate", "round": 1, "proof": "bad proof", "self_score": 0.0, "format_ok": True},
+        {"step": "verify", "round": 1, "mean": 0.0},
+        {"step": "refine", "round": 2, "proof": "broken", "format_ok": False},
+        {"step": "refine", "round": 3, "proof": "good proof", "self_score": 1.0, "format_ok": True},
+        {"step": "verify", "round": 3, "mean": 1.0},
+    ]}
+    agent = {"problem_id": "p2", "problem": {"id": "p2", "statement": "Prove Q."}, "transcript": [
+        {"run": 0, "iteration": 0, "step": "solve", "proof": "first", "usable": True},
+        {"run": 0, "iteration": 1, "step": "verify", "score": 0.5},
+        {"run": 0, "iteration": 1, "step": "repair", "proof": "repaired", "usable": True},
+        {"run": 0, "iteration": 2, "step": "verify", "score": 1.0},
+        {"run": 0, "iteration": 2, "step": "verify", "score": 0.5},
+    ]}
+    pairs = pairs_from_traces([refine, agent, {"problem_id": "p3", "transcript": []}], {"p1": "Prove P."})
+    assert [(p["problem_id"], p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in pairs] == [
+        ("p1", "good proof", "bad proof"), ("p2", "repaired", "first")]
+    assert pairs[1]["chosen_score"] == 0.75 and "Prove Q." in pairs[1]["prompt"][-1]["content"]
+    assert pairs_from_traces([agent], min_gain=0.5) == []
+    assert pairs_from_traces([refine]) == []  # no statement for p1
+
+
+# --------------------------------------------------------------------------- reward path
+
+
+def test_build_rewards_calls_the_reward_model(tmp_path, tiny_model_dir):
+    """The generator reward asks the reward model (transformers backend on the tiny model)."""
+    from proofcritic.llm import get_model
+
+    config = ProofcriticGRPOConfig(output_dir=str(tmp_path), role="generator", num_generations=2,
+                                   per_device_train_batch_size=2, reward_model=f"transformers/{tiny_model_dir}",
+                                   reward_model_max_tokens=8)
+    model = get_model(config.reward_model, cache=False)
+    (reward,) = build_rewards(config, model)
+    from proofcritic.generator import parse_generation
+
+    text = ("## Solution\nLet a = 2m and b = 2n; a + b = 2(m + n).\n\n## Self Evaluation\n"
+            "Here is my evaluation of the solution: the proof is complete.\n\nBased on my evaluation, "
+            "the final overall score should be: \\boxed{1}")
+    if not parse_generation(text).format_ok:
+        pytest.skip("the sample completion does not match the generator protocol")
+    rewards = reward([text], problem=[STATEMENT])
+    assert reward.last_components[0]["r_format"] == 1.0
+    assert "verifier_scores" in reward.last_components[0]
+    assert len(rewards) == 1
+
+
+# --------------------------------------------------------------------------- GRPO per role
+
+
+@pytest.mark.parametrize("role", ["verifier", "meta_verifier", "generator"])
+def test_grpo_role_trains_logs_and_reloads(tmp_path, tiny_model_dir, role):
+    from transformers import AutoModelForCausalLM
+
+    reward_model = None if role == "meta_verifier" else f"transformers/{tiny_model_dir}"
+    config = ProofcriticGRPOConfig(
+        **_tiny_args(tmp_path, entropy_coef=1.0),
+        model=str(tiny_model_dir), role=role, train_file=str(_data(tmp_path, role)), reward_model=reward_model,
+        reward_model_max_tokens=8, num_generations=2, per_device_train_batch_size=2, max_completion_length=8,
+    )
+    before = _params(tiny_model_dir)
+    started = time.monotonic()
+    out = train_grpo(config)
+    elapsed = time.monotonic() - started
+    after = _params(out)
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert not (before[name] == after[name]).all(), "the weights did not change"
+    log = json.loads((Path(out) / "trainer_state.json").read_text())["log_history"] if (
+        Path(out) / "trainer_state.json").exists() else None
+    metrics = [json.loads(line) for line in (Path(out) / "proofcritic_metrics.jsonl").read_text().splitlines()]
+    assert any(any(k.startswith("rewards/") for k in m) for m in metrics), metrics
+    reward_name = {"verifier": "verifier_reward", "meta_verifier": "meta_verifier_reward",
+                   "generator": "generator_reward"}[role]
+    assert any(f"{reward_name}/format_failure_rate" in m for m in metrics), metrics
+    AutoModelForCausalLM.from_pretrained(out)
+    assert elapsed < 120 and (log is None or log)
+
+
+def test_grpo_with_lora(tmp_path, tiny_model_dir):
+    config = ProofcriticGRPOConfig(
+        **_tiny_args(tmp_path, entropy_coef=1.0, max_steps=1), model=str(tiny_model_dir), role="meta_verifier",
+        train_file=str(_data(tmp_path, "meta_verifier")), num_generations=2, per_device_train_batch_size=2,
+        max_completion_length=8, lora_r=4, lora_target_modules=["q_proj", "v_proj"],
+    )
+    out = Path(train_grpo(config))
+    assert (out / "adapter_config.json").exists()
+
+
+# --------------------------------------------------------------------------- SFT and DPO
+
+
+def test_sft_runs_and_changes_weights(tmp_path, tiny_model_dir):
+    data = _write(tmp_path / "sft.jsonl", [
+        {"prompt": [{"role": "user", "content": STATEMENT}], "completion": [{"role": "assistant", "content": PROOF}]},
+        {"prompt": [{"role": "user", "content": "Prove 3 | n^3 - n."}],
+         "completion": [{"role": "assistant", "content": "n^3 - n = (n-1)n(n+1)."}]},
+    ])
+    config = ProofcriticSFTConfig(**_tiny_args(tmp_path), model=str(tiny_model_dir), train_file=str(data),
+                                  per_device_train_batch_size=2, max_length=128)
+    out = train_sft(config)
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert not (_params(tiny_model_dir)[name] == _params(out)[name]).all()
+
+
+def test_dpo_from_solve_transcripts(tmp_path, tiny_model_dir):
+    results = _write(tmp_path / "solve.jsonl", [
+        {"problem_id": "p1", "strategy": "refine", "transcript": [
+            {"step": "generate", "round": 1, "proof": "It is obvious.", "format_ok": True},
+            {"step": "verify", "round": 1, "mean": 0.0},
+            {"step": "refine", "round": 2, "proof": PROOF, "format_ok": True},
+            {"step": "verify", "round": 2, "mean": 1.0}]},
+    ])
+    problems = _write(tmp_path / "problems.jsonl", [{"id": "p1", "statement": STATEMENT}])
+    config = ProofcriticDPOConfig(**_tiny_args(tmp_path), model=str(tiny_model_dir), train_file=str(results),
+                                  problems_file=str(problems), per_device_train_batch_size=1, max_length=400,
+                                  truncation_mode="keep_end")  # the generate prompt outgrows the tiny model
+    out = train_dpo(config)
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert not (_params(tiny_model_dir)[name] == _params(out)[name]).all()
+
+
+# --------------------------------------------------------------------------- SmolLM2 and CLI
+
+
+@pytest.mark.slow
+def test_grpo_smollm2_one_step(tmp_path, smollm2_dir):
+    config = ProofcriticGRPOConfig(
+        **_tiny_args(tmp_path, entropy_coef=1.0, learning_rate=1e-5, max_steps=1), model="smollm2",
+        role="meta_verifier", train_file=str(_data(tmp_path, "meta_verifier")), num_generations=2,
+        per_device_train_batch_size=2, max_completion_length=8,
+    )
+    out = train_grpo(config)
+    assert (Path(out) / "config.json").exists()
+
+
+def test_train_cli_with_yaml(tmp_path, tiny_model_dir):
+    from typer.testing import CliRunner
+
+    from proofcritic.cli._train import train_app
+
+    config = tmp_path / "grpo.yaml"
+    config.write_text(
+        f"role: meta_verifier\nmodel: {tiny_model_dir}\ntrain_file: {_data(tmp_path, 'meta_verifier')}\n"
+        "use_cpu: true\nbf16: false\nnum_generations: 2\nper_device_train_batch_size: 2\n"
+        "max_completion_length: 8\nlogging_steps: 1\nsave_strategy: 'no'\nreport_to: none\n"
+    )
+    out = tmp_path / "cli-out"
+    result = CliRunner().invoke(train_app, ["meta-verifier", "--config", str(config), "--set", "max_steps=1",
+                                            "--output-dir", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (out / "config.json").exists() and str(out) in result.output
+    bad = CliRunner().invoke(train_app, ["generator", "--config", str(config), "--set", "max_steps=1"])
+    assert bad.exit_code != 0 and "reward_model" in bad.output
