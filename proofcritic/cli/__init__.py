@@ -8,6 +8,7 @@ import typer
 
 from ..errors import ProofcriticError
 from ._grade import grade_command
+from ._cotrain import cotrain_command
 from ._eval import compare_command, eval_app, report_command
 from ._label import label_command, meta_verify_command
 from ._solve import solve_command
@@ -28,6 +29,7 @@ app.add_typer(eval_app, name="eval")
 app.command("report")(report_command)
 app.command("compare")(compare_command)
 app.add_typer(train_app, name="train")
+app.command("cotrain")(cotrain_command)
 
 
 @app.callback()
