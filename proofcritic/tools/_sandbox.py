@@ -1,0 +1,365 @@
+"""Run model-written Python (SymPy + stdlib) in a separate, limited process.
+
+Layers, outermost first (see ``SandboxResult.isolation`` for what took effect):
+
+* parent: wall-clock timeout, output cap (read incrementally), process-group
+  kill (``start_new_session`` + ``os.killpg``), and when a private uid was used,
+  a final kill of every process owned by that uid (catches ``setsid`` escapes);
+* child (``_bootstrap.py``, before user code): ``unshare(CLONE_NEWNET)`` (empty
+  network namespace), rlimits (CPU, AS, NPROC, FSIZE, NOFILE), and when running
+  as root a drop to a private unprivileged uid so the OS denies writes outside
+  the (chowned) temp dir;
+* Python-level guards: ``socket`` constructors raise ``PermissionError``,
+  ``open``/``os.open``/pathlib writes and ``os`` mutators outside the temp dir
+  raise ``PermissionError``.  These are guards, not a security boundary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Literal, Optional, Sequence
+
+from pydantic import BaseModel
+
+LimitHit = Literal["timeout", "cpu", "memory", "output", "processes"]
+
+_BOOTSTRAP = str(Path(__file__).with_name("_bootstrap.py"))
+
+#: Modules imported before privileges are dropped.  When the interpreter lives
+#: in a directory the unprivileged uid cannot read (e.g. pyenv under /root),
+#: only these (and what they pull in) can be imported by the user code.
+DEFAULT_PRELOAD: tuple[str, ...] = (
+    "sympy", "mpmath", "math", "cmath", "fractions", "decimal", "numbers",
+    "itertools", "functools", "collections", "operator", "heapq", "bisect",
+    "random", "statistics", "re", "json", "string", "typing", "dataclasses",
+    "copy", "pprint", "textwrap", "time", "datetime", "traceback", "io",
+    "pathlib", "socket", "subprocess", "tempfile",
+)
+
+_UID_BASE = 61000
+_UID_RANGE = 2000
+
+
+class SandboxException(BaseModel):
+    type: str
+    message: str
+    traceback: str
+
+
+class SandboxResult(BaseModel):
+    stdout: str
+    stderr: str
+    exception: Optional[SandboxException] = None
+    exit_code: Optional[int]
+    limit_hit: Optional[LimitHit] = None
+    duration: float
+    truncated: bool = False
+    isolation: list[str] = []
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and self.limit_hit is None and self.exception is None
+
+
+class _UidAllocator:
+    """Hands out private uids (one per concurrent run) so NPROC counts and the
+    final kill-by-uid are per sandbox.  Skips uids that own live processes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._used: set[int] = set()
+        self._next = random.randrange(_UID_RANGE)
+
+    def acquire(self) -> Optional[int]:
+        with self._lock:
+            for _ in range(_UID_RANGE):
+                uid = _UID_BASE + self._next
+                self._next = (self._next + 1) % _UID_RANGE
+                if uid not in self._used and not _pids_of_uid(uid):
+                    self._used.add(uid)
+                    return uid
+        return None
+
+    def release(self, uid: Optional[int]) -> None:
+        if uid is not None:
+            with self._lock:
+                self._used.discard(uid)
+
+
+_uids = _UidAllocator()
+
+
+def _pids_of_uid(uid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            st = os.stat(f"/proc/{entry}")
+        except OSError:
+            continue
+        if st.st_uid == uid:
+            out.append(int(entry))
+    return out
+
+
+def _kill_uid(uid: int) -> None:
+    # Repeat: a fork bomb may spawn between the scan and the kill.
+    for _ in range(50):
+        pids = _pids_of_uid(uid)
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.01)
+
+
+def _killpg(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def _count_own_processes() -> int:
+    uid = os.getuid()
+    return len(_pids_of_uid(uid))
+
+
+def run_python(
+    code: str,
+    *,
+    timeout: float = 10.0,
+    cpu_time: Optional[int] = None,
+    memory_mb: Optional[int] = 1024,
+    max_output: int = 1_000_000,
+    max_processes: int = 16,
+    max_file_size: int = 16 * 1024 * 1024,
+    max_open_files: int = 64,
+    network: bool = False,
+    drop_privileges: bool = True,
+    preload: Sequence[str] = DEFAULT_PRELOAD,
+) -> SandboxResult:
+    """Run ``code`` in a fresh sandboxed interpreter and return what happened.
+
+    ``cpu_time`` defaults to ``ceil(timeout)`` seconds; ``max_output`` caps
+    stdout+stderr bytes together; ``max_processes`` is the RLIMIT_NPROC value
+    (per private uid when running as root; otherwise added to this user's
+    current process count, since NPROC is per real uid).
+    """
+    start = time.monotonic()
+    workdir = tempfile.mkdtemp(prefix="proofcritic-sbx-")
+    uid: Optional[int] = None
+    if drop_privileges and os.geteuid() == 0:
+        uid = _uids.acquire()
+        if uid is not None:
+            os.chown(workdir, uid, uid)
+    if cpu_time is None:
+        cpu_time = max(1, int(timeout + 0.999))
+    nproc = max_processes if uid is not None else (
+        None if os.geteuid() == 0 else _count_own_processes() + max_processes)
+    meta_r, meta_w = os.pipe()
+    cfg = {
+        "meta_fd": meta_w, "workdir": workdir, "network": network, "uid": uid,
+        "preload": list(preload), "cpu": cpu_time,
+        "memory": memory_mb * 1024 * 1024 if memory_mb else None,
+        "nproc": nproc, "fsize": max_file_size, "nofile": max_open_files,
+    }
+    env = {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir,
+           "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8"}
+    proc = None
+    try:
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-I", "-B", _BOOTSTRAP, json.dumps(cfg)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                cwd=workdir, env=env, pass_fds=(meta_w,), start_new_session=True,
+            )
+        finally:
+            os.close(meta_w)
+        return _supervise(proc, code, meta_r, start, timeout, max_output, uid)
+    finally:
+        os.close(meta_r)
+        if proc is not None:
+            _killpg(proc.pid)
+            if proc.returncode is None:
+                proc.kill()
+                proc.wait()
+            for f in (proc.stdout, proc.stderr, proc.stdin):
+                try:
+                    if f:
+                        f.close()
+                except OSError:
+                    pass
+        if uid is not None:
+            _kill_uid(uid)
+            _uids.release(uid)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _supervise(proc, code, meta_r, start, timeout, max_output, uid) -> SandboxResult:
+    try:
+        proc.stdin.write(code.encode("utf-8", "surrogateescape"))
+        proc.stdin.close()
+    except (BrokenPipeError, OSError):
+        pass
+    deadline = start + timeout
+    bufs = {"stdout": bytearray(), "stderr": bytearray(), "meta": bytearray()}
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ, "stdout")
+    sel.register(proc.stderr, selectors.EVENT_READ, "stderr")
+    sel.register(meta_r, selectors.EVENT_READ, "meta")
+    limit: Optional[str] = None
+    truncated = False
+    total = 0
+    exited_at: Optional[float] = None
+    while sel.get_map():
+        now = time.monotonic()
+        if now >= deadline:
+            limit = "timeout"
+            break
+        if exited_at is None and proc.poll() is not None:
+            exited_at = now
+        if exited_at is not None and now - exited_at > 0.5:
+            break  # main process gone; stragglers holding the pipes get killed
+        for key, _ in sel.select(timeout=min(0.1, max(0.0, deadline - now))):
+            name = key.data
+            fd = key.fileobj if isinstance(key.fileobj, int) else key.fileobj.fileno()
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                sel.unregister(key.fileobj)
+                continue
+            if name == "meta":
+                if len(bufs["meta"]) < 1_000_000:
+                    bufs["meta"] += chunk
+                continue
+            room = max_output - total
+            if len(chunk) > room:
+                bufs[name] += chunk[:room]
+                total = max_output
+                truncated = True
+                limit = "output"
+                break
+            bufs[name] += chunk
+            total += len(chunk)
+        if limit:
+            break
+    sel.close()
+    if limit is None and proc.returncode is None:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            limit = "timeout"
+    _killpg(proc.pid)
+    if uid is not None:
+        _kill_uid(uid)
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    rc = proc.returncode
+
+    exception = None
+    applied: list[str] = []
+    nproc_event = False
+    for line in bufs["meta"].decode("utf-8", "replace").splitlines():
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        if ev.get("event") == "start":
+            applied = ev.get("applied", [])
+        elif ev.get("event") == "nproc":
+            nproc_event = True
+        elif ev.get("event") == "exception" and exception is None:
+            exception = SandboxException(type=ev["type"], message=ev["message"],
+                                         traceback=ev["traceback"])
+    if uid is not None and "setuid" in applied:
+        applied.append("kill-by-uid")
+    stderr = bufs["stderr"].decode("utf-8", "replace")
+    if limit is None:
+        if exception is not None and exception.type == "MemoryError" or (
+                exception is None and "MemoryError" in stderr):
+            limit = "memory"
+        elif rc == -signal.SIGXCPU or rc == -signal.SIGKILL:
+            # SIGXCPU: RLIMIT_CPU soft limit; SIGKILL we did not send: its hard limit
+            limit = "cpu"
+        elif rc == -signal.SIGSEGV and "as" in applied:
+            limit = "memory"  # allocation failure outside Python's MemoryError path
+        elif nproc_event or (exception is not None and exception.type == "BlockingIOError"
+                             and "Resource temporarily unavailable" in exception.message):
+            limit = "processes"
+    elif limit == "timeout" and nproc_event:
+        limit = "processes"
+    return SandboxResult(
+        stdout=bufs["stdout"].decode("utf-8", "replace"),
+        stderr=stderr,
+        exception=exception,
+        exit_code=rc,
+        limit_hit=limit,
+        duration=time.monotonic() - start,
+        truncated=truncated,
+        isolation=applied,
+    )
+
+
+class SandboxPool:
+    """Runs many checks concurrently, each in its own sandboxed process.
+
+    ``workers`` bounds how many run at once (semaphore + a dedicated thread pool
+    that supervises the child processes).
+    """
+
+    def __init__(self, workers: int = 4, **defaults) -> None:
+        if workers < 1:
+            raise ValueError("workers must be >= 1")
+        self.workers = workers
+        self.defaults = defaults
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox")
+        self._sem: Optional[asyncio.Semaphore] = None
+
+    async def run(self, code: str, **kwargs) -> SandboxResult:
+        if self._sem is None:
+            self._sem = asyncio.Semaphore(self.workers)
+        opts = {**self.defaults, **kwargs}
+        async with self._sem:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, lambda: run_python(code, **opts))
+
+    async def run_many(self, codes: Sequence[str], **kwargs) -> list[SandboxResult]:
+        return list(await asyncio.gather(*(self.run(c, **kwargs) for c in codes)))
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+    def __enter__(self) -> "SandboxPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    async def __aenter__(self) -> "SandboxPool":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.close()
