@@ -1,10 +1,14 @@
 """Training recipes on TRL: config validation, GRPO per role with the real reward path, SFT, DPO, CLI.
 
-Runs on CPU with the tiny random Llama (``tiny_model_dir``). A random model never writes a
-well-formed verification, so every GRPO reward in these runs is 0 and the group advantages are
-0; the runs set ``entropy_coef`` so the loss still has a gradient and the weights move. The
-reward model path itself (transformers backend -> role -> reward) is exercised by
-``test_build_rewards_calls_the_reward_model`` on a well-formed completion.
+Runs on CPU with the tiny random Llama (``tiny_model_dir``). A random model never writes the
+output protocol, so its GRPO rewards would all be 0 and the reward model would never be asked.
+The GRPO role tests therefore start from ``warm_model_dir``: the tiny model after a short SFT
+warm-up (one run, shared by the session) on the GRPO prompts of all three roles and on the
+prompts the reward model sees (verify, meta_verify), each answered with a short, well-formed
+protocol output. The warmed-up model is both the policy and the reward model (served by
+proofcritic's transformers backend), so rewards are non-zero, the reward model is called during
+training, and the advantages come from real reward differences (sampled completions that break
+the format earn 0), with no entropy bonus.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ pytest.importorskip("trl")
 pytest.importorskip("peft")
 pytest.importorskip("yaml")
 
+from proofcritic.parsing import EVALUATION_MARKER, META_SCORE_MARKER, SCORE_MARKER
 from proofcritic.training.recipes import (
     ConfigError,
     ProofcriticDPOConfig,
@@ -31,6 +36,7 @@ from proofcritic.training.recipes import (
     train_grpo,
     train_sft,
 )
+from proofcritic.training.recipes import _role_dataset as role_dataset
 
 STATEMENT = "Prove that the sum of two even integers is even."
 PROOF = "Let a = 2m and b = 2n. Then a + b = 2(m + n), which is even."
@@ -156,32 +162,92 @@ def test_build_rewards_calls_the_reward_model(tmp_path, tiny_model_dir):
 # --------------------------------------------------------------------------- GRPO per role
 
 
+# Short protocol outputs (60-100 tokens of the tiny tokenizer) that the warm-up teaches.
+def _verification(score: float) -> str:
+    return f"{EVALUATION_MARKER}\nChecked.\n{SCORE_MARKER} \\boxed{{{score:g}}}"
+
+
+def _meta(score: float) -> str:
+    return f"{META_SCORE_MARKER} \\boxed{{{score:g}}}"
+
+
+def _generation(score: float) -> str:
+    return f"## Solution\nEven.\n## Self Evaluation\n{_verification(score)}"
+
+
+_PROTOCOL = {"verifier": _verification, "meta_verifier": _meta, "generator": _generation}
+_REWARD_NAME = {"verifier": "verifier_reward", "meta_verifier": "meta_verifier_reward",
+                "generator": "generator_reward"}
+
+
+def _messages(rendered) -> list[dict]:
+    return [{"role": m.role, "content": m.content} for m in rendered]
+
+
+@pytest.fixture(scope="session")
+def warm_model_dir(tmp_path_factory, tiny_model_dir) -> Path:
+    """The tiny model after an SFT warm-up that teaches it the output protocol of each role."""
+    from proofcritic.promptset import PromptSet
+    from proofcritic.types import Problem
+
+    folder = tmp_path_factory.mktemp("warmup")
+    rows = []
+    for role, write in _PROTOCOL.items():  # the GRPO prompts, answered with the reference score
+        for row in role_dataset(_data(folder, role), role):
+            score = row.get("reference_score", row.get("reference_meta_score", 1))  # generator: 1
+            rows.append({"prompt": row["prompt"], "completion": [{"role": "assistant", "content": write(score)}]})
+    prompts = PromptSet.load()
+    for statement in (STATEMENT, "Prove that 3 divides n^3 - n."):  # what the reward model is asked
+        problem = Problem(statement=statement)
+        rows.append({"prompt": _messages(prompts.render("verify", problem=problem, proof="Even.")),
+                     "completion": [{"role": "assistant", "content": _verification(1)}]})
+        rows.append({"prompt": _messages(prompts.render("meta_verify", problem=problem, proof="Even.",
+                                                        analysis="Checked.", score=1)),
+                     "completion": [{"role": "assistant", "content": _meta(1)}]})
+    config = ProofcriticSFTConfig(
+        **_tiny_args(folder, max_steps=36, learning_rate=1e-2, lr_scheduler_type="constant", logging_steps=12),
+        model=str(tiny_model_dir), train_file=str(_write(folder / "warmup.jsonl", rows)),
+        per_device_train_batch_size=4, max_length=4096,
+    )
+    return Path(train_sft(config))
+
+
 @pytest.mark.parametrize("role", ["verifier", "meta_verifier", "generator"])
-def test_grpo_role_trains_logs_and_reloads(tmp_path, tiny_model_dir, role):
+def test_grpo_role_trains_logs_and_reloads(tmp_path, warm_model_dir, role):
     from transformers import AutoModelForCausalLM
 
-    reward_model = None if role == "meta_verifier" else f"transformers/{tiny_model_dir}"
+    from proofcritic.llm import GenerateConfig, get_model
+
+    reward_model_name = None if role == "meta_verifier" else f"transformers/{warm_model_dir}"
+    reward_model = None if reward_model_name is None else get_model(
+        reward_model_name, cache=False, defaults=GenerateConfig(max_tokens=96, temperature=0.0))
     config = ProofcriticGRPOConfig(
-        **_tiny_args(tmp_path, entropy_coef=1.0),
-        model=str(tiny_model_dir), role=role, train_file=str(_data(tmp_path, role)), reward_model=reward_model,
-        reward_model_max_tokens=8, num_generations=2, per_device_train_batch_size=2, max_completion_length=8,
+        **_tiny_args(tmp_path, learning_rate=1e-3), model=str(warm_model_dir), role=role,
+        train_file=str(_data(tmp_path, role)), reward_model=reward_model_name, reward_model_max_tokens=96,
+        num_generations=4, per_device_train_batch_size=8, max_completion_length=128,
     )
-    before = _params(tiny_model_dir)
+    assert config.entropy_coef == 0.0  # the gradient comes from the rewards alone
+    before = _params(warm_model_dir)
     started = time.monotonic()
-    out = train_grpo(config)
+    out = train_grpo(config, reward_model=reward_model)
     elapsed = time.monotonic() - started
     after = _params(out)
     name = "model.layers.0.self_attn.q_proj.weight"
     assert not (before[name] == after[name]).all(), "the weights did not change"
-    log = json.loads((Path(out) / "trainer_state.json").read_text())["log_history"] if (
-        Path(out) / "trainer_state.json").exists() else None
+
     metrics = [json.loads(line) for line in (Path(out) / "proofcritic_metrics.jsonl").read_text().splitlines()]
-    assert any(any(k.startswith("rewards/") for k in m) for m in metrics), metrics
-    reward_name = {"verifier": "verifier_reward", "meta_verifier": "meta_verifier_reward",
-                   "generator": "generator_reward"}[role]
-    assert any(f"{reward_name}/format_failure_rate" in m for m in metrics), metrics
+    reward_name = _REWARD_NAME[role]
+    means = [m[f"rewards/{reward_name}/mean"] for m in metrics if f"rewards/{reward_name}/mean" in m]
+    assert means and max(means) > 0, metrics  # rewards logged, and not all zero
+    assert any(m.get(f"{reward_name}/format_failure_rate", 1.0) < 1.0 for m in metrics), metrics
+    if role == "generator":  # R_Y came from the reward model's verification
+        assert reward_model.usage.calls > 0
+        assert any(f"{reward_name}/r_y" in m for m in metrics), metrics
+    elif role == "verifier":  # R_meta came from the reward model's meta-verification
+        assert reward_model.usage.calls > 0
+        assert any(f"{reward_name}/r_meta" in m for m in metrics), metrics
     AutoModelForCausalLM.from_pretrained(out)
-    assert elapsed < 120 and (log is None or log)
+    assert elapsed < 240
 
 
 def test_grpo_with_lora(tmp_path, tiny_model_dir):
