@@ -28,6 +28,65 @@ def _emit(fd, obj):
         pass
 
 
+
+class _FdLoader:
+    """Loads a pure-Python module through a directory descriptor opened before the uid switch."""
+
+    def __init__(self, dir_fd, relative, origin):
+        self.dir_fd, self.relative, self.origin = dir_fd, relative, origin
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        fd = os.open(self.relative, os.O_RDONLY, dir_fd=self.dir_fd)
+        with os.fdopen(fd, "rb") as handle:
+            source = handle.read()
+        module.__file__ = self.origin
+        exec(compile(source, self.origin, "exec", dont_inherit=True), module.__dict__)
+
+
+class _FdFinder:
+    """After the switch to an unprivileged uid, an interpreter installed below a private
+    directory (``/root`` is 0700, so is a ``mktemp -d`` folder) can no longer reach its own
+    library by path. Directory descriptors opened while still privileged keep it reachable:
+    ``openat`` checks only the components below the descriptor. Extension modules still need a
+    path, so they must be preloaded."""
+
+    def __init__(self, entries):
+        self.entries = entries
+
+    def find_spec(self, name, path=None, target=None):
+        import importlib.util
+
+        rel = name.replace(".", "/")
+        for base, dir_fd in self.entries:
+            for candidate, package in ((rel + "/__init__.py", True), (rel + ".py", False)):
+                try:
+                    os.close(os.open(candidate, os.O_RDONLY, dir_fd=dir_fd))
+                except OSError:
+                    continue
+                origin = os.path.join(base, candidate)
+                loader = _FdLoader(dir_fd, candidate, origin)
+                spec = importlib.util.spec_from_loader(name, loader, origin=origin, is_package=package)
+                if package:
+                    spec.submodule_search_locations = [os.path.join(base, rel)]
+                spec.has_location = True
+                return spec
+        return None
+
+
+def _install_fd_finder():
+    entries = []
+    for entry in sys.path:
+        try:
+            if entry and os.path.isdir(entry):
+                entries.append((entry, os.open(entry, os.O_RDONLY | os.O_DIRECTORY)))
+        except OSError:
+            pass
+    if entries:
+        sys.meta_path.insert(0, _FdFinder(entries))
+
 def main():
     cfg = json.loads(sys.argv[1])
     meta = cfg["meta_fd"]
@@ -54,6 +113,7 @@ def main():
     uid = cfg["uid"]
     if uid is not None:
         try:
+            _install_fd_finder()
             os.setgroups([])
             os.setgid(uid)
             os.setuid(uid)
