@@ -5,16 +5,19 @@ from __future__ import annotations
 import functools
 import inspect
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..llm import DEFAULT_MODEL, GenerateConfig, Model, get_model
 from ..promptset import PromptSet
+from ..runner import RunStats
 
 ModelOpt = Annotated[
     Optional[str],
@@ -80,6 +83,40 @@ def sampling(
         if v is not None
     }
     return GenerateConfig(**given)
+
+
+@contextmanager
+def run_progress(
+    label: str,
+    console: Console,
+    extra_columns: Sequence[str] = (),
+    extra_fields: Callable[[RunStats], dict[str, Any]] | None = None,
+) -> Iterator[Callable[[RunStats], None]]:
+    """The progress bar of a batch (done/total, tokens, errors, ETA) and the ``on_progress``
+    callback that drives it. ``extra_columns`` are rich format strings over task fields that
+    ``extra_fields(stats)`` fills."""
+    columns = (
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        *(TextColumn(c) for c in extra_columns),
+        TextColumn("{task.fields[tokens]} tokens"),
+        TextColumn("{task.fields[errors]} errors"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    more = extra_fields or (lambda stats: {})
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(label, total=None, tokens=0, errors=0, **more(RunStats()))
+
+        def update(stats: RunStats) -> None:
+            progress.update(
+                task, total=stats.total, completed=stats.done, tokens=stats.usage.total_tokens,
+                errors=stats.errors, **more(stats),
+            )
+
+        yield update
 
 
 def usage_line(console: Console, model: Model) -> None:

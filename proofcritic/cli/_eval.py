@@ -9,21 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from ..benchmarks._items import GradeItem
 from ..benchmarks._run import RunFolder
@@ -31,8 +21,7 @@ from ..errors import InputError
 from ..llm import DEFAULT_MODEL
 from ..pipelines._common import Roles
 from ..pipelines.solve import STRATEGIES, get_strategy
-from ..runner import RunStats
-from ._common import ModelOptions, with_model_options
+from ._common import ModelOptions, run_progress, with_model_options
 from ._solve import _parse_set
 
 eval_app = typer.Typer(name="eval", help="Evaluate a solving strategy or a grader on a benchmark suite.",
@@ -67,21 +56,6 @@ def _prices(path: Path | None) -> dict | None:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise typer.BadParameter(f"cannot read the price table: {error}", param_hint="--prices") from None
-
-
-@contextmanager
-def _progress(label: str, console: Console) -> Iterator[Callable[[RunStats], None]]:
-    """A progress bar (items, errors, tokens, ETA) and the ``on_progress`` callback that drives it."""
-    columns = (TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[errors]} errors"),
-               TextColumn("{task.fields[tokens]} tokens"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-    with Progress(*columns, console=console) as progress:
-        task = progress.add_task(label, total=None, errors=0, tokens=0)
-
-        def update(stats: RunStats) -> None:
-            progress.update(task, total=stats.total, completed=stats.done, errors=stats.errors,
-                            tokens=stats.usage.prompt_tokens + stats.usage.completion_tokens)
-
-        yield update
 
 
 def _finish(run: RunFolder, console: Console) -> None:
@@ -158,7 +132,7 @@ def eval_solve_command(
 
     async def main() -> None:
         try:
-            with _progress(f"{strategy} x{k}", console) as update:
+            with run_progress(f"{strategy} x{k}", console) as update:
                 await eval_solve(items, folder, roles=roles, strategy=the_strategy, k=k, verify_n=verify_n,
                                  concurrency=parallel_problems, prices=price_table, model_name=_model_name(opts),
                                  on_progress=update)
@@ -211,7 +185,7 @@ def eval_grade_command(
 
     async def main() -> None:
         try:
-            with _progress(f"grade ({from_recorded or rule})", console) as update:
+            with run_progress(f"grade ({from_recorded or rule})", console) as update:
                 await eval_grade(items, folder, verifier=roles and roles.verifier, n=n, rule=rule,  # type: ignore[arg-type]
                                  meta_verifier=roles and roles.meta_verifier, from_recorded=from_recorded,
                                  concurrency=opts.concurrency or 8, on_progress=update)

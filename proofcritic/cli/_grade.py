@@ -10,14 +10,13 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..grading import grade, grade_jsonl
 from ..runner import RunStats
 from ..io import read_problem, read_text
 from ..types import GradeResult, Problem, Proof
 from ..verifier import Verifier
-from ._common import ModelOptions, usage_line, with_model_options
+from ._common import ModelOptions, run_progress, usage_line, with_model_options
 
 _SEVERITY = {"critical_error": "[red]critical error[/]", "justification_gap": "[yellow]justification gap[/]"}
 
@@ -78,24 +77,7 @@ def grade_command(
 
 
 async def _run_batch(verifier, input, output, n, max_points, concurrency, console) -> RunStats:
-    columns = (
-        TextColumn("[bold]grading"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[tokens]} tokens"),
-        TextColumn("{task.fields[errors]} errors"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task("grade", total=None, tokens=0, errors=0)
-
-        def update(stats: RunStats) -> None:
-            progress.update(
-                task, total=stats.total, completed=stats.done, tokens=stats.usage.total_tokens, errors=stats.errors
-            )
-
+    with run_progress("grading", console) as update:
         return await grade_jsonl(
             verifier, input, output, n=n, max_points=max_points, concurrency=concurrency, on_progress=update
         )

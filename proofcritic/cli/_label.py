@@ -11,16 +11,14 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..errors import InputError
 from ..io import read_problem, read_text
 from ..meta_verifier import MetaVerifier
 from ..pipelines.label import LabelConfig, label_jsonl, majority
-from ..runner import RunStats
 from ..types import Verification
 from ..verifier import Verifier, parse_verification
-from ._common import ModelOptions, usage_line, with_model_options
+from ._common import ModelOptions, run_progress, usage_line, with_model_options
 
 __all__ = ["label_command", "meta_verify_command", "read_verification"]
 
@@ -147,29 +145,12 @@ def label_command(
     verifier = Verifier(the_model, prompts=prompt_set, config=settings, score_mode=score_mode)
     meta_verifier = MetaVerifier(the_model, prompts=prompt_set, config=settings)
     console = Console(stderr=True)
-    columns = (
-        TextColumn("[bold]labeling"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[labeled]} labeled, {task.fields[review]} to review"),
-        TextColumn("{task.fields[tokens]} tokens"),
-        TextColumn("{task.fields[errors]} errors"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-    )
-
     async def main() -> None:
         try:
-            with Progress(*columns, console=console, transient=False) as progress:
-                task = progress.add_task("label", total=None, tokens=0, errors=0, labeled=0, review=0)
-
-                def update(stats: RunStats) -> None:
-                    progress.update(
-                        task, total=stats.total, completed=stats.done, tokens=stats.usage.total_tokens,
-                        errors=stats.errors, labeled=stats.extra.get("labeled", 0), review=stats.extra.get("review", 0),
-                    )
-
+            with run_progress(
+                "labeling", console, ["{task.fields[labeled]} labeled, {task.fields[review]} to review"],
+                lambda stats: {"labeled": stats.extra.get("labeled", 0), "review": stats.extra.get("review", 0)},
+            ) as update:
                 stats = await label_jsonl(
                     verifier, meta_verifier, input, output, review, config=config, max_points=max_points,
                     max_calls=max_calls, max_tokens=max_proof_tokens, concurrency=opts.concurrency or 16,
