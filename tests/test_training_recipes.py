@@ -2,13 +2,13 @@
 
 Runs on CPU with the tiny random Llama (``tiny_model_dir``). A random model never writes the
 output protocol, so its GRPO rewards would all be 0 and the reward model would never be asked.
-The GRPO role tests therefore start from ``warm_model_dir``: the tiny model after a short SFT
-warm-up (one run, shared by the session) on the GRPO prompts of all three roles and on the
-prompts the reward model sees (verify, meta_verify), each answered with a short, well-formed
-protocol output. The warmed-up model is both the policy and the reward model (served by
-proofcritic's transformers backend), so rewards are non-zero, the reward model is called during
-training, and the advantages come from real reward differences (sampled completions that break
-the format earn 0), with no entropy bonus.
+The GRPO role tests therefore start from ``warm_model_dir`` (tests/conftest.py): the tiny model
+after :func:`proofcritic.training._warmup.warm_up`, a short SFT run (one per session) on the
+GRPO prompts of all three roles and on the prompts the reward model sees, each answered with a
+short, well-formed protocol output. The warmed-up model is both the policy and the reward model
+(served by proofcritic's transformers backend), so rewards are non-zero, the reward model is
+called during training, and the advantages come from real reward differences (sampled
+completions that break the format earn 0), with no entropy bonus.
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ pytest.importorskip("trl")
 pytest.importorskip("peft")
 pytest.importorskip("yaml")
 
-from proofcritic.parsing import EVALUATION_MARKER, META_SCORE_MARKER, SCORE_MARKER
+from transformers import TrainerCallback
+
+from proofcritic.training._warmup import write_sample_data
 from proofcritic.training.recipes import (
     ConfigError,
     ProofcriticDPOConfig,
@@ -36,11 +38,9 @@ from proofcritic.training.recipes import (
     train_grpo,
     train_sft,
 )
-from proofcritic.training.recipes import _role_dataset as role_dataset
 
 STATEMENT = "Prove that the sum of two even integers is even."
 PROOF = "Let a = 2m and b = 2n. Then a + b = 2(m + n), which is even."
-ANALYSIS = "The proof writes both numbers as multiples of 2 and factors the sum. It is complete."
 
 
 def _write(path: Path, rows: list[dict]) -> Path:
@@ -49,20 +49,13 @@ def _write(path: Path, rows: list[dict]) -> Path:
 
 
 def _data(tmp_path: Path, role: str) -> Path:
-    if role == "verifier":
-        rows = [{"problem": STATEMENT, "proof": PROOF, "score": 1},
-                {"problem": "Prove that 3 divides n^3 - n.", "proof": "It is obvious.", "score": 0}]
-    elif role == "meta_verifier":
-        rows = [{"problem": STATEMENT, "proof": PROOF, "analysis": ANALYSIS, "meta_score": 1},
-                {"problem": STATEMENT, "proof": "It is obvious.", "analysis": "Fine.", "meta_score": 0}]
-    else:
-        rows = [{"problem": STATEMENT}, {"problem": "Prove that 3 divides n^3 - n."}]
-    return _write(tmp_path / f"{role}.jsonl", rows)
+    """The package's sample records of ``role``: the prompts the warm-up was taught on."""
+    return write_sample_data(tmp_path, role)
 
 
 def _tiny_args(tmp_path: Path, **extra) -> dict:
-    args = dict(output_dir=str(tmp_path / "out"), use_cpu=True, bf16=False, max_steps=2, logging_steps=1,
-                learning_rate=1e-2, save_strategy="no", report_to="none", seed=0)
+    args = {"output_dir": str(tmp_path / "out"), "use_cpu": True, "bf16": False, "max_steps": 2, "logging_steps": 1,
+                "learning_rate": 1e-2, "save_strategy": "no", "report_to": "none", "seed": 0}
     return {**args, **extra}
 
 
@@ -162,54 +155,27 @@ def test_build_rewards_calls_the_reward_model(tmp_path, tiny_model_dir):
 # --------------------------------------------------------------------------- GRPO per role
 
 
-# Short protocol outputs (60-100 tokens of the tiny tokenizer) that the warm-up teaches.
-def _verification(score: float) -> str:
-    return f"{EVALUATION_MARKER}\nChecked.\n{SCORE_MARKER} \\boxed{{{score:g}}}"
-
-
-def _meta(score: float) -> str:
-    return f"{META_SCORE_MARKER} \\boxed{{{score:g}}}"
-
-
-def _generation(score: float) -> str:
-    return f"## Solution\nEven.\n## Self Evaluation\n{_verification(score)}"
-
-
-_PROTOCOL = {"verifier": _verification, "meta_verifier": _meta, "generator": _generation}
 _REWARD_NAME = {"verifier": "verifier_reward", "meta_verifier": "meta_verifier_reward",
                 "generator": "generator_reward"}
 
 
-def _messages(rendered) -> list[dict]:
-    return [{"role": m.role, "content": m.content} for m in rendered]
+class _Watch(TrainerCallback):
+    """Keeps the trainer state and every log dict the callbacks were handed (as an integration sees it)."""
+
+    def __init__(self):
+        self.state, self.logs = None, []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.state = state
+        self.logs.append(dict(logs or {}))
 
 
-@pytest.fixture(scope="session")
-def warm_model_dir(tmp_path_factory, tiny_model_dir) -> Path:
-    """The tiny model after an SFT warm-up that teaches it the output protocol of each role."""
-    from proofcritic.promptset import PromptSet
-    from proofcritic.types import Problem
-
-    folder = tmp_path_factory.mktemp("warmup")
-    rows = []
-    for role, write in _PROTOCOL.items():  # the GRPO prompts, answered with the reference score
-        for row in role_dataset(_data(folder, role), role):
-            score = row.get("reference_score", row.get("reference_meta_score", 1))  # generator: 1
-            rows.append({"prompt": row["prompt"], "completion": [{"role": "assistant", "content": write(score)}]})
-    prompts = PromptSet.load()
-    for statement in (STATEMENT, "Prove that 3 divides n^3 - n."):  # what the reward model is asked
-        problem = Problem(statement=statement)
-        rows.append({"prompt": _messages(prompts.render("verify", problem=problem, proof="Even.")),
-                     "completion": [{"role": "assistant", "content": _verification(1)}]})
-        rows.append({"prompt": _messages(prompts.render("meta_verify", problem=problem, proof="Even.",
-                                                        analysis="Checked.", score=1)),
-                     "completion": [{"role": "assistant", "content": _meta(1)}]})
-    config = ProofcriticSFTConfig(
-        **_tiny_args(folder, max_steps=36, learning_rate=1e-2, lr_scheduler_type="constant", logging_steps=12),
-        model=str(tiny_model_dir), train_file=str(_write(folder / "warmup.jsonl", rows)),
-        per_device_train_batch_size=4, max_length=4096,
-    )
-    return Path(train_sft(config))
+#: the component metrics each role must log (besides TRL's rewards/<name>/mean)
+_ROLE_METRICS = {
+    "verifier": ("r_format", "r_score", "r_meta", "format_failure_rate", "score_accuracy"),
+    "meta_verifier": ("r_format", "r_score", "format_failure_rate", "score_accuracy"),
+    "generator": ("r_format", "r_y", "format_failure_rate", "self_score_agreement", "self_score_exact_agreement"),
+}
 
 
 @pytest.mark.parametrize("role", ["verifier", "meta_verifier", "generator"])
@@ -221,31 +187,54 @@ def test_grpo_role_trains_logs_and_reloads(tmp_path, warm_model_dir, role):
     reward_model_name = None if role == "meta_verifier" else f"transformers/{warm_model_dir}"
     reward_model = None if reward_model_name is None else get_model(
         reward_model_name, cache=False, defaults=GenerateConfig(max_tokens=96, temperature=0.0))
+    # the verifier run reports to TensorBoard: the component metrics must reach its event file
+    report_to = "tensorboard" if role == "verifier" else "none"
     config = ProofcriticGRPOConfig(
-        **_tiny_args(tmp_path, learning_rate=1e-3), model=str(warm_model_dir), role=role,
-        train_file=str(_data(tmp_path, role)), reward_model=reward_model_name, reward_model_max_tokens=96,
-        num_generations=4, per_device_train_batch_size=8, max_completion_length=128,
+        **_tiny_args(tmp_path, learning_rate=1e-3, report_to=report_to),
+        model=str(warm_model_dir), role=role, train_file=str(_data(tmp_path, role)), reward_model=reward_model_name,
+        reward_model_max_tokens=96, num_generations=4, per_device_train_batch_size=8, max_completion_length=128,
     )
     assert config.entropy_coef == 0.0  # the gradient comes from the rewards alone
     before = _params(warm_model_dir)
+    watch = _Watch()
     started = time.monotonic()
-    out = train_grpo(config, reward_model=reward_model)
+    out = train_grpo(config, reward_model=reward_model, callbacks=[watch])
     elapsed = time.monotonic() - started
     after = _params(out)
     name = "model.layers.0.self_attn.q_proj.weight"
     assert not (before[name] == after[name]).all(), "the weights did not change"
 
-    metrics = [json.loads(line) for line in (Path(out) / "proofcritic_metrics.jsonl").read_text().splitlines()]
     reward_name = _REWARD_NAME[role]
-    means = [m[f"rewards/{reward_name}/mean"] for m in metrics if f"rewards/{reward_name}/mean" in m]
-    assert means and max(means) > 0, metrics  # rewards logged, and not all zero
-    assert any(m.get(f"{reward_name}/format_failure_rate", 1.0) < 1.0 for m in metrics), metrics
+    history = [h for h in watch.state.log_history if f"rewards/{reward_name}/mean" in h]
+    assert len(history) == 2, watch.state.log_history  # one log per step (logging_steps=1)
+    for entry in history:  # the component metrics are in trainer.state.log_history ...
+        for metric in _ROLE_METRICS[role]:
+            value = entry.get(f"{reward_name}/{metric}")
+            assert isinstance(value, float) and 0.0 <= value <= 1.0, (metric, entry)
+        assert entry[f"{reward_name}/format_failure_rate"] == pytest.approx(1 - entry[f"{reward_name}/r_format"])
+        # the mean reward over the batch is the mean of the per-sample rewards TRL logged
+        assert entry[f"{reward_name}/reward"] == pytest.approx(entry[f"rewards/{reward_name}/mean"], abs=1e-5)
+    seen = [log for log in watch.logs if f"{reward_name}/r_format" in log]
+    assert len(seen) == 2  # ... and in the logs every callback (report_to integration) is handed
+    assert max(h[f"rewards/{reward_name}/mean"] for h in history) > 0, history  # rewards not all zero
+    assert min(h[f"{reward_name}/format_failure_rate"] for h in history) < 1.0, history
+
+    metrics = [json.loads(line) for line in (Path(out) / "proofcritic_metrics.jsonl").read_text().splitlines()]
+    logged = [m for m in metrics if f"{reward_name}/format_failure_rate" in m]
+    assert [m[f"{reward_name}/r_format"] for m in logged] == [h[f"{reward_name}/r_format"] for h in history]
     if role == "generator":  # R_Y came from the reward model's verification
         assert reward_model.usage.calls > 0
-        assert any(f"{reward_name}/r_y" in m for m in metrics), metrics
     elif role == "verifier":  # R_meta came from the reward model's meta-verification
         assert reward_model.usage.calls > 0
-        assert any(f"{reward_name}/r_meta" in m for m in metrics), metrics
+        from tensorboard.backend.event_processing.event_accumulator import (
+            EventAccumulator,
+        )
+
+        (event_file,) = Path(out).glob("runs/*/events.out.tfevents*")  # TensorBoard's default folder
+        events = EventAccumulator(str(event_file.parent)).Reload()
+        tags = events.Tags()["scalars"]
+        assert f"train/{reward_name}/score_accuracy" in tags, tags
+        assert len(events.Scalars(f"train/{reward_name}/format_failure_rate")) == 2
     AutoModelForCausalLM.from_pretrained(out)
     assert elapsed < 240
 

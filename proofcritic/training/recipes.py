@@ -16,10 +16,13 @@ from refinement traces, see :func:`pairs_from_traces`) complete the set.
 
 Configs are TRL's (``ProofcriticGRPOConfig`` is a ``GRPOConfig``), so every TRL option applies.
 On CPU: ``use_cpu: true`` (bf16 then defaults to false). Metrics go through TRL's
-``report_to`` (default ``none``: set ``wandb``, ``tensorboard``, ...); TRL logs each reward as
-``rewards/<name>/mean``, and :class:`RewardComponentsLogger` writes a JSONL log (``metrics_file``)
-with the means of the reward components (``r_format``, ``r_score``, ``r_meta``, ``r_y``,
-``r_z``), the format-failure rate and the score accuracy (mean R_score).
+``report_to`` (default ``none``: set ``tensorboard``, ``wandb``, ...) and into
+``trainer.state.log_history``: TRL logs each reward as ``rewards/<name>/mean``, and
+:class:`RewardComponentsLogger` adds, per logging step, the means of the reward components
+(``<name>/r_format``, ``r_score``, ``r_meta``, ``r_y``, ``r_z``), the format-failure rate, the
+score accuracy against the references (verifier, meta-verifier) and the generator's self-score
+vs verifier agreement (see :func:`component_metrics`). Every log record is also appended to a
+plain JSONL file (``metrics_file``), whatever ``report_to`` says.
 
 GPU users: let vLLM generate the GRPO rollouts. Start a TRL vLLM server on a spare GPU
 (``trl vllm-serve --model MODEL``) and set, in the YAML config::
@@ -62,6 +65,7 @@ __all__ = [
     "ProofcriticSFTConfig",
     "RewardComponentsLogger",
     "build_rewards",
+    "component_metrics",
     "load_config",
     "pairs_from_traces",
     "parse_overrides",
@@ -211,42 +215,129 @@ def _mean(values: list[Any]) -> float | None:
     return sum(numbers) / len(numbers) if numbers else None
 
 
-class RewardComponentsLogger(TrainerCallback):
-    """Appends one JSON line per logging step: TRL's reward metrics plus, for each reward with
-    ``last_components``, the mean of each numeric component, the format-failure rate
-    (1 - mean ``r_format``) and the score accuracy (mean ``r_score``) of its latest batch."""
+def _fraction(pairs: list[tuple[Any, Any]]) -> float | None:
+    """Share of (predicted, reference) pairs that agree exactly; pairs without a reference are
+    left out, a missing prediction (format failure) counts as a miss."""
+    judged = [(p, r) for p, r in pairs if isinstance(r, (int, float))]
+    if not judged:
+        return None
+    return sum(1 for p, r in judged if isinstance(p, (int, float)) and float(p) == float(r)) / len(judged)
 
-    def __init__(self, rewards: list[Any], path: str | Path):
-        self.rewards, self.path = rewards, Path(path)
+
+def component_metrics(name: str, components: list[dict[str, Any]]) -> dict[str, float]:
+    """The metrics of one reward's per-sample components (``reward.last_components``), keyed
+    ``NAME/<metric>``: the mean of every numeric component (``reward``, ``r_format``,
+    ``r_score``, ``r_meta``, ``r_y``, ``r_z``, ...); ``format_failure_rate`` (1 - mean
+    ``r_format``); for the verifier and meta-verifier ``score_accuracy`` (share of predicted
+    scores equal to the reference) next to ``r_score`` (mean 1 - |s' - s|); for the generator
+    ``self_score_agreement`` (mean 1 - |s' - s| between its self-score and the verifier's
+    score) and ``self_score_exact_agreement`` (share where they are equal)."""
+    rows = [c for c in components if isinstance(c, dict)]
+    out: dict[str, float] = {}
+    for key in sorted({k for c in rows for k in c}):
+        mean = _mean([c.get(key) for c in rows])
+        if mean is not None:
+            out[f"{name}/{key}"] = mean
+    if f"{name}/r_format" in out:
+        out[f"{name}/format_failure_rate"] = 1.0 - out[f"{name}/r_format"]
+    for predicted, reference in (("s_pred", "s_ref"), ("ms_pred", "ms_ref")):
+        if any(reference in c for c in rows):
+            accuracy = _fraction([(c.get(predicted), c.get(reference)) for c in rows])
+            if accuracy is not None:
+                out[f"{name}/score_accuracy"] = accuracy
+    if any("s_self" in c and "r_y" in c for c in rows):  # the generator: self-score vs the verifier
+        scored = [c for c in rows if isinstance(c.get("r_y"), (int, float))]
+        agreement = _mean([score_closeness(c.get("s_self"), c["r_y"]) for c in scored])
+        if agreement is not None:
+            out[f"{name}/self_score_agreement"] = agreement
+            out[f"{name}/self_score_exact_agreement"] = _fraction([(c.get("s_self"), c["r_y"]) for c in scored])
+    return out
+
+
+def score_closeness(predicted: Any, reference: float) -> float:
+    """1 - |predicted - reference|; a missing prediction counts as 0 (SPEC R_score)."""
+    return 0.0 if not isinstance(predicted, (int, float)) else 1.0 - abs(float(predicted) - float(reference))
+
+
+class RewardComponentsLogger(TrainerCallback):
+    """Collects the per-sample reward components of every reward batch (``last_components`` of
+    each reward) and turns them into metrics (:func:`component_metrics`), averaged over the
+    samples since the previous log.
+
+    :func:`train_grpo` merges :meth:`drain` into the trainer's logs before they are dispatched,
+    so the metrics reach every ``report_to`` integration (TensorBoard, W&B, ...) and
+    ``trainer.state.log_history``; ``on_log`` also appends each log record to the JSONL file
+    ``path`` (when given), whatever ``report_to`` says.
+    """
+
+    def __init__(self, rewards: list[Any], path: str | Path | None = None):
+        self.rewards, self.path = list(rewards), Path(path) if path else None
+        self._pending: list[list[dict[str, Any]]] = [[] for _ in self.rewards]
+        self._seen: list[Any] = [None for _ in self.rewards]
+        for index, reward in enumerate(self.rewards):
+            if callable(getattr(reward, "add_listener", None)):
+                reward.add_listener(lambda components, i=index: self._take(i, components))
+
+    def _take(self, index: int, components: Any) -> None:
+        if components and components is not self._seen[index]:
+            self._seen[index] = components
+            self._pending[index].extend(components)
+
+    def collect(self) -> None:
+        """Pick up batches of rewards that have no listener hook (any callable with ``last_components``)."""
+        for index, reward in enumerate(self.rewards):
+            self._take(index, getattr(reward, "last_components", None))
+
+    def drain(self) -> dict[str, float]:
+        """The metrics of the samples collected since the last call."""
+        self.collect()
+        out: dict[str, float] = {}
+        for index, reward in enumerate(self.rewards):
+            if self._pending[index]:
+                name = getattr(reward, "__name__", type(reward).__name__)
+                out.update(component_metrics(name, self._pending[index]))
+                self._pending[index] = []
+        return out
 
     def summary(self) -> dict[str, float]:
+        """The metrics of each reward's latest batch only."""
         out: dict[str, float] = {}
         for reward in self.rewards:
             components = getattr(reward, "last_components", None)
-            if not components:
-                continue
-            name = getattr(reward, "__name__", type(reward).__name__)
-            keys = sorted({k for c in components if isinstance(c, dict) for k in c})
-            for key in keys:
-                mean = _mean([c.get(key) for c in components if isinstance(c, dict)])
-                if mean is not None:
-                    out[f"{name}/{key}"] = mean
-            if f"{name}/r_format" in out:
-                out[f"{name}/format_failure_rate"] = 1.0 - out[f"{name}/r_format"]
-            if f"{name}/r_score" in out:
-                out[f"{name}/score_accuracy"] = out[f"{name}/r_score"]
+            if components:
+                out.update(component_metrics(getattr(reward, "__name__", type(reward).__name__), components))
         return out
 
+    def on_step_end(self, args, state, control, **kwargs):
+        self.collect()
+
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero:
+        if self.path is None or not state.is_world_process_zero:
             return
-        logs = logs or {}
         record: dict[str, Any] = {"step": state.global_step}
-        record.update({k: v for k, v in logs.items() if k.startswith(("reward", "rewards/", "loss", "kl", "entropy"))})
-        record.update(self.summary())
+        record.update({k: v for k, v in (logs or {}).items() if isinstance(v, (int, float, str)) or v is None})
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
+
+
+def _grpo_trainer_class():
+    """GRPOTrainer whose logs also carry the reward-component metrics (see ``log``)."""
+    from trl import GRPOTrainer
+
+    class ProofcriticGRPOTrainer(GRPOTrainer):
+        component_loggers: tuple[RewardComponentsLogger, ...] = ()
+
+        def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+            extra: dict[str, float] = {}
+            for logger in self.component_loggers:
+                extra.update(logger.drain())
+            if not self.model.training:  # an evaluation log: TRL prefixes its keys with eval_
+                extra = {f"eval_{k}": v for k, v in extra.items()}
+            logs.update(extra)
+            super().log(logs, start_time)
+
+    return ProofcriticGRPOTrainer
 
 
 def _finish(trainer: Any, config: Any) -> str:
@@ -268,14 +359,13 @@ def _need_train_file(config: Any) -> str:
 
 def train_grpo(config: ProofcriticGRPOConfig, *, reward_model: Any = None, callbacks: list | None = None) -> str:
     """Train ``config.role`` with GRPO; returns the output folder (model + tokenizer)."""
-    from trl import GRPOTrainer
-
     train = _role_dataset(_need_train_file(config), config.role)
     evaluation = _role_dataset(config.eval_file, config.role) if config.eval_file else None
     rewards = build_rewards(config, reward_model)
     model_path = resolve_model_path(config.model)
     metrics = config.metrics_file or str(Path(config.output_dir) / "proofcritic_metrics.jsonl")
-    trainer = GRPOTrainer(
+    components = RewardComponentsLogger(rewards, metrics)
+    trainer = _grpo_trainer_class()(
         model=model_path,
         reward_funcs=rewards,
         args=config,
@@ -283,8 +373,9 @@ def train_grpo(config: ProofcriticGRPOConfig, *, reward_model: Any = None, callb
         eval_dataset=evaluation,
         processing_class=_tokenizer(model_path),
         peft_config=_peft_config(config),
-        callbacks=[RewardComponentsLogger(rewards, metrics), *(callbacks or [])],
+        callbacks=[components, *(callbacks or [])],
     )
+    trainer.component_loggers = (components,)
     return _finish(trainer, config)
 
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
 from ..errors import InputError, ProofcriticError
@@ -166,6 +166,7 @@ class RewardFunction:
     def __init__(self, name: str):
         self.__name__ = name
         self.last_components: list[dict[str, Any]] = []
+        self._listeners: list[Callable[[list[dict[str, Any]]], None]] = []
 
     def __repr__(self) -> str:
         return f"<reward {self.__name__}>"
@@ -185,8 +186,15 @@ class RewardFunction:
                 row[column] = value
         return texts, rows
 
+    def add_listener(self, listener: Callable[[list[dict[str, Any]]], None]) -> None:
+        """Call ``listener(components)`` after every batch (e.g. to log the components of each
+        batch, not only the last one)."""
+        self._listeners.append(listener)
+
     def _finish(self, components: list[dict[str, Any]]) -> list[float | None]:
         self.last_components = components
+        for listener in self._listeners:
+            listener(components)
         return [c["reward"] for c in components]
 
     def __call__(self, completions: Sequence[Any], **kwargs: Any) -> list[float | None]:

@@ -1,0 +1,202 @@
+"""A protocol warm-up: a short SFT run that teaches a model the output format of every role.
+
+A freshly initialised (or very small) model never writes ``## Solution`` / ``## Self Evaluation``
+headers or a boxed score, so every GRPO reward it earns is 0 and no reward model is ever asked.
+:func:`warm_up` fine-tunes it on the three roles' GRPO prompts and on the prompts a reward model
+sees (``verify``, ``meta_verify``), each answered with a short, well-formed protocol output.
+The result writes parseable outputs often enough that GRPO has real reward differences to
+learn from and the reward model is really called, which is what the training tests and
+``perf/training.py`` need. :func:`build_tiny_model` makes the small random Llama they start from
+(a byte-level BPE tokenizer trained in code, so nothing is downloaded).
+
+This is test and benchmark scaffolding, not a training method: the answers it teaches are
+placeholders (``Even.``, ``Checked.``), only their shape matters.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from ..parsing import EVALUATION_MARKER, META_SCORE_MARKER, SCORE_MARKER
+
+__all__ = [
+    "SAMPLE_RECORDS",
+    "TINY_CHAT_TEMPLATE",
+    "build_tiny_model",
+    "protocol_output",
+    "warm_up",
+    "warmup_rows",
+    "write_sample_data",
+]
+
+_EVEN = "Prove that the sum of two even integers is even."
+_CUBE = "Prove that 3 divides n^3 - n."
+_PROOF = "Let a = 2m and b = 2n. Then a + b = 2(m + n), which is even."
+
+#: a few raw training records per role (the formats ``proofcritic train`` reads)
+SAMPLE_RECORDS: dict[str, list[dict[str, Any]]] = {
+    "verifier": [
+        {"problem": _EVEN, "proof": _PROOF, "score": 1},
+        {"problem": _CUBE, "proof": "It is obvious.", "score": 0},
+    ],
+    "meta_verifier": [
+        {"problem": _EVEN, "proof": _PROOF, "meta_score": 1,
+         "analysis": "The proof writes both numbers as multiples of 2 and factors the sum. It is complete."},
+        {"problem": _EVEN, "proof": "It is obvious.", "analysis": "Fine.", "meta_score": 0},
+    ],
+    "generator": [{"problem": _EVEN}, {"problem": _CUBE}],
+}
+
+TINY_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def write_sample_data(folder: str | Path, role: str) -> Path:
+    """Write ``SAMPLE_RECORDS[role]`` to ``FOLDER/<role>.jsonl`` and return the path."""
+    path = Path(folder) / f"{role}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in SAMPLE_RECORDS[role]), encoding="utf-8")
+    return path
+
+
+def protocol_output(role: str, score: float) -> str:
+    """A short, well-formed output of ``role`` carrying ``score`` (what the warm-up teaches)."""
+    verification = f"{EVALUATION_MARKER}\nChecked.\n{SCORE_MARKER} \\boxed{{{score:g}}}"
+    if role == "verifier":
+        return verification
+    if role == "meta_verifier":
+        return f"{META_SCORE_MARKER} \\boxed{{{score:g}}}"
+    if role == "generator":
+        return f"## Solution\nEven.\n## Self Evaluation\n{verification}"
+    raise ValueError(f"unknown role {role!r}; use verifier, meta_verifier or generator")
+
+
+def _messages(rendered) -> list[dict[str, str]]:
+    return [{"role": m.role, "content": m.content} for m in rendered]
+
+
+def warmup_rows(data: dict[str, str | Path] | None = None, statements: list[str] | None = None) -> list[dict]:
+    """Conversational SFT rows (``prompt``, ``completion``).
+
+    ``data``: role -> JSONL file of that role's GRPO data (raw records or training rows); each
+    prompt is answered with its reference score (generator: 1). ``statements``: problems whose
+    ``verify`` and ``meta_verify`` prompts (on the proof ``Even.`` the generator is taught to
+    write) are added, answered with score 1, so a warmed-up model can serve as reward model.
+    Defaults: :data:`SAMPLE_RECORDS` and their statements.
+    """
+    import tempfile
+
+    from ..promptset import PromptSet
+    from ..types import Problem
+    from .recipes import _role_dataset
+
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        files = data or {role: write_sample_data(tmp, role) for role in SAMPLE_RECORDS}
+        for role, path in files.items():
+            for row in _role_dataset(path, role):
+                score = row.get("reference_score", row.get("reference_meta_score", 1))
+                score = 1 if score is None else score
+                rows.append({"prompt": row["prompt"],
+                             "completion": [{"role": "assistant", "content": protocol_output(role, score)}]})
+    if statements is None:
+        statements = sorted({r["problem"] for records in SAMPLE_RECORDS.values() for r in records})
+    prompts = PromptSet.load()
+    for statement in statements:
+        problem = Problem(statement=statement)
+        rows.append({"prompt": _messages(prompts.render("verify", problem=problem, proof="Even.")),
+                     "completion": [{"role": "assistant", "content": protocol_output("verifier", 1)}]})
+        rows.append({"prompt": _messages(prompts.render("meta_verify", problem=problem, proof="Even.",
+                                                        analysis="Checked.", score=1)),
+                     "completion": [{"role": "assistant", "content": protocol_output("meta_verifier", 1)}]})
+    return rows
+
+
+def warm_up(
+    model: str | Path,
+    output_dir: str | Path,
+    *,
+    data: dict[str, str | Path] | None = None,
+    statements: list[str] | None = None,
+    steps: int = 36,
+    learning_rate: float = 1e-2,
+    batch_size: int = 4,
+    **sft_fields: Any,
+) -> str:
+    """SFT ``model`` on :func:`warmup_rows` for ``steps`` steps; returns the output folder.
+
+    The defaults suit the tiny random model (a high, constant learning rate); lower
+    ``learning_rate`` (e.g. 1e-5) for a real checkpoint. ``sft_fields``: further
+    :class:`ProofcriticSFTConfig` fields (``use_cpu`` is on unless given).
+    """
+    from .recipes import ProofcriticSFTConfig, train_sft
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    rows = warmup_rows(data, statements)
+    train_file = output_dir / "warmup_rows.jsonl"
+    train_file.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    fields: dict[str, Any] = {
+        "output_dir": str(output_dir), "use_cpu": True, "bf16": False, "max_steps": steps,
+        "learning_rate": learning_rate, "lr_scheduler_type": "constant", "logging_steps": max(1, steps // 3),
+        "save_strategy": "no", "report_to": "none", "seed": 0, "per_device_train_batch_size": batch_size,
+        "max_length": 4096,
+    }
+    fields.update(sft_fields)
+    config = ProofcriticSFTConfig(model=str(model), train_file=str(train_file), **fields)
+    return train_sft(config)
+
+
+def _corpus(lines: int = 400, seed: int = 0) -> list[str]:
+    """Made-up math sentences plus the protocol's markers, for a small BPE vocabulary."""
+    rng = random.Random(seed)
+    things = ["the integer n", "a prime p", "the sum", "the polynomial f", "the triangle ABC", "each term a_k",
+              "the set S", "a root r", "the product", "the matrix M"]
+    relations = ["divides", "is at most", "equals", "is congruent to", "exceeds", "is coprime to"]
+    targets = ["2", "3", "n - 1", "zero", "x^2 + 1", "p + 1", "the bound", "4k", "the determinant", "1"]
+    openers = ["Hence", "So", "Suppose", "By induction", "Because", "We show", "Thus", "Assume", "Recall"]
+    out = [protocol_output(role, s) for role in SAMPLE_RECORDS for s in (0, 0.5, 1)]
+    for _ in range(lines):
+        a, b = rng.randint(0, 99), rng.randint(1, 99)
+        out.append(f"{rng.choice(openers)} {rng.choice(things)} {rng.choice(relations)} {rng.choice(targets)}. "
+                   f"Check {a} + {b} = {a + b} and {a} * {b} = {a * b}, which proves the claim.")
+    return out
+
+
+def build_tiny_model(folder: str | Path, *, vocab_size: int = 600, seed: int = 0) -> Path:
+    """Save a random 2-layer Llama (hidden size 48) and a byte-level BPE tokenizer trained on
+    made-up math text into ``folder``: seconds to build, nothing downloaded."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    folder = Path(folder)
+    specials = ["<|pad|>", "<|im_start|>", "<|im_end|>"]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(_corpus(seed=seed), trainer=trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token="<|pad|>", bos_token="<|im_start|>",
+                                        eos_token="<|im_end|>")
+    tokenizer.chat_template = TINY_CHAT_TEMPLATE
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, initializer_range=0.2,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False,
+    ))
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
