@@ -14,7 +14,7 @@ from .llm._types import Usage
 
 SCORES: tuple[float, ...] = (0.0, 0.5, 1.0)
 Severity = Literal["critical_error", "justification_gap", "unspecified"]
-ScoreSource = Literal["text", "likelihood"]
+ScoreSource = Literal["text", "likelihood", "guided"]
 
 
 class Problem(BaseModel):
@@ -82,6 +82,21 @@ class Generation(RoleOutput):
     self_score: float = Field(0.0, description="The self-score; 0 when it does not parse (SPEC).")
 
 
+class ToolCall(BaseModel):
+    """One tool run of a tool-interactive (CRITIC) verification, as the model asked for it."""
+
+    tool: str = Field(..., description="The tool's name (python, lean).")
+    code: str = Field(..., description="The code block the model wrote.")
+    said: str = Field("", description="The model's turn that ended with the code block.")
+    output: str = Field("", description="The tool output as the model was shown it.")
+    ok: bool = Field(False, description="The code ran to the end without an error or a limit.")
+    stdout: str = ""
+    stderr: str = ""
+    error: str | None = None
+    limit_hit: str | None = None
+    duration: float = 0.0
+
+
 class Verification(RoleOutput):
     """One verifier analysis of a proof."""
 
@@ -94,6 +109,11 @@ class Verification(RoleOutput):
     )
     expected_score: float | None = Field(None, description="Expected score under score_distribution.")
     issues: list[Issue] = Field(default_factory=list)
+    tool_calls: list[ToolCall] | None = Field(
+        None,
+        description="Tool runs of a tool-interactive verification, in order (None: no tools; left out of dumps).",
+        exclude_if=lambda value: value is None,
+    )
 
 
 class MetaVerification(RoleOutput):

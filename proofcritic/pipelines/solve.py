@@ -1,7 +1,7 @@
 """Solve problems with a strategy: the strategy registry, problem files, and batch solving.
 
 ``get_strategy("search", rounds=4)`` builds a strategy by name (``single``, ``refine``,
-``search``, ``agent``; each is imported only when asked for). ``solve_problem`` solves one
+``search``, ``agent``, ``critic``; each is imported only when asked for). ``solve_problem`` solves one
 problem under an optional budget; ``solve_jsonl`` solves every problem of a file on the shared
 runner (:mod:`proofcritic.runner`), appending one result line per problem, so that a killed
 run, started again, resumes: finished problems are skipped, and each unfinished one starts
@@ -44,6 +44,7 @@ STRATEGIES: dict[str, str] = {
     "refine": "proofcritic.pipelines.refine:RefineStrategy",
     "search": "proofcritic.pipelines.search:SearchStrategy",
     "agent": "proofcritic.pipelines.agent:AgentStrategy",
+    "critic": "proofcritic.pipelines.critic:CriticStrategy",
 }
 
 Item = tuple[str, int, "dict | InputError"]

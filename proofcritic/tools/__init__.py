@@ -1,5 +1,7 @@
-"""Sandboxed execution of model-written Python (SymPy + stdlib) for CRITIC-style checks."""
+"""Tools for CRITIC-style checks: sandboxed Python (SymPy + stdlib), and the tool interface
+(:class:`Tool`, :func:`get_tool`) through which the CRITIC loops call a checker."""
 
+from ._python import PythonTool, render_sandbox_result
 from ._sandbox import (
     DEFAULT_PRELOAD,
     LimitHit,
@@ -8,12 +10,32 @@ from ._sandbox import (
     SandboxResult,
     run_python,
 )
+from ._tool import (
+    TOOLS,
+    FunctionTool,
+    Tool,
+    ToolCallBlock,
+    ToolOutput,
+    clip_text,
+    find_tool_call,
+    get_tool,
+)
 
 __all__ = [
     "DEFAULT_PRELOAD",
+    "TOOLS",
+    "FunctionTool",
     "LimitHit",
+    "PythonTool",
     "SandboxException",
     "SandboxPool",
     "SandboxResult",
+    "Tool",
+    "ToolCallBlock",
+    "ToolOutput",
+    "clip_text",
+    "find_tool_call",
+    "get_tool",
+    "render_sandbox_result",
     "run_python",
 ]

@@ -1,0 +1,245 @@
+"""Tool-interactive verification (CRITIC, SPEC section 5): the verifier may run code while it grades.
+
+One verification is a conversation:
+
+1. the ``critic_verify`` prompt (the verifier prompt plus how to run code) is sent with a stop
+   string after a closing fence, so a model that writes a code block stops there;
+2. if the completion holds a block in a tool's language (the first one; a block cut off by
+   the stop string counts) and no score marker before it, the completion up to the end of
+   that block becomes an assistant turn, the tool runs the code (in the sandbox, off the
+   event loop), and the ``critic_feedback`` message shows its output; the loop continues;
+3. after ``max_tool_calls`` runs the feedback says no more code may run, and the next
+   completion is requested without the stop string: it is the final one;
+4. a completion without a tool block (or cut off for length) ends the conversation.
+
+The assistant turns, each followed by the output it got, make up ``raw``, which is parsed
+with the verifier's own parser: the score is the last box after the score marker, and the
+analysis holds the checks and their results. ``tool_calls`` keeps every run (code, output,
+stdout, stderr, error, limit). A missing score is read out by likelihood after the whole
+conversation, as the plain :class:`Verifier` does (``score_mode`` ``auto`` / ``logprob``).
+
+Each of the ``n`` verifications is its own conversation with its own seed (the base seed
+plus the sample index), so the samples differ with the completion cache on, and a rerun
+replays the same conversations from the cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from .._roles import usage_of
+from ..errors import UnsupportedFeatureError
+from ..llm import ChatMessage, ChatRequest, Completion, Usage
+from ..parsing import format_score
+from ..promptset import PromptSet
+from ..tools import Tool, ToolOutput, find_tool_call
+from ..types import SCORES, Problem, ToolCall, Verification
+from ._parse import parse_verification
+from ._verifier import Verifier, score_prefix
+
+__all__ = ["CRITIC_TEMPLATES", "CRITIC_VARIABLES", "CriticVerifier", "critic_prompts"]
+
+#: the CRITIC templates and their variables: optional roles of a prompt set
+CRITIC_VARIABLES: dict[str, frozenset[str]] = {
+    "critic_verify": frozenset({"problem", "proof", "tools", "max_tool_calls"}),
+    "critic_feedback": frozenset({"tool", "language", "output", "ok", "remaining"}),
+    "critic_revise": frozenset({"problem", "proof", "critiques"}),
+}
+CRITIC_TEMPLATES: tuple[str, ...] = tuple(CRITIC_VARIABLES)
+#: stop strings of a turn that may call a tool: a fence line closing a block (``\n```\n``);
+#: a block cut off here is recognised as complete
+TOOL_STOP = ("\n```\n",)
+_CONTINUATIONS = ("0}", "0.5}", "1}")
+
+
+@functools.cache
+def _builtin() -> PromptSet:
+    return PromptSet.load(None, require=CRITIC_TEMPLATES, variables=CRITIC_VARIABLES)
+
+
+@functools.lru_cache(maxsize=32)
+def critic_prompts(prompts: PromptSet) -> dict[str, PromptSet]:
+    """For each CRITIC template, the prompt set to render it from: ``prompts``' folder when it
+    has the template (checked when loaded), else the built-in set."""
+    extended = prompts.with_roles(CRITIC_VARIABLES)
+    return {name: extended if extended.has(name) else _builtin() for name in CRITIC_TEMPLATES}
+
+
+def _render(sets: dict[str, PromptSet], name: str, **variables: Any) -> list[ChatMessage]:
+    return sets[name].render(name, **variables)
+
+
+def conversation_text(turns: Sequence[str], outputs: Sequence[str]) -> str:
+    """The assistant turns, each followed by the tool output it got (``turns`` has one more)."""
+    parts: list[str] = []
+    for index, turn in enumerate(turns):
+        parts.append(turn.rstrip())
+        if index < len(outputs):
+            parts.append(f"Output of the code:\n```text\n{outputs[index].rstrip()}\n```")
+    return "\n\n".join(parts)
+
+
+class CriticVerifier:
+    """A :class:`Verifier` that may run tools while it grades; ``verify`` has the same signature.
+
+    ``CriticVerifier(verifier, [PythonTool()], max_tool_calls=3)``. ``stop`` sends the stop
+    string after a closing fence on turns that may call a tool (off: the completion is cut
+    after the first tool block instead, which spends more tokens but needs no stop support).
+    """
+
+    def __init__(
+        self,
+        verifier: Verifier,
+        tools: Sequence[Tool],
+        *,
+        max_tool_calls: int = 3,
+        stop: bool = True,
+    ):
+        if max_tool_calls < 0:
+            raise ValueError("max_tool_calls must be >= 0")
+        self.verifier = verifier
+        self.tools = list(tools)
+        self.max_tool_calls = max_tool_calls
+        self.stop = stop
+        self._by_language: dict[str, Tool] = {}
+        for tool in self.tools:
+            for language in (tool.language, *getattr(tool, "aliases", ())):
+                self._by_language.setdefault(language.lower(), tool)
+
+    # the Verifier surface other code reads
+    @property
+    def model(self):
+        return self.verifier.model
+
+    @property
+    def prompts(self) -> PromptSet:
+        return self.verifier.prompts
+
+    @property
+    def config(self):
+        return self.verifier.config
+
+    @property
+    def score_mode(self) -> str:
+        return self.verifier.score_mode
+
+    def messages(self, problem: Problem, proof: str) -> list[ChatMessage]:
+        """The first turn of a conversation."""
+        active = self.tools if self.max_tool_calls > 0 else []
+        return _render(
+            critic_prompts(self.prompts), "critic_verify",
+            problem=problem, proof=proof, tools=active, max_tool_calls=self.max_tool_calls,
+        )
+
+    async def verify(
+        self, problem: Problem, proof: str, n: int = 1, *, seed: int | None = None
+    ) -> list[Verification]:
+        """``n`` independent tool-interactive verifications of ``proof``, run concurrently."""
+        base = seed if seed is not None else (self.config.seed or 0)
+        first = self.messages(problem, proof)
+        return list(await asyncio.gather(*(self._conversation(first, (base + i) % 2**31) for i in range(n))))
+
+    async def _complete(self, messages: list[ChatMessage], seed: int, tools_allowed: bool) -> Completion:
+        update: dict[str, Any] = {"n": 1, "seed": seed}
+        if tools_allowed and self.stop:
+            update["stop"] = [*(self.config.stop or []), *TOOL_STOP]
+        request = ChatRequest(messages=messages, config=self.config.model_copy(update=update))
+        return (await self.model.generate(request))[0]
+
+    async def _conversation(self, first: list[ChatMessage], seed: int) -> Verification:
+        messages = list(first)
+        sets = critic_prompts(self.prompts)
+        turns: list[str] = []
+        outputs: list[str] = []
+        calls: list[ToolCall] = []
+        usage = Usage()
+        while True:
+            tools_allowed = bool(self.tools) and len(calls) < self.max_tool_calls
+            completion = await self._complete(messages, seed, tools_allowed)
+            usage.add(usage_of(completion, share_prompt=True))
+            text = completion.text
+            block = None
+            if tools_allowed and completion.finish_reason in (None, "stop"):
+                block = find_tool_call(text, self._by_language)
+                if block is not None and _score_marker_before(text, block.start):
+                    block = None  # the verdict came first: this is the final answer
+            if block is None:
+                turns.append(text)
+                break
+            said = block.as_written(text)
+            tool = self._by_language[block.language]
+            output = await _run_tool(tool, block.code)
+            turns.append(said)
+            outputs.append(output.text)
+            calls.append(ToolCall(
+                tool=tool.name, code=block.code, said=said, output=output.text, ok=output.ok,
+                stdout=output.stdout, stderr=output.stderr, error=output.error,
+                limit_hit=output.limit_hit, duration=output.duration,
+            ))
+            remaining = self.max_tool_calls - len(calls)
+            messages = [
+                *messages,
+                ChatMessage(role="assistant", content=said),
+                *_render(sets, "critic_feedback", tool=tool.name, language=block.language,
+                         output=output.text, ok=output.ok, remaining=remaining),
+            ]
+        raw = conversation_text(turns, outputs)
+        verification = parse_verification(raw, completion.finish_reason)
+        verification.tool_calls = calls
+        verification.usage = usage
+        mode = self.score_mode
+        if mode != "text" and (mode == "logprob" or verification.score is None):
+            await self._read_out(messages, completion.text, verification)
+        return verification
+
+    async def _read_out(self, messages: list[ChatMessage], final: str, verification: Verification) -> None:
+        """The likelihood of each score after the whole conversation and the final turn's analysis."""
+        if self.model.likelihood_unsupported and self.score_mode != "logprob":
+            return
+        prefix = score_prefix(final)
+        try:
+            totals = await self.model.sequence_logprobs(
+                [*messages, ChatMessage(role="assistant", content=prefix)], list(_CONTINUATIONS)
+            )
+        except UnsupportedFeatureError:
+            if self.score_mode == "logprob":
+                raise
+            return
+        top = max(totals)
+        weights = [math.exp(t - top) for t in totals]
+        probs = [w / sum(weights) for w in weights]
+        verification.score_distribution = {format_score(s): p for s, p in zip(SCORES, probs)}
+        verification.expected_score = sum(s * p for s, p in zip(SCORES, probs))
+        verification.score = SCORES[max(range(len(SCORES)), key=probs.__getitem__)]
+        verification.score_source = "likelihood"
+
+    async def aclose(self) -> None:
+        """Close the tools that hold resources (sandbox pools)."""
+        for tool in self.tools:
+            close = getattr(tool, "aclose", None)
+            if close is not None:
+                await close()
+
+    def __repr__(self) -> str:
+        return f"CriticVerifier(tools={[t.name for t in self.tools]}, max_tool_calls={self.max_tool_calls})"
+
+
+def _score_marker_before(text: str, position: int) -> bool:
+    from ..parsing import SCORE_MARKER_RE
+
+    return SCORE_MARKER_RE.search(text[:position]) is not None
+
+
+async def _run_tool(tool: Tool, code: str) -> ToolOutput:
+    """Run ``code``; a tool that fails itself (not the code) becomes an output saying so."""
+    try:
+        return await tool.run(code)
+    except asyncio.CancelledError:
+        raise
+    except Exception as error:  # noqa: BLE001 - a broken tool must not end the verification
+        return ToolOutput(tool=tool.name, ok=False, text=f"The tool could not run the code ({type(error).__name__}: {error}).",
+                          error=f"{type(error).__name__}: {error}")
