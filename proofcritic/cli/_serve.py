@@ -1,0 +1,70 @@
+"""``proofcritic serve``: the HTTP service (jobs in sqlite + the OpenAI-compatible facade)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import InputError
+from ._common import ModelOptions, with_model_options
+
+_SERVICE = "Service options"
+
+
+@with_model_options
+def serve_command(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.", rich_help_panel=_SERVICE)] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.", rich_help_panel=_SERVICE)] = 8080,
+    db: Annotated[Path, typer.Option("--db", help="sqlite file holding the jobs (created if missing; unfinished jobs resume).", rich_help_panel=_SERVICE)] = Path("jobs.sqlite"),
+    state_dir: Annotated[Path | None, typer.Option("--state-dir", help="Strategy state of solve jobs [<db>.state].", rich_help_panel=_SERVICE)] = None,
+    service_key: Annotated[list[str] | None, typer.Option("--service-key", help="API key clients must send as 'Authorization: Bearer KEY' (repeatable; env PROOFCRITIC_API_KEYS, comma-separated). None: no authentication.", rich_help_panel=_SERVICE)] = None,
+    max_body_bytes: Annotated[int, typer.Option("--max-body-bytes", min=1024, help="Largest request body accepted (larger: 413).", rich_help_panel=_SERVICE)] = 2 * 1024 * 1024,
+    max_jobs: Annotated[int, typer.Option("--max-jobs", min=1, help="Jobs run at once (the rest wait in the queue).", rich_help_panel=_SERVICE)] = 8,
+    request_max_calls: Annotated[int | None, typer.Option("--request-max-calls", min=1, help="Model calls allowed per job or facade request.", rich_help_panel=_SERVICE)] = None,
+    request_max_tokens: Annotated[int | None, typer.Option("--request-max-tokens", min=1, help="Tokens allowed per job or facade request.", rich_help_panel=_SERVICE)] = None,
+    score_mode: Annotated[str, typer.Option("--score-mode", help="Verifier: text | auto | logprob (a request may choose).")] = "auto",
+    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.", rich_help_panel=_SERVICE)] = "info",
+    access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log every request.", rich_help_panel=_SERVICE)] = False,
+    *,
+    opts: ModelOptions,
+) -> None:
+    """Serve grade/solve/label jobs and an OpenAI-compatible /v1/chat/completions over the model.
+
+    Jobs are kept in the --db sqlite file; a job left unfinished by a stopped service runs
+    again when it starts (the completion cache answers the calls it had made). Docs at /docs.
+    """
+    try:
+        import uvicorn
+
+        from ..server import ServerSettings, create_app, keys_from_env
+    except ImportError as error:
+        from ..errors import missing
+
+        raise missing(error.name or "fastapi", "server") from None
+    if score_mode not in ("text", "auto", "logprob"):
+        raise typer.BadParameter("must be text, auto or logprob", param_hint="--score-mode")
+    keys = list(service_key or []) + keys_from_env()
+    if any(not k.strip() or any(c.isspace() for c in k) for k in keys):
+        raise InputError("an API key must be non-empty and contain no whitespace")
+    model = opts.build_model()
+    settings = ServerSettings(
+        model_factory=lambda: model,
+        db_path=db,
+        state_dir=state_dir,
+        api_keys=keys,
+        max_body_bytes=max_body_bytes,
+        max_jobs=max_jobs,
+        prompts=opts.prompt_set(),
+        config=opts.sampling(),
+        score_mode=score_mode,
+        max_calls=request_max_calls,
+        max_tokens=request_max_tokens,
+    )
+    auth = f"{len(keys)} API key(s)" if keys else "no authentication"
+    print(f"proofcritic serve: {model.name} as proofcritic/* on http://{host}:{port}/v1 ({auth}); "
+          f"jobs in {db}; docs at /docs", file=sys.stderr, flush=True)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, access_log=access_log,
+                timeout_graceful_shutdown=5)

@@ -1,0 +1,309 @@
+"""The OpenAI-compatible facade: ``POST /v1/chat/completions`` and ``GET /v1/models``.
+
+``model`` names a pipeline run on the service's upstream model:
+
+- ``proofcritic/<strategy>`` (every registered strategy: ``single``, ``refine``, ``search``,
+  ``agent``, ...): the last user
+  message is the problem; the answer's content is the chosen proof.
+- ``proofcritic/grade``: the last user message holds the problem, then a line ``## Proof``,
+  then the proof (or the whole message is the problem and ``proofcritic.proof`` holds the
+  proof); the answer's content is the grading report.
+
+Options go in the extra body field ``proofcritic`` (with the ``openai`` client:
+``extra_body={"proofcritic": {...}}``): ``max_calls``, ``max_tokens`` (this request's budget),
+``reference_solution``, ``grading_guidelines``, ``max_points``, ``score_mode``,
+``transcript`` (true: include the strategy's full transcript); for ``grade`` also ``proof`` and
+``n`` (verifications); for a strategy every other key is a strategy parameter (``max_iters``,
+``verify_n``, ``rounds``, ...). ``temperature``, ``top_p``, ``max_tokens`` (per sample) and
+``seed`` of the request apply to the upstream calls.
+
+The answer is a standard ``chat.completion`` plus a ``proofcritic`` field with the evidence
+(scores, issues, rounds, stop reason). ``usage`` counts the upstream tokens this request
+actually spent; calls answered by the completion cache cost nothing and are counted apart in
+``proofcritic.usage.cached_calls``. ``finish_reason`` is ``length`` when a budget stopped the
+pipeline. ``stream: true`` is refused with a 400 (a pipeline's answer exists only once it has
+finished; use the job API's server-sent events for progress). ``n`` must be 1.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..errors import AuthenticationError, BackendError, InputError, ModelNotFoundError
+from ..pipelines._common import SolveResult
+from ..pipelines.solve import STRATEGIES
+from ..types import GradeResult, Verification
+from ._engine import (
+    Engine,
+    GradeRequest,
+    Sampling,
+    SolveRequest,
+    check_request,
+    usage_json,
+)
+from ._errors import ServiceError
+
+PREFIX = "proofcritic/"
+_DESCRIPTIONS: dict[str, str] = {
+    "grade": "grade a proof: n verifications and their aggregate",
+    "single": "generate with self-evaluation, keep the best self-score, verify it",
+    "refine": "self-refinement until the proof rates itself 1, then verify it",
+    "search": "DeepSeekMath-V2's high-compute search (pool, verifications, refinement rounds)",
+    "agent": "the generate-verify-repair loop (solve, verify, judge, repair)",
+}
+
+
+def pipelines() -> dict[str, str]:
+    """``grade`` and every registered strategy, with a line about each."""
+    return {"grade": _DESCRIPTIONS["grade"]} | {
+        name: _DESCRIPTIONS.get(name, f"the {name} solving strategy") for name in STRATEGIES
+    }
+#: a line that separates the problem from the proof in a ``proofcritic/grade`` message
+PROOF_MARKER = re.compile(r"^[ \t]*##[ \t]*Proof[ \t]*:?[ \t]*$", re.IGNORECASE | re.MULTILINE)
+_COMMON_OPTIONS = ("max_calls", "max_tokens", "reference_solution", "grading_guidelines", "max_points", "score_mode", "transcript")
+
+router = APIRouter(tags=["OpenAI-compatible"])
+
+
+class ChatBody(BaseModel):
+    """The fields of an OpenAI chat request the facade reads (others are accepted and ignored)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(..., examples=["proofcritic/refine"])
+    messages: list[dict[str, Any]] = Field(..., min_length=1)
+    stream: bool | None = False
+    n: int | None = 1
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    seed: int | None = None
+    proofcritic: dict[str, Any] | None = Field(None, description="proofcritic options (see the module docs).")
+
+
+def _text(content: Any) -> str:
+    """A message's text: a string, or the text parts of a content list."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") in ("text", "input_text")]
+        return "\n".join(parts)
+    raise ServiceError(400, "message content must be a string or a list of text parts", param="messages")
+
+
+def _last_user_text(messages: list[dict[str, Any]]) -> str:
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            text = _text(message.get("content"))
+            if text.strip():
+                return text
+            break
+    raise ServiceError(400, "the request needs a non-empty user message (the problem)", param="messages")
+
+
+def pipeline_of(model: str) -> str:
+    name = model[len(PREFIX):] if model.startswith(PREFIX) else None
+    offered = pipelines()
+    if name not in offered:
+        known = ", ".join(PREFIX + p for p in offered)
+        raise ServiceError(404, f"The model `{model}` does not exist; this service offers {known}.",
+                           kind="invalid_request_error", param="model", code="model_not_found")
+    return name
+
+
+def split_problem_and_proof(text: str) -> tuple[str, str]:
+    """``problem ... ## Proof ... proof`` -> (problem, proof), split at the first marker line."""
+    match = PROOF_MARKER.search(text)
+    if match is None:
+        raise InputError("proofcritic/grade needs the proof: put it after a line '## Proof' in the message, "
+                         "or in the option proofcritic.proof")
+    problem, proof = text[: match.start()].strip(), text[match.end():].strip()
+    problem = re.sub(r"^[ \t]*##[ \t]*Problem[ \t]*:?[ \t]*\n", "", problem, flags=re.IGNORECASE)
+    return problem, proof
+
+
+def _sampling(body: ChatBody) -> Sampling:
+    try:
+        return Sampling(temperature=body.temperature, top_p=body.top_p,
+                        max_tokens=body.max_completion_tokens or body.max_tokens, seed=body.seed)
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise ServiceError(400, f"{first['loc'][0]}: {first['msg']}", param=str(first["loc"][0])) from None
+
+
+def build_request(body: ChatBody) -> tuple[str, GradeRequest | SolveRequest, bool]:
+    """The job-style request the chat request stands for, and whether to include the transcript."""
+    pipeline = pipeline_of(body.model)
+    if body.stream:
+        raise ServiceError(400, "stream=true is not supported: a pipeline's answer exists only once it has finished "
+                           "(use POST /v1/solve and GET /v1/jobs/{id}/events for live progress)", param="stream")
+    if body.n not in (None, 1):
+        raise ServiceError(400, "n must be 1 (for several verifications of a proof use proofcritic.n with proofcritic/grade)",
+                           param="n")
+    options = dict(body.proofcritic or {})
+    text = _last_user_text(body.messages)
+    common = {k: options.pop(k) for k in _COMMON_OPTIONS if k in options}
+    transcript = bool(common.pop("transcript", False))
+    fields: dict[str, Any] = {"sampling": _sampling(body), **common}
+    try:
+        if pipeline == "grade":
+            proof = options.pop("proof", None)
+            n = options.pop("n", 1)
+            if options:
+                raise InputError(f"proofcritic/grade has no option {min(options)!r}")
+            problem, proof = (text, proof) if proof is not None else split_problem_and_proof(text)
+            request: GradeRequest | SolveRequest = GradeRequest(problem=problem, proof=proof, n=n, **fields)
+        else:
+            request = SolveRequest(problem=text, strategy=pipeline, params=options, **fields)
+        check_request(pipeline, request)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(x) for x in first.get("loc", ()))
+        raise ServiceError(400, f"proofcritic.{where}: {first.get('msg')}", param="proofcritic") from None
+    except InputError as error:
+        raise ServiceError(400, str(error), param="proofcritic") from None
+    return pipeline, request, transcript
+
+
+def _verification_json(v: Verification) -> dict[str, Any]:
+    return {
+        "score": v.score,
+        "score_source": v.score_source,
+        "format_ok": v.format_ok,
+        "analysis": v.analysis,
+        "issues": [i.model_dump(mode="json") for i in v.issues],
+    }
+
+
+def _issues(verifications: list[Verification]) -> list[dict[str, Any]]:
+    return [{"verification": index, **i.model_dump(mode="json")}
+            for index, v in enumerate(verifications) for i in v.issues]
+
+
+def _verified(verifications: list[Verification]) -> bool:
+    return bool(verifications) and all(v.score == 1 for v in verifications)
+
+
+def solve_evidence(pipeline: str, result: SolveResult, transcript: bool) -> dict[str, Any]:
+    g = result.generation
+    out: dict[str, Any] = {
+        "pipeline": pipeline,
+        "verified": result.proof is not None and _verified(result.verifications),
+        "mean_score": result.mean_score,
+        "scores": [v.score for v in result.verifications],
+        "issues": _issues(result.verifications),
+        "self_score": g.self_score if g is not None else None,
+        "self_analysis": g.self_analysis if g is not None else None,
+        "rounds": result.rounds,
+        "steps": len(result.transcript),
+        "stop_reason": result.stop_reason,
+        "budget_limited": result.budget_limited,
+        "verifications": [_verification_json(v) for v in result.verifications],
+    }
+    if transcript:
+        out["transcript"] = result.transcript
+    return out
+
+
+def grade_evidence(result: GradeResult) -> dict[str, Any]:
+    return {
+        "pipeline": "grade",
+        "verified": _verified(result.verifications),
+        "mean_score": result.aggregate.mean,
+        "scores": [v.score for v in result.verifications],
+        "aggregate": result.aggregate.model_dump(mode="json"),
+        "issues": _issues(result.verifications),
+        "verifications": [_verification_json(v) for v in result.verifications],
+    }
+
+
+def grade_report(result: GradeResult) -> str:
+    """The grading as the message content: the aggregate, then each verification."""
+    a = result.aggregate
+    if a.valid:
+        head = (f"Score: {a.mean:.3g} (mean of {a.valid}/{a.n} scored verifications; min {a.min:g}, "
+                f"majority {a.majority:g}) = {a.points:.3g}/{a.max_points:g} points")
+    else:
+        head = f"No score: none of the {a.n} verifications produced one."
+    parts = [head]
+    for index, v in enumerate(result.verifications, start=1):
+        score = "no score" if v.score is None else f"score {v.score:g}"
+        parts.append(f"## Verification {index}: {score}\n\n" + (v.analysis.strip() or v.format_error or "(no analysis)"))
+    return "\n\n".join(parts)
+
+
+def completion_body(model: str, content: str, finish_reason: str, usage: dict[str, Any], evidence: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": content},
+            "finish_reason": finish_reason,
+            "logprobs": None,
+        }],
+        "usage": {
+            "prompt_tokens": usage["prompt_tokens"],
+            "completion_tokens": usage["completion_tokens"],
+            "total_tokens": usage["total_tokens"],
+        },
+        "proofcritic": {**evidence, "usage": usage},
+    }
+
+
+async def run_chat(engine: Engine, body: ChatBody) -> dict[str, Any]:
+    """Run the pipeline a chat request names; the chat.completion answer."""
+    pipeline, request, transcript = build_request(body)
+    model = engine.request_model()
+    try:
+        if isinstance(request, GradeRequest):
+            graded = await engine.grade(request, model)
+            content, finish = grade_report(graded), "stop"
+            evidence = grade_evidence(graded)
+            pipeline_usage = graded.usage
+        else:
+            solved = await engine.solve(request, model)
+            content, finish = solved.proof or "", "length" if solved.budget_limited else "stop"
+            evidence = solve_evidence(pipeline, solved, transcript)
+            pipeline_usage = solved.usage
+    except InputError as error:
+        raise ServiceError(400, str(error), param="proofcritic") from None
+    except AuthenticationError as error:
+        raise ServiceError(502, f"the upstream model refused the service's key: {error}", kind="upstream_error") from None
+    except ModelNotFoundError as error:
+        raise ServiceError(502, f"the upstream model is not served: {error}", kind="upstream_error") from None
+    except BackendError as error:
+        raise ServiceError(502 if not error.retryable else 503, f"the upstream model failed: {error}", kind="upstream_error") from None
+    finally:
+        engine.settle(model)
+    return completion_body(body.model, content, finish, usage_json(model, pipeline_usage), evidence)
+
+
+@router.get("/v1/models", summary="The pipelines this service offers, as OpenAI models")
+async def list_models(request: Request) -> dict[str, Any]:
+    engine: Engine = request.app.state.engine
+    created = int(request.app.state.started)
+    return {
+        "object": "list",
+        "data": [
+            {"id": PREFIX + name, "object": "model", "created": created, "owned_by": "proofcritic",
+             "description": description, "upstream": engine.model.name}
+            for name, description in pipelines().items()
+        ],
+    }
+
+
+@router.post("/v1/chat/completions", summary="Run a pipeline as an OpenAI chat completion")
+async def chat_completions(body: ChatBody, request: Request) -> dict[str, Any]:
+    return await run_chat(request.app.state.engine, body)

@@ -1,0 +1,378 @@
+"""The HTTP service: jobs (grade, solve, label) kept in sqlite, and the OpenAI-compatible facade.
+
+``create_app(settings)`` builds the FastAPI application; ``proofcritic serve`` runs it under
+uvicorn. Routes (all under ``/v1`` need ``Authorization: Bearer KEY`` when keys are configured):
+
+- ``POST /v1/grade``, ``POST /v1/solve``, ``POST /v1/label``: accept a job (202, ``Location``
+  header) that a worker runs through the Python API; ``GET /v1/jobs/{id}`` its state and
+  result; ``GET /v1/jobs/{id}/events`` its progress as server-sent events; ``GET /v1/jobs``.
+- ``POST /v1/chat/completions``, ``GET /v1/models``: see :mod:`proofcritic.server._facade`.
+- ``GET /health`` (no key), ``GET /docs`` and ``GET /openapi.json``.
+
+Jobs live in the sqlite file: a job left queued or running when the service stopped (even by
+``kill -9``) runs again when it starts, and the completion cache answers every model call
+the earlier attempt had finished, so no finished work is paid for twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import BackendError, InputError
+from ._engine import (
+    REQUESTS,
+    Engine,
+    GradeRequest,
+    LabelRequest,
+    SolveRequest,
+    check_request,
+    usage_json,
+)
+from ._errors import ServiceError, error_body, openai_error
+from ._facade import router as facade_router
+from .jobs import FINAL, JobStore
+from .settings import ServerSettings
+
+log = logging.getLogger("proofcritic.server")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class Guard:
+    """ASGI middleware: the API key on ``/v1`` routes (401), then the body size limit (413).
+
+    A body announced by Content-Length over the limit is refused before it is read; a body
+    sent without a length is read up to the limit and refused as soon as it passes it.
+    """
+
+    def __init__(self, app: Any, api_keys: list[str], max_body_bytes: int):
+        self.app = app
+        self.keys = [k.encode() for k in api_keys]
+        self.max = max_body_bytes
+
+    async def _answer(self, send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] = ()) -> None:
+        data = json.dumps(body).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()), *headers]})
+        await send({"type": "http.response.body", "body": data})
+
+    def _authorized(self, scope: Scope) -> bool:
+        value = b""
+        for name, header in scope.get("headers", ()):
+            if name == b"authorization":
+                value = header
+                break
+        scheme, _, token = value.partition(b" ")
+        if scheme.lower() != b"bearer" or not token:
+            return False
+        token = token.strip()
+        return any(hmac.compare_digest(token, key) for key in self.keys)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path: str = scope.get("path", "")
+        if self.keys and (path == "/v1" or path.startswith("/v1/")) and not self._authorized(scope):
+            return await self._answer(
+                send, 401, error_body("Missing or incorrect API key: send 'Authorization: Bearer KEY'.",
+                                      code="invalid_api_key"),
+                [(b"www-authenticate", b'Bearer realm="proofcritic"')],
+            )
+        length = next((v for k, v in scope.get("headers", ()) if k == b"content-length"), None)
+        too_large = error_body(f"The request body is larger than the limit of {self.max} bytes.", code="request_too_large")
+        if length is not None:
+            try:
+                if int(length) > self.max:
+                    return await self._answer(send, 413, too_large)
+            except ValueError:
+                return await self._answer(send, 400, error_body("invalid Content-Length header"))
+            return await self.app(scope, receive, send)
+        if scope.get("method") in ("GET", "HEAD", "DELETE", "OPTIONS"):
+            return await self.app(scope, receive, send)
+        chunks, size = [], 0  # no length given: read the body here, within the limit
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max:
+                return await self._answer(send, 413, too_large)
+            if not message.get("more_body"):
+                break
+        body, sent = b"".join(chunks), False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+
+class Notifier:
+    """Wakes the event streams of a job when it records an event."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, asyncio.Event] = {}
+
+    def notify(self, job_id: str) -> None:
+        event = self._events.pop(job_id, None)
+        if event is not None:
+            event.set()
+
+    async def wait(self, job_id: str, timeout: float) -> None:
+        event = self._events.setdefault(job_id, asyncio.Event())
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+
+class JobRunner:
+    """Workers that take job ids off a queue and run them, recording progress in the store."""
+
+    def __init__(self, settings: ServerSettings, engine: Engine, store: JobStore, notifier: Notifier):
+        self.settings, self.engine, self.store, self.notifier = settings, engine, store, notifier
+        self.queue: asyncio.Queue[str] = asyncio.Queue()
+        self.tasks: list[asyncio.Task] = []
+        self.running: set[str] = set()
+
+    def start(self) -> None:
+        for job_id in self.store.requeue_unfinished():
+            self.queue.put_nowait(job_id)
+        self.tasks = [asyncio.create_task(self._worker(), name=f"job-worker-{i}") for i in range(self.settings.max_jobs)]
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    def submit(self, job_id: str) -> None:
+        self.queue.put_nowait(job_id)
+
+    def _event(self, job_id: str, type_: str, data: dict[str, Any]) -> None:
+        self.store.add_event(job_id, type_, data)
+        self.notifier.notify(job_id)
+
+    async def _worker(self) -> None:
+        while True:
+            job_id = await self.queue.get()
+            if job_id in self.running:
+                continue
+            self.running.add(job_id)
+            try:
+                await self.run(job_id)
+            except asyncio.CancelledError:
+                raise  # the service is stopping: the job stays "running" and is requeued at the next start
+            except Exception:  # a bug must not kill the worker
+                log.exception("job %s crashed", job_id)
+            finally:
+                self.running.discard(job_id)
+
+    async def run(self, job_id: str) -> None:
+        job = self.store.get(job_id)
+        if job is None or job["status"] in FINAL:
+            return
+        kind = job["kind"]
+        attempt = self.store.start(job_id)
+        self.notifier.notify(job_id)
+        model = self.engine.request_model()
+        ticker = asyncio.create_task(self._tick(job_id, attempt, model))
+        try:
+            request = REQUESTS[kind].model_validate(job["request"])
+            if isinstance(request, GradeRequest):
+                result = await self.engine.grade(request, model)
+            elif isinstance(request, LabelRequest):
+                result = await self.engine.label(request, model)
+            else:
+                assert isinstance(request, SolveRequest)
+
+                def on_round(problem_id: str, round_: int) -> None:
+                    self._event(job_id, "round", {"round": round_})
+
+                state = self.settings.state_dir / job_id  # type: ignore[operator]
+                result = await self.engine.solve(request, model, state_dir=state, on_round=on_round)
+            ticker.cancel()
+            data = result.model_dump(mode="json")
+            summary = {"attempt": attempt, "usage": usage_json(model, result.usage)}
+            self.store.finish(job_id, data, summary)
+        except asyncio.CancelledError:
+            raise
+        except InputError as error:
+            self.store.fail(job_id, str(error), "input")
+        except BackendError as error:
+            self.store.fail(job_id, f"the upstream model failed: {error}", "backend")
+        except Exception as error:
+            log.exception("job %s failed", job_id)
+            self.store.fail(job_id, f"{type(error).__name__}: {error}", "internal")
+        finally:
+            ticker.cancel()
+            self.engine.settle(model)
+            self.notifier.notify(job_id)
+
+    async def _tick(self, job_id: str, attempt: int, model: Any) -> None:
+        """A ``usage`` event whenever the job's calls or tokens changed, at most once per interval."""
+        last: dict[str, Any] | None = None
+        while True:
+            await asyncio.sleep(self.settings.progress_interval)
+            now = usage_json(model)
+            if now != last:
+                self._event(job_id, "usage", {"attempt": attempt, **now})
+                last = now
+
+
+def _job_json(job: dict[str, Any], store: JobStore) -> dict[str, Any]:
+    """The job with the upstream usage of its attempts (the final one exact, killed ones as last recorded)."""
+    per_attempt: dict[int, dict[str, Any]] = {}
+    for event in store.events_after(job["id"]):
+        if event["type"] == "usage":
+            per_attempt[event["data"].get("attempt", 0)] = event["data"]
+        elif event["type"] == "done":
+            per_attempt[event["data"].get("attempt", 0)] = event["data"].get("usage", {})
+    if per_attempt:
+        keys = ("upstream_calls", "cached_calls", "prompt_tokens", "completion_tokens", "total_tokens")
+        job["usage"] = {k: sum(int(u.get(k, 0)) for u in per_attempt.values()) for k in keys}
+    return job
+
+
+def _sse(event: dict[str, Any]) -> bytes:
+    data = json.dumps({"job_id": event.get("job_id"), "time": event["time"], **event["data"]}, ensure_ascii=False)
+    return f"id: {event['seq']}\nevent: {event['type']}\ndata: {data}\n\n".encode()
+
+
+def create_app(settings: ServerSettings) -> FastAPI:
+    """The service as a FastAPI application (run it with uvicorn, or ``proofcritic serve``)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        model = settings.model if settings.model is not None else settings.model_factory()  # type: ignore[misc]
+        engine = Engine(model, prompts=settings.prompts, config=settings.config, score_mode=settings.score_mode,
+                        max_calls=settings.max_calls, max_tokens=settings.max_tokens)
+        store = JobStore(settings.db_path)
+        notifier = Notifier()
+        runner = JobRunner(settings, engine, store, notifier)
+        app.state.engine, app.state.store, app.state.notifier, app.state.runner = engine, store, notifier, runner
+        app.state.started = time.time()
+        runner.start()
+        try:
+            yield
+        finally:
+            await runner.stop()
+            store.close()
+            if settings.model is None:
+                await model.aclose()
+
+    app = FastAPI(
+        title="proofcritic",
+        summary="Grade, critique and repair math proofs: jobs and an OpenAI-compatible facade.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.add_middleware(Guard, api_keys=settings.api_keys, max_body_bytes=settings.max_body_bytes)
+
+    @app.exception_handler(ServiceError)
+    async def _service_error(request: Request, error: ServiceError) -> JSONResponse:
+        return error.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        first = error.errors()[0] if error.errors() else {}
+        loc = [str(x) for x in first.get("loc", ()) if x != "body"]
+        where = ".".join(loc)
+        message = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
+        return openai_error(400, f"{where}: {message}" if where else message, param=where or None)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        kind = "not_found_error" if error.status_code == 404 else "invalid_request_error"
+        return openai_error(error.status_code, str(error.detail), kind, headers=getattr(error, "headers", None))
+
+    @app.get("/health", tags=["service"], summary="Liveness, the upstream model and job counts (no key needed)")
+    async def health(request: Request) -> dict[str, Any]:
+        state = request.app.state
+        return {"status": "ok", "upstream": state.engine.model.name, "jobs": state.store.counts(),
+                "usage": usage_json(state.engine.model)}
+
+    def _submit(request: Request, kind: str, body: Any) -> JSONResponse:
+        try:
+            check_request(kind, body)
+        except InputError as error:
+            raise ServiceError(400, str(error)) from None
+        state = request.app.state
+        job = state.store.create(kind, body.model_dump(mode="json", exclude_defaults=False))
+        state.runner.submit(job["id"])
+        return JSONResponse(job, status_code=202, headers={"Location": f"/v1/jobs/{job['id']}"})
+
+    @app.post("/v1/grade", status_code=202, tags=["jobs"], summary="Grade a proof (a job)")
+    async def post_grade(body: GradeRequest, request: Request) -> JSONResponse:
+        return _submit(request, "grade", body)
+
+    @app.post("/v1/solve", status_code=202, tags=["jobs"], summary="Solve a problem with a strategy (a job)")
+    async def post_solve(body: SolveRequest, request: Request) -> JSONResponse:
+        return _submit(request, "solve", body)
+
+    @app.post("/v1/label", status_code=202, tags=["jobs"], summary="Auto-label a proof (a job)")
+    async def post_label(body: LabelRequest, request: Request) -> JSONResponse:
+        return _submit(request, "label", body)
+
+    @app.get("/v1/jobs", tags=["jobs"], summary="The newest jobs")
+    async def list_jobs(request: Request, status: str | None = Query(None, pattern="^(queued|running|done|failed)$"),
+                        limit: int = Query(100, ge=1, le=1000)) -> dict[str, Any]:
+        return {"object": "list", "data": request.app.state.store.list(status, limit)}
+
+    def _get(request: Request, job_id: str) -> dict[str, Any]:
+        job = request.app.state.store.get(job_id)
+        if job is None:
+            raise ServiceError(404, f"no job {job_id!r}", kind="not_found_error", code="job_not_found")
+        return job
+
+    @app.get("/v1/jobs/{job_id}", tags=["jobs"], summary="A job: its state, request, result or error, and usage")
+    async def get_job(job_id: str, request: Request) -> dict[str, Any]:
+        return _job_json(_get(request, job_id), request.app.state.store)
+
+    @app.get("/v1/jobs/{job_id}/events", tags=["jobs"], summary="A job's progress as server-sent events",
+             response_class=StreamingResponse)
+    async def job_events(job_id: str, request: Request, after: int = Query(0, ge=0)) -> StreamingResponse:
+        _get(request, job_id)
+        store: JobStore = request.app.state.store
+        notifier: Notifier = request.app.state.notifier
+        last_id = request.headers.get("last-event-id")
+        start = int(last_id) if last_id and last_id.isdigit() else after
+
+        async def stream() -> AsyncIterator[bytes]:
+            seq = start
+            while True:
+                for event in store.events_after(job_id, seq):
+                    seq = event["seq"]
+                    yield _sse({"job_id": job_id, **event})
+                if store.status(job_id) in FINAL and not store.events_after(job_id, seq):
+                    return
+                if await request.is_disconnected():
+                    return
+                waiting = asyncio.ensure_future(notifier.wait(job_id, 15.0))
+                await waiting
+                if not store.events_after(job_id, seq):
+                    yield b": keep-alive\n\n"
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    app.include_router(facade_router)
+    return app

@@ -1,0 +1,63 @@
+"""What ``proofcritic serve`` is configured with: the upstream model, the job database, keys, limits."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..llm import GenerateConfig, Model
+from ..promptset import PromptSet
+
+#: environment variable holding API keys, separated by commas or whitespace
+API_KEYS_ENV = "PROOFCRITIC_API_KEYS"
+
+
+def keys_from_env(environ: dict[str, str] | None = None) -> list[str]:
+    """The API keys listed in ``PROOFCRITIC_API_KEYS`` (commas or whitespace between them)."""
+    raw = (environ if environ is not None else os.environ).get(API_KEYS_ENV, "")
+    return [k for k in raw.replace(",", " ").split() if k]
+
+
+@dataclass
+class ServerSettings:
+    """Settings of one service instance.
+
+    The upstream model is given either ready (``model``) or as a factory called once when the
+    service starts (``model_factory``); the service closes it when it stops. ``config`` holds
+    the sampling settings the operator chose (requests may override temperature, top_p,
+    max_tokens and seed). ``api_keys`` empty means no authentication.
+    """
+
+    model: Model | None = None
+    model_factory: Callable[[], Model] | None = None
+    db_path: Path = Path("jobs.sqlite")
+    state_dir: Path | None = None
+    """Where solve jobs keep strategy state (search pools); default ``<db_path>.state``."""
+    api_keys: list[str] = field(default_factory=list)
+    max_body_bytes: int = 2 * 1024 * 1024
+    max_jobs: int = 8
+    """Jobs run at once; the others wait in the queue (the model bounds calls in flight)."""
+    prompts: PromptSet | None = None
+    config: GenerateConfig = field(default_factory=GenerateConfig)
+    score_mode: str = "auto"
+    max_calls: int | None = None
+    """Model calls allowed per job or facade request (None: no limit); a request may ask for less."""
+    max_tokens: int | None = None
+    """Tokens allowed per job or facade request (None: no limit); a request may ask for less."""
+    progress_interval: float = 1.0
+    """Seconds between usage progress events of a running job."""
+
+    def __post_init__(self) -> None:
+        if self.model is None and self.model_factory is None:
+            raise ValueError("ServerSettings needs a model or a model_factory")
+        if self.max_body_bytes < 1024:
+            raise ValueError("max_body_bytes must be at least 1024")
+        if self.max_jobs < 1:
+            raise ValueError("max_jobs must be at least 1")
+        if self.score_mode not in ("text", "auto", "logprob"):
+            raise ValueError("score_mode must be text, auto or logprob")
+        self.db_path = Path(self.db_path)
+        if self.state_dir is None:
+            self.state_dir = Path(f"{self.db_path}.state")
