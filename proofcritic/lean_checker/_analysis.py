@@ -1,0 +1,233 @@
+"""What a check adds to a file and reads from Lean's messages, the same for every checker.
+
+Before a file is checked, ``#print axioms NAME`` lines are appended after its last line for
+every ``theorem``, ``lemma``, ``def``, ``abbrev``, ``instance`` and ``opaque`` it declares by
+name (with the enclosing namespaces). Lean answers each with an information message naming the
+axioms the declaration depends on, so that a proof that reaches ``sorryAx`` or an axiom of its
+own through any path is caught by the kernel's own bookkeeping, not only by reading the text.
+
+A check does not pass when:
+
+- Lean reports an error;
+- the file uses ``sorry`` or ``admit`` (the token in the code outside comments and strings, the
+  ``declaration uses 'sorry'`` warning, or ``sorryAx`` among a declaration's axioms);
+- the file declares an ``axiom`` (a proof may only use the axioms its environment provides);
+- a declaration depends on an axiom outside the allowed set (by default ``propext``,
+  ``Classical.choice`` and ``Quot.sound``, the three every Mathlib proof may use; a proof by
+  ``native_decide`` depends on ``Lean.ofReduceBool`` and fails unless that is allowed);
+- the file turns off kernel checking (``set_option debug.skipKernelTC``).
+
+Messages on the appended lines belong to the probes and are not shown; an error there that is
+not a probe's own (for example the parse error of a file that stops in the middle of a
+declaration) is kept and placed at the end of the file.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from ._types import LeanMessage, LeanResult
+
+DEFAULT_ALLOWED_AXIOMS: frozenset[str] = frozenset({"propext", "Classical.choice", "Quot.sound"})
+
+_MODIFIERS = r"(?:(?:private|protected|noncomputable|partial|unsafe|nonrec|scoped)\s+)*"
+_ATTRS = r"(?:@\[[^\]]*\]\s*)*"
+_DECL = re.compile(
+    rf"^[ \t]*{_ATTRS}{_MODIFIERS}(theorem|lemma|def|abbrev|instance|opaque|axiom)\s+(?:\([^)]*\)\s+)?([^\s:({{\[⦃]+)",
+    re.MULTILINE,
+)
+_SCOPE = re.compile(r"^[ \t]*(?:noncomputable\s+)?(namespace|section|end)\b[ \t]*([^\s]*)", re.MULTILINE)
+_SORRY_TOKEN = re.compile(r"(?<![\w.'])(sorry|admit)(?![\w'])")
+_SKIP_KERNEL = re.compile(r"set_option\s+debug\.skipKernelTC\s+true")
+_SORRY_WARNING = re.compile(r"declaration uses ['`]sorry['`]")
+_AXIOMS_LIST = re.compile(r"^'(.+)' depends on axioms: \[(.*)\]\s*$", re.DOTALL)
+_NO_AXIOMS = re.compile(r"^'(.+)' does not depend on any axioms\s*$")
+_PROBE_OWN_ERROR = re.compile(r"unknown (constant|identifier)", re.IGNORECASE)
+
+
+def blank_comments_and_strings(source: str) -> str:
+    """The source with comments and string literals replaced by spaces (newlines kept), so
+    that positions are unchanged and words inside them are not mistaken for code."""
+    out = list(source)
+    i, n = 0, len(source)
+    while i < n:
+        c = source[i]
+        if source.startswith("--", i):
+            j = source.find("\n", i)
+            j = n if j < 0 else j
+            _blank(out, i, j)
+            i = j
+        elif source.startswith("/-", i):
+            depth, j = 1, i + 2
+            while j < n and depth:
+                if source.startswith("/-", j):
+                    depth, j = depth + 1, j + 2
+                elif source.startswith("-/", j):
+                    depth, j = depth - 1, j + 2
+                else:
+                    j += 1
+            _blank(out, i, j)
+            i = j
+        elif c == '"':
+            j = i + 1
+            while j < n and source[j] != '"':
+                j += 2 if source[j] == "\\" else 1
+            j = min(j + 1, n)
+            _blank(out, i, j)
+            i = j
+        else:
+            i += 1
+    return "".join(out)
+
+
+def _blank(out: list[str], start: int, end: int) -> None:
+    for k in range(start, end):
+        if out[k] != "\n":
+            out[k] = " "
+
+
+@dataclass
+class Prepared:
+    """A file ready to send to Lean: the text with its probes, and what was found in it."""
+
+    source: str
+    text: str
+    source_lines: int
+    probes: list[str] = field(default_factory=list)
+    declared_axioms: list[str] = field(default_factory=list)
+    sorry_tokens: list[tuple[int, int, str]] = field(default_factory=list)
+    skips_kernel: bool = False
+
+
+def prepare(source: str, *, probe_axioms: bool = True) -> Prepared:
+    """Scan ``source`` and append one ``#print axioms`` line per named declaration."""
+    code = blank_comments_and_strings(source)
+    scopes: list[tuple[str, str]] = []
+    names: list[str] = []
+    axioms: list[str] = []
+    events = sorted(
+        [(m.start(), "scope", m) for m in _SCOPE.finditer(code)] + [(m.start(), "decl", m) for m in _DECL.finditer(code)],
+        key=lambda e: e[0],
+    )
+    for _, kind, m in events:
+        if kind == "scope":
+            word, arg = m.group(1), m.group(2)
+            if word == "namespace" and arg:
+                scopes.append(("namespace", arg))
+            elif word == "section":
+                scopes.append(("section", arg))
+            elif word == "end" and scopes:
+                scopes.pop()
+            continue
+        keyword, name = m.group(1), m.group(2)
+        full = _qualify(name, scopes)
+        (axioms if keyword == "axiom" else names).append(full)
+    sorry_tokens = []
+    for m in _SORRY_TOKEN.finditer(code):
+        line = code.count("\n", 0, m.start()) + 1
+        column = m.start() - (code.rfind("\n", 0, m.start()) + 1)
+        sorry_tokens.append((line, column, m.group(1)))
+    source_lines = source.count("\n") + (0 if source.endswith("\n") else 1)
+    text = source
+    probes: list[str] = []
+    if probe_axioms:
+        probes = list(dict.fromkeys(names + axioms))
+        if probes:
+            text = source + ("" if source.endswith("\n") else "\n") + "\n" + "".join(f"#print axioms {p}\n" for p in probes)
+    return Prepared(
+        source=source,
+        text=text,
+        source_lines=source_lines,
+        probes=probes,
+        declared_axioms=axioms,
+        sorry_tokens=sorry_tokens,
+        skips_kernel=bool(_SKIP_KERNEL.search(code)),
+    )
+
+
+def _qualify(name: str, scopes: list[tuple[str, str]]) -> str:
+    if name.startswith("_root_."):
+        return name[len("_root_.") :]
+    prefix = [part for kind, part in scopes if kind == "namespace"]
+    return ".".join([*prefix, name])
+
+
+def finish(
+    prepared: Prepared,
+    messages: Iterable[LeanMessage],
+    *,
+    backend: str,
+    seconds: float,
+    allowed_axioms: frozenset[str] = DEFAULT_ALLOWED_AXIOMS,
+    sorry_reported: bool = False,
+) -> LeanResult:
+    """Turn Lean's messages about ``prepared.text`` into a verdict on ``prepared.source``."""
+    shown: list[LeanMessage] = []
+    axioms: dict[str, list[str]] = {}
+    last = prepared.source_lines
+    for message in messages:
+        if message.line <= last:
+            shown.append(message)
+            continue
+        if message.severity == "information":
+            if m := _AXIOMS_LIST.match(message.text.strip()):
+                axioms[m.group(1)] = [a.strip() for a in m.group(2).replace("\n", " ").split(",") if a.strip()]
+                continue
+            if m := _NO_AXIOMS.match(message.text.strip()):
+                axioms[m.group(1)] = []
+                continue
+        if message.severity == "error" and not _PROBE_OWN_ERROR.search(message.text):
+            shown.append(message.model_copy(update={"line": last, "end_line": last}))
+
+    reasons: list[str] = []
+    errors = [m for m in shown if m.severity == "error"]
+    if errors:
+        first = errors[0]
+        reasons.append(f"{len(errors)} error(s); first at {first.line}:{first.column}: {first.text.splitlines()[0]}")
+    uses_sorry = sorry_reported
+    for line, column, word in prepared.sorry_tokens:
+        uses_sorry = True
+        reasons.append(f"uses {word} at {line}:{column}")
+    if any(m.severity == "warning" and _SORRY_WARNING.search(m.text) for m in shown):
+        if not uses_sorry:
+            reasons.append("a declaration uses sorry")
+        uses_sorry = True
+    if sorry_reported and not prepared.sorry_tokens:
+        reasons.append("the checker reported a sorry")
+    for name in prepared.declared_axioms:
+        reasons.append(f"declares axiom {name}")
+    disallowed: list[str] = []
+    for name, used in axioms.items():
+        for axiom in used:
+            if axiom == "sorryAx":
+                if not uses_sorry:
+                    reasons.append(f"{name} depends on sorryAx")
+                uses_sorry = True
+            elif axiom not in allowed_axioms and axiom not in disallowed:
+                disallowed.append(axiom)
+                reasons.append(f"{name} depends on axiom {axiom}")
+    if prepared.skips_kernel:
+        reasons.append("turns off kernel checking (debug.skipKernelTC)")
+    ok = not reasons
+    return LeanResult(
+        ok=ok,
+        status="passed" if ok else "failed",
+        messages=shown,
+        uses_sorry=uses_sorry,
+        declared_axioms=list(prepared.declared_axioms),
+        axioms=axioms,
+        disallowed_axioms=disallowed,
+        reasons=reasons,
+        seconds=seconds,
+        backend=backend,
+    )
+
+
+def not_checked(status: str, error: str, *, backend: str, seconds: float, messages: list[LeanMessage] | None = None) -> LeanResult:
+    """A result for a check that did not finish (``timeout``) or could not run (``error``)."""
+    reason = f"timed out after {seconds:.1f} s" if status == "timeout" else error
+    return LeanResult(
+        ok=False, status=status, messages=messages or [], reasons=[reason], seconds=seconds, backend=backend, error=error  # type: ignore[arg-type]
+    )
