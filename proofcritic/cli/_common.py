@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..llm import DEFAULT_MODEL, GenerateConfig, Model, get_model
+from ..llm._balancer import split_base_urls
 from ..promptset import PromptSet
 from ..runner import RunStats
 
@@ -27,7 +28,12 @@ BackendOpt = Annotated[
     Optional[str], typer.Option("--backend", "-b", help="transformers, openai, vllm or sglang.")
 ]
 BaseUrlOpt = Annotated[
-    Optional[str], typer.Option("--base-url", help="OpenAI-compatible server URL (env: OPENAI_BASE_URL).")
+    Optional[list[str]],
+    typer.Option(
+        "--base-url",
+        help="OpenAI-compatible server URL (env: OPENAI_BASE_URL). Give it several times, or comma-separated, "
+        "for replicas of one model: requests are spread over them, a failing one is taken out until it recovers.",
+    ),
 ]
 ApiKeyOpt = Annotated[Optional[str], typer.Option("--api-key", help="API key (env: OPENAI_API_KEY).")]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the completion cache.")]
@@ -45,13 +51,16 @@ ConcurrencyOpt = Annotated[Optional[int], typer.Option("--concurrency", help="Re
 def build_model(
     model: str | None,
     backend: str | None,
-    base_url: str | None,
+    base_url: str | Sequence[str] | None,
     api_key: str | None,
     no_cache: bool,
     cache: Path | None,
     concurrency: int | None,
 ) -> Model:
-    """Resolve flags and environment variables into a ready Model."""
+    """Resolve flags and environment variables into a ready Model.
+
+    ``base_url``: one URL, a comma-separated string, or a list of either (replicas).
+    """
     if model is None:
         model = "smollm2" if backend in (None, "transformers") else None
         if model is None:
@@ -61,10 +70,10 @@ def build_model(
     kind = backend or model.partition("/")[0]
     options: dict = {}
     if kind in ("openai", "vllm", "sglang"):
-        url = base_url or os.environ.get("OPENAI_BASE_URL")
+        urls = split_base_urls(base_url) or split_base_urls(os.environ.get("OPENAI_BASE_URL"))
         key = api_key or os.environ.get("OPENAI_API_KEY")
-        if url:
-            options["base_url"] = url
+        if urls:
+            options["base_url"] = urls if len(urls) > 1 else urls[0]
         if key:
             options["api_key"] = key
     elif kind == "transformers" and os.environ.get("PROOFCRITIC_CACHE_DIR"):
@@ -120,12 +129,32 @@ def run_progress(
 
 
 def usage_line(console: Console, model: Model) -> None:
-    """The closing line of a model-using command: calls made, calls served by the cache, tokens."""
+    """The closing line of a model-using command: calls made, calls served by the cache, tokens;
+    then one line per endpoint when the model is served by several (or one of them failed)."""
     u = model.usage
     console.print(
         f"[dim]model calls: {u.calls} new, {u.cached_calls} from cache; "
         f"tokens: {u.prompt_tokens} prompt + {u.completion_tokens} completion[/]"
     )
+    for line in endpoint_lines(model):
+        console.print(f"[dim]{line}[/]", highlight=False)
+
+
+def endpoint_lines(model: Model) -> list[str]:
+    """One summary line per endpoint of a multi-endpoint backend (also for a single endpoint
+    that saw failures); nothing for other backends."""
+    stats_of = getattr(model.backend, "endpoint_stats", None)
+    stats = stats_of() if callable(stats_of) else []
+    if len(stats) < 2 and not any(s["failures"] for s in stats):
+        return []
+    lines = []
+    for s in stats:
+        state = "up" if s["healthy"] else f"out ({s['down_for_s']:g} s left)"
+        lines.append(
+            f"endpoint {s['url']}: {s['requests']} requests, {s['failures']} failed, {s['ejections']} ejections, "
+            f"{s['in_flight']} in flight, {s['tokens']} tokens; {state}"
+        )
+    return lines
 
 
 @dataclass

@@ -9,8 +9,23 @@ Two transports map to the same :class:`Completion` objects and the same error cl
   transport when available), for hosted APIs whose quirks it knows. Responses are read raw and
   parsed here, so both transports share one parser.
 
-The backend never retries: every failure becomes a :class:`BackendError` with ``retryable``
+Several base URLs (replicas of one model) are spread by :class:`~proofcritic.llm._balancer.Balancer`:
+least outstanding requests, a failing endpoint ejected for a cool-down and health-checked before
+it returns, a failed attempt re-routed at once to another endpoint. The backend itself never
+waits and retries: every failure that is left becomes a :class:`BackendError` with ``retryable``
 set, and :class:`~proofcritic.llm.Model` decides what to do with it.
+
+Engine features, used where the server has them (``engine``: "vllm", "sglang" or "openai",
+taken from the spec prefix ``vllm/`` / ``sglang/`` unless given):
+
+* ``n`` samples in one request (one prefill for all of them), falling back to separate requests;
+* guided choice (``GenerateConfig.choices``): vLLM's ``structured_outputs: {"choice": [...]}``,
+  SGLang's ``regex`` (an alternation of the escaped choices, matched in full); a plain OpenAI
+  server raises :class:`UnsupportedFeatureError`, and so does a server that rejects the field or
+  answers something that is not one of the choices, so callers fall back cleanly;
+* a request whose messages end with an assistant turn continues it
+  (``continue_final_message``, vLLM and SGLang);
+* prompt log-probabilities for the likelihood read-out (vLLM's ``prompt_logprobs``).
 """
 
 from __future__ import annotations
@@ -25,7 +40,13 @@ from typing import Any, Literal
 
 import aiohttp
 
-from ..errors import AuthenticationError, BackendError, ModelNotFoundError, UnsupportedFeatureError
+from ..errors import (
+    AuthenticationError,
+    BackendError,
+    ModelNotFoundError,
+    UnsupportedFeatureError,
+)
+from ._balancer import Balancer, Endpoint, split_base_urls
 from ._base import Backend
 from ._types import ChatMessage, ChatRequest, Completion, GenerateConfig, TokenLogprob
 
@@ -49,6 +70,18 @@ _MODEL_MISSING = re.compile(
     re.IGNORECASE,
 )
 _EXTRAS = re.compile(r"prompt_logprobs|continue_final_message|add_generation_prompt|unrecognized|extra|unexpected")
+_GUIDED_EXTRAS = re.compile(
+    r"structured_outputs|guided|regex|choice|continue_final_message|add_generation_prompt|unrecognized|extra|unexpected",
+    re.IGNORECASE,
+)
+ENGINES = ("openai", "vllm", "sglang")
+_REGEX_SPECIAL = frozenset("\\.^$|?*+()[]{}/")
+
+
+def choice_regex(choices: Sequence[str]) -> str:
+    """A regular expression matching exactly one of ``choices`` (SGLang matches it in full)."""
+    escape = lambda text: "".join("\\" + ch if ch in _REGEX_SPECIAL else ch for ch in text)
+    return "(" + "|".join(escape(c) for c in choices) + ")"
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -105,9 +138,13 @@ class _NRefused(Exception):
 
 
 class OpenAIBackend(Backend):
-    """Chat completions over HTTP from an OpenAI-compatible server.
+    """Chat completions over HTTP from one or several OpenAI-compatible servers.
 
+    ``base_url``: one URL, a comma-separated string or a list of URLs (replicas serving the same
+    model; the first one names the cache, so adding replicas to a run keeps its cache).
     ``extra_body`` is merged into every request body (e.g. vLLM's ``{"top_k": 20}``).
+    ``eject_cooldown`` / ``max_eject_cooldown``: the first and the longest time a failing
+    replica stays out of rotation. ``engine``: the server kind for engine features (see module).
     The backend does not read environment variables; callers pass ``api_key`` explicitly.
     """
 
@@ -116,17 +153,27 @@ class OpenAIBackend(Backend):
     def __init__(
         self,
         model: str,
-        base_url: str | None = DEFAULT_BASE_URL,
+        base_url: str | Sequence[str] | None = DEFAULT_BASE_URL,
         api_key: str | None = None,
         timeout: float = 600,
         transport: Literal["aiohttp", "openai"] = "aiohttp",
         max_connections: int = 256,
         extra_body: dict[str, Any] | None = None,
+        engine: str | None = None,
+        eject_cooldown: float = 1.0,
+        max_eject_cooldown: float = 60.0,
+        probe_timeout: float = 5.0,
     ):
         if transport not in ("aiohttp", "openai"):
             raise ValueError(f"transport must be 'aiohttp' or 'openai', not {transport!r}")
+        if engine is not None and engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
         self.model = model
-        self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
+        self.base_urls = split_base_urls(base_url) or [DEFAULT_BASE_URL]
+        self.base_url = self.base_urls[0]
+        self._engine = engine
+        self.probe_timeout = float(probe_timeout)
+        self._balancer = Balancer(self.base_urls, self._probe, cooldown=eject_cooldown, max_cooldown=max_eject_cooldown)
         self.api_key = api_key
         self.timeout = float(timeout)
         self.transport = transport
@@ -135,16 +182,32 @@ class OpenAIBackend(Backend):
         self.extra_body = dict(extra_body or {})
         self.n_supported = True
         """False once the server refused ``n > 1``; later calls go straight to n=1 requests."""
-        self._chat_url = f"{self.base_url}/chat/completions"
+        self.choices_supported = True
+        """False once the server rejected or ignored a guided choice; later ones fail at once."""
+        self._chat_urls = {url: f"{url}/chat/completions" for url in self.base_urls}
+        self._chat_url = self._chat_urls[self.base_url]
         self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
         self._session: aiohttp.ClientSession | None = None
-        self._client: Any = None  # openai.AsyncOpenAI
+        self._client: Any = None  # openai.AsyncOpenAI of the first endpoint
+        self._clients: dict[str, Any] = {}  # openai.AsyncOpenAI per endpoint
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def engine(self) -> str:
+        """"vllm", "sglang" or "openai": given, or from the spec prefix (``vllm/NAME``)."""
+        if self._engine is not None:
+            return self._engine
+        return self.name if self.name in ("vllm", "sglang") else "openai"
 
     def cache_identity(self) -> str:
         return f"openai/{self.base_url}/{self.model}"
+
+    def endpoint_stats(self) -> list[dict[str, Any]]:
+        """Per-endpoint counters: requests, successes, failures, ejections, in flight, tokens,
+        health checks, whether it is up now (see :class:`~proofcritic.llm._balancer.Endpoint`)."""
+        return self._balancer.stats()
 
     # -- transports -----------------------------------------------------------------------------
     def _bind(self) -> None:
@@ -170,68 +233,115 @@ class OpenAIBackend(Backend):
             import httpx2 as httpx  # what this openai release is built on
         except ImportError:  # pragma: no cover - older openai releases
             import httpx
+        self._clients = {}
         limits = httpx.Limits(max_connections=self.max_connections, max_keepalive_connections=self.max_connections)
-        try:
-            http_client = openai.DefaultAioHttpClient(limits=limits, timeout=self.timeout)
-        except RuntimeError:  # the package was installed without its aiohttp extra
-            http_client = openai.DefaultAsyncHttpxClient(limits=limits, timeout=self.timeout)
-        self._client = openai.AsyncOpenAI(
-            api_key=self.api_key or "EMPTY",
-            base_url=self.base_url,
-            timeout=self.timeout,
-            max_retries=0,
-            http_client=http_client,
-        )
+        for url in self.base_urls:
+            try:
+                http_client = openai.DefaultAioHttpClient(limits=limits, timeout=self.timeout)
+            except RuntimeError:  # the package was installed without its aiohttp extra
+                http_client = openai.DefaultAsyncHttpxClient(limits=limits, timeout=self.timeout)
+            self._clients[url] = openai.AsyncOpenAI(
+                api_key=self.api_key or "EMPTY",
+                base_url=url,
+                timeout=self.timeout,
+                max_retries=0,
+                http_client=http_client,
+            )
+        self._client = self._clients[self.base_url]
 
     async def _post_chat(self, body: dict[str, Any], n: int) -> dict[str, Any]:
-        """POST one chat request; the decoded JSON answer or a classified error."""
+        """POST one chat request through the balancer; the decoded JSON answer or a classified error."""
         self._bind()
+        payload = _dumps(body) if self._session is not None else b""
+        return await self._balancer.call(lambda endpoint: self._post_chat_at(endpoint, body, payload, n))
+
+    async def _post_chat_at(self, endpoint: Endpoint, body: dict[str, Any], payload: bytes, n: int) -> dict[str, Any]:
+        """POST one chat request to one endpoint."""
+        url = endpoint.url
+        chat_url = self._chat_urls[url]
         if self._session is not None:
             try:
-                async with self._session.post(self._chat_url, data=_dumps(body)) as resp:
+                async with self._session.post(chat_url, data=payload) as resp:
                     raw = await resp.read()
                     status = resp.status
                     retry_after = _retry_after(resp.headers) if status >= 300 else None
             except (asyncio.TimeoutError, TimeoutError):
-                raise BackendError(f"request to {self._chat_url} timed out after {self.timeout:g} s", retryable=True) from None
+                raise BackendError(f"request to {chat_url} timed out after {self.timeout:g} s", retryable=True) from None
             except aiohttp.InvalidURL as exc:
-                raise BackendError(f"invalid base URL {self.base_url!r}: {exc}") from exc
+                raise BackendError(f"invalid base URL {url!r}: {exc}") from exc
             except aiohttp.ClientError as exc:  # dropped connections, refused connects, payload errors
-                raise BackendError(f"connection to {self._chat_url} failed: {type(exc).__name__}: {exc}", retryable=True) from exc
+                raise BackendError(f"connection to {chat_url} failed: {type(exc).__name__}: {exc}", retryable=True) from exc
             if status >= 300:
-                raise await self._classify(status, raw.decode("utf-8", "replace"), retry_after, n)
+                raise await self._classify(status, raw.decode("utf-8", "replace"), retry_after, n, url)
         else:
-            raw = await self._post_chat_openai(body, n)
+            raw = await self._post_chat_openai(url, body, n)
         try:
             data = _loads(raw)
         except ValueError:
             data = None
         if not isinstance(data, dict):
-            raise BackendError(f"the server at {self._chat_url} answered malformed JSON: {raw[:200]!r}", retryable=True)
+            raise BackendError(f"the server at {chat_url} answered malformed JSON: {raw[:200]!r}", retryable=True)
+        usage = data.get("usage")
+        if isinstance(usage, dict):
+            try:
+                endpoint.prompt_tokens += int(usage.get("prompt_tokens") or 0)
+                endpoint.completion_tokens += int(usage.get("completion_tokens") or 0)
+            except (TypeError, ValueError):
+                pass
         return data
 
-    async def _post_chat_openai(self, body: dict[str, Any], n: int) -> bytes:
+    async def _post_chat_openai(self, url: str, body: dict[str, Any], n: int) -> bytes:
         import openai
 
         known = {"messages", "n", "temperature", "top_p", "max_tokens", "stop", "seed", "logprobs", "top_logprobs"}
         kwargs = {k: v for k, v in body.items() if k in known}
         extra = {k: v for k, v in body.items() if k not in known and k != "model"}
         try:
-            raw = await self._client.chat.completions.with_raw_response.create(
+            raw = await self._clients[url].chat.completions.with_raw_response.create(
                 model=body["model"], extra_body=extra or None, **kwargs
             )
             return raw.content
         except openai.APIConnectionError as exc:  # timeouts included (its aiohttp transport reports drops as timeouts)
             cause = f" ({type(exc.__cause__).__name__}: {exc.__cause__})" if exc.__cause__ else ""
-            raise BackendError(f"request to {self._chat_url} failed: {exc}{cause}", retryable=True) from exc
+            raise BackendError(f"request to {self._chat_urls[url]} failed: {exc}{cause}", retryable=True) from exc
         except openai.APIStatusError as exc:
-            raise await self._classify(exc.status_code, exc.response.text, _retry_after(exc.response.headers), n) from None
+            raise await self._classify(exc.status_code, exc.response.text, _retry_after(exc.response.headers), n, url) from None
+
+    async def _probe(self, endpoint: Endpoint) -> bool:
+        """Health check of one endpoint: ``GET /models`` answers (any status below 500 but 404:
+        the server is up, even if it refuses the key), else ``GET /health`` at the server root
+        answers 200 (vLLM and SGLang serve it)."""
+        self._bind()
+        url = endpoint.url
+        if self._session is None:
+            import openai
+
+            try:
+                await self._clients[url].models.list(timeout=min(self.timeout, self.probe_timeout))
+                return True
+            except openai.APIStatusError as exc:
+                return exc.status_code < 500 and exc.status_code != 404
+            except openai.APIError:
+                return False
+        timeout = aiohttp.ClientTimeout(total=min(self.timeout, self.probe_timeout))
+        try:
+            async with self._session.get(f"{url}/models", timeout=timeout) as resp:
+                await resp.read()
+                if resp.status < 500 and resp.status != 404:
+                    return True
+            root = url.removesuffix("/v1")
+            async with self._session.get(f"{root}/health", timeout=timeout) as resp:
+                await resp.read()
+                return resp.status == 200
+        except (aiohttp.ClientError, asyncio.TimeoutError, TimeoutError, ValueError):
+            return False
 
     # -- errors ---------------------------------------------------------------------------------
-    async def _classify(self, status: int, text: str, retry_after: float | None, n: int) -> Exception:
+    async def _classify(self, status: int, text: str, retry_after: float | None, n: int, url: str | None = None) -> Exception:
         """Turn an HTTP error answer into the matching proofcritic error (or ``_NRefused``)."""
         message, param, code = _server_message(text)
-        where = f"the server at {self.base_url}"
+        url = url or self.base_url
+        where = f"the server at {url}"
         if status in (401, 403):
             return AuthenticationError(f"{where} refused the API key ({status}: {message})", status=status)
         if status == 429 or status >= 500:
@@ -239,31 +349,33 @@ class OpenAIBackend(Backend):
         if status == 404 or (
             status in (400, 422) and param != "n" and (code == "model_not_found" or _MODEL_MISSING.search(message))
         ):
-            served = await self.served_models()
+            served = await self.served_models(url)
             listing = (
                 f"; it serves: {', '.join(served)}" if served
                 else "; GET /models did not answer (check the base URL)" if served is None else ""
             )
             return ModelNotFoundError(
-                f"model {self.model!r} not found at {self.base_url} ({status}: {message}){listing}", status=status
+                f"model {self.model!r} not found at {url} ({status}: {message}){listing}", status=status
             )
         if n > 1 and status in (400, 422) and (param == "n" or _N_WORD.search(message)):
             return _NRefused(message)
         return BackendError(f"{where} rejected the request ({status}: {message})", status=status)
 
-    async def served_models(self) -> list[str] | None:
-        """The model ids from ``GET /models``, or None when the server does not answer it."""
+    async def served_models(self, base_url: str | None = None) -> list[str] | None:
+        """The model ids from ``GET /models`` (of ``base_url``, by default the first endpoint),
+        or None when the server does not answer it."""
         self._bind()
+        url = base_url or self.base_url
         try:
             if self._session is not None:
                 async with self._session.get(
-                    f"{self.base_url}/models", timeout=aiohttp.ClientTimeout(total=min(self.timeout, 10))
+                    f"{url}/models", timeout=aiohttp.ClientTimeout(total=min(self.timeout, 10))
                 ) as resp:
                     if resp.status != 200:
                         return None
                     data = _loads(await resp.read())
                 return [str(m["id"]) for m in data.get("data", []) if isinstance(m, dict) and "id" in m]
-            page = await self._client.models.list(timeout=min(self.timeout, 10))
+            page = await self._clients[url].models.list(timeout=min(self.timeout, 10))
             return [m.id for m in page.data]
         except Exception:  # noqa: BLE001 - only decoration for an error message
             return None
@@ -290,12 +402,59 @@ class OpenAIBackend(Backend):
             body["logprobs"] = True
             if config.top_logprobs:
                 body["top_logprobs"] = config.top_logprobs
+        engine = self.engine
+        if engine != "openai" and messages and messages[-1].role == "assistant":
+            body["continue_final_message"] = True
+            body["add_generation_prompt"] = False
+        if config.choices:
+            if engine == "vllm":
+                body["structured_outputs"] = {"choice": list(config.choices)}
+            elif engine == "sglang":
+                body["regex"] = choice_regex(config.choices)
         if self.extra_body:
             body.update(self.extra_body)
         return body
 
     async def generate(self, request: ChatRequest) -> list[Completion]:
-        """``request.config.n`` completions; n > 1 falls back to n=1 requests where refused."""
+        """``request.config.n`` completions; n > 1 falls back to n=1 requests where refused.
+
+        With ``config.choices`` every completion's text is one of the choices, or the call
+        raises :class:`UnsupportedFeatureError` (a plain OpenAI server; a server that rejected
+        the field or ignored it).
+        """
+        if not request.config.choices:
+            return await self._generate(request)
+        if self.engine == "openai":
+            raise UnsupportedFeatureError(
+                f"guided choice needs a vLLM or SGLang server (engine 'openai' at {self.base_url}); "
+                "use a vllm/ or sglang/ model spec or engine=..."
+            )
+        if not self.choices_supported:
+            raise UnsupportedFeatureError(f"the server at {self.base_url} does not honour guided choice")
+        try:
+            completions = await self._generate(request)
+        except (AuthenticationError, ModelNotFoundError):
+            raise
+        except BackendError as exc:
+            if not exc.retryable and exc.status in (400, 422) and _GUIDED_EXTRAS.search(str(exc)):
+                self.choices_supported = False
+                raise UnsupportedFeatureError(
+                    f"the server at {self.base_url} refused guided choice ({exc})", status=exc.status
+                ) from exc
+            raise
+        allowed = set(request.config.choices)
+        for completion in completions:
+            if completion.text not in allowed and completion.text.strip() in allowed:
+                completion.text = completion.text.strip()
+            if completion.text not in allowed:
+                self.choices_supported = False
+                raise UnsupportedFeatureError(
+                    f"the server at {self.base_url} ignored guided choice: it answered {completion.text[:80]!r}, "
+                    f"not one of {list(request.config.choices)}"
+                )
+        return completions
+
+    async def _generate(self, request: ChatRequest) -> list[Completion]:
         config = request.config
         n = config.n
         if n > 1 and not self.n_supported:
@@ -438,10 +597,14 @@ class OpenAIBackend(Backend):
         return total
 
     async def aclose(self) -> None:
-        """Close the HTTP session (or the openai client)."""
-        session, client = self._session, self._client
-        self._session, self._client, self._loop = None, None, None
+        """Stop the health checks and close the HTTP session (or the openai clients)."""
+        try:
+            await self._balancer.aclose()
+        except RuntimeError:  # no running loop
+            pass
+        session, clients = self._session, list(self._clients.values())
+        self._session, self._client, self._clients, self._loop = None, None, {}, None
         if session is not None and not session.closed:
             await session.close()
-        if client is not None:
+        for client in clients:
             await client.close()

@@ -19,13 +19,22 @@ Accounting: ``prompt_tokens`` is the length of the rendered prompt (no padding);
 ``completion_tokens`` counts every generated token of the sample, including the end-of-turn
 token or the token that completed a stop string. ``logprobs`` has one entry per such token and
 holds the model's own distribution (before temperature and top-p).
+
+A request whose messages end with an assistant turn continues that turn (the chat template
+leaves it open). Guided choice (``config.choices``) is exact here: every choice is scored as
+the continuation of the assistant turn followed by the end-of-turn token (so "0" and "0.5"
+compete fairly), in one forward pass; at temperature 0 the most likely choice is returned, at
+temperature T > 0 choices are drawn from probabilities proportional to exp(log-likelihood / T)
+(``seed`` makes the draw reproducible; ``top_p`` is not applied).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
+import random
 import threading
 import time
 from collections.abc import Sequence
@@ -243,11 +252,17 @@ class TransformersBackend(Backend):
     # ----------------------------------------------------------------------------- queueing
 
     async def generate(self, request: ChatRequest) -> list[Completion]:
+        if request.config.choices:
+            return await self._choose(request)
         return await self._submit([request])[0]
 
     async def generate_batch(self, requests: Sequence[ChatRequest]) -> list[list[Completion]]:
         """Queue all requests at once, so they are sure to be considered in the same round."""
-        return list(await asyncio.gather(*self._submit(requests)))
+        plain = [r for r in requests if not r.config.choices]
+        futures = iter(self._submit(plain))
+        return list(await asyncio.gather(*(
+            self._choose(r) if r.config.choices else next(futures) for r in requests
+        )))
 
     def _submit(self, requests: Sequence[ChatRequest]) -> list[asyncio.Future]:
         loop = asyncio.get_running_loop()
@@ -306,7 +321,8 @@ class TransformersBackend(Backend):
         temperature = cfg.temperature if cfg.temperature is not None else self.default_temperature
         greedy = not temperature
         key = ("greedy",) if greedy else ("sample", float(temperature), float(cfg.top_p or 1.0), cfg.seed)
-        prompt = self._encode(self.render(job.request.messages))
+        messages = job.request.messages
+        prompt = self._encode(self.render(messages, continue_final=bool(messages) and messages[-1].role == "assistant"))
         top = (cfg.top_logprobs or 0) if cfg.logprobs else -1  # -1: no logprobs at all
         common = dict(
             prompt_ids=prompt,
@@ -428,28 +444,68 @@ class TransformersBackend(Backend):
         """
         if not continuations:
             return []
-        msgs = list(messages)
-        if not msgs or msgs[-1].role != "assistant":
-            msgs.append(ChatMessage(role="assistant", content=""))
+        totals, _, _ = await self._in_worker(self._score, messages, list(continuations), False)
+        return totals
+
+    async def _in_worker(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(*args)`` in the worker thread (after the work queued before it)."""
         loop = asyncio.get_running_loop()
         with self._queue_lock:
             worker = self._worker()
         try:
-            return await loop.run_in_executor(worker, self._score, msgs, list(continuations))
+            return await loop.run_in_executor(worker, fn, *args)
         except ProofcriticError:
             raise
         except Exception as exc:
             raise BackendError(f"local scoring failed: {type(exc).__name__}: {exc}") from exc
 
-    def _score(self, msgs: list[ChatMessage], continuations: list[str]) -> list[float]:
+    async def _choose(self, request: ChatRequest) -> list[Completion]:
+        """Guided choice: score every choice (+ end of turn), then pick or draw (see module)."""
+        cfg = request.config
+        choices = list(cfg.choices or [])
+        totals, prompt_len, lengths = await self._in_worker(self._score, request.messages, choices, True)
+        temperature = cfg.temperature if cfg.temperature is not None else self.default_temperature
+        if not temperature:
+            best = max(range(len(choices)), key=totals.__getitem__)
+            picks = [best] * cfg.n
+        else:
+            top = max(totals)
+            weights = [math.exp((t - top) / temperature) for t in totals]
+            rng = random.Random(cfg.seed) if cfg.seed is not None else random.Random()
+            picks = rng.choices(range(len(choices)), weights=weights, k=cfg.n)
+        self.stats.requests += 1
+        return [
+            Completion(text=choices[i], finish_reason="stop", prompt_tokens=prompt_len, completion_tokens=lengths[i])
+            for i in picks
+        ]
+
+    def _end_of_turn(self) -> str:
+        """The text of the token that ends an assistant turn."""
+        tok = self._tokenizer
+        eos = tok.eos_token
+        if isinstance(eos, str) and eos and tok.convert_tokens_to_ids(eos) in self._eos_ids:
+            return eos
+        return tok.decode([min(self._eos_ids)]) if self._eos_ids else ""
+
+    def _score(
+        self, messages: Sequence[ChatMessage], continuations: list[str], close: bool
+    ) -> tuple[list[float], int, list[int]]:
+        """Log-likelihood of each conversation (``close``: each continuation followed by the
+        end-of-turn token), the prompt length in tokens, and each continuation's length."""
         torch = _torch()
         self.load()
+        msgs = list(messages)
+        if not msgs or msgs[-1].role != "assistant":
+            msgs.append(ChatMessage(role="assistant", content=""))
         head, last = msgs[:-1], msgs[-1]
+        suffix = self._end_of_turn() if close else ""
         seqs = [
             self._encode(self.render([*head, last.model_copy(update={"content": last.content + c})],
-                                     continue_final=True))
+                                     continue_final=True) + suffix)
             for c in continuations
         ]
+        prompt_len = len(self._encode(self.render(msgs, continue_final=True)))
+        lengths = [max(len(seq) - prompt_len, 0) for seq in seqs]
         vocab = int(self._hf_model.config.get_text_config().vocab_size)
         totals: list[float] = [0.0] * len(seqs)
         order = sorted(range(len(seqs)), key=lambda j: len(seqs[j]))
@@ -469,7 +525,7 @@ class TransformersBackend(Backend):
                     picked = row.gather(1, ids[r, 1:n, None].to(row.device)).squeeze(1)
                     totals[j] = float((picked - torch.logsumexp(row, dim=-1)).sum())
             start = stop
-        return totals
+        return totals, prompt_len, lengths
 
 
 # --------------------------------------------------------------------------------- helpers

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
 
 Role = Literal["system", "user", "assistant"]
 
@@ -31,8 +31,32 @@ class GenerateConfig(BaseModel):
     seed: int | None = Field(None, description="Seed for reproducible sampling where the backend supports it.")
     logprobs: bool = Field(False, description="Return the log-probability of each generated token.")
     top_logprobs: int | None = Field(None, ge=0, le=20, description="Alternatives per token with logprobs.")
+    choices: list[str] | None = Field(
+        None,
+        description="Guided choice: the output must be exactly one of these strings. Backends that cannot "
+        "constrain decoding raise UnsupportedFeatureError, so callers can fall back.",
+    )
 
-    def merge(self, other: "GenerateConfig | None") -> "GenerateConfig":
+    @field_validator("choices")
+    @classmethod
+    def _check_choices(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            if not value or any(not c for c in value):
+                raise ValueError("choices must be a non-empty list of non-empty strings")
+            if len(set(value)) != len(value):
+                raise ValueError("choices must be distinct")
+        return value
+
+    @model_serializer(mode="wrap")
+    def _drop_unused(self, handler):
+        # ``choices`` is left out of dumps while unset, so cache keys of plain requests stay
+        # what they were before the field existed; when set, it is part of every key.
+        data = handler(self)
+        if isinstance(data, dict) and data.get("choices", 0) is None:
+            del data["choices"]
+        return data
+
+    def merge(self, other: GenerateConfig | None) -> GenerateConfig:
         """A copy where every field set in ``other`` overrides this one."""
         if other is None:
             return self.model_copy()
@@ -40,7 +64,11 @@ class GenerateConfig(BaseModel):
 
 
 class ChatRequest(BaseModel):
-    """A conversation to continue, with its sampling settings."""
+    """A conversation to continue, with its sampling settings.
+
+    When ``messages`` ends with an assistant turn, backends continue that turn (the text is a
+    prefix of the answer, as in the likelihood read-out) instead of opening a new one.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -79,7 +107,7 @@ class Usage(BaseModel):
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
-    def add(self, other: "Usage") -> None:
+    def add(self, other: Usage) -> None:
         self.calls += other.calls
         self.cached_calls += other.cached_calls
         self.prompt_tokens += other.prompt_tokens

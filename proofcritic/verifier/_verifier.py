@@ -6,15 +6,19 @@ import asyncio
 import math
 from typing import Literal
 
+from .._roles import Role, usage_of
 from ..errors import UnsupportedFeatureError
-from ..llm import ChatMessage
+from ..llm import ChatMessage, ChatRequest, GenerateConfig
 from ..parsing import SCORE_MARKER, SCORE_MARKER_RE, find_last, format_score
 from ..types import SCORES, Problem, Verification
-from .._roles import Role, usage_of
 from ._parse import parse_verification
 
-ScoreMode = Literal["text", "auto", "logprob"]
+ScoreMode = Literal["text", "auto", "logprob", "guided"]
+SCORE_MODES: tuple[str, ...] = ("text", "auto", "logprob", "guided")
 _CONTINUATIONS = ("0}", "0.5}", "1}")
+#: the guided choices after ``\boxed{``: the closing brace is part of each, so "0" and "0.5"
+#: are told apart by the model's own next token rather than by a forced end of the answer
+GUIDED_CHOICES = _CONTINUATIONS
 
 
 class Verifier(Role):
@@ -23,16 +27,22 @@ class Verifier(Role):
     ``score_mode``: ``"text"`` reads the score written in the output only; ``"auto"`` (default)
     falls back to the likelihood read-out when the text has no valid score and the backend can
     score text; ``"logprob"`` always reads the score out by likelihood (the written score is
-    kept as ``text_score``).
+    kept as ``text_score``); ``"guided"``: when the text has no valid score, the analysis is
+    continued after the score marker with the server forced to one of ``0}``, ``0.5}``, ``1}``
+    (guided choice, greedy; ``score_source`` "guided"); where the backend cannot constrain its
+    output it falls back to the likelihood read-out, then to the format failure. In every mode
+    ``format_ok`` is decided by the written output alone (the format reward stays honest).
     """
 
     template = "verify"
 
     def __init__(self, model, *, score_mode: ScoreMode = "auto", **kwargs):
         super().__init__(model, **kwargs)
-        if score_mode not in ("text", "auto", "logprob"):
-            raise ValueError(f"score_mode must be text, auto or logprob, not {score_mode!r}")
+        if score_mode not in SCORE_MODES:
+            raise ValueError(f"score_mode must be one of {', '.join(SCORE_MODES)}, not {score_mode!r}")
         self.score_mode = score_mode
+        #: set once the backend could not (or did not) honour a guided choice
+        self._guided_unsupported = False
 
     def messages(self, problem: Problem, proof: str) -> list[ChatMessage]:
         return self.prompts.render(self.template, problem=problem, proof=proof)
@@ -48,11 +58,32 @@ class Verifier(Role):
             verification = parse_verification(completion.text, completion.finish_reason)
             verification.usage = usage_of(completion, share_prompt=index == 0)
             results.append(verification)
-        pending = [
-            v for v in results if self.score_mode == "logprob" or (self.score_mode == "auto" and v.score is None)
-        ]
-        await asyncio.gather(*(self._read_out(messages, v) for v in pending))
+        mode = self.score_mode
+        pending = [v for v in results if mode == "logprob" or (mode in ("auto", "guided") and v.score is None)]
+        fill = self._guided if mode == "guided" else self._read_out
+        await asyncio.gather(*(fill(messages, v) for v in pending))
         return results
+
+    async def _guided(self, messages: list[ChatMessage], verification: Verification) -> None:
+        """Ask for one of the three scores with guided choice; fall back to the read-out."""
+        if not self._guided_unsupported:
+            request = ChatRequest(
+                messages=[*messages, ChatMessage(role="assistant", content=score_prefix(verification.raw))],
+                config=GenerateConfig(choices=list(GUIDED_CHOICES), temperature=0.0, max_tokens=8),
+            )
+            try:
+                [completion] = await self.model.generate(request)
+            except UnsupportedFeatureError:
+                self._guided_unsupported = True
+            else:
+                text = completion.text.strip()
+                if text in GUIDED_CHOICES:
+                    verification.score = SCORES[GUIDED_CHOICES.index(text)]
+                    verification.score_source = "guided"
+                    return
+                # a backend that ignored the constraint: do not trust it with the next sample either
+                self._guided_unsupported = True
+        await self._read_out(messages, verification)
 
     async def _read_out(self, messages: list[ChatMessage], verification: Verification) -> None:
         """Fill the score distribution by comparing the likelihood of the three scores."""

@@ -5,10 +5,14 @@ end to end (HTTP, JSON, sampling options, usage, logprobs, likelihood scoring) w
 
 Endpoints (under ``/v1``):
 
-* ``GET /models``: the one served model id.
+* ``GET /models``: the one served model id; ``GET /health`` (at the root, as vLLM): 200.
 * ``POST /chat/completions``: ``messages``, ``n``, ``temperature``, ``top_p``, ``max_tokens``,
   ``stop``, ``seed``, ``logprobs``, ``top_logprobs``; answers with ``choices`` (text,
-  ``finish_reason``, per-token ``logprobs``) and ``usage``. With vLLM's extras
+  ``finish_reason``, per-token ``logprobs``) and ``usage``. vLLM's guided choice
+  ``structured_outputs: {"choice": [...]}`` is honoured (through ``GenerateConfig.choices``)
+  unless the server was made with ``guided=False``, which then ignores it like a server without
+  the feature; the older ``guided_choice`` key is ignored, as vLLM 0.32 does. A conversation
+  ending with an assistant turn is continued (``continue_final_message``). With vLLM's extras
   ``continue_final_message: true`` and ``prompt_logprobs`` set, it scores the conversation with
   ``backend.sequence_logprobs`` instead and returns ``prompt_logprobs`` in vLLM's shape.
 
@@ -22,13 +26,16 @@ Endpoints (under ``/v1``):
 Use it inside a running loop (``async with TinyOpenAIServer(backend) as server``), in a
 background thread (``with TinyOpenAIServer(backend) as server``, e.g. for CLI tests), or as a
 process: ``python tests/servers/tiny_openai_server.py MODEL_DIR [--port P] [--api-key K]``,
-which prints ``READY <base_url>`` once it listens.
+which prints ``READY <base_url>`` once it listens (:func:`spawn` starts one and waits for it).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -79,8 +86,10 @@ class TinyOpenAIServer:
         api_key: str | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        guided: bool = True,
     ):
         self.backend = backend
+        self.guided = guided
         self.model_name = model_name
         self.api_key = api_key
         self.host = host
@@ -124,6 +133,8 @@ class TinyOpenAIServer:
             return _error(404, f"The model `{body.get('model')}` does not exist.", "NotFoundError", "model", "model_not_found")
         try:
             messages = [ChatMessage(role=m["role"], content=m.get("content") or "") for m in body.get("messages", [])]
+            structured = body.get("structured_outputs")
+            choices = structured.get("choice") if self.guided and isinstance(structured, dict) else None
             stop = body.get("stop")
             config = GenerateConfig(
                 n=body.get("n") or 1,
@@ -134,6 +145,7 @@ class TinyOpenAIServer:
                 seed=body.get("seed"),
                 logprobs=bool(body.get("logprobs")),
                 top_logprobs=body.get("top_logprobs"),
+                choices=choices,
             )
         except (ValidationError, KeyError, TypeError) as exc:
             return _error(400, f"invalid request: {exc}", "invalid_request_error")
@@ -152,6 +164,9 @@ class TinyOpenAIServer:
         return web.json_response(self._envelope(
             [_choice(i, c) for i, c in enumerate(completions)], prompt_tokens, completion_tokens
         ))
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.Response(text="")
 
     async def _score(self, body: dict[str, Any], messages: list[ChatMessage]) -> web.Response:
         """vLLM-style prompt scoring: the total log-likelihood as ``prompt_logprobs``."""
@@ -186,6 +201,7 @@ class TinyOpenAIServer:
         """Start listening in the running event loop."""
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/health", self._health)
         app.router.add_post("/v1/chat/completions", self._chat)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -231,6 +247,29 @@ class TinyOpenAIServer:
         self.stop_thread()
 
 
+def spawn(model_dir: str | os.PathLike[str], *args: str, port: int = 0, timeout: float = 120) -> tuple[subprocess.Popen, str]:
+    """Start the server as a separate process on ``port`` (0: a free one); wait for it to listen
+    and return the process and its base URL. The caller ends it (``proc.kill()``)."""
+    script = os.path.abspath(__file__)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(script)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (repo, env.get("PYTHONPATH")) if p)
+    proc = subprocess.Popen(
+        [sys.executable, script, str(model_dir), "--port", str(port), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+    )
+    box: list[str] = []
+    reader = threading.Thread(target=lambda: box.append(proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    reader.join(timeout)
+    line = box[0] if box else ""
+    if not line.startswith("READY "):
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"the tiny server did not start (exit code {proc.poll()}, said {line!r})")
+    return proc, line.split()[1]
+
+
 def main(argv: list[str] | None = None) -> None:
     """Serve a transformers model folder until interrupted; prints ``READY <base_url>``."""
     parser = argparse.ArgumentParser(description="tiny OpenAI-compatible server over a transformers model")
@@ -239,6 +278,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--api-key", default=None)
+    parser.add_argument("--no-guided", action="store_true", help="ignore structured_outputs, like a server without it")
     args = parser.parse_args(argv)
     from proofcritic.llm._transformers import TransformersBackend
 
@@ -247,7 +287,7 @@ def main(argv: list[str] | None = None) -> None:
 
     async def serve() -> None:
         server = await TinyOpenAIServer(
-            backend, args.model_name, api_key=args.api_key, host=args.host, port=args.port
+            backend, args.model_name, api_key=args.api_key, host=args.host, port=args.port, guided=not args.no_guided
         ).start()
         print(f"READY {server.url}", flush=True)
         try:

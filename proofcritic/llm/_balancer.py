@@ -1,0 +1,282 @@
+"""Spread requests over several replicas of one model: least outstanding requests, ejection of a
+failing endpoint for a cool-down, health checks before it returns, and re-routing of a failed
+attempt to another endpoint.
+
+Where retry lives: :class:`~proofcritic.llm.Model` owns retry and backoff. The balancer only
+re-routes: an attempt that failed on one endpoint (connection error, timeout, 5xx, 429, a
+malformed answer) is sent at once to another endpoint not yet tried for this call, at most once
+per endpoint. When every endpoint has been tried, or none is up, the call ends with a retryable
+:class:`~proofcritic.errors.BackendError` and the Model's backoff decides when to try again
+(``retry_after`` is the time until the next endpoint may come back, when none is up). So one
+Model attempt costs at most one request per endpoint, and a dead replica costs no Model retry
+while another one is up.
+
+Ejection: a connection error, timeout, 5xx or malformed answer ejects the endpoint for a
+cool-down that doubles with every ejection in a row (``cooldown``, 2 x, 4 x ... up to
+``max_cooldown``); a 429 re-routes without ejecting (the server is alive, only busy). When the
+cool-down has passed, a health check (the backend's ``probe``: ``GET /models``, or ``/health``)
+runs in the background; the endpoint takes requests again only once it answers. A request that
+succeeds resets the doubling. With a single endpoint nothing is ever ejected: there is nowhere
+else to go, and the Model's backoff already spaces the retries.
+
+Choice: the healthy endpoint with the fewest requests in flight; ties go round-robin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from ..errors import BackendError
+
+T = TypeVar("T")
+
+
+@dataclass
+class Endpoint:
+    """One replica and its counters."""
+
+    url: str
+    requests: int = 0
+    """Attempts sent to this endpoint (re-routed attempts count where they were sent)."""
+    successes: int = 0
+    failures: int = 0
+    """Attempts that failed here with an endpoint failure (connection, timeout, 5xx, 429, malformed)."""
+    ejections: int = 0
+    in_flight: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    probes: int = 0
+    probe_failures: int = 0
+    down_until: float | None = None
+    """While ejected: when the cool-down ends (``time.monotonic``); None while up."""
+    streak: int = 0
+    """Ejections in a row without a successful request in between (sets the cool-down)."""
+    last_error: str | None = None
+    _probe: Any = None  # the running health check task, if any
+
+    @property
+    def healthy(self) -> bool:
+        return self.down_until is None
+
+    def stats(self, now: float | None = None) -> dict[str, Any]:
+        """The counters as a plain dict (for run summaries and JSON)."""
+        now = time.monotonic() if now is None else now
+        return {
+            "url": self.url,
+            "healthy": self.healthy,
+            "requests": self.requests,
+            "successes": self.successes,
+            "failures": self.failures,
+            "ejections": self.ejections,
+            "in_flight": self.in_flight,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "tokens": self.prompt_tokens + self.completion_tokens,
+            "probes": self.probes,
+            "probe_failures": self.probe_failures,
+            "down_for_s": None if self.down_until is None else round(max(self.down_until - now, 0.0), 3),
+            "last_error": self.last_error,
+        }
+
+
+def is_endpoint_failure(error: BackendError) -> bool:
+    """Whether a failed attempt says something about the endpoint rather than the request:
+    retryable errors (connection, timeout, 5xx, 429, malformed answers)."""
+    return error.retryable
+
+
+def ejects(error: BackendError) -> bool:
+    """Whether the failure takes the endpoint out of rotation (all endpoint failures but 429)."""
+    return error.retryable and error.status != 429
+
+
+def split_base_urls(value: str | Sequence[str] | None) -> list[str]:
+    """Base URLs from a string (comma-separated) or a list of strings; duplicates dropped."""
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str) else list(value)
+    urls: list[str] = []
+    for item in items:
+        for part in str(item).split(","):
+            url = part.strip().rstrip("/")
+            if url and url not in urls:
+                urls.append(url)
+    return urls
+
+
+class Balancer:
+    """Least-outstanding-requests balancer over ``urls``.
+
+    ``probe(endpoint)`` is the health check: True when the endpoint answers. ``clock`` is
+    ``time.monotonic`` (injectable for tests of the cool-down arithmetic).
+    """
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        probe: Callable[[Endpoint], Awaitable[bool]],
+        *,
+        cooldown: float = 1.0,
+        max_cooldown: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        if not urls:
+            raise ValueError("at least one endpoint is needed")
+        if len(set(urls)) != len(urls):
+            raise ValueError(f"an endpoint is given twice: {list(urls)}")
+        self.endpoints = [Endpoint(u) for u in urls]
+        self.probe = probe
+        self.cooldown = max(float(cooldown), 0.0)
+        self.max_cooldown = max(float(max_cooldown), self.cooldown)
+        self.clock = clock
+        self._rr = 0
+        self._tasks: set[asyncio.Task] = set()
+
+    # -- state --------------------------------------------------------------------------------
+    def cooldown_for(self, streak: int) -> float:
+        """Cool-down after the ``streak``-th ejection in a row (1-based)."""
+        return min(self.cooldown * (2 ** max(streak - 1, 0)), self.max_cooldown)
+
+    def eject(self, endpoint: Endpoint, reason: str) -> None:
+        """Take ``endpoint`` out of rotation (no-op when it is already out or is the only one)."""
+        endpoint.last_error = reason
+        if len(self.endpoints) == 1 or not endpoint.healthy:
+            return
+        endpoint.ejections += 1
+        endpoint.streak += 1
+        endpoint.down_until = self.clock() + self.cooldown_for(endpoint.streak)
+
+    def _restore(self, endpoint: Endpoint) -> None:
+        endpoint.down_until = None
+
+    def _due(self, endpoint: Endpoint, now: float) -> bool:
+        """Ejected, cool-down over, no health check running."""
+        return endpoint.down_until is not None and endpoint.down_until <= now and endpoint._probe is None
+
+    async def _check(self, endpoint: Endpoint) -> bool:
+        """One health check; restores the endpoint or starts a longer cool-down."""
+        endpoint.probes += 1
+        try:
+            ok = await self.probe(endpoint)
+        except Exception as exc:  # noqa: BLE001 - any failure of the check means "not up"
+            ok = False
+            endpoint.last_error = f"health check failed: {type(exc).__name__}: {exc}"
+        if ok:
+            self._restore(endpoint)
+        else:
+            endpoint.probe_failures += 1
+            endpoint.streak += 1
+            endpoint.down_until = self.clock() + self.cooldown_for(endpoint.streak)
+        return ok
+
+    def _start_check(self, endpoint: Endpoint) -> asyncio.Task:
+        task = endpoint._probe
+        if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
+            return task
+
+        async def run() -> bool:
+            try:
+                return await self._check(endpoint)
+            finally:
+                endpoint._probe = None
+
+        task = endpoint._probe = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def pick(self, exclude: set[int] = frozenset()) -> Endpoint | None:  # type: ignore[assignment]
+        """The healthy endpoint (index not in ``exclude``) with the fewest requests in flight;
+        ties go to the next in round-robin order. Starts the health checks that are due."""
+        now = self.clock()
+        count = len(self.endpoints)
+        start = self._rr
+        self._rr = (self._rr + 1) % count
+        best: Endpoint | None = None
+        for k in range(count):
+            index = (start + k) % count
+            endpoint = self.endpoints[index]
+            if self._due(endpoint, now):
+                self._start_check(endpoint)
+            if index in exclude or not endpoint.healthy:
+                continue
+            if best is None or endpoint.in_flight < best.in_flight:
+                best = endpoint
+        return best
+
+    # -- calls ----------------------------------------------------------------------------------
+    async def call(self, fn: Callable[[Endpoint], Awaitable[T]]) -> T:
+        """Run ``fn(endpoint)`` on the best endpoint, re-routing endpoint failures (see module)."""
+        tried: set[int] = set()
+        last: BackendError | None = None
+        while True:
+            endpoint = self.pick(tried)
+            if endpoint is None and not tried:
+                endpoint = await self._revive()
+            if endpoint is None:
+                if last is not None:
+                    if len(tried) > 1:
+                        last.add_note(f"(tried {len(tried)} endpoints: {', '.join(self.endpoints[i].url for i in sorted(tried))})")
+                    raise last
+                raise self._all_down()
+            tried.add(self.endpoints.index(endpoint))
+            endpoint.requests += 1
+            endpoint.in_flight += 1
+            try:
+                result = await fn(endpoint)
+            except BackendError as error:
+                if not is_endpoint_failure(error):
+                    raise
+                endpoint.failures += 1
+                if ejects(error):
+                    self.eject(endpoint, str(error))
+                else:
+                    endpoint.last_error = str(error)
+                last = error
+                continue
+            finally:
+                endpoint.in_flight -= 1
+            endpoint.successes += 1
+            endpoint.streak = 0
+            return result
+
+    async def _revive(self) -> Endpoint | None:
+        """No endpoint is up: wait for the health checks that are due (or running) and return
+        the best endpoint that came back, if any."""
+        now = self.clock()
+        checks = [
+            self._start_check(e)
+            for e in self.endpoints
+            if e.down_until is not None and (e.down_until <= now or e._probe is not None)
+        ]
+        if checks:
+            await asyncio.gather(*checks, return_exceptions=True)
+        return self.pick()
+
+    def _all_down(self) -> BackendError:
+        now = self.clock()
+        wait = min((e.down_until - now for e in self.endpoints if e.down_until is not None), default=0.0)
+        wait = max(wait, 0.0)
+        detail = "; ".join(f"{e.url}: {e.last_error or 'down'}" for e in self.endpoints)
+        return BackendError(
+            f"all {len(self.endpoints)} endpoints are down (next health check in {wait:.1f} s): {detail}",
+            retryable=True,
+            retry_after=wait,
+        )
+
+    def stats(self) -> list[dict[str, Any]]:
+        now = self.clock()
+        return [e.stats(now) for e in self.endpoints]
+
+    async def aclose(self) -> None:
+        """Cancel the health checks still running in this loop."""
+        loop = asyncio.get_running_loop()
+        mine = [t for t in self._tasks if t.get_loop() is loop and not t.done()]
+        for task in mine:
+            task.cancel()
+        if mine:
+            await asyncio.gather(*mine, return_exceptions=True)
