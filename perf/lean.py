@@ -1,0 +1,84 @@
+"""Warm Lean language server vs a cold ``lean`` process per check, on the same 50 files.
+
+    python perf/lean.py [--files 50] [--lean PATH]
+
+Both check the files one at a time (no parallelism), with the same sorry/axiom probes. Two
+sets of 50 files are run:
+
+- ``distinct``: each file differs from its second line on (a numbered comment), so the warm
+  server re-elaborates the whole file and only saves the process start;
+- ``shared``: the files share the preamble (their own equality and numbers) and differ in the
+  theorems after it, as proofs of one problem do; the warm server also reuses the preamble.
+
+Prints the mean seconds per check, the ratio of the means cold/warm (target >= 10x), the
+ratio of the medians and whether the two
+checkers gave the same verdicts and messages. Every figure comes from this one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+
+from proofcritic.lean_checker import LeanServerChecker, LocalLeanChecker, find_lean
+from proofcritic.lean_checker.samples import PRELUDE, correct_file
+
+
+def files(n: int, distinct: bool) -> list[str]:
+    out = []
+    for i in range(n):
+        text = correct_file(i % 12 + 1)
+        if i % 5 == 4:  # every fifth proof is wrong
+            text = text.replace("Eq.symm' (Eq.refl _)", "Eq.refl (N.succ N.zero))")
+        if distinct:
+            text = text.replace("prelude\n", f"prelude\n-- file {i}\n", 1)
+        else:
+            text = text.replace(PRELUDE, PRELUDE + f"\ntheorem marker_{i} : Eq N.zero N.zero := Eq.refl _\n", 1)
+        out.append(text)
+    return out
+
+
+async def timed(checker, sources):
+    seconds, results = [], []
+    for source in sources:
+        start = time.perf_counter()
+        results.append(await checker.check(source))
+        seconds.append(time.perf_counter() - start)
+    return seconds, results
+
+
+def verdict(result):
+    return result.status, sorted((m.severity, m.line, m.column, m.text) for m in result.messages)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--files", type=int, default=50)
+    parser.add_argument("--lean", default=None)
+    args = parser.parse_args()
+    lean = find_lean(args.lean)
+    print(f"lean: {lean}; {args.files} files per set, checked one at a time")
+    print(
+        f"{'set':<9} {'cold s/check':>13} {'warm s/check':>13} {'warm first':>11} {'cold/warm':>10} "
+        f"{'median ratio':>13} {'same verdicts':>14}"
+    )
+    for name, distinct in (("distinct", True), ("shared", False)):
+        sources = files(args.files, distinct)
+        async with LocalLeanChecker(lean, timeout=120, concurrency=1) as cold:
+            cold_s, cold_r = await timed(cold, sources)
+        async with LeanServerChecker(lean, timeout=120) as warm:
+            first_s, _ = await timed(warm, sources[:1])  # starts the server: reported, not averaged
+            warm_s, warm_r = await timed(warm, sources)
+        same = all(verdict(a) == verdict(b) for a, b in zip(cold_r, warm_r))
+        passed = sum(r.ok for r in cold_r)
+        cold_mean, warm_mean = statistics.mean(cold_s), statistics.mean(warm_s)
+        print(
+            f"{name:<9} {cold_mean:>13.4f} {warm_mean:>13.4f} {first_s[0]:>11.3f} {cold_mean / warm_mean:>9.1f}x "
+            f"{statistics.median(cold_s) / statistics.median(warm_s):>12.1f}x {same!s:>14}   ({passed}/{len(sources)} pass)"
+        )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
