@@ -11,13 +11,17 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from ..errors import InputError
 from ..grading import grade, grade_jsonl
-from ..runner import RunStats
 from ..io import read_problem, read_text
+from ..runner import RunStats
+from ..tools import get_tool, tool_class
 from ..types import GradeResult, Problem, Proof
 from ..verifier import Verifier
+from ..verifier._critic import CriticVerifier
 from ._common import ModelOptions, run_progress, usage_line, with_model_options
 
+_TOOLS = "Tools (CRITIC)"
 _SEVERITY = {"critical_error": "[red]critical error[/]", "justification_gap": "[yellow]justification gap[/]"}
 
 
@@ -33,6 +37,9 @@ def grade_command(
     max_points: Annotated[Optional[float], typer.Option("--max-points", help="Points of a full solution (default: 7, or the problem's).")] = None,
     score_mode: Annotated[str, typer.Option("--score-mode", help="text | auto (likelihood read-out when no score is written) | logprob (always).")] = "auto",
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    tools: Annotated[Optional[str], typer.Option("--tools", help="Let the verifier run code while it grades (CRITIC): comma-separated tools, e.g. python.", rich_help_panel=_TOOLS)] = None,
+    max_tool_calls: Annotated[int, typer.Option("--max-tool-calls", min=0, help="With --tools: code runs per verification at most.", rich_help_panel=_TOOLS)] = 3,
+    tool_timeout: Annotated[float, typer.Option("--tool-timeout", min=0.1, help="With --tools: seconds per code run.", rich_help_panel=_TOOLS)] = 10.0,
     *,
     opts: ModelOptions,
 ) -> None:
@@ -50,9 +57,18 @@ def grade_command(
     if not batch:  # read inputs before loading any model, so bad input fails fast
         the_problem = read_problem(problem, reference=reference, guidelines=guidelines, max_points=max_points)
         the_proof = Proof(text=read_text(proof, "proof file"), id=proof.stem)
+    tool_names = [t.strip() for t in (tools or "").split(",") if t.strip()]
+    for name in tool_names:  # an unknown tool fails before any model loads
+        try:
+            tool_class(name)
+        except InputError as error:
+            raise typer.BadParameter(str(error), param_hint="--tools") from None
     prompt_set = opts.prompt_set()
     the_model = opts.build_model()
     verifier = Verifier(the_model, prompts=prompt_set, config=opts.sampling(), score_mode=score_mode)
+    if tool_names:
+        built = [get_tool(name, timeout=tool_timeout) for name in tool_names]
+        verifier = CriticVerifier(verifier, built, max_tool_calls=max_tool_calls)
     console = Console(stderr=True)
 
     async def main() -> None:
@@ -70,6 +86,8 @@ def grade_command(
                 else:
                     show_result(Console(soft_wrap=True), the_problem, result)
         finally:
+            if tool_names:
+                await verifier.aclose()
             usage_line(console, the_model)
             await the_model.aclose()
 
@@ -96,6 +114,11 @@ def show_result(console: Console, problem: Problem, result: GradeResult) -> None
             source = f" [dim](by likelihood: {dist}; expected {v.expected_score:.2f})[/]"
         status = "" if v.format_ok else f" [red]format failure:[/] {escape(v.format_error or '')}"
         console.print(f"[bold]verification {index}[/]: score {_fmt(v.score)}{source}{status}")
+        for call in v.tool_calls or []:
+            outcome = "ok" if call.ok else f"[red]{escape(call.error or 'failed')}[/]"
+            first = (call.stdout.strip().splitlines() or [""])[0][:100]
+            shown = f": {escape(first)}" if first else ""
+            console.print(f"  ran {call.tool} ({call.duration:.1f} s, {outcome}){shown}")
         for issue in v.issues:
             where = f" at {escape(issue.location)!s}" if issue.location else ""
             label = _SEVERITY.get(issue.severity, "issue")

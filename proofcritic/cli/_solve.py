@@ -74,6 +74,10 @@ def solve_command(
     max_per_score: Annotated[_Int, typer.Option("--max-per-score", help="search: shown analyses per distinct score [4].", rich_help_panel=_STRATEGY)] = None,
     rounds: Annotated[_Int, typer.Option("--rounds", help="search: rounds, the initial one included [16].", rich_help_panel=_STRATEGY)] = None,
     stop_on_pass: Annotated[Optional[bool], typer.Option("--stop-on-pass/--no-stop-on-pass", help="search: stop once a proof passes all its verifications [stop].", rich_help_panel=_STRATEGY)] = None,
+    max_rounds: Annotated[_Int, typer.Option("--max-rounds", help="critic: revisions at most, each critiqued again [4].", rich_help_panel=_STRATEGY)] = None,
+    max_tool_calls: Annotated[_Int, typer.Option("--max-tool-calls", help="critic: code runs per critique [3].", rich_help_panel=_STRATEGY)] = None,
+    tools: Annotated[Optional[str], typer.Option("--tools", help="critic: tools the critic may run, comma-separated [python].", rich_help_panel=_STRATEGY)] = None,
+    tool_timeout: Annotated[Optional[float], typer.Option("--tool-timeout", help="critic: seconds per code run [10].", rich_help_panel=_STRATEGY)] = None,
     keep_invalid: Annotated[bool, typer.Option("--keep-invalid", help="all: let format failures count as proofs.", rich_help_panel=_STRATEGY)] = False,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any strategy parameter as KEY=VALUE (e.g. agent's), repeatable.", rich_help_panel=_STRATEGY)] = None,
     max_calls: Annotated[_Int, typer.Option("--max-calls", min=0, help="Model calls per problem.", rich_help_panel=_BUDGET)] = None,
@@ -87,7 +91,8 @@ def solve_command(
     opts: ModelOptions,
 ) -> None:
     """Write proofs with a strategy: single, refine (self-refinement), search (DeepSeekMath-V2's
-    high-compute search, resumable from its pool) or agent (generate-verify-repair loop)."""
+    high-compute search, resumable from its pool), agent (generate-verify-repair loop) or
+    critic (critique with code runs, then revise)."""
     if (problem is None) == (input is None):
         raise typer.BadParameter("give either --problem FILE or --input FILE (with --output)")
     if input is not None and output is None:
@@ -99,6 +104,7 @@ def solve_command(
         "verifications": verifications, "top_k": top_k, "trials": trials, "samples_per_trial": samples_per_trial,
         "analyses_per_proof": analyses_per_proof, "max_per_score": max_per_score, "rounds": rounds,
         "stop_on_pass": stop_on_pass, "keep_invalid": keep_invalid or None,
+        "max_rounds": max_rounds, "max_tool_calls": max_tool_calls, "tools": tools, "tool_timeout": tool_timeout,
     }
     params = {k: v for k, v in flags.items() if v is not None} | _parse_set(set_ or [])
     try:
@@ -145,6 +151,9 @@ def solve_command(
                     + (f"; {left} problem(s) left for a rerun (the run budget is spent)" if left else "")
                 )
         finally:
+            close = getattr(the_strategy, "aclose", None)
+            if close is not None:
+                await close()
             usage_line(console, the_model)
             await the_model.aclose()
 
