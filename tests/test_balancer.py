@@ -272,3 +272,33 @@ async def test_three_replicas_one_killed_mid_run(tiny_model_dir, tiny_backend):
             assert stats[url]["healthy"] and stats[url]["failures"] == 0 and stats[url]["successes"] > 15
     assert sum(s["completion_tokens"] for s in stats.values()) == model.usage.completion_tokens
     assert len(lines) == 3 and any(victim in line and "out (" in line for line in lines)
+
+
+# -- the command line ---------------------------------------------------------------------------------
+
+
+def test_cli_takes_several_base_urls_and_prints_endpoint_counters(tmp_path):
+    from typer.testing import CliRunner
+
+    from proofcritic.cli import app
+
+    try:
+        from scripted import verification_text
+    except ImportError:  # pragma: no cover
+        from tests.scripted import verification_text
+
+    problem, proof = tmp_path / "p.md", tmp_path / "y.md"
+    problem.write_text("Show that 1 + 1 = 2.")
+    proof.write_text("By definition of 2 as the successor of 1.")
+    with FaultServer() as a, FaultServer() as b:
+        a.push(status(503))
+        b.push(ok(verification_text(1)))
+        result = CliRunner().invoke(app, [
+            "grade", "--problem", str(problem), "--proof", str(proof), "--model", "openai/served-model",
+            "--base-url", f"{a.url},{b.url}", "--api-key", "k", "--no-cache",
+        ], catch_exceptions=False)
+    assert result.exit_code == 0, result.output + result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("endpoint ")]
+    assert len(lines) == 2
+    assert f"endpoint {a.url}: 1 requests, 1 failed, 1 ejections" in lines[0] and "out (" in lines[0]
+    assert f"endpoint {b.url}: 1 requests, 0 failed, 0 ejections" in lines[1] and lines[1].endswith("up")

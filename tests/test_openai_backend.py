@@ -306,3 +306,60 @@ async def test_tiny_server_scores_like_the_backend(tiny_server, tiny_backend, ma
     assert remote == pytest.approx(direct, rel=1e-4, abs=1e-3)
     rank = lambda xs: sorted(range(len(xs)), key=xs.__getitem__)  # noqa: E731
     assert rank(remote) == rank(direct)
+
+
+# -- engine features: guided choice and continued assistant turns ----------------------------------------
+
+
+def test_choice_regex_matches_exactly_the_choices():
+    import re
+
+    from proofcritic.llm._openai import choice_regex
+
+    choices = ["0}", "0.5}", "1}", "a|b", "(x)*"]
+    pattern = re.compile(choice_regex(choices))
+    assert all(pattern.fullmatch(c) for c in choices)
+    assert not any(pattern.fullmatch(c) for c in ["0", "0x5}", "a", "b", "x", "(x)", "0}0.5}"])
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_guided_choice_request_per_engine(server, make_model, transport):
+    messages = [ChatMessage(role="user", content="Score?"), ChatMessage(role="assistant", content="\\boxed{")]
+    request = ChatRequest(messages=messages, config=GenerateConfig(choices=["0}", "0.5}", "1}"], temperature=0.0))
+    server.push(ok("0.5}"), ok("1}"))
+    vllm = make_model(server.url, transport, engine="vllm")
+    assert [c.text for c in await vllm.generate(request)] == ["0.5}"]
+    sglang = make_model(server.url, transport, engine="sglang")
+    assert [c.text for c in await sglang.generate(request)] == ["1}"]
+    first, second = (r.body for r in server.chat_requests)
+    assert first["structured_outputs"] == {"choice": ["0}", "0.5}", "1}"]} and "regex" not in first
+    assert second["regex"] == "(0\\}|0\\.5\\}|1\\})" and "structured_outputs" not in second
+    assert all(b["continue_final_message"] is True and b["add_generation_prompt"] is False for b in (first, second))
+    assert first["messages"][-1] == {"role": "assistant", "content": "\\boxed{"}
+
+
+async def test_plain_requests_carry_no_engine_extras(server, make_model):
+    messages = [ChatMessage(role="user", content="Score?"), ChatMessage(role="assistant", content="\\boxed{")]
+    await make_model(server.url).generate(ChatRequest(messages=messages))  # engine openai
+    await make_model(server.url, engine="vllm").generate(_request())  # no final assistant turn
+    assert all(not {"continue_final_message", "structured_outputs", "regex"} & set(r.body) for r in server.chat_requests)
+
+
+async def test_guided_choice_refused_by_the_server_is_unsupported(server, make_model):
+    server.push(status(400, message="Unrecognized request argument supplied: structured_outputs"))
+    model = make_model(server.url, engine="vllm")
+    request = _request(choices=["yes", "no"])
+    with pytest.raises(UnsupportedFeatureError, match="refused guided choice"):
+        await model.generate(request)
+    with pytest.raises(UnsupportedFeatureError):
+        await model.generate(request)
+    assert len(server.chat_requests) == 1  # the second call knew
+
+
+async def test_other_errors_of_a_guided_request_stay_what_they_are(server, make_model):
+    server.push(status(503), status(400, message="This model's maximum context length is 4096 tokens."))
+    model = make_model(server.url, engine="vllm")
+    with pytest.raises(BackendError, match="maximum context length") as info:
+        await model.generate(_request(choices=["yes", "no"]))  # 503 retried by the Model, then a real 400
+    assert type(info.value) is BackendError
+    assert model.backend.choices_supported

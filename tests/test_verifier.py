@@ -59,3 +59,27 @@ def test_aggregate_majority_ties_go_low_and_failures_are_left_out():
     assert (agg.n, agg.valid, agg.mean, agg.min, agg.max, agg.majority) == (5, 4, 0.75, 0.5, 1, 0.5)
     assert agg.points == 7.5
     assert aggregate([Verification()], 7).mean is None
+
+
+async def test_guided_mode_keeps_a_written_score_and_asks_nothing_more():
+    backend = ScriptedBackend(lambda call: verification_text(0.5))
+    [v] = await Verifier(Model(backend), score_mode="guided").verify(PROBLEM, "proof")
+    assert v.score == 0.5 and v.score_source == "text" and v.format_ok
+    assert len(backend.calls) == 1
+
+
+async def test_guided_mode_on_a_backend_that_ignores_choices_falls_back_to_the_format_failure():
+    # the scripted model answers the guided request with a whole verification, not a choice:
+    # that answer is not trusted, and the backend cannot score text, so the failure stands
+    backend = ScriptedBackend(lambda call: "I think it is fine.")
+    verifier = Verifier(Model(backend), score_mode="guided")
+    results = await verifier.verify(PROBLEM, "proof", n=3)
+    assert all(v.score is None and v.score_source is None and not v.format_ok for v in results)
+    guided = [c for c in backend.calls if c.request.config.choices]
+    assert len(guided) == 1 and guided[0].request.messages[-1].role == "assistant"
+    assert guided[0].request.messages[-1].content.endswith("\\boxed{")
+
+
+def test_unknown_score_mode_is_refused():
+    with pytest.raises(ValueError, match="guided"):
+        Verifier(Model(ScriptedBackend(lambda call: "")), score_mode="sometimes")

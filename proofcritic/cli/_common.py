@@ -46,6 +46,19 @@ TopPOpt = Annotated[Optional[float], typer.Option("--top-p", help="Nucleus sampl
 MaxTokensOpt = Annotated[Optional[int], typer.Option("--max-tokens", help="Maximum new tokens per sample.")]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Sampling seed.")]
 ConcurrencyOpt = Annotated[Optional[int], typer.Option("--concurrency", help="Requests in flight at once.")]
+#: the verifier's score modes, for every command's ``--score-mode`` (see Verifier)
+SCORE_MODES = ("text", "auto", "logprob", "guided")
+SCORE_MODE_HELP = (
+    "text | auto (likelihood read-out when no score is written) | logprob (always) | guided (when no score "
+    "is written, the server is forced to one of 0, 0.5, 1; falls back to the likelihood read-out)."
+)
+
+
+def check_score_mode(value: str) -> str:
+    """``value`` if it is a score mode, else the CLI's one-line parameter error."""
+    if value not in SCORE_MODES:
+        raise typer.BadParameter(f"must be one of {', '.join(SCORE_MODES)}", param_hint="--score-mode")
+    return value
 
 
 def build_model(
@@ -137,7 +150,7 @@ def usage_line(console: Console, model: Model) -> None:
         f"tokens: {u.prompt_tokens} prompt + {u.completion_tokens} completion[/]"
     )
     for line in endpoint_lines(model):
-        console.print(f"[dim]{line}[/]", highlight=False)
+        console.print(f"[dim]{line}[/]", highlight=False, soft_wrap=True)
 
 
 def endpoint_lines(model: Model) -> list[str]:

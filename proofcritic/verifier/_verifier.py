@@ -43,6 +43,7 @@ class Verifier(Role):
         self.score_mode = score_mode
         #: set once the backend could not (or did not) honour a guided choice
         self._guided_unsupported = False
+        self._guided_known = False  # set once a guided choice has worked
 
     def messages(self, problem: Problem, proof: str) -> list[ChatMessage]:
         return self.prompts.render(self.template, problem=problem, proof=proof)
@@ -61,6 +62,10 @@ class Verifier(Role):
         mode = self.score_mode
         pending = [v for v in results if mode == "logprob" or (mode in ("auto", "guided") and v.score is None)]
         fill = self._guided if mode == "guided" else self._read_out
+        if mode == "guided" and not self._guided_known and len(pending) > 1:
+            # the first guided call alone: a server without the feature is then asked once, not n times
+            await fill(messages, pending[0])
+            pending = pending[1:]
         await asyncio.gather(*(fill(messages, v) for v in pending))
         return results
 
@@ -80,6 +85,7 @@ class Verifier(Role):
                 if text in GUIDED_CHOICES:
                     verification.score = SCORES[GUIDED_CHOICES.index(text)]
                     verification.score_source = "guided"
+                    self._guided_known = True
                     return
                 # a backend that ignored the constraint: do not trust it with the next sample either
                 self._guided_unsupported = True
