@@ -23,7 +23,13 @@ try:  # tests/ is on sys.path when it is not a package
     from servers.fault_server import FaultServer, drop_connection, ok, slow, status
     from servers.tiny_openai_server import TinyOpenAIServer, spawn
 except ImportError:  # pragma: no cover - when tests/ becomes a package
-    from tests.servers.fault_server import FaultServer, drop_connection, ok, slow, status
+    from tests.servers.fault_server import (
+        FaultServer,
+        drop_connection,
+        ok,
+        slow,
+        status,
+    )
     from tests.servers.tiny_openai_server import TinyOpenAIServer, spawn
 
 NO_RETRY = RetryPolicy(max_attempts=1)
@@ -154,7 +160,8 @@ async def test_request_errors_are_not_rerouted(two_servers, make_model):
     with pytest.raises(BackendError, match="maximum context length") as info:
         await model.generate(_request())
     assert not info.value.retryable
-    assert len(b.chat_requests) == 0 and _stats(model)[a.url]["ejections"] == 0
+    stats = _stats(model)[a.url]
+    assert len(b.chat_requests) == 0 and stats["ejections"] == 0 and stats["rejected"] == 1 and stats["failures"] == 0
 
 
 async def test_every_endpoint_failing_surfaces_the_last_error(two_servers, make_model):

@@ -12,7 +12,14 @@ from pydantic import ValidationError
 
 from proofcritic import Problem, Verifier
 from proofcritic.errors import UnsupportedFeatureError
-from proofcritic.llm import ChatMessage, ChatRequest, CompletionCache, GenerateConfig, Model, get_backend
+from proofcritic.llm import (
+    ChatMessage,
+    ChatRequest,
+    CompletionCache,
+    GenerateConfig,
+    Model,
+    get_backend,
+)
 from proofcritic.llm._openai import OpenAIBackend
 from proofcritic.types import SCORES
 from proofcritic.verifier import score_prefix
@@ -53,7 +60,7 @@ def test_choices_are_validated_and_part_of_the_cache_key():
     with pytest.raises(ValidationError):
         GenerateConfig(choices=["a", "a"])
     assert "choices" not in GenerateConfig(temperature=1.0).model_dump()  # plain requests keep their old keys
-    key = lambda config: CompletionCache.request_key("id", QUESTION, config)  # noqa: E731
+    key = lambda config: CompletionCache.request_key("id", QUESTION, config)
     plain, guided, other = key(GenerateConfig()), key(GenerateConfig(choices=["0", "1"])), key(GenerateConfig(choices=["1", "0"]))
     assert len({plain, guided, other}) == 3
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from scripted import ScriptedBackend, verification_text
 
 from proofcritic import Problem, Verifier
 from proofcritic.errors import UnsupportedFeatureError
@@ -10,8 +11,6 @@ from proofcritic.llm import CompletionCache, Model
 from proofcritic.parsing import SCORE_MARKER
 from proofcritic.types import Verification
 from proofcritic.verifier import aggregate, score_prefix
-
-from scripted import ScriptedBackend, verification_text
 
 PROBLEM = Problem(id="p", statement="Show that 1 + 1 = 2.", max_points=7)
 

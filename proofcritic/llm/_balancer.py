@@ -45,6 +45,9 @@ class Endpoint:
     successes: int = 0
     failures: int = 0
     """Attempts that failed here with an endpoint failure (connection, timeout, 5xx, 429, malformed)."""
+    rejected: int = 0
+    """Attempts the endpoint answered with an error about the request itself (4xx); not re-routed.
+    ``requests == successes + failures + rejected + in_flight``."""
     ejections: int = 0
     in_flight: int = 0
     prompt_tokens: int = 0
@@ -71,6 +74,7 @@ class Endpoint:
             "requests": self.requests,
             "successes": self.successes,
             "failures": self.failures,
+            "rejected": self.rejected,
             "ejections": self.ejections,
             "in_flight": self.in_flight,
             "prompt_tokens": self.prompt_tokens,
@@ -230,6 +234,7 @@ class Balancer:
                 result = await fn(endpoint)
             except BackendError as error:
                 if not is_endpoint_failure(error):
+                    endpoint.rejected += 1
                     raise
                 endpoint.failures += 1
                 if ejects(error):
@@ -238,6 +243,9 @@ class Balancer:
                     endpoint.last_error = str(error)
                 last = error
                 continue
+            except BaseException:  # a refusal the caller handles itself, or a cancellation
+                endpoint.rejected += 1
+                raise
             finally:
                 endpoint.in_flight -= 1
             endpoint.successes += 1
