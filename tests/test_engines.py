@@ -1,0 +1,207 @@
+"""The engine launcher (``proofcritic serve-model`` / :class:`EngineServer`).
+
+SGLang needs a GPU, so its server is played by ``tests/servers/sglang_standin.py``: a real
+process started through the real ``python -m sglang.launch_server`` command line (a ``sglang``
+package on PYTHONPATH whose ``launch_server`` runs the stand-in), with a real HTTP server that
+reports healthy only after a delay and a worker process in its process group. A real vLLM server
+is started the same way by ``make test-vllm`` (tests_vllm/).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from proofcritic.engines import (
+    EngineError,
+    EngineServer,
+    engine_command,
+    resolve_python,
+)
+from proofcritic.errors import InputError
+
+STANDIN = Path(__file__).parent / "servers" / "sglang_standin.py"
+
+
+@pytest.fixture(scope="module")
+def sglang_path(tmp_path_factory) -> str:
+    """A folder whose ``sglang.launch_server`` module runs the stand-in."""
+    root = tmp_path_factory.mktemp("fake-sglang")
+    pkg = root / "sglang"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "launch_server.py").write_text(f"import runpy\nrunpy.run_path({str(STANDIN)!r}, run_name='__main__')\n")
+    return str(root)
+
+
+def _records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _gone(pid: int, within: float = 10.0) -> bool:
+    """True once ``pid`` no longer runs (exited, or a zombie waiting to be reaped)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def test_vllm_command_line():
+    cmd = engine_command(
+        "vllm", "org/model", port=8123, python="/venv/bin/python", served_model_name="m",
+        extra_args=["--tensor-parallel-size", "2"],
+    )
+    assert cmd == [
+        "/venv/bin/python", "-m", "vllm.entrypoints.openai.api_server", "--model", "org/model",
+        "--host", "127.0.0.1", "--port", "8123", "--served-model-name", "m", "--tensor-parallel-size", "2",
+    ]
+
+
+def test_python_from_environment(monkeypatch, tmp_path):
+    fake = tmp_path / "python"
+    fake.write_text("")
+    monkeypatch.setenv("PROOFCRITIC_VLLM_PYTHON", str(fake))
+    assert resolve_python("vllm") == str(fake)
+    assert resolve_python("sglang") == sys.executable  # each engine has its own variable
+    with pytest.raises(InputError, match="does not exist"):
+        resolve_python("vllm", tmp_path / "missing" / "python")
+    with pytest.raises(InputError, match="unknown engine"):
+        resolve_python("tgi")
+
+
+def test_sglang_waits_for_health_and_stops_the_whole_group(sglang_path, tmp_path):
+    record = tmp_path / "record.jsonl"
+    server = EngineServer(
+        "sglang", "org/some-model", port=0, python=sys.executable, served_model_name="critic",
+        extra_args=["--tp", "2", "--standin-delay", "1.5", "--standin-record", str(record)],
+        env={"PYTHONPATH": sglang_path}, log_path=tmp_path / "engine.log",
+    )
+    server.start()
+    started = time.monotonic()
+    try:
+        assert server.wait_ready(timeout=60, interval=0.2) == f"http://127.0.0.1:{server.port}/v1"
+        # /health answered 503 for 1.5 s: being reachable is not being ready
+        assert time.monotonic() - started >= 1.4
+        first = _records(record)[0]
+        assert first["argv"] == [
+            "--model-path", "org/some-model", "--host", "127.0.0.1", "--port", str(server.port),
+            "--served-model-name", "critic", "--tp", "2", "--standin-delay", "1.5", "--standin-record", str(record),
+        ]
+        assert first["engine_flags"] == ["--tp", "2"]
+        assert [m["id"] for m in _get_json(f"{server.base_url}/models")["data"]] == ["critic"]
+        assert psutil.pid_exists(first["worker"])
+    finally:
+        server.stop(grace=10)
+    assert {"signal": "SIGTERM"} in _records(record)
+    assert _gone(first["pid"]) and _gone(first["worker"])  # the worker dies with its group
+    assert "loading org/some-model" in (tmp_path / "engine.log").read_text()
+
+
+def test_engine_that_dies_reports_its_log(sglang_path, tmp_path):
+    record = tmp_path / "record.jsonl"
+    server = EngineServer(
+        "sglang", "org/m", port=0, python=sys.executable,
+        extra_args=["--standin-mode", "crash", "--standin-delay", "0.3", "--standin-record", str(record)],
+        env={"PYTHONPATH": sglang_path},
+    )
+    server.start()
+    with pytest.raises(EngineError, match=r"(?s)exited with status 1.*not enough GPU memory"):
+        server.wait_ready(timeout=60, interval=0.2)
+    assert _gone(_records(record)[0]["worker"])
+
+
+def test_timeout_stops_the_engine_and_shows_the_log(sglang_path, tmp_path):
+    record = tmp_path / "record.jsonl"
+    server = EngineServer(
+        "sglang", "org/m", port=0, python=sys.executable,
+        extra_args=["--standin-mode", "hang", "--standin-record", str(record)],
+        env={"PYTHONPATH": sglang_path},
+    )
+    server.start()
+    started = time.monotonic()
+    with pytest.raises(EngineError, match=r"(?s)not ready after 2 s.*stand-in sglang: loading org/m"):
+        server.wait_ready(timeout=2, interval=0.2)
+    assert 2 <= time.monotonic() - started < 30
+    assert server.process.poll() is not None
+    assert _gone(_records(record)[0]["worker"])
+
+
+def test_missing_engine_and_busy_port_fail_before_starting(tmp_path):
+    if subprocess.run([sys.executable, "-c", "import sglang"], check=False, capture_output=True).returncode == 0:
+        pytest.skip("sglang is installed here")
+    with pytest.raises(EngineError, match="sglang is not installed for .*PROOFCRITIC_SGLANG_PYTHON"):
+        EngineServer("sglang", "org/m", port=0, python=sys.executable).start()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        server = EngineServer("sglang", "org/m", port=port, python=sys.executable)
+        with pytest.raises(EngineError, match=f"port {port} .* already in use"):
+            server.start()
+        assert server.process is None
+
+
+def _read_line(stream, timeout: float) -> str:
+    """The first line of ``stream`` within ``timeout`` seconds ("" when none came)."""
+    box: list[str] = []
+    reader = threading.Thread(target=lambda: box.append(stream.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    return box[0] if box else ""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_cli_prints_the_url_and_shuts_down_on_a_signal(sglang_path, tmp_path, sig):
+    record = tmp_path / "record.jsonl"
+    env = {**os.environ, "PYTHONPATH": sglang_path, "PROOFCRITIC_SGLANG_PYTHON": sys.executable}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "proofcritic", "serve-model", "--engine", "sglang", "--model", "org/m",
+         "--port", "0", "--timeout", "60", "--", "--standin-delay", "0.5", "--standin-record", str(record)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        url = _read_line(proc.stdout, 60).strip()
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/v1"), proc.stderr.read() if proc.poll() is not None else url
+        assert [m["id"] for m in _get_json(f"{url}/models")["data"]] == ["org/m"]
+        first = _records(record)[0]
+        proc.send_signal(sig)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert {"signal": "SIGTERM"} in _records(record)  # forwarded as SIGTERM to the engine
+    assert _gone(first["pid"]) and _gone(first["worker"])
+    assert "stopping sglang" in proc.stderr.read()
+
+
+def test_cli_reports_an_engine_failure(sglang_path, tmp_path):
+    env = {**os.environ, "PYTHONPATH": sglang_path}
+    done = subprocess.run(
+        [sys.executable, "-m", "proofcritic", "serve-model", "-e", "sglang", "-m", "org/m", "--port", "0",
+         "--python", sys.executable, "--", "--standin-mode", "crash", "--standin-delay", "0.2"],
+        check=False, capture_output=True, text=True, env=env, timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""  # no URL for a server that never came up
+    assert "exited with status 1" in done.stderr and "not enough GPU memory" in done.stderr
