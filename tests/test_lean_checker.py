@@ -255,3 +255,27 @@ def test_cli_names_what_to_do_when_lean_is_missing(tmp_path):
     assert done.returncode == 2
     assert done.stderr.startswith("error: no Lean 4 binary found") and "PROOFCRITIC_LEAN" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+async def test_project_checks_run_through_lake_env_in_the_project(tmp_path, lean_bin, monkeypatch):
+    """No Lake here: a stand-in ``lake`` records how it is called and runs the rest of its
+    command line (as ``lake env`` does, after setting up the project's paths)."""
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "lakefile.toml").write_text('name = "proj"\n')
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log = tmp_path / "lake.log"
+    lake = bindir / "lake"
+    lake.write_text(f'#!/bin/sh\necho "$PWD|$*" >> {log}\n[ "$1" = env ] || exit 64\nshift\nexec "$@"\n')
+    lake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    async with LocalLeanChecker(lean_bin, project=project, timeout=60) as checker:
+        good = await checker.check(correct_file(2))
+        bad = await checker.check(WRONG)
+    assert good.ok and not bad.ok and bad.errors[0].line == PRELUDE_LINES + 1
+    calls = log.read_text().splitlines()
+    assert len(calls) == 2
+    cwd, args = calls[0].split("|", 1)
+    assert Path(cwd).resolve() == project.resolve()
+    assert args.startswith(f"env {lean_bin} --json ") and args.endswith("Check.lean")

@@ -1,0 +1,269 @@
+"""The formal step: for a problem with a Lean statement, ask the generator for a Lean proof and
+let a Lean checker decide.
+
+problem + ``lean_statement`` -> the ``formal_prove`` prompt -> the model writes a complete Lean
+file in a fenced ``lean`` block -> the block is extracted -> the statement must be kept as given
+(its ``open``/``variable`` lines and the theorem up to ``:=``, compared without comments and
+with whitespace normalised) -> the checker (a local ``lean``, a Lake project with Mathlib, a warm
+server or a Kimina server) -> a typed :class:`FormalCheck`. A failed attempt can be retried
+with Lean's messages shown to the model (``attempts``). :func:`join_evidence` adds the check to
+a :class:`~proofcritic.pipelines.SolveResult`'s evidence (its transcript).
+
+Every way an attempt can fail is a status, never an exception: ``no_lean_block`` (the output
+has no Lean code), ``statement_changed``, and the checker's ``failed`` / ``timeout`` /
+``error``.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from .._roles import Role, usage_of
+from ..errors import InputError
+from ..lean_checker import LeanChecker, LeanResult, blank_comments_and_strings
+from ..llm import ChatMessage, Usage
+from ..promptset import OPTIONAL_ROLE_VARIABLES, PromptSet
+from ..types import Problem
+from ._common import SolveResult
+
+__all__ = [
+    "FormalAttempt",
+    "FormalCheck",
+    "FormalProblem",
+    "FormalProver",
+    "extract_lean",
+    "formal_prove",
+    "join_evidence",
+    "load_lean_problems",
+    "statement_preserved",
+]
+
+TEMPLATE = "formal_prove"
+AttemptStatus = Literal["passed", "failed", "timeout", "error", "no_lean_block", "statement_changed"]
+
+_FENCE = re.compile(r"```[ \t]*(lean4?|)[ \t]*\n(.*?)(?:\n[ \t]*```|\Z)", re.DOTALL | re.IGNORECASE)
+_SORRY_TAIL = re.compile(r":=\s*(?:by\s+)?sorry\s*$")
+_DECL_START = re.compile(r"^[ \t]*(?:@\[[^\]]*\]\s*)*(?:(?:private|protected|noncomputable)\s+)*(theorem|lemma|example)\b", re.MULTILINE)
+
+
+class FormalProblem(BaseModel):
+    """A problem with its Lean 4 statement (a file whose theorem ends in ``sorry``)."""
+
+    problem: Problem
+    lean_statement: str
+
+
+class FormalAttempt(BaseModel):
+    """One Lean proof the model wrote, and what became of it."""
+
+    attempt: int = Field(..., description="1-based round (a later round sees the previous round's Lean messages).")
+    sample: int = Field(0, description="Index of the sample within its round.")
+    raw: str = Field("", description="The whole model output.")
+    finish_reason: str | None = None
+    lean: str | None = Field(None, description="The Lean file extracted from the output.")
+    status: AttemptStatus
+    ok: bool = False
+    reasons: list[str] = Field(default_factory=list)
+    result: LeanResult | None = Field(None, description="The checker's result (None when nothing was checked).")
+    usage: Usage = Field(default_factory=Usage)
+
+
+class FormalCheck(BaseModel):
+    """The formal evidence for one problem: did any attempt produce a proof Lean accepts."""
+
+    problem_id: str
+    lean_statement: str
+    passed: bool = False
+    proof: str | None = Field(None, description="The Lean file that passed (else the last one written).")
+    result: LeanResult | None = Field(None, description="The checker's result for ``proof``.")
+    status: AttemptStatus | Literal["no_attempt"] = "no_attempt"
+    attempts: list[FormalAttempt] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+
+    def evidence(self) -> dict:
+        """The transcript entry :func:`join_evidence` adds."""
+        return {
+            "step": "formal",
+            "passed": self.passed,
+            "status": self.status,
+            "attempts": len(self.attempts),
+            "reasons": self.attempts[-1].reasons if self.attempts else [],
+            "backend": self.result.backend if self.result else None,
+            "messages": [str(m) for m in self.result.messages] if self.result else [],
+            "proof": self.proof,
+        }
+
+
+def extract_lean(text: str) -> str | None:
+    """The Lean file in a model output: the last fenced ``lean``/``lean4`` block, else the last
+    unlabelled block that declares a theorem or lemma; ``None`` when there is none."""
+    labelled, plain = [], []
+    for match in _FENCE.finditer(text):
+        body = match.group(2).strip("\n")
+        if not body.strip():
+            continue
+        (labelled if match.group(1) else plain).append(body)
+    if labelled:
+        return labelled[-1] + "\n"
+    for body in reversed(plain):
+        if _DECL_START.search(body):
+            return body + "\n"
+    return None
+
+
+def _normalise(code: str) -> str:
+    code = code.replace(":=", " := ")
+    return " ".join(code.split())
+
+
+def statement_preserved(lean_statement: str, lean: str) -> tuple[bool, str]:
+    """Whether ``lean`` keeps the statement: each of its lines before the theorem (imports,
+    ``open``, ``variable``...) and the theorem itself up to ``:=``."""
+    statement = blank_comments_and_strings(lean_statement).rstrip()
+    statement = _SORRY_TAIL.sub("", statement)
+    match = None
+    for match in _DECL_START.finditer(statement):
+        pass
+    if match is None:
+        return False, "the Lean statement declares no theorem"
+    head, theorem = statement[: match.start()], statement[match.start() :]
+    code = _normalise(blank_comments_and_strings(lean))
+    for line in head.splitlines():
+        if line.strip() and _normalise(line) not in code:
+            return False, f"the proof lacks the statement's line {line.strip()!r}"
+    if _normalise(theorem) + " :=" not in code:
+        first = " ".join(theorem.split())[:80]
+        return False, f"the proof does not keep the theorem as stated ({first}...)"
+    return True, ""
+
+
+class FormalProver(Role):
+    """The generator asked for a Lean proof (template ``formal_prove``)."""
+
+    template = TEMPLATE
+
+    def __init__(self, model, *, prompts: PromptSet | None = None, config=None):
+        super().__init__(model, prompts=prompts, config=config)
+        extended = self.prompts.with_roles({TEMPLATE: OPTIONAL_ROLE_VARIABLES[TEMPLATE]})
+        if not extended.has(TEMPLATE):
+            extended = PromptSet.load(None, require=(TEMPLATE,), variables={TEMPLATE: OPTIONAL_ROLE_VARIABLES[TEMPLATE]})
+        self._formal_prompts = extended
+
+    def messages(self, problem: Problem, lean_statement: str, feedback: str = "") -> list[ChatMessage]:
+        return self._formal_prompts.render(TEMPLATE, problem=problem, lean_statement=lean_statement, feedback=feedback)
+
+    async def write(
+        self, problem: Problem, lean_statement: str, n: int = 1, *, feedback: str = "", seed: int | None = None
+    ) -> list[FormalAttempt]:
+        """``n`` Lean proofs, extracted but not checked yet (status ``no_lean_block`` or ``failed``)."""
+        completions = await self._sample(self.messages(problem, lean_statement, feedback), n, seed)
+        out = []
+        for index, completion in enumerate(completions):
+            lean = extract_lean(completion.text)
+            out.append(
+                FormalAttempt(
+                    attempt=0,
+                    sample=index,
+                    raw=completion.text,
+                    finish_reason=completion.finish_reason,
+                    lean=lean,
+                    status="failed" if lean is not None else "no_lean_block",
+                    reasons=[] if lean is not None else ["the output has no Lean code block"],
+                    usage=usage_of(completion, share_prompt=index == 0),
+                )
+            )
+        return out
+
+
+def _feedback(attempt: FormalAttempt, limit: int = 3000) -> str:
+    lines = [f"- {reason}" for reason in attempt.reasons]
+    if attempt.result is not None:
+        lines += [f"{m.line}:{m.column}: {m.severity}: {m.text}" for m in attempt.result.messages if m.severity != "information"]
+    text = "\n".join(lines)
+    return text if len(text) <= limit else text[:limit] + "\n[...]"
+
+
+async def formal_prove(
+    prover: FormalProver,
+    checker: LeanChecker,
+    problem: Problem,
+    lean_statement: str,
+    *,
+    samples: int = 1,
+    attempts: int = 1,
+    seed: int | None = None,
+) -> FormalCheck:
+    """Up to ``attempts`` rounds of ``samples`` Lean proofs each; stop at the first that passes.
+
+    A round after a failed one shows the model the Lean messages of the previous round's first
+    sample. The result names the passing proof, or the last one written.
+    """
+    if not lean_statement.strip():
+        raise InputError(f"problem {problem.id} has an empty Lean statement")
+    check = FormalCheck(problem_id=problem.id, lean_statement=lean_statement)
+    feedback = ""
+    for round_number in range(1, attempts + 1):
+        round_seed = None if seed is None else seed + round_number - 1
+        written = await prover.write(problem, lean_statement, samples, feedback=feedback, seed=round_seed)
+        for attempt in written:
+            attempt.attempt = round_number
+            check.usage.add(attempt.usage)
+            if attempt.lean is not None:
+                kept, why = statement_preserved(lean_statement, attempt.lean)
+                if not kept:
+                    attempt.status, attempt.reasons = "statement_changed", [why]
+                else:
+                    attempt.result = await checker.check(attempt.lean)
+                    attempt.status, attempt.ok = attempt.result.status, attempt.result.ok
+                    attempt.reasons = list(attempt.result.reasons)
+            check.attempts.append(attempt)
+            if attempt.lean is not None:
+                check.proof, check.result = attempt.lean, attempt.result
+            check.status = attempt.status
+            if attempt.ok:
+                check.passed = True
+                return check
+        feedback = _feedback(written[0]) if written else ""
+    return check
+
+
+def join_evidence(result: SolveResult, check: FormalCheck) -> SolveResult:
+    """``result`` with the formal check added to its evidence (a ``formal`` transcript entry)."""
+    return result.model_copy(update={"transcript": [*result.transcript, check.evidence()]})
+
+
+def load_lean_problems(path: str | Path | None = None, *, data_dir: str | Path | None = None) -> list[FormalProblem]:
+    """Problems with a ``Lean Statement`` column, by default IMO-ProofBench's
+    ``imobench/lean_proof_bench.csv`` under the data folder. The statements import Mathlib: a
+    Lake project with Mathlib (``project=``) or a Kimina server checks them."""
+    if path is None:
+        from ..benchmarks._data import data_root
+
+        path = data_root(data_dir) / "imobench" / "lean_proof_bench.csv"
+    file = Path(path)
+    if not file.is_file():
+        raise InputError(f"Lean problem file not found: {file}")
+    with file.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    out: list[FormalProblem] = []
+    for number, row in enumerate(rows, start=2):
+        lean = (row.get("Lean Statement") or row.get("lean_statement") or "").strip()
+        statement = (row.get("Problem") or row.get("problem") or "").strip()
+        if not lean or not statement:
+            continue
+        problem = Problem(
+            id=(row.get("Problem ID") or row.get("id") or f"row-{number}").strip(),
+            statement=statement,
+            reference_solution=(row.get("Solution") or "").strip() or None,
+            grading_guidelines=(row.get("Grading guidelines") or "").strip() or None,
+        )
+        out.append(FormalProblem(problem=problem, lean_statement=lean + "\n"))
+    if not out:
+        raise InputError(f"{file} has no rows with a problem and a Lean statement")
+    return out
+
