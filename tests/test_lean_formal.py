@@ -166,3 +166,23 @@ async def test_smollm2_fails_cleanly(lean_bin, smol_backend):
     assert attempt.raw.strip() and attempt.status in {"no_lean_block", "statement_changed", "failed"}
     assert attempt.reasons
     assert check.usage.completion_tokens > 0
+
+
+async def test_a_prompt_set_may_bring_its_own_formal_template(tmp_path):
+    import shutil
+
+    from proofcritic.promptset import PromptSet
+
+    folder = tmp_path / "mine"
+    shutil.copytree(PromptSet.load().directory, folder)
+    (folder / "formal_prove.j2").unlink()
+    without = FormalProver(Model(Answers(lambda i, p: "")), prompts=PromptSet.load(folder))
+    assert "Replace the `sorry`" in without.messages(PROBLEM, STATEMENT)[0].content  # the built-in one
+    (folder / "formal_prove.txt").write_text("Prove {problem_id} in Lean:\n{lean_statement}\n{feedback}")
+    mine = FormalProver(Model(Answers(lambda i, p: "")), prompts=PromptSet.load(folder))
+    assert mine.messages(PROBLEM, STATEMENT, "fix line 3")[0].content.startswith("Prove two-plus-two in Lean:\nprelude")
+    (folder / "formal_prove.txt").write_text("Prove {lean_proof}")
+    from proofcritic.errors import PromptError
+
+    with pytest.raises(PromptError, match="lean_proof"):
+        FormalProver(Model(Answers(lambda i, p: "")), prompts=PromptSet.load(folder))

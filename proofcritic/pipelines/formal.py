@@ -27,7 +27,7 @@ from .._roles import Role, usage_of
 from ..errors import InputError
 from ..lean_checker import LeanChecker, LeanResult, blank_comments_and_strings
 from ..llm import ChatMessage, Usage
-from ..promptset import OPTIONAL_ROLE_VARIABLES, PromptSet
+from ..promptset import PromptSet
 from ..types import Problem
 from ._common import SolveResult
 
@@ -44,6 +44,10 @@ __all__ = [
 ]
 
 TEMPLATE = "formal_prove"
+#: the variables of the ``formal_prove`` template: ``problem`` (Problem), ``lean_statement`` and
+#: ``feedback`` (strings; ``feedback`` is empty on a first attempt). A prompt set (``--prompts``)
+#: may carry its own ``formal_prove.j2`` / ``.txt``; otherwise the built-in one is used.
+FORMAL_VARIABLES: dict[str, frozenset[str]] = {TEMPLATE: frozenset({"problem", "lean_statement", "feedback"})}
 AttemptStatus = Literal["passed", "failed", "timeout", "error", "no_lean_block", "statement_changed"]
 
 _FENCE = re.compile(r"```[ \t]*(lean4?|)[ \t]*\n(.*?)(?:\n[ \t]*```|\Z)", re.DOTALL | re.IGNORECASE)
@@ -149,9 +153,9 @@ class FormalProver(Role):
 
     def __init__(self, model, *, prompts: PromptSet | None = None, config=None):
         super().__init__(model, prompts=prompts, config=config)
-        extended = self.prompts.with_roles({TEMPLATE: OPTIONAL_ROLE_VARIABLES[TEMPLATE]})
+        extended = self.prompts.with_roles(FORMAL_VARIABLES)
         if not extended.has(TEMPLATE):
-            extended = PromptSet.load(None, require=(TEMPLATE,), variables={TEMPLATE: OPTIONAL_ROLE_VARIABLES[TEMPLATE]})
+            extended = PromptSet.load(None, require=(TEMPLATE,), variables=FORMAL_VARIABLES)
         self._formal_prompts = extended
 
     def messages(self, problem: Problem, lean_statement: str, feedback: str = "") -> list[ChatMessage]:
