@@ -1,4 +1,7 @@
-"""Checks per second: SandboxPool vs one sandboxed process per check, sequentially.
+"""Checks per second of the sandbox: one new interpreter per check (sequential), the pool
+with one new interpreter per check (``warm=False``), and the pool forking each check from a
+warm server that imported SymPy once (``warm=True``, the default). Every way applies the same
+per-check isolation; the script checks that each result is right.
 
 Usage: python perf/sandbox.py [N_CHECKS] [WORKERS]
 """
@@ -10,31 +13,39 @@ import time
 from proofcritic.tools import SandboxPool, run_python
 
 CHECKS = {
-    "trivial": "print(sum(i*i for i in range(1000)))",
-    "sympy": ("import sympy as sp\nx = sp.symbols('x')\n"
-              "print(sp.expand((x + 1)**5) == x**5 + 5*x**4 + 10*x**3 + 10*x**2 + 5*x + 1)"),
+    "trivial": ("print(sum(i*i for i in range(1000)))", "332833500\n"),
+    "sympy": (("import sympy as sp\nx = sp.symbols('x')\n"
+               "print(sp.expand((x + 1)**5) == x**5 + 5*x**4 + 10*x**3 + 10*x**2 + 5*x + 1)"), "True\n"),
 }
+
+
+def _pool_rate(code: str, expected: str, n: int, workers: int, warm: bool) -> tuple[float, str]:
+    async def go():
+        async with SandboxPool(workers=workers, warm=warm) as pool:
+            await pool.run("pass", timeout=60)  # start-up (the warm server's imports) not counted
+            t = time.monotonic()
+            results = await pool.run_many([code] * n, timeout=60)
+            return time.monotonic() - t, results
+
+    elapsed, results = asyncio.run(go())
+    assert all(r.ok and r.stdout == expected for r in results), results[0]
+    return n / elapsed, ",".join(results[0].isolation)
 
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 16
     workers = int(sys.argv[2]) if len(sys.argv) > 2 else 4
-    for name, code in CHECKS.items():
+    for name, (code, expected) in CHECKS.items():
         t = time.monotonic()
         seq = [run_python(code, timeout=30) for _ in range(n)]
-        seq_s = time.monotonic() - t
-        assert all(r.ok for r in seq), seq[0]
-
-        async def go():
-            async with SandboxPool(workers=workers) as pool:
-                return await pool.run_many([code] * n, timeout=60)
-
-        t = time.monotonic()
-        par = asyncio.run(go())
-        par_s = time.monotonic() - t
-        assert all(r.ok for r in par), par[0]
-        print(f"{name:8s} n={n} sequential: {n / seq_s:6.2f} checks/s ({seq_s / n * 1000:6.0f} ms/check)"
-              f" | pool(workers={workers}): {n / par_s:6.2f} checks/s  speedup x{seq_s / par_s:.2f}")
+        seq_rate = n / (time.monotonic() - t)
+        assert all(r.ok and r.stdout == expected for r in seq), seq[0]
+        cold_rate, _ = _pool_rate(code, expected, n, workers, warm=False)
+        warm_rate, isolation = _pool_rate(code, expected, n, workers, warm=True)
+        print(f"{name:8s} n={n} one process per check: {seq_rate:6.2f} checks/s | "
+              f"pool(workers={workers}, cold): {cold_rate:6.2f} (x{cold_rate / seq_rate:.2f}) | "
+              f"pool(workers={workers}, warm fork server): {warm_rate:7.2f} (x{warm_rate / seq_rate:.2f})")
+    print(f"isolation of a warm check: {isolation}")
 
 
 if __name__ == "__main__":

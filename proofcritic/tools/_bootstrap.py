@@ -87,33 +87,27 @@ def _install_fd_finder():
     if entries:
         sys.meta_path.insert(0, _FdFinder(entries))
 
-def main():
-    cfg = json.loads(sys.argv[1])
-    meta = cfg["meta_fd"]
-    code = sys.stdin.read()
-    os.close(0)
-    os.open(os.devnull, os.O_RDONLY)  # fd 0 again: empty stdin
-    main_pid = os.getpid()
-    applied = []
+def _unshare_network(applied):
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.unshare(CLONE_NEWNET) == 0:
+            applied.append("netns")
+    except Exception:
+        pass
 
-    if not cfg["network"]:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            if libc.unshare(CLONE_NEWNET) == 0:
-                applied.append("netns")
-        except Exception:
-            pass
 
-    for name in cfg["preload"]:
+def _preload(names):
+    for name in names:
         try:
             __import__(name)
         except Exception:
             pass
 
+
+def _drop_privileges_and_limit(cfg, applied):
     uid = cfg["uid"]
     if uid is not None:
         try:
-            _install_fd_finder()
             os.setgroups([])
             os.setgid(uid)
             os.setuid(uid)
@@ -143,6 +137,10 @@ def main():
     if cfg["nofile"]:
         lim(resource.RLIMIT_NOFILE, cfg["nofile"], "nofile")
 
+
+def _run_checked(code, cfg, meta, applied):
+    """Install the guards, report what took effect, run the user's code, exit."""
+    main_pid = os.getpid()
     _install_guards(cfg["workdir"], meta, main_pid)
     applied.append("guards")
     _emit(meta, {"event": "start", "applied": applied})
@@ -179,6 +177,198 @@ def main():
     except BaseException:
         pass
     os._exit(exit_code)
+
+
+def main():
+    """Cold start: one fresh interpreter per check."""
+    cfg = json.loads(sys.argv[1])
+    meta = cfg["meta_fd"]
+    code = sys.stdin.read()
+    os.close(0)
+    os.open(os.devnull, os.O_RDONLY)  # fd 0 again: empty stdin
+    applied = []
+    if not cfg["network"]:
+        _unshare_network(applied)
+    _preload(cfg["preload"])
+    if cfg["uid"] is not None:
+        _install_fd_finder()
+    _drop_privileges_and_limit(cfg, applied)
+    _run_checked(code, cfg, meta, applied)
+
+
+# --------------------------------------------------------------------------- warm fork server
+
+_META_FD = 3
+_FINDER_FDS = []
+
+
+def _recv_line(conn):
+    data = bytearray()
+    while not data.endswith(b"\n"):
+        chunk = conn.recv(65536)
+        if not chunk:
+            raise EOFError("connection closed")
+        data += chunk
+    return bytes(data)
+
+
+def _child(conn_fds, fds, cfg, code):
+    """In the forked child: a fresh session, the pipes as fds 1, 2 and 3, nothing else of the
+    server's open files, then the per-check layers exactly as a cold start applies them."""
+    import random
+    import signal
+    import tempfile
+
+    try:
+        signal.set_wakeup_fd(-1)
+    except (ValueError, OSError):
+        pass
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    os.setsid()
+    out_w, err_w, meta_w = fds
+    os.dup2(out_w, 1)
+    os.dup2(err_w, 2)
+    os.dup2(meta_w, _META_FD)
+    keep = {0, 1, 2, _META_FD, *_FINDER_FDS}
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    workdir = cfg["workdir"]
+    os.chdir(workdir)
+    os.environ.update({"HOME": workdir, "TMPDIR": workdir})
+    tempfile.tempdir = workdir
+    random.seed()
+    sys.argv = ["<check>"]
+    applied = ["fork-server"]
+    if not cfg["network"]:
+        _unshare_network(applied)
+    _drop_privileges_and_limit(cfg, applied)
+    _run_checked(code, cfg, _META_FD, applied)
+
+
+def _warm_up():
+    """Run the first call of common SymPy operations once, so that what they set up lazily
+    (submodule imports, caches) is inherited by every child instead of redone in each."""
+    if "sympy" not in sys.modules:
+        return
+    try:
+        import sympy as sp
+
+        x, n = sp.symbols("x n", integer=True)
+        sp.factor(x**4 - 1)
+        sp.expand((x + 1) ** 6)
+        sp.simplify(sp.sin(x) ** 2 + sp.cos(x) ** 2)
+        sp.solve(x**2 - 2, x)
+        sp.summation(n**2, (n, 1, x))
+        sp.isprime(97)
+        sp.factorint(360)
+        sp.Rational(1, 3) + sp.sqrt(2)
+        sp.limit(sp.sin(x) / x, x, 0)
+        sp.series(sp.exp(x), x, 0, 4)
+        sp.Matrix([[1, 2], [3, 4]]).det()
+        sp.nsimplify(0.5)
+        str(sp.integrate(x**2, x))
+    except Exception:
+        pass
+
+
+def serve():
+    """Warm start: import the preload once, then fork one limited child per check.
+
+    The listening socket is inherited (its number in the config). Each connection brings three descriptors
+    (stdout, stderr and meta pipes, SCM_RIGHTS) and one JSON line (the per-check config and
+    the code); the server answers ``{"pid": N}`` once the child runs and ``{"status": S}``
+    (a raw wait status) when it has exited, then closes the connection.
+    """
+    import selectors
+    import signal
+    import socket
+
+    cfg = json.loads(sys.argv[2])
+    try:  # end with the process that started us
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != cfg["parent"]:
+            os._exit(0)
+    except Exception:
+        pass
+    listener = socket.socket(fileno=cfg["listener_fd"])
+    listener.setblocking(False)
+    _preload(cfg["preload"])
+    _warm_up()
+    if cfg["fd_finder"]:
+        _install_fd_finder()
+        _FINDER_FDS.extend(entry[1] for entry in getattr(sys.meta_path[0], "entries", ()))
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    os.set_blocking(wake_r, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    sel = selectors.DefaultSelector()
+    sel.register(listener, selectors.EVENT_READ, "accept")
+    sel.register(wake_r, selectors.EVENT_READ, "wake")
+    running = {}  # pid -> connection
+
+    def reap():
+        while running:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            conn = running.pop(pid, None)
+            if conn is not None:
+                try:
+                    conn.sendall((json.dumps({"status": status}) + "\n").encode())
+                except OSError:
+                    pass
+                conn.close()
+
+    while True:
+        for key, _ in sel.select(timeout=1.0):
+            if key.data == "wake":
+                try:
+                    while os.read(wake_r, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+                continue
+            try:
+                conn, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                continue
+            try:
+                conn.setblocking(True)
+                conn.settimeout(30)
+                _, fds, _, _ = socket.recv_fds(conn, 1, 3)
+                request = json.loads(_recv_line(conn))
+            except Exception:
+                conn.close()
+                continue
+            if len(fds) != 3:
+                for fd in fds:
+                    os.close(fd)
+                conn.close()
+                continue
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    _child([conn.fileno()], fds, request["cfg"], request["code"])
+                finally:
+                    os._exit(70)
+            for fd in fds:
+                os.close(fd)
+            running[pid] = conn
+            try:
+                conn.sendall((json.dumps({"pid": pid}) + "\n").encode())
+            except OSError:
+                pass
+        reap()
 
 
 def _install_guards(workdir, meta, main_pid):
@@ -262,4 +452,7 @@ def _install_guards(workdir, meta, main_pid):
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) > 1 and sys.argv[1] == "--serve":
+        serve()
+    else:
+        main()

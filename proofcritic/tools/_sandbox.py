@@ -23,14 +23,16 @@ import random
 import selectors
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal, Optional, Sequence
+from typing import Literal
 
 from pydantic import BaseModel
 
@@ -62,9 +64,9 @@ class SandboxException(BaseModel):
 class SandboxResult(BaseModel):
     stdout: str
     stderr: str
-    exception: Optional[SandboxException] = None
-    exit_code: Optional[int]
-    limit_hit: Optional[LimitHit] = None
+    exception: SandboxException | None = None
+    exit_code: int | None
+    limit_hit: LimitHit | None = None
     duration: float
     truncated: bool = False
     isolation: list[str] = []
@@ -83,7 +85,7 @@ class _UidAllocator:
         self._used: set[int] = set()
         self._next = random.randrange(_UID_RANGE)
 
-    def acquire(self) -> Optional[int]:
+    def acquire(self) -> int | None:
         with self._lock:
             for _ in range(_UID_RANGE):
                 uid = _UID_BASE + self._next
@@ -93,7 +95,7 @@ class _UidAllocator:
                     return uid
         return None
 
-    def release(self, uid: Optional[int]) -> None:
+    def release(self, uid: int | None) -> None:
         if uid is not None:
             with self._lock:
                 self._used.discard(uid)
@@ -146,8 +148,8 @@ def run_python(
     code: str,
     *,
     timeout: float = 10.0,
-    cpu_time: Optional[int] = None,
-    memory_mb: Optional[int] = 1024,
+    cpu_time: int | None = None,
+    memory_mb: int | None = 1024,
     max_output: int = 1_000_000,
     max_processes: int = 16,
     max_file_size: int = 16 * 1024 * 1024,
@@ -155,6 +157,7 @@ def run_python(
     network: bool = False,
     drop_privileges: bool = True,
     preload: Sequence[str] = DEFAULT_PRELOAD,
+    server: ForkServer | None = None,
 ) -> SandboxResult:
     """Run ``code`` in a fresh sandboxed interpreter and return what happened.
 
@@ -162,10 +165,15 @@ def run_python(
     stdout+stderr bytes together; ``max_processes`` is the RLIMIT_NPROC value
     (per private uid when running as root; otherwise added to this user's
     current process count, since NPROC is per real uid).
+
+    ``server``: a warm :class:`ForkServer` (SymPy already imported) that forks the
+    child instead of starting a new interpreter; every per-check layer is the
+    same, and ``preload`` is the server's. When the server cannot start, the
+    check runs cold.
     """
     start = time.monotonic()
     workdir = tempfile.mkdtemp(prefix="proofcritic-sbx-")
-    uid: Optional[int] = None
+    uid: int | None = None
     if drop_privileges and os.geteuid() == 0:
         uid = _uids.acquire()
         if uid is not None:
@@ -174,61 +182,228 @@ def run_python(
         cpu_time = max(1, int(timeout + 0.999))
     nproc = max_processes if uid is not None else (
         None if os.geteuid() == 0 else _count_own_processes() + max_processes)
-    meta_r, meta_w = os.pipe()
     cfg = {
-        "meta_fd": meta_w, "workdir": workdir, "network": network, "uid": uid,
+        "workdir": workdir, "network": network, "uid": uid,
         "preload": list(preload), "cpu": cpu_time,
         "memory": memory_mb * 1024 * 1024 if memory_mb else None,
         "nproc": nproc, "fsize": max_file_size, "nofile": max_open_files,
     }
-    env = {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir,
-           "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8"}
     proc = None
+    pipes: list[int] = []
     try:
-        try:
-            proc = subprocess.Popen(
-                [sys.executable, "-I", "-B", _BOOTSTRAP, json.dumps(cfg)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                cwd=workdir, env=env, pass_fds=(meta_w,), start_new_session=True,
-            )
-        finally:
-            os.close(meta_w)
-        return _supervise(proc, code, meta_r, start, timeout, max_output, uid)
+        if server is not None:
+            proc, pipes = server.spawn(code, cfg)
+        if proc is None:
+            proc, pipes = _spawn_cold(code, cfg)
+        return _supervise(proc, *pipes, start, timeout, max_output, uid)
     finally:
-        os.close(meta_r)
+        for fd in pipes:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
         if proc is not None:
             _killpg(proc.pid)
-            if proc.returncode is None:
+            if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-            for f in (proc.stdout, proc.stderr, proc.stdin):
-                try:
-                    if f:
-                        f.close()
-                except OSError:
-                    pass
         if uid is not None:
             _kill_uid(uid)
             _uids.release(uid)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _supervise(proc, code, meta_r, start, timeout, max_output, uid) -> SandboxResult:
+def _spawn_cold(code: str, cfg: dict):
+    """A new interpreter running ``_bootstrap.py``: ``(process, [stdout, stderr, meta] read fds)``."""
+    meta_r, meta_w = os.pipe()
+    env = {"PATH": "/usr/bin:/bin", "HOME": cfg["workdir"], "TMPDIR": cfg["workdir"],
+           "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8"}
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-B", _BOOTSTRAP, json.dumps({**cfg, "meta_fd": meta_w})],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cwd=cfg["workdir"], env=env, pass_fds=(meta_w,), start_new_session=True,
+        )
+    except BaseException:
+        os.close(meta_r)
+        raise
+    finally:
+        os.close(meta_w)
     try:
         proc.stdin.write(code.encode("utf-8", "surrogateescape"))
         proc.stdin.close()
     except (BrokenPipeError, OSError):
         pass
+    # the parent reads the pipes by descriptor; detach them from the Popen file objects
+    out, err = os.dup(proc.stdout.fileno()), os.dup(proc.stderr.fileno())
+    proc.stdout.close()
+    proc.stderr.close()
+    return proc, [out, err, meta_r]
+
+
+class _ForkedChild:
+    """A child of the fork server, seen from here: its pid, and its exit status over the socket."""
+
+    def __init__(self, conn: socket.socket, pid: int, buffer: bytes):
+        self.conn, self.pid, self.returncode = conn, pid, None
+        self._buffer = buffer
+
+    def _status(self, timeout: float | None) -> None:
+        if self.returncode is not None:
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return
+            self.conn.settimeout(left)
+            try:
+                chunk = self.conn.recv(4096)
+            except (TimeoutError, BlockingIOError):
+                return
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self.returncode = -signal.SIGKILL  # the server is gone; so is the child's parent
+                return
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        try:
+            status = json.loads(line)["status"]
+            self.returncode = os.waitstatus_to_exitcode(status)
+        except (ValueError, KeyError):
+            self.returncode = -signal.SIGKILL
+        self.conn.close()
+
+    def poll(self) -> int | None:
+        self._status(0.0)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        self._status(timeout)
+        if self.returncode is None:
+            raise subprocess.TimeoutExpired("sandbox", timeout or 0.0)
+        return self.returncode
+
+    def kill(self) -> None:
+        _killpg(self.pid)
+
+
+class ForkServer:
+    """A warm interpreter with the preload (SymPy ...) imported once; each check is a child
+    forked from it, with every per-check layer of a cold start (new session, network
+    namespace, private uid, rlimits, guards, private temp dir) applied in the child.
+
+    Started on first use; restarted if it dies; ``close`` stops it. Thread-safe.
+    """
+
+    def __init__(self, preload: Sequence[str] = DEFAULT_PRELOAD, *, drop_privileges: bool = True):
+        self.preload = list(preload)
+        self.drop_privileges = drop_privileges
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self._dir: str | None = None
+        self._path: str | None = None
+        self.failures = 0
+
+    def _ensure(self) -> str | None:
+        with self._lock:
+            if self._proc is not None and self._proc.poll() is None:
+                return self._path
+            self._stop_locked()
+            if self.failures >= 3:
+                return None
+            self._dir = tempfile.mkdtemp(prefix="proofcritic-fsrv-")
+            self._path = os.path.join(self._dir, "s")
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                listener.bind(self._path)
+                listener.listen(128)
+                cfg = {"preload": self.preload, "parent": os.getpid(),
+                       "fd_finder": self.drop_privileges and os.geteuid() == 0}
+                env = {"PATH": "/usr/bin:/bin", "HOME": self._dir, "TMPDIR": self._dir,
+                       "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8"}
+                cfg["listener_fd"] = fd = listener.fileno()
+                self._proc = subprocess.Popen(
+                    [sys.executable, "-I", "-B", _BOOTSTRAP, "--serve", json.dumps(cfg)],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    cwd=self._dir, env=env, pass_fds=(fd,), start_new_session=True,
+                )
+            except OSError:
+                self.failures += 1
+                self._stop_locked()
+                return None
+            finally:
+                listener.close()
+            return self._path
+
+    def spawn(self, code: str, cfg: dict):
+        """Fork a child running ``code`` under ``cfg``: ``(handle, read fds)``, or
+        ``(None, [])`` when the server is not available (the caller then runs cold)."""
+        for _ in range(2):
+            path = self._ensure()
+            if path is None:
+                return None, []
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
+            meta_r, meta_w = os.pipe()
+            conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                conn.settimeout(30)
+                conn.connect(path)
+                socket.send_fds(conn, [b"R"], [out_w, err_w, meta_w])
+                conn.sendall((json.dumps({"cfg": cfg, "code": code}) + "\n").encode("utf-8", "surrogateescape"))
+                buffer = b""
+                while b"\n" not in buffer:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        raise ConnectionError("fork server closed the connection")
+                    buffer += chunk
+                line, _, rest = buffer.partition(b"\n")
+                pid = int(json.loads(line)["pid"])
+            except (OSError, ValueError, KeyError):
+                conn.close()
+                for fd in (out_r, err_r, meta_r):
+                    os.close(fd)
+                with self._lock:
+                    self.failures += 1
+                    self._stop_locked()
+                continue
+            finally:
+                for fd in (out_w, err_w, meta_w):
+                    os.close(fd)
+            return _ForkedChild(conn, pid, rest), [out_r, err_r, meta_r]
+        return None, []
+
+    def _stop_locked(self) -> None:
+        if self._proc is not None:
+            _killpg(self._proc.pid)
+            try:
+                self._proc.kill()
+                self._proc.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+            self._proc = None
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop_locked()
+
+
+def _supervise(proc, out_r, err_r, meta_r, start, timeout, max_output, uid) -> SandboxResult:
     deadline = start + timeout
     bufs = {"stdout": bytearray(), "stderr": bytearray(), "meta": bytearray()}
     sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ, "stdout")
-    sel.register(proc.stderr, selectors.EVENT_READ, "stderr")
+    sel.register(out_r, selectors.EVENT_READ, "stdout")
+    sel.register(err_r, selectors.EVENT_READ, "stderr")
     sel.register(meta_r, selectors.EVENT_READ, "meta")
-    limit: Optional[str] = None
+    limit: str | None = None
     truncated = False
     total = 0
-    exited_at: Optional[float] = None
+    exited_at: float | None = None
     while sel.get_map():
         now = time.monotonic()
         if now >= deadline:
@@ -327,38 +502,51 @@ class SandboxPool:
     """Runs many checks concurrently, each in its own sandboxed process.
 
     ``workers`` bounds how many run at once (semaphore + a dedicated thread pool
-    that supervises the child processes).
+    that supervises the child processes). ``warm`` (default) forks each check
+    from a :class:`ForkServer` that imported the preload once, instead of
+    starting a new interpreter (which spends about 200 ms importing SymPy);
+    ``warm=False`` starts one interpreter per check. Both apply the same limits.
     """
 
-    def __init__(self, workers: int = 4, **defaults) -> None:
+    def __init__(self, workers: int = 4, *, warm: bool = True, **defaults) -> None:
         if workers < 1:
             raise ValueError("workers must be >= 1")
         self.workers = workers
         self.defaults = defaults
+        self.warm = warm
+        self._server: ForkServer | None = None
+        if warm:
+            self._server = ForkServer(defaults.get("preload", DEFAULT_PRELOAD),
+                                      drop_privileges=defaults.get("drop_privileges", True))
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox")
-        self._sem: Optional[asyncio.Semaphore] = None
+        self._sem: asyncio.Semaphore | None = None
 
     async def run(self, code: str, **kwargs) -> SandboxResult:
         if self._sem is None:
             self._sem = asyncio.Semaphore(self.workers)
         opts = {**self.defaults, **kwargs}
+        server = self._server
+        if server is not None and ("preload" in kwargs or "drop_privileges" in kwargs):
+            server = None  # the warm server was started with the pool's own settings
         async with self._sem:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor, lambda: run_python(code, **opts))
+            return await loop.run_in_executor(self._executor, lambda: run_python(code, server=server, **opts))
 
     async def run_many(self, codes: Sequence[str], **kwargs) -> list[SandboxResult]:
         return list(await asyncio.gather(*(self.run(c, **kwargs) for c in codes)))
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
+        if self._server is not None:
+            self._server.close()
 
-    def __enter__(self) -> "SandboxPool":
+    def __enter__(self) -> SandboxPool:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
-    async def __aenter__(self) -> "SandboxPool":
+    async def __aenter__(self) -> SandboxPool:
         return self
 
     async def __aexit__(self, *exc) -> None:
