@@ -134,3 +134,23 @@ async def test_kimina_client_reports_an_unreachable_server():
     async with KiminaChecker("http://127.0.0.1:9", timeout=5) as client:
         result = await client.check(correct_file(1))
     assert result.status == "error" and not result.ok and "127.0.0.1:9" in (result.error or "")
+
+
+async def test_warm_server_survives_a_crash_and_a_header_change(lean_bin):
+    import asyncio
+    import os
+    import signal
+
+    needs_init = "import Mathlib\n\ntheorem t : 1 + 1 = 2 := by norm_num\n"
+    async with LeanServerChecker(lean_bin, timeout=60) as warm:
+        before = await warm.check(correct_file(1))
+        other_header = await warm.check(needs_init)  # the worker restarts for the new imports
+        back = await warm.check(correct_file(2))
+        assert warm.restarts == 0
+        os.killpg(warm._slots[0].conn.proc.pid, signal.SIGKILL)
+        await asyncio.sleep(0.1)
+        after = await warm.check(correct_file(3))
+        assert warm.restarts == 1
+    assert before.ok and back.ok and after.ok
+    assert other_header.status == "failed" and other_header.errors[0].line == 1
+    assert "Init" in other_header.errors[0].text  # this lean has no library at all
