@@ -13,12 +13,12 @@ import pytest
 from scripted import ScriptedBackend, generation_text, verification_text
 
 from proofcritic.budget import Budget, budget_scope
+from proofcritic.errors import InputError
 from proofcritic.llm import Model
 from proofcritic.parsing import EVALUATION_MARKER, SCORE_MARKER
 from proofcritic.pipelines._common import Roles
 from proofcritic.pipelines.critic import CriticStrategy, CriticVerifier, normalise_proof
 from proofcritic.pipelines.solve import get_strategy
-from proofcritic.errors import InputError
 from proofcritic.tools import PythonTool, SandboxPool, find_tool_call, get_tool
 from proofcritic.types import Problem, Verification
 from proofcritic.verifier import Verifier
@@ -267,3 +267,46 @@ def test_strategy_registered_with_defaults():
     strategy = get_strategy("critic", max_tool_calls=2)
     assert strategy.name == "critic" and strategy.config.max_rounds == 4 and strategy.config.max_tool_calls == 2
     assert get_strategy("critic", tools="python").config.tools == ["python"]
+
+
+# --------------------------------------------------------------------------- the lean tool
+
+
+async def test_lean_block_goes_to_the_lean_checker(pool):
+    """With python and lean offered, a ```lean block is checked by the real Lean checker and
+    a ```python block runs in the sandbox; the prompt describes both tools."""
+    from proofcritic.lean_checker import LeanNotFoundError, find_lean
+    from proofcritic.lean_checker.samples import correct_file, prelude_file
+    from proofcritic.tools._lean import LeanTool
+
+    try:
+        find_lean()
+    except LeanNotFoundError as error:
+        pytest.skip(f"no lean here: {error}")
+    wrong = prelude_file("theorem bad : Eq (N.add N.zero (N.succ N.zero)) N.zero := Eq.refl N.zero")
+
+    def script(call):
+        messages = turns(call)
+        if len(messages) == 1:
+            assert "- `python`: Python 3 with SymPy" in messages[0].content
+            assert "- `lean`: Lean 4" in messages[0].content
+            return f"{EVALUATION_MARKER}\n\nFormal check.\n\n```lean\n{correct_file(2)}"
+        if len(messages) == 3:
+            assert "Lean accepted the code" in messages[-1].content
+            return f"Now the false claim.\n\n```lean4\n{wrong}```\n"
+        if len(messages) == 5:
+            assert "Lean did not accept the code" in messages[-1].content
+            assert "Type mismatch" in messages[-1].content
+            return tool_turn("print(1 + 1)")
+        assert "2" in messages[-1].content
+        return verification_text(0).replace(EVALUATION_MARKER, "")
+
+    lean = LeanTool(timeout=60)
+    critic = CriticVerifier(Verifier(Model(ScriptedBackend(script))), [PythonTool(pool), lean], max_tool_calls=3)
+    try:
+        [v] = await critic.verify(PROBLEM, PROOF)
+    finally:
+        await lean.aclose()
+    assert [c.tool for c in v.tool_calls] == ["lean", "lean", "python"]
+    assert [c.ok for c in v.tool_calls] == [True, False, True]
+    assert "Type mismatch" in v.tool_calls[1].error and v.score == 0

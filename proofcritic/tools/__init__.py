@@ -19,6 +19,7 @@ from ._tool import (
     clip_text,
     find_tool_call,
     get_tool,
+    tool_class,
 )
 
 __all__ = [
@@ -38,4 +39,5 @@ __all__ = [
     "get_tool",
     "render_sandbox_result",
     "run_python",
+    "tool_class",
 ]

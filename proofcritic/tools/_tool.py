@@ -101,7 +101,7 @@ class FunctionTool:
 #: tool name -> "module:class"; the class is built with keyword options (``get_tool``)
 TOOLS: dict[str, str] = {
     "python": "proofcritic.tools._python:PythonTool",
-    "lean": "proofcritic.lean_checker:LeanTool",
+    "lean": "proofcritic.tools._lean:LeanTool",
 }
 
 
