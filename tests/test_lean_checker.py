@@ -36,8 +36,11 @@ from proofcritic.lean_checker.samples import (
 WRONG_LINE = "theorem bad : Eq (N.add N.zero (N.succ N.zero)) N.zero := Eq.refl N.zero"
 WRONG = prelude_file(WRONG_LINE)
 SORRY = prelude_file("theorem s (n : N) : Eq (N.add n N.zero) n := sorry")
+# the theorem reaches the axiom only through a definition: the probe of the theorem sees it
 AXIOM = prelude_file(
-    "axiom cheat : Eq N.zero (N.succ N.zero)\ntheorem t : Eq (N.succ N.zero) N.zero := Eq.symm' cheat"
+    "axiom cheat : Eq N.zero (N.succ N.zero)\n"
+    "noncomputable def flip : Eq (N.succ N.zero) N.zero := Eq.symm' cheat\n"
+    "theorem t : Eq (N.succ N.zero) N.zero := flip"
 )
 
 
@@ -75,7 +78,7 @@ def test_prepare_probes_names_in_namespaces():
         "instance : Foo := y\naxiom ax : False\n"
     )
     prepared = prepare(src)
-    assert prepared.probes == ["A.t1", "A.t2", "A.B.t3", "C.t4", "ax"]
+    assert prepared.probes == ["A.t1", "A.t2", "A.B.t3", "C.t4"]  # theorems and lemmas
     assert prepared.declared_axioms == ["ax"]
     probe_lines = prepared.text.splitlines()[prepared.source_lines :]
     assert [line for line in probe_lines if line] == [f"#print axioms {p}" for p in prepared.probes]
@@ -121,7 +124,7 @@ async def test_correct_proof_passes(lean_bin):
         result = await checker.check(correct_file(3))
     assert result.ok and result.status == "passed", result.summary()
     assert result.messages == [] and result.reasons == []
-    assert result.axioms["sum_3"] == [] and result.axioms["prod_3"] == []
+    assert result.axioms == {"Eq.symm'": [], "sum_3": [], "prod_3": []}
 
 
 async def test_wrong_proof_fails_at_the_right_place(lean_bin):
@@ -150,7 +153,7 @@ async def test_axioms_are_caught_by_the_kernel_bookkeeping(lean_bin):
         result = await checker.check(AXIOM)
     async with LocalLeanChecker(lean_bin, timeout=60, allowed_axioms={"cheat"}) as lenient:
         allowed = await lenient.check(AXIOM)
-    assert not result.ok and result.messages == []  # Lean itself accepts the file
+    assert not result.ok and result.errors == []  # Lean itself accepts the file
     assert result.axioms["t"] == ["cheat"] and result.disallowed_axioms == ["cheat"]
     assert "t depends on axiom cheat" in result.reasons and "declares axiom cheat" in result.reasons
     # allowing the axiom clears the dependency, but declaring one in the file still fails

@@ -1,10 +1,11 @@
 """What a check adds to a file and reads from Lean's messages, the same for every checker.
 
 Before a file is checked, ``#print axioms NAME`` lines are appended after its last line for
-every ``theorem``, ``lemma``, ``def``, ``abbrev``, ``instance`` and ``opaque`` it declares by
-name (with the enclosing namespaces). Lean answers each with an information message naming the
-axioms the declaration depends on, so that a proof that reaches ``sorryAx`` or an axiom of its
-own through any path is caught by the kernel's own bookkeeping, not only by reading the text.
+every ``theorem`` and ``lemma`` it declares (named with the enclosing namespaces). Lean answers
+each with an information message naming the axioms the theorem depends on, through every
+definition and lemma it uses, so that a proof that reaches ``sorryAx`` or an axiom of its own by
+any path is caught by the kernel's own bookkeeping, not only by reading the text. (Definitions
+are not probed themselves: what a theorem uses is covered by its own probe.)
 
 A check does not pass when:
 
@@ -102,7 +103,7 @@ class Prepared:
 
 
 def prepare(source: str, *, probe_axioms: bool = True) -> Prepared:
-    """Scan ``source`` and append one ``#print axioms`` line per named declaration."""
+    """Scan ``source`` and append one ``#print axioms`` line per theorem and lemma."""
     code = blank_comments_and_strings(source)
     scopes: list[tuple[str, str]] = []
     names: list[str] = []
@@ -123,7 +124,10 @@ def prepare(source: str, *, probe_axioms: bool = True) -> Prepared:
             continue
         keyword, name = m.group(1), m.group(2)
         full = _qualify(name, scopes)
-        (axioms if keyword == "axiom" else names).append(full)
+        if keyword == "axiom":
+            axioms.append(full)
+        elif keyword in ("theorem", "lemma"):
+            names.append(full)
     sorry_tokens = []
     for m in _SORRY_TOKEN.finditer(code):
         line = code.count("\n", 0, m.start()) + 1
@@ -133,7 +137,7 @@ def prepare(source: str, *, probe_axioms: bool = True) -> Prepared:
     text = source
     probes: list[str] = []
     if probe_axioms:
-        probes = list(dict.fromkeys(names + axioms))
+        probes = list(dict.fromkeys(names))
         if probes:
             text = source + ("" if source.endswith("\n") else "\n") + "\n" + "".join(f"#print axioms {p}\n" for p in probes)
     return Prepared(
