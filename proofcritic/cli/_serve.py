@@ -66,5 +66,7 @@ def serve_command(
     auth = f"{len(keys)} API key(s)" if keys else "no authentication"
     print(f"proofcritic serve: {model.name} as proofcritic/* on http://{host}:{port}/v1 ({auth}); "
           f"jobs in {db}; docs at /docs", file=sys.stderr, flush=True)
+    # keep idle connections longer than clients do (httpx and aiohttp keep them 5 s and 15 s), so a
+    # client never sends a request on a connection the service is closing at that moment
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, access_log=access_log,
-                timeout_graceful_shutdown=5)
+                timeout_keep_alive=65, timeout_graceful_shutdown=5)

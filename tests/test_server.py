@@ -1,0 +1,443 @@
+"""``proofcritic serve`` as a real process under uvicorn on 127.0.0.1.
+
+The upstream model is a real OpenAI-compatible HTTP server: the scripted one
+(``tests/servers/scripted_openai_server.py``, deterministic answers in the roles' protocol,
+so every figure the service reports can be predicted) and, in one test, SmolLM2 loaded by
+the service itself. Clients are the official ``openai`` package and plain httpx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+openai = pytest.importorskip("openai")
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+
+from servers.scripted_openai_server import FLAW, ScriptedOpenAIServer
+
+KEYS = ("sk-test-one", "sk-test-two")
+MAX_BODY = 64 * 1024
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Service:
+    """``python -m proofcritic serve ...`` in a subprocess; ``url`` is its base (no /v1)."""
+
+    def __init__(self, folder: Path, model_args: list[str], *, keys: tuple[str, ...] = (), extra: list[str] = ()):
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.args = [
+            sys.executable, "-m", "proofcritic", "serve", *model_args,
+            "--port", str(self.port), "--db", str(folder / "jobs.sqlite"), "--cache", str(folder / "cache.sqlite"),
+            "--log-level", "warning", *[a for k in keys for a in ("--service-key", k)], *extra,
+        ]
+        self.proc: subprocess.Popen | None = None
+        self.log = folder / "service.log"
+
+    def start(self, timeout: float = 120.0) -> Service:
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "PROOFCRITIC_API_KEYS": ""}
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the service exited with {self.proc.returncode}:\n{self.log.read_text()}")
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"the service did not start:\n{self.log.read_text()}")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=15)
+
+
+def upstream_args(upstream: ScriptedOpenAIServer) -> list[str]:
+    return ["--model", "openai/roles", "--base-url", upstream.url, "--api-key", "upstream-key"]
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[ScriptedOpenAIServer]:
+    with ScriptedOpenAIServer(pass_at=2, delay=0.02) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def service(upstream: ScriptedOpenAIServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    svc = Service(tmp_path_factory.mktemp("service"), upstream_args(upstream), keys=KEYS,
+                  extra=["--max-body-bytes", str(MAX_BODY), "--max-jobs", "16", "--concurrency", "256"]).start()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture
+def client(service: Service) -> openai.OpenAI:
+    return openai.OpenAI(base_url=service.url + "/v1", api_key=KEYS[0], max_retries=0, timeout=60)
+
+
+def auth(key: str = KEYS[0]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def unique_problem(label: str) -> str:
+    return f"Prove that n^3 - n is divisible by 6 for every integer n. [{label} {uuid.uuid4().hex[:8]}]"
+
+
+def upstream_spend(upstream: ScriptedOpenAIServer, marker: str) -> tuple[int, int, int]:
+    """(requests, prompt tokens, completion tokens) the upstream answered for prompts containing ``marker``,
+    recomputed from its script: the scripted model charges len(text) // 4 tokens."""
+    calls = [c for c in upstream.recorder.calls if marker in c.prompt]
+    requests = [c for c in calls if c.index == 0]
+    prompt = sum(len(c.prompt) // 4 for c in requests)
+    completion = sum(len(upstream.script(c)) // 4 for c in calls)
+    return len(requests), prompt, completion
+
+
+def wait_job(service: Service, job_id: str, timeout: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = httpx.get(f"{service.url}/v1/jobs/{job_id}", headers=auth(), timeout=10).json()
+        if job["status"] in ("done", "failed"):
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not finish: {job}")
+
+
+def read_events(service: Service, job_id: str, *, until=None, last_event_id: str | None = None) -> list[dict]:
+    """The job's server-sent events (until the stream ends, or until ``until(event)`` is true)."""
+    headers = auth() | ({"Last-Event-ID": last_event_id} if last_event_id else {})
+    events, current = [], {}
+    with httpx.stream("GET", f"{service.url}/v1/jobs/{job_id}/events", headers=headers, timeout=60) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line.startswith(":"):
+                continue
+            if not line:
+                if current:
+                    event = {"id": int(current["id"]), "type": current["event"], "data": json.loads(current["data"])}
+                    events.append(event)
+                    current = {}
+                    if until is not None and until(event):
+                        break
+                continue
+            field, _, value = line.partition(": ")
+            current[field] = value
+    return events
+
+
+# -- the OpenAI-compatible facade ---------------------------------------------------------------
+
+
+def test_openai_client_gets_a_verified_proof_with_evidence_and_honest_usage(client, upstream):
+    problem = unique_problem("refine")
+    answer = client.chat.completions.create(
+        model="proofcritic/refine",
+        messages=[{"role": "system", "content": "You are careful."}, {"role": "user", "content": problem}],
+        extra_body={"proofcritic": {"max_iters": 4}},
+    )
+    assert answer.object == "chat.completion" and answer.model == "proofcritic/refine"
+    choice = answer.choices[0]
+    # attempt 1 rates itself 0, the refinement (attempt 2) is correct and rates itself 1
+    assert choice.message.content.startswith("Attempt 2.") and FLAW not in choice.message.content
+    assert choice.finish_reason == "stop"
+    evidence = answer.model_extra["proofcritic"]
+    assert evidence["verified"] is True and evidence["scores"] == [1.0] and evidence["issues"] == []
+    assert evidence["rounds"] == 2 and evidence["self_score"] == 1.0
+    assert evidence["stop_reason"] == "self-score 1 at iteration 2"
+
+    requests, prompt, completion = upstream_spend(upstream, problem)
+    assert requests == 3  # generate, refine, verify
+    assert (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (prompt, completion)
+    assert answer.usage.total_tokens == prompt + completion
+    assert evidence["usage"]["upstream_calls"] == 3 and evidence["usage"]["cached_calls"] == 0
+
+    # the same request again: every call is answered by the completion cache, nothing is spent
+    arrived = len(upstream.recorder.arrived)
+    again = client.chat.completions.create(
+        model="proofcritic/refine",
+        messages=[{"role": "system", "content": "You are careful."}, {"role": "user", "content": problem}],
+        extra_body={"proofcritic": {"max_iters": 4}},
+    )
+    assert again.choices[0].message.content == choice.message.content
+    assert len(upstream.recorder.arrived) == arrived
+    assert again.usage.total_tokens == 0
+    assert again.model_extra["proofcritic"]["usage"]["cached_calls"] == 3
+    assert again.model_extra["proofcritic"]["usage"]["pipeline_tokens"] == prompt + completion
+
+
+def test_facade_grade_reports_the_verifier_evidence(client, upstream):
+    problem = unique_problem("grade")
+    flawed = f"The product (n-1)n(n+1) is divisible by 6 {FLAW}."
+    answer = client.chat.completions.create(
+        model="proofcritic/grade",
+        messages=[{"role": "user", "content": f"## Problem\n{problem}\n\n## Proof\n{flawed}"}],
+        extra_body={"proofcritic": {"n": 3}},
+    )
+    evidence = answer.model_extra["proofcritic"]
+    assert evidence["verified"] is False and evidence["scores"] == [0.0, 0.0, 0.0]
+    assert evidence["aggregate"]["mean"] == 0.0 and evidence["aggregate"]["n"] == 3
+    assert {i["location"] for i in evidence["issues"]} == {"divisible by 6"}
+    assert answer.choices[0].message.content.startswith("Score: 0 ")
+    requests, prompt, completion = upstream_spend(upstream, problem)
+    assert requests == 1  # n = 3 verifications in one request
+    assert (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (prompt, completion)
+    # the verify prompt holds the problem without its heading and the proof after the marker
+    verify = next(c for c in upstream.recorder.calls if problem in c.prompt)
+    assert flawed in verify.prompt and f"## Problem\n{problem}" not in verify.prompt and "## Proof" not in verify.prompt
+
+    clean = client.chat.completions.create(
+        model="proofcritic/grade", messages=[{"role": "user", "content": problem + " (clean)"}],
+        extra_body={"proofcritic": {"proof": "Three consecutive integers include an even one and a multiple of 3."}},
+    )
+    assert clean.model_extra["proofcritic"]["verified"] is True
+    assert clean.model_extra["proofcritic"]["scores"] == [1.0]
+
+
+def test_facade_errors_have_openai_shapes(client, service):
+    message = [{"role": "user", "content": unique_problem("errors")}]
+    with pytest.raises(openai.NotFoundError, match="proofcritic/refine"):
+        client.chat.completions.create(model="gpt-4o", messages=message)
+    with pytest.raises(openai.BadRequestError, match="stream=true is not supported"):
+        client.chat.completions.create(model="proofcritic/refine", messages=message, stream=True)
+    with pytest.raises(openai.BadRequestError, match="## Proof"):
+        client.chat.completions.create(model="proofcritic/grade", messages=message)
+    with pytest.raises(openai.BadRequestError, match="no parameter 'bogus'"):
+        client.chat.completions.create(model="proofcritic/refine", messages=message, extra_body={"proofcritic": {"bogus": 1}})
+    with pytest.raises(openai.BadRequestError, match="n must be 1"):
+        client.chat.completions.create(model="proofcritic/refine", messages=message, n=2)
+    response = httpx.post(f"{service.url}/v1/chat/completions", headers=auth(), json={"model": "proofcritic/refine"})
+    assert response.status_code == 400
+    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_models_list_and_openapi_docs(client, service):
+    ids = {m.id for m in client.models.list()}
+    assert {"proofcritic/grade", "proofcritic/single", "proofcritic/refine", "proofcritic/search", "proofcritic/agent"} <= ids
+    assert httpx.get(f"{service.url}/docs").status_code == 200  # docs need no key
+    paths = httpx.get(f"{service.url}/openapi.json").json()["paths"]
+    assert {"/v1/chat/completions", "/v1/models", "/v1/grade", "/v1/solve", "/v1/label", "/v1/jobs/{job_id}"} <= set(paths)
+
+
+# -- authentication and limits ------------------------------------------------------------------
+
+
+def test_missing_or_wrong_key_gets_401(service):
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=service.url + "/v1", api_key="sk-wrong", max_retries=0).models.list()
+    for headers in ({}, {"Authorization": "Bearer sk-wrong"}, {"Authorization": f"Basic {KEYS[0]}"}, {"Authorization": "Bearer"}):
+        for method, path in (("GET", "/v1/models"), ("POST", "/v1/chat/completions"), ("GET", "/v1/jobs/job-x"), ("POST", "/v1/grade")):
+            response = httpx.request(method, service.url + path, headers=headers, json={})
+            assert response.status_code == 401, (headers, path)
+            assert response.json()["error"]["code"] == "invalid_api_key"
+            assert response.headers["www-authenticate"].startswith("Bearer")
+    # either configured key works; the health check needs none
+    assert httpx.get(f"{service.url}/v1/models", headers=auth(KEYS[1])).status_code == 200
+    assert httpx.get(f"{service.url}/health").status_code == 200
+
+
+def test_request_size_limit_gets_413(service):
+    big = {"problem": "x", "proof": "y" * (MAX_BODY + 1)}
+    response = httpx.post(f"{service.url}/v1/grade", headers=auth(), json=big)
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the body arrives chunked
+        body = json.dumps(big).encode()
+        for start in range(0, len(body), 4096):
+            yield body[start:start + 4096]
+
+    response = httpx.post(f"{service.url}/v1/grade", headers=auth() | {"Content-Type": "application/json"}, content=chunks())
+    assert response.status_code == 413
+    # a chunked body under the limit goes through
+    small = json.dumps({"problem": "x", "proof": ""}).encode()
+    response = httpx.post(f"{service.url}/v1/grade", headers=auth() | {"Content-Type": "application/json"}, content=iter([small]))
+    assert response.status_code == 400 and "proof" in response.json()["error"]["message"]
+
+
+# -- jobs ---------------------------------------------------------------------------------------
+
+
+def test_grade_and_label_jobs_with_server_sent_progress(service, upstream):
+    problem = unique_problem("jobs")
+    flawed = f"It is divisible by 6 {FLAW}."
+    response = httpx.post(f"{service.url}/v1/grade", headers=auth(), json={"problem": problem, "proof": flawed, "n": 2})
+    assert response.status_code == 202
+    job = response.json()
+    assert job["status"] == "queued" and response.headers["location"] == f"/v1/jobs/{job['id']}"
+    events = read_events(service, job["id"])
+    assert [e["type"] for e in events][:2] == ["queued", "started"] and events[-1]["type"] == "done"
+    assert [e["id"] for e in events] == list(range(1, len(events) + 1))
+    done = wait_job(service, job["id"])
+    assert done["status"] == "done" and done["result"]["aggregate"]["mean"] == 0.0
+    assert [v["score"] for v in done["result"]["verifications"]] == [0.0, 0.0]
+    _, prompt, completion = upstream_spend(upstream, problem)
+    assert (done["usage"]["prompt_tokens"], done["usage"]["completion_tokens"]) == (prompt, completion)
+    # a client that saw event 1 resumes the stream after it
+    assert [e["id"] for e in read_events(service, job["id"], last_event_id="1")] == [e["id"] for e in events[1:]]
+
+    response = httpx.post(f"{service.url}/v1/label", headers=auth(),
+                          json={"problem": {"statement": problem, "max_points": 10}, "proof": flawed, "n": 2, "m": 3, "k": 2})
+    label = wait_job(service, response.json()["id"])
+    assert label["status"] == "done"
+    result = label["result"]
+    assert (result["status"], result["label"], result["rule"]) == ("labeled", 0.0, "confirmed_lowest")
+    assert [a["meta_scores"] for a in result["analyses"]] == [[1.0, 1.0, 1.0]] * 2
+    assert result["problem"]["max_points"] == 10
+
+    solve = httpx.post(f"{service.url}/v1/solve", headers=auth(),
+                       json={"problem": problem, "strategy": "single", "params": {"samples": 2}})
+    result = wait_job(service, solve.json()["id"])["result"]
+    assert result["strategy"] == "single" and result["proof"].startswith("Attempt 1.")
+
+    bad = httpx.post(f"{service.url}/v1/solve", headers=auth(), json={"problem": problem, "strategy": "nope"})
+    assert bad.status_code == 400 and "unknown strategy" in bad.json()["error"]["message"]
+    bad = httpx.post(f"{service.url}/v1/label", headers=auth(), json={"problem": problem, "proof": "p", "refute_at": 1, "confirm_at": 0.5})
+    assert bad.status_code == 400 and "refute_at" in bad.json()["error"]["message"]
+    missing = httpx.get(f"{service.url}/v1/jobs/job-none", headers=auth())
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "job_not_found"
+
+
+def test_a_job_survives_a_service_restart_without_repeating_finished_work(tmp_path):
+    # every upstream call takes 0.4 s and no attempt ever passes: 4 generations + 1 verification
+    with ScriptedOpenAIServer(pass_at=99, delay=0.4) as upstream:
+        first = Service(tmp_path, upstream_args(upstream), keys=KEYS).start()
+        try:
+            problem = unique_problem("restart")
+            job = httpx.post(f"{first.url}/v1/solve", headers=auth(), json={
+                "problem": problem, "strategy": "refine", "params": {"max_iters": 4, "verify_n": 1}}).json()
+            # round 3 starts once the answers of rounds 1 and 2 are in the cache
+            seen = read_events(first, job["id"], until=lambda e: e["type"] == "round" and e["data"]["round"] == 3)
+            assert seen[-1]["data"]["round"] == 3
+            first.kill()
+        finally:
+            first.stop()
+        answered_before = set(upstream.recorder.answered)
+        assert len(answered_before) >= 2
+
+        second = Service(tmp_path, upstream_args(upstream), keys=KEYS).start()  # same db and cache
+        try:
+            done = wait_job(second, job["id"])
+            events = read_events(second, job["id"])
+        finally:
+            second.stop()
+    assert done["status"] == "done" and done["attempts"] == 2
+    result = done["result"]
+    assert result["rounds"] == 4 and result["proof"].startswith("Attempt 4.")
+    assert result["stop_reason"].startswith("max iterations (4) reached")
+    types = [e["type"] for e in events]
+    assert types[:2] == ["queued", "started"] and "requeued" in types and types[-1] == "done"
+    after = types[types.index("requeued"):]
+    assert after[:2] == ["requeued", "started"] and after.count("round") == 4
+    # nothing answered before the kill was asked again; only the call in flight may repeat
+    arrived = upstream.recorder.arrived
+    assert all(arrived.count(key) == 1 for key in answered_before)
+    assert len(set(arrived)) == 5 and len(arrived) <= 6
+    assert done["usage"]["upstream_calls"] >= 5 - len(answered_before)
+
+
+# -- load ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_200_concurrent_requests_complete_with_none_lost(service, upstream):
+    tag = uuid.uuid4().hex[:8]
+
+    def proof(i: int) -> str:
+        return f"Proof number {i} [{tag}]: the product of three consecutive integers" + (f" {FLAW}" if i % 2 else "")
+
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    async with httpx.AsyncClient(base_url=service.url, headers=auth(), limits=limits, timeout=120) as http:
+
+        async def facade(i: int) -> dict:
+            response = await http.post("/v1/chat/completions", json={
+                "model": "proofcritic/grade",
+                "messages": [{"role": "user", "content": f"Problem {i}: show 6 | n^3 - n.\n## Proof\n{proof(i)}"}],
+            })
+            assert response.status_code == 200, response.text
+            return response.json()
+
+        async def job(i: int) -> dict:
+            response = await http.post("/v1/grade", json={"problem": f"Problem {i}: show 6 | n^3 - n.", "proof": proof(1000 + i)})
+            assert response.status_code == 202, response.text
+            return response.json()
+
+        answers = await asyncio.gather(*(facade(i) for i in range(100)), *(job(i) for i in range(100)))
+        chats, jobs = answers[:100], answers[100:]
+        for i, chat in enumerate(chats):
+            assert chat["proofcritic"]["scores"] == [0.0 if i % 2 else 1.0]
+        assert len({j["id"] for j in jobs}) == 100
+
+        async def finished(job_id: str) -> dict:
+            while True:
+                record = (await http.get(f"/v1/jobs/{job_id}")).json()
+                if record["status"] in ("done", "failed"):
+                    return record
+                await asyncio.sleep(0.2)
+
+        results = await asyncio.wait_for(asyncio.gather(*(finished(j["id"]) for j in jobs)), 120)
+    for i, record in enumerate(results):
+        assert record["status"] == "done", record
+        assert record["request"]["proof"] == proof(1000 + i)
+        assert record["result"]["aggregate"]["mean"] == (0.0 if (1000 + i) % 2 else 1.0)
+    # each of the 200 distinct proofs reached the upstream exactly once
+    assert sum(1 for c in upstream.recorder.calls if tag in c.prompt) == 200
+
+
+# -- a real model upstream ----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_smollm2_upstream_through_the_facade(smollm2_dir, tmp_path):
+    """One real verification by SmolLM2 (about 700 prompt tokens, 16 new ones) through the facade."""
+    svc = Service(tmp_path, ["--model", f"transformers/{smollm2_dir}", "--max-tokens", "16", "--temperature", "0"]).start()
+    try:
+        client = openai.OpenAI(base_url=svc.url + "/v1", api_key="unused", max_retries=0, timeout=600)
+        answer = client.chat.completions.create(
+            model="proofcritic/grade",
+            messages=[{"role": "user", "content": "Prove that the sum of two even integers is even.\n## Proof\n"
+                                                  "Write them as 2a and 2b; their sum 2(a + b) is even."}],
+            extra_body={"proofcritic": {"score_mode": "text"}},
+        )
+    finally:
+        svc.stop()
+    evidence = answer.model_extra["proofcritic"]
+    assert evidence["pipeline"] == "grade" and evidence["usage"]["upstream_calls"] == 1
+    assert len(evidence["verifications"]) == 1 and evidence["aggregate"]["n"] == 1
+    # real tokens from the real model: a long prompt, at most 16 new tokens
+    assert 0 < answer.usage.completion_tokens <= 16
+    assert answer.usage.prompt_tokens > 200
+    assert answer.choices[0].message.content.startswith(("Score:", "No score:"))
