@@ -20,6 +20,7 @@ import asyncio
 import hmac
 import json
 import logging
+import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -213,6 +214,8 @@ class JobRunner:
             data = result.model_dump(mode="json")
             summary = {"attempt": attempt, "usage": usage_json(model, result.usage)}
             self.store.finish(job_id, data, summary)
+            if kind == "solve":  # the state only served a resume; the result is in the store now
+                shutil.rmtree(self.settings.state_dir / job_id, ignore_errors=True)  # type: ignore[operator]
         except asyncio.CancelledError:
             raise
         except InputError as error:
