@@ -2,8 +2,9 @@
 
     python perf/lean.py [--files 50] [--lean PATH]
 
-Both check the files one at a time (no parallelism), with the same sorry/axiom probes. Two
-sets of 50 files are run:
+Both check the files one at a time (no parallelism), with the same sorry/axiom probes, each
+file cold and warm one right after the other (so that both meet the same load on a shared
+machine). Two sets of 50 files are run:
 
 - ``distinct``: each file differs from its second line on (a numbered comment), so the warm
   server re-elaborates the whole file and only saves the process start;
@@ -40,13 +41,17 @@ def files(n: int, distinct: bool) -> list[str]:
     return out
 
 
-async def timed(checker, sources):
-    seconds, results = [], []
-    for source in sources:
-        start = time.perf_counter()
-        results.append(await checker.check(source))
-        seconds.append(time.perf_counter() - start)
-    return seconds, results
+async def interleaved(cold, warm, sources):
+    """Check each file cold and warm, one right after the other (alternating which goes first),
+    so that both see the same load on a shared machine."""
+    cold_s, warm_s, cold_r, warm_r = [], [], [], []
+    for i, source in enumerate(sources):
+        order = ((cold, cold_s, cold_r), (warm, warm_s, warm_r))
+        for checker, seconds, results in order if i % 2 == 0 else order[::-1]:
+            start = time.perf_counter()
+            results.append(await checker.check(source))
+            seconds.append(time.perf_counter() - start)
+    return cold_s, warm_s, cold_r, warm_r
 
 
 def verdict(result):
@@ -66,16 +71,16 @@ async def main() -> None:
     )
     for name, distinct in (("distinct", True), ("shared", False)):
         sources = files(args.files, distinct)
-        async with LocalLeanChecker(lean, timeout=120, concurrency=1) as cold:
-            cold_s, cold_r = await timed(cold, sources)
-        async with LeanServerChecker(lean, timeout=120) as warm:
-            first_s, _ = await timed(warm, sources[:1])  # starts the server: reported, not averaged
-            warm_s, warm_r = await timed(warm, sources)
+        async with LocalLeanChecker(lean, timeout=120, concurrency=1) as cold, LeanServerChecker(lean, timeout=120) as warm:
+            start = time.perf_counter()
+            await warm.check(sources[0])  # starts the server: reported, not averaged
+            first = time.perf_counter() - start
+            cold_s, warm_s, cold_r, warm_r = await interleaved(cold, warm, sources)
         same = all(verdict(a) == verdict(b) for a, b in zip(cold_r, warm_r))
         passed = sum(r.ok for r in cold_r)
         cold_mean, warm_mean = statistics.mean(cold_s), statistics.mean(warm_s)
         print(
-            f"{name:<9} {cold_mean:>13.4f} {warm_mean:>13.4f} {first_s[0]:>11.3f} {cold_mean / warm_mean:>9.1f}x "
+            f"{name:<9} {cold_mean:>13.4f} {warm_mean:>13.4f} {first:>11.3f} {cold_mean / warm_mean:>9.1f}x "
             f"{statistics.median(cold_s) / statistics.median(warm_s):>12.1f}x {same!s:>14}   ({passed}/{len(sources)} pass)"
         )
 
