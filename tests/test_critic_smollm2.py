@@ -51,7 +51,7 @@ def _calls(stderr: str) -> tuple[int, int]:
 async def test_smollm2_writes_code_that_runs_and_gets_its_output(smol_backend, code_prompts):
     model = Model(smol_backend)
     verifier = Verifier(model, prompts=PromptSet.load(code_prompts),
-                        config=GenerateConfig(temperature=0, max_tokens=40), score_mode="text")
+                        config=GenerateConfig(temperature=0, max_tokens=40), score_mode="auto")
     critic = CriticVerifier(verifier, [PythonTool(timeout=20)], max_tool_calls=1)
     try:
         [v] = await critic.verify(Problem(statement="Compute 17 * 23."), "It is 391.")
@@ -64,6 +64,9 @@ async def test_smollm2_writes_code_that_runs_and_gets_its_output(smol_backend, c
     assert call.said.rstrip().endswith("```")  # the turn was cut at the block (stop string or cut)
     assert "Output of the code:\n```text\n391" in v.raw
     assert v.usage.calls == 2  # the block's turn, then the final turn after the output
+    # 40 tokens hold no score: it is read out by likelihood after the whole conversation
+    assert v.score_source == "likelihood" and set(v.score_distribution) == {"0", "0.5", "1"}
+    assert abs(sum(v.score_distribution.values()) - 1) < 1e-6
 
 
 def test_grade_with_tools_on_smollm2(smollm2_dir, code_prompts, tmp_path):

@@ -7,9 +7,9 @@ model :attr:`ToolOutput.text`.
 
 A tool is any object with ``name``, ``language``, ``aliases``, ``description`` and an async
 ``run(code) -> ToolOutput`` (see :class:`Tool`); ``aclose()`` is optional. Tools are found
-by name in :data:`TOOLS` (``get_tool("python")``), imported only when asked for, so the Lean
-checker plugs in as ``"lean"`` once ``proofcritic.lean_checker`` provides a ``LeanTool``.
-:class:`FunctionTool` turns any async checking function into a tool.
+by name in :data:`TOOLS` (``get_tool("python")``, ``get_tool("lean")``: the Lean checker of
+:mod:`proofcritic.lean_checker`), imported only when asked for. :class:`FunctionTool` turns
+any async checking function into a tool.
 """
 
 from __future__ import annotations
