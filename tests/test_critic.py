@@ -310,3 +310,16 @@ async def test_lean_block_goes_to_the_lean_checker(pool):
     assert [c.tool for c in v.tool_calls] == ["lean", "lean", "python"]
     assert [c.ok for c in v.tool_calls] == [True, False, True]
     assert "Type mismatch" in v.tool_calls[1].error and v.score == 0
+
+
+async def test_output_with_fences_is_fenced_longer(pool):
+    def script(call):
+        messages = turns(call)
+        if len(messages) == 1:
+            return tool_turn("print('```python')\nprint('x')\nprint('```')")
+        assert "````text\n```python\nx\n```\n````" in messages[-1].content
+        return verification_text(1).replace(EVALUATION_MARKER, "")
+
+    critic = CriticVerifier(Verifier(Model(ScriptedBackend(script))), [PythonTool(pool)], max_tool_calls=1)
+    [v] = await critic.verify(PROBLEM, PROOF)
+    assert "````text\n```python\nx\n```\n````" in v.raw and v.score == 1

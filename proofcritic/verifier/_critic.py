@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,7 +47,7 @@ __all__ = ["CRITIC_TEMPLATES", "CRITIC_VARIABLES", "CriticVerifier", "critic_pro
 #: the CRITIC templates and their variables: optional roles of a prompt set
 CRITIC_VARIABLES: dict[str, frozenset[str]] = {
     "critic_verify": frozenset({"problem", "proof", "tools", "max_tool_calls"}),
-    "critic_feedback": frozenset({"tool", "language", "output", "ok", "remaining"}),
+    "critic_feedback": frozenset({"tool", "language", "output", "ok", "remaining", "fence"}),
     "critic_revise": frozenset({"problem", "proof", "critiques"}),
 }
 CRITIC_TEMPLATES: tuple[str, ...] = tuple(CRITIC_VARIABLES)
@@ -73,13 +74,21 @@ def _render(sets: dict[str, PromptSet], name: str, **variables: Any) -> list[Cha
     return sets[name].render(name, **variables)
 
 
+def fence_for(text: str) -> str:
+    """A backtick fence longer than any backtick run inside ``text`` (at least three)."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    return "`" * max(3, longest + 1)
+
+
 def conversation_text(turns: Sequence[str], outputs: Sequence[str]) -> str:
     """The assistant turns, each followed by the tool output it got (``turns`` has one more)."""
     parts: list[str] = []
     for index, turn in enumerate(turns):
         parts.append(turn.rstrip())
         if index < len(outputs):
-            parts.append(f"Output of the code:\n```text\n{outputs[index].rstrip()}\n```")
+            output = outputs[index].rstrip()
+            fence = fence_for(output)
+            parts.append(f"Output of the code:\n{fence}text\n{output}\n{fence}")
     return "\n\n".join(parts)
 
 
@@ -185,7 +194,7 @@ class CriticVerifier:
                 *messages,
                 ChatMessage(role="assistant", content=said),
                 *_render(sets, "critic_feedback", tool=tool.name, language=block.language,
-                         output=output.text, ok=output.ok, remaining=remaining),
+                         output=output.text, ok=output.ok, remaining=remaining, fence=fence_for(output.text)),
             ]
         raw = conversation_text(turns, outputs)
         verification = parse_verification(raw, completion.finish_reason)
