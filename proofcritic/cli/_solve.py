@@ -76,7 +76,7 @@ def solve_command(
     stop_on_pass: Annotated[Optional[bool], typer.Option("--stop-on-pass/--no-stop-on-pass", help="search: stop once a proof passes all its verifications [stop].", rich_help_panel=_STRATEGY)] = None,
     max_rounds: Annotated[_Int, typer.Option("--max-rounds", help="critic: revisions at most, each critiqued again [4].", rich_help_panel=_STRATEGY)] = None,
     max_tool_calls: Annotated[_Int, typer.Option("--max-tool-calls", help="critic: code runs per critique [3].", rich_help_panel=_STRATEGY)] = None,
-    tools: Annotated[Optional[str], typer.Option("--tools", help="critic: tools the critic may run, comma-separated [python].", rich_help_panel=_STRATEGY)] = None,
+    tools: Annotated[Optional[str], typer.Option("--tools", help="critic: tools the critic may run, comma-separated (default: python).", rich_help_panel=_STRATEGY)] = None,
     tool_timeout: Annotated[Optional[float], typer.Option("--tool-timeout", help="critic: seconds per code run [10].", rich_help_panel=_STRATEGY)] = None,
     keep_invalid: Annotated[bool, typer.Option("--keep-invalid", help="all: let format failures count as proofs.", rich_help_panel=_STRATEGY)] = False,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any strategy parameter as KEY=VALUE (e.g. agent's), repeatable.", rich_help_panel=_STRATEGY)] = None,
