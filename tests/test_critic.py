@@ -323,3 +323,19 @@ async def test_output_with_fences_is_fenced_longer(pool):
     critic = CriticVerifier(Verifier(Model(ScriptedBackend(script))), [PythonTool(pool)], max_tool_calls=1)
     [v] = await critic.verify(PROBLEM, PROOF)
     assert "````text\n```python\nx\n```\n````" in v.raw and v.score == 1
+
+
+async def test_repair_rerun_replays_from_the_cache(pool, tmp_path):
+    """A second run (e.g. after a kill) replays every model call from the completion cache:
+    the same seeds, the same prompts (tool outputs included), the same result."""
+    from proofcritic.llm._cache import CompletionCache
+
+    cache = CompletionCache(tmp_path / "c.sqlite")
+    first_backend = repair_script([0, 0.5, 1], ["PROOF-1", "PROOF-2", "PROOF-3"])
+    strategy = CriticStrategy(tool_objects=[PythonTool(pool)], max_tool_calls=1)
+    first = await strategy.solve(PROBLEM, Roles.from_models(Model(first_backend, cache=cache)))
+    again_backend = repair_script([0, 0, 0], ["OTHER"])  # would answer differently if asked
+    again = await strategy.solve(PROBLEM, Roles.from_models(Model(again_backend, cache=cache)))
+    assert again_backend.calls == [] and len(first_backend.calls) == 9  # 1 + 3 critiques x 2 + 2
+    assert again.proof == first.proof == "PROOF-2" and again.stop_reason == first.stop_reason
+    assert again.usage.cached_calls == 9 and again.usage.calls == 0
