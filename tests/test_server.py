@@ -199,6 +199,32 @@ def test_openai_client_gets_a_verified_proof_with_evidence_and_honest_usage(clie
     assert again.model_extra["proofcritic"]["usage"]["pipeline_tokens"] == prompt + completion
 
 
+def test_facade_streams_like_openai(client, upstream):
+    problem = unique_problem("stream")
+    request = {"model": "proofcritic/refine", "messages": [{"role": "user", "content": problem}]}
+    chunks = list(client.chat.completions.create(**request, stream=True, stream_options={"include_usage": True}))
+    assert all(c.object == "chat.completion.chunk" for c in chunks) and len({c.id for c in chunks}) == 1
+    assert chunks[0].choices[0].delta.role == "assistant"
+    content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert content.startswith("Attempt 2.")
+    finish = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert len(finish) == 1 and finish[0].choices[0].finish_reason == "stop"
+    evidence = finish[0].model_extra["proofcritic"]
+    assert evidence["verified"] is True and evidence["rounds"] == 2
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    _, prompt, completion = upstream_spend(upstream, problem)
+    assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (prompt, completion)
+    # the same answer as without streaming (now from the cache)
+    plain = client.chat.completions.create(**request)
+    assert plain.choices[0].message.content == content
+    # on the wire: the rounds as SSE comments before the content, then [DONE]
+    with httpx.stream("POST", f"{client.base_url}chat/completions", headers=auth(), timeout=60,
+                      json={**request, "stream": True}) as response:
+        lines = [line for line in response.iter_lines() if line]
+    assert lines.index(": round 1") < lines.index(": round 2") < next(i for i, x in enumerate(lines) if "Attempt 2." in x)
+    assert lines[-1] == "data: [DONE]"
+
+
 def test_facade_grade_reports_the_verifier_evidence(client, upstream):
     problem = unique_problem("grade")
     flawed = f"The product (n-1)n(n+1) is divisible by 6 {FLAW}."
@@ -231,8 +257,8 @@ def test_facade_errors_have_openai_shapes(client, service):
     message = [{"role": "user", "content": unique_problem("errors")}]
     with pytest.raises(openai.NotFoundError, match="proofcritic/refine"):
         client.chat.completions.create(model="gpt-4o", messages=message)
-    with pytest.raises(openai.BadRequestError, match="stream=true is not supported"):
-        client.chat.completions.create(model="proofcritic/refine", messages=message, stream=True)
+    with pytest.raises(openai.BadRequestError, match="## Proof"):  # checked before a stream starts
+        client.chat.completions.create(model="proofcritic/grade", messages=message, stream=True)
     with pytest.raises(openai.BadRequestError, match="## Proof"):
         client.chat.completions.create(model="proofcritic/grade", messages=message)
     with pytest.raises(openai.BadRequestError, match="no parameter 'bogus'"):

@@ -21,18 +21,29 @@ The answer is a standard ``chat.completion`` plus a ``proofcritic`` field with t
 (scores, issues, rounds, stop reason). ``usage`` counts the upstream tokens this request
 actually spent; calls answered by the completion cache cost nothing and are counted apart in
 ``proofcritic.usage.cached_calls``. ``finish_reason`` is ``length`` when a budget stopped the
-pipeline. ``stream: true`` is refused with a 400 (a pipeline's answer exists only once it has
-finished; use the job API's server-sent events for progress). ``n`` must be 1.
+pipeline. ``n`` must be 1.
+
+``stream: true`` is served as OpenAI streams are (``chat.completion.chunk`` events, then
+``[DONE]``), but the proof exists only once the pipeline has finished, so it comes as one
+content chunk at the end; until then the stream carries SSE comments (``: round 2``,
+``: working``) that keep the connection alive and that clients skip. The last chunk holds
+``finish_reason`` and the ``proofcritic`` evidence; with ``stream_options.include_usage`` a
+final chunk with empty ``choices`` holds ``usage``. A failure after the stream has started
+arrives as an ``{"error": ...}`` event (the ``openai`` client raises it as an APIError).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 import time
 import uuid
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import AuthenticationError, BackendError, InputError, ModelNotFoundError
@@ -47,7 +58,7 @@ from ._engine import (
     check_request,
     usage_json,
 )
-from ._errors import ServiceError
+from ._errors import ServiceError, error_body
 
 PREFIX = "proofcritic/"
 _DESCRIPTIONS: dict[str, str] = {
@@ -79,6 +90,7 @@ class ChatBody(BaseModel):
     model: str = Field(..., examples=["proofcritic/refine"])
     messages: list[dict[str, Any]] = Field(..., min_length=1)
     stream: bool | None = False
+    stream_options: dict[str, Any] | None = None
     n: int | None = 1
     temperature: float | None = None
     top_p: float | None = None
@@ -143,9 +155,6 @@ def _sampling(body: ChatBody) -> Sampling:
 def build_request(body: ChatBody) -> tuple[str, GradeRequest | SolveRequest, bool]:
     """The job-style request the chat request stands for, and whether to include the transcript."""
     pipeline = pipeline_of(body.model)
-    if body.stream:
-        raise ServiceError(400, "stream=true is not supported: a pipeline's answer exists only once it has finished "
-                           "(use POST /v1/solve and GET /v1/jobs/{id}/events for live progress)", param="stream")
     if body.n not in (None, 1):
         raise ServiceError(400, "n must be 1 (for several verifications of a proof use proofcritic.n with proofcritic/grade)",
                            param="n")
@@ -262,21 +271,19 @@ def completion_body(model: str, content: str, finish_reason: str, usage: dict[st
     }
 
 
-async def run_chat(engine: Engine, body: ChatBody) -> dict[str, Any]:
-    """Run the pipeline a chat request names; the chat.completion answer."""
-    pipeline, request, transcript = build_request(body)
+async def execute(
+    engine: Engine, pipeline: str, request: GradeRequest | SolveRequest, transcript: bool,
+    on_round: Callable[[str, int], None] | None = None,
+) -> tuple[str, str, dict[str, Any], dict[str, Any]]:
+    """Run the pipeline: (content, finish reason, usage, evidence); failures as ServiceError."""
     model = engine.request_model()
     try:
         if isinstance(request, GradeRequest):
             graded = await engine.grade(request, model)
-            content, finish = grade_report(graded), "stop"
-            evidence = grade_evidence(graded)
-            pipeline_usage = graded.usage
-        else:
-            solved = await engine.solve(request, model)
-            content, finish = solved.proof or "", "length" if solved.budget_limited else "stop"
-            evidence = solve_evidence(pipeline, solved, transcript)
-            pipeline_usage = solved.usage
+            return grade_report(graded), "stop", usage_json(model, graded.usage), grade_evidence(graded)
+        solved = await engine.solve(request, model, on_round=on_round)
+        finish = "length" if solved.budget_limited else "stop"
+        return solved.proof or "", finish, usage_json(model, solved.usage), solve_evidence(pipeline, solved, transcript)
     except InputError as error:
         raise ServiceError(400, str(error), param="proofcritic") from None
     except AuthenticationError as error:
@@ -287,7 +294,61 @@ async def run_chat(engine: Engine, body: ChatBody) -> dict[str, Any]:
         raise ServiceError(502 if not error.retryable else 503, f"the upstream model failed: {error}", kind="upstream_error") from None
     finally:
         engine.settle(model)
-    return completion_body(body.model, content, finish, usage_json(model, pipeline_usage), evidence)
+
+
+def _chunk(ident: str, created: int, model: str, delta: dict[str, Any] | None, finish: str | None = None,
+           **extra: Any) -> bytes:
+    choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]
+    body = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model, "choices": choices, **extra}
+    return b"data: " + json.dumps(body, ensure_ascii=False).encode() + b"\n\n"
+
+
+def stream_chat(engine: Engine, body: ChatBody, pipeline: str, request: GradeRequest | SolveRequest,
+                transcript: bool, keep_alive: float = 5.0) -> StreamingResponse:
+    """The answer as an OpenAI stream (see the module docstring)."""
+    ident, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+    include_usage = bool((body.stream_options or {}).get("include_usage"))
+    notes: asyncio.Queue[str] = asyncio.Queue()
+
+    async def events() -> AsyncIterator[bytes]:
+        task = asyncio.ensure_future(execute(engine, pipeline, request, transcript,
+                                             on_round=lambda _pid, round_: notes.put_nowait(f"round {round_}")))
+        try:
+            yield _chunk(ident, created, body.model, {"role": "assistant", "content": ""})
+            quiet_since = time.monotonic()
+            while not task.done():
+                await asyncio.wait({task}, timeout=0.5)  # progress notes go out within half a second
+                while not notes.empty():
+                    yield f": {notes.get_nowait()}\n\n".encode()
+                    quiet_since = time.monotonic()
+                if not task.done() and time.monotonic() - quiet_since >= keep_alive:
+                    yield b": working\n\n"
+                    quiet_since = time.monotonic()
+            try:
+                content, finish, usage, evidence = task.result()
+            except ServiceError as error:
+                yield b"data: " + json.dumps(error_body(error.message, error.kind, error.param, error.code)).encode() + b"\n\n"
+                return
+            if content:
+                yield _chunk(ident, created, body.model, {"content": content})
+            yield _chunk(ident, created, body.model, {}, finish, proofcritic={**evidence, "usage": usage})
+            if include_usage:
+                tokens = {k: usage[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+                yield _chunk(ident, created, body.model, None, usage=tokens)
+            yield b"data: [DONE]\n\n"
+        finally:
+            if not task.done():  # the client went away: stop spending on its answer
+                task.cancel()
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def run_chat(engine: Engine, body: ChatBody) -> dict[str, Any]:
+    """Run the pipeline a chat request names; the chat.completion answer."""
+    pipeline, request, transcript = build_request(body)
+    content, finish, usage, evidence = await execute(engine, pipeline, request, transcript)
+    return completion_body(body.model, content, finish, usage, evidence)
 
 
 @router.get("/v1/models", summary="The pipelines this service offers, as OpenAI models")
@@ -305,5 +366,9 @@ async def list_models(request: Request) -> dict[str, Any]:
 
 
 @router.post("/v1/chat/completions", summary="Run a pipeline as an OpenAI chat completion")
-async def chat_completions(body: ChatBody, request: Request) -> dict[str, Any]:
-    return await run_chat(request.app.state.engine, body)
+async def chat_completions(body: ChatBody, request: Request) -> Any:
+    engine: Engine = request.app.state.engine
+    if body.stream:
+        pipeline, job, transcript = build_request(body)
+        return stream_chat(engine, body, pipeline, job, transcript)
+    return await run_chat(engine, body)
