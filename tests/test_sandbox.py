@@ -259,3 +259,25 @@ async def test_cold_pool_still_works():
         results = await pool.run_many(["print(6 * 7)", "print(1 / 0)"])
     assert results[0].stdout == "42\n" and "fork-server" not in results[0].isolation
     assert results[1].exception.type == "ZeroDivisionError"
+
+
+def test_fork_server_serves_only_its_parent(fork_server):
+    """No other process (here a sandboxed check that keeps this user's uid, so it can reach the
+    server's socket) can ask the fork server for a child: the server checks the peer's pid and
+    hangs up at once."""
+    run_python("pass", server=fork_server)  # make sure it runs
+    path = fork_server._path
+    code = (
+        "import os, _socket, time\n"
+        "s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)\n"
+        "s.settimeout(3)\n"
+        f"s.connect({path!r})\n"
+        "r, w = os.pipe()\n"
+        "import socket\n"
+        "print('connected', flush=True)\n"
+        "data = s.recv(100)\n"
+        "print('answer', repr(data))\n"
+    )
+    # run it unsandboxed-by-uid (the same user as the server) so that it can reach the socket
+    r = run_python(code, drop_privileges=False, timeout=10)
+    assert "connected" in r.stdout and "answer b''" in r.stdout, r

@@ -287,6 +287,7 @@ def serve():
     import selectors
     import signal
     import socket
+    import struct
 
     cfg = json.loads(sys.argv[2])
     try:  # end with the process that started us
@@ -343,6 +344,12 @@ def serve():
             except (BlockingIOError, InterruptedError):
                 continue
             try:
+                # only the process that started the server may ask for a child: a sandboxed
+                # child running as the same user must not get an unlimited sibling this way
+                creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+                if struct.unpack("3i", creds)[0] != cfg["parent"]:
+                    conn.close()
+                    continue
                 conn.setblocking(True)
                 conn.settimeout(30)
                 _, fds, _, _ = socket.recv_fds(conn, 1, 3)
