@@ -282,3 +282,16 @@ async def test_project_checks_run_through_lake_env_in_the_project(tmp_path, lean
     cwd, args = calls[0].split("|", 1)
     assert Path(cwd).resolve() == project.resolve()
     assert args.startswith(f"env {lean_bin} --json ") and args.endswith("Check.lean")
+
+
+async def test_sorry_reached_through_the_kernel_is_caught(lean_bin):
+    # no `sorry` token anywhere: the theorem reaches sorryAx through a definition
+    source = prelude_file(
+        "axiom sorryAx (α : Sort u) : α\n"
+        "noncomputable def later : Eq N.zero (N.succ N.zero) := sorryAx _\n"
+        "theorem t : Eq N.zero (N.succ N.zero) := later"
+    )
+    async with LocalLeanChecker(lean_bin, timeout=60) as checker:
+        result = await checker.check(source)
+    assert not result.ok and result.errors == [] and result.uses_sorry
+    assert result.axioms["t"] == ["sorryAx"] and "t depends on sorryAx" in result.reasons

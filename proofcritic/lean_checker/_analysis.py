@@ -206,9 +206,12 @@ def finish(
     for name, used in axioms.items():
         for axiom in used:
             if axiom == "sorryAx":
-                if not uses_sorry:
-                    reasons.append(f"{name} depends on sorryAx")
-                uses_sorry = True
+                # after an error Lean stands sorryAx in for what failed to elaborate: that
+                # failure is already the error, not a sorry the author wrote
+                if not errors:
+                    if not uses_sorry:
+                        reasons.append(f"{name} depends on sorryAx")
+                    uses_sorry = True
             elif axiom not in allowed_axioms and axiom not in disallowed:
                 disallowed.append(axiom)
                 reasons.append(f"{name} depends on axiom {axiom}")
