@@ -122,7 +122,7 @@ class LabelRequest(_ProblemRequest):
 REQUESTS: dict[str, type[_ProblemRequest]] = {"grade": GradeRequest, "solve": SolveRequest, "label": LabelRequest}
 
 
-def check_request(kind: str, request: _ProblemRequest) -> None:
+def check_request(request: _ProblemRequest) -> None:
     """Everything about a request that can be checked before any model call (InputError if not)."""
     request.to_problem()
     if isinstance(request, (GradeRequest, LabelRequest)) and not request.proof.strip():

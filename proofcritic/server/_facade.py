@@ -173,7 +173,7 @@ def build_request(body: ChatBody) -> tuple[str, GradeRequest | SolveRequest, boo
             request: GradeRequest | SolveRequest = GradeRequest(problem=problem, proof=proof, n=n, **fields)
         else:
             request = SolveRequest(problem=text, strategy=pipeline, params=options, **fields)
-        check_request(pipeline, request)
+        check_request(request)
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(x) for x in first.get("loc", ()))

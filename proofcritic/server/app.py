@@ -138,12 +138,10 @@ class Notifier:
         if event is not None:
             event.set()
 
-    async def wait(self, job_id: str, timeout: float) -> None:
-        event = self._events.setdefault(job_id, asyncio.Event())
-        try:
-            await asyncio.wait_for(event.wait(), timeout)
-        except asyncio.TimeoutError:
-            pass
+    def waiter(self, job_id: str) -> asyncio.Event:
+        """An event set by the next :meth:`notify` of this job. Take it BEFORE reading the store,
+        so that an event recorded after the read cannot be missed."""
+        return self._events.setdefault(job_id, asyncio.Event())
 
 
 class JobRunner:
@@ -315,7 +313,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     def _submit(request: Request, kind: str, body: Any) -> JSONResponse:
         try:
-            check_request(kind, body)
+            check_request(body)
         except InputError as error:
             raise ServiceError(400, str(error)) from None
         state = request.app.state
@@ -362,16 +360,16 @@ def create_app(settings: ServerSettings) -> FastAPI:
         async def stream() -> AsyncIterator[bytes]:
             seq = start
             while True:
+                waiter = notifier.waiter(job_id)
+                final = store.status(job_id) in FINAL  # read before the events: the final event is among them
                 for event in store.events_after(job_id, seq):
                     seq = event["seq"]
                     yield _sse({"job_id": job_id, **event})
-                if store.status(job_id) in FINAL and not store.events_after(job_id, seq):
+                if final or await request.is_disconnected():
                     return
-                if await request.is_disconnected():
-                    return
-                waiting = asyncio.ensure_future(notifier.wait(job_id, 15.0))
-                await waiting
-                if not store.events_after(job_id, seq):
+                try:
+                    await asyncio.wait_for(waiter.wait(), 15.0)
+                except asyncio.TimeoutError:
                     yield b": keep-alive\n\n"
 
         return StreamingResponse(stream(), media_type="text/event-stream",
