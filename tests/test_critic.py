@@ -339,3 +339,29 @@ async def test_repair_rerun_replays_from_the_cache(pool, tmp_path):
     assert again_backend.calls == [] and len(first_backend.calls) == 9  # 1 + 3 critiques x 2 + 2
     assert again.proof == first.proof == "PROOF-2" and again.stop_reason == first.stop_reason
     assert again.usage.cached_calls == 9 and again.usage.calls == 0
+
+
+# --------------------------------------------------------------------------- score read-out
+
+
+@pytest.mark.parametrize("mode", ["auto", "guided"])
+async def test_missing_score_is_read_out_after_the_conversation(tiny_backend, pool, mode):
+    """On a real (tiny) model: the final turn has no score, so it is filled the wrapped
+    verifier's way for its score mode, from the conversation and the final turn's text."""
+    from proofcritic.llm import ChatMessage, GenerateConfig
+    from proofcritic.verifier import score_prefix
+
+    model = Model(tiny_backend)
+    verifier = Verifier(model, config=GenerateConfig(temperature=0, max_tokens=8), score_mode=mode)
+    critic = CriticVerifier(verifier, [PythonTool(pool)], max_tool_calls=1)
+    [v] = await critic.verify(PROBLEM, PROOF)
+    assert v.tool_calls == [] and v.score is not None and not v.format_ok
+    messages = critic.messages(PROBLEM, PROOF)
+    prefix = [*messages, ChatMessage(role="assistant", content=score_prefix(v.raw))]
+    if mode == "auto":
+        assert v.score_source == "likelihood"
+        totals = await model.sequence_logprobs(prefix, ["0}", "0.5}", "1}"])
+        best = max(range(3), key=totals.__getitem__)
+        assert v.score == (0.0, 0.5, 1.0)[best]
+    else:
+        assert v.score_source == "guided"  # the local backend scores the three choices

@@ -16,7 +16,8 @@ The assistant turns, each followed by the output it got, make up ``raw``, which 
 with the verifier's own parser: the score is the last box after the score marker, and the
 analysis holds the checks and their results. ``tool_calls`` keeps every run (code, output,
 stdout, stderr, error, limit). A missing score is read out by likelihood after the whole
-conversation, as the plain :class:`Verifier` does (``score_mode`` ``auto`` / ``logprob``).
+conversation, as the wrapped :class:`Verifier` does for its ``score_mode`` (``auto`` /
+``logprob``: by likelihood; ``guided``: by guided choice).
 
 Each of the ``n`` verifications is its own conversation with its own seed (the base seed
 plus the sample index), so the samples differ with the completion cache on, and a rerun
@@ -202,11 +203,27 @@ class CriticVerifier:
         verification.usage = usage
         mode = self.score_mode
         if mode != "text" and (mode == "logprob" or verification.score is None):
-            await self._read_out(messages, completion.text, verification)
+            await self._fill_score(messages, completion.text, verification)
         return verification
 
+    async def _fill_score(self, messages: list[ChatMessage], final: str, verification: Verification) -> None:
+        """Read the score out after the whole conversation, the way the wrapped verifier does
+        for its score mode (likelihood, or guided choice), with the final turn as the text."""
+        fill = getattr(self.verifier, "_guided" if self.score_mode == "guided" else "_read_out", None)
+        if fill is None:
+            await self._read_out(messages, final, verification)
+            return
+        probe = Verification(raw=final)
+        await fill(messages, probe)
+        if probe.score_source is not None:
+            verification.score = probe.score
+            verification.score_source = probe.score_source
+            verification.score_distribution = probe.score_distribution
+            verification.expected_score = probe.expected_score
+
     async def _read_out(self, messages: list[ChatMessage], final: str, verification: Verification) -> None:
-        """The likelihood of each score after the whole conversation and the final turn's analysis."""
+        """The likelihood of each score after the whole conversation and the final turn's
+        analysis (used when the wrapped verifier has no read-out of its own)."""
         if self.model.likelihood_unsupported and self.score_mode != "logprob":
             return
         prefix = score_prefix(final)
