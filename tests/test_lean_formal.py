@@ -186,3 +186,46 @@ async def test_a_prompt_set_may_bring_its_own_formal_template(tmp_path):
 
     with pytest.raises(PromptError, match="lean_proof"):
         FormalProver(Model(Answers(lambda i, p: "")), prompts=PromptSet.load(folder))
+
+
+def test_lean_prove_command_over_a_real_openai_server(tmp_path, lean_bin, monkeypatch):
+    """`proofcritic lean-prove`: the model behind a real OpenAI-compatible HTTP server (a fixed
+    answer per problem), the real lean, a resumable JSONL output."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from proofcritic.cli import app
+    from tests.servers.tiny_openai_server import TinyOpenAIServer
+
+    other_theorem = f"theorem three : Eq (N.add {numeral(1)} {numeral(2)}) {numeral(3)}"
+    other_statement = PRELUDE + "\n" + other_theorem + " := sorry\n"
+
+    def script(i: int, prompt: str) -> str:
+        return fenced(GOOD) if "two_two" in prompt else fenced(PRELUDE + "\n" + other_theorem + " := Eq.refl N.zero\n")
+
+    source = tmp_path / "problems.jsonl"
+    rows = [
+        {"id": "p1", "statement": PROBLEM.statement, "lean_statement": STATEMENT},
+        {"id": "p2", "statement": "Show that one plus two is three.", "lean_statement": other_statement},
+        {"id": "p3", "statement": "No Lean statement here."},
+    ]
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out.jsonl"
+    monkeypatch.setenv("PROOFCRITIC_LEAN", str(lean_bin))
+    backend = Answers(script)
+    with TinyOpenAIServer(backend, "fixed") as server:
+        args = ["lean-prove", "--input", str(source), "--output", str(out), "--attempts", "2",
+                "--model", "openai/fixed", "--base-url", server.url, "--api-key", "x", "--no-cache"]
+        first = CliRunner().invoke(app, args)
+        calls = len(backend.prompts)
+        again = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    records = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert records["p1"].get("passed") is True and len(records["p1"]["attempts"]) == 1, records["p1"]
+    assert records["p2"]["passed"] is False and [a["status"] for a in records["p2"]["attempts"]] == ["failed", "failed"]
+    assert "Type mismatch" in records["p2"]["attempts"][1]["result"]["messages"][0]["text"]
+    assert records["p3"]["error_kind"] == "input" and "lean_statement" in records["p3"]["error"]
+    assert calls == 3  # p1 once, p2 twice
+    assert "1 of 3 problem(s) proved in Lean" in first.output
+    assert again.exit_code == 0 and len(backend.prompts) == calls  # resumed: nothing asked again

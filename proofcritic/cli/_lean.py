@@ -15,9 +15,12 @@ from rich.markup import escape
 
 from ..errors import InputError
 from ..io import read_text
-from ..lean_checker import LeanResult, get_checker
+from ..lean_checker import LeanChecker, LeanResult, get_checker
+from ..pipelines.formal import FormalProver, formal_jsonl, read_formal_items
+from ..runner import RunStats
+from ._common import ModelOptions, run_progress, usage_line, with_model_options
 
-__all__ = ["lean_check_command"]
+__all__ = ["lean_check_command", "lean_prove_command"]
 
 
 def lean_check_command(
@@ -43,19 +46,7 @@ def lean_check_command(
 
     Exit status 0 when every file passes, 1 when one does not, 2 for bad input."""
     sources = [(path, read_text(path, "Lean file")) for path in files]
-    if server is not None:
-        kind, url = server
-        if kind != "kimina":
-            raise InputError(f"unknown server kind {kind!r}: only `kimina` is supported")
-        checker = get_checker(
-            "kimina", url=url, api_key=api_key or os.environ.get("KIMINA_API_KEY"), timeout=timeout, **_extra(concurrency, "concurrency")
-        )
-    elif warm:
-        checker = get_checker("server", lean=lean, project=project, timeout=timeout, **_extra(concurrency, "pool_size"))
-    else:
-        checker = get_checker("local", lean=lean, project=project, timeout=timeout, **_extra(concurrency, "concurrency"))
-    if allow_axiom:
-        checker.allowed_axioms = checker.allowed_axioms | frozenset(allow_axiom)
+    checker = _make_checker(lean, project, timeout, server, api_key, warm, concurrency, allow_axiom)
 
     async def run() -> list[LeanResult]:
         async with checker:
@@ -77,5 +68,83 @@ def lean_check_command(
         raise typer.Exit(1)
 
 
+def _make_checker(
+    lean: str | None,
+    project: Path | None,
+    timeout: float,
+    server: tuple[str, str] | None,
+    api_key: str | None,
+    warm: bool,
+    concurrency: int | None,
+    allow_axiom: list[str] | None,
+) -> LeanChecker:
+    if server is not None:
+        kind, url = server
+        if kind != "kimina":
+            raise InputError(f"unknown server kind {kind!r}: only `kimina` is supported")
+        key = api_key or os.environ.get("KIMINA_API_KEY")
+        checker = get_checker("kimina", url=url, api_key=key, timeout=timeout, **_extra(concurrency, "concurrency"))
+    elif warm:
+        checker = get_checker("server", lean=lean, project=project, timeout=timeout, **_extra(concurrency, "pool_size"))
+    else:
+        checker = get_checker("local", lean=lean, project=project, timeout=timeout, **_extra(concurrency, "concurrency"))
+    if allow_axiom:
+        checker.allowed_axioms = checker.allowed_axioms | frozenset(allow_axiom)
+    return checker
+
+
 def _extra(value: int | None, name: str) -> dict[str, int]:
     return {name: value} if value else {}
+
+
+@with_model_options
+def lean_prove_command(
+    input: Annotated[
+        Path, typer.Option("--input", help="CSV with a `Lean Statement` column (IMO-ProofBench) or JSONL with lean_statement.")
+    ],
+    output: Annotated[Path, typer.Option("--output", help="JSONL of formal checks; an existing file is resumed.")],
+    ids: Annotated[str | None, typer.Option("--ids", help="Only these problem ids, comma-separated.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N problems.")] = None,
+    attempts: Annotated[int, typer.Option("--attempts", help="Rounds; a later round sees Lean's messages.")] = 1,
+    samples: Annotated[int, typer.Option("--samples", help="Lean proofs per round.")] = 1,
+    lean: Annotated[str | None, typer.Option("--lean", help="The lean binary (env: PROOFCRITIC_LEAN).")] = None,
+    project: Annotated[Path | None, typer.Option("--project", help="A Lake project with Mathlib to check in.")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds per Lean check.")] = 120.0,
+    server: Annotated[
+        tuple[str, str] | None, typer.Option("--server", metavar="KIND URL", help="Check on `--server kimina URL`.")
+    ] = None,
+    lean_api_key: Annotated[str | None, typer.Option("--lean-api-key", help="Kimina API key (env: KIMINA_API_KEY).")] = None,
+    warm: Annotated[bool, typer.Option("--warm", help="Check through warm `lean --server` processes.")] = False,
+    lean_concurrency: Annotated[int | None, typer.Option("--lean-concurrency", help="Lean checks at once.")] = None,
+    *,
+    opts: ModelOptions,
+) -> None:
+    """Ask the generator for Lean proofs of problems with a Lean statement and check them.
+
+    One JSON record per problem: passed, status, every attempt with Lean's messages."""
+    if attempts < 1 or samples < 1:
+        raise InputError("--attempts and --samples must be at least 1")
+    wanted = [i.strip() for i in ids.split(",") if i.strip()] if ids else None
+    items = read_formal_items(input, ids=wanted, limit=limit)
+    checker = _make_checker(lean, project, timeout, server, lean_api_key, warm, lean_concurrency, None)
+    the_model = opts.build_model()
+    prover = FormalProver(the_model, prompts=opts.prompt_set(), config=opts.sampling())
+    console = Console(stderr=True)
+
+    async def main() -> RunStats:
+        try:
+            async with checker:
+                with run_progress("proving", console, ["{task.fields[passed]} passed"], lambda s: {"passed": s.extra.get("passed", 0)}) as update:
+                    return await formal_jsonl(
+                        prover, checker, items, output, samples=samples, attempts=attempts,
+                        concurrency=opts.concurrency or 4, on_progress=update,
+                    )
+        finally:
+            usage_line(console, the_model)
+            await the_model.aclose()
+
+    stats = asyncio.run(main())
+    console.print(
+        f"{stats.extra.get('passed', 0)} of {stats.done - stats.skipped} problem(s) proved in Lean, "
+        f"{stats.skipped} already done, {stats.errors} error record(s) -> {output}"
+    )

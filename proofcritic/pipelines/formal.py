@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -25,9 +26,11 @@ from pydantic import BaseModel, Field
 
 from .._roles import Role, usage_of
 from ..errors import InputError
+from ..io import problem_from_record
 from ..lean_checker import LeanChecker, LeanResult, blank_comments_and_strings
 from ..llm import ChatMessage, Usage
 from ..promptset import PromptSet
+from ..runner import RunStats, read_items, run_jsonl
 from ..types import Problem
 from ._common import SolveResult
 
@@ -37,9 +40,11 @@ __all__ = [
     "FormalProblem",
     "FormalProver",
     "extract_lean",
+    "formal_jsonl",
     "formal_prove",
     "join_evidence",
     "load_lean_problems",
+    "read_formal_items",
     "statement_preserved",
 ]
 
@@ -271,3 +276,62 @@ def load_lean_problems(path: str | Path | None = None, *, data_dir: str | Path |
         raise InputError(f"{file} has no rows with a problem and a Lean statement")
     return out
 
+
+
+def read_formal_items(
+    path: str | Path, *, ids: Sequence[str] | None = None, limit: int | None = None
+) -> list[tuple[str, int, dict | InputError]]:
+    """Batch items from a CSV with a ``Lean Statement`` column (IMO-ProofBench's layout) or a
+    JSONL file whose records have ``lean_statement`` and the problem fields; ``ids`` keeps
+    those problems only, ``limit`` the first ones."""
+    file = Path(path)
+    if file.suffix.lower() == ".csv":
+        items: list[tuple[str, int, dict | InputError]] = [
+            (fp.problem.id, number, {"problem": fp.problem.model_dump(), "lean_statement": fp.lean_statement})
+            for number, fp in enumerate(load_lean_problems(file), start=1)
+        ]
+    else:
+        items = read_items(file)
+    if ids:
+        wanted = set(ids)
+        unknown = wanted - {item_id for item_id, _, _ in items}
+        if unknown:
+            raise InputError(f"no problem with id {', '.join(sorted(unknown))} in {file}")
+        items = [item for item in items if item[0] in wanted]
+    return items[:limit] if limit is not None else items
+
+
+async def formal_jsonl(
+    prover: FormalProver,
+    checker: LeanChecker,
+    items: list[tuple[str, int, dict | InputError]],
+    output: str | Path,
+    *,
+    samples: int = 1,
+    attempts: int = 1,
+    concurrency: int = 4,
+    on_progress: Callable[[RunStats], None] | None = None,
+) -> RunStats:
+    """:func:`formal_prove` for every item, one :class:`FormalCheck` record per line of
+    ``output``; a rerun skips the problems already there. ``stats.extra["passed"]`` counts
+    the proofs Lean accepted in this run."""
+    stats_passed = 0
+
+    async def process(item_id: str, record: dict) -> dict:
+        nonlocal stats_passed
+        problem = problem_from_record(record, default_id=item_id)
+        lean_statement = record.get("lean_statement")
+        if not isinstance(lean_statement, str) or not lean_statement.strip():
+            raise InputError("record has no 'lean_statement' text")
+        check = await formal_prove(prover, checker, problem, lean_statement, samples=samples, attempts=attempts)
+        stats_passed += check.passed
+        return check.model_dump(mode="json")
+
+    def progress(stats: RunStats) -> None:
+        stats.extra["passed"] = stats_passed
+        if on_progress is not None:
+            on_progress(stats)
+
+    stats = await run_jsonl(items, output, process, concurrency=concurrency, on_progress=progress)
+    stats.extra["passed"] = stats_passed
+    return stats
