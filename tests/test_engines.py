@@ -205,3 +205,40 @@ def test_cli_reports_an_engine_failure(sglang_path, tmp_path):
     assert done.returncode == 2
     assert done.stdout == ""  # no URL for a server that never came up
     assert "exited with status 1" in done.stderr and "not enough GPU memory" in done.stderr
+
+
+def _sglang_python() -> str | None:
+    """An interpreter with sglang installed and a CUDA GPU visible, or None."""
+    python = os.environ.get("PROOFCRITIC_SGLANG_PYTHON", sys.executable)
+    probe = "import sglang, torch, sys; sys.exit(0 if torch.cuda.is_available() else 3)"
+    try:
+        done = subprocess.run([python, "-c", probe], check=False, capture_output=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return python if done.returncode == 0 else None
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+async def test_real_sglang_on_a_gpu(tmp_path):
+    """Real SGLang (needs a CUDA GPU and sglang, e.g. in a venv named by PROOFCRITIC_SGLANG_PYTHON):
+    serve SmolLM2 (or PROOFCRITIC_SGLANG_MODEL) through the launcher, sample n=4 in one request
+    and force a guided choice. Skipped where either is missing (as on the development machine)."""
+    python = _sglang_python()
+    if python is None:
+        pytest.skip("needs sglang and a CUDA GPU (set PROOFCRITIC_SGLANG_PYTHON)")
+    from proofcritic.llm import ChatMessage, ChatRequest, GenerateConfig, get_model
+
+    model_name = os.environ.get("PROOFCRITIC_SGLANG_MODEL", "smollm2")
+    with EngineServer("sglang", model_name, port=0, python=python, log_path=tmp_path / "sglang.log") as server:
+        model = get_model(f"sglang/{server.model_name}", base_url=server.base_url, cache=False)
+        messages = [ChatMessage(role="user", content="Is 91 prime? Answer in one word.")]
+        try:
+            sampled = await model.generate(ChatRequest(
+                messages=messages, config=GenerateConfig(n=4, temperature=1.0, max_tokens=16)))
+            guided = await model.generate(ChatRequest(
+                messages=messages, config=GenerateConfig(n=3, temperature=1.0, max_tokens=8, choices=["yes", "no"])))
+        finally:
+            await model.aclose()
+    assert len(sampled) == 4 and model.usage.calls == 2
+    assert all(c.text in ("yes", "no") for c in guided)
