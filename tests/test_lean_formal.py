@@ -193,10 +193,10 @@ def test_lean_prove_command_over_a_real_openai_server(tmp_path, lean_bin, monkey
     answer per problem), the real lean, a resumable JSONL output."""
     import json
 
+    from servers.tiny_openai_server import TinyOpenAIServer
     from typer.testing import CliRunner
 
     from proofcritic.cli import app
-    from tests.servers.tiny_openai_server import TinyOpenAIServer
 
     other_theorem = f"theorem three : Eq (N.add {numeral(1)} {numeral(2)}) {numeral(3)}"
     other_statement = PRELUDE + "\n" + other_theorem + " := sorry\n"

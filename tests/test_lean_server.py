@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from servers.kimina_server import KiminaServer
 
 from proofcritic.lean_checker import (
     KiminaChecker,
@@ -25,7 +26,6 @@ from proofcritic.lean_checker.samples import (
     correct_file,
     prelude_file,
 )
-from tests.servers.kimina_server import KiminaServer
 
 WRONG_LINE = "/- 𝔸𝔸 é -/ theorem bad : Eq (N.add N.zero (N.succ N.zero)) N.zero := Eq.refl N.zero"
 WRONG = prelude_file(WRONG_LINE)
