@@ -242,3 +242,21 @@ async def test_real_sglang_on_a_gpu(tmp_path):
             await model.aclose()
     assert len(sampled) == 4 and model.usage.calls == 2
     assert all(c.text in ("yes", "no") for c in guided)
+
+
+async def test_vllm_offline_without_vllm_names_the_extra():
+    """``vllm-offline/`` builds without vLLM installed and fails on first use with the extra to install."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed here")
+    from proofcritic.errors import MissingDependencyError
+    from proofcritic.llm import ChatMessage, ChatRequest, get_model
+
+    model = get_model("vllm-offline/org/model", cache=False)
+    assert model.name == "vllm-offline/org/model"
+    try:
+        with pytest.raises(MissingDependencyError, match=r"proofcritic\[vllm\]"):
+            await model.generate(ChatRequest(messages=[ChatMessage(role="user", content="hi")]))
+    finally:
+        await model.aclose()
