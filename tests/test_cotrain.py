@@ -1,8 +1,10 @@
 """Co-training loop (SPEC 4) on the tiny random model: one full iteration, then a SIGKILL in the
 middle of the second one and a resume that skips every finished step.
 
-The tiny model's outputs break the output protocol, so the labeler sends every proof to review
-and D_v gains nothing; the test checks the layout, the manifests and their consistency.
+The tiny random model's outputs break the output protocol, so the labeler sends every proof to
+review and D_v gains nothing; that test checks the layout, the manifests and their consistency.
+The rejection fine-tuning test starts from ``warm_model_dir`` (the tiny model taught the
+protocol), whose proofs parse and get labeled, so the ``rft`` step has real rows to train on.
 """
 
 from __future__ import annotations
@@ -150,3 +152,72 @@ def test_cotrain_iteration_then_crash_and_resume(tmp_path, tiny_model_dir):
     assert second["verifier"]["inputs"]["dv"] == str(work / "iter_1" / "merge" / "dv.jsonl")
     assert second["generator"]["inputs"]["reward_model"] == f"transformers/{work / 'iter_2' / 'verifier' / 'model'}"
     assert time.monotonic() - started < 240
+
+
+def test_rft_trains_on_the_best_samples(tmp_path, warm_model_dir):
+    """Two iterations from the protocol-taught tiny model with ``rft`` on: the generator writes
+    well-formed proofs, the step-1 checkpoint labels them, and iteration 2's rejection
+    fine-tuning trains on the best generations and the analyses that agree with the labels."""
+    import yaml
+
+    from proofcritic.generator import parse_generation
+    from proofcritic.training._warmup import SAMPLE_RECORDS, write_sample_data
+    from proofcritic.verifier import parse_verification
+
+    statements = [r["problem"] for r in SAMPLE_RECORDS["generator"]]
+    _jsonl(tmp_path / "problems.jsonl", [{"id": f"p{i}", "statement": s} for i, s in enumerate(statements, 1)])
+    grpo = {"use_cpu": True, "bf16": False, "max_steps": 1, "logging_steps": 1, "learning_rate": 1e-5,
+            "save_strategy": "no", "report_to": "none", "seed": 0, "num_generations": 2,
+            "per_device_train_batch_size": 2, "max_completion_length": 128, "reward_model_max_tokens": 96}
+    sft = {"use_cpu": True, "bf16": False, "max_steps": 2, "logging_steps": 1, "learning_rate": 1e-3,
+           "save_strategy": "no", "report_to": "none", "seed": 0, "per_device_train_batch_size": 2,
+           "max_length": 2048}
+    config = {"base_model": str(warm_model_dir), "problems": "problems.jsonl",
+              "dv": str(write_sample_data(tmp_path, "verifier")), "grpo": grpo, "verifier_meta_reward": False,
+              "sample": {"n": 2, "max_tokens": 128, "temperature": 0.0, "top_p": None, "concurrency": 2},
+              "label": {"n": 2, "m": 1, "k": 1, "max_tokens": 96, "temperature": 0.0, "concurrency": 2},
+              "rft": {"enabled": True, "min_label": 0.5, "sft": sft}}
+    path = tmp_path / "cotrain.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    work = tmp_path / "work"
+
+    result = cotrain(path, work, 2)
+    assert not (work / "iter_1" / "rft").exists()  # rejection fine-tuning starts at iteration 2
+    assert result["iterations"][1]["ran"] == [*FIRST_STEPS, "rft"]
+    rft = work / "iter_2" / "rft"
+    manifest = read_manifest(rft)
+    assert manifest["status"] == "done" and manifest["outputs"]["trained"] is True, manifest
+    assert manifest["inputs"]["generator"] == str(work / "iter_2" / "generator" / "model")
+    assert result["checkpoint"] == str(rft / "model") and (rft / "model" / "config.json").is_file()
+
+    rows = _rows(rft / manifest["outputs"]["rft_rows"])
+    assert len(rows) == manifest["outputs"]["rows"] > 0
+    assert manifest["outputs"]["rows_by_role"] == {role: sum(r["role"] == role for r in rows)
+                                                   for role in ("generator", "verifier")}
+    assert len({json.dumps([r["prompt"], r["completion"]]) for r in rows}) == len(rows)  # no duplicates
+    labels = [r for r in _rows(work / "iter_2" / "label" / "labels.jsonl") if r["status"] == "labeled"]
+    assert labels and {r["role"] for r in rows} == {"generator", "verifier"}
+    best = {}
+    for record in labels:
+        best[record["problem"]["id"]] = max(best.get(record["problem"]["id"], 0.0), record["label"])
+    for row in rows:
+        text = row["completion"][0]["content"]
+        if row["role"] == "generator":  # a best-labeled generation, in a form the generator's parser reads
+            generation = parse_generation(text)
+            assert generation.format_ok, (generation.format_error, text)
+            assert any(r["proof"].strip() == generation.proof.strip() and r["label"] == best[r["problem"]["id"]]
+                       for r in labels)
+        else:  # an analysis whose score equals its proof's label
+            verification = parse_verification(text)
+            assert verification.format_ok and verification.score in {r["label"] for r in labels}
+    name = "model.layers.0.self_attn.q_proj.weight"
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    before = AutoModelForCausalLM.from_pretrained(work / "iter_2" / "generator" / "model").state_dict()[name]
+    after = AutoModelForCausalLM.from_pretrained(rft / "model").state_dict()[name]
+    assert not torch.equal(before, after), "rejection fine-tuning did not change the weights"
+
+    again = cotrain(path, work, 2)  # everything done: nothing reruns, rft included
+    assert again["iterations"][1]["ran"] == [] and "rft" in again["iterations"][1]["skipped"]
+    assert read_manifest(rft) == manifest

@@ -130,6 +130,38 @@ def test_pairs_from_traces():
 # --------------------------------------------------------------------------- reward path
 
 
+def test_component_metrics_per_role():
+    """Format failures, exact score accuracy against the references, and (generator) self-score
+    vs verifier agreement, from the rewards' own per-sample components."""
+    from proofcritic.training import make_meta_verifier_reward
+    from proofcritic.training._warmup import protocol_output
+    from proofcritic.training.recipes import RewardComponentsLogger, component_metrics
+
+    reward = make_meta_verifier_reward()
+    logger = RewardComponentsLogger([reward])
+    # predicted 1 vs 1 (hit), 0.5 vs 1 (miss), unparseable vs 0 (format failure, miss)
+    reward([protocol_output("meta_verifier", 1), protocol_output("meta_verifier", 0.5), "no score"],
+           reference_meta_score=[1, 1, 0])
+    first = component_metrics("m", reward.last_components)
+    assert first["m/format_failure_rate"] == pytest.approx(1 / 3)
+    assert first["m/score_accuracy"] == pytest.approx(1 / 3)
+    assert first["m/r_score"] == pytest.approx((1 + 0.5 + 0) / 3)
+    reward([protocol_output("meta_verifier", 0)], reference_meta_score=[0])  # a second batch: a hit
+    drained = logger.drain()  # both batches, sample-weighted
+    assert drained["meta_verifier_reward/score_accuracy"] == pytest.approx(2 / 4)
+    assert drained["meta_verifier_reward/format_failure_rate"] == pytest.approx(1 / 4)
+    assert logger.drain() == {}  # nothing new since
+
+    generator = [{"reward": 0.9, "r_format": 1.0, "s_self": 1.0, "r_y": 1.0},
+                 {"reward": 0.5, "r_format": 1.0, "s_self": 1.0, "r_y": 0.5},
+                 {"reward": 0.0, "r_format": 0.0, "s_self": None, "r_y": None}]
+    metrics = component_metrics("g", generator)
+    assert metrics["g/self_score_agreement"] == pytest.approx(0.75)  # mean 1 - |s' - s| where verified
+    assert metrics["g/self_score_exact_agreement"] == pytest.approx(0.5)
+    assert metrics["g/format_failure_rate"] == pytest.approx(1 / 3)
+    assert "g/score_accuracy" not in metrics
+
+
 def test_build_rewards_calls_the_reward_model(tmp_path, tiny_model_dir):
     """The generator reward asks the reward model (transformers backend on the tiny model)."""
     from proofcritic.llm import get_model

@@ -87,8 +87,10 @@ def warmup_rows(data: dict[str, str | Path] | None = None, statements: list[str]
 
     ``data``: role -> JSONL file of that role's GRPO data (raw records or training rows); each
     prompt is answered with its reference score (generator: 1). ``statements``: problems whose
-    ``verify`` and ``meta_verify`` prompts (on the proof ``Even.`` the generator is taught to
-    write) are added, answered with score 1, so a warmed-up model can serve as reward model.
+    ``verify`` prompt on the proof ``Even.`` (what the generator is taught to write) is added,
+    answered with score 1. ``meta_verify`` prompts judging the analysis ``Checked.`` (scored 0
+    and 1) of those proofs and of the verifier data's proofs are added too, answered with meta
+    score 1, so a warmed-up model can serve as the reward model of every role.
     Defaults: :data:`SAMPLE_RECORDS` and their statements.
     """
     import tempfile
@@ -96,8 +98,10 @@ def warmup_rows(data: dict[str, str | Path] | None = None, statements: list[str]
     from ..promptset import PromptSet
     from ..types import Problem
     from .recipes import _role_dataset
+    from .rewards import as_problem
 
     rows: list[dict] = []
+    judged: list[tuple[Problem, str]] = []  # (problem, proof) pairs a meta-verifier reward judges
     with tempfile.TemporaryDirectory() as tmp:
         files = data or {role: write_sample_data(tmp, role) for role in SAMPLE_RECORDS}
         for role, path in files.items():
@@ -106,16 +110,23 @@ def warmup_rows(data: dict[str, str | Path] | None = None, statements: list[str]
                 score = 1 if score is None else score
                 rows.append({"prompt": row["prompt"],
                              "completion": [{"role": "assistant", "content": protocol_output(role, score)}]})
+                if role == "verifier" and "problem" in row and "proof" in row:
+                    judged.append((as_problem(row["problem"]), str(row["proof"])))
     if statements is None:
         statements = sorted({r["problem"] for records in SAMPLE_RECORDS.values() for r in records})
     prompts = PromptSet.load()
-    for statement in statements:
+    for statement in statements:  # the verification of the generator's proof "Even."
         problem = Problem(statement=statement)
+        judged.append((problem, "Even."))
         rows.append({"prompt": _messages(prompts.render("verify", problem=problem, proof="Even.")),
                      "completion": [{"role": "assistant", "content": protocol_output("verifier", 1)}]})
-        rows.append({"prompt": _messages(prompts.render("meta_verify", problem=problem, proof="Even.",
-                                                        analysis="Checked.", score=1)),
-                     "completion": [{"role": "assistant", "content": protocol_output("meta_verifier", 1)}]})
+    # the meta-verifications a reward asks for: of the verifier's analysis of each data proof, and
+    # of the generator's self-evaluation of "Even." (the judged score may be 0 or 1)
+    for problem, proof in judged:
+        for score in (0, 1):
+            rows.append({"prompt": _messages(prompts.render("meta_verify", problem=problem, proof=proof,
+                                                            analysis="Checked.", score=score)),
+                         "completion": [{"role": "assistant", "content": protocol_output("meta_verifier", 1)}]})
     return rows
 
 

@@ -22,7 +22,8 @@
 7. ``rft`` (optional, ``rft.enabled``, from iteration 2 on): rejection fine-tuning (SFT) of the
    generator checkpoint on the best samples of each role: the generations whose proof got the
    highest auto-label of their problem (label >= ``rft.min_label``) and the verifier analyses
-   whose score equals the proof's label. -> ``model/``, the next iteration's start.
+   whose score equals the proof's label, without duplicates (``rft_rows.jsonl``; ``rft.sft``
+   sets the SFT fields). -> ``model/``, the next iteration's start.
 
 Each step folder has a ``manifest.json``: ``{"step", "iteration", "status": "done", "inputs",
 "outputs", "started", "finished", "seconds", ...}``; output paths are relative to the step
@@ -505,6 +506,15 @@ def _step_merge(it: _Iteration, dv: Path, dmv: Path | None):
     return it.run_step("merge", {"dv": str(dv), "dmv": str(dmv) if dmv else None, "labels": str(labels)}, body)
 
 
+def generation_text(proof: str, self_analysis: str, self_score: float) -> str:
+    """A generator output in the protocol the generator's parser reads (``## Solution``, then
+    ``## Self Evaluation`` opening with the evaluation marker, then the boxed self-score)."""
+    from ..parsing import EVALUATION_MARKER, SCORE_MARKER, format_score
+
+    return (f"## Solution\n{proof.strip()}\n\n## Self Evaluation\n{EVALUATION_MARKER}\n{self_analysis.strip()}"
+            f"\n\n{SCORE_MARKER}\n\\boxed{{{format_score(self_score)}}}")
+
+
 def _rft_rows(it: _Iteration) -> list[dict[str, Any]]:
     """SFT rows: the best-labeled generations per problem and the analyses that match the label."""
     from ..io import problem_from_record
@@ -528,10 +538,8 @@ def _rft_rows(it: _Iteration) -> list[dict[str, Any]]:
             entry = next((e for e in (solve.get(problem.id, {}).get("transcript") or [])
                           if (e.get("proof") or "").strip() == record["proof"].strip()), None)
             if entry is not None and entry.get("format_ok"):
-                from ..parsing import SCORE_MARKER, format_score
-
-                completion = (f"## Solution\n{entry['proof']}\n\n## Self Evaluation\n{entry.get('self_analysis', '')}"
-                              f"\n\n{SCORE_MARKER}\n\\boxed{{{format_score(entry.get('self_score') or 0)}}}")
+                completion = generation_text(entry["proof"], entry.get("self_analysis") or "",
+                                             entry.get("self_score") or 0)
                 messages = prompts.render("generate", problem=problem)
                 rows.append({"prompt": [{"role": m.role, "content": m.content} for m in messages],
                              "completion": [{"role": "assistant", "content": completion}], "role": "generator",
@@ -543,7 +551,10 @@ def _rft_rows(it: _Iteration) -> list[dict[str, Any]]:
                 rows.append({"prompt": [{"role": m.role, "content": m.content} for m in messages],
                              "completion": [{"role": "assistant", "content": verification["raw"]}],
                              "role": "verifier"})
-    return rows
+    unique: dict[str, dict[str, Any]] = {}  # the same sample kept twice would only weigh double
+    for row in rows:
+        unique.setdefault(json.dumps([row["prompt"], row["completion"]], sort_keys=True), row)
+    return list(unique.values())
 
 
 def _step_rft(config: CotrainConfig, it: _Iteration):
@@ -556,12 +567,14 @@ def _step_rft(config: CotrainConfig, it: _Iteration):
         _write_rows(tmp / "rft_rows.jsonl", rows)
         if not rows:  # nothing passed the rejection: the generator checkpoint carries over
             _copy_model(generator, tmp / "model")
-            return {"model": "model", "rows": 0, "trained": False}
+            return {"model": "model", "rows": 0, "rft_rows": "rft_rows.jsonl", "trained": False}
         overrides = {**config.rft.sft, "model": str(generator), "train_file": str(tmp / "rft_rows.jsonl"),
                      "output_dir": str(tmp / "run")}
         out = train_sft(load_config(None, overrides, recipe="sft"))
         os.replace(out, tmp / "model")
-        return {"model": "model", "rows": len(rows), "trained": True}
+        by_role = {role: sum(1 for r in rows if r["role"] == role) for role in ("generator", "verifier")}
+        return {"model": "model", "rows": len(rows), "rows_by_role": by_role, "rft_rows": "rft_rows.jsonl",
+                "trained": True}
 
     return it.run_step("rft", {"generator": str(generator), "labels": str(it.path("label", "labels"))}, body)
 
