@@ -253,10 +253,8 @@ class _ForkedChild:
             return
         deadline = None if timeout is None else time.monotonic() + timeout
         while b"\n" not in self._buffer:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                return
-            self.conn.settimeout(left)
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            self.conn.settimeout(left)  # 0: one non-blocking read
             try:
                 chunk = self.conn.recv(4096)
             except (TimeoutError, BlockingIOError):
