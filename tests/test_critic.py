@@ -365,3 +365,32 @@ async def test_missing_score_is_read_out_after_the_conversation(tiny_backend, po
         assert v.score == (0.0, 0.5, 1.0)[best]
     else:
         assert v.score_source == "guided"  # the local backend scores the three choices
+
+
+async def test_unusable_revision_keeps_the_proof_and_retries_with_a_new_seed(pool):
+    """A revision cut off for length is not a proof: the current proof stays, the round is
+    spent, and the next round asks again (a new seed, so not the cached answer)."""
+    seeds = []
+
+    def script(call):
+        messages = turns(call)
+        if call.role == "verify":
+            if len(messages) == 1:
+                return tool_turn("print('ok')")
+            return f"Fine.\n\n{SCORE_MARKER}\n\\boxed{{{1 if 'PROOF-OK' in messages[0].content else 0}}}"
+        if "## Critique" in messages[0].content:
+            seeds.append(call.request.config.seed)
+            if len(seeds) == 1:
+                return generation_text("HALF", 0.5), "length"
+            return generation_text("PROOF-OK", 1)
+        return generation_text("PROOF-0", 0.5)
+
+    backend = ScriptedBackend(script)
+    result = await CriticStrategy(tool_objects=[PythonTool(pool)], max_tool_calls=1).solve(
+        PROBLEM, Roles.from_models(Model(backend)))
+    steps = [s["step"] for s in result.transcript]
+    assert steps == ["generate", "critique", "revise", "revision_unusable", "revise", "critique"]
+    assert len(set(seeds)) == 2 and result.proof == "PROOF-OK" and result.stop_reason == "passed at round 2"
+    # the second revision still revised PROOF-0 with its critique
+    second = [turns(c)[0].content for c in backend.calls if "## Critique" in turns(c)[0].content][1]
+    assert "PROOF-0" in second and "HALF" not in second
