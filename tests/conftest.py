@@ -96,6 +96,18 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def warm_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """proofcritic.training._warmup's tiny random Llama after its short SFT warm-up on every
+    role's output protocol (what perf/training.py measures), so GRPO rewards are non-zero and
+    reward models get called."""
+    pytest.importorskip("trl")
+    from proofcritic.training._warmup import build_tiny_model, warm_up
+
+    folder = tmp_path_factory.mktemp("warmup")
+    return Path(warm_up(build_tiny_model(folder / "tiny"), folder / "warm"))
+
+
+@pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     """The embedded SmolLM2-135M-Instruct as a plain folder (converted once into the cache)."""
     from proofcritic.errors import MissingDependencyError

@@ -11,6 +11,9 @@ from ._grade import grade_command
 from ._cotrain import cotrain_command
 from ._eval import compare_command, eval_app, report_command
 from ._label import label_command, meta_verify_command
+from ._lean import lean_check_command, lean_prove_command
+from ._serve import serve_command
+from ._serve_model import serve_model_command
 from ._solve import solve_command
 from ._train import train_app
 
@@ -30,6 +33,10 @@ app.command("report")(report_command)
 app.command("compare")(compare_command)
 app.add_typer(train_app, name="train")
 app.command("cotrain")(cotrain_command)
+app.command("lean-check")(lean_check_command)
+app.command("lean-prove")(lean_prove_command)
+app.command("serve")(serve_command)
+app.command("serve-model")(serve_model_command)
 
 
 @app.callback()

@@ -21,7 +21,7 @@ from ..errors import InputError
 from ..llm import DEFAULT_MODEL
 from ..pipelines._common import Roles
 from ..pipelines.solve import STRATEGIES, get_strategy
-from ._common import ModelOptions, run_progress, with_model_options
+from ._common import SCORE_MODE_HELP, ModelOptions, run_progress, with_model_options
 from ._solve import _parse_set
 
 eval_app = typer.Typer(name="eval", help="Evaluate a solving strategy or a grader on a benchmark suite.",
@@ -32,7 +32,7 @@ RunOpt = Annotated[Path, typer.Option("--run", help="Run folder; an existing one
 LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N items.")]
 DataOpt = Annotated[Optional[Path], typer.Option("--data-dir", envvar="PROOFCRITIC_DATA", help="Data root of the suites.")]
 PricesOpt = Annotated[Optional[Path], typer.Option("--prices", help='JSON {model: {"prompt": $/1M, "completion": $/1M}}.')]
-ScoreModeOpt = Annotated[str, typer.Option("--score-mode", help="Verifier: text | auto | logprob.")]
+ScoreModeOpt = Annotated[str, typer.Option("--score-mode", help=SCORE_MODE_HELP)]
 
 
 def _load(suite: str, data_dir: Path | None, limit: int | None) -> list:

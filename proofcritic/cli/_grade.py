@@ -19,7 +19,14 @@ from ..tools import get_tool, tool_class
 from ..types import GradeResult, Problem, Proof
 from ..verifier import Verifier
 from ..verifier._critic import CriticVerifier
-from ._common import ModelOptions, run_progress, usage_line, with_model_options
+from ._common import (
+    SCORE_MODE_HELP,
+    ModelOptions,
+    check_score_mode,
+    run_progress,
+    usage_line,
+    with_model_options,
+)
 
 _TOOLS = "Tools (CRITIC)"
 _SEVERITY = {"critical_error": "[red]critical error[/]", "justification_gap": "[yellow]justification gap[/]"}
@@ -35,7 +42,7 @@ def grade_command(
     output: Annotated[Optional[Path], typer.Option("--output", help="Batch: JSONL of results; an existing file is resumed.")] = None,
     n: Annotated[int, typer.Option("-n", "--n", min=1, help="Verifications per proof.")] = 1,
     max_points: Annotated[Optional[float], typer.Option("--max-points", help="Points of a full solution (default: 7, or the problem's).")] = None,
-    score_mode: Annotated[str, typer.Option("--score-mode", help="text | auto (likelihood read-out when no score is written) | logprob (always).")] = "auto",
+    score_mode: Annotated[str, typer.Option("--score-mode", help=SCORE_MODE_HELP)] = "auto",
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     tools: Annotated[Optional[str], typer.Option("--tools", help="Let the verifier run code while it grades (CRITIC): comma-separated tools, e.g. python.", rich_help_panel=_TOOLS)] = None,
     max_tool_calls: Annotated[int, typer.Option("--max-tool-calls", min=0, help="With --tools: code runs per verification at most.", rich_help_panel=_TOOLS)] = 3,
@@ -51,8 +58,7 @@ def grade_command(
         raise typer.BadParameter("use either --problem/--proof or --input/--output, not both")
     if not batch and (problem is None or proof is None):
         raise typer.BadParameter("give --problem and --proof (or --input and --output for a batch)")
-    if score_mode not in ("text", "auto", "logprob"):
-        raise typer.BadParameter("must be text, auto or logprob", param_hint="--score-mode")
+    check_score_mode(score_mode)
 
     if not batch:  # read inputs before loading any model, so bad input fails fast
         the_problem = read_problem(problem, reference=reference, guidelines=guidelines, max_points=max_points)

@@ -18,7 +18,14 @@ from ..meta_verifier import MetaVerifier
 from ..pipelines.label import LabelConfig, label_jsonl, majority
 from ..types import Verification
 from ..verifier import Verifier, parse_verification
-from ._common import ModelOptions, run_progress, usage_line, with_model_options
+from ._common import (
+    SCORE_MODE_HELP,
+    ModelOptions,
+    check_score_mode,
+    run_progress,
+    usage_line,
+    with_model_options,
+)
 
 __all__ = ["label_command", "meta_verify_command", "read_verification"]
 
@@ -122,15 +129,14 @@ def label_command(
     confirm_at: Annotated[float, typer.Option("--confirm-at", min=0, max=1, help="A meta score at least this confirms an analysis.")] = 1.0,
     refute_at: Annotated[float, typer.Option("--refute-at", min=0, max=1, help="A meta score at most this refutes an analysis.")] = 0.0,
     max_points: Annotated[Optional[float], typer.Option("--max-points", help="Points of a full solution (default: 7, or the record's).")] = None,
-    score_mode: Annotated[str, typer.Option("--score-mode", help="text | auto (likelihood read-out when no score is written) | logprob.")] = "auto",
+    score_mode: Annotated[str, typer.Option("--score-mode", help=SCORE_MODE_HELP)] = "auto",
     max_calls: Annotated[Optional[int], typer.Option("--max-calls", min=1, help="Model calls per proof (default: no limit).")] = None,
     max_proof_tokens: Annotated[Optional[int], typer.Option("--max-proof-tokens", min=1, help="Tokens per proof, prompts included (default: no limit).")] = None,
     *,
     opts: ModelOptions,
 ) -> None:
     """Auto-label proofs by scaled verification: n verifications, m meta-verifications per issue, k confirmations."""
-    if score_mode not in ("text", "auto", "logprob"):
-        raise typer.BadParameter("must be text, auto or logprob", param_hint="--score-mode")
+    check_score_mode(score_mode)
     try:
         config = LabelConfig(n=n, m=m, k=k, confirm_at=confirm_at, refute_at=refute_at)
     except ValidationError as error:

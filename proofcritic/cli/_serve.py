@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ..errors import InputError
-from ._common import ModelOptions, with_model_options
+from ._common import SCORE_MODE_HELP, ModelOptions, check_score_mode, with_model_options
 
 _SERVICE = "Service options"
 
@@ -25,7 +25,7 @@ def serve_command(
     max_jobs: Annotated[int, typer.Option("--max-jobs", min=1, help="Jobs run at once (the rest wait in the queue).", rich_help_panel=_SERVICE)] = 8,
     request_max_calls: Annotated[int | None, typer.Option("--request-max-calls", min=1, help="Model calls allowed per job or facade request.", rich_help_panel=_SERVICE)] = None,
     request_max_tokens: Annotated[int | None, typer.Option("--request-max-tokens", min=1, help="Tokens allowed per job or facade request.", rich_help_panel=_SERVICE)] = None,
-    score_mode: Annotated[str, typer.Option("--score-mode", help="Verifier: text | auto | logprob (a request may choose).")] = "auto",
+    score_mode: Annotated[str, typer.Option("--score-mode", help=SCORE_MODE_HELP + " A request may choose its own.")] = "auto",
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.", rich_help_panel=_SERVICE)] = "info",
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log every request.", rich_help_panel=_SERVICE)] = False,
     *,
@@ -44,8 +44,7 @@ def serve_command(
         from ..errors import missing
 
         raise missing(error.name or "fastapi", "server") from None
-    if score_mode not in ("text", "auto", "logprob"):
-        raise typer.BadParameter("must be text, auto or logprob", param_hint="--score-mode")
+    check_score_mode(score_mode)
     keys = list(service_key or []) + keys_from_env()
     if any(not k.strip() or any(c.isspace() for c in k) for k in keys):
         raise InputError("an API key must be non-empty and contain no whitespace")

@@ -33,7 +33,13 @@ from ..pipelines.solve import (
     solve_problem,
 )
 from ..runner import RunStats
-from ._common import ModelOptions, usage_line, with_model_options
+from ._common import (
+    SCORE_MODE_HELP,
+    ModelOptions,
+    check_score_mode,
+    usage_line,
+    with_model_options,
+)
 
 _Int = Optional[int]
 _STRATEGY = "Strategy options"
@@ -85,7 +91,7 @@ def solve_command(
     run_max_calls: Annotated[_Int, typer.Option("--run-max-calls", min=0, help="Model calls in the whole run; problems not started when it is spent are left for a rerun.", rich_help_panel=_BUDGET)] = None,
     run_max_tokens: Annotated[_Int, typer.Option("--run-max-tokens", min=0, help="Tokens in the whole run (as --run-max-calls).", rich_help_panel=_BUDGET)] = None,
     parallel_problems: Annotated[int, typer.Option("--parallel-problems", min=1, help="Batch: problems solved at once.")] = 4,
-    score_mode: Annotated[str, typer.Option("--score-mode", help="Verifier: text | auto | logprob.")] = "auto",
+    score_mode: Annotated[str, typer.Option("--score-mode", help=SCORE_MODE_HELP)] = "auto",
     json_out: Annotated[bool, typer.Option("--json", help="One problem: print the result as JSON.")] = False,
     *,
     opts: ModelOptions,
@@ -97,8 +103,7 @@ def solve_command(
         raise typer.BadParameter("give either --problem FILE or --input FILE (with --output)")
     if input is not None and output is None:
         raise typer.BadParameter("batch mode (--input) needs --output")
-    if score_mode not in ("text", "auto", "logprob"):
-        raise typer.BadParameter("must be text, auto or logprob", param_hint="--score-mode")
+    check_score_mode(score_mode)
     flags = {
         "samples": samples, "verify_n": verify_n, "max_iters": max_iters, "initial_samples": initial_samples,
         "verifications": verifications, "top_k": top_k, "trials": trials, "samples_per_trial": samples_per_trial,

@@ -2,7 +2,8 @@
 ``openai/deepseek-math-v2``, ``vllm/deepseek-ai/DeepSeek-Math-V2``, ``sglang/...``.
 
 The split is at the first slash, so hub ids keep theirs. ``vllm/`` and ``sglang/`` are the
-OpenAI-compatible backend with the engine's usual local address as the default base URL.
+OpenAI-compatible backend with the engine's usual local address as the default base URL;
+``vllm-offline/MODEL`` runs ``vllm.LLM`` in this process (no server).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from ._cache import CompletionCache
 from ._model import Model, RetryPolicy
 from ._types import GenerateConfig
 
-BACKENDS = ("transformers", "openai", "vllm", "sglang")
+BACKENDS = ("transformers", "openai", "vllm", "sglang", "vllm-offline")
 DEFAULT_MODEL = "transformers/smollm2"
 _LOCAL_URLS = {"vllm": "http://127.0.0.1:8000/v1", "sglang": "http://127.0.0.1:30000/v1"}
 
@@ -46,6 +47,10 @@ def get_backend(spec: str, backend: str | None = None, **options: Any) -> Backen
         from ._transformers import TransformersBackend
 
         return TransformersBackend(model, **options)
+    if kind == "vllm-offline":
+        from ._vllm_offline import VLLMOfflineBackend
+
+        return VLLMOfflineBackend(model, **options)
     from ._openai import OpenAIBackend
 
     if kind in _LOCAL_URLS:

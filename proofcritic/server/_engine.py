@@ -35,7 +35,7 @@ from ..pipelines.solve import STRATEGIES, get_strategy, solve_problem
 from ..promptset import PromptSet
 from ..types import GradeResult, Problem, Proof
 
-ScoreModeField = Field(None, pattern="^(text|auto|logprob)$", description="Verifier score mode (default: the service's).")
+ScoreModeField = Field(None, pattern="^(text|auto|logprob|guided)$", description="Verifier score mode (default: the service's).")
 
 
 class Sampling(BaseModel):

@@ -56,8 +56,8 @@ class ServerSettings:
             raise ValueError("max_body_bytes must be at least 1024")
         if self.max_jobs < 1:
             raise ValueError("max_jobs must be at least 1")
-        if self.score_mode not in ("text", "auto", "logprob"):
-            raise ValueError("score_mode must be text, auto or logprob")
+        if self.score_mode not in ("text", "auto", "logprob", "guided"):
+            raise ValueError("score_mode must be text, auto, logprob or guided")
         self.db_path = Path(self.db_path)
         if self.state_dir is None:
             self.state_dir = Path(f"{self.db_path}.state")
