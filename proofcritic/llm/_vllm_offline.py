@@ -232,7 +232,8 @@ class VLLMOfflineBackend(Backend):
     def _sampling_params(self, request: ChatRequest) -> Any:
         vllm = _import_vllm()
         c = request.config
-        options: dict[str, Any] = {"n": c.n, "max_tokens": c.max_tokens}
+        # vLLM refuses n > 1 when greedy; the n greedy samples are identical, so one is made and copied
+        options: dict[str, Any] = {"n": 1 if c.temperature == 0 else c.n, "max_tokens": c.max_tokens}
         if c.temperature is not None:
             options["temperature"] = c.temperature
         if c.top_p is not None:
@@ -276,6 +277,8 @@ class VLLMOfflineBackend(Backend):
                 completion_tokens=len(token_ids),
                 logprobs=logprobs,
             ))
+        if len(completions) == 1 and request.config.n > 1:  # greedy: the one sample stands for all n
+            completions += [completions[0].model_copy(deep=True) for _ in range(request.config.n - 1)]
         return completions
 
     async def aclose(self) -> None:
