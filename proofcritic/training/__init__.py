@@ -65,6 +65,7 @@ _RECIPES = (
     "ProofcriticSFTConfig",
     "RewardComponentsLogger",
     "build_rewards",
+    "component_metrics",
     "load_config",
     "pairs_from_traces",
     "train_dpo",
