@@ -28,20 +28,17 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import math
 import re
 from collections.abc import Sequence
 from typing import Any
 
 from .._roles import usage_of
-from ..errors import UnsupportedFeatureError
 from ..llm import ChatMessage, ChatRequest, Completion, Usage
-from ..parsing import format_score
 from ..promptset import PromptSet
 from ..tools import Tool, ToolOutput, find_tool_call
-from ..types import SCORES, Problem, ToolCall, Verification
+from ..types import Problem, ToolCall, Verification
 from ._parse import parse_verification
-from ._verifier import Verifier, score_prefix
+from ._verifier import Verifier
 
 __all__ = ["CRITIC_TEMPLATES", "CRITIC_VARIABLES", "CriticVerifier", "critic_prompts"]
 
@@ -209,10 +206,7 @@ class CriticVerifier:
     async def _fill_score(self, messages: list[ChatMessage], final: str, verification: Verification) -> None:
         """Read the score out after the whole conversation, the way the wrapped verifier does
         for its score mode (likelihood, or guided choice), with the final turn as the text."""
-        fill = getattr(self.verifier, "_guided" if self.score_mode == "guided" else "_read_out", None)
-        if fill is None:
-            await self._read_out(messages, final, verification)
-            return
+        fill = self.verifier._guided if self.score_mode == "guided" else self.verifier._read_out
         probe = Verification(raw=final)
         await fill(messages, probe)
         if probe.score_source is not None:
@@ -220,28 +214,6 @@ class CriticVerifier:
             verification.score_source = probe.score_source
             verification.score_distribution = probe.score_distribution
             verification.expected_score = probe.expected_score
-
-    async def _read_out(self, messages: list[ChatMessage], final: str, verification: Verification) -> None:
-        """The likelihood of each score after the whole conversation and the final turn's
-        analysis (used when the wrapped verifier has no read-out of its own)."""
-        if self.model.likelihood_unsupported and self.score_mode != "logprob":
-            return
-        prefix = score_prefix(final)
-        try:
-            totals = await self.model.sequence_logprobs(
-                [*messages, ChatMessage(role="assistant", content=prefix)], list(_CONTINUATIONS)
-            )
-        except UnsupportedFeatureError:
-            if self.score_mode == "logprob":
-                raise
-            return
-        top = max(totals)
-        weights = [math.exp(t - top) for t in totals]
-        probs = [w / sum(weights) for w in weights]
-        verification.score_distribution = {format_score(s): p for s, p in zip(SCORES, probs)}
-        verification.expected_score = sum(s * p for s, p in zip(SCORES, probs))
-        verification.score = SCORES[max(range(len(SCORES)), key=probs.__getitem__)]
-        verification.score_source = "likelihood"
 
     async def aclose(self) -> None:
         """Close the tools that hold resources (sandbox pools)."""
