@@ -26,6 +26,7 @@ from proofcritic.lean_checker import (
     find_lean,
     prepare,
 )
+from proofcritic.lean_checker._analysis import probe_line
 from proofcritic.lean_checker.samples import (
     PATHOLOGICAL,
     PRELUDE_LINES,
@@ -67,8 +68,52 @@ def test_prepare_probes_names_in_namespaces():
     prepared = prepare(src)
     assert prepared.probes == ["A.t1", "A.t2", "A.B.t3", "C.t4"]  # theorems and lemmas
     assert prepared.declared_axioms == ["ax"]
-    probe_lines = prepared.text.splitlines()[prepared.source_lines :]
-    assert [line for line in probe_lines if line] == [f"#print axioms {p}" for p in prepared.probes]
+    added = [line for i, line in enumerate(prepared.text.splitlines(), 1) if i in prepared.probe_lines and line]
+    assert added == [probe_line(p).rstrip("\n") for p in prepared.probes]
+    # the text without the added lines is the source, and every other line maps back to itself
+    kept = [line for i, line in enumerate(prepared.text.splitlines(), 1) if i not in prepared.probe_lines]
+    assert kept == src.splitlines()
+    for i, line in enumerate(prepared.text.splitlines(), 1):
+        source_line, is_added = prepared.locate(i)
+        assert is_added == (i in prepared.probe_lines)
+        if not is_added:
+            assert src.splitlines()[source_line - 1] == line
+
+
+def test_probes_go_before_the_next_declaration_where_that_is_safe():
+    src = (
+        "prelude\n"  # 1
+        "theorem t1 : X := y\n"  # 2: probed before the doc comment of t2
+        "/-- doc -/\n"  # 3
+        "@[simp]\n"  # 4
+        "theorem t2 : X := y\n"  # 5
+        "set_option maxRecDepth 10 in\n"  # 6: not between `in` and its declaration
+        "theorem t3 : X := y\n"  # 7
+        "mutual\n"  # 8: not inside a mutual block
+        "theorem m1 : X := y\n"  # 9
+        "theorem m2 : X := y\n"  # 10
+        "end\n"  # 11
+        "  theorem indented : X := y\n"  # 12: not before an indented declaration
+        "-- a comment\n"  # 13
+        "def d : X := y\n"  # 14
+        "theorem last : X := y"  # 15: no newline at the end
+    )
+    prepared = prepare(src)
+    lines = prepared.text.split("\n")
+    where = {name: lines.index(probe_line(name).rstrip("\n")) + 1 for name in prepared.probes}
+    after = {name: prepared.locate(line) for name, line in where.items()}
+    assert after == {
+        "t1": (2, True),
+        "t2": (12, True),
+        "t3": (12, True),
+        "m1": (12, True),
+        "m2": (12, True),
+        "indented": (12, True),
+        "last": (15, True),
+    }
+    assert lines[where["t1"]] == "/-- doc -/" and lines[where["indented"]] == "-- a comment"
+    assert prepared.text.startswith(src.replace("\ntheorem last : X := y", "").split("/-- doc")[0])
+    assert prepare(src, probe_axioms=False).text == src
 
 
 def test_identifiers_containing_sorry_are_not_sorry():
@@ -145,6 +190,45 @@ async def test_axioms_are_caught_by_the_kernel_bookkeeping(lean_bin):
     assert "t depends on axiom cheat" in result.reasons and "declares axiom cheat" in result.reasons
     # allowing the axiom clears the dependency, but declaring one in the file still fails
     assert allowed.disallowed_axioms == [] and allowed.reasons == ["declares axiom cheat"]
+
+
+# probes inside namespaces, after doc comments, attributes and `set_option ... in`: the probe
+# of A.t1 sits inside `namespace A` where `A.t1` alone would name A.A.t1, and the axiom of
+# A.A.t1 is printed in full (it would read `A.cheat` there otherwise)
+PLACED = prelude_file(
+    "namespace A\n"
+    "namespace A\n"
+    "axiom cheat : Eq N.zero (N.succ N.zero)\n"
+    "theorem t1 : Eq N.zero (N.succ N.zero) := cheat\n"
+    "end A\n"
+    "/-- A documented theorem. -/\n"
+    "theorem t1 : Eq N.zero N.zero := Eq.refl _\n"
+    "set_option maxRecDepth 2000 in\n"
+    "theorem t2 : Eq (N.succ N.zero) (N.succ N.zero) := Eq.refl _\n"
+    "/-- A definition. -/\n"
+    "@[reducible]\n"
+    "noncomputable def one : N := N.succ N.zero\n"
+    "end A\n"
+    "theorem t3 : Eq A.one (N.succ N.zero) :=\n"
+    "  Eq.refl (N.succ N.zero)\n"
+)
+
+
+async def test_probes_in_the_middle_of_a_file_give_the_same_verdict(lean_bin):
+    prepared = prepare(PLACED)
+    # five theorems (one in the prelude), and the blank line before the one probe at the end
+    assert len(prepared.probe_lines) == 6 and prepared.text.endswith("\n\n" + probe_line("t3"))
+    assert min(prepared.probe_lines) < PRELUDE_LINES + 8  # the first probes are not at the end
+    async with LocalLeanChecker(lean_bin, timeout=60) as checker:
+        result = await checker.check(PLACED)
+        broken = await checker.check(PLACED.replace("theorem t2 : Eq (N.succ N.zero) (N.succ N.zero) := Eq.refl _", "theorem t2 : Eq N.zero N.zero :="))
+    assert result.errors == [] and result.messages == []
+    assert result.axioms == {"Eq.symm'": [], "A.A.t1": ["A.A.cheat"], "A.t1": [], "A.t2": [], "t3": []}
+    assert result.disallowed_axioms == ["A.A.cheat"] and result.declared_axioms == ["A.A.cheat"]
+    # a declaration cut short: its parse error stays on the file's own lines
+    assert not broken.ok and broken.errors
+    assert all(1 <= m.line <= PRELUDE_LINES + 17 for m in broken.messages)
+    assert broken.errors[0].line == PRELUDE_LINES + 9
 
 
 async def test_unfinished_file_error_is_not_hidden_by_the_probes(lean_bin):

@@ -15,11 +15,15 @@ from proofcritic.lean_checker import (
     KiminaChecker,
     LeanServerChecker,
     LocalLeanChecker,
+    prepare,
 )
 from proofcritic.lean_checker.samples import (
     PATHOLOGICAL,
+    PRELUDE,
     PRELUDE_LINES,
     correct_file,
+    on_preamble,
+    preamble,
     prelude_file,
 )
 
@@ -31,8 +35,8 @@ AXIOM = prelude_file("axiom cheat : Eq N.zero (N.succ N.zero)\ntheorem t : Eq (N
 
 
 def _verdict(result):
-    messages = sorted((m.severity, m.line, m.column, m.text) for m in result.messages)
-    return (result.status, messages, result.uses_sorry, result.disallowed_axioms)
+    messages = sorted((m.severity, m.line, m.column, m.end_line, m.end_column, m.text) for m in result.messages)
+    return (result.status, messages, result.uses_sorry, result.disallowed_axioms, result.axioms, result.reasons)
 
 
 async def test_warm_server_reuses_one_process_and_agrees_with_cold_lean(lean_bin):
@@ -100,7 +104,8 @@ async def test_kimina_client_against_a_real_server(lean_bin):
     assert not axiom.ok and axiom.disallowed_axioms == ["cheat"]
     assert refused.status == "error" and "401" in (refused.error or "")
     assert kinds[:4] == ["check"] * 4
-    assert sent["snippet"]["code"].startswith(correct_file(2)) and "#print axioms sum_2" in sent["snippet"]["code"]
+    # the file as written, with the probes on lines of their own
+    assert sent["snippet"]["code"] == prepare(correct_file(2)).text and "#print axioms _root_.sum_2\n" in sent["snippet"]["code"]
 
 
 async def test_kimina_client_falls_back_to_verify_and_reports_timeouts(lean_bin):
@@ -130,7 +135,7 @@ async def test_warm_server_survives_a_crash_and_a_header_change(lean_bin):
         before = await warm.check(correct_file(1))
         other_header = await warm.check(needs_init)  # the worker restarts for the new imports
         back = await warm.check(correct_file(2))
-        assert warm.restarts == 0
+        assert warm.restarts == 0 and warm._slots[0].reopens == 2  # a fresh document for each header
         os.killpg(warm._slots[0].conn.proc.pid, signal.SIGKILL)
         await asyncio.sleep(0.1)
         after = await warm.check(correct_file(3))
@@ -138,3 +143,51 @@ async def test_warm_server_survives_a_crash_and_a_header_change(lean_bin):
     assert before.ok and back.ok and after.ok
     assert other_header.status == "failed" and other_header.errors[0].line == 1
     assert "Init" in other_header.errors[0].text  # this lean has no library at all
+
+
+async def test_files_sharing_a_preamble_are_checked_incrementally_with_cold_verdicts(lean_bin):
+    """One open document, changed from file to file: the same verdicts and messages as a cold
+    lean on each file, and never a message left over from the file before."""
+    shared = preamble(24)
+    wrong = on_preamble(shared, 1, wrong=True)
+    files = [
+        on_preamble(shared, 0),
+        wrong,
+        on_preamble(shared, 1),  # the same theorem, now right: no error of the wrong one may stay
+        on_preamble(shared, 2).replace(":=\n  Eq.refl _", ":= sorry"),
+        shared + "axiom cheat : Eq N.zero (N.succ N.zero)\ntheorem final : Eq N.zero (N.succ N.zero) := cheat\n",
+        # a change in the middle of the preamble, then one near its start
+        on_preamble(shared.replace("theorem v_7_comm", "theorem v_7_comm' : Eq v_1 v_1 := Eq.refl _\ntheorem v_7_comm"), 3),
+        on_preamble(shared.replace("theorem v_0_comm : Eq v_0", "theorem v_0_comm : Eq v_1", 1), 4),
+        wrong,
+        on_preamble(shared, 5),
+        shared,  # nothing after the preamble: the file shrinks
+    ]
+    async with LocalLeanChecker(lean_bin, timeout=60) as cold:
+        expected = [await cold.check(f) for f in files]
+    async with LeanServerChecker(lean_bin, timeout=60) as warm:
+        got = [await warm.check(f) for f in files]
+        slot = warm._slots[0]
+        assert slot.starts == 1 and slot.reopens == 0 and slot.version == len(files)
+    assert [r.ok for r in expected] == [True, False, True, False, False, True, False, False, True, True]
+    for index, (mine, reference) in enumerate(zip(got, expected)):
+        assert _verdict(mine) == _verdict(reference), index
+    bad = got[1].errors
+    assert bad[0].text.startswith("Type mismatch") and (bad[0].line, bad[0].column) == (shared.count("\n") + 2, 2)
+    assert got[2].messages == [] and got[8].messages == [] and got[9].messages == []
+    assert got[4].disallowed_axioms == ["cheat"] and got[3].uses_sorry
+    assert set(got[0].axioms) == {"Eq.symm'", "final_0", *(f"v_{k}_comm" for k in range(12))}
+
+
+async def test_a_check_goes_to_the_server_whose_document_shares_the_most(lean_bin):
+    first, second = preamble(10), preamble(10).replace("v_", "w_")
+    async with LeanServerChecker(lean_bin, timeout=60, pool_size=2) as warm:
+        await warm.check_many([on_preamble(first, 0), on_preamble(second, 0)])  # one on each server
+        holds_first = next(s for s in warm._slots if "v_0" in s.text)
+        holds_second = next(s for s in warm._slots if s is not holds_first)
+        assert "w_0" in holds_second.text
+        results = [await warm.check(f) for f in (on_preamble(second, 1), on_preamble(first, 2), on_preamble(second, 3, wrong=True))]
+        assert "final_2" in holds_first.text and "final_3" in holds_second.text
+        assert holds_first.version == 2 and holds_second.version == 3
+    assert [r.ok for r in results] == [True, True, False]
+    assert PRELUDE in first and not results[2].ok

@@ -1,11 +1,20 @@
 """What a check adds to a file and reads from Lean's messages, the same for every checker.
 
-Before a file is checked, ``#print axioms NAME`` lines are appended after its last line for
-every ``theorem`` and ``lemma`` it declares (named with the enclosing namespaces). Lean answers
-each with an information message naming the axioms the theorem depends on, through every
-definition and lemma it uses, so that a proof that reaches ``sorryAx`` or an axiom of its own by
-any path is caught by the kernel's own bookkeeping, not only by reading the text. (Definitions
-are not probed themselves: what a theorem uses is covered by its own probe.)
+Before a file is checked, a ``#print axioms NAME`` line is added for every ``theorem`` and
+``lemma`` it declares (named with the enclosing namespaces). Lean answers each with an
+information message naming the axioms the theorem depends on, through every definition and
+lemma it uses, so that a proof that reaches ``sorryAx`` or an axiom of its own by any path is
+caught by the kernel's own bookkeeping, not only by reading the text. (Definitions are not
+probed themselves: what a theorem uses is covered by its own probe.)
+
+A probe goes in as early as it safely can: on a line of its own just before the next
+declaration that starts a line at column 0 (before that declaration's doc comment and
+attributes; not inside a ``mutual`` block, not after a line that ends in ``in``); the probes of
+the theorems after the last such place are appended after the file's last line. Placed early,
+the probes of a long preamble are part of the text a warm language server has already
+elaborated, so checking many files that share the preamble re-runs only the probes of what
+changed. The added lines are taken out again when messages are read: every message is given
+back with its line in the file as written.
 
 A check does not pass when:
 
@@ -18,9 +27,10 @@ A check does not pass when:
   ``native_decide`` depends on ``Lean.ofReduceBool`` and fails unless that is allowed);
 - the file turns off kernel checking (``set_option debug.skipKernelTC``).
 
-Messages on the appended lines belong to the probes and are not shown; an error there that is
+Messages on the added lines belong to the probes and are not shown; an error there that is
 not a probe's own (for example the parse error of a file that stops in the middle of a
-declaration) is kept and placed at the end of the file.
+declaration) is kept and placed on the last line of code before the probe (the end of the file
+for the appended probes).
 """
 
 from __future__ import annotations
@@ -39,7 +49,9 @@ _DECL = re.compile(
     rf"^[ \t]*{_ATTRS}{_MODIFIERS}(theorem|lemma|def|abbrev|instance|opaque|axiom)\s+(?:\([^)]*\)\s+)?([^\s:({{\[⦃]+)",
     re.MULTILINE,
 )
-_SCOPE = re.compile(r"^[ \t]*(?:noncomputable\s+)?(namespace|section|end)\b[ \t]*([^\s]*)", re.MULTILINE)
+_SCOPE = re.compile(r"^[ \t]*(?:noncomputable\s+)?(namespace|section|mutual|end)\b[ \t]*([^\s]*)", re.MULTILINE)
+# a command that applies to the one after it (``set_option ... in``, ``open ... in``)
+_ENDS_IN_IN = re.compile(r"(?<![\w.'])in[ \t]*$")
 _SORRY_TOKEN = re.compile(r"(?<![\w.'])(sorry|admit)(?![\w'])")
 _SKIP_KERNEL = re.compile(r"set_option\s+debug\.skipKernelTC\s+true")
 _SORRY_WARNING = re.compile(r"declaration uses ['`]sorry['`]")
@@ -91,7 +103,11 @@ def _blank(out: list[str], start: int, end: int) -> None:
 
 @dataclass
 class Prepared:
-    """A file ready to send to Lean: the text with its probes, and what was found in it."""
+    """A file ready to send to Lean: the text with its probes, and what was found in it.
+
+    ``line_map[i]`` is the line of the source that line ``i + 1`` of ``text`` comes from (for
+    an added probe line: the source line it follows); ``probe_lines`` are the added lines.
+    """
 
     source: str
     text: str
@@ -100,14 +116,28 @@ class Prepared:
     declared_axioms: list[str] = field(default_factory=list)
     sorry_tokens: list[tuple[int, int, str]] = field(default_factory=list)
     skips_kernel: bool = False
+    line_map: list[int] = field(default_factory=list)
+    probe_lines: frozenset[int] = frozenset()
+
+    def locate(self, line: int) -> tuple[int, bool]:
+        """The source line of line ``line`` of :attr:`text`, and whether it is an added line
+        (a line past the end of the text counts as one, after the last source line)."""
+        if 1 <= line <= len(self.line_map):
+            return self.line_map[line - 1], line in self.probe_lines
+        if line < 1 or not self.line_map:
+            return line, False
+        return self.source_lines, True
 
 
 def prepare(source: str, *, probe_axioms: bool = True) -> Prepared:
-    """Scan ``source`` and append one ``#print axioms`` line per theorem and lemma."""
+    """Scan ``source`` and add one ``#print axioms`` line per theorem and lemma (see the
+    module's notes for where each goes)."""
     code = blank_comments_and_strings(source)
     scopes: list[tuple[str, str]] = []
     names: list[str] = []
     axioms: list[str] = []
+    # (offset in the source, theorems declared before it) for each place a probe may go
+    places: list[tuple[int, int]] = []
     events = sorted(
         [(m.start(), "scope", m) for m in _SCOPE.finditer(code)] + [(m.start(), "decl", m) for m in _DECL.finditer(code)],
         key=lambda e: e[0],
@@ -117,11 +147,15 @@ def prepare(source: str, *, probe_axioms: bool = True) -> Prepared:
             word, arg = m.group(1), m.group(2)
             if word == "namespace" and arg:
                 scopes.append(("namespace", arg))
-            elif word == "section":
-                scopes.append(("section", arg))
+            elif word in ("section", "mutual"):
+                scopes.append((word, arg))
             elif word == "end" and scopes:
                 scopes.pop()
             continue
+        if names and not any(scope == "mutual" for scope, _ in scopes):
+            place = _probe_place(code, m.start())
+            if place is not None:
+                places.append((place, len(names)))
         keyword, name = m.group(1), m.group(2)
         full = _qualify(name, scopes)
         if keyword == "axiom":
@@ -134,12 +168,8 @@ def prepare(source: str, *, probe_axioms: bool = True) -> Prepared:
         column = m.start() - (code.rfind("\n", 0, m.start()) + 1)
         sorry_tokens.append((line, column, m.group(1)))
     source_lines = source.count("\n") + (0 if source.endswith("\n") else 1)
-    text = source
-    probes: list[str] = []
-    if probe_axioms:
-        probes = list(dict.fromkeys(names))
-        if probes:
-            text = source + ("" if source.endswith("\n") else "\n") + "\n" + "".join(f"#print axioms {p}\n" for p in probes)
+    probes = list(dict.fromkeys(names)) if probe_axioms else []
+    text, line_map, probe_lines = _insert_probes(source, source_lines, names if probe_axioms else [], places)
     return Prepared(
         source=source,
         text=text,
@@ -148,7 +178,80 @@ def prepare(source: str, *, probe_axioms: bool = True) -> Prepared:
         declared_axioms=axioms,
         sorry_tokens=sorry_tokens,
         skips_kernel=bool(_SKIP_KERNEL.search(code)),
+        line_map=line_map,
+        probe_lines=frozenset(probe_lines),
     )
+
+
+def _probe_place(code: str, decl_start: int) -> int | None:
+    """Where probes may go before the declaration matched at ``decl_start``: the start of the
+    line after the last line of code before it; ``None`` where that is not safe."""
+    first = decl_start
+    while first < len(code) and code[first] in " \t":
+        first += 1
+    if first != decl_start:  # indented: maybe inside something (a mutual block, a where clause)
+        return None
+    last = len(code[:decl_start].rstrip())  # one past the last character of code before it
+    if last == 0:
+        return None
+    line_start = code.rfind("\n", 0, last) + 1
+    if _ENDS_IN_IN.search(code[line_start:last]):
+        return None
+    newline = code.find("\n", last - 1)
+    if newline < 0 or newline >= decl_start:
+        return None
+    return newline + 1
+
+
+def probe_line(name: str) -> str:
+    """The command that asks for the axioms of theorem ``name`` (its full name). The name is
+    given from the root and printed in full, so that neither an open namespace nor an ``open``
+    changes which theorem is meant or how its axioms are named (``choice`` for
+    ``Classical.choice`` inside ``open Classical``)."""
+    return f"set_option pp.fullNames true in #print axioms _root_.{name}\n"
+
+
+def _insert_probes(
+    source: str, source_lines: int, names: list[str], places: list[tuple[int, int]]
+) -> tuple[str, list[int], list[int]]:
+    """The text with its probes, the source line of each of its lines, and the added lines;
+    the probes not placed before a declaration are appended after the last line."""
+    parts: list[str] = []
+    line_map: list[int] = []
+    probe_lines: list[int] = []
+    done: set[str] = set()
+    placed = 0
+    position = 0
+    line = 1
+
+    def add(anchor: int, upto: int) -> None:
+        nonlocal placed
+        for name in names[placed:upto]:
+            if name not in done:
+                done.add(name)
+                parts.append(probe_line(name))
+                line_map.append(anchor)
+                probe_lines.append(len(line_map))
+        placed = max(placed, upto)
+
+    for offset, upto in places:
+        if upto <= placed:
+            continue
+        chunk = source[position:offset]
+        parts.append(chunk)
+        count = chunk.count("\n")
+        line_map.extend(range(line, line + count))
+        line += count
+        position = offset
+        add(line - 1, upto)
+    parts.append(source[position:])
+    line_map.extend(range(line, source_lines + 1))
+    if any(name not in done for name in names[placed:]):
+        parts.append(("" if source.endswith("\n") else "\n") + "\n")
+        line_map.append(source_lines)
+        probe_lines.append(len(line_map))
+        add(source_lines, len(names))
+    return "".join(parts), line_map, probe_lines
 
 
 def _qualify(name: str, scopes: list[tuple[str, str]]) -> str:
@@ -170,10 +273,17 @@ def finish(
     """Turn Lean's messages about ``prepared.text`` into a verdict on ``prepared.source``."""
     shown: list[LeanMessage] = []
     axioms: dict[str, list[str]] = {}
-    last = prepared.source_lines
     for message in messages:
-        if message.line <= last:
-            shown.append(message)
+        line, added = prepared.locate(message.line)
+        if not added:
+            update: dict[str, int] = {}
+            if line != message.line:
+                update["line"] = line
+            if message.end_line is not None:
+                end_line, _ = prepared.locate(message.end_line)
+                if end_line != message.end_line:
+                    update["end_line"] = end_line
+            shown.append(message.model_copy(update=update) if update else message)
             continue
         if message.severity == "information":
             if m := _AXIOMS_LIST.match(message.text.strip()):
@@ -183,7 +293,10 @@ def finish(
                 axioms[m.group(1)] = []
                 continue
         if message.severity == "error" and not _PROBE_OWN_ERROR.search(message.text):
-            shown.append(message.model_copy(update={"line": last, "end_line": last}))
+            # at the end of the line of code the probe follows: where the file stopped making sense
+            lines = prepared.source.split("\n")
+            column = len(lines[line - 1]) if 1 <= line <= len(lines) else 0
+            shown.append(message.model_copy(update={"line": line, "column": column, "end_line": line, "end_column": column}))
 
     reasons: list[str] = []
     errors = [m for m in shown if m.severity == "error"]

@@ -1,11 +1,20 @@
 """A warm Lean language server reused across checks.
 
 One ``lean --server`` process (``lake serve`` inside a Lake project) speaks the Language Server
-Protocol over stdio. Each slot keeps one open document; a check replaces its text
+Protocol over stdio. Each slot keeps one open document; a check replaces its whole text
 (``textDocument/didChange`` with the next version), asks ``textDocument/waitForDiagnostics``
-for that version (Lean's own request, answered once the file is fully elaborated) and reads the
-``textDocument/publishDiagnostics`` of that version. The imports of an unchanged header stay
-loaded between checks, which is where a Mathlib check saves most of its time.
+for that version (Lean's own request, answered once the file is fully elaborated and its
+diagnostics reported) and reads the ``textDocument/publishDiagnostics`` of that version only.
+
+Lean elaborates a changed document incrementally: the header and every command that ends
+before the first changed character are reused from the previous version, not elaborated
+again. So the imports of an unchanged header stay loaded between checks (where a Mathlib check
+saves most of its time), and files that share a preamble (candidate proofs of one statement,
+files built on the same definitions and lemmas) only elaborate what follows the shared part.
+The axiom probes of the preamble's theorems sit inside the preamble for the same reason (see
+:mod:`proofcritic.lean_checker._analysis`). With several servers, a check goes to the idle one
+whose document shares the longest beginning with the new file. A file with a different header
+(other imports) is opened as a fresh document, which starts a fresh file worker.
 
 Started with ``-Dserver.reportDelayMs=0`` so that diagnostics are published as soon as they
 exist (the default waits 200 ms). A check past its timeout kills the server, which is started
@@ -18,6 +27,7 @@ import asyncio
 import itertools
 import json
 import os
+import re
 import signal
 import tempfile
 import time
@@ -25,13 +35,24 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ._analysis import DEFAULT_ALLOWED_AXIOMS, finish, not_checked, prepare
+from ._analysis import (
+    DEFAULT_ALLOWED_AXIOMS,
+    blank_comments_and_strings,
+    finish,
+    not_checked,
+    prepare,
+)
 from ._base import LeanChecker
 from ._local import find_lake, find_project
 from ._resolve import find_lean
 from ._types import LeanMessage, LeanResult
 
 _LSP_SEVERITY = {1: "error", 2: "warning", 3: "information", 4: "information"}
+# the header of a Lean file: `module`, `prelude` and `import` lines (with the module system's
+# `public`/`meta`/`all` words), after blanking comments
+_HEADER = re.compile(
+    r"\A(?:\s*(?:module\b|prelude\b|(?:(?:public|private)\s+)?(?:meta\s+)?import\s+(?:all\s+)?[^\s]+))*"
+)
 
 
 class LspError(RuntimeError):
@@ -140,7 +161,11 @@ class LspConnection:
             return
         if method == "textDocument/publishDiagnostics":
             params = message.get("params") or {}
-            self.diagnostics[params.get("uri", "")] = (params.get("version"), params.get("diagnostics") or [])
+            uri, version = params.get("uri", ""), params.get("version")
+            known = self.diagnostics.get(uri, (None, []))[0]
+            if known is not None and (version is None or version < known):
+                return  # an older version's (or one of no version): never let it stand for a newer one
+            self.diagnostics[uri] = (version, params.get("diagnostics") or [])
 
     async def close(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
@@ -181,16 +206,41 @@ def message_from_diagnostic(diagnostic: dict[str, Any], lines: list[str]) -> Lea
     )
 
 
+def header_of(text: str) -> str:
+    """The header of a Lean file (its ``prelude``/``import`` lines), whitespace normalised."""
+    code = blank_comments_and_strings(text)
+    return " ".join(_HEADER.match(code).group(0).split())  # type: ignore[union-attr]
+
+
+def shared_prefix(a: str, b: str) -> int:
+    """How many characters ``a`` and ``b`` share at their beginning."""
+    low, high = 0, min(len(a), len(b))
+    while low < high:
+        middle = (low + high + 1) // 2
+        if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
 class _Slot:
     """One server process with one open document."""
 
     def __init__(self, owner: LeanServerChecker, index: int):
         self.owner = owner
-        self.uri = (Path(owner._folder.name) / f"Check{index}.lean").as_uri()
+        folder = Path(owner._folder.name) / f"slot{index}"
+        folder.mkdir(parents=True, exist_ok=True)
+        # every slot's file is Check.lean, as the cold checker's is: the names Lean gives
+        # private declarations (and prints in their messages) include the module name
+        self.uri = (folder / "Check.lean").as_uri()
         self.conn: LspConnection | None = None
         self.version = 0
         self.opened = False
+        self.text = ""  # the text of the open document (what a new check can reuse)
+        self.header = ""
         self.starts = 0
+        self.reopens = 0
 
     async def ensure(self) -> LspConnection:
         if self.conn is None or not self.conn.alive:
@@ -198,13 +248,22 @@ class _Slot:
                 await self.conn.close()
             self.conn = LspConnection(self.owner.argv(), cwd=str(self.owner.project or self.owner._folder.name))
             self.opened = False
+            self.text = ""
             self.starts += 1
             await self.conn.start(str(self.owner.project) if self.owner.project else None, self.owner.start_timeout)
         return self.conn
 
     async def check(self, text: str, limit: float) -> tuple[list[dict[str, Any]] | None, str | None]:
         """Diagnostics of ``text``; ``None`` and a reason on timeout or a server failure."""
+        start = time.monotonic()
         conn = await self.ensure()
+        header = header_of(text)
+        if self.opened and header != self.header:
+            # other imports: a fresh file worker for them (Lean's own worker would wait, then
+            # exit and be restarted by the server, to load them)
+            conn.notify("textDocument/didClose", {"textDocument": {"uri": self.uri}})
+            self.opened = False
+            self.reopens += 1
         self.version += 1
         if not self.opened:
             conn.notify(
@@ -217,18 +276,23 @@ class _Slot:
                 "textDocument/didChange",
                 {"textDocument": {"uri": self.uri, "version": self.version}, "contentChanges": [{"text": text}]},
             )
+        self.text, self.header = text, header
         try:
             await conn.request("textDocument/waitForDiagnostics", {"uri": self.uri, "version": self.version}, limit)
+            # the diagnostics of this version come before the answer; wait briefly in case not
+            while conn.diagnostics.get(self.uri, (None, []))[0] != self.version:
+                if not conn.alive:
+                    raise LspError("the Lean server exited")
+                if time.monotonic() - start > limit:
+                    raise asyncio.TimeoutError
+                await asyncio.sleep(0.005)
         except asyncio.TimeoutError:
             await conn.close()
             return None, "timeout"
         except LspError as error:
             await conn.close()
             return None, str(error)
-        version, diagnostics = conn.diagnostics.get(self.uri, (None, []))
-        if version is not None and version != self.version:
-            diagnostics = []
-        return diagnostics, None
+        return conn.diagnostics[self.uri][1], None
 
     async def close(self) -> None:
         if self.conn is not None:
@@ -265,7 +329,8 @@ class LeanServerChecker(LeanChecker):
         self.start_timeout = start_timeout
         self._folder = tempfile.TemporaryDirectory(prefix="proofcritic-lean-server-")
         self._slots = [_Slot(self, i) for i in range(pool_size)]
-        self._idle: asyncio.Queue[_Slot] | None = None
+        self._idle: list[_Slot] = list(self._slots)
+        self._free: asyncio.Condition | None = None
 
     def argv(self) -> list[str]:
         if self.project is not None and self.lake is not None:
@@ -280,11 +345,7 @@ class LeanServerChecker(LeanChecker):
     async def check(self, source: str, *, timeout: float | None = None) -> LeanResult:
         limit = float(timeout or self.timeout)
         prepared = prepare(source, probe_axioms=self.probe_axioms)
-        if self._idle is None:
-            self._idle = asyncio.Queue()
-            for slot in self._slots:
-                self._idle.put_nowait(slot)
-        slot = await self._idle.get()
+        slot = await self._acquire(prepared.text)
         start = time.monotonic()
         try:
             try:
@@ -296,7 +357,7 @@ class LeanServerChecker(LeanChecker):
                     "error", f"cannot start the Lean server: {error}", backend=self.name, seconds=time.monotonic() - start
                 )
         finally:
-            self._idle.put_nowait(slot)
+            await self._release(slot)
         seconds = time.monotonic() - start
         if diagnostics is None:
             if problem == "timeout":
@@ -305,6 +366,22 @@ class LeanServerChecker(LeanChecker):
         lines = prepared.text.split("\n")
         messages = [message_from_diagnostic(d, lines) for d in diagnostics]
         return finish(prepared, messages, backend=self.name, seconds=seconds, allowed_axioms=self.allowed_axioms)
+
+    async def _acquire(self, text: str) -> _Slot:
+        """The idle slot whose document shares the longest beginning with ``text``."""
+        if self._free is None:
+            self._free = asyncio.Condition()
+        async with self._free:
+            await self._free.wait_for(lambda: bool(self._idle))
+            slot = max(self._idle, key=lambda s: shared_prefix(s.text, text) if s.opened else -1)
+            self._idle.remove(slot)
+            return slot
+
+    async def _release(self, slot: _Slot) -> None:
+        assert self._free is not None
+        async with self._free:
+            self._idle.append(slot)
+            self._free.notify()
 
     async def close(self) -> None:
         for slot in self._slots:

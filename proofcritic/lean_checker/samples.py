@@ -49,6 +49,28 @@ def correct_file(i: int) -> str:
     )
 
 
+def preamble(count: int) -> str:
+    """:data:`PRELUDE` and ``count`` more declarations, a long preamble that many files share:
+    definitions (products of small numbers) each followed by a lemma about them that the kernel
+    checks by computation (a few milliseconds each)."""
+    parts = [PRELUDE]
+    for k in range(count // 2):
+        a, b = numeral(k % 7 + 2), numeral(k % 5 + 2)
+        parts.append(f"noncomputable def v_{k} : N := N.mul {a} {b}\n")
+        parts.append(f"theorem v_{k}_comm : Eq v_{k} (N.mul {b} {a}) := Eq.refl _\n")
+    if count % 2:
+        parts.append("theorem zero_refl : Eq N.zero N.zero := Eq.refl _\n")
+    return "".join(parts)
+
+
+def on_preamble(shared: str, i: int, *, wrong: bool = False) -> str:
+    """``shared`` (see :func:`preamble`) and a final theorem of the file's own, as candidate
+    proofs of one statement differ: by computation, or (``wrong``) a false claim."""
+    a, b = numeral(i % 6 + 1), numeral(i % 4 + 2)
+    claim = f"(N.add {b} {a})" if not wrong else f"(N.add {b} {b})"
+    return shared + f"theorem final_{i} : Eq (N.add {a} {b}) {claim} :=\n  Eq.refl _\n"
+
+
 #: a file whose elaboration runs far longer than any sensible timeout (more than 30 s here):
 #: comparing 2^20 with 2^21 in unary, with the recursion limits lifted
 PATHOLOGICAL = prelude_file(
