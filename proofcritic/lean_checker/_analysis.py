@@ -60,45 +60,47 @@ _NO_AXIOMS = re.compile(r"^'(.+)' does not depend on any axioms\s*$")
 _PROBE_OWN_ERROR = re.compile(r"unknown (constant|identifier)", re.IGNORECASE)
 
 
+_OPENERS = re.compile(r'--|/-|"')
+_BLOCK_MARKS = re.compile(r"/-|-/")
+_STRING_ENDS = re.compile(r'\\.|"', re.DOTALL)
+_NOT_NEWLINE = re.compile(r"[^\n]")
+
+
 def blank_comments_and_strings(source: str) -> str:
     """The source with comments and string literals replaced by spaces (newlines kept), so
-    that positions are unchanged and words inside them are not mistaken for code."""
-    out = list(source)
-    i, n = 0, len(source)
-    while i < n:
-        c = source[i]
-        if source.startswith("--", i):
+    that positions are unchanged and words inside them are not mistaken for code. (Nested
+    block comments nest; an unclosed comment or string runs to the end.)"""
+    parts: list[str] = []
+    n = len(source)
+    position = 0
+    while (opener := _OPENERS.search(source, position)) is not None:
+        i = opener.start()
+        if opener.group() == "--":
             j = source.find("\n", i)
             j = n if j < 0 else j
-            _blank(out, i, j)
-            i = j
-        elif source.startswith("/-", i):
+        elif opener.group() == "/-":
             depth, j = 1, i + 2
-            while j < n and depth:
-                if source.startswith("/-", j):
-                    depth, j = depth + 1, j + 2
-                elif source.startswith("-/", j):
-                    depth, j = depth - 1, j + 2
-                else:
-                    j += 1
-            _blank(out, i, j)
-            i = j
-        elif c == '"':
-            j = i + 1
-            while j < n and source[j] != '"':
-                j += 2 if source[j] == "\\" else 1
-            j = min(j + 1, n)
-            _blank(out, i, j)
-            i = j
+            while depth:
+                mark = _BLOCK_MARKS.search(source, j)
+                if mark is None:
+                    j = n
+                    break
+                depth, j = depth + (1 if mark.group() == "/-" else -1), mark.end()
         else:
-            i += 1
-    return "".join(out)
-
-
-def _blank(out: list[str], start: int, end: int) -> None:
-    for k in range(start, end):
-        if out[k] != "\n":
-            out[k] = " "
+            j = i + 1
+            while True:
+                end = _STRING_ENDS.search(source, j)
+                if end is None:
+                    j = n
+                    break
+                j = end.end()
+                if end.group() == '"':
+                    break
+        parts.append(source[position:i])
+        parts.append(_NOT_NEWLINE.sub(" ", source[i:j]))
+        position = j
+    parts.append(source[position:])
+    return "".join(parts)
 
 
 @dataclass
@@ -191,7 +193,9 @@ def _probe_place(code: str, decl_start: int) -> int | None:
         first += 1
     if first != decl_start:  # indented: maybe inside something (a mutual block, a where clause)
         return None
-    last = len(code[:decl_start].rstrip())  # one past the last character of code before it
+    last = decl_start  # one past the last character of code before it
+    while last > 0 and code[last - 1].isspace():
+        last -= 1
     if last == 0:
         return None
     line_start = code.rfind("\n", 0, last) + 1
