@@ -116,6 +116,14 @@ def test_probes_go_before_the_next_declaration_where_that_is_safe():
     assert prepare(src, probe_axioms=False).text == src
 
 
+def test_blanking_handles_escapes_nesting_and_unclosed_comments():
+    src = 'def s := "a \\" -- sorry" sorry\n/- /- -/ sorry -/ x /- open\nsorry'
+    blanked = blank_comments_and_strings(src)
+    assert len(blanked) == len(src) and blanked.split("\n")[0].rstrip().endswith("sorry")
+    assert blanked.split("\n")[1].strip() == "x"  # the nested comment ends at its second -/
+    assert blanked.split("\n")[2].strip() == ""  # an unclosed comment runs to the end
+
+
 def test_identifiers_containing_sorry_are_not_sorry():
     assert prepare("theorem no_sorry' : T := sorry_free h.admit_x").sorry_tokens == []
 

@@ -191,3 +191,24 @@ async def test_a_check_goes_to_the_server_whose_document_shares_the_most(lean_bi
         assert holds_first.version == 2 and holds_second.version == 3
     assert [r.ok for r in results] == [True, True, False]
     assert PRELUDE in first and not results[2].ok
+
+
+def test_diagnostics_of_an_older_version_never_replace_newer_ones():
+    from proofcritic.lean_checker._server import LspConnection
+
+    conn = LspConnection(["lean"])
+
+    def publish(version, text):
+        diagnostic = {"range": {"start": {"line": 0, "character": 0}, "end": {"line": 0, "character": 1}}, "message": text}
+        params = {"uri": "file:///a.lean", "diagnostics": [diagnostic]}
+        if version is not None:
+            params["version"] = version
+        conn._dispatch({"jsonrpc": "2.0", "method": "textDocument/publishDiagnostics", "params": params})
+
+    publish(3, "new")
+    publish(2, "late")  # an older version's, arriving after
+    publish(None, "no version")
+    assert conn.diagnostics["file:///a.lean"][0] == 3
+    assert conn.diagnostics["file:///a.lean"][1][0]["message"] == "new"
+    publish(4, "newer")
+    assert conn.diagnostics["file:///a.lean"][1][0]["message"] == "newer"
