@@ -255,7 +255,6 @@ class _Slot:
 
     async def check(self, text: str, limit: float) -> tuple[list[dict[str, Any]] | None, str | None]:
         """Diagnostics of ``text``; ``None`` and a reason on timeout or a server failure."""
-        start = time.monotonic()
         conn = await self.ensure()
         header = header_of(text)
         if self.opened and header != self.header:
@@ -277,21 +276,20 @@ class _Slot:
                 {"textDocument": {"uri": self.uri, "version": self.version}, "contentChanges": [{"text": text}]},
             )
         self.text, self.header = text, header
+        deadline = time.monotonic() + limit
         try:
             await conn.request("textDocument/waitForDiagnostics", {"uri": self.uri, "version": self.version}, limit)
-            # the diagnostics of this version come before the answer; wait briefly in case not
+            # the diagnostics of this version come before the answer; wait on in case they do not
             while conn.diagnostics.get(self.uri, (None, []))[0] != self.version:
                 if not conn.alive:
                     raise LspError("the Lean server exited")
-                if time.monotonic() - start > limit:
+                if time.monotonic() > deadline:
                     raise asyncio.TimeoutError
                 await asyncio.sleep(0.005)
-        except asyncio.TimeoutError:
+        except (asyncio.TimeoutError, LspError) as error:
             await conn.close()
-            return None, "timeout"
-        except LspError as error:
-            await conn.close()
-            return None, str(error)
+            self.opened, self.text = False, ""
+            return None, "timeout" if isinstance(error, asyncio.TimeoutError) else str(error)
         return conn.diagnostics[self.uri][1], None
 
     async def close(self) -> None:
@@ -330,7 +328,7 @@ class LeanServerChecker(LeanChecker):
         self._folder = tempfile.TemporaryDirectory(prefix="proofcritic-lean-server-")
         self._slots = [_Slot(self, i) for i in range(pool_size)]
         self._idle: list[_Slot] = list(self._slots)
-        self._free: asyncio.Condition | None = None
+        self._free: asyncio.Semaphore | None = None  # counts the idle slots
 
     def argv(self) -> list[str]:
         if self.project is not None and self.lake is not None:
@@ -357,7 +355,7 @@ class LeanServerChecker(LeanChecker):
                     "error", f"cannot start the Lean server: {error}", backend=self.name, seconds=time.monotonic() - start
                 )
         finally:
-            await self._release(slot)
+            self._release(slot)
         seconds = time.monotonic() - start
         if diagnostics is None:
             if problem == "timeout":
@@ -370,18 +368,17 @@ class LeanServerChecker(LeanChecker):
     async def _acquire(self, text: str) -> _Slot:
         """The idle slot whose document shares the longest beginning with ``text``."""
         if self._free is None:
-            self._free = asyncio.Condition()
-        async with self._free:
-            await self._free.wait_for(lambda: bool(self._idle))
-            slot = max(self._idle, key=lambda s: shared_prefix(s.text, text) if s.opened else -1)
-            self._idle.remove(slot)
-            return slot
+            self._free = asyncio.Semaphore(len(self._slots))
+        await self._free.acquire()
+        # nothing is awaited from here on: no other check can take the slot chosen
+        slot = max(self._idle, key=lambda s: shared_prefix(s.text, text) if s.opened else -1)
+        self._idle.remove(slot)
+        return slot
 
-    async def _release(self, slot: _Slot) -> None:
+    def _release(self, slot: _Slot) -> None:
         assert self._free is not None
-        async with self._free:
-            self._idle.append(slot)
-            self._free.notify()
+        self._idle.append(slot)
+        self._free.release()
 
     async def close(self) -> None:
         for slot in self._slots:
