@@ -48,7 +48,14 @@ from ..errors import (
 )
 from ._balancer import Balancer, Endpoint, split_base_urls
 from ._base import Backend
-from ._types import ChatMessage, ChatRequest, Completion, GenerateConfig, TokenLogprob
+from ._types import (
+    ChatMessage,
+    ChatRequest,
+    Completion,
+    GenerateConfig,
+    TokenLogprob,
+    split_assistant_prefix,
+)
 
 try:  # orjson is optional; it only makes (de)serialisation cheaper
     import orjson
@@ -535,11 +542,7 @@ class OpenAIBackend(Backend):
         ``continue_final_message``/``add_generation_prompt: false``/``prompt_logprobs: 0``, so the
         server scores the conversation as the prompt and returns one logprob per prompt token.
         """
-        messages = list(messages)
-        if messages and messages[-1].role == "assistant":
-            head, prefix = messages[:-1], messages[-1].content
-        else:
-            head, prefix = messages, ""
+        head, prefix = split_assistant_prefix(list(messages))
         base = [{"role": m.role, "content": m.content} for m in head]
 
         async def one(continuation: str) -> float:

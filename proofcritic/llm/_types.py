@@ -112,3 +112,11 @@ class Usage(BaseModel):
         self.cached_calls += other.cached_calls
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
+
+
+def split_assistant_prefix(messages: list[ChatMessage]) -> tuple[list[ChatMessage], str]:
+    """A conversation that ends with an assistant turn, as (the turns before it, its text), so
+    a backend can continue that turn; otherwise (all turns, "")."""
+    if messages and messages[-1].role == "assistant":
+        return messages[:-1], messages[-1].content
+    return messages, ""

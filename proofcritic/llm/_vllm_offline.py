@@ -30,7 +30,14 @@ from typing import Any
 
 from ..errors import BackendError, MissingDependencyError, ProofcriticError
 from ._base import Backend
-from ._types import ChatMessage, ChatRequest, Completion, TokenLogprob
+from ._transformers_parts import _deliver
+from ._types import (
+    ChatMessage,
+    ChatRequest,
+    Completion,
+    TokenLogprob,
+    split_assistant_prefix,
+)
 
 
 def _import_vllm() -> Any:
@@ -117,11 +124,7 @@ class VLLMOfflineBackend(Backend):
 
     async def sequence_logprobs(self, messages: Sequence[ChatMessage], continuations: Sequence[str]) -> list[float]:
         """Total log-likelihood of each conversation + continuation, from vLLM's prompt logprobs."""
-        messages = list(messages)
-        if messages and messages[-1].role == "assistant":
-            head, prefix = messages[:-1], messages[-1].content
-        else:
-            head, prefix = messages, ""
+        head, prefix = split_assistant_prefix(list(messages))
         base = [{"role": m.role, "content": m.content} for m in head]
         conversations = [[*base, {"role": "assistant", "content": prefix + c}] for c in continuations]
         if not conversations:
@@ -325,18 +328,3 @@ def _prompt_total(output: Any) -> float:
     return total
 
 
-def _deliver(job: _Job, *, result: Any = None, exc: BaseException | None = None) -> None:
-    """Resolve a job's future from the worker thread."""
-
-    def settle() -> None:
-        if job.future.done():
-            return
-        if exc is not None:
-            job.future.set_exception(exc)
-        else:
-            job.future.set_result(result)
-
-    try:
-        job.loop.call_soon_threadsafe(settle)
-    except RuntimeError:  # the caller's loop is closed; nobody waits any more
-        pass
