@@ -395,6 +395,176 @@ def test_a_job_survives_a_service_restart_without_repeating_finished_work(tmp_pa
     assert done["usage"]["upstream_calls"] >= 5 - len(answered_before)
 
 
+def job_status(service: Service, job_id: str) -> str:
+    return httpx.get(f"{service.url}/v1/jobs/{job_id}", headers=auth(), timeout=10).json()["status"]
+
+
+def test_cancelled_jobs_stop_stay_cancelled_and_finished_ones_cannot_be(tmp_path):
+    # one job at a time, every upstream call takes 0.3 s, no attempt ever passes (long refinements)
+    with ScriptedOpenAIServer(pass_at=99, delay=0.3) as upstream:
+        first = Service(tmp_path, upstream_args(upstream), keys=KEYS, extra=["--max-jobs", "1"]).start()
+        try:
+            busy, waiting = unique_problem("cancel-running"), unique_problem("cancel-queued")
+            params = {"max_iters": 20, "verify_n": 1}
+            running = httpx.post(f"{first.url}/v1/solve", headers=auth(),
+                                 json={"problem": busy, "strategy": "refine", "params": params}).json()["id"]
+            queued = httpx.post(f"{first.url}/v1/solve", headers=auth(),
+                                json={"problem": waiting, "strategy": "refine", "params": params}).json()["id"]
+            read_events(first, running, until=lambda e: e["type"] == "round" and e["data"]["round"] == 3)
+            assert job_status(first, queued) == "queued"
+
+            response = httpx.delete(f"{first.url}/v1/jobs/{queued}", headers=auth())
+            assert response.status_code == 200 and response.json()["status"] == "cancelled"
+            response = httpx.post(f"{first.url}/v1/jobs/{running}/cancel", headers=auth())
+            assert response.status_code == 200 and response.json()["status"] == "cancelled"
+            assert response.json()["finished"] is not None
+
+            events = read_events(first, running)  # the stream ends: the job is final
+            assert events[-1]["type"] == "cancelled" and events[-1]["data"]["previous_status"] == "running"
+            assert [e["type"] for e in events].count("started") == 1
+            spent = events[-1]["data"]["usage"]["upstream_calls"]
+            assert spent >= 2  # the calls of rounds 1 and 2 were answered before the cancellation
+            assert [e["type"] for e in read_events(first, queued)] == ["queued", "cancelled"]
+            job = httpx.get(f"{first.url}/v1/jobs/{queued}", headers=auth()).json()
+            assert job["attempts"] == 0 and job["started"] is None and job["result"] is None
+
+            # the running job stopped at its next await: no further upstream call reaches the upstream
+            time.sleep(0.6)  # the upstream finishes the call that was in flight (it records calls once answered)
+            arrived = sum(1 for c in upstream.recorder.calls if busy in c.prompt)
+            assert arrived <= spent + 1
+            time.sleep(1.2)  # four upstream delays
+            assert sum(1 for c in upstream.recorder.calls if busy in c.prompt) == arrived
+            assert not any(waiting in c.prompt for c in upstream.recorder.calls)
+
+            # finished jobs cannot be cancelled (409), unknown ones are 404
+            again = httpx.delete(f"{first.url}/v1/jobs/{running}", headers=auth())
+            assert again.status_code == 409 and again.json()["error"]["code"] == "job_finished"
+            assert "already cancelled" in again.json()["error"]["message"]
+            grade = httpx.post(f"{first.url}/v1/grade", headers=auth(), json={"problem": busy, "proof": "Obvious."}).json()
+            assert wait_job(first, grade["id"])["status"] == "done"  # the worker took the next job
+            done = httpx.post(f"{first.url}/v1/jobs/{grade['id']}/cancel", headers=auth())
+            assert done.status_code == 409 and "already done" in done.json()["error"]["message"]
+            assert job_status(first, grade["id"]) == "done"
+            assert httpx.delete(f"{first.url}/v1/jobs/job-none", headers=auth()).status_code == 404
+            assert httpx.delete(f"{first.url}/v1/jobs/{queued}").status_code == 401
+            listed = httpx.get(f"{first.url}/v1/jobs", headers=auth(), params={"status": "cancelled"}).json()["data"]
+            assert {j["id"] for j in listed} == {running, queued}
+        finally:
+            first.stop()
+
+        # a restart resumes unfinished jobs, but a cancelled job is finished
+        calls = len(upstream.recorder.calls)
+        second = Service(tmp_path, upstream_args(upstream), keys=KEYS).start()
+        try:
+            time.sleep(1.0)
+            assert job_status(second, running) == job_status(second, queued) == "cancelled"
+            assert read_events(second, running)[-1]["type"] == "cancelled"
+            assert len(upstream.recorder.calls) == calls
+        finally:
+            second.stop()
+
+
+def test_a_failing_upstream_gives_openai_errors_and_failed_jobs(tmp_path):
+    from servers.fault_server import FaultServer, drop_connection, status
+
+    with FaultServer() as fault:
+        svc = Service(tmp_path, ["--model", "openai/served-model", "--base-url", fault.url], keys=KEYS,
+                      extra=["--max-retries", "2", "--retry-wait", "0.05"]).start()
+        try:
+            client = openai.OpenAI(base_url=svc.url + "/v1", api_key=KEYS[0], max_retries=0, timeout=60)
+            grade = {"model": "proofcritic/grade", "extra_body": {"proofcritic": {"score_mode": "text"}}}
+
+            fault.push(*[status(500, message="the GPU caught fire")] * 3)  # every attempt fails
+            started = time.monotonic()
+            with pytest.raises(openai.InternalServerError) as info:
+                client.chat.completions.create(
+                    messages=[{"role": "user", "content": f"{unique_problem('fault')}\n## Proof\nTrivial."}], **grade)
+            assert time.monotonic() - started < 10
+            assert info.value.status_code == 503
+            error = info.value.body
+            assert error["type"] == "upstream_error" and error["code"] == "upstream_unavailable"
+            assert "the GPU caught fire" in error["message"] and "gave up after 3 attempts" in error["message"]
+            assert len(fault.chat_requests) == 3  # the first attempt and two retries
+
+            fault.push(*[drop_connection()] * 3)  # a job whose upstream hangs up every time
+            job = httpx.post(f"{svc.url}/v1/grade", headers=auth(), json={
+                "problem": unique_problem("fault-job"), "proof": "Trivial.", "score_mode": "text"}).json()
+            failed = wait_job(svc, job["id"])
+            assert failed["status"] == "failed" and failed["result"] is None
+            assert failed["error"]["kind"] == "backend"
+            assert "connection" in failed["error"]["message"] and "gave up after 3 attempts" in failed["error"]["message"]
+            events = read_events(svc, job["id"])
+            assert events[-1]["type"] == "failed" and events[-1]["data"]["error"] == failed["error"]["message"]
+            assert len(fault.chat_requests) == 6
+
+            # the upstream recovers: the same service answers again (its "ok" carries no score)
+            answer = client.chat.completions.create(
+                messages=[{"role": "user", "content": f"{unique_problem('fault-ok')}\n## Proof\nTrivial."}], **grade)
+            assert answer.choices[0].message.content.startswith("No score")
+            assert len(fault.chat_requests) == 7
+
+            stats = httpx.get(f"{svc.url}/v1/stats", headers=auth()).json()
+            assert stats["jobs"]["failed"] == 1 and stats["jobs"]["total"] == 1
+            (endpoint,) = stats["upstream"]["endpoints"]
+            assert (endpoint["requests"], endpoint["failures"], endpoint["successes"]) == (7, 6, 1)
+            assert stats["upstream"]["usage"]["upstream_calls"] == 1  # only the answered call counts
+        finally:
+            svc.stop()
+
+
+def test_stats_show_jobs_usage_and_both_upstream_endpoints_and_docs_can_be_protected(tmp_path):
+    with ScriptedOpenAIServer(pass_at=1) as one, ScriptedOpenAIServer(pass_at=1) as two:
+        svc = Service(tmp_path, ["--model", "openai/roles", "--base-url", one.url, "--base-url", two.url,
+                                 "--api-key", "upstream-key"], keys=KEYS, extra=["--protect-docs"]).start()
+        try:
+            for path in ("/docs", "/openapi.json", "/v1/stats"):
+                assert httpx.get(svc.url + path).status_code == 401, path
+            assert httpx.get(svc.url + "/docs", headers=auth()).status_code == 200
+            paths = httpx.get(svc.url + "/openapi.json", headers=auth(KEYS[1])).json()["paths"]
+            assert {"/v1/stats", "/v1/jobs/{job_id}/cancel"} <= set(paths) and "delete" in paths["/v1/jobs/{job_id}"]
+            health = httpx.get(svc.url + "/health")  # for load balancers: no key, nothing about the jobs
+            assert health.status_code == 200 and health.json()["status"] == "ok" and "jobs" not in health.json()
+
+            client = openai.OpenAI(base_url=svc.url + "/v1", api_key=KEYS[0], max_retries=0, timeout=60)
+            for i in range(6):
+                client.chat.completions.create(model="proofcritic/grade", messages=[
+                    {"role": "user", "content": f"{unique_problem(f'stats {i}')}\n## Proof\nConsecutive integers."}])
+            job = httpx.post(f"{svc.url}/v1/grade", headers=auth(), json={"problem": unique_problem("stats job"), "proof": "P."})
+            assert wait_job(svc, job.json()["id"])["status"] == "done"
+
+            stats = httpx.get(f"{svc.url}/v1/stats", headers=auth()).json()
+        finally:
+            svc.stop()
+    assert stats["jobs"] == {"queued": 0, "running": 0, "done": 1, "failed": 0, "cancelled": 0, "total": 1}
+    upstream = stats["upstream"]
+    assert upstream["model"] == "openai/roles"
+    endpoints = upstream["endpoints"]
+    assert [e["url"] for e in endpoints] == [one.url, two.url]
+    for endpoint, server in zip(endpoints, (one, two)):
+        # every call the service counted at an endpoint reached that server, and both were used
+        assert endpoint["requests"] == endpoint["successes"] == len(server.recorder.arrived) >= 2
+        assert endpoint["failures"] == 0 and endpoint["healthy"] is True
+    usage = upstream["usage"]
+    assert usage["upstream_calls"] == 7 == len(one.recorder.arrived) + len(two.recorder.arrived)
+    assert usage["prompt_tokens"] + usage["completion_tokens"] == sum(e["tokens"] for e in endpoints) > 0
+    assert usage["requests_running"] == 0
+
+
+def test_the_per_request_backend_passes_endpoint_stats_through():
+    from proofcritic.cli._common import endpoint_lines
+    from proofcritic.llm import Model
+    from proofcritic.llm._openai import OpenAIBackend
+    from proofcritic.server._engine import Engine
+
+    backend = OpenAIBackend("m", base_url=["http://127.0.0.1:9/v1", "http://127.0.0.1:10/v1"])
+    engine = Engine(Model(backend))
+    request_model = engine.request_model()
+    assert request_model.backend is not backend
+    assert request_model.backend.endpoint_stats() == backend.endpoint_stats() == engine.endpoint_stats()
+    assert [s["url"] for s in engine.endpoint_stats()] == ["http://127.0.0.1:9/v1", "http://127.0.0.1:10/v1"]
+    assert len(endpoint_lines(request_model)) == 2
+
+
 # -- load ---------------------------------------------------------------------------------------
 
 

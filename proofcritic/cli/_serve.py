@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from ..errors import InputError
+from ..llm import RetryPolicy
 from ._common import SCORE_MODE_HELP, ModelOptions, check_score_mode, with_model_options
 
 _SERVICE = "Service options"
@@ -25,6 +26,9 @@ def serve_command(
     max_jobs: Annotated[int, typer.Option("--max-jobs", min=1, help="Jobs run at once (the rest wait in the queue).", rich_help_panel=_SERVICE)] = 8,
     request_max_calls: Annotated[int | None, typer.Option("--request-max-calls", min=1, help="Model calls allowed per job or facade request.", rich_help_panel=_SERVICE)] = None,
     request_max_tokens: Annotated[int | None, typer.Option("--request-max-tokens", min=1, help="Tokens allowed per job or facade request.", rich_help_panel=_SERVICE)] = None,
+    max_retries: Annotated[int | None, typer.Option("--max-retries", min=0, help="Retries of a failing upstream call (5xx, 429, dropped connection, timeout) before the request answers 503 or the job fails [5].", rich_help_panel=_SERVICE)] = None,
+    retry_wait: Annotated[float | None, typer.Option("--retry-wait", min=0.0, help="Seconds before the first retry, doubling each time up to 60 (a Retry-After header overrides) [1].", rich_help_panel=_SERVICE)] = None,
+    protect_docs: Annotated[bool, typer.Option("--protect-docs/--open-docs", help="Put /docs, /redoc and /openapi.json behind the service keys too.", rich_help_panel=_SERVICE)] = False,
     score_mode: Annotated[str, typer.Option("--score-mode", help=SCORE_MODE_HELP + " A request may choose its own.")] = "auto",
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.", rich_help_panel=_SERVICE)] = "info",
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log every request.", rich_help_panel=_SERVICE)] = False,
@@ -48,6 +52,15 @@ def serve_command(
     keys = list(service_key or []) + keys_from_env()
     if any(not k.strip() or any(c.isspace() for c in k) for k in keys):
         raise InputError("an API key must be non-empty and contain no whitespace")
+    if protect_docs and not keys:
+        raise typer.BadParameter("needs a service key (--service-key or PROOFCRITIC_API_KEYS)", param_hint="--protect-docs")
+    retry = None
+    if max_retries is not None or retry_wait is not None:
+        base = RetryPolicy()
+        retry = RetryPolicy(
+            max_attempts=base.max_attempts if max_retries is None else max_retries + 1,
+            initial_wait=base.initial_wait if retry_wait is None else retry_wait,
+        )
     model = opts.build_model()
     settings = ServerSettings(
         model_factory=lambda: model,
@@ -61,10 +74,13 @@ def serve_command(
         score_mode=score_mode,
         max_calls=request_max_calls,
         max_tokens=request_max_tokens,
+        retry=retry,
+        protect_docs=protect_docs,
     )
     auth = f"{len(keys)} API key(s)" if keys else "no authentication"
+    docs = "docs at /docs (key needed)" if protect_docs else "docs at /docs"
     print(f"proofcritic serve: {model.name} as proofcritic/* on http://{host}:{port}/v1 ({auth}); "
-          f"jobs in {db}; docs at /docs", file=sys.stderr, flush=True)
+          f"jobs in {db}; {docs}", file=sys.stderr, flush=True)
     # keep idle connections longer than clients do (httpx and aiohttp keep them 5 s and 15 s), so a
     # client never sends a request on a connection the service is closing at that moment
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, access_log=access_log,

@@ -27,6 +27,7 @@ from ..llm import (
     Completion,
     GenerateConfig,
     Model,
+    RetryPolicy,
     Usage,
 )
 from ..pipelines._common import Roles, SolveResult, Strategy
@@ -158,6 +159,12 @@ class _SharedBackend(Backend):
     def cache_identity(self) -> str:
         return self.inner.cache_identity()
 
+    def endpoint_stats(self) -> list[dict[str, Any]]:
+        """The shared backend's per-endpoint counters (one entry per base URL of an
+        OpenAI-compatible backend; empty for a backend without endpoints)."""
+        stats = getattr(self.inner, "endpoint_stats", None)
+        return stats() if callable(stats) else []
+
     async def aclose(self) -> None:
         """The service closes the shared backend once, when it stops."""
 
@@ -174,14 +181,18 @@ class Engine:
         score_mode: str = "auto",
         max_calls: int | None = None,
         max_tokens: int | None = None,
+        retry: RetryPolicy | None = None,
     ):
         self.model = model
+        self.retry = retry or model.retry
+        """How each request retries a failing upstream call (the service's setting, else the model's)."""
         self.prompts = prompts or PromptSet.load()
         self.config = config or GenerateConfig()
         self.score_mode = score_mode
         self.max_calls = max_calls
         self.max_tokens = max_tokens
         self._gates: dict[int, asyncio.Semaphore] = {}
+        self._live_models: dict[int, Model] = {}
 
     def _gate(self) -> asyncio.Semaphore:
         loop_id = id(asyncio.get_running_loop())
@@ -197,17 +208,41 @@ class Engine:
             _SharedBackend(shared.backend, self._gate),
             cache=shared.cache,
             max_concurrency=shared.max_concurrency,
-            retry=shared.retry,
+            retry=self.retry,
             defaults=shared.defaults,
         )
         model.likelihood_unsupported = shared.likelihood_unsupported
+        self._live_models[id(model)] = model
         return model
 
     def settle(self, model: Model) -> None:
-        """Add a finished request's usage to the service's totals."""
+        """Add a finished request's usage to the service's totals (once)."""
+        if self._live_models.pop(id(model), None) is None:
+            return
         self.model.usage.add(model.usage)
         if model.likelihood_unsupported:
             self.model.likelihood_unsupported = True
+
+    def usage_totals(self) -> dict[str, Any]:
+        """What every request so far spent upstream, those still running included."""
+        total = Usage()
+        total.add(self.model.usage)
+        for model in list(self._live_models.values()):
+            total.add(model.usage)
+        return {
+            "upstream_calls": total.calls,
+            "cached_calls": total.cached_calls,
+            "prompt_tokens": total.prompt_tokens,
+            "completion_tokens": total.completion_tokens,
+            "total_tokens": total.total_tokens,
+            "requests_running": len(self._live_models),
+        }
+
+    def endpoint_stats(self) -> list[dict[str, Any]] | None:
+        """Per-endpoint counters of the upstream backend when it has endpoints (the
+        OpenAI-compatible backend), else None."""
+        stats = getattr(self.model.backend, "endpoint_stats", None)
+        return stats() if callable(stats) else None
 
     def roles(self, model: Model, request: _ProblemRequest) -> Roles:
         return Roles.from_models(

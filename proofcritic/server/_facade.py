@@ -291,9 +291,17 @@ async def execute(
     except ModelNotFoundError as error:
         raise ServiceError(502, f"the upstream model is not served: {error}", kind="upstream_error") from None
     except BackendError as error:
-        raise ServiceError(502 if not error.retryable else 503, f"the upstream model failed: {error}", kind="upstream_error") from None
+        # retryable (5xx, 429, dropped connections, timeouts, every endpoint down) after the
+        # retries: the upstream is unavailable (503); anything else is a bad answer (502)
+        raise ServiceError(503 if error.retryable else 502, f"the upstream model failed: {upstream_message(error)}",
+                           kind="upstream_error", code="upstream_unavailable" if error.retryable else "upstream_error") from None
     finally:
         engine.settle(model)
+
+
+def upstream_message(error: BaseException) -> str:
+    """The error's text with its notes (such as how many attempts were made), on one line."""
+    return " ".join([str(error), *getattr(error, "__notes__", ())])
 
 
 def _chunk(ident: str, created: int, model: str, delta: dict[str, Any] | None, finish: str | None = None,

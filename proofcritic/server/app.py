@@ -5,9 +5,12 @@ uvicorn. Routes (all under ``/v1`` need ``Authorization: Bearer KEY`` when keys 
 
 - ``POST /v1/grade``, ``POST /v1/solve``, ``POST /v1/label``: accept a job (202, ``Location``
   header) that a worker runs through the Python API; ``GET /v1/jobs/{id}`` its state and
-  result; ``GET /v1/jobs/{id}/events`` its progress as server-sent events; ``GET /v1/jobs``.
+  result; ``GET /v1/jobs/{id}/events`` its progress as server-sent events; ``GET /v1/jobs``;
+  ``DELETE /v1/jobs/{id}`` (or ``POST /v1/jobs/{id}/cancel``) cancels a queued or running job.
 - ``POST /v1/chat/completions``, ``GET /v1/models``: see :mod:`proofcritic.server._facade`.
-- ``GET /health`` (no key), ``GET /docs`` and ``GET /openapi.json``.
+- ``GET /v1/stats``: job counts by state, upstream usage, per-endpoint counters.
+- ``GET /health`` (never a key: for load balancers), ``GET /docs`` and ``GET /openapi.json``
+  (behind the keys with ``protect_docs``).
 
 Jobs live in the sqlite file: a job left queued or running when the service stopped (even by
 ``kill -9``) runs again when it starts, and the completion cache answers every model call
@@ -43,7 +46,8 @@ from ._engine import (
 )
 from ._errors import ServiceError, error_body, openai_error
 from ._facade import router as facade_router
-from .jobs import FINAL, JobStore
+from ._facade import upstream_message
+from .jobs import FINAL, STATUSES, JobStore
 from .settings import ServerSettings
 
 log = logging.getLogger("proofcritic.server")
@@ -53,17 +57,26 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
+#: the routes of the OpenAPI docs (behind the keys with ``protect_docs``)
+DOC_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
+
+
 class Guard:
-    """ASGI middleware: the API key on ``/v1`` routes (401), then the body size limit (413).
+    """ASGI middleware: the API key on ``/v1`` routes (and on the docs with ``protect_docs``)
+    (401), then the body size limit (413).
 
     A body announced by Content-Length over the limit is refused before it is read; a body
     sent without a length is read up to the limit and refused as soon as it passes it.
     """
 
-    def __init__(self, app: Any, api_keys: list[str], max_body_bytes: int):
+    def __init__(self, app: Any, api_keys: list[str], max_body_bytes: int, protect_docs: bool = False):
         self.app = app
         self.keys = [k.encode() for k in api_keys]
         self.max = max_body_bytes
+        self.protect_docs = protect_docs
+
+    def _protected(self, path: str) -> bool:
+        return path == "/v1" or path.startswith("/v1/") or (self.protect_docs and path in DOC_PATHS)
 
     async def _answer(self, send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] = ()) -> None:
         data = json.dumps(body).encode()
@@ -87,7 +100,7 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path: str = scope.get("path", "")
-        if self.keys and (path == "/v1" or path.startswith("/v1/")) and not self._authorized(scope):
+        if self.keys and self._protected(path) and not self._authorized(scope):
             return await self._answer(
                 send, 401, error_body("Missing or incorrect API key: send 'Authorization: Bearer KEY'.",
                                       code="invalid_api_key"),
@@ -145,13 +158,20 @@ class Notifier:
 
 
 class JobRunner:
-    """Workers that take job ids off a queue and run them, recording progress in the store."""
+    """Workers that take job ids off a queue and run them, recording progress in the store.
+
+    Each job runs in a task of its own, so that cancelling the job (:meth:`cancel`) stops it at
+    its next await without touching the worker; stopping the service cancels the workers,
+    which leaves their jobs ``running`` in the store, to run again at the next start.
+    """
 
     def __init__(self, settings: ServerSettings, engine: Engine, store: JobStore, notifier: Notifier):
         self.settings, self.engine, self.store, self.notifier = settings, engine, store, notifier
         self.queue: asyncio.Queue[str] = asyncio.Queue()
         self.tasks: list[asyncio.Task] = []
-        self.running: set[str] = set()
+        self.running: dict[str, asyncio.Task] = {}
+        self.models: dict[str, Any] = {}
+        """The Model of each running job (its usage so far)."""
 
     def start(self) -> None:
         for job_id in self.store.requeue_unfinished():
@@ -166,24 +186,44 @@ class JobRunner:
     def submit(self, job_id: str) -> None:
         self.queue.put_nowait(job_id)
 
+    def cancel(self, job_id: str) -> str | None:
+        """Cancel a job: a queued one never runs, a running one stops at its next await. The job
+        is ``cancelled`` in the store (its last event ``cancelled``, with the usage so far) before
+        this returns. Returns the state the job was in (a final state: nothing changed), or None
+        when there is no such job."""
+        model = self.models.get(job_id)
+        data = {"usage": usage_json(model)} if model is not None else {}
+        previous = self.store.cancel(job_id, data)
+        if previous in ("queued", "running"):
+            task = self.running.get(job_id)
+            if task is not None:
+                task.cancel()
+            self.notifier.notify(job_id)
+        return previous
+
     def _event(self, job_id: str, type_: str, data: dict[str, Any]) -> None:
         self.store.add_event(job_id, type_, data)
         self.notifier.notify(job_id)
 
     async def _worker(self) -> None:
+        me = asyncio.current_task()
+        assert me is not None
         while True:
             job_id = await self.queue.get()
             if job_id in self.running:
                 continue
-            self.running.add(job_id)
+            task = asyncio.create_task(self.run(job_id), name=f"job-{job_id}")
+            self.running[job_id] = task
             try:
-                await self.run(job_id)
+                await task
             except asyncio.CancelledError:
-                raise  # the service is stopping: the job stays "running" and is requeued at the next start
+                if me.cancelling():
+                    raise  # the service is stopping: the job stays "running" and is requeued at the next start
+                # the job was cancelled (its state is already recorded); the worker goes on
             except Exception:  # a bug must not kill the worker
                 log.exception("job %s crashed", job_id)
             finally:
-                self.running.discard(job_id)
+                self.running.pop(job_id, None)
 
     async def run(self, job_id: str) -> None:
         job = self.store.get(job_id)
@@ -191,8 +231,11 @@ class JobRunner:
             return
         kind = job["kind"]
         attempt = self.store.start(job_id)
+        if attempt is None:  # cancelled while it waited
+            return
         self.notifier.notify(job_id)
         model = self.engine.request_model()
+        self.models[job_id] = model
         ticker = asyncio.create_task(self._tick(job_id, attempt, model))
         try:
             request = REQUESTS[kind].model_validate(job["request"])
@@ -215,16 +258,19 @@ class JobRunner:
             if kind == "solve":  # the state only served a resume; the result is in the store now
                 shutil.rmtree(self.settings.state_dir / job_id, ignore_errors=True)  # type: ignore[operator]
         except asyncio.CancelledError:
+            if kind == "solve" and self.store.status(job_id) == "cancelled":  # no resume will need it
+                shutil.rmtree(self.settings.state_dir / job_id, ignore_errors=True)  # type: ignore[operator]
             raise
         except InputError as error:
             self.store.fail(job_id, str(error), "input")
         except BackendError as error:
-            self.store.fail(job_id, f"the upstream model failed: {error}", "backend")
+            self.store.fail(job_id, f"the upstream model failed: {upstream_message(error)}", "backend")
         except Exception as error:
             log.exception("job %s failed", job_id)
             self.store.fail(job_id, f"{type(error).__name__}: {error}", "internal")
         finally:
             ticker.cancel()
+            self.models.pop(job_id, None)
             self.engine.settle(model)
             self.notifier.notify(job_id)
 
@@ -245,6 +291,8 @@ def _job_json(job: dict[str, Any], store: JobStore) -> dict[str, Any]:
     for event in store.events_after(job["id"]):
         if event["type"] == "usage":
             per_attempt[event["data"].get("attempt", 0)] = event["data"]
+        elif event["type"] == "cancelled" and "usage" in event["data"]:
+            per_attempt[job["attempts"]] = event["data"]["usage"]
         elif event["type"] == "done":
             per_attempt[event["data"].get("attempt", 0)] = event["data"].get("usage", {})
     if per_attempt:
@@ -265,7 +313,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         model = settings.model if settings.model is not None else settings.model_factory()  # type: ignore[misc]
         engine = Engine(model, prompts=settings.prompts, config=settings.config, score_mode=settings.score_mode,
-                        max_calls=settings.max_calls, max_tokens=settings.max_tokens)
+                        max_calls=settings.max_calls, max_tokens=settings.max_tokens, retry=settings.retry)
         store = JobStore(settings.db_path)
         notifier = Notifier()
         runner = JobRunner(settings, engine, store, notifier)
@@ -286,7 +334,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
-    app.add_middleware(Guard, api_keys=settings.api_keys, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(Guard, api_keys=settings.api_keys, max_body_bytes=settings.max_body_bytes,
+                       protect_docs=settings.protect_docs)
 
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, error: ServiceError) -> JSONResponse:
@@ -305,11 +354,25 @@ def create_app(settings: ServerSettings) -> FastAPI:
         kind = "not_found_error" if error.status_code == 404 else "invalid_request_error"
         return openai_error(error.status_code, str(error.detail), kind, headers=getattr(error, "headers", None))
 
-    @app.get("/health", tags=["service"], summary="Liveness, the upstream model and job counts (no key needed)")
+    @app.api_route("/health", methods=["GET", "HEAD"], tags=["service"],
+                   summary="Liveness for load balancers (no key needed; tells nothing about the jobs)")
     async def health(request: Request) -> dict[str, Any]:
+        return {"status": "ok", "uptime_s": round(time.time() - request.app.state.started, 3)}
+
+    @app.get("/v1/stats", tags=["service"],
+             summary="Job counts by state, upstream usage, and the upstream's per-endpoint counters")
+    async def stats(request: Request) -> dict[str, Any]:
         state = request.app.state
-        return {"status": "ok", "upstream": state.engine.model.name, "jobs": state.store.counts(),
-                "usage": usage_json(state.engine.model)}
+        engine: Engine = state.engine
+        counts = state.store.counts()
+        jobs = {status: counts.get(status, 0) for status in STATUSES}
+        jobs["total"] = sum(counts.values())
+        upstream: dict[str, Any] = {"model": engine.model.name, "usage": engine.usage_totals()}
+        endpoints = engine.endpoint_stats()
+        if endpoints is not None:
+            upstream["endpoints"] = endpoints
+        return {"object": "stats", "uptime_s": round(time.time() - state.started, 3), "jobs": jobs,
+                "jobs_in_queue": state.runner.queue.qsize(), "upstream": upstream}
 
     def _submit(request: Request, kind: str, body: Any) -> JSONResponse:
         try:
@@ -334,7 +397,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         return _submit(request, "label", body)
 
     @app.get("/v1/jobs", tags=["jobs"], summary="The newest jobs")
-    async def list_jobs(request: Request, status: str | None = Query(None, pattern="^(queued|running|done|failed)$"),
+    async def list_jobs(request: Request, status: str | None = Query(None, pattern="^(queued|running|done|failed|cancelled)$"),
                         limit: int = Query(100, ge=1, le=1000)) -> dict[str, Any]:
         return {"object": "list", "data": request.app.state.store.list(status, limit)}
 
@@ -347,6 +410,24 @@ def create_app(settings: ServerSettings) -> FastAPI:
     @app.get("/v1/jobs/{job_id}", tags=["jobs"], summary="A job: its state, request, result or error, and usage")
     async def get_job(job_id: str, request: Request) -> dict[str, Any]:
         return _job_json(_get(request, job_id), request.app.state.store)
+
+    def _cancel(request: Request, job_id: str) -> dict[str, Any]:
+        previous = request.app.state.runner.cancel(job_id)
+        if previous is None:
+            raise ServiceError(404, f"no job {job_id!r}", kind="not_found_error", code="job_not_found")
+        if previous in FINAL:
+            raise ServiceError(409, f"job {job_id!r} is already {previous}; only a queued or running job can be cancelled",
+                               code="job_finished")
+        return _job_json(_get(request, job_id), request.app.state.store)
+
+    @app.delete("/v1/jobs/{job_id}", tags=["jobs"],
+                summary="Cancel a queued or running job (409 once it is done, failed or cancelled)")
+    async def delete_job(job_id: str, request: Request) -> dict[str, Any]:
+        return _cancel(request, job_id)
+
+    @app.post("/v1/jobs/{job_id}/cancel", tags=["jobs"], summary="Cancel a queued or running job (as DELETE)")
+    async def cancel_job(job_id: str, request: Request) -> dict[str, Any]:
+        return _cancel(request, job_id)
 
     @app.get("/v1/jobs/{job_id}/events", tags=["jobs"], summary="A job's progress as server-sent events",
              response_class=StreamingResponse)

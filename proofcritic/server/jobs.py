@@ -1,10 +1,11 @@
 """The job store: every job, its state, result and progress events, in one sqlite file (WAL).
 
 A job is ``queued`` when accepted, ``running`` while a worker has it, then ``done`` (with its
-result) or ``failed`` (with the error). Each change is committed before the service answers or
+result), ``failed`` (with the error) or ``cancelled`` (by a client). A final state never
+changes again, and no progress event follows the final event. Each change is committed before the service answers or
 moves on, so a killed service loses nothing: on startup :meth:`JobStore.requeue_unfinished`
-puts every job left ``queued`` or ``running`` back in the queue, and the completion cache
-answers the model calls it had already made.
+puts every job left ``queued`` or ``running`` back in the queue (a cancelled job is final and
+stays so), and the completion cache answers the model calls it had already made.
 
 Progress events are numbered per job (1, 2, ...), so a client streaming them can resume from
 the last number it saw.
@@ -20,8 +21,9 @@ import uuid
 from pathlib import Path
 from typing import Any, Literal
 
-Status = Literal["queued", "running", "done", "failed"]
-FINAL: tuple[str, ...] = ("done", "failed")
+Status = Literal["queued", "running", "done", "failed", "cancelled"]
+STATUSES: tuple[str, ...] = ("queued", "running", "done", "failed", "cancelled")
+FINAL: tuple[str, ...] = ("done", "failed", "cancelled")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -101,48 +103,81 @@ class JobStore:
         assert job is not None
         return job
 
-    def add_event(self, job_id: str, type_: str, data: dict[str, Any] | None = None) -> int:
-        """Record a progress event; returns its number."""
-        with self._lock:
-            return self._event(job_id, type_, data or {}, time.time())
-
-    def _transition(self, job_id: str, sql: str, args: tuple, event: str, data: dict[str, Any]) -> int:
-        now = time.time()
+    def add_event(self, job_id: str, type_: str, data: dict[str, Any] | None = None) -> int | None:
+        """Record a progress event; returns its number (None, recording nothing, once the job is final)."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.execute(sql, (*args, job_id))
-                seq = self._event(job_id, event, data, now)
+                row = self._db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+                seq = None if row is None or row["status"] in FINAL else self._event(job_id, type_, data or {}, time.time())
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
         return seq
 
-    def start(self, job_id: str) -> int:
-        """The job is running (one more attempt); returns the attempt number."""
+    def _transition(self, job_id: str, sql: str, args: tuple, event: str, data: dict[str, Any]) -> int | None:
+        """Run ``sql`` (an UPDATE whose last parameter is the id) and record ``event`` with it, in one
+        transaction; nothing happens (None) when the UPDATE changed no row (its condition failed)."""
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                changed = self._db.execute(sql, (*args, job_id)).rowcount
+                seq = self._event(job_id, event, data, now) if changed else None
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return seq
+
+    def start(self, job_id: str) -> int | None:
+        """The queued job is running (one more attempt): the attempt number; None when the job
+        is not queued (cancelled meanwhile), and then it does not start."""
         with self._lock:
             row = self._db.execute("SELECT attempts FROM jobs WHERE id = ?", (job_id,)).fetchone()
         attempt = (row["attempts"] if row else 0) + 1
-        self._transition(
-            job_id, "UPDATE jobs SET status = 'running', attempts = ?, started = ? WHERE id = ?",
+        seq = self._transition(
+            job_id, "UPDATE jobs SET status = 'running', attempts = ?, started = ? WHERE status = 'queued' AND id = ?",
             (attempt, time.time()), "started", {"attempt": attempt},
         )
-        return attempt
+        return attempt if seq is not None else None
 
-    def finish(self, job_id: str, result: dict[str, Any], summary: dict[str, Any] | None = None) -> None:
-        """The job is done with ``result``; ``summary`` goes into the final event."""
-        self._transition(
-            job_id, "UPDATE jobs SET status = 'done', result = ?, error = NULL, error_kind = NULL, finished = ? WHERE id = ?",
+    def finish(self, job_id: str, result: dict[str, Any], summary: dict[str, Any] | None = None) -> bool:
+        """The running job is done with ``result``; ``summary`` goes into the final event.
+        False (nothing recorded) when the job is no longer running (it was cancelled)."""
+        return self._transition(
+            job_id, "UPDATE jobs SET status = 'done', result = ?, error = NULL, error_kind = NULL, finished = ? "
+            "WHERE status = 'running' AND id = ?",
             (_json(result), time.time()), "done", summary or {},
-        )
+        ) is not None
 
-    def fail(self, job_id: str, message: str, kind: str) -> None:
-        """The job failed: ``kind`` is ``input`` (the request is wrong), ``backend`` or ``internal``."""
-        self._transition(
-            job_id, "UPDATE jobs SET status = 'failed', error = ?, error_kind = ?, finished = ? WHERE id = ?",
+    def fail(self, job_id: str, message: str, kind: str) -> bool:
+        """The running job failed: ``kind`` is ``input`` (the request is wrong), ``backend`` or
+        ``internal``. False (nothing recorded) when the job is no longer running."""
+        return self._transition(
+            job_id, "UPDATE jobs SET status = 'failed', error = ?, error_kind = ?, finished = ? "
+            "WHERE status = 'running' AND id = ?",
             (message, kind, time.time()), "failed", {"error": message, "error_kind": kind},
-        )
+        ) is not None
+
+    def cancel(self, job_id: str, data: dict[str, Any] | None = None) -> str | None:
+        """Cancel a queued or running job (its final event ``cancelled`` carries ``data`` and the
+        state it left). Returns the state the job was in (a final one: nothing changed), or None
+        when there is no such job."""
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+                if row is not None and row["status"] not in FINAL:
+                    self._db.execute("UPDATE jobs SET status = 'cancelled', finished = ? WHERE id = ?", (now, job_id))
+                    self._event(job_id, "cancelled", {"previous_status": row["status"], **(data or {})}, now)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return row["status"] if row is not None else None
 
     def requeue_unfinished(self) -> list[str]:
         """Put every job left queued or running back in the queue (oldest first); their ids."""

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..llm import GenerateConfig, Model
+from ..llm import GenerateConfig, Model, RetryPolicy
 from ..promptset import PromptSet
 
 #: environment variable holding API keys, separated by commas or whitespace
@@ -48,6 +48,11 @@ class ServerSettings:
     """Tokens allowed per job or facade request (None: no limit); a request may ask for less."""
     progress_interval: float = 1.0
     """Seconds between usage progress events of a running job."""
+    retry: RetryPolicy | None = None
+    """How a failing upstream call is retried (None: the model's policy, 6 attempts from 1 s on).
+    Once the attempts are spent a facade request answers 503 and a job fails."""
+    protect_docs: bool = False
+    """Put ``/docs``, ``/redoc`` and ``/openapi.json`` behind the API keys too."""
 
     def __post_init__(self) -> None:
         if self.model is None and self.model_factory is None:
@@ -56,6 +61,8 @@ class ServerSettings:
             raise ValueError("max_body_bytes must be at least 1024")
         if self.max_jobs < 1:
             raise ValueError("max_jobs must be at least 1")
+        if self.protect_docs and not self.api_keys:
+            raise ValueError("protect_docs needs API keys (api_keys / --service-key / PROOFCRITIC_API_KEYS)")
         if self.score_mode not in ("text", "auto", "logprob", "guided"):
             raise ValueError("score_mode must be text, auto, logprob or guided")
         self.db_path = Path(self.db_path)
