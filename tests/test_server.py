@@ -524,6 +524,7 @@ def test_stats_show_jobs_usage_and_both_upstream_endpoints_and_docs_can_be_prote
             assert {"/v1/stats", "/v1/jobs/{job_id}/cancel"} <= set(paths) and "delete" in paths["/v1/jobs/{job_id}"]
             health = httpx.get(svc.url + "/health")  # for load balancers: no key, nothing about the jobs
             assert health.status_code == 200 and health.json()["status"] == "ok" and "jobs" not in health.json()
+            assert httpx.head(svc.url + "/health").status_code == 200
 
             client = openai.OpenAI(base_url=svc.url + "/v1", api_key=KEYS[0], max_retries=0, timeout=60)
             for i in range(6):
@@ -563,6 +564,21 @@ def test_the_per_request_backend_passes_endpoint_stats_through():
     assert request_model.backend.endpoint_stats() == backend.endpoint_stats() == engine.endpoint_stats()
     assert [s["url"] for s in engine.endpoint_stats()] == ["http://127.0.0.1:9/v1", "http://127.0.0.1:10/v1"]
     assert len(endpoint_lines(request_model)) == 2
+
+
+def test_protect_docs_needs_a_key(monkeypatch):
+    from typer.testing import CliRunner
+
+    from proofcritic.cli import app
+    from proofcritic.llm import Model
+    from proofcritic.llm._openai import OpenAIBackend
+    from proofcritic.server import ServerSettings
+
+    monkeypatch.delenv("PROOFCRITIC_API_KEYS", raising=False)
+    result = CliRunner().invoke(app, ["serve", "--protect-docs", "--model", "openai/m", "--base-url", "http://127.0.0.1:9/v1"])
+    assert result.exit_code == 2 and "--protect-docs" in result.output and "service key" in result.output
+    with pytest.raises(ValueError, match="protect_docs needs API keys"):
+        ServerSettings(model=Model(OpenAIBackend("m", base_url="http://127.0.0.1:9/v1")), protect_docs=True)
 
 
 # -- load ---------------------------------------------------------------------------------------
