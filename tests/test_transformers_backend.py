@@ -201,6 +201,87 @@ async def test_sequence_logprobs_batched_equals_single(tiny_backend):
     assert batched[1] < batched[2]  # more tokens of a random model: less likely
 
 
+
+# the verifier's read-out: a long graded analysis, then the score after an open \boxed{
+ANALYSIS = (
+    "Step 1 claims that n(n+1) is even because one of two consecutive integers is even. "
+    "This is correct. Step 2 then divides by 2 and concludes; the argument is complete. "
+) * 4 + "\n\nBased on my evaluation, the final overall score should be:\n\\boxed{"
+BOUNDARY_CASES = [  # (assistant text so far, continuations), some of which retokenise its end
+    (ANALYSIS, ["0}", "0.5}", "1}", "}"]),
+    ("The answer is ban", ["ana", "d", " 1", "", "ana split"]),
+    ("Hence the total is ", ["1", " 1", "12", "\n"]),
+]
+
+
+def full_sequence_totals(backend, messages, continuations, *, close=False):
+    """Reference: each conversation rendered and tokenised whole, then run alone, in full."""
+    import torch
+
+    head, last = messages[:-1], messages[-1]
+    end = backend._end_of_turn() if close else ""
+    totals, seqs = [], []
+    for c in continuations:
+        text = backend.render([*head, ChatMessage(role="assistant", content=last.content + c)], continue_final=True)
+        ids = backend._tokenizer(text + end, add_special_tokens=False)["input_ids"]
+        with torch.inference_mode():
+            logits = backend._hf_model(input_ids=torch.tensor([ids])).logits[0, :-1].double()
+        # (fp64: CPU log_softmax in fp32 drifts by ~1e-5 a token, 2e-3 over a long prompt)
+        picked = torch.log_softmax(logits, dim=-1)[torch.arange(len(ids) - 1), torch.tensor(ids[1:])]
+        totals.append(float(picked.sum()))
+        seqs.append(ids)
+    prompt = backend._tokenizer(backend.render(messages, continue_final=True), add_special_tokens=False)["input_ids"]
+    retokenised = sum(seq[: len(prompt)] != prompt for seq in seqs)
+    return totals, retokenised
+
+
+@pytest.mark.parametrize("which", ["tiny_backend", pytest.param("smol_backend", marks=pytest.mark.slow)])
+async def test_shared_prefix_scoring_equals_full_sequences(which, request):
+    backend = request.getfixturevalue(which)
+    user = ChatMessage(role="user", content="Grade this proof that 2 divides n(n+1): " + PROMPTS[2] * 3)
+    retokenised = 0
+    for text, continuations in BOUNDARY_CASES:
+        messages = [user, ChatMessage(role="assistant", content=text)]
+        for close in (False, True):  # sequence_logprobs, and guided choice's scoring (+ end of turn)
+            expected, changed = full_sequence_totals(backend, messages, continuations, close=close)
+            retokenised += changed
+            before = backend.stats.shared_prefixes
+            if close:
+                got, _, _ = await backend._in_worker(backend._score, messages, continuations, True)
+            else:
+                got = await backend.sequence_logprobs(messages, continuations)
+            assert backend.stats.shared_prefixes == before + 1  # the cached path, not the fallback
+            assert got == pytest.approx(expected, abs=1e-3)
+    assert retokenised > 0  # some continuation did change the prompt's last token(s)
+
+
+async def test_shared_prefix_scoring_in_pieces_equals_full_sequences(tiny_model_dir, monkeypatch):
+    import proofcritic.llm._transformers as tf_module
+
+    backend = TransformersBackend(tiny_model_dir)
+    try:
+        backend.load()
+        vocab = backend._hf_model.config.vocab_size
+        # room for 7 tokens of logits per pass: the prefix runs in pieces on one cache, and the
+        # continuations' own tokens in several batches
+        monkeypatch.setattr(tf_module, "_SCORE_BUDGET", 7 * vocab)
+        messages = [ChatMessage(role="user", content=PROMPTS[4]), ChatMessage(role="assistant", content="Hence the total is ")]
+        continuations = ["1", " 12 and 13", "", "\n", "12", " the proof is complete."]
+        expected, _ = full_sequence_totals(backend, messages, continuations)
+        got = await backend.sequence_logprobs(messages, continuations)
+        assert got == pytest.approx(expected, abs=1e-3)
+        assert backend.stats.shared_prefixes == 1
+        assert backend.stats.scoring_passes > 6  # several prefix pieces and continuation batches
+        # guided choice scores through the same path and picks the most likely choice
+        choices = [c for c in continuations if c]
+        config = GenerateConfig(choices=choices, temperature=0)
+        pick = (await backend.generate(ChatRequest(messages=messages, config=config)))[0].text
+        closed, _ = full_sequence_totals(backend, messages, choices, close=True)
+        assert pick == choices[max(range(len(closed)), key=closed.__getitem__)]
+    finally:
+        backend.close()
+
+
 def test_render_continues_the_final_message_verbatim(tiny_backend, smol_backend):
     for backend in (tiny_backend, smol_backend):
         user = ChatMessage(role="user", content="Compute 3 + 4.")

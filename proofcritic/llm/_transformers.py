@@ -23,9 +23,14 @@ holds the model's own distribution (before temperature and top-p).
 A request whose messages end with an assistant turn continues that turn (the chat template
 leaves it open). Guided choice (``config.choices``) is exact here: every choice is scored as
 the continuation of the assistant turn followed by the end-of-turn token (so "0" and "0.5"
-compete fairly), in one forward pass; at temperature 0 the most likely choice is returned, at
+compete fairly); at temperature 0 the most likely choice is returned, at
 temperature T > 0 choices are drawn from probabilities proportional to exp(log-likelihood / T)
 (``seed`` makes the draw reproducible; ``top_p`` is not applied).
+
+Scoring (``sequence_logprobs`` and guided choice) tokenises every full conversation as a whole,
+then runs the tokens the conversations have in common (the long prompt) once, with a KV cache,
+and only each conversation's own tokens on top of that cache, all continuations in one batch.
+The totals are those of running every conversation in full (to float rounding).
 """
 
 from __future__ import annotations
@@ -78,7 +83,8 @@ class BackendStats:
     batches: int = 0  #: ``model.generate`` invocations
     rows: int = 0  #: sequences generated (greedy duplicates are generated once)
     max_batch_rows: int = 0  #: largest batch so far
-    scoring_passes: int = 0  #: forward passes made by ``sequence_logprobs``
+    scoring_passes: int = 0  #: forward passes made by ``sequence_logprobs`` and guided choice
+    shared_prefixes: int = 0  #: scoring calls whose common prefix ran once (KV cache reused)
 
 
 #: weights loaded in this process, shared by every backend on the same folder, device and dtype
@@ -491,8 +497,23 @@ class TransformersBackend(Backend):
         self, messages: Sequence[ChatMessage], continuations: list[str], close: bool
     ) -> tuple[list[float], int, list[int]]:
         """Log-likelihood of each conversation (``close``: each continuation followed by the
-        end-of-turn token), the prompt length in tokens, and each continuation's length."""
-        torch = _torch()
+        end-of-turn token), the prompt length in tokens, and each continuation's length.
+
+        The shared prefix runs once (see :meth:`_score_shared`) where the model's cache allows,
+        otherwise every conversation runs in full (:meth:`_score_full`); both give the same totals.
+        """
+        seqs, prompt_len, lengths = self._score_inputs(messages, continuations, close)
+        totals = self._score_shared(seqs)
+        if totals is None:
+            totals = self._score_full(seqs)
+        return totals, prompt_len, lengths
+
+    def _score_inputs(
+        self, messages: Sequence[ChatMessage], continuations: list[str], close: bool
+    ) -> tuple[list[list[int]], int, list[int]]:
+        """The token ids of every full conversation, the prompt length and each continuation's
+        length. Each conversation is rendered and tokenised as a whole, so a continuation may
+        change the tokenisation of the prompt's last tokens (e.g. ``{`` + ``0`` -> ``{0``)."""
         self.load()
         msgs = list(messages)
         if not msgs or msgs[-1].role != "assistant":
@@ -506,7 +527,15 @@ class TransformersBackend(Backend):
         ]
         prompt_len = len(self._encode(self.render(msgs, continue_final=True)))
         lengths = [max(len(seq) - prompt_len, 0) for seq in seqs]
-        vocab = int(self._hf_model.config.get_text_config().vocab_size)
+        return seqs, prompt_len, lengths
+
+    def _vocab(self) -> int:
+        return int(self._hf_model.config.get_text_config().vocab_size)
+
+    def _score_full(self, seqs: list[list[int]]) -> list[float]:
+        """Total log-likelihood of each token list, every list run in full (padded batches)."""
+        torch = _torch()
+        vocab = self._vocab()
         totals: list[float] = [0.0] * len(seqs)
         order = sorted(range(len(seqs)), key=lambda j: len(seqs[j]))
         start = 0
@@ -521,11 +550,97 @@ class TransformersBackend(Backend):
                 logits = self._hf_model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
                 for r, j in enumerate(chunk):
                     n = len(seqs[j])
-                    row = logits[r, : n - 1].float()
-                    picked = row.gather(1, ids[r, 1:n, None].to(row.device)).squeeze(1)
-                    totals[j] = float((picked - torch.logsumexp(row, dim=-1)).sum())
+                    totals[j] = _picked_logprob(logits[r, : n - 1], ids[r, 1:n])
             start = stop
-        return totals, prompt_len, lengths
+        return totals
+
+    def _score_shared(self, seqs: list[list[int]]) -> list[float] | None:
+        """Total log-likelihood of each token list, running their common prefix only once.
+
+        The prefix is every token the lists share (cut so that each list keeps at least one
+        token of its own); it runs once with a KV cache (in pieces if its logits would exceed
+        the budget), which gives its own log-likelihood and the distribution of the first token
+        after it. The lists' remaining tokens then run as one right-padded batch on the cached
+        prefix, repeated for each row. Returns None, before any work, when the model's cache is
+        not a plain full-attention :class:`DynamicCache` (sliding windows, linear attention),
+        or when the lists share nothing.
+        """
+        torch, tf = _torch(), _transformers()
+        from transformers.cache_utils import DynamicLayer
+
+        shared = min(len(s) for s in seqs) - 1
+        for seq in seqs[1:]:
+            shared = next((i for i in range(shared) if seq[i] != seqs[0][i]), shared)
+        if shared < 1:
+            return None
+        model, device, vocab = self._hf_model, torch.device(self.device), self._vocab()
+        cache = tf.DynamicCache(config=model.config)
+        if not all(type(layer) is DynamicLayer for layer in cache.layers):
+            return None
+        prefix = seqs[0][:shared]
+        prefix_total = 0.0
+        step = max(1, _SCORE_BUDGET // vocab)  # prefix tokens per pass
+        with torch.inference_mode():
+            nxt = None  # logits that predict the token after the part already run
+            for a in range(0, shared, step):
+                piece = torch.tensor([prefix[a : a + step]], dtype=torch.long)
+                self.stats.scoring_passes += 1
+                logits = model(
+                    input_ids=piece.to(device),
+                    position_ids=torch.arange(a, a + piece.shape[1], device=device)[None],
+                    past_key_values=cache,
+                    use_cache=True,
+                ).logits[0]
+                if nxt is not None:
+                    prefix_total += _picked_logprob(nxt[None], piece[0, :1])
+                prefix_total += _picked_logprob(logits[:-1], piece[0, 1:])
+                nxt = logits[-1].float()
+            if cache.get_seq_length() != shared or any(layer.keys is None for layer in cache.layers):
+                return None  # not the cache this method expects; nothing was returned yet
+            first = torch.log_softmax(nxt, dim=-1)
+            kv = [(layer.keys, layer.values) for layer in cache.layers]
+            totals = [prefix_total + float(first[s[shared]]) for s in seqs]
+            # the tokens after the first one of each list's own part
+            rest = [j for j, s in enumerate(seqs) if len(s) > shared + 1]
+            rest.sort(key=lambda j: len(seqs[j]))
+            start = 0
+            while start < len(rest):
+                stop = start + 1
+                while stop < len(rest) and (stop + 1 - start) * (len(seqs[rest[stop]]) - shared) * vocab <= _SCORE_BUDGET:
+                    stop += 1
+                chunk = rest[start:stop]
+                start = stop
+                # run every token of a row's own part but its last; logits[k] predicts token k + 1
+                fed = [seqs[j][shared:-1] for j in chunk]
+                ids, mask = _pad(fed, self._pad_id, left=False)
+                rows, width = ids.shape
+                full_mask = torch.cat([torch.ones((rows, shared), dtype=mask.dtype), mask], dim=1)
+                rows_cache = tf.DynamicCache(
+                    [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in kv]
+                )
+                self.stats.scoring_passes += 1
+                logits = model(
+                    input_ids=ids.to(device),
+                    attention_mask=full_mask.to(device),
+                    position_ids=torch.arange(shared, shared + width, device=device)[None].expand(rows, -1),
+                    past_key_values=rows_cache,
+                    use_cache=True,
+                ).logits
+                for r, j in enumerate(chunk):
+                    n = len(fed[r])
+                    totals[j] += _picked_logprob(logits[r, :n], torch.tensor(seqs[j][shared + 1 :]))
+        self.stats.shared_prefixes += 1
+        return totals
 
 
 # --------------------------------------------------------------------------------- helpers
+
+
+def _picked_logprob(logits: Any, targets: Any) -> float:
+    """Sum over rows of ``log_softmax(logits[i])[targets[i]]`` (0 for no rows), in fp32."""
+    torch = _torch()
+    if logits.shape[0] == 0:
+        return 0.0
+    row = logits.float()
+    picked = row.gather(1, targets[:, None].to(row.device)).squeeze(1)
+    return float((picked - torch.logsumexp(row, dim=-1)).sum())
