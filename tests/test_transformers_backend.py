@@ -282,6 +282,51 @@ async def test_shared_prefix_scoring_in_pieces_equals_full_sequences(tiny_model_
         backend.close()
 
 
+
+@pytest.mark.parametrize("which", ["tiny_backend", pytest.param("smol_backend", marks=pytest.mark.slow)])
+async def test_later_read_outs_reuse_the_kept_prompt_prefix(which, request):
+    backend = request.getfixturevalue(which)
+    user = ChatMessage(role="user", content="Grade this proof: " + PROMPTS[2] * 2 + " " + PROMPTS[0])
+    analyses = [  # one prompt, several analyses: the verifier's samples of one proof
+        "The argument is complete and correct.\n\n\\boxed{",
+        "The argument skips the case p = 2, a gap.\n\n\\boxed{",
+        "The argument is complete and correct, but terse.\n\n\\boxed{",
+        "The argument is complete and correct.\n\n\\boxed{",  # the very same prefix again
+    ]
+    reused = []
+    for text in analyses:
+        messages = [user, ChatMessage(role="assistant", content=text)]
+        expected, _ = full_sequence_totals(backend, messages, ["0}", "0.5}", "1}"])
+        before = backend.stats.prefix_tokens_reused
+        got = await backend.sequence_logprobs(messages, ["0}", "0.5}", "1}"])
+        assert got == pytest.approx(expected, abs=1e-3)
+        reused.append(backend.stats.prefix_tokens_reused - before)
+    prompt = len(backend._encode(backend.render([user, ChatMessage(role="assistant", content="")], continue_final=True)))
+    assert all(r >= prompt - 1 for r in reused[1:])  # at least the prompt came from the kept prefixes
+    assert reused[3] > reused[1]  # the whole analysis too, for a prefix seen before
+
+
+async def test_prefix_cache_off_and_bounded(tiny_model_dir):
+    messages = [ChatMessage(role="user", content=PROMPTS[2]), ChatMessage(role="assistant", content="So ")]
+    off = TransformersBackend(tiny_model_dir, prefix_cache_tokens=0)
+    small = TransformersBackend(tiny_model_dir)
+    try:
+        seqs, _, _ = small._score_inputs(messages, ["1", "2"], False)
+        small.prefix_cache_tokens = budget = len(seqs[0]) + 3  # room for this prompt only
+        for backend in (off, small):
+            first = await backend.sequence_logprobs(messages, ["1", "2"])
+            again = await backend.sequence_logprobs(messages, ["1", "2"])
+            assert again == pytest.approx(first, abs=1e-4)
+        assert off.stats.prefix_tokens_reused == 0 and not off._prefixes
+        assert small.stats.prefix_tokens_reused > 0
+        long = [messages[0], ChatMessage(role="assistant", content=PROMPTS[4] * 2)]
+        await small.sequence_logprobs(long, ["1", "2"])  # longer than the budget: not kept
+        assert 0 < sum(len(e.tokens) for e in small._prefixes) <= budget
+    finally:
+        off.close()
+        small.close()
+
+
 def test_render_continues_the_final_message_verbatim(tiny_backend, smol_backend):
     for backend in (tiny_backend, smol_backend):
         user = ChatMessage(role="user", content="Compute 3 + 4.")

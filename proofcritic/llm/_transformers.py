@@ -85,6 +85,7 @@ class BackendStats:
     max_batch_rows: int = 0  #: largest batch so far
     scoring_passes: int = 0  #: forward passes made by ``sequence_logprobs`` and guided choice
     shared_prefixes: int = 0  #: scoring calls whose common prefix ran once (KV cache reused)
+    prefix_tokens_reused: int = 0  #: prefix tokens taken from a prefix kept from an earlier call
 
 
 #: weights loaded in this process, shared by every backend on the same folder, device and dtype
@@ -117,6 +118,7 @@ class TransformersBackend(Backend):
         default_max_tokens: int = 256,
         default_temperature: float = 0.0,
         cache_root: str | os.PathLike[str] | None = None,
+        prefix_cache_tokens: int = 4096,
     ):
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
@@ -136,6 +138,10 @@ class TransformersBackend(Backend):
         self.batch_wait_s = batch_wait_ms / 1000.0
         self.default_max_tokens = default_max_tokens
         self.default_temperature = default_temperature
+        #: scoring keeps the keys and values of its latest prefixes, this many tokens in all
+        #: (0: keep none), so that a read-out of the same prompt runs only its new part
+        self.prefix_cache_tokens = prefix_cache_tokens
+        self._prefixes: list[_Prefix] = []  # least recently used first
         self.stats = BackendStats()
         self._hf_model: Any = None
         self._tokenizer: Any = None
@@ -215,6 +221,7 @@ class TransformersBackend(Backend):
             _fail(job, BackendError("the transformers backend was closed"))
         with self._load_lock:
             self._hf_model = self._tokenizer = None
+            self._prefixes = []
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.close)
@@ -564,6 +571,10 @@ class TransformersBackend(Backend):
         prefix, repeated for each row. Returns None, before any work, when the model's cache is
         not a plain full-attention :class:`DynamicCache` (sliding windows, linear attention),
         or when the lists share nothing.
+
+        Across calls, the prefixes run last are kept (see ``prefix_cache_tokens``): a new prefix
+        that starts like one of them (the same prompt with another analysis) runs only from
+        where they part.
         """
         torch, tf = _torch(), _transformers()
         from transformers.cache_utils import DynamicLayer
@@ -574,15 +585,20 @@ class TransformersBackend(Backend):
         if shared < 1:
             return None
         model, device, vocab = self._hf_model, torch.device(self.device), self._vocab()
-        cache = tf.DynamicCache(config=model.config)
-        if not all(type(layer) is DynamicLayer for layer in cache.layers):
+        if not all(type(layer) is DynamicLayer for layer in tf.DynamicCache(config=model.config).layers):
             return None
         prefix = seqs[0][:shared]
-        prefix_total = 0.0
+        entry, reuse = self._cached_prefix(prefix)
+        if entry is None:
+            cache, token_lp = tf.DynamicCache(config=model.config), [0.0]
+        else:  # its first ``reuse`` tokens' keys and values (copied), and its logprobs up to token ``reuse``
+            cache = tf.DynamicCache([(k[:, :, :reuse], v[:, :, :reuse]) for k, v in entry.kv])
+            token_lp = entry.logprobs[: reuse + 1]
+            self.stats.prefix_tokens_reused += reuse
         step = max(1, _SCORE_BUDGET // vocab)  # prefix tokens per pass
         with torch.inference_mode():
             nxt = None  # logits that predict the token after the part already run
-            for a in range(0, shared, step):
+            for a in range(reuse, shared, step):
                 piece = torch.tensor([prefix[a : a + step]], dtype=torch.long)
                 self.stats.scoring_passes += 1
                 logits = model(
@@ -592,13 +608,15 @@ class TransformersBackend(Backend):
                     use_cache=True,
                 ).logits[0]
                 if nxt is not None:
-                    prefix_total += _picked_logprob(nxt[None], piece[0, :1])
-                prefix_total += _picked_logprob(logits[:-1], piece[0, 1:])
+                    token_lp += _token_logprobs(nxt[None], piece[0, :1])
+                token_lp += _token_logprobs(logits[:-1], piece[0, 1:])
                 nxt = logits[-1].float()
             if cache.get_seq_length() != shared or any(layer.keys is None for layer in cache.layers):
                 return None  # not the cache this method expects; nothing was returned yet
-            first = torch.log_softmax(nxt, dim=-1)
             kv = [(layer.keys, layer.values) for layer in cache.layers]
+            self._keep_prefix(_Prefix(prefix, kv, token_lp))
+            prefix_total = math.fsum(token_lp)
+            first = torch.log_softmax(nxt, dim=-1)
             totals = [prefix_total + float(first[s[shared]]) for s in seqs]
             # the tokens after the first one of each list's own part
             rest = [j for j, s in enumerate(seqs) if len(s) > shared + 1]
@@ -628,12 +646,62 @@ class TransformersBackend(Backend):
                 ).logits
                 for r, j in enumerate(chunk):
                     n = len(fed[r])
-                    totals[j] += _picked_logprob(logits[r, :n], torch.tensor(seqs[j][shared + 1 :]))
+                    totals[j] += math.fsum(_token_logprobs(logits[r, :n], torch.tensor(seqs[j][shared + 1 :])))
         self.stats.shared_prefixes += 1
         return totals
 
+    def _cached_prefix(self, prefix: list[int]) -> tuple[_Prefix | None, int]:
+        """The kept prefix that starts like ``prefix`` for longest, and how many of its tokens to
+        reuse: all those in common but the last one (it runs again, to give the logits that
+        predict the next token), so at most ``len(prefix) - 1``; (None, 0) when none helps."""
+        if self.prefix_cache_tokens <= 0:
+            return None, 0
+        best, best_len = None, 0
+        for entry in self._prefixes:
+            limit = min(len(entry.tokens), len(prefix))
+            same = next((i for i in range(limit) if entry.tokens[i] != prefix[i]), limit)
+            if same > best_len:
+                best, best_len = entry, same
+        if best is None or best_len < 2:
+            return None, 0
+        self._prefixes.remove(best)
+        self._prefixes.append(best)  # most recently used last
+        return best, min(best_len, len(prefix)) - 1
+
+    def _keep_prefix(self, entry: _Prefix) -> None:
+        """Keep ``entry`` for later calls, dropping the least recently used beyond the budget."""
+        if len(entry.tokens) <= self.prefix_cache_tokens:
+            # a kept prefix that the new one extends is of no further use
+            self._prefixes = [
+                e for e in self._prefixes
+                if not (len(e.tokens) <= len(entry.tokens) and entry.tokens[: len(e.tokens)] == e.tokens)
+            ]
+            self._prefixes.append(entry)
+        while self._prefixes and sum(len(e.tokens) for e in self._prefixes) > self.prefix_cache_tokens:
+            self._prefixes.pop(0)
+
 
 # --------------------------------------------------------------------------------- helpers
+
+
+@dataclass
+class _Prefix:
+    """A prefix scored before: its tokens, its keys and values per layer (batch of one), and
+    ``logprobs[i]``, the log-probability of token i after the ones before it (0 for token 0)."""
+
+    tokens: list[int]
+    kv: list[tuple[Any, Any]]
+    logprobs: list[float]
+
+
+def _token_logprobs(logits: Any, targets: Any) -> list[float]:
+    """``log_softmax(logits[i])[targets[i]]`` for every row, computed in fp32."""
+    torch = _torch()
+    if logits.shape[0] == 0:
+        return []
+    row = logits.float()
+    picked = row.gather(1, targets[:, None].to(row.device)).squeeze(1)
+    return (picked - torch.logsumexp(row, dim=-1)).tolist()
 
 
 def _picked_logprob(logits: Any, targets: Any) -> float:
