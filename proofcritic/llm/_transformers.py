@@ -321,7 +321,7 @@ class TransformersBackend(Backend):
         for job in jobs:
             try:
                 key, rows = self._rows_for(job)
-            except Exception as exc:  # e.g. a template that rejects these messages
+            except Exception as exc:  # noqa: BLE001 - e.g. a template that rejects these messages
                 _fail(job, exc)
                 continue
             groups.setdefault(key, []).extend(rows)
@@ -337,12 +337,12 @@ class TransformersBackend(Backend):
         messages = job.request.messages
         prompt = self._encode(self.render(messages, continue_final=bool(messages) and messages[-1].role == "assistant"))
         top = (cfg.top_logprobs or 0) if cfg.logprobs else -1  # -1: no logprobs at all
-        common = dict(
-            prompt_ids=prompt,
-            max_tokens=cfg.max_tokens or self.default_max_tokens,
-            stop=tuple(s for s in (cfg.stop or []) if s),
-            top_logprobs=top,
-        )
+        common = {
+            "prompt_ids": prompt,
+            "max_tokens": cfg.max_tokens or self.default_max_tokens,
+            "stop": tuple(s for s in (cfg.stop or []) if s),
+            "top_logprobs": top,
+        }
         if greedy:  # n greedy samples are identical: generate one, copy it
             return key, [_Row(job, list(range(cfg.n)), **common)]
         return key, [_Row(job, [i], **common) for i in range(cfg.n)]
@@ -383,14 +383,14 @@ class TransformersBackend(Backend):
         stopper = _RowStopper(rows, width, self._tokenizer, self._eos_ids)
         k = max(r.top_logprobs for r in rows)
         recorder = _LogprobRecorder(width, k) if k >= 0 else None
-        kwargs: dict[str, Any] = dict(
-            max_new_tokens=max(r.max_tokens for r in rows),
-            do_sample=key[0] == "sample",
-            num_beams=1,
-            pad_token_id=self._pad_id,
-            eos_token_id=sorted(self._eos_ids) or None,
-            stopping_criteria=tf.StoppingCriteriaList([stopper]),
-        )
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": max(r.max_tokens for r in rows),
+            "do_sample": key[0] == "sample",
+            "num_beams": 1,
+            "pad_token_id": self._pad_id,
+            "eos_token_id": sorted(self._eos_ids) or None,
+            "stopping_criteria": tf.StoppingCriteriaList([stopper]),
+        }
         if key[0] == "sample":
             kwargs.update(temperature=key[1], top_p=key[2], top_k=0)
         if recorder is not None:
