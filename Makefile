@@ -50,6 +50,7 @@ test: $(STAMP) system-deps $(BIN)/lean
 perf: $(STAMP) $(BIN)/lean
 	HF_HUB_OFFLINE=1 $(BIN)/python perf/orchestration.py
 	HF_HUB_OFFLINE=1 $(BIN)/python perf/local_batching.py
+	HF_HUB_OFFLINE=1 $(BIN)/python perf/readout.py
 	HF_HUB_OFFLINE=1 $(BIN)/python perf/facade_latency.py
 	$(BIN)/python perf/lean.py
 	$(BIN)/python perf/sandbox.py 32 4
