@@ -41,9 +41,7 @@ import math
 import os
 import random
 import threading
-import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +55,7 @@ from ..errors import (
 from ._base import Backend
 from ._smollm2 import is_smollm2_alias, smollm2_path, smollm2_target_dir
 from ._transformers_parts import (
+    JobQueue,
     _deliver,
     _fail,
     _Job,
@@ -148,10 +147,8 @@ class TransformersBackend(Backend):
         self._eos_ids: set[int] = set()
         self._pad_id = 0
         self._load_lock = threading.Lock()
-        self._queue_lock = threading.Lock()
-        self._pending: list[_Job] = []
-        self._draining = False
-        self._executor: ThreadPoolExecutor | None = None
+        self._queue = JobQueue(self._run_jobs, wait_s=self.batch_wait_s, thread_name="proofcritic-tf",
+                               full=lambda pending: sum(j.request.config.n for j in pending) >= self.max_batch_size)
 
     # ----------------------------------------------------------------------------- loading
 
@@ -209,15 +206,7 @@ class TransformersBackend(Backend):
 
     def close(self) -> None:
         """Stop the worker thread (after the work already queued) and drop the model."""
-        with self._queue_lock:
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=True)
-        orphans: list[_Job] = []
-        with self._queue_lock:
-            if self._executor is None:  # nobody restarted the worker meanwhile
-                orphans, self._pending, self._draining = self._pending, [], False
-        for job in orphans:
+        for job in self._queue.shutdown():
             _fail(job, BackendError("the transformers backend was closed"))
         with self._load_lock:
             self._hf_model = self._tokenizer = None
@@ -280,35 +269,8 @@ class TransformersBackend(Backend):
     def _submit(self, requests: Sequence[ChatRequest]) -> list[asyncio.Future]:
         loop = asyncio.get_running_loop()
         jobs = [_Job(r, loop.create_future(), loop, [None] * r.config.n) for r in requests]
-        with self._queue_lock:
-            self._pending.extend(jobs)
-            if not self._draining and jobs:
-                self._draining = True
-                self._worker().submit(self._drain)
+        self._queue.submit(jobs)
         return [j.future for j in jobs]
-
-    def _worker(self) -> ThreadPoolExecutor:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="proofcritic-tf")
-        return self._executor
-
-    def _drain(self) -> None:
-        """One round in the worker thread: wait briefly, take all queued jobs, run them."""
-        with self._queue_lock:
-            queued_rows = sum(j.request.config.n for j in self._pending)
-        if queued_rows < self.max_batch_size:
-            time.sleep(self.batch_wait_s)
-        with self._queue_lock:
-            jobs, self._pending = self._pending, []
-        try:
-            if jobs:
-                self._run_jobs([j for j in jobs if not j.future.done()])
-        finally:
-            with self._queue_lock:
-                if self._pending and self._executor is not None:
-                    self._executor.submit(self._drain)  # queued behind any scoring work
-                else:
-                    self._draining = False
 
     def _run_jobs(self, jobs: list[_Job]) -> None:
         try:
@@ -463,10 +425,8 @@ class TransformersBackend(Backend):
     async def _in_worker(self, fn: Any, *args: Any) -> Any:
         """Run ``fn(*args)`` in the worker thread (after the work queued before it)."""
         loop = asyncio.get_running_loop()
-        with self._queue_lock:
-            worker = self._worker()
         try:
-            return await loop.run_in_executor(worker, fn, *args)
+            return await loop.run_in_executor(self._queue.worker(), fn, *args)
         except ProofcriticError:
             raise
         except Exception as exc:

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,3 +176,72 @@ class _LogprobRecorder:
         chosen = torch.stack(self.chosen).tolist() if self.chosen else []
         tops = (torch.stack(self.top_vals).tolist(), torch.stack(self.top_idx).tolist()) if self.k > 0 else None
         return chosen, tops
+
+
+class JobQueue:
+    """Jobs queued from event loops and run in rounds by one worker thread (micro-batching).
+
+    A round waits ``wait_s`` for more work to arrive (skipped when ``full(pending)`` says enough
+    is queued), takes every queued job whose future is still open and hands them to ``run``; a
+    new round follows while work is left. Work given to ``worker()`` directly runs in the same
+    thread, between rounds. Jobs need ``future`` and ``loop`` attributes (see ``_deliver``).
+    """
+
+    def __init__(self, run: Callable[[list], None], *, wait_s: float, thread_name: str,
+                 full: Callable[[list], bool] | None = None):
+        self.run = run
+        self.wait_s = wait_s
+        self.thread_name = thread_name
+        self.full = full
+        self._lock = threading.Lock()
+        self._pending: list = []
+        self._draining = False
+        self._executor: ThreadPoolExecutor | None = None
+
+    def submit(self, jobs: list) -> None:
+        with self._lock:
+            self._pending.extend(jobs)
+            if not self._draining and jobs:
+                self._draining = True
+                self._worker_locked().submit(self._drain)
+
+    def worker(self) -> ThreadPoolExecutor:
+        """The worker thread's executor (started on first use)."""
+        with self._lock:
+            return self._worker_locked()
+
+    def _worker_locked(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self.thread_name)
+        return self._executor
+
+    def _drain(self) -> None:
+        with self._lock:
+            full = self.full is not None and self.full(self._pending)
+        if not full:
+            time.sleep(self.wait_s)
+        with self._lock:
+            jobs, self._pending = self._pending, []
+        try:
+            jobs = [j for j in jobs if not j.future.done()]
+            if jobs:
+                self.run(jobs)
+        finally:
+            with self._lock:
+                if self._pending and self._executor is not None:
+                    self._executor.submit(self._drain)  # queued behind any direct work
+                else:
+                    self._draining = False
+
+    def shutdown(self) -> list:
+        """Stop the worker after the work already given to it; returns the jobs that were
+        queued but never taken (the caller fails them)."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
+        with self._lock:
+            if self._executor is not None:  # somebody restarted the worker meanwhile
+                return []
+            orphans, self._pending, self._draining = self._pending, [], False
+        return orphans

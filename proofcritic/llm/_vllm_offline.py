@@ -21,16 +21,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import BackendError, MissingDependencyError, ProofcriticError
 from ._base import Backend
-from ._transformers_parts import _deliver
+from ._transformers_parts import JobQueue, _deliver
 from ._types import (
     ChatMessage,
     ChatRequest,
@@ -83,10 +81,7 @@ class VLLMOfflineBackend(Backend):
         self.stats = OfflineStats()
         self._llm: Any = None
         self._load_lock = threading.Lock()
-        self._queue_lock = threading.Lock()
-        self._pending: list[_Job] = []
-        self._draining = False
-        self._executor: ThreadPoolExecutor | None = None
+        self._queue = JobQueue(self._run, wait_s=self.batch_wait_s, thread_name="proofcritic-vllm")
 
     def cache_identity(self) -> str:
         return f"vllm-offline/{self.model}"
@@ -137,31 +132,8 @@ class VLLMOfflineBackend(Backend):
         return loop.create_future(), loop
 
     def _submit(self, jobs: list[_Job]) -> list[asyncio.Future]:
-        with self._queue_lock:
-            self._pending.extend(jobs)
-            if not self._draining and jobs:
-                self._draining = True
-                self._worker().submit(self._drain)
+        self._queue.submit(jobs)
         return [j.future for j in jobs]
-
-    def _worker(self) -> ThreadPoolExecutor:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="proofcritic-vllm")
-        return self._executor
-
-    def _drain(self) -> None:
-        """One round in the worker: wait a moment for more requests, then run all that are queued."""
-        time.sleep(self.batch_wait_s)
-        with self._queue_lock:
-            jobs, self._pending = self._pending, []
-        try:
-            self._run([j for j in jobs if not j.future.done()])
-        finally:
-            with self._queue_lock:
-                if self._pending and self._executor is not None:
-                    self._executor.submit(self._drain)
-                else:
-                    self._draining = False
 
     def _run(self, jobs: list[_Job]) -> None:
         if not jobs:
@@ -286,9 +258,9 @@ class VLLMOfflineBackend(Backend):
 
     async def aclose(self) -> None:
         """Stop the worker and release the engine (and its GPU memory)."""
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            await asyncio.get_running_loop().run_in_executor(None, executor.shutdown, True)
+        orphans = await asyncio.get_running_loop().run_in_executor(None, self._queue.shutdown)
+        for job in orphans:
+            _deliver(job, exc=BackendError("the vLLM backend was closed"))
         self.close()
 
     def close(self) -> None:
