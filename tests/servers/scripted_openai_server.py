@@ -22,7 +22,6 @@ Thread mode: ``with ScriptedOpenAIServer(pass_at=2) as server: ... server.url``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import hashlib
 import re
 import sys
@@ -43,7 +42,7 @@ from scripted import (
 )
 
 from proofcritic.llm import ChatRequest, Completion
-from servers.tiny_openai_server import TinyOpenAIServer
+from servers.tiny_openai_server import TinyOpenAIServer, serve_until_interrupted
 
 FLAW = "(unjustified step)"
 MODEL_NAME = "roles"
@@ -141,18 +140,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)
 
-    async def serve() -> None:
-        server = await ScriptedOpenAIServer(pass_at=args.pass_at, delay=args.delay, host=args.host, port=args.port).start()
-        print(f"READY {server.url}", flush=True)
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await server.stop()
-
-    try:
-        asyncio.run(serve())
-    except KeyboardInterrupt:
-        pass
+    serve_until_interrupted(
+        lambda: ScriptedOpenAIServer(pass_at=args.pass_at, delay=args.delay, host=args.host, port=args.port).start()
+    )
 
 
 if __name__ == "__main__":

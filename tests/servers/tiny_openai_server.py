@@ -39,6 +39,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -270,6 +271,26 @@ def spawn(model_dir: str | os.PathLike[str], *args: str, port: int = 0, timeout:
     return proc, line.split()[1]
 
 
+def serve_until_interrupted(start: Callable[[], Awaitable[Any]], *closers: Callable[[], Awaitable[Any]]) -> None:
+    """Run ``await start()`` (a server with ``url`` and ``stop()``), print ``READY <url>`` and serve
+    until interrupted; then stop the server and await each closer."""
+
+    async def serve() -> None:
+        server = await start()
+        print(f"READY {server.url}", flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await server.stop()
+            for close in closers:
+                await close()
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        pass
+
+
 def main(argv: list[str] | None = None) -> None:
     """Serve a transformers model folder until interrupted; prints ``READY <base_url>``."""
     parser = argparse.ArgumentParser(description="tiny OpenAI-compatible server over a transformers model")
@@ -285,21 +306,12 @@ def main(argv: list[str] | None = None) -> None:
     backend = TransformersBackend(args.model_dir)
     backend.load()
 
-    async def serve() -> None:
-        server = await TinyOpenAIServer(
+    serve_until_interrupted(
+        lambda: TinyOpenAIServer(
             backend, args.model_name, api_key=args.api_key, host=args.host, port=args.port, guided=not args.no_guided
-        ).start()
-        print(f"READY {server.url}", flush=True)
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await server.stop()
-            await backend.aclose()
-
-    try:
-        asyncio.run(serve())
-    except KeyboardInterrupt:
-        pass
+        ).start(),
+        backend.aclose,
+    )
 
 
 if __name__ == "__main__":
