@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -151,16 +152,32 @@ class JsonlAppender:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def _repair(self) -> None:
+        """Cut a partial last line, reading the file backwards from its end only."""
         if not self.path.exists():
             return
-        data = self.path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            with self.path.open("r+b") as handle:
-                handle.truncate(data.rfind(b"\n") + 1)
+        with self.path.open("r+b") as handle:
+            end = handle.seek(0, os.SEEK_END)
+            if end == 0:
+                return
+            handle.seek(end - 1)
+            if handle.read(1) == b"\n":
+                return
+            while end > 0:
+                start = max(0, end - 65536)
+                handle.seek(start)
+                cut = handle.read(end - start).rfind(b"\n")
+                if cut >= 0:
+                    handle.truncate(start + cut + 1)
+                    return
+                end = start
+            handle.truncate(0)
 
     def write(self, record: dict) -> None:
-        line = json.dumps(record, ensure_ascii=False) + "\n"
-        os.write(self._fd, line.encode("utf-8"))
+        try:
+            line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate in a value: written as a JSON escape
+            line = (json.dumps(record) + "\n").encode("ascii")
+        os.write(self._fd, line)
 
     def close(self) -> None:
         os.close(self._fd)
@@ -186,3 +203,98 @@ def read_done(path: str | Path, key: str = "id") -> dict[str, dict]:
         if isinstance(record, dict) and key in record:
             done[str(record[key])] = record
     return done
+
+
+@dataclass(frozen=True)
+class OutputIndex:
+    """What a resumed run needs of an output file, without holding its records: for each id,
+    ``None`` when its latest record is a result, or ``(error_kind, error)`` when it is an error
+    record; and whether some id has more than one record."""
+
+    latest: dict[str, tuple[str, str] | None]
+    duplicates: bool
+
+
+def _complete_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """``(byte offset, line)`` of each line that ends in a newline (a partial last line, left by a
+    kill, is no record: the next append cuts it off)."""
+    with path.open("rb") as handle:
+        offset = 0
+        for raw in handle:
+            if raw.endswith(b"\n"):
+                yield offset, raw
+            offset += len(raw)
+
+
+def _record_key(raw: bytes, key: str) -> tuple[str, dict] | None:
+    try:
+        record = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    if not isinstance(record, dict) or key not in record:
+        return None
+    return str(record[key]), record
+
+
+def read_index(path: str | Path, key: str = "id") -> OutputIndex:
+    """The :class:`OutputIndex` of an output file (streamed: one line in memory at a time)."""
+    p = Path(path)
+    latest: dict[str, tuple[str, str] | None] = {}
+    records = 0
+    if p.exists():
+        for _, raw in _complete_lines(p):
+            found = _record_key(raw, key)
+            if found is None:
+                continue
+            item_id, record = found
+            records += 1
+            if "error" in record:
+                latest[item_id] = (str(record.get("error_kind") or "error"), str(record["error"]))
+            else:
+                latest[item_id] = None
+    return OutputIndex(latest, records > len(latest))
+
+
+def compact_jsonl(path: str | Path, order: Iterable[str] = (), key: str = "id") -> bool:
+    """Keep only the latest record of each ``key`` in a JSONL file; True when it was rewritten.
+
+    Nothing is written when every id has one record. Otherwise the kept records are written in
+    ``order`` (the ids of the run's input), then those of other ids in file order, then lines
+    that are no record, to a temporary file that replaces ``path`` in one rename: a kill leaves
+    either the old file or the new one. Memory holds byte offsets, never records.
+    """
+    p = Path(path)
+    if not p.exists():
+        return False
+    latest: dict[str, tuple[int, int]] = {}
+    others: list[tuple[int, int]] = []
+    records = 0
+    for offset, raw in _complete_lines(p):
+        found = _record_key(raw, key)
+        if found is None:
+            if raw.strip():
+                others.append((offset, len(raw)))
+            continue
+        records += 1
+        latest[found[0]] = (offset, len(raw))
+    if records == len(latest):
+        return False
+    spans = [latest.pop(item_id) for item_id in order if item_id in latest]
+    spans += sorted(latest.values()) + others
+    tmp = p.with_name(p.name + ".compact.tmp")
+    with p.open("rb") as source, tmp.open("wb") as target:
+        for offset, size in spans:
+            source.seek(offset)
+            target.write(source.read(size))
+        target.flush()
+        os.fsync(target.fileno())
+    os.replace(tmp, p)
+    return True
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Write a JSON file through a temporary file and a rename, so a kill never leaves half a file."""
+    p = Path(path)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    os.replace(tmp, p)

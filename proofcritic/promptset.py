@@ -51,6 +51,7 @@ field) the role does not provide. It also requires the user templates of the rol
 
 from __future__ import annotations
 
+import hashlib
 import string
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -308,6 +309,17 @@ class PromptSet:
     def source(self, name: str) -> Path:
         """The file of the user template of ``name``."""
         return self._template(name).path
+
+    def fingerprint(self) -> str:
+        """A short hash of the templates' contents: the set's ``.j2`` / ``.txt`` files and, for a
+        user's set, the built-in ones it falls back on; equal for equal prompts."""
+        digest = hashlib.sha256()
+        folders = [self.directory] if self.directory.resolve() == _DEFAULT_DIRECTORY else [self.directory, _DEFAULT_DIRECTORY]
+        for folder in folders:
+            for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".j2", ".txt")):
+                digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+            digest.update(b"\1")
+        return digest.hexdigest()[:16]
 
     def render(self, name: str, **variables: Any) -> list[ChatMessage]:
         """Render role ``name``: a system message (when the set has one) then the user message.

@@ -3,30 +3,51 @@
 What every batch command shares: items already in the output are skipped (so a killed run
 resumes where it stopped); a bad input line or a failing item becomes an error record and the
 run goes on; results are appended one line at a time; a per-item budget can be applied; progress
-is reported through a callback.
+is reported through a callback. When a run ends (normally, with errors, stopped early or
+cancelled) the output holds one record per id, the latest: a rerun that tried failed items
+again rewrites the file without their old error records, atomically (:func:`compact_jsonl`).
+
+The settings that change results are recorded beside the output (``<output>.settings.json``,
+:func:`prepare_output`), so that a rerun with other settings stops instead of mixing results.
+
+An exception with a true ``stops_run`` attribute (e.g. a backend whose circuit breaker opened)
+stops the run: its item gets its error record, items in flight finish, and items not started
+get no record (a rerun does them); ``RunStats.stopped`` holds its message.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
 import time
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .budget import Budget, budget_scope
 from .errors import BackendError, InputError, ProofcriticError
-from .io import JsonlAppender, iter_jsonl, read_done
+from .io import JsonlAppender, compact_jsonl, iter_jsonl, read_index, write_json
 from .llm import Usage
 
 #: error kinds that a rerun tries again (a server may be back); input errors are final
 RETRIED_KINDS = ("backend", "internal")
+#: how an error kind reads in the failure summary
+_KIND_NAMES = {"input": "input error", "backend": "backend error", "internal": "internal error", "error": "error"}
+#: distinct messages remembered per error kind (for the most common one); counts stay exact
+_MESSAGES_KEPT = 100
 
 
 @dataclass
 class RunStats:
-    """Progress of a batch, updated as items finish."""
+    """Progress of a batch, updated as items finish.
+
+    ``errors`` counts the error records written by this run; ``failures`` counts, by error
+    kind, the items of the batch whose record is an error at the end, those skipped as already
+    done included (so a rerun reports what a clean run would).
+    """
 
     total: int = 0
     done: int = 0
@@ -35,6 +56,38 @@ class RunStats:
     budget_limited: int = 0
     usage: Usage = field(default_factory=Usage)
     extra: dict[str, Any] = field(default_factory=dict)
+    failures: Counter[str] = field(default_factory=Counter)
+    messages: dict[str, Counter[str]] = field(default_factory=dict)
+    stopped: str | None = None
+    """Why the run stopped before starting every item (an error that stops runs), else None."""
+
+    @property
+    def failed(self) -> int:
+        """Items whose record is an error."""
+        return sum(self.failures.values())
+
+    def add_failure(self, kind: str, message: str) -> None:
+        self.failures[kind] += 1
+        seen = self.messages.setdefault(kind, Counter())
+        if message in seen or len(seen) < _MESSAGES_KEPT:
+            seen[message] += 1
+
+    def failure_summary(self) -> str | None:
+        """One line: how many items failed, by error kind with its most common message, and how
+        many a stopped run left; None when nothing failed."""
+        if not self.failed and self.stopped is None:
+            return None
+        parts = []
+        for kind, count in self.failures.most_common():
+            name = _KIND_NAMES.get(kind, f"{kind} error")
+            message = " ".join(self.messages[kind].most_common(1)[0][0].split())
+            message = message if len(message) <= 300 else message[:297] + "..."
+            parts.append(f"{name}: {message}" if len(self.failures) == 1 else f"{name} ({count}): {message}")
+        line = f"{self.failed} of {self.total} items failed" + (": " + "; ".join(parts) if parts else "")
+        if self.stopped is not None:
+            left = self.total - self.done
+            line += f"; the run stopped early, {left} item(s) not started (rerun to do them)"
+        return line
 
 
 def _error_kind(error: BaseException) -> str:
@@ -77,43 +130,146 @@ async def run_jsonl(
     ``process`` returns the result record (JSON-able); a ``usage`` mapping in it is added to the
     run's totals, and ``budget_limited: true`` is counted. ``item_budget(budget)`` gives the
     budget scope of one item (e.g. ``budget.child(max_calls=...)``); without it items run in
-    ``budget``'s scope.
+    ``budget``'s scope. Items whose latest record is an error of a kind in
+    :data:`RETRIED_KINDS` are tried again; at the end the output keeps the latest record of
+    each id (see the module docstring).
     """
-    done = {k: r for k, r in read_done(output_path).items() if r.get("error_kind") not in RETRIED_KINDS}
+    index = read_index(output_path)
     stats = RunStats(total=len(items))
     work = []
+    rewrite = index.duplicates
     for item in items:
-        if item[0] in done:
-            stats.skipped += 1
-            stats.done += 1
-        else:
-            work.append(item)
+        item_id = item[0]
+        if item_id in index.latest:
+            latest = index.latest[item_id]
+            if latest is None or latest[0] not in RETRIED_KINDS:
+                stats.skipped += 1
+                stats.done += 1
+                if latest is not None:
+                    stats.add_failure(*latest)
+                continue
+            rewrite = True  # its new record will follow the old error record
+        work.append(item)
+    del index
     if on_progress:
         on_progress(stats)
     gate = asyncio.Semaphore(concurrency)
 
-    with JsonlAppender(output_path) as out:
+    try:
+        with JsonlAppender(output_path) as out:
 
-        async def run(item_id: str, line: int, record: dict | InputError) -> None:
-            async with gate:
-                started = time.perf_counter()
-                try:
-                    if isinstance(record, InputError):
-                        raise record
-                    with budget_scope(item_budget(budget) if item_budget else budget):
-                        result = await process(item_id, record)
-                    row = {"id": item_id, "line": line, **result, "seconds": round(time.perf_counter() - started, 3)}
-                    if isinstance(result.get("usage"), dict):
-                        stats.usage.add(Usage(**result["usage"]))
-                    stats.budget_limited += bool(result.get("budget_limited"))
-                except Exception as error:  # one item never kills the run: record it and go on
-                    message = str(error) if isinstance(error, ProofcriticError) else f"{type(error).__name__}: {error}"
-                    row = {"id": item_id, "line": line, "error": message, "error_kind": _error_kind(error)}
-                    stats.errors += 1
-                out.write(row)
-                stats.done += 1
-                if on_progress:
-                    on_progress(stats)
+            async def run(item_id: str, line: int, record: dict | InputError) -> None:
+                async with gate:
+                    if stats.stopped is not None:
+                        return  # not started: left for a rerun
+                    started = time.perf_counter()
+                    try:
+                        if isinstance(record, InputError):
+                            raise record
+                        with budget_scope(item_budget(budget) if item_budget else budget):
+                            result = await process(item_id, record)
+                        row = {"id": item_id, "line": line, **result, "seconds": round(time.perf_counter() - started, 3)}
+                        if isinstance(result.get("usage"), dict):
+                            stats.usage.add(Usage(**result["usage"]))
+                        stats.budget_limited += bool(result.get("budget_limited"))
+                    except Exception as error:  # one item never kills the run: record it and go on
+                        message = str(error) if isinstance(error, ProofcriticError) else f"{type(error).__name__}: {error}"
+                        kind = _error_kind(error)
+                        row = {"id": item_id, "line": line, "error": message, "error_kind": kind}
+                        stats.errors += 1
+                        stats.add_failure(kind, message)
+                        if getattr(error, "stops_run", False) and stats.stopped is None:
+                            stats.stopped = message
+                    out.write(row)
+                    stats.done += 1
+                    if on_progress:
+                        on_progress(stats)
 
-        await asyncio.gather(*(run(*item) for item in work))
+            await asyncio.gather(*(run(*item) for item in work))
+    finally:  # also when the run is cancelled: what was appended is kept, once per id
+        if rewrite:
+            compact_jsonl(output_path, (item_id for item_id, _, _ in items))
     return stats
+
+
+# -- the settings an output was made with -------------------------------------------------------
+
+
+def settings_path(output_path: str | Path) -> Path:
+    """Where the settings of an output are recorded: ``<output>.settings.json`` beside it."""
+    p = Path(output_path)
+    return p.with_name(p.name + ".settings.json")
+
+
+def _flat(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, Mapping):
+            out |= _flat(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "default"
+    return value if isinstance(value, str) and value else json.dumps(value, ensure_ascii=False)
+
+
+def settings_change(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[str, str] | None:
+    """``("n=1", "n=3")``: the settings that differ, as recorded and as given now (nested
+    settings as ``a.b``; a missing setting counts as None); None when they agree."""
+    before, after = _flat(old), _flat(json.loads(json.dumps(new)))
+    keys = [k for k in dict.fromkeys([*before, *after]) if before.get(k) != after.get(k)]
+    if not keys:
+        return None
+    return (", ".join(f"{k}={_shown(before.get(k))}" for k in keys),
+            ", ".join(f"{k}={_shown(after.get(k))}" for k in keys))
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def prepare_output(
+    output_path: str | Path,
+    settings: Mapping[str, Any],
+    *,
+    overwrite: bool = False,
+    companions: Iterable[str | Path] = (),
+    hint: str = "(use --overwrite to start a fresh output, or another --output)",
+) -> str | None:
+    """Check ``settings`` (those that change results) against the ones recorded with an existing
+    output, then record them; call it before any model call.
+
+    ``companions`` are other files or folders that hold the run's results (a review file,
+    strategy state): they count as earlier results, and ``overwrite`` removes them with the
+    output. Raises :class:`InputError` naming the differences (``hint`` appended) when earlier
+    results were made with other settings. Returns a warning when earlier results have no
+    recorded settings (an older version made them), else None.
+    """
+    output = Path(output_path)
+    recorded = settings_path(output)
+    earlier = [p for p in (output, *map(Path, companions)) if p.exists()]
+    warning = None
+    if overwrite:
+        for path in earlier:
+            _remove(path)
+    elif earlier:
+        if recorded.exists():
+            try:
+                old = json.loads(recorded.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as error:
+                raise InputError(f"cannot read {recorded} ({error}) {hint}") from None
+            change = settings_change(old if isinstance(old, dict) else {}, settings)
+            if change is not None:
+                raise InputError(f"{output} was made with {change[0]}; this run has {change[1]} {hint}")
+        else:
+            warning = f"{output} has no settings file (an older version made it): this run's settings are recorded in {recorded}"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    write_json(recorded, dict(settings))
+    return warning

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -18,9 +19,10 @@ from rich.console import Console
 from ..benchmarks._items import GradeItem
 from ..benchmarks._run import RunFolder
 from ..errors import InputError
-from ..llm import DEFAULT_MODEL
 from ..pipelines._common import Roles
 from ..pipelines.solve import STRATEGIES, get_strategy
+from ..runner import RunStats
+from ._batch import OverwriteOpt, exit_status, model_name, result_settings
 from ._common import SCORE_MODE_HELP, ModelOptions, run_progress, with_model_options
 from ._solve import _parse_set
 
@@ -43,12 +45,6 @@ def _load(suite: str, data_dir: Path | None, limit: int | None) -> list:
     return load_suite(suite, data_dir=data_dir, limit=limit)
 
 
-def _model_name(opts: ModelOptions) -> str:
-    if opts.model and opts.backend and "/" not in opts.model:
-        return f"{opts.backend}/{opts.model}"
-    return opts.model or DEFAULT_MODEL
-
-
 def _prices(path: Path | None) -> dict | None:
     if path is None:
         return None
@@ -58,13 +54,35 @@ def _prices(path: Path | None) -> dict | None:
         raise typer.BadParameter(f"cannot read the price table: {error}", param_hint="--prices") from None
 
 
-def _finish(run: RunFolder, console: Console) -> None:
-    """Write the report and print the headline metrics."""
+def _prepare(folder: RunFolder, config: dict[str, Any], settings: dict[str, Any], overwrite: bool) -> None:
+    """Check the settings against an earlier run in the folder, then write its config."""
+    warning = folder.prepare(config, settings, overwrite=overwrite)
+    if warning:
+        typer.echo(f"warning: {warning}", err=True)
+
+
+def _kept(update: Callable[[RunStats], None], seen: list[RunStats]) -> Callable[[RunStats], None]:
+    """``update`` that also keeps the run's stats (for the exit status)."""
+
+    def on_progress(stats: RunStats) -> None:
+        if not seen:
+            seen.append(stats)
+        update(stats)
+
+    return on_progress
+
+
+def _finish(run: RunFolder, console: Console, seen: list[RunStats]) -> None:
+    """Write the report and print the headline metrics (when an item has a result to report on),
+    then exit with status 1 when items failed."""
     from ..benchmarks.report import build_report
 
-    html_path, _ = build_report(run)
-    show_headline(Console(), run.summary())
-    console.print(f"report: {html_path}")
+    stats = seen[0] if seen else None
+    if stats is None or stats.done > stats.failed:
+        html_path, _ = build_report(run)
+        show_headline(Console(), run.summary())
+        console.print(f"report: {html_path}")
+    exit_status(stats)
 
 
 def show_headline(console: Console, summary: dict[str, Any]) -> None:
@@ -96,6 +114,7 @@ def show_headline(console: Console, summary: dict[str, Any]) -> None:
 def eval_solve_command(
     suite: SuiteOpt = None,
     run: RunOpt = Path("run"),
+    overwrite: OverwriteOpt = False,
     strategy: Annotated[str, typer.Option("--strategy", "-s", help=f"{' | '.join(STRATEGIES)}.")] = "single",
     k: Annotated[int, typer.Option("-k", min=1, help="Samples (strategy runs) per problem.")] = 1,
     verify_n: Annotated[int, typer.Option("--verify-n", min=0, help="Verifications of each answer (the grader).")] = 1,
@@ -122,25 +141,30 @@ def eval_solve_command(
     if any(isinstance(i, GradeItem) for i in items):
         raise typer.BadParameter(f"{suite} is a grading suite; use `eval grade`", param_hint="--suite")
     price_table = _prices(prices)
-    folder = RunFolder(run)
-    folder.create({"command": "eval solve", "suite": suite, "strategy": strategy, "params": params, "k": k,
-                   "verify_n": verify_n, "limit": limit, "model": _model_name(opts), "score_mode": score_mode,
-                   "sampling": opts.sampling().model_dump(exclude_unset=True), "prices": price_table})
+    prompt_set = opts.prompt_set()
     model = opts.build_model()
-    roles = Roles.from_models(model, prompts=opts.prompt_set(), config=opts.sampling(), score_mode=score_mode)
+    folder = RunFolder(run)
+    settings = result_settings("eval solve", opts, prompt_set, suite=suite, score_mode=score_mode, strategy=strategy,
+                               params=params, k=k, verify_n=verify_n)
+    _prepare(folder, {"command": "eval solve", "suite": suite, "strategy": strategy, "params": params, "k": k,
+                      "verify_n": verify_n, "limit": limit, "model": model_name(opts), "score_mode": score_mode,
+                      "sampling": opts.sampling().model_dump(exclude_unset=True), "prices": price_table},
+             settings, overwrite)
+    roles = Roles.from_models(model, prompts=prompt_set, config=opts.sampling(), score_mode=score_mode)
     console = Console(stderr=True)
+    seen: list[RunStats] = []
 
     async def main() -> None:
         try:
             with run_progress(f"{strategy} x{k}", console) as update:
                 await eval_solve(items, folder, roles=roles, strategy=the_strategy, k=k, verify_n=verify_n,
-                                 concurrency=parallel_problems, prices=price_table, model_name=_model_name(opts),
-                                 on_progress=update)
+                                 concurrency=parallel_problems, prices=price_table, model_name=model_name(opts),
+                                 on_progress=_kept(update, seen))
         finally:
             await model.aclose()
 
     asyncio.run(main())
-    _finish(folder, console)
+    _finish(folder, console, seen)
 
 
 @eval_app.command("grade")
@@ -148,6 +172,7 @@ def eval_solve_command(
 def eval_grade_command(
     suite: SuiteOpt = None,
     run: RunOpt = Path("run"),
+    overwrite: OverwriteOpt = False,
     n: Annotated[int, typer.Option("-n", "--n", min=1, help="Verifications per proof.")] = 1,
     rule: Annotated[str, typer.Option("--rule", help="mean | min | majority | label.")] = "mean",
     from_recorded: Annotated[Optional[str], typer.Option("--from-recorded", help="Score with a grade recorded in the data (no model).")] = None,
@@ -174,27 +199,34 @@ def eval_grade_command(
         items = _load(suite, data_dir, limit)
     if not all(isinstance(i, GradeItem) for i in items):
         raise typer.BadParameter(f"{suite} is a solving suite; use `eval solve`", param_hint="--suite")
-    folder = RunFolder(run)
-    folder.create({"command": "eval grade", "suite": suite or str(file), "rule": rule, "n": n, "limit": limit,
-                   "from_recorded": from_recorded, "model": None if from_recorded else _model_name(opts)})
-    console = Console(stderr=True)
+    prompt_set = None if from_recorded else opts.prompt_set()
     model = None if from_recorded else opts.build_model()
+    folder = RunFolder(run)
+    own = {"suite": suite or str(file), "score_column": score_column, "rule": rule, "n": n, "from_recorded": from_recorded}
+    if model is not None:
+        own["score_mode"] = score_mode
+    settings = result_settings("eval grade", None if from_recorded else opts, prompt_set, **own)
+    _prepare(folder, {"command": "eval grade", "suite": suite or str(file), "rule": rule, "n": n, "limit": limit,
+                      "from_recorded": from_recorded, "model": None if from_recorded else model_name(opts)},
+             settings, overwrite)
+    console = Console(stderr=True)
+    seen: list[RunStats] = []
     roles = None
     if model is not None:
-        roles = Roles.from_models(model, prompts=opts.prompt_set(), config=opts.sampling(), score_mode=score_mode)
+        roles = Roles.from_models(model, prompts=prompt_set, config=opts.sampling(), score_mode=score_mode)
 
     async def main() -> None:
         try:
             with run_progress(f"grade ({from_recorded or rule})", console) as update:
                 await eval_grade(items, folder, verifier=roles and roles.verifier, n=n, rule=rule,  # type: ignore[arg-type]
                                  meta_verifier=roles and roles.meta_verifier, from_recorded=from_recorded,
-                                 concurrency=opts.concurrency or 8, on_progress=update)
+                                 concurrency=opts.concurrency or 8, on_progress=_kept(update, seen))
         finally:
             if model is not None:
                 await model.aclose()
 
     asyncio.run(main())
-    _finish(folder, console)
+    _finish(folder, console, seen)
 
 
 def report_command(run: Annotated[Path, typer.Argument(help="Run folder.")]) -> None:

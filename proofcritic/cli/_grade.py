@@ -19,6 +19,7 @@ from ..tools import get_tool, tool_class
 from ..types import GradeResult, Problem, Proof
 from ..verifier import Verifier
 from ..verifier._critic import CriticVerifier
+from ._batch import OverwriteOpt, exit_status, prepare, result_settings
 from ._common import (
     SCORE_MODE_HELP,
     ModelOptions,
@@ -40,6 +41,7 @@ def grade_command(
     guidelines: Annotated[Optional[Path], typer.Option("--guidelines", help="Grading guidelines shown to the verifier.")] = None,
     input: Annotated[Optional[Path], typer.Option("--input", help="Batch: JSONL with problem, proof (and optional reference_solution, grading_guidelines, max_points, id).")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", help="Batch: JSONL of results; an existing file is resumed.")] = None,
+    overwrite: OverwriteOpt = False,
     n: Annotated[int, typer.Option("-n", "--n", min=1, help="Verifications per proof.")] = 1,
     max_points: Annotated[Optional[float], typer.Option("--max-points", help="Points of a full solution (default: 7, or the problem's).")] = None,
     score_mode: Annotated[str, typer.Option("--score-mode", help=SCORE_MODE_HELP)] = "auto",
@@ -71,13 +73,21 @@ def grade_command(
             raise typer.BadParameter(str(error), param_hint="--tools") from None
     prompt_set = opts.prompt_set()
     the_model = opts.build_model()
+    if batch:  # before any model call: a rerun with other settings stops here
+        if not input.exists():
+            raise InputError(f"input file not found: {input}")
+        settings = result_settings(
+            "grade", opts, prompt_set, n=n, max_points=max_points, score_mode=score_mode, tools=tool_names,
+            max_tool_calls=max_tool_calls if tool_names else None, tool_timeout=tool_timeout if tool_names else None,
+        )
+        prepare(output, settings, overwrite)
     verifier = Verifier(the_model, prompts=prompt_set, config=opts.sampling(), score_mode=score_mode)
     if tool_names:
         built = [get_tool(name, timeout=tool_timeout) for name in tool_names]
         verifier = CriticVerifier(verifier, built, max_tool_calls=max_tool_calls)
     console = Console(stderr=True)
 
-    async def main() -> None:
+    async def main() -> RunStats | None:
         try:
             if batch:
                 stats = await _run_batch(verifier, input, output, n, max_points, opts.concurrency or 16, console)
@@ -85,6 +95,7 @@ def grade_command(
                     f"graded {stats.done - stats.skipped} item(s), {stats.skipped} already done, "
                     f"{stats.errors} error record(s) -> {output}"
                 )
+                return stats
             else:
                 result = await grade(verifier, the_problem, the_proof, n=n)
                 if json_out:
@@ -96,8 +107,9 @@ def grade_command(
                 await verifier.aclose()
             usage_line(console, the_model)
             await the_model.aclose()
+        return None
 
-    asyncio.run(main())
+    exit_status(asyncio.run(main()))
 
 
 async def _run_batch(verifier, input, output, n, max_points, concurrency, console) -> RunStats:

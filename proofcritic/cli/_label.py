@@ -16,8 +16,10 @@ from ..errors import InputError
 from ..io import read_problem, read_text
 from ..meta_verifier import MetaVerifier
 from ..pipelines.label import LabelConfig, label_jsonl, majority
+from ..runner import RunStats
 from ..types import Verification
 from ..verifier import Verifier, parse_verification
+from ._batch import OverwriteOpt, exit_status, prepare, result_settings
 from ._common import (
     SCORE_MODE_HELP,
     ModelOptions,
@@ -123,6 +125,7 @@ def label_command(
     input: Annotated[Path, typer.Option("--input", help="JSONL with problem, proof (and optional reference_solution, grading_guidelines, max_points, id).")],
     output: Annotated[Path, typer.Option("--output", help="JSONL: one record per proof (status labeled or review) with its evidence; resumed.")],
     review: Annotated[Path, typer.Option("--review", help="JSONL: the proofs left for human review; resumed.")],
+    overwrite: OverwriteOpt = False,
     n: Annotated[int, typer.Option("--n", "-n", min=1, help="Verifications per proof.")] = 16,
     m: Annotated[int, typer.Option("--m", min=1, help="Meta-verifications per analysis that reports issues.")] = 8,
     k: Annotated[int, typer.Option("--k", min=1, help="Valid lowest-scored analyses needed to label with the lowest score.")] = 2,
@@ -147,11 +150,16 @@ def label_command(
         raise typer.BadParameter("--input, --output and --review must be three different files")
     prompt_set = opts.prompt_set()
     the_model = opts.build_model()
+    prepare(output, result_settings(  # before any model call: a rerun with other settings stops here
+        "label", opts, prompt_set, n=n, m=m, k=k, confirm_at=confirm_at, refute_at=refute_at, max_points=max_points,
+        score_mode=score_mode, max_calls=max_calls, max_proof_tokens=max_proof_tokens,
+    ), overwrite, companions=[review])
     settings = opts.sampling()
     verifier = Verifier(the_model, prompts=prompt_set, config=settings, score_mode=score_mode)
     meta_verifier = MetaVerifier(the_model, prompts=prompt_set, config=settings)
     console = Console(stderr=True)
-    async def main() -> None:
+
+    async def main() -> RunStats:
         try:
             with run_progress(
                 "labeling", console, ["{task.fields[labeled]} labeled, {task.fields[review]} to review"],
@@ -167,8 +175,9 @@ def label_command(
                 f"{stats.errors} error record(s); {stats.extra['labeled']} labeled, "
                 f"{stats.extra['review']} to review -> {output}, {review}"
             )
+            return stats
         finally:
             usage_line(console, the_model)
             await the_model.aclose()
 
-    asyncio.run(main())
+    exit_status(asyncio.run(main()))

@@ -18,6 +18,7 @@ from ..io import read_text
 from ..lean_checker import LeanChecker, LeanResult, get_checker
 from ..pipelines.formal import FormalProver, formal_jsonl, read_formal_items
 from ..runner import RunStats
+from ._batch import OverwriteOpt, exit_status, prepare, result_settings
 from ._common import ModelOptions, run_progress, usage_line, with_model_options
 
 __all__ = ["lean_check_command", "lean_prove_command"]
@@ -103,6 +104,7 @@ def lean_prove_command(
         Path, typer.Option("--input", help="CSV with a `Lean Statement` column (IMO-ProofBench) or JSONL with lean_statement.")
     ],
     output: Annotated[Path, typer.Option("--output", help="JSONL of formal checks; an existing file is resumed.")],
+    overwrite: OverwriteOpt = False,
     ids: Annotated[str | None, typer.Option("--ids", help="Only these problem ids, comma-separated.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Only the first N problems.")] = None,
     attempts: Annotated[int, typer.Option("--attempts", help="Rounds; a later round sees Lean's messages.")] = 1,
@@ -127,8 +129,12 @@ def lean_prove_command(
     wanted = [i.strip() for i in ids.split(",") if i.strip()] if ids else None
     items = read_formal_items(input, ids=wanted, limit=limit)
     checker = _make_checker(lean, project, timeout, server, lean_api_key, warm, lean_concurrency, None)
+    prompt_set = opts.prompt_set()
     the_model = opts.build_model()
-    prover = FormalProver(the_model, prompts=opts.prompt_set(), config=opts.sampling())
+    settings = result_settings("lean-prove", opts, prompt_set, attempts=attempts, samples=samples,
+                               project=str(project) if project is not None else None, lean_timeout=timeout)
+    prepare(output, settings, overwrite)  # before any model call: a rerun with other settings stops here
+    prover = FormalProver(the_model, prompts=prompt_set, config=opts.sampling())
     console = Console(stderr=True)
 
     async def main() -> RunStats:
@@ -148,3 +154,4 @@ def lean_prove_command(
         f"{stats.extra.get('passed', 0)} of {stats.done - stats.skipped} problem(s) proved in Lean, "
         f"{stats.skipped} already done, {stats.errors} error record(s) -> {output}"
     )
+    exit_status(stats)

@@ -31,8 +31,10 @@ from ..pipelines.solve import (
     read_problem_items,
     solve_jsonl,
     solve_problem,
+    state_name,
 )
 from ..runner import RunStats
+from ._batch import OverwriteOpt, exit_status, prepare, result_settings
 from ._common import (
     SCORE_MODE_HELP,
     ModelOptions,
@@ -66,6 +68,7 @@ def solve_command(
     problem: Annotated[Optional[Path], typer.Option("--problem", help="One problem: statement (.md/.txt) or Problem JSON.")] = None,
     input: Annotated[Optional[Path], typer.Option("--input", help="Batch: JSONL of problems, or a JSON list ({id, question, ...}).")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", help="JSONL of results; an existing file is resumed.")] = None,
+    overwrite: OverwriteOpt = False,
     strategy: Annotated[str, typer.Option("--strategy", "-s", help=f"{' | '.join(STRATEGIES)}.")] = "single",
     state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help="Strategy state (search pools); default <output>.state (one problem without --output: in memory).")] = None,
     samples: Annotated[_Int, typer.Option("--samples", help="single: proofs generated, best self-score chosen [1].", rich_help_panel=_STRATEGY)] = None,
@@ -127,13 +130,17 @@ def solve_command(
             raise record
         the_problem = problem_from_record(record, default_id=item_id)
     budgets = {"max_calls": max_calls, "max_tokens": max_problem_tokens}
+    prompt_set = opts.prompt_set()
     the_model = opts.build_model()
-    roles = Roles.from_models(
-        the_model, prompts=opts.prompt_set(), config=opts.sampling(), score_mode=score_mode
-    )
+    if output is not None:  # before any model call: a rerun with other settings stops here
+        state_root = state_dir if state_dir is not None else Path(f"{output}.state")
+        settings = result_settings("solve", opts, prompt_set, score_mode=score_mode, strategy=strategy, params=params,
+                                   max_calls=max_calls, max_problem_tokens=max_problem_tokens)
+        prepare(output, settings, overwrite, companions=[state_root / state_name(item_id) for item_id, _, _ in items])
+    roles = Roles.from_models(the_model, prompts=prompt_set, config=opts.sampling(), score_mode=score_mode)
     console = Console(stderr=True)
 
-    async def main() -> None:
+    async def main() -> RunStats | None:
         try:
             if output is None:
                 run_budget = None
@@ -155,14 +162,16 @@ def solve_command(
                     f"{stats.errors} error record(s), {stats.budget_limited} budget-limited -> {output}"
                     + (f"; {left} problem(s) left for a rerun (the run budget is spent)" if left else "")
                 )
+                return stats
         finally:
             close = getattr(the_strategy, "aclose", None)
             if close is not None:
                 await close()
             usage_line(console, the_model)
             await the_model.aclose()
+        return None
 
-    asyncio.run(main())
+    exit_status(asyncio.run(main()))
 
 
 async def _run_batch(strategy, roles: Roles, model: Model, source: Path, output: Path, state_dir: Path | None,
