@@ -63,6 +63,12 @@ class UnsupportedFeatureError(BackendError):
     """The backend cannot do what was asked (for example likelihood scoring without logprobs)."""
 
 
+class ContextLengthError(BackendError):
+    """The prompt (with the new tokens asked for) does not fit the model's context: an
+    OpenAI-compatible server's ``context_length_exceeded``, or a local backend's own check.
+    Never retried; a batch records it with ``error_kind`` ``context``."""
+
+
 def missing(package: str, extra: str) -> MissingDependencyError:
     """Shorthand used by ``except ImportError`` blocks."""
     return MissingDependencyError(package, extra)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .budget import Budget, budget_scope
-from .errors import BackendError, InputError, ProofcriticError
+from .errors import BackendError, ContextLengthError, InputError, ProofcriticError
 from .io import JsonlAppender, compact_jsonl, iter_jsonl, read_index, write_json
 from .llm import Usage
 
@@ -93,6 +93,8 @@ class RunStats:
 def _error_kind(error: BaseException) -> str:
     if isinstance(error, InputError):
         return "input"
+    if isinstance(error, ContextLengthError):  # final too: the same prompt never fits
+        return "context"
     if isinstance(error, BackendError):
         return "backend"
     return "error" if isinstance(error, ProofcriticError) else "internal"

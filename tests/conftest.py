@@ -44,8 +44,12 @@ def _math_corpus(lines: int = 400, seed: int = 0) -> list[str]:
     return out
 
 
-def build_tiny_model(folder: Path, *, vocab_size: int = 600, seed: int = 0) -> Path:
-    """Train a byte-level BPE tokenizer and save it with a random tiny Llama into ``folder``."""
+def build_tiny_model(folder: Path, *, vocab_size: int = 600, seed: int = 0, max_positions: int = 32768) -> Path:
+    """Train a byte-level BPE tokenizer and save it with a random tiny Llama into ``folder``.
+
+    ``max_positions`` is its context (``max_position_embeddings``), which the transformers
+    backend enforces: the default takes the real prompts of the tests (in this small vocabulary
+    a grading prompt is over 512 tokens); the rotary embeddings do not depend on it."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -71,7 +75,7 @@ def build_tiny_model(folder: Path, *, vocab_size: int = 600, seed: int = 0) -> P
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=512,
+        max_position_embeddings=max_positions,
         initializer_range=0.2,  # peaked logits: greedy choices are far from ties
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,

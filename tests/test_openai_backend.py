@@ -14,7 +14,13 @@ import time
 
 import pytest
 
-from proofcritic.errors import AuthenticationError, BackendError, ModelNotFoundError, UnsupportedFeatureError
+from proofcritic.errors import (
+    AuthenticationError,
+    BackendError,
+    ContextLengthError,
+    ModelNotFoundError,
+    UnsupportedFeatureError,
+)
 from proofcritic.llm import ChatMessage, ChatRequest, GenerateConfig, Model, RetryPolicy
 from proofcritic.llm._openai import OpenAIBackend, parse_retry_after
 
@@ -148,11 +154,25 @@ async def test_model_missing_in_a_400_is_model_not_found(server, make_model, tra
 
 
 async def test_other_4xx_is_not_retried_and_keeps_the_message(server, make_model):
-    message = "This model's maximum context length is 4096 tokens. However, you requested 9000 tokens."
-    server.push(status(400, message=message))
-    with pytest.raises(BackendError, match="maximum context length is 4096") as info:
+    server.push(status(400, message="temperature must be at most 2, got 7"))
+    with pytest.raises(BackendError, match="temperature must be at most 2") as info:
         await make_model(server.url).generate(_request())
     assert type(info.value) is BackendError
+    assert not info.value.retryable and info.value.status == 400
+    assert len(server.chat_requests) == 1
+
+
+@pytest.mark.parametrize("message", [
+    "This model's maximum context length is 4096 tokens. However, you requested 9000 tokens.",  # vLLM, OpenAI
+    "The input (9000 tokens) is longer than the model's context length (4096 tokens).",  # SGLang
+    "The decoder prompt (length 9000) is longer than the maximum model length of 4096.",  # vLLM's engine
+])
+async def test_context_overflow_is_a_context_length_error(server, make_model, message):
+    """A prompt over the context is its own error (never retried; a batch records it as kind
+    ``context``), the one the local backends raise too."""
+    server.push(status(400, message=message))
+    with pytest.raises(ContextLengthError, match="4096") as info:
+        await make_model(server.url).generate(_request())
     assert not info.value.retryable and info.value.status == 400
     assert len(server.chat_requests) == 1
 
@@ -361,5 +381,5 @@ async def test_other_errors_of_a_guided_request_stay_what_they_are(server, make_
     model = make_model(server.url, engine="vllm")
     with pytest.raises(BackendError, match="maximum context length") as info:
         await model.generate(_request(choices=["yes", "no"]))  # 503 retried by the Model, then a real 400
-    assert type(info.value) is BackendError
+    assert type(info.value) is ContextLengthError
     assert model.backend.choices_supported

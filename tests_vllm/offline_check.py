@@ -65,6 +65,25 @@ async def run(folder: str) -> dict:
             "entries": [{"token": e.token, "logprob": e.logprob, "top": e.top} for e in greedy.logprobs or []],
         }
         out["usage"] = model.usage.model_dump()
+
+        # past the context (max_model_len 2048): the long request fails alone, unrun, with the
+        # error an OpenAI-compatible server's context_length_exceeded becomes; the short one in
+        # the same engine round is answered
+        long = "The integer 12 is divisible by 3 and by 4. " * 300
+        stats_before = vars(backend.stats).copy()
+        results = await asyncio.gather(
+            model.generate(ChatRequest(messages=user(long), config=GenerateConfig(temperature=0.0, max_tokens=8))),
+            model.generate(ChatRequest(messages=user("What is 3 + 3?"), config=GenerateConfig(temperature=0.0, max_tokens=8))),
+            model.generate(ChatRequest(messages=user("What is 3 + 3?"), config=GenerateConfig(temperature=0.0, max_tokens=4000))),
+            model.sequence_logprobs([*user(long), ChatMessage(role="assistant", content="\\boxed{")], ["0}", "1}"]),
+            return_exceptions=True,
+        )
+        out["context"] = {
+            "kinds": [type(r).__name__ for r in results],
+            "messages": [str(r) for r in results],
+            "requests_run": backend.stats.requests - stats_before["requests"],
+            "scoring_calls_run": backend.stats.scoring_calls - stats_before["scoring_calls"],
+        }
     finally:
         await model.aclose()
     return out

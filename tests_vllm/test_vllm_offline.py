@@ -74,3 +74,14 @@ def test_token_logprobs(offline):
         assert e["logprob"] <= 0 and 1 <= len(e["top"]) <= 3
         assert math.isclose(e["logprob"], max(e["top"].values()), abs_tol=1e-3)
     assert "".join(e["token"] for e in lp["entries"]) == lp["text"]
+
+
+def test_context_overflow_fails_alone_before_the_engine(offline):
+    """A prompt over max_model_len, or a short prompt with more max_tokens than the room left,
+    fails with ContextLengthError (as the transformers backend and an OpenAI-compatible server);
+    the request beside it in the same round is answered; no scoring call reaches the engine."""
+    context = offline["context"]
+    assert context["kinds"] == ["ContextLengthError", "list", "ContextLengthError", "ContextLengthError"], context
+    assert "2048-token context" in context["messages"][0]
+    assert "4000 new tokens" in context["messages"][2]
+    assert context["requests_run"] == 1 and context["scoring_calls_run"] == 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 
+from ..errors import ContextLengthError
 from ._types import ChatMessage, ChatRequest, Completion
 
 
@@ -52,3 +53,20 @@ class Backend(abc.ABC):
 
     async def aclose(self) -> None:
         """Release connections, threads and models."""
+
+
+def check_context(model: str, context: int | None, prompt_tokens: int, new_tokens: int = 0) -> None:
+    """Refuse, before any model work, a call that does not fit a local model's context.
+
+    ``context``: the positions the model takes (None: unknown, nothing is checked);
+    ``new_tokens``: the tokens the call may add (a generation's ``max_tokens``, or 1 when the
+    request set none: the new tokens are then cut to what is left; 0 when scoring text). Raises
+    :class:`~proofcritic.errors.ContextLengthError`, the error an OpenAI-compatible server's
+    ``context_length_exceeded`` becomes, so every backend fails the same way.
+    """
+    if context is None or prompt_tokens + new_tokens <= context:
+        return
+    asked = f" + {new_tokens} new tokens asked for" if new_tokens > 1 else ""
+    raise ContextLengthError(
+        f"the prompt does not fit the {context}-token context of {model}: {prompt_tokens} prompt tokens{asked}"
+    )

@@ -31,6 +31,12 @@ Scoring (``sequence_logprobs`` and guided choice) tokenises every full conversat
 then runs the tokens the conversations have in common (the long prompt) once, with a KV cache,
 and only each conversation's own tokens on top of that cache, all continuations in one batch.
 The totals are those of running every conversation in full (to float rounding).
+
+Context: a call runs only if it fits the model's positions (``max_position_embeddings`` of its
+config, or ``max_model_len``), as an OpenAI-compatible server would have it: a generation's
+prompt plus the ``max_tokens`` it sets (without one, the new tokens are cut to the room left),
+a scored conversation as a whole. Otherwise :class:`~proofcritic.errors.ContextLengthError`
+is raised once the prompt is tokenised, before any forward pass.
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ from ..errors import (
     ProofcriticError,
     UnsupportedFeatureError,
 )
-from ._base import Backend
+from ._base import Backend, check_context
 from ._smollm2 import is_smollm2_alias, smollm2_path, smollm2_target_dir
 from ._transformers_parts import (
     JobQueue,
@@ -118,6 +124,7 @@ class TransformersBackend(Backend):
         default_temperature: float = 0.0,
         cache_root: str | os.PathLike[str] | None = None,
         prefix_cache_tokens: int = 4096,
+        max_model_len: int | None = None,
     ):
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
@@ -140,6 +147,9 @@ class TransformersBackend(Backend):
         #: scoring keeps the keys and values of its latest prefixes, this many tokens in all
         #: (0: keep none), so that a read-out of the same prompt runs only its new part
         self.prefix_cache_tokens = prefix_cache_tokens
+        #: positions a call may fill, prompt and new tokens together (None: the model config's
+        #: ``max_position_embeddings``); a longer call fails with ContextLengthError, unrun
+        self.max_model_len = max_model_len
         self._prefixes: list[_Prefix] = []  # least recently used first
         self.stats = BackendStats()
         self._hf_model: Any = None
@@ -251,6 +261,17 @@ class TransformersBackend(Backend):
     def _encode(self, text: str) -> list[int]:
         return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    @property
+    def context_length(self) -> int | None:
+        """Positions the model takes (``max_model_len``, else the loaded model config's
+        ``max_position_embeddings``; None when neither is known)."""
+        if self.max_model_len is not None:
+            return self.max_model_len
+        if self._hf_model is None:
+            return None
+        value = getattr(self._hf_model.config.get_text_config(), "max_position_embeddings", None)
+        return int(value) if isinstance(value, int) and value > 0 else None
+
     # ----------------------------------------------------------------------------- queueing
 
     async def generate(self, request: ChatRequest) -> list[Completion]:
@@ -298,10 +319,16 @@ class TransformersBackend(Backend):
         key = ("greedy",) if greedy else ("sample", float(temperature), float(cfg.top_p or 1.0), cfg.seed)
         messages = job.request.messages
         prompt = self._encode(self.render(messages, continue_final=bool(messages) and messages[-1].role == "assistant"))
+        # a set max_tokens must fit beside the prompt; the default is cut to the room left
+        context = self.context_length
+        check_context(self.model, context, len(prompt), cfg.max_tokens or 1)
+        max_tokens = cfg.max_tokens or self.default_max_tokens
+        if context is not None:
+            max_tokens = min(max_tokens, context - len(prompt))
         top = (cfg.top_logprobs or 0) if cfg.logprobs else -1  # -1: no logprobs at all
         common = {
             "prompt_ids": prompt,
-            "max_tokens": cfg.max_tokens or self.default_max_tokens,
+            "max_tokens": max_tokens,
             "stop": tuple(s for s in (cfg.stop or []) if s),
             "top_logprobs": top,
         }
@@ -492,6 +519,7 @@ class TransformersBackend(Backend):
                                      continue_final=True) + suffix)
             for c in continuations
         ]
+        check_context(self.model, self.context_length, max(len(seq) for seq in seqs))
         prompt_len = len(self._encode(self.render(msgs, continue_final=True)))
         lengths = [max(len(seq) - prompt_len, 0) for seq in seqs]
         return seqs, prompt_len, lengths

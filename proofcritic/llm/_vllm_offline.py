@@ -14,6 +14,12 @@ Supported per request: ``n``, ``temperature``, ``top_p``, ``max_tokens``, ``stop
 token ``logprobs`` (with ``top_logprobs`` alternatives), guided ``choices`` (vLLM structured
 outputs), continuing a final assistant turn, and the likelihood read-out
 (:meth:`sequence_logprobs`, from ``prompt_logprobs``).
+
+Context: every request is checked against the engine's ``max_model_len`` before it reaches the
+engine, by the rule of the transformers backend (:func:`~proofcritic.llm._base.check_context`:
+the prompt plus a set ``max_tokens``; a scored conversation as a whole), so a request that does
+not fit fails alone with :class:`~proofcritic.errors.ContextLengthError` instead of the engine
+refusing the whole batch it came in.
 """
 
 from __future__ import annotations
@@ -26,8 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import BackendError, MissingDependencyError, ProofcriticError
-from ._base import Backend
+from ..errors import (
+    BackendError,
+    ContextLengthError,
+    MissingDependencyError,
+    ProofcriticError,
+)
+from ._base import Backend, check_context
 from ._transformers_parts import JobQueue, _deliver
 from ._types import (
     ChatMessage,
@@ -154,11 +165,44 @@ class VLLMOfflineBackend(Backend):
         if scoring:
             self._run_scoring(llm, scoring)
 
+    def _fitting(self, llm: Any, jobs: list[_Job], check: Any) -> list[_Job]:
+        """The jobs for which ``check(context, job)`` passes; the others fail alone (a job
+        whose tokens cannot be counted here goes on: the engine checks it too)."""
+        context = _max_model_len(llm)
+        if context is None:
+            return jobs
+        kept = []
+        for job in jobs:
+            try:
+                check(context, job)
+            except ContextLengthError as exc:
+                _deliver(job, exc=exc)
+                continue
+            except Exception:  # noqa: BLE001, S110 - e.g. a tokenizer without a chat template
+                pass
+            kept.append(job)
+        return kept
+
+    def _prompt_tokens(self, llm: Any, conversation: list[dict[str, str]], continued: bool) -> int:
+        """Tokens of a conversation as the chat call renders it (template, then no special tokens)."""
+        tokenizer = llm.get_tokenizer()
+        text = tokenizer.apply_chat_template(
+            conversation, tokenize=False, add_generation_prompt=not continued, continue_final_message=continued
+        )
+        return len(tokenizer.encode(text, add_special_tokens=False))
+
     def _run_generation(self, llm: Any, jobs: list[_Job], continued: bool) -> None:
+        def fits(context: int, job: _Job) -> None:
+            tokens = self._prompt_tokens(llm, _dicts(job.request.messages), continued)
+            check_context(self.model, context, tokens, job.request.config.max_tokens or 1)
+
+        jobs = self._fitting(llm, jobs, fits)
+        if not jobs:
+            return
         try:
             params = [self._sampling_params(j.request) for j in jobs]
             outputs = self._chat(
-                llm, [[{"role": m.role, "content": m.content} for m in j.request.messages] for j in jobs], params,
+                llm, [_dicts(j.request.messages) for j in jobs], params,
                 continue_final_message=continued, add_generation_prompt=not continued,
             )
         except BaseException as exc:  # noqa: BLE001 - delivered to every waiting caller
@@ -175,6 +219,13 @@ class VLLMOfflineBackend(Backend):
                 _deliver(job, exc=exc)
 
     def _run_scoring(self, llm: Any, jobs: list[_Job]) -> None:
+        def fits(context: int, job: _Job) -> None:
+            longest = max(self._prompt_tokens(llm, c, True) for c in job.conversations)
+            check_context(self.model, context, longest)
+
+        jobs = self._fitting(llm, jobs, fits)
+        if not jobs:
+            return
         vllm = _import_vllm()
         params = vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
         flat = [c for j in jobs for c in j.conversations]
@@ -200,6 +251,8 @@ class VLLMOfflineBackend(Backend):
         except ProofcriticError:
             raise
         except (ValueError, TypeError) as exc:  # bad input: a prompt longer than the model takes, ...
+            if "maximum model length" in str(exc) or "context length" in str(exc):  # past the check above
+                raise ContextLengthError(f"vLLM rejected the request: {exc}") from exc
             raise BackendError(f"vLLM rejected the request: {exc}") from exc
         except Exception as exc:
             raise BackendError(f"vLLM failed: {type(exc).__name__}: {exc}") from exc
@@ -277,6 +330,21 @@ class VLLMOfflineBackend(Backend):
         import gc
 
         gc.collect()
+
+
+def _dicts(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
+    return [{"role": m.role, "content": m.content} for m in messages]
+
+
+def _max_model_len(llm: Any) -> int | None:
+    """The engine's context (``max_model_len``), or None where this vLLM does not say."""
+    engine = getattr(llm, "llm_engine", None)
+    for config in (getattr(engine, "model_config", None),
+                   getattr(getattr(engine, "vllm_config", None), "model_config", None)):
+        value = getattr(config, "max_model_len", None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 def _continues(request: ChatRequest) -> bool:

@@ -46,7 +46,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..errors import AuthenticationError, BackendError, InputError, ModelNotFoundError
+from ..errors import AuthenticationError, BackendError, ContextLengthError, InputError, ModelNotFoundError
 from ..pipelines._common import SolveResult
 from ..pipelines.solve import STRATEGIES
 from ..types import GradeResult, Verification
@@ -290,6 +290,8 @@ async def execute(
         raise ServiceError(502, f"the upstream model refused the service's key: {error}", kind="upstream_error") from None
     except ModelNotFoundError as error:
         raise ServiceError(502, f"the upstream model is not served: {error}", kind="upstream_error") from None
+    except ContextLengthError as error:  # the request is too long for the model: the client's to fix, as with OpenAI
+        raise ServiceError(400, str(error), param="messages", code="context_length_exceeded") from None
     except BackendError as error:
         # retryable (5xx, 429, dropped connections, timeouts, every endpoint down) after the
         # retries: the upstream is unavailable (503); anything else is a bad answer (502)

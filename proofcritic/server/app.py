@@ -34,7 +34,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import BackendError, InputError
+from ..errors import BackendError, ContextLengthError, InputError
 from ._engine import (
     REQUESTS,
     Engine,
@@ -263,6 +263,8 @@ class JobRunner:
             raise
         except InputError as error:
             self.store.fail(job_id, str(error), "input")
+        except ContextLengthError as error:
+            self.store.fail(job_id, str(error), "context")
         except BackendError as error:
             self.store.fail(job_id, f"the upstream model failed: {upstream_message(error)}", "backend")
         except Exception as error:

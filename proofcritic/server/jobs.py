@@ -153,8 +153,8 @@ class JobStore:
         ) is not None
 
     def fail(self, job_id: str, message: str, kind: str) -> bool:
-        """The running job failed: ``kind`` is ``input`` (the request is wrong), ``backend`` or
-        ``internal``. False (nothing recorded) when the job is no longer running."""
+        """The running job failed: ``kind`` is ``input`` (the request is wrong), ``context`` (too
+        long for the model's context), ``backend`` or ``internal``. False (nothing recorded) when the job is no longer running."""
         return self._transition(
             job_id, "UPDATE jobs SET status = 'failed', error = ?, error_kind = ?, finished = ? "
             "WHERE status = 'running' AND id = ?",

@@ -201,7 +201,9 @@ def build_tiny_model(folder: str | Path, *, vocab_size: int = 600, seed: int = 0
     torch.manual_seed(seed)
     model = LlamaForCausalLM(LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=48, intermediate_size=96, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, initializer_range=0.2,
+        # the context the transformers backend enforces: room for the real role prompts, which run
+        # to a few thousand tokens in this small vocabulary (the rotary embeddings do not depend on it)
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32768, initializer_range=0.2,
         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False,
     ))
