@@ -29,9 +29,9 @@ def run(smollm2_dir):
     """Run the CLI in this process, so SmolLM2 stays loaded across tests."""
     runner = CliRunner()
 
-    def invoke(*args: str):
+    def invoke(*args: str, status: int = 0):
         result = runner.invoke(app, ["grade", *args], catch_exceptions=False)
-        assert result.exit_code == 0, result.output + result.stderr
+        assert result.exit_code == status, result.output + result.stderr
         return result
 
     return invoke
@@ -84,7 +84,7 @@ def test_batch_with_a_bad_line_and_resume(run, tmp_path):
     source.write_text("\n".join([lines[0], "{this is not json", '{"id": "empty", "problem": "P", "proof": "  "}', lines[1]]) + "\n")
     out = tmp_path / "out.jsonl"
     args = ["--input", str(source), "--output", str(out), "-n", "2", "--cache", str(tmp_path / "c.sqlite"), *SHORT]
-    first = run(*args)
+    first = run(*args, status=1)  # two items failed: exit status 1, after the output is written
     records = [json.loads(line) for line in out.read_text().splitlines()]
     by_id = {r["id"]: r for r in records}
     assert set(by_id) == {"cubes-correct", "cubes-flawed", "line-2", "empty"}
@@ -93,9 +93,11 @@ def test_batch_with_a_bad_line_and_resume(run, tmp_path):
     for key in ("cubes-correct", "cubes-flawed"):
         assert len(by_id[key]["verifications"]) == 2 and by_id[key]["aggregate"]["valid"] == 2
     assert "graded 4 item(s), 0 already done, 2 error record(s)" in first.stderr.replace("\n", " ")
+    assert first.stderr.strip().splitlines()[-1].startswith("2 of 4 items failed: input error: ")
 
-    second = run(*args)  # everything is done: nothing is graded again, nothing is asked of the model
+    second = run(*args, status=1)  # everything is done: nothing is graded again, nothing is asked of the model
     assert out.read_text().count("\n") == 4
+    assert second.stderr.strip().splitlines()[-1] == first.stderr.strip().splitlines()[-1]  # input errors are final
     assert "0 item(s), 4 already done" in second.stderr.replace("\n", " ")
     assert _calls(second.stderr) == (0, 0)
 

@@ -47,10 +47,10 @@ def _records(path: Path) -> list[dict]:
 def run():
     runner = CliRunner()
 
-    def invoke(*args: str, ok: bool = True):
+    def invoke(*args: str, ok: bool = True, status: int = 0):
         result = runner.invoke(_app(), list(args), catch_exceptions=not ok)
         if ok:
-            assert result.exit_code == 0, result.output + result.stderr
+            assert result.exit_code == status, result.output + result.stderr
         return result
 
     return invoke
@@ -66,7 +66,7 @@ def test_label_batch_with_a_bad_line_then_resume(run, smollm2_dir, tmp_path):
         "label", "--input", str(source), "--output", str(out), "--review", str(review),
         "--n", "1", "--m", "1", "--k", "1", "--cache", str(tmp_path / "c.sqlite"), *SHORT,
     ]
-    first = run(*args)
+    first = run(*args, status=1)  # the bad line failed: exit status 1, after the output is written
     by_id = {r["id"]: r for r in _records(out)}
     assert set(by_id) == {"cubes-correct", "cubes-flawed", "line-2"}
     assert by_id["line-2"]["error_kind"] == "input"
@@ -80,9 +80,10 @@ def test_label_batch_with_a_bad_line_then_resume(run, smollm2_dir, tmp_path):
     to_review = sorted(k for k in ("cubes-correct", "cubes-flawed") if by_id[k]["status"] == "review")
     assert sorted(r["id"] for r in _records(review)) == to_review
     assert "processed 3 item(s), 0 already done, 1 error record(s)" in first.stderr.replace("\n", " ")
+    assert first.stderr.strip().splitlines()[-1].startswith("1 of 3 items failed: input error: line 2 is not valid JSON")
     assert _calls(first.stderr)[0] > 0
 
-    second = run(*args)
+    second = run(*args, status=1)
     assert _calls(second.stderr) == (0, 0)
     assert len(_records(out)) == 3 and len(_records(review)) == len(to_review)
     assert "0 item(s), 3 already done" in second.stderr.replace("\n", " ")

@@ -204,7 +204,8 @@ def test_lean_prove_command_over_a_real_openai_server(tmp_path, lean_bin, monkey
         first = CliRunner().invoke(app, args)
         calls = len(backend.prompts)
         again = CliRunner().invoke(app, args)
-    assert first.exit_code == 0, first.output
+    assert first.exit_code == 1, first.output  # p3 failed: the batch exits 1 with a summary line
+    assert first.stderr.strip().splitlines()[-1] == "1 of 3 items failed: input error: record has no 'lean_statement' text"
     records = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
     assert records["p1"].get("passed") is True and len(records["p1"]["attempts"]) == 1, records["p1"]
     assert records["p2"]["passed"] is False and [a["status"] for a in records["p2"]["attempts"]] == ["failed", "failed"]
@@ -212,4 +213,6 @@ def test_lean_prove_command_over_a_real_openai_server(tmp_path, lean_bin, monkey
     assert records["p3"]["error_kind"] == "input" and "lean_statement" in records["p3"]["error"]
     assert calls == 3  # p1 once, p2 twice
     assert "1 of 3 problem(s) proved in Lean" in first.output
-    assert again.exit_code == 0 and len(backend.prompts) == calls  # resumed: nothing asked again
+    assert len(backend.prompts) == calls  # resumed: nothing asked again
+    # the input error is final: the rerun reports what the first run did
+    assert again.exit_code == 1 and again.stderr.strip().splitlines()[-1] == first.stderr.strip().splitlines()[-1]
