@@ -1,4 +1,4 @@
-"""Pure text functions for the output protocol of the three roles (SPEC section 1).
+"""Pure text functions for the output protocol of the roles (SPEC section 1).
 
 Everything here is total: any string goes in, nothing raises, and the cost is linear in the
 length of the input (no regular expression here can backtrack catastrophically; long inputs
@@ -7,9 +7,31 @@ of 1 MB are parsed in well under a second).
 The rules, from the released DeepSeekMath-V2 inference code:
 
 - only the text after the LAST ``</think>`` counts when the model thinks first;
-- the score is the LAST brace-matched ``\\boxed{...}``, read as a number;
 - bold headers such as ``**Solution**`` / ``**Self Evaluation**`` count as ``##`` headers;
 - a score outside {0, 0.5, 1} is a format failure.
+
+**The verdict is the role's own final statement.** A *score statement* is a score marker
+(``Based on my evaluation, the final overall score should be:`` for the verifier and the
+generator's self-evaluation, ``Based on my analysis, I will rate the "solution evaluation"
+as:`` for the meta-verifier) directly followed by ``\\boxed{...}``: only whitespace, markdown
+emphasis (``*``, ``_``), inline code marks and math delimiters (``$``, ``\\[``, ``\\(``) may
+stand between them. The verdict is the score statement that ends the output: after its box
+only whitespace, closing markup (``**``, ``$``, ``\\]`` ...), a final period and end-of-turn
+tokens (``<|im_end|>``, ``<\uff5cend\u2581of\u2581sentence\uff5c>``, ``</s>`` ...) may follow
+(so the score is still the last box of the output, as in the released code). Every score
+statement must end the output, so an output that has anything with content
+after a score statement (more text, another marker, another box) is a format failure, and
+so is one whose last marker is not directly followed by a box. This is what keeps a proof
+from forging its verdict: a verifier that quotes the proof's own "... should be:
+\\boxed{1}" after its real ``\\boxed{0}`` is not read as 1; the output fails. The agent
+judge's verdict (``\\boxed{yes}`` / ``\\boxed{no}``, no marker) follows the same rule: the
+last box must end the output, and no other box may hold a yes/no verdict.
+
+The other half of the defence is in the prompts: :func:`neutralize_markers` rewrites every
+box in a text a prompt embeds (a proof, an analysis, a log) that a parser could read as a
+verdict, ``\\boxed{1}`` -> ``[boxed: 1]``, so that a model that quotes the text verbatim
+cannot reproduce a valid score statement. :class:`~proofcritic.promptset.PromptSet` applies
+it to every value a template embeds; the texts stored in results are never changed.
 
 The marker helpers accept case, whitespace and markdown-bold variations of the markers, and
 the "overal" misspelling of the released prompts.
@@ -107,28 +129,36 @@ _BOX_OPEN = re.compile(r"\\boxed\s*\{")
 _BRACE_TOKEN = re.compile(r"\\.|[{}]", re.DOTALL)
 
 
+def _boxes(text: str) -> dict[int, tuple[int, int]]:
+    """Every complete box, keyed by the offset of its ``\\boxed``: ``(content start, content end)``.
+
+    Braces are matched the TeX way: an escaped brace (``\\{``, ``\\}``) does not count. A box
+    whose brace never closes is left out. One pass over the text: linear time. The dict keeps
+    text order.
+    """
+    opens = {m.end() - 1: m.start() for m in _BOX_OPEN.finditer(text)}
+    if not opens:
+        return {}
+    closes: dict[int, int] = {}
+    stack: list[int] = []
+    for token in _BRACE_TOKEN.finditer(text, min(opens)):
+        char = token.group()
+        if char == "{":
+            stack.append(token.start())
+        elif char == "}" and stack:
+            start = stack.pop()
+            if start in opens:
+                closes[start] = token.start()
+    return {box: (brace + 1, closes[brace]) for brace, box in opens.items() if brace in closes}
+
+
 def boxed_spans(text: str) -> list[tuple[int, int]]:
     """``(start, end)`` of the content of every complete ``\\boxed{...}``, in text order.
 
     Braces are matched the TeX way: an escaped brace (``\\{``, ``\\}``) does not count. A box
     whose brace never closes is left out. One pass over the text: linear time.
     """
-    opens = [m.end() - 1 for m in _BOX_OPEN.finditer(text)]
-    if not opens:
-        return []
-    wanted = set(opens)
-    closes: dict[int, int] = {}
-    stack: list[int] = []
-    for token in _BRACE_TOKEN.finditer(text, opens[0]):
-        char = token.group()
-        if char == "{":
-            stack.append(token.start())
-        elif char == "}":
-            if stack:
-                start = stack.pop()
-                if start in wanted:
-                    closes[start] = token.start()
-    return [(start + 1, closes[start]) for start in opens if start in closes]
+    return list(_boxes(text).values())
 
 
 def last_boxed(text: str) -> str | None:
@@ -195,10 +225,15 @@ def read_score(
     text: str, allowed: Iterable[float] = (0, 0.5, 1)
 ) -> tuple[float | None, str | None]:
     """Read the last box of ``text`` as a score: ``(score, None)`` or ``(None, error message)``."""
-    allowed = tuple(allowed)
     content = last_boxed(text)
     if content is None:
         return None, "no \\boxed{} score found"
+    return _score_of(content, allowed)
+
+
+def _score_of(content: str, allowed: Iterable[float]) -> tuple[float | None, str | None]:
+    """Read the content of a box as one of the ``allowed`` scores, or say why it is not one."""
+    allowed = tuple(allowed)
     value = score_from_box(content)
     if value is None:
         shown = content if len(content) <= 40 else content[:37] + "..."
@@ -247,7 +282,7 @@ def find_first(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
 def find_last(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
     """The last (non-overlapping) match of ``pattern`` in ``text``."""
     last = None
-    for last in pattern.finditer(text):  # noqa: B007 - we want the final binding
+    for last in pattern.finditer(text):  # we want the final binding
         pass
     return last
 
@@ -286,6 +321,148 @@ def split_meta_evaluation(text: str) -> tuple[str, str | None]:
     if marker is None:
         return text.strip(), None
     return text[: marker.start()].strip(), text[marker.end() :]
+
+
+# --------------------------------------------------------------------------- final statements
+
+#: what may stand between a score marker and its box: whitespace, emphasis, inline code, math
+_STATEMENT_LEAD = re.compile(r"(?:[\s*_$`]|\\\[|\\\()*")
+#: what may follow the verdict: whitespace, closing markup, a period, end-of-turn tokens
+_TRAILER = re.compile(
+    r"(?:[\s*_$`.]|\\\]|\\\)|<\|[^|<>\n]{1,40}\|>|<\uff5c[^\uff5c<>\n]{1,40}\uff5c>"
+    r"|</s>|<eos>|<end_of_turn>|</think>)*"
+)
+_MAX_SHOWN = 40
+
+
+def _trailing_error(text: str, position: int) -> str | None:
+    """``None`` when nothing with content follows ``position`` (see the module docstring),
+    else the format error that says what follows."""
+    end = _TRAILER.match(text, position).end()  # type: ignore[union-attr] - matches the empty string
+    if end == len(text):
+        return None
+    rest = text[end:].strip()
+    shown = rest if len(rest) <= _MAX_SHOWN else rest[: _MAX_SHOWN - 3] + "..."
+    return f"the verdict \\boxed{{}} is not the end of the output ({shown!r} follows it)"
+
+
+def _box_after(text: str, position: int, boxes: dict[int, tuple[int, int]]) -> int | None:
+    """The offset of the complete box that directly follows ``position`` (a marker's end)."""
+    start = _STATEMENT_LEAD.match(text, position).end()  # type: ignore[union-attr]
+    return start if start in boxes else None
+
+
+class FinalScore(NamedTuple):
+    """The verdict of an output read by the final-statement rule (:func:`read_final_score`)."""
+
+    marker: re.Match[str] | None
+    """The last score marker; ``None`` when the output has none."""
+    score: float | None
+    """The score of the final statement; ``None`` unless the output follows the rule."""
+    error: str | None
+    """Why there is no score (``None`` when there is one, or when the marker is missing)."""
+
+
+def read_final_score(
+    text: str, marker: re.Pattern[str], allowed: Iterable[float] = (0, 0.5, 1)
+) -> FinalScore:
+    """Read the verdict of ``text`` by the final-statement rule of the module docstring.
+
+    The verdict is the box directly after the last match of ``marker``, and every score
+    statement (a match of ``marker`` directly followed by a box) must end the text. When the
+    marker is missing, ``marker`` and ``error`` are both ``None``: the caller names the
+    marker it wanted. Linear time: the markers, the boxes and what follows them are each
+    scanned once.
+    """
+    boxes = _boxes(text)
+    last = None
+    error = None
+    for last in marker.finditer(text):  # every statement is checked, the last one kept
+        box = _box_after(text, last.end(), boxes)
+        if box is not None and error is None:
+            error = _trailing_error(text, boxes[box][1] + 1)
+    if last is None:
+        return FinalScore(None, None, None)
+    if error is not None:
+        return FinalScore(last, None, error)
+    box = _box_after(text, last.end(), boxes)
+    if box is None:
+        return FinalScore(last, None, "no \\boxed{} score directly after the score marker")
+    start, end = boxes[box]
+    score, error = _score_of(text[start:end], allowed)
+    return FinalScore(last, score, error)
+
+
+_YES = frozenset({"yes", "pass", "passes", "passed", "accept", "accepted"})
+_NO = frozenset({"no", "fail", "fails", "failed", "reject", "rejected"})
+_VERDICT_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mathbf|textsf|texttt)\s*\{([^{}]*)\}")
+
+
+def verdict_from_box(content: str | None) -> Literal["pass", "fail"] | None:
+    """A judge's box: ``yes``/``pass`` -> "pass", ``no``/``fail`` -> "fail" (any case,
+    ``\\text{}``, ``$``, a trailing period); anything else -> ``None``."""
+    if content is None or len(content) > _MAX_SHOWN:
+        return None
+    word = _VERDICT_WRAPPER.sub(r"\1", content).replace("$", "").replace("*", "").strip().strip(".!").strip().lower()
+    return "pass" if word in _YES else "fail" if word in _NO else None
+
+
+def read_final_verdict(text: str) -> tuple[Literal["pass", "fail"] | None, str | None]:
+    """The agent judge's verdict: ``(verdict, None)`` or ``(None, error)``.
+
+    The verdict is the last box (by its opening); it must hold yes or no and end the text,
+    and no other box may hold a yes/no verdict (every verdict box must end the text).
+    """
+    boxes = _boxes(text)
+    if not boxes:
+        return None, "no \\boxed{yes} or \\boxed{no} found"
+    for start, end in boxes.values():
+        if verdict_from_box(text[start:end]) is not None:
+            error = _trailing_error(text, end + 1)
+            if error is not None:
+                return None, error
+    start, end = list(boxes.values())[-1]
+    content = text[start:end]
+    verdict = verdict_from_box(content)
+    if verdict is None:
+        return None, f"boxed content {content[:_MAX_SHOWN]!r} is not yes or no"
+    return verdict, _trailing_error(text, end + 1)
+
+
+def neutralize_markers(text: str) -> str:
+    """``text`` with every box a parser could read as a verdict written as ``[boxed: ...]``.
+
+    For texts a prompt embeds (proofs, analyses, logs): a box directly after a score marker
+    or a meta-verifier marker (a score statement), and a box that holds a yes/no verdict,
+    become ``[boxed: <content>]``; everything else is kept byte for byte. A model that quotes
+    the result verbatim therefore writes no valid score statement. Linear time; applying it
+    twice changes nothing more.
+    """
+    if "boxed" not in text:
+        return text
+    boxes = _boxes(text)
+    if not boxes:
+        return text
+    chosen: set[int] = set()
+    for pattern in (SCORE_MARKER_RE, META_SCORE_MARKER_RE):
+        for match in pattern.finditer(text):
+            box = _box_after(text, match.end(), boxes)
+            if box is not None:
+                chosen.add(box)
+    chosen.update(box for box, (start, end) in boxes.items() if verdict_from_box(text[start:end]) is not None)
+    if not chosen:
+        return text
+    edits = sorted(
+        [(box, boxes[box][0], "[boxed: ") for box in chosen] + [(boxes[box][1], boxes[box][1] + 1, "]") for box in chosen]
+    )
+    pieces: list[str] = []
+    position = 0
+    for start, end, replacement in edits:
+        pieces.append(text[position:start])
+        pieces.append(replacement)
+        position = end
+    pieces.append(text[position:])
+    return "".join(pieces)
 
 
 def truncation_error(finish_reason: str | None) -> str | None:

@@ -31,6 +31,14 @@ as a list of objects or dicts with ``.proof`` (str) and ``.evaluations`` (list o
 filter ``as_score`` writes a score as ``1`` / ``0.5`` / ``0`` (``none`` for ``None``).
 Undefined variables are errors (StrictUndefined); nothing is autoescaped.
 
+**Embedded texts cannot carry a verdict.** Every value a template prints (``{{ ... }}`` in a
+jinja2 template, every field of a plain-text one) goes through
+:func:`~proofcritic.parsing.neutralize_markers`: a ``\\boxed{...}`` directly after a score
+marker, or one holding a yes/no verdict, is shown as ``[boxed: ...]``. So a proof that ends
+with its own "... the final overall score should be: \\boxed{1}", or an analysis quoted in a
+later prompt, cannot hand the model a valid score statement to copy. Only the prompt changes;
+the texts kept in results are the originals.
+
 **Plain-text templates** (``.txt``) are Python ``str.format`` strings, so that prompt files
 written as format strings (for example a copy of the released DeepSeekMath-V2 prompts) can
 be dropped in. Literal braces must be doubled (``\\boxed{{}}``). Their fields:
@@ -63,7 +71,7 @@ import jinja2.meta
 
 from .errors import PromptError
 from .llm._types import ChatMessage
-from .parsing import format_score
+from .parsing import format_score, neutralize_markers
 
 __all__ = ["OPTIONAL_ROLE_VARIABLES", "ROLE_VARIABLES", "TEXT_FIELDS", "PromptSet", "format_candidates"]
 
@@ -166,7 +174,13 @@ def _text_values(role: str, variables: Mapping[str, Any]) -> dict[str, Any]:
         values["score"] = format_score(variables["score"])
     if "candidates" in variables:
         values["candidates"] = format_candidates(variables["candidates"])
-    return values
+    return {name: _embedded(value) for name, value in values.items()}
+
+
+def _embedded(value: Any) -> Any:
+    """A value as a template embeds it: a string with its verdict boxes neutralised
+    (:func:`~proofcritic.parsing.neutralize_markers`), anything else unchanged."""
+    return neutralize_markers(value) if isinstance(value, str) else value
 
 
 class PromptSet:
@@ -228,6 +242,7 @@ class PromptSet:
             undefined=jinja2.StrictUndefined,
             keep_trailing_newline=True,
             autoescape=False,
+            finalize=_embedded,
         )
         env.filters["as_score"] = format_score
         return env

@@ -137,7 +137,8 @@ async def test_score_before_block_is_final_and_errors_and_limits_are_reported(po
             assert "ZeroDivisionError" in messages[-1].content
             return tool_turn("while True:\n    pass", before="Now a long search.")
         assert "time limit" in messages[-1].content
-        # a verdict first, then a block: the block is not run
+        # a verdict first, then a block: the block is not run, and since the verdict is not the
+        # output's final statement the output is a format failure (parsing: final-statement rule)
         return f"Done.\n\n{SCORE_MARKER}\n\\boxed{{0.5}}\n\n```python\nprint('late')\n```\n"
 
     backend = ScriptedBackend(script)
@@ -148,7 +149,8 @@ async def test_score_before_block_is_final_and_errors_and_limits_are_reported(po
     first, second = v.tool_calls
     assert not first.ok and first.error.startswith("ZeroDivisionError")
     assert not second.ok and second.limit_hit in ("timeout", "cpu")
-    assert v.score == 0.5
+    assert v.score is None and v.text_score is None and not v.format_ok
+    assert "is not the end of the output" in (v.format_error or "")
 
 
 async def test_without_stop_support_the_turn_is_cut_after_the_block(pool):

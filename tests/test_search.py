@@ -106,7 +106,7 @@ async def test_selection_pairing_and_refinement_prompt_layout():
         shown = [ANALYSIS.findall(body) for _, body in evaluations]
         assert shown == [[(parent, str(i))] for i in expected[parent]]
         for (_, body), i in zip(evaluations, expected[parent]):
-            assert body.rstrip().endswith(f"\\boxed{{{G_SCORES[parent][i]:g}}}")
+            assert body.rstrip().endswith(f"[boxed: {G_SCORES[parent][i]:g}]")  # neutralised in the prompt
     select = next(s for s in result.transcript if s["step"] == "select")
     assert [(s["trial"], s["analyses"]) for s in select["refine"]] == [
         (0, expected["G3"]), (1, expected["G2"]), (2, expected["G1"])
@@ -186,9 +186,10 @@ def _pool(path):
 RESUME = {"initial_samples": 3, "verifications": 2, "top_k": 2, "trials": 2, "samples_per_trial": 2, "rounds": 4}
 
 
-def requests(backend: ScriptedBackend) -> list[tuple[str, str]]:
-    """The requests a backend got (one per request, not per sample)."""
-    return [(c.role, c.prompt) for c in backend.calls if c.index == 0]
+def requests(backend: ScriptedBackend) -> list[tuple[str, str, int | None]]:
+    """The requests a backend got (one per request, not per sample), with their seeds: a prompt
+    repeated in a later round with its own seed is new work, not a repeat."""
+    return [(c.role, c.prompt, c.request.config.seed) for c in backend.calls if c.index == 0]
 
 
 async def test_pool_persists_and_a_stopped_run_resumes_without_repeating_work(tmp_path):

@@ -12,10 +12,12 @@ the text between the FIRST Solution header and the first Self Evaluation header 
 Best effort when a header is missing: without ``## Solution`` the proof is everything before
 the self-evaluation (or the whole text); without ``## Self Evaluation`` it runs to the end.
 
-The self-score is the last box of the self-evaluation (after the score marker when there is
-one); a self-score that does not parse, or lies outside {0, 0.5, 1}, counts as 0. Boxes in
-the proof (computed answers such as ``\\boxed{3}``) are never read as a self-score.
-``format_ok`` requires: a natural stop, both headers, both markers and a valid self-score.
+The self-score is the box directly after the score marker, and that score statement must
+be the output's final statement (the rule of :mod:`proofcritic.parsing`: nothing with content
+may follow a score statement). A self-score that is missing, does not parse, lies outside
+{0, 0.5, 1} or is not the final statement counts as 0. Boxes in the proof (computed answers
+such as ``\\boxed{3}``) are never read as a self-score. ``format_ok`` requires: a natural
+stop, both headers, both markers and a valid final self-score.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from __future__ import annotations
 from ..parsing import (
     EVALUATION_MARKER,
     SCORE_MARKER,
+    SCORE_MARKER_RE,
     find_headers,
-    read_score,
+    read_final_score,
     split_evaluation,
     strip_thinking,
     truncation_error,
@@ -63,13 +66,13 @@ def parse_generation(text: str, finish_reason: str | None = "stop") -> Generatio
         self_analysis = parts.analysis
         if not parts.has_evaluation_marker:
             errors.append(f"self evaluation lacks the marker {EVALUATION_MARKER!r}")
-        if parts.score_part is None:
+        final = read_final_score(section, SCORE_MARKER_RE)
+        if final.marker is None:
             errors.append(f"self evaluation lacks the marker {SCORE_MARKER!r}")
-        score, score_error = read_score(section if parts.score_part is None else parts.score_part)
-        if score is None:
-            errors.append(f"self-score: {score_error}")
+        elif final.score is None:
+            errors.append(f"self-score: {final.error}")
         else:
-            self_score = score
+            self_score = final.score
 
     return Generation(
         raw=text,

@@ -23,7 +23,7 @@ from pydantic import Field
 from .._roles import Role, usage_of
 from ..generator import parse_generation
 from ..llm import ChatMessage, GenerateConfig, Model
-from ..parsing import header_kind, last_boxed, strip_thinking, truncation_error
+from ..parsing import header_kind, read_final_verdict, strip_thinking, truncation_error
 from ..promptset import OPTIONAL_ROLE_VARIABLES, PromptSet
 from ..types import Generation, Problem, RoleOutput
 from ..verifier import ScoreMode, Verifier
@@ -65,11 +65,6 @@ def agent_prompts(prompts: PromptSet) -> dict[str, PromptSet]:
 
 # --------------------------------------------------------------------------- parsing
 
-_YES = frozenset({"yes", "pass", "passes", "passed", "accept", "accepted"})
-_NO = frozenset({"no", "fail", "fails", "failed", "reject", "rejected"})
-_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mathbf|textsf|texttt)\s*\{([^{}]*)\}")
-
-
 class Judgement(RoleOutput):
     """The judge's decision on one verification log."""
 
@@ -77,25 +72,13 @@ class Judgement(RoleOutput):
     verdict: Literal["pass", "fail"] | None = Field(None, description="None when the output is a format failure.")
 
 
-def verdict_from_box(content: str | None) -> Literal["pass", "fail"] | None:
-    """``yes``/``pass`` -> "pass", ``no``/``fail`` -> "fail" (any case, ``\\text{}``, ``$``, a
-    trailing period); anything else -> ``None``."""
-    if content is None or len(content) > 40:
-        return None
-    word = _WRAPPER.sub(r"\1", content).replace("$", "").replace("*", "").strip().strip(".!").strip().lower()
-    return "pass" if word in _YES else "fail" if word in _NO else None
-
-
 def parse_judgement(text: str, finish_reason: str | None = "stop") -> Judgement:
-    """Parse one judge output; never raises. The LAST box decides; a truncated output fails."""
+    """Parse one judge output; never raises. The LAST box decides, and it must be the output's
+    final statement (:func:`~proofcritic.parsing.read_final_verdict`: nothing with content
+    after it, no other yes/no box); a truncated output fails."""
     body = strip_thinking(text)
-    content = last_boxed(body)
-    verdict = verdict_from_box(content)
-    errors = [e for e in [truncation_error(finish_reason)] if e]
-    if content is None:
-        errors.append("no \\boxed{yes} or \\boxed{no} found")
-    elif verdict is None:
-        errors.append(f"boxed content {content[:40]!r} is not yes or no")
+    verdict, error = read_final_verdict(body)
+    errors = [e for e in [truncation_error(finish_reason), error] if e]
     cut = body.rfind("\\boxed")
     return Judgement(
         raw=text,

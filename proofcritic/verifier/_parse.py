@@ -2,12 +2,15 @@
 
 The protocol: the analysis follows ``Here is my evaluation of the solution:``; the score
 follows ``Based on my evaluation, the final overall score should be:`` as ``\\boxed{0}``,
-``\\boxed{0.5}`` or ``\\boxed{1}``. An output is a format failure (``format_ok`` False,
-``score`` None) when it was truncated, misses either marker, or has no valid box after the
-score marker. In particular a valid box *without* the score marker is a format failure:
-the protocol requires the marker, and a box elsewhere may be an answer the proof computes.
-``text_score`` still records a valid box found after the score marker, even when the output
-fails for another reason (for example truncation), so that no information is lost.
+``\\boxed{0.5}`` or ``\\boxed{1}``, and that score statement must be the output's final
+statement (:mod:`proofcritic.parsing`: nothing with content may follow the box, so a quoted
+"... should be: \\boxed{1}" after the real verdict makes the output fail instead of forging
+it). An output is a format failure (``format_ok`` False, ``score`` None) when it was
+truncated, misses either marker, has no valid box directly after the score marker, or has
+content after a score statement. In particular a valid box *without* the score marker is a
+format failure: the protocol requires the marker, and a box elsewhere may be an answer the
+proof computes. ``text_score`` still records a valid final score statement even when the
+output fails for another reason (for example truncation), so that no information is lost.
 
 The default ``verify`` prompt asks for the issues as a list under an ``### Issues`` heading::
 
@@ -24,7 +27,8 @@ import re
 from ..parsing import (
     EVALUATION_MARKER,
     SCORE_MARKER,
-    read_score,
+    SCORE_MARKER_RE,
+    read_final_score,
     split_evaluation,
     strip_thinking,
     truncation_error,
@@ -223,7 +227,7 @@ def parse_verification(text: str, finish_reason: str | None = "stop") -> Verific
 
     ``analysis`` is the text between the markers (best effort when one is missing),
     ``issues`` come from :func:`parse_issues` on it, ``score`` is set only when the output
-    follows the protocol (then ``score_source`` is "text"). ``raw`` keeps the whole text.
+    follows the protocol, its final score statement included (then ``score_source`` is "text"). ``raw`` keeps the whole text.
     """
     body = strip_thinking(text)
     parts = split_evaluation(body)
@@ -233,13 +237,12 @@ def parse_verification(text: str, finish_reason: str | None = "stop") -> Verific
         errors.append(truncated)
     if not parts.has_evaluation_marker:
         errors.append(f"missing evaluation marker {EVALUATION_MARKER!r}")
-    text_score: float | None = None
-    if parts.score_part is None:
+    final = read_final_score(body, SCORE_MARKER_RE)
+    if final.marker is None:
         errors.append(f"missing score marker {SCORE_MARKER!r}")
-    else:
-        text_score, score_error = read_score(parts.score_part)
-        if score_error:
-            errors.append(score_error)
+    elif final.error:
+        errors.append(final.error)
+    text_score = final.score
     format_ok = not errors
     score = text_score if format_ok else None
     return Verification(
