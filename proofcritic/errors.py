@@ -69,6 +69,15 @@ class ContextLengthError(BackendError):
     Never retried; a batch records it with ``error_kind`` ``context``."""
 
 
+class CircuitOpenError(BackendError):
+    """The model's circuit breaker is open: its recent requests all failed, so calls fail at
+    once instead of being sent (see :class:`~proofcritic.llm.CircuitBreaker`). Not retried; a
+    batch stops starting items (``stops_run``) and records the failed ones as backend errors,
+    which a rerun tries again."""
+
+    stops_run = True
+
+
 def missing(package: str, extra: str) -> MissingDependencyError:
     """Shorthand used by ``except ImportError`` blocks."""
     return MissingDependencyError(package, extra)

@@ -6,19 +6,21 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .io import problem_from_record, proof_from_record
-from .llm import Usage
+from .llm import usage_scope
 from .runner import RunStats, read_items, run_jsonl
 from .types import GradeResult, Problem, Proof
 from .verifier import Verifier, aggregate
 
 
 async def grade(verifier: Verifier, problem: Problem, proof: Proof | str, n: int = 1) -> GradeResult:
-    """Verify ``proof`` ``n`` times (one request with n samples) and aggregate the scores."""
+    """Verify ``proof`` ``n`` times (one request with n samples) and aggregate the scores.
+
+    The result's ``usage`` is what this grading sent to the model (likelihood read-outs, failed
+    requests and retries included; answers from the cache counted apart, without tokens).
+    """
     proof = proof if isinstance(proof, Proof) else Proof(text=proof)
-    verifications = await verifier.verify(problem, proof.text, n=n)
-    usage = Usage()
-    for v in verifications:
-        usage.add(v.usage)
+    with usage_scope() as usage:
+        verifications = await verifier.verify(problem, proof.text, n=n)
     return GradeResult(
         problem_id=problem.id,
         proof_id=proof.id,

@@ -265,7 +265,10 @@ async def test_three_replicas_one_killed_mid_run(tiny_model_dir, tiny_backend):
     # nothing lost, nothing duplicated: every request has its own answer, each served once
     assert sorted(i for i, _ in results) == list(range(60))
     assert all(len(out) == 1 for _, out in results)
-    assert sum(s["successes"] for s in stats.values()) == 60 == model.usage.calls
+    assert sum(s["successes"] for s in stats.values()) == 60
+    # the usage counts every request sent, the re-routed failures too, as the endpoints do
+    assert sum(s["requests"] for s in stats.values()) == model.usage.calls
+    assert sum(s["failures"] for s in stats.values()) == model.usage.failed_calls
     assert all(s["requests"] == s["successes"] + s["failures"] and s["in_flight"] == 0 for s in stats.values())
     # the answers are the model's: greedy, so equal to the tiny model's own answers
     direct = await tiny_backend.generate_batch(requests)

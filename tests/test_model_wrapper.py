@@ -66,7 +66,7 @@ async def test_retryable_errors_are_retried_then_succeed():
     out = await model.generate(_request())
     assert len(backend.calls) == 3
     assert out[0].text.startswith("hi#3")
-    assert model.usage.calls == 1
+    assert (model.usage.calls, model.usage.failed_calls) == (3, 2)  # every request sent counts
 
 
 async def test_non_retryable_error_is_raised_at_once():

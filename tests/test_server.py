@@ -507,7 +507,8 @@ def test_a_failing_upstream_gives_openai_errors_and_failed_jobs(tmp_path):
             assert stats["jobs"]["failed"] == 1 and stats["jobs"]["total"] == 1
             (endpoint,) = stats["upstream"]["endpoints"]
             assert (endpoint["requests"], endpoint["failures"], endpoint["successes"]) == (7, 6, 1)
-            assert stats["upstream"]["usage"]["upstream_calls"] == 1  # only the answered call counts
+            usage = stats["upstream"]["usage"]  # every request the upstream saw, the failed ones too
+            assert (usage["upstream_calls"], usage["failed_calls"]) == (7, 6)
         finally:
             svc.stop()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -15,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..llm import DEFAULT_MODEL, GenerateConfig, Model, get_model
+from ..llm import DEFAULT_MODEL, GenerateConfig, Model, Usage, get_model
 from ..llm._balancer import split_base_urls
 from ..promptset import PromptSet
 from ..runner import RunStats
@@ -46,6 +47,22 @@ TopPOpt = Annotated[Optional[float], typer.Option("--top-p", help="Nucleus sampl
 MaxTokensOpt = Annotated[Optional[int], typer.Option("--max-tokens", help="Maximum new tokens per sample.")]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Sampling seed.")]
 ConcurrencyOpt = Annotated[Optional[int], typer.Option("--concurrency", help="Requests in flight at once.")]
+
+
+def check_timeout(value: float | None) -> float | None:
+    """``--timeout``: more than 0 seconds (and finite), else the CLI's one-line parameter error."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"must be a number of seconds more than 0, not {value:g}", param_hint="--timeout")
+    return value
+
+
+TimeoutOpt = Annotated[
+    Optional[float],
+    typer.Option(
+        "--timeout", callback=check_timeout, metavar="SECONDS",
+        help="Seconds one request to a model server may take before it fails (and is retried) [600].",
+    ),
+]
 #: the verifier's score modes, for every command's ``--score-mode`` (see Verifier)
 SCORE_MODES = ("text", "auto", "logprob", "guided")
 SCORE_MODE_HELP = (
@@ -69,10 +86,12 @@ def build_model(
     no_cache: bool,
     cache: Path | None,
     concurrency: int | None,
+    timeout: float | None = None,
 ) -> Model:
     """Resolve flags and environment variables into a ready Model.
 
     ``base_url``: one URL, a comma-separated string, or a list of either (replicas).
+    ``timeout``: seconds per request of a server backend (a local backend sends none).
     """
     if model is None:
         model = "smollm2" if backend in (None, "transformers") else None
@@ -89,6 +108,8 @@ def build_model(
             options["base_url"] = urls if len(urls) > 1 else urls[0]
         if key:
             options["api_key"] = key
+        if timeout is not None:
+            options["timeout"] = check_timeout(timeout)
     elif kind == "transformers" and os.environ.get("PROOFCRITIC_CACHE_DIR"):
         options["cache_root"] = os.environ["PROOFCRITIC_CACHE_DIR"]
     cache_setting: bool | str = False if no_cache else str(cache or os.environ.get("PROOFCRITIC_CACHE") or "") or True
@@ -141,28 +162,57 @@ def run_progress(
         yield update
 
 
-def usage_line(console: Console, model: Model) -> None:
-    """The closing line of a model-using command: calls made, calls served by the cache, tokens;
-    then one line per endpoint when the model is served by several (or one of them failed)."""
-    u = model.usage
-    console.print(
-        f"[dim]model calls: {u.calls} new, {u.cached_calls} from cache; "
-        f"tokens: {u.prompt_tokens} prompt + {u.completion_tokens} completion[/]"
+def calls_text(usage: Usage) -> str:
+    """What a Usage counts, in words: the new calls (every request sent to the model, failed
+    ones and likelihood read-outs included, and how many of each), the calls the cache
+    answered, the tokens the model reported for the new ones."""
+    line = (
+        f"model calls: {usage.calls} new, {usage.cached_calls} from cache; "
+        f"tokens: {usage.prompt_tokens} prompt + {usage.completion_tokens} completion"
     )
+    detail = [f"{n} {what}" for n, what in ((usage.failed_calls, "failed"), (usage.readout_calls, "likelihood read-outs")) if n]
+    return line + (f"; the new calls include {' and '.join(detail)}" if detail else "")
+
+
+def usage_line(console: Console, model: Model) -> None:
+    """The closing line of a model-using command (:func:`calls_text`); then one line per
+    endpoint when the model is served by several (or one of them failed), and a line when the
+    circuit breaker stopped sending requests."""
+    console.print(f"[dim]{calls_text(model.usage)}[/]", highlight=False, soft_wrap=True)
     for line in endpoint_lines(model):
         console.print(f"[dim]{line}[/]", highlight=False, soft_wrap=True)
+    if model.breaker.state != "closed":
+        console.print(
+            f"[dim]circuit breaker {model.breaker.state}: requests stopped after {model.breaker.failures} failed in a row[/]",
+            highlight=False, soft_wrap=True,
+        )
+
+
+def _one_line(text: str | None, limit: int = 300) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def endpoint_lines(model: Model) -> list[str]:
     """One summary line per endpoint of a multi-endpoint backend (also for a single endpoint
-    that saw failures); nothing for other backends."""
+    that saw failures); nothing for other backends. The state is what the requests showed:
+    up, down (its latest requests failed), out (ejected), unused."""
     stats_of = getattr(model.backend, "endpoint_stats", None)
     stats = stats_of() if callable(stats_of) else []
     if len(stats) < 2 and not any(s["failures"] for s in stats):
         return []
     lines = []
     for s in stats:
-        state = "up" if s["healthy"] else f"out ({s['down_for_s']:g} s left)"
+        state = s.get("state") or ("up" if s["healthy"] else "out")
+        if state == "out":
+            state = f"out ({s['down_for_s']:g} s left; last error: {_one_line(s['last_error'])})"
+        elif state == "down":
+            answered = s["successes"] + s["rejected"]
+            failed = (
+                f"{s['failures']} of {s['requests']} requests failed, none answered" if not answered
+                else f"the last {s['failing']} requests failed ({s['failures']} of {s['requests']} in all)"
+            )
+            state = f"down ({failed}; last error: {_one_line(s['last_error'])})"
         lines.append(
             f"endpoint {s['url']}: {s['requests']} requests, {s['failures']} failed, {s['ejections']} ejections, "
             f"{s['in_flight']} in flight, {s['tokens']} tokens; {state}"
@@ -186,10 +236,12 @@ class ModelOptions:
     concurrency: ConcurrencyOpt = None
     no_cache: NoCacheOpt = False
     cache: CacheOpt = None
+    timeout: TimeoutOpt = None
 
     def build_model(self) -> Model:
         return build_model(
-            self.model, self.backend, self.base_url, self.api_key, self.no_cache, self.cache, self.concurrency
+            self.model, self.backend, self.base_url, self.api_key, self.no_cache, self.cache, self.concurrency,
+            self.timeout,
         )
 
     def sampling(self) -> GenerateConfig:

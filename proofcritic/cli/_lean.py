@@ -111,7 +111,7 @@ def lean_prove_command(
     samples: Annotated[int, typer.Option("--samples", help="Lean proofs per round.")] = 1,
     lean: Annotated[str | None, typer.Option("--lean", help="The lean binary (env: PROOFCRITIC_LEAN).")] = None,
     project: Annotated[Path | None, typer.Option("--project", help="A Lake project with Mathlib to check in.")] = None,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds per Lean check.")] = 120.0,
+    lean_timeout: Annotated[float, typer.Option("--lean-timeout", help="Seconds per Lean check (--timeout is the model's).")] = 120.0,
     server: Annotated[
         tuple[str, str] | None, typer.Option("--server", metavar="KIND URL", help="Check on `--server kimina URL`.")
     ] = None,
@@ -128,11 +128,11 @@ def lean_prove_command(
         raise InputError("--attempts and --samples must be at least 1")
     wanted = [i.strip() for i in ids.split(",") if i.strip()] if ids else None
     items = read_formal_items(input, ids=wanted, limit=limit)
-    checker = _make_checker(lean, project, timeout, server, lean_api_key, warm, lean_concurrency, None)
+    checker = _make_checker(lean, project, lean_timeout, server, lean_api_key, warm, lean_concurrency, None)
     prompt_set = opts.prompt_set()
     the_model = opts.build_model()
     settings = result_settings("lean-prove", opts, prompt_set, attempts=attempts, samples=samples,
-                               project=str(project) if project is not None else None, lean_timeout=timeout)
+                               project=str(project) if project is not None else None, lean_timeout=lean_timeout)
     prepare(output, settings, overwrite)  # before any model call: a rerun with other settings stops here
     prover = FormalProver(the_model, prompts=prompt_set, config=opts.sampling())
     console = Console(stderr=True)

@@ -76,6 +76,7 @@ def serve_command(
         max_tokens=request_max_tokens,
         retry=retry,
         protect_docs=protect_docs,
+        timeout=opts.timeout,
     )
     auth = f"{len(keys)} API key(s)" if keys else "no authentication"
     docs = "docs at /docs (key needed)" if protect_docs else "docs at /docs"

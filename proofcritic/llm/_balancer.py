@@ -58,12 +58,25 @@ class Endpoint:
     """While ejected: when the cool-down ends (``time.monotonic``); None while up."""
     streak: int = 0
     """Ejections in a row without a successful request in between (sets the cool-down)."""
+    failing: int = 0
+    """Endpoint failures in a row: attempts since the endpoint last answered (0: it answered last)."""
     last_error: str | None = None
     _probe: Any = None  # the running health check task, if any
 
     @property
     def healthy(self) -> bool:
+        """In rotation (not ejected). A lone endpoint is never ejected: see :meth:`state`."""
         return self.down_until is None
+
+    def state(self) -> str:
+        """What the requests say about the endpoint: "unused" (none sent yet), "up" (it answered
+        the latest one), "down" (the latest one failed: ``failing`` in a row), or "out" (ejected,
+        waiting for its cool-down and health check)."""
+        if self.down_until is not None:
+            return "out"
+        if self.failing:
+            return "down"
+        return "up" if self.requests else "unused"
 
     def stats(self, now: float | None = None) -> dict[str, Any]:
         """The counters as a plain dict (for run summaries and JSON)."""
@@ -71,6 +84,8 @@ class Endpoint:
         return {
             "url": self.url,
             "healthy": self.healthy,
+            "state": self.state(),
+            "failing": self.failing,
             "requests": self.requests,
             "successes": self.successes,
             "failures": self.failures,
@@ -235,21 +250,26 @@ class Balancer:
             except BackendError as error:
                 if not is_endpoint_failure(error):
                     endpoint.rejected += 1
+                    endpoint.failing = 0  # it answered: the request itself was refused
                     raise
                 endpoint.failures += 1
+                endpoint.failing += 1
                 if ejects(error):
                     self.eject(endpoint, str(error))
                 else:
                     endpoint.last_error = str(error)
                 last = error
                 continue
-            except BaseException:  # a refusal the caller handles itself, or a cancellation
+            except BaseException as error:  # a refusal the caller handles itself, or a cancellation
                 endpoint.rejected += 1
+                if not isinstance(error, asyncio.CancelledError):
+                    endpoint.failing = 0
                 raise
             finally:
                 endpoint.in_flight -= 1
             endpoint.successes += 1
             endpoint.streak = 0
+            endpoint.failing = 0
             return result
 
     async def _revive(self) -> Endpoint | None:

@@ -9,10 +9,26 @@ A backend never sees a prompt template; it only sees messages.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+import contextvars
+from collections.abc import Callable, Sequence
 
 from ..errors import ContextLengthError
 from ._types import ChatMessage, ChatRequest, Completion
+
+#: where the requests a backend sends are counted: set by :class:`~proofcritic.llm.Model` around
+#: each backend call, read by :func:`report_request` (tasks the backend starts inherit it)
+REQUEST_SINK: contextvars.ContextVar[Callable[[int, int, bool, bool], None] | None] = contextvars.ContextVar(
+    "proofcritic_request_sink", default=None
+)
+
+
+def report_request(*, prompt_tokens: int = 0, completion_tokens: int = 0, failed: bool = False, readout: bool = False) -> None:
+    """Count one request a backend sent to its server (see :attr:`Backend.reports_requests`):
+    its tokens as the server reported them, whether it failed, whether it was a likelihood
+    read-out. Outside a :class:`~proofcritic.llm.Model` call it counts nowhere."""
+    sink = REQUEST_SINK.get()
+    if sink is not None:
+        sink(prompt_tokens, completion_tokens, failed, readout)
 
 
 class Backend(abc.ABC):
@@ -22,6 +38,11 @@ class Backend(abc.ABC):
     model: str = ""
     #: how many requests the wrapper lets run at once against this backend
     default_concurrency: int = 64
+    #: True for a backend that calls :func:`report_request` for every request it sends (a
+    #: server backend, where one call may cost several requests: fallbacks, re-routes,
+    #: read-outs); otherwise the Model counts one request per backend call, with the tokens of
+    #: the completions it returned
+    reports_requests: bool = False
 
     @abc.abstractmethod
     async def generate(self, request: ChatRequest) -> list[Completion]:
@@ -49,6 +70,10 @@ class Backend(abc.ABC):
 
     def cache_identity(self) -> str:
         """The part of the cache key that names this backend and model (e.g. URL + model)."""
+        return f"{self.name}/{self.model}"
+
+    def address(self) -> str:
+        """Where the requests go, for messages (a server backend: its base URL(s))."""
         return f"{self.name}/{self.model}"
 
     async def aclose(self) -> None:

@@ -48,7 +48,7 @@ from ..errors import (
     UnsupportedFeatureError,
 )
 from ._balancer import Balancer, Endpoint, split_base_urls
-from ._base import Backend
+from ._base import Backend, report_request
 from ._types import (
     ChatMessage,
     ChatRequest,
@@ -155,10 +155,14 @@ class OpenAIBackend(Backend):
     ``extra_body`` is merged into every request body (e.g. vLLM's ``{"top_k": 20}``).
     ``eject_cooldown`` / ``max_eject_cooldown``: the first and the longest time a failing
     replica stays out of rotation. ``engine``: the server kind for engine features (see module).
-    The backend does not read environment variables; callers pass ``api_key`` explicitly.
+    ``timeout``: seconds one request may take (connecting, waiting and reading the answer);
+    it may be changed at any time. The backend does not read environment variables; callers
+    pass ``api_key`` explicitly. Every chat request it sends is counted with
+    :func:`~proofcritic.llm.report_request` (failed ones and read-outs included).
     """
 
     name = "openai"
+    reports_requests = True
 
     def __init__(
         self,
@@ -176,6 +180,8 @@ class OpenAIBackend(Backend):
     ):
         if transport not in ("aiohttp", "openai"):
             raise ValueError(f"transport must be 'aiohttp' or 'openai', not {transport!r}")
+        if not float(timeout) > 0:
+            raise ValueError(f"timeout must be more than 0 seconds, not {timeout!r}")
         if engine is not None and engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
         self.model = model
@@ -194,6 +200,10 @@ class OpenAIBackend(Backend):
         """False once the server refused ``n > 1``; later calls go straight to n=1 requests."""
         self.choices_supported = True
         """False once the server rejected or ignored a guided choice; later ones fail at once."""
+        self.prompt_logprobs_supported: bool | None = None
+        """Whether the server returns prompt logprobs (the likelihood read-out): None until one
+        read-out request has told; while None, read-outs go one at a time; False: they fail at once."""
+        self._readout_locks: dict[int, asyncio.Lock] = {}
         self._chat_urls = {url: f"{url}/chat/completions" for url in self.base_urls}
         self._chat_url = self._chat_urls[self.base_url]
         self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -211,8 +221,23 @@ class OpenAIBackend(Backend):
             return self._engine
         return self.name if self.name in ("vllm", "sglang") else "openai"
 
+    @property
+    def timeout(self) -> float:
+        """Seconds one request may take."""
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, seconds: float) -> None:
+        if not float(seconds) > 0:
+            raise ValueError(f"timeout must be more than 0 seconds, not {seconds!r}")
+        self._timeout = float(seconds)
+        self._request_timeout = aiohttp.ClientTimeout(total=self._timeout)
+
     def cache_identity(self) -> str:
         return f"openai/{self.base_url}/{self.model}"
+
+    def address(self) -> str:
+        return ", ".join(self.base_urls)
 
     def endpoint_stats(self) -> list[dict[str, Any]]:
         """Per-endpoint counters: requests, successes, failures, ejections, in flight, tokens,
@@ -259,24 +284,43 @@ class OpenAIBackend(Backend):
             )
         self._client = self._clients[self.base_url]
 
-    async def _post_chat(self, body: dict[str, Any], n: int) -> dict[str, Any]:
+    async def _post_chat(self, body: dict[str, Any], n: int, readout: bool = False) -> dict[str, Any]:
         """POST one chat request through the balancer; the decoded JSON answer or a classified error."""
         self._bind()
         payload = _dumps(body) if self._session is not None else b""
-        return await self._balancer.call(lambda endpoint: self._post_chat_at(endpoint, body, payload, n))
+        return await self._balancer.call(lambda endpoint: self._post_chat_at(endpoint, body, payload, n, readout))
 
-    async def _post_chat_at(self, endpoint: Endpoint, body: dict[str, Any], payload: bytes, n: int) -> dict[str, Any]:
-        """POST one chat request to one endpoint."""
+    async def _post_chat_at(
+        self, endpoint: Endpoint, body: dict[str, Any], payload: bytes, n: int, readout: bool = False
+    ) -> dict[str, Any]:
+        """POST one chat request to one endpoint, and count it (:func:`report_request`)."""
+        tokens = [0, 0]
+        failed = True
+        try:
+            data = await self._send_chat(endpoint, body, payload, n, tokens)
+            failed = False
+            return data
+        finally:
+            report_request(prompt_tokens=tokens[0], completion_tokens=tokens[1], failed=failed, readout=readout)
+
+    async def _send_chat(
+        self, endpoint: Endpoint, body: dict[str, Any], payload: bytes, n: int, tokens: list[int]
+    ) -> dict[str, Any]:
+        """The request itself; ``tokens`` gets the answer's prompt and completion tokens. An
+        answer that is not a JSON object, or has no choices, is a (retryable) failure."""
         url = endpoint.url
         chat_url = self._chat_urls[url]
         if self._session is not None:
             try:
-                async with self._session.post(chat_url, data=payload) as resp:
+                async with self._session.post(chat_url, data=payload, timeout=self._request_timeout) as resp:
                     raw = await resp.read()
                     status = resp.status
                     retry_after = _retry_after(resp.headers) if status >= 300 else None
             except (asyncio.TimeoutError, TimeoutError):
-                raise BackendError(f"request to {chat_url} timed out after {self.timeout:g} s", retryable=True) from None
+                raise BackendError(
+                    f"request to {chat_url} timed out after {self.timeout:g} s (raise --timeout for slower answers)",
+                    retryable=True,
+                ) from None
             except aiohttp.InvalidURL as exc:
                 raise BackendError(f"invalid base URL {url!r}: {exc}") from exc
             except aiohttp.ClientError as exc:  # dropped connections, refused connects, payload errors
@@ -294,10 +338,14 @@ class OpenAIBackend(Backend):
         usage = data.get("usage")
         if isinstance(usage, dict):
             try:
-                endpoint.prompt_tokens += int(usage.get("prompt_tokens") or 0)
-                endpoint.completion_tokens += int(usage.get("completion_tokens") or 0)
+                tokens[:] = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
             except (TypeError, ValueError):
                 pass
+            endpoint.prompt_tokens += tokens[0]
+            endpoint.completion_tokens += tokens[1]
+        choices = data.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise BackendError(f"the server at {chat_url} answered without choices", retryable=True)
         return data
 
     async def _post_chat_openai(self, url: str, body: dict[str, Any], n: int) -> bytes:
@@ -308,7 +356,7 @@ class OpenAIBackend(Backend):
         extra = {k: v for k, v in body.items() if k not in known and k != "model"}
         try:
             raw = await self._clients[url].chat.completions.with_raw_response.create(
-                model=body["model"], extra_body=extra or None, **kwargs
+                model=body["model"], extra_body=extra or None, timeout=self.timeout, **kwargs
             )
             return raw.content
         except openai.APIConnectionError as exc:  # timeouts included (its aiohttp transport reports drops as timeouts)
@@ -546,9 +594,12 @@ class OpenAIBackend(Backend):
         Each continuation is appended to the final assistant turn and sent with
         ``continue_final_message``/``add_generation_prompt: false``/``prompt_logprobs: 0``, so the
         server scores the conversation as the prompt and returns one logprob per prompt token.
+        Until one read-out has shown whether the server does this, read-outs go one at a time
+        (one request learns it); once it has not, they fail at once without a request.
         """
         head, prefix = split_assistant_prefix(list(messages))
         base = [{"role": m.role, "content": m.content} for m in head]
+        todo = list(continuations)
 
         async def one(continuation: str) -> float:
             body: dict[str, Any] = {"model": self.model, **self.extra_body}
@@ -561,16 +612,34 @@ class OpenAIBackend(Backend):
                 prompt_logprobs=0,
             )
             try:
-                data = await self._post_chat(body, 1)
+                data = await self._post_chat(body, 1, readout=True)
             except (AuthenticationError, ModelNotFoundError):
                 raise
             except BackendError as exc:
                 if exc.status in (400, 422) and _EXTRAS.search(str(exc)):
+                    self.prompt_logprobs_supported = False
                     raise UnsupportedFeatureError(f"{self._no_prompt_logprobs()} ({exc})", status=exc.status) from exc
                 raise
-            return self._prompt_logprob_total(data)
+            try:
+                total = self._prompt_logprob_total(data)
+            except UnsupportedFeatureError:
+                self.prompt_logprobs_supported = False
+                raise
+            self.prompt_logprobs_supported = True
+            return total
 
-        return list(await asyncio.gather(*(one(c) for c in continuations)))
+        first: list[float] = []
+        if self.prompt_logprobs_supported is None and todo:
+            loop = asyncio.get_running_loop()
+            lock = self._readout_locks.get(id(loop))
+            if lock is None:
+                lock = self._readout_locks[id(loop)] = asyncio.Lock()
+            async with lock:  # the first read-out alone; the others wait for its answer
+                if self.prompt_logprobs_supported is None:
+                    first.append(await one(todo.pop(0)))
+        if self.prompt_logprobs_supported is False:
+            raise UnsupportedFeatureError(self._no_prompt_logprobs())
+        return first + list(await asyncio.gather(*(one(c) for c in todo)))
 
     def _no_prompt_logprobs(self) -> str:
         return f"the server at {self.base_url} does not return prompt logprobs; use a vLLM server or --score-mode text"

@@ -13,7 +13,7 @@ from typing import Any
 from ..errors import InputError
 from ._base import Backend
 from ._cache import CompletionCache
-from ._model import Model, RetryPolicy
+from ._model import CircuitBreaker, Model, RetryPolicy
 from ._types import GenerateConfig
 
 BACKENDS = ("transformers", "openai", "vllm", "sglang", "vllm-offline")
@@ -72,9 +72,11 @@ def get_model(
     max_concurrency: int | None = None,
     retry: RetryPolicy | None = None,
     defaults: GenerateConfig | None = None,
+    breaker: CircuitBreaker | None = None,
     **options: Any,
 ) -> Model:
-    """A ready :class:`Model`. ``cache``: True for the default cache file, a path, or False/None."""
+    """A ready :class:`Model`. ``cache``: True for the default cache file, a path, or False/None.
+    ``options`` go to the backend (e.g. ``base_url``, ``api_key``, ``timeout`` of a server backend)."""
     if cache is True:
         cache_obj: CompletionCache | None = CompletionCache()
     elif cache in (False, None):
@@ -89,4 +91,5 @@ def get_model(
         max_concurrency=max_concurrency,
         retry=retry,
         defaults=defaults,
+        breaker=breaker,
     )

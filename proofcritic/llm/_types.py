@@ -96,12 +96,24 @@ class Completion(BaseModel):
 
 
 class Usage(BaseModel):
-    """Token and call accounting, added up over a run."""
+    """Token and call accounting, added up over a run.
+
+    One definition everywhere (the run summary, ``--json`` results, batch records, the service):
+    ``calls`` are the requests sent to the model (for a server backend every HTTP request the
+    server saw: likelihood read-outs, failed requests and their retries included; for a local
+    backend every forward call); ``failed_calls`` and ``readout_calls`` say how many of them
+    failed and how many were likelihood read-outs; the tokens are those the model processed
+    for them (as its answers report). ``cached_calls`` were answered from the completion cache:
+    no request, no tokens. (One answer's own ``usage``, e.g. ``Verification.usage``, is its
+    share of the request that produced it, in this run or an earlier one: what it cost.)
+    """
 
     calls: int = 0
     cached_calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    failed_calls: int = 0
+    readout_calls: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -112,6 +124,8 @@ class Usage(BaseModel):
         self.cached_calls += other.cached_calls
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
+        self.failed_calls += other.failed_calls
+        self.readout_calls += other.readout_calls
 
 
 def split_assistant_prefix(messages: list[ChatMessage]) -> tuple[list[ChatMessage], str]:

@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..budget import Budget, BudgetExceeded
 from ..io import JsonlAppender, problem_from_record, proof_from_record, read_done
-from ..llm import Usage
+from ..llm import Usage, usage_scope
 from ..meta_verifier import MetaVerifier
 from ..runner import RETRIED_KINDS, RunStats, read_items, run_jsonl
 from ..types import Aggregate, MetaVerification, Problem, Proof, Verification
@@ -178,7 +178,24 @@ async def label_proof(
     proof: Proof | str,
     config: LabelConfig | None = None,
 ) -> LabelResult:
-    """Auto-label one proof (see the module docstring for the rules)."""
+    """Auto-label one proof (see the module docstring for the rules).
+
+    The result's ``usage`` is what labeling it sent to the model (likelihood read-outs, failed
+    requests and retries included; answers from the cache counted apart, without tokens).
+    """
+    with usage_scope() as usage:
+        result = await _label_proof(verifier, meta_verifier, problem, proof, config)
+    result.usage = usage
+    return result
+
+
+async def _label_proof(
+    verifier: Verifier,
+    meta_verifier: MetaVerifier,
+    problem: Problem,
+    proof: Proof | str,
+    config: LabelConfig | None,
+) -> LabelResult:
     config = config or LabelConfig()
     proof = proof if isinstance(proof, Proof) else Proof(text=proof)
     common = {"problem": problem, "proof": proof.text, "proof_id": proof.id, "config": config}
@@ -189,7 +206,6 @@ async def label_proof(
             **common, status="review", rule="budget_exhausted", reason=str(error),
             aggregate=aggregate([], problem.max_points), budget_limited=True,
         )
-    usage = scaled.usage.model_copy()
     analyses = [
         AnalysisEvidence(index=i, score=v.score, reports_issues=v.score < 1, verification=v)
         for i, v in enumerate(scaled.verifications)
@@ -210,8 +226,6 @@ async def label_proof(
         analysis.meta_verifications = outcome
         analysis.meta_scores = [mv.score for mv in outcome]
         analysis.verdict, analysis.confirmations, analysis.refutations = judge(analysis.meta_scores, config)
-        for mv in outcome:
-            usage.add(mv.usage)
     status, label, rule, reason, lowest, valid = decide(analyses, config)
     if budget_error is not None and status == "review":
         rule, reason = "budget_exhausted", f"{budget_error} before every analysis was meta-verified"
@@ -227,7 +241,6 @@ async def label_proof(
         format_failures=[scaled.verifications[i] for i in scaled.format_failures],
         aggregate=scaled.aggregate,
         budget_limited=budget_error is not None,
-        usage=usage,
     )
 
 

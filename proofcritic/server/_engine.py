@@ -146,6 +146,7 @@ class _SharedBackend(Backend):
         self.name = inner.name
         self.model = inner.model
         self.default_concurrency = inner.default_concurrency
+        self.reports_requests = inner.reports_requests
         self._gate = gate
 
     async def generate(self, request: ChatRequest) -> list[Completion]:
@@ -158,6 +159,9 @@ class _SharedBackend(Backend):
 
     def cache_identity(self) -> str:
         return self.inner.cache_identity()
+
+    def address(self) -> str:
+        return self.inner.address()
 
     def endpoint_stats(self) -> list[dict[str, Any]]:
         """The shared backend's per-endpoint counters (one entry per base URL of an
@@ -202,7 +206,7 @@ class Engine:
         return gate
 
     def request_model(self) -> Model:
-        """A Model for one request: the shared backend, cache and retry; its own usage."""
+        """A Model for one request: the shared backend, cache, retry and circuit breaker; its own usage."""
         shared = self.model
         model = Model(
             _SharedBackend(shared.backend, self._gate),
@@ -210,8 +214,10 @@ class Engine:
             max_concurrency=shared.max_concurrency,
             retry=self.retry,
             defaults=shared.defaults,
+            breaker=shared.breaker,
         )
         model.likelihood_unsupported = shared.likelihood_unsupported
+        model.likelihood_refusal = shared.likelihood_refusal
         self._live_models[id(model)] = model
         return model
 
@@ -222,6 +228,7 @@ class Engine:
         self.model.usage.add(model.usage)
         if model.likelihood_unsupported:
             self.model.likelihood_unsupported = True
+            self.model.likelihood_refusal = model.likelihood_refusal
 
     def usage_totals(self) -> dict[str, Any]:
         """What every request so far spent upstream, those still running included."""
@@ -231,6 +238,8 @@ class Engine:
             total.add(model.usage)
         return {
             "upstream_calls": total.calls,
+            "failed_calls": total.failed_calls,
+            "readout_calls": total.readout_calls,
             "cached_calls": total.cached_calls,
             "prompt_tokens": total.prompt_tokens,
             "completion_tokens": total.completion_tokens,
@@ -298,10 +307,13 @@ class Engine:
 
 
 def usage_json(model: Model, pipeline: Usage | None = None) -> dict[str, Any]:
-    """What a request spent upstream (new calls and their tokens) and what the cache answered."""
+    """What a request spent upstream (every request sent, failed ones and likelihood read-outs
+    included, and their tokens) and what the cache answered."""
     u = model.usage
     out = {
         "upstream_calls": u.calls,
+        "failed_calls": u.failed_calls,
+        "readout_calls": u.readout_calls,
         "cached_calls": u.cached_calls,
         "prompt_tokens": u.prompt_tokens,
         "completion_tokens": u.completion_tokens,
@@ -310,3 +322,14 @@ def usage_json(model: Model, pipeline: Usage | None = None) -> dict[str, Any]:
     if pipeline is not None:
         out["pipeline_tokens"] = pipeline.total_tokens  # tokens of every answer used, cached ones included
     return out
+
+
+def answers_usage(result: GradeResult | LabelResult | SolveResult) -> Usage:
+    """The usage of every answer a result used, cached ones included (``pipeline_tokens``):
+    a grade's verifications, a solve's own count; a label's is what it sent."""
+    if isinstance(result, GradeResult):
+        total = Usage()
+        for verification in result.verifications:
+            total.add(verification.usage)
+        return total
+    return result.usage

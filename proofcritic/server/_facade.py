@@ -55,6 +55,7 @@ from ._engine import (
     GradeRequest,
     Sampling,
     SolveRequest,
+    answers_usage,
     check_request,
     usage_json,
 )
@@ -280,7 +281,7 @@ async def execute(
     try:
         if isinstance(request, GradeRequest):
             graded = await engine.grade(request, model)
-            return grade_report(graded), "stop", usage_json(model, graded.usage), grade_evidence(graded)
+            return grade_report(graded), "stop", usage_json(model, answers_usage(graded)), grade_evidence(graded)
         solved = await engine.solve(request, model, on_round=on_round)
         finish = "length" if solved.budget_limited else "stop"
         return solved.proof or "", finish, usage_json(model, solved.usage), solve_evidence(pipeline, solved, transcript)

@@ -41,6 +41,7 @@ from ._engine import (
     GradeRequest,
     LabelRequest,
     SolveRequest,
+    answers_usage,
     check_request,
     usage_json,
 )
@@ -253,7 +254,7 @@ class JobRunner:
                 result = await self.engine.solve(request, model, state_dir=state, on_round=on_round)
             ticker.cancel()
             data = result.model_dump(mode="json")
-            summary = {"attempt": attempt, "usage": usage_json(model, result.usage)}
+            summary = {"attempt": attempt, "usage": usage_json(model, answers_usage(result))}
             self.store.finish(job_id, data, summary)
             if kind == "solve":  # the state only served a resume; the result is in the store now
                 shutil.rmtree(self.settings.state_dir / job_id, ignore_errors=True)  # type: ignore[operator]
@@ -314,6 +315,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         model = settings.model if settings.model is not None else settings.model_factory()  # type: ignore[misc]
+        if settings.timeout is not None:
+            model.set_timeout(settings.timeout)
         engine = Engine(model, prompts=settings.prompts, config=settings.config, score_mode=settings.score_mode,
                         max_calls=settings.max_calls, max_tokens=settings.max_tokens, retry=settings.retry)
         store = JobStore(settings.db_path)

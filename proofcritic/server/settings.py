@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -53,6 +54,9 @@ class ServerSettings:
     Once the attempts are spent a facade request answers 503 and a job fails."""
     protect_docs: bool = False
     """Put ``/docs``, ``/redoc`` and ``/openapi.json`` behind the API keys too."""
+    timeout: float | None = None
+    """Seconds one upstream request may take (None: the model's own; 600 for a server
+    backend). A timed-out request is retried like a dropped connection."""
 
     def __post_init__(self) -> None:
         if self.model is None and self.model_factory is None:
@@ -63,6 +67,8 @@ class ServerSettings:
             raise ValueError("max_jobs must be at least 1")
         if self.protect_docs and not self.api_keys:
             raise ValueError("protect_docs needs API keys (api_keys / --service-key / PROOFCRITIC_API_KEYS)")
+        if self.timeout is not None and not (math.isfinite(self.timeout) and self.timeout > 0):
+            raise ValueError("timeout must be more than 0 seconds")
         if self.score_mode not in ("text", "auto", "logprob", "guided"):
             raise ValueError("score_mode must be text, auto, logprob or guided")
         self.db_path = Path(self.db_path)

@@ -1,7 +1,10 @@
 """A scripted OpenAI-compatible HTTP server for testing error handling.
 
 The test queues one action per POST request; when the queue is empty the server answers
-normally (``ok()``). Every request is recorded with its body, headers and arrival time.
+normally (``ok()``), or by the actions given to ``always`` in turn (a server that is down until
+``reset``). Every request is recorded with its body, headers and arrival time, and the tokens of
+the answers it served are added up (``served_tokens``), so a test can compare what a client
+reports with what the server saw.
 The server runs on 127.0.0.1 (a free port) in a background thread with its own event loop, so
 it works from sync and async tests alike::
 
@@ -60,6 +63,11 @@ def drop_connection() -> Action:
     return Action("drop_connection")
 
 
+def empty_answer() -> Action:
+    """A 200 with a well-formed body (usage included) but no choices."""
+    return ok(extra={"choices": []})
+
+
 def refuse_n() -> Action:
     """A 400 complaining about ``n`` when the request asks for n > 1 (else a normal answer)."""
     return Action("refuse_n")
@@ -103,6 +111,10 @@ class FaultServer:
         self.served_models = list(served_models)
         self.actions: collections.deque[Action] = collections.deque()
         self.requests: list[RecordedRequest] = []
+        self.cycle: list[Action] = []
+        self.prompt_tokens = 0
+        """Prompt tokens of the answers served (as their ``usage`` says)."""
+        self.completion_tokens = 0
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -118,10 +130,22 @@ class FaultServer:
         """Queue actions, one per coming POST request."""
         self.actions.extend(actions)
 
+    def always(self, *actions: Action) -> None:
+        """Once the queue is empty, answer every request with these actions in turn (until
+        ``reset``), e.g. ``always(malformed_json(), drop_connection(), empty_answer())``."""
+        self.cycle = list(actions)
+
     def reset(self) -> None:
-        """Forget queued actions and recorded requests."""
+        """Forget queued and repeated actions, recorded requests and served tokens."""
         self.actions.clear()
+        self.cycle = []
         self.requests.clear()
+        self.prompt_tokens = self.completion_tokens = 0
+
+    @property
+    def served_tokens(self) -> tuple[int, int]:
+        """(prompt, completion) tokens of every answer served since the start or ``reset``."""
+        return self.prompt_tokens, self.completion_tokens
 
     @property
     def chat_requests(self) -> list[RecordedRequest]:
@@ -141,7 +165,12 @@ class FaultServer:
         except ValueError:
             body = raw
         self.requests.append(RecordedRequest("POST", request.path, dict(request.headers), body, arrived))
-        action = self.actions.popleft() if self.actions else ok()
+        if self.actions:
+            action = self.actions.popleft()
+        elif self.cycle:
+            action = self.cycle[(len(self.chat_requests) - 1) % len(self.cycle)]
+        else:
+            action = ok()
         p = action.params
         n = int(body.get("n") or 1) if isinstance(body, dict) else 1
         if action.kind == "status":
@@ -168,7 +197,11 @@ class FaultServer:
             )
         if p.get("delay"):
             await asyncio.sleep(p["delay"])
-        return web.json_response(self._answer(body if isinstance(body, dict) else {}, p.get("text", "ok"), p.get("n") or n, p.get("extra") or {}))
+        answer = self._answer(body if isinstance(body, dict) else {}, p.get("text", "ok"), p.get("n") or n, p.get("extra") or {})
+        usage = answer.get("usage") or {}
+        self.prompt_tokens += int(usage.get("prompt_tokens") or 0)
+        self.completion_tokens += int(usage.get("completion_tokens") or 0)
+        return web.json_response(answer)
 
     @staticmethod
     def _answer(body: dict[str, Any], text: str, n: int, extra: dict[str, Any]) -> dict[str, Any]:
