@@ -35,9 +35,21 @@ from proofcritic.llm import (
 from proofcritic.llm._openai import OpenAIBackend
 
 try:  # tests/ is on sys.path when it is not a package
-    from servers.fault_server import FaultServer, drop_connection, empty_answer, malformed_json, ok, slow
+    from servers.fault_server import (
+        FaultServer,
+        drop_connection,
+        empty_answer,
+        malformed_json,
+        slow,
+    )
 except ImportError:  # pragma: no cover - when tests/ becomes a package
-    from tests.servers.fault_server import FaultServer, drop_connection, empty_answer, malformed_json, ok, slow
+    from tests.servers.fault_server import (
+        FaultServer,
+        drop_connection,
+        empty_answer,
+        malformed_json,
+        slow,
+    )
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 FAST = RetryPolicy(max_attempts=6, initial_wait=0.01, max_wait=0.05, jitter=0.0)
@@ -354,3 +366,24 @@ async def test_a_usage_scope_counts_the_calls_made_inside_it():
             await asyncio.gather(model.generate(_request("b")), model.generate(_request("c")))
     assert (outer.calls, inner.calls, model.usage.calls) == (3, 2, 4)
     assert (inner.prompt_tokens, inner.completion_tokens) == (4, 2)
+
+
+def test_the_service_shares_one_breaker_and_answers_503_while_it_is_open(tmp_path):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from proofcritic.server import ServerSettings, create_app
+
+    with FaultServer() as server:
+        server.always(drop_connection())
+        model = Model(OpenAIBackend("served-model", base_url=server.url, api_key="k"), cache=None)
+        settings = ServerSettings(model_factory=lambda: model, db_path=tmp_path / "j.sqlite",
+                                  retry=RetryPolicy(max_attempts=4, initial_wait=0.01, jitter=0.0))
+        body = {"model": "proofcritic/grade", "proofcritic": {"score_mode": "text"},
+                "messages": [{"role": "user", "content": "Show that 1 + 1 = 2.\n## Proof\nTrivial."}]}
+        with TestClient(create_app(settings)) as client:
+            answers = [client.post("/v1/chat/completions", json=body) for _ in range(3)]
+        assert [a.status_code for a in answers] == [503, 503, 503]
+        assert "gave up after 4 attempts" in answers[0].json()["error"]["message"]
+        assert "circuit open: the last 8 requests" in answers[2].json()["error"]["message"]
+        assert len(server.chat_requests) == 8  # two requests' attempts; the third sent nothing

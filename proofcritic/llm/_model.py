@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import itertools
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -16,11 +17,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..budget import current_budget
-from ..errors import BackendError, CircuitOpenError, ContextLengthError, UnsupportedFeatureError
+from ..errors import (
+    BackendError,
+    CircuitOpenError,
+    ContextLengthError,
+    UnsupportedFeatureError,
+)
 from ._base import REQUEST_SINK, Backend
 from ._cache import CompletionCache
 from ._types import ChatMessage, ChatRequest, Completion, GenerateConfig, Usage
 
+#: numbers the calls, so a breaker shared by several Models tells their calls apart
+_CALL_IDS = itertools.count(1)
 _SCOPES: contextvars.ContextVar[tuple[Usage, ...]] = contextvars.ContextVar("proofcritic_usage_scopes", default=())
 
 
@@ -225,7 +233,6 @@ class Model:
         """The backend's words when it refused the likelihood read-out."""
         self._semaphores: dict[int, asyncio.Semaphore] = {}
         self._identity = backend.cache_identity()
-        self._calls = 0
 
     @property
     def name(self) -> str:
@@ -291,8 +298,7 @@ class Model:
         """
         semaphore = self._semaphore()
         breaker = self.breaker
-        self._calls += 1
-        caller = self._calls
+        caller = next(_CALL_IDS)
         attempt = 0
         while True:
             attempt += 1

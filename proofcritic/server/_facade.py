@@ -46,7 +46,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..errors import AuthenticationError, BackendError, ContextLengthError, InputError, ModelNotFoundError
+from ..errors import (
+    AuthenticationError,
+    BackendError,
+    CircuitOpenError,
+    ContextLengthError,
+    InputError,
+    ModelNotFoundError,
+)
 from ..pipelines._common import SolveResult
 from ..pipelines.solve import STRATEGIES
 from ..types import GradeResult, Verification
@@ -295,9 +302,11 @@ async def execute(
         raise ServiceError(400, str(error), param="messages", code="context_length_exceeded") from None
     except BackendError as error:
         # retryable (5xx, 429, dropped connections, timeouts, every endpoint down) after the
-        # retries: the upstream is unavailable (503); anything else is a bad answer (502)
-        raise ServiceError(503 if error.retryable else 502, f"the upstream model failed: {upstream_message(error)}",
-                           kind="upstream_error", code="upstream_unavailable" if error.retryable else "upstream_error") from None
+        # retries, or the circuit breaker open: the upstream is unavailable (503); anything else
+        # is a bad answer (502)
+        unavailable = error.retryable or isinstance(error, CircuitOpenError)
+        raise ServiceError(503 if unavailable else 502, f"the upstream model failed: {upstream_message(error)}",
+                           kind="upstream_error", code="upstream_unavailable" if unavailable else "upstream_error") from None
     finally:
         engine.settle(model)
 
