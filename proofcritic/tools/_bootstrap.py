@@ -1,12 +1,27 @@
-"""Child-side bootstrap: applies limits and guards, then runs the user's code.
+"""Child-side bootstrap: isolates the check, applies limits and guards, then runs the user's code.
 
-Executed as ``python -I -B _bootstrap.py CONFIG_JSON`` with the user code on
-stdin.  Everything here is best effort inside the child; the parent enforces the
-wall-clock timeout, the output cap and the final kill regardless.
+Executed as ``python -I -B _bootstrap.py CONFIG_JSON`` with the user code on stdin (a cold
+check), or as ``python -I -B _bootstrap.py --serve CONFIG_JSON`` (the warm fork server, which
+forks one check per request). Either way the process tree of one check is::
 
-The file-write and socket guards are Python-level monkeypatches: a guard, not a
-security boundary (``_socket``/``ctypes`` bypass them).  The OS-level layers are
-the rlimits, the network namespace and the uid drop, when they take effect.
+    P  (the process the host started, or the server's fork; a new session)
+    └── W  (the user's code: private uid or no capabilities, rlimits, guards)
+
+``P`` creates new mount/PID/network/IPC/UTS namespaces and mounts private tmpfs on the
+world-writable directories (``/tmp``, ``/var/tmp``, ``/dev/shm``, ...), so nothing the check
+writes outlives it, and reports ``W``'s wait status. ``W`` is the pid 1 of the new PID
+namespace: it mounts a ``/proc`` that shows only the check's own processes, and when it exits
+the kernel kills whatever is left in the namespace. Both die with their parent
+(``PR_SET_PDEATHSIG``).
+
+When bubblewrap already gave a cold check its namespaces and a read-only filesystem
+(``cfg["namespaces"]`` false), ``P`` only forks ``W``. When namespaces cannot be created (no
+privilege), ``P`` keeps a work folder of its own in the host's temporary directory, removes it
+when ``W`` ends, and removes it too when its own parent dies.
+
+The file-write and socket guards are Python-level monkeypatches: a guard, not a security
+boundary (``_socket``/``ctypes`` bypass them). The boundaries are the namespaces, the
+read-only filesystem (bubblewrap), the private uid or dropped capabilities, and the rlimits.
 """
 
 import builtins
@@ -15,10 +30,35 @@ import io
 import json
 import os
 import resource
+import signal
 import sys
 import traceback
 
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
+
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+
+PR_SET_PDEATHSIG = 1
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+
+#: world-writable places a check could otherwise leave files in (each gets a private tmpfs)
+SHARED_WRITABLE = ("/var/tmp", "/dev/shm", "/run/lock", "/dev/mqueue")
+TMPFS_SIZE = "size=67108864"  # 64 MiB per mount, counted against the machine's memory
+
+_libc = None
+
+
+def _c():
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    return _libc
 
 
 def _emit(fd, obj):
@@ -27,6 +67,15 @@ def _emit(fd, obj):
     except OSError:
         pass
 
+
+def _set_pdeathsig(sig):
+    try:
+        return _c().prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+    except Exception:
+        return False
+
+
+# --------------------------------------------------------------------------- imports after the uid switch
 
 
 class _FdLoader:
@@ -86,14 +135,7 @@ def _install_fd_finder():
             pass
     if entries:
         sys.meta_path.insert(0, _FdFinder(entries))
-
-def _unshare_network(applied):
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.unshare(CLONE_NEWNET) == 0:
-            applied.append("netns")
-    except Exception:
-        pass
+    return [fd for _, fd in entries]
 
 
 def _preload(names):
@@ -102,6 +144,130 @@ def _preload(names):
             __import__(name)
         except Exception:
             pass
+
+
+# --------------------------------------------------------------------------- namespaces
+
+
+def _unshare(flags):
+    return _c().unshare(flags) == 0
+
+
+def _mount(source, target, fstype, flags, data=None):
+    return _c().mount(
+        source.encode() if source else None, target.encode(), fstype.encode() if fstype else None,
+        ctypes.c_ulong(flags), data.encode() if data else None,
+    ) == 0
+
+
+def _private_mounts(cfg, applied):
+    """In the new mount namespace: nothing propagates back to the host, and every world-writable
+    directory gets an empty tmpfs of its own (``/tmp`` owned by the check's uid: its work folder)."""
+    if "mountns" not in applied:
+        applied.append("mountns")
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    uid = cfg["uid"]
+    owner = f"mode=0700,uid={uid},gid={uid}" if uid is not None else "mode=1777"
+    if not _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"{owner},{TMPFS_SIZE}"):
+        return False
+    for path in SHARED_WRITABLE:
+        if os.path.isdir(path) and not os.path.islink(path):
+            _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,{TMPFS_SIZE}")
+    if cfg.get("hide_home"):
+        _hide_homes(cfg.get("keep", ()), applied)
+    applied.append("tmpfs")
+    return True
+
+
+def _hide_homes(keep, applied):
+    """Without bubblewrap the host's tree stays visible; home folders at least are not: an empty
+    tmpfs covers ``/home`` and ``/root``, and the folders of ``keep`` below them (the
+    interpreter's own) are bound back, read-only."""
+    held = []
+    for path in keep:
+        try:
+            held.append((path, os.open(path, os.O_RDONLY | os.O_DIRECTORY)))
+        except OSError:
+            pass
+    hidden = []
+    for path in ("/home", "/root"):
+        if os.path.isdir(path) and not os.path.islink(path):
+            if _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1048576"):
+                hidden.append(path)
+    for path, fd in held:
+        if any(path.startswith(h + os.sep) for h in hidden):
+            try:
+                os.makedirs(path, mode=0o755, exist_ok=True)
+                if _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC):
+                    _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_REC)
+            except OSError:
+                pass
+        os.close(fd)
+    if hidden:
+        applied.append("hide-home")
+
+
+def _namespaces(cfg, applied):
+    """``P``'s part: new namespaces for the check (one ``unshare`` for all of them when it can,
+    which is cheaper). True when the check got a private /tmp and a PID namespace (the work
+    folder is then that /tmp, and P's next child is the namespace's pid 1)."""
+    wanted = [(CLONE_NEWIPC, "ipcns"), (CLONE_NEWUTS, "utsns")]
+    if not cfg["network"]:
+        wanted.insert(0, (CLONE_NEWNET, "netns"))
+    together = CLONE_NEWNS | CLONE_NEWPID
+    for flag, _ in wanted:
+        together |= flag
+    if _unshare(together):
+        applied.extend(tag for _, tag in wanted)
+        applied.append("mountns")
+        if not _private_mounts(cfg, applied):
+            return False
+        applied.append("pidns")
+        return True
+    for flag, tag in wanted:
+        if _unshare(flag):
+            applied.append(tag)
+    if not (_unshare(CLONE_NEWNS) and _private_mounts(cfg, applied)):
+        return False
+    if not _unshare(CLONE_NEWPID):
+        return False
+    applied.append("pidns")
+    return True
+
+
+# --------------------------------------------------------------------------- privileges and limits
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def _drop_capabilities(applied):
+    """No capabilities left, none to be regained (bounding set emptied, no_new_privs)."""
+    libc = _c()
+    for cap in range(64):
+        libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
+    header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+    data = (_CapData * 2)()
+    ok = libc.capset(ctypes.byref(header), data) == 0
+    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0:
+        applied.append("no-new-privs")
+    if ok:
+        applied.append("no-caps")
+
+
+#: how W tells that its parent still runs (set once W is forked)
+_PARENT_ALIVE = []
+
+
+def _readable(fd):
+    import select
+
+    return bool(select.select([fd], [], [], 0)[0])
 
 
 def _drop_privileges_and_limit(cfg, applied):
@@ -114,6 +280,12 @@ def _drop_privileges_and_limit(cfg, applied):
             applied.append("setuid")
         except OSError:
             pass
+        # a change of uid clears the parent-death signal: set it again, then make sure the
+        # parent did not die in between (it would never be sent)
+        _set_pdeathsig(signal.SIGKILL)
+        if _PARENT_ALIVE and not _PARENT_ALIVE[-1]():
+            os._exit(70)
+    _drop_capabilities(applied)
 
     def lim(res, value, tag):
         try:
@@ -136,12 +308,143 @@ def _drop_privileges_and_limit(cfg, applied):
         lim(resource.RLIMIT_FSIZE, cfg["fsize"], "fsize")
     if cfg["nofile"]:
         lim(resource.RLIMIT_NOFILE, cfg["nofile"], "nofile")
+    lim(resource.RLIMIT_CORE, 0, "core")
+
+
+# --------------------------------------------------------------------------- the process chain
+
+
+def _wait_for(pid):
+    """Reap children until ``pid`` exits; its raw wait status."""
+    while True:
+        try:
+            child, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            return 0
+        except InterruptedError:
+            continue
+        if child == pid:
+            return status
+
+
+def _exit_like(status):
+    os._exit(os.waitstatus_to_exitcode(status) & 0xFF if os.WIFEXITED(status) else 128 + os.WTERMSIG(status))
+
+
+def _start_check(code, cfg, meta, applied):
+    """``P``: isolate, then run the code in ``W``. Never returns.
+
+    With namespaces, ``W`` is the pid 1 of the check's PID namespace: when it exits, the kernel
+    ends every process left in the namespace. (A pid 1 ignores the signals it sends itself
+    without a handler; those the kernel sends for the rlimits, and SIGKILL from outside, still
+    end it.)"""
+    if cfg["namespaces"] and _namespaces(cfg, applied):
+        cfg["workdir"] = "/tmp"  # the check's own tmpfs
+        applied.append("pdeathsig")
+        alive_r, alive_w = os.pipe()  # W's way to see P: at P's end, the pipe reads EOF
+        worker = os.fork()
+        if worker == 0:
+            os.close(alive_w)
+            _PARENT_ALIVE.append(lambda: not _readable(alive_r))
+            _set_pdeathsig(signal.SIGKILL)
+            if _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC):
+                applied.append("procfs")
+            _run_checked(code, cfg, meta, applied)
+        os.close(alive_r)
+        status = _wait_for(worker)
+        _emit(meta, {"event": "exit", "status": status})
+        _exit_like(status)
+    own_dir = None
+    if cfg["workdir"] is None:  # no private /tmp: a folder on the host's, removed by P
+        import tempfile
+
+        own_dir = tempfile.mkdtemp(prefix="proofcritic-sbx-")
+        if cfg["uid"] is not None:
+            try:
+                os.chown(own_dir, cfg["uid"], cfg["uid"])
+            except OSError:
+                pass
+        cfg["workdir"] = own_dir
+        _emit(meta, {"event": "workdir", "path": own_dir})
+
+        def cleanup_and_exit(*_):
+            _kill_group_but_self()
+            _remove(own_dir)
+            os._exit(137)
+
+        signal.signal(signal.SIGTERM, cleanup_and_exit)
+        _set_pdeathsig(signal.SIGTERM)  # the host died: clean up, then go
+    _run_under_reaper(code, cfg, meta, applied, own_dir=own_dir)
+
+
+def _remove(path):
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _kill_group_but_self():
+    """SIGKILL every other process of this process group (what ``W`` left behind)."""
+    me, group = os.getpid(), os.getpgid(0)
+    for _ in range(20):
+        found = False
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == me:
+                continue
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as handle:
+                    fields = handle.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == group and fields[0] not in (b"Z", b"X"):
+                found = True
+                try:
+                    os.kill(int(entry), signal.SIGKILL)
+                except OSError:
+                    pass
+        if not found:
+            return
+
+
+def _run_under_reaper(code, cfg, meta, applied, own_dir):
+    """The calling process becomes the reaper of a child ``W`` that runs the code; it reports
+    W's raw wait status on the meta channel, cleans up, and exits as W did. Never returns."""
+    applied.append("pdeathsig")
+    me = os.getpid()
+    worker = os.fork()
+    if worker == 0:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _PARENT_ALIVE.append(lambda: os.getppid() == me)
+        _set_pdeathsig(signal.SIGKILL)
+        if os.getppid() != me:
+            os._exit(70)  # the reaper is already gone
+        _run_checked(code, cfg, meta, applied)
+    status = _wait_for(worker)
+    _emit(meta, {"event": "exit", "status": status})
+    if own_dir is not None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _kill_group_but_self()
+        _remove(own_dir)
+    _exit_like(status)
 
 
 def _run_checked(code, cfg, meta, applied):
-    """Install the guards, report what took effect, run the user's code, exit."""
+    """``W``: drop privileges, set limits, install the guards, report what took effect, run the
+    user's code, exit."""
+    import random
+    import tempfile
+
+    workdir = cfg["workdir"]
+    try:
+        os.chdir(workdir)
+    except OSError:
+        pass
+    os.environ.update({"HOME": workdir, "TMPDIR": workdir})
+    tempfile.tempdir = workdir
+    random.seed()
+    _drop_privileges_and_limit(cfg, applied)
     main_pid = os.getpid()
-    _install_guards(cfg["workdir"], meta, main_pid)
+    _install_guards(workdir, meta, main_pid)
     applied.append("guards")
     _emit(meta, {"event": "start", "applied": applied})
 
@@ -186,14 +489,13 @@ def main():
     code = sys.stdin.read()
     os.close(0)
     os.open(os.devnull, os.O_RDONLY)  # fd 0 again: empty stdin
-    applied = []
-    if not cfg["network"]:
-        _unshare_network(applied)
+    applied = list(cfg.get("outer", []))
+    if _set_pdeathsig(signal.SIGKILL) and os.getppid() != cfg.get("parent", os.getppid()):
+        os._exit(70)  # the host is already gone
     _preload(cfg["preload"])
-    if cfg["uid"] is not None:
+    if cfg["uid"] is not None and cfg.get("fd_finder", True):
         _install_fd_finder()
-    _drop_privileges_and_limit(cfg, applied)
-    _run_checked(code, cfg, meta, applied)
+    _start_check(code, cfg, meta, applied)
 
 
 # --------------------------------------------------------------------------- warm fork server
@@ -212,19 +514,16 @@ def _recv_line(conn):
     return bytes(data)
 
 
-def _child(conn_fds, fds, cfg, code):
-    """In the forked child: a fresh session, the pipes as fds 1, 2 and 3, nothing else of the
-    server's open files, then the per-check layers exactly as a cold start applies them."""
-    import random
-    import signal
-    import tempfile
-
+def _child(conn, fds, cfg, code, outer):
+    """In the forked child (``P``): a fresh session, the pipes as fds 1, 2 and 3, nothing else of
+    the server's open files, then the same isolation and layers as a cold start."""
     try:
         signal.set_wakeup_fd(-1)
     except (ValueError, OSError):
         pass
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     os.setsid()
+    _set_pdeathsig(signal.SIGKILL)
     out_w, err_w, meta_w = fds
     os.dup2(out_w, 1)
     os.dup2(err_w, 2)
@@ -237,17 +536,9 @@ def _child(conn_fds, fds, cfg, code):
                 os.close(fd)
             except OSError:
                 pass
-    workdir = cfg["workdir"]
-    os.chdir(workdir)
-    os.environ.update({"HOME": workdir, "TMPDIR": workdir})
-    tempfile.tempdir = workdir
-    random.seed()
     sys.argv = ["<check>"]
-    applied = ["fork-server"]
-    if not cfg["network"]:
-        _unshare_network(applied)
-    _drop_privileges_and_limit(cfg, applied)
-    _run_checked(code, cfg, _META_FD, applied)
+    applied = [*outer, "fork-server"]
+    _start_check(code, cfg, _META_FD, applied)
 
 
 def _warm_up():
@@ -277,61 +568,86 @@ def _warm_up():
 
 
 def serve():
-    """Warm start: import the preload once, then fork one limited child per check.
+    """Warm start: import the preload once, then fork one isolated check per request.
 
-    The listening socket is inherited (its number in the config). Each connection brings three descriptors
-    (stdout, stderr and meta pipes, SCM_RIGHTS) and one JSON line (the per-check config and
-    the code); the server answers ``{"pid": N}`` once the child runs and ``{"status": S}``
-    (a raw wait status) when it has exited, then closes the connection.
+    The control socket (a ``SOCK_SEQPACKET`` socketpair end, its number in the config) is the
+    only way in, and only the host holds its other end. Each request is one packet carrying
+    four descriptors (SCM_RIGHTS): a connection socket for this check, and its stdout, stderr and
+    meta pipes. On the connection come one JSON line (the per-check config and the code); the
+    server answers ``{"pid": N}`` once the child runs and ``{"status": S}`` (a raw wait status)
+    when it has exited, then closes it. Anything the host sends on the connection afterwards, or
+    the host closing it, kills the check.
     """
     import selectors
-    import signal
     import socket
-    import struct
+    import time
 
     cfg = json.loads(sys.argv[2])
-    try:  # end with the process that started us
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        if os.getppid() != cfg["parent"]:
-            os._exit(0)
-    except Exception:
-        pass
-    listener = socket.socket(fileno=cfg["listener_fd"])
-    listener.setblocking(False)
+    if _set_pdeathsig(signal.SIGKILL) and os.getppid() != cfg.get("parent", os.getppid()):
+        os._exit(0)  # the host is already gone
+    control = socket.socket(fileno=cfg["control_fd"])
     _preload(cfg["preload"])
     _warm_up()
     if cfg["fd_finder"]:
-        _install_fd_finder()
-        _FINDER_FDS.extend(entry[1] for entry in getattr(sys.meta_path[0], "entries", ()))
+        _FINDER_FDS.extend(_install_fd_finder())
+    outer = list(cfg.get("outer", []))
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     os.set_blocking(wake_r, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     sel = selectors.DefaultSelector()
-    sel.register(listener, selectors.EVENT_READ, "accept")
+    sel.register(control, selectors.EVENT_READ, "control")
     sel.register(wake_r, selectors.EVENT_READ, "wake")
     running = {}  # pid -> connection
 
     def reap():
         while running:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
                 return
-            if pid == 0:
+            if info is None:
+                return
+            pid = info.si_pid
+            kill(pid)  # whatever the check left in its group, while the zombie still holds the pid
+            try:
+                _, status = os.waitpid(pid, 0)
+            except ChildProcessError:
                 return
             conn = running.pop(pid, None)
             if conn is not None:
+                try:
+                    sel.unregister(conn)
+                except (KeyError, ValueError):
+                    pass
                 try:
                     conn.sendall((json.dumps({"status": status}) + "\n").encode())
                 except OSError:
                     pass
                 conn.close()
 
+    def kill(pid):
+        pending.pop(pid, None)
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+    pending = {}  # pid -> when a check asked to stop gets SIGKILL
+
+    def stop(pid):
+        """SIGTERM first: a check without namespaces removes its work folder on it (the host may
+        have hung up because it is dying); SIGKILL for its whole group a second later."""
+        if pid in running and pid not in pending:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except OSError:
+                pass
+            pending[pid] = time.monotonic() + 1.0
+
     while True:
-        for key, _ in sel.select(timeout=1.0):
+        for key, _ in sel.select(timeout=0.2 if pending else 1.0):
             if key.data == "wake":
                 try:
                     while os.read(wake_r, 512):
@@ -339,43 +655,53 @@ def serve():
                 except BlockingIOError:
                     pass
                 continue
-            try:
-                conn, _ = listener.accept()
-            except (BlockingIOError, InterruptedError):
+            if isinstance(key.data, int):  # the host spoke on (or hung up) a running check's connection
+                stop(key.data)
+                try:
+                    sel.unregister(key.fileobj)
+                except (KeyError, ValueError):
+                    pass
                 continue
             try:
-                # only the process that started the server may ask for a child: a sandboxed
-                # child running as the same user must not get an unlimited sibling this way
-                creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-                if struct.unpack("3i", creds)[0] != cfg["parent"]:
-                    conn.close()
-                    continue
-                conn.setblocking(True)
+                _, fds, _, _ = socket.recv_fds(control, 16, 4)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                os._exit(0)
+            if not fds and not _:
+                os._exit(0)  # the host closed the control socket
+            if len(fds) != 4:
+                for fd in fds:
+                    os.close(fd)
+                continue
+            conn = socket.socket(fileno=fds[0])
+            try:
                 conn.settimeout(30)
-                _, fds, _, _ = socket.recv_fds(conn, 1, 3)
                 request = json.loads(_recv_line(conn))
             except Exception:
                 conn.close()
-                continue
-            if len(fds) != 3:
-                for fd in fds:
+                for fd in fds[1:]:
                     os.close(fd)
-                conn.close()
                 continue
             pid = os.fork()
             if pid == 0:
                 try:
-                    _child([conn.fileno()], fds, request["cfg"], request["code"])
+                    _child(conn, fds[1:], request["cfg"], request["code"], outer)
                 finally:
                     os._exit(70)
-            for fd in fds:
+            for fd in fds[1:]:
                 os.close(fd)
             running[pid] = conn
             try:
                 conn.sendall((json.dumps({"pid": pid}) + "\n").encode())
-            except OSError:
-                pass
+                conn.setblocking(False)
+                sel.register(conn, selectors.EVENT_READ, pid)
+            except (OSError, ValueError):
+                kill(pid)
         reap()
+        now = time.monotonic()
+        for pid in [p for p, when in pending.items() if when <= now]:
+            kill(pid)
 
 
 def _install_guards(workdir, meta, main_pid):

@@ -1,17 +1,31 @@
-"""Run model-written Python (SymPy + stdlib) in a separate, limited process.
+"""Run model-written Python (SymPy + stdlib) in an isolated, limited process.
 
-Layers, outermost first (see ``SandboxResult.isolation`` for what took effect):
+Layers, outermost first (``SandboxResult.isolation`` lists those that took effect):
 
-* parent: wall-clock timeout, output cap (read incrementally), process-group
-  kill (``start_new_session`` + ``os.killpg``), and when a private uid was used,
-  a final kill of every process owned by that uid (catches ``setsid`` escapes);
-* child (``_bootstrap.py``, before user code): ``unshare(CLONE_NEWNET)`` (empty
-  network namespace), rlimits (CPU, AS, NPROC, FSIZE, NOFILE), and when running
-  as root a drop to a private unprivileged uid so the OS denies writes outside
-  the (chowned) temp dir;
-* Python-level guards: ``socket`` constructors raise ``PermissionError``,
-  ``open``/``os.open``/pathlib writes and ``os`` mutators outside the temp dir
-  raise ``PermissionError``.  These are guards, not a security boundary.
+* bubblewrap (``bwrap``), where it is installed and works: new PID, mount, network, IPC and
+  UTS namespaces; a read-only root holding only what the interpreter needs (``/usr``, the
+  interpreter's own prefixes, a few files of ``/etc``), so no home folder, no service database,
+  no other user's files; private tmpfs on ``/tmp``, ``/var/tmp`` and ``/dev/shm``; a ``/proc``
+  of the sandbox's own processes; ``--die-with-parent``. Tags ``bwrap``, ``ro-root``.
+* per check (``_bootstrap.py``; the warm fork server applies it to each forked check, and a
+  cold check without bubblewrap too): new mount/PID/network/IPC/UTS namespaces, a private tmpfs
+  on every world-writable directory, a fresh ``/proc``; a reaper as the namespace's pid 1 whose
+  exit takes every process of the check with it; ``PR_SET_PDEATHSIG`` down the chain, so no
+  check outlives the process that started it. Tags ``mountns``, ``tmpfs``, ``pidns``,
+  ``procfs``, ``netns``, ``ipcns``, ``utsns``, ``hide-home``, ``pdeathsig``.
+* the user code's process: a private unprivileged uid when running as root (``setuid``), no
+  capabilities and ``no_new_privs`` (``no-caps``, ``no-new-privs``), rlimits (``cpu``, ``as``,
+  ``nproc``, ``fsize``, ``nofile``, ``core``);
+* the parent: wall-clock timeout, output cap (read incrementally), process-group kill, and with
+  a private uid a final kill of every process owned by it (``kill-by-uid``);
+* Python-level guards (``guards``): ``socket`` constructors raise ``PermissionError``,
+  ``open``/``os.open``/pathlib writes and ``os`` mutators outside the work folder raise
+  ``PermissionError``. These are guards, not a security boundary.
+
+Without bubblewrap, and without the privilege to create namespaces (not root, no user
+namespaces), only the uid/rlimit/guard layers and the parent's kills remain; the check's work
+folder then lives in the host's temporary directory and is removed when the check ends or its
+parent dies.
 """
 
 from __future__ import annotations
@@ -144,6 +158,135 @@ def _count_own_processes() -> int:
     return len(_pids_of_uid(uid))
 
 
+# --------------------------------------------------------------------------- bubblewrap
+
+#: files of /etc the interpreter may read (the dynamic loader's cache, the time zone)
+_ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime")
+#: added when a check may use the network
+_ETC_NETWORK = ("/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/ssl", "/etc/ca-certificates")
+
+#: give each check namespaces of its own where the machine allows; False takes the path of a
+#: machine that does not (no root, no user namespaces): the tests use it to exercise that path
+PER_CHECK_NAMESPACES = True
+
+_bwrap_lock = threading.Lock()
+_bwrap_probe: dict[str, str | None] = {}
+
+
+class SandboxUnavailable(RuntimeError):
+    """bubblewrap was required (``bwrap=True`` or ``PROOFCRITIC_BWRAP=1``) but cannot run here."""
+
+
+def _python_roots() -> list[str]:
+    """The folders the interpreter needs, bound read-only into the sandbox: its prefixes (the
+    virtual environment and the installation it was made from), outside ``/usr``."""
+    candidates = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+                  os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))}
+    roots: set[str] = set()
+    home = os.path.realpath(os.path.expanduser("~"))
+    for path in candidates:
+        for p in {path, os.path.realpath(path)}:
+            if not p or not os.path.isdir(p) or p in ("/", home) or p == "/usr" or p.startswith("/usr/"):
+                continue
+            roots.add(p)
+    ordered = sorted(roots, key=len)
+    return [p for i, p in enumerate(ordered) if not any(p.startswith(q + os.sep) for q in ordered[:i])]
+
+
+def _ancestors(path: str) -> list[str]:
+    """``/a/b/c`` -> ``["/a/b/c", "/a/b", "/a"]``."""
+    out = []
+    while path not in ("/", ""):
+        out.append(path)
+        path = os.path.dirname(path)
+    return out
+
+
+def _bwrap_command(*, server: bool, network: bool) -> list[str]:
+    """The ``bwrap ... --`` prefix of a check (or of the fork server, which keeps the capabilities
+    it needs to give each check namespaces of its own and then drops them in the check)."""
+    root = os.geteuid() == 0
+    cmd = [shutil.which("bwrap") or "bwrap", "--die-with-parent", "--new-session",
+           "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+    if not network:
+        cmd.append("--unshare-net")
+    if not root:
+        cmd.append("--unshare-user")
+    caps = (["CAP_SETUID", "CAP_SETGID"] if root else []) + (["CAP_SYS_ADMIN"] if server else [])
+    cmd += ["--cap-drop", "ALL"]
+    for cap in caps:
+        cmd += ["--cap-add", cap]
+    cmd += ["--ro-bind", "/usr", "/usr"]
+    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        path = "/" + name
+        if os.path.islink(path):
+            cmd += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            cmd += ["--ro-bind", path, path]
+    for path in _ETC_FILES + (_ETC_NETWORK if network else ()):
+        cmd += ["--ro-bind-try", path, path]
+    roots = _python_roots()
+    boot = os.path.realpath(_BOOTSTRAP)
+    binds = roots + ([] if any(boot.startswith(r + os.sep) for r in roots) else [boot])
+    parents = sorted({os.path.dirname(p) for path in binds for p in _ancestors(path)} - {"/"}, key=len)
+    for path in parents:  # bwrap would create them 0700, out of reach of the check's uid
+        cmd += ["--perms", "0755", "--dir", path]
+    for path in binds:
+        cmd += ["--ro-bind", path, path]
+    cmd += ["--proc", "/proc", "--dev", "/dev"]
+    for path in ("/tmp", "/var/tmp", "/dev/shm"):
+        cmd += ["--perms", "1777", "--size", str(64 << 20), "--tmpfs", path]
+    cmd += ["--remount-ro", "/", "--chdir", "/tmp", "--"]
+    return cmd
+
+
+def bwrap_status() -> tuple[bool, str]:
+    """Whether checks run inside bubblewrap here, and why not when they don't. The first call
+    probes ``bwrap`` once (a sandboxed interpreter that starts and exits); ``PROOFCRITIC_BWRAP=0``
+    turns it off."""
+    setting = os.environ.get("PROOFCRITIC_BWRAP", "").strip().lower()
+    if setting in ("0", "no", "false", "off"):
+        return False, "turned off by PROOFCRITIC_BWRAP"
+    with _bwrap_lock:
+        if "ok" not in _bwrap_probe:
+            _bwrap_probe.update(ok=None, reason=None)
+            if shutil.which("bwrap") is None:
+                _bwrap_probe["reason"] = "bwrap is not installed (Debian/Ubuntu: apt-get install bubblewrap)"
+            else:
+                try:
+                    done = subprocess.run(
+                        _bwrap_command(server=False, network=False) + [sys.executable, "-I", "-S", "-c", "pass"],
+                        stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
+                    )
+                    if done.returncode == 0:
+                        _bwrap_probe["ok"] = "1"
+                    else:
+                        _bwrap_probe["reason"] = "bwrap cannot run here: " + (
+                            done.stderr.decode("utf-8", "replace").strip().splitlines() or ["exit status %d" % done.returncode]
+                        )[-1]
+                except (OSError, subprocess.TimeoutExpired) as exc:
+                    _bwrap_probe["reason"] = f"bwrap cannot run here: {exc}"
+        return bool(_bwrap_probe["ok"]), _bwrap_probe["reason"] or ""
+
+
+def _use_bwrap(wanted: bool | None) -> bool:
+    if wanted is False:
+        return False
+    ok, reason = bwrap_status()
+    if not ok and (wanted or os.environ.get("PROOFCRITIC_BWRAP", "").strip() == "1"):
+        raise SandboxUnavailable(reason)
+    return ok
+
+
+def _terminate(proc) -> None:
+    """Kill a check's process group: directly for a process we started, through the fork
+    server for one it forked (its pid may be in another PID namespace)."""
+    if isinstance(proc, _ForkedChild):
+        proc.kill()
+    else:
+        _killpg(proc.pid)
+
+
 def run_python(
     code: str,
     *,
@@ -158,44 +301,43 @@ def run_python(
     drop_privileges: bool = True,
     preload: Sequence[str] = DEFAULT_PRELOAD,
     server: ForkServer | None = None,
+    bwrap: bool | None = None,
 ) -> SandboxResult:
     """Run ``code`` in a fresh sandboxed interpreter and return what happened.
 
-    ``cpu_time`` defaults to ``ceil(timeout)`` seconds; ``max_output`` caps
-    stdout+stderr bytes together; ``max_processes`` is the RLIMIT_NPROC value
-    (per private uid when running as root; otherwise added to this user's
-    current process count, since NPROC is per real uid).
+    ``cpu_time`` defaults to ``ceil(timeout)`` seconds; ``max_output`` caps stdout+stderr bytes
+    together; ``max_processes`` is the RLIMIT_NPROC value (per private uid when running as root;
+    otherwise added to this user's current process count, since NPROC is per real uid).
 
-    ``server``: a warm :class:`ForkServer` (SymPy already imported) that forks the
-    child instead of starting a new interpreter; every per-check layer is the
-    same, and ``preload`` is the server's. When the server cannot start, the
-    check runs cold.
+    ``server``: a warm :class:`ForkServer` (SymPy already imported) that forks the child instead
+    of starting a new interpreter; every per-check layer is the same, and ``preload`` is the
+    server's. When the server cannot start, or the check wants the network, the check runs cold.
+
+    ``bwrap``: run inside bubblewrap (``None``: when it works here, see :func:`bwrap_status`;
+    ``True``: required, :class:`SandboxUnavailable` otherwise; ``False``: never).
     """
     start = time.monotonic()
-    workdir = tempfile.mkdtemp(prefix="proofcritic-sbx-")
     uid: int | None = None
     if drop_privileges and os.geteuid() == 0:
         uid = _uids.acquire()
-        if uid is not None:
-            os.chown(workdir, uid, uid)
     if cpu_time is None:
         cpu_time = max(1, int(timeout + 0.999))
     nproc = max_processes if uid is not None else (
         None if os.geteuid() == 0 else _count_own_processes() + max_processes)
     cfg = {
-        "workdir": workdir, "network": network, "uid": uid,
-        "preload": list(preload), "cpu": cpu_time,
+        "network": network, "uid": uid, "preload": list(preload), "cpu": cpu_time,
         "memory": memory_mb * 1024 * 1024 if memory_mb else None,
         "nproc": nproc, "fsize": max_file_size, "nofile": max_open_files,
     }
     proc = None
     pipes: list[int] = []
+    workdirs: list[str] = []
     try:
-        if server is not None:
-            proc, pipes = server.spawn(code, cfg)
+        if server is not None and not network:
+            proc, pipes = server.spawn(code, {**cfg, "namespaces": PER_CHECK_NAMESPACES, "workdir": None})
         if proc is None:
-            proc, pipes = _spawn_cold(code, cfg)
-        return _supervise(proc, *pipes, start, timeout, max_output, uid)
+            proc, pipes = _spawn_cold(code, cfg, _use_bwrap(bwrap))
+        return _supervise(proc, *pipes, start, timeout, max_output, uid, workdirs)
     finally:
         for fd in pipes:
             try:
@@ -203,26 +345,39 @@ def run_python(
             except OSError:
                 pass
         if proc is not None:
-            _killpg(proc.pid)
+            _terminate(proc)
             if proc.poll() is None:
                 proc.kill()
-                proc.wait()
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
         if uid is not None:
             _kill_uid(uid)
             _uids.release(uid)
-        shutil.rmtree(workdir, ignore_errors=True)
+        for path in workdirs:
+            shutil.rmtree(path, ignore_errors=True)
 
 
-def _spawn_cold(code: str, cfg: dict):
-    """A new interpreter running ``_bootstrap.py``: ``(process, [stdout, stderr, meta] read fds)``."""
+def _spawn_cold(code: str, cfg: dict, use_bwrap: bool):
+    """A new interpreter running ``_bootstrap.py`` (inside bubblewrap when ``use_bwrap``):
+    ``(process, [stdout, stderr, meta] read fds)``."""
     meta_r, meta_w = os.pipe()
-    env = {"PATH": "/usr/bin:/bin", "HOME": cfg["workdir"], "TMPDIR": cfg["workdir"],
-           "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8"}
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/", "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8"}
+    if use_bwrap:
+        cfg = {**cfg, "namespaces": False, "workdir": "/tmp", "outer": ["bwrap", "ro-root", "pidns", "mountns",
+               "tmpfs", "procfs", "ipcns", "utsns"] + ([] if cfg["network"] else ["netns"]),
+               "fd_finder": False}
+        prefix = _bwrap_command(server=False, network=cfg["network"])
+    else:
+        cfg = {**cfg, "namespaces": PER_CHECK_NAMESPACES, "workdir": None, "hide_home": True, "keep": _python_roots(),
+               "parent": os.getpid(), "fd_finder": True}
+        prefix = []
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-I", "-B", _BOOTSTRAP, json.dumps({**cfg, "meta_fd": meta_w})],
+            prefix + [sys.executable, "-I", "-B", _BOOTSTRAP, json.dumps({**cfg, "meta_fd": meta_w})],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            cwd=cfg["workdir"], env=env, pass_fds=(meta_w,), start_new_session=True,
+            cwd="/", env=env, pass_fds=(meta_w,), start_new_session=True,
         )
     except BaseException:
         os.close(meta_r)
@@ -284,72 +439,87 @@ class _ForkedChild:
         return self.returncode
 
     def kill(self) -> None:
-        _killpg(self.pid)
+        """Ask the fork server to kill the check (any word on the connection does)."""
+        try:
+            self.conn.send(b"K")
+        except OSError:
+            pass
 
 
 class ForkServer:
     """A warm interpreter with the preload (SymPy ...) imported once; each check is a child
-    forked from it, with every per-check layer of a cold start (new session, network
-    namespace, private uid, rlimits, guards, private temp dir) applied in the child.
+    forked from it, with every per-check layer of a cold start (new namespaces and private
+    tmpfs, private uid, no capabilities, rlimits, guards) applied in the child. The server itself
+    runs inside bubblewrap when it works here (``bwrap`` as in :func:`run_python`), so each
+    check also sees only the read-only filesystem the interpreter needs.
 
-    Started on first use; restarted if it dies; ``close`` stops it. Thread-safe.
+    The only way to the server is a socket pair whose other end this object holds: no path on
+    disk, nothing another process can connect to. Started on first use; restarted if it dies;
+    ``close`` stops it. Thread-safe.
     """
 
-    def __init__(self, preload: Sequence[str] = DEFAULT_PRELOAD, *, drop_privileges: bool = True):
+    def __init__(self, preload: Sequence[str] = DEFAULT_PRELOAD, *, drop_privileges: bool = True,
+                 bwrap: bool | None = None):
         self.preload = list(preload)
         self.drop_privileges = drop_privileges
+        self._want_bwrap = bwrap
+        self.bwrap = False
         self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
-        self._dir: str | None = None
-        self._path: str | None = None
+        self._control: socket.socket | None = None
         self.failures = 0
 
-    def _ensure(self) -> str | None:
+    def _ensure(self) -> socket.socket | None:
         with self._lock:
             if self._proc is not None and self._proc.poll() is None:
-                return self._path
+                return self._control
             self._stop_locked()
             if self.failures >= 3:
                 return None
-            self._dir = tempfile.mkdtemp(prefix="proofcritic-fsrv-")
-            self._path = os.path.join(self._dir, "s")
-            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.bwrap = _use_bwrap(self._want_bwrap)
+            mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             try:
-                listener.bind(self._path)
-                listener.listen(128)
-                cfg = {"preload": self.preload, "parent": os.getpid(),
-                       "fd_finder": self.drop_privileges and os.geteuid() == 0}
-                env = {"PATH": "/usr/bin:/bin", "HOME": self._dir, "TMPDIR": self._dir,
-                       "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8"}
-                cfg["listener_fd"] = fd = listener.fileno()
+                cfg = {"preload": self.preload, "control_fd": theirs.fileno(),
+                       "fd_finder": self.drop_privileges and os.geteuid() == 0 and not self.bwrap,
+                       "outer": ["bwrap", "ro-root"] if self.bwrap else []}
+                if not self.bwrap:
+                    cfg["parent"] = os.getpid()
+                prefix = _bwrap_command(server=True, network=False) if self.bwrap else []
+                env = {"PATH": "/usr/bin:/bin", "HOME": "/", "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8"}
                 self._proc = subprocess.Popen(
-                    [sys.executable, "-I", "-B", _BOOTSTRAP, "--serve", json.dumps(cfg)],
+                    prefix + [sys.executable, "-I", "-B", _BOOTSTRAP, "--serve", json.dumps(cfg)],
                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                    cwd=self._dir, env=env, pass_fds=(fd,), start_new_session=True,
+                    cwd="/", env=env, pass_fds=(theirs.fileno(),), start_new_session=True,
                 )
             except OSError:
+                mine.close()
                 self.failures += 1
                 self._stop_locked()
                 return None
             finally:
-                listener.close()
-            return self._path
+                theirs.close()
+            self._control = mine
+            return mine
 
     def spawn(self, code: str, cfg: dict):
         """Fork a child running ``code`` under ``cfg``: ``(handle, read fds)``, or
         ``(None, [])`` when the server is not available (the caller then runs cold)."""
         for _ in range(2):
-            path = self._ensure()
-            if path is None:
+            control = self._ensure()
+            if control is None:
                 return None, []
             out_r, out_w = os.pipe()
             err_r, err_w = os.pipe()
             meta_r, meta_w = os.pipe()
-            conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            conn, theirs = socket.socketpair()
             try:
-                conn.settimeout(30)
-                conn.connect(path)
-                socket.send_fds(conn, [b"R"], [out_w, err_w, meta_w])
+                with self._send_lock:
+                    socket.send_fds(control, [b"R"], [theirs.fileno(), out_w, err_w, meta_w])
+                theirs.close()
+                conn.settimeout(60)
+                # inside bubblewrap there is no home to hide
+                cfg = {**cfg, "hide_home": not self.bwrap, "keep": [] if self.bwrap else _python_roots()}
                 conn.sendall((json.dumps({"cfg": cfg, "code": code}) + "\n").encode("utf-8", "surrogateescape"))
                 buffer = b""
                 while b"\n" not in buffer:
@@ -361,6 +531,7 @@ class ForkServer:
                 pid = int(json.loads(line)["pid"])
             except (OSError, ValueError, KeyError):
                 conn.close()
+                theirs.close()
                 for fd in (out_r, err_r, meta_r):
                     os.close(fd)
                 with self._lock:
@@ -374,6 +545,9 @@ class ForkServer:
         return None, []
 
     def _stop_locked(self) -> None:
+        if self._control is not None:
+            self._control.close()
+            self._control = None
         if self._proc is not None:
             _killpg(self._proc.pid)
             try:
@@ -382,16 +556,13 @@ class ForkServer:
             except (OSError, subprocess.TimeoutExpired):
                 pass
             self._proc = None
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
 
     def close(self) -> None:
         with self._lock:
             self._stop_locked()
 
 
-def _supervise(proc, out_r, err_r, meta_r, start, timeout, max_output, uid) -> SandboxResult:
+def _supervise(proc, out_r, err_r, meta_r, start, timeout, max_output, uid, workdirs) -> SandboxResult:
     deadline = start + timeout
     bufs = {"stdout": bytearray(), "stderr": bytearray(), "meta": bytearray()}
     sel = selectors.DefaultSelector()
@@ -442,14 +613,17 @@ def _supervise(proc, out_r, err_r, meta_r, start, timeout, max_output, uid) -> S
             proc.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             limit = "timeout"
-    _killpg(proc.pid)
+    _terminate(proc)
     if uid is not None:
         _kill_uid(uid)
     try:
         proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
         proc.kill()
-        proc.wait()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
     rc = proc.returncode
 
     exception = None
@@ -464,6 +638,11 @@ def _supervise(proc, out_r, err_r, meta_r, start, timeout, max_output, uid) -> S
             applied = ev.get("applied", [])
         elif ev.get("event") == "nproc":
             nproc_event = True
+        elif ev.get("event") == "exit" and isinstance(ev.get("status"), int):
+            rc = os.waitstatus_to_exitcode(ev["status"])  # the code's own process, reported by its reaper
+        elif ev.get("event") == "workdir" and str(ev.get("path", "")).startswith(
+                os.path.join(tempfile.gettempdir(), "proofcritic-sbx-")):
+            workdirs.append(ev["path"])
         elif ev.get("event") == "exception" and exception is None:
             exception = SandboxException(type=ev["type"], message=ev["message"],
                                          traceback=ev["traceback"])
@@ -515,7 +694,8 @@ class SandboxPool:
         self._server: ForkServer | None = None
         if warm:
             self._server = ForkServer(defaults.get("preload", DEFAULT_PRELOAD),
-                                      drop_privileges=defaults.get("drop_privileges", True))
+                                      drop_privileges=defaults.get("drop_privileges", True),
+                                      bwrap=defaults.get("bwrap"))
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox")
         self._sem: asyncio.Semaphore | None = None
 
@@ -524,7 +704,7 @@ class SandboxPool:
             self._sem = asyncio.Semaphore(self.workers)
         opts = {**self.defaults, **kwargs}
         server = self._server
-        if server is not None and ("preload" in kwargs or "drop_privileges" in kwargs):
+        if server is not None and ("preload" in kwargs or "drop_privileges" in kwargs or "bwrap" in kwargs):
             server = None  # the warm server was started with the pool's own settings
         async with self._sem:
             loop = asyncio.get_running_loop()
