@@ -25,14 +25,18 @@ install: $(STAMP)
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python examples/demo.py
 
-# headless Chromium for the test that renders an evaluation report (Debian package; root only)
+# Debian packages the tests use, installed when run as root: bubblewrap (the sandbox's outer
+# layer; without it checks get the native layers only) and headless Chromium (the report test)
 system-deps:
-	@if ! command -v chromium >/dev/null 2>&1; then \
+	@missing=""; \
+	command -v bwrap >/dev/null 2>&1 || missing="$$missing bubblewrap"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing chromium (Debian) for the report rendering test"; \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-	      || echo "warning: could not install chromium; the report screenshot test will be skipped"; \
-	  else echo "warning: chromium not found and not root; the report screenshot test will be skipped"; fi; \
+	    echo "installing$$missing (Debian) for the sandbox and the report rendering test"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+	      || echo "warning: could not install$$missing; the sandbox runs without bubblewrap / the report screenshot test is skipped"; \
+	  else echo "warning:$$missing not found and not root; the sandbox runs without bubblewrap / the report screenshot test is skipped"; fi; \
 	fi
 
 # a real Lean 4 for the checker's tests: a two-line C main linked against the libleanshared.so

@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -41,8 +42,10 @@ def free_port() -> int:
 class Service:
     """``python -m proofcritic serve ...`` in a subprocess; ``url`` is its base (no /v1)."""
 
-    def __init__(self, folder: Path, model_args: list[str], *, keys: tuple[str, ...] = (), extra: list[str] = ()):
+    def __init__(self, folder: Path, model_args: list[str], *, keys: tuple[str, ...] = (), extra: list[str] = (),
+                 env: dict[str, str] | None = None):
         self.folder = folder
+        self.env = env or {}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.args = [
@@ -54,7 +57,7 @@ class Service:
         self.log = folder / "service.log"
 
     def start(self, timeout: float = 120.0) -> Service:
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "PROOFCRITIC_API_KEYS": ""}
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "PROOFCRITIC_API_KEYS": "", "PROOFCRITIC_SERVICE_KEYS": "", **self.env}
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
@@ -293,6 +296,49 @@ def test_missing_or_wrong_key_gets_401(service):
     # either configured key works; the health check needs none
     assert httpx.get(f"{service.url}/v1/models", headers=auth(KEYS[1])).status_code == 200
     assert httpx.get(f"{service.url}/health").status_code == 200
+
+
+def test_keys_from_a_file_and_the_environment_stay_off_the_command_line(upstream, tmp_path):
+    """No secret needs to be on a command line, where every process of the machine can read it:
+    the service keys come from --service-key-file and PROOFCRITIC_SERVICE_KEYS, the upstream key
+    from OPENAI_API_KEY. The job database (every submitted proof) is readable by its owner only."""
+    key_file = tmp_path / "keys.txt"
+    key_file.write_text("# service keys\nsk-from-file\n\n")
+    key_file.chmod(0o600)
+    model = ["--model", "openai/roles", "--base-url", upstream.url]
+    svc = Service(tmp_path, model, extra=["--service-key-file", str(key_file)],
+                  env={"PROOFCRITIC_SERVICE_KEYS": "sk-from-env", "OPENAI_API_KEY": "sk-upstream-secret"}).start()
+    try:
+        with open(f"/proc/{svc.proc.pid}/cmdline", "rb") as handle:
+            cmdline = handle.read()
+        assert b"sk-" not in cmdline
+        for key in ("sk-from-file", "sk-from-env"):
+            assert httpx.get(f"{svc.url}/v1/models", headers=auth(key)).status_code == 200, key
+        assert httpx.get(f"{svc.url}/v1/models", headers=auth("sk-upstream-secret")).status_code == 401
+        assert httpx.get(f"{svc.url}/v1/models").status_code == 401
+        assert stat.S_IMODE(os.stat(tmp_path / "jobs.sqlite").st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(tmp_path / "jobs.sqlite.state").st_mode) == 0o700
+    finally:
+        svc.stop()
+    # an existing database made readable by others is narrowed when the service opens it
+    os.chmod(tmp_path / "jobs.sqlite", 0o644)
+    from proofcritic.server import JobStore
+
+    JobStore(tmp_path / "jobs.sqlite").close()
+    assert stat.S_IMODE(os.stat(tmp_path / "jobs.sqlite").st_mode) == 0o600
+
+
+def test_unreadable_or_empty_key_file_is_one_line(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing here\n")
+    for path, says in ((tmp_path / "missing.txt", "cannot read the service key file"), (empty, "holds no key")):
+        done = subprocess.run(
+            [sys.executable, "-m", "proofcritic", "serve", "--model", "openai/m", "--base-url", "http://127.0.0.1:9/v1",
+             "--service-key-file", str(path)],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert done.returncode == 2, done
+        assert says in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
 def test_request_size_limit_gets_413(service):
@@ -576,6 +622,7 @@ def test_protect_docs_needs_a_key(monkeypatch):
     from proofcritic.server import ServerSettings
 
     monkeypatch.delenv("PROOFCRITIC_API_KEYS", raising=False)
+    monkeypatch.delenv("PROOFCRITIC_SERVICE_KEYS", raising=False)
     result = CliRunner().invoke(app, ["serve", "--protect-docs", "--model", "openai/m", "--base-url", "http://127.0.0.1:9/v1"])
     assert result.exit_code == 2 and "--protect-docs" in result.output and "service key" in result.output
     with pytest.raises(ValueError, match="protect_docs needs API keys"):

@@ -21,7 +21,8 @@ def serve_command(
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.", rich_help_panel=_SERVICE)] = 8080,
     db: Annotated[Path, typer.Option("--db", help="sqlite file holding the jobs (created if missing; unfinished jobs resume).", rich_help_panel=_SERVICE)] = Path("jobs.sqlite"),
     state_dir: Annotated[Path | None, typer.Option("--state-dir", help="Strategy state of solve jobs [<db>.state].", rich_help_panel=_SERVICE)] = None,
-    service_key: Annotated[list[str] | None, typer.Option("--service-key", help="API key clients must send as 'Authorization: Bearer KEY' (repeatable; env PROOFCRITIC_API_KEYS, comma-separated). None: no authentication.", rich_help_panel=_SERVICE)] = None,
+    service_key: Annotated[list[str] | None, typer.Option("--service-key", help="API key clients must send as 'Authorization: Bearer KEY' (repeatable). A key on the command line is visible to every process of the machine: prefer --service-key-file or PROOFCRITIC_SERVICE_KEYS. None of the three: no authentication.", rich_help_panel=_SERVICE)] = None,
+    service_key_file: Annotated[Path | None, typer.Option("--service-key-file", help="File of API keys, one per line ('#' comments); keep it mode 0600.", rich_help_panel=_SERVICE)] = None,
     max_body_bytes: Annotated[int, typer.Option("--max-body-bytes", min=1024, help="Largest request body accepted (larger: 413).", rich_help_panel=_SERVICE)] = 2 * 1024 * 1024,
     max_jobs: Annotated[int, typer.Option("--max-jobs", min=1, help="Jobs run at once (the rest wait in the queue).", rich_help_panel=_SERVICE)] = 8,
     request_max_calls: Annotated[int | None, typer.Option("--request-max-calls", min=1, help="Model calls allowed per job or facade request.", rich_help_panel=_SERVICE)] = None,
@@ -43,17 +44,27 @@ def serve_command(
     try:
         import uvicorn
 
-        from ..server import ServerSettings, create_app, keys_from_env
+        from ..server import ServerSettings, create_app, keys_from_env, keys_from_file
     except ImportError as error:
         from ..errors import missing
 
         raise missing(error.name or "fastapi", "server") from None
     check_score_mode(score_mode)
     keys = list(service_key or []) + keys_from_env()
+    if service_key_file is not None:
+        try:
+            file_keys = keys_from_file(service_key_file)
+        except (OSError, UnicodeDecodeError) as error:
+            raise InputError(f"cannot read the service key file {service_key_file}: {error}") from None
+        if not file_keys:
+            raise InputError(f"the service key file {service_key_file} holds no key")
+        keys += file_keys
     if any(not k.strip() or any(c.isspace() for c in k) for k in keys):
         raise InputError("an API key must be non-empty and contain no whitespace")
     if protect_docs and not keys:
-        raise typer.BadParameter("needs a service key (--service-key or PROOFCRITIC_API_KEYS)", param_hint="--protect-docs")
+        raise typer.BadParameter(
+            "needs a service key (--service-key-file, PROOFCRITIC_SERVICE_KEYS or --service-key)", param_hint="--protect-docs"
+        )
     retry = None
     if max_retries is not None or retry_wait is not None:
         base = RetryPolicy()

@@ -14,6 +14,14 @@ except ImportError as error:  # pragma: no cover - depends on the installation
 
 from .app import create_app
 from .jobs import JobStore
-from .settings import API_KEYS_ENV, ServerSettings, keys_from_env
+from .settings import API_KEYS_ENV, SERVICE_KEYS_ENV, ServerSettings, keys_from_env, keys_from_file
 
-__all__ = ["API_KEYS_ENV", "JobStore", "ServerSettings", "create_app", "keys_from_env"]
+__all__ = [
+    "API_KEYS_ENV",
+    "SERVICE_KEYS_ENV",
+    "JobStore",
+    "ServerSettings",
+    "create_app",
+    "keys_from_env",
+    "keys_from_file",
+]

@@ -23,6 +23,7 @@ import asyncio
 import hmac
 import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -320,6 +321,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
         engine = Engine(model, prompts=settings.prompts, config=settings.config, score_mode=settings.score_mode,
                         max_calls=settings.max_calls, max_tokens=settings.max_tokens, retry=settings.retry)
         store = JobStore(settings.db_path)
+        settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # type: ignore[union-attr]
+        os.chmod(settings.state_dir, 0o700)  # type: ignore[arg-type]  # solve jobs' pools: proofs too
         notifier = Notifier()
         runner = JobRunner(settings, engine, store, notifier)
         app.state.engine, app.state.store, app.state.notifier, app.state.runner = engine, store, notifier, runner

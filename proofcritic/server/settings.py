@@ -11,14 +11,31 @@ from pathlib import Path
 from ..llm import GenerateConfig, Model, RetryPolicy
 from ..promptset import PromptSet
 
-#: environment variable holding API keys, separated by commas or whitespace
+#: environment variables holding the service's API keys, separated by commas or whitespace
+#: (``PROOFCRITIC_API_KEYS`` is the older name; both are read)
+SERVICE_KEYS_ENV = "PROOFCRITIC_SERVICE_KEYS"
 API_KEYS_ENV = "PROOFCRITIC_API_KEYS"
 
 
-def keys_from_env(environ: dict[str, str] | None = None) -> list[str]:
-    """The API keys listed in ``PROOFCRITIC_API_KEYS`` (commas or whitespace between them)."""
-    raw = (environ if environ is not None else os.environ).get(API_KEYS_ENV, "")
+def _split_keys(raw: str) -> list[str]:
     return [k for k in raw.replace(",", " ").split() if k]
+
+
+def keys_from_env(environ: dict[str, str] | None = None) -> list[str]:
+    """The API keys listed in ``PROOFCRITIC_SERVICE_KEYS`` and ``PROOFCRITIC_API_KEYS`` (commas or
+    whitespace between them)."""
+    env = environ if environ is not None else os.environ
+    return _split_keys(env.get(SERVICE_KEYS_ENV, "")) + _split_keys(env.get(API_KEYS_ENV, ""))
+
+
+def keys_from_file(path: str | Path) -> list[str]:
+    """The API keys in a file: one or more per line (commas or whitespace between them), blank
+    lines and lines starting with ``#`` skipped. Raises ``OSError`` when it cannot be read."""
+    keys: list[str] = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            keys.extend(_split_keys(line))
+    return keys
 
 
 @dataclass
@@ -66,7 +83,7 @@ class ServerSettings:
         if self.max_jobs < 1:
             raise ValueError("max_jobs must be at least 1")
         if self.protect_docs and not self.api_keys:
-            raise ValueError("protect_docs needs API keys (api_keys / --service-key / PROOFCRITIC_API_KEYS)")
+            raise ValueError("protect_docs needs API keys (api_keys / --service-key-file / PROOFCRITIC_SERVICE_KEYS)")
         if self.timeout is not None and not (math.isfinite(self.timeout) and self.timeout > 0):
             raise ValueError("timeout must be more than 0 seconds")
         if self.score_mode not in ("text", "auto", "logprob", "guided"):
