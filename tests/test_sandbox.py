@@ -283,11 +283,11 @@ def test_private_files_unreadable(run):
             os.chmod(path, mode)
         os.chmod(folder, 0o755)
         code = (
-            "for path in (%r, %r):\n"
+            f"for path in ({private!r}, {shared!r}):\n"
             "    try:\n"
             "        print(path[-11:], open(path).read())\n"
             "    except OSError as e:\n"
-            "        print(path[-11:], type(e).__name__)\n" % (private, shared)
+            "        print(path[-11:], type(e).__name__)\n"
         )
         r = run(code, timeout=10)
     finally:
@@ -369,7 +369,7 @@ def _named(name: str) -> list[int]:
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/stat", "rb") as handle:
-                    head, _, rest = handle.read().partition(b" (")
+                    _, _, rest = handle.read().partition(b" (")
                 comm, _, fields = rest.rpartition(b") ")
             except OSError:
                 continue

@@ -191,9 +191,9 @@ def _hide_homes(keep, applied):
             pass
     hidden = []
     for path in ("/home", "/root"):
-        if os.path.isdir(path) and not os.path.islink(path):
-            if _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1048576"):
-                hidden.append(path)
+        if (os.path.isdir(path) and not os.path.islink(path)
+                and _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1048576")):
+            hidden.append(path)
     for path, fd in held:
         if any(path.startswith(h + os.sep) for h in hidden):
             try:

@@ -43,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -256,13 +257,13 @@ def bwrap_status() -> tuple[bool, str]:
                 try:
                     done = subprocess.run(
                         _bwrap_command(server=False, network=False) + [sys.executable, "-I", "-S", "-c", "pass"],
-                        stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
+                        stdin=subprocess.DEVNULL, capture_output=True, timeout=30, check=False,
                     )
                     if done.returncode == 0:
                         _bwrap_probe["ok"] = "1"
                     else:
                         _bwrap_probe["reason"] = "bwrap cannot run here: " + (
-                            done.stderr.decode("utf-8", "replace").strip().splitlines() or ["exit status %d" % done.returncode]
+                            done.stderr.decode("utf-8", "replace").strip().splitlines() or [f"exit status {done.returncode}"]
                         )[-1]
                 except (OSError, subprocess.TimeoutExpired) as exc:
                     _bwrap_probe["reason"] = f"bwrap cannot run here: {exc}"
@@ -691,6 +692,11 @@ class SandboxPool:
         self.workers = workers
         self.defaults = defaults
         self.warm = warm
+        if defaults.get("bwrap") is None:
+            usable, reason = bwrap_status()
+            if not usable and "PROOFCRITIC_BWRAP" not in reason:
+                warnings.warn(f"the sandbox runs without bubblewrap ({reason}); see the README's "
+                              "'Security' section for what that leaves out", RuntimeWarning, stacklevel=2)
         self._server: ForkServer | None = None
         if warm:
             self._server = ForkServer(defaults.get("preload", DEFAULT_PRELOAD),
