@@ -15,6 +15,11 @@ class InputError(ProofcriticError):
     """Bad user input: a missing file, an empty proof, binary data, an invalid JSONL line."""
 
 
+class InputTooLargeError(InputError):
+    """A text of the input (problem, proof, reference solution, guidelines) is over the input
+    size limit (``--max-input-chars``); the service answers it with 413."""
+
+
 class PromptError(ProofcriticError):
     """A prompt set is incomplete or a template uses a variable that is not provided."""
 

@@ -4,15 +4,99 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from .errors import InputError
+from .errors import InputError, InputTooLargeError
 from .types import Problem, Proof
+
+#: the default limit on each text of an input (problem statement, proof, reference solution,
+#: grading guidelines), in characters. The longest in ../shared/data: a proof of 35,281 characters
+#: (Open Proof Corpus), a reference solution of 10,187, a statement of 1,261, guidelines of 464;
+#: 200,000 (about 60,000 tokens) leaves room for proofs several times longer.
+DEFAULT_MAX_INPUT_CHARS = 200_000
+#: the environment variable that sets the limit (0: none); ``--max-input-chars`` overrides it
+MAX_INPUT_CHARS_ENV = "PROOFCRITIC_MAX_INPUT_CHARS"
+_LIMIT: ContextVar[int | None] = ContextVar("proofcritic_max_input_chars", default=None)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+#: a JSON escape of a surrogate code point (only escapes can put one into a parsed string)
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def max_input_chars() -> int:
+    """The limit in force: the one set by :func:`input_limit`, else ``PROOFCRITIC_MAX_INPUT_CHARS``,
+    else :data:`DEFAULT_MAX_INPUT_CHARS`; 0 means no limit."""
+    value = _LIMIT.get()
+    if value is not None:
+        return value
+    raw = os.environ.get(MAX_INPUT_CHARS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_INPUT_CHARS
+    if not raw.isdigit():
+        raise InputError(f"{MAX_INPUT_CHARS_ENV} must be a whole number of characters (0: no limit), not {raw!r}")
+    return int(raw)
+
+
+@contextmanager
+def input_limit(chars: int | None) -> Iterator[None]:
+    """Inputs read inside (and in the tasks and threads started inside) are held to ``chars``
+    characters per text (0: no limit; None: leave the limit as it is)."""
+    if chars is None:
+        yield
+        return
+    if chars < 0:
+        raise ValueError("the input limit must be 0 (none) or more characters")
+    token = _LIMIT.set(chars)
+    try:
+        yield
+    finally:
+        _LIMIT.reset(token)
+
+
+def check_text(text: str, what: str, limit: int | None = None) -> str:
+    """``text`` if it may be sent to a model, else an InputError: a lone surrogate (a JSON
+    escape such as ``\\ud800`` that no UTF-8 text can hold), or more characters than ``limit``
+    (default: :func:`max_input_chars`; 0: no limit)."""
+    found = _SURROGATE.search(text)
+    if found is not None:
+        raise InputError(
+            f"{what} holds a lone surrogate (\\u{ord(found.group()):04x} at character {found.start() + 1}), "
+            "which is not Unicode text"
+        )
+    limit = max_input_chars() if limit is None else limit
+    if limit and len(text) > limit:
+        raise InputTooLargeError(
+            f"{what} is {len(text):,} characters, over the limit of {limit:,} "
+            f"(--max-input-chars or {MAX_INPUT_CHARS_ENV} raise it)"
+        )
+    return text
+
+
+def _surrogate_path(value: Any, path: str = "") -> str | None:
+    """Where in a parsed JSON value a string (or a key) holds a lone surrogate, else None."""
+    if isinstance(value, str):
+        return path or "the value" if _SURROGATE.search(value) else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if _SURROGATE.search(str(key)):
+                return path or "a key"
+            found = _surrogate_path(item, where)
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _surrogate_path(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
 
 
 def read_text(path: str | Path, what: str = "file") -> str:
@@ -51,15 +135,26 @@ def read_problem(
             raise InputError(f"problem file is not valid JSON ({error.msg}, line {error.lineno}): {p}") from None
         problem = problem_from_record(data if isinstance(data, dict) else {"statement": data}, default_id=p.stem)
     else:
-        problem = Problem(id=p.stem, statement=text.strip())
+        problem = Problem(id=p.stem, statement=check_text(text.strip(), f"problem file {p}"))
     updates: dict[str, Any] = {}
     if reference is not None:
-        updates["reference_solution"] = read_text(reference, "reference solution file").strip()
+        updates["reference_solution"] = check_text(read_text(reference, "reference solution file").strip(), f"reference solution file {reference}")
     if guidelines is not None:
-        updates["grading_guidelines"] = read_text(guidelines, "grading guidelines file").strip()
+        updates["grading_guidelines"] = check_text(read_text(guidelines, "grading guidelines file").strip(), f"grading guidelines file {guidelines}")
     if max_points is not None:
         updates["max_points"] = max_points
-    return problem.model_copy(update=updates) if updates else problem
+    if not updates:
+        return problem
+    try:  # validated as a whole, so that e.g. max_points keeps its bound
+        return Problem.model_validate(problem.model_dump() | updates)
+    except ValidationError as error:
+        raise InputError(_one_line(error)) from None
+
+
+def read_proof(path: str | Path) -> Proof:
+    """A proof from a text file (its stem is the id), held to the input checks of :func:`check_text`."""
+    p = Path(path)
+    return Proof(text=check_text(read_text(p, "proof file"), f"proof file {p}"), id=p.stem)
 
 
 #: field names accepted in JSONL records, first match wins
@@ -91,6 +186,9 @@ def problem_from_record(record: dict, default_id: str = "problem") -> Problem:
             fields[field] = value
     if "statement" not in fields:
         raise InputError("record has no problem statement (field 'problem' or 'statement')")
+    for field in ("statement", "reference_solution", "grading_guidelines"):
+        if isinstance(fields.get(field), str):
+            check_text(fields[field], "the problem statement" if field == "statement" else f"the {field.replace('_', ' ')}")
     try:
         return Problem(**fields)
     except ValidationError as error:
@@ -105,6 +203,7 @@ def proof_from_record(record: dict) -> Proof:
         raise InputError("record has no 'proof' field")
     if not isinstance(value, str):
         raise InputError(f"'proof' must be text, not {type(value).__name__}")
+    check_text(value, "the proof")
     try:
         return Proof(text=value, id=str(record["id"]) if "id" in record else None)
     except ValidationError as error:
@@ -137,6 +236,13 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict | InputError]]:
                 continue
             if not isinstance(record, dict):
                 yield number, InputError(f"line {number} is not a JSON object")
+                continue
+            where = _surrogate_path(record) if _SURROGATE_ESCAPE.search(raw) else None
+            if where is not None:  # it would fail later, when the text is encoded (cache key, prompt, output)
+                yield number, InputError(
+                    f"line {number} holds a lone surrogate (a \\ud800-\\udfff escape without its pair) in {where!r}, "
+                    "which is not Unicode text"
+                )
                 continue
             yield number, record
 

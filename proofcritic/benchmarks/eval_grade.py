@@ -51,7 +51,7 @@ async def _verdict(
 ) -> dict[str, Any]:
     """The verdict fields of one item's record."""
     if rule == "label":
-        config = label_config or LabelConfig(n=n)
+        config = label_config or LabelConfig(n=n, k=min(LabelConfig().k, n))  # k may not exceed n
         result = await label_proof(verifier, meta_verifier, item.problem, item.proof, config)
         return {
             "predicted_score": result.label,

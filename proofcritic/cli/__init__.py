@@ -7,9 +7,9 @@ import sys
 import typer
 
 from ..errors import ProofcriticError
-from ._grade import grade_command
 from ._cotrain import cotrain_command
 from ._eval import compare_command, eval_app, report_command
+from ._grade import grade_command
 from ._label import label_command, meta_verify_command
 from ._lean import lean_check_command, lean_prove_command
 from ._serve import serve_command
@@ -44,13 +44,25 @@ def _root() -> None:
     """proofcritic: grade, critique and repair math proofs with language models."""
 
 
-def main() -> None:
-    """Entry point: named errors become one line on stderr and exit status 2.
+def _error_line(message: str) -> None:
+    print("error: " + " ".join(message.split()), file=sys.stderr)
 
-    Usage errors are reported by the command-line parser itself (also status 2).
+
+def main() -> None:
+    """Entry point: every error a user causes is one line on stderr and exit status 2, both the
+    named errors and the parser's usage errors (a bad option or value: ``error: Invalid value
+    for '--temperature': must be greater than or equal to 0``).
     """
     try:
-        app()
+        code = app(standalone_mode=False)
+    except typer.TyperException as error:  # the parser's errors: usage errors (status 2), a bad file, ...
+        if type(error).__name__ != "NoArgsIsHelpError":  # that one has printed the help already
+            _error_line(error.format_message())
+        sys.exit(error.exit_code)
+    except typer.Abort:
+        print("Aborted!", file=sys.stderr)
+        sys.exit(1)
     except ProofcriticError as error:
-        print(f"error: {error}", file=sys.stderr)
+        _error_line(str(error))
         sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from ..io import DEFAULT_MAX_INPUT_CHARS, MAX_INPUT_CHARS_ENV, input_limit
 from ..llm import DEFAULT_MODEL, GenerateConfig, Model, Usage, get_model
 from ..llm._balancer import split_base_urls
 from ..promptset import PromptSet
@@ -42,24 +44,51 @@ CacheOpt = Annotated[
     Optional[Path], typer.Option("--cache", help="Cache file (env: PROOFCRITIC_CACHE; default: user cache dir).")
 ]
 PromptsOpt = Annotated[Optional[Path], typer.Option("--prompts", help="Folder of prompt templates to use instead of the built-in set.")]
-TemperatureOpt = Annotated[Optional[float], typer.Option("--temperature", help="Sampling temperature (default: 1.0).")]
-TopPOpt = Annotated[Optional[float], typer.Option("--top-p", help="Nucleus sampling mass (default: 0.95).")]
-MaxTokensOpt = Annotated[Optional[int], typer.Option("--max-tokens", help="Maximum new tokens per sample.")]
-SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Sampling seed.")]
-ConcurrencyOpt = Annotated[Optional[int], typer.Option("--concurrency", help="Requests in flight at once.")]
 
 
-def check_timeout(value: float | None) -> float | None:
-    """``--timeout``: more than 0 seconds (and finite), else the CLI's one-line parameter error."""
+def bounded(model: type[BaseModel], field: str) -> Callable[[Any], Any]:
+    """A typer callback holding an option to the bounds of ``model.field`` (``--temperature`` to
+    GenerateConfig's, ``--max-points`` to Problem's, ...), so each bound is defined once, in the
+    model; a value outside them is the CLI's one-line usage error (exit status 2)."""
+
+    def check(value: Any) -> Any:
+        if value is not None:
+            try:
+                model.__pydantic_validator__.validate_assignment(model.model_construct(), field, value)
+            except ValidationError as error:
+                message = str(error.errors()[0].get("msg", error)).removeprefix("Value error, ")
+                raise typer.BadParameter(message) from None
+        return value
+
+    return check
+
+
+def positive_seconds(value: float | None) -> float | None:
+    """A typer callback for a duration option: more than 0 seconds and finite."""
     if value is not None and not (math.isfinite(value) and value > 0):
-        raise typer.BadParameter(f"must be a number of seconds more than 0, not {value:g}", param_hint="--timeout")
+        raise typer.BadParameter(f"must be a number of seconds more than 0, not {value:g}")
     return value
+
+
+TemperatureOpt = Annotated[Optional[float], typer.Option("--temperature", callback=bounded(GenerateConfig, "temperature"), help="Sampling temperature, 0 to 5 (default: 1.0).")]
+TopPOpt = Annotated[Optional[float], typer.Option("--top-p", callback=bounded(GenerateConfig, "top_p"), help="Nucleus sampling mass, more than 0 and at most 1 (default: 0.95).")]
+MaxTokensOpt = Annotated[Optional[int], typer.Option("--max-tokens", callback=bounded(GenerateConfig, "max_tokens"), help="Maximum new tokens per sample (at least 1).")]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", callback=bounded(GenerateConfig, "seed"), help="Sampling seed (0 or more).")]
+ConcurrencyOpt = Annotated[Optional[int], typer.Option("--concurrency", min=1, help="Requests in flight at once.")]
+MaxInputCharsOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        "--max-input-chars", min=0, metavar="N",
+        help=f"Characters allowed per problem, proof, reference solution or guidelines; longer: an input error "
+        f"(0: no limit; env: {MAX_INPUT_CHARS_ENV}) [{DEFAULT_MAX_INPUT_CHARS}].",
+    ),
+]
 
 
 TimeoutOpt = Annotated[
     Optional[float],
     typer.Option(
-        "--timeout", callback=check_timeout, metavar="SECONDS",
+        "--timeout", callback=positive_seconds, metavar="SECONDS",
         help="Seconds one request to a model server may take before it fails (and is retried) [600].",
     ),
 ]
@@ -109,7 +138,7 @@ def build_model(
         if key:
             options["api_key"] = key
         if timeout is not None:
-            options["timeout"] = check_timeout(timeout)
+            options["timeout"] = timeout
     elif kind == "transformers" and os.environ.get("PROOFCRITIC_CACHE_DIR"):
         options["cache_root"] = os.environ["PROOFCRITIC_CACHE_DIR"]
     cache_setting: bool | str = False if no_cache else str(cache or os.environ.get("PROOFCRITIC_CACHE") or "") or True
@@ -236,6 +265,7 @@ class ModelOptions:
     concurrency: ConcurrencyOpt = None
     no_cache: NoCacheOpt = False
     cache: CacheOpt = None
+    max_input_chars: MaxInputCharsOpt = None
     timeout: TimeoutOpt = None
 
     def build_model(self) -> Model:
@@ -271,7 +301,8 @@ def with_model_options(command: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(command)
     def wrapper(**kwargs: Any) -> Any:
         opts = ModelOptions(**{name: kwargs.pop(name) for name in names})
-        return command(**kwargs, opts=opts)
+        with input_limit(opts.max_input_chars):  # every input the command reads is held to it
+            return command(**kwargs, opts=opts)
 
     own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=hints.get(p.name, p.annotation)) for p in own]
     wrapper.__signature__ = inspect.Signature(own + shared)  # type: ignore[attr-defined]

@@ -18,13 +18,12 @@ from rich.console import Console
 
 from ..benchmarks._items import GradeItem
 from ..benchmarks._run import RunFolder
-from ..errors import InputError
 from ..pipelines._common import Roles
-from ..pipelines.solve import STRATEGIES, get_strategy
+from ..pipelines.solve import STRATEGIES
 from ..runner import RunStats
 from ._batch import OverwriteOpt, exit_status, model_name, result_settings
 from ._common import SCORE_MODE_HELP, ModelOptions, run_progress, with_model_options
-from ._solve import _parse_set
+from ._solve import _parse_set, build_strategy
 
 eval_app = typer.Typer(name="eval", help="Evaluate a solving strategy or a grader on a benchmark suite.",
                        no_args_is_help=True)
@@ -133,10 +132,7 @@ def eval_solve_command(
     if suite is None:
         raise typer.BadParameter("give --suite", param_hint="--suite")
     params = _parse_set(set_ or [])
-    try:
-        the_strategy = get_strategy(strategy, **params)
-    except InputError as error:
-        raise typer.BadParameter(str(error), param_hint="--strategy") from None
+    the_strategy = build_strategy(strategy, params)
     items = _load(suite, data_dir, limit)
     if any(isinstance(i, GradeItem) for i in items):
         raise typer.BadParameter(f"{suite} is a grading suite; use `eval grade`", param_hint="--suite")

@@ -13,16 +13,17 @@ from rich.markup import escape
 
 from ..errors import InputError
 from ..grading import grade, grade_jsonl
-from ..io import read_problem, read_text
+from ..io import read_problem, read_proof
 from ..runner import RunStats
 from ..tools import get_tool, tool_class
-from ..types import GradeResult, Problem, Proof
+from ..types import GradeResult, Problem
 from ..verifier import Verifier
 from ..verifier._critic import CriticVerifier
 from ._batch import OverwriteOpt, exit_status, prepare, result_settings
 from ._common import (
     SCORE_MODE_HELP,
     ModelOptions,
+    bounded,
     check_score_mode,
     run_progress,
     usage_line,
@@ -43,7 +44,7 @@ def grade_command(
     output: Annotated[Optional[Path], typer.Option("--output", help="Batch: JSONL of results; an existing file is resumed.")] = None,
     overwrite: OverwriteOpt = False,
     n: Annotated[int, typer.Option("-n", "--n", min=1, help="Verifications per proof.")] = 1,
-    max_points: Annotated[Optional[float], typer.Option("--max-points", help="Points of a full solution (default: 7, or the problem's).")] = None,
+    max_points: Annotated[Optional[float], typer.Option("--max-points", callback=bounded(Problem, "max_points"), help="Points of a full solution, more than 0 (default: 7, or the problem's).")] = None,
     score_mode: Annotated[str, typer.Option("--score-mode", help=SCORE_MODE_HELP)] = "auto",
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     tools: Annotated[Optional[str], typer.Option("--tools", help="Let the verifier run code while it grades (CRITIC): comma-separated tools, e.g. python.", rich_help_panel=_TOOLS)] = None,
@@ -64,7 +65,7 @@ def grade_command(
 
     if not batch:  # read inputs before loading any model, so bad input fails fast
         the_problem = read_problem(problem, reference=reference, guidelines=guidelines, max_points=max_points)
-        the_proof = Proof(text=read_text(proof, "proof file"), id=proof.stem)
+        the_proof = read_proof(proof)
     tool_names = [t.strip() for t in (tools or "").split(",") if t.strip()]
     for name in tool_names:  # an unknown tool fails before any model loads
         try:

@@ -13,16 +13,17 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..errors import InputError
-from ..io import read_problem, read_text
+from ..io import read_problem, read_proof, read_text
 from ..meta_verifier import MetaVerifier
 from ..pipelines.label import LabelConfig, label_jsonl, majority
 from ..runner import RunStats
-from ..types import Verification
+from ..types import Problem, Verification
 from ..verifier import Verifier, parse_verification
 from ._batch import OverwriteOpt, exit_status, prepare, result_settings
 from ._common import (
     SCORE_MODE_HELP,
     ModelOptions,
+    bounded,
     check_score_mode,
     run_progress,
     usage_line,
@@ -84,7 +85,7 @@ def meta_verify_command(
 ) -> None:
     """Judge whether a verification is faithful: n meta scores and their majority."""
     the_problem = read_problem(problem, reference=reference, guidelines=guidelines)
-    the_proof = read_text(proof, "proof file")
+    the_proof = read_proof(proof).text
     the_verification = read_verification(verification, index)
     prompt_set = opts.prompt_set()
     the_model = opts.build_model()
@@ -131,7 +132,7 @@ def label_command(
     k: Annotated[int, typer.Option("--k", min=1, help="Valid lowest-scored analyses needed to label with the lowest score.")] = 2,
     confirm_at: Annotated[float, typer.Option("--confirm-at", min=0, max=1, help="A meta score at least this confirms an analysis.")] = 1.0,
     refute_at: Annotated[float, typer.Option("--refute-at", min=0, max=1, help="A meta score at most this refutes an analysis.")] = 0.0,
-    max_points: Annotated[Optional[float], typer.Option("--max-points", help="Points of a full solution (default: 7, or the record's).")] = None,
+    max_points: Annotated[Optional[float], typer.Option("--max-points", callback=bounded(Problem, "max_points"), help="Points of a full solution, more than 0 (default: 7, or the record's).")] = None,
     score_mode: Annotated[str, typer.Option("--score-mode", help=SCORE_MODE_HELP)] = "auto",
     max_calls: Annotated[Optional[int], typer.Option("--max-calls", min=1, help="Model calls per proof (default: no limit).")] = None,
     max_proof_tokens: Annotated[Optional[int], typer.Option("--max-proof-tokens", min=1, help="Tokens per proof, prompts included (default: no limit).")] = None,
@@ -143,7 +144,7 @@ def label_command(
     try:
         config = LabelConfig(n=n, m=m, k=k, confirm_at=confirm_at, refute_at=refute_at)
     except ValidationError as error:
-        raise typer.BadParameter(error.errors()[0]["msg"].removeprefix("Value error, "), param_hint="--refute-at") from None
+        raise typer.BadParameter(error.errors()[0]["msg"].removeprefix("Value error, ")) from None  # it names the options
     if not input.exists():
         raise InputError(f"input file not found: {input}")
     if len({input.resolve(), output.resolve(), review.resolve()}) < 3:

@@ -19,7 +19,13 @@ from ..lean_checker import LeanChecker, LeanResult, get_checker
 from ..pipelines.formal import FormalProver, formal_jsonl, read_formal_items
 from ..runner import RunStats
 from ._batch import OverwriteOpt, exit_status, prepare, result_settings
-from ._common import ModelOptions, run_progress, usage_line, with_model_options
+from ._common import (
+    ModelOptions,
+    positive_seconds,
+    run_progress,
+    usage_line,
+    with_model_options,
+)
 
 __all__ = ["lean_check_command", "lean_prove_command"]
 
@@ -30,14 +36,14 @@ def lean_check_command(
     project: Annotated[
         Path | None, typer.Option("--project", help="A Lake project to check in (`lake env lean`), e.g. one with Mathlib.")
     ] = None,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds per file.")] = 60.0,
+    timeout: Annotated[float, typer.Option("--timeout", callback=positive_seconds, help="Seconds per file.")] = 60.0,
     server: Annotated[
         tuple[str, str] | None,
         typer.Option("--server", metavar="KIND URL", help="Check on a server instead: `--server kimina http://host:port`."),
     ] = None,
     api_key: Annotated[str | None, typer.Option("--api-key", help="Kimina API key (env: KIMINA_API_KEY).")] = None,
     warm: Annotated[bool, typer.Option("--warm", help="Check all files through one warm `lean --server`.")] = False,
-    concurrency: Annotated[int | None, typer.Option("--concurrency", help="Files checked at once.")] = None,
+    concurrency: Annotated[int | None, typer.Option("--concurrency", min=1, help="Files checked at once.")] = None,
     allow_axiom: Annotated[
         list[str] | None, typer.Option("--allow-axiom", help="Also allow this axiom (repeatable), e.g. Lean.ofReduceBool.")
     ] = None,
@@ -106,26 +112,24 @@ def lean_prove_command(
     output: Annotated[Path, typer.Option("--output", help="JSONL of formal checks; an existing file is resumed.")],
     overwrite: OverwriteOpt = False,
     ids: Annotated[str | None, typer.Option("--ids", help="Only these problem ids, comma-separated.")] = None,
-    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N problems.")] = None,
-    attempts: Annotated[int, typer.Option("--attempts", help="Rounds; a later round sees Lean's messages.")] = 1,
-    samples: Annotated[int, typer.Option("--samples", help="Lean proofs per round.")] = 1,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N problems.")] = None,
+    attempts: Annotated[int, typer.Option("--attempts", min=1, help="Rounds; a later round sees Lean's messages.")] = 1,
+    samples: Annotated[int, typer.Option("--samples", min=1, help="Lean proofs per round.")] = 1,
     lean: Annotated[str | None, typer.Option("--lean", help="The lean binary (env: PROOFCRITIC_LEAN).")] = None,
     project: Annotated[Path | None, typer.Option("--project", help="A Lake project with Mathlib to check in.")] = None,
-    lean_timeout: Annotated[float, typer.Option("--lean-timeout", help="Seconds per Lean check (--timeout is the model's).")] = 120.0,
+    lean_timeout: Annotated[float, typer.Option("--lean-timeout", callback=positive_seconds, help="Seconds per Lean check (--timeout is the model's).")] = 120.0,
     server: Annotated[
         tuple[str, str] | None, typer.Option("--server", metavar="KIND URL", help="Check on `--server kimina URL`.")
     ] = None,
     lean_api_key: Annotated[str | None, typer.Option("--lean-api-key", help="Kimina API key (env: KIMINA_API_KEY).")] = None,
     warm: Annotated[bool, typer.Option("--warm", help="Check through warm `lean --server` processes.")] = False,
-    lean_concurrency: Annotated[int | None, typer.Option("--lean-concurrency", help="Lean checks at once.")] = None,
+    lean_concurrency: Annotated[int | None, typer.Option("--lean-concurrency", min=1, help="Lean checks at once.")] = None,
     *,
     opts: ModelOptions,
 ) -> None:
     """Ask the generator for Lean proofs of problems with a Lean statement and check them.
 
     One JSON record per problem: passed, status, every attempt with Lean's messages."""
-    if attempts < 1 or samples < 1:
-        raise InputError("--attempts and --samples must be at least 1")
     wanted = [i.strip() for i in ids.split(",") if i.strip()] if ids else None
     items = read_formal_items(input, ids=wanted, limit=limit)
     checker = _make_checker(lean, project, lean_timeout, server, lean_api_key, warm, lean_concurrency, None)

@@ -85,6 +85,7 @@ def serve_command(
         score_mode=score_mode,
         max_calls=request_max_calls,
         max_tokens=request_max_tokens,
+        max_input_chars=opts.max_input_chars,
         retry=retry,
         protect_docs=protect_docs,
         timeout=opts.timeout,

@@ -29,7 +29,7 @@ def serve_model_command(
     engine: Annotated[str, typer.Option("--engine", "-e", help=f"The engine: {' or '.join(ENGINES)}.")],
     model: Annotated[str, typer.Option("--model", "-m", help="Model folder or hub id (smollm2: the embedded model).")],
     extra: Annotated[list[str] | None, typer.Argument(help="Arguments after -- go to the engine unchanged.", show_default=False)] = None,
-    port: Annotated[int | None, typer.Option("--port", help="Port (default: 8000 for vllm, 30000 for sglang; 0: any free port).")] = None,
+    port: Annotated[int | None, typer.Option("--port", min=0, max=65535, help="Port (default: 8000 for vllm, 30000 for sglang; 0: any free port).")] = None,
     host: Annotated[str, typer.Option("--host", help="Interface to listen on (0.0.0.0 for other machines).")] = "127.0.0.1",
     python: Annotated[Path | None, typer.Option("--python", help="Interpreter that has the engine installed (env: PROOFCRITIC_VLLM_PYTHON / PROOFCRITIC_SGLANG_PYTHON).")] = None,
     served_model_name: Annotated[str | None, typer.Option("--served-model-name", help="The model name clients use (default: the engine's choice).")] = None,

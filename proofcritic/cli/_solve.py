@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import Collection
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -63,6 +64,27 @@ def _parse_set(values: list[str]) -> dict[str, Any]:
     return out
 
 
+def build_strategy(name: str, params: dict[str, Any], flags: Collection[str] = ()) -> Any:
+    """The strategy ``name`` built with ``params``; a bad name, parameter or value (each bound is
+    the strategy config's) is the CLI's one-line usage error naming where it came from: one of
+    the strategy ``flags`` given as an option, else ``--set KEY``."""
+    try:
+        return get_strategy(name, **params)
+    except InputError as error:
+        text = str(error)
+        bad = re.fullmatch(r"strategy '[\w-]+': (\w+): (.*)", text)
+        if bad is not None and bad.group(1) in params:
+            key = bad.group(1)
+            hint = f"--{key.replace('_', '-')}" if key in flags else f"--set {key}"
+            raise typer.BadParameter(bad.group(2), param_hint=hint) from None
+        message = re.sub(
+            r"has no parameter '(\w+)'",
+            lambda m: f"has no option --{m.group(1).replace('_', '-')}" if m.group(1) in flags else m.group(0),
+            text,
+        )
+        raise typer.BadParameter(message, param_hint="--strategy") from None
+
+
 @with_model_options
 def solve_command(
     problem: Annotated[Optional[Path], typer.Option("--problem", help="One problem: statement (.md/.txt) or Problem JSON.")] = None,
@@ -114,12 +136,9 @@ def solve_command(
         "stop_on_pass": stop_on_pass, "keep_invalid": keep_invalid or None,
         "max_rounds": max_rounds, "max_tool_calls": max_tool_calls, "tools": tools, "tool_timeout": tool_timeout,
     }
-    params = {k: v for k, v in flags.items() if v is not None} | _parse_set(set_ or [])
-    try:
-        the_strategy = get_strategy(strategy, **params)
-    except InputError as error:
-        message = re.sub(r"has no parameter '(\w+)'", lambda m: f"has no option --{m.group(1).replace('_', '-')}", str(error))
-        raise typer.BadParameter(message, param_hint="--strategy") from None
+    given = {k: v for k, v in flags.items() if v is not None}
+    params = given | _parse_set(set_ or [])
+    the_strategy = build_strategy(strategy, params, flags=given)
     source = problem if problem is not None else input
     items = read_problem_items(source)  # read inputs before loading any model: bad input fails fast
     if problem is not None and len(items) != 1:

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
 
 Role = Literal["system", "user", "assistant"]
+
+# The bounds of the sampling settings, defined once: GenerateConfig, the service's requests and
+# (through GenerateConfig) the command line's options all hold values to these.
+Temperature = Annotated[float, Field(ge=0.0, le=5.0)]
+TopP = Annotated[float, Field(gt=0.0, le=1.0)]
+MaxTokens = Annotated[int, Field(ge=1)]
+Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
 
 
 class ChatMessage(BaseModel):
@@ -24,11 +31,11 @@ class GenerateConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     n: int = Field(1, ge=1, le=1024, description="Number of independent samples.")
-    temperature: float | None = Field(None, ge=0.0, le=5.0, description="Sampling temperature; 0 is greedy.")
-    top_p: float | None = Field(None, gt=0.0, le=1.0, description="Nucleus sampling mass.")
-    max_tokens: int | None = Field(None, ge=1, description="Maximum new tokens per sample.")
+    temperature: Temperature | None = Field(None, description="Sampling temperature; 0 is greedy.")
+    top_p: TopP | None = Field(None, description="Nucleus sampling mass.")
+    max_tokens: MaxTokens | None = Field(None, description="Maximum new tokens per sample.")
     stop: list[str] | None = Field(None, description="Stop strings; the text is cut before the first one.")
-    seed: int | None = Field(None, description="Seed for reproducible sampling where the backend supports it.")
+    seed: Seed | None = Field(None, description="Seed for reproducible sampling where the backend supports it.")
     logprobs: bool = Field(False, description="Return the log-probability of each generated token.")
     top_logprobs: int | None = Field(None, ge=0, le=20, description="Alternatives per token with logprobs.")
     choices: list[str] | None = Field(

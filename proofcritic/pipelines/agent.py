@@ -47,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from .._roles import Role
 from ..budget import BudgetExceeded
 from ..llm import Usage
+from ..llm._types import Seed
 from ..parsing import strip_thinking, truncation_error
 from ..types import Generation, Problem, Verification
 from ._agent_roles import (
@@ -75,7 +76,7 @@ class AgentConfig(BaseModel):
     max_runs: int = Field(10, ge=1, description="Runs at most, each starting from a fresh solve.")
     self_improve: bool = Field(True, description="Give the solver a self-improvement turn after each solve.")
     keep_invalid: bool = Field(False, description="Let format failures with proof text count as proofs.")
-    seed: int | None = Field(None, description="Base of the per-call seeds; None: each role's own seed, else 0.")
+    seed: Seed | None = Field(None, description="Base of the per-call seeds; None: each role's own seed, else 0.")
 
     @model_validator(mode="after")
     def _workable(self) -> AgentConfig:

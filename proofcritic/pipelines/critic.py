@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from .._roles import Role, usage_of
 from ..budget import BudgetExceeded
 from ..generator import parse_generation
+from ..llm._types import Seed
 from ..parsing import format_score
 from ..tools import Tool, get_tool
 from ..tools._tool import tool_class
@@ -61,7 +62,7 @@ class CriticConfig(BaseModel):
     tools: list[str] = Field(default_factory=lambda: ["python"], description="Tools the critic may use.")
     tool_timeout: float = Field(10.0, gt=0, le=600, description="Seconds per tool run.")
     keep_invalid: bool = Field(False, description="Let format failures with proof text count as proofs.")
-    seed: int | None = Field(None, description="Base of the per-call seeds; None: each role's own seed, else 0.")
+    seed: Seed | None = Field(None, description="Base of the per-call seeds; None: each role's own seed, else 0.")
 
     @field_validator("tools", mode="before")
     @classmethod

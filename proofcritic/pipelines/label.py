@@ -87,6 +87,8 @@ class LabelConfig(BaseModel):
                 f"refute_at ({self.refute_at:g}) must be below confirm_at ({self.confirm_at:g}): "
                 "a meta score cannot both confirm and refute an analysis"
             )
+        if self.k > self.n:
+            raise ValueError(f"k ({self.k}) must be at most n ({self.n}): no proof could have k confirmed analyses")
         return self
 
 

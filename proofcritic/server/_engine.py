@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..budget import Budget, BudgetExceeded, budget_scope
 from ..errors import InputError
 from ..grading import grade
-from ..io import problem_from_record
+from ..io import check_text, input_limit, problem_from_record
 from ..llm import (
     Backend,
     ChatMessage,
@@ -30,6 +30,7 @@ from ..llm import (
     RetryPolicy,
     Usage,
 )
+from ..llm._types import MaxTokens, Seed, Temperature, TopP
 from ..pipelines._common import Roles, SolveResult, Strategy
 from ..pipelines.label import LabelConfig, LabelResult, label_proof
 from ..pipelines.solve import STRATEGIES, get_strategy, solve_problem
@@ -44,10 +45,10 @@ class Sampling(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    temperature: float | None = Field(None, ge=0.0, le=5.0)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
-    max_tokens: int | None = Field(None, ge=1)
-    seed: int | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    max_tokens: MaxTokens | None = None
+    seed: Seed | None = None
 
     def config(self) -> GenerateConfig:
         return GenerateConfig(**self.model_dump(exclude_none=True))
@@ -123,11 +124,15 @@ class LabelRequest(_ProblemRequest):
 REQUESTS: dict[str, type[_ProblemRequest]] = {"grade": GradeRequest, "solve": SolveRequest, "label": LabelRequest}
 
 
-def check_request(request: _ProblemRequest) -> None:
-    """Everything about a request that can be checked before any model call (InputError if not)."""
-    request.to_problem()
-    if isinstance(request, (GradeRequest, LabelRequest)) and not request.proof.strip():
-        raise InputError("the proof is empty")
+def check_request(request: _ProblemRequest, max_input_chars: int | None = None) -> None:
+    """Everything about a request that can be checked before any model call (InputError if not);
+    its texts are held to ``max_input_chars`` (None: the process's limit, see :func:`~proofcritic.io.max_input_chars`)."""
+    with input_limit(max_input_chars):
+        request.to_problem()
+        if isinstance(request, (GradeRequest, LabelRequest)):
+            if not request.proof.strip():
+                raise InputError("the proof is empty")
+            check_text(request.proof, "the proof")
     if isinstance(request, LabelRequest):
         request.label_config()
     if isinstance(request, SolveRequest):
@@ -186,8 +191,11 @@ class Engine:
         max_calls: int | None = None,
         max_tokens: int | None = None,
         retry: RetryPolicy | None = None,
+        max_input_chars: int | None = None,
     ):
         self.model = model
+        #: characters allowed per text of a request (None: the process's limit; 0: none)
+        self.max_input_chars = max_input_chars
         self.retry = retry or model.retry
         """How each request retries a failing upstream call (the service's setting, else the model's)."""
         self.prompts = prompts or PromptSet.load()
@@ -266,6 +274,15 @@ class Engine:
             return cap
         return own if cap is None else min(own, cap)
 
+    def check(self, request: _ProblemRequest) -> None:
+        """:func:`check_request` under this service's input limit."""
+        check_request(request, self.max_input_chars)
+
+    def problem(self, request: _ProblemRequest) -> Problem:
+        """The request's problem, held to this service's input limit."""
+        with input_limit(self.max_input_chars):
+            return request.to_problem()
+
     def budget(self, request: _ProblemRequest) -> Budget | None:
         calls = self._limit(request.max_calls, self.max_calls)
         tokens = self._limit(request.max_tokens, self.max_tokens)
@@ -276,7 +293,7 @@ class Engine:
         budget = self.budget(request)
         with budget_scope(budget):
             try:
-                return await grade(roles.verifier, request.to_problem(), Proof(text=request.proof), n=request.n)
+                return await grade(roles.verifier, self.problem(request), Proof(text=request.proof), n=request.n)
             except BudgetExceeded as error:
                 raise InputError(f"grading needs more than this request's budget: {error}") from None
 
@@ -293,7 +310,7 @@ class Engine:
             strategy.on_round = on_round  # type: ignore[attr-defined]
         budget = self.budget(request)
         return await solve_problem(
-            strategy, request.to_problem(), self.roles(model, request), state_dir=state_dir,
+            strategy, self.problem(request), self.roles(model, request), state_dir=state_dir,
             max_calls=budget.max_calls if budget else None, max_tokens=budget.max_tokens if budget else None,
         )
 
@@ -301,7 +318,7 @@ class Engine:
         roles = self.roles(model, request)
         with budget_scope(self.budget(request)):
             return await label_proof(
-                roles.verifier, roles.meta_verifier, request.to_problem(), Proof(text=request.proof),
+                roles.verifier, roles.meta_verifier, self.problem(request), Proof(text=request.proof),
                 request.label_config(),
             )
 

@@ -6,6 +6,8 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 
+from ..errors import InputError, InputTooLargeError
+
 
 def error_body(message: str, kind: str = "invalid_request_error", param: str | None = None, code: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
@@ -27,3 +29,10 @@ class ServiceError(Exception):
 
     def response(self) -> JSONResponse:
         return openai_error(self.status, self.message, self.kind, self.param, self.code)
+
+
+def input_error(error: InputError, param: str | None = None) -> ServiceError:
+    """The answer to bad input: 413 for a text over the input size limit, else 400."""
+    if isinstance(error, InputTooLargeError):
+        return ServiceError(413, str(error), param=param, code="input_too_large")
+    return ServiceError(400, str(error), param=param)

@@ -66,7 +66,7 @@ from ._engine import (
     check_request,
     usage_json,
 )
-from ._errors import ServiceError, error_body
+from ._errors import ServiceError, error_body, input_error
 
 PREFIX = "proofcritic/"
 _DESCRIPTIONS: dict[str, str] = {
@@ -160,8 +160,9 @@ def _sampling(body: ChatBody) -> Sampling:
         raise ServiceError(400, f"{first['loc'][0]}: {first['msg']}", param=str(first["loc"][0])) from None
 
 
-def build_request(body: ChatBody) -> tuple[str, GradeRequest | SolveRequest, bool]:
-    """The job-style request the chat request stands for, and whether to include the transcript."""
+def build_request(body: ChatBody, max_input_chars: int | None = None) -> tuple[str, GradeRequest | SolveRequest, bool]:
+    """The job-style request the chat request stands for, and whether to include the transcript
+    (its texts held to ``max_input_chars``, as :func:`check_request`)."""
     pipeline = pipeline_of(body.model)
     if body.n not in (None, 1):
         raise ServiceError(400, "n must be 1 (for several verifications of a proof use proofcritic.n with proofcritic/grade)",
@@ -181,13 +182,13 @@ def build_request(body: ChatBody) -> tuple[str, GradeRequest | SolveRequest, boo
             request: GradeRequest | SolveRequest = GradeRequest(problem=problem, proof=proof, n=n, **fields)
         else:
             request = SolveRequest(problem=text, strategy=pipeline, params=options, **fields)
-        check_request(request)
+        check_request(request, max_input_chars)
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(x) for x in first.get("loc", ()))
         raise ServiceError(400, f"proofcritic.{where}: {first.get('msg')}", param="proofcritic") from None
     except InputError as error:
-        raise ServiceError(400, str(error), param="proofcritic") from None
+        raise input_error(error, param="proofcritic") from None
     return pipeline, request, transcript
 
 
@@ -366,7 +367,7 @@ def stream_chat(engine: Engine, body: ChatBody, pipeline: str, request: GradeReq
 
 async def run_chat(engine: Engine, body: ChatBody) -> dict[str, Any]:
     """Run the pipeline a chat request names; the chat.completion answer."""
-    pipeline, request, transcript = build_request(body)
+    pipeline, request, transcript = build_request(body, engine.max_input_chars)
     content, finish, usage, evidence = await execute(engine, pipeline, request, transcript)
     return completion_body(body.model, content, finish, usage, evidence)
 
@@ -389,6 +390,6 @@ async def list_models(request: Request) -> dict[str, Any]:
 async def chat_completions(body: ChatBody, request: Request) -> Any:
     engine: Engine = request.app.state.engine
     if body.stream:
-        pipeline, job, transcript = build_request(body)
+        pipeline, job, transcript = build_request(body, engine.max_input_chars)
         return stream_chat(engine, body, pipeline, job, transcript)
     return await run_chat(engine, body)

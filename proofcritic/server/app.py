@@ -43,10 +43,9 @@ from ._engine import (
     LabelRequest,
     SolveRequest,
     answers_usage,
-    check_request,
     usage_json,
 )
-from ._errors import ServiceError, error_body, openai_error
+from ._errors import ServiceError, error_body, input_error, openai_error
 from ._facade import router as facade_router
 from ._facade import upstream_message
 from .jobs import FINAL, STATUSES, JobStore
@@ -319,7 +318,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
         if settings.timeout is not None:
             model.set_timeout(settings.timeout)
         engine = Engine(model, prompts=settings.prompts, config=settings.config, score_mode=settings.score_mode,
-                        max_calls=settings.max_calls, max_tokens=settings.max_tokens, retry=settings.retry)
+                        max_calls=settings.max_calls, max_tokens=settings.max_tokens, retry=settings.retry,
+                        max_input_chars=settings.max_input_chars)
         store = JobStore(settings.db_path)
         settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # type: ignore[union-attr]
         os.chmod(settings.state_dir, 0o700)  # type: ignore[arg-type]  # solve jobs' pools: proofs too
@@ -384,9 +384,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     def _submit(request: Request, kind: str, body: Any) -> JSONResponse:
         try:
-            check_request(body)
+            request.app.state.engine.check(body)
         except InputError as error:
-            raise ServiceError(400, str(error)) from None
+            raise input_error(error) from None
         state = request.app.state
         job = state.store.create(kind, body.model_dump(mode="json", exclude_defaults=False))
         state.runner.submit(job["id"])

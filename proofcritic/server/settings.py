@@ -64,6 +64,10 @@ class ServerSettings:
     """Model calls allowed per job or facade request (None: no limit); a request may ask for less."""
     max_tokens: int | None = None
     """Tokens allowed per job or facade request (None: no limit); a request may ask for less."""
+    max_input_chars: int | None = None
+    """Characters allowed per text of a request (problem, proof, reference solution, grading
+    guidelines; a longer one is answered 413). None: ``PROOFCRITIC_MAX_INPUT_CHARS``, else
+    200,000 (see :data:`proofcritic.io.DEFAULT_MAX_INPUT_CHARS`); 0: no limit."""
     progress_interval: float = 1.0
     """Seconds between usage progress events of a running job."""
     retry: RetryPolicy | None = None
@@ -82,6 +86,8 @@ class ServerSettings:
             raise ValueError("max_body_bytes must be at least 1024")
         if self.max_jobs < 1:
             raise ValueError("max_jobs must be at least 1")
+        if self.max_input_chars is not None and self.max_input_chars < 0:
+            raise ValueError("max_input_chars must be 0 (no limit) or more")
         if self.protect_docs and not self.api_keys:
             raise ValueError("protect_docs needs API keys (api_keys / --service-key-file / PROOFCRITIC_SERVICE_KEYS)")
         if self.timeout is not None and not (math.isfinite(self.timeout) and self.timeout > 0):
