@@ -109,3 +109,28 @@ async def test_smollm2_refuses_a_prompt_past_8192_tokens_at_once(smol_backend):
         await smol_backend.generate(ChatRequest(messages=_user(long), config=GenerateConfig(temperature=0.0, max_tokens=8)))
     assert time.monotonic() - started < 10  # tokenising only: a forward pass over 10k tokens takes far longer on CPU
     assert (smol_backend.stats.batches, smol_backend.stats.scoring_passes) == before
+
+
+def test_the_service_answers_the_overflow_as_openai_does(short_backend, tmp_path):
+    """A facade request past the context: 400 with code context_length_exceeded; a job: failed
+    with error kind ``context``."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from proofcritic.server import ServerSettings, create_app
+
+    settings = ServerSettings(model=Model(short_backend, cache=None), db_path=tmp_path / "jobs.sqlite",
+                              config=GenerateConfig(temperature=0.0, max_tokens=8))
+    with TestClient(create_app(settings)) as client:
+        answer = client.post("/v1/chat/completions", json={
+            "model": "proofcritic/grade", "messages": [{"role": "user", "content": f"Show it.\n## Proof\n{LONG}"}]})
+        assert answer.status_code == 400, answer.text
+        error = answer.json()["error"]
+        assert error["code"] == "context_length_exceeded" and f"{CONTEXT}-token context" in error["message"]
+
+        job = client.post("/v1/grade", json={"problem": "Show it.", "proof": LONG}).json()
+        deadline = time.monotonic() + 60
+        while (state := client.get(f"/v1/jobs/{job['id']}").json())["status"] not in ("done", "failed"):
+            assert time.monotonic() < deadline, state
+            time.sleep(0.05)
+        assert state["status"] == "failed" and state["error"]["kind"] == "context", state

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..io import DEFAULT_MAX_INPUT_CHARS, MAX_INPUT_CHARS_ENV, input_limit
+from ..io import DEFAULT_MAX_INPUT_CHARS, MAX_INPUT_CHARS_ENV, input_limit, max_input_chars
 from ..llm import DEFAULT_MODEL, GenerateConfig, Model, Usage, get_model
 from ..llm._balancer import split_base_urls
 from ..promptset import PromptSet
@@ -301,6 +301,8 @@ def with_model_options(command: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(command)
     def wrapper(**kwargs: Any) -> Any:
         opts = ModelOptions(**{name: kwargs.pop(name) for name in names})
+        if opts.max_input_chars is None:
+            max_input_chars()  # a bad PROOFCRITIC_MAX_INPUT_CHARS fails here, once, not in every item
         with input_limit(opts.max_input_chars):  # every input the command reads is held to it
             return command(**kwargs, opts=opts)
 
