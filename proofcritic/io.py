@@ -186,13 +186,21 @@ def problem_from_record(record: dict, default_id: str = "problem") -> Problem:
             fields[field] = value
     if "statement" not in fields:
         raise InputError("record has no problem statement (field 'problem' or 'statement')")
-    for field in ("statement", "reference_solution", "grading_guidelines"):
-        if isinstance(fields.get(field), str):
-            check_text(fields[field], "the problem statement" if field == "statement" else f"the {field.replace('_', ' ')}")
     try:
-        return Problem(**fields)
+        problem = Problem(**fields)
     except ValidationError as error:
         raise InputError(_one_line(error)) from None
+    return check_problem(problem)
+
+
+def check_problem(problem: Problem) -> Problem:
+    """``problem`` if its texts pass :func:`check_text` (statement, reference solution, guidelines)."""
+    check_text(problem.statement, "the problem statement")
+    for field in ("reference_solution", "grading_guidelines"):
+        value = getattr(problem, field)
+        if value is not None:
+            check_text(value, f"the {field.replace('_', ' ')}")
+    return problem
 
 
 def proof_from_record(record: dict) -> Proof:

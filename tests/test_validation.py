@@ -268,3 +268,19 @@ def test_the_service_refuses_surrogates_and_over_long_texts(service):
         "model": "proofcritic/refine", "messages": [{"role": "user", "content": "Prove it. " * 600}]})
     assert answer.status_code == 413 and "problem statement" in answer.json()["error"]["message"]
     assert service.post("/v1/grade", json={"problem": "P", "proof": "Step. " * 800}).status_code == 202
+
+
+async def test_an_over_long_eval_item_is_an_input_error_record(tmp_path):
+    from proofcritic.benchmarks._items import GradeItem
+    from proofcritic.benchmarks._run import RunFolder
+    from proofcritic.benchmarks.eval_grade import eval_grade
+    from proofcritic.types import Problem
+
+    items = [GradeItem(id="long", problem=Problem(statement="P"), proof="Step. " * 400, human_points=7),
+             GradeItem(id="fine", problem=Problem(statement="P"), proof="A proof.", human_points=7)]
+    backend, verifier = _scripted_verifier()
+    with input_limit(1000):
+        await eval_grade(items, RunFolder(tmp_path / "run"), verifier=verifier, n=1)
+    records = {r["id"]: r for r in RunFolder(tmp_path / "run").records()}
+    assert records["long"]["error_kind"] == "input" and "over the limit of 1,000" in records["long"]["error"]
+    assert records["fine"].get("error") is None and len(backend.calls) == 1

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from ..errors import InputError
 from ..grading import grade
+from ..io import check_problem, check_text
 from ..llm import Usage
 from ..pipelines.label import LabelConfig, label_proof
 from ..runner import RunStats, run_jsonl
@@ -125,6 +126,8 @@ async def eval_grade(
             score = float(item.recorded[from_recorded])
             verdict: dict[str, Any] = {"predicted_score": score, "status": "scored", "verifications": [], "usage": {}}
         else:
+            check_problem(item.problem)  # the input checks of every model command (size, surrogates)
+            check_text(item.proof, "the proof")
             verdict = await _verdict(item, rule, n, verifier, meta_verifier, label_config)
         score = verdict["predicted_score"]
         return {

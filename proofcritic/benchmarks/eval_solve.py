@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..io import check_problem
 from ..llm import Usage
 from ..pipelines._common import Roles, SolveResult, Strategy
 from ..runner import RunStats, run_jsonl
@@ -119,6 +120,7 @@ async def eval_solve(
 
     async def process(item_id: str, _record: dict) -> dict:
         item = by_id[item_id]
+        check_problem(item.problem)  # the input checks of every model command (size, surrogates)
         samples = [await _one_sample(item, seeded_roles(roles, j), strategy, j, verify_n) for j in range(k)]
         usage = {
             "calls": sum(s["calls"] for s in samples),
