@@ -2,22 +2,21 @@
 
 Executed as ``python -I -B _bootstrap.py CONFIG_JSON`` with the user code on stdin (a cold
 check), or as ``python -I -B _bootstrap.py --serve CONFIG_JSON`` (the warm fork server, which
-forks one check per request). Either way the process tree of one check is::
-
-    P  (the process the host started, or the server's fork; a new session)
-    └── W  (the user's code: private uid or no capabilities, rlimits, guards)
-
-``P`` creates new mount/PID/network/IPC/UTS namespaces and mounts private tmpfs on the
-world-writable directories (``/tmp``, ``/var/tmp``, ``/dev/shm``, ...), so nothing the check
-writes outlives it, and reports ``W``'s wait status. ``W`` is the pid 1 of the new PID
-namespace: it mounts a ``/proc`` that shows only the check's own processes, and when it exits
-the kernel kills whatever is left in the namespace. Both die with their parent
-(``PR_SET_PDEATHSIG``).
+forks one check per request). The code runs in ``W``, the pid 1 of a new PID namespace: a cold
+start's ``P`` (the process the host started) unshares the PID namespace and forks ``W``; the
+warm server does the same for each request (and steps back into its own namespace right after
+the fork), so a warm check costs one fork. ``W`` then makes new mount, network, IPC and UTS
+namespaces of its own, mounts private tmpfs on the world-writable directories (``/tmp``,
+``/var/tmp``, ``/dev/shm``, ...), so nothing the check writes outlives it, and a ``/proc`` that
+shows only the check's processes. When ``W`` exits, the kernel kills whatever is left in the
+namespace; ``W`` dies with its parent (``PR_SET_PDEATHSIG``, set again after the uid switch,
+which clears it).
 
 When bubblewrap already gave a cold check its namespaces and a read-only filesystem
-(``cfg["namespaces"]`` false), ``P`` only forks ``W``. When namespaces cannot be created (no
-privilege), ``P`` keeps a work folder of its own in the host's temporary directory, removes it
-when ``W`` ends, and removes it too when its own parent dies.
+(``cfg["namespaces"]`` false), ``P`` forks ``W`` without new namespaces. When namespaces cannot
+be created (no privilege), ``P`` (in the warm case, the server's fork) stays as ``W``'s reaper
+with a work folder in the host's temporary directory, which it removes when ``W`` ends and when
+its own parent dies.
 
 The file-write and socket guards are Python-level monkeypatches: a guard, not a security
 boundary (``_socket``/``ctypes`` bypass them). The boundaries are the namespaces, the
@@ -163,8 +162,7 @@ def _mount(source, target, fstype, flags, data=None):
 def _private_mounts(cfg, applied):
     """In the new mount namespace: nothing propagates back to the host, and every world-writable
     directory gets an empty tmpfs of its own (``/tmp`` owned by the check's uid: its work folder)."""
-    if "mountns" not in applied:
-        applied.append("mountns")
+    applied.append("mountns")
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     uid = cfg["uid"]
     owner = f"mode=0700,uid={uid},gid={uid}" if uid is not None else "mode=1777"
@@ -207,32 +205,47 @@ def _hide_homes(keep, applied):
         applied.append("hide-home")
 
 
-def _namespaces(cfg, applied):
-    """``P``'s part: new namespaces for the check (one ``unshare`` for all of them when it can,
-    which is cheaper). True when the check got a private /tmp and a PID namespace (the work
-    folder is then that /tmp, and P's next child is the namespace's pid 1)."""
+def _isolate_self(cfg, applied):
+    """``W``'s part, as the pid 1 of a new PID namespace: new mount, network, IPC and UTS
+    namespaces (one ``unshare`` for all of them when it can, which is cheaper), private tmpfs
+    mounts, and a ``/proc`` of this namespace. True when the check got its private /tmp."""
     wanted = [(CLONE_NEWIPC, "ipcns"), (CLONE_NEWUTS, "utsns")]
     if not cfg["network"]:
         wanted.insert(0, (CLONE_NEWNET, "netns"))
-    together = CLONE_NEWNS | CLONE_NEWPID
+    together = CLONE_NEWNS
     for flag, _ in wanted:
         together |= flag
     if _unshare(together):
         applied.extend(tag for _, tag in wanted)
-        applied.append("mountns")
-        if not _private_mounts(cfg, applied):
-            return False
-        applied.append("pidns")
-        return True
-    for flag, tag in wanted:
-        if _unshare(flag):
-            applied.append(tag)
-    if not (_unshare(CLONE_NEWNS) and _private_mounts(cfg, applied)):
+        mount_ns = True
+    else:
+        for flag, tag in wanted:
+            if _unshare(flag):
+                applied.append(tag)
+        mount_ns = _unshare(CLONE_NEWNS)
+    if not (mount_ns and _private_mounts(cfg, applied)):
         return False
-    if not _unshare(CLONE_NEWPID):
-        return False
-    applied.append("pidns")
+    if _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC):
+        applied.append("procfs")
     return True
+
+
+def _run_isolated(code, cfg, meta, applied):
+    """``W`` as the pid 1 of its own PID namespace: isolate, run the code. Never returns."""
+    _set_pdeathsig(signal.SIGKILL)
+    if _isolate_self(cfg, applied):
+        cfg["workdir"] = "/tmp"  # the check's own tmpfs
+    else:  # no mount namespace: a folder on the host's /tmp, removed by the host after the check
+        import tempfile
+
+        cfg["workdir"] = tempfile.mkdtemp(prefix="proofcritic-sbx-")
+        if cfg["uid"] is not None:
+            try:
+                os.chown(cfg["workdir"], cfg["uid"], cfg["uid"])
+            except OSError:
+                pass
+        _emit(meta, {"event": "workdir", "path": cfg["workdir"]})
+    _run_checked(code, cfg, meta, applied)
 
 
 # --------------------------------------------------------------------------- privileges and limits
@@ -332,24 +345,20 @@ def _exit_like(status):
 
 
 def _start_check(code, cfg, meta, applied):
-    """``P``: isolate, then run the code in ``W``. Never returns.
+    """``P``: run the code in ``W``, isolated. Never returns.
 
-    With namespaces, ``W`` is the pid 1 of the check's PID namespace: when it exits, the kernel
-    ends every process left in the namespace. (A pid 1 ignores the signals it sends itself
-    without a handler; those the kernel sends for the rlimits, and SIGKILL from outside, still
-    end it.)"""
-    if cfg["namespaces"] and _namespaces(cfg, applied):
-        cfg["workdir"] = "/tmp"  # the check's own tmpfs
-        applied.append("pdeathsig")
+    With namespaces, ``W`` is the pid 1 of a new PID namespace (and makes its other namespaces
+    itself): when it exits, the kernel ends every process left in the namespace. (A pid 1
+    ignores the signals it sends itself without a handler; those the kernel sends for the
+    rlimits, and SIGKILL from outside, still end it.)"""
+    if cfg["namespaces"] and _unshare(CLONE_NEWPID):
+        applied.extend(["pidns", "pdeathsig"])
         alive_r, alive_w = os.pipe()  # W's way to see P: at P's end, the pipe reads EOF
         worker = os.fork()
         if worker == 0:
             os.close(alive_w)
             _PARENT_ALIVE.append(lambda: not _readable(alive_r))
-            _set_pdeathsig(signal.SIGKILL)
-            if _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC):
-                applied.append("procfs")
-            _run_checked(code, cfg, meta, applied)
+            _run_isolated(code, cfg, meta, applied)
         os.close(alive_r)
         status = _wait_for(worker)
         _emit(meta, {"event": "exit", "status": status})
@@ -502,6 +511,7 @@ def main():
 
 _META_FD = 3
 _FINDER_FDS = []
+_SERVER_ALIVE = []  # the read end of a pipe whose write end only the server holds
 
 
 def _recv_line(conn):
@@ -514,9 +524,11 @@ def _recv_line(conn):
     return bytes(data)
 
 
-def _child(conn, fds, cfg, code, outer):
-    """In the forked child (``P``): a fresh session, the pipes as fds 1, 2 and 3, nothing else of
-    the server's open files, then the same isolation and layers as a cold start."""
+def _child(conn, fds, cfg, code, outer, pidns):
+    """In the forked child: a fresh session, the pipes as fds 1, 2 and 3, nothing else of the
+    server's open files, then the same isolation and layers as a cold start. ``pidns``: the
+    server forked it into a new PID namespace (it is that namespace's pid 1, and runs the code
+    itself); otherwise it is a ``P`` without namespaces (see :func:`_start_check`)."""
     try:
         signal.set_wakeup_fd(-1)
     except (ValueError, OSError):
@@ -528,7 +540,7 @@ def _child(conn, fds, cfg, code, outer):
     os.dup2(out_w, 1)
     os.dup2(err_w, 2)
     os.dup2(meta_w, _META_FD)
-    keep = {0, 1, 2, _META_FD, *_FINDER_FDS}
+    keep = {0, 1, 2, _META_FD, *_FINDER_FDS, *_SERVER_ALIVE}
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
         if fd not in keep:
@@ -538,7 +550,11 @@ def _child(conn, fds, cfg, code, outer):
                 pass
     sys.argv = ["<check>"]
     applied = [*outer, "fork-server"]
-    _start_check(code, cfg, _META_FD, applied)
+    if pidns:
+        applied.extend(["pidns", "pdeathsig"])
+        _PARENT_ALIVE.append(lambda: not _readable(_SERVER_ALIVE[0]))
+        _run_isolated(code, cfg, _META_FD, applied)
+    _start_check(code, {**cfg, "namespaces": False}, _META_FD, applied)
 
 
 def _warm_up():
@@ -591,6 +607,10 @@ def serve():
     if cfg["fd_finder"]:
         _FINDER_FDS.extend(_install_fd_finder())
     outer = list(cfg.get("outer", []))
+    own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY)
+    alive_r, _alive_w = os.pipe()  # the write end stays open in this process only
+    os.set_inheritable(alive_r, True)
+    _SERVER_ALIVE.append(alive_r)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     os.set_blocking(wake_r, False)
@@ -600,6 +620,7 @@ def serve():
     sel.register(control, selectors.EVENT_READ, "control")
     sel.register(wake_r, selectors.EVENT_READ, "wake")
     running = {}  # pid -> connection
+    bare = {}  # pid -> whether the check runs without namespaces (its P removes a work folder)
 
     def reap():
         while running:
@@ -616,6 +637,7 @@ def serve():
             except ChildProcessError:
                 return
             conn = running.pop(pid, None)
+            bare.pop(pid, None)
             if conn is not None:
                 try:
                     sel.unregister(conn)
@@ -637,9 +659,12 @@ def serve():
     pending = {}  # pid -> when a check asked to stop gets SIGKILL
 
     def stop(pid):
-        """SIGTERM first: a check without namespaces removes its work folder on it (the host may
-        have hung up because it is dying); SIGKILL for its whole group a second later."""
-        if pid in running and pid not in pending:
+        """SIGKILL for the check's group; for a check without namespaces SIGTERM first, on which
+        it removes its work folder (the host may have hung up because it is dying), and SIGKILL a
+        second later."""
+        if pid in running and not bare.get(pid):
+            kill(pid)
+        elif pid in running and pid not in pending:
             try:
                 os.kill(pid, signal.SIGTERM)
             except OSError:
@@ -683,15 +708,19 @@ def serve():
                 for fd in fds[1:]:
                     os.close(fd)
                 continue
+            pidns = bool(request["cfg"].get("namespaces")) and _unshare(CLONE_NEWPID)
             pid = os.fork()
             if pid == 0:
                 try:
-                    _child(conn, fds[1:], request["cfg"], request["code"], outer)
+                    _child(conn, fds[1:], request["cfg"], request["code"], outer, pidns)
                 finally:
                     os._exit(70)
+            if pidns and _c().setns(own_pidns, CLONE_NEWPID) != 0:
+                os._exit(1)  # later children would land in that namespace: let the host restart us
             for fd in fds[1:]:
                 os.close(fd)
             running[pid] = conn
+            bare[pid] = not pidns
             try:
                 conn.sendall((json.dumps({"pid": pid}) + "\n").encode())
                 conn.setblocking(False)
