@@ -166,6 +166,7 @@ async def test_other_4xx_is_not_retried_and_keeps_the_message(server, make_model
     "This model's maximum context length is 4096 tokens. However, you requested 9000 tokens.",  # vLLM, OpenAI
     "The input (9000 tokens) is longer than the model's context length (4096 tokens).",  # SGLang
     "The decoder prompt (length 9000) is longer than the maximum model length of 4096.",  # vLLM's engine
+    "max_tokens=9000 cannot be greater than max_model_len=4096. Please request fewer output tokens.",  # vLLM 0.32
 ])
 async def test_context_overflow_is_a_context_length_error(server, make_model, message):
     """A prompt over the context is its own error (never retried; a batch records it as kind

@@ -166,3 +166,22 @@ async def test_token_logprobs(vllm_server):
         # greedy: the chosen token is the most likely one
         assert math.isclose(entry.logprob, max(entry.top.values()), abs_tol=1e-3)
     assert "".join(e.token for e in c.logprobs) == c.text
+
+
+async def test_a_prompt_past_the_context_is_a_context_length_error(vllm_server):
+    """vLLM's own refusal (max_model_len 2048) is classified as ContextLengthError, the error the
+    local backends raise: not retried, a batch records it with error kind ``context``."""
+    from proofcritic.errors import ContextLengthError
+
+    model = get_model("vllm/smollm2", base_url=vllm_server, cache=False)
+    long = "The integer 12 is divisible by 3 and by 4. " * 300
+    try:
+        with pytest.raises(ContextLengthError) as info:
+            await model.generate(ChatRequest(messages=[ChatMessage(role="user", content=long)],
+                                             config=GenerateConfig(temperature=0.0, max_tokens=8)))
+        with pytest.raises(ContextLengthError):  # a short prompt asking for more tokens than are left
+            await model.generate(ChatRequest(messages=[ChatMessage(role="user", content="Hi.")],
+                                             config=GenerateConfig(temperature=0.0, max_tokens=4000)))
+    finally:
+        await model.aclose()
+    assert not info.value.retryable and model.usage.calls == 2  # one request each, no retries

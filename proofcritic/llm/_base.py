@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import contextvars
+import re
 from collections.abc import Callable, Sequence
 
 from ..errors import ContextLengthError
@@ -78,6 +79,10 @@ class Backend(abc.ABC):
 
     async def aclose(self) -> None:
         """Release connections, threads and models."""
+
+
+#: an engine's refusal of a prompt longer than the model's context, as OpenAI, vLLM and SGLang word it
+CONTEXT_MESSAGE = re.compile(r"context.length|maximum model length|max_model_len|longer than the model", re.IGNORECASE)
 
 
 def check_context(model: str, context: int | None, prompt_tokens: int, new_tokens: int = 0) -> None:

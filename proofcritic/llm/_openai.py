@@ -48,7 +48,7 @@ from ..errors import (
     UnsupportedFeatureError,
 )
 from ._balancer import Balancer, Endpoint, split_base_urls
-from ._base import Backend, report_request
+from ._base import CONTEXT_MESSAGE, Backend, report_request
 from ._types import (
     ChatMessage,
     ChatRequest,
@@ -77,8 +77,6 @@ _MODEL_MISSING = re.compile(
     r"|\b(unknown|invalid|no such|nonexistent)\s+model\b",
     re.IGNORECASE,
 )
-#: a prompt longer than the model's context, as OpenAI, vLLM and SGLang word it
-_CONTEXT = re.compile(r"context.length|maximum model length|longer than the model", re.IGNORECASE)
 _EXTRAS = re.compile(r"prompt_logprobs|continue_final_message|add_generation_prompt|unrecognized|extra|unexpected")
 _GUIDED_EXTRAS = re.compile(
     r"structured_outputs|guided|regex|choice|continue_final_message|add_generation_prompt|unrecognized|extra|unexpected",
@@ -404,7 +402,7 @@ class OpenAIBackend(Backend):
             return AuthenticationError(f"{where} refused the API key ({status}: {message})", status=status)
         if status == 429 or status >= 500:
             return BackendError(f"{where} answered {status}: {message}", retryable=True, retry_after=retry_after, status=status)
-        if status in (400, 413, 422) and (code == "context_length_exceeded" or _CONTEXT.search(message)):
+        if status in (400, 413, 422) and (code == "context_length_exceeded" or CONTEXT_MESSAGE.search(message)):
             return ContextLengthError(f"the prompt does not fit the context of the model at {url} ({status}: {message})", status=status)
         if status == 404 or (
             status in (400, 422) and param != "n" and (code == "model_not_found" or _MODEL_MISSING.search(message))

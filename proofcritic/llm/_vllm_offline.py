@@ -38,7 +38,7 @@ from ..errors import (
     MissingDependencyError,
     ProofcriticError,
 )
-from ._base import Backend, check_context
+from ._base import CONTEXT_MESSAGE, Backend, check_context
 from ._transformers_parts import JobQueue, _deliver
 from ._types import (
     ChatMessage,
@@ -251,7 +251,7 @@ class VLLMOfflineBackend(Backend):
         except ProofcriticError:
             raise
         except (ValueError, TypeError) as exc:  # bad input: a prompt longer than the model takes, ...
-            if "maximum model length" in str(exc) or "context length" in str(exc):  # past the check above
+            if CONTEXT_MESSAGE.search(str(exc)):  # past the check above
                 raise ContextLengthError(f"vLLM rejected the request: {exc}") from exc
             raise BackendError(f"vLLM rejected the request: {exc}") from exc
         except Exception as exc:
