@@ -318,6 +318,40 @@ def test_writes_vanish_with_the_check(run):
         assert r.stdout.count("wrote") == len(places), r.stdout
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_interpreter_folders_under_tmp_stay_visible(mode, monkeypatch):
+    """A virtual environment under /tmp (a fresh clone there, say) is bound back, read-only,
+    under the check's private /tmp, so imports keep working."""
+    import proofcritic.tools._sandbox as sandbox
+
+    start, kind = mode.split("-")
+    if kind == "bwrap" and not HAVE_BWRAP:
+        pytest.skip("bubblewrap is not usable here")
+    folder = tempfile.mkdtemp(prefix="pc-keep-", dir="/tmp")
+    try:
+        os.chmod(folder, 0o755)
+        with open(os.path.join(folder, "keepmod.py"), "w") as handle:
+            handle.write("X = 42\n")
+        os.chmod(os.path.join(folder, "keepmod.py"), 0o644)
+        roots = sandbox._python_roots()
+        monkeypatch.setattr(sandbox, "_python_roots", lambda: [*roots, folder])
+        server = ForkServer(bwrap=kind == "bwrap") if start == "warm" else None
+        try:
+            code = (f"import sys\nsys.path.insert(0, {folder!r})\nimport keepmod\nprint(keepmod.X)\n"
+                    f"open({folder!r} + '/new.txt', 'w')")
+            r = run_python(code, server=server, bwrap=kind == "bwrap", timeout=30)
+        finally:
+            if server is not None:
+                server.close()
+        assert r.stdout == "42\n", r
+        assert r.exception is not None and r.exception.type in ("OSError", "PermissionError"), r
+        assert not os.path.exists(os.path.join(folder, "new.txt"))
+    finally:
+        for name in os.listdir(folder):
+            os.remove(os.path.join(folder, name))
+        os.rmdir(folder)
+
+
 def _sandbox_folders() -> set[str]:
     base = tempfile.gettempdir()
     return {n for n in os.listdir(base) if n.startswith(("proofcritic-sbx-", "proofcritic-fsrv-"))}

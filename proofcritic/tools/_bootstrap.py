@@ -105,7 +105,7 @@ class _FdFinder:
         self.entries = entries
 
     def find_spec(self, name, path=None, target=None):
-        import importlib.util
+        import importlib.util  # already imported (see _install_fd_finder)
 
         rel = name.replace(".", "/")
         for base, dir_fd in self.entries:
@@ -125,6 +125,8 @@ class _FdFinder:
 
 
 def _install_fd_finder():
+    import importlib.util  # noqa: F401 - imported now, or finding it would go through the finder itself
+
     entries = []
     for entry in sys.path:
         try:
@@ -161,48 +163,47 @@ def _mount(source, target, fstype, flags, data=None):
 
 def _private_mounts(cfg, applied):
     """In the new mount namespace: nothing propagates back to the host, and every world-writable
-    directory gets an empty tmpfs of its own (``/tmp`` owned by the check's uid: its work folder)."""
+    directory gets an empty tmpfs of its own (``/tmp`` owned by the check's uid: its work folder);
+    without bubblewrap, so do ``/home`` and ``/root``. The interpreter's own folders (``keep``)
+    found below a covered directory (a virtual environment under /tmp, Python under /root) are
+    bound back, read-only."""
     applied.append("mountns")
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
-    uid = cfg["uid"]
-    owner = f"mode=0700,uid={uid},gid={uid}" if uid is not None else "mode=1777"
-    if not _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"{owner},{TMPFS_SIZE}"):
-        return False
-    for path in SHARED_WRITABLE:
-        if os.path.isdir(path) and not os.path.islink(path):
-            _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,{TMPFS_SIZE}")
-    if cfg.get("hide_home"):
-        _hide_homes(cfg.get("keep", ()), applied)
-    applied.append("tmpfs")
-    return True
-
-
-def _hide_homes(keep, applied):
-    """Without bubblewrap the host's tree stays visible; home folders at least are not: an empty
-    tmpfs covers ``/home`` and ``/root``, and the folders of ``keep`` below them (the
-    interpreter's own) are bound back, read-only."""
     held = []
-    for path in keep:
+    for path in cfg.get("keep", ()):
         try:
             held.append((path, os.open(path, os.O_RDONLY | os.O_DIRECTORY)))
         except OSError:
             pass
-    hidden = []
-    for path in ("/home", "/root"):
-        if (os.path.isdir(path) and not os.path.islink(path)
-                and _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1048576")):
-            hidden.append(path)
-    for path, fd in held:
-        if any(path.startswith(h + os.sep) for h in hidden):
-            try:
-                os.makedirs(path, mode=0o755, exist_ok=True)
-                if _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC):
-                    _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_REC)
-            except OSError:
-                pass
-        os.close(fd)
-    if hidden:
-        applied.append("hide-home")
+    try:
+        uid = cfg["uid"]
+        owner = f"mode=0700,uid={uid},gid={uid}" if uid is not None else "mode=1777"
+        if not _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"{owner},{TMPFS_SIZE}"):
+            return False
+        covered = ["/tmp"]
+        for path in SHARED_WRITABLE:
+            if (os.path.isdir(path) and not os.path.islink(path)
+                    and _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,{TMPFS_SIZE}")):
+                covered.append(path)
+        if cfg.get("hide_home"):
+            for path in ("/home", "/root"):
+                if (os.path.isdir(path) and not os.path.islink(path)
+                        and _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1048576")):
+                    covered.append(path)
+            applied.append("hide-home")
+        for path, fd in held:
+            if any(path.startswith(c + os.sep) for c in covered):
+                try:
+                    os.makedirs(path, mode=0o755, exist_ok=True)
+                    if _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC):
+                        _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_REC)
+                except OSError:
+                    pass
+    finally:
+        for _, fd in held:
+            os.close(fd)
+    applied.append("tmpfs")
+    return True
 
 
 def _isolate_self(cfg, applied):

@@ -213,10 +213,17 @@ def _bwrap_command(*, server: bool, network: bool) -> list[str]:
         cmd.append("--unshare-net")
     if not root:
         cmd.append("--unshare-user")
-    caps = (["CAP_SETUID", "CAP_SETGID"] if root else []) + (["CAP_SYS_ADMIN"] if server else [])
+    # the fork server prepares each check's mounts (under /tmp, owned by the check's uid) before
+    # the check drops every capability
+    caps = (["CAP_SETUID", "CAP_SETGID"] if root else []) + (
+        ["CAP_SYS_ADMIN", "CAP_DAC_OVERRIDE", "CAP_CHOWN"] if server else [])
     cmd += ["--cap-drop", "ALL"]
     for cap in caps:
         cmd += ["--cap-add", cap]
+    # the private tmpfs first: the binds below may lie under /tmp (a virtual environment there)
+    cmd += ["--proc", "/proc", "--dev", "/dev"]
+    for path in ("/tmp", "/var/tmp", "/dev/shm"):
+        cmd += ["--perms", "1777", "--size", str(64 << 20), "--tmpfs", path]
     cmd += ["--ro-bind", "/usr", "/usr"]
     for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
         path = "/" + name
@@ -234,9 +241,6 @@ def _bwrap_command(*, server: bool, network: bool) -> list[str]:
         cmd += ["--perms", "0755", "--dir", path]
     for path in binds:
         cmd += ["--ro-bind", path, path]
-    cmd += ["--proc", "/proc", "--dev", "/dev"]
-    for path in ("/tmp", "/var/tmp", "/dev/shm"):
-        cmd += ["--perms", "1777", "--size", str(64 << 20), "--tmpfs", path]
     cmd += ["--remount-ro", "/", "--chdir", "/tmp", "--"]
     return cmd
 
@@ -520,7 +524,7 @@ class ForkServer:
                 theirs.close()
                 conn.settimeout(60)
                 # inside bubblewrap there is no home to hide
-                cfg = {**cfg, "hide_home": not self.bwrap, "keep": [] if self.bwrap else _python_roots()}
+                cfg = {**cfg, "hide_home": not self.bwrap, "keep": _python_roots()}
                 conn.sendall((json.dumps({"cfg": cfg, "code": code}) + "\n").encode("utf-8", "surrogateescape"))
                 buffer = b""
                 while b"\n" not in buffer:
