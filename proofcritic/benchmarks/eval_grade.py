@@ -133,6 +133,7 @@ async def eval_grade(
         return {
             "kind": "grade",
             "problem_id": item.problem.id,
+            "proof": item.proof,
             "max_points": item.problem.max_points,
             "human_points": item.human_points,
             "predicted_points": None if score is None else score * item.problem.max_points,
@@ -150,6 +151,19 @@ async def eval_grade(
     return summary
 
 
+def grade_row(record: dict[str, Any]) -> dict[str, Any]:
+    """The metrics row of a grade record (the input of :func:`~.metrics.grader_report`)."""
+    score = record.get("predicted_score")
+    return {
+        "human_points": record["human_points"],
+        "predicted_points": record.get("predicted_points"),
+        "max_points": record["max_points"],
+        "human_correct": record["human_points"] >= record["max_points"],
+        "predicted_correct": score is not None and score >= 1,
+        "meta": record.get("meta") or {},
+    }
+
+
 def summarize_grade_run(records: Sequence[dict[str, Any]], *, n_resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
     """The summary of a grade run, rebuilt from its item records alone.
 
@@ -159,19 +173,7 @@ def summarize_grade_run(records: Sequence[dict[str, Any]], *, n_resamples: int =
     """
     grade_records = [r for r in records if r.get("kind") == "grade" and "error" not in r]
     errors = [r for r in records if "error" in r]
-    rows = []
-    for r in grade_records:
-        score = r.get("predicted_score")
-        rows.append(
-            {
-                "human_points": r["human_points"],
-                "predicted_points": r.get("predicted_points"),
-                "max_points": r["max_points"],
-                "human_correct": r["human_points"] >= r["max_points"],
-                "predicted_correct": score is not None and score >= 1,
-                "meta": r.get("meta") or {},
-            }
-        )
+    rows = [grade_row(r) for r in grade_records]
     statuses = Counter(r.get("status", "scored") for r in grade_records)
     usage = Usage()
     for r in grade_records:

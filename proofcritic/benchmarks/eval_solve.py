@@ -27,7 +27,7 @@ from ._items import SolveItem
 from ._run import RunFolder
 from .metrics import bootstrap_ci
 
-__all__ = ["eval_solve", "mean_or_none", "seeded_roles", "summarize_solve_run"]
+__all__ = ["SOLVE_METRICS", "eval_solve", "mean_or_none", "seeded_roles", "summarize_solve_run"]
 
 #: nearest point of the score scale, for exact agreement of a self-score with a verifier mean
 _SCALE = (0.0, 0.5, 1.0)
@@ -169,6 +169,17 @@ def _metric(values: list[float]) -> dict[str, Any]:
     return {"value": ci["estimate"], "low": ci["low"], "high": ci["high"], "n": len(values)}
 
 
+#: each solve metric's value on one problem, from its row of the summary's ``problems``; a
+#: metric of the run is the mean over problems
+SOLVE_METRICS: dict[str, Callable[[dict[str, Any]], float]] = {
+    "score": lambda q: q["points_first"] / q["max_points"],
+    "best_self": lambda q: q["points_best_self"] / q["max_points"],
+    "best_verifier": lambda q: q["points_best_verifier"] / q["max_points"],
+    "pass@1": lambda q: q["passed"] / q["samples"],
+    "pass@k": lambda q: float(q["passed"] > 0),
+}
+
+
 def summarize_solve_run(
     records: Sequence[dict], *, prices: dict[str, dict[str, float]] | None = None, model_name: str | None = None
 ) -> dict[str, Any]:
@@ -182,7 +193,7 @@ def summarize_solve_run(
     """
     scored = [r for r in records if r.get("kind") == "solve" and r.get("samples")]
     errors = [r for r in records if "error" in r]
-    problems, first, best_self, best_ver, pass1, passk = [], [], [], [], [], []
+    problems = []
     pairs: list[tuple[float, float]] = []
     format_failures = 0
     for r in scored:
@@ -200,11 +211,6 @@ def summarize_solve_run(
             "samples": len(samples),
         }
         problems.append(row)
-        first.append(points[0] / top)
-        best_self.append(row["points_best_self"] / top)
-        best_ver.append(row["points_best_verifier"] / top)
-        pass1.append(row["passed"] / len(samples))
-        passk.append(float(row["passed"] > 0))
         for s in samples:
             format_failures += s.get("format_failures", 0)
             if s.get("self_score") is not None and s.get("verifier_mean") is not None and s.get("proof") is not None:
@@ -219,13 +225,7 @@ def summarize_solve_run(
         "scored": len(scored),
         "errors": len(errors),
         "k": max((len(r["samples"]) for r in scored), default=0),
-        "metrics": {
-            "score": _metric(first),
-            "best_self": _metric(best_self),
-            "best_verifier": _metric(best_ver),
-            "pass@1": _metric(pass1),
-            "pass@k": _metric(passk),
-        },
+        "metrics": {name: _metric([value(row) for row in problems]) for name, value in SOLVE_METRICS.items()},
         "points": {
             "first": sum(p["points_first"] for p in problems),
             "best": sum(p["points_best"] for p in problems),

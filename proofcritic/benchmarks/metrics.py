@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -104,17 +105,11 @@ def pearson(x: Sequence[Number], y: Sequence[Number]) -> float | None:
 
 def rankdata(values: Sequence[Number]) -> list[float]:
     """Ranks 1..n; tied values get the average of the ranks they span."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    start = 0
-    while start < len(order):
-        end = start
-        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
-            end += 1
-        for position in range(start, end + 1):
-            ranks[order[position]] = (start + end) / 2 + 1
-        start = end + 1
-    return ranks
+    if not len(values):
+        return []
+    _, inverse, counts = np.unique(np.asarray(values, dtype=float), return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)  # a run of ties holds ranks ends - counts + 1 .. ends
+    return ((2 * ends - counts + 1) / 2)[inverse.reshape(-1)].tolist()
 
 
 def spearman(x: Sequence[Number], y: Sequence[Number]) -> float | None:
@@ -183,8 +178,9 @@ def bootstrap_ci(
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(n_resamples):
-        rows = rng.integers(0, n, size=n)
-        value = metric(*([column[i] for i in rows] for column in columns))
+        rows = rng.integers(0, n, size=n).tolist()
+        take = itemgetter(*rows)  # a tuple of the rows (one row: the row itself)
+        value = metric(*(list(take(column)) if n > 1 else [take(column)] for column in columns))
         if value is None:
             result["undefined"] += 1
         else:
@@ -256,23 +252,54 @@ def grader_report(
     ``pearson``/``spearman`` compare scores normalised by each row's ``max_points`` (so 21-point
     and 7-point problems are on one scale); ``*_points`` variants compare raw points. "Correct"
     is the positive class of precision/recall/F1. Rows whose ``predicted_points`` is None (no
-    verdict) are left out and counted in ``unscored``. Breakdowns (metrics without intervals)
-    are by each of ``breakdown_keys`` looked up in the row or its ``meta``.
+    verdict) are left out and counted in ``unscored``. Breakdowns (each group's metrics with
+    its own intervals) are by each of ``breakdown_keys`` looked up in the row or its ``meta``.
     """
     scored = [r for r in rows if r.get("predicted_points") is not None]
     if not scored:
         raise MetricsError("grader report: no item has both a human grade and a predicted grade")
     report = _metrics(scored)
     report["unscored"] = len(rows) - len(scored)
-    columns = _columns(scored)
-    report["intervals"] = {}
+    report["intervals"] = _intervals(scored, n_resamples, seed)
+    report["bootstrap"] = {"n_resamples": n_resamples, "seed": seed, "level": 0.95, "method": "percentile"}
+    report["breakdowns"] = {
+        key: breakdown(scored, key, lambda group: {**_metrics(group), "intervals": _intervals(group, n_resamples, seed)})
+        for key in breakdown_keys
+    }
+    return report
+
+
+def _intervals(rows: Sequence[Mapping[str, Any]], n_resamples: int, seed: int) -> dict[str, Any]:
+    """The bootstrap interval of each of :data:`INTERVAL_METRICS` on scored rows."""
+    columns = _columns(rows)
+    out = {}
     for name in INTERVAL_METRICS:
         function, (a, b) = _METRICS[name]
         ci = bootstrap_ci(function, columns[a], columns[b], n_resamples=n_resamples, seed=seed)
-        report["intervals"][name] = {k: ci[k] for k in ("low", "high", "undefined")}
-    report["bootstrap"] = {"n_resamples": n_resamples, "seed": seed, "level": 0.95, "method": "percentile"}
-    report["breakdowns"] = {key: breakdown(scored, key, _metrics) for key in breakdown_keys}
-    return report
+        out[name] = {k: ci[k] for k in ("low", "high", "undefined")}
+    return out
+
+
+def paired_differences(
+    rows_a: Sequence[Mapping[str, Any]], rows_b: Sequence[Mapping[str, Any]], *, n_resamples: int = 1000, seed: int = 0
+) -> dict[str, dict[str, Any]]:
+    """Every grader metric of two graders on the same items (row i of both is one item, each
+    with a verdict): ``{name: {"a", "b", "difference", "low", "high"}}``, the difference B - A
+    with its paired bootstrap interval (items resampled together in both). The difference is
+    None where the metric is undefined on either side."""
+    _check(rows_a, rows_b, what="paired difference")
+    a, b = _columns(rows_a), _columns(rows_b)
+    out: dict[str, dict[str, Any]] = {}
+    for name, (function, (truth, predicted)) in _METRICS.items():
+
+        def difference(ta: list, pa: list, tb: list, pb: list, f: Callable[..., float | None] = function) -> float | None:
+            x, y = f(ta, pa), f(tb, pb)
+            return None if x is None or y is None else y - x
+
+        ci = bootstrap_ci(difference, a[truth], a[predicted], b[truth], b[predicted], n_resamples=n_resamples, seed=seed)
+        out[name] = {"a": function(a[truth], a[predicted]), "b": function(b[truth], b[predicted]),
+                     "difference": ci["estimate"], "low": ci["low"], "high": ci["high"]}
+    return out
 
 
 def _metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
