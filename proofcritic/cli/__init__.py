@@ -7,6 +7,7 @@ import sys
 import typer
 
 from ..errors import ProofcriticError
+from ._common import flags_as_flags
 from ._cotrain import cotrain_command
 from ._eval import compare_command, eval_app, report_command
 from ._grade import grade_command
@@ -37,6 +38,7 @@ app.command("lean-check")(lean_check_command)
 app.command("lean-prove")(lean_prove_command)
 app.command("serve")(serve_command)
 app.command("serve-model")(serve_model_command)
+flags_as_flags(app)  # after every command is registered
 
 
 @app.callback()

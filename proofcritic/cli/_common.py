@@ -16,6 +16,8 @@ import typer
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from typer.core import TyperCommand, TyperGroup
+from typer.models import DefaultPlaceholder
 
 from ..io import DEFAULT_MAX_INPUT_CHARS, MAX_INPUT_CHARS_ENV, input_limit, max_input_chars
 from ..llm import DEFAULT_MODEL, GenerateConfig, Model, Usage, get_model
@@ -310,3 +312,41 @@ def with_model_options(command: Callable[..., Any]) -> Callable[..., Any]:
     wrapper.__signature__ = inspect.Signature(own + shared)  # type: ignore[attr-defined]
     wrapper.__annotations__ = hints
     return wrapper
+
+
+class _FlagHelp:
+    """Help that shows a flag as a flag: typer's rich help gives every option a type column,
+    flags included (``--help <bool>``, ``--overwrite <bool>``), as if they took a value. While
+    the help is drawn a flag's column is left empty; parsing and errors are typer's own."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        flags = [p for p in self.get_params(ctx) if getattr(p, "is_flag", False) and p.metavar is None]  # type: ignore[attr-defined]
+        for param in flags:
+            param.metavar = ""
+        try:
+            super().format_help(ctx, formatter)  # type: ignore[misc]
+        finally:
+            for param in flags:
+                param.metavar = None
+
+
+class FlagHelpCommand(_FlagHelp, TyperCommand):
+    """A typer command whose help shows flags as flags (see :func:`flags_as_flags`)."""
+
+
+class FlagHelpGroup(_FlagHelp, TyperGroup):
+    """A typer group whose help shows flags as flags (see :func:`flags_as_flags`)."""
+
+
+def flags_as_flags(app: typer.Typer) -> typer.Typer:
+    """Give every command and group of ``app`` (sub-apps included) the help of
+    :class:`FlagHelpCommand` / :class:`FlagHelpGroup`, unless it chose a class of its own."""
+    if app.info.cls is None or isinstance(app.info.cls, DefaultPlaceholder):
+        app.info.cls = FlagHelpGroup
+    for command in app.registered_commands:
+        if command.cls in (None, TyperCommand):
+            command.cls = FlagHelpCommand
+    for group in app.registered_groups:
+        if isinstance(group.typer_instance, typer.Typer):
+            flags_as_flags(group.typer_instance)
+    return app

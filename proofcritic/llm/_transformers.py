@@ -62,6 +62,7 @@ from ._base import Backend, check_context
 from ._smollm2 import is_smollm2_alias, smollm2_path, smollm2_target_dir
 from ._transformers_parts import (
     JobQueue,
+    _cache_keyword,
     _deliver,
     _fail,
     _Job,
@@ -573,6 +574,7 @@ class TransformersBackend(Backend):
         if shared < 1:
             return None
         model, device, vocab = self._hf_model, torch.device(self.device), self._vocab()
+        cache_arg = _cache_keyword(model)
         if not all(type(layer) is DynamicLayer for layer in tf.DynamicCache(config=model.config).layers):
             return None
         prefix = seqs[0][:shared]
@@ -592,7 +594,7 @@ class TransformersBackend(Backend):
                 logits = model(
                     input_ids=piece.to(device),
                     position_ids=torch.arange(a, a + piece.shape[1], device=device)[None],
-                    past_key_values=cache,
+                    **{cache_arg: cache},
                     use_cache=True,
                 ).logits[0]
                 if nxt is not None:
@@ -629,7 +631,7 @@ class TransformersBackend(Backend):
                     input_ids=ids.to(device),
                     attention_mask=full_mask.to(device),
                     position_ids=torch.arange(shared, shared + width, device=device)[None].expand(rows, -1),
-                    past_key_values=rows_cache,
+                    **{cache_arg: rows_cache},
                     use_cache=True,
                 ).logits
                 for r, j in enumerate(chunk):

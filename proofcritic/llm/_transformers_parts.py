@@ -4,6 +4,7 @@ job and row records, padding, future delivery, and the per-row stopping and logp
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import threading
 import time
@@ -33,6 +34,13 @@ def _transformers() -> Any:
     # loading is reported by proofcritic itself; transformers' own bars would clutter the output
     transformers.utils.logging.disable_progress_bar()
     return transformers
+
+
+def _cache_keyword(model: Any) -> str:
+    """The keyword a model's ``forward`` takes its KV cache by: ``cache`` in transformers 5.x
+    (which deprecates ``past_key_values`` with a FutureWarning on every call), else
+    ``past_key_values``."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 @dataclass

@@ -64,6 +64,10 @@ def _check_common(config: Any) -> None:
         config.lora_target_modules = [m.strip() for m in config.lora_target_modules.split(",") if m.strip()]
     if config.bf16 is None and (config.use_cpu or not _bf16_gpu()):
         config.bf16 = False  # TRL defaults bf16 to True, which fails without a bf16-capable GPU
+    if getattr(config, "activation_checkpointing", False) is None:
+        # transformers 5.x names TRL's gradient_checkpointing (on by default) activation_checkpointing
+        # and warns on every config that sets only the old name; both names stay accepted here
+        config.activation_checkpointing = config.gradient_checkpointing
 
 
 def _bf16_gpu() -> bool:

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -341,7 +342,15 @@ def _grpo_trainer_class():
 
 
 def _finish(trainer: Any, config: Any) -> str:
-    trainer.train()
+    with warnings.catch_warnings():
+        # TRL's GRPO trainer reads and switches checkpointing around each generation by the names
+        # transformers 5.x deprecates (FutureWarnings raised inside TRL: nothing we pass avoids
+        # them); only these three are hidden
+        warnings.filterwarnings(
+            "ignore", category=FutureWarning,
+            message=r"`(is_gradient_checkpointing|gradient_checkpointing_enable|gradient_checkpointing_disable)` is deprecated",
+        )
+        trainer.train()
     trainer.save_model(config.output_dir)
     if getattr(trainer, "processing_class", None) is not None:
         trainer.processing_class.save_pretrained(config.output_dir)
