@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import tempfile
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -437,6 +439,39 @@ def test_pool_from_sync_and_asyncio_run():
     finally:
         pool.close()
     assert [r.stdout for r in rs] == ["1\n", "2\n", "3\n"]
+
+
+def test_pool_serves_several_event_loops():
+    """One pool, one asyncio.run per batch, more checks than workers in each: the second event
+    loop must not wait on a semaphore bound to the first."""
+    with SandboxPool(workers=1) as pool:
+        first = asyncio.run(pool.run_many(["print(1)", "print(2)"]))
+        second = asyncio.run(pool.run_many(["print(3)", "print(4)"]))
+    assert [r.stdout for r in first + second] == ["1\n", "2\n", "3\n", "4\n"]
+
+
+def _readme_python_blocks(section: str) -> list[str]:
+    """The ```python blocks of the README section ``### SECTION`` (up to the next ``###``)."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    start = text.index(f"\n### {section}")
+    end = text.find("\n### ", start + 1)
+    return re.findall(r"^```python\n(.*?)^```", text[start:end if end > 0 else None], re.DOTALL | re.MULTILINE)
+
+
+def test_readme_sandbox_examples_run_as_written(capsys):
+    """The README's sandbox examples, executed as they are written there, print what it says."""
+    blocks = _readme_python_blocks("Sandboxed Python")
+    code = "\n".join(blocks)
+    for usage in ("run_python(", "async with SandboxPool(", ".run(", ".run_many(", "with SandboxPool(", "asyncio.run("):
+        assert usage in code, f"the README's sandbox section no longer shows {usage}"
+    for number, block in enumerate(blocks, 1):
+        where = f"README.md (Sandboxed Python, block {number})"
+        exec(compile(block, where, "exec"), {"__name__": "readme"})  # noqa: S102 - the docs, run as written
+    out = capsys.readouterr().out
+    assert "x + 1" in out  # run_python with SymPy
+    assert "{2: 3, 3: 2, 5: 1}" in out  # pool.run
+    assert "[(True, '1024', None, None), (False, '', 'ZeroDivisionError', None), (False, '', None, '" in out
+    assert "['0', '1', '4', '9'] ['0', '1', '8', '27']" in out  # two asyncio.run calls on one pool
 
 
 def test_warm_children_share_nothing(fork_server):

@@ -44,6 +44,7 @@ import tempfile
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -707,20 +708,26 @@ class SandboxPool:
                                       drop_privileges=defaults.get("drop_privileges", True),
                                       bwrap=defaults.get("bwrap"))
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox")
-        self._sem: asyncio.Semaphore | None = None
+        # one semaphore per event loop: a pool lives across asyncio.run calls, an asyncio
+        # semaphore is bound to the loop that first waited on it
+        self._sems: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary())
 
     async def run(self, code: str, **kwargs) -> SandboxResult:
-        if self._sem is None:
-            self._sem = asyncio.Semaphore(self.workers)
+        """Run one check (``run_python``'s keyword arguments override the pool's defaults)."""
+        loop = asyncio.get_running_loop()
+        sem = self._sems.get(loop)
+        if sem is None:
+            sem = self._sems[loop] = asyncio.Semaphore(self.workers)
         opts = {**self.defaults, **kwargs}
         server = self._server
         if server is not None and ("preload" in kwargs or "drop_privileges" in kwargs or "bwrap" in kwargs):
             server = None  # the warm server was started with the pool's own settings
-        async with self._sem:
-            loop = asyncio.get_running_loop()
+        async with sem:
             return await loop.run_in_executor(self._executor, lambda: run_python(code, server=server, **opts))
 
     async def run_many(self, codes: Sequence[str], **kwargs) -> list[SandboxResult]:
+        """Run the checks concurrently (at most ``workers`` at once); results in the order of ``codes``."""
         return list(await asyncio.gather(*(self.run(c, **kwargs) for c in codes)))
 
     def close(self) -> None:
