@@ -47,6 +47,12 @@ from ._common import (
 _Int = Optional[int]
 _STRATEGY = "Strategy options"
 _BUDGET = "Budgets"
+#: every strategy's ``keep_invalid``, on each command that runs strategies (solve, eval solve)
+KeepInvalidOpt = Annotated[
+    bool,
+    typer.Option("--keep-invalid", help="All strategies: let a format failure's proof text count as a proof "
+                 "(as --set keep_invalid=true).", rich_help_panel=_STRATEGY),
+]
 
 
 def _parse_set(values: list[str]) -> dict[str, Any]:
@@ -109,7 +115,7 @@ def solve_command(
     max_tool_calls: Annotated[_Int, typer.Option("--max-tool-calls", help="critic: code runs per critique [3].", rich_help_panel=_STRATEGY)] = None,
     tools: Annotated[Optional[str], typer.Option("--tools", help="critic: tools the critic may run, comma-separated (default: python).", rich_help_panel=_STRATEGY)] = None,
     tool_timeout: Annotated[Optional[float], typer.Option("--tool-timeout", help="critic: seconds per code run [10].", rich_help_panel=_STRATEGY)] = None,
-    keep_invalid: Annotated[bool, typer.Option("--keep-invalid", help="all: let format failures count as proofs.", rich_help_panel=_STRATEGY)] = False,
+    keep_invalid: KeepInvalidOpt = False,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any strategy parameter as KEY=VALUE (e.g. agent's), repeatable.", rich_help_panel=_STRATEGY)] = None,
     max_calls: Annotated[_Int, typer.Option("--max-calls", min=0, help="Model calls per problem.", rich_help_panel=_BUDGET)] = None,
     max_problem_tokens: Annotated[_Int, typer.Option("--max-problem-tokens", min=0, help="Tokens per problem (prompt + completion).", rich_help_panel=_BUDGET)] = None,
@@ -159,7 +165,7 @@ def solve_command(
     roles = Roles.from_models(the_model, prompts=prompt_set, config=opts.sampling(), score_mode=score_mode)
     console = Console(stderr=True)
 
-    async def main() -> RunStats | None:
+    async def main() -> RunStats | SolveResult:
         try:
             if output is None:
                 run_budget = None
@@ -172,6 +178,7 @@ def solve_command(
                     print(json.dumps(result.model_dump(mode="json"), ensure_ascii=False, indent=2))
                 else:
                     show_result(Console(soft_wrap=True), result)
+                return result
             else:
                 stats = await _run_batch(the_strategy, roles, the_model, source, output, state_dir, parallel_problems,
                                          budgets, run_max_calls, run_max_tokens, console)
@@ -188,9 +195,22 @@ def solve_command(
                 await close()
             usage_line(console, the_model)
             await the_model.aclose()
-        return None
 
-    exit_status(asyncio.run(main()))
+    outcome = asyncio.run(main())
+    if isinstance(outcome, SolveResult):
+        no_proof_status(outcome, keep_invalid=bool(getattr(the_strategy.config, "keep_invalid", False)))
+    else:
+        exit_status(outcome)
+
+
+def no_proof_status(result: SolveResult, keep_invalid: bool = False) -> None:
+    """One problem solved without a proof (every generation failed the format, or the budget
+    ran out first): a line saying why on stderr and exit status 1. In a batch such a problem
+    is a result record like any other, not a failed item."""
+    if result.proof is None:
+        hint = "" if keep_invalid else "; --keep-invalid lets a format failure's text count"
+        typer.echo(f"no valid proof: {' '.join(result.stop_reason.split()) or 'none was produced'}{hint}", err=True)
+        raise typer.Exit(1)
 
 
 async def _run_batch(strategy, roles: Roles, model: Model, source: Path, output: Path, state_dir: Path | None,
