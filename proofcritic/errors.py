@@ -20,6 +20,14 @@ class InputTooLargeError(InputError):
     size limit (``--max-input-chars``); the service answers it with 413."""
 
 
+class SetupError(ProofcriticError):
+    """The environment cannot do what was asked (a Lean checker without its library, ...): no
+    verdict on the input. One line and exit status 2 on the command line; a batch records the
+    item (error kind ``setup``, tried again by a rerun) and starts no more items (``stops_run``)."""
+
+    stops_run = True
+
+
 class PromptError(ProofcriticError):
     """A prompt set is incomplete or a template uses a variable that is not provided."""
 

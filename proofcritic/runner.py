@@ -28,14 +28,23 @@ from pathlib import Path
 from typing import Any
 
 from .budget import Budget, budget_scope
-from .errors import BackendError, ContextLengthError, InputError, ProofcriticError
+from .errors import (
+    BackendError,
+    ContextLengthError,
+    InputError,
+    ProofcriticError,
+    SetupError,
+)
 from .io import JsonlAppender, compact_jsonl, iter_jsonl, read_index, write_json
 from .llm import Usage
 
-#: error kinds that a rerun tries again (a server may be back); input errors are final
-RETRIED_KINDS = ("backend", "internal")
+#: error kinds that a rerun tries again (a server may be back, the set-up fixed); input errors are final
+RETRIED_KINDS = ("backend", "internal", "setup")
 #: how an error kind reads in the failure summary
-_KIND_NAMES = {"input": "input error", "backend": "backend error", "internal": "internal error", "error": "error"}
+_KIND_NAMES = {
+    "input": "input error", "backend": "backend error", "internal": "internal error", "setup": "set-up error",
+    "error": "error",
+}
 #: distinct messages remembered per error kind (for the most common one); counts stay exact
 _MESSAGES_KEPT = 100
 
@@ -97,6 +106,8 @@ def _error_kind(error: BaseException) -> str:
         return "context"
     if isinstance(error, BackendError):
         return "backend"
+    if isinstance(error, SetupError):
+        return "setup"
     return "error" if isinstance(error, ProofcriticError) else "internal"
 
 

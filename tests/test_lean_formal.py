@@ -2,7 +2,7 @@
 
 The model is a scripted stand-in (it answers fixed texts) or SmolLM2; the checker is always
 the real binary on prelude files (the IMO-ProofBench statements need Mathlib, which the
-local binary lacks: they are only loaded here, and shown to fail cleanly).
+local binary lacks: they are only loaded here, and shown to be a set-up error).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
+from proofcritic.errors import SetupError
 from proofcritic.lean_checker import (
     LocalLeanChecker,
 )
@@ -132,12 +133,12 @@ async def test_proofbench_statements_load_and_need_mathlib(lean_bin):
     assert len(problems) == 60 and problems[0].problem.id == "PB-Basic-001"
     assert all("import Mathlib" in p.lean_statement and "sorry" in p.lean_statement for p in problems)
     first = problems[0]
-    # the model keeps the statement; the prelude-only lean cannot import Mathlib: a clean failure
+    # the model keeps the statement; the prelude-only lean cannot import Mathlib (it has not even
+    # Init): a set-up error that says how to give it a Lake project, not a failed proof
     formal, _ = prover(lambda i, prompt: fenced(first.lean_statement.replace(":= by sorry", ":= by\n  ext f\n  simp")))
     async with LocalLeanChecker(lean_bin, timeout=60) as checker:
-        check = await formal_prove(formal, checker, first.problem, first.lean_statement)
-    assert not check.passed and check.status == "failed"
-    assert check.result.errors and check.result.errors[0].line == 1
+        with pytest.raises(SetupError, match=r"no Init library .*--project DIR"):
+            await formal_prove(formal, checker, first.problem, first.lean_statement)
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ from pathlib import Path
 from ..errors import InputError
 from . import competitions, custom, opc, proofbench, usamo
 from ._items import GradeItem, SolveItem
-from ._suite import Suite
+from ._suite import Kind, Suite
 
 #: every named suite, solving suites first
 SUITES: dict[str, Suite] = {
@@ -15,6 +15,12 @@ SUITES: dict[str, Suite] = {
     for family in (competitions, proofbench, usamo, opc, custom)
     for suite in family.SUITES
 }
+
+
+def suite_names(kind: Kind) -> list[str]:
+    """The suites of ``kind`` ("solve" or "grade") that load by name from the data folder, in
+    registry order (``problems``, ``graded`` and suites without a copy there need a file)."""
+    return [name for name, suite in SUITES.items() if suite.kind == kind and suite.path is not None]
 
 
 def get_suite(name: str) -> Suite:

@@ -75,6 +75,16 @@ async def _verdict(
     }
 
 
+def check_recorded(items: Sequence[GradeItem], field: str) -> None:
+    """An InputError (one line, before anything runs) when no item records the grade ``field``,
+    naming the grades the items do record; an item that alone lacks it becomes an error record."""
+    if any(field in item.recorded for item in items):
+        return
+    found = sorted({name for item in items for name in item.recorded})
+    have = f"the items record: {', '.join(found)}" if found else "the items record no grades"
+    raise InputError(f"no item records a grade {field!r} (--from-recorded); {have}")
+
+
 async def eval_grade(
     items: Sequence[GradeItem],
     run: RunFolder,
@@ -108,6 +118,8 @@ async def eval_grade(
             raise InputError(f"n must be at least 1, not {n}")
     if not items:
         raise InputError("eval_grade: no items to grade")
+    if from_recorded is not None:
+        check_recorded(items, from_recorded)
     ids = [item.id for item in items]
     if len(set(ids)) != len(ids):
         duplicates = sorted(i for i, c in Counter(ids).items() if c > 1)

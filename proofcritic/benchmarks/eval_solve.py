@@ -25,7 +25,7 @@ from ..pipelines._common import Roles, SolveResult, Strategy
 from ..runner import RunStats, run_jsonl
 from ._items import SolveItem
 from ._run import RunFolder
-from .metrics import bootstrap_ci
+from .metrics import bootstrap_ci, small_sample_note
 
 __all__ = ["SOLVE_METRICS", "eval_solve", "mean_or_none", "seeded_roles", "summarize_solve_run"]
 
@@ -244,6 +244,9 @@ def summarize_solve_run(
         "seconds": {"total": round(seconds, 3), "per_item": round(seconds / n, 3)},
         "problems": problems,
     }
+    small = small_sample_note(len(problems), "problems")
+    if small:  # every metric is a mean over problems
+        summary["notes"] = [small]
     price = (prices or {}).get(model_name or "")
     if price:
         cost = prompt / 1e6 * price.get("prompt", 0.0) + completion / 1e6 * price.get("completion", 0.0)

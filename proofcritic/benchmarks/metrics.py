@@ -14,6 +14,9 @@ Conventions:
 - Bootstrap intervals: percentile method, ``n_resamples`` resamples of the rows with
   replacement, drawn by ``numpy.random.default_rng(seed)``; resamples where the metric is
   undefined are left out (their count is reported).
+- A group of fewer than :data:`SMALL_N` items (a run, or a breakdown group) is flagged
+  (``small_n``) and carries a note: its correlations and intervals mean little (on 2 items
+  Pearson is +-1 and its interval the point itself).
 """
 
 from __future__ import annotations
@@ -28,6 +31,17 @@ import numpy as np
 from ..errors import InputError
 
 Number = float | int
+
+
+#: fewer items than this: correlations and bootstrap intervals are flagged as too few to mean much
+SMALL_N = 10
+
+
+def small_sample_note(n: int, unit: str = "items") -> str | None:
+    """The note of a metric group on ``n`` items (problems, ...) when n < :data:`SMALL_N`, else None."""
+    if n >= SMALL_N:
+        return None
+    return f"n = {n} {unit}, too few (under {SMALL_N}): correlations and 95% intervals mean little"
 
 
 class MetricsError(InputError, ValueError):
@@ -319,6 +333,10 @@ def _metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         labels=["0", "0.5", "1"],
     )
     notes = []
+    out["small_n"] = len(rows) < SMALL_N
+    small = small_sample_note(len(rows))
+    if small:
+        notes.append(small)
     if len(set(columns["human_correct"])) == 1:
         notes.append("only one human class present: balanced accuracy equals accuracy")
     for name in ("precision", "recall", "f1", "pearson", "spearman"):

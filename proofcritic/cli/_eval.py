@@ -17,18 +17,26 @@ import typer
 from rich.console import Console
 
 from ..benchmarks._items import GradeItem
+from ..benchmarks._registry import suite_names
 from ..benchmarks._run import RunFolder
+from ..benchmarks._suite import Kind
 from ..pipelines._common import Roles
 from ..pipelines.solve import STRATEGIES
 from ..runner import RunStats
 from ._batch import OverwriteOpt, exit_status, model_name, result_settings
 from ._common import SCORE_MODE_HELP, ModelOptions, run_progress, with_model_options
-from ._solve import _parse_set, build_strategy
+from ._solve import KeepInvalidOpt, _parse_set, build_strategy
 
 eval_app = typer.Typer(name="eval", help="Evaluate a solving strategy or a grader on a benchmark suite.",
                        no_args_is_help=True)
 
-SuiteOpt = Annotated[Optional[str], typer.Option("--suite", help="Suite name (see proofcritic.benchmarks.SUITES).")]
+def _suite_option(kind: Kind) -> Any:
+    """``--suite``, its help listing the registry's suites of ``kind`` (see the README's table)."""
+    return typer.Option("--suite", help=f"Suite name: {', '.join(suite_names(kind))}.")
+
+
+SolveSuiteOpt = Annotated[Optional[str], _suite_option("solve")]
+GradeSuiteOpt = Annotated[Optional[str], _suite_option("grade")]
 RunOpt = Annotated[Path, typer.Option("--run", help="Run folder; an existing one is resumed.")]
 LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N items.")]
 DataOpt = Annotated[Optional[Path], typer.Option("--data-dir", envvar="PROOFCRITIC_DATA", help="Data root of the suites.")]
@@ -92,12 +100,17 @@ def show_headline(console: Console, summary: dict[str, Any]) -> None:
         interval = "" if low is None or high is None else f"  [{low:.3g}, {high:.3g}]"
         console.print(f"{name:>18}: {shown}{interval}")
 
+    def notes(texts: list[str]) -> None:  # e.g. too few items for the intervals to mean much
+        for text in texts:
+            console.print(f"{'note':>18}: {text}", soft_wrap=True)
+
     if summary.get("kind") == "solve":
         for name, m in summary["metrics"].items():
             line(name, m["value"], m["low"], m["high"])
         p = summary["points"]
         console.print(f"{'points':>18}: {p['first']:.4g} / {p['max']:.4g} (best by self-score {p['best_self']:.4g})")
         line("self/verifier agree", summary["agreement"]["exact"])
+        notes(summary.get("notes", []))
         return
     metrics = summary.get("metrics") or {}
     counts = summary.get("counts", {})
@@ -106,18 +119,20 @@ def show_headline(console: Console, summary: dict[str, Any]) -> None:
         interval = metrics.get("intervals", {}).get(name, {})
         if name in metrics:
             line(name, metrics[name], interval.get("low"), interval.get("high"))
+    notes(metrics.get("notes", []))
 
 
 @eval_app.command("solve")
 @with_model_options
 def eval_solve_command(
-    suite: SuiteOpt = None,
+    suite: SolveSuiteOpt = None,
     run: RunOpt = Path("run"),
     overwrite: OverwriteOpt = False,
     strategy: Annotated[str, typer.Option("--strategy", "-s", help=f"{' | '.join(STRATEGIES)}.")] = "single",
     k: Annotated[int, typer.Option("-k", min=1, help="Samples (strategy runs) per problem.")] = 1,
     verify_n: Annotated[int, typer.Option("--verify-n", min=0, help="Verifications of each answer (the grader).")] = 1,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Strategy parameter KEY=VALUE, repeatable.")] = None,
+    keep_invalid: KeepInvalidOpt = False,
     limit: LimitOpt = None,
     data_dir: DataOpt = None,
     parallel_problems: Annotated[int, typer.Option("--parallel-problems", min=1, help="Problems solved at once.")] = 4,
@@ -131,8 +146,9 @@ def eval_solve_command(
 
     if suite is None:
         raise typer.BadParameter("give --suite", param_hint="--suite")
-    params = _parse_set(set_ or [])
-    the_strategy = build_strategy(strategy, params)
+    flags = {"keep_invalid": True} if keep_invalid else {}
+    params = flags | _parse_set(set_ or [])
+    the_strategy = build_strategy(strategy, params, flags=flags)
     items = _load(suite, data_dir, limit)
     if any(isinstance(i, GradeItem) for i in items):
         raise typer.BadParameter(f"{suite} is a grading suite; use `eval grade`", param_hint="--suite")
@@ -166,7 +182,7 @@ def eval_solve_command(
 @eval_app.command("grade")
 @with_model_options
 def eval_grade_command(
-    suite: SuiteOpt = None,
+    suite: GradeSuiteOpt = None,
     run: RunOpt = Path("run"),
     overwrite: OverwriteOpt = False,
     n: Annotated[int, typer.Option("-n", "--n", min=1, help="Verifications per proof.")] = 1,
@@ -181,7 +197,7 @@ def eval_grade_command(
     opts: ModelOptions,
 ) -> None:
     """Measure a grader (the verifier, or grades recorded in the data) against human grades."""
-    from ..benchmarks.eval_grade import eval_grade
+    from ..benchmarks.eval_grade import check_recorded, eval_grade
 
     if (suite is None) == (file is None):
         raise typer.BadParameter("give either --suite or --file")
@@ -195,6 +211,8 @@ def eval_grade_command(
         items = _load(suite, data_dir, limit)
     if not all(isinstance(i, GradeItem) for i in items):
         raise typer.BadParameter(f"{suite} is a solving suite; use `eval solve`", param_hint="--suite")
+    if from_recorded is not None:
+        check_recorded(items, from_recorded)  # a grade no item records fails here, before the run starts
     prompt_set = None if from_recorded else opts.prompt_set()
     model = None if from_recorded else opts.build_model()
     folder = RunFolder(run)

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ..errors import InputError
+from ..errors import InputError, SetupError
 from ..io import read_text
 from ..lean_checker import LeanChecker, LeanResult, get_checker
 from ..pipelines.formal import FormalProver, formal_jsonl, read_formal_items
@@ -51,7 +51,8 @@ def lean_check_command(
 ) -> None:
     """Check Lean 4 files; a file passes with no error, no sorry/admit and no non-standard axiom.
 
-    Exit status 0 when every file passes, 1 when one does not, 2 for bad input."""
+    Exit status 0 when every file passes, 1 when one does not, 2 for bad input or a checker
+    that cannot check (a lean without its Init library: give --project)."""
     sources = [(path, read_text(path, "Lean file")) for path in files]
     checker = _make_checker(lean, project, timeout, server, api_key, warm, concurrency, allow_axiom)
 
@@ -158,4 +159,7 @@ def lean_prove_command(
         f"{stats.extra.get('passed', 0)} of {stats.done - stats.skipped} problem(s) proved in Lean, "
         f"{stats.skipped} already done, {stats.errors} error record(s) -> {output}"
     )
+    setup = stats.messages.get("setup")
+    if setup:  # the checker cannot give verdicts at all: the set-up's one line, exit status 2
+        raise SetupError(setup.most_common(1)[0][0])
     exit_status(stats)

