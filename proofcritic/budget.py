@@ -89,3 +89,62 @@ def budget_scope(budget: Budget | None) -> Iterator[Budget | None]:
         yield budget
     finally:
         _CURRENT.reset(token)
+
+
+#: what the samples of each kind of call are, in words
+_SAMPLE_NOUNS = {
+    "generation": "proofs",
+    "verification": "verifications",
+    "meta-verification": "meta-verifications",
+    "judge": "verdicts",
+    "read-out": "read-outs",
+}
+
+
+@dataclass
+class CallPlan:
+    """The model calls a piece of work plans, at most (a strategy may stop sooner), by kind
+    (``generation``, ``verification``, ``meta-verification``, ``judge``, ``read-out``): the
+    requests and the samples they ask for (one request may ask for n samples; a budget's
+    ``--max-calls`` counts requests). Each strategy and batch command computes its own
+    (``SearchStrategy.plan()``, ...); the CLI prints it before a large run and for ``--dry-run``."""
+
+    calls: dict[str, int] = field(default_factory=dict)
+    samples: dict[str, int] = field(default_factory=dict)
+    note: str = ""
+    """How the numbers come about, in words (kept by :meth:`times`, not by ``+``)."""
+
+    def add(self, kind: str, calls: int, samples: int | None = None) -> CallPlan:
+        """Add ``calls`` requests of ``kind`` asking for ``samples`` samples (default: one
+        each); returns this plan."""
+        if calls:
+            self.calls[kind] = self.calls.get(kind, 0) + calls
+            self.samples[kind] = self.samples.get(kind, 0) + (calls if samples is None else samples)
+        return self
+
+    def __add__(self, other: CallPlan) -> CallPlan:
+        out = CallPlan(dict(self.calls), dict(self.samples))
+        for kind, calls in other.calls.items():
+            out.add(kind, calls, other.samples.get(kind, calls))
+        return out
+
+    def times(self, k: int) -> CallPlan:
+        """This plan repeated ``k`` times (``k`` items, or ``k`` runs of one problem)."""
+        return CallPlan({kind: c * k for kind, c in self.calls.items()}, {kind: s * k for kind, s in self.samples.items()},
+                        self.note)
+
+    @property
+    def total_calls(self) -> int:
+        return sum(self.calls.values())
+
+    def text(self) -> str:
+        """``2,529 model calls: 481 generation (2,048 proofs), 2,048 verification (131,072 verifications)``."""
+        if not self.calls:
+            return "no model calls"
+        parts = []
+        for kind, calls in self.calls.items():
+            samples = self.samples.get(kind, calls)
+            noun = _SAMPLE_NOUNS.get(kind, "samples")
+            parts.append(f"{calls:,} {kind}" + ("" if samples == calls and kind == "read-out" else f" ({samples:,} {noun})"))
+        total = self.total_calls
+        return f"{total:,} model call{'' if total == 1 else 's'}: " + ", ".join(parts)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from .budget import CallPlan
 from .io import problem_from_record, proof_from_record
 from .llm import usage_scope
 from .runner import RunStats, read_items, run_jsonl
@@ -57,3 +58,12 @@ async def grade_jsonl(
     return await run_jsonl(
         read_items(input_path), output_path, process, concurrency=concurrency, on_progress=on_progress
     )
+
+
+def grade_plan(n: int = 1, tool_calls: int | None = None) -> CallPlan:
+    """The model calls grading one proof makes at most: one verification request of ``n``
+    samples; with tools (CRITIC, ``tool_calls`` code runs per verification at most) ``n``
+    conversations of up to ``1 + tool_calls`` requests each."""
+    if tool_calls is None:
+        return CallPlan().add("verification", 1, n)
+    return CallPlan().add("verification", n * (1 + tool_calls), n)

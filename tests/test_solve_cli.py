@@ -142,9 +142,9 @@ async def test_problem_budget_and_state_dirs(tmp_path):
 def solve(smollm2_dir):
     """Run ``proofcritic solve`` in this process, so SmolLM2 stays loaded across tests."""
 
-    def invoke(*args: str):
+    def invoke(*args: str, status: int = 0):
         result = CliRunner().invoke(app, ["solve", *args], catch_exceptions=False)
-        assert result.exit_code == 0, result.output + result.stderr
+        assert result.exit_code == status, result.output + result.stderr
         return result
 
     return invoke
@@ -164,10 +164,15 @@ def test_single_on_smollm2(solve, tmp_path):
 @pytest.mark.smollm2
 def test_refine_on_smollm2_treats_format_failures_as_such(solve, tmp_path):
     result = solve("--problem", str(EXAMPLES / "problem.md"), "--strategy", "refine", "--max-iters", "2",
-                   "--verify-n", "0", "--json", "--cache", str(tmp_path / "c.sqlite"), *SHORT)
+                   "--verify-n", "0", "--json", "--cache", str(tmp_path / "c.sqlite"), *SHORT, status=1)
     data = json.loads(result.stdout)
     assert data["rounds"] == 2 and [s["step"] for s in data["transcript"]] == ["generate", "refine"]
     assert data["proof"] is None and data["stop_reason"] == "max iterations (2) reached; no valid generation to answer"
+    # one problem without a valid proof: the reason on stderr, exit status 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "no valid proof: max iterations (2) reached; no valid generation to answer; "
+        "--keep-invalid lets a format failure's text count"
+    )
     assert _calls(result.stderr) == (2, 0)
 
 
@@ -196,9 +201,10 @@ def test_search_batch_on_smollm2_resumes(solve, tmp_path):
 def test_agent_on_smollm2(solve, tmp_path):
     result = solve("--problem", str(EXAMPLES / "problem.md"), "--strategy", "agent", "--set", "max_runs=1",
                    "--set", "max_iterations=1", "--set", "passes_to_accept=1", "--set", "self_improve=false",
-                   "--json", "--cache", str(tmp_path / "c.sqlite"), *SHORT)
+                   "--json", "--cache", str(tmp_path / "c.sqlite"), *SHORT, status=1)
     data = json.loads(result.stdout)
-    assert data["strategy"] == "agent" and data["stop_reason"].startswith("not accepted")
+    assert data["strategy"] == "agent" and data["stop_reason"].startswith("not accepted") and data["proof"] is None
+    assert result.stderr.strip().splitlines()[-1].startswith("no valid proof: not accepted")
 
 
 def test_usage_errors():

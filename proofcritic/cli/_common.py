@@ -15,13 +15,14 @@ from typing import Annotated, Any, Optional
 import typer
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from typer.core import TyperCommand, TyperGroup
 from typer.models import DefaultPlaceholder
 
+from ..budget import CallPlan
 from ..io import DEFAULT_MAX_INPUT_CHARS, MAX_INPUT_CHARS_ENV, input_limit, max_input_chars
 from ..llm import DEFAULT_MODEL, GenerateConfig, Model, Usage, get_model
 from ..llm._balancer import split_base_urls
+from ..progress import LiveProgress, progress_interval
 from ..promptset import PromptSet
 from ..runner import RunStats
 
@@ -163,34 +164,57 @@ def sampling(
 def run_progress(
     label: str,
     console: Console,
-    extra_columns: Sequence[str] = (),
-    extra_fields: Callable[[RunStats], dict[str, Any]] | None = None,
-) -> Iterator[Callable[[RunStats], None]]:
-    """The progress bar of a batch (done/total, tokens, errors, ETA) and the ``on_progress``
-    callback that drives it. ``extra_columns`` are rich format strings over task fields that
-    ``extra_fields(stats)`` fills."""
-    columns = (
-        TextColumn(f"[bold]{label}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        *(TextColumn(c) for c in extra_columns),
-        TextColumn("{task.fields[tokens]} tokens"),
-        TextColumn("{task.fields[errors]} errors"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-    )
-    more = extra_fields or (lambda stats: {})
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task(label, total=None, tokens=0, errors=0, **more(RunStats()))
+    models: Sequence[Model | None] = (),
+    extra: Callable[[RunStats], str] | None = None,
+) -> Iterator[LiveProgress]:
+    """The live progress of a batch (items done of the total, errors, ETA, the ``models``'
+    calls and tokens, elapsed time, solving strategies' states; see :mod:`proofcritic.progress`:
+    a display on a terminal, else a plain line every 10 s), itself the ``on_progress`` callback
+    that drives it (its ``on_round`` is a strategy's hook). ``extra(stats)`` adds words after
+    the items (``3 labeled, 1 to review``)."""
+    with LiveProgress(label, console, models, batch=True, extra=extra) as progress:
+        yield progress
 
-        def update(stats: RunStats) -> None:
-            progress.update(
-                task, total=stats.total, completed=stats.done, tokens=stats.usage.total_tokens,
-                errors=stats.errors, **more(stats),
-            )
 
-        yield update
+#: planned model calls from which a run prints its plan before it starts
+LARGE_RUN_CALLS = 100
+
+DryRunOpt = Annotated[
+    bool,
+    typer.Option("--dry-run", help="Print the plan (items, model calls at most, settings) and exit: no model is loaded or called."),
+]
+
+
+def with_readouts(plan: CallPlan, score_mode: str) -> CallPlan:
+    """``plan`` with the likelihood read-outs a score mode may add: up to one per verification
+    (``logprob``: one for each; ``text``: none)."""
+    verifications = plan.samples.get("verification", 0)
+    return plan if score_mode == "text" or not verifications else plan + CallPlan().add("read-out", verifications)
+
+
+def show_plan(
+    console: Console, what: str, items: int, per_item: CallPlan, settings: dict[str, Any], *,
+    dry_run: bool, unit: str = "item",
+) -> None:
+    """Before a run: the model calls it plans at most, per ``unit`` and for all ``items``
+    (each strategy and command computes its own plan). Printed on stderr when the run plans
+    :data:`LARGE_RUN_CALLS` calls or more; with ``dry_run`` printed on stdout with the
+    ``settings``, and the command ends there (exit status 0): no model is loaded or called."""
+    total = per_item.times(items)
+    if not dry_run and total.total_calls < LARGE_RUN_CALLS:
+        return
+    out = Console(soft_wrap=True, highlight=False) if dry_run else console
+    out.print(f"plan: {what}, {items:,} {unit}(s)", markup=False, highlight=False, soft_wrap=True)
+    out.print(f"  per {unit}: at most {per_item.text()}", markup=False, highlight=False, soft_wrap=True)
+    if per_item.note:
+        out.print(f"  ({per_item.note})", markup=False, highlight=False, soft_wrap=True)
+    if items != 1:
+        out.print(f"  in all: at most {total.text()}", markup=False, highlight=False, soft_wrap=True)
+    if dry_run:
+        shown = ", ".join(f"{key}={value}" for key, value in settings.items() if value is not None)
+        out.print(f"  settings: {shown}", markup=False, highlight=False, soft_wrap=True)
+        out.print("dry run: nothing was loaded or called", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(0)
 
 
 def calls_text(usage: Usage) -> str:
@@ -305,6 +329,7 @@ def with_model_options(command: Callable[..., Any]) -> Callable[..., Any]:
         opts = ModelOptions(**{name: kwargs.pop(name) for name in names})
         if opts.max_input_chars is None:
             max_input_chars()  # a bad PROOFCRITIC_MAX_INPUT_CHARS fails here, once, not in every item
+        progress_interval()  # and a bad PROOFCRITIC_PROGRESS_INTERVAL before any model loads
         with input_limit(opts.max_input_chars):  # every input the command reads is held to it
             return command(**kwargs, opts=opts)
 

@@ -24,7 +24,7 @@ def cotrain_command(
     auto-label, merge into D_v/D_mv; resumable at step granularity."""
     from ..training.cotrain import cotrain
 
-    result = cotrain(config, workdir, iterations, log=lambda message: typer.echo(message, err=True))
+    result = cotrain(config, workdir, iterations, log=lambda message: typer.echo(message, err=True), progress=True)
     typer.echo(json.dumps(result, indent=2))
 
 

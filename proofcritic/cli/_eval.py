@@ -20,11 +20,22 @@ from ..benchmarks._items import GradeItem
 from ..benchmarks._registry import suite_names
 from ..benchmarks._run import RunFolder
 from ..benchmarks._suite import Kind
+from ..budget import CallPlan
+from ..grading import grade_plan
 from ..pipelines._common import Roles
+from ..pipelines.label import LabelConfig
 from ..pipelines.solve import STRATEGIES
 from ..runner import RunStats
 from ._batch import OverwriteOpt, exit_status, model_name, result_settings
-from ._common import SCORE_MODE_HELP, ModelOptions, run_progress, with_model_options
+from ._common import (
+    SCORE_MODE_HELP,
+    DryRunOpt,
+    ModelOptions,
+    run_progress,
+    show_plan,
+    with_model_options,
+    with_readouts,
+)
 from ._solve import KeepInvalidOpt, _parse_set, build_strategy
 
 eval_app = typer.Typer(name="eval", help="Evaluate a solving strategy or a grader on a benchmark suite.",
@@ -138,6 +149,7 @@ def eval_solve_command(
     parallel_problems: Annotated[int, typer.Option("--parallel-problems", min=1, help="Problems solved at once.")] = 4,
     prices: PricesOpt = None,
     score_mode: ScoreModeOpt = "auto",
+    dry_run: DryRunOpt = False,
     *,
     opts: ModelOptions,
 ) -> None:
@@ -153,6 +165,15 @@ def eval_solve_command(
     if any(isinstance(i, GradeItem) for i in items):
         raise typer.BadParameter(f"{suite} is a grading suite; use `eval grade`", param_hint="--suite")
     price_table = _prices(prices)
+    console = Console(stderr=True)
+    per_sample = the_strategy.plan() + CallPlan().add("verification", int(verify_n > 0), verify_n)  # + the grader's
+    show_plan(  # before any model loads: a large run says what it will cost; --dry-run stops here
+        console, f"eval solve {suite} --strategy {strategy} -k {k}", len(items),
+        with_readouts(per_sample, score_mode).times(k),
+        {"model": model_name(opts), "score_mode": score_mode, "k": k, "verify_n": verify_n,
+         **the_strategy.config.model_dump(), "run": run},
+        dry_run=dry_run, unit="problem",
+    )
     prompt_set = opts.prompt_set()
     model = opts.build_model()
     folder = RunFolder(run)
@@ -163,12 +184,12 @@ def eval_solve_command(
                       "sampling": opts.sampling().model_dump(exclude_unset=True), "prices": price_table},
              settings, overwrite)
     roles = Roles.from_models(model, prompts=prompt_set, config=opts.sampling(), score_mode=score_mode)
-    console = Console(stderr=True)
     seen: list[RunStats] = []
 
     async def main() -> None:
         try:
-            with run_progress(f"{strategy} x{k}", console) as update:
+            with run_progress(f"{strategy} x{k}", console, [model]) as update:
+                the_strategy.on_round = update.on_round
                 await eval_solve(items, folder, roles=roles, strategy=the_strategy, k=k, verify_n=verify_n,
                                  concurrency=parallel_problems, prices=price_table, model_name=model_name(opts),
                                  on_progress=_kept(update, seen))
@@ -193,6 +214,7 @@ def eval_grade_command(
     limit: LimitOpt = None,
     data_dir: DataOpt = None,
     score_mode: ScoreModeOpt = "auto",
+    dry_run: DryRunOpt = False,
     *,
     opts: ModelOptions,
 ) -> None:
@@ -213,6 +235,18 @@ def eval_grade_command(
         raise typer.BadParameter(f"{suite} is a solving suite; use `eval solve`", param_hint="--suite")
     if from_recorded is not None:
         check_recorded(items, from_recorded)  # a grade no item records fails here, before the run starts
+    console = Console(stderr=True)
+    if from_recorded:
+        per_item = CallPlan()
+    else:  # the label rule labels each proof (LabelConfig's m, with n verifications), the others grade it
+        per_item = LabelConfig.model_construct(n=n).plan() if rule == "label" else grade_plan(n)
+        per_item = with_readouts(per_item, score_mode)
+    show_plan(  # before any model loads: a large run says what it will cost; --dry-run stops here
+        console, f"eval grade {suite or file} --rule {rule}", len(items), per_item,
+        {"model": None if from_recorded else model_name(opts), "n": None if from_recorded else n,
+         "score_mode": None if from_recorded else score_mode, "rule": rule, "from_recorded": from_recorded, "run": run},
+        dry_run=dry_run, unit="proof",
+    )
     prompt_set = None if from_recorded else opts.prompt_set()
     model = None if from_recorded else opts.build_model()
     folder = RunFolder(run)
@@ -223,7 +257,6 @@ def eval_grade_command(
     _prepare(folder, {"command": "eval grade", "suite": suite or str(file), "rule": rule, "n": n, "limit": limit,
                       "from_recorded": from_recorded, "model": None if from_recorded else model_name(opts)},
              settings, overwrite)
-    console = Console(stderr=True)
     seen: list[RunStats] = []
     roles = None
     if model is not None:
@@ -231,7 +264,7 @@ def eval_grade_command(
 
     async def main() -> None:
         try:
-            with run_progress(f"grade ({from_recorded or rule})", console) as update:
+            with run_progress(f"grade ({from_recorded or rule})", console, [model]) as update:
                 await eval_grade(items, folder, verifier=roles and roles.verifier, n=n, rule=rule,  # type: ignore[arg-type]
                                  meta_verifier=roles and roles.meta_verifier, from_recorded=from_recorded,
                                  concurrency=opts.concurrency or 8, on_progress=_kept(update, seen))

@@ -12,22 +12,26 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..errors import InputError
-from ..grading import grade, grade_jsonl
+from ..grading import grade, grade_jsonl, grade_plan
 from ..io import read_problem, read_proof
-from ..runner import RunStats
+from ..progress import LiveProgress
+from ..runner import RunStats, read_items
 from ..tools import get_tool, tool_class
 from ..types import GradeResult, Problem
 from ..verifier import Verifier
 from ..verifier._critic import CriticVerifier
-from ._batch import OverwriteOpt, exit_status, prepare, result_settings
+from ._batch import OverwriteOpt, exit_status, model_name, prepare, result_settings
 from ._common import (
     SCORE_MODE_HELP,
+    DryRunOpt,
     ModelOptions,
     bounded,
     check_score_mode,
     run_progress,
+    show_plan,
     usage_line,
     with_model_options,
+    with_readouts,
 )
 
 _TOOLS = "Tools (CRITIC)"
@@ -50,6 +54,7 @@ def grade_command(
     tools: Annotated[Optional[str], typer.Option("--tools", help="Let the verifier run code while it grades (CRITIC): comma-separated tools, e.g. python.", rich_help_panel=_TOOLS)] = None,
     max_tool_calls: Annotated[int, typer.Option("--max-tool-calls", min=0, help="With --tools: code runs per verification at most.", rich_help_panel=_TOOLS)] = 3,
     tool_timeout: Annotated[float, typer.Option("--tool-timeout", min=0.1, help="With --tools: seconds per code run.", rich_help_panel=_TOOLS)] = 10.0,
+    dry_run: DryRunOpt = False,
     *,
     opts: ModelOptions,
 ) -> None:
@@ -72,11 +77,19 @@ def grade_command(
             tool_class(name)
         except InputError as error:
             raise typer.BadParameter(str(error), param_hint="--tools") from None
+    if batch and not input.exists():
+        raise InputError(f"input file not found: {input}")
+    console = Console(stderr=True)
+    show_plan(  # before any model loads: a large run says what it will cost; --dry-run stops here
+        console, "grade", len(read_items(input)) if batch else 1,
+        with_readouts(grade_plan(n, max_tool_calls if tool_names else None), score_mode),
+        {"model": model_name(opts), "n": n, "score_mode": score_mode, "tools": ",".join(tool_names) or None,
+         "max_tool_calls": max_tool_calls if tool_names else None, "input": input, "output": output},
+        dry_run=dry_run, unit="proof",
+    )
     prompt_set = opts.prompt_set()
     the_model = opts.build_model()
     if batch:  # before any model call: a rerun with other settings stops here
-        if not input.exists():
-            raise InputError(f"input file not found: {input}")
         settings = result_settings(
             "grade", opts, prompt_set, n=n, max_points=max_points, score_mode=score_mode, tools=tool_names,
             max_tool_calls=max_tool_calls if tool_names else None, tool_timeout=tool_timeout if tool_names else None,
@@ -86,7 +99,6 @@ def grade_command(
     if tool_names:
         built = [get_tool(name, timeout=tool_timeout) for name in tool_names]
         verifier = CriticVerifier(verifier, built, max_tool_calls=max_tool_calls)
-    console = Console(stderr=True)
 
     async def main() -> RunStats | None:
         try:
@@ -98,7 +110,8 @@ def grade_command(
                 )
                 return stats
             else:
-                result = await grade(verifier, the_problem, the_proof, n=n)
+                with LiveProgress("grading", console, [the_model]):
+                    result = await grade(verifier, the_problem, the_proof, n=n)
                 if json_out:
                     print(json.dumps(result.model_dump(mode="json"), ensure_ascii=False, indent=2))
                 else:
@@ -114,7 +127,7 @@ def grade_command(
 
 
 async def _run_batch(verifier, input, output, n, max_points, concurrency, console) -> RunStats:
-    with run_progress("grading", console) as update:
+    with run_progress("grading", console, [verifier.model]) as update:
         return await grade_jsonl(
             verifier, input, output, n=n, max_points=max_points, concurrency=concurrency, on_progress=update
         )

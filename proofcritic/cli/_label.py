@@ -16,18 +16,22 @@ from ..errors import InputError
 from ..io import read_problem, read_proof, read_text
 from ..meta_verifier import MetaVerifier
 from ..pipelines.label import LabelConfig, label_jsonl, majority
-from ..runner import RunStats
+from ..progress import LiveProgress
+from ..runner import RunStats, read_items
 from ..types import Problem, Verification
 from ..verifier import Verifier, parse_verification
-from ._batch import OverwriteOpt, exit_status, prepare, result_settings
+from ._batch import OverwriteOpt, exit_status, model_name, prepare, result_settings
 from ._common import (
     SCORE_MODE_HELP,
+    DryRunOpt,
     ModelOptions,
     bounded,
     check_score_mode,
     run_progress,
+    show_plan,
     usage_line,
     with_model_options,
+    with_readouts,
 )
 
 __all__ = ["label_command", "meta_verify_command", "read_verification"]
@@ -94,7 +98,8 @@ def meta_verify_command(
 
     async def main() -> None:
         try:
-            metas = await meta_verifier.meta_verify(the_problem, the_proof, the_verification, n=n)
+            with LiveProgress("meta-verifying", console, [the_model]):
+                metas = await meta_verifier.meta_verify(the_problem, the_proof, the_verification, n=n)
         finally:
             usage_line(console, the_model)
             await the_model.aclose()
@@ -136,6 +141,7 @@ def label_command(
     score_mode: Annotated[str, typer.Option("--score-mode", help=SCORE_MODE_HELP)] = "auto",
     max_calls: Annotated[Optional[int], typer.Option("--max-calls", min=1, help="Model calls per proof (default: no limit).")] = None,
     max_proof_tokens: Annotated[Optional[int], typer.Option("--max-proof-tokens", min=1, help="Tokens per proof, prompts included (default: no limit).")] = None,
+    dry_run: DryRunOpt = False,
     *,
     opts: ModelOptions,
 ) -> None:
@@ -149,6 +155,13 @@ def label_command(
         raise InputError(f"input file not found: {input}")
     if len({input.resolve(), output.resolve(), review.resolve()}) < 3:
         raise typer.BadParameter("--input, --output and --review must be three different files")
+    console = Console(stderr=True)
+    show_plan(  # before any model loads: a large run says what it will cost; --dry-run stops here
+        console, "label", len(read_items(input)), with_readouts(config.plan(), score_mode),
+        {"model": model_name(opts), "score_mode": score_mode, **config.model_dump(), "max_calls": max_calls,
+         "max_proof_tokens": max_proof_tokens, "output": output, "review": review},
+        dry_run=dry_run, unit="proof",
+    )
     prompt_set = opts.prompt_set()
     the_model = opts.build_model()
     prepare(output, result_settings(  # before any model call: a rerun with other settings stops here
@@ -158,13 +171,12 @@ def label_command(
     settings = opts.sampling()
     verifier = Verifier(the_model, prompts=prompt_set, config=settings, score_mode=score_mode)
     meta_verifier = MetaVerifier(the_model, prompts=prompt_set, config=settings)
-    console = Console(stderr=True)
 
     async def main() -> RunStats:
         try:
             with run_progress(
-                "labeling", console, ["{task.fields[labeled]} labeled, {task.fields[review]} to review"],
-                lambda stats: {"labeled": stats.extra.get("labeled", 0), "review": stats.extra.get("review", 0)},
+                "labeling", console, [the_model],
+                lambda stats: f"{stats.extra.get('labeled', 0):,} labeled, {stats.extra.get('review', 0):,} to review",
             ) as update:
                 stats = await label_jsonl(
                     verifier, meta_verifier, input, output, review, config=config, max_points=max_points,

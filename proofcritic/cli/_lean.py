@@ -145,7 +145,7 @@ def lean_prove_command(
     async def main() -> RunStats:
         try:
             async with checker:
-                with run_progress("proving", console, ["{task.fields[passed]} passed"], lambda s: {"passed": s.extra.get("passed", 0)}) as update:
+                with run_progress("proving", console, [the_model], lambda s: f"{s.extra.get('passed', 0):,} passed") as update:
                     return await formal_jsonl(
                         prover, checker, items, output, samples=samples, attempts=attempts,
                         concurrency=opts.concurrency or 4, on_progress=update,

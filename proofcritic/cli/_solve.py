@@ -12,14 +12,6 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from ..budget import Budget
 from ..errors import InputError
@@ -34,14 +26,19 @@ from ..pipelines.solve import (
     solve_problem,
     state_name,
 )
+from ..progress import LiveProgress
 from ..runner import RunStats
-from ._batch import OverwriteOpt, exit_status, prepare, result_settings
+from ._batch import OverwriteOpt, exit_status, model_name, prepare, result_settings
 from ._common import (
     SCORE_MODE_HELP,
+    DryRunOpt,
     ModelOptions,
     check_score_mode,
+    run_progress,
+    show_plan,
     usage_line,
     with_model_options,
+    with_readouts,
 )
 
 _Int = Optional[int]
@@ -124,6 +121,7 @@ def solve_command(
     parallel_problems: Annotated[int, typer.Option("--parallel-problems", min=1, help="Batch: problems solved at once.")] = 4,
     score_mode: Annotated[str, typer.Option("--score-mode", help=SCORE_MODE_HELP)] = "auto",
     json_out: Annotated[bool, typer.Option("--json", help="One problem: print the result as JSON.")] = False,
+    dry_run: DryRunOpt = False,
     *,
     opts: ModelOptions,
 ) -> None:
@@ -155,6 +153,14 @@ def solve_command(
             raise record
         the_problem = problem_from_record(record, default_id=item_id)
     budgets = {"max_calls": max_calls, "max_tokens": max_problem_tokens}
+    console = Console(stderr=True)
+    show_plan(  # before any model loads: a large run says what it will cost; --dry-run stops here
+        console, f"solve --strategy {strategy}", len(items), with_readouts(the_strategy.plan(), score_mode),
+        {"model": model_name(opts), "score_mode": score_mode, **the_strategy.config.model_dump(),
+         "max_calls": max_calls, "max_problem_tokens": max_problem_tokens, "run_max_calls": run_max_calls,
+         "run_max_tokens": run_max_tokens},
+        dry_run=dry_run, unit="problem",
+    )
     prompt_set = opts.prompt_set()
     the_model = opts.build_model()
     if output is not None:  # before any model call: a rerun with other settings stops here
@@ -163,7 +169,6 @@ def solve_command(
                                    max_calls=max_calls, max_problem_tokens=max_problem_tokens)
         prepare(output, settings, overwrite, companions=[state_root / state_name(item_id) for item_id, _, _ in items])
     roles = Roles.from_models(the_model, prompts=prompt_set, config=opts.sampling(), score_mode=score_mode)
-    console = Console(stderr=True)
 
     async def main() -> RunStats | SolveResult:
         try:
@@ -171,9 +176,11 @@ def solve_command(
                 run_budget = None
                 if run_max_calls is not None or run_max_tokens is not None:
                     run_budget = Budget(run_max_calls, run_max_tokens, name="run")
-                result = await solve_problem(
-                    the_strategy, the_problem, roles, state_dir=state_dir, budget=run_budget, **budgets
-                )
+                with LiveProgress(strategy, console, [the_model]) as progress:
+                    the_strategy.on_round = progress.on_round
+                    result = await solve_problem(
+                        the_strategy, the_problem, roles, state_dir=state_dir, budget=run_budget, **budgets
+                    )
                 if json_out:
                     print(json.dumps(result.model_dump(mode="json"), ensure_ascii=False, indent=2))
                 else:
@@ -216,49 +223,16 @@ def no_proof_status(result: SolveResult, keep_invalid: bool = False) -> None:
 async def _run_batch(strategy, roles: Roles, model: Model, source: Path, output: Path, state_dir: Path | None,
                      parallel: int, budgets: dict, run_max_calls: int | None, run_max_tokens: int | None,
                      console: Console) -> RunStats:
-    """``solve_jsonl`` under a progress bar: problems, rounds, calls, tokens, errors, ETA."""
-    columns = (
-        TextColumn(f"[bold]{strategy.name}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rounds]} rounds"),
-        TextColumn("{task.fields[calls]} calls ({task.fields[cached]} cached)"),
-        TextColumn("{task.fields[tokens]} tokens"),
-        TextColumn("{task.fields[errors]} errors"),
-        TextColumn("{task.fields[limited]} budget-limited"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task("solve", total=None, rounds=0, calls=0, cached=0, tokens=0, errors=0, limited=0)
-        latest: dict[str, RunStats] = {}
+    """``solve_jsonl`` under the live progress: problems, rounds, budget-limited, errors, calls,
+    tokens, ETA and the running problems' strategy states."""
 
-        def refresh() -> None:
-            stats, u = latest.get("stats"), model.usage
-            fields = {"calls": u.calls, "cached": u.cached_calls, "tokens": u.prompt_tokens + u.completion_tokens}
-            if stats is not None:
-                fields |= {"total": stats.total, "completed": stats.done, "rounds": stats.extra.get("rounds", 0),
-                           "errors": stats.errors, "limited": stats.budget_limited}
-            progress.update(task, **fields)
+    def extra(stats: RunStats) -> str:
+        return f"{stats.extra.get('rounds', 0):,} rounds, {stats.budget_limited:,} budget-limited"
 
-        def update(stats: RunStats) -> None:
-            latest["stats"] = stats
-            refresh()
-
-        async def tick() -> None:
-            while True:
-                await asyncio.sleep(0.5)
-                refresh()
-
-        ticker = asyncio.ensure_future(tick())
-        try:
-            return await solve_jsonl(strategy, roles, source, output, state_dir=state_dir, concurrency=parallel,
-                                     run_max_calls=run_max_calls, run_max_tokens=run_max_tokens,
-                                     on_progress=update, **budgets)
-        finally:
-            ticker.cancel()
-            refresh()
+    with run_progress(strategy.name, console, [model], extra) as update:
+        return await solve_jsonl(strategy, roles, source, output, state_dir=state_dir, concurrency=parallel,
+                                 run_max_calls=run_max_calls, run_max_tokens=run_max_tokens,
+                                 on_progress=update, **budgets)
 
 
 def _fmt(score: float | None) -> str:

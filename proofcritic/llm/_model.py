@@ -226,6 +226,9 @@ class Model:
         if not self.breaker.target:
             self.breaker.target = backend.address()
         self.usage = Usage()
+        self.in_flight = 0
+        """Attempts under way (sent, not yet answered or failed), for progress displays: a plain
+        counter, as ``usage`` is, so that thousands of calls in flight contend for no lock."""
         #: set once the backend has said it cannot score text by likelihood; later read-outs
         #: then fail at once, without a request
         self.likelihood_unsupported = False
@@ -271,7 +274,15 @@ class Model:
 
     async def _attempt(self, fn, args: tuple, readout: bool, tokens: Callable[[Any], tuple[int, int]] | None):
         """One attempt of ``fn(*args)``, its requests counted: by the backend itself where it
-        reports them, else as one request with the tokens of what it returned."""
+        reports them, else as one request with the tokens of what it returned. The attempt is
+        in :attr:`in_flight` while it runs."""
+        self.in_flight += 1
+        try:
+            return await self._counted_attempt(fn, args, readout, tokens)
+        finally:
+            self.in_flight -= 1
+
+    async def _counted_attempt(self, fn, args: tuple, readout: bool, tokens: Callable[[Any], tuple[int, int]] | None):
         if self.backend.reports_requests:
             token = REQUEST_SINK.set(self._count)
             try:

@@ -8,6 +8,7 @@ from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, Field
 
+from ..budget import CallPlan
 from ..generator import Generator
 from ..llm import GenerateConfig, Model, Usage
 from ..meta_verifier import MetaVerifier
@@ -62,8 +63,34 @@ class SolveResult(BaseModel):
     proof_id: str | None = Field(None, description="Id of the chosen proof in the strategy's state, if it keeps one.")
 
 
-#: progress hook a strategy calls as it starts a round: (problem id, round number)
-RoundHook = Callable[[str, int], None]
+#: progress hook a strategy calls as it starts a round and whenever its own state changes
+#: within one: ``(problem id, round number, state)``. ``state`` holds the strategy's figures,
+#: named as a progress line shows them (:func:`progress_text`); a round number other than the
+#: previous call's for that problem means a round started. The service's round events, the
+#: batch's round count and the CLI's live progress all come from it.
+RoundHook = Callable[[str, int, dict[str, Any]], None]
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, tuple) and len(value) == 2:
+        return f"{_shown(value[0])}/{_shown(value[1])}"
+    return str(value)
+
+
+def progress_text(round_: int, state: dict[str, Any]) -> str:
+    """A strategy's state in words: ``round 2/16, pool 130, verified 40/130, best mean 0.75``
+    (a name's ``_`` is a space; a pair ``(a, b)`` is ``a/b``; the round from ``state["round"]``
+    when the strategy gives its total there, else the hook's number)."""
+    fields = {"round": round_, **state}
+    return ", ".join(f"{name.replace('_', ' ')} {_shown(value)}" for name, value in fields.items())
 
 
 class ConfiguredStrategy:
@@ -79,6 +106,15 @@ class ConfiguredStrategy:
         base = config.model_dump() if config is not None else {}
         self.config = self.config_class.model_validate({**base, **params})
         self.on_round: RoundHook | None = None
+
+    def report(self, problem_id: str, round_: int, **state: Any) -> None:
+        """Tell the progress hook (:data:`RoundHook`), when one is set, where the solve stands."""
+        if self.on_round is not None:
+            self.on_round(problem_id, round_, state)
+
+    def plan(self) -> CallPlan:
+        """The model calls one solve makes at most, from this strategy's settings."""
+        raise NotImplementedError
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config!r})"

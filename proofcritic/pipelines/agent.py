@@ -39,13 +39,14 @@ not used: resuming relies on the completion cache.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .._roles import Role
-from ..budget import BudgetExceeded
+from ..budget import BudgetExceeded, CallPlan
 from ..llm import Usage
 from ..llm._types import Seed
 from ..parsing import strip_thinking, truncation_error
@@ -121,8 +122,10 @@ def _entry(run: int, iteration: int, step: str, output: BaseModel | None = None,
 class _Session:
     """The state of one ``solve``: roles, candidates, transcript, usage."""
 
-    def __init__(self, config: AgentConfig, problem: Problem, roles: Roles):
-        self.config, self.problem, self.roles = config, problem, roles
+    def __init__(self, config: AgentConfig, problem: Problem, roles: Roles,
+                 report: Callable[..., None] = lambda round_, **state: None):
+        self.config, self.problem, self.roles, self.report = config, problem, roles, report
+        self.rounds = 0  # verification rounds so far, all runs together
         generator_sets = agent_prompts(roles.generator.prompts)
         verifier_sets = agent_prompts(roles.verifier.prompts)
         gen = roles.generator
@@ -213,12 +216,17 @@ class _Session:
     async def run(self, run: int) -> str:
         """One run; returns its outcome: accepted, gave_up, max_iterations or no_proof."""
         config = self.config
+        self.report(self.rounds, run=(run, config.max_runs), step="solve")
         current = await self._solve(run)
         if current is None:
             self._record(_entry(run, 0, "run_end", outcome="no_proof", reason="the solver gave no usable proof"))
             return "no_proof"
         passes = failures = 0
+        verdict = None
         for iteration in range(1, config.max_iterations + 1):
+            self.rounds += 1
+            self.report(self.rounds, run=(run, config.max_runs), iteration=(iteration, config.max_iterations),
+                        passes=passes, failures=failures, last_verdict=verdict)
             verification = await self._verify(run, iteration, current)
             log = strip_thinking(verification.raw).strip()
             passed, reason = await self._judge(run, iteration, current, log, verification)
@@ -228,6 +236,7 @@ class _Session:
             else:
                 passes, failures = 0, failures + 1
                 current.fails += 1
+            verdict = "pass" if passed else "fail"
             self._record(_entry(run, iteration, "verdict", passed=passed, reason=reason,
                                 consecutive_passes=passes, consecutive_failures=failures))
             if passes >= config.passes_to_accept:
@@ -280,6 +289,14 @@ class AgentStrategy(ConfiguredStrategy):
 
     config: AgentConfig
 
+    def plan(self) -> CallPlan:
+        """Per run: the solve, the improvement (``self_improve``), and per iteration one
+        verification and one judge call, with a repair after each but the last; ``max_runs`` runs."""
+        c = self.config
+        per_run = CallPlan().add("generation", 1 + int(c.self_improve) + c.max_iterations - 1)
+        per_run.add("verification", c.max_iterations).add("judge", c.max_iterations)
+        return per_run.times(c.max_runs)
+
     async def solve(self, problem: Problem, roles: Roles, state_dir: Any = None) -> SolveResult:
         """Run the loop; stop_reason starts with ``accepted``, ``not accepted`` or ``budget``.
 
@@ -294,7 +311,8 @@ class AgentStrategy(ConfiguredStrategy):
         ``budget_limited=True``. Other errors (a backend that fails for good, a bad prompt
         template) propagate.
         """
-        session = _Session(self.config, problem, roles)
+        session = _Session(self.config, problem, roles,
+                           lambda round_, **state: self.report(problem.id, round_, **state))
         outcomes: list[str] = []
         try:
             for run in range(1, self.config.max_runs + 1):

@@ -31,7 +31,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .._roles import Role, usage_of
-from ..budget import BudgetExceeded
+from ..budget import BudgetExceeded, CallPlan
 from ..generator import parse_generation
 from ..llm._types import Seed
 from ..parsing import format_score
@@ -106,6 +106,14 @@ class CriticStrategy(ConfiguredStrategy):
 
     config: CriticConfig
 
+    def plan(self) -> CallPlan:
+        """The first proof and up to ``max_rounds`` revisions, each critiqued ``verify_n`` times;
+        a critique is a conversation of up to ``1 + max_tool_calls`` calls."""
+        c = self.config
+        proofs = 1 + c.max_rounds
+        critiques = proofs * c.verify_n
+        return CallPlan().add("generation", proofs).add("verification", critiques * (1 + c.max_tool_calls), critiques)
+
     def __init__(self, config: BaseModel | None = None, *, tool_objects: list[Tool] | None = None, **params: Any):
         super().__init__(config, **params)
         self._tools: list[Tool] | None = tool_objects
@@ -150,21 +158,21 @@ class CriticStrategy(ConfiguredStrategy):
     async def _loop(self, problem, roles: Roles, critic: CriticVerifier, reviser: _Reviser, log: StepLog,
                     result: SolveResult, critiqued: list) -> str:
         config = self.config
-        if self.on_round:
-            self.on_round(problem.id, 0)
+        self.report(problem.id, 0, round=(0, config.max_rounds), step="generate")
         generator = roles.generator
         generation = (await generator.generate(problem, n=1, seed=self._seed(generator, 0, "generate")))[0]
         log.generation("generate", 0, generation)
         if not usable(generation, config.keep_invalid):
             return f"no valid initial proof ({generation.format_error or 'no proof text'})"
         current = generation
+        self.report(problem.id, 0, round=(0, config.max_rounds), step="critique")
         verifications = await self._critique(problem, critic, current.proof, 0, log)
         critiqued.append((0, current.proof, current, verifications))
         for round_ in range(1, config.max_rounds + 1):
             if passed(verifications):
                 return f"passed at round {round_ - 1}"
-            if self.on_round:
-                self.on_round(problem.id, round_)
+            self.report(problem.id, round_, round=(round_, config.max_rounds), step="revise",
+                        critique_mean=aggregate(verifications).mean, verdict="fail")
             result.rounds = round_
             revision = await reviser.revise(problem, current.proof, [critique_text(v) for v in verifications],
                                             seed=self._seed(generator, round_, "revise"))
@@ -175,6 +183,7 @@ class CriticStrategy(ConfiguredStrategy):
             if normalise_proof(revision.proof) == normalise_proof(current.proof):
                 return f"proof unchanged at round {round_}"
             current = revision
+            self.report(problem.id, round_, round=(round_, config.max_rounds), step="critique")
             verifications = await self._critique(problem, critic, current.proof, round_, log)
             critiqued.append((round_, current.proof, current, verifications))
         if passed(verifications):

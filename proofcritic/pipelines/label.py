@@ -42,7 +42,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..budget import Budget, BudgetExceeded
+from ..budget import Budget, BudgetExceeded, CallPlan
 from ..io import JsonlAppender, problem_from_record, proof_from_record, read_done
 from ..llm import Usage, usage_scope
 from ..meta_verifier import MetaVerifier
@@ -90,6 +90,12 @@ class LabelConfig(BaseModel):
         if self.k > self.n:
             raise ValueError(f"k ({self.k}) must be at most n ({self.n}): no proof could have k confirmed analyses")
         return self
+
+    def plan(self) -> CallPlan:
+        """The model calls labeling one proof makes at most: one verification request of ``n``
+        samples, then one meta-verification request of ``m`` samples per analysis that
+        reports issues (all ``n`` of them at most)."""
+        return CallPlan().add("verification", 1, self.n).add("meta-verification", self.n, self.n * self.m)
 
 
 class AnalysisEvidence(BaseModel):

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..budget import BudgetExceeded
+from ..budget import BudgetExceeded, CallPlan
 from ..generator import Candidate
 from ..parsing import format_score
 from ..types import Generation, Problem
@@ -64,6 +64,11 @@ class RefineStrategy(ConfiguredStrategy):
 
     config: RefineConfig
 
+    def plan(self) -> CallPlan:
+        """``max_iters`` generation requests of one proof; one of ``verify_n`` verifications."""
+        config = self.config
+        return CallPlan().add("generation", config.max_iters).add("verification", int(config.verify_n > 0), config.verify_n)
+
     async def solve(self, problem: Problem, roles: Roles, state_dir: str | Path | None = None) -> SolveResult:
         """Run the loop; a spent budget answers the best proof so far, marked budget-limited."""
         config = self.config
@@ -94,8 +99,7 @@ class RefineStrategy(ConfiguredStrategy):
                 base_index = next((i for i in range(len(generations) - 1, -1, -1) if generations[i].proof.strip()), None)
                 if base_index is None:
                     return f"no proof text to refine after {iteration - 1} generation(s)"
-            if self.on_round:
-                self.on_round(problem.id, iteration)
+            self._report(problem, iteration, generations)
             result.rounds = iteration
             if base_index is None:
                 generation = (await roles.generator.generate(problem, n=1))[0]
@@ -106,9 +110,14 @@ class RefineStrategy(ConfiguredStrategy):
                 generation = (await roles.generator.refine(problem, [candidate], n=1))[0]
                 log.generation("refine", iteration, generation, refines=base_index + 1)
             generations.append(generation)
+            self._report(problem, iteration, generations)
             if usable(generation, config.keep_invalid) and generation.self_score >= 1:
                 return f"self-score 1 at iteration {iteration}"
         return f"max iterations ({config.max_iters}) reached"
+
+    def _report(self, problem: Problem, iteration: int, generations: list[Generation]) -> None:
+        best = max((g.self_score for g in generations if usable(g, self.config.keep_invalid)), default=None)
+        self.report(problem.id, iteration, round=(iteration, self.config.max_iters), best_self_score=best)
 
     def _choose(self, result: SolveResult, generations: list[Generation]) -> None:
         best: int | None = None

@@ -45,7 +45,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..budget import BudgetExceeded, current_budget
+from ..budget import BudgetExceeded, CallPlan, current_budget
 from ..generator import Candidate
 from ..io import JsonlAppender
 from ..llm import Usage
@@ -225,6 +225,30 @@ class _Search:
         self.refined_in: dict[str, list[int]] = {}  # proof id -> rounds that refined it
         self.selections: dict[int, list[dict[str, Any]]] = {}
         self.usage = Usage()
+        # the progress figures, kept as work finishes (a report costs no scan of the pool)
+        self._round = 0
+        self._candidates = 0  # usable, non-duplicate proofs: the ones verified
+        self._verified = 0
+        self._verifications = 0
+        self._best_mean: float | None = None
+
+    def _report(self) -> None:
+        """Tell the progress hook where the search stands: round, pool, verified proofs,
+        verifications, the best mean so far."""
+        if self.on_round is not None:
+            self.on_round(self.problem.id, self._round, {
+                "round": (self._round, self.config.rounds), "pool": len(self.active),
+                "verified": (self._verified, self._candidates), "verifications": self._verifications,
+                "best_mean": self._best_mean,
+            })
+
+    def _verified_now(self, proof: PoolProof) -> None:
+        self._verified += 1
+        self._verifications += len(proof.verifications or [])
+        mean = proof.mean
+        if mean is not None and (self._best_mean is None or mean > self._best_mean):
+            self._best_mean = mean
+        self._report()
 
     # -- the rounds --------------------------------------------------------------------------
     async def run(self) -> SolveResult:
@@ -247,13 +271,13 @@ class _Search:
                 requests = self._refinements(round_)
                 if not requests:
                     return f"no verified proof to refine after round {round_ - 1}"
-            result.rounds = round_
-            if self.on_round:
-                self.on_round(self.problem.id, round_)
+            result.rounds = self._round = round_
+            self._report()
             batches, generate_error = await gather_within_budget(self._generate(r) for r in requests)
             new = [proof for batch in batches if batch for proof in batch]
             for proof in new:
                 self._activate(proof)
+            self._report()
             todo = [p for p in new if usable(p.generation, config.keep_invalid) and p.id not in self.duplicate_of]
             _, verify_error = await gather_within_budget(self._verify(p) for p in todo)
             if generate_error or verify_error:
@@ -271,6 +295,8 @@ class _Search:
         first = self._first_by_text.setdefault(text, proof.id)
         if first != proof.id:
             self.duplicate_of[proof.id] = first
+        else:
+            self._candidates += 1
 
     def ranked(self) -> list[PoolProof]:
         """Verified, non-duplicate proofs of this run: best mean, then self-score, then earliest."""
@@ -328,6 +354,7 @@ class _Search:
             _replay([proof.verification_charge], self.usage,
                     sum(v.usage.prompt_tokens for v in recorded), sum(v.usage.completion_tokens for v in recorded))
             proof.verifications = recorded
+            self._verified_now(proof)
             return
         verifications = await self.roles.verifier.verify(self.problem, proof.generation.proof, n=n)
         for v in verifications:
@@ -337,6 +364,7 @@ class _Search:
             "tokens": sum(v.usage.prompt_tokens + v.usage.completion_tokens for v in verifications),
         }
         self.pool.set_verifications(proof, [v.model_copy(update={"raw": ""}) for v in verifications], charge)
+        self._verified_now(proof)
 
     # -- the answer and the transcript ---------------------------------------------------------
     def _answer(self, result: SolveResult) -> None:
@@ -380,6 +408,22 @@ class SearchStrategy(ConfiguredStrategy):
     name = "search"
 
     config: SearchConfig
+
+    def plan(self) -> CallPlan:
+        """Round 1: one generation request of ``initial_samples`` proofs; each later round up
+        to ``min(top_k, trials)`` requests of ``samples_per_trial``; every proof one
+        verification request of ``verifications`` samples. At most: a pass may stop it sooner."""
+        c = self.config
+        refinements = (c.rounds - 1) * min(c.top_k, c.trials)
+        proofs = c.initial_samples + refinements * c.samples_per_trial
+        plan = CallPlan().add("generation", 1 + refinements, proofs).add("verification", proofs, proofs * c.verifications)
+        later = {1: "", 2: "; round 2"}.get(c.rounds, f"; rounds 2-{c.rounds}")
+        if later:
+            later += (f": {min(c.top_k, c.trials)} refinement prompts x {c.samples_per_trial} proofs, each verified "
+                      f"{c.verifications} times")
+        stop = "; it stops once a proof passes all its verifications" if c.stop_on_pass else ""
+        plan.note = f"round 1: {c.initial_samples} proofs x {c.verifications} verifications{later}{stop}"
+        return plan
 
     async def solve(self, problem: Problem, roles: Roles, state_dir: str | Path | None = None) -> SolveResult:
         """Search; a spent budget answers the best proof so far, marked budget-limited."""

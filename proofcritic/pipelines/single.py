@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..budget import BudgetExceeded
+from ..budget import BudgetExceeded, CallPlan
 from ..llm import Usage
 from ..parsing import SCORE_MARKER, format_score
 from ..types import Generation, Problem, Verification
@@ -177,13 +177,17 @@ class SingleStrategy(ConfiguredStrategy):
 
     config: SingleConfig
 
+    def plan(self) -> CallPlan:
+        """One generation request of ``samples`` proofs; one of ``verify_n`` verifications."""
+        config = self.config
+        return CallPlan().add("generation", 1, config.samples).add("verification", int(config.verify_n > 0), config.verify_n)
+
     async def solve(self, problem: Problem, roles: Roles, state_dir: str | Path | None = None) -> SolveResult:
         """One round: generate, choose, verify. A spent budget returns what there is so far."""
         config = self.config
         log = StepLog()
         result = SolveResult(problem_id=problem.id, strategy=self.name, rounds=1)
-        if self.on_round:
-            self.on_round(problem.id, 1)
+        self.report(problem.id, 1, step="generate", proofs=(0, config.samples))
         try:
             generations = await roles.generator.generate(problem, n=config.samples)
             for index, generation in enumerate(generations):
@@ -194,6 +198,8 @@ class SingleStrategy(ConfiguredStrategy):
             else:
                 result.generation, result.proof = chosen, chosen.proof
                 result.stop_reason = f"generated {len(generations)} proof(s); chose self-score {format_score(chosen.self_score)}"
+                self.report(problem.id, 1, step="verify", proofs=(len(generations), config.samples),
+                            best_self_score=chosen.self_score)
                 await verify_for_evidence(problem, roles, result, log, config.verify_n, 1)
         except BudgetExceeded as error:
             result.budget_limited = True

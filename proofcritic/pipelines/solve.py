@@ -165,8 +165,10 @@ async def solve_jsonl(
 
     ``concurrency`` problems run at once (the model bounds the calls in flight). ``state_dir``
     defaults to ``<output_path>.state``. ``stats.extra`` holds ``rounds`` (rounds started, all
-    problems together), ``running`` ({problem id: current round}) and ``left`` (problems left
-    for a rerun because the run budget was spent). See the module docstring for budgets.
+    problems together), ``running`` ({problem id: ``(round, state)``}: the strategy's latest
+    progress report, see :data:`~proofcritic.pipelines._common.RoundHook`) and ``left``
+    (problems left for a rerun because the run budget was spent); ``on_progress`` is called
+    with each report too. See the module docstring for budgets.
     """
     items = read_problem_items(input_path)
     state_root = Path(state_dir) if state_dir is not None else Path(f"{output_path}.state")
@@ -194,10 +196,12 @@ async def solve_jsonl(
         await asyncio.Event().wait()  # until the run is cancelled: this problem is not written
         raise AssertionError("unreachable")
 
-    def on_round(problem_id: str, round_: int) -> None:
+    def on_round(problem_id: str, round_: int, state: dict[str, Any]) -> None:
         stats = holder["stats"]
-        stats.extra["rounds"] = stats.extra.get("rounds", 0) + 1
-        stats.extra.setdefault("running", {})[problem_id] = round_
+        running = stats.extra.setdefault("running", {})
+        if problem_id not in running or running[problem_id][0] != round_:  # a round started
+            stats.extra["rounds"] = stats.extra.get("rounds", 0) + 1
+        running[problem_id] = (round_, state)
         if on_progress:
             on_progress(stats)
 

@@ -303,7 +303,7 @@ class Engine:
         model: Model,
         *,
         state_dir: Path | None = None,
-        on_round: Callable[[str, int], None] | None = None,
+        on_round: Callable[[str, int, dict[str, Any]], None] | None = None,
     ) -> SolveResult:
         strategy: Strategy = get_strategy(request.strategy, **request.params)
         if on_round is not None and hasattr(strategy, "on_round"):

@@ -282,7 +282,7 @@ def completion_body(model: str, content: str, finish_reason: str, usage: dict[st
 
 async def execute(
     engine: Engine, pipeline: str, request: GradeRequest | SolveRequest, transcript: bool,
-    on_round: Callable[[str, int], None] | None = None,
+    on_round: Callable[[str, int, dict[str, Any]], None] | None = None,
 ) -> tuple[str, str, dict[str, Any], dict[str, Any]]:
     """Run the pipeline: (content, finish reason, usage, evidence); failures as ServiceError."""
     model = engine.request_model()
@@ -330,10 +330,15 @@ def stream_chat(engine: Engine, body: ChatBody, pipeline: str, request: GradeReq
     ident, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     include_usage = bool((body.stream_options or {}).get("include_usage"))
     notes: asyncio.Queue[str] = asyncio.Queue()
+    rounds: list[int] = []
+
+    def on_round(_problem_id: str, round_: int, _state: dict[str, Any]) -> None:
+        if not rounds or rounds[-1] != round_:  # one note per round started
+            rounds.append(round_)
+            notes.put_nowait(f"round {round_}")
 
     async def events() -> AsyncIterator[bytes]:
-        task = asyncio.ensure_future(execute(engine, pipeline, request, transcript,
-                                             on_round=lambda _pid, round_: notes.put_nowait(f"round {round_}")))
+        task = asyncio.ensure_future(execute(engine, pipeline, request, transcript, on_round=on_round))
         try:
             yield _chunk(ident, created, body.model, {"role": "assistant", "content": ""})
             quiet_since = time.monotonic()

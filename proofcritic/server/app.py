@@ -247,8 +247,12 @@ class JobRunner:
             else:
                 assert isinstance(request, SolveRequest)
 
-                def on_round(problem_id: str, round_: int) -> None:
-                    self._event(job_id, "round", {"round": round_})
+                rounds: list[int] = []
+
+                def on_round(problem_id: str, round_: int, state: dict[str, Any]) -> None:
+                    if not rounds or rounds[-1] != round_:  # one event per round started
+                        rounds.append(round_)
+                        self._event(job_id, "round", {"round": round_})
 
                 state = self.settings.state_dir / job_id  # type: ignore[operator]
                 result = await self.engine.solve(request, model, state_dir=state, on_round=on_round)

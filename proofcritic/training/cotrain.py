@@ -39,6 +39,7 @@ Fault injection for tests: ``PROOFCRITIC_COTRAIN_FAIL=iter_K/<step>`` makes that
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -203,8 +204,8 @@ def _fsync_dir(path: Path) -> None:
 class _Iteration:
     """The steps of one iteration; each ``run_step`` is skipped when already done."""
 
-    def __init__(self, config: CotrainConfig, workdir: Path, k: int, log: Callable[[str], None]):
-        self.config, self.workdir, self.k, self.log = config, workdir, k, log
+    def __init__(self, config: CotrainConfig, workdir: Path, k: int, log: Callable[[str], None], progress: bool = False):
+        self.config, self.workdir, self.k, self.log, self.progress = config, workdir, k, log, progress
         self.dir = workdir / f"iter_{k}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.ran: list[str] = []
@@ -245,6 +246,17 @@ class _Iteration:
         self.ran.append(step)
         self.log(f"iter_{self.k}/{step}: done in {manifest['seconds']:.1f}s")
         return manifest
+
+    def live(self, step: str, model: Any) -> Any:
+        """The live progress of a step's model calls on stderr (see :mod:`proofcritic.progress`),
+        callable as its batch's ``on_progress``; with ``progress`` off a context of None."""
+        if not self.progress:
+            return contextlib.nullcontext(None)
+        from rich.console import Console
+
+        from ..progress import LiveProgress
+
+        return LiveProgress(f"iter_{self.k}/{step}", Console(stderr=True), [model], batch=True)
 
     def path(self, step: str, name: str) -> Path:
         """An output of a done step, as an absolute path."""
@@ -417,8 +429,10 @@ def _step_sample(config: CotrainConfig, it: _Iteration):
 
         async def main():
             try:
-                return await solve_jsonl(strategy, roles, config.problems, tmp / "solve.jsonl",
-                                         state_dir=tmp / "solve.state", concurrency=params.concurrency)
+                with it.live("sample", model) as progress:
+                    return await solve_jsonl(strategy, roles, config.problems, tmp / "solve.jsonl",
+                                             state_dir=tmp / "solve.state", concurrency=params.concurrency,
+                                             on_progress=progress)
             finally:
                 await model.aclose()
 
@@ -467,10 +481,11 @@ def _step_label(config: CotrainConfig, it: _Iteration):
 
             async def main():
                 try:
-                    return await label_jsonl(Verifier(model, config=sampling), MetaVerifier(model, config=sampling),
-                                             proofs, labels, review,
-                                             config=LabelConfig(n=params.n, m=params.m, k=params.k),
-                                             concurrency=params.concurrency)
+                    with it.live("label", model) as progress:
+                        return await label_jsonl(Verifier(model, config=sampling), MetaVerifier(model, config=sampling),
+                                                 proofs, labels, review,
+                                                 config=LabelConfig(n=params.n, m=params.m, k=params.k),
+                                                 concurrency=params.concurrency, on_progress=progress)
                 finally:
                     await model.aclose()
 
@@ -588,8 +603,10 @@ def cotrain(
     iterations: int,
     *,
     log: Callable[[str], None] | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
-    """Run (or resume) ``iterations`` co-training iterations in ``workdir``.
+    """Run (or resume) ``iterations`` co-training iterations in ``workdir``. ``progress``: show
+    the live progress of the steps that call models (sample, label) on stderr.
 
     Returns ``{"iterations": [{"iteration", "ran", "skipped", "checkpoint", "dv", "dmv"}...],
     "checkpoint": the final model folder}``. See the module docstring for the layout.
@@ -606,7 +623,7 @@ def cotrain(
     dmv: Path | None = Path(config.dmv) if config.dmv else None
     summary: list[dict[str, Any]] = []
     for k in range(1, iterations + 1):
-        it = _Iteration(config, workdir, k, say)
+        it = _Iteration(config, workdir, k, say, progress)
         _step_verifier(config, it, start, dv, dmv)
         _step_generator_init(it)
         _step_generator(config, it)
