@@ -259,8 +259,8 @@ def test_dry_run_prints_the_search_plan_without_a_model_or_a_request(tmp_path):
     assert (proofs, c.initial_samples, c.verifications) == (2048, 128, 64)  # the released settings
     calls = 1 + refinements + proofs
     with FaultServer() as server:
-        result = _cli("solve", "--problem", problem, "--strategy", "search", "--dry-run", "--model", "openai/served-model",
-                      "--base-url", server.url, "--api-key", "k")
+        result = _cli("solve", "--problem", problem, "--strategy", "search", "--dry-run", "--score-mode", "text",
+                      "--model", "openai/served-model", "--base-url", server.url, "--api-key", "k")
         assert server.requests == []
     assert result.exit_code == 0, result.stderr
     assert _plan_numbers(result.stdout, "problem") == (
@@ -270,7 +270,8 @@ def test_dry_run_prints_the_search_plan_without_a_model_or_a_request(tmp_path):
     assert "round 1: 128 proofs x 64 verifications" in result.stdout
     assert "initial_samples=128" in result.stdout and "verifications=64" in result.stdout and "rounds=16" in result.stdout
     # no model is loaded: a model that does not exist is never looked for
-    missing = _cli("solve", "--problem", problem, "--strategy", "refine", "--dry-run", "--model", "transformers/no-such-model")
+    missing = _cli("solve", "--problem", problem, "--strategy", "refine", "--dry-run", "--score-mode", "text",
+                   "--model", "transformers/no-such-model")
     assert missing.exit_code == 0, missing.stderr
     r = RefineConfig()
     assert _plan_numbers(missing.stdout, "problem").startswith(f"{r.max_iters + 1} model calls: {r.max_iters} generation")
@@ -287,15 +288,17 @@ def test_dry_run_of_the_batch_commands_counts_items_and_calls_and_sends_nothing(
     label = LabelConfig()
     refine = RefineConfig()
     with FaultServer() as server:
-        model = ["--model", "openai/served-model", "--base-url", server.url, "--api-key", "k"]
+        model = ["--model", "openai/served-model", "--base-url", server.url, "--api-key", "k", "--score-mode", "text"]
         grade = _cli("grade", "--input", graded, "--output", tmp_path / "g.jsonl", "-n", "4", "--dry-run", *model)
+        readouts = _cli("grade", "--input", graded, "--output", tmp_path / "g.jsonl", "-n", "4", "--dry-run",
+                        *model[:-2], "--score-mode", "auto")
         labels = _cli("label", "--input", graded, "--output", tmp_path / "l.jsonl", "--review", tmp_path / "r.jsonl",
                       "--dry-run", *model)
         solve = _cli("eval", "solve", "--suite", "imo2025", "--data-dir", data, "--run", tmp_path / "s",
                      "--strategy", "refine", "-k", "2", "--dry-run", *model)
         egrade = _cli("eval", "grade", "--file", graded, "--run", tmp_path / "e", "-n", "3", "--dry-run", *model)
         assert server.requests == []
-    for result in (grade, labels, solve, egrade):
+    for result in (grade, readouts, labels, solve, egrade):
         assert result.exit_code == 0, result.stderr
         assert "dry run: nothing was loaded or called" in result.stdout
     assert not any(p.exists() for p in (tmp_path / "g.jsonl", tmp_path / "l.jsonl", tmp_path / "s", tmp_path / "e"))
@@ -303,6 +306,8 @@ def test_dry_run_of_the_batch_commands_counts_items_and_calls_and_sends_nothing(
     assert "plan: grade, 5 proof(s)" in grade.stdout
     assert _plan_numbers(grade.stdout, "proof") == "1 model call: 1 verification (4 verifications)"
     assert "in all: at most 5 model calls: 5 verification (20 verifications)" in grade.stdout
+    # a read-out score mode may add one call per verification
+    assert _plan_numbers(readouts.stdout, "proof") == "5 model calls: 1 verification (4 verifications), 4 read-out"
 
     meta = label.n * label.m
     assert _plan_numbers(labels.stdout, "proof") == (
@@ -326,8 +331,9 @@ def test_dry_run_of_the_batch_commands_counts_items_and_calls_and_sends_nothing(
 def test_a_large_run_prints_its_plan_before_it_starts(tmp_path):
     problem, _ = _files(tmp_path)
     with ScriptedOpenAIServer() as server:
-        result = _cli("solve", "--problem", problem, "--strategy", "search", "--max-calls", "2", *_served(server))
-        small = _cli("solve", "--problem", problem, "--strategy", "single", *_served(server))
+        result = _cli("solve", "--problem", problem, "--strategy", "search", "--max-calls", "2", "--score-mode", "text",
+                      *_served(server))
+        small = _cli("solve", "--problem", problem, "--strategy", "single", "--score-mode", "text", *_served(server))
     plan = result.stderr.find("plan: solve --strategy search, 1 problem(s)")
     assert 0 <= plan < result.stderr.find("model calls: "), result.stderr
     assert "per problem: at most 2,529 model calls" in result.stderr
