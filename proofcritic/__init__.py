@@ -38,7 +38,7 @@ from .types import (
     Proof,
     Verification,
 )
-from .verifier import Verifier
+from .verifier import DEFAULT_SCORE_MODE, Verifier
 
 __version__ = "0.1.0"
 
@@ -49,7 +49,7 @@ def grade_proof(
     *,
     model: str | Model = "transformers/smollm2",
     n: int = 1,
-    score_mode: str = "auto",
+    score_mode: str = DEFAULT_SCORE_MODE,
     config: GenerateConfig | None = None,
     prompts: PromptSet | str | None = None,
     cache: bool | str = True,

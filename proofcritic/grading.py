@@ -6,10 +6,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .budget import CallPlan
-from .io import problem_from_record, proof_from_record
+from .io import problem_from_record, proof_from_record, read_done
 from .llm import usage_scope
 from .runner import RunStats, read_items, run_jsonl
-from .types import GradeResult, Problem, Proof
+from .types import READ_OUT_SOURCES, GradeResult, Problem, Proof
 from .verifier import Verifier, aggregate
 
 
@@ -58,6 +58,32 @@ async def grade_jsonl(
     return await run_jsonl(
         read_items(input_path), output_path, process, concurrency=concurrency, on_progress=on_progress
     )
+
+
+def _record_verifications(record: dict) -> list[dict] | None:
+    """The verifications of a result record: a grade or solve result's, a label result's
+    analyses and format failures; None for an error record or a solve result without a proof."""
+    if "proof" in record and record["proof"] is None:
+        return None
+    if isinstance(record.get("verifications"), list):
+        return record["verifications"]
+    if isinstance(record.get("analyses"), list):
+        return [a["verification"] for a in record["analyses"]] + list(record.get("format_failures") or [])
+    return None
+
+
+def batch_verdicts(output_path: str | Path, *, verdicts: bool = True) -> str:
+    """One line on the results of a batch output (``grade``, ``solve``, ``label``): the proofs
+    with a verdict (a scored verification; left out with ``verdicts=False``), the verifications
+    without a score and the scores from a read-out."""
+    results = [vs for r in read_done(output_path).values() if (vs := _record_verifications(r)) is not None]
+    verifications = [v for vs in results for v in vs]
+    scored = [v for v in verifications if v.get("score") is not None]
+    read_out = sum(v.get("score_source") in READ_OUT_SOURCES for v in scored)
+    with_verdict = sum(any(v.get("score") is not None for v in vs) for vs in results)
+    head = f"verdicts: {with_verdict} of {len(results)} proof(s), {len(results) - with_verdict} without a verdict; "
+    return (f"{head if verdicts else ''}unscored: {len(verifications) - len(scored)} of {len(verifications)} "
+            f"verifications; scores from a read-out: {read_out}")
 
 
 def grade_plan(n: int = 1, tool_calls: int | None = None) -> CallPlan:

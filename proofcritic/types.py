@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 
 from .llm._types import Usage
 
 SCORES: tuple[float, ...] = (0.0, 0.5, 1.0)
 Severity = Literal["critical_error", "justification_gap", "unspecified"]
 ScoreSource = Literal["text", "likelihood", "guided"]
+#: score sources that are a read-out (opt-in score modes), not a score the model wrote
+READ_OUT_SOURCES: tuple[str, ...] = ("likelihood", "guided")
 
 
 class Problem(BaseModel):
@@ -115,6 +117,11 @@ class Verification(RoleOutput):
         exclude_if=lambda value: value is None,
     )
 
+    @property
+    def read_out(self) -> bool:
+        """The score came from a read-out (likelihood or guided choice), not from the text."""
+        return self.score is not None and self.score_source in READ_OUT_SOURCES
+
 
 class MetaVerification(RoleOutput):
     """A meta-verifier's judgement of one verification."""
@@ -124,16 +131,25 @@ class MetaVerification(RoleOutput):
 
 
 class Aggregate(BaseModel):
-    """Aggregate of several verifications of one proof (format failures left out)."""
+    """Aggregate of several verifications of one proof, over the scored ones only.
+
+    A proof with no scored verification has no verdict: every statistic is None.
+    """
 
     n: int = Field(..., description="Verifications requested.")
     valid: int = Field(..., description="Verifications with a score.")
+    read_out: int = Field(0, description="Scores among them that came from a read-out (likelihood or guided).")
     mean: float | None = None
     min: float | None = None
     max: float | None = None
     majority: float | None = Field(None, description="Most frequent score; ties go to the lower score.")
     points: float | None = Field(None, description="mean on the problem's points scale.")
     max_points: float = 7.0
+
+    @computed_field(description="Verifications without a score (format failures), left out of the statistics.")
+    @property
+    def unscored(self) -> int:
+        return self.n - self.valid
 
 
 class GradeResult(BaseModel):

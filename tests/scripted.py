@@ -6,10 +6,10 @@ parsers and pipelines run on it unchanged."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from proofcritic.llm import Backend, ChatRequest, Completion
+from proofcritic.llm import Backend, ChatMessage, ChatRequest, Completion
 from proofcritic.parsing import EVALUATION_MARKER, META_SCORE_MARKER, SCORE_MARKER
 
 ROLE_SIGNATURES = (
@@ -79,15 +79,32 @@ def repair_text(proof: str, self_score: float = 1, disputes: list[tuple[str, str
 
 
 class ScriptedBackend(Backend):
-    """Answers every sample with ``script(call)``; records every call in ``calls``."""
+    """Answers every sample with ``script(call)``; records every call in ``calls``.
+
+    ``likelihood(text)``, when given, is the model's log-likelihood of a conversation (its
+    messages' contents joined by newlines, the continuation appended to the last one): the
+    backend then scores text as a real one does (the verifier's read-outs), and records each
+    scored text in ``scored``. Without it the backend cannot score text, like most servers.
+    """
 
     name = "scripted"
     model = "roles"
 
-    def __init__(self, script: Callable[[Call], str | tuple[str, str]], delay: float = 0.0):
+    def __init__(self, script: Callable[[Call], str | tuple[str, str]], delay: float = 0.0,
+                 likelihood: Callable[[str], float] | None = None):
         self.script = script
         self.delay = delay
+        self.likelihood = likelihood
         self.calls: list[Call] = []
+        self.scored: list[str] = []
+
+    async def sequence_logprobs(self, messages: Sequence[ChatMessage], continuations: Sequence[str]) -> list[float]:
+        if self.likelihood is None:
+            return await super().sequence_logprobs(messages, continuations)
+        prompt = "\n".join(m.content for m in messages)
+        texts = [prompt + continuation for continuation in continuations]
+        self.scored += texts
+        return [self.likelihood(text) for text in texts]
 
     async def generate(self, request: ChatRequest) -> list[Completion]:
         if self.delay:

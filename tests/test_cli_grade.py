@@ -15,7 +15,8 @@ from proofcritic.cli import app
 from proofcritic.types import SCORES
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-SHORT = ["--max-tokens", "24", "--temperature", "0.8", "--seed", "1"]
+# 24 tokens never hold the output protocol: these tests opt in to the likelihood read-out
+SHORT = ["--max-tokens", "24", "--temperature", "0.8", "--seed", "1", "--score-mode", "auto"]
 
 
 def _calls(stderr: str) -> tuple[int, int]:

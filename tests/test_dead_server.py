@@ -345,7 +345,7 @@ def test_label_records_count_what_the_server_saw(tmp_path):
     output, review = tmp_path / "out.jsonl", tmp_path / "review.jsonl"
     with FaultServer() as server:
         result = _cli("label", "--input", str(source), "--output", str(output), "--review", str(review),
-                      "-n", "2", "--no-cache", *_model_args(server))
+                      "-n", "2", "--score-mode", "auto", "--no-cache", *_model_args(server))
         assert result.exit_code == 0, result.stderr
         sent = len(server.chat_requests)
         assert sent == 3 + 1  # one verification request per proof, one read-out for the whole run

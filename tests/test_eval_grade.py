@@ -165,7 +165,7 @@ async def test_rules_on_the_scripted_model_and_resume(tmp_path, rule, expected):
         assert got == (None if score is None else pytest.approx(score)), (item_id, got)
     assert records["g2"]["predicted_points"] == pytest.approx(7 * expected["g2"])
     assert records["g1"]["verifications"][0] == {
-        "score": 1, "format_ok": True, "issues": 0, "raw": records["g1"]["verifications"][0]["raw"]
+        "score": 1, "score_source": "text", "format_ok": True, "issues": 0, "raw": records["g1"]["verifications"][0]["raw"]
     }
     assert len(records["g2"]["verifications"]) == 3 and records["g2"]["verifications"][1]["issues"] == 1
     counts = summary["counts"]
@@ -216,7 +216,8 @@ async def test_bad_input_and_missing_recorded_field(tmp_path):
 
 
 async def test_smollm2_through_the_real_verifier(smol_backend, tmp_path):
-    verifier = Verifier(Model(smol_backend), config=GenerateConfig(max_tokens=16, temperature=0.8))
+    # 16 tokens hold no score: the likelihood read-out (opt-in) gives one
+    verifier = Verifier(Model(smol_backend), config=GenerateConfig(max_tokens=16, temperature=0.8), score_mode="auto")
     items = scripted_items()[:2]
     run = RunFolder(tmp_path / "smol")
     summary = await eval_grade(items, run, verifier=verifier, n=1, rule="mean", n_resamples=20)

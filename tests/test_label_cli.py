@@ -65,6 +65,7 @@ def test_label_batch_with_a_bad_line_then_resume(run, smollm2_dir, tmp_path):
     args = [
         "label", "--input", str(source), "--output", str(out), "--review", str(review),
         "--n", "1", "--m", "1", "--k", "1", "--cache", str(tmp_path / "c.sqlite"), *SHORT,
+        "--score-mode", "auto",  # 16 tokens never hold a score: opt in to the likelihood read-out
     ]
     first = run(*args, status=1)  # the bad line failed: exit status 1, after the output is written
     by_id = {r["id"]: r for r in _records(out)}

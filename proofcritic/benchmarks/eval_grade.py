@@ -10,8 +10,13 @@ A verdict is a score in [0, 1] (``predicted_score``), on the problem's points sc
 - ``from_recorded=FIELD``: ``item.recorded[FIELD]`` (e.g. DeepSeekMath-V2's
   ``average_automatic_rating``, the mean of 64 verifications), no model is called.
 
-A proof whose verifications all failed the format has no verdict either. Items without a
-verdict are recorded and counted (``review``, ``no_verdict``) but left out of the metrics.
+A proof none of whose verifications has a score (in the default score mode ``text``: all of
+them format failures) has no verdict either, never a default score. Items without a verdict are
+recorded and counted (``review``, ``no_verdict``) but left out of every metric (agreement,
+correlations, confusion matrices); the metrics say how many were left out (``unscored``).
+Each record counts its verifications without a score (``unscored``) and the scores that came
+from a read-out (``read_out``, opt-in score modes; each verification keeps its
+``score_source``); the summary adds them up.
 
 Predicted "correct" means ``predicted_score == 1``: for the mean rule (and a recorded mean)
 that is "all n verifications gave 1"; for min the same; for majority "most gave 1".
@@ -29,7 +34,7 @@ from ..io import check_problem, check_text
 from ..llm import Usage
 from ..pipelines.label import LabelConfig, label_proof
 from ..runner import RunStats, run_jsonl
-from ..types import Verification
+from ..types import READ_OUT_SOURCES, Verification
 from ._items import GradeItem
 from ._run import RunFolder
 from .metrics import grader_report
@@ -41,6 +46,7 @@ RULES = ("mean", "min", "majority", "label")
 def _compact(verification: Verification) -> dict[str, Any]:
     return {
         "score": verification.score,
+        "score_source": verification.score_source,  # "likelihood" / "guided": a read-out
         "format_ok": verification.format_ok,
         "issues": len(verification.issues),
         "raw": verification.raw,
@@ -142,6 +148,9 @@ async def eval_grade(
             check_text(item.proof, "the proof")
             verdict = await _verdict(item, rule, n, verifier, meta_verifier, label_config)
         score = verdict["predicted_score"]
+        compact = verdict["verifications"]
+        verdict["unscored"] = sum(v["score"] is None for v in compact)
+        verdict["read_out"] = sum(v["score"] is not None and v["score_source"] in READ_OUT_SOURCES for v in compact)
         return {
             "kind": "grade",
             "problem_id": item.problem.id,
@@ -204,6 +213,9 @@ def summarize_grade_run(records: Sequence[dict[str, Any]], *, n_resamples: int =
             "errors": len(errors),
             "error_kinds": dict(Counter(r.get("error_kind") for r in errors)),
             "budget_limited": sum(bool(r.get("budget_limited")) for r in grade_records),
+            "verifications": sum(len(r.get("verifications") or []) for r in grade_records),
+            "unscored_verifications": sum(int(r.get("unscored") or 0) for r in grade_records),
+            "read_out_scores": sum(int(r.get("read_out") or 0) for r in grade_records),
         },
         "metrics": grader_report(rows, n_resamples=n_resamples, seed=seed) if scored else None,
         "usage": {**usage.model_dump(), "total_tokens": usage.total_tokens},

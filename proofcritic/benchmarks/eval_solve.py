@@ -7,9 +7,16 @@ the verifier is the grader. One record per problem is appended to ``RUN/items.js
 :func:`proofcritic.runner.run_jsonl`, so a killed run resumes where it stopped.
 
 A record: ``{"id", "kind": "solve", "max_points", "meta", "strategy", "samples": [...], "usage"}``,
-each sample ``{"sample", "seed", "proof", "self_score", "verifier_scores", "verifier_mean",
-"passed", "points", "format_failures", "tokens", "calls", "seconds", "stop_reason",
-"budget_limited"}``. :func:`summarize_solve_run` turns the records into the run's metrics.
+each sample ``{"sample", "seed", "proof", "self_score", "verifier_scores", "score_sources",
+"unscored", "read_out", "verifier_mean", "passed", "points", "format_failures", "tokens", "calls",
+"seconds", "stop_reason", "budget_limited"}``. :func:`summarize_solve_run` turns the records into
+the run's metrics.
+
+The verifier mean is over the scored verifications (``unscored`` counts the others; in the
+default score mode ``text`` a format failure has no score). A sample with a proof but no scored
+verification has no verdict: its ``points`` are None, it scores 0 in every metric and the
+summary counts it (``no_verdict``). ``score_sources`` marks each score that came from a read-out
+("likelihood", "guided": opt-in score modes); ``read_out`` counts them.
 """
 
 from __future__ import annotations
@@ -72,6 +79,7 @@ async def _one_sample(item: SolveItem, roles: Roles, strategy: Strategy, sample:
         verifications += extra
     scores = [v.score for v in verifications]
     valid = [s for s in scores if s is not None]
+    # a proof none of whose verifications has a score has no verdict (points None, counted 0)
     mean = sum(valid) / len(valid) if valid else (0.0 if result.proof is None else None)
     generation = result.generation
     return {
@@ -80,6 +88,9 @@ async def _one_sample(item: SolveItem, roles: Roles, strategy: Strategy, sample:
         "proof": result.proof,
         "self_score": generation.self_score if generation is not None else None,
         "verifier_scores": scores,
+        "score_sources": [v.score_source for v in verifications],  # "likelihood" / "guided": a read-out
+        "unscored": len(scores) - len(valid),
+        "read_out": sum(v.read_out for v in verifications),
         "verifier_mean": mean,
         "passed": bool(scores) and all(s == 1.0 for s in scores),
         "points": None if mean is None else mean * problem.max_points,
@@ -195,7 +206,7 @@ def summarize_solve_run(
     errors = [r for r in records if "error" in r]
     problems = []
     pairs: list[tuple[float, float]] = []
-    format_failures = 0
+    format_failures = no_verdict = verifications = unscored = read_out = 0
     for r in scored:
         samples, top = r["samples"], float(r.get("max_points") or 7.0)
         points = [s["points"] or 0.0 for s in samples]
@@ -213,6 +224,10 @@ def summarize_solve_run(
         problems.append(row)
         for s in samples:
             format_failures += s.get("format_failures", 0)
+            no_verdict += s.get("proof") is not None and s.get("verifier_mean") is None
+            verifications += len(s.get("verifier_scores") or [])
+            unscored += s.get("unscored", sum(x is None for x in s.get("verifier_scores") or []))
+            read_out += s.get("read_out", 0)
             if s.get("self_score") is not None and s.get("verifier_mean") is not None and s.get("proof") is not None:
                 pairs.append((float(s["self_score"]), float(s["verifier_mean"])))
     prompt = sum((r.get("usage") or {}).get("prompt_tokens", 0) for r in records)
@@ -239,6 +254,11 @@ def summarize_solve_run(
             "mean_abs_diff": sum(abs(a - b) for a, b in pairs) / len(pairs) if pairs else None,
         },
         "format_failures": format_failures,
+        # samples with a proof but no scored verification: no verdict, counted 0 points
+        "no_verdict": no_verdict,
+        "verifications": verifications,
+        "unscored_verifications": unscored,
+        "read_out_scores": read_out,
         "tokens": {"prompt": prompt, "completion": completion, "total": prompt + completion,
                    "per_item": (prompt + completion) / n},
         "seconds": {"total": round(seconds, 3), "per_item": round(seconds / n, 3)},

@@ -59,11 +59,21 @@ def _item_tokens(records: list[dict]) -> list[float]:
     return [float(u.get("prompt_tokens", 0) + u.get("completion_tokens", 0)) for r in records if (u := r.get("usage"))]
 
 
+def _verification_rows(counts: dict) -> list[list[str]]:
+    """How many verifications had no score, and how many scores came from a read-out."""
+    n, unscored = counts.get("verifications", 0), counts.get("unscored_verifications", 0)
+    if not n:
+        return []
+    return [["unscored verifications", f"{_num(unscored)} of {_num(n)}", ""],
+            ["scores from a read-out (likelihood, guided)", f"{_num(counts.get('read_out_scores', 0))} of {_num(n - unscored)}", ""]]
+
+
 def _grade_parts(summary: dict, records: list[dict]) -> tuple[list[list[str]], list[tuple[str, str]]]:
     """Metric rows and figures of a grade run."""
     counts = summary["counts"]
     rows = [["items", _num(counts["items"]), ""], ["scored", _num(counts["scored"]), ""],
-            ["review / no verdict / errors", f"{counts['review']} / {counts['no_verdict']} / {counts['errors']}", ""]]
+            ["review / no verdict / errors", f"{counts['review']} / {counts['no_verdict']} / {counts['errors']}", ""],
+            *_verification_rows(counts)]
     metrics = summary.get("metrics") or {}
     for name in ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "mae_points", "mae_score",
                  "pearson", "spearman"):
@@ -100,6 +110,8 @@ def _solve_parts(summary: dict, records: list[dict]) -> tuple[list[list[str]], l
     rows.append(["self vs verifier: exact agreement", _num(a["exact"]), f"{a['pairs']} samples"])
     rows.append(["self vs verifier: mean |difference|", _num(a["mean_abs_diff"]), ""])
     rows.append(["format failures", _num(summary["format_failures"]), ""])
+    rows.append(["samples without a verdict (0 points)", _num(summary.get("no_verdict", 0)), ""])
+    rows += _verification_rows(summary)
     t, s = summary["tokens"], summary["seconds"]
     rows.append(["tokens (total / per item)", f"{_num(t['total'])} / {_num(t['per_item'])}", ""])
     rows.append(["seconds (total / per item)", f"{_num(s['total'])} / {_num(s['per_item'])}", ""])

@@ -25,6 +25,7 @@ from ..llm._balancer import split_base_urls
 from ..progress import LiveProgress, progress_interval
 from ..promptset import PromptSet
 from ..runner import RunStats
+from ..verifier import SCORE_MODES
 
 ModelOpt = Annotated[
     Optional[str],
@@ -95,10 +96,9 @@ TimeoutOpt = Annotated[
         help="Seconds one request to a model server may take before it fails (and is retried) [600].",
     ),
 ]
-#: the verifier's score modes, for every command's ``--score-mode`` (see Verifier)
-SCORE_MODES = ("text", "auto", "logprob", "guided")
 SCORE_MODE_HELP = (
-    "text | auto (likelihood read-out when no score is written) | logprob (always) | guided (when no score "
+    "text (a verification that wrote no valid score has none) | the opt-in read-outs, marked as such in the "
+    "output: auto (likelihood read-out when no score is written) | logprob (always) | guided (when no score "
     "is written, the server is forced to one of 0, 0.5, 1; falls back to the likelihood read-out)."
 )
 
@@ -108,6 +108,10 @@ def check_score_mode(value: str) -> str:
     if value not in SCORE_MODES:
         raise typer.BadParameter(f"must be one of {', '.join(SCORE_MODES)}", param_hint="--score-mode")
     return value
+
+
+#: every command's ``--score-mode`` (the modes and the default are the verifier's, see Verifier)
+ScoreModeOpt = Annotated[str, typer.Option("--score-mode", help=SCORE_MODE_HELP, callback=check_score_mode)]
 
 
 def build_model(

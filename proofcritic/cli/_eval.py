@@ -26,11 +26,12 @@ from ..pipelines._common import Roles
 from ..pipelines.label import LabelConfig
 from ..pipelines.solve import STRATEGIES
 from ..runner import RunStats
+from ..verifier import DEFAULT_SCORE_MODE
 from ._batch import OverwriteOpt, exit_status, model_name, result_settings
 from ._common import (
-    SCORE_MODE_HELP,
     DryRunOpt,
     ModelOptions,
+    ScoreModeOpt,
     run_progress,
     show_plan,
     with_model_options,
@@ -52,7 +53,6 @@ RunOpt = Annotated[Path, typer.Option("--run", help="Run folder; an existing one
 LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N items.")]
 DataOpt = Annotated[Optional[Path], typer.Option("--data-dir", envvar="PROOFCRITIC_DATA", help="Data root of the suites.")]
 PricesOpt = Annotated[Optional[Path], typer.Option("--prices", help='JSON {model: {"prompt": $/1M, "completion": $/1M}}.')]
-ScoreModeOpt = Annotated[str, typer.Option("--score-mode", help=SCORE_MODE_HELP)]
 
 
 def _load(suite: str, data_dir: Path | None, limit: int | None) -> list:
@@ -111,6 +111,13 @@ def show_headline(console: Console, summary: dict[str, Any]) -> None:
         interval = "" if low is None or high is None else f"  [{low:.3g}, {high:.3g}]"
         console.print(f"{name:>18}: {shown}{interval}")
 
+    def verifications(counts: dict[str, Any]) -> None:
+        n, unscored = counts.get("verifications", 0), counts.get("unscored_verifications", 0)
+        if not n:  # grades recorded in the data: no verification was made
+            return
+        console.print(f"{'unscored':>18}: {unscored} of {n} verifications")
+        console.print(f"{'read-out scores':>18}: {counts.get('read_out_scores', 0)} of {n - unscored} scores")
+
     def notes(texts: list[str]) -> None:  # e.g. too few items for the intervals to mean much
         for text in texts:
             console.print(f"{'note':>18}: {text}", soft_wrap=True)
@@ -121,11 +128,16 @@ def show_headline(console: Console, summary: dict[str, Any]) -> None:
         p = summary["points"]
         console.print(f"{'points':>18}: {p['first']:.4g} / {p['max']:.4g} (best by self-score {p['best_self']:.4g})")
         line("self/verifier agree", summary["agreement"]["exact"])
+        console.print(f"{'no verdict':>18}: {summary.get('no_verdict', 0)} sample(s) with a proof but no scored "
+                      "verification, counted 0 points")
+        verifications(summary)
         notes(summary.get("notes", []))
         return
     metrics = summary.get("metrics") or {}
     counts = summary.get("counts", {})
     console.print(f"{'items':>18}: {counts.get('scored', 0)} scored of {counts.get('items', 0)}")
+    console.print(f"{'no verdict':>18}: {counts.get('no_verdict', 0)} item(s), left out of the metrics")
+    verifications(counts)
     for name in ("accuracy", "balanced_accuracy", "f1", "mae_points", "pearson", "spearman"):
         interval = metrics.get("intervals", {}).get(name, {})
         if name in metrics:
@@ -148,7 +160,7 @@ def eval_solve_command(
     data_dir: DataOpt = None,
     parallel_problems: Annotated[int, typer.Option("--parallel-problems", min=1, help="Problems solved at once.")] = 4,
     prices: PricesOpt = None,
-    score_mode: ScoreModeOpt = "auto",
+    score_mode: ScoreModeOpt = DEFAULT_SCORE_MODE,
     dry_run: DryRunOpt = False,
     *,
     opts: ModelOptions,
@@ -213,7 +225,7 @@ def eval_grade_command(
     score_column: Annotated[Optional[str], typer.Option("--score-column", help="With --file: the human grade field (default: found by name).")] = None,
     limit: LimitOpt = None,
     data_dir: DataOpt = None,
-    score_mode: ScoreModeOpt = "auto",
+    score_mode: ScoreModeOpt = DEFAULT_SCORE_MODE,
     dry_run: DryRunOpt = False,
     *,
     opts: ModelOptions,

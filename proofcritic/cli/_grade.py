@@ -12,19 +12,19 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..errors import InputError
-from ..grading import grade, grade_jsonl, grade_plan
+from ..grading import batch_verdicts, grade, grade_jsonl, grade_plan
 from ..io import read_problem, read_proof
 from ..progress import LiveProgress
 from ..runner import RunStats, read_items
 from ..tools import get_tool, tool_class
 from ..types import GradeResult, Problem
-from ..verifier import Verifier
+from ..verifier import DEFAULT_SCORE_MODE, Verifier, counts_note, shown_score
 from ..verifier._critic import CriticVerifier
 from ._batch import OverwriteOpt, exit_status, model_name, prepare, result_settings
 from ._common import (
-    SCORE_MODE_HELP,
     DryRunOpt,
     ModelOptions,
+    ScoreModeOpt,
     bounded,
     check_score_mode,
     run_progress,
@@ -49,7 +49,7 @@ def grade_command(
     overwrite: OverwriteOpt = False,
     n: Annotated[int, typer.Option("-n", "--n", min=1, help="Verifications per proof.")] = 1,
     max_points: Annotated[Optional[float], typer.Option("--max-points", callback=bounded(Problem, "max_points"), help="Points of a full solution, more than 0 (default: 7, or the problem's).")] = None,
-    score_mode: Annotated[str, typer.Option("--score-mode", help=SCORE_MODE_HELP)] = "auto",
+    score_mode: ScoreModeOpt = DEFAULT_SCORE_MODE,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     tools: Annotated[Optional[str], typer.Option("--tools", help="Let the verifier run code while it grades (CRITIC): comma-separated tools, e.g. python.", rich_help_panel=_TOOLS)] = None,
     max_tool_calls: Annotated[int, typer.Option("--max-tool-calls", min=0, help="With --tools: code runs per verification at most.", rich_help_panel=_TOOLS)] = 3,
@@ -108,6 +108,7 @@ def grade_command(
                     f"graded {stats.done - stats.skipped} item(s), {stats.skipped} already done, "
                     f"{stats.errors} error record(s) -> {output}"
                 )
+                console.print(batch_verdicts(output))
                 return stats
             else:
                 with LiveProgress("grading", console, [the_model]):
@@ -144,8 +145,10 @@ def show_result(console: Console, problem: Problem, result: GradeResult) -> None
         if v.score_source == "likelihood" and v.score_distribution:
             dist = ", ".join(f"{k}: {p:.2f}" for k, p in v.score_distribution.items())
             source = f" [dim](by likelihood: {dist}; expected {v.expected_score:.2f})[/]"
+        elif v.score_source == "guided":
+            source = " [dim](by guided choice)[/]"
         status = "" if v.format_ok else f" [red]format failure:[/] {escape(v.format_error or '')}"
-        console.print(f"[bold]verification {index}[/]: score {_fmt(v.score)}{source}{status}")
+        console.print(f"[bold]verification {index}[/]: score {shown_score(v)}{source}{status}")
         for call in v.tool_calls or []:
             outcome = "ok" if call.ok else f"[red]{escape(call.error or 'failed')}[/]"
             first = (call.stdout.strip().splitlines() or [""])[0][:100]
@@ -157,9 +160,9 @@ def show_result(console: Console, problem: Problem, result: GradeResult) -> None
             console.print(f"  - {label}{where}: {escape(issue.description)}")
     a = result.aggregate
     if a.valid == 0:
-        console.print(f"[bold]aggregate[/]: no verification out of {a.n} produced a score")
+        console.print(f"[bold]aggregate[/]: no verdict: no verification out of {a.n} produced a score ({counts_note(a)})")
         return
     console.print(
         f"[bold]aggregate[/] over {a.valid}/{a.n} scored: mean {a.mean:.3g}, min {_fmt(a.min)}, "
-        f"majority {_fmt(a.majority)} -> [bold]{a.points:.3g} / {problem.max_points:g} points[/]"
+        f"majority {_fmt(a.majority)} -> [bold]{a.points:.3g} / {problem.max_points:g} points[/] ({counts_note(a)})"
     )

@@ -13,18 +13,19 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..errors import InputError
+from ..grading import batch_verdicts
 from ..io import read_problem, read_proof, read_text
 from ..meta_verifier import MetaVerifier
 from ..pipelines.label import LabelConfig, label_jsonl, majority
 from ..progress import LiveProgress
 from ..runner import RunStats, read_items
 from ..types import Problem, Verification
-from ..verifier import Verifier, parse_verification
+from ..verifier import DEFAULT_SCORE_MODE, Verifier, parse_verification
 from ._batch import OverwriteOpt, exit_status, model_name, prepare, result_settings
 from ._common import (
-    SCORE_MODE_HELP,
     DryRunOpt,
     ModelOptions,
+    ScoreModeOpt,
     bounded,
     check_score_mode,
     run_progress,
@@ -138,7 +139,7 @@ def label_command(
     confirm_at: Annotated[float, typer.Option("--confirm-at", min=0, max=1, help="A meta score at least this confirms an analysis.")] = 1.0,
     refute_at: Annotated[float, typer.Option("--refute-at", min=0, max=1, help="A meta score at most this refutes an analysis.")] = 0.0,
     max_points: Annotated[Optional[float], typer.Option("--max-points", callback=bounded(Problem, "max_points"), help="Points of a full solution, more than 0 (default: 7, or the record's).")] = None,
-    score_mode: Annotated[str, typer.Option("--score-mode", help=SCORE_MODE_HELP)] = "auto",
+    score_mode: ScoreModeOpt = DEFAULT_SCORE_MODE,
     max_calls: Annotated[Optional[int], typer.Option("--max-calls", min=1, help="Model calls per proof (default: no limit).")] = None,
     max_proof_tokens: Annotated[Optional[int], typer.Option("--max-proof-tokens", min=1, help="Tokens per proof, prompts included (default: no limit).")] = None,
     dry_run: DryRunOpt = False,
@@ -188,6 +189,7 @@ def label_command(
                 f"{stats.errors} error record(s); {stats.extra['labeled']} labeled, "
                 f"{stats.extra['review']} to review -> {output}, {review}"
             )
+            console.print(batch_verdicts(output, verdicts=False))
             return stats
         finally:
             usage_line(console, the_model)

@@ -10,6 +10,7 @@ import typer
 
 from ..errors import InputError
 from ..llm import RetryPolicy
+from ..verifier import DEFAULT_SCORE_MODE
 from ._common import SCORE_MODE_HELP, ModelOptions, check_score_mode, with_model_options
 
 _SERVICE = "Service options"
@@ -30,7 +31,7 @@ def serve_command(
     max_retries: Annotated[int | None, typer.Option("--max-retries", min=0, help="Retries of a failing upstream call (5xx, 429, dropped connection, timeout) before the request answers 503 or the job fails [5].", rich_help_panel=_SERVICE)] = None,
     retry_wait: Annotated[float | None, typer.Option("--retry-wait", min=0.0, help="Seconds before the first retry, doubling each time up to 60 (a Retry-After header overrides) [1].", rich_help_panel=_SERVICE)] = None,
     protect_docs: Annotated[bool, typer.Option("--protect-docs/--open-docs", help="Put /docs, /redoc and /openapi.json behind the service keys too.", rich_help_panel=_SERVICE)] = False,
-    score_mode: Annotated[str, typer.Option("--score-mode", help=SCORE_MODE_HELP + " A request may choose its own.")] = "auto",
+    score_mode: Annotated[str, typer.Option("--score-mode", help=SCORE_MODE_HELP + " A request may choose its own.")] = DEFAULT_SCORE_MODE,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.", rich_help_panel=_SERVICE)] = "info",
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log every request.", rich_help_panel=_SERVICE)] = False,
     *,

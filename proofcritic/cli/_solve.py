@@ -15,6 +15,7 @@ from rich.markup import escape
 
 from ..budget import Budget
 from ..errors import InputError
+from ..grading import batch_verdicts
 from ..io import problem_from_record
 from ..llm import Model
 from ..pipelines._common import Roles, SolveResult
@@ -28,11 +29,12 @@ from ..pipelines.solve import (
 )
 from ..progress import LiveProgress
 from ..runner import RunStats
+from ..verifier import DEFAULT_SCORE_MODE, aggregate, counts_note, shown_score
 from ._batch import OverwriteOpt, exit_status, model_name, prepare, result_settings
 from ._common import (
-    SCORE_MODE_HELP,
     DryRunOpt,
     ModelOptions,
+    ScoreModeOpt,
     check_score_mode,
     run_progress,
     show_plan,
@@ -119,7 +121,7 @@ def solve_command(
     run_max_calls: Annotated[_Int, typer.Option("--run-max-calls", min=0, help="Model calls in the whole run; problems not started when it is spent are left for a rerun.", rich_help_panel=_BUDGET)] = None,
     run_max_tokens: Annotated[_Int, typer.Option("--run-max-tokens", min=0, help="Tokens in the whole run (as --run-max-calls).", rich_help_panel=_BUDGET)] = None,
     parallel_problems: Annotated[int, typer.Option("--parallel-problems", min=1, help="Batch: problems solved at once.")] = 4,
-    score_mode: Annotated[str, typer.Option("--score-mode", help=SCORE_MODE_HELP)] = "auto",
+    score_mode: ScoreModeOpt = DEFAULT_SCORE_MODE,
     json_out: Annotated[bool, typer.Option("--json", help="One problem: print the result as JSON.")] = False,
     dry_run: DryRunOpt = False,
     *,
@@ -195,6 +197,7 @@ def solve_command(
                     f"{stats.errors} error record(s), {stats.budget_limited} budget-limited -> {output}"
                     + (f"; {left} problem(s) left for a rerun (the run budget is spent)" if left else "")
                 )
+                console.print(batch_verdicts(output))
                 return stats
         finally:
             close = getattr(the_strategy, "aclose", None)
@@ -249,8 +252,10 @@ def show_result(console: Console, result: SolveResult) -> None:
         return
     g = result.generation
     self_score = _fmt(g.self_score) if g is not None else "—"
-    scores = ", ".join(_fmt(v.score) for v in result.verifications) or "none"
+    scores = ", ".join(shown_score(v) for v in result.verifications) or "none"
+    mean = _fmt(result.mean_score) if result.mean_score is not None else "— (no verdict)"
+    note = f" ({counts_note(aggregate(result.verifications))})" if result.verifications else ""
     console.print(f"chosen proof{f' {escape(result.proof_id)}' if result.proof_id else ''}: self-score {self_score}; "
-                  f"verification scores: {scores}; mean {_fmt(result.mean_score)}")
+                  f"verification scores: {scores}; mean {mean}{note}")
     console.rule("proof")
     console.print(escape(result.proof))

@@ -26,7 +26,7 @@ from ..llm import ChatMessage, GenerateConfig, Model
 from ..parsing import header_kind, read_final_verdict, strip_thinking, truncation_error
 from ..promptset import OPTIONAL_ROLE_VARIABLES, PromptSet
 from ..types import Generation, Problem, RoleOutput
-from ..verifier import ScoreMode, Verifier
+from ..verifier import DEFAULT_SCORE_MODE, ScoreMode, Verifier
 
 __all__ = [
     "AGENT_TEMPLATES",
@@ -202,7 +202,7 @@ class RebuttalVerifier(Verifier):
         rebuttal: str,
         prompts: PromptSet,
         config: GenerateConfig | None = None,
-        score_mode: ScoreMode = "auto",
+        score_mode: ScoreMode = DEFAULT_SCORE_MODE,
     ):
         super().__init__(model, prompts=prompts, config=config, score_mode=score_mode)
         self.report = report

@@ -14,7 +14,7 @@ from ..llm import GenerateConfig, Model, Usage
 from ..meta_verifier import MetaVerifier
 from ..promptset import PromptSet
 from ..types import Generation, Problem, Verification
-from ..verifier import ScoreMode, Verifier
+from ..verifier import DEFAULT_SCORE_MODE, ScoreMode, Verifier
 
 
 @dataclass
@@ -35,7 +35,7 @@ class Roles:
         meta_verifier: Model | None = None,
         prompts: PromptSet | None = None,
         config: GenerateConfig | None = None,
-        score_mode: ScoreMode = "auto",
+        score_mode: ScoreMode = DEFAULT_SCORE_MODE,
     ) -> "Roles":
         """Each role on its own model if given, else on ``default`` (one model may serve all)."""
         prompts = prompts or PromptSet.load()

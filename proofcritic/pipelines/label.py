@@ -16,6 +16,11 @@ With strict majorities of ``m`` (the number requested, so that missing meta-veri
 never help): the analysis is **valid** when more than m/2 votes confirm, **refuted** when more
 than m/2 votes refute, **undecided** otherwise (an exact half is not a majority).
 
+Unscored verifications (format failures; in the default score mode ``text`` every output
+without a written score) neither claim nor confirm anything: the rules see the analyses only, and
+the reason says how many verifications were unscored. Scores from a read-out (opt-in score modes)
+are analyses like written ones; their ``score_source`` marks them in the evidence.
+
 The rules, first match wins (``rule`` names the one that fired):
 
 1. ``no_analyses``: no verification carries a score -> review queue.
@@ -48,7 +53,7 @@ from ..llm import Usage, usage_scope
 from ..meta_verifier import MetaVerifier
 from ..runner import RETRIED_KINDS, RunStats, read_items, run_jsonl
 from ..types import Aggregate, MetaVerification, Problem, Proof, Verification
-from ..verifier import Verifier, aggregate
+from ..verifier import Verifier, aggregate, counts_note
 from .scaled import scaled_verify
 
 __all__ = [
@@ -237,6 +242,8 @@ async def _label_proof(
     status, label, rule, reason, lowest, valid = decide(analyses, config)
     if budget_error is not None and status == "review":
         rule, reason = "budget_exhausted", f"{budget_error} before every analysis was meta-verified"
+    if scaled.format_failures:
+        reason += f" ({counts_note(scaled.aggregate)})"
     return LabelResult(
         **common,
         status=status,

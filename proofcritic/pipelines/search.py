@@ -14,7 +14,10 @@ refined with one proof per pair; the released code uses): 128 initial samples, t
 trials, 4 samples per trial (the released code's 128 // 32), 64 verifications, 16 rounds. Temperature 1.0 and top_p 0.95
 are the roles' default sampling settings.
 
-Decided here: a format failure is not a proof (unless ``keep_invalid``); a proof whose text
+Decided here: a proof's mean is over its scored verifications (a verification without a score,
+e.g. a format failure in the default score mode ``text``, counts for nothing); a proof none of
+whose verifications has a score is not ranked; a pass needs every one of the ``verifications``
+scored 1, so an unscored one is never a pass. A format failure is not a proof (unless ``keep_invalid``); a proof whose text
 repeats an earlier one is recorded as a duplicate and neither verified nor ranked (as in the
 released code); a proof refined again in a later round shows its next analyses of each score
 (a deterministic stand-in for the released code's shuffle); each refinement request carries
@@ -396,7 +399,8 @@ class _Search:
             for p in proofs:
                 if p.verifications is not None:
                     steps.append({"step": "verify", "round": round_, "proof_id": p.id,
-                                  "scores": [v.score for v in p.verifications], "mean": p.mean})
+                                  "scores": [v.score for v in p.verifications],
+                                  "score_sources": [v.score_source for v in p.verifications], "mean": p.mean})
         return steps
 
 

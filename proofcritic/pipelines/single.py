@@ -115,6 +115,7 @@ class StepLog:
             "round": round_,
             **extra,
             "scores": [v.score for v in verifications],
+            "score_sources": [v.score_source for v in verifications],  # "likelihood" / "guided": a read-out
             "mean": aggregate(verifications).mean,
             "analyses": [v.analysis for v in verifications],
             "format_errors": [v.format_error for v in verifications],

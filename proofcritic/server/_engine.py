@@ -36,8 +36,9 @@ from ..pipelines.label import LabelConfig, LabelResult, label_proof
 from ..pipelines.solve import STRATEGIES, get_strategy, solve_problem
 from ..promptset import PromptSet
 from ..types import GradeResult, Problem, Proof
+from ..verifier import DEFAULT_SCORE_MODE, ScoreMode
 
-ScoreModeField = Field(None, pattern="^(text|auto|logprob|guided)$", description="Verifier score mode (default: the service's).")
+ScoreModeField = Field(None, description="Verifier score mode (default: the service's, text unless `serve --score-mode` says otherwise).")
 
 
 class Sampling(BaseModel):
@@ -85,7 +86,7 @@ class GradeRequest(_ProblemRequest):
 
     proof: str = Field(..., min_length=1)
     n: int = Field(1, ge=1, le=1024, description="Verifications of the proof.")
-    score_mode: str | None = ScoreModeField
+    score_mode: ScoreMode | None = ScoreModeField
 
 
 class SolveRequest(_ProblemRequest):
@@ -93,7 +94,7 @@ class SolveRequest(_ProblemRequest):
 
     strategy: str = Field("refine", description=f"One of: {', '.join(STRATEGIES)}.")
     params: dict[str, Any] = Field(default_factory=dict, description="Strategy parameters (as the CLI's --set).")
-    score_mode: str | None = ScoreModeField
+    score_mode: ScoreMode | None = ScoreModeField
 
     @field_validator("strategy")
     @classmethod
@@ -112,7 +113,7 @@ class LabelRequest(_ProblemRequest):
     k: int = Field(2, ge=1)
     confirm_at: float = Field(1.0, ge=0.0, le=1.0)
     refute_at: float = Field(0.0, ge=0.0, le=1.0)
-    score_mode: str | None = ScoreModeField
+    score_mode: ScoreMode | None = ScoreModeField
 
     def label_config(self) -> LabelConfig:
         try:
@@ -187,7 +188,7 @@ class Engine:
         *,
         prompts: PromptSet | None = None,
         config: GenerateConfig | None = None,
-        score_mode: str = "auto",
+        score_mode: str = DEFAULT_SCORE_MODE,
         max_calls: int | None = None,
         max_tokens: int | None = None,
         retry: RetryPolicy | None = None,

@@ -57,6 +57,7 @@ from ..errors import (
 from ..pipelines._common import SolveResult
 from ..pipelines.solve import STRATEGIES
 from ..types import GradeResult, Verification
+from ..verifier import counts_note, shown_score
 from ._engine import (
     Engine,
     GradeRequest,
@@ -249,12 +250,12 @@ def grade_report(result: GradeResult) -> str:
     a = result.aggregate
     if a.valid:
         head = (f"Score: {a.mean:.3g} (mean of {a.valid}/{a.n} scored verifications; min {a.min:g}, "
-                f"majority {a.majority:g}) = {a.points:.3g}/{a.max_points:g} points")
+                f"majority {a.majority:g}) = {a.points:.3g}/{a.max_points:g} points ({counts_note(a)})")
     else:
-        head = f"No score: none of the {a.n} verifications produced one."
+        head = f"No score: none of the {a.n} verifications produced one, so the proof has no verdict."
     parts = [head]
     for index, v in enumerate(result.verifications, start=1):
-        score = "no score" if v.score is None else f"score {v.score:g}"
+        score = "no score" if v.score is None else f"score {shown_score(v)}"
         parts.append(f"## Verification {index}: {score}\n\n" + (v.analysis.strip() or v.format_error or "(no analysis)"))
     return "\n\n".join(parts)
 

@@ -183,7 +183,10 @@ def build_rewards(config: ProofcriticGRPOConfig, reward_model: Any = None) -> li
     meta = MetaVerifier(model, config=sampling) if model is not None else None
     if config.role == "verifier":
         return [make_verifier_reward(meta)]
-    verifier = Verifier(model, config=sampling)
+    # the reward model keeps the likelihood read-out it always had (R_Y is the verifier's score
+    # of Y; a sample none of whose verifications has a score is skipped): training rewards do not
+    # change with the commands' default score mode
+    verifier = Verifier(model, config=sampling, score_mode="auto")
     return [make_generator_reward(verifier, meta, config.reward_alpha, config.reward_beta)]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import Literal
+from typing import Literal, get_args
 
 from .._roles import Role, usage_of
 from ..errors import UnsupportedFeatureError
@@ -14,7 +14,10 @@ from ..types import SCORES, Problem, Verification
 from ._parse import parse_verification
 
 ScoreMode = Literal["text", "auto", "logprob", "guided"]
-SCORE_MODES: tuple[str, ...] = ("text", "auto", "logprob", "guided")
+SCORE_MODES: tuple[str, ...] = get_args(ScoreMode)
+#: the score mode of every verifier, command and service unless one is chosen: a verification
+#: that wrote no valid score has none (the read-outs ``auto``, ``logprob``, ``guided`` are opt-in)
+DEFAULT_SCORE_MODE: ScoreMode = "text"
 _CONTINUATIONS = ("0}", "0.5}", "1}")
 #: the guided choices after ``\boxed{``: the closing brace is part of each, so "0" and "0.5"
 #: are told apart by the model's own next token rather than by a forced end of the answer
@@ -24,19 +27,20 @@ GUIDED_CHOICES = _CONTINUATIONS
 class Verifier(Role):
     """Grades proofs.
 
-    ``score_mode``: ``"text"`` reads the score written in the output only; ``"auto"`` (default)
-    falls back to the likelihood read-out when the text has no valid score and the backend can
+    ``score_mode``: ``"text"`` (default) reads the score written in the output only, so a format
+    failure has no score; the read-outs are opt-in: ``"auto"`` falls back to the likelihood read-out when the text has no valid score and the backend can
     score text; ``"logprob"`` always reads the score out by likelihood (the written score is
     kept as ``text_score``); ``"guided"``: when the text has no valid score, the analysis is
     continued after the score marker with the server forced to one of ``0}``, ``0.5}``, ``1}``
     (guided choice, greedy; ``score_source`` "guided"); where the backend cannot constrain its
     output it falls back to the likelihood read-out, then to the format failure. In every mode
-    ``format_ok`` is decided by the written output alone (the format reward stays honest).
+    ``format_ok`` is decided by the written output alone (the format reward stays honest), and a
+    score from a read-out is marked by its ``score_source`` ("likelihood" or "guided").
     """
 
     template = "verify"
 
-    def __init__(self, model, *, score_mode: ScoreMode = "auto", **kwargs):
+    def __init__(self, model, *, score_mode: ScoreMode = DEFAULT_SCORE_MODE, **kwargs):
         super().__init__(model, **kwargs)
         if score_mode not in SCORE_MODES:
             raise ValueError(f"score_mode must be one of {', '.join(SCORE_MODES)}, not {score_mode!r}")
