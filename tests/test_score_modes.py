@@ -25,7 +25,6 @@ from scripted import ScriptedBackend, generation_text, meta_text, verification_t
 from servers.tiny_openai_server import TinyOpenAIServer
 from typer.testing import CliRunner
 
-import proofcritic
 from proofcritic import Problem, Verifier, grade, grade_proof
 from proofcritic.benchmarks._items import GradeItem, SolveItem
 from proofcritic.benchmarks._run import RunFolder
@@ -39,7 +38,13 @@ from proofcritic.pipelines._common import Roles
 from proofcritic.pipelines.label import LabelConfig, label_proof
 from proofcritic.pipelines.single import SingleStrategy
 from proofcritic.types import Verification
-from proofcritic.verifier import DEFAULT_SCORE_MODE, SCORE_MODES, aggregate, counts_note, shown_score
+from proofcritic.verifier import (
+    DEFAULT_SCORE_MODE,
+    SCORE_MODES,
+    aggregate,
+    counts_note,
+    shown_score,
+)
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 PROBLEM = Problem(id="p", statement="Show that n^3 - n is divisible by 6 for every integer n.", max_points=7)
