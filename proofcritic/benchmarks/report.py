@@ -1,10 +1,17 @@
-"""Reports of a run folder, and the comparison of two runs.
+"""Reports of a run folder, and the comparison of runs.
 
 ``build_report(run)`` rebuilds ``summary.json`` from ``items.jsonl`` (the summary never holds
-anything the records do not) and writes ``report.html`` (self-contained: an inline stylesheet
-and the plots as base64 PNG data URIs) and ``report.md``. ``compare_runs(a, b)`` puts the
-headline metrics of two runs of the same kind side by side, with the difference over the items
-both runs share and its paired bootstrap interval.
+anything the records do not) and writes ``report.html`` (self-contained: an inline stylesheet,
+the plots as base64 PNG data URIs, no script) and ``report.md``: the metrics with their
+intervals and notes, the breakdowns of a grade run by competition and by the model that wrote
+the proof, and a table of every item (a grade run: human grade, verdict, each verification's
+score; a solve run: each sample's self-score, verifier scores and points) where report.html
+expands each item to its proof and analyses (very long texts shortened in the middle; the full
+texts stay in ``items.jsonl``).
+
+``compare_runs(a, b, ...)`` puts every metric of two or more runs of one kind side by side on
+the items that all of them have a value for (paired by id), with each run's difference from
+the first (the baseline) and its paired bootstrap interval.
 """
 
 from __future__ import annotations
@@ -15,24 +22,34 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..types import READ_OUT_SOURCES
 from . import _plots
 from ._run import RunFolder
-from .eval_grade import summarize_grade_run
-from .eval_solve import mean_or_none, summarize_solve_run
-from .metrics import bootstrap_ci
+from .eval_grade import grade_row, summarize_grade_run
+from .eval_solve import SOLVE_METRICS, mean_or_none, summarize_solve_run
+from .metrics import bootstrap_ci, breakdown, paired_differences, small_sample_note
 
-__all__ = ["HEADLINES", "build_report", "compare_html", "compare_markdown", "compare_runs", "run_kind"]
+__all__ = ["TEXT_BUDGET", "TEXT_LIMIT", "build_report", "compare_html", "compare_markdown", "compare_runs", "run_kind"]
 
-#: headline metrics per run kind: name -> (per-item value, description)
-HEADLINES: dict[str, dict[str, str]] = {
-    "grade": {"accuracy": "verdict correct/incorrect agrees with humans", "abs_error": "|predicted - human| score"},
-    "solve": {"score": "score of the first sample (fraction of max)", "pass@k": "some sample passes every verification"},
-}
+#: the longest proof or analysis report.html shows whole; a longer one keeps its start and end
+TEXT_LIMIT = 8000
+#: about how many characters of proofs and analyses report.html holds in all: with many texts
+#: each is shortened further, to no less than ``_TEXT_FLOOR``
+TEXT_BUDGET = 10_000_000
+_TEXT_FLOOR = 500
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{border-bottom:2px solid #446;padding-bottom:.2em}h2{color:#334;margin-top:1.6em}
 table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccd;padding:.25em .7em;text-align:right}
 th{background:#eef}td:first-child,th:first-child{text-align:left}.figs{display:flex;flex-wrap:wrap;gap:1em}
-figure{margin:0}img{max-width:100%;border:1px solid #ddd}code{background:#f4f4f8;padding:0 .2em}"""
+figure{margin:0}img{max-width:100%;border:1px solid #ddd}code{background:#f4f4f8;padding:0 .2em}
+small{color:#667}p.note{color:#555;font-size:.92em;max-width:60em}ul.notes{color:#853;font-size:.92em}
+table.items,table.breakdown{font-size:.9em}table.items td,table.items th{text-align:left;vertical-align:top}
+table.items{width:100%}table.breakdown small{white-space:nowrap}table.items .n{text-align:right;white-space:nowrap}table.items tbody{border-top:2px solid #99a}
+table.items tr.more td{border-top:none;padding:0 .7em .3em}td.miss{background:#fde8e8}tr.err td{color:#a22}
+.ro{color:#a55a00;font-weight:600}.none{color:#999}.chips{white-space:normal;word-spacing:.3em}
+details summary{cursor:pointer;color:#446;font-size:.92em}details details{margin:.2em 0 .2em 1em}
+pre{white-space:pre-wrap;overflow-wrap:anywhere;background:#fafafc;border:1px solid #e4e4ec;padding:.5em;
+margin:.3em 0;max-height:32em;overflow:auto;font-size:.92em}table.runs td{text-align:left}"""
 
 
 def _num(value: Any, digits: int = 3) -> str:
@@ -138,15 +155,264 @@ def _solve_parts(summary: dict, records: list[dict]) -> tuple[list[list[str]], l
     return rows, figures
 
 
-def _html_table(header: list[str], rows: list[list[str]]) -> str:
+class _Html(str):
+    """A table cell that is HTML already (built from escaped parts)."""
+
+
+def _cell(value: str) -> str:
+    return value if isinstance(value, _Html) else html.escape(value)
+
+
+def _html_table(header: list[str], rows: list[list[str]], css: str = "") -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    body = "".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table{f' class={css!r}' if css else ''}><tr>{head}</tr>{body}</table>"
+
+
+def _md_cell(text: str) -> str:
+    """A Markdown table cell: one line, ``|`` escaped, no raw HTML."""
+    return " ".join(text.split()).replace("|", "\\|").replace("<", "&lt;")
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows])
+    return "\n".join(lines + ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows])
+
+
+#: a report section: title, HTML, Markdown
+Section = tuple[str, str, str]
+
+
+def _notes(data: Any, label: str = "") -> list[str]:
+    """Every ``note`` (a text) and ``notes`` (a list of texts) in a summary, each prefixed with
+    the metric it sits under (``pearson: ...``), breakdowns and per-problem rows left out: the
+    notes any part of proofcritic adds to a summary appear in the report as they are."""
+    out: list[str] = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if key in ("note", "notes"):
+                texts = [value] if isinstance(value, str) else [t for t in value if isinstance(t, str)] \
+                    if isinstance(value, list) else []
+                out += [f"{label}: {text}" if label else text for text in texts]
+            elif key not in ("breakdowns", "problems"):
+                out += _notes(value, label if key in ("metrics", "intervals", "counts") else str(key))
+    return list(dict.fromkeys(out))
+
+
+def _notes_html(notes: list[str]) -> str:
+    return "<ul class='notes'>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>" if notes else ""
+
+
+def _notes_md(notes: list[str]) -> str:
+    return "\n".join(f"- note: {n}" for n in notes)
+
+
+def _score_chip(score: Any, source: Any) -> tuple[str, str]:
+    """One verification's score as HTML and Markdown: † marks a read-out, — no score."""
+    if score is None:
+        return "<span class='none' title='no score (format failure)'>—</span>", "—"
+    text = _num(float(score))
+    if source in READ_OUT_SOURCES:
+        return f"<span class='ro' title='score from the {html.escape(str(source))} read-out'>{text}†</span>", f"{text}†"
+    return text, text
+
+
+def _chips(scores: list, sources: list | None) -> tuple[str, str]:
+    sources = list(sources or [])
+    chips = [_score_chip(s, sources[i] if i < len(sources) else None) for i, s in enumerate(scores)]
+    return (_Html("<span class='chips'>" + " ".join(h for h, _ in chips) + "</span>"),
+            " ".join(m for _, m in chips))
+
+
+_CHIP_LEGEND = ("Verification scores: † a score from a read-out (the likelihood or guided score modes), — no score "
+                "(a format failure).")
+
+
+def _shorten(text: str, limit: int) -> str:
+    """``text``, or its start and end with the middle replaced by a line saying how much is left out."""
+    if len(text) <= limit:
+        return text
+    head = limit * 2 // 3
+    return (f"{text[:head]}\n\n[… {len(text) - limit:,} characters left out here: the full text is in items.jsonl …]"
+            f"\n\n{text[len(text) - (limit - head):]}")
+
+
+def _text_limit(count: int, text_limit: int, text_budget: int) -> int:
+    """The length each of ``count`` texts is shortened to."""
+    return max(min(text_limit, _TEXT_FLOOR), min(text_limit, text_budget // max(count, 1)))
+
+
+def _pre(text: str, limit: int) -> str:
+    return f"<pre>{html.escape(_shorten(text, limit))}</pre>"
+
+
+def _details_row(width: int, summary: str, inner: str) -> str:
+    return f"<tr class='more'><td colspan='{width}'><details><summary>{summary}</summary>{inner}</details></td></tr>"
+
+
+def _error_row(record: dict, width: int) -> tuple[str, list[str]]:
+    message = f"error ({record.get('error_kind') or 'unknown'}): {record.get('error')}"
+    row = (f"<tbody><tr class='err'><td>{html.escape(str(record.get('id')))}</td>"
+           f"<td colspan='{width - 1}'>{html.escape(_shorten(message, 600))}</td></tr></tbody>")
+    return row, [str(record.get("id")), message]
+
+
+def _items_table(header: list[str], numeric: set[str], body: list[str]) -> str:
+    """A table of items: the header (numeric columns aligned right) and a ``<tbody>`` per item."""
+    head = "".join(f"<th{' class=n' if h in numeric else ''}>{html.escape(h)}</th>" for h in header)
+    return f"<table class='items'><thead><tr>{head}</tr></thead>{''.join(body)}</table>"
+
+
+def _grade_items(summary: dict, records: list[dict], text_limit: int, text_budget: int) -> Section:
+    """The table of every item of a grade run."""
+    grades = [r for r in records if r.get("kind") == "grade" or "error" in r]
+    authors = any((r.get("meta") or {}).get("model_id") for r in grades)
+    verified = any(r.get("verifications") for r in grades)
+    header = ["item", "problem", *(["proof by"] if authors else []), "human", "verdict", "diff", "agree",
+              *(["verifications"] if verified else [])]
+    count = sum(bool(r.get("proof")) + len(r.get("verifications") or []) for r in grades)
+    limit = _text_limit(count, text_limit, text_budget)
+    body, md_rows = [], []
+    for r in grades:
+        if "error" in r or r.get("kind") != "grade":
+            row_html, row_md = _error_row(r, len(header))
+            body.append(row_html)
+            md_rows.append(row_md + [""] * (len(header) - 2))
+            continue
+        meta = r.get("meta") or {}
+        top = r.get("max_points")
+        problem, competition = str(r.get("problem_id") or ""), str(meta.get("competition") or "")
+        if competition and competition not in problem:
+            problem = f"{competition} · {problem}" if problem else competition
+        human = f"{_num(r.get('human_points'))} / {_num(top)}"
+        score = r.get("predicted_score")
+        verdict = _num(r.get("predicted_points")) if score is not None else str(r.get("status") or "no verdict").replace("_", " ")
+        if r.get("label_rule"):
+            verdict += f" ({r['label_rule']})"
+        agree = "—" if score is None else ("✓" if (score >= 1) == (r["human_points"] >= top) else "✗")
+        diff = "—" if score is None else f"{r['predicted_points'] - r['human_points']:+.3g}"
+        verifications = r.get("verifications") or []
+        chips_html, chips_md = _chips([v.get("score") for v in verifications], [v.get("score_source") for v in verifications])
+        cells = [str(r.get("id")), problem, *([str(meta.get("model_id") or "—")] if authors else []), human, verdict,
+                 diff, agree]
+        md_rows.append([*cells, *([chips_md] if verified else [])])
+        tds = "".join(f"<td{' class=n' if i >= len(cells) - 4 else ''}>{html.escape(c)}</td>" for i, c in enumerate(cells))
+        if agree == "✗":
+            tds = tds.replace(f"<td class=n>{html.escape(agree)}</td>", f"<td class='n miss'>{agree}</td>")
+        rows = [f"<tr>{tds}{f'<td>{chips_html}</td>' if verified else ''}</tr>"]
+        parts, what = [], []
+        if r.get("proof"):
+            parts.append(f"<details open><summary>proof</summary>{_pre(r['proof'], limit)}</details>")
+            what.append(f"proof ({len(r['proof']):,} characters)")
+        if r.get("reason"):
+            parts.append(f"<p class='note'>label rule: {html.escape(str(r['reason']))}</p>")
+        for i, v in enumerate(verifications, start=1):
+            chip, _ = _score_chip(v.get("score"), v.get("score_source"))
+            source = f" ({html.escape(str(v['score_source']))})" if v.get("score_source") else ""
+            issues = f", {v['issues']} issue(s)" if v.get("issues") else ""
+            ok = "" if v.get("format_ok", True) else ", format failure"
+            parts.append(f"<details><summary>analysis {i}: score {chip}{source}{issues}{ok}</summary>"
+                         f"{_pre(str(v.get('raw') or ''), limit)}</details>")
+        if verifications:
+            what.append(f"{len(verifications)} analys{'is' if len(verifications) == 1 else 'es'}")
+        if parts:
+            rows.append(_details_row(len(header), html.escape(" · ".join(what)), "".join(parts)))
+        body.append("<tbody>" + "".join(rows) + "</tbody>")
+    rules = ", ".join(summary.get("rules") or []) or "—"
+    intro = (f"{len(grades)} items in the order of items.jsonl; verdict by {rules}, in points; diff: verdict - human. "
+             "Agree: the verdict and the humans agree on full marks (✓) or not (✗)." + (f" {_CHIP_LEGEND}" if verified else ""))
+    more = (f" Each item opens to its proof and analyses (texts over {limit:,} characters are shortened in the "
+            "middle; the full texts are in items.jsonl).")
+    table = _items_table(header, {"human", "verdict", "diff", "agree"}, body)
+    return ("Items", f"<p class='note'>{html.escape(intro + more)}</p>{table}",
+            intro + " Proofs and analyses: report.html, items.jsonl.\n\n" + _md_table(header, md_rows))
+
+
+def _solve_items(summary: dict, records: list[dict], text_limit: int, text_budget: int) -> Section:
+    """The table of every sample of a solve run."""
+    solves = [r for r in records if r.get("kind") == "solve" or "error" in r]
+    header = ["problem", "sample", "self-score", "verifier scores", "mean", "points", "passed", "stop"]
+    count = sum(len(r.get("samples") or []) for r in solves)
+    limit = _text_limit(count, text_limit, text_budget)
+    body, md_rows = [], []
+    for r in solves:
+        if "error" in r or r.get("kind") != "solve":
+            row_html, row_md = _error_row(r, len(header))
+            body.append(row_html)
+            md_rows.append(row_md + [""] * (len(header) - 2))
+            continue
+        top = r.get("max_points")
+        rows = []
+        for s in r.get("samples") or []:
+            chips_html, chips_md = _chips(list(s.get("verifier_scores") or []), s.get("score_sources"))
+            stop = str(s.get("stop_reason") or "") + (" (budget)" if s.get("budget_limited") else "")
+            cells = [str(r.get("id")) if s is r["samples"][0] else "", _num(s.get("sample")), _num(s.get("self_score")),
+                     chips_md, _num(s.get("verifier_mean")), f"{_num(s.get('points'))} / {_num(top)}",
+                     "✓" if s.get("passed") else "✗", stop]
+            md_rows.append([str(r.get("id")), *cells[1:]])
+            tds = "".join(f"<td class=n>{html.escape(c)}</td>" if i in (1, 2, 4, 5, 6) else
+                          (f"<td>{chips_html}</td>" if i == 3 else f"<td>{html.escape(c)}</td>")
+                          for i, c in enumerate(cells))
+            rows.append(f"<tr>{tds}</tr>")
+            if s.get("proof"):
+                what = f"sample {_num(s.get('sample'))}: proof ({len(s['proof']):,} characters)"
+                rows.append(_details_row(len(header), html.escape(what), _pre(s["proof"], limit)))
+        body.append("<tbody>" + "".join(rows) + "</tbody>")
+    intro = (f"{count} samples of {len(solves)} problems in the order of items.jsonl; points = the verifier mean "
+             "times the problem's points; passed: every verification gave 1. " + _CHIP_LEGEND)
+    more = (f" Each sample opens to its proof (over {limit:,} characters shortened in the middle; the full texts "
+            "are in items.jsonl).")
+    table = _items_table(header, {"sample", "self-score", "mean", "points", "passed"}, body)
+    return ("Samples", f"<p class='note'>{html.escape(intro + more)}</p>{table}",
+            intro + " Proofs: report.html, items.jsonl.\n\n" + _md_table(header, md_rows))
+
+
+#: the title of a breakdown of a grade run by a field of its items
+_BREAKDOWN_TITLES = {"competition": "By competition", "model_id": "By the model that wrote the proof"}
+#: the metrics of a breakdown table (summary.json holds precision and recall per group too)
+_BREAKDOWN_METRICS = ("accuracy", "balanced_accuracy", "f1", "mae_points", "pearson", "spearman")
+#: short column names of metrics
+_SHORT = {"balanced_accuracy": "balanced acc.", "mae_points": "MAE (points)", "f1": "F1", "pearson": "Pearson",
+          "spearman": "Spearman"}
+
+
+def _breakdowns(summary: dict, records: list[dict]) -> list[Section]:
+    """A table per breakdown of a grade run's metrics, each group with its intervals."""
+    metrics = summary.get("metrics") or {}
+    rows_all = [grade_row(r) for r in records if r.get("kind") == "grade" and "error" not in r]
+    sections = []
+    for key, groups in (metrics.get("breakdowns") or {}).items():
+        title = _BREAKDOWN_TITLES.get(key, f"By {key}")
+        if set(groups) <= {"unknown"}:
+            text = f"The data names no {key} for its items."
+            sections.append((title, f"<p class='note'>{html.escape(text)}</p>", text))
+            continue
+        items = breakdown(rows_all, key, len)  # items with and without a verdict
+        header = [key, "items", "with a verdict", *(_SHORT.get(name, name) for name in _BREAKDOWN_METRICS)]
+        html_rows, md_rows, notes = [], [], []
+        for group, m in groups.items():
+            intervals = m.get("intervals") or {}
+            values = [(_num(m.get(name)), _ci((intervals.get(name) or {}).get("low"), (intervals.get(name) or {}).get("high")))
+                      for name in _BREAKDOWN_METRICS]
+            if group_notes := _notes(m):
+                notes.append(f"{group}: {'; '.join(group_notes)}")
+            start = [group, _num(items.get(group, m.get("n"))), _num(m.get("n"))]
+            html_rows.append([*start, *(_Html(html.escape(v) + (f"<br><small>{html.escape(ci)}</small>" if ci != "—" else ""))
+                                        for v, ci in values)])
+            md_rows.append([*start, *(v if ci == "—" else f"{v} {ci}" for v, ci in values)])
+        note = ("Each group's metrics with its own bootstrap 95% interval (below each value); precision and recall "
+                "per group are in summary.json.")
+        sections.append((title, f"<p class='note'>{note}</p>" + _html_table(header, html_rows, "breakdown") + _notes_html(notes),
+                         "\n\n".join(x for x in (note.replace(" (below each value)", ""), _md_table(header, md_rows),
+                                                  _notes_md(notes)) if x)))
+    return sections
+
+
+def _solve_problems(summary: dict) -> Section:
+    header = ["problem", "first", "best (self)", "best (verifier)", "max", "passed"]
+    rows = [[q["id"], _num(q["points_first"]), _num(q["points_best_self"]), _num(q["points_best_verifier"]),
+             _num(q["max_points"]), f"{q['passed']}/{q['samples']}"] for q in summary["problems"]]
+    return "Problems", _html_table(header, rows), _md_table(header, rows)
 
 
 def _page(title: str, body: str) -> str:
@@ -154,8 +420,26 @@ def _page(title: str, body: str) -> str:
             f"<style>{_CSS}</style></head><body>{body}</body></html>\n")
 
 
-def build_report(run: RunFolder | str | Path) -> tuple[Path, Path]:
-    """Rebuild ``summary.json`` from the records, write ``report.html`` and ``report.md``."""
+def _setting_rows(config: dict) -> list[list[str]]:
+    """The configuration as rows, nested settings one row each (``settings.model``)."""
+    rows = []
+    for key, value in config.items():
+        if key == "prices":
+            continue
+        if isinstance(value, dict) and value:
+            rows += [[f"{key}.{k}", str(v)] for k, v in value.items()]
+        else:
+            rows.append([str(key), str(value)])
+    return rows
+
+
+def build_report(run: RunFolder | str | Path, *, text_limit: int = TEXT_LIMIT,
+                 text_budget: int = TEXT_BUDGET) -> tuple[Path, Path]:
+    """Rebuild ``summary.json`` from the records, write ``report.html`` and ``report.md``.
+
+    report.html shows each proof and analysis up to ``text_limit`` characters, fewer (down to
+    500) when all of them together would pass about ``text_budget``.
+    """
     run = run if isinstance(run, RunFolder) else RunFolder(run)
     config = run.config() if run.config_path.exists() else {}
     records = run.records()
@@ -163,93 +447,174 @@ def build_report(run: RunFolder | str | Path) -> tuple[Path, Path]:
     if kind == "grade":
         summary = summarize_grade_run(records)
         rows, figures = _grade_parts(summary, records)
+        sections = [*_breakdowns(summary, records), _grade_items(summary, records, text_limit, text_budget)]
     else:
         summary = summarize_solve_run(records, prices=config.get("prices"), model_name=config.get("model"))
         rows, figures = _solve_parts(summary, records)
+        sections = [_solve_problems(summary), _solve_items(summary, records, text_limit, text_budget)]
     run.write_summary(summary)
+    notes = _notes(summary)
     title = f"{kind} run: {config.get('suite') or run.path.name}"
-    setup = [[str(k), str(v)] for k, v in config.items() if k != "prices"]
+    setup = _setting_rows(config)
     header = ["metric", "value", "95% interval"]
     body = [f"<h1>{html.escape(title)}</h1>", "<h2>Configuration</h2>", _html_table(["setting", "value"], setup),
-            "<h2>Metrics</h2>", _html_table(header, rows), "<h2>Figures</h2><div class='figs'>"]
+            "<h2>Metrics</h2>", _html_table(header, rows), _notes_html(notes), "<h2>Figures</h2><div class='figs'>"]
     body += [f"<figure><img alt='{html.escape(name)}' src='{uri}'></figure>" for name, uri in figures]
     body.append("</div>")
-    if kind == "solve":
-        problem_rows = [[q["id"], _num(q["points_first"]), _num(q["points_best_self"]), _num(q["points_best_verifier"]),
-                         _num(q["max_points"]), f"{q['passed']}/{q['samples']}"] for q in summary["problems"]]
-        problem_header = ["problem", "first", "best (self)", "best (verifier)", "max", "passed"]
-        body += ["<h2>Problems</h2>", _html_table(problem_header, problem_rows)]
+    body += [f"<h2>{html.escape(name)}</h2>{part}" for name, part, _ in sections]
     run.report_html.write_text(_page(title, "\n".join(body)))
     md = [f"# {title}", "", "## Configuration", "", _md_table(["setting", "value"], setup), "",
           "## Metrics", "", _md_table(header, rows), ""]
-    if kind == "solve":
-        md += ["## Problems", "", _md_table(problem_header, problem_rows), ""]
-    md.append(f"Figures: see `{run.report_html.name}`.")
-    run.report_md.write_text("\n".join(md) + "\n")
+    if notes:
+        md += [_notes_md(notes), ""]
+    md += [f"Figures: see `{run.report_html.name}`.", ""]
+    for name, _, part in sections:
+        md += [f"## {name}", "", part, ""]
+    run.report_md.write_text("\n".join(md))
     return run.report_html, run.report_md
 
 
-def _item_values(records: list[dict], kind: str) -> dict[str, dict[str, float]]:
-    """Per item id, the value of each headline metric (items without one are left out)."""
-    out: dict[str, dict[str, float]] = {}
-    for r in records:
-        if r.get("kind") != kind or "error" in r:
-            continue
-        if kind == "grade" and r.get("predicted_score") is not None:
-            human = r["human_points"] / r["max_points"]
-            predicted = float(r["predicted_score"])
-            out[r["id"]] = {"accuracy": float((human >= 1) == (predicted >= 1)), "abs_error": abs(predicted - human)}
-        elif kind == "solve" and r.get("samples"):
-            first = (r["samples"][0]["points"] or 0.0) / float(r.get("max_points") or 7.0)
-            out[r["id"]] = {"score": first, "pass@k": float(any(s["passed"] for s in r["samples"]))}
+def _paired_rows(records: list[dict], kind: str) -> tuple[dict[str, dict], dict[str, int]]:
+    """Per item id, what a paired comparison needs (a grade run: its metrics row, for the items
+    with a verdict; a solve run: its problem row), and the counts of the items left out."""
+    errors = sum("error" in r for r in records)
+    if kind == "grade":
+        grades = [r for r in records if r.get("kind") == "grade" and "error" not in r]
+        rows = {r["id"]: {**grade_row(r), "tokens": _tokens(r)} for r in grades if r.get("predicted_points") is not None}
+        return rows, {"items": len(records), "errors": errors, "no_value": len(grades) - len(rows)}
+    problems = summarize_solve_run(records)["problems"]
+    tokens = {r["id"]: _tokens(r) for r in records if r.get("kind") == "solve"}
+    rows = {q["id"]: {**q, "tokens": tokens.get(q["id"], 0.0)} for q in problems}
+    return rows, {"items": len(records), "errors": errors, "no_value": len(records) - errors - len(rows)}
+
+
+def _tokens(record: dict) -> float:
+    usage = record.get("usage") or {}
+    return float(usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0))
+
+
+def _mean_difference(xs: list[float], ys: list[float], n_resamples: int, seed: int) -> dict[str, Any]:
+    """Means of two paired columns, and the mean of B - A with its paired bootstrap interval."""
+    ci = bootstrap_ci(lambda x, y: mean_or_none(y) - mean_or_none(x), xs, ys, n_resamples=n_resamples, seed=seed)
+    return {"a": mean_or_none(xs), "b": mean_or_none(ys), "difference": ci["estimate"], "low": ci["low"], "high": ci["high"]}
+
+
+def _differences(kind: str, rows_a: list[dict], rows_b: list[dict], n_resamples: int, seed: int) -> dict[str, dict]:
+    """Every metric of run B against run A on the same items (row i of both is one item)."""
+    if kind == "grade":
+        out = paired_differences(rows_a, rows_b, n_resamples=n_resamples, seed=seed)
+    else:
+        out = {name: _mean_difference([value(q) for q in rows_a], [value(q) for q in rows_b], n_resamples, seed)
+               for name, value in SOLVE_METRICS.items()}
+    out["tokens per item"] = _mean_difference([q["tokens"] for q in rows_a], [q["tokens"] for q in rows_b],
+                                              n_resamples, seed)
     return out
 
 
-def compare_runs(run_a: RunFolder | str | Path, run_b: RunFolder | str | Path, *, n_resamples: int = 2000,
-                 seed: int = 0) -> dict[str, Any]:
-    """Headline metrics of two runs of one kind on the items both have, with B - A and its
-    paired bootstrap 95% interval (items resampled together in both runs)."""
-    a = run_a if isinstance(run_a, RunFolder) else RunFolder(run_a)
-    b = run_b if isinstance(run_b, RunFolder) else RunFolder(run_b)
-    records_a, records_b = a.records(), b.records()
-    kind = run_kind(records_a)
-    if run_kind(records_b) != kind:
-        raise InputError(f"cannot compare a {kind} run with a {run_kind(records_b)} run")
-    values_a, values_b = _item_values(records_a, kind), _item_values(records_b, kind)
-    shared = [i for i in values_a if i in values_b]
-    metrics = {}
-    for name, description in HEADLINES[kind].items():
-        xs, ys = [values_a[i][name] for i in shared], [values_b[i][name] for i in shared]
-        entry: dict[str, Any] = {"description": description, "a": mean_or_none(xs), "b": mean_or_none(ys),
-                                 "difference": None, "low": None, "high": None}
-        if shared:
-            ci = bootstrap_ci(lambda x, y: mean_or_none(y) - mean_or_none(x), xs, ys, n_resamples=n_resamples, seed=seed)
-            entry.update(difference=ci["estimate"], low=ci["low"], high=ci["high"])
-        metrics[name] = entry
-    return {"kind": kind, "a": str(a.path), "b": str(b.path), "items_a": len(values_a), "items_b": len(values_b),
-            "shared": len(shared), "metrics": metrics}
+def _run_labels(paths: list[Path]) -> list[str]:
+    """The runs' folder names where they tell the runs apart, else A, B, C, ..."""
+    names = [p.resolve().name for p in paths]
+    if len(set(names)) == len(names) and all(names):
+        return names
+    return [chr(ord("A") + i) if i < 26 else f"R{i + 1}" for i in range(len(paths))]
 
 
-def _compare_rows(comparison: dict) -> list[list[str]]:
-    return [[name, _num(m["a"]), _num(m["b"]), _num(m["difference"]), _ci(m["low"], m["high"])]
-            for name, m in comparison["metrics"].items()]
+def compare_runs(*runs: RunFolder | str | Path, n_resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Every metric of two or more runs of one kind, side by side on the items all of them have a
+    value for (a grade run: a verdict; a solve run: samples), paired by id, and each run's
+    difference from the first run (the baseline) with its paired bootstrap 95% interval (items
+    resampled together in both runs).
+
+    Returns ``{"kind", "runs": [{"label", "path", "items", "errors", "no_value", "unpaired",
+    "left_out"}], "paired", "n_resamples", "note" (few paired items, or None), "metrics": {name:
+    {"values": [one per run], "differences": [None, {"difference", "low", "high"}, ...]}}}``.
+    """
+    if len(runs) < 2:
+        raise InputError("compare needs at least two run folders")
+    folders = [r if isinstance(r, RunFolder) else RunFolder(r) for r in runs]
+    for folder in folders:
+        if not folder.items_path.exists():
+            raise InputError(f"{folder.path} is not a run folder (it has no items.jsonl)")
+    records = [folder.records() for folder in folders]
+    kind = run_kind(records[0])
+    for folder, recs in zip(folders, records):
+        if (other := run_kind(recs)) != kind:
+            raise InputError(f"cannot compare a {kind} run with a {other} run ({folder.path})")
+    tables = [_paired_rows(recs, kind) for recs in records]
+    paired = [i for i in tables[0][0] if all(i in rows for rows, _ in tables[1:])]
+    labels = _run_labels([f.path for f in folders])
+    info = []
+    for label, folder, (rows, counts) in zip(labels, folders, tables):
+        unpaired = len(rows) - len(paired)
+        info.append({"label": label, "path": str(folder.path), **counts, "unpaired": unpaired,
+                     "left_out": counts["items"] - len(paired)})
+    metrics: dict[str, dict[str, Any]] = {}
+    base = [tables[0][0][i] for i in paired]
+    for j, (rows, _) in enumerate(tables[1:], start=1):
+        if not paired:
+            break
+        for name, d in _differences(kind, base, [rows[i] for i in paired], n_resamples, seed).items():
+            entry = metrics.setdefault(name, {"values": [d["a"]] + [None] * (len(folders) - 1),
+                                              "differences": [None] * len(folders)})
+            entry["values"][j] = d["b"]
+            entry["differences"][j] = {k: d[k] for k in ("difference", "low", "high")}
+    return {"kind": kind, "runs": info, "paired": len(paired), "n_resamples": n_resamples,
+            "note": small_sample_note(len(paired), "paired items"), "metrics": metrics}
 
 
-_COMPARE_HEADER = ["metric", "A", "B", "B - A", "95% interval (paired)"]
+def _compare_header(comparison: dict) -> list[str]:
+    labels = [r["label"] for r in comparison["runs"]]
+    base = labels[0]
+    diffs = [h for label in labels[1:] for h in (f"{label} - {base}", "95% interval")]
+    return ["metric", *labels, *diffs]
+
+
+def _excludes_zero(d: dict | None) -> bool:
+    return bool(d) and d["low"] is not None and d["high"] is not None and (d["low"] > 0 or d["high"] < 0)
+
+
+def _compare_rows(comparison: dict, marked: bool = False) -> list[list[str]]:
+    rows = []
+    for name, m in comparison["metrics"].items():
+        row = [name, *(_num(v) for v in m["values"])]
+        for d in m["differences"][1:]:
+            value = _num(d["difference"])
+            row += [_Html(f"<b>{html.escape(value)}</b>") if marked and _excludes_zero(d) else value,
+                    _ci(d["low"], d["high"])]
+        rows.append(row)
+    return rows
+
+
+def _run_rows(comparison: dict) -> list[list[str]]:
+    what = "no verdict" if comparison["kind"] == "grade" else "no samples"
+    return [[r["label"], r["path"], _num(r["items"]), _num(comparison["paired"]),
+             f"{r['left_out']} ({what}: {r['no_value']}, errors: {r['errors']}, not in every other run: {r['unpaired']})"]
+            for r in comparison["runs"]]
+
+
+_RUN_HEADER = ["run", "folder", "items", "paired", "left out"]
+
+
+def _compare_intro(comparison: dict) -> str:
+    c = comparison
+    value = "a verdict" if c["kind"] == "grade" else "samples"
+    base = c["runs"][0]["label"]
+    return (f"{c['paired']} items paired by id (those with {value} in every run). Every metric on the paired items; "
+            f"each difference from the baseline {base} with its paired bootstrap 95% interval ({c['n_resamples']} "
+            "resamples of the items, resampled together in both runs)." + (f" Note: {c['note']}." if c.get("note") else ""))
 
 
 def compare_markdown(comparison: dict) -> str:
     """The comparison as Markdown."""
     c = comparison
-    return "\n".join([f"# Comparison of {c['kind']} runs", "", f"- A: `{c['a']}` ({c['items_a']} items)",
-                      f"- B: `{c['b']}` ({c['items_b']} items)", f"- items in both: {c['shared']}", "",
-                      _md_table(_COMPARE_HEADER, _compare_rows(c)), ""])
+    return "\n".join([f"# Comparison of {c['kind']} runs", "", _md_table(_RUN_HEADER, _run_rows(c)), "",
+                      _compare_intro(c), "", _md_table(_compare_header(c), _compare_rows(c)), ""])
 
 
 def compare_html(comparison: dict) -> str:
-    """The comparison as a self-contained HTML page."""
+    """The comparison as a self-contained HTML page (differences whose interval excludes 0 in bold)."""
     c = comparison
-    body = (f"<h1>Comparison of {c['kind']} runs</h1><ul><li>A: <code>{html.escape(c['a'])}</code> ({c['items_a']} items)"
-            f"</li><li>B: <code>{html.escape(c['b'])}</code> ({c['items_b']} items)</li><li>items in both: {c['shared']}"
-            f"</li></ul>" + _html_table(_COMPARE_HEADER, _compare_rows(c)))
+    body = (f"<h1>Comparison of {html.escape(c['kind'])} runs</h1><h2>Runs</h2>" + _html_table(_RUN_HEADER, _run_rows(c), "runs")
+            + f"<h2>Metrics</h2><p class='note'>{html.escape(_compare_intro(c))} Differences whose interval "
+            "excludes 0 are in bold.</p>" + _html_table(_compare_header(c), _compare_rows(c, marked=True)))
     return _page("comparison", body)

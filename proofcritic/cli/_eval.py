@@ -298,14 +298,18 @@ def report_command(run: Annotated[Path, typer.Argument(help="Run folder.")]) -> 
 
 
 def compare_command(
-    run_a: Annotated[Path, typer.Argument(help="Run folder A.")],
-    run_b: Annotated[Path, typer.Argument(help="Run folder B.")],
-    out: Annotated[Optional[Path], typer.Option("--out", help="Also write compare.md and compare.html into this folder.")] = None,
+    runs: Annotated[list[Path], typer.Argument(help="Two or more run folders of one kind; the first is the baseline.")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="Also write compare.md, compare.html and compare.json into this folder.")] = None,
 ) -> None:
-    """Headline metrics of two runs side by side: B - A with a paired bootstrap interval."""
+    """Every metric of two or more runs side by side on the items all of them have (paired by id),
+    each run's difference from the first with its paired bootstrap 95% interval."""
     from ..benchmarks.report import compare_html, compare_markdown, compare_runs
 
-    comparison = compare_runs(RunFolder(run_a), RunFolder(run_b))
+    if len(runs) < 2:
+        raise typer.BadParameter("give at least two run folders (the first is the baseline)", param_hint="RUNS")
+    if out is not None and out.exists() and not out.is_dir():
+        raise typer.BadParameter(f"{out} is a file; give a folder", param_hint="--out")
+    comparison = compare_runs(*(RunFolder(run) for run in runs))
     text = compare_markdown(comparison)
     print(text)
     if out is not None:
