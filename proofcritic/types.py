@@ -99,8 +99,10 @@ class ToolCall(BaseModel):
     duration: float = 0.0
 
 
-class Verification(RoleOutput):
-    """One verifier analysis of a proof."""
+class ScoredOutput(RoleOutput):
+    """The output of a role that ends in a score (verifier, meta-verifier): the score written
+    in the text, or one read out of the model in an opt-in score mode (see
+    :mod:`proofcritic._readout`)."""
 
     analysis: str = ""
     score: float | None = Field(None, description="The final score in {0, 0.5, 1}, or None.")
@@ -110,12 +112,6 @@ class Verification(RoleOutput):
         None, description="Likelihood of each score {'0','0.5','1'} when read out by likelihood."
     )
     expected_score: float | None = Field(None, description="Expected score under score_distribution.")
-    issues: list[Issue] = Field(default_factory=list)
-    tool_calls: list[ToolCall] | None = Field(
-        None,
-        description="Tool runs of a tool-interactive verification, in order (None: no tools; left out of dumps).",
-        exclude_if=lambda value: value is None,
-    )
 
     @property
     def read_out(self) -> bool:
@@ -123,11 +119,19 @@ class Verification(RoleOutput):
         return self.score is not None and self.score_source in READ_OUT_SOURCES
 
 
-class MetaVerification(RoleOutput):
-    """A meta-verifier's judgement of one verification."""
+class Verification(ScoredOutput):
+    """One verifier analysis of a proof."""
 
-    analysis: str = ""
-    score: float | None = None
+    issues: list[Issue] = Field(default_factory=list)
+    tool_calls: list[ToolCall] | None = Field(
+        None,
+        description="Tool runs of a tool-interactive verification, in order (None: no tools; left out of dumps).",
+        exclude_if=lambda value: value is None,
+    )
+
+
+class MetaVerification(ScoredOutput):
+    """A meta-verifier's judgement of one verification (``score``: the meta score)."""
 
 
 class Aggregate(BaseModel):

@@ -192,3 +192,78 @@ def test_lean_prove_without_init_is_a_setup_error(tmp_path, capsys, monkeypatch,
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert records and all(r["error_kind"] == "setup" for r in records)  # not a failed proof; a rerun retries it
     assert len(records) == 1  # the run stopped: the other problem was not started
+
+
+# -- meta-verify: --index, --score-mode, the exit status without a meta score --------------------
+
+
+def _meta_files(tmp_path: Path, verifications: int) -> list[str]:
+    from scripted import verification_text
+
+    from proofcritic.verifier import parse_verification
+
+    (tmp_path / "problem.md").write_text("Prove that the sum of two even integers is even.\n")
+    (tmp_path / "proof.md").write_text("Let a = 2m and b = 2n. Then a + b = 2(m + n).\n")
+    records = [parse_verification(verification_text(0.5)).model_dump(mode="json") for _ in range(verifications)]
+    (tmp_path / "grade.json").write_text(json.dumps({"verifications": records}))
+    return ["meta-verify", "--problem", str(tmp_path / "problem.md"), "--proof", str(tmp_path / "proof.md"),
+            "--verification", str(tmp_path / "grade.json")]
+
+
+def test_meta_verify_asks_which_verification_of_several(tmp_path, capsys, monkeypatch):
+    code, out, err = run_cli(_meta_files(tmp_path, 3), capsys, monkeypatch)
+    assert code == 2 and len(err) == 1 and not out, err
+    assert "holds 3 verifications" in err[0] and "--index 1 to --index 3" in err[0]
+
+
+def test_meta_verify_has_the_score_mode_of_grade():
+    import typer as _typer
+
+    commands = _typer.main.get_command(app).commands
+    [grade] = [p for p in commands["grade"].params if p.name == "score_mode"]
+    [meta] = [p for p in commands["meta-verify"].params if p.name == "score_mode"]
+    assert (meta.opts, meta.help, meta.default) == (grade.opts, grade.help, grade.default)
+
+
+def test_meta_verify_without_a_meta_score_exits_1_and_reads_one_out_when_asked(
+    tmp_path, capsys, monkeypatch, tiny_model_dir
+):
+    """The tiny model never writes the protocol: in the default score mode (text) no meta score,
+    shown as such, exit status 1 with the reason; --score-mode auto reads one out by likelihood,
+    marked as a read-out."""
+    args = [*_meta_files(tmp_path, 2), "--index", "2", "--model", f"transformers/{tiny_model_dir}",
+            "--max-tokens", "8", "--no-cache"]
+    code, out, err = run_cli(args, capsys, monkeypatch)
+    assert code == 1 and "meta score — format failure" in out and "— (no meta score)" in out, (out, err)
+    assert err[-1].startswith("no meta score: every meta-verification failed the format") and "--score-mode auto" in err[-1]
+    code, out, err = run_cli([*args, "--score-mode", "auto", "-n", "2", "--json"], capsys, monkeypatch)
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["score_mode"] == "auto" and data["valid"] == 2 and data["read_out"] == 2
+    assert all(m["score_source"] == "likelihood" and m["format_ok"] is False for m in data["meta_verifications"])
+    assert data["majority"] in (0.0, 0.5, 1.0)
+
+
+async def test_meta_verifier_read_outs_continue_after_its_own_marker():
+    from scripted import ScriptedBackend, meta_text
+
+    from proofcritic.llm import Model
+    from proofcritic.meta_verifier import MetaVerifier
+    from proofcritic.parsing import META_SCORE_MARKER
+    from proofcritic.types import Problem, Verification
+
+    def likelihood(text: str) -> float:  # the model likes "1}" best
+        return 0.0 if text.endswith("1}") and not text.endswith(".1}") else -3.0
+
+    problem, verification = Problem(id="p", statement="Prove it."), Verification(raw="Fine.", analysis="Fine.", score=1.0)
+    unmarked = ScriptedBackend(lambda call: "The analysis looks careful.", likelihood=likelihood)
+    [text_mode] = await MetaVerifier(Model(unmarked)).meta_verify(problem, "proof", verification)
+    assert text_mode.score is None and not text_mode.format_ok and unmarked.scored == []  # text: no read-out
+    [auto] = await MetaVerifier(Model(unmarked), score_mode="auto").meta_verify(problem, "proof", verification)
+    assert auto.score == 1.0 and auto.score_source == "likelihood" and auto.read_out and not auto.format_ok
+    assert unmarked.scored[-1].endswith(f"{META_SCORE_MARKER}\n\\boxed{{1}}")  # the meta-verifier's own marker
+    written = ScriptedBackend(lambda call: meta_text(0.0), likelihood=likelihood)
+    [logprob] = await MetaVerifier(Model(written), score_mode="logprob").meta_verify(problem, "proof", verification)
+    assert logprob.format_ok and logprob.text_score == 0.0 and logprob.score == 1.0  # the written score is kept
+    with pytest.raises(ValueError, match="score_mode"):
+        MetaVerifier(Model(written), score_mode="loud")

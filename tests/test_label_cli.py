@@ -98,16 +98,17 @@ def test_meta_verify_from_raw_text_and_from_json(run, smollm2_dir, tmp_path):
         "meta-verify", "--problem", str(EXAMPLES / "problem.md"), "--proof", str(EXAMPLES / "proof_flawed.md"),
         "-n", "2", "--cache", str(tmp_path / "c.sqlite"), *SHORT,
     ]
-    first = run(*common, "--verification", str(raw))
+    first = run(*common, "--verification", str(raw), status=1)  # 16 tokens hold no meta score: exit status 1
     out = first.stdout
     assert "verification under review: score 0" in out
     assert "meta-verification 1" in out and "meta-verification 2" in out
-    assert "majority over" in out
+    assert "majority over 0/2 scored: — (no meta score)" in out
+    assert first.stderr.strip().splitlines()[-1].startswith("no meta score: every meta-verification failed the format")
     assert _calls(first.stderr) == (1, 0)  # one request with n=2
 
     record = tmp_path / "verification.json"  # the same verification as a `grade --json` element
     record.write_text(json.dumps({"verifications": [read_verification(raw).model_dump(mode="json")]}))
-    second = run(*common, "--verification", str(record), "--json")
+    second = run(*common, "--verification", str(record), "--json", status=1)
     data = json.loads(second.stdout)
     assert data["verification_score"] == 0 and len(data["scores"]) == 2 and len(data["meta_verifications"]) == 2
     assert all(m["raw"] for m in data["meta_verifications"])
@@ -124,7 +125,7 @@ def test_read_verification_forms(tmp_path):
     assert parsed.score == 0.5 and parsed.issues and parsed.raw == text
     many = tmp_path / "g.json"
     many.write_text(json.dumps({"verifications": [parsed.model_dump(mode="json"), {"raw": "x", "score": 1}]}))
-    with pytest.raises(InputError, match="pick one with --index"):
+    with pytest.raises(InputError, match="holds 2 verifications .* choose one with --index 1 to --index 2"):
         read_verification(many)
     assert read_verification(many, 2).score == 1
     with pytest.raises(InputError, match="out of range"):

@@ -34,7 +34,7 @@ def _user_env(tmp_path: Path) -> dict[str, str]:
 
 def _run(args: list[str], tmp_path: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "proofcritic", *args], cwd=tmp_path, env=_user_env(tmp_path),
+        [sys.executable, "-m", "proofcritic", *args], check=False, cwd=tmp_path, env=_user_env(tmp_path),
         capture_output=True, text=True, timeout=timeout,
     )
 

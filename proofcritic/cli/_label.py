@@ -19,8 +19,8 @@ from ..meta_verifier import MetaVerifier
 from ..pipelines.label import LabelConfig, label_jsonl, majority
 from ..progress import LiveProgress
 from ..runner import RunStats, read_items
-from ..types import Problem, Verification
-from ..verifier import DEFAULT_SCORE_MODE, Verifier, parse_verification
+from ..types import MetaVerification, Problem, Verification
+from ..verifier import DEFAULT_SCORE_MODE, Verifier, parse_verification, shown_score
 from ._batch import OverwriteOpt, exit_status, model_name, prepare, result_settings
 from ._common import (
     DryRunOpt,
@@ -59,8 +59,13 @@ def read_verification(path: Path, index: int | None = None) -> Verification:
         raise InputError(f"verification file holds JSON that is not an object: {path}")
     if isinstance(data.get("verifications"), list):
         found = data["verifications"]
+        if not found:
+            raise InputError(f"{path} holds no verifications")
         if index is None and len(found) != 1:
-            raise InputError(f"verification file holds {len(found)} verifications; pick one with --index: {path}")
+            raise InputError(
+                f"{path} holds {len(found)} verifications (a `grade -n {len(found)} --json` result); choose one "
+                f"with --index 1 to --index {len(found)}"
+            )
         position = 1 if index is None else index
         if not 1 <= position <= len(found):
             raise InputError(f"--index {position} is out of range: the file holds {len(found)} verifications")
@@ -80,24 +85,28 @@ def meta_verify_command(
     problem: Annotated[Path, typer.Option("--problem", help="Problem statement (.md/.txt) or Problem JSON.")],
     proof: Annotated[Path, typer.Option("--proof", help="The proof the verification judged.")],
     verification: Annotated[Path, typer.Option("--verification", help="Raw verifier output, a Verification JSON record, or `grade --json` output.")],
-    index: Annotated[Optional[int], typer.Option("--index", min=1, help="Which verification of a `grade --json` file (1-based).")] = None,
+    index: Annotated[Optional[int], typer.Option("--index", min=1, help="Which verification of a `grade --json` file (1-based); needed when it holds several (`grade -n N`).")] = None,
     reference: Annotated[Optional[Path], typer.Option("--reference", help="Reference solution shown to the meta-verifier.")] = None,
     guidelines: Annotated[Optional[Path], typer.Option("--guidelines", help="Grading guidelines shown to the meta-verifier.")] = None,
     n: Annotated[int, typer.Option("-n", "--n", min=1, help="Meta-verifications.")] = 1,
+    score_mode: ScoreModeOpt = DEFAULT_SCORE_MODE,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     *,
     opts: ModelOptions,
 ) -> None:
-    """Judge whether a verification is faithful: n meta scores and their majority."""
+    """Judge whether a verification is faithful: n meta scores and their majority.
+
+    Exit status 1 when no meta-verification has a meta score (--score-mode text: all of them
+    failed the format)."""
     the_problem = read_problem(problem, reference=reference, guidelines=guidelines)
     the_proof = read_proof(proof).text
     the_verification = read_verification(verification, index)
     prompt_set = opts.prompt_set()
     the_model = opts.build_model()
-    meta_verifier = MetaVerifier(the_model, prompts=prompt_set, config=opts.sampling())
+    meta_verifier = MetaVerifier(the_model, prompts=prompt_set, config=opts.sampling(), score_mode=score_mode)
     console = Console(stderr=True)
 
-    async def main() -> None:
+    async def main() -> list[MetaVerification]:
         try:
             with LiveProgress("meta-verifying", console, [the_model]):
                 metas = await meta_verifier.meta_verify(the_problem, the_proof, the_verification, n=n)
@@ -109,22 +118,37 @@ def meta_verify_command(
             out = {
                 "problem_id": the_problem.id,
                 "verification_score": the_verification.score,
+                "score_mode": score_mode,
                 "scores": scores,
                 "majority": majority(scores),
                 "valid": sum(s is not None for s in scores),
+                "read_out": sum(m.read_out for m in metas),
                 "meta_verifications": [m.model_dump(mode="json") for m in metas],
             }
             print(json.dumps(out, ensure_ascii=False, indent=2))
-            return
+            return metas
         show = Console(soft_wrap=True)
         show.print(f"verification under review: score {_fmt(the_verification.score)}")
         for number, meta in enumerate(metas, start=1):
             status = "" if meta.format_ok else f" [red]format failure:[/] {escape(meta.format_error or '')}"
-            show.print(f"[bold]meta-verification {number}[/]: meta score {_fmt(meta.score)}{status}")
+            show.print(f"[bold]meta-verification {number}[/]: meta score {shown_score(meta)}{status}")
         valid = sum(s is not None for s in scores)
-        show.print(f"[bold]majority[/] over {valid}/{len(scores)} scored: {_fmt(majority(scores))}")
+        verdict = _fmt(majority(scores)) if valid else "— (no meta score)"
+        show.print(f"[bold]majority[/] over {valid}/{len(scores)} scored: {verdict}")
+        return metas
 
-    asyncio.run(main())
+    no_meta_score_status(asyncio.run(main()), score_mode)
+
+
+def no_meta_score_status(metas: list[MetaVerification], score_mode: str) -> None:
+    """No meta-verification has a meta score: why on stderr, and exit status 1."""
+    if any(m.score is not None for m in metas):
+        return
+    first = next((m.format_error for m in metas if m.format_error), None)
+    why = f"every meta-verification failed the format (first: {' '.join(first.split())})" if first else "none was scored"
+    hint = "; --score-mode auto reads one out by likelihood (opt-in)" if score_mode == "text" else ""
+    typer.echo(f"no meta score: {why}{hint}", err=True)
+    raise typer.Exit(1)
 
 
 @with_model_options

@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
-from ..llm import ChatMessage
-from ..types import MetaVerification, Problem, Verification
+from .._readout import ScoreReadout
 from .._roles import Role, usage_of
+from ..llm import ChatMessage
+from ..parsing import META_SCORE_MARKER, META_SCORE_MARKER_RE
+from ..types import MetaVerification, Problem, Verification
+from ..verifier import DEFAULT_SCORE_MODE, SCORE_MODES, ScoreMode
 from ._parse import parse_meta_verification
 
 
-class MetaVerifier(Role):
-    """Judges whether the issues a verification reports are real and its score consistent."""
+class MetaVerifier(ScoreReadout, Role):
+    """Judges whether the issues a verification reports are real and its score consistent.
+
+    ``score_mode`` as the verifier's (see :mod:`proofcritic._readout`): ``"text"`` (default)
+    reads the meta score written after the meta-verifier's marker only, so a format failure has
+    no meta score; ``"auto"``, ``"logprob"`` and ``"guided"`` read one out of the model (opt-in,
+    marked by the result's ``score_source``).
+    """
 
     template = "meta_verify"
+    score_marker = META_SCORE_MARKER
+    score_marker_re = META_SCORE_MARKER_RE
+
+    def __init__(self, model, *, score_mode: ScoreMode = DEFAULT_SCORE_MODE, **kwargs):
+        super().__init__(model, **kwargs)
+        if score_mode not in SCORE_MODES:
+            raise ValueError(f"score_mode must be one of {', '.join(SCORE_MODES)}, not {score_mode!r}")
+        self.score_mode = score_mode
 
     def messages(self, problem: Problem, proof: str, verification: Verification) -> list[ChatMessage]:
         analysis = verification.analysis or verification.raw
@@ -22,11 +39,14 @@ class MetaVerifier(Role):
     async def meta_verify(
         self, problem: Problem, proof: str, verification: Verification, n: int = 1, *, seed: int | None = None
     ) -> list[MetaVerification]:
-        """``n`` independent meta-verifications of one verification."""
+        """``n`` independent meta-verifications of one verification; their meta scores as the
+        score mode asks (read-outs of the unscored ones in ``auto``/``guided``)."""
         out = []
-        completions = await self._sample(self.messages(problem, proof, verification), n, seed)
+        messages = self.messages(problem, proof, verification)
+        completions = await self._sample(messages, n, seed)
         for index, completion in enumerate(completions):
             result = parse_meta_verification(completion.text, completion.finish_reason)
             result.usage = usage_of(completion, share_prompt=index == 0)
             out.append(result)
+        await self.fill_scores(messages, out)
         return out

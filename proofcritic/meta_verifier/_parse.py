@@ -38,12 +38,15 @@ def parse_meta_verification(text: str, finish_reason: str | None = "stop") -> Me
         errors.append(f"missing score marker {META_SCORE_MARKER!r}")
     elif final.error:
         errors.append(final.error)
-    score = final.score
+    text_score = final.score
     format_ok = not errors
+    score = text_score if format_ok else None
     return MetaVerification(
         raw=text,
         analysis=analysis,
-        score=score if format_ok else None,
+        score=score,
+        score_source="text" if score is not None else None,
+        text_score=text_score,
         format_ok=format_ok,
         format_error="; ".join(errors) or None,
         finish_reason=finish_reason,
