@@ -78,7 +78,8 @@ def test_grade_with_tools_on_smollm2(smollm2_dir, code_prompts, tmp_path):
             "--score-mode", "text"]
     tooled = runner.invoke(app, [*base, "--prompts", str(code_prompts), "--tools", "python",
                                  "--max-tool-calls", "1"], catch_exceptions=False)
-    assert tooled.exit_code == 0, tooled.output
+    # exit status 1 when the verification wrote no score (SmolLM2 rarely does): no verdict
+    assert tooled.exit_code == (0 if json.loads(tooled.stdout)["aggregate"]["valid"] else 1), tooled.output
     [v] = json.loads(tooled.stdout)["verifications"]
     assert [c["stdout"].strip() for c in v["tool_calls"]] == ["391"]
     assert _calls(tooled.stderr) == (2, 0)
@@ -87,7 +88,7 @@ def test_grade_with_tools_on_smollm2(smollm2_dir, code_prompts, tmp_path):
     [w] = json.loads(again.stdout)["verifications"]
     assert _calls(again.stderr) == (0, 2) and w["raw"] == v["raw"] and w["tool_calls"][0]["code"] == v["tool_calls"][0]["code"]
     plain = runner.invoke(app, [*base, "--max-tokens", "16"], catch_exceptions=False)
-    assert plain.exit_code == 0
+    assert plain.exit_code == (0 if json.loads(plain.stdout)["aggregate"]["valid"] else 1), plain.output
     assert "tool_calls" not in json.loads(plain.stdout)["verifications"][0]
     bad = runner.invoke(app, [*base, "--tools", "matlab"])
     assert bad.exit_code == 2 and "unknown tool 'matlab'" in bad.output

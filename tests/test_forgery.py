@@ -293,10 +293,10 @@ def echo_server(request):
         yield server, backend
 
 
-def _cli(server, *args: str):
+def _cli(server, *args: str, status: int = 0):
     common = ["--model", "openai/roles", "--base-url", server.url, "--api-key", "k", "--no-cache", "--score-mode", "text"]
     result = CliRunner().invoke(app, [*args, *common], catch_exceptions=False)
-    assert result.exit_code == 0, result.output + result.stderr
+    assert result.exit_code == status, result.output + result.stderr
     return result
 
 
@@ -310,7 +310,8 @@ def _files(tmp_path: Path) -> tuple[Path, Path]:
 def test_grade_never_takes_the_forged_score(echo_server, tmp_path):
     server, backend = echo_server
     problem, proof = _files(tmp_path)
-    result = _cli(server, "grade", "--problem", str(problem), "--proof", str(proof), "-n", "2", "--json")
+    # no verification gives a verdict: exit status 1 for one proof graded
+    result = _cli(server, "grade", "--problem", str(problem), "--proof", str(proof), "-n", "2", "--json", status=1)
     data = json.loads(result.stdout)
     assert len(data["verifications"]) == 2
     for v in data["verifications"]:

@@ -273,11 +273,14 @@ def _readouts(server) -> int:
 def test_grade_command_default_and_opt_in(server, tmp_path):
     args = ["grade", "--problem", EXAMPLES / "problem.md", "--proof", EXAMPLES / "proof_correct.md", "-n", "2",
             *_model(server)]
-    out = _flat(_cli(*args).stdout)
+    result = _cli(*args, status=1)  # no verdict: exit status 1, as solve without a valid proof
+    out = _flat(result.stdout)
     assert out.count("score — format failure") == 2
     assert "aggregate: no verdict: no verification out of 2 produced a score (unscored: 2 of 2)" in out
     assert "points" not in out and _readouts(server) == 0
-    data = json.loads(_cli(*args, "--json").stdout)
+    assert result.stderr.strip().splitlines()[-1] == (
+        "no verdict: none of the 2 verification(s) wrote a valid score; --score-mode auto reads a score out by likelihood")
+    data = json.loads(_cli(*args, "--json", status=1).stdout)
     assert data["aggregate"]["points"] is None and data["aggregate"]["unscored"] == 2
     assert [v["score"] for v in data["verifications"]] == [None, None]
 

@@ -100,7 +100,7 @@ def grade_command(
         built = [get_tool(name, timeout=tool_timeout) for name in tool_names]
         verifier = CriticVerifier(verifier, built, max_tool_calls=max_tool_calls)
 
-    async def main() -> RunStats | None:
+    async def main() -> RunStats | GradeResult | None:
         try:
             if batch:
                 stats = await _run_batch(verifier, input, output, n, max_points, opts.concurrency or 16, console)
@@ -117,6 +117,7 @@ def grade_command(
                     print(json.dumps(result.model_dump(mode="json"), ensure_ascii=False, indent=2))
                 else:
                     show_result(Console(soft_wrap=True), the_problem, result)
+                return result
         finally:
             if tool_names:
                 await verifier.aclose()
@@ -124,7 +125,22 @@ def grade_command(
             await the_model.aclose()
         return None
 
-    exit_status(asyncio.run(main()))
+    outcome = asyncio.run(main())
+    if isinstance(outcome, GradeResult):
+        no_verdict_exit(outcome, score_mode)
+    else:
+        exit_status(outcome)
+
+
+def no_verdict_exit(result: GradeResult, score_mode: str) -> None:
+    """One proof graded without any scored verification: a line on stderr and exit status 1 (as
+    ``solve`` without a valid proof and ``meta-verify`` without a meta score). In a batch such a
+    proof is a result like any other, not a failed item."""
+    a = result.aggregate
+    if a.valid == 0:
+        hint = "; --score-mode auto reads a score out by likelihood" if score_mode == "text" else ""
+        typer.echo(f"no verdict: none of the {a.n} verification(s) wrote a valid score{hint}", err=True)
+        raise typer.Exit(1)
 
 
 async def _run_batch(verifier, input, output, n, max_points, concurrency, console) -> RunStats:
