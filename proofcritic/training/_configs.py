@@ -23,6 +23,8 @@ from ..errors import InputError
 
 #: the roles GRPO trains (SPEC sections 2 and 4)
 ROLES = ("verifier", "meta_verifier", "generator")
+#: config fields naming input files; relative ones in a config file are read from its folder
+DATA_FILE_FIELDS = ("train_file", "eval_file", "problems_file")
 
 
 class ConfigError(InputError, ValueError):
@@ -49,7 +51,8 @@ class _CommonFields:
     )
     metrics_file: str | None = field(
         default=None,
-        metadata={"help": "JSONL log of rewards and reward components; default OUTPUT_DIR/proofcritic_metrics.jsonl."},
+        metadata={"help": "JSONL log of every logging step (loss; rewards and reward components of GRPO); "
+                  "default OUTPUT_DIR/proofcritic_metrics.jsonl."},
     )
 
 
@@ -229,6 +232,9 @@ def load_config(
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: a config is a YAML mapping of field names to values")
         values.update({str(k).replace("-", "_"): v for k, v in loaded.items()})
+        for key in DATA_FILE_FIELDS:
+            if key in values:
+                values[key] = _beside(path, values[key])
     values.update(parse_overrides(overrides))
     in_file = values.pop("recipe", None)
     if in_file is not None and in_file != recipe:
@@ -244,6 +250,15 @@ def load_config(
             raise ConfigError(f"unknown {recipe} config field {key!r}{hint}")
     types = {f.name: str(f.type) for f in fields(cls)}
     return cls(**{key: _coerce(value, types[key]) for key, value in values.items()})
+
+
+def _beside(config_path: Path, value: Any) -> Any:
+    """A relative data path of a config file: the file next to the config when it is there,
+    else the path as given (read from the current folder)."""
+    if not isinstance(value, str) or not value.strip() or Path(value).expanduser().is_absolute():
+        return value
+    candidate = config_path.parent / value
+    return str(candidate) if candidate.exists() else value
 
 
 def _coerce(value: Any, type_name: str) -> Any:

@@ -22,7 +22,8 @@ On CPU: ``use_cpu: true`` (bf16 then defaults to false). Metrics go through TRL'
 (``<name>/r_format``, ``r_score``, ``r_meta``, ``r_y``, ``r_z``), the format-failure rate, the
 score accuracy against the references (verifier, meta-verifier) and the generator's self-score
 vs verifier agreement (see :func:`component_metrics`). Every log record is also appended to a
-plain JSONL file (``metrics_file``), whatever ``report_to`` says.
+plain JSONL file (``metrics_file``), whatever ``report_to`` says; SFT and DPO runs write
+theirs too (:class:`MetricsFileLogger`).
 
 GPU users: let vLLM generate the GRPO rollouts. Start a TRL vLLM server on a spare GPU
 (``trl vllm-serve --model MODEL``) and set, in the YAML config::
@@ -61,6 +62,7 @@ from ._traces import pairs_from_traces, scored_proofs
 __all__ = [
     "ROLES",
     "ConfigError",
+    "MetricsFileLogger",
     "ProofcriticDPOConfig",
     "ProofcriticGRPOConfig",
     "ProofcriticSFTConfig",
@@ -68,6 +70,7 @@ __all__ = [
     "build_rewards",
     "component_metrics",
     "load_config",
+    "metrics_path",
     "pairs_from_traces",
     "parse_overrides",
     "resolve_model_path",
@@ -263,7 +266,29 @@ def score_closeness(predicted: Any, reference: float) -> float:
     return 0.0 if not isinstance(predicted, (int, float)) else 1.0 - abs(float(predicted) - float(reference))
 
 
-class RewardComponentsLogger(TrainerCallback):
+class MetricsFileLogger(TrainerCallback):
+    """Appends every log record of a run (``{"step": N, ...}``: loss, learning rate, rewards...)
+    to the JSONL file ``path``, whatever ``report_to`` says; every recipe writes one."""
+
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path) if path else None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.path is None or not state.is_world_process_zero:
+            return
+        record: dict[str, Any] = {"step": state.global_step}
+        record.update({k: v for k, v in (logs or {}).items() if isinstance(v, (int, float, str)) or v is None})
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+def metrics_path(config: Any) -> str:
+    """The run's metrics log: ``metrics_file``, by default ``OUTPUT_DIR/proofcritic_metrics.jsonl``."""
+    return config.metrics_file or str(Path(config.output_dir) / "proofcritic_metrics.jsonl")
+
+
+class RewardComponentsLogger(MetricsFileLogger):
     """Collects the per-sample reward components of every reward batch (``last_components`` of
     each reward) and turns them into metrics (:func:`component_metrics`), averaged over the
     samples since the previous log.
@@ -275,7 +300,8 @@ class RewardComponentsLogger(TrainerCallback):
     """
 
     def __init__(self, rewards: list[Any], path: str | Path | None = None):
-        self.rewards, self.path = list(rewards), Path(path) if path else None
+        super().__init__(path)
+        self.rewards = list(rewards)
         self._pending: list[list[dict[str, Any]]] = [[] for _ in self.rewards]
         self._seen: list[Any] = [None for _ in self.rewards]
         for index, reward in enumerate(self.rewards):
@@ -314,15 +340,6 @@ class RewardComponentsLogger(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self.collect()
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if self.path is None or not state.is_world_process_zero:
-            return
-        record: dict[str, Any] = {"step": state.global_step}
-        record.update({k: v for k, v in (logs or {}).items() if isinstance(v, (int, float, str)) or v is None})
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
 
 
 def _grpo_trainer_class():
@@ -375,8 +392,7 @@ def train_grpo(config: ProofcriticGRPOConfig, *, reward_model: Any = None, callb
     evaluation = _role_dataset(config.eval_file, config.role) if config.eval_file else None
     rewards = build_rewards(config, reward_model)
     model_path = resolve_model_path(config.model)
-    metrics = config.metrics_file or str(Path(config.output_dir) / "proofcritic_metrics.jsonl")
-    components = RewardComponentsLogger(rewards, metrics)
+    components = RewardComponentsLogger(rewards, metrics_path(config))
     trainer = _grpo_trainer_class()(
         model=model_path,
         reward_funcs=rewards,
@@ -422,7 +438,7 @@ def train_sft(config: ProofcriticSFTConfig, *, callbacks: list | None = None) ->
         eval_dataset=_sft_dataset(config.eval_file) if config.eval_file else None,
         processing_class=_tokenizer(model_path),
         peft_config=_peft_config(config),
-        callbacks=callbacks,
+        callbacks=[MetricsFileLogger(metrics_path(config)), *(callbacks or [])],
     )
     return _finish(trainer, config)
 
@@ -459,6 +475,6 @@ def train_dpo(config: ProofcriticDPOConfig, *, callbacks: list | None = None) ->
         eval_dataset=_dpo_dataset(config.eval_file, config) if config.eval_file else None,
         processing_class=_tokenizer(model_path),
         peft_config=_peft_config(config),
-        callbacks=callbacks,
+        callbacks=[MetricsFileLogger(metrics_path(config)), *(callbacks or [])],
     )
     return _finish(trainer, config)
