@@ -107,3 +107,16 @@ def test_train_prints_no_library_warnings(tmp_path, tiny_model_dir):
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out" / "config.json").exists()
     assert not _noise(result.stderr), "\n".join(_noise(result.stderr))
+
+
+def test_sft_and_dpo_print_no_library_warnings(tmp_path, tiny_model_dir):
+    """SFT and DPO trainers read checkpointing by its deprecated name when they are built."""
+    pytest.importorskip("trl")
+    examples = ROOT / "examples" / "train"
+    for recipe in ("sft", "dpo"):
+        out = tmp_path / recipe
+        result = _run(["train", recipe, "--config", str(examples / f"{recipe}.yaml"), "--set", f"model={tiny_model_dir}",
+                       "--set", "max_steps=1", "--output-dir", str(out)], tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert (out / "proofcritic_metrics.jsonl").exists()
+        assert not _noise(result.stderr), (recipe, "\n".join(_noise(result.stderr)))

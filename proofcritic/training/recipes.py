@@ -39,9 +39,11 @@ verifier with ``vllm serve`` on another port and set ``reward_model: vllm/NAME``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -361,15 +363,21 @@ def _grpo_trainer_class():
     return ProofcriticGRPOTrainer
 
 
-def _finish(trainer: Any, config: Any) -> str:
+@contextlib.contextmanager
+def _trl_checkpointing_names() -> Iterator[None]:
+    """TRL's trainers read (when built) and switch (around each GRPO generation) checkpointing by
+    the names transformers 5.x deprecates: FutureWarnings raised inside TRL, which nothing we pass
+    avoids. Only these three are hidden."""
     with warnings.catch_warnings():
-        # TRL's GRPO trainer reads and switches checkpointing around each generation by the names
-        # transformers 5.x deprecates (FutureWarnings raised inside TRL: nothing we pass avoids
-        # them); only these three are hidden
         warnings.filterwarnings(
             "ignore", category=FutureWarning,
             message=r"`(is_gradient_checkpointing|gradient_checkpointing_enable|gradient_checkpointing_disable)` is deprecated",
         )
+        yield
+
+
+def _finish(trainer: Any, config: Any) -> str:
+    with _trl_checkpointing_names():
         trainer.train()
     trainer.save_model(config.output_dir)
     if getattr(trainer, "processing_class", None) is not None:
@@ -393,16 +401,17 @@ def train_grpo(config: ProofcriticGRPOConfig, *, reward_model: Any = None, callb
     rewards = build_rewards(config, reward_model)
     model_path = resolve_model_path(config.model)
     components = RewardComponentsLogger(rewards, metrics_path(config))
-    trainer = _grpo_trainer_class()(
-        model=model_path,
-        reward_funcs=rewards,
-        args=config,
-        train_dataset=train,
-        eval_dataset=evaluation,
-        processing_class=_tokenizer(model_path),
-        peft_config=_peft_config(config),
-        callbacks=[components, *(callbacks or [])],
-    )
+    with _trl_checkpointing_names():
+        trainer = _grpo_trainer_class()(
+            model=model_path,
+            reward_funcs=rewards,
+            args=config,
+            train_dataset=train,
+            eval_dataset=evaluation,
+            processing_class=_tokenizer(model_path),
+            peft_config=_peft_config(config),
+            callbacks=[components, *(callbacks or [])],
+        )
     trainer.component_loggers = (components,)
     return _finish(trainer, config)
 
@@ -431,15 +440,16 @@ def train_sft(config: ProofcriticSFTConfig, *, callbacks: list | None = None) ->
     from trl import SFTTrainer
 
     model_path = resolve_model_path(config.model)
-    trainer = SFTTrainer(
-        model=model_path,
-        args=config,
-        train_dataset=_sft_dataset(_need_train_file(config)),
-        eval_dataset=_sft_dataset(config.eval_file) if config.eval_file else None,
-        processing_class=_tokenizer(model_path),
-        peft_config=_peft_config(config),
-        callbacks=[MetricsFileLogger(metrics_path(config)), *(callbacks or [])],
-    )
+    with _trl_checkpointing_names():
+        trainer = SFTTrainer(
+            model=model_path,
+            args=config,
+            train_dataset=_sft_dataset(_need_train_file(config)),
+            eval_dataset=_sft_dataset(config.eval_file) if config.eval_file else None,
+            processing_class=_tokenizer(model_path),
+            peft_config=_peft_config(config),
+            callbacks=[MetricsFileLogger(metrics_path(config)), *(callbacks or [])],
+        )
     return _finish(trainer, config)
 
 
@@ -468,13 +478,14 @@ def train_dpo(config: ProofcriticDPOConfig, *, callbacks: list | None = None) ->
     from trl import DPOTrainer
 
     model_path = resolve_model_path(config.model)
-    trainer = DPOTrainer(
-        model=model_path,
-        args=config,
-        train_dataset=_dpo_dataset(_need_train_file(config), config),
-        eval_dataset=_dpo_dataset(config.eval_file, config) if config.eval_file else None,
-        processing_class=_tokenizer(model_path),
-        peft_config=_peft_config(config),
-        callbacks=[MetricsFileLogger(metrics_path(config)), *(callbacks or [])],
-    )
+    with _trl_checkpointing_names():
+        trainer = DPOTrainer(
+            model=model_path,
+            args=config,
+            train_dataset=_dpo_dataset(_need_train_file(config), config),
+            eval_dataset=_dpo_dataset(config.eval_file, config) if config.eval_file else None,
+            processing_class=_tokenizer(model_path),
+            peft_config=_peft_config(config),
+            callbacks=[MetricsFileLogger(metrics_path(config)), *(callbacks or [])],
+        )
     return _finish(trainer, config)
