@@ -242,7 +242,9 @@ def test_search_killed_mid_run_resumes_without_loss_duplicates_or_repeated_calls
     command = [*entry, "solve", "--input", str(source), "--output", str(out), "--strategy", "search",
                "--model", f"transformers/{tiny_model_dir}", "--cache", str(cache), "--max-tokens", "8",
                "--initial-samples", "2", "--verifications", "1", "--top-k", "2", "--trials", "2",
-               "--samples-per-trial", "1", "--rounds", "5", "--keep-invalid", "--no-stop-on-pass"]
+               "--samples-per-trial", "1", "--rounds", "5", "--keep-invalid", "--no-stop-on-pass",
+               # the tiny model writes no score: the read-out gives the analyses scores to refine from
+               "--score-mode", "auto"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
     state = tmp_path / "out.jsonl.state"
     with open(tmp_path / "first.err", "wb") as err:
