@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .budget import CallPlan
-from .io import problem_from_record, proof_from_record, read_done
+from .io import iter_latest, problem_from_record, proof_from_record
 from .llm import usage_scope
 from .runner import RunStats, read_items, run_jsonl
 from .types import READ_OUT_SOURCES, GradeResult, Problem, Proof
@@ -76,13 +76,19 @@ def batch_verdicts(output_path: str | Path, *, verdicts: bool = True) -> str:
     """One line on the results of a batch output (``grade``, ``solve``, ``label``): the proofs
     with a verdict (a scored verification; left out with ``verdicts=False``), the verifications
     without a score and the scores from a read-out."""
-    results = [vs for r in read_done(output_path).values() if (vs := _record_verifications(r)) is not None]
-    verifications = [v for vs in results for v in vs]
-    scored = [v for v in verifications if v.get("score") is not None]
-    read_out = sum(v.get("score_source") in READ_OUT_SOURCES for v in scored)
-    with_verdict = sum(any(v.get("score") is not None for v in vs) for vs in results)
-    head = f"verdicts: {with_verdict} of {len(results)} proof(s), {len(results) - with_verdict} without a verdict; "
-    return (f"{head if verdicts else ''}unscored: {len(verifications) - len(scored)} of {len(verifications)} "
+    proofs = with_verdict = verifications = scored = read_out = 0
+    for _, record in iter_latest(output_path):  # streamed: one record in memory at a time
+        vs = _record_verifications(record)
+        if vs is None:
+            continue
+        proofs += 1
+        verifications += len(vs)
+        scores = [v for v in vs if v.get("score") is not None]
+        scored += len(scores)
+        read_out += sum(v.get("score_source") in READ_OUT_SOURCES for v in scores)
+        with_verdict += bool(scores)
+    head = f"verdicts: {with_verdict} of {proofs} proof(s), {proofs - with_verdict} without a verdict; "
+    return (f"{head if verdicts else ''}unscored: {verifications - scored} of {verifications} "
             f"verifications; scores from a read-out: {read_out}")
 
 

@@ -14,16 +14,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
+# the default limit on each text of an input, and the environment variable that sets it
+from ._constants import DEFAULT_MAX_INPUT_CHARS, MAX_INPUT_CHARS_ENV
 from .errors import InputError, InputTooLargeError
 from .types import Problem, Proof
 
-#: the default limit on each text of an input (problem statement, proof, reference solution,
-#: grading guidelines), in characters. The longest in ../shared/data: a proof of 35,281 characters
-#: (Open Proof Corpus), a reference solution of 10,187, a statement of 1,261, guidelines of 464;
-#: 200,000 (about 60,000 tokens) leaves room for proofs several times longer.
-DEFAULT_MAX_INPUT_CHARS = 200_000
-#: the environment variable that sets the limit (0: none); ``--max-input-chars`` overrides it
-MAX_INPUT_CHARS_ENV = "PROOFCRITIC_MAX_INPUT_CHARS"
 _LIMIT: ContextVar[int | None] = ContextVar("proofcritic_max_input_chars", default=None)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 #: a JSON escape of a surrogate code point (only escapes can put one into a parsed string)
@@ -323,7 +318,8 @@ def read_done(path: str | Path, key: str = "id") -> dict[str, dict]:
 class OutputIndex:
     """What a resumed run needs of an output file, without holding its records: for each id,
     ``None`` when its latest record is a result, or ``(error_kind, error)`` when it is an error
-    record; and whether some id has more than one record."""
+    record (identical errors share one tuple, so an outage's thousands of error records cost one
+    message); and whether some id has more than one record."""
 
     latest: dict[str, tuple[str, str] | None]
     duplicates: bool
@@ -354,6 +350,7 @@ def read_index(path: str | Path, key: str = "id") -> OutputIndex:
     """The :class:`OutputIndex` of an output file (streamed: one line in memory at a time)."""
     p = Path(path)
     latest: dict[str, tuple[str, str] | None] = {}
+    shared: dict[tuple[str, str], tuple[str, str]] = {}
     records = 0
     if p.exists():
         for _, raw in _complete_lines(p):
@@ -363,19 +360,63 @@ def read_index(path: str | Path, key: str = "id") -> OutputIndex:
             item_id, record = found
             records += 1
             if "error" in record:
-                latest[item_id] = (str(record.get("error_kind") or "error"), str(record["error"]))
+                error = (str(record.get("error_kind") or "error"), str(record["error"]))
+                latest[item_id] = shared.setdefault(error, error)
             else:
                 latest[item_id] = None
     return OutputIndex(latest, records > len(latest))
+
+
+def latest_offsets(path: str | Path, key: str = "id") -> tuple[dict[str, int], bool]:
+    """``({id: byte offset of its latest record}, whether some id has more than one record)`` of a
+    JSONL file (streamed; an absent file has none). :func:`read_record_at` reads one back."""
+    p = Path(path)
+    offsets: dict[str, int] = {}
+    records = 0
+    if p.exists():
+        for offset, raw in _complete_lines(p):
+            found = _record_key(raw, key)
+            if found is not None:
+                records += 1
+                offsets[found[0]] = offset
+    return offsets, records > len(offsets)
+
+
+def read_record_at(path: str | Path, offset: int) -> dict:
+    """The JSON record of the line that starts at byte ``offset`` of ``path``."""
+    with Path(path).open("rb") as handle:
+        handle.seek(offset)
+        return json.loads(handle.readline())
+
+
+def iter_latest(path: str | Path, key: str = "id") -> Iterator[tuple[str, dict]]:
+    """``(id, record)``: the latest record of each id of a JSONL file (later lines win), in the
+    file order of those records, streamed: memory holds one offset per id, never the records
+    (:func:`read_done` holds them all). An absent file has none."""
+    offsets, duplicates = latest_offsets(path, key)
+    if not offsets:
+        return
+    if not duplicates:  # every record is the latest of its id
+        del offsets
+        for _, raw in _complete_lines(Path(path)):
+            found = _record_key(raw, key)
+            if found is not None:
+                yield found
+        return
+    for offset, raw in _complete_lines(Path(path)):
+        found = _record_key(raw, key)
+        if found is not None and offsets.get(found[0]) == offset:
+            yield found
 
 
 def compact_jsonl(path: str | Path, order: Iterable[str] = (), key: str = "id") -> bool:
     """Keep only the latest record of each ``key`` in a JSONL file; True when it was rewritten.
 
     Nothing is written when every id has one record. Otherwise the kept records are written in
-    ``order`` (the ids of the run's input), then those of other ids in file order, then lines
-    that are no record, to a temporary file that replaces ``path`` in one rename: a kill leaves
-    either the old file or the new one. Memory holds byte offsets, never records.
+    ``order`` (the ids of the run's input, read as they are written: a generator over the input
+    streams), then those of other ids in file order, then lines that are no record, to a
+    temporary file that replaces ``path`` in one rename: a kill leaves either the old file or the
+    new one. Memory holds byte offsets, never records.
     """
     p = Path(path)
     if not p.exists():
@@ -393,13 +434,21 @@ def compact_jsonl(path: str | Path, order: Iterable[str] = (), key: str = "id") 
         latest[found[0]] = (offset, len(raw))
     if records == len(latest):
         return False
-    spans = [latest.pop(item_id) for item_id in order if item_id in latest]
-    spans += sorted(latest.values()) + others
     tmp = p.with_name(p.name + ".compact.tmp")
     with p.open("rb") as source, tmp.open("wb") as target:
-        for offset, size in spans:
-            source.seek(offset)
-            target.write(source.read(size))
+
+        def copy(span: tuple[int, int]) -> None:
+            source.seek(span[0])
+            target.write(source.read(span[1]))
+
+        for item_id in order:  # streamed: the order is read as it is written
+            span = latest.pop(item_id, None)
+            if span is not None:
+                copy(span)
+        for span in sorted(latest.values()):
+            copy(span)
+        for span in others:
+            copy(span)
         target.flush()
         os.fsync(target.fileno())
     os.replace(tmp, p)

@@ -18,11 +18,13 @@ get no record (a rerun does them); ``RunStats.stopped`` holds its message.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import shutil
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,9 +113,20 @@ def _error_kind(error: BaseException) -> str:
     return "error" if isinstance(error, ProofcriticError) else "internal"
 
 
-def read_items(input_path: str | Path) -> list[tuple[str, int, dict | InputError]]:
-    """``(item id, line number, record or InputError)`` for each line; ids are made unique."""
-    items = []
+Item = tuple[str, int, dict | InputError]
+#: ``(item id, line number)`` of the item whose ``process`` call is running (see :func:`current_item`)
+_CURRENT: ContextVar[tuple[str, int] | None] = ContextVar("proofcritic_batch_item", default=None)
+
+
+def current_item() -> tuple[str, int] | None:
+    """``(item id, line number)`` of the batch item being processed, inside :func:`run_jsonl`'s
+    ``process`` call (and the tasks it starts); None elsewhere."""
+    return _CURRENT.get()
+
+
+def iter_items(input_path: str | Path) -> Iterator[Item]:
+    """``(item id, line number, record or InputError)`` for each non-blank line, read lazily;
+    ids are made unique (a repeated id becomes ``ID#line-N``): memory holds the ids seen."""
     seen: set[str] = set()
     for line, record in iter_jsonl(input_path):
         if isinstance(record, InputError):
@@ -124,12 +137,45 @@ def read_items(input_path: str | Path) -> list[tuple[str, int, dict | InputError
         if item_id in seen:
             item_id = f"{item_id}#line-{line}"
         seen.add(item_id)
-        items.append((item_id, line, record))
-    return items
+        yield item_id, line, record
+
+
+def count_items(input_path: str | Path) -> int:
+    """How many items :func:`iter_items` yields: the non-blank lines (a bad line is an item too),
+    counted without parsing them."""
+    p = Path(input_path)
+    if not p.exists():
+        raise InputError(f"input file not found: {p}")
+    with p.open("rb") as handle:
+        return sum(1 for raw in handle if raw.strip())
+
+
+class JsonlItems:
+    """The items of a JSONL input (see :func:`iter_items`), never held in memory: each iteration
+    reads the file again, one line at a time, and ``len()`` counts its items once (a streamed
+    pass). What a batch takes as its items, so that memory stays flat however long the input."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._count: int | None = None
+
+    def __iter__(self) -> Iterator[Item]:
+        return iter_items(self.path)
+
+    def __len__(self) -> int:
+        if self._count is None:
+            self._count = count_items(self.path)
+        return self._count
+
+
+def read_items(input_path: str | Path) -> JsonlItems:
+    """The items of a JSONL file, ``(item id, line number, record or InputError)`` each, read
+    lazily (:class:`JsonlItems`: iterate it as often as needed, ``len()`` counts them)."""
+    return JsonlItems(input_path)
 
 
 async def run_jsonl(
-    items: list[tuple[str, int, dict | InputError]],
+    items: Iterable[Item],
     output_path: str | Path,
     process: Callable[[str, dict], Awaitable[dict]],
     *,
@@ -137,69 +183,91 @@ async def run_jsonl(
     budget: Budget | None = None,
     item_budget: Callable[[Budget | None], Budget | None] | None = None,
     on_progress: Callable[[RunStats], None] | None = None,
+    total: int | None = None,
 ) -> RunStats:
     """Call ``process(item_id, record)`` for every item not yet in ``output_path``.
+
+    ``items`` is read lazily, once, as workers free up: at most ``concurrency`` items are in
+    flight and only those are held (with a :class:`JsonlItems` the input is streamed); it is
+    iterated a second time for the output's order when the output is compacted, so give a list
+    or a :class:`JsonlItems`, not a one-shot generator. ``total`` is the number of items (default
+    ``len(items)``). The resume index holds each finished id and its error, never a record.
 
     ``process`` returns the result record (JSON-able); a ``usage`` mapping in it is added to the
     run's totals, and ``budget_limited: true`` is counted. ``item_budget(budget)`` gives the
     budget scope of one item (e.g. ``budget.child(max_calls=...)``); without it items run in
     ``budget``'s scope. Items whose latest record is an error of a kind in
     :data:`RETRIED_KINDS` are tried again; at the end the output keeps the latest record of
-    each id (see the module docstring).
+    each id (see the module docstring). Inside ``process``, :func:`current_item` names the item.
     """
     index = read_index(output_path)
-    stats = RunStats(total=len(items))
-    work = []
+    stats = RunStats(total=total if total is not None else len(items))  # type: ignore[arg-type]
     rewrite = index.duplicates
-    for item in items:
-        item_id = item[0]
-        if item_id in index.latest:
-            latest = index.latest[item_id]
-            if latest is None or latest[0] not in RETRIED_KINDS:
-                stats.skipped += 1
-                stats.done += 1
-                if latest is not None:
-                    stats.add_failure(*latest)
-                continue
-            rewrite = True  # its new record will follow the old error record
-        work.append(item)
-    del index
+
+    def pending() -> Iterator[Item]:
+        """The items to run, in input order; those already done are counted as they pass."""
+        nonlocal rewrite
+        for item in items:
+            item_id = item[0]
+            if item_id in index.latest:
+                latest = index.latest[item_id]
+                if latest is None or latest[0] not in RETRIED_KINDS:
+                    stats.skipped += 1
+                    stats.done += 1
+                    if latest is not None:
+                        stats.add_failure(*latest)
+                    continue
+                rewrite = True  # its new record will follow the old error record
+            yield item
+
     if on_progress:
         on_progress(stats)
-    gate = asyncio.Semaphore(concurrency)
+    work = pending()
 
     try:
         with JsonlAppender(output_path) as out:
 
             async def run(item_id: str, line: int, record: dict | InputError) -> None:
-                async with gate:
+                started = time.perf_counter()
+                _CURRENT.set((item_id, line))
+                try:
+                    if isinstance(record, InputError):
+                        raise record
+                    with budget_scope(item_budget(budget) if item_budget else budget):
+                        result = await process(item_id, record)
+                    row = {"id": item_id, "line": line, **result, "seconds": round(time.perf_counter() - started, 3)}
+                    if isinstance(result.get("usage"), dict):
+                        stats.usage.add(Usage(**result["usage"]))
+                    stats.budget_limited += bool(result.get("budget_limited"))
+                except Exception as error:  # one item never kills the run: record it and go on
+                    message = str(error) if isinstance(error, ProofcriticError) else f"{type(error).__name__}: {error}"
+                    kind = _error_kind(error)
+                    row = {"id": item_id, "line": line, "error": message, "error_kind": kind}
+                    stats.errors += 1
+                    stats.add_failure(kind, message)
+                    if getattr(error, "stops_run", False) and stats.stopped is None:
+                        stats.stopped = message
+                out.write(row)
+                stats.done += 1
+                if on_progress:
+                    on_progress(stats)
+
+            async def worker() -> None:
+                # the workers share one iterator (``next`` never awaits), so each item starts
+                # once, in input order, as soon as a worker is free
+                for item in work:
                     if stats.stopped is not None:
                         return  # not started: left for a rerun
-                    started = time.perf_counter()
-                    try:
-                        if isinstance(record, InputError):
-                            raise record
-                        with budget_scope(item_budget(budget) if item_budget else budget):
-                            result = await process(item_id, record)
-                        row = {"id": item_id, "line": line, **result, "seconds": round(time.perf_counter() - started, 3)}
-                        if isinstance(result.get("usage"), dict):
-                            stats.usage.add(Usage(**result["usage"]))
-                        stats.budget_limited += bool(result.get("budget_limited"))
-                    except Exception as error:  # one item never kills the run: record it and go on
-                        message = str(error) if isinstance(error, ProofcriticError) else f"{type(error).__name__}: {error}"
-                        kind = _error_kind(error)
-                        row = {"id": item_id, "line": line, "error": message, "error_kind": kind}
-                        stats.errors += 1
-                        stats.add_failure(kind, message)
-                        if getattr(error, "stops_run", False) and stats.stopped is None:
-                            stats.stopped = message
-                    out.write(row)
-                    stats.done += 1
-                    if on_progress:
-                        on_progress(stats)
+                    await run(*item)
 
-            await asyncio.gather(*(run(*item) for item in work))
+            await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+            if stats.stopped is not None:
+                for _ in work:  # count what the rest of the input already has done, start nothing
+                    pass
+            if on_progress and stats.skipped and stats.done == stats.total:
+                on_progress(stats)  # a run with nothing left to do still shows the items skipped
     finally:  # also when the run is cancelled: what was appended is kept, once per id
+        work.close()
         if rewrite:
             compact_jsonl(output_path, (item_id for item_id, _, _ in items))
     return stats
@@ -267,7 +335,7 @@ def prepare_output(
     """
     output = Path(output_path)
     recorded = settings_path(output)
-    earlier = [p for p in (output, *map(Path, companions)) if p.exists()]
+    earlier = [p for p in itertools.chain([output], map(Path, companions)) if p.exists()]  # streamed
     warning = None
     if overwrite:
         for path in earlier:

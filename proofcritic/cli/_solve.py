@@ -150,7 +150,7 @@ def solve_command(
     if problem is not None and len(items) != 1:
         raise typer.BadParameter(f"the file holds {len(items)} problems; use --input and --output", param_hint="--problem")
     if output is None:
-        item_id, _, record = items[0]
+        item_id, _, record = next(iter(items))
         if isinstance(record, InputError):
             raise record
         the_problem = problem_from_record(record, default_id=item_id)
@@ -169,7 +169,7 @@ def solve_command(
         state_root = state_dir if state_dir is not None else Path(f"{output}.state")
         settings = result_settings("solve", opts, prompt_set, score_mode=score_mode, strategy=strategy, params=params,
                                    max_calls=max_calls, max_problem_tokens=max_problem_tokens)
-        prepare(output, settings, overwrite, companions=[state_root / state_name(item_id) for item_id, _, _ in items])
+        prepare(output, settings, overwrite, companions=(state_root / state_name(item_id) for item_id, _, _ in items))
     roles = Roles.from_models(the_model, prompts=prompt_set, config=opts.sampling(), score_mode=score_mode)
 
     async def main() -> RunStats | SolveResult:

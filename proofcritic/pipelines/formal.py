@@ -293,7 +293,7 @@ def read_formal_items(
             for number, fp in enumerate(load_lean_problems(file), start=1)
         ]
     else:
-        items = read_items(file)
+        items = list(read_items(file))  # filtered and cut below; Lean batches are small
     if ids:
         wanted = set(ids)
         unknown = wanted - {item_id for item_id, _, _ in items}

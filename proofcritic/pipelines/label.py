@@ -40,6 +40,7 @@ A proof whose budget ran out before it could be labeled goes to review with ``bu
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -48,10 +49,25 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..budget import Budget, BudgetExceeded, CallPlan
-from ..io import JsonlAppender, problem_from_record, proof_from_record, read_done
+from ..io import (
+    JsonlAppender,
+    iter_latest,
+    latest_offsets,
+    problem_from_record,
+    proof_from_record,
+    read_index,
+    read_record_at,
+)
 from ..llm import Usage, usage_scope
 from ..meta_verifier import MetaVerifier
-from ..runner import RETRIED_KINDS, RunStats, read_items, run_jsonl
+from ..runner import (
+    RETRIED_KINDS,
+    JsonlItems,
+    RunStats,
+    current_item,
+    read_items,
+    run_jsonl,
+)
 from ..types import Aggregate, MetaVerification, Problem, Proof, Verification
 from ..verifier import Verifier, aggregate, counts_note
 from .scaled import scaled_verify
@@ -259,29 +275,30 @@ async def _label_proof(
     )
 
 
-def _reconcile(output_path: Path, review_path: Path, known: set[str]) -> None:
+def _reconcile(output_path: Path, review_path: Path, items: JsonlItems) -> None:
     """Make the two files agree after a kill, before a run starts.
 
     A review item is written to ``review_path`` just before its record goes to ``output_path``
     (with no await in between); a kill between the two writes leaves it in review only, so its
-    record is copied to the output. An output record with status "review" missing from the
-    review file (an older or interrupted run) is copied there.
+    record is copied to the output (for the ids of ``items``). An output record with status
+    "review" missing from the review file (an older or interrupted run) is copied there.
+    Streamed: memory holds ids and offsets, never records.
     """
-    done = read_done(output_path)
-    reviewed = read_done(review_path)
+    reviewed, _ = latest_offsets(review_path)
     with JsonlAppender(review_path) as review:
-        for item_id, record in done.items():
+        for item_id, record in iter_latest(output_path):
             if record.get("status") == "review" and item_id not in reviewed:
                 review.write(record)
-    missing = [
-        record
-        for item_id, record in reviewed.items()
-        if item_id in known and (item_id not in done or done[item_id].get("error_kind") in RETRIED_KINDS)
-    ]
-    if missing:
-        with JsonlAppender(output_path) as output:
-            for record in missing:
-                output.write(record)
+    if not reviewed:
+        return
+    done = read_index(output_path).latest
+    with JsonlAppender(output_path) as output:
+        for item_id, _, _ in items:
+            if item_id not in reviewed:
+                continue
+            latest = done.get(item_id, ())
+            if latest == () or (latest is not None and latest[0] in RETRIED_KINDS):
+                output.write(read_record_at(review_path, reviewed[item_id]))
 
 
 async def label_jsonl(
@@ -308,13 +325,12 @@ async def label_jsonl(
     """
     config = config or LabelConfig()
     output_path, review_path = Path(output_path), Path(review_path)
-    items = read_items(input_path)
-    lines = {item_id: line for item_id, line, _ in items}
-    _reconcile(output_path, review_path, set(lines))
-    in_review = set(read_done(review_path))
-    counts = Counter(
-        r.get("status") for k, r in read_done(output_path).items() if k in lines and r.get("status")
-    )
+    items = read_items(input_path)  # streamed, never held
+    _reconcile(output_path, review_path, items)
+    in_review = set(latest_offsets(review_path)[0])
+    statuses = {k: sys.intern(r["status"]) for k, r in iter_latest(output_path) if isinstance(r.get("status"), str) and r["status"]}
+    counts = Counter(statuses[item_id] for item_id, _, _ in items if item_id in statuses)
+    del statuses
 
     def item_budget(parent: Budget | None) -> Budget | None:
         if max_calls is None and max_tokens is None:
@@ -339,7 +355,7 @@ async def label_jsonl(
             result = await label_proof(verifier, meta_verifier, problem, proof, config)
             row = result.model_dump(mode="json")
             if result.status == "review" and item_id not in in_review:
-                review.write({"id": item_id, "line": lines[item_id], **row})
+                review.write({"id": item_id, "line": current_item()[1], **row})
                 in_review.add(item_id)
             counts[result.status] += 1
             return row  # the runner writes it to the output with no await before
