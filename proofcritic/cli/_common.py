@@ -96,6 +96,14 @@ TimeoutOpt = Annotated[
         help="Seconds one request to a model server may take before it fails (and is retried) [600].",
     ),
 ]
+MaxConnectionsPerHostOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        "--max-connections-per-host", min=1, metavar="N",
+        help="Requests in flight to one model server (each --base-url) at most; the others wait for a free "
+        "connection, their --timeout starting once sent (default: no cap but --concurrency).",
+    ),
+]
 SCORE_MODE_HELP = (
     "text (a verification that wrote no valid score has none) | the opt-in read-outs, marked as such in the "
     "output: auto (likelihood read-out when no score is written) | logprob (always) | guided (when no score "
@@ -123,11 +131,13 @@ def build_model(
     cache: Path | None,
     concurrency: int | None,
     timeout: float | None = None,
+    max_connections_per_host: int | None = None,
 ) -> Model:
     """Resolve flags and environment variables into a ready Model.
 
     ``base_url``: one URL, a comma-separated string, or a list of either (replicas).
     ``timeout``: seconds per request of a server backend (a local backend sends none).
+    ``max_connections_per_host``: a server backend's cap of requests in flight per base URL.
     """
     if model is None:
         model = "smollm2" if backend in (None, "transformers") else None
@@ -146,6 +156,8 @@ def build_model(
             options["api_key"] = key
         if timeout is not None:
             options["timeout"] = timeout
+        if max_connections_per_host is not None:
+            options["max_connections_per_host"] = max_connections_per_host
     elif kind == "transformers" and os.environ.get("PROOFCRITIC_CACHE_DIR"):
         options["cache_root"] = os.environ["PROOFCRITIC_CACHE_DIR"]
     cache_setting: bool | str = False if no_cache else str(cache or os.environ.get("PROOFCRITIC_CACHE") or "") or True
@@ -297,11 +309,12 @@ class ModelOptions:
     cache: CacheOpt = None
     max_input_chars: MaxInputCharsOpt = None
     timeout: TimeoutOpt = None
+    max_connections_per_host: MaxConnectionsPerHostOpt = None
 
     def build_model(self) -> Model:
         return build_model(
             self.model, self.backend, self.base_url, self.api_key, self.no_cache, self.cache, self.concurrency,
-            self.timeout,
+            self.timeout, max_connections_per_host=self.max_connections_per_host,
         )
 
     def sampling(self) -> GenerateConfig:

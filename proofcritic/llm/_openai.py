@@ -2,9 +2,17 @@
 
 Two transports map to the same :class:`Completion` objects and the same error classes:
 
-* ``"aiohttp"`` (default): one :class:`aiohttp.ClientSession` per event loop, a connector sized
-  to ``max_connections``, request bodies serialised once to bytes. This is the lean path
-  (well under a millisecond of client CPU per call).
+* ``"aiohttp"`` (default): one :class:`aiohttp.ClientSession` per event loop, request bodies
+  serialised once to bytes. This is the lean path (well under a millisecond of client CPU per
+  call).
+
+Connections: the pool has no cap of its own by default (``max_connections=None``): it opens as
+many connections as there are requests in flight, which :class:`~proofcritic.llm.Model`'s
+``max_concurrency`` (``--concurrency``) bounds, so 1024 in flight are 1024 connections.
+``max_connections`` caps the pool in all; ``max_connections_per_host``
+(``--max-connections-per-host``) caps the requests in flight to each base URL (replica): the
+others wait for a free connection before their request starts, and their ``timeout`` starts
+only then.
 * ``"openai"``: the official ``openai`` package (``AsyncOpenAI(max_retries=0)``, on its aiohttp
   transport when available), for hosted APIs whose quirks it knows. Responses are read raw and
   parsed here, so both transports share one parser.
@@ -141,6 +149,27 @@ def _server_message(text: str) -> tuple[str, str | None, str | None]:
     return text.strip()[:500], None, None
 
 
+_OPEN_FILES_RAISED = False
+
+
+def _raise_open_files_limit() -> None:
+    """Raise this process's soft limit of open files to its hard limit (once; at most 65536), so
+    that thousands of connections in flight do not fail with "Too many open files"."""
+    global _OPEN_FILES_RAISED
+    if _OPEN_FILES_RAISED:
+        return
+    _OPEN_FILES_RAISED = True
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+        if soft != resource.RLIM_INFINITY and soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ImportError, OSError, ValueError):  # not on this platform, or not allowed: keep the limit
+        pass
+
+
 class _NRefused(Exception):
     """Internal: the server will not sample ``n > 1`` in one request."""
 
@@ -154,7 +183,9 @@ class OpenAIBackend(Backend):
     ``eject_cooldown`` / ``max_eject_cooldown``: the first and the longest time a failing
     replica stays out of rotation. ``engine``: the server kind for engine features (see module).
     ``timeout``: seconds one request may take (connecting, waiting and reading the answer);
-    it may be changed at any time. The backend does not read environment variables; callers
+    it may be changed at any time. ``max_connections`` (None: no cap, the requests in flight set
+    it) and ``max_connections_per_host`` (None: no cap per base URL): see the module.
+    The backend does not read environment variables; callers
     pass ``api_key`` explicitly. Every chat request it sends is counted with
     :func:`~proofcritic.llm.report_request` (failed ones and read-outs included).
     """
@@ -169,12 +200,13 @@ class OpenAIBackend(Backend):
         api_key: str | None = None,
         timeout: float = 600,
         transport: Literal["aiohttp", "openai"] = "aiohttp",
-        max_connections: int = 256,
+        max_connections: int | None = None,
         extra_body: dict[str, Any] | None = None,
         engine: str | None = None,
         eject_cooldown: float = 1.0,
         max_eject_cooldown: float = 60.0,
         probe_timeout: float = 5.0,
+        max_connections_per_host: int | None = None,
     ):
         if transport not in ("aiohttp", "openai"):
             raise ValueError(f"transport must be 'aiohttp' or 'openai', not {transport!r}")
@@ -191,8 +223,20 @@ class OpenAIBackend(Backend):
         self.api_key = api_key
         self.timeout = float(timeout)
         self.transport = transport
-        self.max_connections = max(1, int(max_connections))
-        self.default_concurrency = min(Backend.default_concurrency, self.max_connections)
+        for label, value in (("max_connections", max_connections), ("max_connections_per_host", max_connections_per_host)):
+            if value is not None and int(value) < 1:
+                raise ValueError(f"{label} must be at least 1 (or None: no cap), not {value!r}")
+        self.max_connections = None if max_connections is None else int(max_connections)
+        """Connections open at once to all endpoints; None: as many as requests in flight."""
+        self.max_connections_per_host = None if max_connections_per_host is None else int(max_connections_per_host)
+        """Requests in flight to one endpoint at once; None: no cap per endpoint."""
+        caps = [Backend.default_concurrency]
+        if self.max_connections is not None:
+            caps.append(self.max_connections)
+        if self.max_connections_per_host is not None:
+            caps.append(self.max_connections_per_host * len(self.base_urls))
+        self.default_concurrency = min(caps)
+        self._slots: dict[str, asyncio.Semaphore] = {}  # per endpoint, under a per-host cap
         self.extra_body = dict(extra_body or {})
         self.n_supported = True
         """False once the server refused ``n > 1``; later calls go straight to n=1 requests."""
@@ -249,9 +293,12 @@ class OpenAIBackend(Backend):
         if self._loop is loop and (self._session is not None or self._client is not None):
             return
         self._session, self._client, self._loop = None, None, loop
+        cap = self.max_connections_per_host
+        self._slots = {url: asyncio.Semaphore(cap) for url in self.base_urls} if cap else {}
+        _raise_open_files_limit()
         if self.transport == "aiohttp":
             connector = aiohttp.TCPConnector(
-                limit=self.max_connections, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=60
+                limit=self.max_connections or 0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=60
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
@@ -268,6 +315,7 @@ class OpenAIBackend(Backend):
             import httpx
         self._clients = {}
         limits = httpx.Limits(max_connections=self.max_connections, max_keepalive_connections=self.max_connections)
+        # (None: no cap, as with aiohttp)
         for url in self.base_urls:
             try:
                 http_client = openai.DefaultAioHttpClient(limits=limits, timeout=self.timeout)
@@ -295,7 +343,12 @@ class OpenAIBackend(Backend):
         tokens = [0, 0]
         failed = True
         try:
-            data = await self._send_chat(endpoint, body, payload, n, tokens)
+            slot = self._slots.get(endpoint.url) if self._slots else None
+            if slot is None:
+                data = await self._send_chat(endpoint, body, payload, n, tokens)
+            else:
+                async with slot:  # a free connection to this endpoint first; the timeout starts after
+                    data = await self._send_chat(endpoint, body, payload, n, tokens)
             failed = False
             return data
         finally:
