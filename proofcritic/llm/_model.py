@@ -407,4 +407,10 @@ class Model:
         return values
 
     async def aclose(self) -> None:
-        await self.backend.aclose()
+        """Close the backend and commit the cache's buffered entries (the cache stays open: it
+        may be shared)."""
+        try:
+            await self.backend.aclose()
+        finally:
+            if self.cache is not None:
+                self.cache.flush()
