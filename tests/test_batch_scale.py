@@ -1,0 +1,164 @@
+"""Batches at scale: the input is streamed and the resume index holds ids, not records, so the
+memory a batch holds does not grow with its input; a run killed (SIGKILL) mid-way resumes
+without losing or repeating finished work; ``perf/cli_scale.py`` runs as a smoke check.
+
+The runner is driven with a small grading step that is real code (the records are parsed into a
+problem and a proof, as ``grade`` does) and with the real CLI against the scripted
+OpenAI-compatible server on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import pytest
+from servers.scripted_openai_server import MODEL_NAME, ScriptedOpenAIServer
+
+from proofcritic.grading import batch_verdicts
+from proofcritic.io import iter_latest, problem_from_record, proof_from_record, read_index
+from proofcritic.runner import count_items, current_item, read_items, run_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+PROOF = "Write n^3 - n = (n - 1) n (n + 1): three consecutive integers, so 2 and 3 divide it. " * 24  # ~2 KB
+
+
+def _write(path: Path, count: int, *, extra: str = "") -> Path:
+    with path.open("w") as out:
+        for i in range(count):
+            out.write(json.dumps({"id": f"p{i}", "problem": f"Prove case {i}.", "proof": f"{i}. {PROOF}"}) + "\n")
+        out.write(extra)
+    return path
+
+
+async def _grade_step(item_id: str, record: dict) -> dict:
+    """The parsing ``grade`` does, then a verdict: real code, no model."""
+    problem = problem_from_record(record, default_id=item_id)
+    proof = proof_from_record(record)
+    await asyncio.sleep(0)
+    return {"problem_id": problem.id, "chars": len(proof.text), "line": current_item()[1],
+            "verifications": [{"score": 1.0, "score_source": "text"}]}
+
+
+def _peak(source: Path, output: Path, concurrency: int = 8) -> int:
+    """tracemalloc's peak over a batch run, above what was held before it."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        stats = asyncio.run(run_jsonl(read_items(source), output, _grade_step, concurrency=concurrency))
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    assert stats.done == stats.total == count_items(source) and stats.errors == 0
+    return peak
+
+
+def test_a_batch_holds_no_records_its_memory_stays_flat(tmp_path):
+    """8x the items (2 KB proofs) costs at most ~250 bytes more per item: ids in the index,
+    not records (holding the records alone would be over 2 KB per item)."""
+    small, large = 500, 4000
+    peak_small = _peak(_write(tmp_path / "s.jsonl", small), tmp_path / "s.out.jsonl")
+    peak_large = _peak(_write(tmp_path / "l.jsonl", large), tmp_path / "l.out.jsonl")
+    per_item = (peak_large - peak_small) / (large - small)
+    assert per_item < 250, (peak_small, peak_large, per_item)
+    # a resume over the finished output: the scan and the skip hold ids only, too
+    resume = _peak(tmp_path / "l.jsonl", tmp_path / "l.out.jsonl")
+    assert resume < peak_small + (large - small) * 250, (resume, peak_small)
+    assert [r["line"] for _, r in iter_latest(tmp_path / "l.out.jsonl")] == list(range(1, large + 1))
+
+
+def test_streamed_input_keeps_ids_bad_lines_duplicates_and_order(tmp_path):
+    source = _write(tmp_path / "in.jsonl", 3, extra='not json\n\n{"id": "p1", "problem": "P", "proof": "again"}\n')
+    items = read_items(source)
+    assert len(items) == 5 == count_items(source)  # the blank line is no item
+    assert [i for i, _, _ in items] == ["p0", "p1", "p2", "line-4", "p1#line-6"]  # read again: the same
+    out = tmp_path / "out.jsonl"
+    stats = asyncio.run(run_jsonl(items, out, _grade_step, concurrency=1))
+    assert stats.failure_summary() == "1 of 5 items failed: input error: line 4 is not valid JSON: Expecting value"
+    assert [json.loads(x)["id"] for x in out.read_text().splitlines()] == ["p0", "p1", "p2", "line-4", "p1#line-6"]
+    index = read_index(out)
+    assert index.latest["line-4"] == ("input", "line 4 is not valid JSON: Expecting value") and not index.duplicates
+    assert batch_verdicts(out) == "verdicts: 4 of 4 proof(s), 0 without a verdict; unscored: 0 of 4 verifications; scores from a read-out: 0"
+
+
+async def test_an_interrupted_streamed_run_resumes_without_loss_or_repeats(tmp_path):
+    source, out = _write(tmp_path / "in.jsonl", 60), tmp_path / "out.jsonl"
+    calls: list[str] = []
+
+    async def step(item_id: str, record: dict) -> dict:
+        calls.append(item_id)
+        await asyncio.sleep(0.001)
+        return await _grade_step(item_id, record)
+
+    task = asyncio.ensure_future(run_jsonl(read_items(source), out, step, concurrency=4))
+    while _lines(out) < 20:
+        await asyncio.sleep(0.001)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    with out.open("a") as handle:
+        handle.write('{"id": "p59", "proble')  # a kill during a write leaves a partial line
+    finished = [json.loads(x)["id"] for x in out.read_text().splitlines()[:-1]]
+    calls.clear()
+    stats = await run_jsonl(read_items(source), out, step, concurrency=4)
+    assert stats.skipped == len(finished) and sorted(calls) == sorted(set(f"p{i}" for i in range(60)) - set(finished))
+    ids = [json.loads(x)["id"] for x in out.read_text().splitlines()]
+    assert len(ids) == 60 and set(ids) == {f"p{i}" for i in range(60)}  # one record per id, none lost
+
+
+def _lines(path: Path) -> int:
+    return sum(1 for raw in path.read_bytes().splitlines(keepends=True) if raw.endswith(b"\n")) if path.exists() else 0
+
+
+def test_the_cli_killed_mid_batch_resumes_without_loss_or_repeats(tmp_path):
+    """``grade`` in a subprocess, SIGKILLed mid-batch, then run again (no cache, so a repeated
+    call would reach the server): every proof graded once, one record per id."""
+    count = 40
+    source, out = _write(tmp_path / "in.jsonl", count), tmp_path / "out.jsonl"
+    with ScriptedOpenAIServer(delay=0.1) as server:
+        args = [sys.executable, "-m", "proofcritic", "grade", "--input", str(source), "--output", str(out),
+                "--model", f"openai/{MODEL_NAME}", "--base-url", server.url, "--api-key", "x", "--no-cache",
+                "--concurrency", "4"]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        child = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while _lines(out) < 10 and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        finished = _lines(out)
+        sent = len(server.recorder.arrived)
+        assert 10 <= finished < count, child.stderr.read().decode()
+        again = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert again.returncode == 0, again.stderr
+        assert f"{finished} already done" in again.stderr
+        # the rerun sent one request per proof not finished before the kill, none for the others
+        assert len(server.recorder.arrived) - sent == count - finished
+        assert len(set(server.recorder.arrived)) == count
+    records = [json.loads(x) for x in out.read_text().splitlines()]
+    assert sorted(r["id"] for r in records) == sorted(f"p{i}" for i in range(count))
+    assert not [r for r in records if "error" in r]
+
+
+def test_cli_scale_smoke(tmp_path):
+    """perf/cli_scale.py with tiny sizes: every figure printed, next to its target."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "perf" / "cli_scale.py"), "--levels", "4", "--waves", "2",
+         "--memory-sizes", "10,20", "--memory-concurrency", "8", "--latency", "0.05", "--help-runs", "1",
+         "--keep", str(tmp_path / "work")],
+        capture_output=True, text=True, timeout=180,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for figure in ("start-up: `proofcritic --help`", "client CPU per request at 4 in flight",
+                   "peak memory at     20 proofs", "peak memory 20 / 10 proofs", "target"):
+        assert figure in done.stdout, done.stdout
+    assert len((tmp_path / "work" / "m20.out.jsonl").read_text().splitlines()) == 20
