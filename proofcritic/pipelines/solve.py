@@ -29,6 +29,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from .._constants import STRATEGIES
 from ..budget import Budget, BudgetExceeded, budget_scope, current_budget
 from ..errors import InputError
 from ..io import problem_from_record, read_problem, read_text
@@ -38,14 +39,7 @@ from ._common import Roles, SolveResult, Strategy
 
 __all__ = ["STRATEGIES", "get_strategy", "read_problem_items", "solve_jsonl", "solve_problem", "state_name"]
 
-#: strategy name -> "module:class", imported lazily
-STRATEGIES: dict[str, str] = {
-    "single": "proofcritic.pipelines.single:SingleStrategy",
-    "refine": "proofcritic.pipelines.refine:RefineStrategy",
-    "search": "proofcritic.pipelines.search:SearchStrategy",
-    "agent": "proofcritic.pipelines.agent:AgentStrategy",
-    "critic": "proofcritic.pipelines.critic:CriticStrategy",
-}
+# STRATEGIES (name -> "module:class", imported lazily) is defined in proofcritic._constants
 
 Item = tuple[str, int, "dict | InputError"]
 

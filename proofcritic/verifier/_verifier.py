@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal, get_args
-
+from .._constants import DEFAULT_SCORE_MODE, SCORE_MODES, ScoreMode
 from .._readout import GUIDED_CHOICES, ScoreReadout, score_prefix
 from .._roles import Role, usage_of
 from ..llm import ChatMessage
 from ..types import Problem, Verification
 from ._parse import parse_verification
 
-ScoreMode = Literal["text", "auto", "logprob", "guided"]
-SCORE_MODES: tuple[str, ...] = get_args(ScoreMode)
-#: the score mode of every verifier, command and service unless one is chosen: a verification
-#: that wrote no valid score has none (the read-outs ``auto``, ``logprob``, ``guided`` are opt-in)
-DEFAULT_SCORE_MODE: ScoreMode = "text"
+# ScoreMode, SCORE_MODES and DEFAULT_SCORE_MODE are defined in proofcritic._constants (the
+# command line's help needs them without this module's imports)
 
 
 class Verifier(ScoreReadout, Role):
