@@ -2,9 +2,13 @@
 
 Starts a fake OpenAI-compatible server in a separate process (so its CPU is not counted against
 the client) that answers every chat request after a fixed latency, then sends many calls at
-several concurrency levels through ``OpenAIBackend`` wrapped in ``Model`` (cache off) and prints:
+several concurrency levels through ``OpenAIBackend`` wrapped in ``Model`` and prints:
 
-    transport  concurrency  calls  wall s  achieved/ideal  client CPU ms/call
+    transport  cache  concurrency  calls  wall s  achieved/ideal  client CPU ms/call
+
+``--cache off,on`` runs each row without and with a completion cache (a fresh sqlite file per
+row, so every call misses and is written: the cost a first run pays), so the cache's share of
+the CPU per call is the difference of two rows of one run.
 
 ``ideal`` is ``min(concurrency, calls) / latency`` calls per second. Targets (aiohttp transport):
 achieved/ideal >= 0.95 at concurrency 256 and <= 1 ms client CPU per call.
@@ -22,7 +26,8 @@ The server is a minimal asyncio protocol (HTTP/1.1 keep-alive, Content-Length bo
 answers with ``loop.call_later``: it costs a few tens of microseconds per request.
 
 Usage: python perf/orchestration.py [--latency 1.0] [--calls 2048] [--calls-c1 10]
-       [--transports aiohttp,openai] [--concurrency 1,16,64,256] [--repeat 1] [--no-floor] [--profile]
+       [--transports aiohttp,openai] [--concurrency 1,16,64,256,1024] [--cache off] [--repeat 1]
+       [--no-floor] [--profile]
 """
 
 from __future__ import annotations
@@ -33,8 +38,10 @@ import cProfile
 import io
 import os
 import pstats
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -92,15 +99,22 @@ async def _serve(latency: float) -> None:
     await server.serve_forever()
 
 
-async def _measure(url: str, transport: str, concurrency: int, calls: int) -> tuple[float, float]:
-    """(wall seconds, client CPU seconds) for ``calls`` calls at ``concurrency``."""
-    from proofcritic.llm import ChatMessage, ChatRequest, GenerateConfig, Model, RetryPolicy
+async def _measure(url: str, transport: str, concurrency: int, calls: int, cache: str | None = None) -> tuple[float, float]:
+    """(wall seconds, client CPU seconds) for ``calls`` calls at ``concurrency``; ``cache``: a
+    sqlite file for the completion cache (None: no cache)."""
+    from proofcritic.llm import (
+        ChatMessage,
+        ChatRequest,
+        CompletionCache,
+        GenerateConfig,
+        Model,
+        RetryPolicy,
+    )
     from proofcritic.llm._openai import OpenAIBackend
 
-    backend = OpenAIBackend(
-        "perf-model", base_url=url, api_key="perf", transport=transport, max_connections=max(concurrency, 1)
-    )
-    model = Model(backend, cache=None, max_concurrency=concurrency, retry=RetryPolicy(max_attempts=1))
+    backend = OpenAIBackend("perf-model", base_url=url, api_key="perf", transport=transport)  # the pool follows concurrency
+    store = CompletionCache(cache) if cache else None
+    model = Model(backend, cache=store, max_concurrency=concurrency, retry=RetryPolicy(max_attempts=1))
     system = ChatMessage(role="system", content="You grade proofs. " * 40)
     requests = [
         ChatRequest(
@@ -114,7 +128,10 @@ async def _measure(url: str, transport: str, concurrency: int, calls: int) -> tu
     results = await model.generate_many(requests)
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     assert len(results) == calls and all(r[0].text for r in results)
-    await model.aclose()
+    await model.aclose()  # commits the cache's last batch (inside the measured CPU below)
+    if store is not None:
+        cpu = time.process_time() - cpu0
+        store.close()
     return wall, cpu
 
 
@@ -149,7 +166,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=2048, help="calls per concurrency level")
     parser.add_argument("--calls-c1", type=int, default=10, help="calls at concurrency 1")
     parser.add_argument("--transports", default="aiohttp,openai")
-    parser.add_argument("--concurrency", default="1,16,64,256")
+    parser.add_argument("--concurrency", default="1,16,64,256,1024")
+    parser.add_argument("--cache", default="off", help="off, on or off,on: rows without / with a completion cache")
     parser.add_argument("--repeat", type=int, default=1, help="runs per row (this machine is noisy)")
     parser.add_argument("--no-floor", action="store_true", help="skip the bare-client row")
     parser.add_argument("--profile", action="store_true", help="cProfile the aiohttp run at the top concurrency")
@@ -167,11 +185,13 @@ def main() -> None:
         url = f"http://127.0.0.1:{int(server.stdout.readline())}/v1"
         levels = [int(c) for c in args.concurrency.split(",")]
         print(f"server latency {args.latency * 1000:g} ms, {os.cpu_count()} cores, python {sys.version.split()[0]}")
-        print(f"{'transport':<9} {'conc':>5} {'calls':>6} {'wall s':>8} {'ideal s':>8} {'ach/ideal':>9} {'CPU ms/call':>11}")
-        runs = [(t, c) for t in args.transports.split(",") for c in levels for _ in range(args.repeat)]
+        print(f"{'transport':<9} {'cache':>5} {'conc':>5} {'calls':>6} {'wall s':>8} {'ideal s':>8} {'ach/ideal':>9} {'CPU ms/call':>11}")
+        modes = args.cache.split(",")
+        runs = [(t, c, m) for t in args.transports.split(",") for c in levels for m in modes for _ in range(args.repeat)]
         if not args.no_floor:
-            runs.insert(0, ("floor", max(levels)))
-        for transport, concurrency in runs:
+            runs.insert(0, ("floor", max(levels), "off"))
+        workdir = tempfile.mkdtemp(prefix="proofcritic-perf-")
+        for row, (transport, concurrency, mode) in enumerate(runs):
             calls = args.calls_c1 if concurrency == 1 else args.calls
             profiler = None
             if args.profile and transport == "aiohttp" and concurrency == max(levels):
@@ -180,10 +200,11 @@ def main() -> None:
             if transport == "floor":
                 wall, cpu = asyncio.run(_floor(url, concurrency, calls))
             else:
-                wall, cpu = asyncio.run(_measure(url, transport, concurrency, calls))
+                cache = os.path.join(workdir, f"cache-{row}.sqlite") if mode == "on" else None
+                wall, cpu = asyncio.run(_measure(url, transport, concurrency, calls, cache))
             ideal_wall = calls / (min(concurrency, calls) / args.latency)
             print(
-                f"{transport:<9} {concurrency:>5} {calls:>6} {wall:>8.2f} {ideal_wall:>8.2f} "
+                f"{transport:<9} {mode:>5} {concurrency:>5} {calls:>6} {wall:>8.2f} {ideal_wall:>8.2f} "
                 f"{ideal_wall / wall:>9.3f} {cpu / calls * 1000:>11.3f}",
                 flush=True,
             )
@@ -192,6 +213,7 @@ def main() -> None:
                 out = io.StringIO()
                 pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(25)
                 print(out.getvalue())
+        shutil.rmtree(workdir, ignore_errors=True)
     finally:
         server.terminate()
         server.wait(timeout=10)

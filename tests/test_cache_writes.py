@@ -160,3 +160,27 @@ async def test_sigkill_loses_only_unflushed_entries_and_the_rerun_asks_for_exact
         await model.aclose()
         cache.close()
         assert len(_committed(path)) == count
+
+
+def test_request_keys_are_those_of_earlier_releases():
+    """The key is written without dumping each message, but its bytes are those of the one
+    documented formula, so caches filled by earlier releases keep answering."""
+    import hashlib
+
+    def documented(identity, messages, config):
+        payload = ["chat", identity, [m.model_dump() for m in messages], config.model_dump(exclude={"n"})]
+        blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+    texts = ["", "plain", 'quote " back \\ slash', "control \x00\x1f\x7f tab\t newline\n", "ünïcødé — 数学 😀 \u2028"]
+    configs = [
+        GenerateConfig(),
+        GenerateConfig(temperature=1e-5, top_p=0.95, max_tokens=4096, stop=["\n\n", "ü"], seed=3, choices=["0", "1"]),
+        GenerateConfig(n=8, logprobs=True, top_logprobs=5),
+    ]
+    for text in texts:
+        messages = [ChatMessage(role="system", content=text), ChatMessage(role="user", content=text + "?"),
+                    ChatMessage(role="assistant", content=text[::-1])]
+        for config in configs:
+            assert CompletionCache.request_key("openai/ü/m", messages, config) == documented("openai/ü/m", messages, config)
+    assert CompletionCache.request_key("x", [], GenerateConfig()) == documented("x", [], GenerateConfig())

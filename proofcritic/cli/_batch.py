@@ -36,7 +36,8 @@ def model_name(opts: ModelOptions) -> str:
 def result_settings(command: str, opts: ModelOptions | None, prompts: PromptSet | None, **own: Any) -> dict[str, Any]:
     """The settings that change a batch's results: the command, the model (backend/name, not its
     URL: replicas may change), the prompt set (a hash of its templates), the sampling options
-    given (None: the roles' defaults), then the command's ``own``. Without ``opts`` (no model
+    given (None: the roles' defaults), a local model's ``--dtype`` other than its default, then
+    the command's ``own``. Without ``opts`` (no model
     is used) only the command and ``own``."""
     settings: dict[str, Any] = {"command": command}
     if opts is not None:
@@ -48,7 +49,20 @@ def result_settings(command: str, opts: ModelOptions | None, prompts: PromptSet 
             "max_tokens": opts.max_tokens,
             "seed": opts.seed,
         }
+        dtype = _dtype_setting(opts)
+        if dtype is not None:  # recorded only where it is not the default (older outputs have none)
+            settings["dtype"] = dtype
     return settings | own
+
+
+def _dtype_setting(opts: ModelOptions) -> str | None:
+    """``--dtype`` as a result-changing setting: None for the backend's default type (float32
+    for transformers on a CPU, vLLM's auto for vllm-offline), so ``--dtype float32`` resumes an
+    output made without it."""
+    if opts.dtype is None:
+        return None
+    default = "auto" if model_name(opts).partition("/")[0] == "vllm-offline" else "float32"
+    return None if opts.dtype == default else opts.dtype
 
 
 def prepare(output: Path, settings: dict[str, Any], overwrite: bool, companions: Iterable[Path] = ()) -> None:

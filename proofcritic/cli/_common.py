@@ -104,6 +104,36 @@ MaxConnectionsPerHostOpt = Annotated[
         "connection, their --timeout starting once sent (default: no cap but --concurrency).",
     ),
 ]
+
+
+def check_dtype(value: str | None) -> str | None:
+    """A typer callback for ``--dtype``: one of the local backends' weight types."""
+    if value is not None:
+        from ..llm._transformers_parts import DTYPES
+
+        if value not in DTYPES:
+            raise typer.BadParameter(f"must be one of {', '.join(DTYPES)}, not {value!r}")
+    return value
+
+
+DtypeOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--dtype", callback=check_dtype, metavar="auto|float32|bfloat16|float16",
+        help="Weight type of a local model (transformers, vllm-offline): float32 (the default on a CPU: exact, "
+        "batched generation gives one-at-a-time's greedy texts), bfloat16, float16, or auto (transformers on a CPU: "
+        "float32 generation with a bfloat16 likelihood read-out where the CPU has native bfloat16; on a GPU and "
+        "for vllm-offline: the engine's choice from the checkpoint). Part of the cache key.",
+    ),
+]
+ThreadsOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        "--threads", min=1, metavar="N",
+        help="torch threads of the transformers backend on a CPU (default: OMP_NUM_THREADS, else half the CPUs, "
+        "so that a second busy process does not stall it).",
+    ),
+]
 SCORE_MODE_HELP = (
     "text (a verification that wrote no valid score has none) | the opt-in read-outs, marked as such in the "
     "output: auto (likelihood read-out when no score is written) | logprob (always) | guided (when no score "
@@ -132,12 +162,16 @@ def build_model(
     concurrency: int | None,
     timeout: float | None = None,
     max_connections_per_host: int | None = None,
+    dtype: str | None = None,
+    threads: int | None = None,
 ) -> Model:
     """Resolve flags and environment variables into a ready Model.
 
     ``base_url``: one URL, a comma-separated string, or a list of either (replicas).
     ``timeout``: seconds per request of a server backend (a local backend sends none).
     ``max_connections_per_host``: a server backend's cap of requests in flight per base URL.
+    ``dtype``, ``threads``: a local backend's weight type and torch threads (a server backend
+    refuses them: an input error).
     """
     if model is None:
         model = "smollm2" if backend in (None, "transformers") else None
@@ -158,6 +192,10 @@ def build_model(
             options["timeout"] = timeout
         if max_connections_per_host is not None:
             options["max_connections_per_host"] = max_connections_per_host
+    if dtype is not None:
+        options["dtype"] = dtype
+    if threads is not None:
+        options["threads"] = threads
     elif kind == "transformers" and os.environ.get("PROOFCRITIC_CACHE_DIR"):
         options["cache_root"] = os.environ["PROOFCRITIC_CACHE_DIR"]
     cache_setting: bool | str = False if no_cache else str(cache or os.environ.get("PROOFCRITIC_CACHE") or "") or True
@@ -245,10 +283,21 @@ def calls_text(usage: Usage) -> str:
     return line + (f"; the new calls include {' and '.join(detail)}" if detail else "")
 
 
+def local_model_text(model: Model) -> str | None:
+    """``local model transformers/smollm2: float32 (read-out bfloat16), 1 torch thread``: the
+    weight type and threads a local backend runs with (None for a server backend)."""
+    describe = getattr(model.backend, "describe", None)
+    return f"local model {model.name}: {describe()}" if callable(describe) else None
+
+
 def usage_line(console: Console, model: Model) -> None:
     """The closing line of a model-using command (:func:`calls_text`); then one line per
     endpoint when the model is served by several (or one of them failed), and a line when the
-    circuit breaker stopped sending requests."""
+    circuit breaker stopped sending requests. A local model's line comes first: how it ran
+    (:func:`local_model_text`)."""
+    local = local_model_text(model)
+    if local:
+        console.print(f"[dim]{local}[/]", highlight=False, soft_wrap=True, markup=True)
     console.print(f"[dim]{calls_text(model.usage)}[/]", highlight=False, soft_wrap=True)
     for line in endpoint_lines(model):
         console.print(f"[dim]{line}[/]", highlight=False, soft_wrap=True)
@@ -310,11 +359,14 @@ class ModelOptions:
     max_input_chars: MaxInputCharsOpt = None
     timeout: TimeoutOpt = None
     max_connections_per_host: MaxConnectionsPerHostOpt = None
+    dtype: DtypeOpt = None
+    threads: ThreadsOpt = None
 
     def build_model(self) -> Model:
         return build_model(
             self.model, self.backend, self.base_url, self.api_key, self.no_cache, self.cache, self.concurrency,
-            self.timeout, max_connections_per_host=self.max_connections_per_host,
+            self.timeout, max_connections_per_host=self.max_connections_per_host, dtype=self.dtype,
+            threads=self.threads,
         )
 
     def sampling(self) -> GenerateConfig:

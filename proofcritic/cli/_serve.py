@@ -93,7 +93,9 @@ def serve_command(
     )
     auth = f"{len(keys)} API key(s)" if keys else "no authentication"
     docs = "docs at /docs (key needed)" if protect_docs else "docs at /docs"
-    print(f"proofcritic serve: {model.name} as proofcritic/* on http://{host}:{port}/v1 ({auth}); "
+    local = getattr(model.backend, "describe", None)
+    runs = f" ({local()})" if callable(local) else ""  # a local model: its weight type and threads
+    print(f"proofcritic serve: {model.name}{runs} as proofcritic/* on http://{host}:{port}/v1 ({auth}); "
           f"jobs in {db}; {docs}", file=sys.stderr, flush=True)
     # keep idle connections longer than clients do (httpx and aiohttp keep them 5 s and 15 s), so a
     # client never sends a request on a connection the service is closing at that moment

@@ -44,9 +44,12 @@ def default_cache_path() -> Path:
     return Path(user_cache_dir("proofcritic")) / "completions.sqlite"
 
 
+_KEY_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+_string = json.encoder.encode_basestring  # a JSON string as ``json.dumps(..., ensure_ascii=False)`` writes it
+
+
 def _digest(payload: Any) -> str:
-    blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+    return hashlib.sha256(_KEY_ENCODER.encode(payload).encode("utf-8")).hexdigest()
 
 
 class _Store:
@@ -210,8 +213,12 @@ class CompletionCache:
     @staticmethod
     def request_key(identity: str, messages: list[ChatMessage], config: GenerateConfig) -> str:
         """Key of a request without its sample index; ``sample_key`` adds the index."""
-        settings = config.model_dump(exclude={"n"})
-        return _digest(["chat", identity, [m.model_dump() for m in messages], settings])
+        # the bytes of _digest(["chat", identity, [m.model_dump() for m in messages], settings]),
+        # written directly: the messages' (long) texts are encoded once, without a dict per message
+        messages_json = ",".join(f'{{"content":{_string(m.content)},"role":{_string(m.role)}}}' for m in messages)
+        settings = _KEY_ENCODER.encode(config.model_dump(exclude={"n"}))
+        blob = f'["chat",{_string(identity)},[{messages_json}],{settings}]'
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
     @staticmethod
     def sample_key(request_key: str, index: int) -> str:
