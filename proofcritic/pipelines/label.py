@@ -329,7 +329,7 @@ async def label_jsonl(
     _reconcile(output_path, review_path, items)
     in_review = set(latest_offsets(review_path)[0])
     statuses = {k: sys.intern(r["status"]) for k, r in iter_latest(output_path) if isinstance(r.get("status"), str) and r["status"]}
-    counts = Counter(statuses[item_id] for item_id, _, _ in items if item_id in statuses)
+    counts = Counter(statuses[item_id] for item_id, _, _ in items if item_id in statuses) if statuses else Counter()
     del statuses
 
     def item_budget(parent: Budget | None) -> Budget | None:
