@@ -256,8 +256,12 @@ def main() -> None:
                   f"{target:>6.2f} {cpu_ms:>10.3f} {cpu_run_ms:>9.3f} {late:>11} {s['peak']:>8}", flush=True)
             if ratio_run < target:
                 failed.append(f"throughput at {level}")
-            if s["peak"] < min(level, count):
-                print(f"  note: the server held at most {s['peak']} requests at once, not {level}")
+            mean_late = s["late_sum"] / max(s["requests"], 1)
+            kept_up = s["peak"] >= min(level, count) and mean_late <= 0.05 * args.latency
+            if not kept_up:
+                failed.append(f"the server at {level}")
+            print(f"  server at {level} in flight: held {s['peak']} at once, answers late by {mean_late * 1000:.1f} ms "
+                  f"on average; kept up (all in flight, late by <= 5% of the latency): {verdict(kept_up)}")
             last = (level, cpu_ms, cpu_run_ms)
         if last is not None:
             ok = last[2] <= 0.5
