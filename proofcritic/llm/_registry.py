@@ -43,6 +43,7 @@ def split_model_spec(spec: str, backend: str | None = None) -> tuple[str, str]:
 def get_backend(spec: str, backend: str | None = None, **options: Any) -> Backend:
     """Build the backend that ``spec`` names. ``options`` go to the backend's constructor."""
     kind, model = split_model_spec(spec, backend)
+    _check_local_options(kind, options)
     if kind == "transformers":
         from ._transformers import TransformersBackend
 
@@ -64,6 +65,26 @@ def get_backend(spec: str, backend: str | None = None, **options: Any) -> Backen
     return backend_obj
 
 
+def _check_local_options(kind: str, options: dict[str, Any]) -> None:
+    """``dtype`` and ``threads`` are local-model settings: refuse them, as input errors, for a
+    backend that cannot take them or with a value it cannot use (None means "not given")."""
+    from ._transformers_parts import DTYPES
+
+    dtype, threads = options.get("dtype"), options.get("threads")
+    if dtype is None:
+        options.pop("dtype", None)
+    if threads is None:
+        options.pop("threads", None)
+    if dtype is not None and kind not in ("transformers", "vllm-offline"):
+        raise InputError(f"dtype (--dtype) applies to the local backends (transformers, vllm-offline), not {kind}")
+    if isinstance(dtype, str) and kind == "transformers" and dtype not in DTYPES:  # vLLM's own names pass
+        raise InputError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    if threads is not None and kind != "transformers":
+        raise InputError(f"threads (--threads) applies to the transformers backend (torch on a CPU), not {kind}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise InputError(f"threads must be a whole number of at least 1, not {threads!r}")
+
+
 def get_model(
     spec: str = DEFAULT_MODEL,
     *,
@@ -76,7 +97,9 @@ def get_model(
     **options: Any,
 ) -> Model:
     """A ready :class:`Model`. ``cache``: True for the default cache file, a path, or False/None.
-    ``options`` go to the backend (e.g. ``base_url``, ``api_key``, ``timeout`` of a server backend)."""
+    ``options`` go to the backend (e.g. ``base_url``, ``api_key``, ``timeout`` of a server backend;
+    ``dtype`` ("auto", "float32", "bfloat16", "float16") of a local one, ``threads`` of the
+    transformers one; see :class:`~proofcritic.llm._transformers.TransformersBackend`)."""
     if cache is True:
         cache_obj: CompletionCache | None = CompletionCache()
     elif cache in (False, None):

@@ -37,6 +37,13 @@ config, or ``max_model_len``), as an OpenAI-compatible server would have it: a g
 prompt plus the ``max_tokens`` it sets (without one, the new tokens are cut to the room left),
 a scored conversation as a whole. Otherwise :class:`~proofcritic.errors.ContextLengthError`
 is raised once the prompt is tokenised, before any forward pass.
+
+Weight type and threads: ``dtype`` picks the weights of generation and of scoring (see
+:func:`~proofcritic.llm._transformers_parts.dtype_plan`; float32 on a CPU by default, ``auto``
+scores on a bfloat16 copy where the CPU has native bfloat16); a type other than the default is
+part of :meth:`cache_identity`. ``threads`` is torch's intra-op thread count while the worker
+runs a batch or a scoring call (set before, the previous count put back after: torch's count is
+process-global); the default is :func:`~proofcritic.llm._transformers_parts.default_threads`.
 """
 
 from __future__ import annotations
@@ -73,6 +80,11 @@ from ._transformers_parts import (
     _RowStopper,
     _torch,
     _transformers,
+    check_dtype,
+    default_threads,
+    dtype_label,
+    dtype_plan,
+    torch_threads,
 )
 from ._types import ChatMessage, ChatRequest, Completion, TokenLogprob
 
@@ -126,9 +138,13 @@ class TransformersBackend(Backend):
         cache_root: str | os.PathLike[str] | None = None,
         prefix_cache_tokens: int = 4096,
         max_model_len: int | None = None,
+        threads: int | None = None,
     ):
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
+        check_dtype(dtype)
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"threads must be a whole number of at least 1, not {threads!r}")
         self._spec = str(model)
         self._cache_root = cache_root
         self._path: Path | None = None  # set for local folders (and SmolLM2 once resolved)
@@ -140,7 +156,12 @@ class TransformersBackend(Backend):
                 raise ModelNotFoundError(f"model path not found: {local}")
         self.model = str(self._path) if self._path else self._spec
         self.device = device
+        #: None (float32 on a CPU, the stored type on a GPU), "auto", "float32", "bfloat16",
+        #: "float16" or a torch.dtype; see :func:`dtype_plan` for what each runs in
         self.dtype = dtype
+        #: torch threads for this backend's work (None: :func:`default_threads` on a CPU, torch's
+        #: own count elsewhere); set around each batch and read-out, and put back after it
+        self.threads = threads if threads is not None else (default_threads() if str(device).startswith("cpu") else None)
         self.max_batch_size = max_batch_size
         self.batch_wait_s = batch_wait_ms / 1000.0
         self.default_max_tokens = default_max_tokens
@@ -154,6 +175,7 @@ class TransformersBackend(Backend):
         self._prefixes: list[_Prefix] = []  # least recently used first
         self.stats = BackendStats()
         self._hf_model: Any = None
+        self._scorer: Any = None  # the model the read-out and guided choice run on (may be _hf_model)
         self._tokenizer: Any = None
         self._eos_ids: set[int] = set()
         self._pad_id = 0
@@ -163,11 +185,28 @@ class TransformersBackend(Backend):
 
     # ----------------------------------------------------------------------------- loading
 
+    @property
+    def dtype_plan(self) -> tuple[str, str]:
+        """The weight types of (generation, read-out), e.g. ``("float32", "bfloat16")``."""
+        return dtype_plan(self.dtype, self.device)
+
+    def describe(self) -> str:
+        """How the model runs, for the run summary: ``float32, 1 torch thread``."""
+        threads = f"{self.threads} torch thread{'s' if self.threads != 1 else ''}" if self.threads else "torch's threads"
+        return f"{dtype_label(self.dtype_plan)}, {threads}"
+
     def cache_identity(self) -> str:
         if self._path is None and is_smollm2_alias(self._spec):
             # the folder name carries the weights' fingerprint; its location does not matter
-            return f"transformers/{smollm2_target_dir(self._cache_root).name}"
-        return f"transformers/{self.model}"
+            base = f"transformers/{smollm2_target_dir(self._cache_root).name}"
+        else:
+            base = f"transformers/{self.model}"
+        # the weight types are part of the identity (a bfloat16 completion or read-out is not
+        # served for a float32 request); the default's identity is the one it always had
+        plan = self.dtype_plan
+        if plan == dtype_plan(None, self.device):
+            return base
+        return f"{base}@{plan[0]}" if plan[0] == plan[1] else f"{base}@{plan[0]}+readout-{plan[1]}"
 
     def load(self) -> None:
         """Load tokenizer and model now (idempotent and thread-safe)."""
@@ -183,13 +222,22 @@ class TransformersBackend(Backend):
             self._path = smollm2_path(self._cache_root)
             self.model = str(self._path)
         source = str(self._path) if self._path else self._spec
-        dtype = self.dtype
-        if dtype is None:
-            dtype = torch.float32 if str(self.device).startswith("cpu") else "auto"
-        elif isinstance(dtype, str) and dtype != "auto":
-            if not isinstance(getattr(torch, dtype, None), torch.dtype):
-                raise ValueError(f"unknown torch dtype {dtype!r}")
-            dtype = getattr(torch, dtype)
+        gen, score = self.dtype_plan
+        tokenizer, model = self._shared(torch, tf, source, gen)
+        scorer = model if score == gen else self._shared(torch, tf, source, score)[1]
+        eos = model.generation_config.eos_token_id
+        eos = eos if eos is not None else tokenizer.eos_token_id
+        self._eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        pad = tokenizer.pad_token_id
+        self._pad_id = pad if pad is not None else min(self._eos_ids, default=0)
+        self._tokenizer = tokenizer
+        self._scorer = scorer
+        self._hf_model = model
+
+    def _shared(self, torch: Any, tf: Any, source: str, dtype_name: str) -> tuple[Any, Any]:
+        """Tokenizer and model of ``source`` in ``dtype_name`` ("stored": the checkpoint's own),
+        loaded once per process and device (see ``_SHARED``)."""
+        dtype = "auto" if dtype_name == "stored" else getattr(torch, dtype_name)
         key = (source, str(self.device), str(dtype))
         with _SHARED_LOCK:
             shared = _SHARED.pop(key, None)
@@ -206,21 +254,14 @@ class TransformersBackend(Backend):
             _SHARED[key] = shared  # most recently used last
             while len(_SHARED) > _SHARED_MAX:
                 _SHARED.pop(next(iter(_SHARED)))
-        tokenizer, model = shared
-        eos = model.generation_config.eos_token_id
-        eos = eos if eos is not None else tokenizer.eos_token_id
-        self._eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-        pad = tokenizer.pad_token_id
-        self._pad_id = pad if pad is not None else min(self._eos_ids, default=0)
-        self._tokenizer = tokenizer
-        self._hf_model = model
+        return shared
 
     def close(self) -> None:
         """Stop the worker thread (after the work already queued) and drop the model."""
         for job in self._queue.shutdown():
             _fail(job, BackendError("the transformers backend was closed"))
         with self._load_lock:
-            self._hf_model = self._tokenizer = None
+            self._hf_model = self._scorer = self._tokenizer = None
             self._prefixes = []
 
     async def aclose(self) -> None:
@@ -310,8 +351,9 @@ class TransformersBackend(Backend):
                 continue
             groups.setdefault(key, []).extend(rows)
         self.stats.requests += len(jobs)
-        for key, rows in groups.items():
-            self._run_group(key, rows)
+        with torch_threads(self.threads):
+            for key, rows in groups.items():
+                self._run_group(key, rows)
 
     def _rows_for(self, job: _Job) -> tuple[tuple, list[_Row]]:
         cfg = job.request.config
@@ -498,9 +540,10 @@ class TransformersBackend(Backend):
         otherwise every conversation runs in full (:meth:`_score_full`); both give the same totals.
         """
         seqs, prompt_len, lengths = self._score_inputs(messages, continuations, close)
-        totals = self._score_shared(seqs)
-        if totals is None:
-            totals = self._score_full(seqs)
+        with torch_threads(self.threads):
+            totals = self._score_shared(seqs)
+            if totals is None:
+                totals = self._score_full(seqs)
         return totals, prompt_len, lengths
 
     def _score_inputs(
@@ -543,7 +586,7 @@ class TransformersBackend(Backend):
             ids, mask = _pad([seqs[j] for j in chunk], self._pad_id, left=False)  # positions 0..n-1
             self.stats.scoring_passes += 1
             with torch.inference_mode():
-                logits = self._hf_model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
+                logits = self._scorer(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
                 for r, j in enumerate(chunk):
                     n = len(seqs[j])
                     totals[j] = _picked_logprob(logits[r, : n - 1], ids[r, 1:n])
@@ -573,7 +616,7 @@ class TransformersBackend(Backend):
             shared = next((i for i in range(shared) if seq[i] != seqs[0][i]), shared)
         if shared < 1:
             return None
-        model, device, vocab = self._hf_model, torch.device(self.device), self._vocab()
+        model, device, vocab = self._scorer, torch.device(self.device), self._vocab()
         cache_arg = _cache_keyword(model)
         if not all(type(layer) is DynamicLayer for layer in tf.DynamicCache(config=model.config).layers):
             return None

@@ -4,6 +4,7 @@ job and row records, padding, future delivery, and the per-row stopping and logp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
 import threading
@@ -34,6 +35,109 @@ def _transformers() -> Any:
     # loading is reported by proofcritic itself; transformers' own bars would clutter the output
     transformers.utils.logging.disable_progress_bar()
     return transformers
+
+
+#: the weight types a local backend takes (``--dtype``); see :func:`dtype_plan`
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+#: CPU flags (``/proc/cpuinfo``) of a native bfloat16 dot product: AVX512-BF16, AMX-BF16
+_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+def cpu_has_bf16(cpuinfo: str | os.PathLike[str] = "/proc/cpuinfo") -> bool:
+    """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX-BF16), read from
+    ``/proc/cpuinfo`` without importing torch; False where that file is missing (not Linux)."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return bool(_BF16_FLAGS & set(line.partition(":")[2].split()))
+    except OSError:
+        pass
+    return False
+
+
+def check_dtype(dtype: Any) -> None:
+    """Refuse a weight type that is not one of :data:`DTYPES` (None and a ``torch.dtype`` pass)."""
+    if isinstance(dtype, str) and dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+
+
+def dtype_plan(dtype: Any, device: str) -> tuple[str, str]:
+    """The weight types a local backend runs in: (generation, likelihood read-out and guided
+    choice), as torch dtype names, or ``"stored"`` for the type the checkpoint was saved in.
+
+    - None (the default): ``float32`` on a CPU (exact, and batched generation gives the same
+      greedy texts as one request at a time), the stored type on a GPU;
+    - ``float32`` / ``bfloat16`` / ``float16`` (or a ``torch.dtype``): that type for everything;
+    - ``auto``: on a CPU, ``float32`` for generation and ``bfloat16`` for the read-out where the
+      CPU has a native bfloat16 dot product (:func:`cpu_has_bf16`), else ``float32``; on a GPU,
+      the stored type. Generation stays in float32 because bfloat16 barely speeds up decoding
+      on a CPU and makes batched greedy texts differ from one-at-a-time ones; the read-out is
+      one long forward pass (prefill), where bfloat16 is several times faster.
+    """
+    check_dtype(dtype)
+    cpu = str(device).startswith("cpu")
+    if dtype is None:
+        return ("float32", "float32") if cpu else ("stored", "stored")
+    if dtype == "auto":
+        if not cpu:
+            return "stored", "stored"
+        return "float32", "bfloat16" if cpu_has_bf16() else "float32"
+    name = dtype if isinstance(dtype, str) else str(dtype).removeprefix("torch.")
+    return name, name
+
+
+def dtype_label(plan: tuple[str, str]) -> str:
+    """``float32``, or ``float32 (read-out bfloat16)`` when the read-out runs in another type."""
+    gen, score = plan
+    return gen if gen == score else f"{gen} (read-out {score})"
+
+
+#: environment variable read by the OpenMP runtime; a set value is the default thread count
+OMP_THREADS_ENV = "OMP_NUM_THREADS"
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def default_threads() -> int:
+    """The torch threads a local model on a CPU uses when none is given: ``OMP_NUM_THREADS``
+    when it is set, else half the CPUs this process may use (at least 1).
+
+    Why half: torch's own choice (every core) collapses as soon as another busy process shares
+    the machine: each operation waits for its slowest thread, and a thread that lost its core
+    stalls all of them (measured on 2 cores with one competing process, 2 threads decoded at
+    1.4 tokens/s where 1 thread kept 11.6; see ``perf/local_speed.py``). Leaving half the cores
+    free keeps that from happening for a second process, at the cost of some speed on an idle
+    machine."""
+    raw = os.environ.get(OMP_THREADS_ENV, "").strip()
+    if raw.isdigit() and int(raw) > 0:
+        return int(raw)
+    return max(1, usable_cpus() // 2)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Any:
+    """Run the block with torch's intra-op thread count set to ``threads`` (None: unchanged),
+    and put the previous count back after it. The count is process-global in torch: two local
+    models running at the same moment in one process share whichever count was set last."""
+    if not threads:
+        yield
+        return
+    torch = _torch()
+    before = torch.get_num_threads()
+    if before != threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if before != threads:
+            torch.set_num_threads(before)
 
 
 def _cache_keyword(model: Any) -> str:

@@ -2,7 +2,9 @@
 
 Spec: ``vllm-offline/MODEL`` (a folder, a hub id, or ``smollm2``). Keyword options go to
 ``vllm.LLM`` unchanged (``tensor_parallel_size``, ``max_model_len``, ``gpu_memory_utilization``,
-``dtype``, ...).
+``dtype``, ...). ``dtype`` (the CLI's ``--dtype``) keeps vLLM's meaning: ``auto`` is vLLM's
+choice from the checkpoint (float16 for a float32 or float16 one); a given type is part of the
+cache identity.
 
 Roles call :meth:`generate` from many asyncio tasks at once. Each call only queues its request;
 one worker thread takes everything queued and hands it to vLLM in as few ``LLM.chat`` calls as
@@ -95,7 +97,15 @@ class VLLMOfflineBackend(Backend):
         self._queue = JobQueue(self._run, wait_s=self.batch_wait_s, thread_name="proofcritic-vllm")
 
     def cache_identity(self) -> str:
-        return f"vllm-offline/{self.model}"
+        # vLLM's own ``dtype`` ("auto" when not given: its choice from the checkpoint) is part of
+        # the identity, so a completion made in one type is not served for a request in another
+        dtype = self.llm_options.get("dtype")
+        dtype = str(dtype).removeprefix("torch.") if dtype is not None else "auto"
+        return f"vllm-offline/{self.model}" + ("" if dtype == "auto" else f"@{dtype}")
+
+    def describe(self) -> str:
+        """How the engine runs, for the run summary."""
+        return f"dtype {self.llm_options.get('dtype') or 'auto'} (vLLM's)"
 
     # -- engine ---------------------------------------------------------------------------------
     def _model_path(self) -> str:

@@ -380,6 +380,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
         jobs = {status: counts.get(status, 0) for status in STATUSES}
         jobs["total"] = sum(counts.values())
         upstream: dict[str, Any] = {"model": engine.model.name, "usage": engine.usage_totals()}
+        describe = getattr(engine.model.backend, "describe", None)
+        if callable(describe):  # a local model: its weight type and torch threads
+            upstream["local"] = describe()
         endpoints = engine.endpoint_stats()
         if endpoints is not None:
             upstream["endpoints"] = endpoints

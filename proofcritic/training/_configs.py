@@ -102,6 +102,16 @@ class ProofcriticGRPOConfig(GRPOConfig, _CommonFields):
     reward_model_temperature: float = field(
         default=0.0, metadata={"help": "Sampling temperature of the reward model (0: greedy)."}
     )
+    reward_model_dtype: str | None = field(
+        default=None,
+        metadata={"help": "Weight type of a local reward model (transformers/, vllm-offline/): auto, float32, "
+                  "bfloat16 or float16 (default: float32 on a CPU; see the CLI's --dtype)."},
+    )
+    reward_model_threads: int | None = field(
+        default=None,
+        metadata={"help": "torch threads of a transformers/ reward model on a CPU (default: OMP_NUM_THREADS, "
+                  "else half the CPUs)."},
+    )
     reward_alpha: float = field(
         default=0.76, metadata={"help": "Generator reward weight of the verifier's score of the proof (SPEC alpha)."}
     )
@@ -125,6 +135,12 @@ class ProofcriticGRPOConfig(GRPOConfig, _CommonFields):
             )
         if self.reward_model_max_tokens < 1:
             raise ConfigError("reward_model_max_tokens must be >= 1")
+        from ..llm._transformers_parts import DTYPES
+
+        if self.reward_model_dtype is not None and self.reward_model_dtype not in DTYPES:
+            raise ConfigError(f"reward_model_dtype must be one of {', '.join(DTYPES)}, not {self.reward_model_dtype!r}")
+        if self.reward_model_threads is not None and self.reward_model_threads < 1:
+            raise ConfigError(f"reward_model_threads must be at least 1, not {self.reward_model_threads}")
         if self.num_generations is None or self.num_generations < 2:
             raise ConfigError(
                 f"GRPO compares at least 2 completions per prompt; set num_generations >= 2 (got {self.num_generations})"

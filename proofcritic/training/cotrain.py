@@ -47,7 +47,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -74,6 +74,10 @@ class InjectedFailure(RuntimeError):
     """Raised by the step named in ``PROOFCRITIC_COTRAIN_FAIL`` (tests of resumption)."""
 
 
+#: the weight types of a local model (``--dtype``; see proofcritic.llm._transformers_parts.DTYPES)
+LocalDtype = Literal["auto", "float32", "bfloat16", "float16"]
+
+
 class SampleParams(BaseModel):
     """Sampling of new proofs from the trained generator (step ``sample``)."""
 
@@ -85,6 +89,8 @@ class SampleParams(BaseModel):
     top_p: float | None = Field(0.95, gt=0.0, le=1.0)
     keep_invalid: bool = Field(False, description="Keep generations that break the output protocol (their proof text).")
     concurrency: int = Field(4, ge=1, description="Problems solved at once.")
+    dtype: LocalDtype | None = Field(None, description="Weight type of the generator while it samples (CLI --dtype).")
+    threads: int | None = Field(None, ge=1, description="torch threads while it samples (CLI --threads).")
 
 
 class LabelParams(BaseModel):
@@ -98,6 +104,8 @@ class LabelParams(BaseModel):
     max_tokens: int = Field(2048, ge=1, description="Maximum new tokens per verification / meta-verification.")
     temperature: float = Field(1.0, ge=0.0)
     concurrency: int = Field(4, ge=1, description="Proofs labeled at once.")
+    dtype: LocalDtype | None = Field(None, description="Weight type of the verifier while it labels (CLI --dtype).")
+    threads: int | None = Field(None, ge=1, description="torch threads while it labels (CLI --threads).")
 
 
 class RFTParams(BaseModel):
@@ -423,7 +431,8 @@ def _step_sample(config: CotrainConfig, it: _Iteration):
         from ..pipelines.solve import get_strategy, solve_jsonl
 
         sampling = GenerateConfig(max_tokens=params.max_tokens, temperature=params.temperature, top_p=params.top_p)
-        model = get_model(f"transformers/{generator}", cache=False, defaults=sampling)
+        model = get_model(f"transformers/{generator}", cache=False, defaults=sampling, dtype=params.dtype,
+                          threads=params.threads)
         roles = Roles.from_models(model, config=sampling)
         strategy = get_strategy("single", samples=params.n, verify_n=0, keep_invalid=params.keep_invalid)
 
@@ -477,7 +486,8 @@ def _step_label(config: CotrainConfig, it: _Iteration):
         counts = {"labeled_count": 0, "review_count": 0, "errors": 0, "model_calls": 0}
         if _read_rows(proofs):
             sampling = GenerateConfig(max_tokens=params.max_tokens, temperature=params.temperature)
-            model = get_model(f"transformers/{verifier_path}", cache=False, defaults=sampling)
+            model = get_model(f"transformers/{verifier_path}", cache=False, defaults=sampling, dtype=params.dtype,
+                              threads=params.threads)
 
             async def main():
                 try:

@@ -165,6 +165,7 @@ def _reward_model(config: ProofcriticGRPOConfig):
     options: dict[str, Any] = {}
     if config.reward_model_base_url:
         options["base_url"] = config.reward_model_base_url
+    options.update(dtype=config.reward_model_dtype, threads=config.reward_model_threads)  # None: not given
     defaults = GenerateConfig(max_tokens=config.reward_model_max_tokens, temperature=config.reward_model_temperature)
     return get_model(config.reward_model, cache=False, defaults=defaults, **options)
 
