@@ -57,6 +57,7 @@ perf: $(STAMP) $(BIN)/lean
 	HF_HUB_OFFLINE=1 $(BIN)/python perf/readout.py
 	HF_HUB_OFFLINE=1 $(BIN)/python perf/facade_latency.py
 	HF_HUB_OFFLINE=1 $(BIN)/python perf/cli_scale.py
+	$(BIN)/python perf/cli_startup.py
 	$(BIN)/python perf/lean.py
 	$(BIN)/python perf/sandbox.py 32 4
 

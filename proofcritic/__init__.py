@@ -11,8 +11,11 @@ Async code builds the pieces itself: ``get_model`` -> ``Verifier`` -> ``await gr
 
 from __future__ import annotations
 
-import asyncio
+import importlib
+import importlib.util
+from typing import TYPE_CHECKING, Any
 
+from ._constants import DEFAULT_SCORE_MODE
 from .errors import (
     AuthenticationError,
     BackendError,
@@ -23,22 +26,60 @@ from .errors import (
     ProofcriticError,
     UnsupportedFeatureError,
 )
-from .generator import Candidate, Generator
-from .grading import grade, grade_jsonl
-from .llm import GenerateConfig, Model, get_model
-from .meta_verifier import MetaVerifier
-from .promptset import PromptSet
-from .types import (
-    Aggregate,
-    Generation,
-    GradeResult,
-    Issue,
-    MetaVerification,
-    Problem,
-    Proof,
-    Verification,
-)
-from .verifier import DEFAULT_SCORE_MODE, Verifier
+
+if TYPE_CHECKING:
+    from .generator import Candidate, Generator
+    from .grading import grade, grade_jsonl
+    from .llm import GenerateConfig, Model, get_model
+    from .meta_verifier import MetaVerifier
+    from .promptset import PromptSet
+    from .types import (
+        Aggregate,
+        Generation,
+        GradeResult,
+        Issue,
+        MetaVerification,
+        Problem,
+        Proof,
+        Verification,
+    )
+    from .verifier import Verifier
+
+#: the public names imported on first use (PEP 562), so that ``import proofcritic`` and the
+#: command line's parser load no model, pydantic or numpy code: name -> its module
+_LAZY = {
+    "Candidate": ".generator",
+    "Generator": ".generator",
+    "grade": ".grading",
+    "grade_jsonl": ".grading",
+    "GenerateConfig": ".llm",
+    "Model": ".llm",
+    "get_model": ".llm",
+    "MetaVerifier": ".meta_verifier",
+    "PromptSet": ".promptset",
+    **dict.fromkeys(
+        ("Aggregate", "Generation", "GradeResult", "Issue", "MetaVerification", "Problem", "Proof", "Verification"),
+        ".types",
+    ),
+    "Verifier": ".verifier",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(module, __name__), name)
+    elif not name.startswith("__") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        value = importlib.import_module(f".{name}", __name__)  # a submodule, as when all were imported here
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # looked up once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__ = "0.1.0"
 
@@ -55,6 +96,14 @@ def grade_proof(
     cache: bool | str = True,
 ) -> GradeResult:
     """Grade one proof synchronously (for scripts and notebooks without an event loop)."""
+    import asyncio
+
+    from .grading import grade
+    from .llm import Model, get_model
+    from .promptset import PromptSet
+    from .types import Problem
+    from .verifier import Verifier
+
     problem = problem if isinstance(problem, Problem) else Problem(statement=problem)
     prompt_set = prompts if isinstance(prompts, PromptSet) else PromptSet.load(prompts)
 

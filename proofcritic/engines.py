@@ -24,8 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -261,6 +259,9 @@ class EngineServer:
 
     def poll_ready(self) -> bool:
         """One readiness check: ``/health`` answers 200 and ``/v1/models`` lists a model."""
+        import urllib.error  # here: `serve-model --help` does without urllib's http and email modules
+        import urllib.request
+
         try:
             with urllib.request.urlopen(f"{self.root_url}/health", timeout=5) as resp:
                 if resp.status != 200:

@@ -1,15 +1,66 @@
-"""Evaluation suites (IMO, CMO, Putnam, USAMO, IMO-ProofBench, grader-vs-human) and run folders."""
+"""Evaluation suites (IMO, CMO, Putnam, USAMO, IMO-ProofBench, grader-vs-human) and run folders.
+
+The names below are imported on first use (PEP 562): the registry of suites (``SUITES``,
+``load_suite``) does not load the metrics and their numpy, and ``eval --help`` lists the suites
+without them.
+"""
 
 from __future__ import annotations
 
-from ._data import data_root
-from ._items import BUCKETS, SCALES, GradeItem, SolveItem
-from ._registry import SUITES, get_suite, load_suite
-from ._run import RunFolder
-from ._suite import Suite
-from .custom import load_graded_file, load_problems_file
-from .eval_grade import eval_grade, summarize_grade_run
-from .metrics import MetricsError, grader_report
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._data import data_root
+    from ._items import BUCKETS, SCALES, GradeItem, SolveItem
+    from ._registry import SUITES, get_suite, load_suite
+    from ._run import RunFolder
+    from ._suite import Suite
+    from .custom import load_graded_file, load_problems_file
+    from .eval_grade import eval_grade, summarize_grade_run
+    from .metrics import MetricsError, grader_report
+
+#: public name -> the submodule that defines it
+_LAZY = {
+    "data_root": "._data",
+    **dict.fromkeys(("BUCKETS", "SCALES", "GradeItem", "SolveItem"), "._items"),
+    **dict.fromkeys(("SUITES", "get_suite", "load_suite"), "._registry"),
+    "RunFolder": "._run",
+    "Suite": "._suite",
+    **dict.fromkeys(("load_graded_file", "load_problems_file"), ".custom"),
+    **dict.fromkeys(("eval_grade", "summarize_grade_run"), ".eval_grade"),
+    **dict.fromkeys(("MetricsError", "grader_report"), ".metrics"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+class _Package(types.ModuleType):
+    """``eval_grade`` is both a submodule and its function; the package's name has always meant
+    the function. Importing the submodule binds its name here after the fact, so the binding is
+    turned into the function (as the eager ``from .eval_grade import eval_grade`` did)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "eval_grade" and isinstance(value, types.ModuleType):
+            value = value.eval_grade
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
 
 __all__ = [
     "BUCKETS",

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from ..errors import InputError
-from ..llm import DEFAULT_MODEL
-from ..llm._registry import split_model_spec
-from ..promptset import PromptSet
-from ..runner import RunStats, prepare_output
 from ._common import ModelOptions
+
+if TYPE_CHECKING:  # imported where used: the parser is built without them
+    from ..promptset import PromptSet
+    from ..runner import RunStats
 
 OverwriteOpt = Annotated[
     bool,
@@ -24,6 +24,9 @@ OverwriteOpt = Annotated[
 
 def model_name(opts: ModelOptions) -> str:
     """``BACKEND/MODEL`` as the options name it (``--backend B --model M`` is ``B/M``)."""
+    from ..llm import DEFAULT_MODEL
+    from ..llm._registry import split_model_spec
+
     if opts.model is None:
         return DEFAULT_MODEL  # the only model the options may leave out
     try:
@@ -68,6 +71,8 @@ def _dtype_setting(opts: ModelOptions) -> str | None:
 def prepare(output: Path, settings: dict[str, Any], overwrite: bool, companions: Iterable[Path] = ()) -> None:
     """:func:`~proofcritic.runner.prepare_output` with its warning on stderr; a settings
     mismatch is an InputError (one line, exit status 2)."""
+    from ..runner import prepare_output
+
     warning = prepare_output(output, settings, overwrite=overwrite, companions=companions)
     if warning:
         typer.echo(f"warning: {warning}", err=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import math
 import os
@@ -10,22 +11,25 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
-from pydantic import BaseModel, ValidationError
-from rich.console import Console
 from typer.core import TyperCommand, TyperGroup
 from typer.models import DefaultPlaceholder
 
+from .._constants import DEFAULT_MAX_INPUT_CHARS, MAX_INPUT_CHARS_ENV, SCORE_MODES
 from ..budget import CallPlan
-from ..io import DEFAULT_MAX_INPUT_CHARS, MAX_INPUT_CHARS_ENV, input_limit, max_input_chars
-from ..llm import DEFAULT_MODEL, GenerateConfig, Model, Usage, get_model
-from ..llm._balancer import split_base_urls
-from ..progress import LiveProgress, progress_interval
-from ..promptset import PromptSet
-from ..runner import RunStats
-from ..verifier import SCORE_MODES
+
+# The parser is built from this module and the commands' modules with nothing heavier than
+# typer (`proofcritic --help` and an argument error are instant): pydantic, rich's console, the
+# models, roles and pipelines are imported inside the functions that use them.
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ..llm import GenerateConfig, Model, Usage
+    from ..progress import LiveProgress
+    from ..promptset import PromptSet
+    from ..runner import RunStats
 
 ModelOpt = Annotated[
     Optional[str],
@@ -50,15 +54,20 @@ CacheOpt = Annotated[
 PromptsOpt = Annotated[Optional[Path], typer.Option("--prompts", help="Folder of prompt templates to use instead of the built-in set.")]
 
 
-def bounded(model: type[BaseModel], field: str) -> Callable[[Any], Any]:
+def bounded(model: str, field: str) -> Callable[[Any], Any]:
     """A typer callback holding an option to the bounds of ``model.field`` (``--temperature`` to
     GenerateConfig's, ``--max-points`` to Problem's, ...), so each bound is defined once, in the
-    model; a value outside them is the CLI's one-line usage error (exit status 2)."""
+    model; a value outside them is the CLI's one-line usage error (exit status 2). ``model`` is
+    the pydantic model as ``"module:Class"``, imported when a value is given."""
 
     def check(value: Any) -> Any:
         if value is not None:
+            from pydantic import ValidationError
+
+            module, _, name = model.partition(":")
+            model_class = getattr(importlib.import_module(module), name)
             try:
-                model.__pydantic_validator__.validate_assignment(model.model_construct(), field, value)
+                model_class.__pydantic_validator__.validate_assignment(model_class.model_construct(), field, value)
             except ValidationError as error:
                 message = str(error.errors()[0].get("msg", error)).removeprefix("Value error, ")
                 raise typer.BadParameter(message) from None
@@ -74,10 +83,11 @@ def positive_seconds(value: float | None) -> float | None:
     return value
 
 
-TemperatureOpt = Annotated[Optional[float], typer.Option("--temperature", callback=bounded(GenerateConfig, "temperature"), help="Sampling temperature, 0 to 5 (default: 1.0).")]
-TopPOpt = Annotated[Optional[float], typer.Option("--top-p", callback=bounded(GenerateConfig, "top_p"), help="Nucleus sampling mass, more than 0 and at most 1 (default: 0.95).")]
-MaxTokensOpt = Annotated[Optional[int], typer.Option("--max-tokens", callback=bounded(GenerateConfig, "max_tokens"), help="Maximum new tokens per sample (at least 1).")]
-SeedOpt = Annotated[Optional[int], typer.Option("--seed", callback=bounded(GenerateConfig, "seed"), help="Sampling seed (0 or more).")]
+_CONFIG = "proofcritic.llm:GenerateConfig"
+TemperatureOpt = Annotated[Optional[float], typer.Option("--temperature", callback=bounded(_CONFIG, "temperature"), help="Sampling temperature, 0 to 5 (default: 1.0).")]
+TopPOpt = Annotated[Optional[float], typer.Option("--top-p", callback=bounded(_CONFIG, "top_p"), help="Nucleus sampling mass, more than 0 and at most 1 (default: 0.95).")]
+MaxTokensOpt = Annotated[Optional[int], typer.Option("--max-tokens", callback=bounded(_CONFIG, "max_tokens"), help="Maximum new tokens per sample (at least 1).")]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", callback=bounded(_CONFIG, "seed"), help="Sampling seed (0 or more).")]
 ConcurrencyOpt = Annotated[Optional[int], typer.Option("--concurrency", min=1, help="Requests in flight at once.")]
 MaxInputCharsOpt = Annotated[
     Optional[int],
@@ -173,6 +183,9 @@ def build_model(
     ``dtype``, ``threads``: a local backend's weight type and torch threads (a server backend
     refuses them: an input error).
     """
+    from ..llm import DEFAULT_MODEL, get_model
+    from ..llm._balancer import split_base_urls
+
     if model is None:
         model = "smollm2" if backend in (None, "transformers") else None
         if model is None:
@@ -206,6 +219,8 @@ def sampling(
     temperature: float | None, top_p: float | None, max_tokens: int | None, seed: int | None
 ) -> GenerateConfig:
     """Only the settings the user gave, so role defaults stay in force for the rest."""
+    from ..llm import GenerateConfig
+
     given = {
         k: v
         for k, v in {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens, "seed": seed}.items()
@@ -226,6 +241,8 @@ def run_progress(
     a display on a terminal, else a plain line every 10 s), itself the ``on_progress`` callback
     that drives it (its ``on_round`` is a strategy's hook). ``extra(stats)`` adds words after
     the items (``3 labeled, 1 to review``)."""
+    from ..progress import LiveProgress
+
     with LiveProgress(label, console, models, batch=True, extra=extra) as progress:
         yield progress
 
@@ -254,6 +271,8 @@ def show_plan(
     (each strategy and command computes its own plan). Printed on stderr when the run plans
     :data:`LARGE_RUN_CALLS` calls or more; with ``dry_run`` printed on stdout with the
     ``settings``, and the command ends there (exit status 0): no model is loaded or called."""
+    from rich.console import Console
+
     total = per_item.times(items)
     if not dry_run and total.total_calls < LARGE_RUN_CALLS:
         return
@@ -373,6 +392,8 @@ class ModelOptions:
         return sampling(self.temperature, self.top_p, self.max_tokens, self.seed)
 
     def prompt_set(self) -> PromptSet:
+        from ..promptset import PromptSet
+
         return PromptSet.load(self.prompts)
 
 
@@ -395,6 +416,9 @@ def with_model_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(command)
     def wrapper(**kwargs: Any) -> Any:
+        from ..io import input_limit, max_input_chars
+        from ..progress import progress_interval
+
         opts = ModelOptions(**{name: kwargs.pop(name) for name in names})
         if opts.max_input_chars is None:
             max_input_chars()  # a bad PROOFCRITIC_MAX_INPUT_CHARS fails here, once, not in every item
@@ -408,20 +432,49 @@ def with_model_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+#: key -> the function that writes an option's help text (see :func:`help_later`)
+_LATER_HELP: dict[str, Callable[[], str]] = {}
+
+
+def help_later(key: str, text: Callable[[], str]) -> str:
+    """The help of an option whose text needs a heavy module (``eval``'s ``--suite`` lists the
+    suites of the benchmark registry): the parser holds a key, and ``text()`` is called only
+    when that command's help is drawn (see :class:`_FlagHelp`), so building the parser, the
+    other helps and argument errors never import it."""
+    placeholder = f"\x00help-later:{key}"
+    _LATER_HELP[placeholder] = text
+    return placeholder
+
+
 class _FlagHelp:
     """Help that shows a flag as a flag: typer's rich help gives every option a type column,
     flags included (``--help <bool>``, ``--overwrite <bool>``), as if they took a value. While
-    the help is drawn a flag's column is left empty; parsing and errors are typer's own."""
+    the help is drawn a flag's column is left empty; parsing and errors are typer's own. The
+    help texts of :func:`help_later` are written in while the help is drawn, too."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        """The ``--help`` option, False when not given: typer coerces a None value through a
+        pydantic adapter (importing pydantic for a group's ``--help`` before any subcommand
+        runs: ``grade --help`` or an argument error paid for it), a bool it takes as it is."""
+        option = super().get_help_option(ctx)  # type: ignore[misc]
+        if option is not None and option.default is None:
+            option.default = False
+        return option
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
         flags = [p for p in self.get_params(ctx) if getattr(p, "is_flag", False) and p.metavar is None]  # type: ignore[attr-defined]
+        later = [(p, p.help) for p in self.get_params(ctx) if getattr(p, "help", None) in _LATER_HELP]  # type: ignore[attr-defined]
         for param in flags:
             param.metavar = ""
+        for param, key in later:
+            param.help = _LATER_HELP[key]()
         try:
             super().format_help(ctx, formatter)  # type: ignore[misc]
         finally:
             for param in flags:
                 param.metavar = None
+            for param, key in later:
+                param.help = key
 
 
 class FlagHelpCommand(_FlagHelp, TyperCommand):

@@ -7,31 +7,21 @@ bar, resumes when the folder already holds items, and prints the headline metric
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 
-from ..benchmarks._items import GradeItem
-from ..benchmarks._registry import suite_names
-from ..benchmarks._run import RunFolder
-from ..benchmarks._suite import Kind
+from .._constants import DEFAULT_SCORE_MODE, STRATEGIES
 from ..budget import CallPlan
-from ..grading import grade_plan
-from ..pipelines._common import Roles
-from ..pipelines.label import LabelConfig
-from ..pipelines.solve import STRATEGIES
-from ..runner import RunStats
-from ..verifier import DEFAULT_SCORE_MODE
 from ._batch import OverwriteOpt, exit_status, model_name, result_settings
 from ._common import (
     DryRunOpt,
     ModelOptions,
     ScoreModeOpt,
+    help_later,
     run_progress,
     show_plan,
     with_model_options,
@@ -39,12 +29,26 @@ from ._common import (
 )
 from ._solve import KeepInvalidOpt, _parse_set, build_strategy
 
+if TYPE_CHECKING:  # imported where used: the parser is built without them
+    from rich.console import Console
+
+    from ..benchmarks._run import RunFolder
+    from ..benchmarks._suite import Kind
+    from ..runner import RunStats
+
 eval_app = typer.Typer(name="eval", help="Evaluate a solving strategy or a grader on a benchmark suite.",
                        no_args_is_help=True)
 
 def _suite_option(kind: Kind) -> Any:
-    """``--suite``, its help listing the registry's suites of ``kind`` (see the README's table)."""
-    return typer.Option("--suite", help=f"Suite name: {', '.join(suite_names(kind))}.")
+    """``--suite``, its help listing the registry's suites of ``kind`` (see the README's table),
+    read from the registry only when the help is drawn."""
+
+    def text() -> str:
+        from ..benchmarks._registry import suite_names
+
+        return f"Suite name: {', '.join(suite_names(kind))}."
+
+    return typer.Option("--suite", help=help_later(f"suites:{kind}", text))
 
 
 SolveSuiteOpt = Annotated[Optional[str], _suite_option("solve")]
@@ -93,6 +97,8 @@ def _kept(update: Callable[[RunStats], None], seen: list[RunStats]) -> Callable[
 def _finish(run: RunFolder, console: Console, seen: list[RunStats]) -> None:
     """Write the report and print the headline metrics (when an item has a result to report on),
     then exit with status 1 when items failed."""
+    from rich.console import Console
+
     from ..benchmarks.report import build_report
 
     stats = seen[0] if seen else None
@@ -166,7 +172,14 @@ def eval_solve_command(
     opts: ModelOptions,
 ) -> None:
     """Solve a suite's problems k times each with a strategy; the verifier grades every answer."""
+    import asyncio
+
+    from rich.console import Console
+
+    from ..benchmarks._items import GradeItem
+    from ..benchmarks._run import RunFolder
     from ..benchmarks.eval_solve import eval_solve
+    from ..pipelines._common import Roles
 
     if suite is None:
         raise typer.BadParameter("give --suite", param_hint="--suite")
@@ -231,7 +244,16 @@ def eval_grade_command(
     opts: ModelOptions,
 ) -> None:
     """Measure a grader (the verifier, or grades recorded in the data) against human grades."""
+    import asyncio
+
+    from rich.console import Console
+
+    from ..benchmarks._items import GradeItem
+    from ..benchmarks._run import RunFolder
     from ..benchmarks.eval_grade import check_recorded, eval_grade
+    from ..grading import grade_plan
+    from ..pipelines._common import Roles
+    from ..pipelines.label import LabelConfig
 
     if (suite is None) == (file is None):
         raise typer.BadParameter("give either --suite or --file")
@@ -290,6 +312,9 @@ def eval_grade_command(
 
 def report_command(run: Annotated[Path, typer.Argument(help="Run folder.")]) -> None:
     """Rebuild a run's summary.json, report.html and report.md from its items.jsonl."""
+    from rich.console import Console
+
+    from ..benchmarks._run import RunFolder
     from ..benchmarks.report import build_report
 
     html_path, md_path = build_report(RunFolder(run))
@@ -303,6 +328,7 @@ def compare_command(
 ) -> None:
     """Every metric of two or more runs side by side on the items all of them have (paired by id),
     each run's difference from the first with its paired bootstrap 95% interval."""
+    from ..benchmarks._run import RunFolder
     from ..benchmarks.report import compare_html, compare_markdown, compare_runs
 
     if len(runs) < 2:

@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
+from .._constants import DEFAULT_SCORE_MODE
 from ..errors import InputError
-from ..grading import batch_verdicts, grade, grade_jsonl, grade_plan
-from ..io import read_problem, read_proof
-from ..progress import LiveProgress
-from ..runner import RunStats, read_items
-from ..tools import get_tool, tool_class
-from ..types import GradeResult, Problem
-from ..verifier import DEFAULT_SCORE_MODE, Verifier, counts_note, shown_score
-from ..verifier._critic import CriticVerifier
 from ._batch import OverwriteOpt, exit_status, model_name, prepare, result_settings
 from ._common import (
     DryRunOpt,
@@ -33,6 +23,12 @@ from ._common import (
     with_model_options,
     with_readouts,
 )
+
+if TYPE_CHECKING:  # imported where used: the parser is built without them
+    from rich.console import Console
+
+    from ..runner import RunStats
+    from ..types import GradeResult, Problem
 
 _TOOLS = "Tools (CRITIC)"
 _SEVERITY = {"critical_error": "[red]critical error[/]", "justification_gap": "[yellow]justification gap[/]"}
@@ -48,7 +44,7 @@ def grade_command(
     output: Annotated[Optional[Path], typer.Option("--output", help="Batch: JSONL of results; an existing file is resumed.")] = None,
     overwrite: OverwriteOpt = False,
     n: Annotated[int, typer.Option("-n", "--n", min=1, help="Verifications per proof.")] = 1,
-    max_points: Annotated[Optional[float], typer.Option("--max-points", callback=bounded(Problem, "max_points"), help="Points of a full solution, more than 0 (default: 7, or the problem's).")] = None,
+    max_points: Annotated[Optional[float], typer.Option("--max-points", callback=bounded("proofcritic.types:Problem", "max_points"), help="Points of a full solution, more than 0 (default: 7, or the problem's).")] = None,
     score_mode: ScoreModeOpt = DEFAULT_SCORE_MODE,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     tools: Annotated[Optional[str], typer.Option("--tools", help="Let the verifier run code while it grades (CRITIC): comma-separated tools, e.g. python.", rich_help_panel=_TOOLS)] = None,
@@ -59,6 +55,19 @@ def grade_command(
     opts: ModelOptions,
 ) -> None:
     """Grade a proof: n verifications, each sample's score and issues, and the aggregate."""
+    import asyncio
+
+    from rich.console import Console
+
+    from ..grading import batch_verdicts, grade, grade_plan
+    from ..io import read_problem, read_proof
+    from ..progress import LiveProgress
+    from ..runner import read_items
+    from ..tools import get_tool, tool_class
+    from ..types import GradeResult
+    from ..verifier import Verifier
+    from ..verifier._critic import CriticVerifier
+
     batch = input is not None or output is not None
     if batch and (input is None or output is None):
         raise typer.BadParameter("batch mode needs both --input and --output")
@@ -144,6 +153,8 @@ def no_verdict_exit(result: GradeResult, score_mode: str) -> None:
 
 
 async def _run_batch(verifier, input, output, n, max_points, concurrency, console) -> RunStats:
+    from ..grading import grade_jsonl
+
     with run_progress("grading", console, [verifier.model]) as update:
         return await grade_jsonl(
             verifier, input, output, n=n, max_points=max_points, concurrency=concurrency, on_progress=update
@@ -156,6 +167,10 @@ def _fmt(score: float | None) -> str:
 
 def show_result(console: Console, problem: Problem, result: GradeResult) -> None:
     """Each sample's score and issues, then the aggregate and the points."""
+    from rich.markup import escape
+
+    from ..verifier import counts_note, shown_score
+
     for index, v in enumerate(result.verifications, start=1):
         source = ""
         if v.score_source == "likelihood" and v.score_distribution:

@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
-from pydantic import ValidationError
-from rich.console import Console
-from rich.markup import escape
 
+from .._constants import DEFAULT_SCORE_MODE
 from ..errors import InputError
-from ..grading import batch_verdicts
-from ..io import read_problem, read_proof, read_text
-from ..meta_verifier import MetaVerifier
-from ..pipelines.label import LabelConfig, label_jsonl, majority
-from ..progress import LiveProgress
-from ..runner import RunStats, read_items
-from ..types import MetaVerification, Problem, Verification
-from ..verifier import DEFAULT_SCORE_MODE, Verifier, parse_verification, shown_score
 from ._batch import OverwriteOpt, exit_status, model_name, prepare, result_settings
 from ._common import (
     DryRunOpt,
@@ -35,6 +24,10 @@ from ._common import (
     with_readouts,
 )
 
+if TYPE_CHECKING:  # imported where used: the parser is built without them
+    from ..runner import RunStats
+    from ..types import MetaVerification, Verification
+
 __all__ = ["label_command", "meta_verify_command", "read_verification"]
 
 
@@ -45,6 +38,12 @@ def _fmt(score: float | None) -> str:
 def read_verification(path: Path, index: int | None = None) -> Verification:
     """A verification from a file: raw verifier output, a Verification JSON record, or a
     ``grade --json`` result (then ``index``, 1-based, picks one of its verifications)."""
+    from pydantic import ValidationError
+
+    from ..io import read_text
+    from ..types import Verification
+    from ..verifier import parse_verification
+
     text = read_text(path, "verification file")
     stripped = text.lstrip()
     if not (path.suffix.lower() == ".json" or stripped.startswith("{")):
@@ -98,6 +97,17 @@ def meta_verify_command(
 
     Exit status 1 when no meta-verification has a meta score (--score-mode text: all of them
     failed the format)."""
+    import asyncio
+
+    from rich.console import Console
+    from rich.markup import escape
+
+    from ..io import read_problem, read_proof
+    from ..meta_verifier import MetaVerifier
+    from ..pipelines.label import majority
+    from ..progress import LiveProgress
+    from ..verifier import shown_score
+
     the_problem = read_problem(problem, reference=reference, guidelines=guidelines)
     the_proof = read_proof(proof).text
     the_verification = read_verification(verification, index)
@@ -162,7 +172,7 @@ def label_command(
     k: Annotated[int, typer.Option("--k", min=1, help="Valid lowest-scored analyses needed to label with the lowest score.")] = 2,
     confirm_at: Annotated[float, typer.Option("--confirm-at", min=0, max=1, help="A meta score at least this confirms an analysis.")] = 1.0,
     refute_at: Annotated[float, typer.Option("--refute-at", min=0, max=1, help="A meta score at most this refutes an analysis.")] = 0.0,
-    max_points: Annotated[Optional[float], typer.Option("--max-points", callback=bounded(Problem, "max_points"), help="Points of a full solution, more than 0 (default: 7, or the record's).")] = None,
+    max_points: Annotated[Optional[float], typer.Option("--max-points", callback=bounded("proofcritic.types:Problem", "max_points"), help="Points of a full solution, more than 0 (default: 7, or the record's).")] = None,
     score_mode: ScoreModeOpt = DEFAULT_SCORE_MODE,
     max_calls: Annotated[Optional[int], typer.Option("--max-calls", min=1, help="Model calls per proof (default: no limit).")] = None,
     max_proof_tokens: Annotated[Optional[int], typer.Option("--max-proof-tokens", min=1, help="Tokens per proof, prompts included (default: no limit).")] = None,
@@ -171,6 +181,17 @@ def label_command(
     opts: ModelOptions,
 ) -> None:
     """Auto-label proofs by scaled verification: n verifications, m meta-verifications per issue, k confirmations."""
+    import asyncio
+
+    from pydantic import ValidationError
+    from rich.console import Console
+
+    from ..grading import batch_verdicts
+    from ..meta_verifier import MetaVerifier
+    from ..pipelines.label import LabelConfig, label_jsonl
+    from ..runner import read_items
+    from ..verifier import Verifier
+
     check_score_mode(score_mode)
     try:
         config = LabelConfig(n=n, m=m, k=k, confirm_at=confirm_at, refute_at=refute_at)

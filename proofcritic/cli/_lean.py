@@ -3,21 +3,14 @@ a warm language server or a Kimina Lean Server."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from ..errors import InputError, SetupError
-from ..io import read_text
-from ..lean_checker import LeanChecker, LeanResult, get_checker
-from ..pipelines.formal import FormalProver, formal_jsonl, read_formal_items
-from ..runner import RunStats
 from ._batch import OverwriteOpt, exit_status, prepare, result_settings
 from ._common import (
     ModelOptions,
@@ -26,6 +19,10 @@ from ._common import (
     usage_line,
     with_model_options,
 )
+
+if TYPE_CHECKING:  # imported where used: the parser is built without them
+    from ..lean_checker import LeanChecker, LeanResult
+    from ..runner import RunStats
 
 __all__ = ["lean_check_command", "lean_prove_command"]
 
@@ -53,6 +50,13 @@ def lean_check_command(
 
     Exit status 0 when every file passes, 1 when one does not, 2 for bad input or a checker
     that cannot check (a lean without its Init library: give --project)."""
+    import asyncio
+
+    from rich.console import Console
+    from rich.markup import escape
+
+    from ..io import read_text
+
     sources = [(path, read_text(path, "Lean file")) for path in files]
     checker = _make_checker(lean, project, timeout, server, api_key, warm, concurrency, allow_axiom)
 
@@ -86,6 +90,8 @@ def _make_checker(
     concurrency: int | None,
     allow_axiom: list[str] | None,
 ) -> LeanChecker:
+    from ..lean_checker import get_checker
+
     if server is not None:
         kind, url = server
         if kind != "kimina":
@@ -131,6 +137,12 @@ def lean_prove_command(
     """Ask the generator for Lean proofs of problems with a Lean statement and check them.
 
     One JSON record per problem: passed, status, every attempt with Lean's messages."""
+    import asyncio
+
+    from rich.console import Console
+
+    from ..pipelines.formal import FormalProver, formal_jsonl, read_formal_items
+
     wanted = [i.strip() for i in ids.split(",") if i.strip()] if ids else None
     items = read_formal_items(input, ids=wanted, limit=limit)
     checker = _make_checker(lean, project, lean_timeout, server, lean_api_key, warm, lean_concurrency, None)

@@ -8,9 +8,8 @@ from typing import Annotated
 
 import typer
 
+from .._constants import DEFAULT_SCORE_MODE
 from ..errors import InputError
-from ..llm import RetryPolicy
-from ..verifier import DEFAULT_SCORE_MODE
 from ._common import SCORE_MODE_HELP, ModelOptions, check_score_mode, with_model_options
 
 _SERVICE = "Service options"
@@ -50,6 +49,8 @@ def serve_command(
         from ..errors import missing
 
         raise missing(error.name or "fastapi", "server") from None
+    from ..llm import RetryPolicy
+
     check_score_mode(score_mode)
     keys = list(service_key or []) + keys_from_env()
     if service_key_file is not None:

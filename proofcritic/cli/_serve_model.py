@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from ..engines import (
     DEFAULT_GRACE,
@@ -41,6 +40,8 @@ def serve_model_command(
     Runs until Ctrl-C or SIGTERM, then stops the engine and its workers. Example:
     proofcritic serve-model --engine vllm --model Qwen/Qwen3-8B -- --tensor-parallel-size 2
     """
+    from rich.console import Console
+
     console = Console(stderr=True)
     server = EngineServer(
         engine, model, port=port, host=host, python=python, served_model_name=served_model_name,

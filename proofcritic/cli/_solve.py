@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import Collection
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
-from ..budget import Budget
+from .._constants import DEFAULT_SCORE_MODE, STRATEGIES
 from ..errors import InputError
-from ..grading import batch_verdicts
-from ..io import problem_from_record
-from ..llm import Model
-from ..pipelines._common import Roles, SolveResult
-from ..pipelines.solve import (
-    STRATEGIES,
-    get_strategy,
-    read_problem_items,
-    solve_jsonl,
-    solve_problem,
-    state_name,
-)
-from ..progress import LiveProgress
-from ..runner import RunStats
-from ..verifier import DEFAULT_SCORE_MODE, aggregate, counts_note, shown_score
 from ._batch import OverwriteOpt, exit_status, model_name, prepare, result_settings
 from ._common import (
     DryRunOpt,
@@ -42,6 +24,13 @@ from ._common import (
     with_model_options,
     with_readouts,
 )
+
+if TYPE_CHECKING:  # imported where used: the parser is built without them
+    from rich.console import Console
+
+    from ..llm import Model
+    from ..pipelines._common import Roles, SolveResult
+    from ..runner import RunStats
 
 _Int = Optional[int]
 _STRATEGY = "Strategy options"
@@ -73,6 +62,8 @@ def build_strategy(name: str, params: dict[str, Any], flags: Collection[str] = (
     """The strategy ``name`` built with ``params``; a bad name, parameter or value (each bound is
     the strategy config's) is the CLI's one-line usage error naming where it came from: one of
     the strategy ``flags`` given as an option, else ``--set KEY``."""
+    from ..pipelines.solve import get_strategy
+
     try:
         return get_strategy(name, **params)
     except InputError as error:
@@ -130,6 +121,17 @@ def solve_command(
     """Write proofs with a strategy: single, refine (self-refinement), search (DeepSeekMath-V2's
     high-compute search, resumable from its pool), agent (generate-verify-repair loop) or
     critic (critique with code runs, then revise)."""
+    import asyncio
+
+    from rich.console import Console
+
+    from ..budget import Budget
+    from ..grading import batch_verdicts
+    from ..io import problem_from_record
+    from ..pipelines._common import Roles, SolveResult
+    from ..pipelines.solve import read_problem_items, solve_problem, state_name
+    from ..progress import LiveProgress
+
     if (problem is None) == (input is None):
         raise typer.BadParameter("give either --problem FILE or --input FILE (with --output)")
     if input is not None and output is None:
@@ -228,6 +230,8 @@ async def _run_batch(strategy, roles: Roles, model: Model, source: Path, output:
                      console: Console) -> RunStats:
     """``solve_jsonl`` under the live progress: problems, rounds, budget-limited, errors, calls,
     tokens, ETA and the running problems' strategy states."""
+    from ..pipelines.solve import solve_jsonl
+
 
     def extra(stats: RunStats) -> str:
         return f"{stats.extra.get('rounds', 0):,} rounds, {stats.budget_limited:,} budget-limited"
@@ -244,6 +248,10 @@ def _fmt(score: float | None) -> str:
 
 def show_result(console: Console, result: SolveResult) -> None:
     """The stop reason, the evidence and the chosen proof."""
+    from rich.markup import escape
+
+    from ..verifier import aggregate, counts_note, shown_score
+
     limited = " [yellow](budget-limited)[/]" if result.budget_limited else ""
     console.print(f"[bold]{result.strategy}[/] on {escape(result.problem_id)}: {escape(result.stop_reason)}{limited}")
     console.print(f"rounds: {result.rounds}; steps: {len(result.transcript)}")
