@@ -14,7 +14,15 @@ import sys
 import textwrap
 import time
 
-from proofcritic.llm import ChatMessage, ChatRequest, Completion, CompletionCache, GenerateConfig, Model, RetryPolicy
+from proofcritic.llm import (
+    ChatMessage,
+    ChatRequest,
+    Completion,
+    CompletionCache,
+    GenerateConfig,
+    Model,
+    RetryPolicy,
+)
 from proofcritic.llm._openai import OpenAIBackend
 
 try:  # tests/ is on sys.path when it is not a package

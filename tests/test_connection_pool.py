@@ -17,7 +17,14 @@ from typer.testing import CliRunner
 
 from proofcritic.cli import app
 from proofcritic.cli._common import build_model
-from proofcritic.llm import ChatMessage, ChatRequest, GenerateConfig, Model, RetryPolicy, get_model
+from proofcritic.llm import (
+    ChatMessage,
+    ChatRequest,
+    GenerateConfig,
+    Model,
+    RetryPolicy,
+    get_model,
+)
 from proofcritic.llm._openai import OpenAIBackend
 
 _ANSWER = {

@@ -37,7 +37,7 @@ except ImportError:  # pragma: no cover - when tests/ becomes a package
     )
     from tests.servers.tiny_openai_server import TinyOpenAIServer
 
-TRANSPORTS = ["aiohttp", "openai"]
+TRANSPORTS = ["lean", "aiohttp", "openai"]
 FAST = RetryPolicy(max_attempts=4, initial_wait=0.01, max_wait=3.0, jitter=0.0)
 
 
@@ -56,7 +56,7 @@ async def make_model():
     """Build Models on OpenAIBackends; all are closed at teardown."""
     made: list[Model] = []
 
-    def build(url: str, transport: str = "aiohttp", *, model: str = "served-model", retry: RetryPolicy = FAST,
+    def build(url: str, transport: str = "lean", *, model: str = "served-model", retry: RetryPolicy = FAST,
               **options) -> Model:
         options.setdefault("api_key", "sk-test")
         backend = OpenAIBackend(model, base_url=url, transport=transport, **options)
