@@ -192,3 +192,15 @@ def test_request_keys_are_those_of_earlier_releases():
         for config in configs:
             assert CompletionCache.request_key("openai/ü/m", messages, config) == documented("openai/ü/m", messages, config)
     assert CompletionCache.request_key("x", [], GenerateConfig()) == documented("x", [], GenerateConfig())
+
+
+def test_flush_size_one_set_later_commits_the_buffer_and_every_later_put(tmp_path):
+    path = tmp_path / "c.sqlite"
+    cache = CompletionCache(path, flush_size=100, flush_interval=3600)
+    cache.put_many({"a": "1"})
+    assert _committed(path) == set()
+    cache.flush_size = 1  # as the service sets it
+    assert _committed(path) == {"a"}
+    cache.put_many({"b": "2"})
+    assert _committed(path) == {"a", "b"}
+    cache.close()

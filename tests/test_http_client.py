@@ -119,16 +119,35 @@ async def test_answers_of_every_framing(answer):
     assert f"Host: {server.url.split('//')[1].split('/')[0]}" in head and "Authorization: Bearer k" in head
 
 
-async def test_a_connection_closed_while_idle_is_replaced_once():
+async def test_a_connection_closed_unanswered_is_a_retryable_error_never_sent_twice_by_the_client():
     async with RawServer(_one_per_connection) as server:
-        model = _model(server.url)
+        backend = OpenAIBackend("m", base_url=server.url, api_key="k")
+        model = Model(backend, retry=RetryPolicy(max_attempts=2, initial_wait=0.01, jitter=0.0))
         try:
             for i in range(3):
                 assert (await model.generate(_request(i)))[0].text == "fine"
         finally:
             await model.aclose()
-    assert model.usage.failed_calls == 0
-    assert len(server.requests) == 5 and server.connections == 3  # 2 requests found their connection closed
+    # requests 2 and 3 each found their (reused) connection closed: one failed attempt each,
+    # retried by the Model on a new connection
+    assert model.usage.failed_calls == 2
+    assert len(server.requests) == 5 and server.connections == 3
+
+
+async def test_idle_connections_are_reused_only_while_fresh(monkeypatch):
+    from proofcritic.llm import _http
+
+    async with RawServer(_content_length) as server:
+        model = _model(server.url)
+        try:
+            await model.generate(_request(0))
+            await model.generate(_request(1))  # reused
+            monkeypatch.setattr(_http, "IDLE_REUSE", 0.05)
+            await asyncio.sleep(0.1)
+            await model.generate(_request(2))  # too long idle: a new connection
+        finally:
+            await model.aclose()
+    assert len(server.requests) == 3 and server.connections == 2
 
 
 async def test_too_slow_is_a_retryable_timeout_and_the_connection_is_dropped():

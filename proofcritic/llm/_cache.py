@@ -201,9 +201,8 @@ class CompletionCache:
             raise ValueError("flush_size must be at least 1 and flush_interval more than 0 seconds")
         self.path = Path(path) if path is not None else default_cache_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.flush_size = int(flush_size)
         self.flush_interval = float(flush_interval)
-        self._store = _Store(self.path, self.flush_size, self.flush_interval)
+        self._store = _Store(self.path, int(flush_size), self.flush_interval)
         # commits what is buffered when the cache is dropped, and at interpreter exit
         self._finalizer = weakref.finalize(self, _close_quietly, self._store)
         self.hits = 0
@@ -252,6 +251,20 @@ class CompletionCache:
         store = self._store
         with store.buffer_lock:
             return len(store.pending) + len(store.writing)
+
+    @property
+    def flush_size(self) -> int:
+        """Entries buffered before a commit; 1: every put is committed before it returns (a
+        service that must lose nothing at ``kill -9`` sets it)."""
+        return self._store.flush_size
+
+    @flush_size.setter
+    def flush_size(self, value: int) -> None:
+        if int(value) < 1:
+            raise ValueError("flush_size must be at least 1")
+        self._store.flush_size = int(value)
+        if value == 1:
+            self.flush()
 
     @property
     def commits(self) -> int:

@@ -11,9 +11,10 @@ bytes, a response read by ``Content-Length`` or chunked encoding (or until the s
 Failures are plain exceptions the backend maps to its errors: :class:`HTTPConnectionError`
 (refused, reset, closed before a complete answer; the connection is dropped) and
 ``TimeoutError`` when the answer is not complete within the request's ``timeout`` (connecting
-included; the connection is dropped). A request on a reused connection that
-the server had already closed (idle keep-alive timeout) is sent again once on a new connection,
-as long as no byte of an answer came back.
+included; the connection is dropped). As with aiohttp, a POST is never sent twice by the client
+itself: a connection the server closes before answering is an error the caller may retry. To
+keep that rare, an idle connection is reused only within ``IDLE_REUSE`` seconds (servers close
+idle keep-alive connections after a few seconds: uvicorn, under vLLM and SGLang, after 5).
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ class Response:
 
 
 _MAX_HEAD = 64 * 1024
+IDLE_REUSE = 4.0
+"""Seconds an idle connection stays reusable; an older one is closed instead."""
 
 
 class _Connection(asyncio.Protocol):
@@ -54,6 +57,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.used = False
+        self.idle_since = 0.0
         self._buffer = bytearray()
         self._waiter: asyncio.Future[Response] | None = None
         self._head: tuple[int, dict[str, str]] | None = None
@@ -229,23 +233,18 @@ class HTTPClient:
         request = head + b"Content-Length: %d\r\n\r\n" % len(body) + body
         deadline = asyncio.get_running_loop().time() + timeout
         connection = await self._acquire(host, port, deadline)
-        try:
-            response = await self._exchange(connection, request, deadline)
-        except HTTPConnectionError as exc:
-            if not (exc.reused and not exc.answered):
-                raise
-            connection = await self._connect(host, port, deadline)  # the idle connection had been closed
-            response = await self._exchange(connection, request, deadline)
+        response = await self._exchange(connection, request, deadline)
         if connection.closed:
             self._all.discard(connection)
         elif not self.closed:
+            connection.idle_since = asyncio.get_running_loop().time()
             self._idle.setdefault((host, port), []).append(connection)
         return response
 
     async def _exchange(self, connection: _Connection, request: bytes, deadline: float) -> Response:
         try:
             return await connection.send(request, deadline)
-        except BaseException:  # a timeout or a cancellation mid-answer: the connection is out of step
+        except BaseException:  # a failure, a timeout or a cancellation mid-answer: out of step
             if not connection.closed:
                 connection.abort()
             self._all.discard(connection)
@@ -255,11 +254,15 @@ class HTTPClient:
 
     async def _acquire(self, host: str, port: int, deadline: float) -> _Connection:
         idle = self._idle.get((host, port))
-        while idle:
-            connection = idle.pop()
-            if not connection.closed and connection.transport is not None and not connection.transport.is_closing():
-                return connection
-            self._all.discard(connection)
+        if idle:
+            oldest = asyncio.get_running_loop().time() - IDLE_REUSE
+            while idle:
+                connection = idle.pop()  # the most recently used first
+                if connection.idle_since >= oldest and not connection.closed and not connection.transport.is_closing():  # type: ignore[union-attr]
+                    return connection
+                if not connection.closed:
+                    connection._fail_connection()
+                self._all.discard(connection)
         return await self._connect(host, port, deadline)
 
     async def _connect(self, host: str, port: int, deadline: float) -> _Connection:

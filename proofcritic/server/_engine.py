@@ -195,6 +195,10 @@ class Engine:
         max_input_chars: int | None = None,
     ):
         self.model = model
+        if model.cache is not None:
+            # every completion is committed before it is used: a job requeued after a kill -9
+            # asks again only the call that was in flight (a batch trades that for fewer commits)
+            model.cache.flush_size = 1
         #: characters allowed per text of a request (None: the process's limit; 0: none)
         self.max_input_chars = max_input_chars
         self.retry = retry or model.retry
