@@ -10,7 +10,7 @@ several concurrency levels through ``OpenAIBackend`` wrapped in ``Model`` and pr
 row, so every call misses and is written: the cost a first run pays), so the cache's share of
 the CPU per call is the difference of two rows of one run.
 
-``ideal`` is ``min(concurrency, calls) / latency`` calls per second. Targets (aiohttp transport):
+``ideal`` is ``min(concurrency, calls) / latency`` calls per second. Targets (default transport, lean):
 achieved/ideal >= 0.95 at concurrency 256 and <= 1 ms client CPU per call.
 
 Mind the machine. A single-threaded client with fixed server latency L sends its calls in
@@ -26,7 +26,7 @@ The server is a minimal asyncio protocol (HTTP/1.1 keep-alive, Content-Length bo
 answers with ``loop.call_later``: it costs a few tens of microseconds per request.
 
 Usage: python perf/orchestration.py [--latency 1.0] [--calls 2048] [--calls-c1 10]
-       [--transports aiohttp,openai] [--concurrency 1,16,64,256,1024] [--cache off] [--repeat 1]
+       [--transports lean,aiohttp,openai] [--concurrency 1,16,64,256,1024] [--cache off] [--repeat 1]
        [--no-floor] [--profile]
 """
 
@@ -166,12 +166,12 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=1.0, help="server latency in seconds")
     parser.add_argument("--calls", type=int, default=2048, help="calls per concurrency level")
     parser.add_argument("--calls-c1", type=int, default=10, help="calls at concurrency 1")
-    parser.add_argument("--transports", default="aiohttp,openai")
+    parser.add_argument("--transports", default="lean,aiohttp,openai")
     parser.add_argument("--concurrency", default="1,16,64,256,1024")
     parser.add_argument("--cache", default="off", help="off, on or off,on: rows without / with a completion cache")
     parser.add_argument("--repeat", type=int, default=1, help="runs per row (this machine is noisy)")
     parser.add_argument("--no-floor", action="store_true", help="skip the bare-client row")
-    parser.add_argument("--profile", action="store_true", help="cProfile the aiohttp run at the top concurrency")
+    parser.add_argument("--profile", action="store_true", help="cProfile the first transport's run at the top concurrency")
     args = parser.parse_args()
     if args.serve:
         asyncio.run(_serve(args.latency))
@@ -195,7 +195,7 @@ def main() -> None:
         for row, (transport, concurrency, mode) in enumerate(runs):
             calls = args.calls_c1 if concurrency == 1 else args.calls
             profiler = None
-            if args.profile and transport == "aiohttp" and concurrency == max(levels):
+            if args.profile and transport == args.transports.split(",")[0] and concurrency == max(levels):
                 profiler = cProfile.Profile()
                 profiler.enable()
             if transport == "floor":
