@@ -26,9 +26,9 @@ from proofcritic.llm import (
 from proofcritic.llm._openai import OpenAIBackend
 
 try:  # tests/ is on sys.path when it is not a package
-    from servers.fault_server import FaultServer
+    from servers.fault_server import FaultServer, slow
 except ImportError:  # pragma: no cover - when tests/ becomes a package
-    from tests.servers.fault_server import FaultServer
+    from tests.servers.fault_server import FaultServer, slow
 
 
 def _committed(path) -> set[str]:
@@ -204,3 +204,54 @@ def test_flush_size_one_set_later_commits_the_buffer_and_every_later_put(tmp_pat
     cache.put_many({"b": "2"})
     assert _committed(path) == {"a", "b"}
     cache.close()
+
+
+def test_a_batch_killed_mid_run_keeps_its_records_and_asks_again_only_what_it_had_not_kept(tmp_path):
+    """The real CLI, killed with SIGKILL mid-batch, then run again: every finished record is
+    kept and no item with a record is asked again; an item without a record is answered from
+    the cache where its completion had been committed and asked again where it had not."""
+    import re
+
+    source, output, cache = tmp_path / "in.jsonl", tmp_path / "out.jsonl", tmp_path / "c.sqlite"
+    count = 60
+    source.write_text("".join(
+        json.dumps({"id": f"p{i}", "problem": f"Problem number {i}: show it.", "proof": "Trivial."}) + "\n"
+        for i in range(count)
+    ))
+    with FaultServer(served_models=("m",)) as server:
+        server.always(slow(0.1, "The proof is fine."))
+        command = [
+            sys.executable, "-m", "proofcritic", "grade", "--input", str(source), "--output", str(output),
+            "--model", "openai/m", "--base-url", server.url, "--api-key", "k", "--cache", str(cache),
+            "--concurrency", "4",
+        ]
+        env = {**os.environ, "PYTHONPATH": os.getcwd(), "PROOFCRITIC_PROGRESS_INTERVAL": "1000"}
+        child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (not output.exists() or output.read_text().count("\n") < 20):
+            time.sleep(0.02)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(30)
+
+        def ids() -> list[str]:
+            return [json.loads(line)["id"] for line in output.read_text().splitlines() if line.strip()]
+
+        kept = ids()
+        assert 20 <= len(kept) < count and len(set(kept)) == len(kept)
+        committed = len(_committed(cache))
+        first_run = len(server.chat_requests)
+        assert committed < first_run  # the last completions were still buffered at the kill
+
+        rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        assert rerun.returncode in (0, 1), rerun.stderr  # "fine" has no score: no verdict, still a result
+        asked = [
+            int(re.search(r"Problem number (\d+)", json.dumps(r.body)).group(1))
+            for r in server.chat_requests[first_run:]
+        ]
+    after = ids()
+    assert sorted(after) == sorted(f"p{i}" for i in range(count))  # one record per item
+    assert not {f"p{i}" for i in asked} & set(kept)  # no item with a record was asked again
+    assert len(asked) == len(set(asked))
+    from_cache = int(re.search(r"model calls: \d+ new, (\d+) from cache", rerun.stderr).group(1))
+    assert from_cache + len(asked) == count - len(kept)  # the rest: committed before the kill
+    assert from_cache <= committed
