@@ -218,9 +218,8 @@ class HTTPClient:
             if parts.scheme != "http" or not parts.hostname:
                 raise ValueError(f"not a plain http:// URL: {url!r}")
             port = parts.port or 80
-            host_header = parts.hostname if port == 80 else f"{parts.hostname}:{port}"
-            if ":" in parts.hostname and port != 80:
-                host_header = f"[{parts.hostname}]:{port}"
+            name = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname  # an IPv6 literal
+            host_header = name if port == 80 else f"{name}:{port}"
             path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
             head = f"POST {path} HTTP/1.1\r\nHost: {host_header}\r\n{self._fixed}".encode("latin-1")
             target = self._targets[url] = (parts.hostname, port, head)
