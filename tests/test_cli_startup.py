@@ -2,8 +2,8 @@
 heavier than typer, so `--help` and argument errors do not load the models, pydantic, numpy,
 aiohttp, torch or the roles; the public Python API is unchanged, its names imported on first use.
 
-Each start-up check runs a fresh interpreter with ``-X importtime`` and reads the modules it
-imported (timings are perf/cli_startup.py's, never a test's).
+Each start-up check runs a fresh interpreter and reads the modules it had imported when it
+exited, ``sys.modules`` (timings are perf/cli_startup.py's, never a test's).
 """
 
 from __future__ import annotations
@@ -33,22 +33,30 @@ def _heavy(modules: set[str], allowed: tuple[str, ...] = ()) -> list[str]:
     )
 
 
+_MODULES = "MODULES-AT-EXIT"
+
+
 def _run(args: list[str], code: str | None = None) -> tuple[int, str, set[str]]:
-    """Run ``python -X importtime -m proofcritic ARGS`` (or ``-c CODE``): exit status, the output
-    (stdout and the non-importtime lines of stderr) and the modules it imported."""
-    target = ["-c", code] if code is not None else ["-m", "proofcritic", *args]
+    """Run ``python -m proofcritic ARGS`` (or ``python -c CODE``): its exit status, its output
+    (stdout and stderr) and the modules it had imported when it exited."""
+    report = (
+        "import atexit, sys\n"
+        f"atexit.register(lambda: print({_MODULES!r}, *sorted(sys.modules), file=sys.stderr))\n"
+    )
+    if code is None:
+        code = f"sys.argv = ['proofcritic', *{args!r}]\nimport runpy\nrunpy.run_module('proofcritic', run_name='__main__')\n"
     done = subprocess.run(
-        [sys.executable, "-X", "importtime", *target], cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [sys.executable, "-c", report + code], cwd=ROOT, capture_output=True, text=True, timeout=120,
         env=dict(os.environ, COLUMNS="100"),
     )
-    modules, other = set(), []
+    modules: set[str] = set()
+    other = []
     for line in done.stderr.splitlines():
-        if line.startswith("import time:"):
-            name = line.rsplit("|", 1)[1].strip()
-            if name != "package":  # the header line
-                modules.add(name)
+        if line.startswith(_MODULES):
+            modules.update(line.split()[1:])
         else:
             other.append(line)
+    assert modules, done.stderr
     return done.returncode, done.stdout + "\n".join(other), modules
 
 
@@ -87,11 +95,12 @@ def test_argument_errors_import_nothing_heavy():
 
 
 def test_a_bound_error_loads_only_the_model_that_defines_the_bound():
-    """``--temperature 9``: the bound is GenerateConfig's, imported for the check, not the roles."""
+    """``--temperature 9``: the bound is GenerateConfig's, whose module is imported for the check;
+    not the Model wrapper, the cache, asyncio or the roles."""
     status, output, modules = _run(["grade", "--temperature", "9"])
     assert status == 2 and output.strip() == "error: Invalid value for '--temperature': Input should be less than or equal to 5"
-    assert "proofcritic.llm._types" in modules
-    assert _heavy(modules, allowed=("pydantic", "proofcritic.llm", "asyncio")) == []
+    assert {m for m in modules if m.startswith("proofcritic.llm")} == {"proofcritic.llm", "proofcritic.llm._types"}
+    assert _heavy(modules, allowed=("pydantic", "proofcritic.llm")) == []
     status, output, _ = _run(["grade", "--max-points", "0"])
     assert status == 2 and output.strip() == "error: Invalid value for '--max-points': Input should be greater than 0"
 
@@ -166,6 +175,15 @@ def test_import_proofcritic_is_light_and_the_public_api_unchanged():
         proofcritic.no_such_name  # noqa: B018
     # a submodule is an attribute of the package, as when the package imported them all
     assert proofcritic.lean_checker.__name__ == "proofcritic.lean_checker"
+    # llm: its names as before, each its submodule's object
+    import proofcritic.llm._model
+    import proofcritic.llm._registry
+    import proofcritic.llm._types
+
+    for name in llm.__all__:
+        assert name in dir(llm)
+    assert llm.get_model is proofcritic.llm._registry.get_model and llm.Model is proofcritic.llm._model.Model
+    assert llm.GenerateConfig is proofcritic.llm._types.GenerateConfig and llm.DEFAULT_MODEL == "transformers/smollm2"
     # benchmarks: its names as before; eval_grade is the function even after its module loaded
     for name in proofcritic.benchmarks.__all__:
         assert getattr(proofcritic.benchmarks, name) is not None

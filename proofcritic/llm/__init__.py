@@ -5,11 +5,55 @@
 usage accounting.
 """
 
-from ._base import Backend, report_request
-from ._cache import CompletionCache, default_cache_path
-from ._model import CircuitBreaker, Model, RetryPolicy, usage_scope
-from ._registry import BACKENDS, DEFAULT_MODEL, get_backend, get_model, split_model_spec
-from ._types import ChatMessage, ChatRequest, Completion, GenerateConfig, TokenLogprob, Usage
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._base import Backend, report_request
+    from ._cache import CompletionCache, default_cache_path
+    from ._model import CircuitBreaker, Model, RetryPolicy, usage_scope
+    from ._registry import (
+        BACKENDS,
+        DEFAULT_MODEL,
+        get_backend,
+        get_model,
+        split_model_spec,
+    )
+    from ._types import (
+        ChatMessage,
+        ChatRequest,
+        Completion,
+        GenerateConfig,
+        TokenLogprob,
+        Usage,
+    )
+
+#: public name -> the submodule that defines it, imported on first use (PEP 562): the data types
+#: (``GenerateConfig``, ``Usage``: what ``proofcritic.types`` and the CLI's option bounds need)
+#: load without the Model wrapper, the cache, asyncio and the backends' registry
+_LAZY = {
+    **dict.fromkeys(("Backend", "report_request"), "._base"),
+    **dict.fromkeys(("CompletionCache", "default_cache_path"), "._cache"),
+    **dict.fromkeys(("CircuitBreaker", "Model", "RetryPolicy", "usage_scope"), "._model"),
+    **dict.fromkeys(("BACKENDS", "DEFAULT_MODEL", "get_backend", "get_model", "split_model_spec"), "._registry"),
+    **dict.fromkeys(("ChatMessage", "ChatRequest", "Completion", "GenerateConfig", "TokenLogprob", "Usage"), "._types"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "BACKENDS",
