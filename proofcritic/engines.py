@@ -19,10 +19,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -93,12 +91,16 @@ def engine_command(
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that nothing listens on right now."""
+    import socket  # here, as urllib below: `serve-model --help` does without them
+
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
 def _port_in_use(host: str, port: int) -> bool:
+    import socket
+
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(1.0)
         return sock.connect_ex((host, port)) == 0
@@ -196,6 +198,8 @@ class EngineServer:
         self.env = {**os.environ, **(env or {})}
         self.env.setdefault("PYTHONUNBUFFERED", "1")
         if log_path is None:
+            import tempfile
+
             fd, name = tempfile.mkstemp(prefix=f"proofcritic-{self.engine}-", suffix=".log")
             os.close(fd)
             log_path = name
