@@ -11,6 +11,7 @@ Each mode runs ``--repeat`` times (alternating) and the best wall time is kept, 
 machine may be shared with other work.
 
 Usage: python perf/local_batching.py [--max-tokens 64] [--prompts 16] [--model smollm2] [--repeat 2]
+       [--dtype bfloat16] [--threads 2]   (bfloat16: the identical-texts count drops, see README)
 """
 
 from __future__ import annotations
@@ -38,11 +39,12 @@ async def main(args: argparse.Namespace) -> None:
     from proofcritic.llm._transformers import TransformersBackend
     from proofcritic.llm._types import ChatMessage, ChatRequest, GenerateConfig
 
-    backend = TransformersBackend(args.model, max_batch_size=args.prompts)
+    backend = TransformersBackend(args.model, max_batch_size=args.prompts, dtype=args.dtype, threads=args.threads)
     start = time.perf_counter()
     backend.load()
     print(f"load average at start: {os.getloadavg()[0]:.2f}")
-    print(f"model {backend.model} loaded in {time.perf_counter() - start:.1f}s; torch threads {torch.get_num_threads()}")
+    print(f"model {backend.model} loaded in {time.perf_counter() - start:.1f}s; {backend.describe()} "
+          f"(torch threads outside its work: {torch.get_num_threads()})")
     config = GenerateConfig(max_tokens=args.max_tokens, temperature=0)
     requests = [
         ChatRequest(messages=[ChatMessage(role="user", content=f"Explain {TOPICS[i % len(TOPICS)]} in detail.")],
@@ -82,4 +84,6 @@ if __name__ == "__main__":
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--repeat", type=int, default=2, help="runs of each mode; the best is kept")
+    parser.add_argument("--dtype", default=None, help="weight type (auto, float32, bfloat16, float16) [float32]")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads [the backend's default]")
     asyncio.run(main(parser.parse_args()))

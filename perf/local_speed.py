@@ -16,7 +16,9 @@ embedded SmolLM2-135M-Instruct through ``TransformersBackend`` and measures:
 Prefill, decode and read-out are the median of ``--repeat`` runs (3); grade runs once.
 "competing" runs a second process that keeps one core busy (a Python loop) for the whole
 measurement, as another job on a shared machine would. ``passive`` rows set
-``OMP_WAIT_POLICY=PASSIVE`` (OpenMP threads sleep instead of spinning while they wait).
+``OMP_WAIT_POLICY=PASSIVE`` (OpenMP threads sleep instead of spinning while they wait: what
+proofcritic sets when it imports torch itself, and with it the default thread count is every CPU);
+the other rows keep torch's own OpenMP behaviour (threads spin a while before they sleep).
 
 Usage:
     python perf/local_speed.py                       # float32, bfloat16, auto x 1 and all CPUs
@@ -45,10 +47,10 @@ def _child(args: argparse.Namespace) -> dict:
     """One configuration, measured in this process; returns the row."""
     import asyncio
 
+    import torch  # first, so that OpenMP keeps the policy this process was started with (see _run)
+
     from proofcritic.llm._transformers import TransformersBackend
     from proofcritic.llm._transformers_parts import torch_threads
-
-    import torch
 
     backend = TransformersBackend("smollm2", dtype=args.dtype, threads=args.threads, prefix_cache_tokens=0)
     started = time.perf_counter()
@@ -133,7 +135,7 @@ def _run(args: argparse.Namespace, dtype: str, threads: int, competing: bool, pa
                "--decode-tokens", str(args.decode_tokens)] + (["--no-grade"] if args.no_grade else [])
     other = _competitor() if competing else None
     try:
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=args.timeout)
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=args.timeout, check=False)
     finally:
         if other is not None:
             other.kill()
@@ -163,8 +165,9 @@ def _table(rows: list[dict]) -> str:
             vs = f"{diff:.3f}, {'yes' if same else 'NO'}"
         else:
             vs = "-"
+        wait = "passive" if r["passive"] else "torch's"
         lines.append(
-            f"| {r['describe'].split(',')[0]} | {r['threads']} | {'passive' if r['passive'] else 'default'} | "
+            f"| {r['describe'].split(',')[0]} | {r['threads']} | {wait} | "
             f"{'yes' if r['competing'] else 'no'} | {r['prefill_tok_s']:.0f} | {r['decode_tok_s']:.1f} | "
             f"{r['readout_s']:.2f} | {vs} | {r.get('grade_s', '-')} | {r['load_avg']} |"
         )

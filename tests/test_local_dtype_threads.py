@@ -116,20 +116,46 @@ def test_auto_readout_keeps_the_most_likely_score(smollm2_dir):
 
 
 def test_default_threads(monkeypatch):
-    """OMP_NUM_THREADS when set, else half the usable CPUs (at least 1); a CPU backend takes it."""
+    """OMP_NUM_THREADS when set; else every usable CPU where OpenMP waits passively, half of them
+    (at least 1) where it spins; a CPU backend takes it, a GPU one leaves torch's own."""
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert parts.default_threads() == 3
     monkeypatch.delenv("OMP_NUM_THREADS")
-    for cpus, threads in ((1, 1), (2, 1), (3, 1), (8, 4), (64, 32)):
+    for cpus, spinning, passive in ((1, 1, 1), (2, 1, 2), (3, 1, 3), (8, 4, 8), (64, 32, 64)):
         monkeypatch.setattr(parts, "usable_cpus", lambda cpus=cpus: cpus)
-        assert parts.default_threads() == threads
+        monkeypatch.setattr(parts, "omp_wait_passive", lambda: False)
+        assert parts.default_threads() == spinning
+        monkeypatch.setattr(parts, "omp_wait_passive", lambda: True)
+        assert parts.default_threads() == passive
     monkeypatch.setattr(parts, "usable_cpus", lambda: 8)
-    from proofcritic.llm import _transformers
-
-    monkeypatch.setattr(_transformers, "default_threads", parts.default_threads)
+    monkeypatch.setattr(parts, "omp_wait_passive", lambda: False)
     assert TransformersBackend("smollm2").threads == 4
     assert TransformersBackend("smollm2", threads=3).threads == 3
     assert TransformersBackend("smollm2", device="cuda").threads is None  # torch's own on a GPU
+
+
+@pytest.mark.parametrize(
+    ("env", "first", "policy", "all_cpus"),
+    [
+        ({}, "", "PASSIVE", True),  # proofcritic imports torch: passive wait, every CPU
+        ({"OMP_WAIT_POLICY": "ACTIVE"}, "", "ACTIVE", False),  # a set policy is kept: half
+        ({}, "import torch; ", None, False),  # torch imported before proofcritic: spinning, half
+    ],
+)
+def test_wait_policy_and_default_in_a_fresh_process(env, first, policy, all_cpus):
+    """In a real fresh interpreter: the policy proofcritic sets before it imports torch, and the
+    default thread count that follows from it."""
+    import os
+    import subprocess
+
+    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+    code = (first + "import os; from proofcritic.llm._transformers_parts import _torch, default_threads, usable_cpus; "
+            "_torch(); print(os.environ.get('OMP_WAIT_POLICY'), default_threads(), usable_cpus())")
+    out = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out[0] == str(policy)
+    cpus = int(out[2])
+    assert int(out[1]) == (cpus if all_cpus else max(1, cpus // 2))
 
 
 def test_threads_set_while_working_and_restored(tiny_model_dir):

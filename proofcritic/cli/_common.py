@@ -140,8 +140,8 @@ ThreadsOpt = Annotated[
     Optional[int],
     typer.Option(
         "--threads", min=1, metavar="N",
-        help="torch threads of the transformers backend on a CPU (default: OMP_NUM_THREADS, else half the CPUs, "
-        "so that a second busy process does not stall it).",
+        help="torch threads of the transformers backend on a CPU (default: OMP_NUM_THREADS, else every CPU with "
+        "OpenMP's waiting threads sleeping, OMP_WAIT_POLICY=PASSIVE, so that a second busy process does not stall it).",
     ),
 ]
 SCORE_MODE_HELP = (

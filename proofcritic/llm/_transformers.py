@@ -43,7 +43,8 @@ Weight type and threads: ``dtype`` picks the weights of generation and of scorin
 scores on a bfloat16 copy where the CPU has native bfloat16); a type other than the default is
 part of :meth:`cache_identity`. ``threads`` is torch's intra-op thread count while the worker
 runs a batch or a scoring call (set before, the previous count put back after: torch's count is
-process-global); the default is :func:`~proofcritic.llm._transformers_parts.default_threads`.
+process-global); the default is :func:`~proofcritic.llm._transformers_parts.default_threads`
+(every CPU where torch's OpenMP threads wait passively, as they do when proofcritic imports torch).
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ from ._transformers_parts import (
     default_threads,
     dtype_label,
     dtype_plan,
+    omp_wait_passive,
+    prefer_passive_wait,
     torch_threads,
 )
 from ._types import ChatMessage, ChatRequest, Completion, TokenLogprob
@@ -143,6 +146,7 @@ class TransformersBackend(Backend):
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
         check_dtype(dtype)
+        prefer_passive_wait()  # whoever imports torch next (see default_threads)
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise ValueError(f"threads must be a whole number of at least 1, not {threads!r}")
         self._spec = str(model)
@@ -193,6 +197,8 @@ class TransformersBackend(Backend):
     def describe(self) -> str:
         """How the model runs, for the run summary: ``float32, 1 torch thread``."""
         threads = f"{self.threads} torch thread{'s' if self.threads != 1 else ''}" if self.threads else "torch's threads"
+        if self.threads != 1 and omp_wait_passive():
+            threads += " (waiting passively)"
         return f"{dtype_label(self.dtype_plan)}, {threads}"
 
     def cache_identity(self) -> str:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import inspect
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -17,8 +18,26 @@ from typing import Any
 from ..errors import BackendError, MissingDependencyError, ProofcriticError
 from ._types import ChatRequest, Completion
 
+#: environment variable of the OpenMP runtime's wait policy, read once when torch loads it
+OMP_WAIT_ENV = "OMP_WAIT_POLICY"
+#: the wait policy in force when proofcritic imported torch (None: torch came from elsewhere)
+_policy_at_import: str | None = None
+
+
+def prefer_passive_wait() -> None:
+    """Before torch is imported: ask OpenMP for threads that sleep while they wait instead of
+    spinning (``OMP_WAIT_POLICY=PASSIVE``, unless the variable is set), so that a thread that
+    lost its core to another process does not stall the others (see :func:`default_threads`).
+    Once torch is imported the policy is fixed and this does nothing."""
+    if "torch" not in sys.modules:
+        os.environ.setdefault(OMP_WAIT_ENV, "PASSIVE")
+
 
 def _torch() -> Any:
+    global _policy_at_import
+    if "torch" not in sys.modules:
+        prefer_passive_wait()
+        _policy_at_import = os.environ[OMP_WAIT_ENV]
     try:
         import torch
     except ImportError as exc:
@@ -105,20 +124,38 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def omp_wait_passive() -> bool:
+    """Whether torch's OpenMP threads sleep while they wait (``OMP_WAIT_POLICY=PASSIVE``): the
+    policy proofcritic imported torch with, or will (PASSIVE unless the variable says otherwise);
+    for a torch imported elsewhere, the variable's value now (the best guess)."""
+    if "torch" not in sys.modules:
+        policy = os.environ.get(OMP_WAIT_ENV, "PASSIVE")
+    elif _policy_at_import is not None:
+        policy = _policy_at_import
+    else:
+        policy = os.environ.get(OMP_WAIT_ENV, "")
+    return policy.strip().upper() == "PASSIVE"
+
+
 def default_threads() -> int:
     """The torch threads a local model on a CPU uses when none is given: ``OMP_NUM_THREADS``
-    when it is set, else half the CPUs this process may use (at least 1).
+    when it is set; else every CPU this process may use when OpenMP's threads wait passively
+    (:func:`omp_wait_passive`: proofcritic imports torch with ``OMP_WAIT_POLICY=PASSIVE`` unless
+    the variable is set), else half of them (at least 1).
 
-    Why half: torch's own choice (every core) collapses as soon as another busy process shares
-    the machine: each operation waits for its slowest thread, and a thread that lost its core
-    stalls all of them (measured on 2 cores with one competing process, 2 threads decoded at
-    1.4 tokens/s where 1 thread kept 11.6; see ``perf/local_speed.py``). Leaving half the cores
-    free keeps that from happening for a second process, at the cost of some speed on an idle
-    machine."""
+    Why: with torch's own setting (every core, threads spinning while they wait) decoding
+    collapses as soon as another busy process shares the machine: each operation waits for its
+    slowest thread, and the spinning threads keep the one that lost its core from running (on 2
+    cores beside one busy process, 2 threads decoded at 5.0 tokens/s where 1 thread kept 14.4).
+    Passive waiting keeps every core's speed on an idle machine and does not collapse beside a
+    busy process (2 threads: 13.9 and 12.4 tokens/s); where torch was imported with spinning
+    threads, half the cores leave room for a second process. ``perf/local_speed.py`` measures
+    all three."""
     raw = os.environ.get(OMP_THREADS_ENV, "").strip()
     if raw.isdigit() and int(raw) > 0:
         return int(raw)
-    return max(1, usable_cpus() // 2)
+    cpus = usable_cpus()
+    return cpus if omp_wait_passive() else max(1, cpus // 2)
 
 
 @contextlib.contextmanager

@@ -109,8 +109,7 @@ class ProofcriticGRPOConfig(GRPOConfig, _CommonFields):
     )
     reward_model_threads: int | None = field(
         default=None,
-        metadata={"help": "torch threads of a transformers/ reward model on a CPU (default: OMP_NUM_THREADS, "
-                  "else half the CPUs)."},
+        metadata={"help": "torch threads of a transformers/ reward model on a CPU (default: as the CLI's --threads)."},
     )
     reward_alpha: float = field(
         default=0.76, metadata={"help": "Generator reward weight of the verifier's score of the proof (SPEC alpha)."}
