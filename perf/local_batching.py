@@ -34,12 +34,12 @@ TOPICS = [
 
 
 async def main(args: argparse.Namespace) -> None:
-    import torch
-
     from proofcritic.llm._transformers import TransformersBackend
     from proofcritic.llm._types import ChatMessage, ChatRequest, GenerateConfig
 
+    # built before torch is imported, so that torch comes in as the CLI has it (passive waiting)
     backend = TransformersBackend(args.model, max_batch_size=args.prompts, dtype=args.dtype, threads=args.threads)
+    import torch
     start = time.perf_counter()
     backend.load()
     print(f"load average at start: {os.getloadavg()[0]:.2f}")
