@@ -2,7 +2,7 @@
 beyond the standard library, so that building the parser (``proofcritic --help``, an argument
 error) needs no heavy module. Each is re-exported where it belongs: the score modes by
 :mod:`proofcritic.verifier`, the strategies by :mod:`proofcritic.pipelines.solve`, the input
-limit by :mod:`proofcritic.io`.
+limit by :mod:`proofcritic.io`, the transports by :mod:`proofcritic.llm._openai`.
 """
 
 from __future__ import annotations
@@ -31,3 +31,6 @@ STRATEGIES: dict[str, str] = {
 DEFAULT_MAX_INPUT_CHARS = 200_000
 #: the environment variable that sets the limit (0: none); ``--max-input-chars`` overrides it
 MAX_INPUT_CHARS_ENV = "PROOFCRITIC_MAX_INPUT_CHARS"
+
+#: the OpenAI-compatible backend's HTTP clients (``--transport``; see proofcritic.llm._openai)
+TRANSPORTS: tuple[str, ...] = ("lean", "aiohttp", "openai")

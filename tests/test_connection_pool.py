@@ -174,3 +174,55 @@ def test_cli_takes_the_per_host_cap(tmp_path):
     server = asyncio.run(serve_and_run())
     assert server.requests == 48
     assert server.most == 6
+
+
+@pytest.mark.parametrize("transport", ["lean", "aiohttp", "openai"])
+def test_cli_transport_reaches_the_server(tmp_path, transport):
+    """``--transport`` picks the HTTP client that talks to the server: the openai package says
+    so in its User-Agent, aiohttp offers compressed bodies, the lean client does neither."""
+    seen: list[dict[str, str]] = []
+
+    async def serve_and_run() -> None:
+        server = HoldingServer(hold=0.0)
+        original = server.chat
+
+        async def chat(request: web.Request) -> web.Response:
+            seen.append(dict(request.headers))
+            return await original(request)
+
+        server.chat = chat  # type: ignore[method-assign]
+        async with server:
+            args = ["grade", "--problem", str(tmp_path / "problem.md"), "--proof", str(tmp_path / "proof.md"),
+                    "--model", "openai/m", "--base-url", server.url, "--api-key", "k", "--no-cache",
+                    "--transport", transport]
+            result = await asyncio.to_thread(CliRunner().invoke, app, args, catch_exceptions=False)
+            assert result.exit_code == 1 and "no verdict" in result.output  # "fine" has no score
+
+    (tmp_path / "problem.md").write_text("Prove that 1 + 1 = 2.")
+    (tmp_path / "proof.md").write_text("By definition.")
+    asyncio.run(serve_and_run())
+    assert len(seen) == 1
+    headers = {k.lower(): v for k, v in seen[0].items()}
+    assert ("openai" in headers.get("user-agent", "").lower()) == (transport == "openai")
+    assert ("gzip" in headers.get("accept-encoding", "")) == (transport != "lean")
+
+
+def test_cli_transport_refused_for_a_local_model(tmp_path, capsys, monkeypatch):
+    """One line and exit status 2, through the real entry point: a local model has no transport,
+    and an unknown transport is named."""
+    import sys
+
+    from proofcritic.cli import main
+
+    (tmp_path / "problem.md").write_text("Prove that 1 + 1 = 2.")
+    (tmp_path / "proof.md").write_text("By definition.")
+    args = ["grade", "--problem", str(tmp_path / "problem.md"), "--proof", str(tmp_path / "proof.md"),
+            "--model", "transformers/smollm2", "--transport"]
+    for value, message in (("aiohttp", "(--transport) applies to the server backends (openai, vllm, sglang), not transformers"),
+                           ("http2", "must be one of lean, aiohttp, openai, not 'http2'")):
+        monkeypatch.setattr(sys, "argv", ["proofcritic", *args, value])
+        with pytest.raises(SystemExit) as info:
+            main()
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert info.value.code == 2
+        assert len(lines) == 1 and "--transport" in lines[0] and message in lines[0], lines

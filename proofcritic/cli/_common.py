@@ -17,7 +17,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 from typer.models import DefaultPlaceholder
 
-from .._constants import DEFAULT_MAX_INPUT_CHARS, MAX_INPUT_CHARS_ENV, SCORE_MODES
+from .._constants import DEFAULT_MAX_INPUT_CHARS, MAX_INPUT_CHARS_ENV, SCORE_MODES, TRANSPORTS
 from ..budget import CallPlan
 
 # The parser is built from this module and the commands' modules with nothing heavier than
@@ -116,6 +116,24 @@ MaxConnectionsPerHostOpt = Annotated[
 ]
 
 
+def check_transport(value: str | None) -> str | None:
+    """A typer callback for ``--transport``: one of the server backend's transports."""
+    if value is not None and value not in TRANSPORTS:
+        raise typer.BadParameter(f"must be one of {', '.join(TRANSPORTS)}, not {value!r}")
+    return value
+
+
+TransportOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--transport", callback=check_transport, metavar="lean|aiohttp|openai",
+        help="HTTP client of a server backend: lean (the default: proofcritic's own HTTP/1.1 keep-alive client "
+        "for http:// servers, aiohttp for https://), aiohttp (every request through aiohttp) or openai (the "
+        "openai package, for hosted APIs with quirks).",
+    ),
+]
+
+
 def check_dtype(value: str | None) -> str | None:
     """A typer callback for ``--dtype``: one of the local backends' weight types."""
     if value is not None:
@@ -174,12 +192,15 @@ def build_model(
     max_connections_per_host: int | None = None,
     dtype: str | None = None,
     threads: int | None = None,
+    transport: str | None = None,
 ) -> Model:
     """Resolve flags and environment variables into a ready Model.
 
     ``base_url``: one URL, a comma-separated string, or a list of either (replicas).
     ``timeout``: seconds per request of a server backend (a local backend sends none).
     ``max_connections_per_host``: a server backend's cap of requests in flight per base URL.
+    ``transport``: a server backend's HTTP client (lean, aiohttp, openai); a local backend
+    refuses it (an input error).
     ``dtype``, ``threads``: a local backend's weight type and torch threads (a server backend
     refuses them: an input error).
     """
@@ -205,6 +226,8 @@ def build_model(
             options["timeout"] = timeout
         if max_connections_per_host is not None:
             options["max_connections_per_host"] = max_connections_per_host
+    if transport is not None:
+        options["transport"] = transport
     if dtype is not None:
         options["dtype"] = dtype
     if threads is not None:
@@ -380,12 +403,13 @@ class ModelOptions:
     max_connections_per_host: MaxConnectionsPerHostOpt = None
     dtype: DtypeOpt = None
     threads: ThreadsOpt = None
+    transport: TransportOpt = None
 
     def build_model(self) -> Model:
         return build_model(
             self.model, self.backend, self.base_url, self.api_key, self.no_cache, self.cache, self.concurrency,
             self.timeout, max_connections_per_host=self.max_connections_per_host, dtype=self.dtype,
-            threads=self.threads,
+            threads=self.threads, transport=self.transport,
         )
 
     def sampling(self) -> GenerateConfig:

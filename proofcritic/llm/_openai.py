@@ -58,6 +58,7 @@ from ..errors import (
     ModelNotFoundError,
     UnsupportedFeatureError,
 )
+from .._constants import TRANSPORTS
 from ._balancer import Balancer, Endpoint, split_base_urls
 from ._base import CONTEXT_MESSAGE, Backend, report_request
 from ._http import HTTPClient, HTTPConnectionError
@@ -95,7 +96,6 @@ _GUIDED_EXTRAS = re.compile(
     re.IGNORECASE,
 )
 ENGINES = ("openai", "vllm", "sglang")
-TRANSPORTS = ("lean", "aiohttp", "openai")
 _REGEX_SPECIAL = frozenset("\\.^$|?*+()[]{}/")
 
 

@@ -71,6 +71,10 @@ def _check_local_options(kind: str, options: dict[str, Any]) -> None:
     from ._transformers_parts import DTYPES
 
     dtype, threads = options.get("dtype"), options.get("threads")
+    if options.get("transport") is None:
+        options.pop("transport", None)
+    elif kind in ("transformers", "vllm-offline"):
+        raise InputError(f"transport (--transport) applies to the server backends (openai, vllm, sglang), not {kind}")
     if dtype is None:
         options.pop("dtype", None)
     if threads is None:
