@@ -1,10 +1,12 @@
 """Start-up of the command line: what `--help` and an argument error cost, in wall time.
 
 Each figure is the median wall time of several runs of a fresh process (``python -m
-proofcritic ...``, and the ``proofcritic`` console script), beside two floors that proofcritic
+proofcritic ...``, and the ``proofcritic`` console script), beside floors that proofcritic
 cannot go below: the interpreter alone (``python -c pass``) and a bare typer app drawing its
-rich help (typer imports rich, markdown-it and pygments for it). Target: ``proofcritic --help``
-under 0.2 s, both ways; every command's ``--help`` and an argument error about as fast.
+plain help (``rich_markup_mode=None``, as proofcritic does: click's formatter, no rich import);
+for comparison, the same app drawing typer's rich help (rich, markdown-it and pygments, about
+0.1 s more: what proofcritic's help cost before). Target: ``proofcritic --help`` under 0.2 s,
+both ways; every command's ``--help`` and an argument error about as fast.
 
     python perf/cli_startup.py [--runs 7] [--importtime 15]
 
@@ -25,15 +27,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = 0.2
 _TYPER_FLOOR = """
+import sys
 import typer
-app = typer.Typer(add_completion=False)
+app = typer.Typer(add_completion=False, rich_markup_mode=None if sys.argv[1:2] == ["plain"] else "rich")
 @app.command()
 def a(x: int = 1):
     "One command."
 @app.command()
 def b(y: int = 2):
     "Another."
-app()
+app(sys.argv[2:])
 """
 
 
@@ -107,7 +110,8 @@ def main() -> None:
 
     print(f"median wall time of {args.runs} runs each (python {sys.version.split()[0]}, {os.cpu_count()} CPUs)")
     figure("floor: python -c pass", python + ["-c", "pass"])
-    figure("floor: a bare typer app's --help", python + ["-c", _TYPER_FLOOR, "--help"])
+    figure("floor: a bare typer app's plain --help", python + ["-c", _TYPER_FLOOR, "plain", "--help"])
+    figure("(a bare typer app's rich --help)", python + ["-c", _TYPER_FLOOR, "rich", "--help"])
     figure("python -m proofcritic --help", python + ["-m", "proofcritic", "--help"], target=True)
     if script.exists():
         figure("proofcritic --help (console script)", [str(script), "--help"], target=True)

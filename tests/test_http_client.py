@@ -187,3 +187,46 @@ async def test_connection_refused_and_cut_answers_are_connection_errors():
     client.close()
     with pytest.raises(ValueError, match="not a plain http"):
         await HTTPClient({}).post("https://example.org/v1/chat/completions", b"{}", 5)
+
+
+_ONLY_LEAN = """
+import asyncio, json, sys
+from proofcritic.llm import ChatMessage, ChatRequest, GenerateConfig, Model
+from proofcritic.llm._openai import OpenAIBackend
+
+BODY = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": "fine"},
+                   "finish_reason": "stop"}], "usage": {"prompt_tokens": 3, "completion_tokens": 1}}).encode()
+
+async def handle(reader, writer):
+    head = await reader.readuntil(b"\\r\\n\\r\\n")
+    length = int(head.lower().split(b"content-length:")[1].split(b"\\r\\n")[0])
+    await reader.readexactly(length)
+    writer.write(b"HTTP/1.1 200 OK\\r\\nContent-Type: application/json\\r\\nContent-Length: %d\\r\\n\\r\\n" % len(BODY) + BODY)
+    await writer.drain()
+    writer.close()
+
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    model = Model(OpenAIBackend("m", base_url=url, api_key="k", transport=sys.argv[1]), cache=None)
+    request = ChatRequest(messages=[ChatMessage(role="user", content="hi")], config=GenerateConfig(max_tokens=2))
+    [completion] = await model.generate(request)
+    await model.aclose()
+    server.close()
+    print(completion.text, "aiohttp" in sys.modules)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("transport", ["lean", "aiohttp"])
+def test_the_lean_transport_does_not_load_aiohttp(transport):
+    """Chat requests to an http:// server through the lean client need no aiohttp (its import is
+    about 0.1 s of every run's start-up); the aiohttp transport loads it, of course."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _ONLY_LEAN, transport], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["fine", str(transport == "aiohttp")]

@@ -18,7 +18,7 @@ from ._serve_model import serve_model_command
 from ._solve import solve_command
 from ._train import train_app
 
-app = typer.Typer(
+app = typer.Typer(rich_markup_mode=None, 
     name="proofcritic",
     help="Make language models grade, critique and repair natural-language math proofs.",
     no_args_is_help=True,
@@ -58,7 +58,9 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except typer.TyperException as error:  # the parser's errors: usage errors (status 2), a bad file, ...
-        if type(error).__name__ != "NoArgsIsHelpError":  # that one has printed the help already
+        if type(error).__name__ == "NoArgsIsHelpError":  # a command without arguments: its help
+            print(error.format_message())
+        else:
             _error_line(error.format_message())
         sys.exit(error.exit_code)
     except typer.Abort:

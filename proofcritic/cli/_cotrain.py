@@ -29,7 +29,7 @@ def cotrain_command(
 
 
 def _main() -> None:  # ``python -m proofcritic.cli._cotrain``, until the command is registered
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app = typer.Typer(rich_markup_mode=None, add_completion=False, pretty_exceptions_enable=False)
     app.command()(cotrain_command)
     app()
 

@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # imported where used: the parser is built without them
     from ..benchmarks._suite import Kind
     from ..runner import RunStats
 
-eval_app = typer.Typer(name="eval", help="Evaluate a solving strategy or a grader on a benchmark suite.",
+eval_app = typer.Typer(rich_markup_mode=None, name="eval", help="Evaluate a solving strategy or a grader on a benchmark suite.",
                        no_args_is_help=True)
 
 def _suite_option(kind: Kind) -> Any:

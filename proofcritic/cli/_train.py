@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-train_app = typer.Typer(
+train_app = typer.Typer(rich_markup_mode=None, 
     help="Train verifier, meta-verifier and generator models on TRL (GRPO, SFT, DPO).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,

@@ -47,9 +47,7 @@ import json
 import re
 import time
 from collections.abc import Sequence
-from typing import Any, Literal
-
-import aiohttp
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import (
     AuthenticationError,
@@ -62,6 +60,9 @@ from .._constants import TRANSPORTS
 from ._balancer import Balancer, Endpoint, split_base_urls
 from ._base import CONTEXT_MESSAGE, Backend, report_request
 from ._http import HTTPClient, HTTPConnectionError
+if TYPE_CHECKING:
+    import aiohttp
+
 from ._types import (
     ChatMessage,
     ChatRequest,
@@ -256,7 +257,7 @@ class OpenAIBackend(Backend):
         self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
-        self._session: aiohttp.ClientSession | None = None
+        self._session: aiohttp.ClientSession | None = None  # made on first use (_aiohttp_session)
         self._http: HTTPClient | None = None  # the lean transport's client (plain http:// endpoints)
         self._pool: asyncio.Semaphore | None = None  # the lean client's share of max_connections
         self._client: Any = None  # openai.AsyncOpenAI of the first endpoint
@@ -280,7 +281,7 @@ class OpenAIBackend(Backend):
         if not float(seconds) > 0:
             raise ValueError(f"timeout must be more than 0 seconds, not {seconds!r}")
         self._timeout = float(seconds)
-        self._request_timeout = aiohttp.ClientTimeout(total=self._timeout)
+        self._request_timeout: aiohttp.ClientTimeout | None = None  # made with the session
 
     def cache_identity(self) -> str:
         return f"openai/{self.base_url}/{self.model}"
@@ -297,7 +298,7 @@ class OpenAIBackend(Backend):
     def _bind(self) -> None:
         """Create the HTTP client for the running loop (a client cannot cross event loops)."""
         loop = asyncio.get_running_loop()
-        if self._loop is loop and (self._session is not None or self._client is not None):
+        if self._loop is loop and (self._session is not None or self._client is not None or self._http is not None):
             return
         self._session, self._client, self._loop = None, None, loop
         cap = self.max_connections_per_host
@@ -309,15 +310,10 @@ class OpenAIBackend(Backend):
             if self.max_connections is not None:
                 self._pool = asyncio.Semaphore(self.max_connections)
         if self.transport in ("aiohttp", "lean"):
-            connector = aiohttp.TCPConnector(
-                limit=self.max_connections or 0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=60
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                headers=self._headers,
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-                skip_auto_headers=("User-Agent",),
-            )
+            # the aiohttp session (and aiohttp's import, about 0.1 s) waits for its first use: with
+            # the lean client on http:// servers only health checks and GET /models need it
+            if self.transport == "aiohttp" or self._http is None:
+                self._aiohttp_session()
             return
         import openai
 
@@ -342,10 +338,36 @@ class OpenAIBackend(Backend):
             )
         self._client = self._clients[self.base_url]
 
+    def _aiohttp_session(self) -> aiohttp.ClientSession:
+        """The aiohttp session of the bound event loop, made on first use."""
+        if self._session is None:
+            import aiohttp
+
+            connector = aiohttp.TCPConnector(
+                limit=self.max_connections or 0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=60
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                headers=self._headers,
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                skip_auto_headers=("User-Agent",),
+            )
+        return self._session
+
+    def _aiohttp_timeout(self, seconds: float | None = None) -> aiohttp.ClientTimeout:
+        """aiohttp's timeout object: ``seconds``, or one request's (``timeout``)."""
+        import aiohttp
+
+        if seconds is not None:
+            return aiohttp.ClientTimeout(total=seconds)
+        if self._request_timeout is None or self._request_timeout.total != self._timeout:
+            self._request_timeout = aiohttp.ClientTimeout(total=self._timeout)
+        return self._request_timeout
+
     async def _post_chat(self, body: dict[str, Any], n: int, readout: bool = False) -> dict[str, Any]:
         """POST one chat request through the balancer; the decoded JSON answer or a classified error."""
         self._bind()
-        payload = _dumps(body) if self._session is not None else b""
+        payload = _dumps(body) if self.transport != "openai" else b""
         return await self._balancer.call(lambda endpoint: self._post_chat_at(endpoint, body, payload, n, readout))
 
     async def _post_chat_at(
@@ -392,9 +414,11 @@ class OpenAIBackend(Backend):
             raw, status = response.body, response.status
             if status >= 300:
                 raise await self._classify(status, raw.decode("utf-8", "replace"), _retry_after(response.headers), n, url)
-        elif self._session is not None:
+        elif self.transport != "openai":
+            import aiohttp
+
             try:
-                async with self._session.post(chat_url, data=payload, timeout=self._request_timeout) as resp:
+                async with self._aiohttp_session().post(chat_url, data=payload, timeout=self._aiohttp_timeout()) as resp:
                     raw = await resp.read()
                     status = resp.status
                     retry_after = _retry_after(resp.headers) if status >= 300 else None
@@ -453,7 +477,7 @@ class OpenAIBackend(Backend):
         answers 200 (vLLM and SGLang serve it)."""
         self._bind()
         url = endpoint.url
-        if self._session is None:
+        if self.transport == "openai":
             import openai
 
             try:
@@ -463,14 +487,17 @@ class OpenAIBackend(Backend):
                 return exc.status_code < 500 and exc.status_code != 404
             except openai.APIError:
                 return False
-        timeout = aiohttp.ClientTimeout(total=min(self.timeout, self.probe_timeout))
+        import aiohttp
+
+        timeout = self._aiohttp_timeout(min(self.timeout, self.probe_timeout))
+        session = self._aiohttp_session()
         try:
-            async with self._session.get(f"{url}/models", timeout=timeout) as resp:
+            async with session.get(f"{url}/models", timeout=timeout) as resp:
                 await resp.read()
                 if resp.status < 500 and resp.status != 404:
                     return True
             root = url.removesuffix("/v1")
-            async with self._session.get(f"{root}/health", timeout=timeout) as resp:
+            async with session.get(f"{root}/health", timeout=timeout) as resp:
                 await resp.read()
                 return resp.status == 200
         except (aiohttp.ClientError, asyncio.TimeoutError, TimeoutError, ValueError):
@@ -509,9 +536,9 @@ class OpenAIBackend(Backend):
         self._bind()
         url = base_url or self.base_url
         try:
-            if self._session is not None:
-                async with self._session.get(
-                    f"{url}/models", timeout=aiohttp.ClientTimeout(total=min(self.timeout, 10))
+            if self.transport != "openai":
+                async with self._aiohttp_session().get(
+                    f"{url}/models", timeout=self._aiohttp_timeout(min(self.timeout, 10))
                 ) as resp:
                     if resp.status != 200:
                         return None
