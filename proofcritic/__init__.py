@@ -11,11 +11,10 @@ Async code builds the pieces itself: ``get_model`` -> ``Verifier`` -> ``await gr
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ._constants import DEFAULT_SCORE_MODE
+from ._lazy import lazy_names
 from .errors import (
     AuthenticationError,
     BackendError,
@@ -65,20 +64,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is not None:
-        value = getattr(importlib.import_module(module, __name__), name)
-    elif not name.startswith("__") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
-        value = importlib.import_module(f".{name}", __name__)  # a submodule, as when all were imported here
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    globals()[name] = value  # looked up once
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, globals(), submodules=True)
 
 
 __version__ = "0.1.0"
