@@ -2,7 +2,8 @@
 beyond the standard library, so that building the parser (``proofcritic --help``, an argument
 error) needs no heavy module. Each is re-exported where it belongs: the score modes by
 :mod:`proofcritic.verifier`, the strategies by :mod:`proofcritic.pipelines.solve`, the input
-limit by :mod:`proofcritic.io`, the transports by :mod:`proofcritic.llm._openai`.
+limit by :mod:`proofcritic.io`, the transports by :mod:`proofcritic.llm._openai`, the weight types by
+:mod:`proofcritic.llm._transformers_parts`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ STRATEGIES: dict[str, str] = {
 DEFAULT_MAX_INPUT_CHARS = 200_000
 #: the environment variable that sets the limit (0: none); ``--max-input-chars`` overrides it
 MAX_INPUT_CHARS_ENV = "PROOFCRITIC_MAX_INPUT_CHARS"
+
+#: the weight types a local backend takes (``--dtype``; see proofcritic.llm._transformers_parts.dtype_plan)
+DType = Literal["auto", "float32", "bfloat16", "float16"]
+DTYPES: tuple[str, ...] = get_args(DType)
 
 #: the OpenAI-compatible backend's HTTP clients (``--transport``; see proofcritic.llm._openai)
 TRANSPORTS: tuple[str, ...] = ("lean", "aiohttp", "openai")

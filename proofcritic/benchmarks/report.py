@@ -251,10 +251,12 @@ def _details_row(width: int, summary: str, inner: str) -> str:
 
 
 def _error_row(record: dict, width: int) -> tuple[str, list[str]]:
+    """An error record's row of an items table of ``width`` columns: html, and the markdown
+    cells (the id, the message, then empty cells to the width)."""
     message = f"error ({record.get('error_kind') or 'unknown'}): {record.get('error')}"
     row = (f"<tbody><tr class='err'><td>{html.escape(str(record.get('id')))}</td>"
            f"<td colspan='{width - 1}'>{html.escape(_shorten(message, 600))}</td></tr></tbody>")
-    return row, [str(record.get("id")), message]
+    return row, [str(record.get("id")), message, *[""] * (width - 2)]
 
 
 def _items_table(header: list[str], numeric: set[str], body: list[str]) -> str:
@@ -277,7 +279,7 @@ def _grade_items(summary: dict, records: list[dict], text_limit: int, text_budge
         if "error" in r or r.get("kind") != "grade":
             row_html, row_md = _error_row(r, len(header))
             body.append(row_html)
-            md_rows.append(row_md + [""] * (len(header) - 2))
+            md_rows.append(row_md)
             continue
         meta = r.get("meta") or {}
         top = r.get("max_points")
@@ -339,7 +341,7 @@ def _solve_items(summary: dict, records: list[dict], text_limit: int, text_budge
         if "error" in r or r.get("kind") != "solve":
             row_html, row_md = _error_row(r, len(header))
             body.append(row_html)
-            md_rows.append(row_md + [""] * (len(header) - 2))
+            md_rows.append(row_md)
             continue
         top = r.get("max_points")
         rows = []

@@ -17,7 +17,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 from typer.models import DefaultPlaceholder
 
-from .._constants import DEFAULT_MAX_INPUT_CHARS, MAX_INPUT_CHARS_ENV, SCORE_MODES, TRANSPORTS
+from .._constants import DEFAULT_MAX_INPUT_CHARS, DTYPES, MAX_INPUT_CHARS_ENV, SCORE_MODES, TRANSPORTS
 from ..budget import CallPlan
 
 # The parser is built from this module and the commands' modules with nothing heavier than
@@ -116,17 +116,21 @@ MaxConnectionsPerHostOpt = Annotated[
 ]
 
 
-def check_transport(value: str | None) -> str | None:
-    """A typer callback for ``--transport``: one of the server backend's transports."""
-    if value is not None and value not in TRANSPORTS:
-        raise typer.BadParameter(f"must be one of {', '.join(TRANSPORTS)}, not {value!r}")
-    return value
+def one_of(values: Sequence[str]) -> Callable[[str | None], str | None]:
+    """A typer callback that accepts None (not given) or one of ``values``."""
+
+    def check(value: str | None) -> str | None:
+        if value is not None and value not in values:
+            raise typer.BadParameter(f"must be one of {', '.join(values)}, not {value!r}")
+        return value
+
+    return check
 
 
 TransportOpt = Annotated[
     Optional[str],
     typer.Option(
-        "--transport", callback=check_transport, metavar="lean|aiohttp|openai",
+        "--transport", callback=one_of(TRANSPORTS), metavar="lean|aiohttp|openai",
         help="HTTP client of a server backend: lean (the default: proofcritic's own HTTP/1.1 keep-alive client "
         "for http:// servers, aiohttp for https://), aiohttp (every request through aiohttp) or openai (the "
         "openai package, for hosted APIs with quirks).",
@@ -134,20 +138,10 @@ TransportOpt = Annotated[
 ]
 
 
-def check_dtype(value: str | None) -> str | None:
-    """A typer callback for ``--dtype``: one of the local backends' weight types."""
-    if value is not None:
-        from ..llm._transformers_parts import DTYPES
-
-        if value not in DTYPES:
-            raise typer.BadParameter(f"must be one of {', '.join(DTYPES)}, not {value!r}")
-    return value
-
-
 DtypeOpt = Annotated[
     Optional[str],
     typer.Option(
-        "--dtype", callback=check_dtype, metavar="auto|float32|bfloat16|float16",
+        "--dtype", callback=one_of(DTYPES), metavar="auto|float32|bfloat16|float16",
         help="Weight type of a local model (transformers, vllm-offline): float32 (the default on a CPU: exact, "
         "batched generation gives one-at-a-time's greedy texts), bfloat16, float16, or auto (transformers on a CPU: "
         "float32 generation with a bfloat16 likelihood read-out where the CPU has native bfloat16; on a GPU and "

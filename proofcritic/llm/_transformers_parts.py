@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._constants import DTYPES  # the weight types (--dtype), re-exported here
 from ..errors import BackendError, MissingDependencyError, ProofcriticError
 from ._types import ChatRequest, Completion
 
@@ -56,8 +57,6 @@ def _transformers() -> Any:
     return transformers
 
 
-#: the weight types a local backend takes (``--dtype``); see :func:`dtype_plan`
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 #: CPU flags (``/proc/cpuinfo``) of a native bfloat16 dot product: AVX512-BF16, AMX-BF16
 _BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 

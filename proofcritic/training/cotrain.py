@@ -47,10 +47,11 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .._constants import DType
 from ..errors import InputError
 
 __all__ = [
@@ -74,8 +75,8 @@ class InjectedFailure(RuntimeError):
     """Raised by the step named in ``PROOFCRITIC_COTRAIN_FAIL`` (tests of resumption)."""
 
 
-#: the weight types of a local model (``--dtype``; see proofcritic.llm._transformers_parts.DTYPES)
-LocalDtype = Literal["auto", "float32", "bfloat16", "float16"]
+#: the weight types of a local model (``--dtype``; defined in proofcritic._constants)
+LocalDtype = DType
 
 
 class SampleParams(BaseModel):
