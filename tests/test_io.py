@@ -64,3 +64,20 @@ def test_appender_cuts_a_partial_last_line(tmp_path):
         out.write({"id": "3"})
     assert path.read_text().splitlines() == ['{"id": "1"}', '{"id": "3"}']
     assert set(read_done(path)) == {"1", "3"}
+
+
+def test_latest_values_keeps_the_last_record_of_each_id_in_one_pass(tmp_path):
+    from proofcritic.io import latest_values
+
+    path = tmp_path / "out.jsonl"
+    lines = [{"id": "a", "v": 1}, {"id": "b", "v": 2}, {"id": "a", "v": 3}, {"no_id": 1}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines) + '{"id": "c", "v": 9', encoding="utf-8")
+    calls = []
+
+    def value(record):
+        calls.append(record["id"])
+        return record["v"] * 10
+
+    assert latest_values(path, value) == {"a": 30, "b": 20}  # the torn last line is no record
+    assert calls == ["a", "b", "a"]  # each record read once
+    assert latest_values(tmp_path / "absent.jsonl", value) == {}

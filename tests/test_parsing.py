@@ -384,3 +384,14 @@ def test_issues_without_heading_need_labels():
 def test_verification_carries_issues():
     verification = parse_verification(verification_text("0", analysis=PIPE_FORM))
     assert verification.format_ok and verification.score == 0.0 and len(verification.issues) == 3
+
+
+def test_marker_patterns_must_start_with_a_letter():
+    from proofcritic.parsing import _marker_pattern
+
+    with pytest.raises(ValueError, match="start with a letter"):
+        _marker_pattern("[x]?based", "on")
+    pattern = _marker_pattern("Based", "on")
+    assert [m.group() for m in pattern.finditer("## **based on** x; BASED  on:; __based_on__")] == [
+        "## **based on** ", "BASED  on:", "__based_on__",
+    ]

@@ -287,3 +287,19 @@ def test_extra_variables_for_custom_templates(tmp_path):
     assert prompts.render("critique", problem=BARE, proof="P")[0].content == f"Critique P of {BARE.statement}."
     with pytest.raises(PromptError, match="unknown prompt role"):
         PromptSet.load(folder, require=["nonsense"])
+
+
+def test_fast_jinja_render_matches_jinja_render_with_globals_and_filters(tmp_path):
+    """The render path that skips jinja's per-call globals merge gives the same text as
+    ``Template.render``, including jinja globals (``range``) and the set's filters."""
+    shutil.copytree(PromptSet.load().directory, tmp_path / "p")
+    (tmp_path / "p" / "verify.j2").write_text(
+        "{% for i in range(2) %}[{{ i }}]{% endfor %} {{ problem.statement }} {{ 0.5 | as_score }}\n{{ proof }}\n",
+        encoding="utf-8",
+    )
+    prompts = PromptSet.load(tmp_path / "p")
+    template = prompts._templates["verify"]
+    problem = Problem(id="x", statement="Show it.")
+    expected = template.jinja.render(problem=problem, proof="P").strip()
+    assert prompts.render("verify", problem=problem, proof="P")[-1].content == expected
+    assert expected.startswith("[0][1] Show it. 0.5")
