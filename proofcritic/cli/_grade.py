@@ -63,10 +63,8 @@ def grade_command(
     from ..io import read_problem, read_proof
     from ..progress import LiveProgress
     from ..runner import read_items
-    from ..tools import get_tool, tool_class
     from ..types import GradeResult
     from ..verifier import Verifier
-    from ..verifier._critic import CriticVerifier
 
     batch = input is not None or output is not None
     if batch and (input is None or output is None):
@@ -81,6 +79,9 @@ def grade_command(
         the_problem = read_problem(problem, reference=reference, guidelines=guidelines, max_points=max_points)
         the_proof = read_proof(proof)
     tool_names = [t.strip() for t in (tools or "").split(",") if t.strip()]
+    if tool_names:  # the tools and the critic's import only when asked for
+        from ..tools import get_tool, tool_class
+        from ..verifier._critic import CriticVerifier
     for name in tool_names:  # an unknown tool fails before any model loads
         try:
             tool_class(name)

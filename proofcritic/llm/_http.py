@@ -60,6 +60,7 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self._buffer = bytearray()
         self._waiter: asyncio.Future[Response] | None = None
+        self._timer: asyncio.TimerHandle | None = None  # the deadline of the request under way
         self._head: tuple[int, dict[str, str]] | None = None
         self._length: int | None = None  # body bytes expected; None: chunked or until close
         self._chunked = False
@@ -86,6 +87,7 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         waiter = self._waiter
         if waiter is None or waiter.done():
+            self._stop_timer()
             return
         if self._head is not None and self._length is None and not self._chunked:
             status, headers = self._head  # a body delimited by the end of the connection
@@ -109,12 +111,12 @@ class _Connection(asyncio.Protocol):
         self._keep_alive = True
         loop = asyncio.get_running_loop()
         waiter = self._waiter = loop.create_future()
-        timer = loop.call_at(deadline, self._expire, waiter)
-        waiter.add_done_callback(lambda _: timer.cancel())
+        self._timer = loop.call_at(deadline, self._expire, waiter)  # cancelled by _finish
         self.transport.write(request)
         return waiter
 
     def _expire(self, waiter: asyncio.Future[Response]) -> None:
+        self._timer = None
         if not waiter.done():
             self._waiter = None
             self.abort()
@@ -181,6 +183,7 @@ class _Connection(asyncio.Protocol):
 
     def _finish(self, response: Response | None = None, exc: Exception | None = None) -> None:
         waiter, self._waiter = self._waiter, None
+        self._stop_timer()
         self._buffer.clear()
         if response is None or not self._keep_alive:
             self._fail_connection()
@@ -190,6 +193,11 @@ class _Connection(asyncio.Protocol):
             else:
                 waiter.set_result(response)  # type: ignore[arg-type]
 
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
     def _fail_connection(self) -> None:
         self.closed = True
         if self.transport is not None:
@@ -197,6 +205,7 @@ class _Connection(asyncio.Protocol):
 
     def abort(self) -> None:
         self.closed = True
+        self._stop_timer()
         if self.transport is not None:
             self.transport.abort()
 

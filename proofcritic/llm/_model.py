@@ -357,7 +357,10 @@ class Model:
             out = self.cache.get_samples(key, n)  # type: ignore[assignment]
             missing = [i for i, s in enumerate(out) if s is None]
             if missing:
-                sub = ChatRequest(messages=request.messages, config=config.model_copy(update={"n": len(missing)}))
+                if len(missing) == n:  # nothing cached: the request as it came (no copies)
+                    sub = request if config is request.config else ChatRequest(messages=request.messages, config=config)
+                else:
+                    sub = ChatRequest(messages=request.messages, config=config.model_copy(update={"n": len(missing)}))
                 fresh = await self._call(self.backend.generate, sub, tokens=_generation_tokens)
                 self.cache.put_samples(key, dict(zip(missing, fresh)))
                 for index, completion in zip(missing, fresh):

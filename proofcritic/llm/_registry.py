@@ -68,7 +68,7 @@ def get_backend(spec: str, backend: str | None = None, **options: Any) -> Backen
 def _check_local_options(kind: str, options: dict[str, Any]) -> None:
     """``dtype`` and ``threads`` are local-model settings: refuse them, as input errors, for a
     backend that cannot take them or with a value it cannot use (None means "not given")."""
-    from ._transformers_parts import DTYPES
+    from .._constants import DTYPES  # (not through the local backend's modules: they import slowly)
 
     dtype, threads = options.get("dtype"), options.get("threads")
     if options.get("transport") is None:

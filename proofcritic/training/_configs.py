@@ -134,7 +134,7 @@ class ProofcriticGRPOConfig(GRPOConfig, _CommonFields):
             )
         if self.reward_model_max_tokens < 1:
             raise ConfigError("reward_model_max_tokens must be >= 1")
-        from ..llm._transformers_parts import DTYPES
+        from .._constants import DTYPES
 
         if self.reward_model_dtype is not None and self.reward_model_dtype not in DTYPES:
             raise ConfigError(f"reward_model_dtype must be one of {', '.join(DTYPES)}, not {self.reward_model_dtype!r}")
