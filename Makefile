@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.proofcritic-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test install system-deps clean-venv perf test-vllm perf-vllm
+.PHONY: demo test lint install system-deps clean-venv perf test-vllm perf-vllm
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,17 @@ $(BIN)/lean: $(STAMP)
 
 test: $(STAMP) system-deps $(BIN)/lean
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# style, types and architecture (configured in pyproject.toml): ruff's rules, ruff's format, mypy
+# with the pydantic plugin, and import-linter's contracts (the layers; no private module imported
+# from outside its package). Each step runs even when an earlier one failed; the status is theirs.
+lint: $(STAMP)
+	@status=0; \
+	$(BIN)/ruff check . || status=1; \
+	$(BIN)/ruff format --check . || status=1; \
+	$(BIN)/mypy || status=1; \
+	$(BIN)/lint-imports || status=1; \
+	exit $$status
 
 perf: $(STAMP) $(BIN)/lean
 	HF_HUB_OFFLINE=1 $(BIN)/python perf/orchestration.py
