@@ -50,7 +50,7 @@ def _child(args: argparse.Namespace) -> dict:
     import torch  # first, so that OpenMP keeps the policy this process was started with (see _run)
 
     from proofcritic.llm._transformers import TransformersBackend
-    from proofcritic.llm._transformers_parts import torch_threads
+    from proofcritic.llm._local_loading import torch_threads
 
     backend = TransformersBackend("smollm2", dtype=args.dtype, threads=args.threads, prefix_cache_tokens=0)
     started = time.perf_counter()
@@ -194,7 +194,7 @@ def main() -> None:
         args.threads = args.threads_one
         print(json.dumps(_child(args)), flush=True)
         return
-    from proofcritic.llm._transformers_parts import default_threads, usable_cpus
+    from proofcritic.llm._local_loading import default_threads, usable_cpus
 
     cpus = usable_cpus()
     threads = [int(t) for t in args.threads.split(",")] if args.threads else sorted({1, cpus})

@@ -18,7 +18,7 @@ pytest.importorskip("transformers")
 from proofcritic.cli import main
 from proofcritic.errors import InputError
 from proofcritic.llm import CompletionCache, Model, get_model
-from proofcritic.llm import _transformers_parts as parts
+from proofcritic.llm import _local_loading as parts
 from proofcritic.llm._transformers import TransformersBackend
 from proofcritic.llm._types import ChatMessage, ChatRequest, GenerateConfig
 
@@ -149,7 +149,7 @@ def test_wait_policy_and_default_in_a_fresh_process(env, first, policy, all_cpus
     import subprocess
 
     clean = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
-    code = (first + "import os; from proofcritic.llm._transformers_parts import _torch, default_threads, usable_cpus; "
+    code = (first + "import os; from proofcritic.llm._local_loading import import_torch as _torch, default_threads, usable_cpus; "
             "_torch(); print(os.environ.get('OMP_WAIT_POLICY'), default_threads(), usable_cpus())")
     out = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True,
                          check=True).stdout.split()

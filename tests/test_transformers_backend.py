@@ -256,7 +256,7 @@ async def test_shared_prefix_scoring_equals_full_sequences(which, request):
 
 
 async def test_shared_prefix_scoring_in_pieces_equals_full_sequences(tiny_model_dir, monkeypatch):
-    import proofcritic.llm._transformers as tf_module
+    import proofcritic.llm._local_scoring as tf_module
 
     backend = TransformersBackend(tiny_model_dir)
     try:

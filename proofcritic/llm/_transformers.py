@@ -32,6 +32,12 @@ then runs the tokens the conversations have in common (the long prompt) once, wi
 and only each conversation's own tokens on top of that cache, all continuations in one batch.
 The totals are those of running every conversation in full (to float rounding).
 
+Where each part lives: this module holds the backend (rendering, the rows of a request,
+generation and its results); :mod:`._local_batching` the job queue, the rows and their batch key;
+:mod:`._local_loading` torch, the weight types, threads and the shared weights;
+:mod:`._local_generation` the per-row stopping and logprob hooks; :mod:`._local_scoring` the
+prefix-cached scoring.
+
 Context: a call runs only if it fits the model's positions (``max_position_embeddings`` of its
 config, or ``max_model_len``), as an OpenAI-compatible server would have it: a generation's
 prompt plus the ``max_tokens`` it sets (without one, the new tokens are cut to the room left),
@@ -39,11 +45,11 @@ a scored conversation as a whole. Otherwise :class:`~proofcritic.errors.ContextL
 is raised once the prompt is tokenised, before any forward pass.
 
 Weight type and threads: ``dtype`` picks the weights of generation and of scoring (see
-:func:`~proofcritic.llm._transformers_parts.dtype_plan`; float32 on a CPU by default, ``auto``
+:func:`~proofcritic.llm._local_loading.dtype_plan`; float32 on a CPU by default, ``auto``
 scores on a bfloat16 copy where the CPU has native bfloat16); a type other than the default is
 part of :meth:`cache_identity`. ``threads`` is torch's intra-op thread count while the worker
 runs a batch or a scoring call (set before, the previous count put back after: torch's count is
-process-global); the default is :func:`~proofcritic.llm._transformers_parts.default_threads`
+process-global); the default is :func:`~proofcritic.llm._local_loading.default_threads`
 (every CPU where torch's OpenMP threads wait passively, as they do when proofcritic imports torch).
 """
 
@@ -67,32 +73,34 @@ from ..errors import (
     UnsupportedFeatureError,
 )
 from ._base import Backend, check_context
-from ._smollm2 import is_smollm2_alias, smollm2_path, smollm2_target_dir
-from ._transformers_parts import (
+from ._local_batching import (
+    GREEDY,
+    BatchKey,
+    Job,
     JobQueue,
-    _cache_keyword,
-    _deliver,
-    _fail,
-    _Job,
-    _LogprobRecorder,
-    _looks_like_path,
-    _pad,
-    _Row,
-    _RowStopper,
-    _torch,
-    _transformers,
+    Row,
+    deliver,
+    fail,
+    pad_rows,
+)
+from ._local_generation import LogprobRecorder, RowStopper
+from ._local_loading import (
     check_dtype,
     default_threads,
     dtype_label,
     dtype_plan,
+    import_torch,
+    import_transformers,
+    load_shared,
+    looks_like_path,
     omp_wait_passive,
     prefer_passive_wait,
     torch_threads,
 )
+from ._local_scoring import Prefix, score_full, score_shared
+from ._smollm2 import is_smollm2_alias, smollm2_path, smollm2_target_dir
 from ._types import ChatMessage, ChatRequest, Completion, TokenLogprob
 
-#: logits elements (rows x tokens x vocab) allowed in one scoring forward pass (~512 MB fp32)
-_SCORE_BUDGET = 1 << 27
 _SENTINEL = "\u27e6proofcritic-continuation-end\u27e7"
 
 
@@ -107,14 +115,6 @@ class BackendStats:
     scoring_passes: int = 0  #: forward passes made by ``sequence_logprobs`` and guided choice
     shared_prefixes: int = 0  #: scoring calls whose common prefix ran once (KV cache reused)
     prefix_tokens_reused: int = 0  #: prefix tokens taken from a prefix kept from an earlier call
-
-
-#: weights loaded in this process, shared by every backend on the same folder, device and dtype
-#: (inference only reads them), so that a second backend or a second CLI call in one process
-#: does not load again; the least recently used is dropped beyond _SHARED_MAX
-_SHARED: dict[tuple[str, str, str], tuple[Any, Any]] = {}
-_SHARED_LOCK = threading.Lock()
-_SHARED_MAX = 2
 
 
 class TransformersBackend(Backend):
@@ -156,7 +156,7 @@ class TransformersBackend(Backend):
             local = Path(self._spec).expanduser()
             if local.exists():
                 self._path = local.resolve()
-            elif _looks_like_path(self._spec):
+            elif looks_like_path(self._spec):
                 raise ModelNotFoundError(f"model path not found: {local}")
         self.model = str(self._path) if self._path else self._spec
         self.device = device
@@ -176,7 +176,7 @@ class TransformersBackend(Backend):
         #: positions a call may fill, prompt and new tokens together (None: the model config's
         #: ``max_position_embeddings``); a longer call fails with ContextLengthError, unrun
         self.max_model_len = max_model_len
-        self._prefixes: list[_Prefix] = []  # least recently used first
+        self._prefixes: list[Prefix] = []  # least recently used first
         self.stats = BackendStats()
         self._hf_model: Any = None
         self._scorer: Any = None  # the model the read-out and guided choice run on (may be _hf_model)
@@ -223,14 +223,14 @@ class TransformersBackend(Backend):
                 self._load_locked()
 
     def _load_locked(self) -> None:
-        torch, tf = _torch(), _transformers()
         if self._path is None and is_smollm2_alias(self._spec):
             self._path = smollm2_path(self._cache_root)
             self.model = str(self._path)
         source = str(self._path) if self._path else self._spec
         gen, score = self.dtype_plan
-        tokenizer, model = self._shared(torch, tf, source, gen)
-        scorer = model if score == gen else self._shared(torch, tf, source, score)[1]
+        folder = self._path is not None
+        tokenizer, model = load_shared(source, self.device, gen, folder=folder)
+        scorer = model if score == gen else load_shared(source, self.device, score, folder=folder)[1]
         eos = model.generation_config.eos_token_id
         eos = eos if eos is not None else tokenizer.eos_token_id
         self._eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
@@ -240,32 +240,10 @@ class TransformersBackend(Backend):
         self._scorer = scorer
         self._hf_model = model
 
-    def _shared(self, torch: Any, tf: Any, source: str, dtype_name: str) -> tuple[Any, Any]:
-        """Tokenizer and model of ``source`` in ``dtype_name`` ("stored": the checkpoint's own),
-        loaded once per process and device (see ``_SHARED``)."""
-        dtype = "auto" if dtype_name == "stored" else getattr(torch, dtype_name)
-        key = (source, str(self.device), str(dtype))
-        with _SHARED_LOCK:
-            shared = _SHARED.pop(key, None)
-            if shared is None:
-                try:
-                    tokenizer = tf.AutoTokenizer.from_pretrained(source, local_files_only=True)
-                    model = tf.AutoModelForCausalLM.from_pretrained(source, dtype=dtype, local_files_only=True)
-                except (OSError, ValueError) as exc:
-                    where = "the folder" if self._path else "no such folder, and not in the local Hugging Face cache"
-                    raise ModelNotFoundError(f"cannot load model {source!r} ({where}): {exc}") from exc
-                model.to(self.device)
-                model.eval()
-                shared = (tokenizer, model)
-            _SHARED[key] = shared  # most recently used last
-            while len(_SHARED) > _SHARED_MAX:
-                _SHARED.pop(next(iter(_SHARED)))
-        return shared
-
     def close(self) -> None:
         """Stop the worker thread (after the work already queued) and drop the model."""
         for job in self._queue.shutdown():
-            _fail(job, BackendError("the transformers backend was closed"))
+            fail(job, BackendError("the transformers backend was closed"))
         with self._load_lock:
             self._hf_model = self._scorer = self._tokenizer = None
             self._prefixes = []
@@ -337,23 +315,23 @@ class TransformersBackend(Backend):
 
     def _submit(self, requests: Sequence[ChatRequest]) -> list[asyncio.Future]:
         loop = asyncio.get_running_loop()
-        jobs = [_Job(r, loop.create_future(), loop, [None] * r.config.n) for r in requests]
+        jobs = [Job(r, loop.create_future(), loop, [None] * r.config.n) for r in requests]
         self._queue.submit(jobs)
         return [j.future for j in jobs]
 
-    def _run_jobs(self, jobs: list[_Job]) -> None:
+    def _run_jobs(self, jobs: list[Job]) -> None:
         try:
             self.load()
         except BaseException as exc:  # noqa: BLE001 - delivered to the callers
             for job in jobs:
-                _fail(job, exc)
+                fail(job, exc)
             return
-        groups: dict[tuple, list[_Row]] = {}
+        groups: dict[BatchKey, list[Row]] = {}
         for job in jobs:
             try:
                 key, rows = self._rows_for(job)
             except Exception as exc:  # noqa: BLE001 - e.g. a template that rejects these messages
-                _fail(job, exc)
+                fail(job, exc)
                 continue
             groups.setdefault(key, []).extend(rows)
         self.stats.requests += len(jobs)
@@ -361,11 +339,11 @@ class TransformersBackend(Backend):
             for key, rows in groups.items():
                 self._run_group(key, rows)
 
-    def _rows_for(self, job: _Job) -> tuple[tuple, list[_Row]]:
+    def _rows_for(self, job: Job) -> tuple[BatchKey, list[Row]]:
         cfg = job.request.config
         temperature = cfg.temperature if cfg.temperature is not None else self.default_temperature
         greedy = not temperature
-        key = ("greedy",) if greedy else ("sample", float(temperature), float(cfg.top_p or 1.0), cfg.seed)
+        key = GREEDY if greedy else BatchKey(True, float(temperature), float(cfg.top_p or 1.0), cfg.seed)
         messages = job.request.messages
         prompt = self._encode(self.render(messages, continue_final=bool(messages) and messages[-1].role == "assistant"))
         # a set max_tokens must fit beside the prompt; the default is cut to the room left
@@ -382,17 +360,17 @@ class TransformersBackend(Backend):
             "top_logprobs": top,
         }
         if greedy:  # n greedy samples are identical: generate one, copy it
-            return key, [_Row(job, list(range(cfg.n)), **common)]
-        return key, [_Row(job, [i], **common) for i in range(cfg.n)]
+            return key, [Row(job, list(range(cfg.n)), **common)]
+        return key, [Row(job, [i], **common) for i in range(cfg.n)]
 
-    def _run_group(self, key: tuple, rows: list[_Row]) -> None:
-        torch = _torch()
-        seeded = key[0] == "sample" and key[3] is not None
+    def _run_group(self, key: BatchKey, rows: list[Row]) -> None:
+        torch = import_torch()
+        seeded = key.sample and key.seed is not None
         device = torch.device(self.device)
         devices = [device.index or 0] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices) if seeded else contextlib.nullcontext():
             if seeded:
-                torch.manual_seed(key[3])  # once per group; later chunks continue the stream
+                torch.manual_seed(key.seed)  # once per group; later chunks continue the stream
             for start in range(0, len(rows), self.max_batch_size):
                 chunk = [r for r in rows[start : start + self.max_batch_size] if not r.job.failed]
                 if not chunk:
@@ -401,7 +379,7 @@ class TransformersBackend(Backend):
                     completions = self._generate_rows(key, chunk)
                 except BaseException as exc:  # noqa: BLE001 - delivered to the callers
                     for row in chunk:
-                        _fail(row.job, exc)
+                        fail(row.job, exc)
                     continue
                 for row, completion in zip(chunk, completions):
                     if row.job.failed:
@@ -409,28 +387,28 @@ class TransformersBackend(Backend):
                     for slot in row.slots:
                         row.job.results[slot] = completion.model_copy(deep=True)
                     if all(c is not None for c in row.job.results):
-                        _deliver(row.job, result=list(row.job.results))
+                        deliver(row.job, result=list(row.job.results))
 
     # ----------------------------------------------------------------------------- generation
 
-    def _generate_rows(self, key: tuple, rows: list[_Row]) -> list[Completion]:
+    def _generate_rows(self, key: BatchKey, rows: list[Row]) -> list[Completion]:
         """One left-padded ``model.generate`` call for ``rows``; returns one completion per row."""
-        torch, tf = _torch(), _transformers()
-        ids, mask = _pad([r.prompt_ids for r in rows], self._pad_id, left=True)
+        torch, tf = import_torch(), import_transformers()
+        ids, mask = pad_rows([r.prompt_ids for r in rows], self._pad_id, left=True)
         width = ids.shape[1]
-        stopper = _RowStopper(rows, width, self._tokenizer, self._eos_ids)
+        stopper = RowStopper(rows, width, self._tokenizer, self._eos_ids)
         k = max(r.top_logprobs for r in rows)
-        recorder = _LogprobRecorder(width, k) if k >= 0 else None
+        recorder = LogprobRecorder(width, k) if k >= 0 else None
         kwargs: dict[str, Any] = {
             "max_new_tokens": max(r.max_tokens for r in rows),
-            "do_sample": key[0] == "sample",
+            "do_sample": key.sample,
             "num_beams": 1,
             "pad_token_id": self._pad_id,
             "eos_token_id": sorted(self._eos_ids) or None,
             "stopping_criteria": tf.StoppingCriteriaList([stopper]),
         }
-        if key[0] == "sample":
-            kwargs.update(temperature=key[1], top_p=key[2], top_k=0)
+        if key.sample:
+            kwargs.update(temperature=key.temperature, top_p=key.top_p, top_k=0)
         if recorder is not None:
             kwargs["logits_processor"] = tf.LogitsProcessorList([recorder])
         self.stats.batches += 1
@@ -450,7 +428,7 @@ class TransformersBackend(Backend):
         ]
 
     def _completion(
-        self, row: _Row, tokens: list[int], done_at: int | None, i: int, chosen: Any, tops: Any
+        self, row: Row, tokens: list[int], done_at: int | None, i: int, chosen: Any, tops: Any
     ) -> Completion:
         """Cut one generated row to its own end and turn it into a :class:`Completion`."""
         end = done_at if done_at is not None else len(tokens)
@@ -574,180 +552,13 @@ class TransformersBackend(Backend):
         lengths = [max(len(seq) - prompt_len, 0) for seq in seqs]
         return seqs, prompt_len, lengths
 
-    def _vocab(self) -> int:
-        return int(self._hf_model.config.get_text_config().vocab_size)
-
     def _score_full(self, seqs: list[list[int]]) -> list[float]:
-        """Total log-likelihood of each token list, every list run in full (padded batches)."""
-        torch = _torch()
-        vocab = self._vocab()
-        totals: list[float] = [0.0] * len(seqs)
-        order = sorted(range(len(seqs)), key=lambda j: len(seqs[j]))
-        start = 0
-        while start < len(order):  # as many rows per pass as the logits budget allows
-            stop = start + 1
-            while stop < len(order) and (stop + 1 - start) * len(seqs[order[stop]]) * vocab <= _SCORE_BUDGET:
-                stop += 1
-            chunk = order[start:stop]
-            ids, mask = _pad([seqs[j] for j in chunk], self._pad_id, left=False)  # positions 0..n-1
-            self.stats.scoring_passes += 1
-            with torch.inference_mode():
-                logits = self._scorer(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
-                for r, j in enumerate(chunk):
-                    n = len(seqs[j])
-                    totals[j] = _picked_logprob(logits[r, : n - 1], ids[r, 1:n])
-            start = stop
-        return totals
+        """Total log-likelihood of each token list, every list run in full (:func:`score_full`)."""
+        return score_full(self._scorer, seqs, pad_id=self._pad_id, device=self.device, stats=self.stats)
 
     def _score_shared(self, seqs: list[list[int]]) -> list[float] | None:
-        """Total log-likelihood of each token list, running their common prefix only once.
-
-        The prefix is every token the lists share (cut so that each list keeps at least one
-        token of its own); it runs once with a KV cache (in pieces if its logits would exceed
-        the budget), which gives its own log-likelihood and the distribution of the first token
-        after it. The lists' remaining tokens then run as one right-padded batch on the cached
-        prefix, repeated for each row. Returns None, before any work, when the model's cache is
-        not a plain full-attention :class:`DynamicCache` (sliding windows, linear attention),
-        or when the lists share nothing.
-
-        Across calls, the prefixes run last are kept (see ``prefix_cache_tokens``): a new prefix
-        that starts like one of them (the same prompt with another analysis) runs only from
-        where they part.
-        """
-        torch, tf = _torch(), _transformers()
-        from transformers.cache_utils import DynamicLayer
-
-        shared = min(len(s) for s in seqs) - 1
-        for seq in seqs[1:]:
-            shared = next((i for i in range(shared) if seq[i] != seqs[0][i]), shared)
-        if shared < 1:
-            return None
-        model, device, vocab = self._scorer, torch.device(self.device), self._vocab()
-        cache_arg = _cache_keyword(model)
-        if not all(type(layer) is DynamicLayer for layer in tf.DynamicCache(config=model.config).layers):
-            return None
-        prefix = seqs[0][:shared]
-        entry, reuse = self._cached_prefix(prefix)
-        if entry is None:
-            cache, token_lp = tf.DynamicCache(config=model.config), [0.0]
-        else:  # its first ``reuse`` tokens' keys and values (copied), and its logprobs up to token ``reuse``
-            cache = tf.DynamicCache([(k[:, :, :reuse], v[:, :, :reuse]) for k, v in entry.kv])
-            token_lp = entry.logprobs[: reuse + 1]
-            self.stats.prefix_tokens_reused += reuse
-        step = max(1, _SCORE_BUDGET // vocab)  # prefix tokens per pass
-        with torch.inference_mode():
-            nxt = None  # logits that predict the token after the part already run
-            for a in range(reuse, shared, step):
-                piece = torch.tensor([prefix[a : a + step]], dtype=torch.long)
-                self.stats.scoring_passes += 1
-                logits = model(
-                    input_ids=piece.to(device),
-                    position_ids=torch.arange(a, a + piece.shape[1], device=device)[None],
-                    **{cache_arg: cache},
-                    use_cache=True,
-                ).logits[0]
-                if nxt is not None:
-                    token_lp += _token_logprobs(nxt[None], piece[0, :1])
-                token_lp += _token_logprobs(logits[:-1], piece[0, 1:])
-                nxt = logits[-1].float()
-            if cache.get_seq_length() != shared or any(layer.keys is None for layer in cache.layers):
-                return None  # not the cache this method expects; nothing was returned yet
-            kv = [(layer.keys, layer.values) for layer in cache.layers]
-            self._keep_prefix(_Prefix(prefix, kv, token_lp))
-            prefix_total = math.fsum(token_lp)
-            first = torch.log_softmax(nxt, dim=-1)
-            totals = [prefix_total + float(first[s[shared]]) for s in seqs]
-            # the tokens after the first one of each list's own part
-            rest = [j for j, s in enumerate(seqs) if len(s) > shared + 1]
-            rest.sort(key=lambda j: len(seqs[j]))
-            start = 0
-            while start < len(rest):
-                stop = start + 1
-                while stop < len(rest) and (stop + 1 - start) * (len(seqs[rest[stop]]) - shared) * vocab <= _SCORE_BUDGET:
-                    stop += 1
-                chunk = rest[start:stop]
-                start = stop
-                # run every token of a row's own part but its last; logits[k] predicts token k + 1
-                fed = [seqs[j][shared:-1] for j in chunk]
-                ids, mask = _pad(fed, self._pad_id, left=False)
-                rows, width = ids.shape
-                full_mask = torch.cat([torch.ones((rows, shared), dtype=mask.dtype), mask], dim=1)
-                rows_cache = tf.DynamicCache(
-                    [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in kv]
-                )
-                self.stats.scoring_passes += 1
-                logits = model(
-                    input_ids=ids.to(device),
-                    attention_mask=full_mask.to(device),
-                    position_ids=torch.arange(shared, shared + width, device=device)[None].expand(rows, -1),
-                    **{cache_arg: rows_cache},
-                    use_cache=True,
-                ).logits
-                for r, j in enumerate(chunk):
-                    n = len(fed[r])
-                    totals[j] += math.fsum(_token_logprobs(logits[r, :n], torch.tensor(seqs[j][shared + 1 :])))
-        self.stats.shared_prefixes += 1
-        return totals
-
-    def _cached_prefix(self, prefix: list[int]) -> tuple[_Prefix | None, int]:
-        """The kept prefix that starts like ``prefix`` for longest, and how many of its tokens to
-        reuse: all those in common but the last one (it runs again, to give the logits that
-        predict the next token), so at most ``len(prefix) - 1``; (None, 0) when none helps."""
-        if self.prefix_cache_tokens <= 0:
-            return None, 0
-        best, best_len = None, 0
-        for entry in self._prefixes:
-            limit = min(len(entry.tokens), len(prefix))
-            same = next((i for i in range(limit) if entry.tokens[i] != prefix[i]), limit)
-            if same > best_len:
-                best, best_len = entry, same
-        if best is None or best_len < 2:
-            return None, 0
-        self._prefixes.remove(best)
-        self._prefixes.append(best)  # most recently used last
-        return best, min(best_len, len(prefix)) - 1
-
-    def _keep_prefix(self, entry: _Prefix) -> None:
-        """Keep ``entry`` for later calls, dropping the least recently used beyond the budget."""
-        if len(entry.tokens) <= self.prefix_cache_tokens:
-            # a kept prefix that the new one extends is of no further use
-            self._prefixes = [
-                e for e in self._prefixes
-                if not (len(e.tokens) <= len(entry.tokens) and entry.tokens[: len(e.tokens)] == e.tokens)
-            ]
-            self._prefixes.append(entry)
-        while self._prefixes and sum(len(e.tokens) for e in self._prefixes) > self.prefix_cache_tokens:
-            self._prefixes.pop(0)
-
-
-# --------------------------------------------------------------------------------- helpers
-
-
-@dataclass
-class _Prefix:
-    """A prefix scored before: its tokens, its keys and values per layer (batch of one), and
-    ``logprobs[i]``, the log-probability of token i after the ones before it (0 for token 0)."""
-
-    tokens: list[int]
-    kv: list[tuple[Any, Any]]
-    logprobs: list[float]
-
-
-def _token_logprobs(logits: Any, targets: Any) -> list[float]:
-    """``log_softmax(logits[i])[targets[i]]`` for every row, computed in fp32."""
-    torch = _torch()
-    if logits.shape[0] == 0:
-        return []
-    row = logits.float()
-    picked = row.gather(1, targets[:, None].to(row.device)).squeeze(1)
-    return (picked - torch.logsumexp(row, dim=-1)).tolist()
-
-
-def _picked_logprob(logits: Any, targets: Any) -> float:
-    """Sum over rows of ``log_softmax(logits[i])[targets[i]]`` (0 for no rows), in fp32."""
-    torch = _torch()
-    if logits.shape[0] == 0:
-        return 0.0
-    row = logits.float()
-    picked = row.gather(1, targets[:, None].to(row.device)).squeeze(1)
-    return float((picked - torch.logsumexp(row, dim=-1)).sum())
+        """Total log-likelihood of each token list, their common prefix run once on a KV cache
+        and the prefixes kept for later calls (:func:`score_shared`); None where the model's
+        cache does not allow it or the lists share nothing."""
+        return score_shared(self._scorer, seqs, pad_id=self._pad_id, device=self.device, stats=self.stats,
+                            prefixes=self._prefixes, keep_tokens=self.prefix_cache_tokens)

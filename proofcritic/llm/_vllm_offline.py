@@ -41,7 +41,7 @@ from ..errors import (
     ProofcriticError,
 )
 from ._base import CONTEXT_MESSAGE, Backend, check_context
-from ._transformers_parts import JobQueue, _deliver
+from ._local_batching import JobQueue, deliver
 from ._types import (
     ChatMessage,
     ChatRequest,
@@ -163,7 +163,7 @@ class VLLMOfflineBackend(Backend):
             llm = self.load()
         except BaseException as exc:  # noqa: BLE001 - delivered to every waiting caller
             for job in jobs:
-                _deliver(job, exc=exc)
+                deliver(job, exc=exc)
             return
         generation = [j for j in jobs if j.request is not None]
         scoring = [j for j in jobs if j.request is None]
@@ -186,7 +186,7 @@ class VLLMOfflineBackend(Backend):
             try:
                 check(context, job)
             except ContextLengthError as exc:
-                _deliver(job, exc=exc)
+                deliver(job, exc=exc)
                 continue
             except Exception:  # noqa: BLE001, S110 - e.g. a tokenizer without a chat template
                 pass
@@ -217,16 +217,16 @@ class VLLMOfflineBackend(Backend):
             )
         except BaseException as exc:  # noqa: BLE001 - delivered to every waiting caller
             for job in jobs:
-                _deliver(job, exc=exc)
+                deliver(job, exc=exc)
             return
         self.stats.requests += len(jobs)
         self.stats.chat_calls += 1
         self.stats.max_batch = max(self.stats.max_batch, len(jobs))
         for job, output in zip(jobs, outputs):
             try:
-                _deliver(job, result=self._completions(job.request, output))
+                deliver(job, result=self._completions(job.request, output))
             except BaseException as exc:  # noqa: BLE001
-                _deliver(job, exc=exc)
+                deliver(job, exc=exc)
 
     def _run_scoring(self, llm: Any, jobs: list[_Job]) -> None:
         def fits(context: int, job: _Job) -> None:
@@ -243,7 +243,7 @@ class VLLMOfflineBackend(Backend):
             outputs = self._chat(llm, flat, params, continue_final_message=True, add_generation_prompt=False)
         except BaseException as exc:  # noqa: BLE001
             for job in jobs:
-                _deliver(job, exc=exc)
+                deliver(job, exc=exc)
             return
         self.stats.scoring_calls += 1
         at = 0
@@ -251,9 +251,9 @@ class VLLMOfflineBackend(Backend):
             mine = outputs[at: at + len(job.conversations)]
             at += len(job.conversations)
             try:
-                _deliver(job, result=[_prompt_total(o) for o in mine])
+                deliver(job, result=[_prompt_total(o) for o in mine])
             except BaseException as exc:  # noqa: BLE001
-                _deliver(job, exc=exc)
+                deliver(job, exc=exc)
 
     def _chat(self, llm: Any, conversations: list, params: Any, **flags: Any) -> list[Any]:
         try:
@@ -323,7 +323,7 @@ class VLLMOfflineBackend(Backend):
         """Stop the worker and release the engine (and its GPU memory)."""
         orphans = await asyncio.get_running_loop().run_in_executor(None, self._queue.shutdown)
         for job in orphans:
-            _deliver(job, exc=BackendError("the vLLM backend was closed"))
+            deliver(job, exc=BackendError("the vLLM backend was closed"))
         self.close()
 
     def close(self) -> None:
