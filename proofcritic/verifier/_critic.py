@@ -52,7 +52,6 @@ CRITIC_TEMPLATES: tuple[str, ...] = tuple(CRITIC_VARIABLES)
 #: stop strings of a turn that may call a tool: a fence line closing a block (``\n```\n``);
 #: a block cut off here is recognised as complete
 TOOL_STOP = ("\n```\n",)
-_CONTINUATIONS = ("0}", "0.5}", "1}")
 
 
 @functools.cache
