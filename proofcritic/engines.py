@@ -140,7 +140,7 @@ def _module_available(python: str, module: str, env: Mapping[str, str]) -> bool 
 
 def _resolve_model(model: str, served_model_name: str | None) -> tuple[str, str | None]:
     """The embedded model's alias becomes its converted folder, served under the alias."""
-    from .llm._smollm2 import is_smollm2_alias, smollm2_path
+    from .llm import is_smollm2_alias, smollm2_path
 
     if is_smollm2_alias(model) and not Path(model).exists():
         return str(smollm2_path()), served_model_name or "smollm2"

@@ -6,7 +6,7 @@ failed) and tokens from the :class:`~proofcritic.llm.Model`'s own accounting; th
 batch from the runner's :class:`~proofcritic.runner.RunStats` (the ``on_progress`` callback);
 a solving strategy's own state (search: round, pool, verified proofs, verifications, best mean;
 refine, agent, critic: round or iteration and the best self-score or latest verdict) from the
-strategy's progress hook (:data:`~proofcritic.pipelines._common.RoundHook`), the same hook the
+strategy's progress hook (:data:`~proofcritic.pipelines.RoundHook`), the same hook the
 service turns into its ``round`` events.
 
 A run that ends before the first interval prints no line. ``PROOFCRITIC_PROGRESS_INTERVAL=0``
@@ -146,7 +146,7 @@ class LiveProgress:
         return f"{text}; tokens {tokens:,}"
 
     def _strategy_states(self) -> list[str]:
-        from .pipelines._common import progress_text
+        from .pipelines import progress_text
 
         states = dict(self._states)  # copied at once: the hook may add one meanwhile
         running = (self.stats.extra.get("running") if self.stats is not None else None) or {}

@@ -70,7 +70,7 @@ import jinja2
 import jinja2.meta
 
 from .errors import PromptError
-from .llm._types import ChatMessage
+from .llm import ChatMessage
 from .parsing import format_score, neutralize_markers
 
 __all__ = ["OPTIONAL_ROLE_VARIABLES", "ROLE_VARIABLES", "TEXT_FIELDS", "PromptSet", "format_candidates"]

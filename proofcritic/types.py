@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 
-from .llm._types import Usage
+from .llm import Usage
 
 SCORES: tuple[float, ...] = (0.0, 0.5, 1.0)
 Severity = Literal["critical_error", "justification_gap", "unspecified"]

@@ -16,12 +16,12 @@ from proofcritic.budget import Budget, budget_scope
 from proofcritic.errors import InputError
 from proofcritic.llm import Model
 from proofcritic.parsing import EVALUATION_MARKER, SCORE_MARKER
-from proofcritic.pipelines._common import Roles
-from proofcritic.pipelines.critic import CriticStrategy, CriticVerifier, normalise_proof
+from proofcritic.pipelines import Roles
+from proofcritic.pipelines.critic import CriticStrategy, normalise_proof
 from proofcritic.pipelines.solve import get_strategy
 from proofcritic.tools import PythonTool, SandboxPool, find_tool_call, get_tool
 from proofcritic.types import Problem, Verification
-from proofcritic.verifier import Verifier
+from proofcritic.verifier import CriticVerifier, Verifier
 from proofcritic.verifier._critic import TOOL_STOP
 
 PROBLEM = Problem(id="p1", statement="Prove that $n^3 - n$ is divisible by 6 for every integer $n$.")

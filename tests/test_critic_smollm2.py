@@ -19,8 +19,7 @@ from proofcritic.llm import GenerateConfig, Model
 from proofcritic.promptset import PromptSet
 from proofcritic.tools import PythonTool
 from proofcritic.types import Problem
-from proofcritic.verifier import Verifier
-from proofcritic.verifier._critic import CriticVerifier
+from proofcritic.verifier import CriticVerifier, Verifier
 
 pytestmark = [pytest.mark.smollm2, pytest.mark.slow]
 

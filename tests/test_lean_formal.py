@@ -12,6 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from proofcritic.errors import SetupError
+from proofcritic.benchmarks import load_lean_problems
 from proofcritic.lean_checker import (
     LocalLeanChecker,
 )
@@ -23,7 +24,6 @@ from proofcritic.pipelines.formal import (
     extract_lean,
     formal_prove,
     join_evidence,
-    load_lean_problems,
     statement_preserved,
 )
 from proofcritic.types import Problem

@@ -16,23 +16,25 @@ from .._lazy import lazy_names
 if TYPE_CHECKING:
     from ._data import data_root
     from ._items import BUCKETS, SCALES, GradeItem, SolveItem
-    from ._registry import SUITES, get_suite, load_suite
+    from ._registry import SUITES, get_suite, load_suite, suite_names
     from ._run import RunFolder
-    from ._suite import Suite
+    from ._suite import Kind, Suite
     from .custom import load_graded_file, load_problems_file
     from .eval_grade import eval_grade, summarize_grade_run
     from .metrics import MetricsError, grader_report
+    from .proofbench import load_lean_problems
 
 #: public name -> the submodule that defines it
 _LAZY = {
     "data_root": "._data",
     **dict.fromkeys(("BUCKETS", "SCALES", "GradeItem", "SolveItem"), "._items"),
-    **dict.fromkeys(("SUITES", "get_suite", "load_suite"), "._registry"),
+    **dict.fromkeys(("SUITES", "get_suite", "load_suite", "suite_names"), "._registry"),
     "RunFolder": "._run",
-    "Suite": "._suite",
+    **dict.fromkeys(("Kind", "Suite"), "._suite"),
     **dict.fromkeys(("load_graded_file", "load_problems_file"), ".custom"),
     **dict.fromkeys(("eval_grade", "summarize_grade_run"), ".eval_grade"),
     **dict.fromkeys(("MetricsError", "grader_report"), ".metrics"),
+    "load_lean_problems": ".proofbench",
 }
 
 
@@ -58,6 +60,7 @@ __all__ = [
     "SCALES",
     "SUITES",
     "GradeItem",
+    "Kind",
     "MetricsError",
     "RunFolder",
     "SolveItem",
@@ -67,7 +70,9 @@ __all__ = [
     "get_suite",
     "grader_report",
     "load_graded_file",
+    "load_lean_problems",
     "load_problems_file",
     "load_suite",
+    "suite_names",
     "summarize_grade_run",
 ]

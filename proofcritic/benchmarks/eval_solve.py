@@ -28,7 +28,7 @@ from typing import Any
 
 from ..io import check_problem
 from ..llm import Usage
-from ..pipelines._common import Roles, SolveResult, Strategy
+from ..pipelines import Roles, SolveResult, Strategy
 from ..runner import RunStats, run_jsonl
 from ._items import SolveItem
 from ._run import RunFolder

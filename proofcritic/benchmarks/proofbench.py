@@ -14,13 +14,17 @@ bucket's points where ``Points`` is blank.
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
 from ..types import Problem
-from ._data import need, normalized, pick
+from ._data import data_root, need, normalized, pick
 from ._items import BUCKETS, SCALES, GradeItem, SolveItem
 from ._suite import Suite, make_problem, number, text_or_none
+
+if TYPE_CHECKING:
+    from ..pipelines.formal import FormalProblem
 
 MAX_POINTS = SCALES["proofbench"]
 
@@ -133,3 +137,12 @@ IMO_GRADINGBENCH = Suite(
 )
 
 SUITES = [PROOFBENCH_BASIC, PROOFBENCH_ADVANCED, IMO_GRADINGBENCH]
+
+
+def load_lean_problems(path: str | Path | None = None, *, data_dir: str | Path | None = None) -> list[FormalProblem]:
+    """IMO-ProofBench's problems with their Lean statements (``imobench/lean_proof_bench.csv``
+    under the data folder), or those of another CSV in its layout at ``path``. The statements
+    import Mathlib: a Lake project with Mathlib (``project=``) or a Kimina server checks them."""
+    from ..pipelines.formal import read_lean_problems
+
+    return read_lean_problems(data_root(data_dir) / "imobench" / "lean_proof_bench.csv" if path is None else path)

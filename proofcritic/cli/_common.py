@@ -199,7 +199,7 @@ def build_model(
     refuses them: an input error).
     """
     from ..llm import DEFAULT_MODEL, get_model
-    from ..llm._balancer import split_base_urls
+    from ..llm import split_base_urls
 
     if model is None:
         model = "smollm2" if backend in (None, "transformers") else None

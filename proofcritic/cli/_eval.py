@@ -32,8 +32,7 @@ from ._solve import KeepInvalidOpt, _parse_set, build_strategy
 if TYPE_CHECKING:  # imported where used: the parser is built without them
     from rich.console import Console
 
-    from ..benchmarks._run import RunFolder
-    from ..benchmarks._suite import Kind
+    from ..benchmarks import Kind, RunFolder
     from ..runner import RunStats
 
 eval_app = typer.Typer(rich_markup_mode=None, name="eval", help="Evaluate a solving strategy or a grader on a benchmark suite.",
@@ -44,7 +43,7 @@ def _suite_option(kind: Kind) -> Any:
     read from the registry only when the help is drawn."""
 
     def text() -> str:
-        from ..benchmarks._registry import suite_names
+        from ..benchmarks import suite_names
 
         return f"Suite name: {', '.join(suite_names(kind))}."
 
@@ -176,10 +175,9 @@ def eval_solve_command(
 
     from rich.console import Console
 
-    from ..benchmarks._items import GradeItem
-    from ..benchmarks._run import RunFolder
+    from ..benchmarks import GradeItem, RunFolder
     from ..benchmarks.eval_solve import eval_solve
-    from ..pipelines._common import Roles
+    from ..pipelines import Roles
 
     if suite is None:
         raise typer.BadParameter("give --suite", param_hint="--suite")
@@ -248,11 +246,10 @@ def eval_grade_command(
 
     from rich.console import Console
 
-    from ..benchmarks._items import GradeItem
-    from ..benchmarks._run import RunFolder
+    from ..benchmarks import GradeItem, RunFolder
     from ..benchmarks.eval_grade import check_recorded, eval_grade
     from ..grading import grade_plan
-    from ..pipelines._common import Roles
+    from ..pipelines import Roles
     from ..pipelines.label import LabelConfig
 
     if (suite is None) == (file is None):
@@ -314,7 +311,7 @@ def report_command(run: Annotated[Path, typer.Argument(help="Run folder.")]) -> 
     """Rebuild a run's summary.json, report.html and report.md from its items.jsonl."""
     from rich.console import Console
 
-    from ..benchmarks._run import RunFolder
+    from ..benchmarks import RunFolder
     from ..benchmarks.report import build_report
 
     html_path, md_path = build_report(RunFolder(run))
@@ -328,7 +325,7 @@ def compare_command(
 ) -> None:
     """Every metric of two or more runs side by side on the items all of them have (paired by id),
     each run's difference from the first with its paired bootstrap 95% interval."""
-    from ..benchmarks._run import RunFolder
+    from ..benchmarks import RunFolder
     from ..benchmarks.report import compare_html, compare_markdown, compare_runs
 
     if len(runs) < 2:

@@ -81,7 +81,7 @@ def grade_command(
     tool_names = [t.strip() for t in (tools or "").split(",") if t.strip()]
     if tool_names:  # the tools and the critic's import only when asked for
         from ..tools import get_tool, tool_class
-        from ..verifier._critic import CriticVerifier
+        from ..verifier import CriticVerifier
     for name in tool_names:  # an unknown tool fails before any model loads
         try:
             tool_class(name)

@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # imported where used: the parser is built without them
     from rich.console import Console
 
     from ..llm import Model
-    from ..pipelines._common import Roles, SolveResult
+    from ..pipelines import Roles, SolveResult
     from ..runner import RunStats
 
 _Int = Optional[int]
@@ -128,7 +128,7 @@ def solve_command(
     from ..budget import Budget
     from ..grading import batch_verdicts
     from ..io import problem_from_record
-    from ..pipelines._common import Roles, SolveResult
+    from ..pipelines import Roles, SolveResult
     from ..pipelines.solve import read_problem_items, solve_problem, state_name
     from ..progress import LiveProgress
 

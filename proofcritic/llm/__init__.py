@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_names
 
 if TYPE_CHECKING:
+    from ._balancer import split_base_urls
     from ._base import Backend, report_request
     from ._cache import CompletionCache, default_cache_path
     from ._model import CircuitBreaker, Model, RetryPolicy, usage_scope
@@ -22,12 +23,17 @@ if TYPE_CHECKING:
         get_model,
         split_model_spec,
     )
+    from ._smollm2 import is_smollm2_alias, smollm2_path
     from ._types import (
         ChatMessage,
         ChatRequest,
         Completion,
         GenerateConfig,
+        MaxTokens,
+        Seed,
+        Temperature,
         TokenLogprob,
+        TopP,
         Usage,
     )
 
@@ -35,11 +41,17 @@ if TYPE_CHECKING:
 #: (``GenerateConfig``, ``Usage``: what ``proofcritic.types`` and the CLI's option bounds need)
 #: load without the Model wrapper, the cache, asyncio and the backends' registry
 _LAZY = {
+    "split_base_urls": "._balancer",
     **dict.fromkeys(("Backend", "report_request"), "._base"),
     **dict.fromkeys(("CompletionCache", "default_cache_path"), "._cache"),
     **dict.fromkeys(("CircuitBreaker", "Model", "RetryPolicy", "usage_scope"), "._model"),
     **dict.fromkeys(("BACKENDS", "DEFAULT_MODEL", "get_backend", "get_model", "split_model_spec"), "._registry"),
-    **dict.fromkeys(("ChatMessage", "ChatRequest", "Completion", "GenerateConfig", "TokenLogprob", "Usage"), "._types"),
+    **dict.fromkeys(("is_smollm2_alias", "smollm2_path"), "._smollm2"),
+    **dict.fromkeys(
+        ("ChatMessage", "ChatRequest", "Completion", "GenerateConfig", "TokenLogprob", "Usage"), "._types"
+    ),
+    #: the bounds of the sampling settings (pydantic annotated types)
+    **dict.fromkeys(("MaxTokens", "Seed", "Temperature", "TopP"), "._types"),
 }
 
 
@@ -56,14 +68,21 @@ __all__ = [
     "Completion",
     "CompletionCache",
     "GenerateConfig",
+    "MaxTokens",
     "Model",
     "RetryPolicy",
+    "Seed",
+    "Temperature",
     "TokenLogprob",
+    "TopP",
     "Usage",
     "default_cache_path",
     "get_backend",
     "get_model",
+    "is_smollm2_alias",
     "report_request",
+    "smollm2_path",
+    "split_base_urls",
     "split_model_spec",
     "usage_scope",
 ]

@@ -6,7 +6,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
 
-Role = Literal["system", "user", "assistant"]
+#: who speaks a chat turn (a message's ``role`` on the wire); not a proofcritic role (the
+#: generator, verifier ... classes of :mod:`proofcritic._roles`) nor a prompt template's name
+ChatRole = Literal["system", "user", "assistant"]
 
 # The bounds of the sampling settings, defined once: GenerateConfig, the service's requests and
 # (through GenerateConfig) the command line's options all hold values to these.
@@ -21,7 +23,7 @@ class ChatMessage(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    role: Role
+    role: ChatRole
     content: str
 
 

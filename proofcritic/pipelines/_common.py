@@ -1,20 +1,27 @@
-"""What every pipeline shares: the roles it may use, and the result of solving a problem."""
+"""What every pipeline shares: the roles it may use, the result of solving a problem, and the
+helpers of the built-in strategies: what counts as a usable proof, the transcript log, the
+evaluation text shown to a refinement prompt, a gather that survives a spent budget, and the
+verification of a chosen proof for evidence."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from pydantic import BaseModel, Field
 
-from ..budget import CallPlan
+from ..budget import BudgetExceeded, CallPlan
 from ..generator import Generator
 from ..llm import GenerateConfig, Model, Usage
 from ..meta_verifier import MetaVerifier
+from ..parsing import SCORE_MARKER, format_score
 from ..promptset import PromptSet
 from ..types import Generation, Problem, Verification
-from ..verifier import DEFAULT_SCORE_MODE, ScoreMode, Verifier
+from ..verifier import DEFAULT_SCORE_MODE, ScoreMode, Verifier, aggregate
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -118,6 +125,110 @@ class ConfiguredStrategy:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config!r})"
+
+
+# --------------------------------------------------------------------------- strategy helpers
+
+
+def usable(generation: Generation, keep_invalid: bool = False) -> bool:
+    """Whether a generation counts as a proof: it follows the protocol and has proof text
+    (with ``keep_invalid``, any generation with proof text counts)."""
+    return bool(generation.proof.strip()) and (generation.format_ok or keep_invalid)
+
+
+def evaluation_text(analysis: str, score: float | None) -> str:
+    """An analysis as a refinement prompt shows it: the analysis, then the score marker and box."""
+    text = analysis.strip() or "(no analysis written)"
+    if score is None:
+        return text
+    return f"{text}\n\n{SCORE_MARKER}\n\\boxed{{{format_score(score)}}}"
+
+
+def self_evaluation_text(generation: Generation) -> str:
+    """The self-analysis of a generation as the next refinement prompt shows it."""
+    if generation.self_analysis.strip():
+        return evaluation_text(generation.self_analysis, generation.self_score)
+    reason = generation.format_error or "no self-evaluation"
+    return f"(The previous answer did not follow the required output format: {reason}.)"
+
+
+async def gather_within_budget(aws: Iterable[Awaitable[T]]) -> tuple[list[T | None], BudgetExceeded | None]:
+    """Run ``aws`` concurrently to the end; a spent budget leaves ``None`` in its place.
+
+    Unlike a plain gather, work that finished is kept when another task hits the budget, and
+    no task is left running. Other errors are raised once every task is done.
+    """
+    results = await asyncio.gather(*aws, return_exceptions=True)
+    out: list[T | None] = []
+    budget_error: BudgetExceeded | None = None
+    for result in results:
+        if isinstance(result, BudgetExceeded):
+            budget_error = budget_error or result
+            out.append(None)
+        elif isinstance(result, BaseException):
+            raise result
+        else:
+            out.append(result)
+    return out, budget_error
+
+
+class StepLog:
+    """The transcript of one solve, and the usage of the role outputs it saw."""
+
+    def __init__(self) -> None:
+        self.transcript: list[dict[str, Any]] = []
+        self.usage = Usage()
+
+    def generation(self, step: str, round_: int, generation: Generation, **extra: Any) -> dict[str, Any]:
+        """Log a generation (``step`` is "generate" or "refine"); the raw text only on failure."""
+        entry: dict[str, Any] = {
+            "step": step,
+            "round": round_,
+            **extra,
+            "proof": generation.proof,
+            "self_analysis": generation.self_analysis,
+            "self_score": generation.self_score,
+            "format_ok": generation.format_ok,
+            "format_error": generation.format_error,
+            "finish_reason": generation.finish_reason,
+        }
+        if not generation.format_ok:
+            entry["raw"] = generation.raw
+        self.transcript.append(entry)
+        self.usage.add(generation.usage)
+        return entry
+
+    def verification(self, round_: int, verifications: list[Verification], **extra: Any) -> dict[str, Any]:
+        """Log the verifications of one proof with their scores and analyses."""
+        entry = {
+            "step": "verify",
+            "round": round_,
+            **extra,
+            "scores": [v.score for v in verifications],
+            "score_sources": [v.score_source for v in verifications],  # "likelihood" / "guided": a read-out
+            "mean": aggregate(verifications).mean,
+            "analyses": [v.analysis for v in verifications],
+            "format_errors": [v.format_error for v in verifications],
+        }
+        self.transcript.append(entry)
+        for v in verifications:
+            self.usage.add(v.usage)
+        return entry
+
+    def note(self, step: str, round_: int, **fields: Any) -> None:
+        self.transcript.append({"step": step, "round": round_, **fields})
+
+
+async def verify_for_evidence(
+    problem: Problem, roles: Roles, result: SolveResult, log: StepLog, n: int, round_: int
+) -> None:
+    """Verify the chosen proof ``n`` times; fill ``verifications`` and ``mean_score``."""
+    if n <= 0 or result.proof is None:
+        return
+    verifications = await roles.verifier.verify(problem, result.proof, n=n)
+    log.verification(round_, verifications)
+    result.verifications = verifications
+    result.mean_score = aggregate(verifications).mean
 
 
 class Strategy(Protocol):

@@ -48,7 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from .._roles import Role
 from ..budget import BudgetExceeded, CallPlan
 from ..llm import Usage
-from ..llm._types import Seed
+from ..llm import Seed
 from ..parsing import strip_thinking, truncation_error
 from ..types import Generation, Problem, Verification
 from ._agent_roles import (
@@ -59,8 +59,7 @@ from ._agent_roles import (
     Repairer,
     agent_prompts,
 )
-from ._common import ConfiguredStrategy, Roles, SolveResult
-from .single import usable
+from ._common import ConfiguredStrategy, Roles, SolveResult, usable
 
 __all__ = ["AgentConfig", "AgentStrategy"]
 

@@ -1,7 +1,7 @@
 """``critic``: repair a proof with tool-interactive critique (CRITIC, SPEC section 5).
 
 Write a proof (the generator, with self-evaluation), then repeat: the verifier critiques the
-current proof while running code (:class:`~proofcritic.verifier._critic.CriticVerifier`);
+current proof while running code (:class:`~proofcritic.verifier.CriticVerifier`);
 if it passes, stop; otherwise the generator revises the proof from the critiques, code and
 outputs included (``critic_revise``), and the revision is critiqued again. The stop rules:
 
@@ -33,17 +33,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from .._roles import Role, usage_of
 from ..budget import BudgetExceeded, CallPlan
 from ..generator import parse_generation
-from ..llm._types import Seed
+from ..llm import Seed
 from ..parsing import format_score
-from ..tools import Tool, get_tool
-from ..tools._tool import tool_class
+from ..tools import Tool, get_tool, tool_class
 from ..types import Generation, Problem, Verification
-from ..verifier import aggregate
-from ..verifier._critic import CriticVerifier, critic_prompts
-from ._common import ConfiguredStrategy, Roles, SolveResult
-from .single import StepLog, usable
+from ..verifier import CriticVerifier, aggregate, critic_prompts
+from ._common import ConfiguredStrategy, Roles, SolveResult, StepLog, usable
 
-__all__ = ["CriticConfig", "CriticStrategy", "CriticVerifier", "normalise_proof"]
+__all__ = ["CriticConfig", "CriticStrategy", "normalise_proof"]
 
 
 def normalise_proof(text: str) -> str:

@@ -45,8 +45,8 @@ __all__ = [
     "formal_jsonl",
     "formal_prove",
     "join_evidence",
-    "load_lean_problems",
     "read_formal_items",
+    "read_lean_problems",
     "statement_preserved",
 ]
 
@@ -248,14 +248,9 @@ def join_evidence(result: SolveResult, check: FormalCheck) -> SolveResult:
     return result.model_copy(update={"transcript": [*result.transcript, check.evidence()]})
 
 
-def load_lean_problems(path: str | Path | None = None, *, data_dir: str | Path | None = None) -> list[FormalProblem]:
-    """Problems with a ``Lean Statement`` column, by default IMO-ProofBench's
-    ``imobench/lean_proof_bench.csv`` under the data folder. The statements import Mathlib: a
-    Lake project with Mathlib (``project=``) or a Kimina server checks them."""
-    if path is None:
-        from ..benchmarks._data import data_root
-
-        path = data_root(data_dir) / "imobench" / "lean_proof_bench.csv"
+def read_lean_problems(path: str | Path) -> list[FormalProblem]:
+    """The problems of a CSV with a ``Lean Statement`` column (IMO-ProofBench's layout; the
+    benchmark's own file: :func:`proofcritic.benchmarks.load_lean_problems`)."""
     file = Path(path)
     if not file.is_file():
         raise InputError(f"Lean problem file not found: {file}")
@@ -290,7 +285,7 @@ def read_formal_items(
     if file.suffix.lower() == ".csv":
         items: list[tuple[str, int, dict | InputError]] = [
             (fp.problem.id, number, {"problem": fp.problem.model_dump(), "lean_statement": fp.lean_statement})
-            for number, fp in enumerate(load_lean_problems(file), start=1)
+            for number, fp in enumerate(read_lean_problems(file), start=1)
         ]
     else:
         items = list(read_items(file))  # filtered and cut below; Lean batches are small

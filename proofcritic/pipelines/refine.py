@@ -30,8 +30,10 @@ from ..budget import BudgetExceeded, CallPlan
 from ..generator import Candidate
 from ..parsing import format_score
 from ..types import Generation, Problem
-from ._common import ConfiguredStrategy, Roles, SolveResult
-from .single import (
+from ._common import (
+    ConfiguredStrategy,
+    Roles,
+    SolveResult,
     StepLog,
     self_evaluation_text,
     usable,

@@ -54,8 +54,15 @@ from ..io import JsonlAppender
 from ..llm import Usage
 from ..types import Generation, Problem, Verification
 from ..verifier import aggregate
-from ._common import ConfiguredStrategy, Roles, RoundHook, SolveResult
-from .single import evaluation_text, gather_within_budget, usable
+from ._common import (
+    ConfiguredStrategy,
+    Roles,
+    RoundHook,
+    SolveResult,
+    evaluation_text,
+    gather_within_budget,
+    usable,
+)
 
 __all__ = ["Pool", "PoolProof", "SearchConfig", "SearchStrategy", "choose_analyses", "slot_id"]
 

@@ -160,7 +160,7 @@ async def solve_jsonl(
     ``concurrency`` problems run at once (the model bounds the calls in flight). ``state_dir``
     defaults to ``<output_path>.state``. ``stats.extra`` holds ``rounds`` (rounds started, all
     problems together), ``running`` ({problem id: ``(round, state)``}: the strategy's latest
-    progress report, see :data:`~proofcritic.pipelines._common.RoundHook`) and ``left``
+    progress report, see :data:`~proofcritic.pipelines.RoundHook`) and ``left``
     (problems left for a rerun because the run budget was spent); ``on_progress`` is called
     with each report too. See the module docstring for budgets.
     """

@@ -30,8 +30,8 @@ from ..llm import (
     RetryPolicy,
     Usage,
 )
-from ..llm._types import MaxTokens, Seed, Temperature, TopP
-from ..pipelines._common import Roles, SolveResult, Strategy
+from ..llm import MaxTokens, Seed, Temperature, TopP
+from ..pipelines import Roles, SolveResult, Strategy
 from ..pipelines.label import LabelConfig, LabelResult, label_proof
 from ..pipelines.solve import STRATEGIES, get_strategy, solve_problem
 from ..promptset import PromptSet

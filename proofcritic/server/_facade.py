@@ -54,7 +54,7 @@ from ..errors import (
     InputError,
     ModelNotFoundError,
 )
-from ..pipelines._common import SolveResult
+from ..pipelines import SolveResult
 from ..pipelines.solve import STRATEGIES
 from ..types import GradeResult, Verification
 from ..verifier import counts_note, shown_score

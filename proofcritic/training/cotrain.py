@@ -428,7 +428,7 @@ def _step_sample(config: CotrainConfig, it: _Iteration):
 
     def body(tmp: Path) -> dict[str, Any]:
         from ..llm import GenerateConfig, get_model
-        from ..pipelines._common import Roles
+        from ..pipelines import Roles
         from ..pipelines.solve import get_strategy, solve_jsonl
 
         sampling = GenerateConfig(max_tokens=params.max_tokens, temperature=params.temperature, top_p=params.top_p)

@@ -95,7 +95,7 @@ _ROLE_COLUMNS = {
 
 def resolve_model_path(model: str) -> str:
     """A model to train: ``smollm2`` -> the embedded SmolLM2 folder; ``transformers/X`` -> ``X``."""
-    from ..llm._smollm2 import is_smollm2_alias, smollm2_path
+    from ..llm import is_smollm2_alias, smollm2_path
 
     name = model.strip()
     name = name.removeprefix("transformers/")

@@ -1,5 +1,15 @@
-"""The verifier role: analysis with located issues and a score in {0, 0.5, 1}."""
+"""The verifier role: analysis with located issues and a score in {0, 0.5, 1}.
 
+The tool-interactive verifier (``CriticVerifier``, ``critic_prompts``, ``CRITIC_TEMPLATES``,
+``CRITIC_VARIABLES``) is imported on first use (PEP 562): it loads the tools, which grading
+without tools never needs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_names
 from ._aggregate import aggregate, counts_note, shown_score
 from ._parse import parse_issues, parse_verification
 from ._verifier import (
@@ -10,13 +20,24 @@ from ._verifier import (
     score_prefix,
 )
 
+if TYPE_CHECKING:
+    from ._critic import CRITIC_TEMPLATES, CRITIC_VARIABLES, CriticVerifier, critic_prompts
+
+_LAZY = dict.fromkeys(("CRITIC_TEMPLATES", "CRITIC_VARIABLES", "CriticVerifier", "critic_prompts"), "._critic")
+
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, globals())
+
 __all__ = [
+    "CRITIC_TEMPLATES",
+    "CRITIC_VARIABLES",
     "DEFAULT_SCORE_MODE",
     "SCORE_MODES",
+    "CriticVerifier",
     "ScoreMode",
     "Verifier",
     "aggregate",
     "counts_note",
+    "critic_prompts",
     "parse_issues",
     "parse_verification",
     "score_prefix",
