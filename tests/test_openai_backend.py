@@ -22,7 +22,8 @@ from proofcritic.errors import (
     UnsupportedFeatureError,
 )
 from proofcritic.llm import ChatMessage, ChatRequest, GenerateConfig, Model, RetryPolicy
-from proofcritic.llm._openai import OpenAIBackend, parse_retry_after
+from proofcritic.llm._openai import OpenAIBackend
+from proofcritic.llm._transports import parse_retry_after
 
 try:  # tests/ is on sys.path when it is not a package
     from servers.fault_server import (
@@ -335,7 +336,7 @@ async def test_tiny_server_scores_like_the_backend(tiny_server, tiny_backend, ma
 def test_choice_regex_matches_exactly_the_choices():
     import re
 
-    from proofcritic.llm._openai import choice_regex
+    from proofcritic.llm._sglang import choice_regex
 
     choices = ["0}", "0.5}", "1}", "a|b", "(x)*"]
     pattern = re.compile(choice_regex(choices))
@@ -366,6 +367,34 @@ async def test_plain_requests_carry_no_engine_extras(server, make_model):
     assert all(not {"continue_final_message", "structured_outputs", "regex"} & set(r.body) for r in server.chat_requests)
 
 
+def test_each_engine_is_its_own_class():
+    """vLLM and SGLang are subclasses of the OpenAI backend: built from a spec prefix, from
+    ``engine=`` or directly; the spec prefix stays the backend's name (and so the model's)."""
+    from proofcritic.llm import get_backend
+    from proofcritic.llm._sglang import SGLangBackend
+    from proofcritic.llm._vllm import VLLMBackend
+
+    url = "http://127.0.0.1:9/v1"
+    cases = [
+        (OpenAIBackend("m", base_url=url, engine="vllm"), VLLMBackend, "openai"),
+        (OpenAIBackend("m", url, None, 600, "lean", None, None, "sglang"), SGLangBackend, "openai"),  # positional
+        (OpenAIBackend("m", base_url=url), OpenAIBackend, "openai"),
+        (OpenAIBackend("m", base_url=url, engine="openai"), OpenAIBackend, "openai"),
+        (VLLMBackend("m", base_url=url), VLLMBackend, "openai"),
+        (get_backend("vllm/m"), VLLMBackend, "vllm"),
+        (get_backend("sglang/m"), SGLangBackend, "sglang"),
+        (get_backend("openai/m", base_url=url, engine="sglang"), SGLangBackend, "openai"),
+        (get_backend("vllm/m", engine="openai"), OpenAIBackend, "vllm"),
+    ]
+    for backend, cls, name in cases:
+        assert type(backend) is cls and backend.name == name
+        assert backend.engine == {OpenAIBackend: "openai", VLLMBackend: "vllm", SGLangBackend: "sglang"}[cls]
+    with pytest.raises(ValueError, match="speaks to engine 'vllm', not 'sglang'"):
+        VLLMBackend("m", base_url=url, engine="sglang")
+    with pytest.raises(ValueError, match="engine must be one of"):
+        OpenAIBackend("m", base_url=url, engine="tgi")
+
+
 async def test_guided_choice_refused_by_the_server_is_unsupported(server, make_model):
     server.push(status(400, message="Unrecognized request argument supplied: structured_outputs"))
     model = make_model(server.url, engine="vllm")
@@ -384,3 +413,4 @@ async def test_other_errors_of_a_guided_request_stay_what_they_are(server, make_
         await model.generate(_request(choices=["yes", "no"]))  # 503 retried by the Model, then a real 400
     assert type(info.value) is ContextLengthError
     assert model.backend.choices_supported
+

@@ -1,6 +1,7 @@
 """OpenAI-compatible HTTP backend (OpenAI, vLLM, SGLang, any ``/v1/chat/completions`` server).
 
-Three transports map to the same :class:`Completion` objects and the same error classes:
+Three transports (:mod:`proofcritic.llm._transports`, one object per event loop) map to the
+same :class:`Completion` objects and the same error classes:
 
 * ``"lean"`` (default): the chat requests to a plain ``http://`` server go through this
   package's own HTTP/1.1 keep-alive client (:mod:`proofcritic.llm._http`: a few tens of
@@ -27,7 +28,10 @@ waits and retries: every failure that is left becomes a :class:`BackendError` wi
 set, and :class:`~proofcritic.llm.Model` decides what to do with it.
 
 Engine features, used where the server has them (``engine``: "vllm", "sglang" or "openai",
-taken from the spec prefix ``vllm/`` / ``sglang/`` unless given):
+taken from the spec prefix ``vllm/`` / ``sglang/`` unless given). The engine is the class:
+:class:`OpenAIBackend` speaks to a plain OpenAI server, :class:`~proofcritic.llm._vllm.VLLMBackend`
+and :class:`~proofcritic.llm._sglang.SGLangBackend` add their engine's request fields
+(``OpenAIBackend(..., engine="vllm")`` gives the vLLM one):
 
 * ``n`` samples in one request (one prefill for all of them), falling back to separate requests;
 * guided choice (``GenerateConfig.choices``): vLLM's ``structured_outputs: {"choice": [...]}``,
@@ -42,13 +46,11 @@ taken from the spec prefix ``vllm/`` / ``sglang/`` unless given):
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import json
 import re
-import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
+from .._constants import TRANSPORTS
 from ..errors import (
     AuthenticationError,
     BackendError,
@@ -56,13 +58,9 @@ from ..errors import (
     ModelNotFoundError,
     UnsupportedFeatureError,
 )
-from .._constants import TRANSPORTS
 from ._balancer import Balancer, Endpoint, split_base_urls
 from ._base import CONTEXT_MESSAGE, Backend, report_request
-from ._http import HTTPClient, HTTPConnectionError
-if TYPE_CHECKING:
-    import aiohttp
-
+from ._transports import ErrorAnswer, Transport, dumps, loads, make_transport
 from ._types import (
     ChatMessage,
     ChatRequest,
@@ -71,18 +69,6 @@ from ._types import (
     TokenLogprob,
     split_assistant_prefix,
 )
-
-try:  # orjson is optional; it only makes (de)serialisation cheaper
-    import orjson
-
-    _loads = orjson.loads
-    _dumps = orjson.dumps
-except ImportError:  # pragma: no cover - depends on the environment
-    _loads = json.loads
-
-    def _dumps(obj: Any) -> bytes:
-        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
-
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 _N_WORD = re.compile(r"(?<![\w-])[`'\"]?n[`'\"]?(?![\w-])")
@@ -97,48 +83,12 @@ _GUIDED_EXTRAS = re.compile(
     re.IGNORECASE,
 )
 ENGINES = ("openai", "vllm", "sglang")
-_REGEX_SPECIAL = frozenset("\\.^$|?*+()[]{}/")
-
-
-def choice_regex(choices: Sequence[str]) -> str:
-    """A regular expression matching exactly one of ``choices`` (SGLang matches it in full)."""
-    escape = lambda text: "".join("\\" + ch if ch in _REGEX_SPECIAL else ch for ch in text)
-    return "(" + "|".join(escape(c) for c in choices) + ")"
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value: a number of seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    return max(when.timestamp() - (time.time() if now is None else now), 0.0)
-
-
-def _retry_after(headers: Any) -> float | None:
-    """OpenAI's ``retry-after-ms`` or the standard ``Retry-After`` (case-insensitive headers)."""
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return max(float(ms) / 1000, 0.0)
-        except ValueError:
-            pass
-    return parse_retry_after(headers.get("retry-after"))
 
 
 def _server_message(text: str) -> tuple[str, str | None, str | None]:
     """Message, ``param`` and ``code`` of an OpenAI/vLLM-style error body (or the raw text)."""
     try:
-        data = _loads(text)
+        data = loads(text)
     except ValueError:
         return text.strip()[:500] or "(empty body)", None, None
     if isinstance(data, dict):
@@ -194,10 +144,23 @@ class OpenAIBackend(Backend):
     The backend does not read environment variables; callers
     pass ``api_key`` explicitly. Every chat request it sends is counted with
     :func:`~proofcritic.llm.report_request` (failed ones and read-outs included).
+
+    ``name`` is the spec prefix it was built from ("openai" unless the registry says "vllm" or
+    "sglang"); ``engine`` the inference engine behind the server, which its class fixes.
     """
 
     name = "openai"
+    #: the inference engine serving the API: "openai" for any plain OpenAI-compatible server
+    #: (no engine fields); the subclasses say "vllm" and "sglang"
+    engine = "openai"
     reports_requests = True
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> OpenAIBackend:
+        """``OpenAIBackend(..., engine="vllm")`` / ``"sglang"`` builds that engine's subclass."""
+        engine = kwargs.get("engine", args[7] if len(args) > 7 else None)
+        if cls is OpenAIBackend and engine in ("vllm", "sglang"):
+            cls = _engine_class(engine)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -220,10 +183,11 @@ class OpenAIBackend(Backend):
             raise ValueError(f"timeout must be more than 0 seconds, not {timeout!r}")
         if engine is not None and engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+        if engine is not None and engine != self.engine:
+            raise ValueError(f"{type(self).__name__} speaks to engine {self.engine!r}, not {engine!r}")
         self.model = model
         self.base_urls = split_base_urls(base_url) or [DEFAULT_BASE_URL]
         self.base_url = self.base_urls[0]
-        self._engine = engine
         self.probe_timeout = float(probe_timeout)
         self._balancer = Balancer(self.base_urls, self._probe, cooldown=eject_cooldown, max_cooldown=max_eject_cooldown)
         self.api_key = api_key
@@ -257,19 +221,8 @@ class OpenAIBackend(Backend):
         self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
-        self._session: aiohttp.ClientSession | None = None  # made on first use (_aiohttp_session)
-        self._http: HTTPClient | None = None  # the lean transport's client (plain http:// endpoints)
-        self._pool: asyncio.Semaphore | None = None  # the lean client's share of max_connections
-        self._client: Any = None  # openai.AsyncOpenAI of the first endpoint
-        self._clients: dict[str, Any] = {}  # openai.AsyncOpenAI per endpoint
+        self._transport: Transport | None = None  # of the bound event loop (see _bind)
         self._loop: asyncio.AbstractEventLoop | None = None
-
-    @property
-    def engine(self) -> str:
-        """"vllm", "sglang" or "openai": given, or from the spec prefix (``vllm/NAME``)."""
-        if self._engine is not None:
-            return self._engine
-        return self.name if self.name in ("vllm", "sglang") else "openai"
 
     @property
     def timeout(self) -> float:
@@ -281,7 +234,6 @@ class OpenAIBackend(Backend):
         if not float(seconds) > 0:
             raise ValueError(f"timeout must be more than 0 seconds, not {seconds!r}")
         self._timeout = float(seconds)
-        self._request_timeout: aiohttp.ClientTimeout | None = None  # made with the session
 
     def cache_identity(self) -> str:
         return f"openai/{self.base_url}/{self.model}"
@@ -294,214 +246,80 @@ class OpenAIBackend(Backend):
         health checks, whether it is up now (see :class:`~proofcritic.llm._balancer.Endpoint`)."""
         return self._balancer.stats()
 
-    # -- transports -----------------------------------------------------------------------------
-    def _bind(self) -> None:
-        """Create the HTTP client for the running loop (a client cannot cross event loops)."""
+    @property
+    def supports_guided_choice(self) -> bool | None:
+        """False on a plain OpenAI server (engine ``openai``) and once the server rejected or
+        ignored a guided choice; else unknown until one is tried."""
+        return False if self.engine == "openai" or not self.choices_supported else None
+
+    @property
+    def supports_likelihood(self) -> bool | None:
+        """Whether the server returns prompt logprobs (None until a read-out has told)."""
+        return self.prompt_logprobs_supported
+
+    # -- transport ------------------------------------------------------------------------------
+    def _bind(self) -> Transport:
+        """The transport of the running loop, made on first use there (a client cannot cross
+        event loops)."""
         loop = asyncio.get_running_loop()
-        if self._loop is loop and (self._session is not None or self._client is not None or self._http is not None):
-            return
-        self._session, self._client, self._loop = None, None, loop
+        if self._loop is loop and self._transport is not None:
+            return self._transport
         cap = self.max_connections_per_host
         self._slots = {url: asyncio.Semaphore(cap) for url in self.base_urls} if cap else {}
         _raise_open_files_limit()
-        self._http, self._pool = None, None
-        if self.transport == "lean" and any(url.startswith("http://") for url in self.base_urls):
-            self._http = HTTPClient(self._headers)
-            if self.max_connections is not None:
-                self._pool = asyncio.Semaphore(self.max_connections)
-        if self.transport in ("aiohttp", "lean"):
-            # the aiohttp session (and aiohttp's import, about 0.1 s) waits for its first use: with
-            # the lean client on http:// servers only health checks and GET /models need it
-            if self.transport == "aiohttp" or self._http is None:
-                self._aiohttp_session()
-            return
-        import openai
-
-        try:
-            import httpx2 as httpx  # what this openai release is built on
-        except ImportError:  # pragma: no cover - older openai releases
-            import httpx
-        self._clients = {}
-        limits = httpx.Limits(max_connections=self.max_connections, max_keepalive_connections=self.max_connections)
-        # (None: no cap, as with aiohttp)
-        for url in self.base_urls:
-            try:
-                http_client = openai.DefaultAioHttpClient(limits=limits, timeout=self.timeout)
-            except RuntimeError:  # the package was installed without its aiohttp extra
-                http_client = openai.DefaultAsyncHttpxClient(limits=limits, timeout=self.timeout)
-            self._clients[url] = openai.AsyncOpenAI(
-                api_key=self.api_key or "EMPTY",
-                base_url=url,
-                timeout=self.timeout,
-                max_retries=0,
-                http_client=http_client,
-            )
-        self._client = self._clients[self.base_url]
-
-    def _aiohttp_session(self) -> aiohttp.ClientSession:
-        """The aiohttp session of the bound event loop, made on first use."""
-        if self._session is None:
-            import aiohttp
-
-            connector = aiohttp.TCPConnector(
-                limit=self.max_connections or 0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=60
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                headers=self._headers,
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-                skip_auto_headers=("User-Agent",),
-            )
-        return self._session
-
-    def _aiohttp_timeout(self, seconds: float | None = None) -> aiohttp.ClientTimeout:
-        """aiohttp's timeout object: ``seconds``, or one request's (``timeout``)."""
-        import aiohttp
-
-        if seconds is not None:
-            return aiohttp.ClientTimeout(total=seconds)
-        if self._request_timeout is None or self._request_timeout.total != self._timeout:
-            self._request_timeout = aiohttp.ClientTimeout(total=self._timeout)
-        return self._request_timeout
+        self._transport = make_transport(self.transport, self._chat_urls, self._headers, self.max_connections,
+                                         api_key=self.api_key, timeout=self.timeout)
+        self._loop = loop
+        return self._transport
 
     async def _post_chat(self, body: dict[str, Any], n: int, readout: bool = False) -> dict[str, Any]:
         """POST one chat request through the balancer; the decoded JSON answer or a classified error."""
-        self._bind()
-        payload = _dumps(body) if self.transport != "openai" else b""
+        payload = dumps(body) if self._bind().serialised else b""
         return await self._balancer.call(lambda endpoint: self._post_chat_at(endpoint, body, payload, n, readout))
 
     async def _post_chat_at(
         self, endpoint: Endpoint, body: dict[str, Any], payload: bytes, n: int, readout: bool = False
     ) -> dict[str, Any]:
-        """POST one chat request to one endpoint, and count it (:func:`report_request`)."""
+        """POST one chat request to one endpoint, and count it (:func:`report_request`). An
+        answer that is not a JSON object, or has no choices, is a (retryable) failure."""
         tokens = [0, 0]
         failed = True
+        url = endpoint.url
         try:
-            slot = self._slots.get(endpoint.url) if self._slots else None
-            if slot is None:
-                data = await self._send_chat(endpoint, body, payload, n, tokens)
-            else:
-                async with slot:  # a free connection to this endpoint first; the timeout starts after
-                    data = await self._send_chat(endpoint, body, payload, n, tokens)
+            slot = self._slots.get(url) if self._slots else None
+            try:
+                if slot is None:
+                    raw = await self._transport.post_chat(url, body, payload, self._timeout)  # type: ignore[union-attr]
+                else:
+                    async with slot:  # a free connection to this endpoint first; the timeout starts after
+                        raw = await self._transport.post_chat(url, body, payload, self._timeout)  # type: ignore[union-attr]
+            except ErrorAnswer as answer:
+                raise await self._classify(answer.status, answer.text, answer.retry_after, n, url) from None
+            try:
+                data = loads(raw)
+            except ValueError:
+                data = None
+            if not isinstance(data, dict):
+                raise BackendError(f"the server at {self._chat_urls[url]} answered malformed JSON: {raw[:200]!r}", retryable=True)
+            usage = data.get("usage")
+            if isinstance(usage, dict):
+                try:
+                    tokens[:] = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+                except (TypeError, ValueError):
+                    pass
+                endpoint.prompt_tokens += tokens[0]
+                endpoint.completion_tokens += tokens[1]
+            choices = data.get("choices")
+            if not isinstance(choices, list) or not choices:
+                raise BackendError(f"the server at {self._chat_urls[url]} answered without choices", retryable=True)
             failed = False
             return data
         finally:
             report_request(prompt_tokens=tokens[0], completion_tokens=tokens[1], failed=failed, readout=readout)
 
-    async def _send_chat(
-        self, endpoint: Endpoint, body: dict[str, Any], payload: bytes, n: int, tokens: list[int]
-    ) -> dict[str, Any]:
-        """The request itself; ``tokens`` gets the answer's prompt and completion tokens. An
-        answer that is not a JSON object, or has no choices, is a (retryable) failure."""
-        url = endpoint.url
-        chat_url = self._chat_urls[url]
-        if self._http is not None and chat_url.startswith("http://"):
-            try:
-                if self._pool is None:
-                    response = await self._http.post(chat_url, payload, self._timeout)
-                else:
-                    async with self._pool:
-                        response = await self._http.post(chat_url, payload, self._timeout)
-            except (asyncio.TimeoutError, TimeoutError):
-                raise BackendError(
-                    f"request to {chat_url} timed out after {self.timeout:g} s (raise --timeout for slower answers)",
-                    retryable=True,
-                ) from None
-            except ValueError as exc:
-                raise BackendError(f"invalid base URL {url!r}: {exc}") from exc
-            except HTTPConnectionError as exc:
-                raise BackendError(f"connection to {chat_url} failed: {exc}", retryable=True) from exc
-            raw, status = response.body, response.status
-            if status >= 300:
-                raise await self._classify(status, raw.decode("utf-8", "replace"), _retry_after(response.headers), n, url)
-        elif self.transport != "openai":
-            import aiohttp
-
-            try:
-                async with self._aiohttp_session().post(chat_url, data=payload, timeout=self._aiohttp_timeout()) as resp:
-                    raw = await resp.read()
-                    status = resp.status
-                    retry_after = _retry_after(resp.headers) if status >= 300 else None
-            except (asyncio.TimeoutError, TimeoutError):
-                raise BackendError(
-                    f"request to {chat_url} timed out after {self.timeout:g} s (raise --timeout for slower answers)",
-                    retryable=True,
-                ) from None
-            except aiohttp.InvalidURL as exc:
-                raise BackendError(f"invalid base URL {url!r}: {exc}") from exc
-            except aiohttp.ClientError as exc:  # dropped connections, refused connects, payload errors
-                raise BackendError(f"connection to {chat_url} failed: {type(exc).__name__}: {exc}", retryable=True) from exc
-            if status >= 300:
-                raise await self._classify(status, raw.decode("utf-8", "replace"), retry_after, n, url)
-        else:
-            raw = await self._post_chat_openai(url, body, n)
-        try:
-            data = _loads(raw)
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
-            raise BackendError(f"the server at {chat_url} answered malformed JSON: {raw[:200]!r}", retryable=True)
-        usage = data.get("usage")
-        if isinstance(usage, dict):
-            try:
-                tokens[:] = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-            except (TypeError, ValueError):
-                pass
-            endpoint.prompt_tokens += tokens[0]
-            endpoint.completion_tokens += tokens[1]
-        choices = data.get("choices")
-        if not isinstance(choices, list) or not choices:
-            raise BackendError(f"the server at {chat_url} answered without choices", retryable=True)
-        return data
-
-    async def _post_chat_openai(self, url: str, body: dict[str, Any], n: int) -> bytes:
-        import openai
-
-        known = {"messages", "n", "temperature", "top_p", "max_tokens", "stop", "seed", "logprobs", "top_logprobs"}
-        kwargs = {k: v for k, v in body.items() if k in known}
-        extra = {k: v for k, v in body.items() if k not in known and k != "model"}
-        try:
-            raw = await self._clients[url].chat.completions.with_raw_response.create(
-                model=body["model"], extra_body=extra or None, timeout=self.timeout, **kwargs
-            )
-            return raw.content
-        except openai.APIConnectionError as exc:  # timeouts included (its aiohttp transport reports drops as timeouts)
-            cause = f" ({type(exc.__cause__).__name__}: {exc.__cause__})" if exc.__cause__ else ""
-            raise BackendError(f"request to {self._chat_urls[url]} failed: {exc}{cause}", retryable=True) from exc
-        except openai.APIStatusError as exc:
-            raise await self._classify(exc.status_code, exc.response.text, _retry_after(exc.response.headers), n, url) from None
-
     async def _probe(self, endpoint: Endpoint) -> bool:
-        """Health check of one endpoint: ``GET /models`` answers (any status below 500 but 404:
-        the server is up, even if it refuses the key), else ``GET /health`` at the server root
-        answers 200 (vLLM and SGLang serve it)."""
-        self._bind()
-        url = endpoint.url
-        if self.transport == "openai":
-            import openai
-
-            try:
-                await self._clients[url].models.list(timeout=min(self.timeout, self.probe_timeout))
-                return True
-            except openai.APIStatusError as exc:
-                return exc.status_code < 500 and exc.status_code != 404
-            except openai.APIError:
-                return False
-        import aiohttp
-
-        timeout = self._aiohttp_timeout(min(self.timeout, self.probe_timeout))
-        session = self._aiohttp_session()
-        try:
-            async with session.get(f"{url}/models", timeout=timeout) as resp:
-                await resp.read()
-                if resp.status < 500 and resp.status != 404:
-                    return True
-            root = url.removesuffix("/v1")
-            async with session.get(f"{root}/health", timeout=timeout) as resp:
-                await resp.read()
-                return resp.status == 200
-        except (aiohttp.ClientError, asyncio.TimeoutError, TimeoutError, ValueError):
-            return False
+        """Health check of one endpoint (see :meth:`~proofcritic.llm._transports.Transport.probe`)."""
+        return await self._bind().probe(endpoint.url, min(self.timeout, self.probe_timeout))
 
     # -- errors ---------------------------------------------------------------------------------
     async def _classify(self, status: int, text: str, retry_after: float | None, n: int, url: str | None = None) -> Exception:
@@ -533,19 +351,9 @@ class OpenAIBackend(Backend):
     async def served_models(self, base_url: str | None = None) -> list[str] | None:
         """The model ids from ``GET /models`` (of ``base_url``, by default the first endpoint),
         or None when the server does not answer it."""
-        self._bind()
-        url = base_url or self.base_url
+        transport = self._bind()
         try:
-            if self.transport != "openai":
-                async with self._aiohttp_session().get(
-                    f"{url}/models", timeout=self._aiohttp_timeout(min(self.timeout, 10))
-                ) as resp:
-                    if resp.status != 200:
-                        return None
-                    data = _loads(await resp.read())
-                return [str(m["id"]) for m in data.get("data", []) if isinstance(m, dict) and "id" in m]
-            page = await self._clients[url].models.list(timeout=min(self.timeout, 10))
-            return [m.id for m in page.data]
+            return await transport.models(base_url or self.base_url, min(self.timeout, 10))
         except Exception:  # noqa: BLE001 - only decoration for an error message
             return None
 
@@ -571,18 +379,14 @@ class OpenAIBackend(Backend):
             body["logprobs"] = True
             if config.top_logprobs:
                 body["top_logprobs"] = config.top_logprobs
-        engine = self.engine
-        if engine != "openai" and messages and messages[-1].role == "assistant":
-            body["continue_final_message"] = True
-            body["add_generation_prompt"] = False
-        if config.choices:
-            if engine == "vllm":
-                body["structured_outputs"] = {"choice": list(config.choices)}
-            elif engine == "sglang":
-                body["regex"] = choice_regex(config.choices)
+        self._engine_fields(body, messages, config)
         if self.extra_body:
             body.update(self.extra_body)
         return body
+
+    def _engine_fields(self, body: dict[str, Any], messages: Sequence[ChatMessage], config: GenerateConfig) -> None:
+        """Add the engine's own fields to a chat request ``body``: a final assistant turn
+        continued, guided choice. A plain OpenAI server has none."""
 
     async def generate(self, request: ChatRequest) -> list[Completion]:
         """``request.config.n`` completions; n > 1 falls back to n=1 requests where refused.
@@ -783,16 +587,28 @@ class OpenAIBackend(Backend):
         return total
 
     async def aclose(self) -> None:
-        """Stop the health checks and close the HTTP session (or the openai clients)."""
+        """Stop the health checks and close the transport's connections."""
         try:
             await self._balancer.aclose()
         except RuntimeError:  # no running loop
             pass
-        session, clients = self._session, list(self._clients.values())
-        if self._http is not None:
-            self._http.close()
-        self._session, self._client, self._clients, self._loop, self._http = None, None, {}, None, None
-        if session is not None and not session.closed:
-            await session.close()
-        for client in clients:
-            await client.close()
+        transport, self._transport, self._loop = self._transport, None, None
+        if transport is not None:
+            await transport.aclose()
+
+
+def continue_final_turn(body: dict[str, Any], messages: Sequence[ChatMessage]) -> None:
+    """Ask vLLM or SGLang to continue a final assistant turn rather than open a new one."""
+    if messages and messages[-1].role == "assistant":
+        body["continue_final_message"] = True
+        body["add_generation_prompt"] = False
+
+
+def _engine_class(engine: str) -> type[OpenAIBackend]:
+    if engine == "vllm":
+        from ._vllm import VLLMBackend
+
+        return VLLMBackend
+    from ._sglang import SGLangBackend
+
+    return SGLangBackend

@@ -29,8 +29,7 @@ def split_model_spec(spec: str, backend: str | None = None) -> tuple[str, str]:
     if backend is not None:
         if backend not in BACKENDS:
             raise InputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-        prefix = f"{backend}/"
-        return backend, spec[len(prefix):] if spec.startswith(prefix) else spec
+        return backend, spec.removeprefix(f"{backend}/")
     head, sep, rest = spec.partition("/")
     if sep and head in BACKENDS and rest:
         return head, rest
@@ -57,6 +56,8 @@ def get_backend(spec: str, backend: str | None = None, **options: Any) -> Backen
     if kind in _LOCAL_URLS:
         options.setdefault("base_url", _LOCAL_URLS[kind])
         options.setdefault("api_key", "EMPTY")
+        if options.get("engine") is None:  # the engine's subclass (VLLMBackend, SGLangBackend)
+            options["engine"] = kind
     if options.get("base_url") is None:
         options.pop("base_url", None)
     backend_obj = OpenAIBackend(model, **options)
@@ -106,7 +107,7 @@ def get_model(
     transformers one; see :class:`~proofcritic.llm._transformers.TransformersBackend`)."""
     if cache is True:
         cache_obj: CompletionCache | None = CompletionCache()
-    elif cache in (False, None):
+    elif cache is False or cache is None:
         cache_obj = None
     elif isinstance(cache, CompletionCache):
         cache_obj = cache
