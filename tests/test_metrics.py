@@ -171,3 +171,81 @@ def test_grader_report_by_hand():
         if report[name] is not None and interval["low"] is not None:
             assert interval["low"] <= interval["high"]
     json.dumps(report)  # the report is JSON-able
+
+
+# -- agreement beyond accuracy (kappa, weighted kappa, leniency, calibration, sample agreement)
+
+
+def test_cohen_kappa_by_hand():
+    from proofcritic.benchmarks.metrics import cohen_kappa
+
+    # observed agreement 3/4; chance 0.5 * 0.25 + 0.5 * 0.75 = 1/2 -> (3/4 - 1/2) / (1 - 1/2)
+    assert cohen_kappa([True, True, False, False], [True, False, False, False]) == pytest.approx(0.5)
+    assert cohen_kappa([1, 2, 3], [1, 2, 3]) == pytest.approx(1.0)
+    assert cohen_kappa([True, True], [True, True], labels=[False, True]) is None  # chance agreement is total
+    with pytest.raises(MetricsError, match="weights"):
+        cohen_kappa([1], [1], weights="cubic")
+
+
+def test_quadratic_weighted_kappa_by_hand():
+    from proofcritic.benchmarks.metrics import cohen_kappa
+
+    # weights ((i - j) / 2)^2; observed sum w*O = 0.25 / 3; expected sum w*E = 1.25 / 3 -> 1 - 0.2
+    assert cohen_kappa([0, 1, 2], [0, 2, 2], labels=[0, 1, 2], weights="quadratic") == pytest.approx(0.8)
+    # a near miss costs less than a far one under quadratic weights, the same under nominal ones
+    near = cohen_kappa([0, 1, 2, 2], [0, 1, 2, 1], labels=[0, 1, 2], weights="quadratic")
+    far = cohen_kappa([0, 1, 2, 2], [0, 1, 2, 0], labels=[0, 1, 2], weights="quadratic")
+    assert near > far
+    assert cohen_kappa([0, 1, 2, 2], [0, 1, 2, 1]) == pytest.approx(cohen_kappa([0, 1, 2, 2], [0, 1, 2, 0]))
+
+
+def test_grades_on_the_seven_point_scale_and_gradingbench_buckets():
+    from proofcritic.benchmarks.metrics import gradingbench_bucket, points_grade
+
+    assert [points_grade(p, 7) for p in (0, 3.5, 6.49, 7)] == [0, 4, 6, 7]
+    assert points_grade(10, 21) == 3 and points_grade(21, 21) == 7
+    assert [gradingbench_bucket(p, 7) for p in (0, 0.4, 0.6, 3.5, 5, 6.6, 7)] == [0, 0, 1, 1, 6, 7, 7]
+    assert gradingbench_bucket(18, 21) == 6
+
+
+def test_sample_agreement_fleiss_by_hand():
+    from proofcritic.benchmarks.metrics import sample_agreement
+
+    out = sample_agreement([[1, 1, 1], [0, 1, 1], [0, 0], [1]])  # the lone sample is left out
+    assert out["proofs"] == 3
+    assert out["pairwise"] == pytest.approx(7 / 9)  # (1 + 1/3 + 1) / 3
+    # chance: (5/8)^2 + (3/8)^2 = 17/32 -> (7/9 - 17/32) / (15/32)
+    assert out["fleiss_kappa"] == pytest.approx(71 * 32 / (288 * 15))
+    assert sample_agreement([[1], []]) == {"proofs": 0, "pairwise": None, "fleiss_kappa": None}
+    assert sample_agreement([[1, 1], [1, 1]])["fleiss_kappa"] is None  # one value only
+
+
+def test_partial_credit_calibration_and_leniency_by_hand():
+    from proofcritic.benchmarks.metrics import mean_difference, partial_credit_calibration
+
+    out = partial_credit_calibration([0, 0.5, 1, 1], [0, 1, 1, 0.5])
+    assert out["buckets"]["1"] == {"n": 2, "mean_predicted": 1.0, "mean_human": 0.75}
+    assert out["buckets"]["0.5"] == {"n": 1, "mean_predicted": 0.5, "mean_human": 1.0}
+    assert out["error"] == pytest.approx(0.25)  # 1/4 * 0 + 2/4 * 0.25 + 1/4 * 0.5
+    assert mean_difference([7, 0, 3], [7, 2, 2]) == pytest.approx(1 / 3)
+
+
+def test_grader_report_carries_the_agreement_metrics():
+    rows = [_row(7, 7), _row(7, 3.5), _row(0, 7), _row(0, 0), _row(2, 0)]
+    rows[0]["sample_scores"] = [1, 1]
+    rows[1]["sample_scores"] = [1, 0]
+    report = grader_report(rows, n_resamples=200)
+    human = [True, True, False, False, False]
+    predicted = [True, False, True, False, False]
+    from proofcritic.benchmarks.metrics import cohen_kappa
+
+    assert report["kappa"] == pytest.approx(cohen_kappa(human, predicted))
+    assert report["qwk_points"] == pytest.approx(
+        cohen_kappa([7, 7, 0, 0, 2], [7, 4, 7, 0, 0], labels=range(8), weights="quadratic")
+    )
+    assert report["leniency_points"] == pytest.approx((0 - 3.5 + 7 + 0 - 2) / 5)
+    assert set(report["leniency_by_human_bucket"]) == {"0", "0.5", "1"}
+    assert report["leniency_by_human_bucket"]["1"]["leniency_points"] == pytest.approx(-3.5 / 2)
+    assert report["sample_agreement"]["pairwise"] == pytest.approx(0.5)
+    assert report["intervals"]["kappa"]["low"] <= report["kappa"] <= report["intervals"]["kappa"]["high"]
+    json.dumps(report)

@@ -181,6 +181,7 @@ def grade_row(record: dict[str, Any]) -> dict[str, Any]:
         "max_points": record["max_points"],
         "human_correct": record["human_points"] >= record["max_points"],
         "predicted_correct": score is not None and score >= 1,
+        "sample_scores": [v["score"] for v in record.get("verifications") or [] if v.get("score") is not None],
         "meta": record.get("meta") or {},
     }
 

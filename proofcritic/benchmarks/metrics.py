@@ -157,6 +157,115 @@ def confusion_matrix(
     return {"labels": labels, "matrix": matrix}
 
 
+def cohen_kappa(
+    a: Sequence[Hashable],
+    b: Sequence[Hashable],
+    *,
+    labels: Sequence[Hashable] | None = None,
+    weights: str | None = None,
+) -> float | None:
+    """Cohen's kappa of two raters: ``1 - sum(w * observed) / sum(w * expected)`` over the
+    ``labels`` (ordered; default: the sorted union of both sides), where expected is the
+    product of the two raters' label shares. ``weights``: None (nominal: a disagreement
+    weighs 1), ``"linear"`` (``|i - j| / (k - 1)``) or ``"quadratic"`` (``((i - j) / (k - 1))^2``:
+    the quadratic-weighted kappa of ordinal grades). None when undefined: chance agreement is
+    total (e.g. both raters give one and the same label to every item)."""
+    n = _check(a, b, what="kappa")
+    if weights not in (None, "linear", "quadratic"):
+        raise MetricsError(f"kappa: weights must be None, 'linear' or 'quadratic', not {weights!r}")
+    labels = list(labels) if labels is not None else _labels([*a, *b])
+    k = len(labels)
+    observed = np.asarray(confusion_matrix(a, b, labels=labels)["matrix"], dtype=float) / n
+    expected = np.outer(observed.sum(axis=1), observed.sum(axis=0))
+    i, j = np.indices((k, k))
+    if weights is None:
+        w = (i != j).astype(float)
+    else:
+        distance = np.abs(i - j) / max(k - 1, 1)
+        w = distance if weights == "linear" else distance**2
+    chance = float((w * expected).sum())
+    if chance <= 1e-12:
+        return None
+    return 1.0 - float((w * observed).sum()) / chance
+
+
+def mean_difference(truth: Sequence[Number], predicted: Sequence[Number]) -> float:
+    """The mean of ``predicted - truth``: a grader's leniency (above 0: more generous than the
+    humans; in the unit of the inputs, e.g. points)."""
+    n = _check(truth, predicted, what="leniency")
+    return sum(float(p) - float(t) for t, p in zip(truth, predicted)) / n
+
+
+#: the four grade buckets of IMO-GradingBench / ProofBench on the 7-point scale
+GRADINGBENCH_BUCKETS = (0, 1, 6, 7)
+
+
+def points_grade(points: float, max_points: float, scale: int = 7) -> int:
+    """``points`` out of ``max_points`` as a whole grade on a ``0..scale`` scale (rounded half
+    up), so that problems with other maxima share one ordinal scale."""
+    if max_points <= 0:
+        raise MetricsError(f"max_points must be more than 0, not {max_points}")
+    return int(math.floor(float(points) / float(max_points) * scale + 0.5 + 1e-9))
+
+
+def gradingbench_bucket(points: float, max_points: float) -> int:
+    """The nearest of the four GradingBench grades 0/1/6/7 (on the 7-point scale; a tie goes
+    to the lower grade)."""
+    value = float(points) / float(max_points) * 7
+    return min(GRADINGBENCH_BUCKETS, key=lambda bucket: (abs(bucket - value), bucket))
+
+
+def sample_agreement(samples: Sequence[Sequence[Hashable]]) -> dict[str, Any]:
+    """How much the n verification samples of each proof agree with one another.
+
+    ``samples``: the scores of each proof's scored samples. Proofs with fewer than 2 are left
+    out. ``pairwise``: the mean over proofs of the share of sample pairs with equal scores;
+    ``fleiss_kappa``: Fleiss' kappa (for a varying number of samples per proof: each proof's
+    pair agreement, against the chance agreement of the pooled score shares), None when
+    undefined; ``proofs``: how many proofs counted."""
+    rows = [list(s) for s in samples if len(s) >= 2]
+    if not rows:
+        return {"proofs": 0, "pairwise": None, "fleiss_kappa": None}
+    labels = _labels(value for row in rows for value in row)
+    totals = dict.fromkeys(labels, 0)
+    agreements = []
+    for row in rows:
+        counts: dict[Hashable, int] = {}
+        for value in row:
+            counts[value] = counts.get(value, 0) + 1
+            totals[value] += 1
+        m = len(row)
+        agreements.append(sum(c * (c - 1) for c in counts.values()) / (m * (m - 1)))
+    observed = sum(agreements) / len(agreements)
+    pooled = sum(totals.values())
+    chance = sum((count / pooled) ** 2 for count in totals.values())
+    kappa = None if chance >= 1 - 1e-12 else (observed - chance) / (1 - chance)
+    return {"proofs": len(rows), "pairwise": observed, "fleiss_kappa": kappa}
+
+
+def partial_credit_calibration(human_score: Sequence[Number], predicted_score: Sequence[Number]) -> dict[str, Any]:
+    """Whether a grader's partial credit means what the humans' does: for each bucket of the
+    predicted score (0, partial, full; :func:`score_bucket`), the items in it, their mean
+    predicted and mean human score; and ``error``, the item-weighted mean of
+    ``|mean predicted - mean human|`` over the buckets (0: calibrated). Scores in [0, 1]."""
+    n = _check(human_score, predicted_score, what="calibration")
+    bins: dict[str, list[tuple[float, float]]] = {}
+    for h, p in zip(human_score, predicted_score):
+        bins.setdefault(score_bucket(float(p)), []).append((float(h), float(p)))
+    out: dict[str, Any] = {"buckets": {}}
+    error = 0.0
+    for bucket in ("0", "0.5", "1"):
+        pairs = bins.get(bucket)
+        if not pairs:
+            continue
+        mean_h = sum(h for h, _ in pairs) / len(pairs)
+        mean_p = sum(p for _, p in pairs) / len(pairs)
+        out["buckets"][bucket] = {"n": len(pairs), "mean_predicted": mean_p, "mean_human": mean_h}
+        error += len(pairs) / n * abs(mean_p - mean_h)
+    out["error"] = error
+    return out
+
+
 def score_bucket(score: float) -> str:
     """A score in [0, 1] as a verifier grade: ``"1"`` full, ``"0"`` none, ``"0.5"`` anything between."""
     if score >= 1:
@@ -224,7 +333,10 @@ def breakdown(
 
 
 #: metrics with a bootstrap interval in :func:`grader_report`
-INTERVAL_METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "mae_points", "pearson", "spearman")
+INTERVAL_METRICS = (
+    "accuracy", "balanced_accuracy", "precision", "recall", "f1", "mae_points", "pearson", "spearman",
+    "kappa", "qwk_points", "qwk_buckets", "leniency_points",
+)
 
 
 def _columns(rows: Sequence[Mapping[str, Any]]) -> dict[str, list]:
@@ -235,7 +347,24 @@ def _columns(rows: Sequence[Mapping[str, Any]]) -> dict[str, list]:
         "predicted_points": [float(r["predicted_points"]) for r in rows],
         "human_correct": [bool(r["human_correct"]) for r in rows],
         "predicted_correct": [bool(r["predicted_correct"]) for r in rows],
+        "human_grade": [points_grade(r["human_points"], r["max_points"]) for r in rows],
+        "predicted_grade": [points_grade(r["predicted_points"], r["max_points"]) for r in rows],
+        "human_bucket": [score_bucket(r["human_points"] / r["max_points"]) for r in rows],
+        "predicted_bucket": [score_bucket(r["predicted_points"] / r["max_points"]) for r in rows],
+        "human_gb": [gradingbench_bucket(r["human_points"], r["max_points"]) for r in rows],
+        "predicted_gb": [gradingbench_bucket(r["predicted_points"], r["max_points"]) for r in rows],
     }
+
+
+def _kappa(a: Sequence[Hashable], b: Sequence[Hashable]) -> float | None:
+    return cohen_kappa(a, b, labels=[False, True])
+
+
+def _qwk(labels: Sequence[Hashable]) -> Callable[[Sequence[Hashable], Sequence[Hashable]], float | None]:
+    def qwk(a: Sequence[Hashable], b: Sequence[Hashable]) -> float | None:
+        return cohen_kappa(a, b, labels=labels, weights="quadratic")
+
+    return qwk
 
 
 _METRICS: dict[str, tuple[Callable[..., float | None], tuple[str, str]]] = {
@@ -250,6 +379,15 @@ _METRICS: dict[str, tuple[Callable[..., float | None], tuple[str, str]]] = {
     "spearman": (spearman, ("human_score", "predicted_score")),
     "pearson_points": (pearson, ("human_points", "predicted_points")),
     "spearman_points": (spearman, ("human_points", "predicted_points")),
+    # agreement beyond chance: binary verdicts, whole points 0-7, the 0/partial/full buckets and
+    # the four GradingBench grades (quadratic weights for the ordinal ones)
+    "kappa": (_kappa, ("human_correct", "predicted_correct")),
+    "qwk_points": (_qwk(range(8)), ("human_grade", "predicted_grade")),
+    "qwk_buckets": (_qwk(["0", "0.5", "1"]), ("human_bucket", "predicted_bucket")),
+    "qwk_gradingbench": (_qwk(GRADINGBENCH_BUCKETS), ("human_gb", "predicted_gb")),
+    # leniency: mean predicted minus human points (above 0: more generous than the humans)
+    "leniency_points": (mean_difference, ("human_points", "predicted_points")),
+    "leniency_score": (mean_difference, ("human_score", "predicted_score")),
 }
 
 
@@ -280,7 +418,18 @@ def grader_report(
         key: breakdown(scored, key, lambda group: {**_metrics(group), "intervals": _intervals(group, n_resamples, seed)})
         for key in breakdown_keys
     }
+    report["leniency_by_human_bucket"] = breakdown(
+        scored, lambda row: score_bucket(row["human_points"] / row["max_points"]),
+        lambda group: _leniency(group, n_resamples, seed),
+    )
     return report
+
+
+def _leniency(rows: Sequence[Mapping[str, Any]], n_resamples: int, seed: int) -> dict[str, Any]:
+    columns = _columns(rows)
+    ci = bootstrap_ci(mean_difference, columns["human_points"], columns["predicted_points"],
+                      n_resamples=n_resamples, seed=seed)
+    return {"n": len(rows), "leniency_points": ci["estimate"], "low": ci["low"], "high": ci["high"]}
 
 
 def _intervals(rows: Sequence[Mapping[str, Any]], n_resamples: int, seed: int) -> dict[str, Any]:
@@ -332,6 +481,8 @@ def _metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         [score_bucket(s) for s in columns["predicted_score"]],
         labels=["0", "0.5", "1"],
     )
+    out["calibration"] = partial_credit_calibration(columns["human_score"], columns["predicted_score"])
+    out["sample_agreement"] = sample_agreement([r.get("sample_scores") or [] for r in rows])
     notes = []
     out["small_n"] = len(rows) < SMALL_N
     small = small_sample_note(len(rows))
@@ -339,7 +490,7 @@ def _metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         notes.append(small)
     if len(set(columns["human_correct"])) == 1:
         notes.append("only one human class present: balanced accuracy equals accuracy")
-    for name in ("precision", "recall", "f1", "pearson", "spearman"):
+    for name in ("precision", "recall", "f1", "pearson", "spearman", "kappa"):
         if out[name] is None:
             notes.append(f"{name} is undefined on this data ({_WHY[name]})")
     out["notes"] = notes
@@ -352,4 +503,5 @@ _WHY = {
     "f1": "precision or recall undefined",
     "pearson": "constant grades on one side, or fewer than 2 items",
     "spearman": "constant grades on one side, or fewer than 2 items",
+    "kappa": "both sides give every item one and the same verdict",
 }

@@ -85,6 +85,16 @@ def _verification_rows(counts: dict) -> list[list[str]]:
             ["scores from a read-out (likelihood, guided)", f"{_num(counts.get('read_out_scores', 0))} of {_num(n - unscored)}", ""]]
 
 
+_LONG = {
+    "kappa": "Cohen's kappa (correct or not)",
+    "qwk_points": "quadratic-weighted kappa, points 0-7",
+    "qwk_buckets": "quadratic-weighted kappa, 0 / partial / full",
+    "qwk_gradingbench": "quadratic-weighted kappa, grades 0/1/6/7",
+    "leniency_points": "leniency, points (verifier minus human)",
+}
+_BUCKET_NAMES = {"0": "0", "0.5": "partial", "1": "full"}
+
+
 def _grade_parts(summary: dict, records: list[dict]) -> tuple[list[list[str]], list[tuple[str, str]]]:
     """Metric rows and figures of a grade run."""
     counts = summary["counts"]
@@ -93,10 +103,20 @@ def _grade_parts(summary: dict, records: list[dict]) -> tuple[list[list[str]], l
             *_verification_rows(counts)]
     metrics = summary.get("metrics") or {}
     for name in ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "mae_points", "mae_score",
-                 "pearson", "spearman"):
+                 "pearson", "spearman", "kappa", "qwk_points", "qwk_buckets", "qwk_gradingbench", "leniency_points"):
         interval = metrics.get("intervals", {}).get(name, {})
         if name in metrics:
-            rows.append([name, _num(metrics[name]), _ci(interval.get("low"), interval.get("high"))])
+            rows.append([_LONG.get(name, name), _num(metrics[name]), _ci(interval.get("low"), interval.get("high"))])
+    for bucket, lenient in (metrics.get("leniency_by_human_bucket") or {}).items():
+        rows.append([f"leniency, points (human grade {_BUCKET_NAMES.get(bucket, bucket)}; {lenient['n']} items)",
+                     _num(lenient["leniency_points"]), _ci(lenient["low"], lenient["high"])])
+    calibration = metrics.get("calibration")
+    if calibration:
+        rows.append(["partial-credit calibration error (0: calibrated)", _num(calibration["error"]), ""])
+    agreement = metrics.get("sample_agreement") or {}
+    if agreement.get("proofs"):
+        rows.append(["agreement between samples: pairwise / Fleiss' kappa",
+                     f"{_num(agreement['pairwise'])} / {_num(agreement['fleiss_kappa'])}", f"{agreement['proofs']} proofs"])
     rows.append(["tokens (total)", _num(summary["usage"]["total_tokens"]), ""])
     rows.append(["seconds (sum over items)", _num(summary["seconds"]), ""])
     scored = [r for r in records if r.get("kind") == "grade" and r.get("predicted_score") is not None]
@@ -497,7 +517,12 @@ def _tokens(record: dict) -> float:
 
 def _mean_difference(xs: list[float], ys: list[float], n_resamples: int, seed: int) -> dict[str, Any]:
     """Means of two paired columns, and the mean of B - A with its paired bootstrap interval."""
-    ci = bootstrap_ci(lambda x, y: mean_or_none(y) - mean_or_none(x), xs, ys, n_resamples=n_resamples, seed=seed)
+
+    def difference(x: list[float], y: list[float]) -> float | None:
+        a, b = mean_or_none(x), mean_or_none(y)
+        return None if a is None or b is None else b - a
+
+    ci = bootstrap_ci(difference, xs, ys, n_resamples=n_resamples, seed=seed)
     return {"a": mean_or_none(xs), "b": mean_or_none(ys), "difference": ci["estimate"], "low": ci["low"], "high": ci["high"]}
 
 
@@ -572,7 +597,9 @@ def _compare_header(comparison: dict) -> list[str]:
 
 
 def _excludes_zero(d: dict | None) -> bool:
-    return bool(d) and d["low"] is not None and d["high"] is not None and (d["low"] > 0 or d["high"] < 0)
+    if not d:
+        return False
+    return d["low"] is not None and d["high"] is not None and (d["low"] > 0 or d["high"] < 0)
 
 
 def _compare_rows(comparison: dict, marked: bool = False) -> list[list[str]]:

@@ -23,6 +23,7 @@ from ._common import (
     ScoreModeOpt,
     help_later,
     run_progress,
+    run_with_model,
     show_plan,
     with_model_options,
     with_readouts,
@@ -143,7 +144,8 @@ def show_headline(console: Console, summary: dict[str, Any]) -> None:
     console.print(f"{'items':>18}: {counts.get('scored', 0)} scored of {counts.get('items', 0)}")
     console.print(f"{'no verdict':>18}: {counts.get('no_verdict', 0)} item(s), left out of the metrics")
     verifications(counts)
-    for name in ("accuracy", "balanced_accuracy", "f1", "mae_points", "pearson", "spearman"):
+    for name in ("accuracy", "balanced_accuracy", "f1", "mae_points", "pearson", "spearman", "kappa", "qwk_points",
+                 "leniency_points"):
         interval = metrics.get("intervals", {}).get(name, {})
         if name in metrics:
             line(name, metrics[name], interval.get("low"), interval.get("high"))
@@ -171,8 +173,6 @@ def eval_solve_command(
     opts: ModelOptions,
 ) -> None:
     """Solve a suite's problems k times each with a strategy; the verifier grades every answer."""
-    import asyncio
-
     from rich.console import Console
 
     from ..benchmarks import GradeItem, RunFolder
@@ -210,16 +210,13 @@ def eval_solve_command(
     seen: list[RunStats] = []
 
     async def main() -> None:
-        try:
-            with run_progress(f"{strategy} x{k}", console, [model]) as update:
-                the_strategy.on_round = update.on_round
-                await eval_solve(items, folder, roles=roles, strategy=the_strategy, k=k, verify_n=verify_n,
-                                 concurrency=parallel_problems, prices=price_table, model_name=model_name(opts),
-                                 on_progress=_kept(update, seen))
-        finally:
-            await model.aclose()
+        with run_progress(f"{strategy} x{k}", console, [model]) as update:
+            the_strategy.on_round = update.on_round
+            await eval_solve(items, folder, roles=roles, strategy=the_strategy, k=k, verify_n=verify_n,
+                             concurrency=parallel_problems, prices=price_table, model_name=model_name(opts),
+                             on_progress=_kept(update, seen))
 
-    asyncio.run(main())
+    run_with_model(model, console, main, usage=False)
     _finish(folder, console, seen)
 
 
@@ -242,8 +239,6 @@ def eval_grade_command(
     opts: ModelOptions,
 ) -> None:
     """Measure a grader (the verifier, or grades recorded in the data) against human grades."""
-    import asyncio
-
     from rich.console import Console
 
     from ..benchmarks import GradeItem, RunFolder
@@ -294,16 +289,12 @@ def eval_grade_command(
         roles = Roles.from_models(model, prompts=prompt_set, config=opts.sampling(), score_mode=score_mode)
 
     async def main() -> None:
-        try:
-            with run_progress(f"grade ({from_recorded or rule})", console, [model]) as update:
-                await eval_grade(items, folder, verifier=roles and roles.verifier, n=n, rule=rule,  # type: ignore[arg-type]
-                                 meta_verifier=roles and roles.meta_verifier, from_recorded=from_recorded,
-                                 concurrency=opts.concurrency or 8, on_progress=_kept(update, seen))
-        finally:
-            if model is not None:
-                await model.aclose()
+        with run_progress(f"grade ({from_recorded or rule})", console, [model]) as update:
+            await eval_grade(items, folder, verifier=roles and roles.verifier, n=n, rule=rule,  # type: ignore[arg-type]
+                             meta_verifier=roles and roles.meta_verifier, from_recorded=from_recorded,
+                             concurrency=opts.concurrency or 8, on_progress=_kept(update, seen))
 
-    asyncio.run(main())
+    run_with_model(model, console, main, usage=False)
     _finish(folder, console, seen)
 
 
