@@ -274,11 +274,15 @@ class OpenAIBackend(Backend):
 
     async def _post_chat(self, body: dict[str, Any], n: int, readout: bool = False) -> dict[str, Any]:
         """POST one chat request through the balancer; the decoded JSON answer or a classified error."""
-        payload = dumps(body) if self._bind().serialised else b""
-        return await self._balancer.call(lambda endpoint: self._post_chat_at(endpoint, body, payload, n, readout))
+        transport = self._bind()
+        payload = dumps(body) if transport.serialised else b""
+        return await self._balancer.call(
+            lambda endpoint: self._post_chat_at(transport, endpoint, body, payload, n, readout)
+        )
 
     async def _post_chat_at(
-        self, endpoint: Endpoint, body: dict[str, Any], payload: bytes, n: int, readout: bool = False
+        self, transport: Transport, endpoint: Endpoint, body: dict[str, Any], payload: bytes, n: int,
+        readout: bool = False,
     ) -> dict[str, Any]:
         """POST one chat request to one endpoint, and count it (:func:`report_request`). An
         answer that is not a JSON object, or has no choices, is a (retryable) failure."""
@@ -289,10 +293,10 @@ class OpenAIBackend(Backend):
             slot = self._slots.get(url) if self._slots else None
             try:
                 if slot is None:
-                    raw = await self._transport.post_chat(url, body, payload, self._timeout)  # type: ignore[union-attr]
+                    raw = await transport.post_chat(url, body, payload, self._timeout)
                 else:
                     async with slot:  # a free connection to this endpoint first; the timeout starts after
-                        raw = await self._transport.post_chat(url, body, payload, self._timeout)  # type: ignore[union-attr]
+                        raw = await transport.post_chat(url, body, payload, self._timeout)
             except ErrorAnswer as answer:
                 raise await self._classify(answer.status, answer.text, answer.retry_after, n, url) from None
             try:
@@ -300,7 +304,9 @@ class OpenAIBackend(Backend):
             except ValueError:
                 data = None
             if not isinstance(data, dict):
-                raise BackendError(f"the server at {self._chat_urls[url]} answered malformed JSON: {raw[:200]!r}", retryable=True)
+                raise BackendError(
+                    f"the server at {self._chat_urls[url]} answered malformed JSON: {raw[:200]!r}", retryable=True
+                )
             usage = data.get("usage")
             if isinstance(usage, dict):
                 try:
