@@ -305,6 +305,34 @@ def test_project_must_be_a_lake_project(tmp_path, lean_bin):
         LocalLeanChecker(lean_bin, project=tmp_path)
 
 
+def test_both_checkers_read_proofcritic_lean_the_same_way_in_a_project(tmp_path, monkeypatch):
+    """Inside a Lake project the local and the server checker take the lean that
+    PROOFCRITIC_LEAN names (and the lake beside it), name the variable when it points nowhere,
+    and leave lean to the project's toolchain when nothing names one (issue 15)."""
+    from proofcritic.lean_checker import LeanServerChecker
+
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "lakefile.toml").write_text('name = "proj"\n')
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for name in ("lean", "lake"):
+        (tools / name).write_text("#!/bin/sh\nexit 0\n")
+        (tools / name).chmod(0o755)
+    monkeypatch.setenv("PROOFCRITIC_LEAN", str(tools / "lean"))
+    for checker_class in (LocalLeanChecker, LeanServerChecker):
+        checker = checker_class(project=project)
+        assert (checker.lean, checker.lake) == (tools / "lean", tools / "lake"), checker_class
+    monkeypatch.setenv("PROOFCRITIC_LEAN", str(tmp_path / "missing"))
+    for checker_class in (LocalLeanChecker, LeanServerChecker):
+        with pytest.raises(LeanNotFoundError, match="PROOFCRITIC_LEAN path .*missing is not an executable"):
+            checker_class(project=project)
+    monkeypatch.delenv("PROOFCRITIC_LEAN")
+    monkeypatch.setenv("PATH", str(tools))
+    assert LocalLeanChecker(project=project).lake == tools / "lake"
+    assert LeanServerChecker(project=project).lean is None
+
+
 # -- command line --------------------------------------------------------------------------------
 
 

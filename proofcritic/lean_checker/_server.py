@@ -44,7 +44,7 @@ from ._analysis import (
 )
 from ._base import LeanChecker
 from ._local import find_lake, find_project
-from ._resolve import find_lean
+from ._resolve import find_lean, project_lean
 from ._types import LeanMessage, LeanResult
 
 _LSP_SEVERITY = {1: "error", 2: "warning", 3: "information", 4: "information"}
@@ -317,9 +317,8 @@ class LeanServerChecker(LeanChecker):
         if pool_size < 1:
             raise ValueError("pool_size must be at least 1")
         self.project = find_project(project) if project is not None else None
-        explicit = lean or os.environ.get("PROOFCRITIC_LEAN")
         if self.project is not None:
-            self.lean = find_lean(explicit) if explicit else None
+            self.lean = project_lean(lean)
             self.lake = find_lake(self.lean)
         else:
             self.lean = find_lean(lean)
