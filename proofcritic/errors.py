@@ -6,6 +6,10 @@ these as one line. Anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Collection
+from typing import Any
+
 
 class ProofcriticError(Exception):
     """Base class: an error with a message meant for the user."""
@@ -89,6 +93,38 @@ class CircuitOpenError(BackendError):
     which a rerun tries again."""
 
     stops_run = True
+
+
+def first_error(error: Any, *, skip: Collection[str] = ()) -> tuple[str, str, str]:
+    """The first error of a pydantic ``ValidationError`` (or FastAPI's ``RequestValidationError``)
+    as ``(where, message, type)``: ``where`` the dotted location (parts in ``skip`` left out,
+    "" for a model-wide check), ``message`` pydantic's words without its "Value error, " prefix,
+    ``type`` pydantic's error type (``extra_forbidden``, ...)."""
+    errors = error.errors()
+    first = errors[0] if errors else {}
+    where = ".".join(str(part) for part in first.get("loc", ()) if part not in skip)
+    message = str(first.get("msg", error)).removeprefix("Value error, ")
+    return where, message, str(first.get("type", ""))
+
+
+def validation_line(error: Any, *, skip: Collection[str] = ()) -> str:
+    """A validation error as one line: ``where: message`` (just the message when the check is
+    model-wide), from :func:`first_error`. Every user-facing copy of a validation error is this."""
+    where, message, _ = first_error(error, skip=skip)
+    return f"{where}: {message}" if where else message
+
+
+def add_note(error: BaseException, note: str) -> None:
+    """``error.add_note(note)``, also on Python 3.10 (which has no ``add_note``: the note goes to
+    ``__notes__`` as 3.11 puts it, where pytest and the service's one-line error read it)."""
+    if sys.version_info >= (3, 11):
+        error.add_note(note)
+    else:
+        notes = getattr(error, "__notes__", None)
+        if notes is None:
+            notes = []
+            error.__notes__ = notes  # type: ignore[attr-defined]
+        notes.append(note)
 
 
 def missing(package: str, extra: str) -> MissingDependencyError:

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 # the default limit on each text of an input, and the environment variable that sets it
 from ._constants import DEFAULT_MAX_INPUT_CHARS, MAX_INPUT_CHARS_ENV
-from .errors import InputError, InputTooLargeError
+from .errors import InputError, InputTooLargeError, validation_line
 from .types import Problem, Proof
 
 T = TypeVar("T")
@@ -145,7 +145,7 @@ def read_problem(
     try:  # validated as a whole, so that e.g. max_points keeps its bound
         return Problem.model_validate(problem.model_dump() | updates)
     except ValidationError as error:
-        raise InputError(_one_line(error)) from None
+        raise InputError(validation_line(error)) from None
 
 
 def read_proof(path: str | Path) -> Proof:
@@ -186,7 +186,7 @@ def problem_from_record(record: dict, default_id: str = "problem") -> Problem:
     try:
         problem = Problem(**fields)
     except ValidationError as error:
-        raise InputError(_one_line(error)) from None
+        raise InputError(validation_line(error)) from None
     return check_problem(problem)
 
 
@@ -212,14 +212,7 @@ def proof_from_record(record: dict) -> Proof:
     try:
         return Proof(text=value, id=str(record["id"]) if "id" in record else None)
     except ValidationError as error:
-        raise InputError(_one_line(error)) from None
-
-
-def _one_line(error: ValidationError) -> str:
-    first = error.errors()[0]
-    where = ".".join(str(x) for x in first.get("loc", ()))
-    message = first.get("msg", str(error)).removeprefix("Value error, ")
-    return f"{where}: {message}" if where else message
+        raise InputError(validation_line(error)) from None
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict | InputError]]:

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from ..errors import InputError
+from ..errors import InputError, validation_line
 from ..types import Problem
 from ._data import data_root, hf_records, hf_spec, read_records
 from ._items import GradeItem, SolveItem
@@ -63,7 +63,7 @@ class Suite:
                 item = self.item(record)
             except ValidationError as error:
                 raise InputError(
-                    f"{origin} record {record.get('_line', '?')}: {_first_error(error)}"
+                    f"{origin} record {record.get('_line', '?')}: {validation_line(error)}"
                 ) from None
             except InputError as error:
                 raise InputError(
@@ -111,7 +111,7 @@ def make_problem(**fields: Any) -> Problem:
     try:
         return Problem(**{k: v for k, v in fields.items() if v is not None})
     except ValidationError as error:
-        raise InputError(_first_error(error)) from None
+        raise InputError(validation_line(error)) from None
 
 
 def text_or_none(value: Any) -> str | None:
@@ -130,8 +130,3 @@ def number(value: Any, what: str) -> float:
         raise InputError(f"{what} is not a number: {value!r}") from None
 
 
-def _first_error(error: ValidationError) -> str:
-    first = error.errors()[0]
-    where = ".".join(str(x) for x in first.get("loc", ()))
-    message = str(first.get("msg", error)).removeprefix("Value error, ")
-    return f"{where}: {message}" if where else message
