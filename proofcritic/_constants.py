@@ -3,18 +3,51 @@ beyond the standard library, so that building the parser (``proofcritic --help``
 error) needs no heavy module. Each is re-exported where it belongs: the score modes by
 :mod:`proofcritic.verifier`, the strategies by :mod:`proofcritic.pipelines.solve`, the input
 limit by :mod:`proofcritic.io`, the transports by :mod:`proofcritic.llm._openai`, the weight types by
-:mod:`proofcritic.llm._transformers_parts`.
+:mod:`proofcritic.llm._local_loading`.
 """
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 ScoreMode = Literal["text", "auto", "logprob", "guided"]
 SCORE_MODES: tuple[str, ...] = get_args(ScoreMode)
 #: the score mode of every verifier, command and service unless one is chosen: a verification
 #: that wrote no valid score has none (the read-outs ``auto``, ``logprob``, ``guided`` are opt-in)
 DEFAULT_SCORE_MODE: ScoreMode = "text"
+
+
+def check_score_mode(value: str) -> ScoreMode:
+    """``value`` if it is a score mode, else ``ValueError`` naming the modes (the one check of
+    the verifier, the meta-verifier and the service's settings)."""
+    if value not in SCORE_MODES:
+        raise ValueError(f"score_mode must be one of {', '.join(SCORE_MODES)}, not {value!r}")
+    return value  # type: ignore[return-value]
+
+
+#: the sampling settings a user chooses (``proofcritic.llm.SamplingOptions``: the command line's
+#: ``--temperature``, ``--top-p``, ``--max-tokens``, ``--seed`` and a service request's
+#: ``sampling``), each with its words and bounds (the model's fields hold values to the bounds)
+SAMPLING_HELP: dict[str, str] = {
+    "temperature": "Sampling temperature, 0 to 5; 0 is greedy.",
+    "top_p": "Nucleus sampling mass, more than 0 and at most 1.",
+    "max_tokens": "Maximum new tokens per sample (at least 1).",
+    "seed": "Sampling seed (0 or more), for reproducible sampling where the backend supports it.",
+}
+#: the roles' sampling where the user chose none: the released settings of DeepSeekMath-V2's
+#: search (SPEC section 5)
+DEFAULT_SAMPLING: dict[str, float] = {"temperature": 1.0, "top_p": 0.95}
+
+#: the auto-labeling parameters, default and words (``proofcritic.pipelines.label.LabelConfig``,
+#: whose fields hold their bounds and check them together; the ``label`` command's options and
+#: the service's label request are its fields)
+LABEL_PARAMS: dict[str, tuple[Any, str]] = {
+    "n": (16, "Verifications per proof."),
+    "m": (8, "Meta-verifications per issue-reporting analysis."),
+    "k": (2, "Valid lowest-scored analyses needed to label with the lowest score."),
+    "confirm_at": (1.0, "A meta score at least this confirms the analysis."),
+    "refute_at": (0.0, "A meta score at most this refutes the analysis."),
+}
 
 #: strategy name -> "module:class", imported lazily
 STRATEGIES: dict[str, str] = {
@@ -33,7 +66,7 @@ DEFAULT_MAX_INPUT_CHARS = 200_000
 #: the environment variable that sets the limit (0: none); ``--max-input-chars`` overrides it
 MAX_INPUT_CHARS_ENV = "PROOFCRITIC_MAX_INPUT_CHARS"
 
-#: the weight types a local backend takes (``--dtype``; see proofcritic.llm._transformers_parts.dtype_plan)
+#: the weight types a local backend takes (``--dtype``; see proofcritic.llm._local_loading.dtype_plan)
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 DTYPES: tuple[str, ...] = get_args(DType)
 

@@ -68,7 +68,7 @@ class ScoreReadout:
         mode = self.score_mode
         pending = [r for r in results if mode == "logprob" or (mode in ("auto", "guided") and r.score is None)]
         fill = self._guided if mode == "guided" else self._read_out
-        if mode == "guided" and not self._guided_known and len(pending) > 1:
+        if mode == "guided" and not self._guided_known and self.model.supports_guided_choice is None and len(pending) > 1:
             # the first guided call alone: a server without the feature is then asked once, not n times
             await fill(messages, pending[0])
             pending = pending[1:]
@@ -76,7 +76,7 @@ class ScoreReadout:
 
     async def _guided(self, messages: list[ChatMessage], result: Any) -> None:
         """Ask for one of the three scores with guided choice; fall back to the read-out."""
-        if not self._guided_unsupported:
+        if not self._guided_unsupported and self.model.supports_guided_choice is not False:
             request = ChatRequest(
                 messages=[*messages, ChatMessage(role="assistant", content=self.score_prefix(result.raw))],
                 config=GenerateConfig(choices=list(GUIDED_CHOICES), temperature=0.0, max_tokens=8),
@@ -98,8 +98,8 @@ class ScoreReadout:
 
     async def _read_out(self, messages: list[ChatMessage], result: Any) -> None:
         """Fill the score distribution by comparing the likelihood of the three scores."""
-        if self.model.likelihood_unsupported and self.score_mode != "logprob":
-            return  # the backend said so once; do not ask again for every sample
+        if self.model.supports_likelihood is False and self.score_mode != "logprob":
+            return  # the backend says it cannot (or said so once); do not ask for every sample
         prefix = self.score_prefix(result.raw)
         try:
             totals = await self.model.sequence_logprobs(

@@ -1,16 +1,38 @@
-"""What the three roles share: a model, a prompt set, sampling defaults, usage per result."""
+"""What every role shares (generator, verifier, meta-verifier and the pipelines' own roles): a
+model, a prompt set, sampling defaults, and the one sequence of a role's call, render -> sample ->
+parse -> usage (:meth:`Role.ask`).
+
+"Role" means such a class. A chat turn's ``role`` (system / user / assistant) is
+:data:`proofcritic.llm.ChatRole`; the prompt a role renders is named by its ``template``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+from ._constants import DEFAULT_SAMPLING
 from .llm import ChatMessage, ChatRequest, Completion, GenerateConfig, Model, Usage
 from .promptset import PromptSet
 
-#: released sampling settings of DeepSeekMath-V2's search (SPEC section 5)
-DEFAULT_CONFIG = GenerateConfig(temperature=1.0, top_p=0.95)
+#: released sampling settings of DeepSeekMath-V2's search (SPEC section 5; defined in _constants,
+#: where the command line's help reads them)
+DEFAULT_CONFIG = GenerateConfig(**DEFAULT_SAMPLING)
+
+
+class _Answer(Protocol):
+    usage: Usage
+
+
+#: what a role's parser makes of one sample (a Generation, a Verification, ...)
+Answer = TypeVar("Answer", bound=_Answer)
 
 
 class Role:
-    """Prompt + call + parse. A role never knows which backend runs its model."""
+    """Prompt + call + parse. A role never knows which backend runs its model.
+
+    ``template`` names the prompt template (in ``prompts``) that :meth:`render` fills.
+    """
 
     template: str = ""
 
@@ -31,6 +53,28 @@ class Role:
         update: dict = {"n": n} if seed is None else {"n": n, "seed": seed}
         request = ChatRequest(messages=messages, config=self.config.model_copy(update=update))
         return await self.model.generate(request)
+
+    def render(self, **variables: object) -> list[ChatMessage]:
+        """The messages of this role's ``template`` filled with ``variables``."""
+        return self.prompts.render(self.template, **variables)
+
+    async def ask(
+        self,
+        messages: list[ChatMessage],
+        parse: Callable[[str, str | None], Answer],
+        n: int = 1,
+        *,
+        seed: int | None = None,
+    ) -> list[Answer]:
+        """``n`` samples of one request made of ``messages`` (usually :meth:`render`'s), each
+        parsed by ``parse(text, finish_reason)`` and given the usage it accounts for (the prompt
+        counted once, on the first). A ``seed`` overrides the configured one (see :meth:`_sample`)."""
+        answers = []
+        for index, completion in enumerate(await self._sample(messages, n, seed)):
+            answer = parse(completion.text, completion.finish_reason)
+            answer.usage = usage_of(completion, share_prompt=index == 0)
+            answers.append(answer)
+        return answers
 
 
 def usage_of(completion: Completion, *, share_prompt: bool) -> Usage:

@@ -13,8 +13,10 @@ from pydantic import ValidationError
 from proofcritic import Problem, Verifier
 from proofcritic.errors import UnsupportedFeatureError
 from proofcritic.llm import (
+    Backend,
     ChatMessage,
     ChatRequest,
+    Completion,
     CompletionCache,
     GenerateConfig,
     Model,
@@ -221,3 +223,57 @@ async def test_verifier_guided_falls_back_to_the_format_failure(closing):
         [v] = await _verifier(backend).verify(PROBLEM, PROOF)
         assert v.score is None and v.score_source is None and not v.format_ok
         assert not any("structured_outputs" in r.body for r in server.chat_requests)
+
+
+# -- what a backend says it supports (issue 15) ---------------------------------------------------------
+
+
+class _SaysGuided(Backend):
+    """Answers a guided choice with ``1}`` and reads out 0.5; ``guided`` is what it says up front."""
+
+    name, model = "says", "m"
+
+    def __init__(self, guided: bool | None):
+        self.guided = guided
+        self.guided_requests = 0
+
+    @property
+    def supports_guided_choice(self) -> bool | None:
+        return self.guided
+
+    async def generate(self, request: ChatRequest) -> list[Completion]:
+        if request.config.choices:
+            self.guided_requests += 1
+            return [Completion(text="1}")]
+        return [Completion(text="No score written.") for _ in range(request.config.n)]
+
+    async def sequence_logprobs(self, messages, continuations) -> list[float]:
+        return [-2.0, -0.1, -3.0]
+
+
+async def test_the_verifier_asks_the_backend_what_it_supports():
+    for guided, sent, source, score in ((False, 0, "likelihood", 0.5), (None, 3, "guided", 1.0), (True, 3, "guided", 1.0)):
+        backend = _SaysGuided(guided)
+        results = await _verifier(backend).verify(PROBLEM, PROOF, n=3)
+        assert backend.guided_requests == sent, guided
+        assert [(v.score_source, v.score) for v in results] == [(source, score)] * 3, guided
+
+
+def test_backend_capabilities_have_answers_on_the_base():
+    class Plain(Backend):
+        async def generate(self, request):
+            return []
+
+    plain, scripted = Plain(), _SaysGuided(None)
+    assert (plain.supports_guided_choice, plain.supports_likelihood) == (None, False)  # no sequence_logprobs
+    assert scripted.supports_likelihood is None  # implements it: learned from the first read-out
+    assert plain.endpoint_stats() == [] and plain.describe() is None
+    assert OpenAIBackend("m", base_url="http://127.0.0.1:9/v1").supports_guided_choice is False  # plain OpenAI
+    vllm = get_backend("vllm/m", base_url="http://127.0.0.1:9/v1")
+    assert (vllm.supports_guided_choice, vllm.supports_likelihood) == (None, None)
+    vllm.prompt_logprobs_supported = False
+    model = Model(vllm, cache=None)
+    assert model.supports_likelihood is False
+    from proofcritic.llm._transformers import TransformersBackend
+
+    assert TransformersBackend.supports_guided_choice is True and TransformersBackend.supports_likelihood is True

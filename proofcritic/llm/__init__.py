@@ -30,6 +30,8 @@ if TYPE_CHECKING:
         Completion,
         GenerateConfig,
         MaxTokens,
+        SampleCount,
+        SamplingOptions,
         Seed,
         Temperature,
         TokenLogprob,
@@ -48,10 +50,11 @@ _LAZY = {
     **dict.fromkeys(("BACKENDS", "DEFAULT_MODEL", "get_backend", "get_model", "split_model_spec"), "._registry"),
     **dict.fromkeys(("is_smollm2_alias", "smollm2_path"), "._smollm2"),
     **dict.fromkeys(
-        ("ChatMessage", "ChatRequest", "Completion", "GenerateConfig", "TokenLogprob", "Usage"), "._types"
+        ("ChatMessage", "ChatRequest", "Completion", "GenerateConfig", "SamplingOptions", "TokenLogprob", "Usage"),
+        "._types",
     ),
     #: the bounds of the sampling settings (pydantic annotated types)
-    **dict.fromkeys(("MaxTokens", "Seed", "Temperature", "TopP"), "._types"),
+    **dict.fromkeys(("MaxTokens", "SampleCount", "Seed", "Temperature", "TopP"), "._types"),
 }
 
 
@@ -71,6 +74,8 @@ __all__ = [
     "MaxTokens",
     "Model",
     "RetryPolicy",
+    "SampleCount",
+    "SamplingOptions",
     "Seed",
     "Temperature",
     "TokenLogprob",

@@ -12,6 +12,7 @@ import abc
 import contextvars
 import re
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from ..errors import ContextLengthError
 from ._types import ChatMessage, ChatRequest, Completion
@@ -44,6 +45,30 @@ class Backend(abc.ABC):
     #: read-outs); otherwise the Model counts one request per backend call, with the tokens of
     #: the completions it returned
     reports_requests: bool = False
+
+    # -- what this backend supports: asked here, never remembered by callers or probed with getattr --
+    @property
+    def supports_guided_choice(self) -> bool | None:
+        """Whether ``GenerateConfig.choices`` is honoured: True, False, or None while unknown (a
+        caller then learns it from the first guided call, which raises
+        :class:`~proofcritic.errors.UnsupportedFeatureError` or answers outside the choices)."""
+        return None
+
+    @property
+    def supports_likelihood(self) -> bool | None:
+        """Whether :meth:`sequence_logprobs` can score text: True, False, or None while unknown
+        (learned from the first read-out). By default: False unless a subclass implements it."""
+        return None if type(self).sequence_logprobs is not Backend.sequence_logprobs else False
+
+    def endpoint_stats(self) -> list[dict[str, Any]]:
+        """Per-endpoint counters (one entry per base URL of a server backend); empty for a
+        backend without endpoints."""
+        return []
+
+    def describe(self) -> str | None:
+        """A line about a local model as loaded (device, weight type, threads), for the run's
+        header; None for a backend with nothing to add."""
+        return None
 
     @abc.abstractmethod
     async def generate(self, request: ChatRequest) -> list[Completion]:

@@ -22,6 +22,7 @@ from ..errors import (
     CircuitOpenError,
     ContextLengthError,
     UnsupportedFeatureError,
+    add_note,
 )
 from ._base import REQUEST_SINK, Backend
 from ._cache import CompletionCache
@@ -242,12 +243,23 @@ class Model:
         """``backend/model`` as users write it."""
         return f"{self.backend.name}/{self.backend.model}"
 
+    @property
+    def supports_guided_choice(self) -> bool | None:
+        """The backend's :attr:`~proofcritic.llm.Backend.supports_guided_choice`."""
+        return self.backend.supports_guided_choice
+
+    @property
+    def supports_likelihood(self) -> bool | None:
+        """The backend's :attr:`~proofcritic.llm.Backend.supports_likelihood`, False once it
+        has refused a read-out here."""
+        return False if self.likelihood_unsupported else self.backend.supports_likelihood
+
     def set_timeout(self, seconds: float) -> None:
         """Bound each request of a server backend to ``seconds`` (a local backend has none)."""
         if seconds <= 0:
             raise ValueError("the timeout must be more than 0 seconds")
         if hasattr(self.backend, "timeout"):
-            self.backend.timeout = float(seconds)  # type: ignore[attr-defined]
+            self.backend.timeout = float(seconds)
 
     def _semaphore(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
@@ -326,7 +338,7 @@ class Model:
                         or attempt >= self.retry.max_attempts
                     ):
                         if isinstance(error, BackendError) and error.retryable and attempt > 1:
-                            error.add_note(f"(gave up after {attempt} attempts)")
+                            add_note(error, f"(gave up after {attempt} attempts)")
                         raise
                     last = error
                 else:
@@ -354,7 +366,7 @@ class Model:
             )
         else:
             key = self.cache.request_key(self._identity, request.messages, config)
-            out = self.cache.get_samples(key, n)  # type: ignore[assignment]
+            out = self.cache.get_samples(key, n)
             missing = [i for i, s in enumerate(out) if s is None]
             if missing:
                 if len(missing) == n:  # nothing cached: the request as it came (no copies)

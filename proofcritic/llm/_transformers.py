@@ -194,6 +194,10 @@ class TransformersBackend(Backend):
         """The weight types of (generation, read-out), e.g. ``("float32", "bfloat16")``."""
         return dtype_plan(self.dtype, self.device)
 
+    #: guided choice is exact here (every choice scored), and text is scored by likelihood
+    supports_guided_choice = True
+    supports_likelihood = True
+
     def describe(self) -> str:
         """How the model runs, for the run summary: ``float32, 1 torch thread``."""
         threads = f"{self.threads} torch thread{'s' if self.threads != 1 else ''}" if self.threads else "torch's threads"

@@ -6,6 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
 
+from .._constants import SAMPLING_HELP
+
 #: who speaks a chat turn (a message's ``role`` on the wire); not a proofcritic role (the
 #: generator, verifier ... classes of :mod:`proofcritic._roles`) nor a prompt template's name
 ChatRole = Literal["system", "user", "assistant"]
@@ -16,6 +18,8 @@ Temperature = Annotated[float, Field(ge=0.0, le=5.0)]
 TopP = Annotated[float, Field(gt=0.0, le=1.0)]
 MaxTokens = Annotated[int, Field(ge=1)]
 Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
+#: the samples one request may ask for (GenerateConfig.n, and so a grade's n and a label's n and m)
+SampleCount = Annotated[int, Field(ge=1, le=1024)]
 
 
 class ChatMessage(BaseModel):
@@ -27,17 +31,32 @@ class ChatMessage(BaseModel):
     content: str
 
 
-class GenerateConfig(BaseModel):
-    """Sampling settings of one request. ``None`` leaves a setting to the backend's default."""
+class SamplingOptions(BaseModel):
+    """The sampling settings a user chooses, defined once: a service request's ``sampling`` is
+    this model, and the command line's ``--temperature``, ``--top-p``, ``--max-tokens`` and
+    ``--seed`` build it (:func:`proofcritic.cli._common.sampling`), their words and bounds taken
+    from its fields. ``None``: not chosen (the roles' defaults, then the backend's, apply)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    n: int = Field(1, ge=1, le=1024, description="Number of independent samples.")
-    temperature: Temperature | None = Field(None, description="Sampling temperature; 0 is greedy.")
-    top_p: TopP | None = Field(None, description="Nucleus sampling mass.")
-    max_tokens: MaxTokens | None = Field(None, description="Maximum new tokens per sample.")
+    temperature: Temperature | None = Field(None, description=SAMPLING_HELP["temperature"])
+    top_p: TopP | None = Field(None, description=SAMPLING_HELP["top_p"])
+    max_tokens: MaxTokens | None = Field(None, description=SAMPLING_HELP["max_tokens"])
+    seed: Seed | None = Field(None, description=SAMPLING_HELP["seed"])
+
+    def as_config(self) -> GenerateConfig:
+        """The settings chosen, as a GenerateConfig (the others left unset, so that a merge
+        keeps what lies under them)."""
+        return GenerateConfig(**self.model_dump(exclude_none=True))
+
+
+class GenerateConfig(SamplingOptions):
+    """Sampling settings of one request: the user's :class:`SamplingOptions` and what the roles
+    ask for besides (samples, stop strings, logprobs, guided choices). ``None`` leaves a setting
+    to the backend's default."""
+
+    n: SampleCount = Field(1, description="Number of independent samples.")
     stop: list[str] | None = Field(None, description="Stop strings; the text is cut before the first one.")
-    seed: Seed | None = Field(None, description="Seed for reproducible sampling where the backend supports it.")
     logprobs: bool = Field(False, description="Return the log-probability of each generated token.")
     top_logprobs: int | None = Field(None, ge=0, le=20, description="Alternatives per token with logprobs.")
     choices: list[str] | None = Field(
@@ -64,6 +83,9 @@ class GenerateConfig(BaseModel):
         if isinstance(data, dict) and data.get("choices", 0) is None:
             del data["choices"]
         return data
+
+    def as_config(self) -> GenerateConfig:
+        return self
 
     def merge(self, other: GenerateConfig | None) -> GenerateConfig:
         """A copy where every field set in ``other`` overrides this one."""

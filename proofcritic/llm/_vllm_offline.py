@@ -103,6 +103,10 @@ class VLLMOfflineBackend(Backend):
         dtype = str(dtype).removeprefix("torch.") if dtype is not None else "auto"
         return f"vllm-offline/{self.model}" + ("" if dtype == "auto" else f"@{dtype}")
 
+    #: guided choice by vLLM's structured outputs; the read-out from its prompt logprobs
+    supports_guided_choice = True
+    supports_likelihood = True
+
     def describe(self) -> str:
         """How the engine runs, for the run summary."""
         return f"dtype {self.llm_options.get('dtype') or 'auto'} (vLLM's)"
