@@ -598,7 +598,9 @@ def test_stats_show_jobs_usage_and_both_upstream_endpoints_and_docs_can_be_prote
     assert usage["requests_running"] == 0
 
 
-def test_the_per_request_backend_passes_endpoint_stats_through():
+def test_requests_run_on_the_service_model_and_read_its_endpoint_stats():
+    """Issue 15: no per-request backend wrapper; every request runs on the service's Model (its
+    backend's endpoint stats, its likelihood refusal), metered by its own usage scope."""
     from proofcritic.cli._common import endpoint_lines
     from proofcritic.llm import Model
     from proofcritic.llm._openai import OpenAIBackend
@@ -606,11 +608,16 @@ def test_the_per_request_backend_passes_endpoint_stats_through():
 
     backend = OpenAIBackend("m", base_url=["http://127.0.0.1:9/v1", "http://127.0.0.1:10/v1"])
     engine = Engine(Model(backend))
-    request_model = engine.request_model()
-    assert request_model.backend is not backend
-    assert request_model.backend.endpoint_stats() == backend.endpoint_stats() == engine.endpoint_stats()
+    assert backend.endpoint_stats() == engine.endpoint_stats()
     assert [s["url"] for s in engine.endpoint_stats()] == ["http://127.0.0.1:9/v1", "http://127.0.0.1:10/v1"]
-    assert len(endpoint_lines(request_model)) == 2
+    assert len(endpoint_lines(engine.model)) == 2
+    usage = engine.start_request()
+    assert engine.usage_totals()["requests_running"] == 1
+    engine.model._count(5, 2, False, False)  # one upstream request, as the Model counts it
+    engine.settle(usage)
+    engine.model._count(1, 1, False, False)  # after the request: the service's, not the request's
+    assert (usage.calls, usage.total_tokens) == (1, 7)
+    assert engine.usage_totals()["upstream_calls"] == 2 and engine.usage_totals()["requests_running"] == 0
 
 
 def test_protect_docs_needs_a_key(monkeypatch):

@@ -284,3 +284,34 @@ async def test_an_over_long_eval_item_is_an_input_error_record(tmp_path):
     records = {r["id"]: r for r in RunFolder(tmp_path / "run").records()}
     assert records["long"]["error_kind"] == "input" and "over the limit of 1,000" in records["long"]["error"]
     assert records["fine"].get("error") is None and len(backend.calls) == 1
+
+
+def test_sampling_options_are_one_model_for_the_service_and_the_command_line():
+    """Issue 15: the service's ``sampling`` is SamplingOptions, GenerateConfig extends it, and
+    each sampling flag of the command line is one of its fields, with its words, its bounds and
+    the roles' default; the flags build it in one helper."""
+    import click
+    import typer.main
+
+    from proofcritic._roles import DEFAULT_CONFIG
+    from proofcritic.cli import app
+    from proofcritic.cli._common import sampling
+    from proofcritic.llm import GenerateConfig, SamplingOptions
+    from proofcritic.server._engine import GradeRequest
+
+    assert GradeRequest.model_fields["sampling"].annotation is SamplingOptions
+    assert issubclass(GenerateConfig, SamplingOptions)
+    root = typer.main.get_command(app)
+    grade = root.get_command(click.Context(root), "grade")
+    flags = {p.name: p for p in grade.params if p.name in SamplingOptions.model_fields}
+    assert sorted(flags) == sorted(SamplingOptions.model_fields)
+    for name, field in SamplingOptions.model_fields.items():
+        option = flags[name]
+        assert option.opts == ["--" + name.replace("_", "-")]
+        assert field.description.removesuffix(".") in option.help
+        default = getattr(DEFAULT_CONFIG, name)
+        assert (f"(default: {default})" in option.help) == (default is not None), name
+    given = sampling(0.5, None, None, 3)
+    assert given == SamplingOptions(temperature=0.5, seed=3).as_config() and given.model_fields_set == {"temperature", "seed"}
+    with pytest.raises(ValueError, match="less than or equal to 5"):
+        SamplingOptions(temperature=6)

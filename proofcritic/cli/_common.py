@@ -7,17 +7,25 @@ import importlib
 import inspect
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional, TypeVar
 
 import typer
 from typer.core import TyperCommand, TyperGroup
 from typer.models import DefaultPlaceholder
 
-from .._constants import DEFAULT_MAX_INPUT_CHARS, DTYPES, MAX_INPUT_CHARS_ENV, SCORE_MODES, TRANSPORTS
+from .._constants import (
+    DEFAULT_MAX_INPUT_CHARS,
+    DEFAULT_SAMPLING,
+    DTYPES,
+    MAX_INPUT_CHARS_ENV,
+    SAMPLING_HELP,
+    TRANSPORTS,
+)
+from .._constants import check_score_mode as _check_score_mode
 from ..budget import CallPlan
 
 # The parser is built from this module and the commands' modules with nothing heavier than
@@ -30,6 +38,8 @@ if TYPE_CHECKING:
     from ..progress import LiveProgress
     from ..promptset import PromptSet
     from ..runner import RunStats
+
+T = TypeVar("T")
 
 ModelOpt = Annotated[
     Optional[str],
@@ -64,13 +74,14 @@ def bounded(model: str, field: str) -> Callable[[Any], Any]:
         if value is not None:
             from pydantic import ValidationError
 
+            from ..errors import first_error
+
             module, _, name = model.partition(":")
             model_class = getattr(importlib.import_module(module), name)
             try:
                 model_class.__pydantic_validator__.validate_assignment(model_class.model_construct(), field, value)
             except ValidationError as error:
-                message = str(error.errors()[0].get("msg", error)).removeprefix("Value error, ")
-                raise typer.BadParameter(message) from None
+                raise typer.BadParameter(first_error(error)[1]) from None
         return value
 
     return check
@@ -83,11 +94,19 @@ def positive_seconds(value: float | None) -> float | None:
     return value
 
 
-_CONFIG = "proofcritic.llm:GenerateConfig"
-TemperatureOpt = Annotated[Optional[float], typer.Option("--temperature", callback=bounded(_CONFIG, "temperature"), help="Sampling temperature, 0 to 5 (default: 1.0).")]
-TopPOpt = Annotated[Optional[float], typer.Option("--top-p", callback=bounded(_CONFIG, "top_p"), help="Nucleus sampling mass, more than 0 and at most 1 (default: 0.95).")]
-MaxTokensOpt = Annotated[Optional[int], typer.Option("--max-tokens", callback=bounded(_CONFIG, "max_tokens"), help="Maximum new tokens per sample (at least 1).")]
-SeedOpt = Annotated[Optional[int], typer.Option("--seed", callback=bounded(_CONFIG, "seed"), help="Sampling seed (0 or more).")]
+def sampling_option(field: str) -> Any:
+    """The command-line option of :class:`~proofcritic.llm.SamplingOptions`' ``field``
+    (``top_p`` -> ``--top-p``): its words (``SAMPLING_HELP``) with the roles' default, and its
+    bounds checked by the model's field."""
+    default = DEFAULT_SAMPLING.get(field)
+    words = SAMPLING_HELP[field].removesuffix(".") + (f" (default: {default})." if default is not None else ".")
+    return typer.Option("--" + field.replace("_", "-"), callback=bounded("proofcritic.llm:SamplingOptions", field), help=words)
+
+
+TemperatureOpt = Annotated[Optional[float], sampling_option("temperature")]
+TopPOpt = Annotated[Optional[float], sampling_option("top_p")]
+MaxTokensOpt = Annotated[Optional[int], sampling_option("max_tokens")]
+SeedOpt = Annotated[Optional[int], sampling_option("seed")]
 ConcurrencyOpt = Annotated[Optional[int], typer.Option("--concurrency", min=1, help="Requests in flight at once.")]
 MaxInputCharsOpt = Annotated[
     Optional[int],
@@ -165,9 +184,10 @@ SCORE_MODE_HELP = (
 
 def check_score_mode(value: str) -> str:
     """``value`` if it is a score mode, else the CLI's one-line parameter error."""
-    if value not in SCORE_MODES:
-        raise typer.BadParameter(f"must be one of {', '.join(SCORE_MODES)}", param_hint="--score-mode")
-    return value
+    try:
+        return _check_score_mode(value)
+    except ValueError as error:
+        raise typer.BadParameter(str(error).removeprefix("score_mode "), param_hint="--score-mode") from None
 
 
 #: every command's ``--score-mode`` (the modes and the default are the verifier's, see Verifier)
@@ -235,15 +255,11 @@ def build_model(
 def sampling(
     temperature: float | None, top_p: float | None, max_tokens: int | None, seed: int | None
 ) -> GenerateConfig:
-    """Only the settings the user gave, so role defaults stay in force for the rest."""
-    from ..llm import GenerateConfig
+    """The sampling flags as :class:`~proofcritic.llm.SamplingOptions`, then a GenerateConfig of
+    only the settings the user gave, so role defaults stay in force for the rest."""
+    from ..llm import SamplingOptions
 
-    given = {
-        k: v
-        for k, v in {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens, "seed": seed}.items()
-        if v is not None
-    }
-    return GenerateConfig(**given)
+    return SamplingOptions(temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed).as_config()
 
 
 @contextmanager
@@ -322,8 +338,8 @@ def calls_text(usage: Usage) -> str:
 def local_model_text(model: Model) -> str | None:
     """``local model transformers/smollm2: float32 (read-out bfloat16), 1 torch thread``: the
     weight type and threads a local backend runs with (None for a server backend)."""
-    describe = getattr(model.backend, "describe", None)
-    return f"local model {model.name}: {describe()}" if callable(describe) else None
+    described = model.backend.describe()
+    return f"local model {model.name}: {described}" if described is not None else None
 
 
 def usage_line(console: Console, model: Model) -> None:
@@ -344,6 +360,36 @@ def usage_line(console: Console, model: Model) -> None:
         )
 
 
+def run_with_model(
+    model: Model | None,
+    console: Console,
+    work: Callable[[], Awaitable[T]],
+    *,
+    closing: Sequence[Any] = (),
+    usage: bool = True,
+) -> T:
+    """Run a command's ``work()`` in a fresh event loop and return its result; whatever happens
+    (an error, Ctrl-C), then close ``closing`` (tools, a strategy: anything with ``aclose``), print
+    the usage line (:func:`usage_line`; ``usage=False``: none) and close ``model`` (None: no model,
+    as ``eval grade --from-recorded``). The one way each model-using command runs."""
+    import asyncio
+
+    async def main() -> T:
+        try:
+            return await work()
+        finally:
+            for item in closing:
+                close = getattr(item, "aclose", None)
+                if close is not None:
+                    await close()
+            if model is not None:
+                if usage:
+                    usage_line(console, model)
+                await model.aclose()
+
+    return asyncio.run(main())
+
+
 def _one_line(text: str | None, limit: int = 300) -> str:
     text = " ".join((text or "").split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -353,8 +399,7 @@ def endpoint_lines(model: Model) -> list[str]:
     """One summary line per endpoint of a multi-endpoint backend (also for a single endpoint
     that saw failures); nothing for other backends. The state is what the requests showed:
     up, down (its latest requests failed), out (ejected), unused."""
-    stats_of = getattr(model.backend, "endpoint_stats", None)
-    stats = stats_of() if callable(stats_of) else []
+    stats = model.backend.endpoint_stats()
     if len(stats) < 2 and not any(s["failures"] for s in stats):
         return []
     lines = []

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from .._constants import DEFAULT_SCORE_MODE
-from ..errors import InputError
+from .._constants import DEFAULT_SCORE_MODE, LABEL_PARAMS
+from ..errors import InputError, first_error, validation_line
 from ._batch import OverwriteOpt, exit_status, model_name, prepare, result_settings
 from ._common import (
     DryRunOpt,
@@ -18,8 +18,8 @@ from ._common import (
     bounded,
     check_score_mode,
     run_progress,
+    run_with_model,
     show_plan,
-    usage_line,
     with_model_options,
     with_readouts,
 )
@@ -74,9 +74,7 @@ def read_verification(path: Path, index: int | None = None) -> Verification:
     try:
         return Verification.model_validate(data)
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(x) for x in first.get("loc", ()))
-        raise InputError(f"verification record is invalid ({where}: {first.get('msg')}): {path}") from None
+        raise InputError(f"verification record is invalid ({validation_line(error)}): {path}") from None
 
 
 @with_model_options
@@ -97,8 +95,6 @@ def meta_verify_command(
 
     Exit status 1 when no meta-verification has a meta score (--score-mode text: all of them
     failed the format)."""
-    import asyncio
-
     from rich.console import Console
     from rich.markup import escape
 
@@ -116,13 +112,11 @@ def meta_verify_command(
     meta_verifier = MetaVerifier(the_model, prompts=prompt_set, config=opts.sampling(), score_mode=score_mode)
     console = Console(stderr=True)
 
-    async def main() -> list[MetaVerification]:
-        try:
-            with LiveProgress("meta-verifying", console, [the_model]):
-                metas = await meta_verifier.meta_verify(the_problem, the_proof, the_verification, n=n)
-        finally:
-            usage_line(console, the_model)
-            await the_model.aclose()
+    async def meta_verify() -> list[MetaVerification]:
+        with LiveProgress("meta-verifying", console, [the_model]):
+            return await meta_verifier.meta_verify(the_problem, the_proof, the_verification, n=n)
+
+    def show_metas(metas: list[MetaVerification]) -> list[MetaVerification]:
         scores = [m.score for m in metas]
         if json_out:
             out = {
@@ -147,7 +141,7 @@ def meta_verify_command(
         show.print(f"[bold]majority[/] over {valid}/{len(scores)} scored: {verdict}")
         return metas
 
-    no_meta_score_status(asyncio.run(main()), score_mode)
+    no_meta_score_status(show_metas(run_with_model(the_model, console, meta_verify)), score_mode)
 
 
 def no_meta_score_status(metas: list[MetaVerification], score_mode: str) -> None:
@@ -167,11 +161,12 @@ def label_command(
     output: Annotated[Path, typer.Option("--output", help="JSONL: one record per proof (status labeled or review) with its evidence; resumed.")],
     review: Annotated[Path, typer.Option("--review", help="JSONL: the proofs left for human review; resumed.")],
     overwrite: OverwriteOpt = False,
-    n: Annotated[int, typer.Option("--n", "-n", min=1, help="Verifications per proof.")] = 16,
-    m: Annotated[int, typer.Option("--m", min=1, help="Meta-verifications per analysis that reports issues.")] = 8,
-    k: Annotated[int, typer.Option("--k", min=1, help="Valid lowest-scored analyses needed to label with the lowest score.")] = 2,
-    confirm_at: Annotated[float, typer.Option("--confirm-at", min=0, max=1, help="A meta score at least this confirms an analysis.")] = 1.0,
-    refute_at: Annotated[float, typer.Option("--refute-at", min=0, max=1, help="A meta score at most this refutes an analysis.")] = 0.0,
+    # LabelConfig's fields (their defaults and words from LABEL_PARAMS; LabelConfig checks them)
+    n: Annotated[int, typer.Option("--n", "-n", min=1, help=LABEL_PARAMS["n"][1])] = LABEL_PARAMS["n"][0],
+    m: Annotated[int, typer.Option("--m", min=1, help=LABEL_PARAMS["m"][1])] = LABEL_PARAMS["m"][0],
+    k: Annotated[int, typer.Option("--k", min=1, help=LABEL_PARAMS["k"][1])] = LABEL_PARAMS["k"][0],
+    confirm_at: Annotated[float, typer.Option("--confirm-at", min=0, max=1, help=LABEL_PARAMS["confirm_at"][1])] = LABEL_PARAMS["confirm_at"][0],
+    refute_at: Annotated[float, typer.Option("--refute-at", min=0, max=1, help=LABEL_PARAMS["refute_at"][1])] = LABEL_PARAMS["refute_at"][0],
     max_points: Annotated[Optional[float], typer.Option("--max-points", callback=bounded("proofcritic.types:Problem", "max_points"), help="Points of a full solution, more than 0 (default: 7, or the record's).")] = None,
     score_mode: ScoreModeOpt = DEFAULT_SCORE_MODE,
     max_calls: Annotated[Optional[int], typer.Option("--max-calls", min=1, help="Model calls per proof (default: no limit).")] = None,
@@ -181,8 +176,6 @@ def label_command(
     opts: ModelOptions,
 ) -> None:
     """Auto-label proofs by scaled verification: n verifications, m meta-verifications per issue, k confirmations."""
-    import asyncio
-
     from pydantic import ValidationError
     from rich.console import Console
 
@@ -196,7 +189,7 @@ def label_command(
     try:
         config = LabelConfig(n=n, m=m, k=k, confirm_at=confirm_at, refute_at=refute_at)
     except ValidationError as error:
-        raise typer.BadParameter(error.errors()[0]["msg"].removeprefix("Value error, ")) from None  # it names the options
+        raise typer.BadParameter(first_error(error)[1]) from None  # it names the options
     if not input.exists():
         raise InputError(f"input file not found: {input}")
     if len({input.resolve(), output.resolve(), review.resolve()}) < 3:
@@ -219,25 +212,21 @@ def label_command(
     meta_verifier = MetaVerifier(the_model, prompts=prompt_set, config=settings)
 
     async def main() -> RunStats:
-        try:
-            with run_progress(
-                "labeling", console, [the_model],
-                lambda stats: f"{stats.extra.get('labeled', 0):,} labeled, {stats.extra.get('review', 0):,} to review",
-            ) as update:
-                stats = await label_jsonl(
-                    verifier, meta_verifier, input, output, review, config=config, max_points=max_points,
-                    max_calls=max_calls, max_tokens=max_proof_tokens, concurrency=opts.concurrency or 16,
-                    on_progress=update,
-                )
-            console.print(
-                f"processed {stats.done - stats.skipped} item(s), {stats.skipped} already done, "
-                f"{stats.errors} error record(s); {stats.extra['labeled']} labeled, "
-                f"{stats.extra['review']} to review -> {output}, {review}"
+        with run_progress(
+            "labeling", console, [the_model],
+            lambda stats: f"{stats.extra.get('labeled', 0):,} labeled, {stats.extra.get('review', 0):,} to review",
+        ) as update:
+            stats = await label_jsonl(
+                verifier, meta_verifier, input, output, review, config=config, max_points=max_points,
+                max_calls=max_calls, max_tokens=max_proof_tokens, concurrency=opts.concurrency or 16,
+                on_progress=update,
             )
-            console.print(batch_verdicts(output, verdicts=False))
-            return stats
-        finally:
-            usage_line(console, the_model)
-            await the_model.aclose()
+        console.print(
+            f"processed {stats.done - stats.skipped} item(s), {stats.skipped} already done, "
+            f"{stats.errors} error record(s); {stats.extra['labeled']} labeled, "
+            f"{stats.extra['review']} to review -> {output}, {review}"
+        )
+        console.print(batch_verdicts(output, verdicts=False))
+        return stats
 
-    exit_status(asyncio.run(main()))
+    exit_status(run_with_model(the_model, console, main))

@@ -94,8 +94,8 @@ def serve_command(
     )
     auth = f"{len(keys)} API key(s)" if keys else "no authentication"
     docs = "docs at /docs (key needed)" if protect_docs else "docs at /docs"
-    local = getattr(model.backend, "describe", None)
-    runs = f" ({local()})" if callable(local) else ""  # a local model: its weight type and threads
+    local = model.backend.describe()
+    runs = f" ({local})" if local is not None else ""  # a local model: its weight type and threads
     print(f"proofcritic serve: {model.name}{runs} as proofcritic/* on http://{host}:{port}/v1 ({auth}); "
           f"jobs in {db}; {docs}", file=sys.stderr, flush=True)
     # keep idle connections longer than clients do (httpx and aiohttp keep them 5 s and 15 s), so a

@@ -43,11 +43,13 @@ import asyncio
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
+from copy import copy
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
+from .._constants import LABEL_PARAMS
 from ..budget import Budget, BudgetExceeded, CallPlan
 from ..io import (
     JsonlAppender,
@@ -58,7 +60,7 @@ from ..io import (
     read_index,
     read_record_at,
 )
-from ..llm import Usage, usage_scope
+from ..llm import SampleCount, Usage, usage_scope
 from ..meta_verifier import MetaVerifier
 from ..runner import (
     RETRIED_KINDS,
@@ -91,15 +93,18 @@ Status = Literal["labeled", "review"]
 
 
 class LabelConfig(BaseModel):
-    """Parameters of auto-labeling. The paper does not publish n, m, k (its search used n=64)."""
+    """Parameters of auto-labeling. The paper does not publish n, m, k (its search used n=64).
+
+    Defined here once: the service's label request is this model (with the problem fields), and
+    co-training's ``label`` parameters are it with other defaults (:meth:`with_defaults`)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    n: int = Field(16, ge=1, description="Verifications per proof.")
-    m: int = Field(8, ge=1, description="Meta-verifications per issue-reporting analysis.")
-    k: int = Field(2, ge=1, description="Valid lowest-scored analyses needed to label with the lowest score.")
-    confirm_at: float = Field(1.0, ge=0.0, le=1.0, description="A meta score at least this confirms the analysis.")
-    refute_at: float = Field(0.0, ge=0.0, le=1.0, description="A meta score at most this refutes the analysis.")
+    n: SampleCount = Field(LABEL_PARAMS["n"][0], description=LABEL_PARAMS["n"][1])
+    m: SampleCount = Field(LABEL_PARAMS["m"][0], description=LABEL_PARAMS["m"][1])
+    k: int = Field(LABEL_PARAMS["k"][0], ge=1, description=LABEL_PARAMS["k"][1])
+    confirm_at: float = Field(LABEL_PARAMS["confirm_at"][0], ge=0.0, le=1.0, description=LABEL_PARAMS["confirm_at"][1])
+    refute_at: float = Field(LABEL_PARAMS["refute_at"][0], ge=0.0, le=1.0, description=LABEL_PARAMS["refute_at"][1])
 
     @model_validator(mode="after")
     def _thresholds(self) -> LabelConfig:
@@ -111,6 +116,21 @@ class LabelConfig(BaseModel):
         if self.k > self.n:
             raise ValueError(f"k ({self.k}) must be at most n ({self.n}): no proof could have k confirmed analyses")
         return self
+
+    @classmethod
+    def with_defaults(cls, **defaults: Any) -> type[LabelConfig]:
+        """This model with other defaults (the same fields, bounds, descriptions and checks):
+        the base of a config that labels with defaults of its own."""
+        fields: dict[str, Any] = {}
+        for name, value in defaults.items():
+            info = copy(cls.model_fields[name])
+            info.default = value
+            fields[name] = (cls.model_fields[name].annotation, info)
+        return create_model(f"{cls.__name__}With{''.join(f'_{k}{v}' for k, v in defaults.items())}", __base__=cls, **fields)
+
+    def label_config(self) -> LabelConfig:
+        """The labeling parameters alone, as a LabelConfig (from a model built on this one)."""
+        return LabelConfig.model_validate(self.model_dump(include=set(LabelConfig.model_fields)))
 
     def plan(self) -> CallPlan:
         """The model calls labeling one proof makes at most: one verification request of ``n``

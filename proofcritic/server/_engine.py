@@ -1,36 +1,36 @@
 """How the service runs the pipelines: requests in, the existing Python API, results out.
 
-Jobs and the OpenAI-compatible facade both come through here. Each request gets its own
-:class:`~proofcritic.llm.Model` over the service's one backend, sharing its completion cache,
-retry policy and a concurrency bound with every other request: its ``usage`` then counts
-exactly the upstream calls and tokens this request spent (answers from the cache are counted
-apart), which is what the service reports.
+Jobs and the OpenAI-compatible facade both come through here. Every request runs on the
+service's one :class:`~proofcritic.llm.Model` (its completion cache, retry policy, circuit
+breaker and concurrency bound shared by all), inside its own usage scope
+(:func:`~proofcritic.llm.usage_scope`): the Model counts each upstream call once, into its own
+``usage`` and into every open scope, so a request's scope holds exactly the upstream calls and
+tokens this request spent (answers from the cache are counted apart), which is what the
+service reports.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..budget import Budget, BudgetExceeded, budget_scope
 from ..errors import InputError
 from ..grading import grade
 from ..io import check_text, input_limit, problem_from_record
 from ..llm import (
-    Backend,
-    ChatMessage,
-    ChatRequest,
-    Completion,
     GenerateConfig,
     Model,
     RetryPolicy,
+    SampleCount,
+    SamplingOptions,
     Usage,
+    usage_scope,
 )
-from ..llm import MaxTokens, Seed, Temperature, TopP
 from ..pipelines import Roles, SolveResult, Strategy
 from ..pipelines.label import LabelConfig, LabelResult, label_proof
 from ..pipelines.solve import STRATEGIES, get_strategy, solve_problem
@@ -41,22 +41,9 @@ from ..verifier import DEFAULT_SCORE_MODE, ScoreMode
 ScoreModeField = Field(None, description="Verifier score mode (default: the service's, text unless `serve --score-mode` says otherwise).")
 
 
-class Sampling(BaseModel):
-    """Sampling settings a request may override (the rest are the service's)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    temperature: Temperature | None = None
-    top_p: TopP | None = None
-    max_tokens: MaxTokens | None = None
-    seed: Seed | None = None
-
-    def config(self) -> GenerateConfig:
-        return GenerateConfig(**self.model_dump(exclude_none=True))
-
-
 class _ProblemRequest(BaseModel):
-    """Fields every job request shares: the problem, sampling, and the budget of this request."""
+    """Fields every job request shares: the problem, sampling (the settings a request may
+    override, the rest are the service's), and the budget of this request."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -66,7 +53,7 @@ class _ProblemRequest(BaseModel):
     reference_solution: str | None = None
     grading_guidelines: str | None = None
     max_points: float | None = Field(None, gt=0)
-    sampling: Sampling = Field(default_factory=Sampling)
+    sampling: SamplingOptions = Field(default_factory=SamplingOptions)
     max_calls: int | None = Field(None, ge=1, description="Model calls this request may make (capped by the service's limit).")
     max_tokens: int | None = Field(None, ge=1, description="Tokens this request may spend (capped by the service's limit).")
 
@@ -85,7 +72,7 @@ class GradeRequest(_ProblemRequest):
     """``POST /v1/grade``: verify a proof ``n`` times and aggregate."""
 
     proof: str = Field(..., min_length=1)
-    n: int = Field(1, ge=1, le=1024, description="Verifications of the proof.")
+    n: SampleCount = Field(1, description="Verifications of the proof.")
     score_mode: ScoreMode | None = ScoreModeField
 
 
@@ -104,22 +91,12 @@ class SolveRequest(_ProblemRequest):
         return value
 
 
-class LabelRequest(_ProblemRequest):
-    """``POST /v1/label``: auto-label a proof by scaled verification and meta-verification."""
+class LabelRequest(_ProblemRequest, LabelConfig):
+    """``POST /v1/label``: auto-label a proof by scaled verification and meta-verification (the
+    labeling parameters n, m, k, confirm_at, refute_at are :class:`LabelConfig`'s)."""
 
     proof: str = Field(..., min_length=1)
-    n: int = Field(16, ge=1, le=1024)
-    m: int = Field(8, ge=1, le=1024)
-    k: int = Field(2, ge=1)
-    confirm_at: float = Field(1.0, ge=0.0, le=1.0)
-    refute_at: float = Field(0.0, ge=0.0, le=1.0)
     score_mode: ScoreMode | None = ScoreModeField
-
-    def label_config(self) -> LabelConfig:
-        try:
-            return LabelConfig(n=self.n, m=self.m, k=self.k, confirm_at=self.confirm_at, refute_at=self.refute_at)
-        except ValidationError as error:
-            raise InputError(error.errors()[0].get("msg", str(error)).removeprefix("Value error, ")) from None
 
 
 REQUESTS: dict[str, type[_ProblemRequest]] = {"grade": GradeRequest, "solve": SolveRequest, "label": LabelRequest}
@@ -134,49 +111,8 @@ def check_request(request: _ProblemRequest, max_input_chars: int | None = None) 
             if not request.proof.strip():
                 raise InputError("the proof is empty")
             check_text(request.proof, "the proof")
-    if isinstance(request, LabelRequest):
-        request.label_config()
     if isinstance(request, SolveRequest):
         get_strategy(request.strategy, **request.params)
-
-
-class _SharedBackend(Backend):
-    """The service's backend seen by one request: same calls, same cache identity, one gate.
-
-    The gate bounds the calls in flight across all requests together; closing is left to the
-    service, which owns the backend.
-    """
-
-    def __init__(self, inner: Backend, gate: Callable[[], asyncio.Semaphore]):
-        self.inner = inner
-        self.name = inner.name
-        self.model = inner.model
-        self.default_concurrency = inner.default_concurrency
-        self.reports_requests = inner.reports_requests
-        self._gate = gate
-
-    async def generate(self, request: ChatRequest) -> list[Completion]:
-        async with self._gate():
-            return await self.inner.generate(request)
-
-    async def sequence_logprobs(self, messages: Sequence[ChatMessage], continuations: Sequence[str]) -> list[float]:
-        async with self._gate():
-            return await self.inner.sequence_logprobs(messages, continuations)
-
-    def cache_identity(self) -> str:
-        return self.inner.cache_identity()
-
-    def address(self) -> str:
-        return self.inner.address()
-
-    def endpoint_stats(self) -> list[dict[str, Any]]:
-        """The shared backend's per-endpoint counters (one entry per base URL of an
-        OpenAI-compatible backend; empty for a backend without endpoints)."""
-        stats = getattr(self.inner, "endpoint_stats", None)
-        return stats() if callable(stats) else []
-
-    async def aclose(self) -> None:
-        """The service closes the shared backend once, when it stops."""
 
 
 class Engine:
@@ -188,7 +124,7 @@ class Engine:
         *,
         prompts: PromptSet | None = None,
         config: GenerateConfig | None = None,
-        score_mode: str = DEFAULT_SCORE_MODE,
+        score_mode: ScoreMode = DEFAULT_SCORE_MODE,
         max_calls: int | None = None,
         max_tokens: int | None = None,
         retry: RetryPolicy | None = None,
@@ -201,54 +137,33 @@ class Engine:
             model.cache.flush_size = 1
         #: characters allowed per text of a request (None: the process's limit; 0: none)
         self.max_input_chars = max_input_chars
-        self.retry = retry or model.retry
+        self.retry = model.retry = retry or model.retry
         """How each request retries a failing upstream call (the service's setting, else the model's)."""
         self.prompts = prompts or PromptSet.load()
         self.config = config or GenerateConfig()
         self.score_mode = score_mode
         self.max_calls = max_calls
         self.max_tokens = max_tokens
-        self._gates: dict[int, asyncio.Semaphore] = {}
-        self._live_models: dict[int, Model] = {}
+        self._running: dict[int, AbstractContextManager[Usage]] = {}
 
-    def _gate(self) -> asyncio.Semaphore:
-        loop_id = id(asyncio.get_running_loop())
-        gate = self._gates.get(loop_id)
-        if gate is None:
-            gate = self._gates[loop_id] = asyncio.Semaphore(self.model.max_concurrency)
-        return gate
+    def start_request(self) -> Usage:
+        """Open the usage scope of one request, in the running task (close it with :meth:`settle`
+        in the same task): the Usage it returns counts the upstream calls made from there on."""
+        scope = usage_scope()
+        usage = scope.__enter__()
+        self._running[id(usage)] = scope
+        return usage
 
-    def request_model(self) -> Model:
-        """A Model for one request: the shared backend, cache, retry and circuit breaker; its own usage."""
-        shared = self.model
-        model = Model(
-            _SharedBackend(shared.backend, self._gate),
-            cache=shared.cache,
-            max_concurrency=shared.max_concurrency,
-            retry=self.retry,
-            defaults=shared.defaults,
-            breaker=shared.breaker,
-        )
-        model.likelihood_unsupported = shared.likelihood_unsupported
-        model.likelihood_refusal = shared.likelihood_refusal
-        self._live_models[id(model)] = model
-        return model
-
-    def settle(self, model: Model) -> None:
-        """Add a finished request's usage to the service's totals (once)."""
-        if self._live_models.pop(id(model), None) is None:
-            return
-        self.model.usage.add(model.usage)
-        if model.likelihood_unsupported:
-            self.model.likelihood_unsupported = True
-            self.model.likelihood_refusal = model.likelihood_refusal
+    def settle(self, usage: Usage) -> None:
+        """Close a finished request's usage scope (once)."""
+        scope = self._running.pop(id(usage), None)
+        if scope is not None:
+            scope.__exit__(None, None, None)
 
     def usage_totals(self) -> dict[str, Any]:
-        """What every request so far spent upstream, those still running included."""
-        total = Usage()
-        total.add(self.model.usage)
-        for model in list(self._live_models.values()):
-            total.add(model.usage)
+        """What every request so far spent upstream, those still running included (the Model's
+        own count)."""
+        total = self.model.usage
         return {
             "upstream_calls": total.calls,
             "failed_calls": total.failed_calls,
@@ -257,20 +172,19 @@ class Engine:
             "prompt_tokens": total.prompt_tokens,
             "completion_tokens": total.completion_tokens,
             "total_tokens": total.total_tokens,
-            "requests_running": len(self._live_models),
+            "requests_running": len(self._running),
         }
 
     def endpoint_stats(self) -> list[dict[str, Any]] | None:
         """Per-endpoint counters of the upstream backend when it has endpoints (the
         OpenAI-compatible backend), else None."""
-        stats = getattr(self.model.backend, "endpoint_stats", None)
-        return stats() if callable(stats) else None
+        return self.model.backend.endpoint_stats() or None
 
-    def roles(self, model: Model, request: _ProblemRequest) -> Roles:
+    def roles(self, request: _ProblemRequest) -> Roles:
         return Roles.from_models(
-            model,
+            self.model,
             prompts=self.prompts,
-            config=self.config.merge(request.sampling.config()),
+            config=self.config.merge(request.sampling.as_config()),
             score_mode=getattr(request, "score_mode", None) or self.score_mode,  # type: ignore[arg-type]
         )
 
@@ -293,8 +207,8 @@ class Engine:
         tokens = self._limit(request.max_tokens, self.max_tokens)
         return None if calls is None and tokens is None else Budget(calls, tokens, name="request")
 
-    async def grade(self, request: GradeRequest, model: Model) -> GradeResult:
-        roles = self.roles(model, request)
+    async def grade(self, request: GradeRequest) -> GradeResult:
+        roles = self.roles(request)
         budget = self.budget(request)
         with budget_scope(budget):
             try:
@@ -305,7 +219,6 @@ class Engine:
     async def solve(
         self,
         request: SolveRequest,
-        model: Model,
         *,
         state_dir: Path | None = None,
         on_round: Callable[[str, int, dict[str, Any]], None] | None = None,
@@ -315,12 +228,12 @@ class Engine:
             strategy.on_round = on_round  # type: ignore[attr-defined]
         budget = self.budget(request)
         return await solve_problem(
-            strategy, self.problem(request), self.roles(model, request), state_dir=state_dir,
+            strategy, self.problem(request), self.roles(request), state_dir=state_dir,
             max_calls=budget.max_calls if budget else None, max_tokens=budget.max_tokens if budget else None,
         )
 
-    async def label(self, request: LabelRequest, model: Model) -> LabelResult:
-        roles = self.roles(model, request)
+    async def label(self, request: LabelRequest) -> LabelResult:
+        roles = self.roles(request)
         with budget_scope(self.budget(request)):
             return await label_proof(
                 roles.verifier, roles.meta_verifier, self.problem(request), Proof(text=request.proof),
@@ -328,10 +241,10 @@ class Engine:
             )
 
 
-def usage_json(model: Model, pipeline: Usage | None = None) -> dict[str, Any]:
+def usage_json(u: Usage, pipeline: Usage | None = None) -> dict[str, Any]:
     """What a request spent upstream (every request sent, failed ones and likelihood read-outs
-    included, and their tokens) and what the cache answered."""
-    u = model.usage
+    included, and their tokens) and what the cache answered: its usage scope
+    (:meth:`Engine.start_request`)."""
     out = {
         "upstream_calls": u.calls,
         "failed_calls": u.failed_calls,

@@ -53,7 +53,10 @@ from ..errors import (
     ContextLengthError,
     InputError,
     ModelNotFoundError,
+    first_error,
+    validation_line,
 )
+from ..llm import SamplingOptions
 from ..pipelines import SolveResult
 from ..pipelines.solve import STRATEGIES
 from ..types import GradeResult, Verification
@@ -61,7 +64,6 @@ from ..verifier import counts_note, shown_score
 from ._engine import (
     Engine,
     GradeRequest,
-    Sampling,
     SolveRequest,
     answers_usage,
     check_request,
@@ -152,13 +154,12 @@ def split_problem_and_proof(text: str) -> tuple[str, str]:
     return problem, proof
 
 
-def _sampling(body: ChatBody) -> Sampling:
+def _sampling(body: ChatBody) -> SamplingOptions:
     try:
-        return Sampling(temperature=body.temperature, top_p=body.top_p,
+        return SamplingOptions(temperature=body.temperature, top_p=body.top_p,
                         max_tokens=body.max_completion_tokens or body.max_tokens, seed=body.seed)
     except ValidationError as error:
-        first = error.errors()[0]
-        raise ServiceError(400, f"{first['loc'][0]}: {first['msg']}", param=str(first["loc"][0])) from None
+        raise ServiceError(400, validation_line(error), param=first_error(error)[0]) from None
 
 
 def build_request(body: ChatBody, max_input_chars: int | None = None) -> tuple[str, GradeRequest | SolveRequest, bool]:
@@ -185,9 +186,7 @@ def build_request(body: ChatBody, max_input_chars: int | None = None) -> tuple[s
             request = SolveRequest(problem=text, strategy=pipeline, params=options, **fields)
         check_request(request, max_input_chars)
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(x) for x in first.get("loc", ()))
-        raise ServiceError(400, f"proofcritic.{where}: {first.get('msg')}", param="proofcritic") from None
+        raise ServiceError(400, f"proofcritic.{validation_line(error)}", param="proofcritic") from None
     except InputError as error:
         raise input_error(error, param="proofcritic") from None
     return pipeline, request, transcript
@@ -286,14 +285,14 @@ async def execute(
     on_round: Callable[[str, int, dict[str, Any]], None] | None = None,
 ) -> tuple[str, str, dict[str, Any], dict[str, Any]]:
     """Run the pipeline: (content, finish reason, usage, evidence); failures as ServiceError."""
-    model = engine.request_model()
+    usage = engine.start_request()
     try:
         if isinstance(request, GradeRequest):
-            graded = await engine.grade(request, model)
-            return grade_report(graded), "stop", usage_json(model, answers_usage(graded)), grade_evidence(graded)
-        solved = await engine.solve(request, model, on_round=on_round)
+            graded = await engine.grade(request)
+            return grade_report(graded), "stop", usage_json(usage, answers_usage(graded)), grade_evidence(graded)
+        solved = await engine.solve(request, on_round=on_round)
         finish = "length" if solved.budget_limited else "stop"
-        return solved.proof or "", finish, usage_json(model, solved.usage), solve_evidence(pipeline, solved, transcript)
+        return solved.proof or "", finish, usage_json(usage, solved.usage), solve_evidence(pipeline, solved, transcript)
     except InputError as error:
         raise ServiceError(400, str(error), param="proofcritic") from None
     except AuthenticationError as error:
@@ -310,7 +309,7 @@ async def execute(
         raise ServiceError(503 if unavailable else 502, f"the upstream model failed: {upstream_message(error)}",
                            kind="upstream_error", code="upstream_unavailable" if unavailable else "upstream_error") from None
     finally:
-        engine.settle(model)
+        engine.settle(usage)
 
 
 def upstream_message(error: BaseException) -> str:

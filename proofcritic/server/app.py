@@ -26,16 +26,23 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import BackendError, ContextLengthError, InputError
+from ..errors import (
+    BackendError,
+    ContextLengthError,
+    InputError,
+    first_error,
+    validation_line,
+)
+from ..llm import Usage
 from ._engine import (
     REQUESTS,
     Engine,
@@ -50,6 +57,11 @@ from ._facade import router as facade_router
 from ._facade import upstream_message
 from .jobs import FINAL, STATUSES, JobStore
 from .settings import ServerSettings
+
+if TYPE_CHECKING:
+    from ..pipelines import SolveResult
+    from ..pipelines.label import LabelResult
+    from ..types import GradeResult
 
 log = logging.getLogger("proofcritic.server")
 
@@ -79,7 +91,7 @@ class Guard:
     def _protected(self, path: str) -> bool:
         return path == "/v1" or path.startswith("/v1/") or (self.protect_docs and path in DOC_PATHS)
 
-    async def _answer(self, send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] = ()) -> None:
+    async def _answer(self, send: Send, status: int, body: dict[str, Any], headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
         data = json.dumps(body).encode()
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()), *headers]})
@@ -171,8 +183,10 @@ class JobRunner:
         self.queue: asyncio.Queue[str] = asyncio.Queue()
         self.tasks: list[asyncio.Task] = []
         self.running: dict[str, asyncio.Task] = {}
-        self.models: dict[str, Any] = {}
-        """The Model of each running job (its usage so far)."""
+        self.usages: dict[str, Usage] = {}
+        """The usage scope of each running job (its usage so far)."""
+        self.stopping = False
+        """Set by :meth:`stop` before it cancels the workers (a cancelled job leaves its worker running)."""
 
     def start(self) -> None:
         for job_id in self.store.requeue_unfinished():
@@ -180,6 +194,7 @@ class JobRunner:
         self.tasks = [asyncio.create_task(self._worker(), name=f"job-worker-{i}") for i in range(self.settings.max_jobs)]
 
     async def stop(self) -> None:
+        self.stopping = True
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -192,8 +207,8 @@ class JobRunner:
         is ``cancelled`` in the store (its last event ``cancelled``, with the usage so far) before
         this returns. Returns the state the job was in (a final state: nothing changed), or None
         when there is no such job."""
-        model = self.models.get(job_id)
-        data = {"usage": usage_json(model)} if model is not None else {}
+        usage = self.usages.get(job_id)
+        data = {"usage": usage_json(usage)} if usage is not None else {}
         previous = self.store.cancel(job_id, data)
         if previous in ("queued", "running"):
             task = self.running.get(job_id)
@@ -207,8 +222,6 @@ class JobRunner:
         self.notifier.notify(job_id)
 
     async def _worker(self) -> None:
-        me = asyncio.current_task()
-        assert me is not None
         while True:
             job_id = await self.queue.get()
             if job_id in self.running:
@@ -218,7 +231,7 @@ class JobRunner:
             try:
                 await task
             except asyncio.CancelledError:
-                if me.cancelling():
+                if self.stopping:
                     raise  # the service is stopping: the job stays "running" and is requeued at the next start
                 # the job was cancelled (its state is already recorded); the worker goes on
             except Exception:  # a bug must not kill the worker
@@ -235,15 +248,16 @@ class JobRunner:
         if attempt is None:  # cancelled while it waited
             return
         self.notifier.notify(job_id)
-        model = self.engine.request_model()
-        self.models[job_id] = model
-        ticker = asyncio.create_task(self._tick(job_id, attempt, model))
+        usage = self.engine.start_request()
+        self.usages[job_id] = usage
+        ticker = asyncio.create_task(self._tick(job_id, attempt, usage))
         try:
             request = REQUESTS[kind].model_validate(job["request"])
+            result: GradeResult | LabelResult | SolveResult
             if isinstance(request, GradeRequest):
-                result = await self.engine.grade(request, model)
+                result = await self.engine.grade(request)
             elif isinstance(request, LabelRequest):
-                result = await self.engine.label(request, model)
+                result = await self.engine.label(request)
             else:
                 assert isinstance(request, SolveRequest)
 
@@ -255,10 +269,10 @@ class JobRunner:
                         self._event(job_id, "round", {"round": round_})
 
                 state = self.settings.state_dir / job_id  # type: ignore[operator]
-                result = await self.engine.solve(request, model, state_dir=state, on_round=on_round)
+                result = await self.engine.solve(request, state_dir=state, on_round=on_round)
             ticker.cancel()
             data = result.model_dump(mode="json")
-            summary = {"attempt": attempt, "usage": usage_json(model, answers_usage(result))}
+            summary = {"attempt": attempt, "usage": usage_json(usage, answers_usage(result))}
             self.store.finish(job_id, data, summary)
             if kind == "solve":  # the state only served a resume; the result is in the store now
                 shutil.rmtree(self.settings.state_dir / job_id, ignore_errors=True)  # type: ignore[operator]
@@ -277,16 +291,16 @@ class JobRunner:
             self.store.fail(job_id, f"{type(error).__name__}: {error}", "internal")
         finally:
             ticker.cancel()
-            self.models.pop(job_id, None)
-            self.engine.settle(model)
+            self.usages.pop(job_id, None)
+            self.engine.settle(usage)
             self.notifier.notify(job_id)
 
-    async def _tick(self, job_id: str, attempt: int, model: Any) -> None:
+    async def _tick(self, job_id: str, attempt: int, usage: Usage) -> None:
         """A ``usage`` event whenever the job's calls or tokens changed, at most once per interval."""
         last: dict[str, Any] | None = None
         while True:
             await asyncio.sleep(self.settings.progress_interval)
-            now = usage_json(model)
+            now = usage_json(usage)
             if now != last:
                 self._event(job_id, "usage", {"attempt": attempt, **now})
                 last = now
@@ -355,11 +369,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
-        first = error.errors()[0] if error.errors() else {}
-        loc = [str(x) for x in first.get("loc", ()) if x != "body"]
-        where = ".".join(loc)
-        message = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
-        return openai_error(400, f"{where}: {message}" if where else message, param=where or None)
+        where = first_error(error, skip=("body",))[0] if error.errors() else ""
+        message = validation_line(error, skip=("body",)) if error.errors() else "invalid request"
+        return openai_error(400, message, param=where or None)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, error: StarletteHTTPException) -> JSONResponse:
@@ -380,9 +392,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
         jobs = {status: counts.get(status, 0) for status in STATUSES}
         jobs["total"] = sum(counts.values())
         upstream: dict[str, Any] = {"model": engine.model.name, "usage": engine.usage_totals()}
-        describe = getattr(engine.model.backend, "describe", None)
-        if callable(describe):  # a local model: its weight type and torch threads
-            upstream["local"] = describe()
+        local = engine.model.backend.describe()
+        if local is not None:  # a local model: its weight type and torch threads
+            upstream["local"] = local
         endpoints = engine.endpoint_stats()
         if endpoints is not None:
             upstream["endpoints"] = endpoints
