@@ -414,3 +414,35 @@ async def test_other_errors_of_a_guided_request_stay_what_they_are(server, make_
     assert type(info.value) is ContextLengthError
     assert model.backend.choices_supported
 
+
+def test_a_command_run_closes_and_reports_even_when_it_fails(server):
+    """``cli._common.run_with_model``, how every model-using command runs: the work's error comes
+    through after the things to close are closed, the usage line printed and the model closed."""
+    import io
+
+    from rich.console import Console
+
+    from proofcritic.cli._common import run_with_model
+
+    model = Model(OpenAIBackend("served-model", base_url=server.url, api_key="sk-test"), cache=None, retry=FAST)
+    helper = OpenAIBackend("served-model", base_url=server.url, api_key="sk-test")  # e.g. a strategy's own backend
+    server.push(ok("one"), ok("two"))
+
+    async def work():
+        await model.generate(_request())
+        await helper.generate(_request())
+        assert model.backend._transport is not None and helper._transport is not None
+        raise RuntimeError("the command failed")
+
+    out = io.StringIO()
+    with pytest.raises(RuntimeError, match="the command failed"):
+        run_with_model(model, Console(file=out, width=300), work, closing=[helper])
+    assert model.backend._transport is None and helper._transport is None
+    assert out.getvalue().count("model calls: 1 new, 0 from cache") == 1
+
+    async def answer():
+        return 42
+
+    assert run_with_model(model, Console(file=out), answer, usage=False) == 42
+    assert run_with_model(None, Console(file=out), answer) == 42
+    assert out.getvalue().count("model calls") == 1  # usage=False, and no model: no line

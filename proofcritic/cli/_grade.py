@@ -18,8 +18,8 @@ from ._common import (
     bounded,
     check_score_mode,
     run_progress,
+    run_with_model,
     show_plan,
-    usage_line,
     with_model_options,
     with_readouts,
 )
@@ -55,8 +55,6 @@ def grade_command(
     opts: ModelOptions,
 ) -> None:
     """Grade a proof: n verifications, each sample's score and issues, and the aggregate."""
-    import asyncio
-
     from rich.console import Console
 
     from ..grading import batch_verdicts, grade, grade_plan
@@ -110,32 +108,24 @@ def grade_command(
         built = [get_tool(name, timeout=tool_timeout) for name in tool_names]
         verifier = CriticVerifier(verifier, built, max_tool_calls=max_tool_calls)
 
-    async def main() -> RunStats | GradeResult | None:
-        try:
-            if batch:
-                stats = await _run_batch(verifier, input, output, n, max_points, opts.concurrency or 16, console)
-                console.print(
-                    f"graded {stats.done - stats.skipped} item(s), {stats.skipped} already done, "
-                    f"{stats.errors} error record(s) -> {output}"
-                )
-                console.print(batch_verdicts(output))
-                return stats
-            else:
-                with LiveProgress("grading", console, [the_model]):
-                    result = await grade(verifier, the_problem, the_proof, n=n)
-                if json_out:
-                    print(json.dumps(result.model_dump(mode="json"), ensure_ascii=False, indent=2))
-                else:
-                    show_result(Console(soft_wrap=True), the_problem, result)
-                return result
-        finally:
-            if tool_names:
-                await verifier.aclose()
-            usage_line(console, the_model)
-            await the_model.aclose()
-        return None
+    async def main() -> RunStats | GradeResult:
+        if batch:
+            stats = await _run_batch(verifier, input, output, n, max_points, opts.concurrency or 16, console)
+            console.print(
+                f"graded {stats.done - stats.skipped} item(s), {stats.skipped} already done, "
+                f"{stats.errors} error record(s) -> {output}"
+            )
+            console.print(batch_verdicts(output))
+            return stats
+        with LiveProgress("grading", console, [the_model]):
+            result = await grade(verifier, the_problem, the_proof, n=n)
+        if json_out:
+            print(json.dumps(result.model_dump(mode="json"), ensure_ascii=False, indent=2))
+        else:
+            show_result(Console(soft_wrap=True), the_problem, result)
+        return result
 
-    outcome = asyncio.run(main())
+    outcome = run_with_model(the_model, console, main, closing=[verifier] if tool_names else [])
     if isinstance(outcome, GradeResult):
         no_verdict_exit(outcome, score_mode)
     else:

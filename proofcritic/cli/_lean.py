@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -16,7 +16,7 @@ from ._common import (
     ModelOptions,
     positive_seconds,
     run_progress,
-    usage_line,
+    run_with_model,
     with_model_options,
 )
 
@@ -107,7 +107,7 @@ def _make_checker(
     return checker
 
 
-def _extra(value: int | None, name: str) -> dict[str, int]:
+def _extra(value: int | None, name: str) -> dict[str, Any]:
     return {name: value} if value else {}
 
 
@@ -137,8 +137,6 @@ def lean_prove_command(
     """Ask the generator for Lean proofs of problems with a Lean statement and check them.
 
     One JSON record per problem: passed, status, every attempt with Lean's messages."""
-    import asyncio
-
     from rich.console import Console
 
     from ..pipelines.formal import FormalProver, formal_jsonl, read_formal_items
@@ -155,18 +153,14 @@ def lean_prove_command(
     console = Console(stderr=True)
 
     async def main() -> RunStats:
-        try:
-            async with checker:
-                with run_progress("proving", console, [the_model], lambda s: f"{s.extra.get('passed', 0):,} passed") as update:
-                    return await formal_jsonl(
-                        prover, checker, items, output, samples=samples, attempts=attempts,
-                        concurrency=opts.concurrency or 4, on_progress=update,
-                    )
-        finally:
-            usage_line(console, the_model)
-            await the_model.aclose()
+        async with checker:
+            with run_progress("proving", console, [the_model], lambda s: f"{s.extra.get('passed', 0):,} passed") as update:
+                return await formal_jsonl(
+                    prover, checker, items, output, samples=samples, attempts=attempts,
+                    concurrency=opts.concurrency or 4, on_progress=update,
+                )
 
-    stats = asyncio.run(main())
+    stats = run_with_model(the_model, console, main)
     console.print(
         f"{stats.extra.get('passed', 0)} of {stats.done - stats.skipped} problem(s) proved in Lean, "
         f"{stats.skipped} already done, {stats.errors} error record(s) -> {output}"

@@ -19,8 +19,8 @@ from ._common import (
     ScoreModeOpt,
     check_score_mode,
     run_progress,
+    run_with_model,
     show_plan,
-    usage_line,
     with_model_options,
     with_readouts,
 )
@@ -121,8 +121,6 @@ def solve_command(
     """Write proofs with a strategy: single, refine (self-refinement), search (DeepSeekMath-V2's
     high-compute search, resumable from its pool), agent (generate-verify-repair loop) or
     critic (critique with code runs, then revise)."""
-    import asyncio
-
     from rich.console import Console
 
     from ..budget import Budget
@@ -175,40 +173,32 @@ def solve_command(
     roles = Roles.from_models(the_model, prompts=prompt_set, config=opts.sampling(), score_mode=score_mode)
 
     async def main() -> RunStats | SolveResult:
-        try:
-            if output is None:
-                run_budget = None
-                if run_max_calls is not None or run_max_tokens is not None:
-                    run_budget = Budget(run_max_calls, run_max_tokens, name="run")
-                with LiveProgress(strategy, console, [the_model]) as progress:
-                    the_strategy.on_round = progress.on_round
-                    result = await solve_problem(
-                        the_strategy, the_problem, roles, state_dir=state_dir, budget=run_budget, **budgets
-                    )
-                if json_out:
-                    print(json.dumps(result.model_dump(mode="json"), ensure_ascii=False, indent=2))
-                else:
-                    show_result(Console(soft_wrap=True), result)
-                return result
-            else:
-                stats = await _run_batch(the_strategy, roles, the_model, source, output, state_dir, parallel_problems,
-                                         budgets, run_max_calls, run_max_tokens, console)
-                left = stats.extra.get("left", 0)
-                console.print(
-                    f"solved {stats.done - stats.skipped} problem(s), {stats.skipped} already done, "
-                    f"{stats.errors} error record(s), {stats.budget_limited} budget-limited -> {output}"
-                    + (f"; {left} problem(s) left for a rerun (the run budget is spent)" if left else "")
+        if output is None:
+            run_budget = None
+            if run_max_calls is not None or run_max_tokens is not None:
+                run_budget = Budget(run_max_calls, run_max_tokens, name="run")
+            with LiveProgress(strategy, console, [the_model]) as progress:
+                the_strategy.on_round = progress.on_round
+                result = await solve_problem(
+                    the_strategy, the_problem, roles, state_dir=state_dir, budget=run_budget, **budgets
                 )
-                console.print(batch_verdicts(output))
-                return stats
-        finally:
-            close = getattr(the_strategy, "aclose", None)
-            if close is not None:
-                await close()
-            usage_line(console, the_model)
-            await the_model.aclose()
+            if json_out:
+                print(json.dumps(result.model_dump(mode="json"), ensure_ascii=False, indent=2))
+            else:
+                show_result(Console(soft_wrap=True), result)
+            return result
+        stats = await _run_batch(the_strategy, roles, the_model, source, output, state_dir, parallel_problems,
+                                 budgets, run_max_calls, run_max_tokens, console)
+        left = stats.extra.get("left", 0)
+        console.print(
+            f"solved {stats.done - stats.skipped} problem(s), {stats.skipped} already done, "
+            f"{stats.errors} error record(s), {stats.budget_limited} budget-limited -> {output}"
+            + (f"; {left} problem(s) left for a rerun (the run budget is spent)" if left else "")
+        )
+        console.print(batch_verdicts(output))
+        return stats
 
-    outcome = asyncio.run(main())
+    outcome = run_with_model(the_model, console, main, closing=[the_strategy])
     if isinstance(outcome, SolveResult):
         no_proof_status(outcome, keep_invalid=bool(getattr(the_strategy.config, "keep_invalid", False)))
     else:
