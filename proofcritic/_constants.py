@@ -71,4 +71,5 @@ DType = Literal["auto", "float32", "bfloat16", "float16"]
 DTYPES: tuple[str, ...] = get_args(DType)
 
 #: the OpenAI-compatible backend's HTTP clients (``--transport``; see proofcritic.llm._openai)
-TRANSPORTS: tuple[str, ...] = ("lean", "aiohttp", "openai")
+TransportKind = Literal["lean", "aiohttp", "openai"]
+TRANSPORTS: tuple[str, ...] = get_args(TransportKind)

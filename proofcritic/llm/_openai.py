@@ -48,9 +48,9 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
-from .._constants import TRANSPORTS
+from .._constants import TRANSPORTS, TransportKind
 from ..errors import (
     AuthenticationError,
     BackendError,
@@ -168,7 +168,7 @@ class OpenAIBackend(Backend):
         base_url: str | Sequence[str] | None = DEFAULT_BASE_URL,
         api_key: str | None = None,
         timeout: float = 600,
-        transport: Literal["lean", "aiohttp", "openai"] = "lean",
+        transport: TransportKind = "lean",
         max_connections: int | None = None,
         extra_body: dict[str, Any] | None = None,
         engine: str | None = None,

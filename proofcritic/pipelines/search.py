@@ -51,7 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..budget import BudgetExceeded, CallPlan, current_budget
 from ..generator import Candidate
 from ..io import JsonlAppender
-from ..llm import Usage
+from ..llm import SampleCount, Usage
 from ..types import Generation, Problem, Verification
 from ..verifier import aggregate
 from ._common import (
@@ -75,10 +75,10 @@ class SearchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     initial_samples: int = Field(128, ge=1, le=4096, description="Proofs sampled in round 1.")
-    verifications: int = Field(64, ge=1, le=1024, description="Verifications per proof (score = mean).")
+    verifications: SampleCount = Field(64, description="Verifications per proof (score = mean).")
     top_k: int = Field(32, ge=1, description="Best proofs of the pool considered for refinement each round.")
     trials: int = Field(32, ge=1, description="Refinement prompts per round (each refines one of the top proofs).")
-    samples_per_trial: int = Field(4, ge=1, le=1024, description="Refined proofs sampled per prompt.")
+    samples_per_trial: SampleCount = Field(4, description="Refined proofs sampled per prompt.")
     analyses_per_proof: int = Field(8, ge=1, le=256, description="Analyses shown with a proof in its refinement prompt.")
     max_per_score: int = Field(4, ge=1, le=256, description="At most this many shown analyses per distinct score.")
     rounds: int = Field(16, ge=1, le=1000, description="Rounds in all, round 1 (initial sampling) included.")

@@ -13,6 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..budget import BudgetExceeded, CallPlan
+from ..llm import SampleCount
 from ..parsing import format_score
 from ..types import Generation, Problem
 from ._common import ConfiguredStrategy, Roles, SolveResult, StepLog, usable, verify_for_evidence
@@ -41,7 +42,7 @@ class SingleConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    samples: int = Field(1, ge=1, le=1024, description="Proofs generated; the best self-score is chosen.")
+    samples: SampleCount = Field(1, description="Proofs generated; the best self-score is chosen.")
     verify_n: int = Field(1, ge=0, le=1024, description="Verifications of the chosen proof, as evidence (0: none).")
     keep_invalid: bool = Field(False, description="Let format failures count as proofs (their best-effort text).")
 
