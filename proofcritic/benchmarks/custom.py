@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from ..errors import InputError
 from ..io import problem_from_record
@@ -130,7 +130,7 @@ def load_problems_file(
         max_points=max_points,
         item=partial(_problem_item, stem, max_points),
     )
-    return suite.load(source=path, limit=limit)
+    return cast("list[SolveItem]", suite.load(source=path, limit=limit))  # a "solve" suite's items
 
 
 def _score_value(value: Any) -> float | str:
@@ -233,7 +233,7 @@ def load_graded_file(
         scale,
         max_points,
     )
-    return suite.load(source=path, limit=limit)
+    return cast("list[GradeItem]", suite.load(source=path, limit=limit))  # a "grade" suite's items
 
 
 def _graded_suite(

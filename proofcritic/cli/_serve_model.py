@@ -70,6 +70,7 @@ def serve_model_command(
             f"--model {server.engine}/{server.model_name} --base-url {base_url}   (Ctrl-C stops it)"
         )
         print(base_url, flush=True)
+        assert server.process is not None  # wait_ready returned: it runs
         code = server.process.wait()
         # the engine stopped on its own
         raise EngineError(f"{server.engine} exited with status {code}; the end of its log:\n{log_tail(server.log_path)}")

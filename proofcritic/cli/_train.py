@@ -8,11 +8,14 @@ recipe's dataclass (TRL's config fields plus proofcritic's), so there is no seco
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-train_app = typer.Typer(rich_markup_mode=None, 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+train_app = typer.Typer(rich_markup_mode=None,
     help="Train verifier, meta-verifier and generator models on TRL (GRPO, SFT, DPO).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -38,7 +41,8 @@ def _run(recipe: str, config: Path | None, overrides: list[str] | None, output_d
         settings = load_config(config, given, recipe=recipe)
     except ValueError as error:  # ConfigError, and TRL's own checks
         raise typer.BadParameter(str(error), param_hint="--config/--set") from None
-    out = {"grpo": train_grpo, "sft": train_sft, "dpo": train_dpo}[recipe](settings)
+    trainers: dict[str, Callable[[Any], str]] = {"grpo": train_grpo, "sft": train_sft, "dpo": train_dpo}
+    out = trainers[recipe](settings)
     typer.echo(out)
 
 

@@ -23,9 +23,9 @@ from typing import Any
 
 from ._analysis import DEFAULT_ALLOWED_AXIOMS, finish, not_checked, prepare
 from ._base import LeanChecker
-from ._types import LeanMessage, LeanResult
+from ._types import LeanMessage, LeanResult, MessageSeverity
 
-_SEVERITIES = {"error": "error", "warning": "warning", "info": "information", "information": "information", "trace": "information"}
+_SEVERITIES: dict[str, MessageSeverity] = {"error": "error", "warning": "warning", "info": "information", "information": "information", "trace": "information"}
 
 
 def header_line_count(code: str) -> int:
@@ -45,7 +45,7 @@ def message_from_repl(obj: dict[str, Any], line_offset: int = 0) -> LeanMessage:
     pos = obj.get("pos") or {"line": 1, "column": 0}
     end = obj.get("endPos") or None
     return LeanMessage(
-        severity=_SEVERITIES.get(str(obj.get("severity", "error")), "error"),  # type: ignore[arg-type]
+        severity=_SEVERITIES.get(str(obj.get("severity", "error")), "error"),
         line=int(pos.get("line", 1)) + line_offset,
         column=int(pos.get("column", 0)),
         end_line=int(end["line"]) + line_offset if end and "line" in end else None,
@@ -100,10 +100,10 @@ class KiminaChecker(LeanChecker):
             start = time.monotonic()
             try:
                 answer = await self._post(session, ident, prepared.text, limit)
-            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as error:
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as failure:
                 return not_checked(
                     "error",
-                    f"Kimina server at {self.url} failed: {type(error).__name__}: {error}",
+                    f"Kimina server at {self.url} failed: {type(failure).__name__}: {failure}",
                     backend=self.name,
                     seconds=time.monotonic() - start,
                 )

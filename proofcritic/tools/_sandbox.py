@@ -48,9 +48,12 @@ import weakref
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self from Python 3.11
 
 LimitHit = Literal["timeout", "cpu", "memory", "output", "processes"]
 
@@ -343,7 +346,8 @@ def run_python(
             proc, pipes = server.spawn(code, {**cfg, "namespaces": PER_CHECK_NAMESPACES, "workdir": None})
         if proc is None:
             proc, pipes = _spawn_cold(code, cfg, _use_bwrap(bwrap))
-        return _supervise(proc, *pipes, start, timeout, max_output, uid, workdirs)
+        out_r, err_r, meta_r = pipes
+        return _supervise(proc, out_r, err_r, meta_r, start, timeout, max_output, uid, workdirs)
     finally:
         for fd in pipes:
             try:
@@ -390,6 +394,7 @@ def _spawn_cold(code: str, cfg: dict, use_bwrap: bool):
         raise
     finally:
         os.close(meta_w)
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None  # all three PIPE
     try:
         proc.stdin.write(code.encode("utf-8", "surrogateescape"))
         proc.stdin.close()
@@ -406,7 +411,8 @@ class _ForkedChild:
     """A child of the fork server, seen from here: its pid, and its exit status over the socket."""
 
     def __init__(self, conn: socket.socket, pid: int, buffer: bytes):
-        self.conn, self.pid, self.returncode = conn, pid, None
+        self.conn, self.pid = conn, pid
+        self.returncode: int | None = None
         self._buffer = buffer
 
     def _status(self, timeout: float | None) -> None:
@@ -575,7 +581,7 @@ def _supervise(proc, out_r, err_r, meta_r, start, timeout, max_output, uid, work
     sel.register(out_r, selectors.EVENT_READ, "stdout")
     sel.register(err_r, selectors.EVENT_READ, "stderr")
     sel.register(meta_r, selectors.EVENT_READ, "meta")
-    limit: str | None = None
+    limit: LimitHit | None = None
     truncated = False
     total = 0
     exited_at: float | None = None
@@ -656,7 +662,7 @@ def _supervise(proc, out_r, err_r, meta_r, start, timeout, max_output, uid, work
         applied.append("kill-by-uid")
     stderr = bufs["stderr"].decode("utf-8", "replace")
     if limit is None:
-        if exception is not None and exception.type == "MemoryError" or (
+        if (exception is not None and exception.type == "MemoryError") or (
                 exception is None and "MemoryError" in stderr):
             limit = "memory"
         elif rc == -signal.SIGXCPU or rc == -signal.SIGKILL:
@@ -735,13 +741,13 @@ class SandboxPool:
         if self._server is not None:
             self._server.close()
 
-    def __enter__(self) -> SandboxPool:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
-    async def __aenter__(self) -> SandboxPool:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc) -> None:

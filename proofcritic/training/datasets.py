@@ -123,8 +123,8 @@ def _label_records(records: Iterable[LabelResult | Mapping[str, Any]] | str | Pa
                 raise record
             yield record
         return
-    for record in records:
-        yield record.model_dump(mode="json") if isinstance(record, LabelResult) else dict(record)
+    for given in records:
+        yield given.model_dump(mode="json") if isinstance(given, LabelResult) else dict(given)
 
 
 def examples_from_labels(records: Iterable[LabelResult | Mapping[str, Any]] | str | Path) -> list[VerifierExample]:
