@@ -7,10 +7,10 @@ steps; the callables' own parsing takes microseconds). The format-failure rate o
 completions is printed too: a completion that breaks the output protocol earns 0 without any
 reward-model call, so the calls per step depend on it.
 
-The default policy is the package's tiny random Llama after the protocol warm-up
-(``proofcritic.training._warmup``), which writes well-formed outputs; it also serves as the
-reward model (the meta-verifier for the verifier role, verifier and meta-verifier for the
-generator). The meta-verifier's reward needs no model (R_format * R_score against references).
+The default policy is the tests' tiny random Llama after the protocol warm-up
+(``tests/tiny_model.py``, imported with ``tests/`` on ``sys.path``), which writes well-formed
+outputs; it also serves as the reward model (the meta-verifier for the verifier role, verifier
+and meta-verifier for the generator). The meta-verifier's reward needs no model (R_format * R_score against references).
 
     python perf/training.py [--steps 4]
     python perf/training.py --model PATH [--warmup] [--reward-model transformers/PATH|vllm/NAME]
@@ -22,9 +22,12 @@ the protocol yet (the warm-up then runs with ``--warmup-lr``).
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # tiny_model: test scaffolding
 
 ROLES = ("verifier", "meta_verifier", "generator")
 
@@ -48,11 +51,11 @@ class _Timed:
 
 
 def measure(role: str, policy: str, reward_spec: str, folder: Path, args) -> dict:
+    from tiny_model import write_sample_data
     from transformers import TrainerCallback
 
     from proofcritic.llm import GenerateConfig, get_model
     from proofcritic.training import recipes
-    from proofcritic.training._warmup import write_sample_data
 
     clock = {"reward_s": 0.0}
     step_times: list[float] = []
@@ -107,14 +110,15 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4, help="GRPO learning rate")
     args = parser.parse_args()
 
-    from proofcritic.training._warmup import build_tiny_model, warm_up
+    from tiny_model import build_warm_model, warm_up
+
     from proofcritic.training.recipes import resolve_model_path
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         started = time.perf_counter()
         if args.model is None:
-            policy = warm_up(build_tiny_model(folder / "tiny"), folder / "warm")
+            policy = str(build_warm_model(folder))
         elif args.warmup:
             policy = warm_up(resolve_model_path(args.model), folder / "warm", learning_rate=args.warmup_lr)
         else:

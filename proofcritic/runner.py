@@ -12,7 +12,8 @@ The settings that change results are recorded beside the output (``<output>.sett
 
 An exception with a true ``stops_run`` attribute (e.g. a backend whose circuit breaker opened)
 stops the run: its item gets its error record, items in flight finish, and items not started
-get no record (a rerun does them); ``RunStats.stopped`` holds its message.
+get no record (a rerun does them); ``RunStats.stopped`` holds its message. :class:`LeftForRerun`
+ends a run the same way without any record: the item that raised it is left for a rerun too.
 """
 
 from __future__ import annotations
@@ -49,6 +50,13 @@ _KIND_NAMES = {
 }
 #: distinct messages remembered per error kind (for the most common one); counts stay exact
 _MESSAGES_KEPT = 100
+
+
+class LeftForRerun(Exception):
+    """Raised by ``process`` (:func:`run_jsonl`) for an item that must not be answered now
+    (e.g. a problem that met a spent run budget before its first model call): nothing is
+    written for it, items in flight finish, no further item starts, and a rerun does it and the
+    rest. The run itself ends normally (``RunStats.stopped`` stays None)."""
 
 
 @dataclass
@@ -196,13 +204,15 @@ async def run_jsonl(
     ``process`` returns the result record (JSON-able); a ``usage`` mapping in it is added to the
     run's totals, and ``budget_limited: true`` is counted. ``item_budget(budget)`` gives the
     budget scope of one item (e.g. ``budget.child(max_calls=...)``); without it items run in
-    ``budget``'s scope. Items whose latest record is an error of a kind in
+    ``budget``'s scope. ``process`` raises :class:`LeftForRerun` to write nothing for its item and
+    start no further one. Items whose latest record is an error of a kind in
     :data:`RETRIED_KINDS` are tried again; at the end the output keeps the latest record of
     each id (see the module docstring). Inside ``process``, :func:`current_item` names the item.
     """
     index = read_index(output_path)
     stats = RunStats(total=total if total is not None else len(items))  # type: ignore[arg-type]
     rewrite = index.duplicates
+    leaving = False  # an item was left for a rerun (LeftForRerun): start no other
 
     def pending() -> Iterator[Item]:
         """The items to run, in input order; those already done are counted as they pass."""
@@ -228,6 +238,7 @@ async def run_jsonl(
         with JsonlAppender(output_path) as out:
 
             async def run(item_id: str, line: int, record: dict | InputError) -> None:
+                nonlocal leaving
                 started = time.perf_counter()
                 _CURRENT.set((item_id, line))
                 try:
@@ -239,6 +250,9 @@ async def run_jsonl(
                     if isinstance(result.get("usage"), dict):
                         stats.usage.add(Usage(**result["usage"]))
                     stats.budget_limited += bool(result.get("budget_limited"))
+                except LeftForRerun:
+                    leaving = True
+                    return
                 except Exception as error:  # one item never kills the run: record it and go on
                     message = str(error) if isinstance(error, ProofcriticError) else f"{type(error).__name__}: {error}"
                     kind = _error_kind(error)
@@ -256,12 +270,12 @@ async def run_jsonl(
                 # the workers share one iterator (``next`` never awaits), so each item starts
                 # once, in input order, as soon as a worker is free
                 for item in work:
-                    if stats.stopped is not None:
+                    if stats.stopped is not None or leaving:
                         return  # not started: left for a rerun
                     await run(*item)
 
             await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
-            if stats.stopped is not None:
+            if stats.stopped is not None or leaving:
                 for _ in work:  # count what the rest of the input already has done, start nothing
                     pass
             if on_progress and stats.skipped and stats.done == stats.total:

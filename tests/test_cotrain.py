@@ -23,7 +23,6 @@ pytest.importorskip("trl")
 pytest.importorskip("yaml")
 
 from proofcritic.training.cotrain import (
-    FAIL_ENV,
     InjectedFailure,
     cotrain,
     read_manifest,
@@ -107,12 +106,8 @@ def test_cotrain_iteration_then_crash_and_resume(tmp_path, tiny_model_dir):
     assert result["checkpoint"] == str(work / "iter_1" / "verifier" / "model")
 
     # an injected failure in iter_2/generator: the step raises after its work, before "done"
-    os.environ[FAIL_ENV] = "iter_2/generator"
-    try:
-        with pytest.raises(InjectedFailure):
-            cotrain(config, work, 2)
-    finally:
-        del os.environ[FAIL_ENV]
+    with pytest.raises(InjectedFailure):
+        cotrain(config, work, 2, fail_at="iter_2/generator")
     assert read_manifest(work / "iter_2" / "verifier")["status"] == "done"
     assert read_manifest(work / "iter_2" / ".generator.tmp")["status"] == "running"
     assert not (work / "iter_2" / "generator").exists()
@@ -159,9 +154,9 @@ def test_rft_trains_on_the_best_samples(tmp_path, warm_model_dir):
     well-formed proofs, the step-1 checkpoint labels them, and iteration 2's rejection
     fine-tuning trains on the best generations and the analyses that agree with the labels."""
     import yaml
+    from tiny_model import SAMPLE_RECORDS, write_sample_data
 
     from proofcritic.generator import parse_generation
-    from proofcritic.training._warmup import SAMPLE_RECORDS, write_sample_data
     from proofcritic.verifier import parse_verification
 
     statements = [r["problem"] for r in SAMPLE_RECORDS["generator"]]

@@ -94,7 +94,7 @@ def test_train_prints_no_library_warnings(tmp_path, tiny_model_dir):
     """GRPO on the tiny model: TRL's config sets ``gradient_checkpointing`` (transformers 5.x:
     ``activation_checkpointing``) and its trainer toggles checkpointing around generation."""
     pytest.importorskip("trl")
-    from proofcritic.training._warmup import write_sample_data
+    from tiny_model import write_sample_data
 
     data = write_sample_data(tmp_path, "meta_verifier")
     config = tmp_path / "grpo.yaml"

@@ -25,7 +25,7 @@ from proofcritic.benchmarks._run import RunFolder
 from proofcritic.cli import app
 from proofcritic.errors import BackendError, InputError
 from proofcritic.io import compact_jsonl, read_index
-from proofcritic.runner import prepare_output, run_jsonl, settings_path
+from proofcritic.runner import LeftForRerun, prepare_output, run_jsonl, settings_path
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 STATEMENT = "Prove that n^3 - n is divisible by 6 for every integer n."
@@ -181,6 +181,31 @@ async def test_an_error_that_stops_runs_leaves_the_rest_for_a_rerun(tmp_path):
     state["open"] = False
     stats = await run_jsonl(items, out, process, concurrency=1)
     assert _ids(out) == [f"i{k}" for k in range(6)] and stats.failure_summary() is None
+
+
+async def test_an_item_left_for_a_rerun_gets_no_record_and_no_other_item_starts(tmp_path):
+    """``LeftForRerun`` (what a problem that met a spent run budget raises): nothing is written
+    for it, no further item starts, the run is not "stopped", and a rerun does the rest."""
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"id": "i4", "line": 5}\n')  # done by an earlier run
+    items = [(f"i{k}", k + 1, {"k": k}) for k in range(5)]
+    state = {"leave": True}
+    started: list[str] = []
+
+    async def process(item_id: str, record: dict) -> dict:
+        started.append(item_id)
+        if state["leave"] and record["k"] == 1:
+            raise LeftForRerun
+        return {}
+
+    stats = await run_jsonl(items, out, process, concurrency=1)
+    assert started == ["i0", "i1"] and _ids(out) == ["i4", "i0"]
+    assert (stats.done, stats.skipped, stats.errors, stats.stopped) == (2, 1, 0, None)
+    assert stats.failure_summary() is None
+    state["leave"] = False
+    stats = await run_jsonl(items, out, process, concurrency=1)
+    assert started[2:] == ["i1", "i2", "i3"] and sorted(_ids(out)) == [f"i{k}" for k in range(5)]
+    assert (stats.done, stats.skipped) == (5, 2)
 
 
 def test_settings_are_recorded_and_checked(tmp_path):

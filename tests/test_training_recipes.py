@@ -3,7 +3,7 @@
 Runs on CPU with the tiny random Llama (``tiny_model_dir``). A random model never writes the
 output protocol, so its GRPO rewards would all be 0 and the reward model would never be asked.
 The GRPO role tests therefore start from ``warm_model_dir`` (tests/conftest.py): the tiny model
-after :func:`proofcritic.training._warmup.warm_up`, a short SFT run (one per session) on the
+after ``tiny_model.warm_up`` (tests/tiny_model.py), a short SFT run (one per session) on the
 GRPO prompts of all three roles and on the prompts the reward model sees, each answered with a
 short, well-formed protocol output. The warmed-up model is both the policy and the reward model
 (served by proofcritic's transformers backend), so rewards are non-zero, the reward model is
@@ -23,9 +23,9 @@ pytest.importorskip("trl")
 pytest.importorskip("peft")
 pytest.importorskip("yaml")
 
+from tiny_model import write_sample_data
 from transformers import TrainerCallback
 
-from proofcritic.training._warmup import write_sample_data
 from proofcritic.training.recipes import (
     ConfigError,
     ProofcriticDPOConfig,
@@ -133,8 +133,9 @@ def test_pairs_from_traces():
 def test_component_metrics_per_role():
     """Format failures, exact score accuracy against the references, and (generator) self-score
     vs verifier agreement, from the rewards' own per-sample components."""
+    from tiny_model import protocol_output
+
     from proofcritic.training import make_meta_verifier_reward
-    from proofcritic.training._warmup import protocol_output
     from proofcritic.training.recipes import RewardComponentsLogger, component_metrics
 
     reward = make_meta_verifier_reward()

@@ -18,7 +18,6 @@ stops once the problems in progress are written.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import importlib
 import json
@@ -33,7 +32,7 @@ from .._constants import STRATEGIES
 from ..budget import Budget, BudgetExceeded, budget_scope, current_budget
 from ..errors import InputError
 from ..io import problem_from_record, read_problem, read_text
-from ..runner import RunStats, read_items, run_jsonl
+from ..runner import LeftForRerun, RunStats, read_items, run_jsonl
 from ..types import Problem
 from ._common import Roles, SolveResult, Strategy
 
@@ -170,28 +169,14 @@ async def solve_jsonl(
     if run_max_calls is not None or run_max_tokens is not None:
         run_budget = Budget(run_max_calls, run_max_tokens, name="run")
     per_problem = max_calls is not None or max_tokens is not None
-    holder: dict[str, Any] = {"active": 0, "deferred": 0, "stopping": False, "stats": RunStats(total=len(items))}
-    run_task: asyncio.Future | None = None
+    stats = RunStats(total=len(items))  # the runner's own from its first report on
 
     def item_budget(parent: Budget | None) -> Budget | None:
         if parent is not None:
             return parent.child(max_calls, max_tokens)
         return Budget(max_calls, max_tokens, name="problem") if per_problem else None
 
-    def maybe_stop() -> None:
-        """Stop the run once nothing is in progress and problems wait on a spent run budget."""
-        if holder["deferred"] and not holder["active"] and run_task is not None and not run_task.done():
-            holder["stopping"] = True
-            run_task.cancel()
-
-    async def defer() -> dict:
-        holder["deferred"] += 1
-        maybe_stop()
-        await asyncio.Event().wait()  # until the run is cancelled: this problem is not written
-        raise AssertionError("unreachable")
-
     def on_round(problem_id: str, round_: int, state: dict[str, Any]) -> None:
-        stats = holder["stats"]
         running = stats.extra.setdefault("running", {})
         if problem_id not in running or running[problem_id][0] != round_:  # a round started
             stats.extra["rounds"] = stats.extra.get("rounds", 0) + 1
@@ -199,45 +184,38 @@ async def solve_jsonl(
         if on_progress:
             on_progress(stats)
 
+    def run_budget_spent() -> bool:
+        return run_budget is not None and run_budget.exhausted
+
     async def process(item_id: str, record: dict) -> dict:
         problem = problem_from_record(record, default_id=item_id)
-        if run_budget is not None and run_budget.exhausted:
-            return await defer()
+        if run_budget_spent():
+            raise LeftForRerun  # not written (a rerun solves it); the runner starts no further problem
         scope = current_budget()
-        holder["active"] += 1
         try:
             result = await strategy.solve(problem, roles, state_dir=state_root / state_name(item_id))
         except BudgetExceeded as error:
             result = _budget_limited(strategy, problem, error)
         finally:
-            holder["active"] -= 1
-            holder["stats"].extra.get("running", {}).pop(problem.id, None)
-        if result.budget_limited and run_budget is not None and run_budget.exhausted and scope is not None and scope.calls == 0:
-            return await defer()  # the run budget was gone before this problem made a call
+            stats.extra.get("running", {}).pop(problem.id, None)
+        if result.budget_limited and run_budget_spent() and scope is not None and scope.calls == 0:
+            raise LeftForRerun  # the run budget was gone before this problem made a call
         return result.model_dump(mode="json")
 
-    def progress(stats: RunStats) -> None:
-        holder["stats"] = stats
+    def progress(runner_stats: RunStats) -> None:
+        nonlocal stats
+        stats = runner_stats
         stats.extra.setdefault("rounds", 0)
         if on_progress:
             on_progress(stats)
-        maybe_stop()
 
     hook_owner = strategy if hasattr(strategy, "on_round") and strategy.on_round is None else None
     if hook_owner is not None:
         hook_owner.on_round = on_round  # type: ignore[attr-defined]
     try:
-        run_task = asyncio.ensure_future(
-            run_jsonl(items, output_path, process, concurrency=concurrency, budget=run_budget,
-                      item_budget=item_budget if (run_budget is not None or per_problem) else None,
-                      on_progress=progress)
-        )
-        try:
-            stats = await run_task
-        except asyncio.CancelledError:
-            if not holder["stopping"]:
-                raise
-            stats = holder["stats"]
+        stats = await run_jsonl(items, output_path, process, concurrency=concurrency, budget=run_budget,
+                                item_budget=item_budget if (run_budget is not None or per_problem) else None,
+                                on_progress=progress)
     finally:
         if hook_owner is not None:
             hook_owner.on_round = None  # type: ignore[attr-defined]

@@ -32,8 +32,8 @@ folder. A step runs in a fresh temporary folder ``iter_K/.<step>.tmp`` (whose ma
 whose manifest says done is skipped; any other state (a leftover temporary folder, a step
 folder without a done manifest) is deleted and the step is redone from scratch.
 
-Fault injection for tests: ``PROOFCRITIC_COTRAIN_FAIL=iter_K/<step>`` makes that step raise
-:class:`InjectedFailure` after its work, before it is marked done (as a crash would).
+Fault injection (for tests of resumption): ``cotrain(..., fail_at="iter_K/<step>")`` makes that
+step raise :class:`InjectedFailure` after its work, before it is marked done (as a crash would).
 """
 
 from __future__ import annotations
@@ -68,11 +68,10 @@ __all__ = [
 
 #: the steps of one iteration, in order
 STEPS = ("verifier", "generator_init", "generator", "sample", "label", "merge", "rft")
-FAIL_ENV = "PROOFCRITIC_COTRAIN_FAIL"
 
 
 class InjectedFailure(RuntimeError):
-    """Raised by the step named in ``PROOFCRITIC_COTRAIN_FAIL`` (tests of resumption)."""
+    """Raised by the step named by :func:`cotrain`'s ``fail_at`` (tests of resumption)."""
 
 
 #: the weight types of a local model (``--dtype``; defined in proofcritic._constants)
@@ -213,8 +212,10 @@ def _fsync_dir(path: Path) -> None:
 class _Iteration:
     """The steps of one iteration; each ``run_step`` is skipped when already done."""
 
-    def __init__(self, config: CotrainConfig, workdir: Path, k: int, log: Callable[[str], None], progress: bool = False):
+    def __init__(self, config: CotrainConfig, workdir: Path, k: int, log: Callable[[str], None], progress: bool = False,
+                 fail_at: str | None = None):
         self.config, self.workdir, self.k, self.log, self.progress = config, workdir, k, log, progress
+        self.fail_at = fail_at
         self.dir = workdir / f"iter_{k}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.ran: list[str] = []
@@ -246,8 +247,8 @@ class _Iteration:
         self.log(f"iter_{self.k}/{step}: running")
         started = time.monotonic()
         outputs = body(tmp)
-        if os.environ.get(FAIL_ENV) == f"iter_{self.k}/{step}":
-            raise InjectedFailure(f"injected failure in iter_{self.k}/{step} ({FAIL_ENV})")
+        if self.fail_at == f"iter_{self.k}/{step}":
+            raise InjectedFailure(f"injected failure in iter_{self.k}/{step} (fail_at)")
         manifest.update(status="done", outputs=outputs, finished=_now(), seconds=round(time.monotonic() - started, 3))
         _write_manifest(tmp, manifest)
         os.replace(tmp, final)
@@ -615,9 +616,12 @@ def cotrain(
     *,
     log: Callable[[str], None] | None = None,
     progress: bool = False,
+    fail_at: str | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) ``iterations`` co-training iterations in ``workdir``. ``progress``: show
-    the live progress of the steps that call models (sample, label) on stderr.
+    the live progress of the steps that call models (sample, label) on stderr. ``fail_at``
+    (``"iter_K/<step>"``): that step raises :class:`InjectedFailure` after its work, before it
+    is marked done (fault injection for tests of resumption).
 
     Returns ``{"iterations": [{"iteration", "ran", "skipped", "checkpoint", "dv", "dmv"}...],
     "checkpoint": the final model folder}``. See the module docstring for the layout.
@@ -634,7 +638,7 @@ def cotrain(
     dmv: Path | None = Path(config.dmv) if config.dmv else None
     summary: list[dict[str, Any]] = []
     for k in range(1, iterations + 1):
-        it = _Iteration(config, workdir, k, say, progress)
+        it = _Iteration(config, workdir, k, say, progress, fail_at)
         _step_verifier(config, it, start, dv, dmv)
         _step_generator_init(it)
         _step_generator(config, it)

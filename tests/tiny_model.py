@@ -1,16 +1,18 @@
-"""A protocol warm-up: a short SFT run that teaches a model the output format of every role.
+"""The tiny local models the tests and ``perf/training.py`` start from, built in code (nothing
+is downloaded): test and benchmark scaffolding, not part of the package.
 
-A freshly initialised (or very small) model never writes ``## Solution`` / ``## Self Evaluation``
-headers or a boxed score, so every GRPO reward it earns is 0 and no reward model is ever asked.
-:func:`warm_up` fine-tunes it on the three roles' GRPO prompts and on the prompts a reward model
-sees (``verify``, ``meta_verify``), each answered with a short, well-formed protocol output.
-The result writes parseable outputs often enough that GRPO has real reward differences to
-learn from and the reward model is really called, which is what the training tests and
-``perf/training.py`` need. :func:`build_tiny_model` makes the small random Llama they start from
-(a byte-level BPE tokenizer trained in code, so nothing is downloaded).
+- :func:`build_tiny_model`: a random 2-layer Llama and a byte-level BPE tokenizer trained on
+  made-up math text (``tiny_model_dir`` in conftest.py);
+- :func:`warm_up`: a protocol warm-up, a short SFT run that teaches such a model the output
+  format of every role (``warm_model_dir``). A freshly initialised model never writes
+  ``## Solution`` / ``## Self Evaluation`` headers or a boxed score, so every GRPO reward it
+  earns is 0 and no reward model is ever asked; the warm-up fine-tunes it on the three roles'
+  GRPO prompts and on the prompts a reward model sees (``verify``, ``meta_verify``), each
+  answered with a short, well-formed protocol output, so that GRPO has real reward differences
+  to learn from and the reward model is really called. The answers it teaches are placeholders
+  (``Even.``, ``Checked.``): only their shape matters.
 
-This is test and benchmark scaffolding, not a training method: the answers it teaches are
-placeholders (``Even.``, ``Checked.``), only their shape matters.
+``perf/training.py`` imports this module with ``tests/`` put on ``sys.path``.
 """
 
 from __future__ import annotations
@@ -20,17 +22,94 @@ import random
 from pathlib import Path
 from typing import Any
 
-from ..parsing import EVALUATION_MARKER, META_SCORE_MARKER, SCORE_MARKER
+from proofcritic.parsing import EVALUATION_MARKER, META_SCORE_MARKER, SCORE_MARKER
 
-__all__ = [
-    "SAMPLE_RECORDS",
-    "TINY_CHAT_TEMPLATE",
-    "build_tiny_model",
-    "protocol_output",
-    "warm_up",
-    "warmup_rows",
-    "write_sample_data",
-]
+TINY_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+
+def math_corpus(lines: int = 400, seed: int = 0) -> list[str]:
+    """Made-up math text, enough for a small BPE vocabulary."""
+    rng = random.Random(seed)
+    subjects = ["the integer n", "every prime p", "the sum of squares", "the function f", "a triangle",
+                "the sequence a_k", "the polynomial P(x)", "each root", "the set S", "the matrix A"]
+    verbs = ["is divisible by", "is greater than", "equals", "bounds", "is congruent to", "divides"]
+    objects = ["2", "3", "n + 1", "the product", "zero", "p - 1", "x^2 + 1", "its determinant", "k!", "10"]
+    glue = ["Therefore", "Hence", "Suppose", "By induction", "Since", "Assume", "We claim", "Thus", "Note that"]
+    out = []
+    for _ in range(lines):
+        a, b = rng.randint(0, 99), rng.randint(1, 99)
+        out.append(
+            f"{rng.choice(glue)} {rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)}. "
+            f"Compute {a} + {b} = {a + b} and {a} * {b} = {a * b}; the proof is complete."
+        )
+    return out
+
+
+
+def build_tiny_model(
+    folder: str | Path,
+    *,
+    vocab_size: int = 600,
+    seed: int = 0,
+    max_positions: int = 32768,
+    corpus: list[str] | None = None,
+) -> Path:
+    """Train a byte-level BPE tokenizer on ``corpus`` (default :func:`math_corpus`) and save it
+    with a random 2-layer Llama (hidden size 48) into ``folder``: seconds to build, nothing
+    downloaded.
+
+    ``max_positions`` is its context (``max_position_embeddings``), which the transformers
+    backend enforces: the default takes the real prompts of the tests (in this small vocabulary
+    a grading prompt is over 512 tokens); the rotary embeddings do not depend on it."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<|pad|>", "<|im_start|>", "<|im_end|>"]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    bpe.train_from_iterator(math_corpus() if corpus is None else corpus, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, pad_token="<|pad|>", bos_token="<|im_start|>", eos_token="<|im_end|>"
+    )
+    tokenizer.chat_template = TINY_CHAT_TEMPLATE
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=max_positions,
+        initializer_range=0.2,  # peaked logits: greedy choices are far from ties
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+    )
+    model = LlamaForCausalLM(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+# --------------------------------------------------------------------------- the protocol warm-up
 
 _EVEN = "Prove that the sum of two even integers is even."
 _CUBE = "Prove that 3 divides n^3 - n."
@@ -49,14 +128,6 @@ SAMPLE_RECORDS: dict[str, list[dict[str, Any]]] = {
     ],
     "generator": [{"problem": _EVEN}, {"problem": _CUBE}],
 }
-
-TINY_CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-
 
 def write_sample_data(folder: str | Path, role: str) -> Path:
     """Write ``SAMPLE_RECORDS[role]`` to ``FOLDER/<role>.jsonl`` and return the path."""
@@ -95,10 +166,10 @@ def warmup_rows(data: dict[str, str | Path] | None = None, statements: list[str]
     """
     import tempfile
 
-    from ..promptset import PromptSet
-    from ..types import Problem
-    from .recipes import _role_dataset
-    from .rewards import as_problem
+    from proofcritic.promptset import PromptSet
+    from proofcritic.training.recipes import _role_dataset
+    from proofcritic.training.rewards import as_problem
+    from proofcritic.types import Problem
 
     rows: list[dict] = []
     judged: list[tuple[Problem, str]] = []  # (problem, proof) pairs a meta-verifier reward judges
@@ -147,7 +218,7 @@ def warm_up(
     ``learning_rate`` (e.g. 1e-5) for a real checkpoint. ``sft_fields``: further
     :class:`ProofcriticSFTConfig` fields (``use_cpu`` is on unless given).
     """
-    from .recipes import ProofcriticSFTConfig, train_sft
+    from proofcritic.training.recipes import ProofcriticSFTConfig, train_sft
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -165,8 +236,9 @@ def warm_up(
     return train_sft(config)
 
 
-def _corpus(lines: int = 400, seed: int = 0) -> list[str]:
-    """Made-up math sentences plus the protocol's markers, for a small BPE vocabulary."""
+def protocol_corpus(lines: int = 400, seed: int = 0) -> list[str]:
+    """Made-up math sentences plus every role's protocol output: the vocabulary of the model
+    :func:`warm_up` starts from (its markers are few tokens)."""
     rng = random.Random(seed)
     things = ["the integer n", "a prime p", "the sum", "the polynomial f", "the triangle ABC", "each term a_k",
               "the set S", "a root r", "the product", "the matrix M"]
@@ -181,35 +253,8 @@ def _corpus(lines: int = 400, seed: int = 0) -> list[str]:
     return out
 
 
-def build_tiny_model(folder: str | Path, *, vocab_size: int = 600, seed: int = 0) -> Path:
-    """Save a random 2-layer Llama (hidden size 48) and a byte-level BPE tokenizer trained on
-    made-up math text into ``folder``: seconds to build, nothing downloaded."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
+def build_warm_model(folder: str | Path) -> Path:
+    """The tiny model on :func:`protocol_corpus`'s vocabulary (``folder/tiny``) after
+    :func:`warm_up` (``folder/warm``, returned)."""
     folder = Path(folder)
-    specials = ["<|pad|>", "<|im_start|>", "<|im_end|>"]
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(_corpus(seed=seed), trainer=trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token="<|pad|>", bos_token="<|im_start|>",
-                                        eos_token="<|im_end|>")
-    tokenizer.chat_template = TINY_CHAT_TEMPLATE
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=48, intermediate_size=96, num_hidden_layers=2,
-        # the context the transformers backend enforces: room for the real role prompts, which run
-        # to a few thousand tokens in this small vocabulary (the rotary embeddings do not depend on it)
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32768, initializer_range=0.2,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False,
-    ))
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return Path(warm_up(build_tiny_model(folder / "tiny", corpus=protocol_corpus()), folder / "warm"))
