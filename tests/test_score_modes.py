@@ -80,7 +80,7 @@ def test_the_default_is_text_everywhere():
     assert DEFAULT_SCORE_MODE == "text" and DEFAULT_SCORE_MODE in SCORE_MODES
     from proofcritic.pipelines._agent_roles import RebuttalVerifier
     from proofcritic.server import ServerSettings
-    from proofcritic.server._engine import Engine
+    from proofcritic.server._service import GradingService as Engine
 
     model = Model(backend(), cache=None)
     assert Verifier(model).score_mode == "text"
@@ -97,6 +97,21 @@ def test_the_default_is_text_everywhere():
             command = command.get_command(context, name)
         [option] = [p for p in command.params if p.name == "score_mode"]
         assert option.default == "text", path
+
+
+def test_an_unknown_score_mode_is_refused_in_the_same_words_everywhere(tmp_path):
+    """One check (issue 15): the verifier, the meta-verifier, the service's settings and the
+    command line all name the modes and the value given."""
+    from proofcritic.server import ServerSettings
+
+    model = Model(backend(), cache=None)
+    words = "must be one of text, auto, logprob, guided, not 'bogus'"
+    for make in (lambda: Verifier(model, score_mode="bogus"), lambda: MetaVerifier(model, score_mode="bogus"),
+                 lambda: ServerSettings(model=model, score_mode="bogus", db_path=tmp_path / "jobs.sqlite")):
+        with pytest.raises(ValueError, match=words):
+            make()
+    result = CliRunner().invoke(app, ["grade", "--problem", "p.md", "--proof", "q.md", "--score-mode", "bogus"])
+    assert result.exit_code == 2 and words in " ".join((result.output + (result.stderr or "")).split())
 
 
 # -- the verifier and the aggregate -------------------------------------------------------------------

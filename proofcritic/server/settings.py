@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..llm import GenerateConfig, Model, RetryPolicy
 from ..promptset import PromptSet
-from ..verifier import DEFAULT_SCORE_MODE, SCORE_MODES
+from ..verifier import DEFAULT_SCORE_MODE, ScoreMode, check_score_mode
 
 #: environment variables holding the service's API keys, separated by commas or whitespace
 #: (``PROOFCRITIC_API_KEYS`` is the older name; both are read)
@@ -60,7 +60,7 @@ class ServerSettings:
     """Jobs run at once; the others wait in the queue (the model bounds calls in flight)."""
     prompts: PromptSet | None = None
     config: GenerateConfig = field(default_factory=GenerateConfig)
-    score_mode: str = DEFAULT_SCORE_MODE
+    score_mode: ScoreMode = DEFAULT_SCORE_MODE
     max_calls: int | None = None
     """Model calls allowed per job or facade request (None: no limit); a request may ask for less."""
     max_tokens: int | None = None
@@ -93,8 +93,7 @@ class ServerSettings:
             raise ValueError("protect_docs needs API keys (api_keys / --service-key-file / PROOFCRITIC_SERVICE_KEYS)")
         if self.timeout is not None and not (math.isfinite(self.timeout) and self.timeout > 0):
             raise ValueError("timeout must be more than 0 seconds")
-        if self.score_mode not in SCORE_MODES:
-            raise ValueError(f"score_mode must be one of {', '.join(SCORE_MODES)}")
+        check_score_mode(self.score_mode)
         self.db_path = Path(self.db_path)
         if self.state_dir is None:
             self.state_dir = Path(f"{self.db_path}.state")

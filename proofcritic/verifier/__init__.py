@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .._constants import check_score_mode  # the score modes are defined there (the CLI's help reads them)
 from .._lazy import lazy_names
 from ._aggregate import aggregate, counts_note, shown_score
 from ._parse import parse_issues, parse_verification
@@ -36,6 +37,7 @@ __all__ = [
     "ScoreMode",
     "Verifier",
     "aggregate",
+    "check_score_mode",
     "counts_note",
     "critic_prompts",
     "parse_issues",
