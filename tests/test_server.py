@@ -604,7 +604,7 @@ def test_requests_run_on_the_service_model_and_read_its_endpoint_stats():
     from proofcritic.cli._common import endpoint_lines
     from proofcritic.llm import Model
     from proofcritic.llm._openai import OpenAIBackend
-    from proofcritic.server._engine import Engine
+    from proofcritic.server._service import GradingService as Engine
 
     backend = OpenAIBackend("m", base_url=["http://127.0.0.1:9/v1", "http://127.0.0.1:10/v1"])
     engine = Engine(Model(backend))

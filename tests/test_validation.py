@@ -297,7 +297,7 @@ def test_sampling_options_are_one_model_for_the_service_and_the_command_line():
     from proofcritic.cli import app
     from proofcritic.cli._common import sampling
     from proofcritic.llm import GenerateConfig, SamplingOptions
-    from proofcritic.server._engine import GradeRequest
+    from proofcritic.server._service import GradeRequest
 
     assert GradeRequest.model_fields["sampling"].annotation is SamplingOptions
     assert issubclass(GenerateConfig, SamplingOptions)

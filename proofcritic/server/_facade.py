@@ -61,8 +61,8 @@ from ..pipelines import SolveResult
 from ..pipelines.solve import STRATEGIES
 from ..types import GradeResult, Verification
 from ..verifier import counts_note, shown_score
-from ._engine import (
-    Engine,
+from ._service import (
+    GradingService,
     GradeRequest,
     SolveRequest,
     answers_usage,
@@ -281,16 +281,16 @@ def completion_body(model: str, content: str, finish_reason: str, usage: dict[st
 
 
 async def execute(
-    engine: Engine, pipeline: str, request: GradeRequest | SolveRequest, transcript: bool,
+    service: GradingService, pipeline: str, request: GradeRequest | SolveRequest, transcript: bool,
     on_round: Callable[[str, int, dict[str, Any]], None] | None = None,
 ) -> tuple[str, str, dict[str, Any], dict[str, Any]]:
     """Run the pipeline: (content, finish reason, usage, evidence); failures as ServiceError."""
-    usage = engine.start_request()
+    usage = service.start_request()
     try:
         if isinstance(request, GradeRequest):
-            graded = await engine.grade(request)
+            graded = await service.grade(request)
             return grade_report(graded), "stop", usage_json(usage, answers_usage(graded)), grade_evidence(graded)
-        solved = await engine.solve(request, on_round=on_round)
+        solved = await service.solve(request, on_round=on_round)
         finish = "length" if solved.budget_limited else "stop"
         return solved.proof or "", finish, usage_json(usage, solved.usage), solve_evidence(pipeline, solved, transcript)
     except InputError as error:
@@ -309,7 +309,7 @@ async def execute(
         raise ServiceError(503 if unavailable else 502, f"the upstream model failed: {upstream_message(error)}",
                            kind="upstream_error", code="upstream_unavailable" if unavailable else "upstream_error") from None
     finally:
-        engine.settle(usage)
+        service.settle(usage)
 
 
 def upstream_message(error: BaseException) -> str:
@@ -324,7 +324,7 @@ def _chunk(ident: str, created: int, model: str, delta: dict[str, Any] | None, f
     return b"data: " + json.dumps(body, ensure_ascii=False).encode() + b"\n\n"
 
 
-def stream_chat(engine: Engine, body: ChatBody, pipeline: str, request: GradeRequest | SolveRequest,
+def stream_chat(service: GradingService, body: ChatBody, pipeline: str, request: GradeRequest | SolveRequest,
                 transcript: bool, keep_alive: float = 5.0) -> StreamingResponse:
     """The answer as an OpenAI stream (see the module docstring)."""
     ident, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
@@ -338,7 +338,7 @@ def stream_chat(engine: Engine, body: ChatBody, pipeline: str, request: GradeReq
             notes.put_nowait(f"round {round_}")
 
     async def events() -> AsyncIterator[bytes]:
-        task = asyncio.ensure_future(execute(engine, pipeline, request, transcript, on_round=on_round))
+        task = asyncio.ensure_future(execute(service, pipeline, request, transcript, on_round=on_round))
         try:
             yield _chunk(ident, created, body.model, {"role": "assistant", "content": ""})
             quiet_since = time.monotonic()
@@ -370,22 +370,22 @@ def stream_chat(engine: Engine, body: ChatBody, pipeline: str, request: GradeReq
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-async def run_chat(engine: Engine, body: ChatBody) -> dict[str, Any]:
+async def run_chat(service: GradingService, body: ChatBody) -> dict[str, Any]:
     """Run the pipeline a chat request names; the chat.completion answer."""
-    pipeline, request, transcript = build_request(body, engine.max_input_chars)
-    content, finish, usage, evidence = await execute(engine, pipeline, request, transcript)
+    pipeline, request, transcript = build_request(body, service.max_input_chars)
+    content, finish, usage, evidence = await execute(service, pipeline, request, transcript)
     return completion_body(body.model, content, finish, usage, evidence)
 
 
 @router.get("/v1/models", summary="The pipelines this service offers, as OpenAI models")
 async def list_models(request: Request) -> dict[str, Any]:
-    engine: Engine = request.app.state.engine
+    service: GradingService = request.app.state.service
     created = int(request.app.state.started)
     return {
         "object": "list",
         "data": [
             {"id": PREFIX + name, "object": "model", "created": created, "owned_by": "proofcritic",
-             "description": description, "upstream": engine.model.name}
+             "description": description, "upstream": service.model.name}
             for name, description in pipelines().items()
         ],
     }
@@ -393,8 +393,8 @@ async def list_models(request: Request) -> dict[str, Any]:
 
 @router.post("/v1/chat/completions", summary="Run a pipeline as an OpenAI chat completion")
 async def chat_completions(body: ChatBody, request: Request) -> Any:
-    engine: Engine = request.app.state.engine
+    service: GradingService = request.app.state.service
     if body.stream:
-        pipeline, job, transcript = build_request(body, engine.max_input_chars)
-        return stream_chat(engine, body, pipeline, job, transcript)
-    return await run_chat(engine, body)
+        pipeline, job, transcript = build_request(body, service.max_input_chars)
+        return stream_chat(service, body, pipeline, job, transcript)
+    return await run_chat(service, body)

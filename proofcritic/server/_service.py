@@ -115,8 +115,10 @@ def check_request(request: _ProblemRequest, max_input_chars: int | None = None) 
         get_strategy(request.strategy, **request.params)
 
 
-class Engine:
-    """Runs grade, solve and label requests on the service's model."""
+class GradingService:
+    """Runs grade, solve and label requests on the service's model (the jobs API and the
+    OpenAI-compatible facade share one). Not an inference engine: those are the servers behind
+    the model (vLLM, SGLang; :mod:`proofcritic.engines`)."""
 
     def __init__(
         self,
@@ -244,7 +246,7 @@ class Engine:
 def usage_json(u: Usage, pipeline: Usage | None = None) -> dict[str, Any]:
     """What a request spent upstream (every request sent, failed ones and likelihood read-outs
     included, and their tokens) and what the cache answered: its usage scope
-    (:meth:`Engine.start_request`)."""
+    (:meth:`GradingService.start_request`)."""
     out = {
         "upstream_calls": u.calls,
         "failed_calls": u.failed_calls,

@@ -43,9 +43,9 @@ from ..errors import (
     validation_line,
 )
 from ..llm import Usage
-from ._engine import (
+from ._service import (
     REQUESTS,
-    Engine,
+    GradingService,
     GradeRequest,
     LabelRequest,
     SolveRequest,
@@ -178,8 +178,8 @@ class JobRunner:
     which leaves their jobs ``running`` in the store, to run again at the next start.
     """
 
-    def __init__(self, settings: ServerSettings, engine: Engine, store: JobStore, notifier: Notifier):
-        self.settings, self.engine, self.store, self.notifier = settings, engine, store, notifier
+    def __init__(self, settings: ServerSettings, service: GradingService, store: JobStore, notifier: Notifier):
+        self.settings, self.service, self.store, self.notifier = settings, service, store, notifier
         self.queue: asyncio.Queue[str] = asyncio.Queue()
         self.tasks: list[asyncio.Task] = []
         self.running: dict[str, asyncio.Task] = {}
@@ -248,16 +248,16 @@ class JobRunner:
         if attempt is None:  # cancelled while it waited
             return
         self.notifier.notify(job_id)
-        usage = self.engine.start_request()
+        usage = self.service.start_request()
         self.usages[job_id] = usage
         ticker = asyncio.create_task(self._tick(job_id, attempt, usage))
         try:
             request = REQUESTS[kind].model_validate(job["request"])
             result: GradeResult | LabelResult | SolveResult
             if isinstance(request, GradeRequest):
-                result = await self.engine.grade(request)
+                result = await self.service.grade(request)
             elif isinstance(request, LabelRequest):
-                result = await self.engine.label(request)
+                result = await self.service.label(request)
             else:
                 assert isinstance(request, SolveRequest)
 
@@ -269,7 +269,7 @@ class JobRunner:
                         self._event(job_id, "round", {"round": round_})
 
                 state = self.settings.state_dir / job_id  # type: ignore[operator]
-                result = await self.engine.solve(request, state_dir=state, on_round=on_round)
+                result = await self.service.solve(request, state_dir=state, on_round=on_round)
             ticker.cancel()
             data = result.model_dump(mode="json")
             summary = {"attempt": attempt, "usage": usage_json(usage, answers_usage(result))}
@@ -292,7 +292,7 @@ class JobRunner:
         finally:
             ticker.cancel()
             self.usages.pop(job_id, None)
-            self.engine.settle(usage)
+            self.service.settle(usage)
             self.notifier.notify(job_id)
 
     async def _tick(self, job_id: str, attempt: int, usage: Usage) -> None:
@@ -335,15 +335,17 @@ def create_app(settings: ServerSettings) -> FastAPI:
         model = settings.model if settings.model is not None else settings.model_factory()  # type: ignore[misc]
         if settings.timeout is not None:
             model.set_timeout(settings.timeout)
-        engine = Engine(model, prompts=settings.prompts, config=settings.config, score_mode=settings.score_mode,
-                        max_calls=settings.max_calls, max_tokens=settings.max_tokens, retry=settings.retry,
-                        max_input_chars=settings.max_input_chars)
+        service = GradingService(
+            model, prompts=settings.prompts, config=settings.config, score_mode=settings.score_mode,
+            max_calls=settings.max_calls, max_tokens=settings.max_tokens, retry=settings.retry,
+            max_input_chars=settings.max_input_chars,
+        )
         store = JobStore(settings.db_path)
         settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # type: ignore[union-attr]
         os.chmod(settings.state_dir, 0o700)  # type: ignore[arg-type]  # solve jobs' pools: proofs too
         notifier = Notifier()
-        runner = JobRunner(settings, engine, store, notifier)
-        app.state.engine, app.state.store, app.state.notifier, app.state.runner = engine, store, notifier, runner
+        runner = JobRunner(settings, service, store, notifier)
+        app.state.service, app.state.store, app.state.notifier, app.state.runner = service, store, notifier, runner
         app.state.started = time.time()
         runner.start()
         try:
@@ -387,15 +389,15 @@ def create_app(settings: ServerSettings) -> FastAPI:
              summary="Job counts by state, upstream usage, and the upstream's per-endpoint counters")
     async def stats(request: Request) -> dict[str, Any]:
         state = request.app.state
-        engine: Engine = state.engine
+        service: GradingService = state.service
         counts = state.store.counts()
         jobs = {status: counts.get(status, 0) for status in STATUSES}
         jobs["total"] = sum(counts.values())
-        upstream: dict[str, Any] = {"model": engine.model.name, "usage": engine.usage_totals()}
-        local = engine.model.backend.describe()
+        upstream: dict[str, Any] = {"model": service.model.name, "usage": service.usage_totals()}
+        local = service.model.backend.describe()
         if local is not None:  # a local model: its weight type and torch threads
             upstream["local"] = local
-        endpoints = engine.endpoint_stats()
+        endpoints = service.endpoint_stats()
         if endpoints is not None:
             upstream["endpoints"] = endpoints
         return {"object": "stats", "uptime_s": round(time.time() - state.started, 3), "jobs": jobs,
@@ -403,7 +405,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     def _submit(request: Request, kind: str, body: Any) -> JSONResponse:
         try:
-            request.app.state.engine.check(body)
+            request.app.state.service.check(body)
         except InputError as error:
             raise input_error(error) from None
         state = request.app.state
