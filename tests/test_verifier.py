@@ -24,6 +24,24 @@ async def test_text_scores_and_issues_are_read():
     assert backend.count("verify") == 3 and len({id(c.request) for c in backend.calls}) == 1  # one request, n=3
 
 
+async def test_a_role_renders_its_template_and_asks_once_for_n_parsed_answers():
+    """``Role.ask``, the one render -> sample -> parse -> usage sequence of every role: one
+    request of n samples, each parsed, the prompt's tokens counted on the first answer only."""
+    from proofcritic._roles import Role
+    from proofcritic.verifier import parse_verification
+
+    class Grader(Role):
+        template = "verify"
+
+    backend = ScriptedBackend(lambda call: verification_text([1, 0][call.index]))
+    grader = Grader(Model(backend))
+    answers = await grader.ask(grader.render(problem=PROBLEM, proof="1 + 1 = 2."), parse_verification, 2, seed=7)
+    assert [a.score for a in answers] == [1, 0] and backend.count("verify") == 2
+    assert len({id(c.request) for c in backend.calls}) == 1 and backend.calls[0].request.config.seed == 7
+    assert answers[0].usage.prompt_tokens > 0 and answers[1].usage.prompt_tokens == 0
+    assert all(a.usage.completion_tokens > 0 for a in answers)
+
+
 async def test_auto_mode_without_likelihood_support_keeps_the_format_failure():
     backend = ScriptedBackend(lambda call: "I think it is fine.")
     [v] = await Verifier(Model(backend), score_mode="auto").verify(PROBLEM, "proof")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .._readout import ScoreReadout
-from .._roles import Role, usage_of
+from .._roles import Role
 from ..llm import ChatMessage
 from ..parsing import META_SCORE_MARKER, META_SCORE_MARKER_RE
 from ..types import MetaVerification, Problem, Verification
@@ -32,21 +32,14 @@ class MetaVerifier(ScoreReadout, Role):
 
     def messages(self, problem: Problem, proof: str, verification: Verification) -> list[ChatMessage]:
         analysis = verification.analysis or verification.raw
-        return self.prompts.render(
-            "meta_verify", problem=problem, proof=proof, analysis=analysis, score=verification.score
-        )
+        return self.render(problem=problem, proof=proof, analysis=analysis, score=verification.score)
 
     async def meta_verify(
         self, problem: Problem, proof: str, verification: Verification, n: int = 1, *, seed: int | None = None
     ) -> list[MetaVerification]:
         """``n`` independent meta-verifications of one verification; their meta scores as the
         score mode asks (read-outs of the unscored ones in ``auto``/``guided``)."""
-        out = []
         messages = self.messages(problem, proof, verification)
-        completions = await self._sample(messages, n, seed)
-        for index, completion in enumerate(completions):
-            result = parse_meta_verification(completion.text, completion.finish_reason)
-            result.usage = usage_of(completion, share_prompt=index == 0)
-            out.append(result)
+        out = await self.ask(messages, parse_meta_verification, n, seed=seed)
         await self.fill_scores(messages, out)
         return out

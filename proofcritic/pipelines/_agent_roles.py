@@ -20,7 +20,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .._roles import Role, usage_of
+from .._roles import Role
 from ..generator import parse_generation
 from ..llm import ChatMessage, GenerateConfig, Model
 from ..parsing import header_kind, read_final_verdict, strip_thinking, truncation_error
@@ -153,10 +153,7 @@ class Improver(Role):
     template = "agent_improve"
 
     async def improve(self, problem: Problem, proof: str, *, seed: int | None = None) -> Generation:
-        messages = self.prompts.render(self.template, problem=problem, proof=proof)
-        completion = (await self._sample(messages, 1, seed))[0]
-        generation = parse_generation(completion.text, completion.finish_reason)
-        generation.usage = usage_of(completion, share_prompt=True)
+        [generation] = await self.ask(self.render(problem=problem, proof=proof), parse_generation, seed=seed)
         return generation
 
 
@@ -166,10 +163,7 @@ class Repairer(Role):
     template = "agent_repair"
 
     async def repair(self, problem: Problem, proof: str, report: str, *, seed: int | None = None) -> Repair:
-        messages = self.prompts.render(self.template, problem=problem, proof=proof, report=report)
-        completion = (await self._sample(messages, 1, seed))[0]
-        repaired = parse_repair(completion.text, completion.finish_reason)
-        repaired.usage = usage_of(completion, share_prompt=True)
+        [repaired] = await self.ask(self.render(problem=problem, proof=proof, report=report), parse_repair, seed=seed)
         return repaired
 
 
@@ -179,10 +173,7 @@ class Judge(Role):
     template = "agent_judge"
 
     async def judge(self, problem: Problem, proof: str, log: str, *, seed: int | None = None) -> Judgement:
-        messages = self.prompts.render(self.template, problem=problem, proof=proof, log=log)
-        completion = (await self._sample(messages, 1, seed))[0]
-        judgement = parse_judgement(completion.text, completion.finish_reason)
-        judgement.usage = usage_of(completion, share_prompt=True)
+        [judgement] = await self.ask(self.render(problem=problem, proof=proof, log=log), parse_judgement, seed=seed)
         return judgement
 
 
@@ -209,6 +200,4 @@ class RebuttalVerifier(Verifier):
         self.rebuttal = rebuttal
 
     def messages(self, problem: Problem, proof: str) -> list[ChatMessage]:
-        return self.prompts.render(
-            self.template, problem=problem, proof=proof, report=self.report, rebuttal=self.rebuttal
-        )
+        return self.render(problem=problem, proof=proof, report=self.report, rebuttal=self.rebuttal)

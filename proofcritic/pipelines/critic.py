@@ -30,7 +30,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .._roles import Role, usage_of
+from .._roles import Role
 from ..budget import BudgetExceeded, CallPlan
 from ..generator import parse_generation
 from ..llm import Seed
@@ -70,14 +70,14 @@ class CriticConfig(BaseModel):
 
 
 class _Reviser(Role):
-    """The generator asked to revise a proof from tool-interactive critiques (``critic_revise``)."""
+    """The generator asked to revise a proof from tool-interactive critiques (``critic_revise``;
+    its ``prompts`` are the set that has the template, see :func:`critic_prompts`)."""
+
+    template = "critic_revise"
 
     async def revise(self, problem: Problem, proof: str, critiques: list[str], *, seed: int) -> Generation:
-        sets = critic_prompts(self.prompts)
-        messages = sets["critic_revise"].render("critic_revise", problem=problem, proof=proof, critiques=critiques)
-        completion = (await self._sample(messages, 1, seed))[0]
-        generation = parse_generation(completion.text, completion.finish_reason)
-        generation.usage = usage_of(completion, share_prompt=True)
+        messages = self.render(problem=problem, proof=proof, critiques=critiques)
+        [generation] = await self.ask(messages, parse_generation, seed=seed)
         return generation
 
 
@@ -133,7 +133,8 @@ class CriticStrategy(ConfiguredStrategy):
         log = StepLog()
         result = SolveResult(problem_id=problem.id, strategy=self.name)
         critic = CriticVerifier(roles.verifier, self.tools, max_tool_calls=config.max_tool_calls)
-        reviser = _Reviser(roles.generator.model, prompts=roles.generator.prompts, config=roles.generator.config)
+        reviser = _Reviser(roles.generator.model, prompts=critic_prompts(roles.generator.prompts)["critic_revise"],
+                           config=roles.generator.config)
         critiqued: list[tuple[int, str, Generation, list[Verification]]] = []
         try:
             result.stop_reason = await self._loop(problem, roles, critic, reviser, log, result, critiqued)

@@ -26,7 +26,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from .._roles import Role, usage_of
+from .._roles import Role
 from ..errors import InputError
 from ..io import problem_from_record
 from ..lean_checker import LeanChecker, LeanResult, blank_comments_and_strings
@@ -160,35 +160,35 @@ class FormalProver(Role):
 
     def __init__(self, model, *, prompts: PromptSet | None = None, config=None):
         super().__init__(model, prompts=prompts, config=config)
-        extended = self.prompts.with_roles(FORMAL_VARIABLES)
+        extended = self.prompts.with_roles(FORMAL_VARIABLES)  # the given set, if it has the template
         if not extended.has(TEMPLATE):
             extended = PromptSet.load(None, require=(TEMPLATE,), variables=FORMAL_VARIABLES)
-        self._formal_prompts = extended
+        self.prompts = extended
 
     def messages(self, problem: Problem, lean_statement: str, feedback: str = "") -> list[ChatMessage]:
-        return self._formal_prompts.render(TEMPLATE, problem=problem, lean_statement=lean_statement, feedback=feedback)
+        return self.render(problem=problem, lean_statement=lean_statement, feedback=feedback)
 
     async def write(
         self, problem: Problem, lean_statement: str, n: int = 1, *, feedback: str = "", seed: int | None = None
     ) -> list[FormalAttempt]:
         """``n`` Lean proofs, extracted but not checked yet (status ``no_lean_block`` or ``failed``)."""
-        completions = await self._sample(self.messages(problem, lean_statement, feedback), n, seed)
-        out = []
-        for index, completion in enumerate(completions):
-            lean = extract_lean(completion.text)
-            out.append(
-                FormalAttempt(
-                    attempt=0,
-                    sample=index,
-                    raw=completion.text,
-                    finish_reason=completion.finish_reason,
-                    lean=lean,
-                    status="failed" if lean is not None else "no_lean_block",
-                    reasons=[] if lean is not None else ["the output has no Lean code block"],
-                    usage=usage_of(completion, share_prompt=index == 0),
-                )
-            )
-        return out
+        attempts = await self.ask(self.messages(problem, lean_statement, feedback), _written_attempt, n, seed=seed)
+        for index, attempt in enumerate(attempts):
+            attempt.sample = index
+        return attempts
+
+
+def _written_attempt(text: str, finish_reason: str | None) -> FormalAttempt:
+    """One output as an attempt not checked yet (its Lean block extracted, if it has one)."""
+    lean = extract_lean(text)
+    return FormalAttempt(
+        attempt=0,
+        raw=text,
+        finish_reason=finish_reason,
+        lean=lean,
+        status="failed" if lean is not None else "no_lean_block",
+        reasons=[] if lean is not None else ["the output has no Lean code block"],
+    )
 
 
 def _feedback(attempt: FormalAttempt, limit: int = 3000) -> str:

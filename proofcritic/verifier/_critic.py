@@ -197,17 +197,15 @@ class CriticVerifier:
         verification = parse_verification(raw, completion.finish_reason)
         verification.tool_calls = calls
         verification.usage = usage
-        mode = self.score_mode
-        if mode != "text" and (mode == "logprob" or verification.score is None):
-            await self._fill_score(messages, completion.text, verification)
+        await self._fill_score(messages, completion.text, verification)
         return verification
 
     async def _fill_score(self, messages: list[ChatMessage], final: str, verification: Verification) -> None:
-        """Read the score out after the whole conversation, the way the wrapped verifier does
-        for its score mode (likelihood, or guided choice), with the final turn as the text."""
-        fill = self.verifier._guided if self.score_mode == "guided" else self.verifier._read_out
-        probe = Verification(raw=final)
-        await fill(messages, probe)
+        """Read the score out after the whole conversation, as the wrapped verifier's score mode
+        asks (:meth:`~proofcritic._readout.ScoreReadout.fill_scores`: likelihood, or guided
+        choice), with the final turn as the text."""
+        probe = Verification(raw=final, score=verification.score)
+        await self.verifier.fill_scores(messages, [probe])
         if probe.score_source is not None:
             verification.score = probe.score
             verification.score_source = probe.score_source

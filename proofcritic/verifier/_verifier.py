@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .._constants import DEFAULT_SCORE_MODE, SCORE_MODES, ScoreMode
 from .._readout import GUIDED_CHOICES, ScoreReadout, score_prefix
-from .._roles import Role, usage_of
+from .._roles import Role
 from ..llm import ChatMessage
 from ..types import Problem, Verification
 from ._parse import parse_verification
@@ -39,19 +39,14 @@ class Verifier(ScoreReadout, Role):
         self._guided_known = False  # set once a guided choice has worked
 
     def messages(self, problem: Problem, proof: str) -> list[ChatMessage]:
-        return self.prompts.render(self.template, problem=problem, proof=proof)
+        return self.render(problem=problem, proof=proof)
 
     async def verify(
         self, problem: Problem, proof: str, n: int = 1, *, seed: int | None = None
     ) -> list[Verification]:
         """``n`` independent verifications of ``proof`` (one request with n samples)."""
         messages = self.messages(problem, proof)
-        completions = await self._sample(messages, n, seed)
-        results = []
-        for index, completion in enumerate(completions):
-            verification = parse_verification(completion.text, completion.finish_reason)
-            verification.usage = usage_of(completion, share_prompt=index == 0)
-            results.append(verification)
+        results = await self.ask(messages, parse_verification, n, seed=seed)
         await self.fill_scores(messages, results)  # the score mode's read-outs (see proofcritic._readout)
         return results
 
