@@ -1,10 +1,11 @@
-"""Prompt sets: a folder of templates, one per role, checked when the set is loaded.
+"""Prompt sets: a folder of templates, one per task a role asks of its model (``generate``,
+``verify`` ...), checked when the set is loaded.
 
-A prompt set is a folder that holds, for each role it serves, a user-message template and
+A prompt set is a folder that holds, for each template name, a user-message template and
 optionally a system-message template:
 
 =================  =========================================  ================================
-role               files                                      variables (jinja2)
+template           files                                      variables (jinja2)
 =================  =========================================  ================================
 ``generate``       ``generate.j2`` / ``generate.txt``         ``problem``
 ``verify``         ``verify.j2`` / ``verify.txt``             ``problem``, ``proof``
@@ -13,15 +14,15 @@ role               files                                      variables (jinja2)
 ``refine``         ``refine.j2`` / ``refine.txt``             ``problem``, ``candidates``
 =================  =========================================  ================================
 
-A system message comes from ``<role>.system.j2`` or ``<role>.system.txt`` (same variables).
+A system message comes from ``<name>.system.j2`` or ``<name>.system.txt`` (same variables).
 Files whose name starts with ``_`` are partials for ``{% include %}`` / ``{% import %}``.
 
-**Optional roles** (:data:`OPTIONAL_ROLE_VARIABLES`) are the templates of the agent loop
+**Optional templates** (:data:`OPTIONAL_TEMPLATE_VARIABLES`) are those of the agent loop
 (SPEC section 5): ``agent_improve`` (``problem``, ``proof``), ``agent_judge`` (``problem``,
 ``proof``, ``log``), ``agent_repair`` (``problem``, ``proof``, ``report``) and
 ``agent_reverify`` (``problem``, ``proof``, ``report``, ``rebuttal``); all their variables are
 strings except ``problem``. A plain :meth:`PromptSet.load` neither loads nor requires them;
-:meth:`PromptSet.with_roles` loads a set again with them added, and the agent falls back to
+:meth:`PromptSet.with_templates` loads a set again with them added, and the agent falls back to
 the built-in template for each one a user's set lacks.
 
 **jinja2 templates** (``.j2``) get ``problem`` as a :class:`~proofcritic.types.Problem`
@@ -43,7 +44,7 @@ the texts kept in results are the originals.
 written as format strings (for example a copy of the released DeepSeekMath-V2 prompts) can
 be dropped in. Literal braces must be doubled (``\\boxed{{}}``). Their fields:
 
-- every role: ``{statement}`` (aliases ``{question}``, ``{problem}``), ``{problem_id}``,
+- every template: ``{statement}`` (aliases ``{question}``, ``{problem}``), ``{problem_id}``,
   ``{max_points}``, ``{reference_solution}``, ``{grading_guidelines}`` (empty when absent);
 - ``verify``, ``meta_verify``: ``{proof}``;
 - ``meta_verify``: ``{analysis}``, ``{score}`` (``1`` / ``0.5`` / ``0`` / ``none``);
@@ -52,8 +53,8 @@ be dropped in. Literal braces must be doubled (``\\boxed{{}}``). Their fields:
 
 **Checks.** :meth:`PromptSet.load` parses every template and rejects, with a
 :class:`~proofcritic.errors.PromptError` naming the file, a syntax error or a variable (or
-field) the role does not provide. It also requires the user templates of the roles in
-``require`` (all four by default); a role that is not required and has no template raises
+field) the template does not take. It also requires the user templates named in
+``require`` (all four by default); a template that is not required and has no file raises
 :class:`PromptError` when it is first rendered. Rendering errors become ``PromptError`` too.
 """
 
@@ -73,18 +74,18 @@ from .errors import PromptError
 from .llm import ChatMessage
 from .parsing import format_score, neutralize_markers
 
-__all__ = ["OPTIONAL_ROLE_VARIABLES", "ROLE_VARIABLES", "TEXT_FIELDS", "PromptSet", "format_candidates"]
+__all__ = ["OPTIONAL_TEMPLATE_VARIABLES", "TEMPLATE_VARIABLES", "TEXT_FIELDS", "PromptSet", "format_candidates"]
 
-#: the variables each role's jinja2 templates may use
-ROLE_VARIABLES: dict[str, frozenset[str]] = {
+#: the variables each template's jinja2 version may use, by template name
+TEMPLATE_VARIABLES: dict[str, frozenset[str]] = {
     "generate": frozenset({"problem"}),
     "verify": frozenset({"problem", "proof"}),
     "meta_verify": frozenset({"problem", "proof", "analysis", "score"}),
     "refine": frozenset({"problem", "candidates"}),
 }
-#: roles a set may have but never has to: loaded only when asked for (``variables=`` of
-#: :meth:`PromptSet.load`, or :meth:`PromptSet.with_roles`); the built-in set has them all
-OPTIONAL_ROLE_VARIABLES: dict[str, frozenset[str]] = {
+#: templates a set may have but never has to: loaded only when asked for (``variables=`` of
+#: :meth:`PromptSet.load`, or :meth:`PromptSet.with_templates`); the built-in set has them all
+OPTIONAL_TEMPLATE_VARIABLES: dict[str, frozenset[str]] = {
     "agent_improve": frozenset({"problem", "proof"}),
     "agent_judge": frozenset({"problem", "proof", "log"}),
     "agent_repair": frozenset({"problem", "proof", "report"}),
@@ -93,9 +94,9 @@ OPTIONAL_ROLE_VARIABLES: dict[str, frozenset[str]] = {
 _PROBLEM_FIELDS = frozenset(
     {"statement", "question", "problem", "problem_id", "max_points", "reference_solution", "grading_guidelines"}
 )
-#: the fields each role's plain-text (``str.format``) templates may use
+#: the fields each template's plain-text (``str.format``) version may use
 TEXT_FIELDS: dict[str, frozenset[str]] = {
-    role: _PROBLEM_FIELDS | names for role, names in {**ROLE_VARIABLES, **OPTIONAL_ROLE_VARIABLES}.items()
+    name: _PROBLEM_FIELDS | names for name, names in {**TEMPLATE_VARIABLES, **OPTIONAL_TEMPLATE_VARIABLES}.items()
 }
 _DEFAULT_DIRECTORY = Path(__file__).resolve().parent / "prompts" / "default"
 
@@ -161,8 +162,8 @@ def _text_fields(source: str, path: Path) -> set[str]:
     return names
 
 
-def _text_values(role: str, variables: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``str.format`` fields of a role computed from the jinja2 variables."""
+def _text_values(name: str, variables: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``str.format`` fields of template ``name`` computed from the jinja2 variables."""
     values: dict[str, Any] = {}
     problem = variables.get("problem")
     if problem is not None:
@@ -212,28 +213,28 @@ class PromptSet:
     ) -> PromptSet:
         """Load and check the prompt set in ``directory`` (``None``: the built-in default set).
 
-        ``require`` names the roles whose user template must be present (default: all four);
-        ``variables`` adds roles or extra allowed variables for custom templates (jinja2
-        variable names; plain-text templates of an added role may use the same names).
+        ``require`` names the templates whose user file must be present (default: all four);
+        ``variables`` adds templates or extra allowed variables for custom ones (jinja2
+        variable names; the plain-text version of an added template may use the same names).
         Raises :class:`PromptError` for a missing folder, a missing required template, two
-        files for one template, a syntax error, or a variable the role does not provide.
+        files for one template, a syntax error, or a variable the template does not take.
         """
         path = _DEFAULT_DIRECTORY if directory is None else Path(directory).expanduser()
         if not path.is_dir():
             raise PromptError(f"prompt set folder not found: {path}")
-        allowed = dict(ROLE_VARIABLES)
-        for role, names in (variables or {}).items():
-            allowed[role] = allowed.get(role, frozenset()) | frozenset(names)
-        required = tuple(ROLE_VARIABLES) if require is None else tuple(require)
+        allowed = dict(TEMPLATE_VARIABLES)
+        for name, names in (variables or {}).items():
+            allowed[name] = allowed.get(name, frozenset()) | frozenset(names)
+        required = tuple(TEMPLATE_VARIABLES) if require is None else tuple(require)
         unknown = [r for r in required if r not in allowed]
         if unknown:
             raise PromptError(f"unknown prompt role(s) in require: {', '.join(unknown)}; known: {', '.join(allowed)}")
 
         env = cls._environment(path)
         templates: dict[str, _Template] = {}
-        for role in allowed:
-            for key in (role, f"{role}.system"):
-                template = cls._load_one(env, path, key, role, allowed[role])
+        for name in allowed:
+            for key in (name, f"{name}.system"):
+                template = cls._load_one(env, path, key, name, allowed[name])
                 if template is not None:
                     templates[key] = template
         missing = [r for r in required if r not in templates]
@@ -258,7 +259,7 @@ class PromptSet:
 
     @classmethod
     def _load_one(
-        cls, env: jinja2.Environment, path: Path, key: str, role: str, allowed: frozenset[str]
+        cls, env: jinja2.Environment, path: Path, key: str, name: str, allowed: frozenset[str]
     ) -> _Template | None:
         jinja_path, text_path = path / f"{key}.j2", path / f"{key}.txt"
         if jinja_path.is_file() and text_path.is_file():
@@ -270,7 +271,7 @@ class PromptSet:
             if unknown:
                 raise PromptError(
                     f"{text_path}: unknown field(s) {', '.join(sorted(unknown))}; "
-                    f"allowed for {role!r}: {', '.join(sorted(fields))}"
+                    f"allowed for {name!r}: {', '.join(sorted(fields))}"
                 )
             return _Template(text_path, "text", text=source)
         if not jinja_path.is_file():
@@ -280,7 +281,7 @@ class PromptSet:
         if unknown:
             raise PromptError(
                 f"{jinja_path}: unknown variable(s) {', '.join(sorted(unknown))}; "
-                f"allowed for {role!r}: {', '.join(sorted(allowed))}"
+                f"allowed for {name!r}: {', '.join(sorted(allowed))}"
             )
         try:
             compiled = env.get_template(jinja_path.name)
@@ -312,22 +313,22 @@ class PromptSet:
 
     @property
     def names(self) -> tuple[str, ...]:
-        """The roles this set has a user template for, in the order of ``ROLE_VARIABLES``."""
-        return tuple(role for role in self._variables if role in self._templates)
+        """The templates this set has a user file for, in the order of ``TEMPLATE_VARIABLES``."""
+        return tuple(name for name in self._variables if name in self._templates)
 
     def has(self, name: str) -> bool:
         """Whether this set can render ``name``."""
         return name in self._templates
 
-    def with_roles(self, variables: Mapping[str, Iterable[str]]) -> PromptSet:
-        """This set's folder loaded again with the roles in ``variables`` added, none required.
+    def with_templates(self, variables: Mapping[str, Iterable[str]]) -> PromptSet:
+        """This set's folder loaded again with the templates in ``variables`` added, none required.
 
-        The roles (and extra variables) this set was loaded with are kept. The added roles'
+        The templates (and extra variables) this set was loaded with are kept. The added
         templates are checked like any other; check :meth:`has` for the ones the folder lacks.
         """
-        merged: dict[str, set[str]] = {role: set(names) for role, names in self._variables.items()}
-        for role, names in variables.items():
-            merged.setdefault(role, set()).update(names)
+        merged: dict[str, set[str]] = {name: set(names) for name, names in self._variables.items()}
+        for name, names in variables.items():
+            merged.setdefault(name, set()).update(names)
         return PromptSet.load(self.directory, require=(), variables=merged)
 
     def source(self, name: str) -> Path:
@@ -346,12 +347,12 @@ class PromptSet:
         return digest.hexdigest()[:16]
 
     def render(self, name: str, **variables: Any) -> list[ChatMessage]:
-        """Render role ``name``: a system message (when the set has one) then the user message.
+        """Render template ``name``: a system message (when the set has one) then the user message.
 
         Surrounding whitespace of each message is stripped; an empty system message is left out.
 
-        Raises :class:`PromptError` for an unknown role, a template the set lacks, a variable
-        the role does not take, or any error while rendering.
+        Raises :class:`PromptError` for an unknown template name, a template the set lacks, a
+        variable the template does not take, or any error while rendering.
         """
         allowed = self._variables.get(name)
         if allowed is None:
@@ -378,13 +379,13 @@ class PromptSet:
         return template
 
     @staticmethod
-    def _render_one(template: _Template, role: str, variables: Mapping[str, Any]) -> str:
+    def _render_one(template: _Template, name: str, variables: Mapping[str, Any]) -> str:
         try:
             if template.kind == "jinja":
                 text = template.render_jinja(variables)
             else:
                 assert template.text is not None
-                text = template.text.format_map(_text_values(role, variables))
+                text = template.text.format_map(_text_values(name, variables))
         except PromptError:
             raise
         except Exception as error:  # jinja2 errors, a missing field, a bad attribute

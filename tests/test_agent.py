@@ -19,7 +19,7 @@ from proofcritic.llm import GenerateConfig, Model
 from proofcritic.pipelines._agent_roles import agent_prompts
 from proofcritic.pipelines._common import Roles
 from proofcritic.pipelines.agent import AgentConfig, AgentStrategy
-from proofcritic.promptset import OPTIONAL_ROLE_VARIABLES, PromptSet
+from proofcritic.promptset import OPTIONAL_TEMPLATE_VARIABLES, PromptSet
 from proofcritic.types import Problem
 
 PROBLEM = Problem(id="p", statement="Prove that $n^2+n$ is even for every integer $n$.")
@@ -334,11 +334,11 @@ async def test_a_bad_agent_template_fails_when_the_agent_starts(tmp_path):
         await run_agent(agent_script([]), prompts=user)
 
 
-def test_with_roles_keeps_custom_variables(tmp_path):
+def test_with_templates_keeps_custom_variables(tmp_path):
     folder = _user_set(tmp_path, keep_agent=True)
     (folder / "critique.txt").write_text("Critique {proof}.")
     user = PromptSet.load(folder, variables={"critique": ["problem", "proof"]})
-    extended = user.with_roles(OPTIONAL_ROLE_VARIABLES)
+    extended = user.with_templates(OPTIONAL_TEMPLATE_VARIABLES)
     assert extended.names == (*user.names, "agent_improve", "agent_judge", "agent_repair", "agent_reverify")
     assert extended.render("critique", problem=PROBLEM, proof="P")[0].content == "Critique P."
 

@@ -225,7 +225,7 @@ def test_neutralized_text_holds_no_score_statement_and_no_verdict_box(text):
 
 
 def test_every_role_prompt_embeds_texts_neutralised(tmp_path):
-    prompts = PromptSet.load().with_roles({})
+    prompts = PromptSet.load().with_templates({})
     from proofcritic.pipelines._agent_roles import agent_prompts
 
     agent = agent_prompts(PromptSet.load())

@@ -11,7 +11,7 @@ import pytest
 from proofcritic.errors import PromptError
 from proofcritic.generator._parse import parse_generation
 from proofcritic.parsing import EVALUATION_MARKER, META_SCORE_MARKER, SCORE_MARKER
-from proofcritic.promptset import ROLE_VARIABLES, PromptSet
+from proofcritic.promptset import TEMPLATE_VARIABLES, PromptSet
 from proofcritic.types import Problem
 from proofcritic.verifier._parse import parse_verification
 
@@ -50,7 +50,7 @@ def test_default_set_loads(default):
     assert not any(default.directory.glob("*.py"))
 
 
-@pytest.mark.parametrize("role", list(ROLE_VARIABLES))
+@pytest.mark.parametrize("role", list(TEMPLATE_VARIABLES))
 @pytest.mark.parametrize("problem", [FULL, BARE], ids=["with-reference", "bare"])
 def test_default_renders(default, role, problem):
     messages = default.render(role, **variables(role, problem))

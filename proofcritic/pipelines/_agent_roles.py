@@ -7,7 +7,7 @@
   solver may dispute items in a ``## Disputes`` section before its ``## Solution``;
 - :class:`RebuttalVerifier`: the verifier, shown the solver's disputes (``agent_reverify``).
 
-The templates are optional roles of a prompt set (:data:`~proofcritic.promptset.OPTIONAL_ROLE_VARIABLES`):
+The templates are optional templates of a prompt set (:data:`~proofcritic.promptset.OPTIONAL_TEMPLATE_VARIABLES`):
 :func:`agent_prompts` takes each from the role's own set when it has it, else from the
 built-in set.
 """
@@ -24,7 +24,7 @@ from .._roles import Role
 from ..generator import parse_generation
 from ..llm import ChatMessage, GenerateConfig, Model
 from ..parsing import header_kind, read_final_verdict, strip_thinking, truncation_error
-from ..promptset import OPTIONAL_ROLE_VARIABLES, PromptSet
+from ..promptset import OPTIONAL_TEMPLATE_VARIABLES, PromptSet
 from ..types import Generation, Problem, RoleOutput
 from ..verifier import DEFAULT_SCORE_MODE, ScoreMode, Verifier
 
@@ -48,18 +48,18 @@ AGENT_TEMPLATES: tuple[str, ...] = ("agent_improve", "agent_judge", "agent_repai
 
 @functools.cache
 def _builtin() -> PromptSet:
-    return PromptSet.load(None, require=AGENT_TEMPLATES, variables=OPTIONAL_ROLE_VARIABLES)
+    return PromptSet.load(None, require=AGENT_TEMPLATES, variables=OPTIONAL_TEMPLATE_VARIABLES)
 
 
 @functools.lru_cache(maxsize=32)
 def agent_prompts(prompts: PromptSet) -> dict[str, PromptSet]:
     """For each agent template, the prompt set to render it from.
 
-    The folder of ``prompts`` is loaded again with the agent roles added (their templates are
+    The folder of ``prompts`` is loaded again with the agent templates added (their templates are
     checked then: a bad one raises :class:`~proofcritic.errors.PromptError`); a template the
     folder lacks comes from the built-in set.
     """
-    extended = prompts.with_roles(OPTIONAL_ROLE_VARIABLES)
+    extended = prompts.with_templates(OPTIONAL_TEMPLATE_VARIABLES)
     return {name: extended if extended.has(name) else _builtin() for name in AGENT_TEMPLATES}
 
 

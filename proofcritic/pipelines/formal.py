@@ -160,7 +160,7 @@ class FormalProver(Role):
 
     def __init__(self, model, *, prompts: PromptSet | None = None, config=None):
         super().__init__(model, prompts=prompts, config=config)
-        extended = self.prompts.with_roles(FORMAL_VARIABLES)  # the given set, if it has the template
+        extended = self.prompts.with_templates(FORMAL_VARIABLES)  # the given set, if it has the template
         if not extended.has(TEMPLATE):
             extended = PromptSet.load(None, require=(TEMPLATE,), variables=FORMAL_VARIABLES)
         self.prompts = extended

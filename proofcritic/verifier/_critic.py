@@ -42,7 +42,7 @@ from ._verifier import Verifier
 
 __all__ = ["CRITIC_TEMPLATES", "CRITIC_VARIABLES", "CriticVerifier", "critic_prompts"]
 
-#: the CRITIC templates and their variables: optional roles of a prompt set
+#: the CRITIC templates and their variables: optional templates of a prompt set
 CRITIC_VARIABLES: dict[str, frozenset[str]] = {
     "critic_verify": frozenset({"problem", "proof", "tools", "max_tool_calls"}),
     "critic_feedback": frozenset({"tool", "language", "output", "ok", "remaining", "fence"}),
@@ -63,7 +63,7 @@ def _builtin() -> PromptSet:
 def critic_prompts(prompts: PromptSet) -> dict[str, PromptSet]:
     """For each CRITIC template, the prompt set to render it from: ``prompts``' folder when it
     has the template (checked when loaded), else the built-in set."""
-    extended = prompts.with_roles(CRITIC_VARIABLES)
+    extended = prompts.with_templates(CRITIC_VARIABLES)
     return {name: extended if extended.has(name) else _builtin() for name in CRITIC_TEMPLATES}
 
 
