@@ -343,7 +343,7 @@ _MAX_SHOWN = 40
 def _trailing_error(text: str, position: int) -> str | None:
     """``None`` when nothing with content follows ``position`` (see the module docstring),
     else the format error that says what follows."""
-    end = _TRAILER.match(text, position).end()  # type: ignore[union-attr] - matches the empty string
+    end = _TRAILER.match(text, position).end()  # type: ignore[union-attr]  # it matches the empty string
     if end == len(text):
         return None
     rest = text[end:].strip()
@@ -479,3 +479,69 @@ def truncation_error(finish_reason: str | None) -> str | None:
     if finish_reason is None or finish_reason == "stop":
         return None
     return f"output truncated (finish_reason={finish_reason})"
+
+
+# --------------------------------------------------------------------------- quotes in a text
+
+#: a located quote must have at least this many characters once normalised (shorter ones,
+#: "Step 3" or "the end", would land anywhere)
+MIN_QUOTE_CHARS = 12
+_ELLIPSIS = re.compile(r"\s*(?:\.\.\.|\u2026|\[\.\.\.\])\s*")
+_QUOTE_EDGES = " \t\n\"'`\u201c\u201d\u2018\u2019"
+
+
+def _normalized(text: str) -> tuple[str, list[int]]:
+    """``text`` lower-cased, math delimiters (``$``, ``\\(``, ``\\)``, ``\\[``, ``\\]``) and
+    markdown emphasis (``*``, ``_`` runs, backticks) dropped, whitespace runs as one space; and
+    for each kept character its index in ``text``."""
+    out: list[str] = []
+    index: list[int] = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "\\" and i + 1 < n and text[i + 1] in "()[]":
+            i += 2
+            continue
+        if c in "$*`":
+            i += 1
+            continue
+        if c.isspace():
+            if out and out[-1] != " ":
+                out.append(" ")
+                index.append(i)
+            i += 1
+            continue
+        out.append(c.lower())
+        index.append(i)
+        i += 1
+    return "".join(out), index
+
+
+def locate_quote(quote: str | None, text: str) -> tuple[int, int] | None:
+    """Where ``quote`` stands in ``text``: ``(start, end)`` character offsets, or None.
+
+    The quote is found as written, else ignoring case, whitespace, math delimiters (``$...$``
+    against ``\\(...\\)``) and emphasis marks; a quote elided with ``...`` spans from its
+    first part to its last (found in that order). Surrounding quotation marks are ignored, and
+    a quote shorter than :data:`MIN_QUOTE_CHARS` once normalised is not located (it would match
+    by chance). The first occurrence wins."""
+    if not quote:
+        return None
+    quote = quote.strip(_QUOTE_EDGES)
+    exact = text.find(quote) if len(quote) >= MIN_QUOTE_CHARS else -1
+    if exact >= 0:
+        return exact, exact + len(quote)
+    parts = [p for p in (_normalized(piece)[0].strip() for piece in _ELLIPSIS.split(quote)) if p]
+    if not parts or sum(len(p) for p in parts) < MIN_QUOTE_CHARS:
+        return None
+    haystack, where = _normalized(text)
+    start = haystack.find(parts[0])
+    if start < 0:
+        return None
+    end = start + len(parts[0])
+    for part in parts[1:]:
+        found = haystack.find(part, end)
+        if found < 0:
+            return None
+        end = found + len(part)
+    return where[start], where[end - 1] + 1

@@ -64,6 +64,9 @@ class Issue(BaseModel):
     location: str | None = Field(None, description="A quote from the proof or a step reference.")
     severity: Severity = "unspecified"
     description: str = ""
+    span: tuple[int, int] | None = Field(
+        None, description="[start, end) character offsets of the quoted location in the proof, where it is found there."
+    )
 
 
 class RoleOutput(BaseModel):
@@ -150,7 +153,7 @@ class Aggregate(BaseModel):
     points: float | None = Field(None, description="mean on the problem's points scale.")
     max_points: float = 7.0
 
-    @computed_field(description="Verifications without a score (format failures), left out of the statistics.")
+    @computed_field(description="Verifications without a score (format failures), left out of the statistics.")  # type: ignore[prop-decorator]
     @property
     def unscored(self) -> int:
         return self.n - self.valid

@@ -121,6 +121,10 @@ def test_opc() -> None:
         and first.meta["model_id"] == "qwen/qwen3_235b_a22b"
     )
     assert {"competition", "year", "level", "human_label"} <= set(first.meta)
+    # the human error annotations: [start, end) offsets of the erroneous passages in the proof
+    annotated = [i for i in items if i.meta.get("error_spans")]
+    assert len(annotated) == 11 and sum(len(i.meta["error_spans"]) for i in annotated) == 137
+    assert all(0 <= s < e <= len(i.proof) for i in annotated for s, e in i.meta["error_spans"])
 
 
 @needs_data

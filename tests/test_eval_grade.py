@@ -165,7 +165,8 @@ async def test_rules_on_the_scripted_model_and_resume(tmp_path, rule, expected):
         assert got == (None if score is None else pytest.approx(score)), (item_id, got)
     assert records["g2"]["predicted_points"] == pytest.approx(7 * expected["g2"])
     assert records["g1"]["verifications"][0] == {
-        "score": 1, "score_source": "text", "format_ok": True, "issues": 0, "raw": records["g1"]["verifications"][0]["raw"]
+        "score": 1, "score_source": "text", "format_ok": True, "issues": 0, "issue_spans": [],
+        "raw": records["g1"]["verifications"][0]["raw"],
     }
     assert len(records["g2"]["verifications"]) == 3 and records["g2"]["verifications"][1]["issues"] == 1
     counts = summary["counts"]

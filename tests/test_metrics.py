@@ -249,3 +249,21 @@ def test_grader_report_carries_the_agreement_metrics():
     assert report["sample_agreement"]["pairwise"] == pytest.approx(0.5)
     assert report["intervals"]["kappa"]["low"] <= report["kappa"] <= report["intervals"]["kappa"]["high"]
     json.dumps(report)
+
+
+def test_issue_localisation_by_hand():
+    from proofcritic.benchmarks.metrics import issue_localisation
+
+    rows = [
+        # two annotated errors; issues at [5, 9) (hits the first), [40, 50) (hits nothing), one unplaced
+        {"error_spans": [[0, 10], [20, 30]], "issue_spans": [[5, 9], [40, 50], None]},
+        # one annotated error, found by the one issue
+        {"error_spans": [[100, 120]], "issue_spans": [[119, 130]]},
+        {"error_spans": [], "issue_spans": [[0, 5]]},  # no annotation: left out
+    ]
+    out = issue_localisation(rows)
+    assert out["proofs"] == 2 and out["errors"] == 3 and out["issues"] == 4
+    assert out["errors_found"] == pytest.approx(2 / 3)
+    assert out["issues_located"] == pytest.approx(3 / 4)
+    assert out["issues_on_target"] == pytest.approx(2 / 3)
+    assert issue_localisation([{"error_spans": [[0, 1]], "issue_spans": []}])["issues_on_target"] is None

@@ -395,3 +395,30 @@ def test_marker_patterns_must_start_with_a_letter():
     assert [m.group() for m in pattern.finditer("## **based on** x; BASED  on:; __based_on__")] == [
         "## **based on** ", "BASED  on:", "__based_on__",
     ]
+
+
+def test_locate_quote_exact_normalised_and_elided():
+    from proofcritic.parsing import locate_quote
+
+    text = "Let the triangle \\(ABC\\) be acute, so that its   circum-centre O lies inside.\nThen we conclude."
+    assert locate_quote("Let the triangle $ABC$ be acute", text) == (0, len("Let the triangle \\(ABC\\) be acute"))
+    start, end = locate_quote("“so that its circum-centre O”", text)
+    assert text[start:end] == "so that its   circum-centre O"
+    start, end = locate_quote("so that its circum-centre ... we conclude", text)
+    assert text[start:end] == "so that its   circum-centre O lies inside.\nThen we conclude"
+    assert locate_quote("Step 3", text) is None  # too short to place
+    assert locate_quote("we conclude ... so that its", text) is None  # the parts in the wrong order
+    assert locate_quote("a sentence that is not there", text) is None
+    assert locate_quote(None, text) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet="ab $\\()xyz\n", min_size=0, max_size=60), st.integers(0, 60), st.integers(12, 40))
+def test_locate_quote_finds_every_long_enough_substring(text, start, length):
+    from proofcritic.parsing import locate_quote
+
+    quote = text[start:start + length]
+    if len(quote.strip(" \t\n\"'`")) < 12 or quote != quote.strip(" \t\n\"'`"):
+        return
+    span = locate_quote(quote, text)
+    assert span is not None and text[span[0]:span[1]] == quote  # found as written: exact offsets

@@ -100,3 +100,18 @@ async def test_guided_mode_on_a_backend_that_ignores_choices_falls_back_to_the_f
 def test_unknown_score_mode_is_refused():
     with pytest.raises(ValueError, match="guided"):
         Verifier(Model(ScriptedBackend(lambda call: "")), score_mode="sometimes")
+
+
+async def test_issues_carry_the_span_of_their_quote_in_the_proof():
+    proof = "Let $n$ be odd. Then $n^2 - 1 = (n-1)(n+1)$ is a product of two even numbers.\nHence 8 divides it."
+    issues = [
+        ("Then \\(n^2 - 1 = (n-1)(n+1)\\) is a product", "Minor Error", "notation"),  # other math delimiters
+        ("Step 3", "Critical Error", "no quote"),  # a step reference, not a quote: no span
+        ("Hence 8 divides it", "Critical Error", "why 8?"),
+    ]
+    backend = ScriptedBackend(lambda call: verification_text(0, issues))
+    [v] = await Verifier(Model(backend)).verify(PROBLEM, proof)
+    spans = [issue.span for issue in v.issues]
+    assert spans[1] is None
+    assert proof[spans[0][0]:spans[0][1]] == "Then $n^2 - 1 = (n-1)(n+1)$ is a product"
+    assert proof[spans[2][0]:spans[2][1]] == "Hence 8 divides it"

@@ -49,6 +49,7 @@ def _compact(verification: Verification) -> dict[str, Any]:
         "score_source": verification.score_source,  # "likelihood" / "guided": a read-out
         "format_ok": verification.format_ok,
         "issues": len(verification.issues),
+        "issue_spans": [list(issue.span) if issue.span else None for issue in verification.issues],
         "raw": verification.raw,
     }
 
@@ -182,6 +183,8 @@ def grade_row(record: dict[str, Any]) -> dict[str, Any]:
         "human_correct": record["human_points"] >= record["max_points"],
         "predicted_correct": score is not None and score >= 1,
         "sample_scores": [v["score"] for v in record.get("verifications") or [] if v.get("score") is not None],
+        "error_spans": (record.get("meta") or {}).get("error_spans") or [],
+        "issue_spans": [span for v in record.get("verifications") or [] for span in v.get("issue_spans") or []],
         "meta": record.get("meta") or {},
     }
 

@@ -266,6 +266,42 @@ def partial_credit_calibration(human_score: Sequence[Number], predicted_score: S
     return out
 
 
+def _overlaps(a: Sequence[int], b: Sequence[int]) -> bool:
+    return a[0] < b[1] and b[0] < a[1]
+
+
+def issue_localisation(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Whether reported issues point where the human-annotated errors are.
+
+    Each row: ``error_spans`` (the annotated errors' ``[start, end)`` offsets in the proof) and
+    ``issue_spans`` (each reported issue's span in the proof, None where its quote was not
+    found). Rows without annotated errors are left out. ``errors_found``: the share of annotated
+    errors that some reported issue overlaps; ``issues_on_target``: the share of located issues
+    that overlap an annotated error; ``issues_located``: the share of reported issues whose
+    quote was found in the proof; with the counts (micro-averaged over proofs)."""
+    errors = found = issues = located = on_target = proofs = 0
+    for row in rows:
+        spans = [tuple(s) for s in row.get("error_spans") or []]
+        if not spans:
+            continue
+        proofs += 1
+        reported = list(row.get("issue_spans") or [])
+        placed = [tuple(s) for s in reported if s is not None]
+        errors += len(spans)
+        found += sum(any(_overlaps(e, i) for i in placed) for e in spans)
+        issues += len(reported)
+        located += len(placed)
+        on_target += sum(any(_overlaps(i, e) for e in spans) for i in placed)
+    return {
+        "proofs": proofs,
+        "errors": errors,
+        "issues": issues,
+        "errors_found": found / errors if errors else None,
+        "issues_located": located / issues if issues else None,
+        "issues_on_target": on_target / located if located else None,
+    }
+
+
 def score_bucket(score: float) -> str:
     """A score in [0, 1] as a verifier grade: ``"1"`` full, ``"0"`` none, ``"0.5"`` anything between."""
     if score >= 1:
@@ -418,6 +454,8 @@ def grader_report(
         key: breakdown(scored, key, lambda group: {**_metrics(group), "intervals": _intervals(group, n_resamples, seed)})
         for key in breakdown_keys
     }
+    if any(r.get("error_spans") for r in scored):
+        report["localisation"] = issue_localisation(scored)
     report["leniency_by_human_bucket"] = breakdown(
         scored, lambda row: score_bucket(row["human_points"] / row["max_points"]),
         lambda group: _leniency(group, n_resamples, seed),

@@ -45,6 +45,17 @@ def _reference(value: Any) -> str | None:
     return text_or_none(value)
 
 
+def _error_spans(annotations: Any) -> list[list[int]]:
+    """The ``[start, end)`` offsets in the proof of each human-annotated error
+    (``original_text_indices``); malformed entries are skipped."""
+    spans = []
+    for note in annotations if isinstance(annotations, list) else []:
+        where = note.get("original_text_indices") if isinstance(note, dict) else None
+        if isinstance(where, list) and len(where) == 2 and all(isinstance(i, int) for i in where) and where[0] < where[1]:
+            spans.append([where[0], where[1]])
+    return spans
+
+
 def _item(record: dict[str, Any]) -> GradeItem:
     r = normalized(record)
     problem_id = str(need(r, "problem_id"))
@@ -66,6 +77,9 @@ def _item(record: dict[str, Any]) -> GradeItem:
         "model_id": model_id,
         "human_label": "correct" if correct else "incorrect",
     }
+    spans = _error_spans(r.get("human_annotations"))
+    if spans:
+        meta["error_spans"] = spans
     return GradeItem(
         id=f"{problem_id}/{model_id}",
         problem=problem,

@@ -113,6 +113,12 @@ def _grade_parts(summary: dict, records: list[dict]) -> tuple[list[list[str]], l
     calibration = metrics.get("calibration")
     if calibration:
         rows.append(["partial-credit calibration error (0: calibrated)", _num(calibration["error"]), ""])
+    where = metrics.get("localisation")
+    if where:
+        rows.append(["annotated errors that a reported issue overlaps", _num(where["errors_found"]),
+                     f"{where['errors']} errors in {where['proofs']} proofs"])
+        rows.append(["located issues that overlap an annotated error", _num(where["issues_on_target"]),
+                     f"issues located in the proof: {_num(where['issues_located'])} of {where['issues']}"])
     agreement = metrics.get("sample_agreement") or {}
     if agreement.get("proofs"):
         rows.append(["agreement between samples: pairwise / Fleiss' kappa",

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from .._constants import DEFAULT_SCORE_MODE, SCORE_MODES, ScoreMode
+from .._constants import DEFAULT_SCORE_MODE, SCORE_MODES, ScoreMode, check_score_mode
 from .._readout import GUIDED_CHOICES, ScoreReadout, score_prefix
 from .._roles import Role
 from ..llm import ChatMessage
+from ..parsing import locate_quote
 from ..types import Problem, Verification
 from ._parse import parse_verification
 
@@ -31,12 +32,7 @@ class Verifier(ScoreReadout, Role):
 
     def __init__(self, model, *, score_mode: ScoreMode = DEFAULT_SCORE_MODE, **kwargs):
         super().__init__(model, **kwargs)
-        if score_mode not in SCORE_MODES:
-            raise ValueError(f"score_mode must be one of {', '.join(SCORE_MODES)}, not {score_mode!r}")
-        self.score_mode = score_mode
-        #: set once the backend could not (or did not) honour a guided choice
-        self._guided_unsupported = False
-        self._guided_known = False  # set once a guided choice has worked
+        self.score_mode = check_score_mode(score_mode)
 
     def messages(self, problem: Problem, proof: str) -> list[ChatMessage]:
         return self.render(problem=problem, proof=proof)
@@ -47,8 +43,11 @@ class Verifier(ScoreReadout, Role):
         """``n`` independent verifications of ``proof`` (one request with n samples)."""
         messages = self.messages(problem, proof)
         results = await self.ask(messages, parse_verification, n, seed=seed)
+        for verification in results:
+            for issue in verification.issues:  # each quoted location, found in the proof
+                issue.span = locate_quote(issue.location, proof)
         await self.fill_scores(messages, results)  # the score mode's read-outs (see proofcritic._readout)
         return results
 
 
-__all__ = ["DEFAULT_SCORE_MODE", "GUIDED_CHOICES", "SCORE_MODES", "ScoreMode", "Verifier", "score_prefix"]
+__all__ = ["DEFAULT_SCORE_MODE", "GUIDED_CHOICES", "SCORE_MODES", "ScoreMode", "Verifier", "check_score_mode", "score_prefix"]
