@@ -232,3 +232,45 @@ async def test_smollm2_through_the_real_verifier(smol_backend, tmp_path):
     for r in records:
         assert r["verifications"][0]["raw"] is not None
         assert r["predicted_score"] is None or 0 <= r["predicted_score"] <= 1
+
+
+async def test_gradingbench_rows_get_the_four_bucket_metrics(tmp_path):
+    """Rows in IMO-GradingBench's CSV shape, graded by the scripted verifier: the human
+    buckets 7/6/1/0 against the verifier's points rounded to the nearest of 0/1/6/7."""
+    import csv
+
+    from proofcritic.benchmarks import load_suite
+
+    columns = ["Grading ID", "Problem ID", "Problem", "Solution", "Grading guidelines", "Response", "Points",
+               "Reward", "Problem Source"]
+    rows = [  # id, human bucket, the score the verifier writes
+        ("GB-1", "7", "Correct", 1), ("GB-2", "6", "Almost", 1), ("GB-3", "1", "Partial", 0),
+        ("GB-4", "0", "Incorrect", 0.5), ("GB-5", "0", "Incorrect", 0),
+    ]
+    path = tmp_path / "gradingbench.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        for gid, points, bucket, _ in rows:
+            writer.writerow([gid, "PB-1", "Show that 1 + 1 = 2.", "By definition.", "", f"Proof {gid}.", points,
+                             bucket, "Novel"])
+    items = load_suite("imo-gradingbench", source=path)
+    scores = {f"Proof {gid}.": score for gid, _, _, score in rows}
+
+    def script(call):
+        return verification_text(next(s for proof, s in scores.items() if proof in call.prompt))
+
+    verifier = Verifier(Model(ScriptedBackend(script)), score_mode="text")
+    summary = await eval_grade(items, RunFolder(tmp_path / "run"), verifier=verifier, n=1, rule="mean", n_resamples=50)
+    metrics = summary["metrics"]
+    # verifier points 7, 7, 0, 3.5 -> 1 (the 1-6 tie goes down), 0; humans 7, 6, 1, 0, 0
+    assert metrics["confusion_gradingbench"] == {
+        "labels": [0, 1, 6, 7],
+        "matrix": [[1, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1], [0, 0, 0, 1]],
+    }
+    from proofcritic.benchmarks.metrics import cohen_kappa
+
+    assert metrics["qwk_gradingbench"] == pytest.approx(
+        cohen_kappa([7, 6, 1, 0, 0], [7, 7, 0, 1, 0], labels=[0, 1, 6, 7], weights="quadratic")
+    )
+    assert metrics["leniency_points"] == pytest.approx((0 + 1 - 1 + 3.5 + 0) / 5)

@@ -205,7 +205,7 @@ def points_grade(points: float, max_points: float, scale: int = 7) -> int:
     up), so that problems with other maxima share one ordinal scale."""
     if max_points <= 0:
         raise MetricsError(f"max_points must be more than 0, not {max_points}")
-    return int(math.floor(float(points) / float(max_points) * scale + 0.5 + 1e-9))
+    return math.floor(float(points) / float(max_points) * scale + 0.5 + 1e-9)
 
 
 def gradingbench_bucket(points: float, max_points: float) -> int:
@@ -518,6 +518,9 @@ def _metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         [score_bucket(s) for s in columns["human_score"]],
         [score_bucket(s) for s in columns["predicted_score"]],
         labels=["0", "0.5", "1"],
+    )
+    out["confusion_gradingbench"] = confusion_matrix(
+        columns["human_gb"], columns["predicted_gb"], labels=list(GRADINGBENCH_BUCKETS)
     )
     out["calibration"] = partial_credit_calibration(columns["human_score"], columns["predicted_score"])
     out["sample_agreement"] = sample_agreement([r.get("sample_scores") or [] for r in rows])
