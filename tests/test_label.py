@@ -286,3 +286,34 @@ def test_batch_item_budget(tmp_path):
     assert stats.budget_limited == 1 and record["budget_limited"] and record["rule"] == "budget_exhausted"
     assert backend.count("verify") == 2 and backend.count("meta_verify") == 0  # one call: the verify request
     assert [r["id"] for r in _records(review)] == ["b"]
+
+
+def test_label_parameters_are_defined_once():
+    """The service's label request and co-training's label parameters are LabelConfig (issue 15):
+    the same fields, bounds, descriptions and checks; co-training keeps its smaller defaults."""
+    from proofcritic.server._service import LabelRequest
+    from proofcritic.training.cotrain import LabelParams
+
+    names = ("n", "m", "k", "confirm_at", "refute_at")
+    for model in (LabelRequest, LabelParams):
+        for name in names:
+            mine, theirs = model.model_fields[name], LabelConfig.model_fields[name]
+            assert (mine.description, mine.metadata) == (theirs.description, theirs.metadata), (model, name)
+    assert LabelRequest(problem="P", proof="Q").label_config() == LabelConfig()
+    assert LabelParams().label_config() == LabelConfig(n=4, m=2, k=1)
+    with pytest.raises(ValueError, match=r"k \(5\) must be at most n \(4\)"):
+        LabelParams(k=5)  # the check of LabelConfig, at config load rather than at the label step
+    assert LabelParams(confirm_at=0.5, refute_at=0.25).label_config().confirm_at == 0.5
+    with pytest.raises(ValueError, match="less than or equal to 1024"):
+        LabelConfig(m=1025)  # the samples of one request, as GenerateConfig.n
+    import click
+    import typer.main
+
+    from proofcritic.cli import app
+
+    root = typer.main.get_command(app)
+    label = root.get_command(click.Context(root), "label")
+    options = {p.name: p for p in label.params}
+    for name in names:  # the label command's options: the same defaults and words
+        field = LabelConfig.model_fields[name]
+        assert (options[name].default, options[name].help) == (field.default, field.description), name

@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from .._constants import STRATEGIES
 from ..budget import Budget, BudgetExceeded, budget_scope, current_budget
-from ..errors import InputError
+from ..errors import InputError, first_error, validation_line
 from ..io import problem_from_record, read_problem, read_text
 from ..runner import LeftForRerun, RunStats, read_items, run_jsonl
 from ..types import Problem
@@ -58,11 +58,10 @@ def get_strategy(name: str, **params: Any) -> Strategy:
     try:
         return getattr(module, class_name)(**params)
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(x) for x in first.get("loc", ()))
-        if first.get("type") == "extra_forbidden":
+        where, _, kind = first_error(error)
+        if kind == "extra_forbidden":
             raise InputError(f"strategy {name!r} has no parameter {where!r}") from None
-        raise InputError(f"strategy {name!r}: {where}: {first.get('msg', error)}") from None
+        raise InputError(f"strategy {name!r}: {validation_line(error)}") from None
 
 
 def state_name(item_id: str) -> str:

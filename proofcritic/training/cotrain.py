@@ -53,6 +53,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .._constants import DType
 from ..errors import InputError
+from ..pipelines.label import LabelConfig
 
 __all__ = [
     "STEPS",
@@ -93,14 +94,12 @@ class SampleParams(BaseModel):
     threads: int | None = Field(None, ge=1, description="torch threads while it samples (CLI --threads).")
 
 
-class LabelParams(BaseModel):
-    """Auto-labeling parameters (step ``label``; SPEC section 3)."""
+class LabelParams(LabelConfig.with_defaults(n=4, m=2, k=1)):  # type: ignore[misc]
+    """Auto-labeling parameters (step ``label``; SPEC section 3): :class:`LabelConfig`'s (n, m,
+    k, confirm_at, refute_at, with smaller defaults) and how the verifier runs."""
 
     model_config = ConfigDict(extra="forbid")
 
-    n: int = Field(4, ge=1, description="Verifications per proof.")
-    m: int = Field(2, ge=1, description="Meta-verifications per issue-reporting analysis.")
-    k: int = Field(1, ge=1, description="Valid lowest-scored analyses needed.")
     max_tokens: int = Field(2048, ge=1, description="Maximum new tokens per verification / meta-verification.")
     temperature: float = Field(1.0, ge=0.0)
     concurrency: int = Field(4, ge=1, description="Proofs labeled at once.")
@@ -449,7 +448,8 @@ def _step_sample(config: CotrainConfig, it: _Iteration):
 
         stats = asyncio.run(main())
         problems = _problems(config.problems)
-        proofs, generations = [], 0
+        proofs: list[dict[str, Any]] = []
+        generations = 0
         for result in _read_rows(tmp / "solve.jsonl"):
             problem = problems.get(str(result.get("problem_id")))
             if problem is None or "error" in result:
@@ -479,7 +479,7 @@ def _step_label(config: CotrainConfig, it: _Iteration):
     def body(tmp: Path) -> dict[str, Any]:
         from ..llm import GenerateConfig, get_model
         from ..meta_verifier import MetaVerifier
-        from ..pipelines.label import LabelConfig, label_jsonl
+        from ..pipelines.label import label_jsonl
         from ..verifier import Verifier
 
         labels, review = tmp / "labels.jsonl", tmp / "review.jsonl"
@@ -496,7 +496,7 @@ def _step_label(config: CotrainConfig, it: _Iteration):
                     with it.live("label", model) as progress:
                         return await label_jsonl(Verifier(model, config=sampling), MetaVerifier(model, config=sampling),
                                                  proofs, labels, review,
-                                                 config=LabelConfig(n=params.n, m=params.m, k=params.k),
+                                                 config=params.label_config(),
                                                  concurrency=params.concurrency, on_progress=progress)
                 finally:
                     await model.aclose()
