@@ -7,7 +7,7 @@ from .._roles import Role
 from ..llm import ChatMessage
 from ..parsing import META_SCORE_MARKER, META_SCORE_MARKER_RE
 from ..types import MetaVerification, Problem, Verification
-from ..verifier import DEFAULT_SCORE_MODE, SCORE_MODES, ScoreMode
+from ..verifier import DEFAULT_SCORE_MODE, ScoreMode, check_score_mode
 from ._parse import parse_meta_verification
 
 
@@ -26,9 +26,7 @@ class MetaVerifier(ScoreReadout, Role):
 
     def __init__(self, model, *, score_mode: ScoreMode = DEFAULT_SCORE_MODE, **kwargs):
         super().__init__(model, **kwargs)
-        if score_mode not in SCORE_MODES:
-            raise ValueError(f"score_mode must be one of {', '.join(SCORE_MODES)}, not {score_mode!r}")
-        self.score_mode = score_mode
+        self.score_mode = check_score_mode(score_mode)
 
     def messages(self, problem: Problem, proof: str, verification: Verification) -> list[ChatMessage]:
         analysis = verification.analysis or verification.raw
