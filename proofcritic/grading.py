@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .budget import CallPlan
 from .io import latest_values, problem_from_record, proof_from_record
@@ -12,8 +13,13 @@ from .runner import RunStats, read_items, run_jsonl
 from .types import READ_OUT_SOURCES, GradeResult, Problem, Proof
 from .verifier import Verifier, aggregate
 
+if TYPE_CHECKING:
+    from .verifier import CriticVerifier
 
-async def grade(verifier: Verifier, problem: Problem, proof: Proof | str, n: int = 1) -> GradeResult:
+
+async def grade(
+    verifier: Verifier | CriticVerifier, problem: Problem, proof: Proof | str, n: int = 1, *, scheme: Any = None
+) -> GradeResult:
     """Verify ``proof`` ``n`` times (one request with n samples) and aggregate the scores.
 
     The result's ``usage`` is what this grading sent to the model (likelihood read-outs, failed
@@ -21,7 +27,10 @@ async def grade(verifier: Verifier, problem: Problem, proof: Proof | str, n: int
     """
     proof = proof if isinstance(proof, Proof) else Proof(text=proof)
     with usage_scope() as usage:
-        verifications = await verifier.verify(problem, proof.text, n=n)
+        if scheme is not None and getattr(verifier, "scale", "ternary") == "points":
+            verifications = await verifier.verify(problem, proof.text, n=n, scheme=scheme)  # type: ignore[call-arg]
+        else:
+            verifications = await verifier.verify(problem, proof.text, n=n)
     return GradeResult(
         problem_id=problem.id,
         proof_id=proof.id,
@@ -32,7 +41,7 @@ async def grade(verifier: Verifier, problem: Problem, proof: Proof | str, n: int
 
 
 async def grade_jsonl(
-    verifier: Verifier,
+    verifier: Verifier | CriticVerifier,
     input_path: str | Path,
     output_path: str | Path,
     *,
@@ -52,7 +61,8 @@ async def grade_jsonl(
         problem = problem_from_record(record, default_id=item_id)
         if max_points is not None:
             problem = problem.model_copy(update={"max_points": max_points})
-        result = await grade(verifier, problem, proof_from_record(record), n=n)
+        scheme = record.get("scheme") or record.get("marking_scheme")  # points grading's, per problem
+        result = await grade(verifier, problem, proof_from_record(record), n=n, scheme=scheme)
         return result.model_dump(mode="json")
 
     return await run_jsonl(

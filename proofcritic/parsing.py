@@ -273,6 +273,11 @@ EVALUATION_MARKER_RE = _marker_pattern("here", "is", "my", "evaluation", "of", "
 SCORE_MARKER_RE = _marker_pattern(
     "based", "on", "my", "evaluation,?", "the", "final", "overall?", "score", "should", "be"
 )
+#: the final statement of a points grade (``--scale points``): ``\\boxed{N}``, N whole points
+POINTS_MARKER = "Based on my evaluation, the final number of points should be:"
+POINTS_MARKER_RE = _marker_pattern(
+    "based", "on", "my", "evaluation,?", "the", "final", "number", "of", "points", "should", "be"
+)
 META_SCORE_MARKER_RE = _marker_pattern(
     "based", "on", "my", "analysis,?", "i", "will", "rate", "the",
     "[\"'\u201c\u2018]?solution", "evaluation[\"'\u201d\u2019]?", "as",
@@ -287,7 +292,7 @@ def find_first(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
 def find_last(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
     """The last (non-overlapping) match of ``pattern`` in ``text``."""
     last = None
-    for last in pattern.finditer(text):  # we want the final binding
+    for last in pattern.finditer(text):  # noqa: B007 - the final binding is the point
         pass
     return last
 
@@ -449,7 +454,7 @@ def neutralize_markers(text: str) -> str:
     if not boxes:
         return text
     chosen: set[int] = set()
-    for pattern in (SCORE_MARKER_RE, META_SCORE_MARKER_RE):
+    for pattern in (SCORE_MARKER_RE, META_SCORE_MARKER_RE, POINTS_MARKER_RE):
         for match in pattern.finditer(text):
             box = _box_after(text, match.end(), boxes)
             if box is not None:

@@ -126,6 +126,11 @@ class Verification(ScoredOutput):
     """One verifier analysis of a proof."""
 
     issues: list[Issue] = Field(default_factory=list)
+    points: float | None = Field(
+        None,
+        description="A points grade's points (--scale points; then score is points / max_points); left out of dumps otherwise.",
+        exclude_if=lambda value: value is None,
+    )
     tool_calls: list[ToolCall] | None = Field(
         None,
         description="Tool runs of a tool-interactive verification, in order (None: no tools; left out of dumps).",

@@ -50,6 +50,8 @@ def grade_command(
     tools: Annotated[Optional[str], typer.Option("--tools", help="Let the verifier run code while it grades (CRITIC): comma-separated tools, e.g. python.", rich_help_panel=_TOOLS)] = None,
     max_tool_calls: Annotated[int, typer.Option("--max-tool-calls", min=0, help="With --tools: code runs per verification at most.", rich_help_panel=_TOOLS)] = 3,
     tool_timeout: Annotated[float, typer.Option("--tool-timeout", min=0.1, help="With --tools: seconds per code run.", rich_help_panel=_TOOLS)] = 10.0,
+    scale: Annotated[str, typer.Option("--scale", help="ternary: a score in {0, 0.5, 1} (DeepSeekMath-V2); points: whole points 0..max points, against the reference, guidelines and marking scheme.")] = "ternary",
+    scheme: Annotated[Optional[Path], typer.Option("--scheme", help="With --scale points: a marking scheme, a text file or JSON in the shape of MathArena's grading_scheme.json (a list by problem id, or one entry); a batch record's own 'scheme' field wins.")] = None,
     dry_run: DryRunOpt = False,
     *,
     opts: ModelOptions,
@@ -74,6 +76,7 @@ def grade_command(
     check_score_mode(score_mode)
 
     if not batch:  # read inputs before loading any model, so bad input fails fast
+        assert problem is not None and proof is not None  # checked above
         the_problem = read_problem(problem, reference=reference, guidelines=guidelines, max_points=max_points)
         the_proof = read_proof(proof)
     tool_names = [t.strip() for t in (tools or "").split(",") if t.strip()]
@@ -85,28 +88,46 @@ def grade_command(
             tool_class(name)
         except InputError as error:
             raise typer.BadParameter(str(error), param_hint="--tools") from None
-    if batch and not input.exists():
+    if input is not None and not input.exists():  # a batch
         raise InputError(f"input file not found: {input}")
     console = Console(stderr=True)
     show_plan(  # before any model loads: a large run says what it will cost; --dry-run stops here
-        console, "grade", len(read_items(input)) if batch else 1,
+        console, "grade", len(read_items(input)) if input is not None else 1,
         with_readouts(grade_plan(n, max_tool_calls if tool_names else None), score_mode),
         {"model": model_name(opts), "n": n, "score_mode": score_mode, "tools": ",".join(tool_names) or None,
          "max_tool_calls": max_tool_calls if tool_names else None, "input": input, "output": output},
         dry_run=dry_run, unit="proof",
     )
+    if scale not in ("ternary", "points"):
+        raise typer.BadParameter(f"choose ternary or points, not {scale!r}", param_hint="--scale")
+    if scale == "points" and (tools or score_mode != "text"):
+        raise typer.BadParameter("points grading reads the points from the text: no --tools, --score-mode text",
+                                 param_hint="--scale")
+    if scheme is not None and scale != "points":
+        raise typer.BadParameter("a marking scheme needs --scale points", param_hint="--scheme")
+    from ..verifier._points import load_schemes
+
+    schemes = load_schemes(scheme) if scheme is not None else None
     prompt_set = opts.prompt_set()
     the_model = opts.build_model()
     if batch:  # before any model call: a rerun with other settings stops here
+        scaled = {"scale": scale, "scheme": str(scheme) if scheme else None} if scale != "ternary" else {}
         settings = result_settings(
-            "grade", opts, prompt_set, n=n, max_points=max_points, score_mode=score_mode, tools=tool_names,
+            "grade", opts, prompt_set, n=n, max_points=max_points, score_mode=score_mode, tools=tool_names, **scaled,
             max_tool_calls=max_tool_calls if tool_names else None, tool_timeout=tool_timeout if tool_names else None,
         )
+        assert output is not None  # a batch has both files (checked above)
         prepare(output, settings, overwrite)
-    verifier = Verifier(the_model, prompts=prompt_set, config=opts.sampling(), score_mode=score_mode)
+    if scale == "points":
+        from ..verifier import PointsVerifier
+
+        plain = PointsVerifier(the_model, prompts=prompt_set, config=opts.sampling(), scheme=schemes)
+    else:
+        plain = Verifier(the_model, prompts=prompt_set, config=opts.sampling(), score_mode=check_score_mode(score_mode))
+    verifier: Verifier | CriticVerifier = plain
     if tool_names:
         built = [get_tool(name, timeout=tool_timeout) for name in tool_names]
-        verifier = CriticVerifier(verifier, built, max_tool_calls=max_tool_calls)
+        verifier = CriticVerifier(plain, built, max_tool_calls=max_tool_calls)
 
     async def main() -> RunStats | GradeResult:
         if batch:
@@ -115,6 +136,7 @@ def grade_command(
                 f"graded {stats.done - stats.skipped} item(s), {stats.skipped} already done, "
                 f"{stats.errors} error record(s) -> {output}"
             )
+            assert output is not None  # a batch
             console.print(batch_verdicts(output))
             return stats
         with LiveProgress("grading", console, [the_model]):

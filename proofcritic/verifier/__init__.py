@@ -23,8 +23,12 @@ from ._verifier import (
 
 if TYPE_CHECKING:
     from ._critic import CRITIC_TEMPLATES, CRITIC_VARIABLES, CriticVerifier, critic_prompts
+    from ._points import SCALES, PointsVerifier, parse_points_verification, point_values, scheme_text
 
-_LAZY = dict.fromkeys(("CRITIC_TEMPLATES", "CRITIC_VARIABLES", "CriticVerifier", "critic_prompts"), "._critic")
+_LAZY = {
+    **dict.fromkeys(("CRITIC_TEMPLATES", "CRITIC_VARIABLES", "CriticVerifier", "critic_prompts"), "._critic"),
+    **dict.fromkeys(("SCALES", "PointsVerifier", "parse_points_verification", "point_values", "scheme_text"), "._points"),
+}
 
 __getattr__, __dir__ = lazy_names(__name__, _LAZY, globals())
 
@@ -34,6 +38,8 @@ __all__ = [
     "DEFAULT_SCORE_MODE",
     "SCORE_MODES",
     "CriticVerifier",
+    "PointsVerifier",
+    "SCALES",
     "ScoreMode",
     "Verifier",
     "aggregate",
@@ -41,7 +47,10 @@ __all__ = [
     "counts_note",
     "critic_prompts",
     "parse_issues",
+    "parse_points_verification",
     "parse_verification",
+    "point_values",
+    "scheme_text",
     "score_prefix",
     "shown_score",
 ]

@@ -29,6 +29,7 @@ class Verifier(ScoreReadout, Role):
     """
 
     template = "verify"
+    scale = "ternary"  # the protocol: a score in {0, 0.5, 1} (PointsVerifier: "points")
 
     def __init__(self, model, *, score_mode: ScoreMode = DEFAULT_SCORE_MODE, **kwargs):
         super().__init__(model, **kwargs)
