@@ -17,7 +17,7 @@ from .promptset import PromptSet
 
 #: released sampling settings of DeepSeekMath-V2's search (SPEC section 5; defined in _constants,
 #: where the command line's help reads them)
-DEFAULT_CONFIG = GenerateConfig(**DEFAULT_SAMPLING)
+DEFAULT_CONFIG = GenerateConfig.model_validate(DEFAULT_SAMPLING)
 
 
 class _Answer(Protocol):

@@ -187,7 +187,7 @@ class GradingService:
             self.model,
             prompts=self.prompts,
             config=self.config.merge(request.sampling.as_config()),
-            score_mode=getattr(request, "score_mode", None) or self.score_mode,  # type: ignore[arg-type]
+            score_mode=getattr(request, "score_mode", None) or self.score_mode,
         )
 
     def _limit(self, own: int | None, cap: int | None) -> int | None:
