@@ -140,3 +140,27 @@ async def test_smollm2_through_the_points_role(smol_backend):
     assert v.format_ok == (v.points is not None)
     if not v.format_ok:
         assert v.format_error
+
+
+def test_eval_grade_cli_points_scale(tmp_path):
+    """`eval grade --scale points` on a graded file against a local server: the verifier's points
+    become the predicted points, measured against the human points."""
+
+    def script(call):
+        return points_text(6 if "Proof B" in call.prompt else 2)
+
+    graded = tmp_path / "graded.jsonl"
+    rows = [{"id": "a", "problem": "Show x.", "proof": "Proof A.", "points": 1, "max_points": 7},
+            {"id": "b", "problem": "Show y.", "proof": "Proof B.", "points": 7, "max_points": 7}]
+    graded.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with TinyOpenAIServer(ScriptedBackend(script), "roles") as server:
+        args = ["eval", "grade", "--file", str(graded), "--score-column", "points", "--run", str(tmp_path / "run"),
+                "--model", "openai/roles", "--base-url", server.url, "--scale", "points", "--no-cache"]
+        result = CliRunner().invoke(app, args, catch_exceptions=False, env={"OPENAI_API_KEY": "x"})
+        assert result.exit_code == 0, result.output + result.stderr
+    records = {r["id"]: r for r in map(json.loads, (tmp_path / "run" / "items.jsonl").read_text().splitlines())}
+    assert records["a"]["predicted_points"] == pytest.approx(2) and records["b"]["predicted_points"] == pytest.approx(6)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["metrics"]["leniency_points"] == pytest.approx(((2 - 1) + (6 - 7)) / 2)
+    bad = CliRunner().invoke(app, ["eval", "grade", "--file", str(graded), "--scale", "points", "--rule", "label"])
+    assert bad.exit_code == 2

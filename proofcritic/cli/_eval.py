@@ -21,6 +21,7 @@ from ._common import (
     DryRunOpt,
     ModelOptions,
     ScoreModeOpt,
+    check_score_mode,
     help_later,
     run_progress,
     run_with_model,
@@ -206,7 +207,7 @@ def eval_solve_command(
                       "verify_n": verify_n, "limit": limit, "model": model_name(opts), "score_mode": score_mode,
                       "sampling": opts.sampling().model_dump(exclude_unset=True), "prices": price_table},
              settings, overwrite)
-    roles = Roles.from_models(model, prompts=prompt_set, config=opts.sampling(), score_mode=score_mode)
+    roles = Roles.from_models(model, prompts=prompt_set, config=opts.sampling(), score_mode=check_score_mode(score_mode))
     seen: list[RunStats] = []
 
     async def main() -> None:
@@ -234,6 +235,7 @@ def eval_grade_command(
     limit: LimitOpt = None,
     data_dir: DataOpt = None,
     score_mode: ScoreModeOpt = DEFAULT_SCORE_MODE,
+    scale: Annotated[str, typer.Option("--scale", help="ternary: a score in {0, 0.5, 1}; points: whole points 0..max points (see grade --scale).")] = "ternary",
     dry_run: DryRunOpt = False,
     *,
     opts: ModelOptions,
@@ -251,11 +253,17 @@ def eval_grade_command(
         raise typer.BadParameter("give either --suite or --file")
     if rule not in ("mean", "min", "majority", "label"):
         raise typer.BadParameter("must be mean, min, majority or label", param_hint="--rule")
+    if scale not in ("ternary", "points"):
+        raise typer.BadParameter(f"choose ternary or points, not {scale!r}", param_hint="--scale")
+    if scale == "points" and (rule == "label" or score_mode != "text"):
+        raise typer.BadParameter("points grading takes --rule mean, min or majority and --score-mode text",
+                                 param_hint="--scale")
     if file is not None:
         from ..benchmarks import load_graded_file
 
         items = load_graded_file(file, score_column=score_column, limit=limit)
     else:
+        assert suite is not None  # --suite or --file (checked above)
         items = _load(suite, data_dir, limit)
     if not all(isinstance(i, GradeItem) for i in items):
         raise typer.BadParameter(f"{suite} is a solving suite; use `eval solve`", param_hint="--suite")
@@ -279,6 +287,8 @@ def eval_grade_command(
     own = {"suite": suite or str(file), "score_column": score_column, "rule": rule, "n": n, "from_recorded": from_recorded}
     if model is not None:
         own["score_mode"] = score_mode
+        if scale != "ternary":  # (recorded only when not the default: older runs have none)
+            own["scale"] = scale
     settings = result_settings("eval grade", None if from_recorded else opts, prompt_set, **own)
     _prepare(folder, {"command": "eval grade", "suite": suite or str(file), "rule": rule, "n": n, "limit": limit,
                       "from_recorded": from_recorded, "model": None if from_recorded else model_name(opts)},
@@ -286,11 +296,16 @@ def eval_grade_command(
     seen: list[RunStats] = []
     roles = None
     if model is not None:
-        roles = Roles.from_models(model, prompts=prompt_set, config=opts.sampling(), score_mode=score_mode)
+        roles = Roles.from_models(model, prompts=prompt_set, config=opts.sampling(), score_mode=check_score_mode(score_mode))
+    verifier = roles and roles.verifier
+    if roles is not None and scale == "points":
+        from ..verifier import PointsVerifier
+
+        verifier = PointsVerifier(model, prompts=prompt_set, config=opts.sampling())
 
     async def main() -> None:
         with run_progress(f"grade ({from_recorded or rule})", console, [model]) as update:
-            await eval_grade(items, folder, verifier=roles and roles.verifier, n=n, rule=rule,  # type: ignore[arg-type]
+            await eval_grade(items, folder, verifier=verifier, n=n, rule=rule,  # type: ignore[arg-type]
                              meta_verifier=roles and roles.meta_verifier, from_recorded=from_recorded,
                              concurrency=opts.concurrency or 8, on_progress=_kept(update, seen))
 
