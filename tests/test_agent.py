@@ -16,8 +16,8 @@ from scripted import Call, ScriptedBackend, generation_text, judge_text, repair_
 from proofcritic.budget import Budget, budget_scope
 from proofcritic.errors import PromptError
 from proofcritic.llm import GenerateConfig, Model
+from proofcritic.pipelines import Roles
 from proofcritic.pipelines._agent_roles import agent_prompts
-from proofcritic.pipelines._common import Roles
 from proofcritic.pipelines.agent import AgentConfig, AgentStrategy
 from proofcritic.promptset import OPTIONAL_TEMPLATE_VARIABLES, PromptSet
 from proofcritic.types import Problem

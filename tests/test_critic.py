@@ -330,7 +330,7 @@ async def test_output_with_fences_is_fenced_longer(pool):
 async def test_repair_rerun_replays_from_the_cache(pool, tmp_path):
     """A second run (e.g. after a kill) replays every model call from the completion cache:
     the same seeds, the same prompts (tool outputs included), the same result."""
-    from proofcritic.llm._cache import CompletionCache
+    from proofcritic.llm import CompletionCache
 
     cache = CompletionCache(tmp_path / "c.sqlite")
     first_backend = repair_script([0, 0.5, 1], ["PROOF-1", "PROOF-2", "PROOF-3"])

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 from scripted import ScriptedBackend, meta_text, verification_text
 
-from proofcritic.benchmarks._items import SCALES, GradeItem
-from proofcritic.benchmarks._run import RunFolder
+from proofcritic.benchmarks import SCALES, GradeItem, RunFolder
 from proofcritic.benchmarks.eval_grade import eval_grade, summarize_grade_run
 from proofcritic.benchmarks.metrics import pearson
 from proofcritic.errors import InputError

@@ -33,8 +33,8 @@ from scripted import (
 from typer.testing import CliRunner
 
 from proofcritic.cli import app
-from proofcritic.generator._parse import parse_generation
-from proofcritic.meta_verifier._parse import parse_meta_verification
+from proofcritic.generator import parse_generation
+from proofcritic.meta_verifier import parse_meta_verification
 from proofcritic.parsing import (
     EVALUATION_MARKER,
     META_SCORE_MARKER,
@@ -49,7 +49,7 @@ from proofcritic.parsing import (
 from proofcritic.pipelines._agent_roles import parse_judgement
 from proofcritic.promptset import PromptSet
 from proofcritic.types import Problem
-from proofcritic.verifier._parse import parse_verification
+from proofcritic.verifier import parse_verification
 
 try:
     from servers.tiny_openai_server import TinyOpenAIServer

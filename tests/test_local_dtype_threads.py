@@ -17,10 +17,9 @@ pytest.importorskip("transformers")
 
 from proofcritic.cli import main
 from proofcritic.errors import InputError
-from proofcritic.llm import CompletionCache, Model, get_model
+from proofcritic.llm import ChatMessage, ChatRequest, CompletionCache, GenerateConfig, Model, get_model
 from proofcritic.llm import _local_loading as parts
 from proofcritic.llm._transformers import TransformersBackend
-from proofcritic.llm._types import ChatMessage, ChatRequest, GenerateConfig
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 PROBLEM, PROOF = str(EXAMPLES / "problem.md"), str(EXAMPLES / "proof_flawed.md")

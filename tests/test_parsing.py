@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from proofcritic.generator._parse import parse_generation
-from proofcritic.meta_verifier._parse import parse_meta_verification
+from proofcritic.generator import parse_generation
+from proofcritic.meta_verifier import parse_meta_verification
 from proofcritic.parsing import (
     EVALUATION_MARKER,
     META_SCORE_MARKER,
@@ -22,7 +22,7 @@ from proofcritic.parsing import (
     split_evaluation,
     strip_thinking,
 )
-from proofcritic.verifier._parse import parse_issues, parse_verification
+from proofcritic.verifier import parse_issues, parse_verification
 
 OLD_SCORE_MARKER = SCORE_MARKER.replace("overall", "overal")
 SCORES = st.sampled_from(["0", "0.5", "1"])

@@ -33,7 +33,7 @@ from proofcritic.llm import (
     GenerateConfig,
     Model,
 )
-from proofcritic.pipelines._common import Roles
+from proofcritic.pipelines import Roles
 from proofcritic.pipelines.label import LabelConfig
 from proofcritic.pipelines.refine import RefineConfig
 from proofcritic.pipelines.search import SearchConfig, SearchStrategy

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from proofcritic.errors import PromptError
-from proofcritic.generator._parse import parse_generation
+from proofcritic.generator import parse_generation
 from proofcritic.parsing import EVALUATION_MARKER, META_SCORE_MARKER, SCORE_MARKER
 from proofcritic.promptset import TEMPLATE_VARIABLES, PromptSet
 from proofcritic.types import Problem
-from proofcritic.verifier._parse import parse_verification
+from proofcritic.verifier import parse_verification
 
 FULL = Problem(
     id="p1",

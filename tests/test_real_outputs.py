@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from proofcritic.generator._parse import parse_generation
+from proofcritic.generator import parse_generation
 from proofcritic.parsing import (
     EVALUATION_MARKER,
     EVALUATION_MARKER_RE,
@@ -29,7 +29,7 @@ from proofcritic.parsing import (
     find_headers,
     read_score,
 )
-from proofcritic.verifier._parse import parse_issues, parse_verification
+from proofcritic.verifier import parse_issues, parse_verification
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 OUTPUTS = DATA / "dsmv2" / "outputs"

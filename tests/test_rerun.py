@@ -21,7 +21,7 @@ from servers.scripted_openai_server import MODEL_NAME, ScriptedOpenAIServer
 from servers.tiny_openai_server import TinyOpenAIServer
 from typer.testing import CliRunner
 
-from proofcritic.benchmarks._run import RunFolder
+from proofcritic.benchmarks import RunFolder
 from proofcritic.cli import app
 from proofcritic.errors import BackendError, InputError
 from proofcritic.io import compact_jsonl, read_index

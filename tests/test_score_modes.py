@@ -26,15 +26,14 @@ from servers.tiny_openai_server import TinyOpenAIServer
 from typer.testing import CliRunner
 
 from proofcritic import Problem, Verifier, grade, grade_proof
-from proofcritic.benchmarks._items import GradeItem, SolveItem
-from proofcritic.benchmarks._run import RunFolder
+from proofcritic.benchmarks import GradeItem, RunFolder, SolveItem
 from proofcritic.benchmarks.eval_grade import eval_grade
 from proofcritic.benchmarks.eval_solve import eval_solve
 from proofcritic.benchmarks.report import build_report
 from proofcritic.cli import app
 from proofcritic.llm import Model
 from proofcritic.meta_verifier import MetaVerifier
-from proofcritic.pipelines._common import Roles
+from proofcritic.pipelines import Roles
 from proofcritic.pipelines.label import LabelConfig, label_proof
 from proofcritic.pipelines.single import SingleStrategy
 from proofcritic.types import Verification

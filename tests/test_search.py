@@ -13,7 +13,7 @@ from scripted import ScriptedBackend, generation_text, verification_text
 
 from proofcritic.budget import Budget, budget_scope
 from proofcritic.llm import Model
-from proofcritic.pipelines._common import Roles
+from proofcritic.pipelines import Roles
 from proofcritic.pipelines.search import SearchConfig, SearchStrategy, choose_analyses
 from proofcritic.types import Problem, Verification
 

@@ -22,7 +22,7 @@ from proofcritic.cli import app
 from proofcritic.cli._solve import solve_command
 from proofcritic.errors import InputError
 from proofcritic.llm import Model
-from proofcritic.pipelines._common import Roles
+from proofcritic.pipelines import Roles
 from proofcritic.pipelines.search import SearchStrategy
 from proofcritic.pipelines.single import SingleStrategy
 from proofcritic.pipelines.solve import (

@@ -271,8 +271,7 @@ def test_the_service_refuses_surrogates_and_over_long_texts(service):
 
 
 async def test_an_over_long_eval_item_is_an_input_error_record(tmp_path):
-    from proofcritic.benchmarks._items import GradeItem
-    from proofcritic.benchmarks._run import RunFolder
+    from proofcritic.benchmarks import GradeItem, RunFolder
     from proofcritic.benchmarks.eval_grade import eval_grade
     from proofcritic.types import Problem
 
