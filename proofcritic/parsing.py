@@ -269,6 +269,8 @@ def _marker_pattern(*words: str) -> re.Pattern[str]:
     return re.compile(body + tail, re.IGNORECASE)
 
 
+marker_pattern = _marker_pattern  # (the public name, for roles with markers of their own)
+
 EVALUATION_MARKER_RE = _marker_pattern("here", "is", "my", "evaluation", "of", "the", "solution")
 SCORE_MARKER_RE = _marker_pattern(
     "based", "on", "my", "evaluation,?", "the", "final", "overall?", "score", "should", "be"
