@@ -502,7 +502,7 @@ class OpenAIBackend(Backend):
             for j, i in enumerate(unknown):
                 counts[i] = share + (1 if j < extra else 0)
         return [
-            Completion(text=t, finish_reason=r, prompt_tokens=prompt_tokens, completion_tokens=c, logprobs=lp)
+            Completion(text=t, finish_reason=r, prompt_tokens=prompt_tokens, completion_tokens=c or 0, logprobs=lp)
             for t, r, c, lp in zip(texts, reasons, counts, lps)
         ]
 

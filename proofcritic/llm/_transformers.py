@@ -357,15 +357,10 @@ class TransformersBackend(Backend):
         if context is not None:
             max_tokens = min(max_tokens, context - len(prompt))
         top = (cfg.top_logprobs or 0) if cfg.logprobs else -1  # -1: no logprobs at all
-        common = {
-            "prompt_ids": prompt,
-            "max_tokens": max_tokens,
-            "stop": tuple(s for s in (cfg.stop or []) if s),
-            "top_logprobs": top,
-        }
+        stop = tuple(s for s in (cfg.stop or []) if s)
         if greedy:  # n greedy samples are identical: generate one, copy it
-            return key, [Row(job, list(range(cfg.n)), **common)]
-        return key, [Row(job, [i], **common) for i in range(cfg.n)]
+            return key, [Row(job, list(range(cfg.n)), prompt, max_tokens, stop, top)]
+        return key, [Row(job, [i], prompt, max_tokens, stop, top) for i in range(cfg.n)]
 
     def _run_group(self, key: BatchKey, rows: list[Row]) -> None:
         torch = import_torch()
@@ -451,7 +446,7 @@ class TransformersBackend(Backend):
         if row.top_logprobs >= 0 and chosen is not None:
             logprobs = []
             for t, tok in enumerate(tokens):
-                top = None
+                top: dict[str, float] | None = None
                 if row.top_logprobs > 0:
                     vals, idx = tops[0][t][i][: row.top_logprobs], tops[1][t][i][: row.top_logprobs]
                     top = {}

@@ -254,7 +254,7 @@ class OpenAITransport(Transport):
         try:
             import httpx2 as httpx  # what this openai release is built on
         except ImportError:  # pragma: no cover - older openai releases
-            import httpx
+            import httpx  # type: ignore[no-redef]
         # (None: no cap, as with aiohttp)
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self.clients: dict[str, Any] = {}

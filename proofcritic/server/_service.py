@@ -227,7 +227,7 @@ class GradingService:
     ) -> SolveResult:
         strategy: Strategy = get_strategy(request.strategy, **request.params)
         if on_round is not None and hasattr(strategy, "on_round"):
-            strategy.on_round = on_round  # type: ignore[attr-defined]
+            strategy.on_round = on_round
         budget = self.budget(request)
         return await solve_problem(
             strategy, self.problem(request), self.roles(request), state_dir=state_dir,
