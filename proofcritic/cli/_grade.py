@@ -105,7 +105,7 @@ def grade_command(
                                  param_hint="--scale")
     if scheme is not None and scale != "points":
         raise typer.BadParameter("a marking scheme needs --scale points", param_hint="--scheme")
-    from ..verifier._points import load_schemes
+    from ..verifier import load_schemes
 
     schemes = load_schemes(scheme) if scheme is not None else None
     prompt_set = opts.prompt_set()

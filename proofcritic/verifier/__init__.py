@@ -23,11 +23,14 @@ from ._verifier import (
 
 if TYPE_CHECKING:
     from ._critic import CRITIC_TEMPLATES, CRITIC_VARIABLES, CriticVerifier, critic_prompts
-    from ._points import SCALES, PointsVerifier, parse_points_verification, point_values, scheme_text
+    from ._points import SCALES, PointsVerifier, load_schemes, parse_points_verification, point_values, scheme_text
 
 _LAZY = {
     **dict.fromkeys(("CRITIC_TEMPLATES", "CRITIC_VARIABLES", "CriticVerifier", "critic_prompts"), "._critic"),
-    **dict.fromkeys(("SCALES", "PointsVerifier", "parse_points_verification", "point_values", "scheme_text"), "._points"),
+    **dict.fromkeys(
+        ("SCALES", "PointsVerifier", "load_schemes", "parse_points_verification", "point_values", "scheme_text"),
+        "._points",
+    ),
 }
 
 __getattr__, __dir__ = lazy_names(__name__, _LAZY, globals())
@@ -46,6 +49,7 @@ __all__ = [
     "check_score_mode",
     "counts_note",
     "critic_prompts",
+    "load_schemes",
     "parse_issues",
     "parse_points_verification",
     "parse_verification",
