@@ -48,7 +48,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._constants import TRANSPORTS, TransportKind
 from ..errors import (
@@ -69,6 +69,9 @@ from ._types import (
     TokenLogprob,
     split_assistant_prefix,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self from Python 3.11
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 _N_WORD = re.compile(r"(?<![\w-])[`'\"]?n[`'\"]?(?![\w-])")
@@ -155,12 +158,11 @@ class OpenAIBackend(Backend):
     engine = "openai"
     reports_requests = True
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> OpenAIBackend:
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
         """``OpenAIBackend(..., engine="vllm")`` / ``"sglang"`` builds that engine's subclass."""
         engine = kwargs.get("engine", args[7] if len(args) > 7 else None)
-        if cls is OpenAIBackend and engine in ("vllm", "sglang"):
-            cls = _engine_class(engine)
-        return super().__new__(cls)
+        made = _engine_class(engine) if cls is OpenAIBackend and engine in ("vllm", "sglang") else cls
+        return super().__new__(made)  # type: ignore[return-value]  # a subclass of cls
 
     def __init__(
         self,
