@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
 
 async def grade(
-    verifier: Verifier | CriticVerifier, problem: Problem, proof: Proof | str, n: int = 1, *, scheme: Any = None
+    verifier: Verifier | CriticVerifier, problem: Problem, proof: Proof | str, n: int = 1, *, scheme: Any = None,
+    normalizer: Any = None,
 ) -> GradeResult:
     """Verify ``proof`` ``n`` times (one request with n samples) and aggregate the scores.
 
@@ -26,7 +27,13 @@ async def grade(
     requests and retries included; answers from the cache counted apart, without tokens).
     """
     proof = proof if isinstance(proof, Proof) else Proof(text=proof)
+    normalized = error = None
     with usage_scope() as usage:
+        if normalizer is not None:  # --normalize: grade the neutral rewrite (the original if it failed)
+            rewrite = await normalizer.rewrite(problem, proof.text)
+            normalized, error = (rewrite.proof, None) if rewrite.format_ok else (None, rewrite.format_error)
+            if normalized is not None:
+                proof = Proof(text=normalized, id=proof.id)
         if scheme is not None and getattr(verifier, "scale", "ternary") == "points":
             verifications = await verifier.verify(problem, proof.text, n=n, scheme=scheme)  # type: ignore[call-arg]
         else:
@@ -37,6 +44,8 @@ async def grade(
         verifications=verifications,
         aggregate=aggregate(verifications, problem.max_points),
         usage=usage,
+        normalized_proof=normalized,
+        normalize_error=error,
     )
 
 
@@ -49,6 +58,7 @@ async def grade_jsonl(
     max_points: float | None = None,
     concurrency: int = 16,
     on_progress: Callable[[RunStats], None] | None = None,
+    normalizer: Any = None,
 ) -> RunStats:
     """Grade every record of ``input_path`` into ``output_path``, one JSON line per item.
 
@@ -62,7 +72,7 @@ async def grade_jsonl(
         if max_points is not None:
             problem = problem.model_copy(update={"max_points": max_points})
         scheme = record.get("scheme") or record.get("marking_scheme")  # points grading's, per problem
-        result = await grade(verifier, problem, proof_from_record(record), n=n, scheme=scheme)
+        result = await grade(verifier, problem, proof_from_record(record), n=n, scheme=scheme, normalizer=normalizer)
         return result.model_dump(mode="json")
 
     return await run_jsonl(

@@ -21,6 +21,8 @@ ROLE_SIGNATURES = (
     ("agent_improve", "## Your solution so far"),
     ("meta_verify", "You are reviewing the work of a grader"),
     ("refine", "## Earlier attempts"),
+    ("normalize", "Rewrite the proof below in a plain, neutral style"),
+    ("compare", "Decide which one is the more complete and rigorous proof"),
     ("verify", "You are an expert grader"),
     ("generate", "Your task is to solve the problem"),
 )

@@ -55,7 +55,8 @@ def _compact(verification: Verification) -> dict[str, Any]:
 
 
 async def _verdict(
-    item: GradeItem, rule: str, n: int, verifier: Any, meta_verifier: Any, label_config: LabelConfig | None
+    item: GradeItem, rule: str, n: int, verifier: Any, meta_verifier: Any, label_config: LabelConfig | None,
+    normalizer: Any = None,
 ) -> dict[str, Any]:
     """The verdict fields of one item's record."""
     if rule == "label":
@@ -72,14 +73,18 @@ async def _verdict(
             "budget_limited": result.budget_limited,
             "usage": result.usage.model_dump(),
         }
-    graded = await grade(verifier, item.problem, item.proof, n=n)
+    graded = await grade(verifier, item.problem, item.proof, n=n, normalizer=normalizer)
     score = getattr(graded.aggregate, rule)
-    return {
+    out = {
         "predicted_score": score,
         "status": "scored" if score is not None else "no_verdict",
         "verifications": [_compact(v) for v in graded.verifications],
         "usage": graded.usage.model_dump(),
     }
+    if normalizer is not None:
+        out["normalized_proof"] = graded.normalized_proof
+        out["normalize_error"] = graded.normalize_error
+    return out
 
 
 def check_recorded(items: Sequence[GradeItem], field: str) -> None:
@@ -106,8 +111,13 @@ async def eval_grade(
     on_progress: Callable[[RunStats], None] | None = None,
     n_resamples: int = 1000,
     seed: int = 0,
+    normalizer: Any = None,
 ) -> dict[str, Any]:
     """Grade every item, append its record to ``run.items_path``, write and return the summary.
+
+    With a ``normalizer`` (:class:`~proofcritic.pipelines.normalize.Normalizer`, rules other
+    than ``label``) each proof is rewritten in a neutral style first and the rewrite is graded;
+    the record keeps it (``normalized_proof``) beside the original (``proof``).
 
     Items already in ``items.jsonl`` are skipped (a killed run resumes; items that failed on a
     backend error are tried again). ``config.json`` is written only when the run folder has none
@@ -147,7 +157,7 @@ async def eval_grade(
         else:
             check_problem(item.problem)  # the input checks of every model command (size, surrogates)
             check_text(item.proof, "the proof")
-            verdict = await _verdict(item, rule, n, verifier, meta_verifier, label_config)
+            verdict = await _verdict(item, rule, n, verifier, meta_verifier, label_config, normalizer)
         score = verdict["predicted_score"]
         compact = verdict["verifications"]
         verdict["unscored"] = sum(v["score"] is None for v in compact)

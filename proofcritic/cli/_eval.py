@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -52,12 +52,12 @@ def _suite_option(kind: Kind) -> Any:
     return typer.Option("--suite", help=help_later(f"suites:{kind}", text))
 
 
-SolveSuiteOpt = Annotated[Optional[str], _suite_option("solve")]
-GradeSuiteOpt = Annotated[Optional[str], _suite_option("grade")]
+SolveSuiteOpt = Annotated[str | None, _suite_option("solve")]
+GradeSuiteOpt = Annotated[str | None, _suite_option("grade")]
 RunOpt = Annotated[Path, typer.Option("--run", help="Run folder; an existing one is resumed.")]
-LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N items.")]
-DataOpt = Annotated[Optional[Path], typer.Option("--data-dir", envvar="PROOFCRITIC_DATA", help="Data root of the suites.")]
-PricesOpt = Annotated[Optional[Path], typer.Option("--prices", help='JSON {model: {"prompt": $/1M, "completion": $/1M}}.')]
+LimitOpt = Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N items.")]
+DataOpt = Annotated[Path | None, typer.Option("--data-dir", envvar="PROOFCRITIC_DATA", help="Data root of the suites.")]
+PricesOpt = Annotated[Path | None, typer.Option("--prices", help='JSON {model: {"prompt": $/1M, "completion": $/1M}}.')]
 
 
 def _load(suite: str, data_dir: Path | None, limit: int | None) -> list:
@@ -162,7 +162,7 @@ def eval_solve_command(
     strategy: Annotated[str, typer.Option("--strategy", "-s", help=f"{' | '.join(STRATEGIES)}.")] = "single",
     k: Annotated[int, typer.Option("-k", min=1, help="Samples (strategy runs) per problem.")] = 1,
     verify_n: Annotated[int, typer.Option("--verify-n", min=0, help="Verifications of each answer (the grader).")] = 1,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Strategy parameter KEY=VALUE, repeatable.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Strategy parameter KEY=VALUE, repeatable.")] = None,
     keep_invalid: KeepInvalidOpt = False,
     limit: LimitOpt = None,
     data_dir: DataOpt = None,
@@ -229,13 +229,14 @@ def eval_grade_command(
     overwrite: OverwriteOpt = False,
     n: Annotated[int, typer.Option("-n", "--n", min=1, help="Verifications per proof.")] = 1,
     rule: Annotated[str, typer.Option("--rule", help="mean | min | majority | label.")] = "mean",
-    from_recorded: Annotated[Optional[str], typer.Option("--from-recorded", help="Score with a grade recorded in the data (no model).")] = None,
-    file: Annotated[Optional[Path], typer.Option("--file", help="A custom graded JSONL instead of --suite.")] = None,
-    score_column: Annotated[Optional[str], typer.Option("--score-column", help="With --file: the human grade field (default: found by name).")] = None,
+    from_recorded: Annotated[str | None, typer.Option("--from-recorded", help="Score with a grade recorded in the data (no model).")] = None,
+    file: Annotated[Path | None, typer.Option("--file", help="A custom graded JSONL instead of --suite.")] = None,
+    score_column: Annotated[str | None, typer.Option("--score-column", help="With --file: the human grade field (default: found by name).")] = None,
     limit: LimitOpt = None,
     data_dir: DataOpt = None,
     score_mode: ScoreModeOpt = DEFAULT_SCORE_MODE,
     scale: Annotated[str, typer.Option("--scale", help="ternary: a score in {0, 0.5, 1}; points: whole points 0..max points (see grade --scale).")] = "ternary",
+    normalize: Annotated[bool, typer.Option("--normalize", help="Grade a neutral rewrite of each proof (see grade --normalize); run with and without it and `compare` the runs.")] = False,
     dry_run: DryRunOpt = False,
     *,
     opts: ModelOptions,
@@ -255,6 +256,9 @@ def eval_grade_command(
         raise typer.BadParameter("must be mean, min, majority or label", param_hint="--rule")
     if scale not in ("ternary", "points"):
         raise typer.BadParameter(f"choose ternary or points, not {scale!r}", param_hint="--scale")
+    if normalize and (rule == "label" or from_recorded):
+        raise typer.BadParameter("a neutral rewrite is graded by the mean, min or majority rule, not label or "
+                                 "recorded grades", param_hint="--normalize")
     if scale == "points" and (rule == "label" or score_mode != "text"):
         raise typer.BadParameter("points grading takes --rule mean, min or majority and --score-mode text",
                                  param_hint="--scale")
@@ -274,7 +278,7 @@ def eval_grade_command(
         per_item = CallPlan()
     else:  # the label rule labels each proof (LabelConfig's m, with n verifications), the others grade it
         per_item = LabelConfig.model_construct(n=n).plan() if rule == "label" else grade_plan(n)
-        per_item = with_readouts(per_item, score_mode)
+        per_item = with_readouts(per_item, score_mode).add("neutral rewrite", 1 if normalize else 0)
     show_plan(  # before any model loads: a large run says what it will cost; --dry-run stops here
         console, f"eval grade {suite or file} --rule {rule}", len(items), per_item,
         {"model": None if from_recorded else model_name(opts), "n": None if from_recorded else n,
@@ -289,6 +293,8 @@ def eval_grade_command(
         own["score_mode"] = score_mode
         if scale != "ternary":  # (recorded only when not the default: older runs have none)
             own["scale"] = scale
+        if normalize:
+            own["normalize"] = True
     settings = result_settings("eval grade", None if from_recorded else opts, prompt_set, **own)
     _prepare(folder, {"command": "eval grade", "suite": suite or str(file), "rule": rule, "n": n, "limit": limit,
                       "from_recorded": from_recorded, "model": None if from_recorded else model_name(opts)},
@@ -303,9 +309,15 @@ def eval_grade_command(
 
         verifier = PointsVerifier(model, prompts=prompt_set, config=opts.sampling())
 
+    normalizer = None
+    if normalize and model is not None:
+        from ..pipelines.normalize import Normalizer
+
+        normalizer = Normalizer(model, prompts=prompt_set, config=opts.sampling())
+
     async def main() -> None:
         with run_progress(f"grade ({from_recorded or rule})", console, [model]) as update:
-            await eval_grade(items, folder, verifier=verifier, n=n, rule=rule,  # type: ignore[arg-type]
+            await eval_grade(items, folder, verifier=verifier, n=n, rule=rule, normalizer=normalizer,  # type: ignore[arg-type]
                              meta_verifier=roles and roles.meta_verifier, from_recorded=from_recorded,
                              concurrency=opts.concurrency or 8, on_progress=_kept(update, seen))
 
@@ -327,7 +339,7 @@ def report_command(run: Annotated[Path, typer.Argument(help="Run folder.")]) -> 
 
 def compare_command(
     runs: Annotated[list[Path], typer.Argument(help="Two or more run folders of one kind; the first is the baseline.")],
-    out: Annotated[Optional[Path], typer.Option("--out", help="Also write compare.md, compare.html and compare.json into this folder.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Also write compare.md, compare.html and compare.json into this folder.")] = None,
 ) -> None:
     """Every metric of two or more runs side by side on the items all of them have (paired by id),
     each run's difference from the first with its paired bootstrap 95% interval."""

@@ -52,6 +52,7 @@ def grade_command(
     tool_timeout: Annotated[float, typer.Option("--tool-timeout", min=0.1, help="With --tools: seconds per code run.", rich_help_panel=_TOOLS)] = 10.0,
     scale: Annotated[str, typer.Option("--scale", help="ternary: a score in {0, 0.5, 1} (DeepSeekMath-V2); points: whole points 0..max points, against the reference, guidelines and marking scheme.")] = "ternary",
     scheme: Annotated[Optional[Path], typer.Option("--scheme", help="With --scale points: a marking scheme, a text file or JSON in the shape of MathArena's grading_scheme.json (a list by problem id, or one entry); a batch record's own 'scheme' field wins.")] = None,
+    normalize: Annotated[bool, typer.Option("--normalize", help="Rewrite each proof in a plain, neutral style (every step kept) before grading; the record keeps both texts.")] = False,
     dry_run: DryRunOpt = False,
     *,
     opts: ModelOptions,
@@ -93,7 +94,8 @@ def grade_command(
     console = Console(stderr=True)
     show_plan(  # before any model loads: a large run says what it will cost; --dry-run stops here
         console, "grade", len(read_items(input)) if input is not None else 1,
-        with_readouts(grade_plan(n, max_tool_calls if tool_names else None), score_mode),
+        with_readouts(grade_plan(n, max_tool_calls if tool_names else None), score_mode).add(
+            "neutral rewrite", 1 if normalize else 0),
         {"model": model_name(opts), "n": n, "score_mode": score_mode, "tools": ",".join(tool_names) or None,
          "max_tool_calls": max_tool_calls if tool_names else None, "input": input, "output": output},
         dry_run=dry_run, unit="proof",
@@ -112,6 +114,8 @@ def grade_command(
     the_model = opts.build_model()
     if batch:  # before any model call: a rerun with other settings stops here
         scaled = {"scale": scale, "scheme": str(scheme) if scheme else None} if scale != "ternary" else {}
+        if normalize:  # (recorded only when used: older outputs have none)
+            scaled["normalize"] = True
         settings = result_settings(
             "grade", opts, prompt_set, n=n, max_points=max_points, score_mode=score_mode, tools=tool_names, **scaled,
             max_tool_calls=max_tool_calls if tool_names else None, tool_timeout=tool_timeout if tool_names else None,
@@ -125,13 +129,18 @@ def grade_command(
     else:
         plain = Verifier(the_model, prompts=prompt_set, config=opts.sampling(), score_mode=check_score_mode(score_mode))
     verifier: Verifier | CriticVerifier = plain
+    normalizer = None
+    if normalize:
+        from ..pipelines.normalize import Normalizer
+
+        normalizer = Normalizer(the_model, prompts=prompt_set, config=opts.sampling())
     if tool_names:
         built = [get_tool(name, timeout=tool_timeout) for name in tool_names]
         verifier = CriticVerifier(plain, built, max_tool_calls=max_tool_calls)
 
     async def main() -> RunStats | GradeResult:
         if batch:
-            stats = await _run_batch(verifier, input, output, n, max_points, opts.concurrency or 16, console)
+            stats = await _run_batch(verifier, input, output, n, max_points, opts.concurrency or 16, console, normalizer)
             console.print(
                 f"graded {stats.done - stats.skipped} item(s), {stats.skipped} already done, "
                 f"{stats.errors} error record(s) -> {output}"
@@ -140,7 +149,7 @@ def grade_command(
             console.print(batch_verdicts(output))
             return stats
         with LiveProgress("grading", console, [the_model]):
-            result = await grade(verifier, the_problem, the_proof, n=n)
+            result = await grade(verifier, the_problem, the_proof, n=n, normalizer=normalizer)
         if json_out:
             print(json.dumps(result.model_dump(mode="json"), ensure_ascii=False, indent=2))
         else:
@@ -165,12 +174,13 @@ def no_verdict_exit(result: GradeResult, score_mode: str) -> None:
         raise typer.Exit(1)
 
 
-async def _run_batch(verifier, input, output, n, max_points, concurrency, console) -> RunStats:
+async def _run_batch(verifier, input, output, n, max_points, concurrency, console, normalizer=None) -> RunStats:
     from ..grading import grade_jsonl
 
     with run_progress("grading", console, [verifier.model]) as update:
         return await grade_jsonl(
-            verifier, input, output, n=n, max_points=max_points, concurrency=concurrency, on_progress=update
+            verifier, input, output, n=n, max_points=max_points, concurrency=concurrency, on_progress=update,
+            normalizer=normalizer,
         )
 
 
