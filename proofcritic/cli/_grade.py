@@ -113,7 +113,7 @@ def grade_command(
     prompt_set = opts.prompt_set()
     the_model = opts.build_model()
     if batch:  # before any model call: a rerun with other settings stops here
-        scaled = {"scale": scale, "scheme": str(scheme) if scheme else None} if scale != "ternary" else {}
+        scaled: dict[str, object] = {"scale": scale, "scheme": str(scheme) if scheme else None} if scale != "ternary" else {}
         if normalize:  # (recorded only when used: older outputs have none)
             scaled["normalize"] = True
         settings = result_settings(
@@ -122,6 +122,7 @@ def grade_command(
         )
         assert output is not None  # a batch has both files (checked above)
         prepare(output, settings, overwrite)
+    plain: Verifier
     if scale == "points":
         from ..verifier import PointsVerifier
 
