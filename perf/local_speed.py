@@ -49,8 +49,8 @@ def _child(args: argparse.Namespace) -> dict:
 
     import torch  # first, so that OpenMP keeps the policy this process was started with (see _run)
 
-    from proofcritic.llm._transformers import TransformersBackend
     from proofcritic.llm._local_loading import torch_threads
+    from proofcritic.llm._transformers import TransformersBackend
 
     backend = TransformersBackend("smollm2", dtype=args.dtype, threads=args.threads, prefix_cache_tokens=0)
     started = time.perf_counter()

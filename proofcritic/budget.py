@@ -34,12 +34,12 @@ class Budget:
     max_calls: int | None = None
     max_tokens: int | None = None
     name: str = "run"
-    parent: "Budget | None" = None
+    parent: Budget | None = None
     calls: int = 0
     tokens: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def child(self, max_calls: int | None = None, max_tokens: int | None = None, name: str = "problem") -> "Budget":
+    def child(self, max_calls: int | None = None, max_tokens: int | None = None, name: str = "problem") -> Budget:
         """A budget inside this one: spending in the child is spent in this one too."""
         return Budget(max_calls=max_calls, max_tokens=max_tokens, name=name, parent=self)
 

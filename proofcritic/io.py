@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -18,6 +18,9 @@ from pydantic import ValidationError
 from ._constants import DEFAULT_MAX_INPUT_CHARS, MAX_INPUT_CHARS_ENV
 from .errors import InputError, InputTooLargeError, validation_line
 from .types import Problem, Proof
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self from Python 3.11
 
 T = TypeVar("T")
 
@@ -286,7 +289,7 @@ class JsonlAppender:
     def close(self) -> None:
         os.close(self._fd)
 
-    def __enter__(self) -> "JsonlAppender":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

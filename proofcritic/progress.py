@@ -32,6 +32,8 @@ from rich.text import Text
 from .errors import InputError
 
 if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self from Python 3.11
+
     from .llm import Model
     from .runner import RunStats
 
@@ -125,7 +127,7 @@ class LiveProgress:
         if self.extra is not None:
             parts.append(self.extra(stats))
         worked = stats.done - stats.skipped
-        if 0 < worked and stats.done < stats.total:
+        if worked > 0 and stats.done < stats.total:
             parts.append(f"ETA {_clock(self.elapsed() * (stats.total - stats.done) / worked)}")
         return ", ".join(p for p in parts if p)
 
@@ -179,7 +181,7 @@ class LiveProgress:
         return Group(head, *(Text("  " + s, style="dim") for s in self._strategy_states()))
 
     # -- showing it ----------------------------------------------------------------------------
-    def __enter__(self) -> LiveProgress:
+    def __enter__(self) -> Self:
         self._started = time.monotonic()
         if self.console.is_terminal:
             self._live = Live(get_renderable=self._render, console=self.console, refresh_per_second=4,

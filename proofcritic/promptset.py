@@ -117,7 +117,7 @@ class _Template:
         template = self.jinja
         assert template is not None and self.globals is not None
         context = template.new_context({**self.globals, **variables}, shared=True)
-        return template.environment.concat(template.root_render_func(context))  # type: ignore[attr-defined]
+        return template.environment.concat(template.root_render_func(context))
 
 
 def format_candidates(candidates: Iterable[Any]) -> str:
@@ -177,9 +177,8 @@ def _text_values(name: str, variables: Mapping[str, Any]) -> dict[str, Any]:
             reference_solution=problem.reference_solution or "",
             grading_guidelines=problem.grading_guidelines or "",
         )
-    for name, value in variables.items():
-        if name not in ("problem", "score", "candidates"):
-            values[name] = value  # proof, analysis, and any variable a caller added
+    # proof, analysis, and any variable a caller added
+    values.update({name: value for name, value in variables.items() if name not in ("problem", "score", "candidates")})
     if "score" in variables:
         values["score"] = format_score(variables["score"])
     if "candidates" in variables:
@@ -388,7 +387,7 @@ class PromptSet:
                 text = template.text.format_map(_text_values(name, variables))
         except PromptError:
             raise
-        except Exception as error:  # jinja2 errors, a missing field, a bad attribute
+        except Exception as error:  # noqa: BLE001 - jinja2 errors, a missing field, a bad attribute
             raise PromptError(f"rendering {template.path.name} failed: {type(error).__name__}: {error}") from None
         return text.strip()
 

@@ -24,7 +24,7 @@ import json
 import shutil
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,7 +214,7 @@ async def run_jsonl(
     rewrite = index.duplicates
     leaving = False  # an item was left for a rerun (LeftForRerun): start no other
 
-    def pending() -> Iterator[Item]:
+    def pending() -> Generator[Item, None, None]:
         """The items to run, in input order; those already done are counted as they pass."""
         nonlocal rewrite
         for item in items:
@@ -253,7 +253,7 @@ async def run_jsonl(
                 except LeftForRerun:
                     leaving = True
                     return
-                except Exception as error:  # one item never kills the run: record it and go on
+                except Exception as error:  # noqa: BLE001 - one item never kills the run: record it and go on
                     message = str(error) if isinstance(error, ProofcriticError) else f"{type(error).__name__}: {error}"
                     kind = _error_kind(error)
                     row = {"id": item_id, "line": line, "error": message, "error_kind": kind}

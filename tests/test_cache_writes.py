@@ -242,7 +242,7 @@ def test_a_batch_killed_mid_run_keeps_its_records_and_asks_again_only_what_it_ha
         first_run = len(server.chat_requests)
         assert committed < first_run  # the last completions were still buffered at the kill
 
-        rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
         assert rerun.returncode in (0, 1), rerun.stderr  # "fine" has no score: no verdict, still a result
         asked = [
             int(re.search(r"Problem number (\d+)", json.dumps(r.body)).group(1))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import resource
+from typing import TYPE_CHECKING
 
 import pytest
 from aiohttp import web
@@ -26,6 +27,9 @@ from proofcritic.llm import (
     get_model,
 )
 from proofcritic.llm._openai import OpenAIBackend
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self from Python 3.11
 
 _ANSWER = {
     "id": "c", "object": "chat.completion", "model": "m",
@@ -68,7 +72,7 @@ class HoldingServer:
             self.held -= 1
         return web.json_response(_ANSWER)
 
-    async def __aenter__(self) -> HoldingServer:
+    async def __aenter__(self) -> Self:
         app_ = web.Application()
         app_.router.add_post("/v1/chat/completions", self.chat)
         self.runner = web.AppRunner(app_, access_log=None)

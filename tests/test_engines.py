@@ -150,7 +150,7 @@ def test_timeout_stops_the_engine_and_shows_the_log(sglang_path, tmp_path):
 def test_missing_engine_and_busy_port_fail_before_starting(tmp_path):
     if subprocess.run([sys.executable, "-c", "import sglang"], check=False, capture_output=True).returncode == 0:
         pytest.skip("sglang is installed here")
-    with pytest.raises(EngineError, match="sglang is not installed for .*PROOFCRITIC_SGLANG_PYTHON"):
+    with pytest.raises(EngineError, match=r"sglang is not installed for .*PROOFCRITIC_SGLANG_PYTHON"):
         EngineServer("sglang", "org/m", port=0, python=sys.executable).start()
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

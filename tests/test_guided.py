@@ -62,7 +62,9 @@ def test_choices_are_validated_and_part_of_the_cache_key():
     with pytest.raises(ValidationError):
         GenerateConfig(choices=["a", "a"])
     assert "choices" not in GenerateConfig(temperature=1.0).model_dump()  # plain requests keep their old keys
-    key = lambda config: CompletionCache.request_key("id", QUESTION, config)
+    def key(config: GenerateConfig) -> str:
+        return CompletionCache.request_key("id", QUESTION, config)
+
     plain, guided, other = key(GenerateConfig()), key(GenerateConfig(choices=["0", "1"])), key(GenerateConfig(choices=["1", "0"]))
     assert len({plain, guided, other}) == 3
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -14,6 +15,9 @@ from proofcritic.errors import BackendError
 from proofcritic.llm import ChatMessage, ChatRequest, GenerateConfig, Model, RetryPolicy
 from proofcritic.llm._http import HTTPClient, HTTPConnectionError
 from proofcritic.llm._openai import OpenAIBackend
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self from Python 3.11
 
 _BODY = json.dumps({
     "choices": [{"index": 0, "message": {"role": "assistant", "content": "fine"}, "finish_reason": "stop"}],
@@ -47,7 +51,7 @@ class RawServer:
         finally:
             writer.close()
 
-    async def __aenter__(self) -> RawServer:
+    async def __aenter__(self) -> Self:
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/v1"
         return self
@@ -159,7 +163,7 @@ async def test_too_slow_is_a_retryable_timeout_and_the_connection_is_dropped():
     async with server:
         model = _model(server.url, timeout=0.2)
         try:
-            with pytest.raises(BackendError, match="timed out after 0.2 s") as info:
+            with pytest.raises(BackendError, match=r"timed out after 0\.2 s") as info:
                 await model.generate(_request(0))
             assert info.value.retryable
             assert (await model.generate(_request(1)))[0].text == "fine"

@@ -7,7 +7,15 @@ import json
 import pytest
 
 from proofcritic.errors import InputError
-from proofcritic.io import JsonlAppender, iter_jsonl, problem_from_record, proof_from_record, read_done, read_problem, read_text
+from proofcritic.io import (
+    JsonlAppender,
+    iter_jsonl,
+    problem_from_record,
+    proof_from_record,
+    read_done,
+    read_problem,
+    read_text,
+)
 
 
 def test_read_text_errors(tmp_path):

@@ -325,7 +325,7 @@ def test_both_checkers_read_proofcritic_lean_the_same_way_in_a_project(tmp_path,
         assert (checker.lean, checker.lake) == (tools / "lean", tools / "lake"), checker_class
     monkeypatch.setenv("PROOFCRITIC_LEAN", str(tmp_path / "missing"))
     for checker_class in (LocalLeanChecker, LeanServerChecker):
-        with pytest.raises(LeanNotFoundError, match="PROOFCRITIC_LEAN path .*missing is not an executable"):
+        with pytest.raises(LeanNotFoundError, match=r"PROOFCRITIC_LEAN path .*missing is not an executable"):
             checker_class(project=project)
     monkeypatch.delenv("PROOFCRITIC_LEAN")
     monkeypatch.setenv("PATH", str(tools))

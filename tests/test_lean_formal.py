@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 import pytest
 
-from proofcritic.errors import SetupError
 from proofcritic.benchmarks import load_lean_problems
+from proofcritic.errors import SetupError
 from proofcritic.lean_checker import (
     LocalLeanChecker,
 )

@@ -238,7 +238,7 @@ def test_get_model_checks_the_options():
     assert plain.backend.dtype is None
     with pytest.raises(InputError, match="unknown dtype 'fp8'"):
         get_model("transformers/smollm2", cache=False, dtype="fp8")
-    with pytest.raises(InputError, match="threads .* at least 1"):
+    with pytest.raises(InputError, match=r"threads .* at least 1"):
         get_model("transformers/smollm2", cache=False, threads=0)
     with pytest.raises(InputError, match="applies to the local backends"):
         get_model("openai/m", cache=False, base_url="http://127.0.0.1:9/v1", dtype="bfloat16")

@@ -27,13 +27,29 @@ from proofcritic.llm._transports import parse_retry_after
 
 try:  # tests/ is on sys.path when it is not a package
     from servers.fault_server import (
-        FaultServer, drop_connection, ignore_n, malformed_json, not_found_model, ok, refuse_n, slow, status,
+        FaultServer,
+        drop_connection,
+        ignore_n,
+        malformed_json,
+        not_found_model,
+        ok,
+        refuse_n,
+        slow,
+        status,
         unauthorized,
     )
     from servers.tiny_openai_server import TinyOpenAIServer
 except ImportError:  # pragma: no cover - when tests/ becomes a package
     from tests.servers.fault_server import (
-        FaultServer, drop_connection, ignore_n, malformed_json, not_found_model, ok, refuse_n, slow, status,
+        FaultServer,
+        drop_connection,
+        ignore_n,
+        malformed_json,
+        not_found_model,
+        ok,
+        refuse_n,
+        slow,
+        status,
         unauthorized,
     )
     from tests.servers.tiny_openai_server import TinyOpenAIServer

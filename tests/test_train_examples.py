@@ -118,8 +118,8 @@ def test_every_readme_training_command_is_valid(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     recipe = {"verifier": "grpo", "meta-verifier": "grpo", "generator": "grpo", "sft": "sft", "dpo": "dpo"}
     seen = set()
-    for args in _commands():
-        args = _absolute(args)
+    for written in _commands():
+        args = _absolute(written)
         assert args[0] in ("train", "cotrain"), args
         if args[0] == "cotrain":
             config = load_cotrain_config(_option(args, "--config"))

@@ -128,7 +128,7 @@ def test_user_jsonl(tmp_path):
     assert examples[1].problem.max_points == 10
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"problem": "x", "proof": "y", "score": 0.7}) + "\n")
-    with pytest.raises(InputError, match="0, 0.5 or 1"):
+    with pytest.raises(InputError, match=r"0, 0\.5 or 1"):
         examples_from_jsonl(bad)
     with pytest.raises(InputError, match="analysis"):
         meta_examples_from_jsonl(path)

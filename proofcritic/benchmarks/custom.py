@@ -208,7 +208,7 @@ def _graded_item(
         human_points=points,
         meta=_meta(r, frozenset({norm_key(column)})),
         recorded={
-            k: number(v, k) for k, v in r.items() if k in {"average_automatic_rating"}
+            k: number(v, k) for k, v in r.items() if k == "average_automatic_rating"
         },
     )
 

@@ -45,7 +45,7 @@ class LeanChecker(ABC):
         """Check several files; the checker's own concurrency bound applies."""
         return list(await asyncio.gather(*(self.check(s, timeout=timeout) for s in sources)))
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - not abstract: a checker may hold nothing
         """Release what the checker holds (processes, connections)."""
 
     async def __aenter__(self) -> Self:

@@ -85,7 +85,7 @@ class LocalLeanChecker(LeanChecker):
             # inside a project the toolchain comes from the project (elan's `lake` picks it)
             named = project_lean(lean)
             self.lean = named or Path("lean")
-            self.lake = find_lake(named)
+            self.lake: Path | None = find_lake(named)
         else:
             self.lean = find_lean(lean)
             self.lake = None
@@ -153,8 +153,8 @@ def parse_json_output(stdout: str) -> tuple[list[LeanMessage], list[str]]:
     """Messages from ``lean --json`` output, and the lines that were not messages."""
     messages: list[LeanMessage] = []
     other: list[str] = []
-    for line in stdout.splitlines():
-        line = line.strip()
+    for raw in stdout.splitlines():
+        line = raw.strip()
         if not line:
             continue
         try:

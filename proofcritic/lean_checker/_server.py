@@ -89,7 +89,7 @@ class LspConnection:
             limit=1 << 26,
         )
         self._reader = asyncio.create_task(self._read_loop())
-        root_uri = Path(root).resolve().as_uri() if root else None
+        root_uri = Path(root).resolve().as_uri() if root else None  # noqa: ASYNC240 - once, at start-up
         await self.request(
             "initialize",
             {"processId": os.getpid(), "rootUri": root_uri, "capabilities": {}, "initializationOptions": {"editDelay": 0}},
@@ -319,7 +319,7 @@ class LeanServerChecker(LeanChecker):
         self.project = find_project(project) if project is not None else None
         if self.project is not None:
             self.lean = project_lean(lean)
-            self.lake = find_lake(self.lean)
+            self.lake: Path | None = find_lake(self.lean)
         else:
             self.lean = find_lean(lean)
             self.lake = None

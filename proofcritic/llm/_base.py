@@ -102,7 +102,7 @@ class Backend(abc.ABC):
         """Where the requests go, for messages (a server backend: its base URL(s))."""
         return f"{self.name}/{self.model}"
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - not abstract: a backend may hold nothing
         """Release connections, threads and models."""
 
 

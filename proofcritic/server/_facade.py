@@ -61,15 +61,15 @@ from ..pipelines import SolveResult
 from ..pipelines.solve import STRATEGIES
 from ..types import GradeResult, Verification
 from ..verifier import counts_note, shown_score
+from ._errors import ServiceError, error_body, input_error
 from ._service import (
-    GradingService,
     GradeRequest,
+    GradingService,
     SolveRequest,
     answers_usage,
     check_request,
     usage_json,
 )
-from ._errors import ServiceError, error_body, input_error
 
 PREFIX = "proofcritic/"
 _DESCRIPTIONS: dict[str, str] = {

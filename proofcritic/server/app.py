@@ -43,18 +43,18 @@ from ..errors import (
     validation_line,
 )
 from ..llm import Usage
+from ._errors import ServiceError, error_body, input_error, openai_error
+from ._facade import router as facade_router
+from ._facade import upstream_message
 from ._service import (
     REQUESTS,
-    GradingService,
     GradeRequest,
+    GradingService,
     LabelRequest,
     SolveRequest,
     answers_usage,
     usage_json,
 )
-from ._errors import ServiceError, error_body, input_error, openai_error
-from ._facade import router as facade_router
-from ._facade import upstream_message
 from .jobs import FINAL, STATUSES, JobStore
 from .settings import ServerSettings
 

@@ -77,9 +77,8 @@ def pairs_from_traces(
     dict or statement). Records without a statement or without two scored proofs give no pair.
     """
     pairs: list[dict[str, Any]] = []
-    for record in records:
-        if hasattr(record, "model_dump"):
-            record = record.model_dump(mode="json")
+    for given in records:
+        record = given.model_dump(mode="json") if hasattr(given, "model_dump") else given
         found = _statement(record, problems)
         if found is None:
             continue

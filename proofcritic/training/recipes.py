@@ -167,6 +167,7 @@ def _reward_model(config: ProofcriticGRPOConfig):
         options["base_url"] = config.reward_model_base_url
     options.update(dtype=config.reward_model_dtype, threads=config.reward_model_threads)  # None: not given
     defaults = GenerateConfig(max_tokens=config.reward_model_max_tokens, temperature=config.reward_model_temperature)
+    assert config.reward_model is not None  # asked for only when one is configured
     return get_model(config.reward_model, cache=False, defaults=defaults, **options)
 
 
@@ -258,9 +259,10 @@ def component_metrics(name: str, components: list[dict[str, Any]]) -> dict[str, 
     if any("s_self" in c and "r_y" in c for c in rows):  # the generator: self-score vs the verifier
         scored = [c for c in rows if isinstance(c.get("r_y"), (int, float))]
         agreement = _mean([score_closeness(c.get("s_self"), c["r_y"]) for c in scored])
-        if agreement is not None:
+        exact = _fraction([(c.get("s_self"), c["r_y"]) for c in scored])
+        if agreement is not None and exact is not None:  # both are, or neither (the same rows)
             out[f"{name}/self_score_agreement"] = agreement
-            out[f"{name}/self_score_exact_agreement"] = _fraction([(c.get("s_self"), c["r_y"]) for c in scored])
+            out[f"{name}/self_score_exact_agreement"] = exact
     return out
 
 
@@ -356,6 +358,7 @@ def _grpo_trainer_class():
             extra: dict[str, float] = {}
             for logger in self.component_loggers:
                 extra.update(logger.drain())
+            assert self.model is not None  # a trainer logs once it holds its model
             if not self.model.training:  # an evaluation log: TRL prefixes its keys with eval_
                 extra = {f"eval_{k}": v for k, v in extra.items()}
             logs.update(extra)

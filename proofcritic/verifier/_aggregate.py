@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from ..types import Aggregate, Verification
+from ..types import Aggregate, ScoredOutput, Verification
 
 
 def aggregate(verifications: Sequence[Verification], max_points: float = 7.0) -> Aggregate:
@@ -36,8 +36,8 @@ def aggregate(verifications: Sequence[Verification], max_points: float = 7.0) ->
     )
 
 
-def shown_score(verification: Verification) -> str:
-    """A verification's score for people: "—" without one, "0.5 (read-out)" when a read-out gave it."""
+def shown_score(verification: ScoredOutput) -> str:
+    """A verification's (or meta-verification's) score for people: "—" without one, "0.5 (read-out)" when a read-out gave it."""
     if verification.score is None:
         return "—"
     return f"{verification.score:g} (read-out)" if verification.read_out else f"{verification.score:g}"

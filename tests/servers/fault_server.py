@@ -24,10 +24,13 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from aiohttp import web
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self from Python 3.11
 
 
 @dataclass
@@ -193,7 +196,7 @@ class FaultServer:
             )
         if action.kind == "refuse_n" and n > 1:
             return web.json_response(
-                _error_body("n must be 1 for this model; got n=%d" % n, "invalid_request_error", None, "n"), status=400
+                _error_body(f"n must be 1 for this model; got n={n:d}", "invalid_request_error", None, "n"), status=400
             )
         if p.get("delay"):
             await asyncio.sleep(p["delay"])
@@ -233,7 +236,7 @@ class FaultServer:
         return answer
 
     # -- lifecycle --------------------------------------------------------------------------
-    def start(self) -> "FaultServer":
+    def start(self) -> FaultServer:
         """Start serving in a background thread; returns once the port is known."""
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="fault-server", daemon=True)
@@ -271,7 +274,7 @@ class FaultServer:
         self._loop.close()
         self._loop = self._thread = self._runner = None
 
-    def __enter__(self) -> "FaultServer":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

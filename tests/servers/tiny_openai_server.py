@@ -40,13 +40,16 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from pydantic import ValidationError
 
 from proofcritic.errors import BackendError, UnsupportedFeatureError
 from proofcritic.llm import Backend, ChatMessage, ChatRequest, Completion, GenerateConfig
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self from Python 3.11
 
 
 def _error(status: int, message: str, kind: str, param: str | None = None, code: Any = None) -> web.Response:
@@ -198,7 +201,7 @@ class TinyOpenAIServer:
         }
 
     # -- lifecycle ------------------------------------------------------------------------------
-    async def start(self) -> "TinyOpenAIServer":
+    async def start(self) -> TinyOpenAIServer:
         """Start listening in the running event loop."""
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_get("/v1/models", self._models)
@@ -216,13 +219,13 @@ class TinyOpenAIServer:
             await self._runner.cleanup()
             self._runner = None
 
-    async def __aenter__(self) -> "TinyOpenAIServer":
+    async def __aenter__(self) -> Self:
         return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    def start_in_thread(self) -> "TinyOpenAIServer":
+    def start_in_thread(self) -> TinyOpenAIServer:
         """Start in a background thread with its own event loop (for synchronous callers)."""
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="tiny-openai-server", daemon=True)
@@ -241,7 +244,7 @@ class TinyOpenAIServer:
         self._loop.close()
         self._loop = self._thread = None
 
-    def __enter__(self) -> "TinyOpenAIServer":
+    def __enter__(self) -> Self:
         return self.start_in_thread()
 
     def __exit__(self, *exc: object) -> None:
