@@ -32,12 +32,21 @@ TINY_CHAT_TEMPLATE = (
 )
 
 
-
 def math_corpus(lines: int = 400, seed: int = 0) -> list[str]:
     """Made-up math text, enough for a small BPE vocabulary."""
     rng = random.Random(seed)
-    subjects = ["the integer n", "every prime p", "the sum of squares", "the function f", "a triangle",
-                "the sequence a_k", "the polynomial P(x)", "each root", "the set S", "the matrix A"]
+    subjects = [
+        "the integer n",
+        "every prime p",
+        "the sum of squares",
+        "the function f",
+        "a triangle",
+        "the sequence a_k",
+        "the polynomial P(x)",
+        "each root",
+        "the set S",
+        "the matrix A",
+    ]
     verbs = ["is divisible by", "is greater than", "equals", "bounds", "is congruent to", "divides"]
     objects = ["2", "3", "n + 1", "the product", "zero", "p - 1", "x^2 + 1", "its determinant", "k!", "10"]
     glue = ["Therefore", "Hence", "Suppose", "By induction", "Since", "Assume", "We claim", "Thus", "Note that"]
@@ -49,7 +58,6 @@ def math_corpus(lines: int = 400, seed: int = 0) -> list[str]:
             f"Compute {a} + {b} = {a + b} and {a} * {b} = {a * b}; the proof is complete."
         )
     return out
-
 
 
 def build_tiny_model(
@@ -122,12 +130,17 @@ SAMPLE_RECORDS: dict[str, list[dict[str, Any]]] = {
         {"problem": _CUBE, "proof": "It is obvious.", "score": 0},
     ],
     "meta_verifier": [
-        {"problem": _EVEN, "proof": _PROOF, "meta_score": 1,
-         "analysis": "The proof writes both numbers as multiples of 2 and factors the sum. It is complete."},
+        {
+            "problem": _EVEN,
+            "proof": _PROOF,
+            "meta_score": 1,
+            "analysis": "The proof writes both numbers as multiples of 2 and factors the sum. It is complete.",
+        },
         {"problem": _EVEN, "proof": "It is obvious.", "analysis": "Fine.", "meta_score": 0},
     ],
     "generator": [{"problem": _EVEN}, {"problem": _CUBE}],
 }
+
 
 def write_sample_data(folder: str | Path, role: str) -> Path:
     """Write ``SAMPLE_RECORDS[role]`` to ``FOLDER/<role>.jsonl`` and return the path."""
@@ -179,8 +192,12 @@ def warmup_rows(data: dict[str, str | Path] | None = None, statements: list[str]
             for row in _role_dataset(path, role):
                 score = row.get("reference_score", row.get("reference_meta_score", 1))
                 score = 1 if score is None else score
-                rows.append({"prompt": row["prompt"],
-                             "completion": [{"role": "assistant", "content": protocol_output(role, score)}]})
+                rows.append(
+                    {
+                        "prompt": row["prompt"],
+                        "completion": [{"role": "assistant", "content": protocol_output(role, score)}],
+                    }
+                )
                 if role == "verifier" and "problem" in row and "proof" in row:
                     judged.append((as_problem(row["problem"]), str(row["proof"])))
     if statements is None:
@@ -189,15 +206,24 @@ def warmup_rows(data: dict[str, str | Path] | None = None, statements: list[str]
     for statement in statements:  # the verification of the generator's proof "Even."
         problem = Problem(statement=statement)
         judged.append((problem, "Even."))
-        rows.append({"prompt": _messages(prompts.render("verify", problem=problem, proof="Even.")),
-                     "completion": [{"role": "assistant", "content": protocol_output("verifier", 1)}]})
+        rows.append(
+            {
+                "prompt": _messages(prompts.render("verify", problem=problem, proof="Even.")),
+                "completion": [{"role": "assistant", "content": protocol_output("verifier", 1)}],
+            }
+        )
     # the meta-verifications a reward asks for: of the verifier's analysis of each data proof, and
     # of the generator's self-evaluation of "Even." (the judged score may be 0 or 1)
     for problem, proof in judged:
         for score in (0, 1):
-            rows.append({"prompt": _messages(prompts.render("meta_verify", problem=problem, proof=proof,
-                                                            analysis="Checked.", score=score)),
-                         "completion": [{"role": "assistant", "content": protocol_output("meta_verifier", 1)}]})
+            rows.append(
+                {
+                    "prompt": _messages(
+                        prompts.render("meta_verify", problem=problem, proof=proof, analysis="Checked.", score=score)
+                    ),
+                    "completion": [{"role": "assistant", "content": protocol_output("meta_verifier", 1)}],
+                }
+            )
     return rows
 
 
@@ -226,9 +252,17 @@ def warm_up(
     train_file = output_dir / "warmup_rows.jsonl"
     train_file.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     fields: dict[str, Any] = {
-        "output_dir": str(output_dir), "use_cpu": True, "bf16": False, "max_steps": steps,
-        "learning_rate": learning_rate, "lr_scheduler_type": "constant", "logging_steps": max(1, steps // 3),
-        "save_strategy": "no", "report_to": "none", "seed": 0, "per_device_train_batch_size": batch_size,
+        "output_dir": str(output_dir),
+        "use_cpu": True,
+        "bf16": False,
+        "max_steps": steps,
+        "learning_rate": learning_rate,
+        "lr_scheduler_type": "constant",
+        "logging_steps": max(1, steps // 3),
+        "save_strategy": "no",
+        "report_to": "none",
+        "seed": 0,
+        "per_device_train_batch_size": batch_size,
         "max_length": 4096,
     }
     fields.update(sft_fields)
@@ -240,16 +274,28 @@ def protocol_corpus(lines: int = 400, seed: int = 0) -> list[str]:
     """Made-up math sentences plus every role's protocol output: the vocabulary of the model
     :func:`warm_up` starts from (its markers are few tokens)."""
     rng = random.Random(seed)
-    things = ["the integer n", "a prime p", "the sum", "the polynomial f", "the triangle ABC", "each term a_k",
-              "the set S", "a root r", "the product", "the matrix M"]
+    things = [
+        "the integer n",
+        "a prime p",
+        "the sum",
+        "the polynomial f",
+        "the triangle ABC",
+        "each term a_k",
+        "the set S",
+        "a root r",
+        "the product",
+        "the matrix M",
+    ]
     relations = ["divides", "is at most", "equals", "is congruent to", "exceeds", "is coprime to"]
     targets = ["2", "3", "n - 1", "zero", "x^2 + 1", "p + 1", "the bound", "4k", "the determinant", "1"]
     openers = ["Hence", "So", "Suppose", "By induction", "Because", "We show", "Thus", "Assume", "Recall"]
     out = [protocol_output(role, s) for role in SAMPLE_RECORDS for s in (0, 0.5, 1)]
     for _ in range(lines):
         a, b = rng.randint(0, 99), rng.randint(1, 99)
-        out.append(f"{rng.choice(openers)} {rng.choice(things)} {rng.choice(relations)} {rng.choice(targets)}. "
-                   f"Check {a} + {b} = {a + b} and {a} * {b} = {a * b}, which proves the claim.")
+        out.append(
+            f"{rng.choice(openers)} {rng.choice(things)} {rng.choice(relations)} {rng.choice(targets)}. "
+            f"Check {a} + {b} = {a + b} and {a} * {b} = {a * b}, which proves the claim."
+        )
     return out
 
 
