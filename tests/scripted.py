@@ -22,6 +22,7 @@ ROLE_SIGNATURES = (
     ("meta_verify", "You are reviewing the work of a grader"),
     ("refine", "## Earlier attempts"),
     ("normalize", "Rewrite the proof below in a plain, neutral style"),
+    ("rubric", "You write marking schemes for olympiad mathematics"),
     ("reconcile", "Other graders on the panel graded the same solution"),
     ("compare", "Decide which one is the more complete and rigorous proof"),
     ("verify", "You are an expert grader"),

@@ -13,6 +13,7 @@ from ._eval import compare_command, eval_app, report_command
 from ._grade import grade_command
 from ._label import label_command, meta_verify_command
 from ._lean import lean_check_command, lean_prove_command
+from ._rubric import rubric_command
 from ._serve import serve_command
 from ._serve_model import serve_model_command
 from ._solve import solve_command
@@ -27,6 +28,7 @@ app = typer.Typer(rich_markup_mode=None,
 )
 app.command("grade")(grade_command)
 app.command("meta-verify")(meta_verify_command)
+app.command("rubric")(rubric_command)
 app.command("label")(label_command)
 app.command("solve")(solve_command)
 app.add_typer(eval_app, name="eval")

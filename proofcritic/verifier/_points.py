@@ -111,12 +111,26 @@ def scheme_text(scheme: str | Sequence[Mapping[str, Any]] | Mapping[str, Any] | 
 def load_schemes(path: str | Path) -> str | dict[str, Any]:
     """A marking-scheme file: a text file (one scheme for every problem), or JSON: one entry
     (``{"points", "scheme": [...]}`` or the checkpoint list) for every problem, or a list of
-    entries with ``id`` (MathArena's ``grading_scheme.json``) as ``{problem id: entry}``."""
+    entries with ``id`` (MathArena's ``grading_scheme.json``) as ``{problem id: entry}``; or
+    the JSONL that ``proofcritic rubric --input`` writes (by id)."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise InputError(f"cannot read the marking scheme {p}: {error}") from None
+    if p.suffix.lower() == ".jsonl":  # `proofcritic rubric --input` output: one record per problem
+        book = {}
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise InputError(f"{p}:{number}: not JSON ({error})") from None
+            scheme = record.get("scheme") if isinstance(record, dict) else None
+            if scheme:  # (records without a valid scheme are left out)
+                book[str(record.get("id") or scheme.get("id"))] = scheme
+        return {"by_problem": book}
     if p.suffix.lower() != ".json":
         return text
     try:
