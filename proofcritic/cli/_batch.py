@@ -24,8 +24,7 @@ OverwriteOpt = Annotated[
 
 def model_name(opts: ModelOptions) -> str:
     """``BACKEND/MODEL`` as the options name it (``--backend B --model M`` is ``B/M``)."""
-    from ..llm import DEFAULT_MODEL
-    from ..llm import split_model_spec
+    from ..llm import DEFAULT_MODEL, split_model_spec
 
     if opts.model is None:
         return DEFAULT_MODEL  # the only model the options may leave out

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from typer.core import TyperCommand, TyperGroup
@@ -24,6 +24,7 @@ from .._constants import (
     MAX_INPUT_CHARS_ENV,
     SAMPLING_HELP,
     TRANSPORTS,
+    ScoreMode,
 )
 from .._constants import check_score_mode as _check_score_mode
 from ..budget import CallPlan
@@ -42,26 +43,26 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 ModelOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--model", "-m", help="BACKEND/MODEL (e.g. transformers/smollm2, openai/gpt-4o), or MODEL with --backend."),
 ]
 BackendOpt = Annotated[
-    Optional[str], typer.Option("--backend", "-b", help="transformers, openai, vllm or sglang.")
+    str | None, typer.Option("--backend", "-b", help="transformers, openai, vllm or sglang.")
 ]
 BaseUrlOpt = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option(
         "--base-url",
         help="OpenAI-compatible server URL (env: OPENAI_BASE_URL). Give it several times, or comma-separated, "
         "for replicas of one model: requests are spread over them, a failing one is taken out until it recovers.",
     ),
 ]
-ApiKeyOpt = Annotated[Optional[str], typer.Option("--api-key", help="API key (env: OPENAI_API_KEY).")]
+ApiKeyOpt = Annotated[str | None, typer.Option("--api-key", help="API key (env: OPENAI_API_KEY).")]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the completion cache.")]
 CacheOpt = Annotated[
-    Optional[Path], typer.Option("--cache", help="Cache file (env: PROOFCRITIC_CACHE; default: user cache dir).")
+    Path | None, typer.Option("--cache", help="Cache file (env: PROOFCRITIC_CACHE; default: user cache dir).")
 ]
-PromptsOpt = Annotated[Optional[Path], typer.Option("--prompts", help="Folder of prompt templates to use instead of the built-in set.")]
+PromptsOpt = Annotated[Path | None, typer.Option("--prompts", help="Folder of prompt templates to use instead of the built-in set.")]
 
 
 def bounded(model: str, field: str) -> Callable[[Any], Any]:
@@ -103,13 +104,13 @@ def sampling_option(field: str) -> Any:
     return typer.Option("--" + field.replace("_", "-"), callback=bounded("proofcritic.llm:SamplingOptions", field), help=words)
 
 
-TemperatureOpt = Annotated[Optional[float], sampling_option("temperature")]
-TopPOpt = Annotated[Optional[float], sampling_option("top_p")]
-MaxTokensOpt = Annotated[Optional[int], sampling_option("max_tokens")]
-SeedOpt = Annotated[Optional[int], sampling_option("seed")]
-ConcurrencyOpt = Annotated[Optional[int], typer.Option("--concurrency", min=1, help="Requests in flight at once.")]
+TemperatureOpt = Annotated[float | None, sampling_option("temperature")]
+TopPOpt = Annotated[float | None, sampling_option("top_p")]
+MaxTokensOpt = Annotated[int | None, sampling_option("max_tokens")]
+SeedOpt = Annotated[int | None, sampling_option("seed")]
+ConcurrencyOpt = Annotated[int | None, typer.Option("--concurrency", min=1, help="Requests in flight at once.")]
 MaxInputCharsOpt = Annotated[
-    Optional[int],
+    int | None,
     typer.Option(
         "--max-input-chars", min=0, metavar="N",
         help=f"Characters allowed per problem, proof, reference solution or guidelines; longer: an input error "
@@ -119,14 +120,14 @@ MaxInputCharsOpt = Annotated[
 
 
 TimeoutOpt = Annotated[
-    Optional[float],
+    float | None,
     typer.Option(
         "--timeout", callback=positive_seconds, metavar="SECONDS",
         help="Seconds one request to a model server may take before it fails (and is retried) [600].",
     ),
 ]
 MaxConnectionsPerHostOpt = Annotated[
-    Optional[int],
+    int | None,
     typer.Option(
         "--max-connections-per-host", min=1, metavar="N",
         help="Requests in flight to one model server (each --base-url) at most; the others wait for a free "
@@ -147,7 +148,7 @@ def one_of(values: Sequence[str]) -> Callable[[str | None], str | None]:
 
 
 TransportOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--transport", callback=one_of(TRANSPORTS), metavar="lean|aiohttp|openai",
         help="HTTP client of a server backend: lean (the default: proofcritic's own HTTP/1.1 keep-alive client "
@@ -158,7 +159,7 @@ TransportOpt = Annotated[
 
 
 DtypeOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--dtype", callback=one_of(DTYPES), metavar="auto|float32|bfloat16|float16",
         help="Weight type of a local model (transformers, vllm-offline): float32 (the default on a CPU: exact, "
@@ -168,7 +169,7 @@ DtypeOpt = Annotated[
     ),
 ]
 ThreadsOpt = Annotated[
-    Optional[int],
+    int | None,
     typer.Option(
         "--threads", min=1, metavar="N",
         help="torch threads of the transformers backend on a CPU (default: OMP_NUM_THREADS, else every CPU with "
@@ -182,7 +183,7 @@ SCORE_MODE_HELP = (
 )
 
 
-def check_score_mode(value: str) -> str:
+def check_score_mode(value: str) -> ScoreMode:
     """``value`` if it is a score mode, else the CLI's one-line parameter error."""
     try:
         return _check_score_mode(value)
@@ -218,8 +219,7 @@ def build_model(
     ``dtype``, ``threads``: a local backend's weight type and torch threads (a server backend
     refuses them: an input error).
     """
-    from ..llm import DEFAULT_MODEL, get_model
-    from ..llm import split_base_urls
+    from ..llm import DEFAULT_MODEL, get_model, split_base_urls
 
     if model is None:
         model = "smollm2" if backend in (None, "transformers") else None

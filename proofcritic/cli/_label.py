@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -82,9 +82,9 @@ def meta_verify_command(
     problem: Annotated[Path, typer.Option("--problem", help="Problem statement (.md/.txt) or Problem JSON.")],
     proof: Annotated[Path, typer.Option("--proof", help="The proof the verification judged.")],
     verification: Annotated[Path, typer.Option("--verification", help="Raw verifier output, a Verification JSON record, or `grade --json` output.")],
-    index: Annotated[Optional[int], typer.Option("--index", min=1, help="Which verification of a `grade --json` file (1-based); needed when it holds several (`grade -n N`).")] = None,
-    reference: Annotated[Optional[Path], typer.Option("--reference", help="Reference solution shown to the meta-verifier.")] = None,
-    guidelines: Annotated[Optional[Path], typer.Option("--guidelines", help="Grading guidelines shown to the meta-verifier.")] = None,
+    index: Annotated[int | None, typer.Option("--index", min=1, help="Which verification of a `grade --json` file (1-based); needed when it holds several (`grade -n N`).")] = None,
+    reference: Annotated[Path | None, typer.Option("--reference", help="Reference solution shown to the meta-verifier.")] = None,
+    guidelines: Annotated[Path | None, typer.Option("--guidelines", help="Grading guidelines shown to the meta-verifier.")] = None,
     n: Annotated[int, typer.Option("-n", "--n", min=1, help="Meta-verifications.")] = 1,
     score_mode: ScoreModeOpt = DEFAULT_SCORE_MODE,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
@@ -109,7 +109,8 @@ def meta_verify_command(
     the_verification = read_verification(verification, index)
     prompt_set = opts.prompt_set()
     the_model = opts.build_model()
-    meta_verifier = MetaVerifier(the_model, prompts=prompt_set, config=opts.sampling(), score_mode=score_mode)
+    meta_verifier = MetaVerifier(the_model, prompts=prompt_set, config=opts.sampling(),
+                                 score_mode=check_score_mode(score_mode))
     console = Console(stderr=True)
 
     async def meta_verify() -> list[MetaVerification]:
@@ -167,10 +168,10 @@ def label_command(
     k: Annotated[int, typer.Option("--k", min=1, help=LABEL_PARAMS["k"][1])] = LABEL_PARAMS["k"][0],
     confirm_at: Annotated[float, typer.Option("--confirm-at", min=0, max=1, help=LABEL_PARAMS["confirm_at"][1])] = LABEL_PARAMS["confirm_at"][0],
     refute_at: Annotated[float, typer.Option("--refute-at", min=0, max=1, help=LABEL_PARAMS["refute_at"][1])] = LABEL_PARAMS["refute_at"][0],
-    max_points: Annotated[Optional[float], typer.Option("--max-points", callback=bounded("proofcritic.types:Problem", "max_points"), help="Points of a full solution, more than 0 (default: 7, or the record's).")] = None,
+    max_points: Annotated[float | None, typer.Option("--max-points", callback=bounded("proofcritic.types:Problem", "max_points"), help="Points of a full solution, more than 0 (default: 7, or the record's).")] = None,
     score_mode: ScoreModeOpt = DEFAULT_SCORE_MODE,
-    max_calls: Annotated[Optional[int], typer.Option("--max-calls", min=1, help="Model calls per proof (default: no limit).")] = None,
-    max_proof_tokens: Annotated[Optional[int], typer.Option("--max-proof-tokens", min=1, help="Tokens per proof, prompts included (default: no limit).")] = None,
+    max_calls: Annotated[int | None, typer.Option("--max-calls", min=1, help="Model calls per proof (default: no limit).")] = None,
+    max_proof_tokens: Annotated[int | None, typer.Option("--max-proof-tokens", min=1, help="Tokens per proof, prompts included (default: no limit).")] = None,
     dry_run: DryRunOpt = False,
     *,
     opts: ModelOptions,
@@ -208,7 +209,7 @@ def label_command(
         score_mode=score_mode, max_calls=max_calls, max_proof_tokens=max_proof_tokens,
     ), overwrite, companions=[review])
     settings = opts.sampling()
-    verifier = Verifier(the_model, prompts=prompt_set, config=settings, score_mode=score_mode)
+    verifier = Verifier(the_model, prompts=prompt_set, config=settings, score_mode=check_score_mode(score_mode))
     meta_verifier = MetaVerifier(the_model, prompts=prompt_set, config=settings)
 
     async def main() -> RunStats:

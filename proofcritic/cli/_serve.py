@@ -84,7 +84,7 @@ def serve_command(
         max_jobs=max_jobs,
         prompts=opts.prompt_set(),
         config=opts.sampling(),
-        score_mode=score_mode,
+        score_mode=check_score_mode(score_mode),
         max_calls=request_max_calls,
         max_tokens=request_max_tokens,
         max_input_chars=opts.max_input_chars,

@@ -6,7 +6,7 @@ import json
 import re
 from collections.abc import Collection
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # imported where used: the parser is built without them
     from ..pipelines import Roles, SolveResult
     from ..runner import RunStats
 
-_Int = Optional[int]
+_Int = int | None
 _STRATEGY = "Strategy options"
 _BUDGET = "Budgets"
 #: every strategy's ``keep_invalid``, on each command that runs strategies (solve, eval solve)
@@ -83,12 +83,12 @@ def build_strategy(name: str, params: dict[str, Any], flags: Collection[str] = (
 
 @with_model_options
 def solve_command(
-    problem: Annotated[Optional[Path], typer.Option("--problem", help="One problem: statement (.md/.txt) or Problem JSON.")] = None,
-    input: Annotated[Optional[Path], typer.Option("--input", help="Batch: JSONL of problems, or a JSON list ({id, question, ...}).")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", help="JSONL of results; an existing file is resumed.")] = None,
+    problem: Annotated[Path | None, typer.Option("--problem", help="One problem: statement (.md/.txt) or Problem JSON.")] = None,
+    input: Annotated[Path | None, typer.Option("--input", help="Batch: JSONL of problems, or a JSON list ({id, question, ...}).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", help="JSONL of results; an existing file is resumed.")] = None,
     overwrite: OverwriteOpt = False,
     strategy: Annotated[str, typer.Option("--strategy", "-s", help=f"{' | '.join(STRATEGIES)}.")] = "single",
-    state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help="Strategy state (search pools); default <output>.state (one problem without --output: in memory).")] = None,
+    state_dir: Annotated[Path | None, typer.Option("--state-dir", help="Strategy state (search pools); default <output>.state (one problem without --output: in memory).")] = None,
     samples: Annotated[_Int, typer.Option("--samples", help="single: proofs generated, best self-score chosen [1].", rich_help_panel=_STRATEGY)] = None,
     verify_n: Annotated[_Int, typer.Option("--verify-n", help="single, refine: verifications of the answer, as evidence [1].", rich_help_panel=_STRATEGY)] = None,
     max_iters: Annotated[_Int, typer.Option("--max-iters", help="refine: generations in all, the first included [8].", rich_help_panel=_STRATEGY)] = None,
@@ -100,13 +100,13 @@ def solve_command(
     analyses_per_proof: Annotated[_Int, typer.Option("--analyses-per-proof", help="search: analyses shown per proof [8].", rich_help_panel=_STRATEGY)] = None,
     max_per_score: Annotated[_Int, typer.Option("--max-per-score", help="search: shown analyses per distinct score [4].", rich_help_panel=_STRATEGY)] = None,
     rounds: Annotated[_Int, typer.Option("--rounds", help="search: rounds, the initial one included [16].", rich_help_panel=_STRATEGY)] = None,
-    stop_on_pass: Annotated[Optional[bool], typer.Option("--stop-on-pass/--no-stop-on-pass", help="search: stop once a proof passes all its verifications [stop].", rich_help_panel=_STRATEGY)] = None,
+    stop_on_pass: Annotated[bool | None, typer.Option("--stop-on-pass/--no-stop-on-pass", help="search: stop once a proof passes all its verifications [stop].", rich_help_panel=_STRATEGY)] = None,
     max_rounds: Annotated[_Int, typer.Option("--max-rounds", help="critic: revisions at most, each critiqued again [4].", rich_help_panel=_STRATEGY)] = None,
     max_tool_calls: Annotated[_Int, typer.Option("--max-tool-calls", help="critic: code runs per critique [3].", rich_help_panel=_STRATEGY)] = None,
-    tools: Annotated[Optional[str], typer.Option("--tools", help="critic: tools the critic may run, comma-separated (default: python).", rich_help_panel=_STRATEGY)] = None,
-    tool_timeout: Annotated[Optional[float], typer.Option("--tool-timeout", help="critic: seconds per code run [10].", rich_help_panel=_STRATEGY)] = None,
+    tools: Annotated[str | None, typer.Option("--tools", help="critic: tools the critic may run, comma-separated (default: python).", rich_help_panel=_STRATEGY)] = None,
+    tool_timeout: Annotated[float | None, typer.Option("--tool-timeout", help="critic: seconds per code run [10].", rich_help_panel=_STRATEGY)] = None,
     keep_invalid: KeepInvalidOpt = False,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any strategy parameter as KEY=VALUE (e.g. agent's), repeatable.", rich_help_panel=_STRATEGY)] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Any strategy parameter as KEY=VALUE (e.g. agent's), repeatable.", rich_help_panel=_STRATEGY)] = None,
     max_calls: Annotated[_Int, typer.Option("--max-calls", min=0, help="Model calls per problem.", rich_help_panel=_BUDGET)] = None,
     max_problem_tokens: Annotated[_Int, typer.Option("--max-problem-tokens", min=0, help="Tokens per problem (prompt + completion).", rich_help_panel=_BUDGET)] = None,
     run_max_calls: Annotated[_Int, typer.Option("--run-max-calls", min=0, help="Model calls in the whole run; problems not started when it is spent are left for a rerun.", rich_help_panel=_BUDGET)] = None,
@@ -146,6 +146,7 @@ def solve_command(
     params = given | _parse_set(set_ or [])
     the_strategy = build_strategy(strategy, params, flags=given)
     source = problem if problem is not None else input
+    assert source is not None  # one of --problem and --input (checked above)
     items = read_problem_items(source)  # read inputs before loading any model: bad input fails fast
     if problem is not None and len(items) != 1:
         raise typer.BadParameter(f"the file holds {len(items)} problems; use --input and --output", param_hint="--problem")
@@ -170,7 +171,8 @@ def solve_command(
         settings = result_settings("solve", opts, prompt_set, score_mode=score_mode, strategy=strategy, params=params,
                                    max_calls=max_calls, max_problem_tokens=max_problem_tokens)
         prepare(output, settings, overwrite, companions=(state_root / state_name(item_id) for item_id, _, _ in items))
-    roles = Roles.from_models(the_model, prompts=prompt_set, config=opts.sampling(), score_mode=score_mode)
+    roles = Roles.from_models(the_model, prompts=prompt_set, config=opts.sampling(),
+                              score_mode=check_score_mode(score_mode))
 
     async def main() -> RunStats | SolveResult:
         if output is None:
@@ -187,6 +189,7 @@ def solve_command(
             else:
                 show_result(Console(soft_wrap=True), result)
             return result
+        assert output is not None  # a batch
         stats = await _run_batch(the_strategy, roles, the_model, source, output, state_dir, parallel_problems,
                                  budgets, run_max_calls, run_max_tokens, console)
         left = stats.extra.get("left", 0)
