@@ -73,6 +73,8 @@ async def _verdict(
             "budget_limited": result.budget_limited,
             "usage": result.usage.model_dump(),
         }
+    if getattr(verifier, "judges", None) is not None:  # a judge panel (proofcritic.pipelines.panel.Panel)
+        return _panel_verdict(await verifier.grade(item.problem, item.proof))
     graded = await grade(verifier, item.problem, item.proof, n=n, normalizer=normalizer)
     score = getattr(graded.aggregate, rule)
     out = {
@@ -85,6 +87,76 @@ async def _verdict(
         out["normalized_proof"] = graded.normalized_proof
         out["normalize_error"] = graded.normalize_error
     return out
+
+
+def _panel_verdict(result: Any) -> dict[str, Any]:
+    """The verdict fields of a panel grade: the panel's score, every judge's first-round
+    verifications (flattened, for sample agreement), and per judge its verdicts and tokens."""
+    return {
+        "predicted_score": result.score,
+        "status": "scored" if result.score is not None else "no_verdict",
+        "verifications": [_compact(v) for judge in result.judges for v in judge.verifications],
+        "panel": {
+            "rule": result.rule, "spread": result.spread, "reconciled": result.reconciled,
+            "final_spread": result.final_spread,
+            "judges": [{"judge": j.judge, "points": j.points, "final_points": j.final_points,
+                        "tokens": j.usage.prompt_tokens + j.usage.completion_tokens, "calls": j.usage.calls}
+                       for j in result.judges],
+        },
+        "usage": result.usage.model_dump(),
+    }
+
+
+def panel_summary(records: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """For runs graded by a judge panel: each judge's agreement with the humans (on the items
+    where it has a verdict: MAE in points, quadratic-weighted kappa of whole points, kappa of
+    "fully correct", leniency), the agreement between each pair of judges (quadratic-weighted
+    kappa of their points), how often the panel reconciled, and each judge's calls and tokens."""
+    from .metrics import cohen_kappa, mae, mean_difference, points_grade
+
+    graded = [r for r in records if isinstance(r.get("panel"), dict)]
+    if not graded:
+        return None
+    names: list[str] = []
+    for r in graded:
+        for j in r["panel"]["judges"]:
+            if j["judge"] not in names:
+                names.append(j["judge"])
+
+    def verdicts(record: dict[str, Any]) -> dict[str, float]:
+        return {j["judge"]: j["final_points"] for j in record["panel"]["judges"] if j["final_points"] is not None}
+
+    judges: dict[str, Any] = {}
+    for name in names:
+        rows = [(r["human_points"], v[name], r["max_points"]) for r in graded if name in (v := verdicts(r))]
+        usage = [j for r in graded for j in r["panel"]["judges"] if j["judge"] == name]
+        entry: dict[str, Any] = {"n": len(rows), "calls": sum(j["calls"] for j in usage),
+                                 "tokens": sum(j["tokens"] for j in usage)}
+        if rows:
+            human, judge, top = zip(*rows)
+            entry |= {
+                "mae_points": mae(human, judge),
+                "leniency_points": mean_difference(human, judge),
+                "qwk_points": cohen_kappa([points_grade(h, m) for h, _, m in rows],
+                                          [points_grade(p, m) for _, p, m in rows], labels=range(8), weights="quadratic"),
+                "kappa": cohen_kappa([h >= m for h, _, m in rows], [p >= m for _, p, m in rows], labels=[False, True]),
+            }
+        judges[name] = entry
+    between: dict[str, Any] = {}
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            pairs = [(v[a], v[b], r["max_points"]) for r in graded if a in (v := verdicts(r)) and b in v]
+            between[f"{a} vs {b}"] = {
+                "n": len(pairs),
+                "qwk_points": cohen_kappa([points_grade(x, m) for x, _, m in pairs], [points_grade(y, m) for _, y, m in pairs],
+                                          labels=range(8), weights="quadratic") if pairs else None,
+            }
+    return {
+        "proofs": len(graded),
+        "reconciled": sum(bool(r["panel"]["reconciled"]) for r in graded),
+        "judges": judges,
+        "between_judges": between,
+    }
 
 
 def check_recorded(items: Sequence[GradeItem], field: str) -> None:
@@ -215,6 +287,7 @@ def summarize_grade_run(records: Sequence[dict[str, Any]], *, n_resamples: int =
         if r.get("usage"):
             usage.add(Usage(**r["usage"]))
     scored = [row for row in rows if row["predicted_points"] is not None]
+    panel = panel_summary(grade_records)
     return {
         "kind": "grade",
         "rules": sorted({str(r.get("rule")) for r in grade_records}),
@@ -232,6 +305,7 @@ def summarize_grade_run(records: Sequence[dict[str, Any]], *, n_resamples: int =
             "read_out_scores": sum(int(r.get("read_out") or 0) for r in grade_records),
         },
         "metrics": grader_report(rows, n_resamples=n_resamples, seed=seed) if scored else None,
+        **({"panel": panel} if panel is not None else {}),  # (a judge panel's runs only)
         "usage": {**usage.model_dump(), "total_tokens": usage.total_tokens},
         "seconds": round(sum(float(r.get("seconds") or 0) for r in grade_records), 3),
     }

@@ -123,6 +123,15 @@ def _grade_parts(summary: dict, records: list[dict]) -> tuple[list[list[str]], l
     if agreement.get("proofs"):
         rows.append(["agreement between samples: pairwise / Fleiss' kappa",
                      f"{_num(agreement['pairwise'])} / {_num(agreement['fleiss_kappa'])}", f"{agreement['proofs']} proofs"])
+    panel = summary.get("panel")
+    if panel:
+        rows.append(["judge panel: proofs reconciled", f"{panel['reconciled']} of {panel['proofs']}", ""])
+        for name, judge in panel["judges"].items():
+            rows.append([f"judge {name}: MAE points / QWK points / leniency", " / ".join(
+                _num(judge.get(k)) for k in ("mae_points", "qwk_points", "leniency_points")),
+                f"{judge['n']} items, {_num(judge['calls'])} calls, {_num(judge['tokens'])} tokens"])
+        for pair, agreement in panel["between_judges"].items():
+            rows.append([f"judges {pair}: QWK points", _num(agreement["qwk_points"]), f"{agreement['n']} items"])
     rows.append(["tokens (total)", _num(summary["usage"]["total_tokens"]), ""])
     rows.append(["seconds (sum over items)", _num(summary["seconds"]), ""])
     scored = [r for r in records if r.get("kind") == "grade" and r.get("predicted_score") is not None]

@@ -17,6 +17,7 @@ import typer
 from .._constants import DEFAULT_SCORE_MODE, STRATEGIES
 from ..budget import CallPlan
 from ._batch import OverwriteOpt, exit_status, model_name, result_settings
+from ._panel import JudgeOpt, PanelOpt, PanelRuleOpt, PanelThresholdOpt, build_panel
 from ._common import (
     DryRunOpt,
     ModelOptions,
@@ -237,6 +238,10 @@ def eval_grade_command(
     score_mode: ScoreModeOpt = DEFAULT_SCORE_MODE,
     scale: Annotated[str, typer.Option("--scale", help="ternary: a score in {0, 0.5, 1}; points: whole points 0..max points (see grade --scale).")] = "ternary",
     normalize: Annotated[bool, typer.Option("--normalize", help="Grade a neutral rewrite of each proof (see grade --normalize); run with and without it and `compare` the runs.")] = False,
+    judge: JudgeOpt = None,
+    panel: PanelOpt = None,
+    panel_rule: PanelRuleOpt = None,
+    panel_threshold: PanelThresholdOpt = None,
     dry_run: DryRunOpt = False,
     *,
     opts: ModelOptions,
@@ -256,6 +261,10 @@ def eval_grade_command(
         raise typer.BadParameter("must be mean, min, majority or label", param_hint="--rule")
     if scale not in ("ternary", "points"):
         raise typer.BadParameter(f"choose ternary or points, not {scale!r}", param_hint="--scale")
+    panelled = bool(judge) or panel is not None
+    if panelled and (rule == "label" or from_recorded or normalize or n != 1 or score_mode != "text"):
+        raise typer.BadParameter("a judge panel grades with each judge's n, reads scores from the text, and runs "
+                                 "without --rule label, --from-recorded and --normalize", param_hint="--judge/--panel")
     if normalize and (rule == "label" or from_recorded):
         raise typer.BadParameter("a neutral rewrite is graded by the mean, min or majority rule, not label or "
                                  "recorded grades", param_hint="--normalize")
@@ -274,7 +283,12 @@ def eval_grade_command(
     if from_recorded is not None:
         check_recorded(items, from_recorded)  # a grade no item records fails here, before the run starts
     console = Console(stderr=True)
-    if from_recorded:
+    built = build_panel(judge, panel, panel_rule, panel_threshold, scale, opts) if panelled else \
+        build_panel(None, None, panel_rule, panel_threshold, scale, opts)
+    if built is not None:  # each judge's samples, and at most one reconciliation each
+        per_item = CallPlan().add("verification", len(built[0].judges), sum(built[0].n)).add(
+            "reconciliation", len(built[0].judges))
+    elif from_recorded:
         per_item = CallPlan()
     else:  # the label rule labels each proof (LabelConfig's m, with n verifications), the others grade it
         per_item = LabelConfig.model_construct(n=n).plan() if rule == "label" else grade_plan(n)
@@ -286,9 +300,11 @@ def eval_grade_command(
         dry_run=dry_run, unit="proof",
     )
     prompt_set = None if from_recorded else opts.prompt_set()
-    model = None if from_recorded else opts.build_model()
+    model = None if from_recorded or built is not None else opts.build_model()
     folder = RunFolder(run)
     own = {"suite": suite or str(file), "score_column": score_column, "rule": rule, "n": n, "from_recorded": from_recorded}
+    if built is not None:
+        own |= {"scale": scale, **built[2]}
     if model is not None:
         own["score_mode"] = score_mode
         if scale != "ternary":  # (recorded only when not the default: older runs have none)
@@ -309,19 +325,23 @@ def eval_grade_command(
 
         verifier = PointsVerifier(model, prompts=prompt_set, config=opts.sampling())
 
+    if built is not None:
+        verifier = built[0]
     normalizer = None
     if normalize and model is not None:
         from ..pipelines.normalize import Normalizer
 
         normalizer = Normalizer(model, prompts=prompt_set, config=opts.sampling())
 
+    shown = built[1] if built is not None else [model]
+
     async def main() -> None:
-        with run_progress(f"grade ({from_recorded or rule})", console, [model]) as update:
+        with run_progress(f"grade ({'panel' if built else from_recorded or rule})", console, shown) as update:
             await eval_grade(items, folder, verifier=verifier, n=n, rule=rule, normalizer=normalizer,  # type: ignore[arg-type]
                              meta_verifier=roles and roles.meta_verifier, from_recorded=from_recorded,
                              concurrency=opts.concurrency or 8, on_progress=_kept(update, seen))
 
-    run_with_model(model, console, main, usage=False)
+    run_with_model(model, console, main, usage=False, closing=built[1] if built is not None else ())
     _finish(folder, console, seen)
 
 

@@ -11,6 +11,7 @@ import typer
 from .._constants import DEFAULT_SCORE_MODE
 from ..errors import InputError
 from ._batch import OverwriteOpt, exit_status, model_name, prepare, result_settings
+from ._panel import JudgeOpt, PanelOpt, PanelRuleOpt, PanelThresholdOpt, build_panel, grade_with_panel
 from ._common import (
     DryRunOpt,
     ModelOptions,
@@ -53,6 +54,10 @@ def grade_command(
     scale: Annotated[str, typer.Option("--scale", help="ternary: a score in {0, 0.5, 1} (DeepSeekMath-V2); points: whole points 0..max points, against the reference, guidelines and marking scheme.")] = "ternary",
     scheme: Annotated[Optional[Path], typer.Option("--scheme", help="With --scale points: a marking scheme, a text file or JSON in the shape of MathArena's grading_scheme.json (a list by problem id, or one entry); a batch record's own 'scheme' field wins.")] = None,
     normalize: Annotated[bool, typer.Option("--normalize", help="Rewrite each proof in a plain, neutral style (every step kept) before grading; the record keeps both texts.")] = False,
+    judge: JudgeOpt = None,
+    panel: PanelOpt = None,
+    panel_rule: PanelRuleOpt = None,
+    panel_threshold: PanelThresholdOpt = None,
     dry_run: DryRunOpt = False,
     *,
     opts: ModelOptions,
@@ -91,15 +96,6 @@ def grade_command(
             raise typer.BadParameter(str(error), param_hint="--tools") from None
     if input is not None and not input.exists():  # a batch
         raise InputError(f"input file not found: {input}")
-    console = Console(stderr=True)
-    show_plan(  # before any model loads: a large run says what it will cost; --dry-run stops here
-        console, "grade", len(read_items(input)) if input is not None else 1,
-        with_readouts(grade_plan(n, max_tool_calls if tool_names else None), score_mode).add(
-            "neutral rewrite", 1 if normalize else 0),
-        {"model": model_name(opts), "n": n, "score_mode": score_mode, "tools": ",".join(tool_names) or None,
-         "max_tool_calls": max_tool_calls if tool_names else None, "input": input, "output": output},
-        dry_run=dry_run, unit="proof",
-    )
     if scale not in ("ternary", "points"):
         raise typer.BadParameter(f"choose ternary or points, not {scale!r}", param_hint="--scale")
     if scale == "points" and (tools or score_mode != "text"):
@@ -110,6 +106,26 @@ def grade_command(
     from ..verifier import load_schemes
 
     schemes = load_schemes(scheme) if scheme is not None else None
+    if judge or panel is not None:  # a judge panel instead of the one verifier
+        if tool_names or normalize or scheme is not None or n != 1 or score_mode != "text":
+            raise typer.BadParameter("a judge panel takes each judge's n from its spec, reads scores from the text, "
+                                     "and runs without --tools, --normalize and --scheme", param_hint="--judge/--panel")
+        built = build_panel(judge, panel, panel_rule, panel_threshold, scale, opts)
+        assert built is not None
+        grade_with_panel(built, the_problem if not batch else None, the_proof if not batch else None, input, output,
+                         max_points, overwrite, json_out, opts, dry_run)
+        return
+    built_none = build_panel(None, None, panel_rule, panel_threshold, scale, opts)  # refuses a rule without judges
+    assert built_none is None
+    console = Console(stderr=True)
+    show_plan(  # before any model loads: a large run says what it will cost; --dry-run stops here
+        console, "grade", len(read_items(input)) if input is not None else 1,
+        with_readouts(grade_plan(n, max_tool_calls if tool_names else None), score_mode).add(
+            "neutral rewrite", 1 if normalize else 0),
+        {"model": model_name(opts), "n": n, "score_mode": score_mode, "tools": ",".join(tool_names) or None,
+         "max_tool_calls": max_tool_calls if tool_names else None, "input": input, "output": output},
+        dry_run=dry_run, unit="proof",
+    )
     prompt_set = opts.prompt_set()
     the_model = opts.build_model()
     if batch:  # before any model call: a rerun with other settings stops here

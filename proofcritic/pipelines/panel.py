@@ -23,21 +23,78 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import statistics
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
+from ..errors import InputError, validation_line
+from ..io import problem_from_record, proof_from_record
 from ..llm import ChatMessage, Usage, usage_scope
 from ..promptset import PromptSet
+from ..runner import RunStats, read_items, run_jsonl
 from ..types import Problem, Verification
 from ..verifier import Verifier, parse_points_verification, parse_verification
 
 PANEL_RULES = ("min", "mean", "median", "majority")
 RECONCILE_TEMPLATE = "reconcile"
 RECONCILE_VARIABLES = {RECONCILE_TEMPLATE: frozenset({"others", "spread"})}
+
+
+class JudgeSpec(BaseModel):
+    """One judge of a panel as a user writes it: ``--judge MODEL[,key=value...]`` or an entry of
+    a panel file."""
+
+    model: str = Field(min_length=1, description="A model spec, e.g. openai/gpt-4o or vllm/NAME.")
+    base_url: str | None = None
+    api_key_env: str | None = Field(None, description="The environment variable holding its API key.")
+    prompts: str | None = Field(None, description="Its prompt set folder (default: the command's).")
+    n: int = Field(1, ge=1, le=1024, description="Its verifications per proof.")
+    name: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name or self.model
+
+
+def parse_judge(text: str) -> JudgeSpec:
+    """``MODEL[,key=value...]`` (keys: base_url, api_key_env, prompts, n, name) as a JudgeSpec."""
+    model, *pairs = [part.strip() for part in text.split(",")]
+    fields: dict[str, Any] = {"model": model}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key.strip() not in JudgeSpec.model_fields or key.strip() == "model":
+            raise InputError(f"judge {text!r}: {pair!r} is not key=value with a key of base_url, api_key_env, "
+                             "prompts, n, name")
+        fields[key.strip()] = value.strip()
+    try:
+        return JudgeSpec.model_validate(fields)
+    except ValidationError as error:
+        raise InputError(f"judge {text!r}: {validation_line(error)}") from None
+
+
+class PanelFile(BaseModel):
+    """A panel file: its judges, and optionally the rule and threshold."""
+
+    judges: list[JudgeSpec] = Field(min_length=1)
+    rule: str | None = None
+    threshold: float | None = Field(None, ge=0)
+
+
+def load_panel(path: str | Path) -> PanelFile:
+    """A panel file: JSON, ``{"judges": [...], "rule": ..., "threshold": ...}`` or the judge list."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+        return PanelFile.model_validate({"judges": data} if isinstance(data, list) else data)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"cannot read the panel file {p}: {error}") from None
+    except ValidationError as error:
+        raise InputError(f"panel file {p}: {validation_line(error)}") from None
 
 
 class JudgeVerdict(BaseModel):
@@ -48,6 +105,14 @@ class JudgeVerdict(BaseModel):
     points: float | None = Field(None, description="The mean points of its scored samples (first round).")
     reconciled: Verification | None = Field(None, description="Its second grade, after seeing the others.")
     final_points: float | None = Field(None, description="Its verdict after reconciliation (the first where none).")
+
+    @property
+    def usage(self) -> Usage:
+        """What this judge's calls cost (its samples and its reconciliation)."""
+        total = Usage()
+        for v in [*self.verifications, *([self.reconciled] if self.reconciled else [])]:
+            total.add(v.usage)
+        return total
 
 
 class PanelResult(BaseModel):
@@ -168,6 +233,28 @@ class Panel:
         own.reconciled = again
 
 
+async def panel_jsonl(
+    panel: Panel, input_path: str | Path, output_path: str | Path, *, max_points: float | None = None,
+    concurrency: int = 8, on_progress: Callable[[RunStats], None] | None = None,
+) -> RunStats:
+    """Grade every record of ``input_path`` with ``panel`` into ``output_path`` (one
+    :class:`PanelResult` per line, with ``aggregate`` in the shape of ``grade``'s); a killed run
+    resumes where it stopped, like ``grade_jsonl``."""
+
+    async def process(item_id: str, record: dict) -> dict:
+        problem = problem_from_record(record, default_id=item_id)
+        if max_points is not None:
+            problem = problem.model_copy(update={"max_points": max_points})
+        proof = proof_from_record(record)
+        result = await panel.grade(problem, proof.text)
+        out = result.model_dump(mode="json")
+        out["proof_id"] = proof.id
+        return out
+
+    return await run_jsonl(read_items(input_path), output_path, process, concurrency=concurrency,
+                           on_progress=on_progress)
+
+
 def _points(verifications: Sequence[Verification], max_points: float) -> float | None:
     scores = [v.score for v in verifications if v.score is not None]
     return None if not scores else sum(scores) / len(scores) * max_points
@@ -181,4 +268,7 @@ def _shown(points: float | None, max_points: float) -> str:
     return "none" if points is None else f"{points:g} of {max_points:g} points"
 
 
-__all__ = ["PANEL_RULES", "JudgeVerdict", "Panel", "PanelResult", "combine"]
+__all__ = [
+    "PANEL_RULES", "JudgeSpec", "JudgeVerdict", "Panel", "PanelFile", "PanelResult", "combine", "load_panel",
+    "panel_jsonl", "parse_judge",
+]
