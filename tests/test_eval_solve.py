@@ -4,6 +4,7 @@ answers are chosen so that pass@k, best@k and self/verifier agreement have known
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from scripted import ScriptedBackend, generation_text, verification_text
@@ -89,3 +90,26 @@ def test_error_records_and_helpers():
     roles = Roles.from_models(Model(ScriptedBackend(_script)))
     assert seeded_roles(roles, 0) is roles and seeded_roles(roles, 3).verifier.config.seed == 3
     assert roles.verifier.config.seed is None
+
+
+async def test_best_at_k_by_tournament(tmp_path):
+    """--tournament knockout: the verifier's model compares the k answers; on problem "a" the
+    judge prefers sample 1 (verifier 1.0) although sample 0 has the higher self-score."""
+    from proofcritic.pipelines.tournament import COMPARE_MARKER
+
+    def script(call):
+        if call.role == "compare":
+            shown_first = call.prompt[call.prompt.index("## Proof 1"):call.prompt.index("## Proof 2")]
+            choice = 1 if re.search(r"PROOF-\w-1", shown_first) else 2  # the judge prefers sample 1's proof
+            return f"Decided.\n{COMPARE_MARKER}\n\\boxed{{{choice}}}"
+        return _script(call)
+
+    backend = ScriptedBackend(script)
+    summary = await eval_solve(_items(), RunFolder(tmp_path / "run"), roles=Roles.from_models(Model(backend)),
+                               strategy=SingleStrategy(verify_n=0), k=2, verify_n=1, tournament="knockout")
+    records = {r["id"]: r for r in map(json.loads, (tmp_path / "run" / "items.jsonl").read_text().splitlines())}
+    assert records["a"]["tournament"]["winner"] == 1 and records["a"]["tournament"]["matches"] == 1
+    assert backend.count("compare") == 4  # one match (two orders) per problem
+    # a: the tournament's pick scores 1.0 (best by self-score picks sample 0: 0.5); b: 1.0
+    assert summary["metrics"]["best_tournament"]["value"] == pytest.approx(1.0)
+    assert summary["metrics"]["best_self"]["value"] == pytest.approx(0.75)

@@ -92,3 +92,32 @@ async def test_smollm2_through_the_comparator(smol_backend):
     for answer in (game.forward, game.backward):
         assert answer.raw and answer.format_ok == (answer.choice in (1, 2))
     assert game.winner in (None, 0, 1)
+
+
+async def test_single_strategy_can_choose_by_tournament():
+    """`solve --strategy single --samples 4 --set select=knockout`: the verifier's model judges a
+    knock-out among the samples; the best proof wins although its self-score is the lowest."""
+    from scripted import generation_text
+
+    from proofcritic.pipelines import Roles
+    from proofcritic.pipelines.single import SingleStrategy
+
+    qualities = [2, 9, 4, 1]
+    compare = judge()[0].model.backend.script  # the comparator's answers by quality
+
+    def script(call):
+        if call.role == "generate":  # self-scores rank the proofs the wrong way round
+            q = qualities[call.index]
+            return generation_text(f"Proof of quality {q}.", 1 if q < 5 else 0)
+        return compare(call)
+
+    backend = ScriptedBackend(script)
+    strategy = SingleStrategy(samples=4, verify_n=0, select="knockout")
+    result = await strategy.solve(PROBLEM, Roles.from_models(Model(backend)))
+    assert result.proof == "Proof of quality 9." and "knockout tournament (3 matches" in result.stop_reason
+    assert backend.count("compare") == 6
+    step = next(s for s in result.transcript if s["step"] == "tournament")
+    assert step["format"] == "knockout" and len(step["matches"]) == 3
+    assert strategy.plan().calls["comparison"] == 6
+    plain = await SingleStrategy(samples=4, verify_n=0).solve(PROBLEM, Roles.from_models(Model(ScriptedBackend(script))))
+    assert plain.proof != "Proof of quality 9."  # by self-score

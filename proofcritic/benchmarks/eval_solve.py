@@ -117,8 +117,13 @@ async def eval_solve(
     prices: dict[str, dict[str, float]] | None = None,
     model_name: str | None = None,
     on_progress: Callable[[RunStats], None] | None = None,
+    tournament: str | None = None,
 ) -> dict[str, Any]:
     """Solve each item ``k`` times with ``strategy``, grade each answer, write and return the summary.
+
+    ``tournament`` ("knockout" or "swiss") also picks one of the k answers by a pairwise
+    tournament judged on the verifier's model (:mod:`proofcritic.pipelines.tournament`), seeded
+    by self-score: the summary's ``best_tournament`` beside best@k by self-score and by verifier.
 
     ``concurrency`` problems run at once (their ``k`` samples run one after another, so a
     killed run loses at most the problems in progress). Problems already in ``run`` are skipped.
@@ -139,7 +144,7 @@ async def eval_solve(
             "prompt_tokens": sum(s["tokens"]["prompt"] for s in samples),
             "completion_tokens": sum(s["tokens"]["completion"] for s in samples),
         }
-        return {
+        out = {
             "kind": "solve",
             "max_points": item.problem.max_points,
             "meta": item.meta,
@@ -148,6 +153,9 @@ async def eval_solve(
             "usage": usage,
             "budget_limited": any(s["budget_limited"] for s in samples),
         }
+        if tournament is not None:
+            out["tournament"] = await _tournament(item, roles, samples, tournament, usage)
+        return out
 
     run.path.mkdir(parents=True, exist_ok=True)
     await run_jsonl(work, run.items_path, process, concurrency=concurrency, on_progress=on_progress)
@@ -178,6 +186,27 @@ def _metric(values: list[float]) -> dict[str, Any]:
         return {"value": None, "low": None, "high": None, "n": 0}
     ci = bootstrap_ci(mean_or_none, values)
     return {"value": ci["estimate"], "low": ci["low"], "high": ci["high"], "n": len(values)}
+
+
+async def _tournament(item: SolveItem, roles: Roles, samples: list[dict], kind: str, usage: dict) -> dict[str, Any]:
+    """The sample a tournament over the answers picks (seeded by self-score), its matches, and
+    its cost added to ``usage``. With fewer than two answers the best (or only) one wins unplayed."""
+    from ..pipelines.tournament import Comparator, knockout, swiss
+
+    with_proof = [i for i, s in enumerate(samples) if s.get("proof")]
+    seeded = sorted(with_proof, key=lambda i: -(samples[i].get("self_score") or 0.0))
+    if len(seeded) < 2:
+        return {"format": kind, "winner": seeded[0] if seeded else None, "matches": 0}
+    verifier = roles.verifier
+    comparator = Comparator(verifier.model, prompts=verifier.prompts, config=verifier.config)
+    run = knockout if kind == "knockout" else swiss
+    outcome = await run(comparator, item.problem, [samples[i]["proof"] for i in seeded])
+    usage["calls"] += outcome.usage.calls
+    usage["cached_calls"] += outcome.usage.cached_calls
+    usage["prompt_tokens"] += outcome.usage.prompt_tokens
+    usage["completion_tokens"] += outcome.usage.completion_tokens
+    return {"format": kind, "winner": seeded[outcome.winner], "matches": len(outcome.matches),
+            "points": outcome.points}
 
 
 #: each solve metric's value on one problem, from its row of the summary's ``problems``; a
@@ -221,6 +250,9 @@ def summarize_solve_run(
             "passed": sum(bool(s["passed"]) for s in samples),
             "samples": len(samples),
         }
+        picked = (r.get("tournament") or {}).get("winner")
+        if r.get("tournament") is not None:
+            row["points_best_tournament"] = (samples[picked]["points"] or 0.0) if picked is not None else 0.0
         problems.append(row)
         for s in samples:
             format_failures += s.get("format_failures", 0)
@@ -240,7 +272,9 @@ def summarize_solve_run(
         "scored": len(scored),
         "errors": len(errors),
         "k": max((len(r["samples"]) for r in scored), default=0),
-        "metrics": {name: _metric([value(row) for row in problems]) for name, value in SOLVE_METRICS.items()},
+        "metrics": {name: _metric([value(row) for row in problems]) for name, value in SOLVE_METRICS.items()}
+        | ({"best_tournament": _metric([p["points_best_tournament"] / p["max_points"] for p in problems])}
+           if problems and all("points_best_tournament" in p for p in problems) else {}),
         "points": {
             "first": sum(p["points_first"] for p in problems),
             "best": sum(p["points_best"] for p in problems),

@@ -170,6 +170,7 @@ def eval_solve_command(
     parallel_problems: Annotated[int, typer.Option("--parallel-problems", min=1, help="Problems solved at once.")] = 4,
     prices: PricesOpt = None,
     score_mode: ScoreModeOpt = DEFAULT_SCORE_MODE,
+    tournament: Annotated[str | None, typer.Option("--tournament", help="knockout | swiss: also pick one of the k answers by a pairwise tournament on the verifier's model (best@k by tournament).")] = None,
     dry_run: DryRunOpt = False,
     *,
     opts: ModelOptions,
@@ -183,6 +184,8 @@ def eval_solve_command(
 
     if suite is None:
         raise typer.BadParameter("give --suite", param_hint="--suite")
+    if tournament not in (None, "knockout", "swiss"):
+        raise typer.BadParameter(f"choose knockout or swiss, not {tournament!r}", param_hint="--tournament")
     flags = {"keep_invalid": True} if keep_invalid else {}
     params = flags | _parse_set(set_ or [])
     the_strategy = build_strategy(strategy, params, flags=flags)
@@ -192,9 +195,11 @@ def eval_solve_command(
     price_table = _prices(prices)
     console = Console(stderr=True)
     per_sample = the_strategy.plan() + CallPlan().add("verification", int(verify_n > 0), verify_n)  # + the grader's
+    from ..pipelines.single import tournament_calls
+
     show_plan(  # before any model loads: a large run says what it will cost; --dry-run stops here
         console, f"eval solve {suite} --strategy {strategy} -k {k}", len(items),
-        with_readouts(per_sample, score_mode).times(k),
+        with_readouts(per_sample, score_mode).times(k).add("comparison", tournament_calls(tournament or "self_score", k)),
         {"model": model_name(opts), "score_mode": score_mode, "k": k, "verify_n": verify_n,
          **the_strategy.config.model_dump(), "run": run},
         dry_run=dry_run, unit="problem",
@@ -203,7 +208,7 @@ def eval_solve_command(
     model = opts.build_model()
     folder = RunFolder(run)
     settings = result_settings("eval solve", opts, prompt_set, suite=suite, score_mode=score_mode, strategy=strategy,
-                               params=params, k=k, verify_n=verify_n)
+                               params=params, k=k, verify_n=verify_n, **({"tournament": tournament} if tournament else {}))
     _prepare(folder, {"command": "eval solve", "suite": suite, "strategy": strategy, "params": params, "k": k,
                       "verify_n": verify_n, "limit": limit, "model": model_name(opts), "score_mode": score_mode,
                       "sampling": opts.sampling().model_dump(exclude_unset=True), "prices": price_table},
@@ -216,7 +221,7 @@ def eval_solve_command(
             the_strategy.on_round = update.on_round
             await eval_solve(items, folder, roles=roles, strategy=the_strategy, k=k, verify_n=verify_n,
                              concurrency=parallel_problems, prices=price_table, model_name=model_name(opts),
-                             on_progress=_kept(update, seen))
+                             on_progress=_kept(update, seen), tournament=tournament)
 
     run_with_model(model, console, main, usage=False)
     _finish(folder, console, seen)

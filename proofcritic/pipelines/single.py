@@ -8,7 +8,9 @@ models that rarely follow the protocol).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -45,6 +47,20 @@ class SingleConfig(BaseModel):
     samples: SampleCount = Field(1, description="Proofs generated; the best self-score is chosen.")
     verify_n: int = Field(1, ge=0, le=1024, description="Verifications of the chosen proof, as evidence (0: none).")
     keep_invalid: bool = Field(False, description="Let format failures count as proofs (their best-effort text).")
+    select: Literal["self_score", "knockout", "swiss"] = Field(
+        "self_score",
+        description="How the answer is chosen among the samples: the best self-score, or a pairwise tournament "
+        "judged on the verifier's model (knockout or swiss; proofcritic.pipelines.tournament).",
+    )
+
+
+def tournament_calls(select: str, proofs: int) -> int:
+    """The comparison requests a tournament over ``proofs`` proofs makes at most (two per match)."""
+    if select == "self_score" or proofs < 2:
+        return 0
+    if select == "knockout":
+        return 2 * (proofs - 1)
+    return 2 * math.ceil(math.log2(proofs)) * (proofs // 2)
 
 
 class SingleStrategy(ConfiguredStrategy):
@@ -61,7 +77,9 @@ class SingleStrategy(ConfiguredStrategy):
     def plan(self) -> CallPlan:
         """One generation request of ``samples`` proofs; one of ``verify_n`` verifications."""
         config = self.config
-        return CallPlan().add("generation", 1, config.samples).add("verification", int(config.verify_n > 0), config.verify_n)
+        return (CallPlan().add("generation", 1, config.samples)
+                .add("comparison", tournament_calls(config.select, config.samples))
+                .add("verification", int(config.verify_n > 0), config.verify_n))
 
     async def solve(self, problem: Problem, roles: Roles, state_dir: str | Path | None = None) -> SolveResult:
         """One round: generate, choose, verify. A spent budget returns what there is so far."""
@@ -74,11 +92,15 @@ class SingleStrategy(ConfiguredStrategy):
             for index, generation in enumerate(generations):
                 log.generation("generate", 1, generation, sample=index)
             chosen = best_by_self_score(generations, config.keep_invalid)
+            pool = [g for g in generations if usable(g, config.keep_invalid)]
+            how = f"chose self-score {format_score(chosen.self_score)}" if chosen is not None else ""
+            if chosen is not None and config.select != "self_score" and len(pool) > 1:
+                chosen, how = await self._tournament(problem, roles, pool, log)
             if chosen is None:
                 result.stop_reason = f"no valid generation ({first_format_error(generations)})"
             else:
                 result.generation, result.proof = chosen, chosen.proof
-                result.stop_reason = f"generated {len(generations)} proof(s); chose self-score {format_score(chosen.self_score)}"
+                result.stop_reason = f"generated {len(generations)} proof(s); {how}"
                 self.report(problem.id, 1, step="verify", proofs=(len(generations), config.samples),
                             best_self_score=chosen.self_score)
                 await verify_for_evidence(problem, roles, result, log, config.verify_n, 1)
@@ -87,3 +109,20 @@ class SingleStrategy(ConfiguredStrategy):
             result.stop_reason = f"budget: {error}"
         result.transcript, result.usage = log.transcript, log.usage
         return result
+
+    async def _tournament(self, problem: Problem, roles: Roles, pool: list[Generation], log: StepLog) -> tuple[Generation, str]:
+        """The pool's winner of a pairwise tournament judged on the verifier's model (its
+        prompts, its sampling); seeds in order of self-score. The matches go into the log."""
+        from .tournament import Comparator, knockout, swiss
+
+        seeded = sorted(pool, key=lambda g: -g.self_score)
+        comparator = Comparator(roles.verifier.model, prompts=roles.verifier.prompts, config=roles.verifier.config)
+        run = knockout if self.config.select == "knockout" else swiss
+        outcome = await run(comparator, problem, [g.proof for g in seeded])
+        log.usage.add(outcome.usage)
+        log.transcript.append({"step": "tournament", "round": 1, "format": outcome.format, "winner": outcome.winner,
+                               "points": outcome.points,
+                               "matches": [{"a": m.a, "b": m.b, "winner": m.winner} for m in outcome.matches]})
+        winner = seeded[outcome.winner]
+        return winner, (f"chose by {outcome.format} tournament ({len(outcome.matches)} matches; "
+                        f"winner's self-score {format_score(winner.self_score)})")
