@@ -335,7 +335,7 @@ def test_unreadable_or_empty_key_file_is_one_line(tmp_path):
         done = subprocess.run(
             [sys.executable, "-m", "proofcritic", "serve", "--model", "openai/m", "--base-url", "http://127.0.0.1:9/v1",
              "--service-key-file", str(path)],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True, text=True, timeout=60, check=False,
         )
         assert done.returncode == 2, done
         assert says in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
@@ -708,3 +708,21 @@ def test_smollm2_upstream_through_the_facade(smollm2_dir, tmp_path):
     assert 0 < answer.usage.completion_tokens <= 16
     assert answer.usage.prompt_tokens > 200
     assert answer.choices[0].message.content.startswith(("Score:", "No score:"))
+
+
+def test_grade_requests_on_the_points_scale(service):
+    """`scale: points` grades with the points protocol (the scripted upstream answers in the
+    ternary one, so each verification fails for want of the points marker: the points
+    verifier parsed it); a scheme without the points scale is refused before any model call."""
+    problem = unique_problem("points")
+    response = httpx.post(f"{service.url}/v1/grade", headers=auth(),
+                          json={"problem": problem, "proof": "It is a product of 3 consecutive integers.",
+                                "scale": "points", "scheme": "Seven points for a proof."})
+    assert response.status_code == 202, response.text
+    done = wait_job(service, response.json()["id"])
+    assert done["status"] == "done"
+    [verification] = done["result"]["verifications"]
+    assert verification["score"] is None and "missing points marker" in verification["format_error"]
+    refused = httpx.post(f"{service.url}/v1/grade", headers=auth(),
+                         json={"problem": problem, "proof": "x", "scheme": "Seven points."})
+    assert refused.status_code in (400, 422) and "needs scale points" in refused.text

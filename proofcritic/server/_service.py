@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..budget import Budget, BudgetExceeded, budget_scope
 from ..errors import InputError
@@ -33,10 +33,11 @@ from ..llm import (
 )
 from ..pipelines import Roles, SolveResult, Strategy
 from ..pipelines.label import LabelConfig, LabelResult, label_proof
+from ..pipelines.normalize import Normalizer
 from ..pipelines.solve import STRATEGIES, get_strategy, solve_problem
 from ..promptset import PromptSet
 from ..types import GradeResult, Problem, Proof
-from ..verifier import DEFAULT_SCORE_MODE, ScoreMode
+from ..verifier import DEFAULT_SCORE_MODE, PointsVerifier, ScoreMode
 
 ScoreModeField = Field(None, description="Verifier score mode (default: the service's, text unless `serve --score-mode` says otherwise).")
 
@@ -74,6 +75,19 @@ class GradeRequest(_ProblemRequest):
     proof: str = Field(..., min_length=1)
     n: SampleCount = Field(1, description="Verifications of the proof.")
     score_mode: ScoreMode | None = ScoreModeField
+    scale: Literal["ternary", "points"] = Field(
+        "ternary", description="ternary: a score in {0, 0.5, 1}; points: whole points 0..max_points (text scores only).")
+    scheme: str | list[dict[str, Any]] | dict[str, Any] | None = Field(
+        None, description="With scale points: a marking scheme (text, or a grading_scheme.json entry or checkpoint list).")
+    normalize: bool = Field(False, description="Grade a neutral rewrite of the proof (the result keeps it).")
+
+    @model_validator(mode="after")
+    def _points_only(self) -> GradeRequest:
+        if self.scale == "points" and self.score_mode not in (None, "text"):
+            raise ValueError("points grading reads the points from the text: score_mode text")
+        if self.scheme is not None and self.scale != "points":
+            raise ValueError("a marking scheme needs scale points")
+        return self
 
 
 class SolveRequest(_ProblemRequest):
@@ -214,7 +228,13 @@ class GradingService:
         budget = self.budget(request)
         with budget_scope(budget):
             try:
-                return await grade(roles.verifier, self.problem(request), Proof(text=request.proof), n=request.n)
+                verifier = roles.verifier
+                if request.scale == "points":
+                    verifier = PointsVerifier(self.model, prompts=self.prompts, config=roles.verifier.config)
+                normalizer = Normalizer(self.model, prompts=self.prompts, config=roles.verifier.config) \
+                    if request.normalize else None
+                return await grade(verifier, self.problem(request), Proof(text=request.proof), n=request.n,
+                                   scheme=request.scheme, normalizer=normalizer)
             except BudgetExceeded as error:
                 raise InputError(f"grading needs more than this request's budget: {error}") from None
 
