@@ -195,7 +195,9 @@ async def test_format_failures_count_as_failures():
 
 
 async def test_unusable_generations():
-    cut = lambda k: (generation_text("CUT", 1)[:20], "length")
+    def cut(k):
+        return generation_text("CUT", 1)[:20], "length"
+
     result, backend = await run_agent(agent_script([], solve=cut), max_runs=2)
     assert counts(backend) == {"generate": 2}  # no improvement of nothing, no verification
     assert result.proof is None and result.stop_reason == "not accepted in 2 runs (no_proof, no_proof)"
@@ -209,7 +211,9 @@ async def test_unusable_generations():
 
 
 async def test_format_failures_are_no_proofs_unless_keep_invalid():
-    bare = lambda k: "Since n^2+n = n(n+1) is a product of consecutive integers, it is even."
+    def bare(k):
+        return "Since n^2+n = n(n+1) is a product of consecutive integers, it is even."
+
     params = {"max_runs": 1, "self_improve": False, "passes_to_accept": 1}
     result, backend = await run_agent(agent_script([True], solve=bare), **params)
     assert counts(backend) == {"generate": 1} and result.proof is None

@@ -182,7 +182,7 @@ def test_missing_suite_data(tmp_path: Path) -> None:
 
 
 def test_unknown_suite() -> None:
-    with pytest.raises(InputError, match="unknown suite 'imo1959'.*imo2025"):
+    with pytest.raises(InputError, match=r"unknown suite 'imo1959'.*imo2025"):
         get_suite("imo1959")
     assert {
         "imo2025",

@@ -12,6 +12,7 @@ import json
 import re
 
 import pytest
+from scripted import ScriptedBackend, meta_text, verification_text
 
 from proofcritic.budget import Budget, budget_scope
 from proofcritic.llm import Model
@@ -20,7 +21,6 @@ from proofcritic.pipelines.label import LabelConfig, decide, judge, label_jsonl,
 from proofcritic.pipelines.scaled import rank_by_score, scaled_verify
 from proofcritic.types import Problem
 from proofcritic.verifier import Verifier
-from scripted import ScriptedBackend, meta_text, verification_text
 
 PROBLEM = Problem(id="p", statement="Prove that $n^3 - n$ is divisible by 6.")
 PROOF = "It is a product of three consecutive integers."

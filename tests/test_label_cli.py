@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 import typer
+from scripted import verification_text
 from typer.testing import CliRunner
 
 from proofcritic.cli._label import label_command, meta_verify_command, read_verification
 from proofcritic.errors import InputError
 from proofcritic.pipelines.label import majority
-from scripted import verification_text
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SHORT = ["--max-tokens", "16", "--temperature", "0.8", "--seed", "1"]
@@ -125,7 +125,7 @@ def test_read_verification_forms(tmp_path):
     assert parsed.score == 0.5 and parsed.issues and parsed.raw == text
     many = tmp_path / "g.json"
     many.write_text(json.dumps({"verifications": [parsed.model_dump(mode="json"), {"raw": "x", "score": 1}]}))
-    with pytest.raises(InputError, match="holds 2 verifications .* choose one with --index 1 to --index 2"):
+    with pytest.raises(InputError, match=r"holds 2 verifications .* choose one with --index 1 to --index 2"):
         read_verification(many)
     assert read_verification(many, 2).score == 1
     with pytest.raises(InputError, match="out of range"):

@@ -158,7 +158,7 @@ def test_variable_allowed_for_one_role_only(tmp_path):
 def test_syntax_error_fails_at_load(tmp_path):
     folder = _copy_default(tmp_path)
     (folder / "meta_verify.j2").write_text("{% if score %}unterminated")
-    with pytest.raises(PromptError, match="meta_verify.j2"):
+    with pytest.raises(PromptError, match=r"meta_verify\.j2"):
         PromptSet.load(folder)
 
 
@@ -166,7 +166,7 @@ def test_missing_template(tmp_path):
     folder = _copy_default(tmp_path)
     (folder / "generate.j2").unlink()
     (folder / "refine.j2").unlink()  # it includes generate.j2
-    with pytest.raises(PromptError, match="generate.j2"):
+    with pytest.raises(PromptError, match=r"generate\.j2"):
         PromptSet.load(folder)
     partial = PromptSet.load(folder, require=["verify", "meta_verify"])
     assert partial.names == ("verify", "meta_verify")

@@ -9,13 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from scripted import ScriptedBackend, generation_text, verification_text
 
 from proofcritic.cli import main
 from proofcritic.grading import grade_jsonl
 from proofcritic.io import DEFAULT_MAX_INPUT_CHARS, input_limit, iter_jsonl
 from proofcritic.llm import Model
 from proofcritic.verifier import Verifier
-from scripted import ScriptedBackend, generation_text, verification_text
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 PROBLEM, PROOF = str(EXAMPLES / "problem.md"), str(EXAMPLES / "proof_flawed.md")
