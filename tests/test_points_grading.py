@@ -164,3 +164,20 @@ def test_eval_grade_cli_points_scale(tmp_path):
     assert summary["metrics"]["leniency_points"] == pytest.approx(((2 - 1) + (6 - 7)) / 2)
     bad = CliRunner().invoke(app, ["eval", "grade", "--file", str(graded), "--scale", "points", "--rule", "label"])
     assert bad.exit_code == 2
+
+
+async def test_eval_grade_rounds_to_the_gradingbench_buckets(tmp_path):
+    """buckets="gradingbench": predicted grades 7, 4 (tie 1/6 would go down; 4 is nearer 6) and
+    2 become 7, 6 and 1 points."""
+    from proofcritic.benchmarks import GradeItem, RunFolder
+    from proofcritic.benchmarks.eval_grade import eval_grade
+
+    points = {"Proof A.": 7, "Proof B.": 4, "Proof C.": 2}
+    verifier = PointsVerifier(Model(ScriptedBackend(
+        lambda call: points_text(next(v for k, v in points.items() if k in call.prompt)))))
+    items = [GradeItem(id=k[-2], problem=Problem(id="p", statement="Show it."), proof=k, human_points=7) for k in points]
+    await eval_grade(items, RunFolder(tmp_path / "run"), verifier=verifier, buckets="gradingbench", n_resamples=20)
+    records = {r["id"]: r["predicted_points"] for r in RunFolder(tmp_path / "run").records()}
+    assert records == {"A": 7, "B": 6, "C": 1}
+    with pytest.raises(Exception, match="gradingbench"):
+        await eval_grade(items, RunFolder(tmp_path / "r2"), verifier=verifier, buckets="quartiles")

@@ -89,6 +89,17 @@ async def _verdict(
     return out
 
 
+def _rounded(points: float, max_points: float, buckets: str | None) -> float:
+    """``points``, or with ``buckets="gradingbench"`` the nearest of 0/1/6/7 (scaled to ``max_points``)."""
+    if buckets is None:
+        return points
+    if buckets != "gradingbench":
+        raise InputError(f"buckets must be 'gradingbench' (0/1/6/7) or none, not {buckets!r}")
+    from .metrics import gradingbench_bucket
+
+    return gradingbench_bucket(points, max_points) * max_points / 7
+
+
 def _panel_verdict(result: Any) -> dict[str, Any]:
     """The verdict fields of a panel grade: the panel's score, every judge's first-round
     verifications (flattened, for sample agreement), and per judge its verdicts and tokens."""
@@ -184,8 +195,13 @@ async def eval_grade(
     n_resamples: int = 1000,
     seed: int = 0,
     normalizer: Any = None,
+    buckets: str | None = None,
 ) -> dict[str, Any]:
     """Grade every item, append its record to ``run.items_path``, write and return the summary.
+
+    ``buckets="gradingbench"`` rounds each predicted grade to the nearest of the four
+    IMO-GradingBench / ProofBench grades 0/1/6/7 (on the problem's scale), as those benchmarks
+    score graders.
 
     With a ``normalizer`` (:class:`~proofcritic.pipelines.normalize.Normalizer`, rules other
     than ``label``) each proof is rewritten in a neutral style first and the rewrite is graded;
@@ -196,6 +212,8 @@ async def eval_grade(
     (a caller such as the CLI writes its own first). The summary is :func:`summarize_grade_run`
     of all the records in the folder.
     """
+    if buckets not in (None, "gradingbench"):
+        raise InputError(f"buckets must be 'gradingbench' (0/1/6/7) or none, not {buckets!r}")
     if from_recorded is None:
         if rule not in RULES:
             raise InputError(f"rule must be one of {', '.join(RULES)}, not {rule!r}")
@@ -240,7 +258,8 @@ async def eval_grade(
             "proof": item.proof,
             "max_points": item.problem.max_points,
             "human_points": item.human_points,
-            "predicted_points": None if score is None else score * item.problem.max_points,
+            "predicted_points": None if score is None else _rounded(score * item.problem.max_points,
+                                                                    item.problem.max_points, buckets),
             "meta": item.meta,
             "rule": source,
             "n": 0 if from_recorded is not None else n_used,

@@ -243,6 +243,7 @@ def eval_grade_command(
     score_mode: ScoreModeOpt = DEFAULT_SCORE_MODE,
     scale: Annotated[str, typer.Option("--scale", help="ternary: a score in {0, 0.5, 1}; points: whole points 0..max points (see grade --scale).")] = "ternary",
     normalize: Annotated[bool, typer.Option("--normalize", help="Grade a neutral rewrite of each proof (see grade --normalize); run with and without it and `compare` the runs.")] = False,
+    buckets: Annotated[str | None, typer.Option("--buckets", help="gradingbench: round each predicted grade to the nearest of 0/1/6/7 points (IMO-GradingBench / ProofBench).")] = None,
     judge: JudgeOpt = None,
     panel: PanelOpt = None,
     panel_rule: PanelRuleOpt = None,
@@ -266,6 +267,8 @@ def eval_grade_command(
         raise typer.BadParameter("must be mean, min, majority or label", param_hint="--rule")
     if scale not in ("ternary", "points"):
         raise typer.BadParameter(f"choose ternary or points, not {scale!r}", param_hint="--scale")
+    if buckets not in (None, "gradingbench"):
+        raise typer.BadParameter(f"choose gradingbench, not {buckets!r}", param_hint="--buckets")
     panelled = bool(judge) or panel is not None
     if panelled and (rule == "label" or from_recorded or normalize or n != 1 or score_mode != "text"):
         raise typer.BadParameter("a judge panel grades with each judge's n, reads scores from the text, and runs "
@@ -316,6 +319,8 @@ def eval_grade_command(
             own["scale"] = scale
         if normalize:
             own["normalize"] = True
+    if buckets is not None:
+        own["buckets"] = buckets
     settings = result_settings("eval grade", None if from_recorded else opts, prompt_set, **own)
     _prepare(folder, {"command": "eval grade", "suite": suite or str(file), "rule": rule, "n": n, "limit": limit,
                       "from_recorded": from_recorded, "model": None if from_recorded else model_name(opts)},
@@ -344,7 +349,7 @@ def eval_grade_command(
         with run_progress(f"grade ({'panel' if built else from_recorded or rule})", console, shown) as update:
             await eval_grade(items, folder, verifier=verifier, n=n, rule=rule, normalizer=normalizer,  # type: ignore[arg-type]
                              meta_verifier=roles and roles.meta_verifier, from_recorded=from_recorded,
-                             concurrency=opts.concurrency or 8, on_progress=_kept(update, seen))
+                             concurrency=opts.concurrency or 8, on_progress=_kept(update, seen), buckets=buckets)
 
     run_with_model(model, console, main, usage=False, closing=built[1] if built is not None else ())
     _finish(folder, console, seen)
