@@ -43,7 +43,7 @@ class Roles:
         prompts: PromptSet | None = None,
         config: GenerateConfig | None = None,
         score_mode: ScoreMode = DEFAULT_SCORE_MODE,
-    ) -> "Roles":
+    ) -> Roles:
         """Each role on its own model if given, else on ``default`` (one model may serve all)."""
         prompts = prompts or PromptSet.load()
         return cls(

@@ -113,7 +113,8 @@ class FormalCheck(BaseModel):
 def extract_lean(text: str) -> str | None:
     """The Lean file in a model output: the last fenced ``lean``/``lean4`` block, else the last
     unlabelled block that declares a theorem or lemma; ``None`` when there is none."""
-    labelled, plain = [], []
+    labelled: list[str] = []
+    plain: list[str] = []
     for match in _FENCE.finditer(text):
         body = match.group(2).strip("\n")
         if not body.strip():
@@ -138,7 +139,7 @@ def statement_preserved(lean_statement: str, lean: str) -> tuple[bool, str]:
     statement = blank_comments_and_strings(lean_statement).rstrip()
     statement = _SORRY_TAIL.sub("", statement)
     match = None
-    for match in _DECL_START.finditer(statement):
+    for match in _DECL_START.finditer(statement):  # noqa: B007 - the last one is wanted
         pass
     if match is None:
         return False, "the Lean statement declares no theorem"

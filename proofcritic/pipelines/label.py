@@ -247,7 +247,7 @@ async def _label_proof(
 ) -> LabelResult:
     config = config or LabelConfig()
     proof = proof if isinstance(proof, Proof) else Proof(text=proof)
-    common = {"problem": problem, "proof": proof.text, "proof_id": proof.id, "config": config}
+    common: dict[str, Any] = {"problem": problem, "proof": proof.text, "proof_id": proof.id, "config": config}
     try:
         scaled = await scaled_verify(verifier, problem, proof, config.n)
     except BudgetExceeded as error:
@@ -269,11 +269,13 @@ async def _label_proof(
     for analysis, outcome in zip(claims, outcomes):
         if isinstance(outcome, BudgetExceeded):
             budget_error = budget_error or outcome
-            outcome = []
+            metas: list[MetaVerification] = []
         elif isinstance(outcome, BaseException):
             raise outcome
-        analysis.meta_verifications = outcome
-        analysis.meta_scores = [mv.score for mv in outcome]
+        else:
+            metas = outcome
+        analysis.meta_verifications = metas
+        analysis.meta_scores = [mv.score for mv in metas]
         analysis.verdict, analysis.confirmations, analysis.refutations = judge(analysis.meta_scores, config)
     status, label, rule, reason, lowest, valid = decide(analyses, config)
     if budget_error is not None and status == "review":
@@ -316,8 +318,8 @@ def _reconcile(output_path: Path, review_path: Path, items: JsonlItems) -> None:
         for item_id, _, _ in items:
             if item_id not in reviewed:
                 continue
-            latest = done.get(item_id, ())
-            if latest == () or (latest is not None and latest[0] in RETRIED_KINDS):
+            latest = done.get(item_id)
+            if item_id not in done or (latest is not None and latest[0] in RETRIED_KINDS):
                 output.write(read_record_at(review_path, reviewed[item_id]))
 
 
@@ -375,7 +377,9 @@ async def label_jsonl(
             result = await label_proof(verifier, meta_verifier, problem, proof, config)
             row = result.model_dump(mode="json")
             if result.status == "review" and item_id not in in_review:
-                review.write({"id": item_id, "line": current_item()[1], **row})
+                position = current_item()
+                assert position is not None  # inside run_jsonl's process
+                review.write({"id": item_id, "line": position[1], **row})
                 in_review.add(item_id)
             counts[result.status] += 1
             return row  # the runner writes it to the output with no await before

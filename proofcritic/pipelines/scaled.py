@@ -39,11 +39,10 @@ def rank_by_score(
     ``per_score`` keeps at most that many of each distinct score, ``limit`` at most that many in
     all. Format failures are never ranked.
     """
-    order = sorted((i for i, v in enumerate(verifications) if v.score is not None), key=lambda i: verifications[i].score)
+    scored = [(i, v.score) for i, v in enumerate(verifications) if v.score is not None]
     taken: dict[float, int] = {}
     out: list[int] = []
-    for index in order:
-        score = verifications[index].score
+    for index, score in sorted(scored, key=lambda pair: pair[1]):  # stable: original order within a score
         if per_score is not None and taken.get(score, 0) >= per_score:
             continue
         taken[score] = taken.get(score, 0) + 1

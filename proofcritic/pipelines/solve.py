@@ -32,7 +32,7 @@ from .._constants import STRATEGIES
 from ..budget import Budget, BudgetExceeded, budget_scope, current_budget
 from ..errors import InputError, first_error, validation_line
 from ..io import problem_from_record, read_problem, read_text
-from ..runner import LeftForRerun, RunStats, read_items, run_jsonl
+from ..runner import JsonlItems, LeftForRerun, RunStats, read_items, run_jsonl
 from ..types import Problem
 from ._common import Roles, SolveResult, Strategy
 
@@ -72,7 +72,7 @@ def state_name(item_id: str) -> str:
     return safe
 
 
-def read_problem_items(path: str | Path) -> list[Item]:
+def read_problem_items(path: str | Path) -> list[Item] | JsonlItems:
     """``(id, line, record or InputError)`` for each problem of ``path``.
 
     ``.jsonl``: one problem per line (as :func:`proofcritic.runner.read_items`). ``.json``: one
@@ -210,14 +210,14 @@ async def solve_jsonl(
 
     hook_owner = strategy if hasattr(strategy, "on_round") and strategy.on_round is None else None
     if hook_owner is not None:
-        hook_owner.on_round = on_round  # type: ignore[attr-defined]
+        hook_owner.on_round = on_round
     try:
         stats = await run_jsonl(items, output_path, process, concurrency=concurrency, budget=run_budget,
                                 item_budget=item_budget if (run_budget is not None or per_problem) else None,
                                 on_progress=progress)
     finally:
         if hook_owner is not None:
-            hook_owner.on_round = None  # type: ignore[attr-defined]
+            hook_owner.on_round = None
     stats.extra["left"] = stats.total - stats.done
     if on_progress:
         on_progress(stats)
