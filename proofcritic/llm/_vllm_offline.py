@@ -68,6 +68,12 @@ class _Job:
     request: ChatRequest | None = None
     conversations: list[list[dict[str, str]]] = field(default_factory=list)
 
+    @property
+    def chat(self) -> ChatRequest:
+        """The request of a generation job (a scoring job has none)."""
+        assert self.request is not None, "a scoring job has no chat request"
+        return self.request
+
 
 @dataclass
 class OfflineStats:
@@ -173,7 +179,7 @@ class VLLMOfflineBackend(Backend):
         scoring = [j for j in jobs if j.request is None]
         # a final assistant turn is continued; the chat API takes that flag per call
         for continued in (False, True):
-            group = [j for j in generation if _continues(j.request) is continued]
+            group = [j for j in generation if _continues(j.chat) is continued]
             if group:
                 self._run_generation(llm, group, continued)
         if scoring:
@@ -207,16 +213,16 @@ class VLLMOfflineBackend(Backend):
 
     def _run_generation(self, llm: Any, jobs: list[_Job], continued: bool) -> None:
         def fits(context: int, job: _Job) -> None:
-            tokens = self._prompt_tokens(llm, _dicts(job.request.messages), continued)
-            check_context(self.model, context, tokens, job.request.config.max_tokens or 1)
+            tokens = self._prompt_tokens(llm, _dicts(job.chat.messages), continued)
+            check_context(self.model, context, tokens, job.chat.config.max_tokens or 1)
 
         jobs = self._fitting(llm, jobs, fits)
         if not jobs:
             return
         try:
-            params = [self._sampling_params(j.request) for j in jobs]
+            params = [self._sampling_params(j.chat) for j in jobs]
             outputs = self._chat(
-                llm, [_dicts(j.request.messages) for j in jobs], params,
+                llm, [_dicts(j.chat.messages) for j in jobs], params,
                 continue_final_message=continued, add_generation_prompt=not continued,
             )
         except BaseException as exc:  # noqa: BLE001 - delivered to every waiting caller
@@ -228,7 +234,7 @@ class VLLMOfflineBackend(Backend):
         self.stats.max_batch = max(self.stats.max_batch, len(jobs))
         for job, output in zip(jobs, outputs):
             try:
-                deliver(job, result=self._completions(job.request, output))
+                deliver(job, result=self._completions(job.chat, output))
             except BaseException as exc:  # noqa: BLE001
                 deliver(job, exc=exc)
 
