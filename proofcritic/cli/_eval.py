@@ -17,7 +17,6 @@ import typer
 from .._constants import DEFAULT_SCORE_MODE, STRATEGIES
 from ..budget import CallPlan
 from ._batch import OverwriteOpt, exit_status, model_name, result_settings
-from ._panel import JudgeOpt, PanelOpt, PanelRuleOpt, PanelThresholdOpt, build_panel
 from ._common import (
     DryRunOpt,
     ModelOptions,
@@ -30,13 +29,16 @@ from ._common import (
     with_model_options,
     with_readouts,
 )
+from ._panel import JudgeOpt, PanelOpt, PanelRuleOpt, PanelThresholdOpt, build_panel
 from ._solve import KeepInvalidOpt, _parse_set, build_strategy
 
 if TYPE_CHECKING:  # imported where used: the parser is built without them
     from rich.console import Console
 
     from ..benchmarks import Kind, RunFolder
+    from ..pipelines.panel import Panel
     from ..runner import RunStats
+    from ..verifier import Verifier
 
 eval_app = typer.Typer(rich_markup_mode=None, name="eval", help="Evaluate a solving strategy or a grader on a benchmark suite.",
                        no_args_is_help=True)
@@ -329,7 +331,7 @@ def eval_grade_command(
     roles = None
     if model is not None:
         roles = Roles.from_models(model, prompts=prompt_set, config=opts.sampling(), score_mode=check_score_mode(score_mode))
-    verifier = roles and roles.verifier
+    verifier: Verifier | Panel | None = roles.verifier if roles is not None else None
     if roles is not None and scale == "points":
         from ..verifier import PointsVerifier
 

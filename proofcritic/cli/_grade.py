@@ -11,7 +11,6 @@ import typer
 from .._constants import DEFAULT_SCORE_MODE
 from ..errors import InputError
 from ._batch import OverwriteOpt, exit_status, model_name, prepare, result_settings
-from ._panel import JudgeOpt, PanelOpt, PanelRuleOpt, PanelThresholdOpt, build_panel, grade_with_panel
 from ._common import (
     DryRunOpt,
     ModelOptions,
@@ -24,6 +23,7 @@ from ._common import (
     with_model_options,
     with_readouts,
 )
+from ._panel import JudgeOpt, PanelOpt, PanelRuleOpt, PanelThresholdOpt, build_panel, grade_with_panel
 
 if TYPE_CHECKING:  # imported where used: the parser is built without them
     from rich.console import Console
@@ -152,8 +152,8 @@ def grade_command(
 
         normalizer = Normalizer(the_model, prompts=prompt_set, config=opts.sampling())
     if tool_names:
-        built = [get_tool(name, timeout=tool_timeout) for name in tool_names]
-        verifier = CriticVerifier(plain, built, max_tool_calls=max_tool_calls)
+        tools_built = [get_tool(name, timeout=tool_timeout) for name in tool_names]
+        verifier = CriticVerifier(plain, tools_built, max_tool_calls=max_tool_calls)
 
     async def main() -> RunStats | GradeResult:
         if batch:

@@ -43,7 +43,8 @@ def build_panel(judges: list[str] | None, panel_file: Path | None, rule: str | N
     chosen_rule = rule or file_rule or "min"
     if chosen_rule not in PANEL_RULES:
         raise typer.BadParameter(f"must be one of {', '.join(PANEL_RULES)}, not {chosen_rule!r}", param_hint="--panel-rule")
-    models, verifiers = [], []
+    models: list[Model] = []
+    verifiers: list[Verifier] = []
     default_prompts = opts.prompt_set()
     for spec in specs:
         key = os.environ.get(spec.api_key_env) if spec.api_key_env else opts.api_key
@@ -98,6 +99,7 @@ def grade_with_panel(built: tuple[Panel, list[Model], dict[str, Any]], problem: 
     async def work() -> Any:
         try:
             if input is not None:
+                assert output is not None  # a batch has both files
                 with run_progress("panel grading", console, models) as update:
                     stats = await panel_jsonl(panel, input, output, max_points=max_points,
                                               concurrency=opts.concurrency or 8, on_progress=update)

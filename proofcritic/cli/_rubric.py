@@ -77,6 +77,7 @@ def rubric_command(
             return {"scheme": answer.scheme.model_dump() if answer.scheme else None,
                     "format_error": answer.format_error, "raw": answer.raw, "usage": answer.usage.model_dump()}
 
+        assert input is not None and output is not None  # a batch
         with run_progress("rubrics", console, [model]) as update:
             stats = await run_jsonl(read_items(input), output, process, concurrency=opts.concurrency or 8,
                                     on_progress=update)

@@ -201,6 +201,7 @@ class Panel:
             spread = max(known) - min(known) if len(known) > 1 else None
             reconciled = spread is not None and spread > self.threshold_points(problem.max_points)
             if reconciled:
+                assert spread is not None  # reconciled only over a spread
                 await asyncio.gather(*(self._reconcile(problem, proof, i, verdicts, spread) for i in range(len(verdicts))))
             for verdict in verdicts:
                 again = verdict.reconciled
