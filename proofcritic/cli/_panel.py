@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -14,10 +14,10 @@ if TYPE_CHECKING:
     from ._common import ModelOptions
 
 _PANEL = "Judge panel"
-JudgeOpt = Annotated[Optional[list[str]], typer.Option("--judge", metavar="SPEC", help="A judge of a panel, repeatable: MODEL[,base_url=URL][,api_key_env=VAR][,prompts=DIR][,n=N][,name=NAME]. With two or more, the judges grade in parallel and reconcile once when they disagree.", rich_help_panel=_PANEL)]
-PanelOpt = Annotated[Optional[Path], typer.Option("--panel", help="A panel file (JSON): {\"judges\": [{\"model\", \"base_url\", \"api_key_env\", \"prompts\", \"n\", \"name\"}], \"rule\", \"threshold\"}.", rich_help_panel=_PANEL)]
-PanelRuleOpt = Annotated[Optional[str], typer.Option("--panel-rule", help="min (default) | mean | median | majority over the judges' verdicts.", rich_help_panel=_PANEL)]
-PanelThresholdOpt = Annotated[Optional[float], typer.Option("--panel-threshold", min=0, metavar="POINTS", help="Reconcile when the judges' verdicts spread by more than this many points (default 2 on the points scale, half the scale on the ternary one).", rich_help_panel=_PANEL)]
+JudgeOpt = Annotated[list[str] | None, typer.Option("--judge", metavar="SPEC", help="A judge of a panel, repeatable: MODEL[,base_url=URL][,api_key_env=VAR][,prompts=DIR][,n=N][,name=NAME]. With two or more, the judges grade in parallel and reconcile once when they disagree.", rich_help_panel=_PANEL)]
+PanelOpt = Annotated[Path | None, typer.Option("--panel", help="A panel file (JSON): {\"judges\": [{\"model\", \"base_url\", \"api_key_env\", \"prompts\", \"n\", \"name\"}], \"rule\", \"threshold\"}.", rich_help_panel=_PANEL)]
+PanelRuleOpt = Annotated[str | None, typer.Option("--panel-rule", help="min (default) | mean | median | majority over the judges' verdicts.", rich_help_panel=_PANEL)]
+PanelThresholdOpt = Annotated[float | None, typer.Option("--panel-threshold", min=0, metavar="POINTS", help="Reconcile when the judges' verdicts spread by more than this many points (default 2 on the points scale, half the scale on the ternary one).", rich_help_panel=_PANEL)]
 
 
 def build_panel(judges: list[str] | None, panel_file: Path | None, rule: str | None, threshold: float | None,
@@ -25,15 +25,15 @@ def build_panel(judges: list[str] | None, panel_file: Path | None, rule: str | N
     """The panel the options describe (None without --judge and --panel), its models (to close),
     and its settings (for a batch's rerun check). Each judge's model takes the command's cache,
     concurrency and timeout; its API key from ``api_key_env``, else the command's."""
+    if not judges and panel_file is None:  # (before the imports: a run without a panel needs none)
+        if rule is not None or threshold is not None:
+            raise typer.BadParameter("needs --judge or --panel", param_hint="--panel-rule/--panel-threshold")
+        return None
     from ..pipelines.panel import PANEL_RULES, Panel, load_panel, parse_judge
     from ..promptset import PromptSet
     from ..verifier import PointsVerifier, Verifier
     from ._common import build_model
 
-    if not judges and panel_file is None:
-        if rule is not None or threshold is not None:
-            raise typer.BadParameter("needs --judge or --panel", param_hint="--panel-rule/--panel-threshold")
-        return None
     if judges and panel_file is not None:
         raise typer.BadParameter("give --judge or --panel, not both", param_hint="--panel")
     specs, file_rule, file_threshold = ([parse_judge(j) for j in judges or []], None, None)
