@@ -14,7 +14,7 @@ from proofcritic.llm import GenerateConfig, Model
 from proofcritic.pipelines.tournament import COMPARE_MARKER, Comparator, knockout, parse_comparison, swiss
 
 PROBLEM = Problem(id="p", statement="Prove that 1 + 1 = 2.")
-_QUALITY = re.compile(r"## Proof 1\s+Proof of quality (\d+)\..*## Proof 2\s+Proof of quality (\d+)\.", re.S)
+_QUALITY = re.compile(r"## Proof 1\s+Proof of quality (\d+)\..*## Proof 2\s+Proof of quality (\d+)\.", re.DOTALL)
 
 
 def judge(bias: bool = False):

@@ -144,7 +144,7 @@ def panel_summary(records: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
         entry: dict[str, Any] = {"n": len(rows), "calls": sum(j["calls"] for j in usage),
                                  "tokens": sum(j["tokens"] for j in usage)}
         if rows:
-            human, judge, top = zip(*rows)
+            human, judge, _top = zip(*rows)
             entry |= {
                 "mae_points": mae(human, judge),
                 "leniency_points": mean_difference(human, judge),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -37,22 +37,22 @@ _SEVERITY = {"critical_error": "[red]critical error[/]", "justification_gap": "[
 
 @with_model_options
 def grade_command(
-    problem: Annotated[Optional[Path], typer.Option("--problem", help="Problem statement (.md/.txt) or Problem JSON.")] = None,
-    proof: Annotated[Optional[Path], typer.Option("--proof", help="The proof to grade.")] = None,
-    reference: Annotated[Optional[Path], typer.Option("--reference", help="Reference solution shown to the verifier.")] = None,
-    guidelines: Annotated[Optional[Path], typer.Option("--guidelines", help="Grading guidelines shown to the verifier.")] = None,
-    input: Annotated[Optional[Path], typer.Option("--input", help="Batch: JSONL with problem, proof (and optional reference_solution, grading_guidelines, max_points, id).")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", help="Batch: JSONL of results; an existing file is resumed.")] = None,
+    problem: Annotated[Path | None, typer.Option("--problem", help="Problem statement (.md/.txt) or Problem JSON.")] = None,
+    proof: Annotated[Path | None, typer.Option("--proof", help="The proof to grade.")] = None,
+    reference: Annotated[Path | None, typer.Option("--reference", help="Reference solution shown to the verifier.")] = None,
+    guidelines: Annotated[Path | None, typer.Option("--guidelines", help="Grading guidelines shown to the verifier.")] = None,
+    input: Annotated[Path | None, typer.Option("--input", help="Batch: JSONL with problem, proof (and optional reference_solution, grading_guidelines, max_points, id).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", help="Batch: JSONL of results; an existing file is resumed.")] = None,
     overwrite: OverwriteOpt = False,
     n: Annotated[int, typer.Option("-n", "--n", min=1, help="Verifications per proof.")] = 1,
-    max_points: Annotated[Optional[float], typer.Option("--max-points", callback=bounded("proofcritic.types:Problem", "max_points"), help="Points of a full solution, more than 0 (default: 7, or the problem's).")] = None,
+    max_points: Annotated[float | None, typer.Option("--max-points", callback=bounded("proofcritic.types:Problem", "max_points"), help="Points of a full solution, more than 0 (default: 7, or the problem's).")] = None,
     score_mode: ScoreModeOpt = DEFAULT_SCORE_MODE,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
-    tools: Annotated[Optional[str], typer.Option("--tools", help="Let the verifier run code while it grades (CRITIC): comma-separated tools, e.g. python.", rich_help_panel=_TOOLS)] = None,
+    tools: Annotated[str | None, typer.Option("--tools", help="Let the verifier run code while it grades (CRITIC): comma-separated tools, e.g. python.", rich_help_panel=_TOOLS)] = None,
     max_tool_calls: Annotated[int, typer.Option("--max-tool-calls", min=0, help="With --tools: code runs per verification at most.", rich_help_panel=_TOOLS)] = 3,
     tool_timeout: Annotated[float, typer.Option("--tool-timeout", min=0.1, help="With --tools: seconds per code run.", rich_help_panel=_TOOLS)] = 10.0,
     scale: Annotated[str, typer.Option("--scale", help="ternary: a score in {0, 0.5, 1} (DeepSeekMath-V2); points: whole points 0..max points, against the reference, guidelines and marking scheme.")] = "ternary",
-    scheme: Annotated[Optional[Path], typer.Option("--scheme", help="With --scale points: a marking scheme, a text file or JSON in the shape of MathArena's grading_scheme.json (a list by problem id, or one entry); a batch record's own 'scheme' field wins.")] = None,
+    scheme: Annotated[Path | None, typer.Option("--scheme", help="With --scale points: a marking scheme, a text file or JSON in the shape of MathArena's grading_scheme.json (a list by problem id, or one entry); a batch record's own 'scheme' field wins.")] = None,
     normalize: Annotated[bool, typer.Option("--normalize", help="Rewrite each proof in a plain, neutral style (every step kept) before grading; the record keeps both texts.")] = False,
     judge: JudgeOpt = None,
     panel: PanelOpt = None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -15,12 +15,12 @@ from ._common import ModelOptions, bounded, run_progress, run_with_model, with_m
 
 @with_model_options
 def rubric_command(
-    problem: Annotated[Optional[Path], typer.Option("--problem", help="Problem statement (.md/.txt) or Problem JSON.")] = None,
-    reference: Annotated[Optional[Path], typer.Option("--reference", help="The reference solution the scheme follows.")] = None,
-    guidelines: Annotated[Optional[Path], typer.Option("--guidelines", help="Notes for the scheme (e.g. known partial results).")] = None,
-    max_points: Annotated[Optional[float], typer.Option("--max-points", callback=bounded("proofcritic.types:Problem", "max_points"), help="The scale (default: 7, or the problem's).")] = None,
-    input: Annotated[Optional[Path], typer.Option("--input", help="Batch: JSONL of problems (problem, reference_solution, max_points, id).")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", help="The scheme as JSON (one problem), or a JSONL with one scheme per problem (batch; resumed). Default for one problem: print it.")] = None,
+    problem: Annotated[Path | None, typer.Option("--problem", help="Problem statement (.md/.txt) or Problem JSON.")] = None,
+    reference: Annotated[Path | None, typer.Option("--reference", help="The reference solution the scheme follows.")] = None,
+    guidelines: Annotated[Path | None, typer.Option("--guidelines", help="Notes for the scheme (e.g. known partial results).")] = None,
+    max_points: Annotated[float | None, typer.Option("--max-points", callback=bounded("proofcritic.types:Problem", "max_points"), help="The scale (default: 7, or the problem's).")] = None,
+    input: Annotated[Path | None, typer.Option("--input", help="Batch: JSONL of problems (problem, reference_solution, max_points, id).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", help="The scheme as JSON (one problem), or a JSONL with one scheme per problem (batch; resumed). Default for one problem: print it.")] = None,
     overwrite: OverwriteOpt = False,
     *,
     opts: ModelOptions,
