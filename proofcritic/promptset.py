@@ -60,6 +60,7 @@ field) the template does not take. It also requires the user templates named in
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import string
 from collections.abc import Iterable, Mapping
@@ -330,6 +331,12 @@ class PromptSet:
             merged.setdefault(name, set()).update(names)
         return PromptSet.load(self.directory, require=(), variables=merged)
 
+    def template_set(self, name: str, variables: Iterable[str]) -> PromptSet:
+        """The set to render the optional template ``name`` (with ``variables``) from: this
+        set's folder when it has the template (checked when loaded), else the built-in set. The
+        answer is kept, so a role may ask on every construction."""
+        return _template_set(self, name, frozenset(variables))
+
     def source(self, name: str) -> Path:
         """The file of the user template of ``name``."""
         return self._template(name).path
@@ -393,6 +400,19 @@ class PromptSet:
 
     def __repr__(self) -> str:
         return f"PromptSet({str(self.directory)!r}, names={list(self.names)})"
+
+
+@functools.lru_cache(maxsize=64)
+def _template_set(prompts: PromptSet, name: str, variables: frozenset[str]) -> PromptSet:
+    extended = prompts.with_templates({name: variables})
+    if extended.has(name):
+        return extended
+    return _builtin_set(name, variables)
+
+
+@functools.lru_cache(maxsize=64)
+def _builtin_set(name: str, variables: frozenset[str]) -> PromptSet:
+    return PromptSet.load(None, require=(name,), variables={name: variables})
 
 
 def _read(path: Path) -> str:

@@ -46,11 +46,6 @@ AGENT_TEMPLATES: tuple[str, ...] = ("agent_improve", "agent_judge", "agent_repai
 # --------------------------------------------------------------------------- prompt sets
 
 
-@functools.cache
-def _builtin() -> PromptSet:
-    return PromptSet.load(None, require=AGENT_TEMPLATES, variables=OPTIONAL_TEMPLATE_VARIABLES)
-
-
 @functools.lru_cache(maxsize=32)
 def agent_prompts(prompts: PromptSet) -> dict[str, PromptSet]:
     """For each agent template, the prompt set to render it from.
@@ -59,8 +54,7 @@ def agent_prompts(prompts: PromptSet) -> dict[str, PromptSet]:
     checked then: a bad one raises :class:`~proofcritic.errors.PromptError`); a template the
     folder lacks comes from the built-in set.
     """
-    extended = prompts.with_templates(OPTIONAL_TEMPLATE_VARIABLES)
-    return {name: extended if extended.has(name) else _builtin() for name in AGENT_TEMPLATES}
+    return {name: prompts.template_set(name, OPTIONAL_TEMPLATE_VARIABLES[name]) for name in AGENT_TEMPLATES}
 
 
 # --------------------------------------------------------------------------- parsing

@@ -161,10 +161,7 @@ class FormalProver(Role):
 
     def __init__(self, model, *, prompts: PromptSet | None = None, config=None):
         super().__init__(model, prompts=prompts, config=config)
-        extended = self.prompts.with_templates(FORMAL_VARIABLES)  # the given set, if it has the template
-        if not extended.has(TEMPLATE):
-            extended = PromptSet.load(None, require=(TEMPLATE,), variables=FORMAL_VARIABLES)
-        self.prompts = extended
+        self.prompts = self.prompts.template_set(TEMPLATE, FORMAL_VARIABLES[TEMPLATE])  # the given set's, else built in
 
     def messages(self, problem: Problem, lean_statement: str, feedback: str = "") -> list[ChatMessage]:
         return self.render(problem=problem, lean_statement=lean_statement, feedback=feedback)

@@ -10,11 +10,8 @@ why. Rewrites are cached like every model call.
 
 from __future__ import annotations
 
-import functools
-
 from .._roles import Role
 from ..parsing import marker_pattern, strip_thinking, truncation_error
-from ..promptset import PromptSet
 from ..types import Problem, RoleOutput
 
 NORMALIZE_TEMPLATE = "normalize"
@@ -44,18 +41,6 @@ def parse_rewrite(text: str, finish_reason: str | None = "stop") -> Rewrite:
                    finish_reason=finish_reason)
 
 
-@functools.cache
-def _builtin() -> PromptSet:
-    return PromptSet.load(None, require=(NORMALIZE_TEMPLATE,), variables=NORMALIZE_VARIABLES)
-
-
-@functools.lru_cache(maxsize=32)
-def normalize_prompts(prompts: PromptSet) -> PromptSet:
-    """``prompts``' folder when it has a ``normalize`` template, else the built-in set."""
-    extended = prompts.with_templates(NORMALIZE_VARIABLES)
-    return extended if extended.has(NORMALIZE_TEMPLATE) else _builtin()
-
-
 class Normalizer(Role):
     """Rewrites a proof in a neutral style, keeping every mathematical step (see the module)."""
 
@@ -63,7 +48,7 @@ class Normalizer(Role):
 
     def __init__(self, model, **kwargs):
         super().__init__(model, **kwargs)
-        self.prompts = normalize_prompts(self.prompts)
+        self.prompts = self.prompts.template_set(NORMALIZE_TEMPLATE, NORMALIZE_VARIABLES[NORMALIZE_TEMPLATE])
 
     async def rewrite(self, problem: Problem, proof: str) -> Rewrite:
         [answer] = await self.ask(self.render(problem=problem, proof=proof), parse_rewrite)

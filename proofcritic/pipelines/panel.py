@@ -35,7 +35,6 @@ from pydantic import BaseModel, Field, ValidationError
 from ..errors import InputError, validation_line
 from ..io import problem_from_record, proof_from_record
 from ..llm import ChatMessage, Usage, usage_scope
-from ..promptset import PromptSet
 from ..runner import RunStats, read_items, run_jsonl
 from ..types import Problem, Verification
 from ..verifier import Verifier, parse_points_verification, parse_verification
@@ -130,17 +129,6 @@ class PanelResult(BaseModel):
     usage: Usage = Field(default_factory=Usage)
 
 
-@functools.cache
-def _builtin() -> PromptSet:
-    return PromptSet.load(None, require=(RECONCILE_TEMPLATE,), variables=RECONCILE_VARIABLES)
-
-
-@functools.lru_cache(maxsize=32)
-def reconcile_prompts(prompts: PromptSet) -> PromptSet:
-    extended = prompts.with_templates(RECONCILE_VARIABLES)
-    return extended if extended.has(RECONCILE_TEMPLATE) else _builtin()
-
-
 def combine(values: Sequence[float], rule: str) -> float | None:
     """The panel rule over judge verdicts (None for none)."""
     if rule not in PANEL_RULES:
@@ -228,7 +216,7 @@ class Panel:
             {"judge": v.judge, "verdict": _shown(v.points, problem.max_points), "analysis": _first_analysis(v)}
             for j, v in enumerate(verdicts) if j != index and v.points is not None
         ]
-        follow_up = reconcile_prompts(judge.prompts).render(RECONCILE_TEMPLATE, others=others, spread=f"{spread:g} points")
+        follow_up = judge.prompts.template_set(RECONCILE_TEMPLATE, RECONCILE_VARIABLES[RECONCILE_TEMPLATE]).render(RECONCILE_TEMPLATE, others=others, spread=f"{spread:g} points")
         messages = [*judge.messages(problem, proof), ChatMessage(role="assistant", content=mine.raw), *follow_up]
         [again] = await judge.ask(messages, self._parser(problem))
         own.reconciled = again

@@ -21,12 +21,11 @@ from pydantic import BaseModel, Field, ValidationError
 from .._roles import Role
 from ..errors import validation_line
 from ..parsing import strip_thinking, truncation_error
-from ..promptset import PromptSet
 from ..types import Problem, RoleOutput
 
 RUBRIC_TEMPLATE = "rubric"
 RUBRIC_VARIABLES = {RUBRIC_TEMPLATE: frozenset({"problem"})}
-_JSON_BLOCK = re.compile(r"```json[ \t]*\n(.*?)\n[ \t]*```", re.S | re.I)
+_JSON_BLOCK = re.compile(r"```json[ \t]*\n(.*?)\n[ \t]*```", re.DOTALL | re.IGNORECASE)
 
 
 class Checkpoint(BaseModel):
@@ -84,17 +83,6 @@ def parse_rubric(text: str, finish_reason: str | None = "stop", *, max_points: f
                         format_error="; ".join(errors) or None, finish_reason=finish_reason)
 
 
-@functools.cache
-def _builtin() -> PromptSet:
-    return PromptSet.load(None, require=(RUBRIC_TEMPLATE,), variables=RUBRIC_VARIABLES)
-
-
-@functools.lru_cache(maxsize=32)
-def rubric_prompts(prompts: PromptSet) -> PromptSet:
-    extended = prompts.with_templates(RUBRIC_VARIABLES)
-    return extended if extended.has(RUBRIC_TEMPLATE) else _builtin()
-
-
 class RubricWriter(Role):
     """Writes a problem's marking scheme (see the module)."""
 
@@ -102,7 +90,7 @@ class RubricWriter(Role):
 
     def __init__(self, model, **kwargs):
         super().__init__(model, **kwargs)
-        self.prompts = rubric_prompts(self.prompts)
+        self.prompts = self.prompts.template_set(RUBRIC_TEMPLATE, RUBRIC_VARIABLES[RUBRIC_TEMPLATE])
 
     async def write(self, problem: Problem, n: int = 1) -> list[RubricOutput]:
         """``n`` schemes (one request); each scheme's ``id`` is the problem's."""

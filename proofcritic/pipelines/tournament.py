@@ -23,7 +23,6 @@ verifier mean). Matches are cached like every model call, so a rerun repeats not
 from __future__ import annotations
 
 import asyncio
-import functools
 import math
 from collections.abc import Sequence
 
@@ -32,7 +31,6 @@ from pydantic import BaseModel, Field
 from .._roles import Role
 from ..llm import Usage, usage_scope
 from ..parsing import marker_pattern, read_final_score, strip_thinking, truncation_error
-from ..promptset import PromptSet
 from ..types import Problem, RoleOutput
 
 COMPARE_TEMPLATE = "compare"
@@ -65,18 +63,6 @@ def parse_comparison(text: str, finish_reason: str | None = "stop") -> Compariso
     )
 
 
-@functools.cache
-def _builtin() -> PromptSet:
-    return PromptSet.load(None, require=(COMPARE_TEMPLATE,), variables=COMPARE_VARIABLES)
-
-
-@functools.lru_cache(maxsize=32)
-def compare_prompts(prompts: PromptSet) -> PromptSet:
-    """``prompts``' folder when it has a ``compare`` template, else the built-in set."""
-    extended = prompts.with_templates(COMPARE_VARIABLES)
-    return extended if extended.has(COMPARE_TEMPLATE) else _builtin()
-
-
 class Match(BaseModel):
     """One match between pool members ``a`` and ``b`` (indices), asked in both orders."""
 
@@ -94,7 +80,7 @@ class Comparator(Role):
 
     def __init__(self, model, **kwargs):
         super().__init__(model, **kwargs)
-        self.prompts = compare_prompts(self.prompts)
+        self.prompts = self.prompts.template_set(COMPARE_TEMPLATE, COMPARE_VARIABLES[COMPARE_TEMPLATE])
 
     async def compare(self, problem: Problem, first: str, second: str) -> Comparison:
         """One answer: ``first`` shown as proof 1."""

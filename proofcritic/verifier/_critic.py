@@ -54,17 +54,11 @@ CRITIC_TEMPLATES: tuple[str, ...] = tuple(CRITIC_VARIABLES)
 TOOL_STOP = ("\n```\n",)
 
 
-@functools.cache
-def _builtin() -> PromptSet:
-    return PromptSet.load(None, require=CRITIC_TEMPLATES, variables=CRITIC_VARIABLES)
-
-
 @functools.lru_cache(maxsize=32)
 def critic_prompts(prompts: PromptSet) -> dict[str, PromptSet]:
     """For each CRITIC template, the prompt set to render it from: ``prompts``' folder when it
     has the template (checked when loaded), else the built-in set."""
-    extended = prompts.with_templates(CRITIC_VARIABLES)
-    return {name: extended if extended.has(name) else _builtin() for name in CRITIC_TEMPLATES}
+    return {name: prompts.template_set(name, CRITIC_VARIABLES[name]) for name in CRITIC_TEMPLATES}
 
 
 def _render(sets: dict[str, PromptSet], name: str, **variables: Any) -> list[ChatMessage]:

@@ -28,6 +28,7 @@ from ..parsing import (
     EVALUATION_MARKER,
     SCORE_MARKER,
     SCORE_MARKER_RE,
+    EvaluationParts,
     read_final_score,
     split_evaluation,
     strip_thinking,
@@ -222,6 +223,15 @@ def parse_issues(analysis: str) -> list[Issue]:
     return issues
 
 
+def opening_errors(parts: EvaluationParts, finish_reason: str | None) -> list[str]:
+    """What is wrong with a verifier output before its final statement (every verifier
+    protocol shares it): a truncated output, a missing evaluation marker."""
+    errors = [e for e in (truncation_error(finish_reason),) if e]
+    if not parts.has_evaluation_marker:
+        errors.append(f"missing evaluation marker {EVALUATION_MARKER!r}")
+    return errors
+
+
 def parse_verification(text: str, finish_reason: str | None = "stop") -> Verification:
     """Parse one verifier output; never raises.
 
@@ -231,12 +241,7 @@ def parse_verification(text: str, finish_reason: str | None = "stop") -> Verific
     """
     body = strip_thinking(text)
     parts = split_evaluation(body)
-    errors: list[str] = []
-    truncated = truncation_error(finish_reason)
-    if truncated:
-        errors.append(truncated)
-    if not parts.has_evaluation_marker:
-        errors.append(f"missing evaluation marker {EVALUATION_MARKER!r}")
+    errors = opening_errors(parts, finish_reason)
     final = read_final_score(body, SCORE_MARKER_RE)
     if final.marker is None:
         errors.append(f"missing score marker {SCORE_MARKER!r}")

@@ -32,11 +32,9 @@ from ..parsing import (
     read_final_score,
     split_evaluation,
     strip_thinking,
-    truncation_error,
 )
-from ..promptset import PromptSet
 from ..types import Problem, Verification
-from ._parse import parse_issues
+from ._parse import opening_errors, parse_issues
 from ._verifier import Verifier
 
 #: the verifier protocols: ``ternary`` (SPEC section 1, a score in {0, 0.5, 1}) and ``points``
@@ -49,19 +47,14 @@ def point_values(max_points: float) -> tuple[int, ...]:
     """The grades of a scale: the whole numbers 0..max_points."""
     if not max_points > 0:
         raise ValueError(f"a points scale needs max_points above 0, not {max_points}")
-    return tuple(range(int(math.floor(max_points)) + 1))
+    return tuple(range(math.floor(max_points) + 1))
 
 
 def parse_points_verification(text: str, finish_reason: str | None = "stop", *, max_points: float = 7) -> Verification:
     """Parse one points-protocol output (see the module); never raises."""
     body = strip_thinking(text)
     parts = split_evaluation(body)  # the analysis ends at the ternary marker if one is there
-    errors: list[str] = []
-    truncated = truncation_error(finish_reason)
-    if truncated:
-        errors.append(truncated)
-    if not parts.has_evaluation_marker:
-        errors.append(f"missing evaluation marker {EVALUATION_MARKER!r}")
+    errors = opening_errors(parts, finish_reason)
     final = read_final_score(body, POINTS_MARKER_RE, point_values(max_points))
     analysis = parts.analysis
     if final.marker is None:
@@ -155,19 +148,6 @@ def scheme_for(schemes: Any, problem_id: str) -> Any:
     return schemes
 
 
-@functools.cache
-def _builtin() -> PromptSet:
-    return PromptSet.load(None, require=(POINTS_TEMPLATE,), variables=POINTS_VARIABLES)
-
-
-@functools.lru_cache(maxsize=32)
-def points_prompts(prompts: PromptSet) -> PromptSet:
-    """The set to render the points template from: ``prompts``' folder when it has
-    ``verify_points`` (checked when loaded), else the built-in set."""
-    extended = prompts.with_templates(POINTS_VARIABLES)
-    return extended if extended.has(POINTS_TEMPLATE) else _builtin()
-
-
 class PointsVerifier(Verifier):
     """Grades proofs on each problem's points scale (0..``problem.max_points``), against the
     reference solution, the guidelines and a marking scheme (``scheme=`` here for every problem,
@@ -182,7 +162,7 @@ class PointsVerifier(Verifier):
             raise ValueError(f"points grading reads the points from the text only (score_mode 'text'), not {mode!r}")
         super().__init__(model, score_mode="text", **kwargs)
         self.scheme = scheme
-        self._points_prompts = points_prompts(self.prompts)
+        self._points_prompts = self.prompts.template_set(POINTS_TEMPLATE, POINTS_VARIABLES[POINTS_TEMPLATE])
 
     def messages(self, problem: Problem, proof: str, scheme: Any = None) -> list[ChatMessage]:
         chosen = scheme_for(self.scheme, problem.id) if scheme is None else scheme
