@@ -25,6 +25,7 @@ import math
 import re
 from typing import Any
 
+from ._constants import ScoreMode
 from .errors import UnsupportedFeatureError
 from .llm import ChatMessage, ChatRequest, GenerateConfig
 from .parsing import SCORE_MARKER, SCORE_MARKER_RE, find_last, format_score
@@ -52,7 +53,7 @@ class ScoreReadout:
 
     score_marker: str = SCORE_MARKER
     score_marker_re: re.Pattern[str] = SCORE_MARKER_RE
-    score_mode: str = "text"
+    score_mode: ScoreMode = "text"
     #: set once the backend could not (or did not) honour a guided choice
     _guided_unsupported: bool = False
     _guided_known: bool = False  # set once a guided choice has worked

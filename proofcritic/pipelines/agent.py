@@ -41,14 +41,13 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .._roles import Role
 from ..budget import BudgetExceeded, CallPlan
-from ..llm import Usage
-from ..llm import Seed
+from ..llm import Seed, Usage
 from ..parsing import strip_thinking, truncation_error
 from ..types import Generation, Problem, Verification
 from ._agent_roles import (
@@ -60,6 +59,9 @@ from ._agent_roles import (
     agent_prompts,
 )
 from ._common import ConfiguredStrategy, Roles, SolveResult, usable
+
+if TYPE_CHECKING:
+    from ..verifier import Verifier
 
 __all__ = ["AgentConfig", "AgentStrategy"]
 
@@ -178,6 +180,7 @@ class _Session:
         return self._candidate(improved, f"run-{run}/improve") if self._usable(improved) else current
 
     async def _verify(self, run: int, iteration: int, current: _Candidate) -> Verification:
+        verifier: Verifier
         if current.rebuttal:
             base = self.roles.verifier
             verifier = RebuttalVerifier(
