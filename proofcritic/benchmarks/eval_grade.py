@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard, get_args
 
 from ..errors import InputError
 from ..grading import grade
@@ -40,7 +40,12 @@ from ._run import RunFolder
 from .metrics import grader_report
 
 Rule = Literal["mean", "min", "majority", "label"]
-RULES = ("mean", "min", "majority", "label")
+RULES: tuple[str, ...] = get_args(Rule)
+
+
+def is_rule(value: str) -> TypeGuard[Rule]:
+    """Whether ``value`` names a rule (one of :data:`RULES`)."""
+    return value in RULES
 
 
 def _compact(verification: Verification) -> dict[str, Any]:

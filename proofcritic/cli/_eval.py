@@ -258,15 +258,16 @@ def eval_grade_command(
     from rich.console import Console
 
     from ..benchmarks import GradeItem, RunFolder
-    from ..benchmarks.eval_grade import check_recorded, eval_grade
+    from ..benchmarks.eval_grade import check_recorded, eval_grade, is_rule
     from ..grading import grade_plan
     from ..pipelines import Roles
     from ..pipelines.label import LabelConfig
 
     if (suite is None) == (file is None):
         raise typer.BadParameter("give either --suite or --file")
-    if rule not in ("mean", "min", "majority", "label"):
+    if not is_rule(rule):
         raise typer.BadParameter("must be mean, min, majority or label", param_hint="--rule")
+    the_rule = rule  # a Rule from here on
     if scale not in ("ternary", "points"):
         raise typer.BadParameter(f"choose ternary or points, not {scale!r}", param_hint="--scale")
     if buckets not in (None, "gradingbench"):
@@ -349,7 +350,7 @@ def eval_grade_command(
 
     async def main() -> None:
         with run_progress(f"grade ({'panel' if built else from_recorded or rule})", console, shown) as update:
-            await eval_grade(items, folder, verifier=verifier, n=n, rule=rule, normalizer=normalizer,  # type: ignore[arg-type]
+            await eval_grade(items, folder, verifier=verifier, n=n, rule=the_rule, normalizer=normalizer,
                              meta_verifier=roles and roles.meta_verifier, from_recorded=from_recorded,
                              concurrency=opts.concurrency or 8, on_progress=_kept(update, seen), buckets=buckets)
 

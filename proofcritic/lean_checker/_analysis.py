@@ -46,7 +46,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..errors import SetupError
-from ._types import LeanMessage, LeanResult
+from ._types import CheckStatus, LeanMessage, LeanResult
 
 DEFAULT_ALLOWED_AXIOMS: frozenset[str] = frozenset({"propext", "Classical.choice", "Quot.sound"})
 
@@ -389,9 +389,9 @@ def finish(
     )
 
 
-def not_checked(status: str, error: str, *, backend: str, seconds: float, messages: list[LeanMessage] | None = None) -> LeanResult:
+def not_checked(status: CheckStatus, error: str, *, backend: str, seconds: float, messages: list[LeanMessage] | None = None) -> LeanResult:
     """A result for a check that did not finish (``timeout``) or could not run (``error``)."""
     reason = f"timed out after {seconds:.1f} s" if status == "timeout" else error
     return LeanResult(
-        ok=False, status=status, messages=messages or [], reasons=[reason], seconds=seconds, backend=backend, error=error  # type: ignore[arg-type]
+        ok=False, status=status, messages=messages or [], reasons=[reason], seconds=seconds, backend=backend, error=error
     )

@@ -23,7 +23,7 @@ from typing import Any
 
 from ._analysis import DEFAULT_ALLOWED_AXIOMS, finish, not_checked, prepare
 from ._base import LeanChecker
-from ._types import LeanMessage, LeanResult, MessageSeverity
+from ._types import CheckStatus, LeanMessage, LeanResult, MessageSeverity
 
 _SEVERITIES: dict[str, MessageSeverity] = {"error": "error", "warning": "warning", "info": "information", "information": "information", "trace": "information"}
 
@@ -111,7 +111,7 @@ class KiminaChecker(LeanChecker):
         error = answer.get("error")
         response = answer.get("response") or {}
         if error and not response:
-            status = "timeout" if "timed out" in str(error).lower() else "error"
+            status: CheckStatus = "timeout" if "timed out" in str(error).lower() else "error"
             return not_checked(status, f"Kimina server: {error}", backend=self.name, seconds=seconds)
         offset = header_line_count(prepared.text)
         messages = [message_from_repl(m, offset) for m in response.get("messages") or []]

@@ -319,9 +319,10 @@ class _Search:
         requests, selection = [], []
         for trial, proof in enumerate(self.ranked()[: config.top_k][: config.trials]):
             earlier = self.refined_in.setdefault(proof.id, [])
-            shown = choose_analyses(proof.verifications or [], config.analyses_per_proof, config.max_per_score, len(earlier))
+            analyses = proof.verifications or []
+            shown = choose_analyses(analyses, config.analyses_per_proof, config.max_per_score, len(earlier))
             earlier.append(round_)
-            evaluations = [evaluation_text(proof.verifications[i].analysis, proof.verifications[i].score) for i in shown]  # type: ignore[index]
+            evaluations = [evaluation_text(analyses[i].analysis, analyses[i].score) for i in shown]
             candidate = Candidate(proof=proof.generation.proof, evaluations=evaluations)
             requests.append(_Request(round_, trial, [proof.id], [candidate], config.samples_per_trial))
             selection.append({"trial": trial, "proof_id": proof.id, "mean": proof.mean,
@@ -332,12 +333,12 @@ class _Search:
     # -- one request, replayed from the pool when it is recorded --------------------------------
     async def _generate(self, request: _Request) -> list[PoolProof]:
         ids = [slot_id(self.problem, request.round, request.trial, j, request.parents) for j in range(request.n)]
-        recorded = [self.pool.proofs.get(i) for i in ids]
-        if all(p is not None for p in recorded):
-            usages = [p.generation.usage for p in recorded]  # type: ignore[union-attr]
-            _replay([p.charge for p in recorded], self.usage,  # type: ignore[union-attr]
+        recorded = [p for p in (self.pool.proofs.get(i) for i in ids) if p is not None]
+        if len(recorded) == len(ids):  # every one of them
+            usages = [p.generation.usage for p in recorded]
+            _replay([p.charge for p in recorded], self.usage,
                     sum(u.prompt_tokens for u in usages), sum(u.completion_tokens for u in usages))
-            return recorded  # type: ignore[return-value]
+            return recorded
         generator = self.roles.generator
         if request.candidates is None:
             generations = await generator.generate(self.problem, n=request.n)
