@@ -19,8 +19,10 @@ PROOFS = [("a correct proof", "proof_correct.md"), ("a proof with a planted erro
 
 
 #: why the demo opts in to a read-out (the commands' default is --score-mode text)
-WHY_READ_OUT = ("score mode: auto (the likelihood read-out), chosen for this demo: the embedded 135M model never "
-                "writes the output protocol, so with the default (text) no verification would have a score")
+WHY_READ_OUT = (
+    "score mode: auto (the likelihood read-out), chosen for this demo: the embedded 135M model never "
+    "writes the output protocol, so with the default (text) no verification would have a score"
+)
 
 
 def main() -> int:
@@ -30,12 +32,27 @@ def main() -> int:
         print(f"=== {label} ({name}) ===", flush=True)
         started = time.perf_counter()
         command = [
-            sys.executable, "-m", "proofcritic", "grade",
-            "--problem", str(HERE / "problem.md"),
-            "--proof", str(HERE / name),
-            "--model", "transformers/smollm2",
-            "-n", "2", "--temperature", "0.7", "--max-tokens", "160", "--seed", "0",
-            "--score-mode", "auto", "--no-cache",
+            sys.executable,
+            "-m",
+            "proofcritic",
+            "grade",
+            "--problem",
+            str(HERE / "problem.md"),
+            "--proof",
+            str(HERE / name),
+            "--model",
+            "transformers/smollm2",
+            "-n",
+            "2",
+            "--temperature",
+            "0.7",
+            "--max-tokens",
+            "160",
+            "--seed",
+            "0",
+            "--score-mode",
+            "auto",
+            "--no-cache",
         ]
         code = subprocess.call(command)
         print(f"({time.perf_counter() - started:.1f} s)\n", flush=True)

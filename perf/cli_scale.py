@@ -68,11 +68,18 @@ def serve(latency: float) -> None:
     clears them."""
     from aiohttp import web
 
-    body = json.dumps({
-        "id": "chatcmpl-perf", "object": "chat.completion", "created": 0, "model": MODEL,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER_TEXT}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 900, "completion_tokens": 80, "total_tokens": 980},
-    }).encode()
+    body = json.dumps(
+        {
+            "id": "chatcmpl-perf",
+            "object": "chat.completion",
+            "created": 0,
+            "model": MODEL,
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": ANSWER_TEXT}, "finish_reason": "stop"}
+            ],
+            "usage": {"prompt_tokens": 900, "completion_tokens": 80, "total_tokens": 980},
+        }
+    ).encode()
     state = {"requests": 0, "in_flight": 0, "peak": 0, "late_sum": 0.0, "late_max": 0.0, "first": None, "last": None}
 
     async def answer(request: web.Request) -> web.Response:
@@ -127,7 +134,9 @@ class Server:
         return f"{self.root}/v1" if latency is None else f"{self.root}/lat/{latency:g}/v1"
 
     def _call(self, path: str, method: str = "GET") -> dict:
-        with urllib.request.urlopen(urllib.request.Request(self.root + path, method=method, data=b"" if method == "POST" else None)) as r:
+        with urllib.request.urlopen(
+            urllib.request.Request(self.root + path, method=method, data=b"" if method == "POST" else None)
+        ) as r:
             return json.loads(r.read())
 
     def reset(self) -> None:
@@ -150,8 +159,11 @@ def write_input(path: Path, count: int, proof_chars: int) -> None:
     body = (filler * (proof_chars // len(filler) + 1))[:proof_chars]
     with path.open("w") as out:
         for i in range(count):
-            record = {"id": f"p{i}", "problem": f"Prove that n^3 - n is divisible by 6 (case {i}).",
-                      "proof": f"Proof {i}. Write n^3 - n = (n - 1) n (n + 1). " + body}
+            record = {
+                "id": f"p{i}",
+                "problem": f"Prove that n^3 - n is divisible by 6 (case {i}).",
+                "proof": f"Proof {i}. Write n^3 - n = (n - 1) n (n + 1). " + body,
+            }
             out.write(json.dumps(record) + "\n")
 
 
@@ -159,8 +171,13 @@ def run_cli(args: list[str], env: dict[str, str]) -> tuple[float, float, int, in
     """``(wall s, user+sys CPU s, max RSS KiB, exit status, start time)`` of ``python -m proofcritic ARGS``."""
     started = time.time()
     t0 = time.perf_counter()
-    child = subprocess.Popen([sys.executable, "-m", "proofcritic", *args], env=env, cwd=ROOT,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "proofcritic", *args],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     assert child.stderr is not None
     err = child.stderr.read()  # the CLI's stderr (progress lines, the summary)
     _, status, usage = os.wait4(child.pid, 0)
@@ -171,21 +188,44 @@ def run_cli(args: list[str], env: dict[str, str]) -> tuple[float, float, int, in
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, child.returncode, started
 
 
-def grade(server: Server, work: Path, name: str, count: int, concurrency: int, latency: float | None,
-          proof_chars: int) -> dict:
+def grade(
+    server: Server, work: Path, name: str, count: int, concurrency: int, latency: float | None, proof_chars: int
+) -> dict:
     """One ``grade`` batch of ``count`` proofs at ``concurrency`` in flight, with the server's view."""
     source, output = work / f"{name}.jsonl", work / f"{name}.out.jsonl"
     write_input(source, count, proof_chars)
-    env = {**installed_env(), "PROOFCRITIC_CACHE": str(work / f"{name}.cache.sqlite"), "OPENAI_API_KEY": "perf",
-           "HF_HUB_OFFLINE": "1", "PROOFCRITIC_PROGRESS_INTERVAL": "3600"}
+    env = {
+        **installed_env(),
+        "PROOFCRITIC_CACHE": str(work / f"{name}.cache.sqlite"),
+        "OPENAI_API_KEY": "perf",
+        "HF_HUB_OFFLINE": "1",
+        "PROOFCRITIC_PROGRESS_INTERVAL": "3600",
+    }
     server.reset()
     wall, cpu, rss, status, started = run_cli(
-        ["grade", "--input", str(source), "--output", str(output), "--model", f"openai/{MODEL}",
-         "--base-url", server.url(latency), "--concurrency", str(concurrency), "-n", "1"], env)
+        [
+            "grade",
+            "--input",
+            str(source),
+            "--output",
+            str(output),
+            "--model",
+            f"openai/{MODEL}",
+            "--base-url",
+            server.url(latency),
+            "--concurrency",
+            str(concurrency),
+            "-n",
+            "1",
+        ],
+        env,
+    )
     seen = server.stats()
     lines = sum(1 for _ in output.open()) if output.exists() else 0
     if status != 0 or lines != count or seen["requests"] != count:
-        raise SystemExit(f"{name}: exit status {status}, {lines} output lines and {seen['requests']} requests for {count} proofs")
+        raise SystemExit(
+            f"{name}: exit status {status}, {lines} output lines and {seen['requests']} requests for {count} proofs"
+        )
     startup = (seen["first"] - started) if seen["first"] is not None else 0.0
     return {"wall": wall, "cpu": cpu, "rss_mib": rss / 1024, "startup": startup, "server": seen, "requests": count}
 
@@ -202,8 +242,14 @@ def help_time(runs: int) -> float:
     times = []
     for run in range(runs + 1):  # the first run (bytecode written) is not timed
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "proofcritic", "--help"], cwd=ROOT, check=True, env=installed_env(),
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "proofcritic", "--help"],
+            cwd=ROOT,
+            check=True,
+            env=installed_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         if run:
             times.append(time.perf_counter() - t0)
     return statistics.median(times)
@@ -237,19 +283,27 @@ def main() -> None:
     server = Server(args.latency)
     failed = []
     try:
-        print(f"server latency {args.latency * 1000:g} ms (memory runs {args.memory_latency * 1000:g} ms), "
-              f"{os.cpu_count()} cores, python {sys.version.split()[0]}, proofs of {args.proof_chars} characters")
+        print(
+            f"server latency {args.latency * 1000:g} ms (memory runs {args.memory_latency * 1000:g} ms), "
+            f"{os.cpu_count()} cores, python {sys.version.split()[0]}, proofs of {args.proof_chars} characters"
+        )
         start_help = help_time(args.help_runs)
         ok = start_help < 0.2
         failed += [] if ok else ["start-up"]
-        print(f"start-up: `proofcritic --help` {start_help:.3f} s (median of {args.help_runs}); target < 0.2 s: {verdict(ok)}")
+        print(
+            f"start-up: `proofcritic --help` {start_help:.3f} s (median of {args.help_runs}); target < 0.2 s: {verdict(ok)}"
+        )
 
         one = grade(server, work, "one", 1, 1, None, args.proof_chars)  # the fixed cost of a run
-        print(f"one proof: wall {one['wall']:.2f} s, start-up to the first request {one['startup']:.2f} s, "
-              f"CPU {one['cpu']:.2f} s, max RSS {one['rss_mib']:.0f} MiB")
+        print(
+            f"one proof: wall {one['wall']:.2f} s, start-up to the first request {one['startup']:.2f} s, "
+            f"CPU {one['cpu']:.2f} s, max RSS {one['rss_mib']:.0f} MiB"
+        )
 
-        print(f"{'in flight':>9} {'proofs':>7} {'wall s':>7} {'ideal s':>7} {'ach/ideal':>9} {'w/o start':>9} "
-              f"{'target':>6} {'CPU ms/req':>10} {'w/o start':>9} {'srv late ms':>11} {'srv peak':>8}")
+        print(
+            f"{'in flight':>9} {'proofs':>7} {'wall s':>7} {'ideal s':>7} {'ach/ideal':>9} {'w/o start':>9} "
+            f"{'target':>6} {'CPU ms/req':>10} {'w/o start':>9} {'srv late ms':>11} {'srv peak':>8}"
+        )
         last = None
         for level in levels:
             count = level * args.waves
@@ -261,30 +315,40 @@ def main() -> None:
             cpu_run_ms = max(r["cpu"] - one["cpu"], 0.0) / count * 1000
             s = r["server"]
             late = f"{s['late_sum'] / max(s['requests'], 1) * 1000:.1f}/{s['late_max'] * 1000:.0f}"
-            print(f"{level:>9} {count:>7} {r['wall']:>7.2f} {ideal:>7.2f} {ratio:>9.3f} {ratio_run:>9.3f} "
-                  f"{target:>6.2f} {cpu_ms:>10.3f} {cpu_run_ms:>9.3f} {late:>11} {s['peak']:>8}", flush=True)
+            print(
+                f"{level:>9} {count:>7} {r['wall']:>7.2f} {ideal:>7.2f} {ratio:>9.3f} {ratio_run:>9.3f} "
+                f"{target:>6.2f} {cpu_ms:>10.3f} {cpu_run_ms:>9.3f} {late:>11} {s['peak']:>8}",
+                flush=True,
+            )
             if ratio_run < target:
                 failed.append(f"throughput at {level}")
             mean_late = s["late_sum"] / max(s["requests"], 1)
             kept_up = s["peak"] >= min(level, count) and mean_late <= 0.05 * args.latency
             if not kept_up:
                 failed.append(f"the server at {level}")
-            print(f"  server at {level} in flight: held {s['peak']} at once, answers late by {mean_late * 1000:.1f} ms "
-                  f"on average; kept up (all in flight, late by <= 5% of the latency): {verdict(kept_up)}")
+            print(
+                f"  server at {level} in flight: held {s['peak']} at once, answers late by {mean_late * 1000:.1f} ms "
+                f"on average; kept up (all in flight, late by <= 5% of the latency): {verdict(kept_up)}"
+            )
             last = (level, cpu_ms, cpu_run_ms)
         if last is not None:
             ok = last[2] <= 0.5
             failed += [] if ok else ["client CPU"]
-            print(f"client CPU per request at {last[0]} in flight: {last[1]:.3f} ms with start-up, {last[2]:.3f} ms "
-                  f"without; target <= 0.5 ms: {verdict(ok)}")
+            print(
+                f"client CPU per request at {last[0]} in flight: {last[1]:.3f} ms with start-up, {last[2]:.3f} ms "
+                f"without; target <= 0.5 ms: {verdict(ok)}"
+            )
         print("   (ach/ideal: over the whole wall time / from the first request on; server lateness: mean/max)")
 
         rss = {}
         for size in sizes:
             r = grade(server, work, f"m{size}", size, args.memory_concurrency, args.memory_latency, args.proof_chars)
             rss[size] = r["rss_mib"]
-            print(f"peak memory at {size:>6} proofs: {r['rss_mib']:7.1f} MiB max RSS (wall {r['wall']:.1f} s, "
-                  f"CPU {r['cpu'] / size * 1000:.3f} ms/req)", flush=True)
+            print(
+                f"peak memory at {size:>6} proofs: {r['rss_mib']:7.1f} MiB max RSS (wall {r['wall']:.1f} s, "
+                f"CPU {r['cpu'] / size * 1000:.3f} ms/req)",
+                flush=True,
+            )
         if len(rss) >= 2:
             small, large = min(rss), max(rss)
             growth = rss[large] / rss[small]

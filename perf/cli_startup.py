@@ -56,7 +56,9 @@ def wall(argv: list[str], runs: int, ok_codes: tuple[int, ...] = (0,)) -> float:
     subprocess.run(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
     for _ in range(runs):
         start = time.perf_counter()
-        done = subprocess.run(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        done = subprocess.run(
+            argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False
+        )
         times.append(time.perf_counter() - start)
         if done.returncode not in ok_codes:
             raise SystemExit(f"{' '.join(argv)} exited {done.returncode}")
@@ -82,8 +84,14 @@ def subcommands() -> list[list[str]]:
 
 def slowest_imports(count: int) -> list[tuple[float, str]]:
     """The ``count`` imports of ``python -m proofcritic --help`` with the most cumulative time."""
-    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "proofcritic", "--help"], cwd=ROOT,
-                          capture_output=True, text=True, check=True, env=_env())
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "proofcritic", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env=_env(),
+    )
     rows = []
     for line in done.stderr.splitlines():
         parts = line.split("|")
@@ -105,8 +113,11 @@ def main() -> None:
     def figure(label: str, argv: list[str], target: bool = False, ok_codes: tuple[int, ...] = (0,)) -> None:
         seconds = wall(argv, args.runs, ok_codes)
         rows.append((label, seconds, seconds < TARGET if target else None))
-        print(f"{label:<52} {seconds:6.3f} s" + (f"  (target < {TARGET} s: {'met' if seconds < TARGET else 'NOT met'})" if target else ""),
-              flush=True)
+        print(
+            f"{label:<52} {seconds:6.3f} s"
+            + (f"  (target < {TARGET} s: {'met' if seconds < TARGET else 'NOT met'})" if target else ""),
+            flush=True,
+        )
 
     print(f"median wall time of {args.runs} runs each (python {sys.version.split()[0]}, {os.cpu_count()} CPUs)")
     figure("floor: python -c pass", python + ["-c", "pass"])
@@ -115,16 +126,22 @@ def main() -> None:
     figure("python -m proofcritic --help", python + ["-m", "proofcritic", "--help"], target=True)
     if script.exists():
         figure("proofcritic --help (console script)", [str(script), "--help"], target=True)
-    figure("argument error: grade --no-such-option", python + ["-m", "proofcritic", "grade", "--no-such-option"],
-           ok_codes=(2,))
-    figure("bad value: grade --temperature 9", python + ["-m", "proofcritic", "grade", "--temperature", "9"],
-           ok_codes=(2,))
+    figure(
+        "argument error: grade --no-such-option",
+        python + ["-m", "proofcritic", "grade", "--no-such-option"],
+        ok_codes=(2,),
+    )
+    figure(
+        "bad value: grade --temperature 9", python + ["-m", "proofcritic", "grade", "--temperature", "9"], ok_codes=(2,)
+    )
     for command in subcommands():
         figure(f"{' '.join(command)} --help", python + ["-m", "proofcritic", *command, "--help"])
     if args.importtime:
         print("\nslowest imports of `python -m proofcritic --help` (cumulative, one run):")
         for seconds, name in slowest_imports(args.importtime):
-            print(f"  {seconds * 1000:7.1f} ms  {name.strip()}  {'(depth ' + str((len(name) - len(name.lstrip())) // 2) + ')'}")
+            print(
+                f"  {seconds * 1000:7.1f} ms  {name.strip()}  {'(depth ' + str((len(name) - len(name.lstrip())) // 2) + ')'}"
+            )
 
 
 if __name__ == "__main__":

@@ -53,7 +53,8 @@ def free_port() -> int:
 def start_upstream(delay: float) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "tests/servers/scripted_openai_server.py"), "--delay", str(delay)],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     line = proc.stdout.readline().strip()  # type: ignore[union-attr]
     if not line.startswith("READY "):
@@ -65,10 +66,29 @@ def start_upstream(delay: float) -> tuple[subprocess.Popen, str]:
 def start_service(upstream: str, folder: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "proofcritic", "serve", "--model", "openai/roles", "--base-url", upstream,
-         "--api-key", "x", "--no-cache", "--port", str(port), "--db", str(folder / "jobs.sqlite"),
-         "--log-level", "warning", "--concurrency", "256"],
-        env={**os.environ, "PROOFCRITIC_API_KEYS": ""}, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "proofcritic",
+            "serve",
+            "--model",
+            "openai/roles",
+            "--base-url",
+            upstream,
+            "--api-key",
+            "x",
+            "--no-cache",
+            "--port",
+            str(port),
+            "--db",
+            str(folder / "jobs.sqlite"),
+            "--log-level",
+            "warning",
+            "--concurrency",
+            "256",
+        ],
+        env={**os.environ, "PROOFCRITIC_API_KEYS": ""},
+        cwd=ROOT,
     )
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
@@ -155,7 +175,9 @@ async def facade_burst(url: str, n: int, tag: str) -> float:
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as http:
         start = time.perf_counter()
-        responses = await asyncio.gather(*(http.post("/v1/chat/completions", json=chat_body(proof(tag, i))) for i in range(n)))
+        responses = await asyncio.gather(
+            *(http.post("/v1/chat/completions", json=chat_body(proof(tag, i))) for i in range(n))
+        )
         wall = time.perf_counter() - start
     assert all(r.status_code == 200 for r in responses)
     return wall
@@ -177,18 +199,24 @@ def main() -> None:
             print(f"upstream delay {args.delay * 1000:.0f} ms; {args.requests} requests one at a time per path\n")
             print("| path | requests | median ms | p90 ms | mean ms |")
             print("| --- | --- | --- | --- | --- |")
-            _, direct = summary("direct: grade() in process", asyncio.run(direct_latencies(upstream, args.requests, tag + "d")))
+            _, direct = summary(
+                "direct: grade() in process", asyncio.run(direct_latencies(upstream, args.requests, tag + "d"))
+            )
             _, via_httpx = summary("facade, httpx client", facade_latencies_httpx(url, args.requests, tag + "h"))
             _, via_openai = summary("facade, openai client", facade_latencies_openai(url, args.requests, tag + "o"))
             print()
             for name, value in (("httpx", via_httpx), ("openai", via_openai)):
-                print(f"facade added latency ({name} client): {value - direct:+.1f} ms per request "
-                      f"(median ratio facade/direct {value / direct:.3f})")
+                print(
+                    f"facade added latency ({name} client): {value - direct:+.1f} ms per request "
+                    f"(median ratio facade/direct {value / direct:.3f})"
+                )
             if args.burst:
                 d = asyncio.run(direct_burst(upstream, args.burst, tag + "bd"))
                 f = asyncio.run(facade_burst(url, args.burst, tag + "bf"))
-                print(f"\n{args.burst} requests at once: direct {d * 1000:.0f} ms, facade {f * 1000:.0f} ms "
-                      f"(ratio {f / d:.3f}; added {(f - d) * 1000 / args.burst:.2f} ms per request)")
+                print(
+                    f"\n{args.burst} requests at once: direct {d * 1000:.0f} ms, facade {f * 1000:.0f} ms "
+                    f"(ratio {f / d:.3f}; added {(f - d) * 1000 / args.burst:.2f} ms per request)"
+                )
         finally:
             service_proc.terminate()
             service_proc.wait(timeout=15)

@@ -86,14 +86,19 @@ async def main() -> None:
     args = parser.parse_args()
     lean = find_lean(args.lean)
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"lean: {lean}; {args.files} files per set, checked one at a time; load average {load} on {os.cpu_count()} CPUs")
+    print(
+        f"lean: {lean}; {args.files} files per set, checked one at a time; load average {load} on {os.cpu_count()} CPUs"
+    )
     print(
         f"{'set':<9} {'lines':>6} {'cold s/check':>13} {'warm s/check':>13} {'warm first':>11} {'cold/warm':>10} "
         f"{'median ratio':>13} {'same verdicts':>14}"
     )
     for kind in ("distinct", "shared", "preamble"):
         sources = files(args.files, kind, args.preamble)
-        async with LocalLeanChecker(lean, timeout=120, concurrency=1) as cold, LeanServerChecker(lean, timeout=120) as warm:
+        async with (
+            LocalLeanChecker(lean, timeout=120, concurrency=1) as cold,
+            LeanServerChecker(lean, timeout=120) as warm,
+        ):
             start = time.perf_counter()
             await warm.check(sources[0])  # starts the server: reported, not averaged
             first = time.perf_counter() - start

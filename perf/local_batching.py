@@ -25,11 +25,24 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 TOPICS = [
-    "why the square root of 2 is irrational", "the pigeonhole principle", "proof by induction",
-    "why there are infinitely many primes", "the triangle inequality", "Fermat's little theorem",
-    "the AM-GM inequality", "why 0.999... equals 1", "the Euclidean algorithm", "Cantor's diagonal argument",
-    "the binomial theorem", "modular arithmetic", "the intermediate value theorem", "geometric series",
-    "the Chinese remainder theorem", "Bezout's identity", "the handshake lemma", "Wilson's theorem",
+    "why the square root of 2 is irrational",
+    "the pigeonhole principle",
+    "proof by induction",
+    "why there are infinitely many primes",
+    "the triangle inequality",
+    "Fermat's little theorem",
+    "the AM-GM inequality",
+    "why 0.999... equals 1",
+    "the Euclidean algorithm",
+    "Cantor's diagonal argument",
+    "the binomial theorem",
+    "modular arithmetic",
+    "the intermediate value theorem",
+    "geometric series",
+    "the Chinese remainder theorem",
+    "Bezout's identity",
+    "the handshake lemma",
+    "Wilson's theorem",
 ]
 
 
@@ -40,15 +53,19 @@ async def main(args: argparse.Namespace) -> None:
     # built before torch is imported, so that torch comes in as the CLI has it (passive waiting)
     backend = TransformersBackend(args.model, max_batch_size=args.prompts, dtype=args.dtype, threads=args.threads)
     import torch
+
     start = time.perf_counter()
     backend.load()
     print(f"load average at start: {os.getloadavg()[0]:.2f}")
-    print(f"model {backend.model} loaded in {time.perf_counter() - start:.1f}s; {backend.describe()} "
-          f"(torch threads outside its work: {torch.get_num_threads()})")
+    print(
+        f"model {backend.model} loaded in {time.perf_counter() - start:.1f}s; {backend.describe()} "
+        f"(torch threads outside its work: {torch.get_num_threads()})"
+    )
     config = GenerateConfig(max_tokens=args.max_tokens, temperature=0)
     requests = [
-        ChatRequest(messages=[ChatMessage(role="user", content=f"Explain {TOPICS[i % len(TOPICS)]} in detail.")],
-                    config=config)
+        ChatRequest(
+            messages=[ChatMessage(role="user", content=f"Explain {TOPICS[i % len(TOPICS)]} in detail.")], config=config
+        )
         for i in range(args.prompts)
     ]
     await backend.generate(requests[0])  # warm-up
@@ -71,8 +88,7 @@ async def main(args: argparse.Namespace) -> None:
     same = sum(a[0].text == b[0].text for a, b in zip(single, batched))
     print(f"{args.prompts} prompts, greedy, max_tokens={args.max_tokens}, {tokens} completion tokens in all")
     print(f"one at a time : {t_single:7.2f} s  ({args.prompts} generate calls, {tokens / t_single:6.1f} tok/s)")
-    print(f"batched       : {t_batched:7.2f} s  ({calls} generate call(s), "
-          f"{tokens / t_batched:6.1f} tok/s)")
+    print(f"batched       : {t_batched:7.2f} s  ({calls} generate call(s), {tokens / t_batched:6.1f} tok/s)")
     print(f"speed-up      : {t_single / t_batched:7.2f} x   (target >= 4x)")
     print(f"identical texts: {same}/{args.prompts}")
     await backend.aclose()

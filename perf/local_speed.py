@@ -55,8 +55,12 @@ def _child(args: argparse.Namespace) -> dict:
     backend = TransformersBackend("smollm2", dtype=args.dtype, threads=args.threads, prefix_cache_tokens=0)
     started = time.perf_counter()
     backend.load()
-    row: dict = {"dtype": args.dtype, "threads": backend.threads, "describe": backend.describe(),
-                 "load_s": round(time.perf_counter() - started, 2)}
+    row: dict = {
+        "dtype": args.dtype,
+        "threads": backend.threads,
+        "describe": backend.describe(),
+        "load_s": round(time.perf_counter() - started, 2),
+    }
     gen_model = backend._hf_model
     ids = torch.randint(200, 40000, (1, args.prompt_tokens), generator=torch.Generator().manual_seed(0))
 
@@ -84,9 +88,16 @@ def _child(args: argparse.Namespace) -> dict:
     problem = read_problem(EXAMPLES / "problem.md")
     flawed = read_proof(EXAMPLES / "proof_flawed.md")
     messages = PromptSet.load().render("verify", problem=problem, proof=flawed)
-    messages = [*messages, ChatMessage(role="assistant", content=(
-        "Here is my evaluation of the solution: the argument has a gap in its second step.\n\n"
-        f"{SCORE_MARKER} \\boxed{{"))]
+    messages = [
+        *messages,
+        ChatMessage(
+            role="assistant",
+            content=(
+                "Here is my evaluation of the solution: the argument has a gap in its second step.\n\n"
+                f"{SCORE_MARKER} \\boxed{{"
+            ),
+        ),
+    ]
     conts = [f"{s}}}" for s in SCORES]
 
     def readout() -> tuple[float, list[float]]:
@@ -130,9 +141,21 @@ def _run(args: argparse.Namespace, dtype: str, threads: int, competing: bool, pa
     env.pop("OMP_NUM_THREADS", None)
     if passive:
         env["OMP_WAIT_POLICY"] = "PASSIVE"
-    command = [sys.executable, __file__, "--child", "--dtype", dtype, "--threads-one", str(threads),
-               "--repeat", str(args.repeat), "--prompt-tokens", str(args.prompt_tokens),
-               "--decode-tokens", str(args.decode_tokens)] + (["--no-grade"] if args.no_grade else [])
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--dtype",
+        dtype,
+        "--threads-one",
+        str(threads),
+        "--repeat",
+        str(args.repeat),
+        "--prompt-tokens",
+        str(args.prompt_tokens),
+        "--decode-tokens",
+        str(args.decode_tokens),
+    ] + (["--no-grade"] if args.no_grade else [])
     other = _competitor() if competing else None
     try:
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=args.timeout, check=False)
@@ -149,14 +172,21 @@ def _run(args: argparse.Namespace, dtype: str, threads: int, competing: bool, pa
 
 
 def _table(rows: list[dict]) -> str:
-    base = {(r["competing"], r["passive"], r["threads"]): r["readout_probs"]
-            for r in rows if r.get("dtype") == "float32" and "readout_probs" in r}
-    head = ("| dtype | threads | wait | other process | prefill tok/s | decode tok/s | read-out s | "
-            "read-out vs float32 (max diff, same top) | demo grade s | load avg |")
+    base = {
+        (r["competing"], r["passive"], r["threads"]): r["readout_probs"]
+        for r in rows
+        if r.get("dtype") == "float32" and "readout_probs" in r
+    }
+    head = (
+        "| dtype | threads | wait | other process | prefill tok/s | decode tok/s | read-out s | "
+        "read-out vs float32 (max diff, same top) | demo grade s | load avg |"
+    )
     lines = [head, "|" + " --- |" * 10]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['dtype']} | {r['threads']} | error: {r['error'].splitlines()[-1] if r['error'] else '?'} |")
+            lines.append(
+                f"| {r['dtype']} | {r['threads']} | error: {r['error'].splitlines()[-1] if r['error'] else '?'} |"
+            )
             continue
         ref = base.get((r["competing"], r["passive"], r["threads"])) or next(iter(base.values()), None)
         if ref:
@@ -199,11 +229,13 @@ def main() -> None:
     cpus = usable_cpus()
     threads = [int(t) for t in args.threads.split(",")] if args.threads else sorted({1, cpus})
     competing = [c.strip() == "yes" for c in args.competing.split(",")]
-    print(f"{cpus} usable CPUs; the default is {default_threads()} thread(s); load average {os.getloadavg()[0]:.2f}",
-          flush=True)
+    print(
+        f"{cpus} usable CPUs; the default is {default_threads()} thread(s); load average {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
     rows = []
     for comp in competing:
-        for passive in ([False, True] if args.passive else [False]):
+        for passive in [False, True] if args.passive else [False]:
             for t in threads:
                 if passive and t == 1:
                     continue  # one thread never waits for another

@@ -99,7 +99,9 @@ async def _serve(latency: float) -> None:
     await server.serve_forever()
 
 
-async def _measure(url: str, transport: str, concurrency: int, calls: int, cache: str | None = None) -> tuple[float, float]:
+async def _measure(
+    url: str, transport: str, concurrency: int, calls: int, cache: str | None = None
+) -> tuple[float, float]:
     """(wall seconds, client CPU seconds) for ``calls`` calls at ``concurrency``; ``cache``: a
     sqlite file for the completion cache (None: no cache)."""
     from proofcritic.llm import (
@@ -112,7 +114,9 @@ async def _measure(url: str, transport: str, concurrency: int, calls: int, cache
     )
     from proofcritic.llm._openai import OpenAIBackend
 
-    backend = OpenAIBackend("perf-model", base_url=url, api_key="perf", transport=transport)  # the pool follows concurrency
+    backend = OpenAIBackend(
+        "perf-model", base_url=url, api_key="perf", transport=transport
+    )  # the pool follows concurrency
     store = CompletionCache(cache) if cache else None
     model = Model(backend, cache=store, max_concurrency=concurrency, retry=RetryPolicy(max_attempts=1))
     system = ChatMessage(role="system", content="You grade proofs. " * 40)
@@ -171,7 +175,9 @@ def main() -> None:
     parser.add_argument("--cache", default="off", help="off, on or off,on: rows without / with a completion cache")
     parser.add_argument("--repeat", type=int, default=1, help="runs per row (this machine is noisy)")
     parser.add_argument("--no-floor", action="store_true", help="skip the bare-client row")
-    parser.add_argument("--profile", action="store_true", help="cProfile the first transport's run at the top concurrency")
+    parser.add_argument(
+        "--profile", action="store_true", help="cProfile the first transport's run at the top concurrency"
+    )
     args = parser.parse_args()
     if args.serve:
         asyncio.run(_serve(args.latency))
@@ -186,9 +192,13 @@ def main() -> None:
         url = f"http://127.0.0.1:{int(server.stdout.readline())}/v1"
         levels = [int(c) for c in args.concurrency.split(",")]
         print(f"server latency {args.latency * 1000:g} ms, {os.cpu_count()} cores, python {sys.version.split()[0]}")
-        print(f"{'transport':<9} {'cache':>5} {'conc':>5} {'calls':>6} {'wall s':>8} {'ideal s':>8} {'ach/ideal':>9} {'CPU ms/call':>11}")
+        print(
+            f"{'transport':<9} {'cache':>5} {'conc':>5} {'calls':>6} {'wall s':>8} {'ideal s':>8} {'ach/ideal':>9} {'CPU ms/call':>11}"
+        )
         modes = args.cache.split(",")
-        runs = [(t, c, m) for t in args.transports.split(",") for c in levels for m in modes for _ in range(args.repeat)]
+        runs = [
+            (t, c, m) for t in args.transports.split(",") for c in levels for m in modes for _ in range(args.repeat)
+        ]
         if not args.no_floor:
             runs.insert(0, ("floor", max(levels), "off"))
         workdir = tempfile.mkdtemp(prefix="proofcritic-perf-")

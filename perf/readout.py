@@ -37,14 +37,22 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA = "/work/shared/data/opc/opc_test_sample100.jsonl"
 
 ANALYSIS_SENTENCES = [
-    ("Step 1 uses the identity a^3 + b^3 + c^3 - 3abc = (a + b + c)(a^2 + b^2 + c^2 - ab - bc - ca); "
-     "with a + b + c = 0 this gives a^3 + b^3 + c^3 = 3abc, which is correct."),
-    ("Step 2 substitutes c = -a - b and expands the fifth power; the coefficients 5, 10, 10, 5 are right "
-     "and the factorisation -5ab(a + b)(a^2 + ab + b^2) checks out."),
-    ("The proof then compares signs, but it does not justify why a^2 + ab + b^2 is positive when a and b "
-     "are not both zero; this is a small gap that a careful grader would point out."),
-    ("Part (b) is handled by an analogous computation, yet the case where one of the numbers vanishes is "
-     "skipped, so the equivalence is not established in full generality."),
+    (
+        "Step 1 uses the identity a^3 + b^3 + c^3 - 3abc = (a + b + c)(a^2 + b^2 + c^2 - ab - bc - ca); "
+        "with a + b + c = 0 this gives a^3 + b^3 + c^3 = 3abc, which is correct."
+    ),
+    (
+        "Step 2 substitutes c = -a - b and expands the fifth power; the coefficients 5, 10, 10, 5 are right "
+        "and the factorisation -5ab(a + b)(a^2 + ab + b^2) checks out."
+    ),
+    (
+        "The proof then compares signs, but it does not justify why a^2 + ab + b^2 is positive when a and b "
+        "are not both zero; this is a small gap that a careful grader would point out."
+    ),
+    (
+        "Part (b) is handled by an analogous computation, yet the case where one of the numbers vanishes is "
+        "skipped, so the equivalence is not established in full generality."
+    ),
 ]
 
 
@@ -93,8 +101,7 @@ async def main(args: argparse.Namespace) -> None:
     messages = list(conversations[0])  # old() and new() score this list; many() refills it
     continuations = list(GUIDED_CHOICES)
     prompt_tokens = len(backend._encode(backend.render(messages, continue_final=True)))
-    print(f"model {backend.model}; verifier prompt + analysis: {prompt_tokens} tokens; "
-          f"continuations {continuations}")
+    print(f"model {backend.model}; verifier prompt + analysis: {prompt_tokens} tokens; continuations {continuations}")
 
     def old(close: bool) -> list[float]:
         seqs, _, _ = backend._score_inputs(messages, continuations, close)
@@ -147,15 +154,19 @@ async def main(args: argparse.Namespace) -> None:
     print(f"{len(conversations)} read-outs of one proof, different analyses:")
     print(f"  old, every sequence in full : {t_old * 1000:8.1f} ms")
     print(f"  new, no kept prefixes       : {t_plain * 1000:8.1f} ms   ({t_old / t_plain:.2f} x)")
-    print(f"  new, kept prefixes          : {t_kept * 1000:8.1f} ms   ({t_old / t_kept:.2f} x; "
-          f"{reused} prefix tokens reused; max |total diff| {diff:.2e})")
+    print(
+        f"  new, kept prefixes          : {t_kept * 1000:8.1f} ms   ({t_old / t_kept:.2f} x; "
+        f"{reused} prefix tokens reused; max |total diff| {diff:.2e})"
+    )
 
     # the public path, as the verifier calls it (no kept prefix)
     backend.prefix_cache_tokens, backend._prefixes = 0, []
     start = time.perf_counter()
     totals = await backend.sequence_logprobs(messages, continuations)
-    print(f"sequence_logprobs via the worker: {(time.perf_counter() - start) * 1000:.1f} ms; "
-          f"totals {[round(t, 3) for t in totals]}")
+    print(
+        f"sequence_logprobs via the worker: {(time.perf_counter() - start) * 1000:.1f} ms; "
+        f"totals {[round(t, 3) for t in totals]}"
+    )
     await backend.aclose()
 
 

@@ -16,8 +16,13 @@ from proofcritic.tools._sandbox import bwrap_status
 
 CHECKS = {
     "trivial": ("print(sum(i*i for i in range(1000)))", "332833500\n"),
-    "sympy": (("import sympy as sp\nx = sp.symbols('x')\n"
-               "print(sp.expand((x + 1)**5) == x**5 + 5*x**4 + 10*x**3 + 10*x**2 + 5*x + 1)"), "True\n"),
+    "sympy": (
+        (
+            "import sympy as sp\nx = sp.symbols('x')\n"
+            "print(sp.expand((x + 1)**5) == x**5 + 5*x**4 + 10*x**3 + 10*x**2 + 5*x + 1)"
+        ),
+        "True\n",
+    ),
 }
 
 
@@ -49,10 +54,13 @@ def main() -> None:
             assert all(r.ok and r.stdout == expected for r in seq), seq[0]
             cold_rate, _ = _pool_rate(code, expected, n, workers, False, bwrap)
             warm_rate, isolation = _pool_rate(code, expected, n, workers, True, bwrap)
-            print(f"{label:6s} {name:8s} n={n} one process per check: {seq_rate:6.2f} checks/s | "
-                  f"pool(workers={workers}, cold): {cold_rate:6.2f} (x{cold_rate / seq_rate:.2f}) | "
-                  f"pool(workers={workers}, warm fork server): {warm_rate:7.2f} (x{warm_rate / seq_rate:.2f})")
+            print(
+                f"{label:6s} {name:8s} n={n} one process per check: {seq_rate:6.2f} checks/s | "
+                f"pool(workers={workers}, cold): {cold_rate:6.2f} (x{cold_rate / seq_rate:.2f}) | "
+                f"pool(workers={workers}, warm fork server): {warm_rate:7.2f} (x{warm_rate / seq_rate:.2f})"
+            )
         print(f"isolation of a warm {label} check: {isolation}")
+
 
 if __name__ == "__main__":
     main()

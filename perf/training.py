@@ -73,27 +73,46 @@ def measure(role: str, policy: str, reward_spec: str, folder: Path, args) -> dic
 
     reward_model = None
     if role != "meta_verifier":
-        reward_model = get_model(reward_spec, cache=False,
-                                 defaults=GenerateConfig(max_tokens=args.rm_tokens, temperature=0.0))
+        reward_model = get_model(
+            reward_spec, cache=False, defaults=GenerateConfig(max_tokens=args.rm_tokens, temperature=0.0)
+        )
     original = recipes.build_rewards
     recipes.build_rewards = lambda config, model=None: [_Timed(r, clock) for r in original(config, model)]
     try:
         config = recipes.ProofcriticGRPOConfig(
-            output_dir=str(folder / role), use_cpu=True, bf16=False, max_steps=args.steps, logging_steps=1,
-            learning_rate=args.lr, save_strategy="no", report_to="none", seed=0, model=policy, role=role,
-            train_file=str(write_sample_data(folder / "data", role)), num_generations=args.generations,
-            per_device_train_batch_size=args.batch, max_completion_length=args.tokens,
-            reward_model_max_tokens=args.rm_tokens, reward_model=None if reward_model is None else reward_spec)
+            output_dir=str(folder / role),
+            use_cpu=True,
+            bf16=False,
+            max_steps=args.steps,
+            logging_steps=1,
+            learning_rate=args.lr,
+            save_strategy="no",
+            report_to="none",
+            seed=0,
+            model=policy,
+            role=role,
+            train_file=str(write_sample_data(folder / "data", role)),
+            num_generations=args.generations,
+            per_device_train_batch_size=args.batch,
+            max_completion_length=args.tokens,
+            reward_model_max_tokens=args.rm_tokens,
+            reward_model=None if reward_model is None else reward_spec,
+        )
         recipes.train_grpo(config, reward_model=reward_model, callbacks=[StepClock()])
     finally:
         recipes.build_rewards = original
     total = sum(step_times)
     steps = max(1, len(step_times))
     calls = reward_model.usage.calls if reward_model is not None else 0
-    return {"role": role, "steps": len(step_times), "steps_per_s": len(step_times) / total if total else 0.0,
-            "step_s": total / steps, "rm_calls_per_step": calls / steps,
-            "rm_share": clock["reward_s"] / total if total else 0.0,
-            "format_failures": sum(failures) / len(failures) if failures else float("nan")}
+    return {
+        "role": role,
+        "steps": len(step_times),
+        "steps_per_s": len(step_times) / total if total else 0.0,
+        "step_s": total / steps,
+        "rm_calls_per_step": calls / steps,
+        "rm_share": clock["reward_s"] / total if total else 0.0,
+        "format_failures": sum(failures) / len(failures) if failures else float("nan"),
+    }
 
 
 def main() -> None:
@@ -126,15 +145,21 @@ def main() -> None:
         warm_s = time.perf_counter() - started
         reward_spec = args.reward_model or f"transformers/{policy}"
         rows = [measure(role, policy, reward_spec, folder, args) for role in ROLES]
-    print(f"policy: {args.model or 'tiny random Llama'}{' + warm-up' if args.model is None or args.warmup else ''}"
-          f" ({warm_s:.1f}s to prepare); reward model: {args.reward_model or 'the policy'}; "
-          f"{args.batch} completions/step ({args.generations} per prompt), <= {args.tokens} tokens, "
-          f"reward model <= {args.rm_tokens} tokens")
-    print(f"{'role':<14}{'steps':>6}{'steps/s':>9}{'s/step':>8}{'RM calls/step':>15}"
-          f"{'RM wait share':>15}{'format fail':>13}")
+    print(
+        f"policy: {args.model or 'tiny random Llama'}{' + warm-up' if args.model is None or args.warmup else ''}"
+        f" ({warm_s:.1f}s to prepare); reward model: {args.reward_model or 'the policy'}; "
+        f"{args.batch} completions/step ({args.generations} per prompt), <= {args.tokens} tokens, "
+        f"reward model <= {args.rm_tokens} tokens"
+    )
+    print(
+        f"{'role':<14}{'steps':>6}{'steps/s':>9}{'s/step':>8}{'RM calls/step':>15}"
+        f"{'RM wait share':>15}{'format fail':>13}"
+    )
     for r in rows:
-        print(f"{r['role']:<14}{r['steps']:>6}{r['steps_per_s']:>9.3f}{r['step_s']:>8.2f}"
-              f"{r['rm_calls_per_step']:>15.2f}{r['rm_share']:>15.1%}{r['format_failures']:>13.1%}")
+        print(
+            f"{r['role']:<14}{r['steps']:>6}{r['steps_per_s']:>9.3f}{r['step_s']:>8.2f}"
+            f"{r['rm_calls_per_step']:>15.2f}{r['rm_share']:>15.1%}{r['format_failures']:>13.1%}"
+        )
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ PROOF = (
     "Let a = 2m and b = 2n for integers m and n. Then a + b = 2m + 2n = 2(m + n). "
     "Since m + n is an integer, a + b is even."
 )
-_METRIC = re.compile(r'^(vllm:[a-z_]+)(\{[^}]*\})?\s+([0-9.eE+-]+)$')
+_METRIC = re.compile(r"^(vllm:[a-z_]+)(\{[^}]*\})?\s+([0-9.eE+-]+)$")
 
 
 def metrics(root: str) -> dict[str, float]:
@@ -105,10 +105,12 @@ async def measure(url: str, args: argparse.Namespace) -> None:
     try:
         # warm-up: a few requests of both shapes, so compilation is not timed
         await model.generate(ChatRequest(messages=messages, config=GenerateConfig(n=4, max_tokens=8, temperature=1.0)))
-        await asyncio.gather(*(
-            model.generate(ChatRequest(messages=messages, config=GenerateConfig(max_tokens=8, temperature=1.0)))
-            for _ in range(4)
-        ))
+        await asyncio.gather(
+            *(
+                model.generate(ChatRequest(messages=messages, config=GenerateConfig(max_tokens=8, temperature=1.0)))
+                for _ in range(4)
+            )
+        )
         results: dict[str, list[dict]] = {"n": [], "separate": []}
         for _ in range(args.repeat):
             for mode in ("n", "separate"):
@@ -122,7 +124,9 @@ async def measure(url: str, args: argparse.Namespace) -> None:
         await model.aclose()
 
     prompt_len = results["n"][0]["billed"]
-    print(f"prompt: {prompt_len} tokens; {args.n} samples x {args.max_tokens} new tokens; load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"prompt: {prompt_len} tokens; {args.n} samples x {args.max_tokens} new tokens; load average {os.getloadavg()[0]:.2f}"
+    )
     if not all(r["cleared"] for rs in results.values() for r in rs):
         print("note: the prefix cache could not be reset (start the server with VLLM_SERVER_DEV_MODE=1)")
     header = f"{'mode':<13} {'wall s':>7} {'billed prompt':>13} {'server prompt':>13} {'computed':>9} {'cached':>7} {'generated':>9}"
@@ -130,14 +134,20 @@ async def measure(url: str, args: argparse.Namespace) -> None:
     best = {}
     for mode, label in (("n", f"1 x n={args.n}"), ("separate", f"{args.n} x n=1")):
         for r in results[mode]:
-            print(f"{label:<13} {r['wall']:>7.2f} {r['billed']:>13} {r['prompt']:>13.0f} {r['computed']:>9.0f} "
-                  f"{r['cached']:>7.0f} {r['generated']:>9.0f}")
+            print(
+                f"{label:<13} {r['wall']:>7.2f} {r['billed']:>13} {r['prompt']:>13.0f} {r['computed']:>9.0f} "
+                f"{r['cached']:>7.0f} {r['generated']:>9.0f}"
+            )
         best[mode] = min(results[mode], key=lambda r: r["wall"])
     a, b = best["n"], best["separate"]
     print(f"wall time, {args.n} requests / one n={args.n} request: {b['wall'] / a['wall']:.2f}x")
-    print(f"prompt tokens computed by the server, {args.n} requests / one request: "
-          f"{b['computed'] / max(a['computed'], 1):.2f}x ({b['computed']:.0f} vs {a['computed']:.0f})")
-    print(f"prompt tokens billed to the client, {args.n} requests / one request: {b['billed'] / max(a['billed'], 1):.1f}x")
+    print(
+        f"prompt tokens computed by the server, {args.n} requests / one request: "
+        f"{b['computed'] / max(a['computed'], 1):.2f}x ({b['computed']:.0f} vs {a['computed']:.0f})"
+    )
+    print(
+        f"prompt tokens billed to the client, {args.n} requests / one request: {b['billed'] / max(a['billed'], 1):.1f}x"
+    )
 
 
 def main() -> None:
@@ -155,9 +165,16 @@ def main() -> None:
     from proofcritic.engines import EngineServer
 
     server = EngineServer(
-        "vllm", "smollm2", port=0,
-        extra_args=["--gpu-memory-utilization", "0.3", "--max-model-len", str(args.max_model_len),
-                    *(["--no-enable-prefix-caching"] if args.no_prefix_caching else [])],
+        "vllm",
+        "smollm2",
+        port=0,
+        extra_args=[
+            "--gpu-memory-utilization",
+            "0.3",
+            "--max-model-len",
+            str(args.max_model_len),
+            *(["--no-enable-prefix-caching"] if args.no_prefix_caching else []),
+        ],
         env={"VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"), "VLLM_SERVER_DEV_MODE": "1"},
     )
     start = time.perf_counter()

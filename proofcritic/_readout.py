@@ -69,7 +69,12 @@ class ScoreReadout:
         mode = self.score_mode
         pending = [r for r in results if mode == "logprob" or (mode in ("auto", "guided") and r.score is None)]
         fill = self._guided if mode == "guided" else self._read_out
-        if mode == "guided" and not self._guided_known and self.model.supports_guided_choice is None and len(pending) > 1:
+        if (
+            mode == "guided"
+            and not self._guided_known
+            and self.model.supports_guided_choice is None
+            and len(pending) > 1
+        ):
             # the first guided call alone: a server without the feature is then asked once, not n times
             await fill(messages, pending[0])
             pending = pending[1:]

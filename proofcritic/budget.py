@@ -130,8 +130,11 @@ class CallPlan:
 
     def times(self, k: int) -> CallPlan:
         """This plan repeated ``k`` times (``k`` items, or ``k`` runs of one problem)."""
-        return CallPlan({kind: c * k for kind, c in self.calls.items()}, {kind: s * k for kind, s in self.samples.items()},
-                        self.note)
+        return CallPlan(
+            {kind: c * k for kind, c in self.calls.items()},
+            {kind: s * k for kind, s in self.samples.items()},
+            self.note,
+        )
 
     @property
     def total_calls(self) -> int:
@@ -145,6 +148,8 @@ class CallPlan:
         for kind, calls in self.calls.items():
             samples = self.samples.get(kind, calls)
             noun = _SAMPLE_NOUNS.get(kind, "samples")
-            parts.append(f"{calls:,} {kind}" + ("" if samples == calls and kind == "read-out" else f" ({samples:,} {noun})"))
+            parts.append(
+                f"{calls:,} {kind}" + ("" if samples == calls and kind == "read-out" else f" ({samples:,} {noun})")
+            )
         total = self.total_calls
         return f"{total:,} model call{'' if total == 1 else 's'}: " + ", ".join(parts)

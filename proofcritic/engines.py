@@ -226,8 +226,13 @@ class EngineServer:
 
     def command(self) -> list[str]:
         return engine_command(
-            self.engine, self.model, port=self.port, host=self.host, python=self.python,
-            served_model_name=self.served_model_name, extra_args=self.extra_args,
+            self.engine,
+            self.model,
+            port=self.port,
+            host=self.host,
+            python=self.python,
+            served_model_name=self.served_model_name,
+            extra_args=self.extra_args,
         )
 
     # -- lifecycle ------------------------------------------------------------------------------

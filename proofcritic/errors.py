@@ -40,9 +40,7 @@ class MissingDependencyError(ProofcriticError):
     """An optional dependency is not installed; the message names the extra to install."""
 
     def __init__(self, package: str, extra: str):
-        super().__init__(
-            f"{package} is not installed; install it with: pip install 'proofcritic[{extra}]'"
-        )
+        super().__init__(f"{package} is not installed; install it with: pip install 'proofcritic[{extra}]'")
         self.package = package
         self.extra = extra
 

@@ -18,7 +18,12 @@ if TYPE_CHECKING:
 
 
 async def grade(
-    verifier: Verifier | CriticVerifier, problem: Problem, proof: Proof | str, n: int = 1, *, scheme: Any = None,
+    verifier: Verifier | CriticVerifier,
+    problem: Problem,
+    proof: Proof | str,
+    n: int = 1,
+    *,
+    scheme: Any = None,
     normalizer: Any = None,
 ) -> GradeResult:
     """Verify ``proof`` ``n`` times (one request with n samples) and aggregate the scores.
@@ -113,8 +118,10 @@ def batch_verdicts(output_path: str | Path, *, verdicts: bool = True) -> str:
                 counts[i] += count
     proofs, with_verdict, verifications, scored, read_out = counts
     head = f"verdicts: {with_verdict} of {proofs} proof(s), {proofs - with_verdict} without a verdict; "
-    return (f"{head if verdicts else ''}unscored: {verifications - scored} of {verifications} "
-            f"verifications; scores from a read-out: {read_out}")
+    return (
+        f"{head if verdicts else ''}unscored: {verifications - scored} of {verifications} "
+        f"verifications; scores from a read-out: {read_out}"
+    )
 
 
 def grade_plan(n: int = 1, tool_calls: int | None = None) -> CallPlan:

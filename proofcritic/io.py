@@ -138,9 +138,13 @@ def read_problem(
         problem = Problem(id=p.stem, statement=check_text(text.strip(), f"problem file {p}"))
     updates: dict[str, Any] = {}
     if reference is not None:
-        updates["reference_solution"] = check_text(read_text(reference, "reference solution file").strip(), f"reference solution file {reference}")
+        updates["reference_solution"] = check_text(
+            read_text(reference, "reference solution file").strip(), f"reference solution file {reference}"
+        )
     if guidelines is not None:
-        updates["grading_guidelines"] = check_text(read_text(guidelines, "grading guidelines file").strip(), f"grading guidelines file {guidelines}")
+        updates["grading_guidelines"] = check_text(
+            read_text(guidelines, "grading guidelines file").strip(), f"grading guidelines file {guidelines}"
+        )
     if max_points is not None:
         updates["max_points"] = max_points
     if not updates:
@@ -240,9 +244,12 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict | InputError]]:
                 continue
             where = _surrogate_path(record) if _SURROGATE_ESCAPE.search(raw) else None
             if where is not None:  # it would fail later, when the text is encoded (cache key, prompt, output)
-                yield number, InputError(
-                    f"line {number} holds a lone surrogate (a \\ud800-\\udfff escape without its pair) in {where!r}, "
-                    "which is not Unicode text"
+                yield (
+                    number,
+                    InputError(
+                        f"line {number} holds a lone surrogate (a \\ud800-\\udfff escape without its pair) in {where!r}, "
+                        "which is not Unicode text"
+                    ),
                 )
                 continue
             yield number, record

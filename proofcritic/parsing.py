@@ -221,9 +221,7 @@ def format_score(value: float | None) -> str:
     return "none" if value is None else f"{value:g}"
 
 
-def read_score(
-    text: str, allowed: Iterable[float] = (0, 0.5, 1)
-) -> tuple[float | None, str | None]:
+def read_score(text: str, allowed: Iterable[float] = (0, 0.5, 1)) -> tuple[float | None, str | None]:
     """Read the last box of ``text`` as a score: ``(score, None)`` or ``(None, error message)``."""
     content = last_boxed(text)
     if content is None:
@@ -281,8 +279,17 @@ POINTS_MARKER_RE = _marker_pattern(
     "based", "on", "my", "evaluation,?", "the", "final", "number", "of", "points", "should", "be"
 )
 META_SCORE_MARKER_RE = _marker_pattern(
-    "based", "on", "my", "analysis,?", "i", "will", "rate", "the",
-    "[\"'\u201c\u2018]?solution", "evaluation[\"'\u201d\u2019]?", "as",
+    "based",
+    "on",
+    "my",
+    "analysis,?",
+    "i",
+    "will",
+    "rate",
+    "the",
+    "[\"'\u201c\u2018]?solution",
+    "evaluation[\"'\u201d\u2019]?",
+    "as",
 )
 
 
@@ -375,9 +382,7 @@ class FinalScore(NamedTuple):
     """Why there is no score (``None`` when there is one, or when the marker is missing)."""
 
 
-def read_final_score(
-    text: str, marker: re.Pattern[str], allowed: Iterable[float] = (0, 0.5, 1)
-) -> FinalScore:
+def read_final_score(text: str, marker: re.Pattern[str], allowed: Iterable[float] = (0, 0.5, 1)) -> FinalScore:
     """Read the verdict of ``text`` by the final-statement rule of the module docstring.
 
     The verdict is the box directly after the last match of ``marker``, and every score
@@ -465,7 +470,8 @@ def neutralize_markers(text: str) -> str:
     if not chosen:
         return text
     edits = sorted(
-        [(box, boxes[box][0], "[boxed: ") for box in chosen] + [(boxes[box][1], boxes[box][1] + 1, "]") for box in chosen]
+        [(box, boxes[box][0], "[boxed: ") for box in chosen]
+        + [(boxes[box][1], boxes[box][1] + 1, "]") for box in chosen]
     )
     pieces: list[str] = []
     position = 0

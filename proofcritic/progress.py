@@ -57,7 +57,9 @@ def progress_interval() -> float:
     except ValueError:
         value = -1.0
     if not (math.isfinite(value) and value >= 0):
-        raise InputError(f"{PROGRESS_INTERVAL_ENV} must be a number of seconds, 0 or more (0: no progress lines), not {raw!r}")
+        raise InputError(
+            f"{PROGRESS_INTERVAL_ENV} must be a number of seconds, 0 or more (0: no progress lines), not {raw!r}"
+        )
     return value
 
 
@@ -173,8 +175,13 @@ class LiveProgress:
         row: list[Any] = [Text(self.label, style="bold")]
         if self.batch:
             stats = self.stats
-            row.append(ProgressBar(total=stats.total if stats is not None else None,
-                                   completed=stats.done if stats is not None else 0, width=30))
+            row.append(
+                ProgressBar(
+                    total=stats.total if stats is not None else None,
+                    completed=stats.done if stats is not None else 0,
+                    width=30,
+                )
+            )
             row.append(Text(self._items()))
         row.append(Text(f"{self._calls() + '; ' if self.models else ''}elapsed {_clock(self.elapsed())}"))
         head.add_row(*row)  # the grid takes as many columns as the row has
@@ -184,8 +191,13 @@ class LiveProgress:
     def __enter__(self) -> Self:
         self._started = time.monotonic()
         if self.console.is_terminal:
-            self._live = Live(get_renderable=self._render, console=self.console, refresh_per_second=4,
-                              transient=self.transient, redirect_stdout=False)
+            self._live = Live(
+                get_renderable=self._render,
+                console=self.console,
+                refresh_per_second=4,
+                transient=self.transient,
+                redirect_stdout=False,
+            )
             self._live.start()
         elif self.interval > 0:
             self._thread = threading.Thread(target=self._lines, name="proofcritic-progress", daemon=True)

@@ -240,8 +240,7 @@ class PromptSet:
         missing = [r for r in required if r not in templates]
         if missing:
             raise PromptError(
-                f"prompt set {path} lacks the template(s) "
-                + ", ".join(f"{r}.j2 (or {r}.txt)" for r in missing)
+                f"prompt set {path} lacks the template(s) " + ", ".join(f"{r}.j2 (or {r}.txt)" for r in missing)
             )
         return cls(path, templates, allowed)
 
@@ -345,7 +344,9 @@ class PromptSet:
         """A short hash of the templates' contents: the set's ``.j2`` / ``.txt`` files and, for a
         user's set, the built-in ones it falls back on; equal for equal prompts."""
         digest = hashlib.sha256()
-        folders = [self.directory] if self.directory.resolve() == _DEFAULT_DIRECTORY else [self.directory, _DEFAULT_DIRECTORY]
+        folders = (
+            [self.directory] if self.directory.resolve() == _DEFAULT_DIRECTORY else [self.directory, _DEFAULT_DIRECTORY]
+        )
         for folder in folders:
             for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".j2", ".txt")):
                 digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
@@ -365,9 +366,7 @@ class PromptSet:
             raise PromptError(f"unknown prompt {name!r}; known: {', '.join(self._variables)}")
         extra = set(variables) - allowed
         if extra:
-            raise PromptError(
-                f"prompt {name!r} takes {', '.join(sorted(allowed))}, not {', '.join(sorted(extra))}"
-            )
+            raise PromptError(f"prompt {name!r} takes {', '.join(sorted(allowed))}, not {', '.join(sorted(extra))}")
         user = self._template(name)
         messages: list[ChatMessage] = []
         system = self._templates.get(f"{name}.system")

@@ -45,7 +45,10 @@ from .llm import Usage
 RETRIED_KINDS = ("backend", "internal", "setup")
 #: how an error kind reads in the failure summary
 _KIND_NAMES = {
-    "input": "input error", "backend": "backend error", "internal": "internal error", "setup": "set-up error",
+    "input": "input error",
+    "backend": "backend error",
+    "internal": "internal error",
+    "setup": "set-up error",
     "error": "error",
 }
 #: distinct messages remembered per error kind (for the most common one); counts stay exact
@@ -319,8 +322,10 @@ def settings_change(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[str
     keys = [k for k in dict.fromkeys([*before, *after]) if before.get(k) != after.get(k)]
     if not keys:
         return None
-    return (", ".join(f"{k}={_shown(before.get(k))}" for k in keys),
-            ", ".join(f"{k}={_shown(after.get(k))}" for k in keys))
+    return (
+        ", ".join(f"{k}={_shown(before.get(k))}" for k in keys),
+        ", ".join(f"{k}={_shown(after.get(k))}" for k in keys),
+    )
 
 
 def _remove(path: Path) -> None:

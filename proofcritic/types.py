@@ -173,10 +173,12 @@ class GradeResult(BaseModel):
     aggregate: Aggregate
     usage: Usage = Field(default_factory=Usage)
     normalized_proof: str | None = Field(
-        None, description="With --normalize: the rewritten proof the verifier graded (left out of dumps otherwise).",
+        None,
+        description="With --normalize: the rewritten proof the verifier graded (left out of dumps otherwise).",
         exclude_if=lambda value: value is None,
     )
     normalize_error: str | None = Field(
-        None, description="With --normalize: why the rewrite was not used (the original was graded).",
+        None,
+        description="With --normalize: why the rewrite was not used (the original was graded).",
         exclude_if=lambda value: value is None,
     )

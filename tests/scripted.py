@@ -47,7 +47,9 @@ class Call:
     request: ChatRequest
 
 
-def verification_text(score: float, issues: list[tuple[str, str, str]] = (), analysis: str = "Checked each step.") -> str:
+def verification_text(
+    score: float, issues: list[tuple[str, str, str]] = (), analysis: str = "Checked each step."
+) -> str:
     """A verifier output; ``issues`` are (location, severity, description)."""
     lines = [EVALUATION_MARKER, "", analysis, "", "### Issues", ""]
     if issues:
@@ -61,7 +63,19 @@ def verification_text(score: float, issues: list[tuple[str, str, str]] = (), ana
 def generation_text(proof: str, self_score: float, analysis: str = "I checked my proof.") -> str:
     """A generator output with its self-evaluation."""
     return "\n".join(
-        ["## Solution", "", proof, "", "## Self Evaluation", "", EVALUATION_MARKER, analysis, "", SCORE_MARKER, f"\\boxed{{{self_score:g}}}"]
+        [
+            "## Solution",
+            "",
+            proof,
+            "",
+            "## Self Evaluation",
+            "",
+            EVALUATION_MARKER,
+            analysis,
+            "",
+            SCORE_MARKER,
+            f"\\boxed{{{self_score:g}}}",
+        ]
     )
 
 
@@ -94,8 +108,12 @@ class ScriptedBackend(Backend):
     name = "scripted"
     model = "roles"
 
-    def __init__(self, script: Callable[[Call], str | tuple[str, str]], delay: float = 0.0,
-                 likelihood: Callable[[str], float] | None = None):
+    def __init__(
+        self,
+        script: Callable[[Call], str | tuple[str, str]],
+        delay: float = 0.0,
+        likelihood: Callable[[str], float] | None = None,
+    ):
         self.script = script
         self.delay = delay
         self.likelihood = likelihood
@@ -121,7 +139,11 @@ class ScriptedBackend(Backend):
             self.calls.append(call)
             answer = self.script(call)
             text, finish = answer if isinstance(answer, tuple) else (answer, "stop")
-            out.append(Completion(text=text, finish_reason=finish, prompt_tokens=len(prompt) // 4, completion_tokens=len(text) // 4))
+            out.append(
+                Completion(
+                    text=text, finish_reason=finish, prompt_tokens=len(prompt) // 4, completion_tokens=len(text) // 4
+                )
+            )
         return out
 
     def count(self, role: str) -> int:

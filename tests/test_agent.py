@@ -86,7 +86,12 @@ async def test_accepts_after_exactly_five_consecutive_passes():
     assert result.strategy == "agent" and result.stop_reason.startswith("accepted")
     assert result.proof == "IMPROVED PROOF 1" and result.generation.proof == "IMPROVED PROOF 1"
     assert len(result.verifications) == 5 and result.mean_score == 1.0 and not result.budget_limited
-    assert [e["step"] for e in result.transcript] == ["solve", "improve", *["verify", "judge", "verdict"] * 5, "run_end"]
+    assert [e["step"] for e in result.transcript] == [
+        "solve",
+        "improve",
+        *["verify", "judge", "verdict"] * 5,
+        "run_end",
+    ]
     assert [e["consecutive_passes"] for e in steps(result, "verdict")] == [1, 2, 3, 4, 5]
     assert all({"run", "iteration", "step"} <= set(e) for e in result.transcript)
     assert [e["iteration"] for e in steps(result, "verify")] == [1, 2, 3, 4, 5]
@@ -151,7 +156,9 @@ async def test_bug_report_reaches_the_repair_and_disputes_reach_the_verifier():
         return verification_text(1)
 
     def repair(call: Call, k: int) -> str:
-        return repair_text("REPAIRED PROOF", disputes=[("BUG-17", "REBUTTAL-42 n(n+1) is a product of consecutive integers")])
+        return repair_text(
+            "REPAIRED PROOF", disputes=[("BUG-17", "REBUTTAL-42 n(n+1) is a product of consecutive integers")]
+        )
 
     result, backend = await run_agent(agent_script([False] + [True] * 5, verify=verify, repair=repair))
     (repair_call,) = [c for c in backend.calls if c.role == "agent_repair"]
@@ -184,7 +191,8 @@ async def test_format_failures_count_as_failures():
 
     result, backend = await run_agent(
         agent_script([True], verify=verify, judge=lambda k, v: "I cannot tell. \\boxed{maybe}"),
-        failures_to_give_up=2, max_runs=1,
+        failures_to_give_up=2,
+        max_runs=1,
     )
     # round 1: the cut-off verification fails without a judge call; round 2: the judge's answer does not parse
     assert counts(backend) == {"generate": 1, "agent_improve": 1, "verify": 2, "agent_judge": 1, "agent_repair": 1}
@@ -204,7 +212,8 @@ async def test_unusable_generations():
     # a cut-off improvement keeps the solved proof; a cut-off repair keeps the current one
     result, backend = await run_agent(
         agent_script([False, True], improve=cut, repair=lambda call, k: (repair_text("R")[:30], "length")),
-        passes_to_accept=1, max_runs=1,
+        passes_to_accept=1,
+        max_runs=1,
     )
     assert [c.prompt.count("SOLVED PROOF 1") > 0 for c in backend.calls if c.role == "verify"] == [True, True]
     assert result.proof == "SOLVED PROOF 1" and result.stop_reason.startswith("accepted")
@@ -276,8 +285,13 @@ def test_config():
     assert strategy.name == "agent"
     assert (strategy.config.max_runs, strategy.config.max_iterations, strategy.config.passes_to_accept) == (2, 7, 5)
     assert AgentConfig().model_dump() == {
-        "passes_to_accept": 5, "failures_to_give_up": 10, "max_iterations": 30, "max_runs": 10,
-        "self_improve": True, "keep_invalid": False, "seed": None,
+        "passes_to_accept": 5,
+        "failures_to_give_up": 10,
+        "max_iterations": 30,
+        "max_runs": 10,
+        "self_improve": True,
+        "keep_invalid": False,
+        "seed": None,
     }
     with pytest.raises(ValidationError, match="raise max_iterations"):
         AgentStrategy(passes_to_accept=6, max_iterations=5)
@@ -327,7 +341,9 @@ async def test_a_user_set_may_override_agent_templates(tmp_path):
     assert resolved["agent_judge"].directory == folder and resolved["agent_repair"].directory != folder
     _, backend = await run_agent(agent_script(itertools.repeat(True)), prompts=user, passes_to_accept=2)
     judged = [c.prompt for c in backend.calls if c.role == "agent_judge"]
-    assert len(judged) == 2 and all(p.startswith("You are reading a verification log. CUSTOM-JUDGE on p:") for p in judged)
+    assert len(judged) == 2 and all(
+        p.startswith("You are reading a verification log. CUSTOM-JUDGE on p:") for p in judged
+    )
 
 
 async def test_a_bad_agent_template_fails_when_the_agent_starts(tmp_path):
@@ -371,7 +387,9 @@ async def test_smollm2_end_to_end(smol_backend):
     for entry in result.transcript:
         if entry["step"] in ("solve", "improve", "verify", "judge", "repair"):
             assert not entry["format_ok"] and entry["format_error"]
-    assert result.usage.calls == sum(e["step"] in ("solve", "improve", "verify", "judge", "repair") for e in result.transcript)
+    assert result.usage.calls == sum(
+        e["step"] in ("solve", "improve", "verify", "judge", "repair") for e in result.transcript
+    )
 
 
 async def test_smollm2_verifier_format_failures_end_the_run(smol_backend):
@@ -381,7 +399,11 @@ async def test_smollm2_verifier_format_failures_end_the_run(smol_backend):
     strategy = AgentStrategy(passes_to_accept=1, failures_to_give_up=1, max_iterations=2, max_runs=1)
     result = await strategy.solve(PROBLEM, _smol_roles(smol_backend, generator=solver))
     assert [e["step"] for e in result.transcript if e["step"] != "judge"] == [
-        "solve", "improve", "verify", "verdict", "run_end"
+        "solve",
+        "improve",
+        "verify",
+        "verdict",
+        "run_end",
     ]
     (verification,) = result.verifications
     assert not verification.format_ok and verification.raw

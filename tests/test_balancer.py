@@ -77,7 +77,10 @@ def _stats(model: Model) -> dict[str, dict]:
 def test_base_urls_from_lists_and_commas(monkeypatch):
     assert split_base_urls("http://a/v1/, http://b/v1") == ["http://a/v1", "http://b/v1"]
     assert split_base_urls(["http://a/v1,http://b/v1", "http://c/v1", "http://a/v1"]) == [
-        "http://a/v1", "http://b/v1", "http://c/v1"]
+        "http://a/v1",
+        "http://b/v1",
+        "http://c/v1",
+    ]
     assert split_base_urls(None) == [] and split_base_urls(" , ") == []
     model = build_model("vllm/m", None, ["http://a:1/v1,http://b:2/v1", "http://c:3/v1"], None, True, None, None)
     assert model.backend.base_urls == ["http://a:1/v1", "http://b:2/v1", "http://c:3/v1"]
@@ -242,6 +245,7 @@ async def test_three_replicas_one_killed_mid_run(tiny_model_dir, tiny_backend):
     done = 0
     at_kill: dict | None = None
     try:
+
         async def one(index: int):
             nonlocal done, at_kill
             out = await model.generate(requests[index])
@@ -306,10 +310,24 @@ def test_cli_takes_several_base_urls_and_prints_endpoint_counters(tmp_path):
     with FaultServer() as a, FaultServer() as b:
         a.push(status(503))
         b.push(ok(verification_text(1)))
-        result = CliRunner().invoke(app, [
-            "grade", "--problem", str(problem), "--proof", str(proof), "--model", "openai/served-model",
-            "--base-url", f"{a.url},{b.url}", "--api-key", "k", "--no-cache",
-        ], catch_exceptions=False)
+        result = CliRunner().invoke(
+            app,
+            [
+                "grade",
+                "--problem",
+                str(problem),
+                "--proof",
+                str(proof),
+                "--model",
+                "openai/served-model",
+                "--base-url",
+                f"{a.url},{b.url}",
+                "--api-key",
+                "k",
+                "--no-cache",
+            ],
+            catch_exceptions=False,
+        )
     assert result.exit_code == 0, result.output + result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith("endpoint ")]
     assert len(lines) == 2

@@ -49,8 +49,12 @@ async def _grade_step(item_id: str, record: dict) -> dict:
     problem = problem_from_record(record, default_id=item_id)
     proof = proof_from_record(record)
     await asyncio.sleep(0)
-    return {"problem_id": problem.id, "chars": len(proof.text), "line": current_item()[1],
-            "verifications": [{"score": 1.0, "score_source": "text"}]}
+    return {
+        "problem_id": problem.id,
+        "chars": len(proof.text),
+        "line": current_item()[1],
+        "verifications": [{"score": 1.0, "score_source": "text"}],
+    }
 
 
 def _peak(source: Path, output: Path, concurrency: int = 8) -> int:
@@ -92,7 +96,10 @@ def test_streamed_input_keeps_ids_bad_lines_duplicates_and_order(tmp_path):
     assert [json.loads(x)["id"] for x in out.read_text().splitlines()] == ["p0", "p1", "p2", "line-4", "p1#line-6"]
     index = read_index(out)
     assert index.latest["line-4"] == ("input", "line 4 is not valid JSON: Expecting value") and not index.duplicates
-    assert batch_verdicts(out) == "verdicts: 4 of 4 proof(s), 0 without a verdict; unscored: 0 of 4 verifications; scores from a read-out: 0"
+    assert (
+        batch_verdicts(out)
+        == "verdicts: 4 of 4 proof(s), 0 without a verdict; unscored: 0 of 4 verifications; scores from a read-out: 0"
+    )
 
 
 async def test_an_interrupted_streamed_run_resumes_without_loss_or_repeats(tmp_path):
@@ -130,9 +137,25 @@ def test_the_cli_killed_mid_batch_resumes_without_loss_or_repeats(tmp_path):
     count = 40
     source, out = _write(tmp_path / "in.jsonl", count), tmp_path / "out.jsonl"
     with ScriptedOpenAIServer(delay=0.1) as server:
-        args = [sys.executable, "-m", "proofcritic", "grade", "--input", str(source), "--output", str(out),
-                "--model", f"openai/{MODEL_NAME}", "--base-url", server.url, "--api-key", "x", "--no-cache",
-                "--concurrency", "4"]
+        args = [
+            sys.executable,
+            "-m",
+            "proofcritic",
+            "grade",
+            "--input",
+            str(source),
+            "--output",
+            str(out),
+            "--model",
+            f"openai/{MODEL_NAME}",
+            "--base-url",
+            server.url,
+            "--api-key",
+            "x",
+            "--no-cache",
+            "--concurrency",
+            "4",
+        ]
         env = {**os.environ, "HF_HUB_OFFLINE": "1"}
         child = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60
@@ -157,13 +180,36 @@ def test_the_cli_killed_mid_batch_resumes_without_loss_or_repeats(tmp_path):
 def test_cli_scale_smoke(tmp_path):
     """perf/cli_scale.py with tiny sizes: every figure printed, next to its target."""
     done = subprocess.run(
-        [sys.executable, str(ROOT / "perf" / "cli_scale.py"), "--levels", "4", "--waves", "2",
-         "--memory-sizes", "10,20", "--memory-concurrency", "8", "--latency", "0.05", "--help-runs", "1",
-         "--keep", str(tmp_path / "work")],
-        capture_output=True, text=True, timeout=180, check=False,
+        [
+            sys.executable,
+            str(ROOT / "perf" / "cli_scale.py"),
+            "--levels",
+            "4",
+            "--waves",
+            "2",
+            "--memory-sizes",
+            "10,20",
+            "--memory-concurrency",
+            "8",
+            "--latency",
+            "0.05",
+            "--help-runs",
+            "1",
+            "--keep",
+            str(tmp_path / "work"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    for figure in ("start-up: `proofcritic --help`", "client CPU per request at 4 in flight",
-                   "peak memory at     20 proofs", "peak memory 20 / 10 proofs", "target"):
+    for figure in (
+        "start-up: `proofcritic --help`",
+        "client CPU per request at 4 in flight",
+        "peak memory at     20 proofs",
+        "peak memory 20 / 10 proofs",
+        "target",
+    ):
         assert figure in done.stdout, done.stdout
     assert len((tmp_path / "work" / "m20.out.jsonl").read_text().splitlines()) == 20

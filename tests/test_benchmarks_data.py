@@ -24,9 +24,7 @@ from proofcritic.benchmarks import (
 from proofcritic.errors import InputError, MissingDependencyError
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-needs_data = pytest.mark.skipif(
-    not DATA.is_dir(), reason=f"shared data folder not found: {DATA}"
-)
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data folder not found: {DATA}")
 
 
 def _ids(items: list) -> list[str]:
@@ -43,9 +41,7 @@ def _ids(items: list) -> list[str]:
         ("putnam2024", 12, 10, "Putnam2024-A1"),
     ],
 )
-def test_competition_suites(
-    name: str, count: int, points: float, first_id: str
-) -> None:
+def test_competition_suites(name: str, count: int, points: float, first_id: str) -> None:
     items = load_suite(name, data_dir=DATA)
     assert len(items) == count and all(isinstance(i, SolveItem) for i in items)
     assert {i.problem.max_points for i in items} == {points}
@@ -56,14 +52,8 @@ def test_competition_suites(
 @needs_data
 def test_competition_answers_and_proof_only() -> None:
     items = {i.problem.id: i for i in load_suite("cmo2024", data_dir=DATA)}
-    assert (
-        items["CMO2024-1"].meta["proof_only"]
-        and items["CMO2024-1"].meta["answer"] is None
-    )
-    assert (
-        items["CMO2024-6"].meta["answer"] == "\\sqrt{5}"
-        and not items["CMO2024-6"].meta["proof_only"]
-    )
+    assert items["CMO2024-1"].meta["proof_only"] and items["CMO2024-1"].meta["answer"] is None
+    assert items["CMO2024-6"].meta["answer"] == "\\sqrt{5}" and not items["CMO2024-6"].meta["proof_only"]
 
 
 @needs_data
@@ -77,15 +67,8 @@ def test_proofbench_suites() -> None:
         assert item.problem.max_points == 7 and item.problem.reference_solution
         assert "(Partial)" in (item.problem.grading_guidelines or "")
         assert item.meta["level"] and item.meta["category"] and item.meta["source"]
-    assert (
-        basic[0].meta["answer"].startswith("$f(x) = 0$")
-        and basic[1].meta["answer"] is None
-    )
-    assert (
-        get_suite("proofbench-basic").buckets
-        == BUCKETS
-        == {"Correct": 7, "Almost": 6, "Partial": 1, "Incorrect": 0}
-    )
+    assert basic[0].meta["answer"].startswith("$f(x) = 0$") and basic[1].meta["answer"] is None
+    assert get_suite("proofbench-basic").buckets == BUCKETS == {"Correct": 7, "Almost": 6, "Partial": 1, "Incorrect": 0}
 
 
 @needs_data
@@ -98,9 +81,7 @@ def test_usamo_rubric() -> None:
         assert guidelines.startswith("Points rubric (7 points")
         assert sum(r["points"] for r in item.meta["rubric"]) == 7
         assert guidelines.count("\n- ") == len(item.meta["rubric"])
-    assert "Interchanging the floor and mod (3 points)" in (
-        items[0].problem.grading_guidelines or ""
-    )
+    assert "Interchanging the floor and mod (3 points)" in (items[0].problem.grading_guidelines or "")
 
 
 @needs_data
@@ -108,18 +89,10 @@ def test_opc() -> None:
     items = load_suite("opc", data_dir=DATA)
     assert len(items) == 100 and len(set(_ids(items))) == 100
     assert sum(i.human_correct for i in items) == 36
-    assert {i.human_points for i in items} == {0.0, 7.0} and {
-        i.problem.max_points for i in items
-    } == {7.0}
+    assert {i.human_points for i in items} == {0.0, 7.0} and {i.problem.max_points for i in items} == {7.0}
     first = items[0]
-    assert (
-        first.id == "bmo2_2004_3/qwen/qwen3_235b_a22b"
-        and first.problem.id == "bmo2_2004_3"
-    )
-    assert (
-        first.meta["problem_id"] == "bmo2_2004_3"
-        and first.meta["model_id"] == "qwen/qwen3_235b_a22b"
-    )
+    assert first.id == "bmo2_2004_3/qwen/qwen3_235b_a22b" and first.problem.id == "bmo2_2004_3"
+    assert first.meta["problem_id"] == "bmo2_2004_3" and first.meta["model_id"] == "qwen/qwen3_235b_a22b"
     assert {"competition", "year", "level", "human_label"} <= set(first.meta)
     # the human error annotations: [start, end) offsets of the erroneous passages in the proof
     annotated = [i for i in items if i.meta.get("error_spans")]
@@ -148,19 +121,11 @@ def test_dsmv2_human() -> None:
         "IMO-ProofBench-Advanced": 7,
     }
     by_id = {i.id: i for i in items}
-    assert (
-        by_id["CMO2024-6"].human_points == 9
-        and by_id["CMO2024-6"].recorded["average_automatic_rating"] == 0.7109375
-    )
-    assert (
-        by_id["Putnam2024-B5"].human_points == 8
-        and by_id["IMO2025-6"].human_points == 0
-    )
+    assert by_id["CMO2024-6"].human_points == 9 and by_id["CMO2024-6"].recorded["average_automatic_rating"] == 0.7109375
+    assert by_id["Putnam2024-B5"].human_points == 8 and by_id["IMO2025-6"].human_points == 0
     assert all(0 <= i.human_points <= i.problem.max_points for i in items)
     pb = by_id["PB-Advanced-001"]
-    assert pb.problem.reference_solution and "(Partial)" in (
-        pb.problem.grading_guidelines or ""
-    )
+    assert pb.problem.reference_solution and "(Partial)" in (pb.problem.grading_guidelines or "")
     assert by_id["IMO2025-1"].problem.reference_solution is None
 
 
@@ -276,18 +241,9 @@ def test_imo_gradingbench_by_path(tmp_path: Path) -> None:
         "Partial",
         "Incorrect",
     ]
-    assert (
-        items[0].proof == "Proof A, line 1\nline 2"
-        and items[0].problem.id == "PB-Basic-001"
-    )
-    assert (
-        items[0].problem.reference_solution == "f = 0."
-        and items[0].problem.grading_guidelines == "(Partial) guess"
-    )
-    assert (
-        items[2].problem.grading_guidelines is None
-        and items[0].meta["source"] == "IMO 2019"
-    )
+    assert items[0].proof == "Proof A, line 1\nline 2" and items[0].problem.id == "PB-Basic-001"
+    assert items[0].problem.reference_solution == "f = 0." and items[0].problem.grading_guidelines == "(Partial) guess"
+    assert items[2].problem.grading_guidelines is None and items[0].meta["source"] == "IMO 2019"
     assert len(load_suite("imo-gradingbench", source=str(path), limit=2)) == 2
     with pytest.raises(InputError, match="no copy in the data folder"):
         load_suite("imo-gradingbench")
@@ -306,18 +262,12 @@ def test_problems_file_jsonl_and_csv(tmp_path: Path) -> None:
         {"id": "a", "problem": "Prove 1+1=2.", "solution": "Count.", "level": "easy"},
         {"question": "Prove 2+2=4.", "max_points": 10},
     ]
-    jsonl.write_text(
-        "\n".join(json.dumps(r) for r in records) + "\n\n", encoding="utf-8"
-    )
+    jsonl.write_text("\n".join(json.dumps(r) for r in records) + "\n\n", encoding="utf-8")
     items = load_problems_file(jsonl)
     assert [i.problem.id for i in items] == ["a", "mine-2"]
-    assert items[0].problem.reference_solution == "Count." and items[0].meta == {
-        "level": "easy"
-    }
+    assert items[0].problem.reference_solution == "Count." and items[0].meta == {"level": "easy"}
     assert items[1].problem.max_points == 10
-    assert {i.problem.max_points for i in load_problems_file(jsonl, max_points=21)} == {
-        21
-    }
+    assert {i.problem.max_points for i in load_problems_file(jsonl, max_points=21)} == {21}
     table = _write_csv(
         tmp_path / "mine.csv",
         ["Problem ID", "Problem", "Grading guidelines", "Short Answer"],
@@ -325,9 +275,7 @@ def test_problems_file_jsonl_and_csv(tmp_path: Path) -> None:
     )
     rows = load_suite("problems", source=table)
     assert [i.problem.id for i in rows] == ["X-1", "X-2"]
-    assert rows[0].problem.grading_guidelines == "(Partial) half" and rows[0].meta == {
-        "short_answer": "42"
-    }
+    assert rows[0].problem.grading_guidelines == "(Partial) half" and rows[0].meta == {"short_answer": "42"}
 
 
 def test_custom_file_errors(tmp_path: Path) -> None:
@@ -340,9 +288,7 @@ def test_custom_file_errors(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="line 2 is not valid JSON"):
         load_problems_file(bad)
     dup = tmp_path / "dup.jsonl"
-    dup.write_text(
-        '{"id": "a", "problem": "x"}\n{"id": "a", "problem": "y"}\n', encoding="utf-8"
-    )
+    dup.write_text('{"id": "a", "problem": "x"}\n{"id": "a", "problem": "y"}\n', encoding="utf-8")
     with pytest.raises(InputError, match="duplicate item id 'a'"):
         load_problems_file(dup)
     empty = tmp_path / "empty.jsonl"
@@ -370,9 +316,7 @@ def test_graded_file_scales(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     items = load_graded_file(points)
-    assert [i.human_points for i in items] == [7, 3.5] and items[1].meta == {
-        "model_id": "m"
-    }
+    assert [i.human_points for i in items] == [7, 3.5] and items[1].meta == {"model_id": "m"}
     unit = _write_csv(
         tmp_path / "unit.csv",
         ["problem", "response", "score", "max_points"],
@@ -401,9 +345,7 @@ def test_graded_file_scales(tmp_path: Path) -> None:
         ),
         encoding="utf-8",
     )
-    assert [
-        i.human_points for i in load_graded_file(labels, score_column="verdict")
-    ] == [7, 6, 0]
+    assert [i.human_points for i in load_graded_file(labels, score_column="verdict")] == [7, 6, 0]
     with pytest.raises(InputError, match="no human score column"):
         load_graded_file(labels)
     with pytest.raises(InputError, match="human_points 7 is outside 0-1"):
@@ -412,27 +354,15 @@ def test_graded_file_scales(tmp_path: Path) -> None:
 
 @needs_data
 def test_graded_file_reads_dsmv2_shape() -> None:
-    items = load_graded_file(
-        DATA / "dsmv2" / "outputs" / "Putnam2024.jsonl", max_points=10, scale="points"
-    )
+    items = load_graded_file(DATA / "dsmv2" / "outputs" / "Putnam2024.jsonl", max_points=10, scale="points")
     assert [i.problem.id for i in items][:2] == ["Putnam2024-A1", "Putnam2024-A2"]
-    items = load_graded_file(
-        DATA / "dsmv2" / "outputs" / "CMO2024.jsonl", max_points=21, scale="points"
-    )
-    assert (
-        len(items) == 6
-        and items[5].human_points == 9
-        and items[5].problem.id == "CMO2024-6"
-    )
-    assert (
-        items[5].recorded == {"average_automatic_rating": 0.7109375} and items[5].proof
-    )
+    items = load_graded_file(DATA / "dsmv2" / "outputs" / "CMO2024.jsonl", max_points=21, scale="points")
+    assert len(items) == 6 and items[5].human_points == 9 and items[5].problem.id == "CMO2024-6"
+    assert items[5].recorded == {"average_automatic_rating": 0.7109375} and items[5].proof
 
 
 def test_hf_source_needs_datasets(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(
-        sys.modules, "datasets", None
-    )  # import fails without touching the network
+    monkeypatch.setitem(sys.modules, "datasets", None)  # import fails without touching the network
     with pytest.raises(MissingDependencyError, match=r"proofcritic\[hf\]"):
         load_suite("imo-gradingbench", source="hf:someone/imo-gradingbench")
     with pytest.raises(MissingDependencyError, match="datasets"):

@@ -135,7 +135,9 @@ async def test_sigkill_loses_only_unflushed_entries_and_the_rerun_asks_for_exact
     with FaultServer(served_models=("m",)) as server:
         child = subprocess.Popen(
             [sys.executable, "-c", _CHILD, server.url, str(path), str(count)],
-            stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()},
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": os.getcwd()},
         )
         try:
             line = child.stdout.readline()  # type: ignore[union-attr]
@@ -156,8 +158,10 @@ async def test_sigkill_loses_only_unflushed_entries_and_the_rerun_asks_for_exact
         model = Model(backend, cache=cache, retry=RetryPolicy(max_attempts=1))
         requests = _requests(count)
         lost = {
-            r.messages[0].content for r in requests
-            if CompletionCache.sample_key(cache.request_key(backend.cache_identity(), r.messages, r.config), 0) not in committed
+            r.messages[0].content
+            for r in requests
+            if CompletionCache.sample_key(cache.request_key(backend.cache_identity(), r.messages, r.config), 0)
+            not in committed
         }
         assert len(lost) == pending
         before = len(server.chat_requests)
@@ -187,10 +191,15 @@ def test_request_keys_are_those_of_earlier_releases():
         GenerateConfig(n=8, logprobs=True, top_logprobs=5),
     ]
     for text in texts:
-        messages = [ChatMessage(role="system", content=text), ChatMessage(role="user", content=text + "?"),
-                    ChatMessage(role="assistant", content=text[::-1])]
+        messages = [
+            ChatMessage(role="system", content=text),
+            ChatMessage(role="user", content=text + "?"),
+            ChatMessage(role="assistant", content=text[::-1]),
+        ]
         for config in configs:
-            assert CompletionCache.request_key("openai/ü/m", messages, config) == documented("openai/ü/m", messages, config)
+            assert CompletionCache.request_key("openai/ü/m", messages, config) == documented(
+                "openai/ü/m", messages, config
+            )
     assert CompletionCache.request_key("x", [], GenerateConfig()) == documented("x", [], GenerateConfig())
 
 
@@ -214,16 +223,33 @@ def test_a_batch_killed_mid_run_keeps_its_records_and_asks_again_only_what_it_ha
 
     source, output, cache = tmp_path / "in.jsonl", tmp_path / "out.jsonl", tmp_path / "c.sqlite"
     count = 60
-    source.write_text("".join(
-        json.dumps({"id": f"p{i}", "problem": f"Problem number {i}: show it.", "proof": "Trivial."}) + "\n"
-        for i in range(count)
-    ))
+    source.write_text(
+        "".join(
+            json.dumps({"id": f"p{i}", "problem": f"Problem number {i}: show it.", "proof": "Trivial."}) + "\n"
+            for i in range(count)
+        )
+    )
     with FaultServer(served_models=("m",)) as server:
         server.always(slow(0.1, "The proof is fine."))
         command = [
-            sys.executable, "-m", "proofcritic", "grade", "--input", str(source), "--output", str(output),
-            "--model", "openai/m", "--base-url", server.url, "--api-key", "k", "--cache", str(cache),
-            "--concurrency", "4",
+            sys.executable,
+            "-m",
+            "proofcritic",
+            "grade",
+            "--input",
+            str(source),
+            "--output",
+            str(output),
+            "--model",
+            "openai/m",
+            "--base-url",
+            server.url,
+            "--api-key",
+            "k",
+            "--cache",
+            str(cache),
+            "--concurrency",
+            "4",
         ]
         env = {**os.environ, "PYTHONPATH": os.getcwd(), "PROOFCRITIC_PROGRESS_INTERVAL": "1000"}
         child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -41,8 +41,15 @@ def run(smollm2_dir):
 @pytest.mark.smollm2
 def test_single_proof_prints_samples_and_aggregate(run, tmp_path):
     result = run(
-        "--problem", str(EXAMPLES / "problem.md"), "--proof", str(EXAMPLES / "proof_flawed.md"),
-        "-n", "2", "--cache", str(tmp_path / "c.sqlite"), *SHORT,
+        "--problem",
+        str(EXAMPLES / "problem.md"),
+        "--proof",
+        str(EXAMPLES / "proof_flawed.md"),
+        "-n",
+        "2",
+        "--cache",
+        str(tmp_path / "c.sqlite"),
+        *SHORT,
     )
     out = result.stdout
     assert "verification 1" in out and "verification 2" in out
@@ -54,8 +61,18 @@ def test_single_proof_prints_samples_and_aggregate(run, tmp_path):
 @pytest.mark.smollm2
 def test_json_output_and_cache_makes_no_new_calls(run, tmp_path):
     args = [
-        "--problem", str(EXAMPLES / "problem.md"), "--proof", str(EXAMPLES / "proof_correct.md"),
-        "-n", "3", "--json", "--max-points", "10", "--cache", str(tmp_path / "c.sqlite"), *SHORT,
+        "--problem",
+        str(EXAMPLES / "problem.md"),
+        "--proof",
+        str(EXAMPLES / "proof_correct.md"),
+        "-n",
+        "3",
+        "--json",
+        "--max-points",
+        "10",
+        "--cache",
+        str(tmp_path / "c.sqlite"),
+        *SHORT,
     ]
     first = run(*args)
     data = json.loads(first.stdout)
@@ -82,7 +99,9 @@ def test_json_output_and_cache_makes_no_new_calls(run, tmp_path):
 def test_batch_with_a_bad_line_and_resume(run, tmp_path):
     source = tmp_path / "in.jsonl"
     lines = (EXAMPLES / "batch.jsonl").read_text().splitlines()
-    source.write_text("\n".join([lines[0], "{this is not json", '{"id": "empty", "problem": "P", "proof": "  "}', lines[1]]) + "\n")
+    source.write_text(
+        "\n".join([lines[0], "{this is not json", '{"id": "empty", "problem": "P", "proof": "  "}', lines[1]]) + "\n"
+    )
     out = tmp_path / "out.jsonl"
     args = ["--input", str(source), "--output", str(out), "-n", "2", "--cache", str(tmp_path / "c.sqlite"), *SHORT]
     first = run(*args, status=1)  # two items failed: exit status 1, after the output is written
@@ -114,9 +133,21 @@ def test_grade_through_an_openai_compatible_server(tiny_backend, tmp_path):
     with TinyOpenAIServer(tiny_backend, "tiny-verifier", api_key="sekret") as server:
         env = {"OPENAI_BASE_URL": server.url, "OPENAI_API_KEY": "sekret"}
         args = [
-            "grade", "--problem", str(EXAMPLES / "problem.md"), "--proof", str(EXAMPLES / "proof_correct.md"),
-            "--backend", "openai", "--model", "tiny-verifier", "-n", "2", "--json",
-            "--cache", str(tmp_path / "c.sqlite"), *SHORT,
+            "grade",
+            "--problem",
+            str(EXAMPLES / "problem.md"),
+            "--proof",
+            str(EXAMPLES / "proof_correct.md"),
+            "--backend",
+            "openai",
+            "--model",
+            "tiny-verifier",
+            "-n",
+            "2",
+            "--json",
+            "--cache",
+            str(tmp_path / "c.sqlite"),
+            *SHORT,
         ]
         result = CliRunner().invoke(app, args, env=env, catch_exceptions=False)
         assert result.exit_code == 0, result.output
@@ -127,12 +158,16 @@ def test_grade_through_an_openai_compatible_server(tiny_backend, tmp_path):
         assert len(chat) == 1 and chat[0]["n"] == 2 and chat[0]["max_tokens"] == 24
         assert len(scoring) == 2 * 3  # three score continuations per sample
 
-        wrong = CliRunner().invoke(app, [*args, "--no-cache"], env={**env, "OPENAI_API_KEY": "nope"}, catch_exceptions=True)
+        wrong = CliRunner().invoke(
+            app, [*args, "--no-cache"], env={**env, "OPENAI_API_KEY": "nope"}, catch_exceptions=True
+        )
         assert wrong.exit_code != 0 and "refused the API key" in str(wrong.exception)
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "proofcritic", *args], capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "proofcritic", *args], capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 @pytest.mark.parametrize(
@@ -157,5 +192,13 @@ def test_usage_errors():
     assert result.returncode == 2 and "--proof" in result.stderr
     result = _cli("grade", "--input", "x.jsonl")
     assert result.returncode == 2 and "--output" in result.stderr
-    result = _cli("grade", "--problem", str(EXAMPLES / "problem.md"), "--proof", str(EXAMPLES / "proof_correct.md"), "--model", "nobackend")
+    result = _cli(
+        "grade",
+        "--problem",
+        str(EXAMPLES / "problem.md"),
+        "--proof",
+        str(EXAMPLES / "proof_correct.md"),
+        "--model",
+        "nobackend",
+    )
     assert result.returncode == 2 and "does not name its backend" in result.stderr

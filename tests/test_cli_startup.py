@@ -20,17 +20,35 @@ ROOT = Path(__file__).resolve().parent.parent
 #: what building the parser, a help or an argument error must not import (top-level names
 #: match their submodules too)
 HEAVY = (
-    "numpy", "pydantic", "aiohttp", "torch", "transformers", "openai", "jinja2", "asyncio",
-    "proofcritic.generator", "proofcritic.benchmarks", "proofcritic.llm", "proofcritic.verifier",
-    "proofcritic.meta_verifier", "proofcritic.pipelines", "proofcritic.types", "proofcritic.io",
-    "proofcritic.grading", "proofcritic.promptset", "proofcritic.runner", "proofcritic.training",
+    "numpy",
+    "pydantic",
+    "aiohttp",
+    "torch",
+    "transformers",
+    "openai",
+    "jinja2",
+    "asyncio",
+    "proofcritic.generator",
+    "proofcritic.benchmarks",
+    "proofcritic.llm",
+    "proofcritic.verifier",
+    "proofcritic.meta_verifier",
+    "proofcritic.pipelines",
+    "proofcritic.types",
+    "proofcritic.io",
+    "proofcritic.grading",
+    "proofcritic.promptset",
+    "proofcritic.runner",
+    "proofcritic.training",
 )
 
 
 def _heavy(modules: set[str], allowed: tuple[str, ...] = ()) -> list[str]:
     return sorted(
-        m for m in modules
-        if any(m == h or m.startswith(h + ".") for h in HEAVY) and not any(m == a or m.startswith(a + ".") for a in allowed)
+        m
+        for m in modules
+        if any(m == h or m.startswith(h + ".") for h in HEAVY)
+        and not any(m == a or m.startswith(a + ".") for a in allowed)
     )
 
 
@@ -41,13 +59,17 @@ def _run(args: list[str], code: str | None = None) -> tuple[int, str, set[str]]:
     """Run ``python -m proofcritic ARGS`` (or ``python -c CODE``): its exit status, its output
     (stdout and stderr) and the modules it had imported when it exited."""
     report = (
-        "import atexit, sys\n"
-        f"atexit.register(lambda: print({_MODULES!r}, *sorted(sys.modules), file=sys.stderr))\n"
+        f"import atexit, sys\natexit.register(lambda: print({_MODULES!r}, *sorted(sys.modules), file=sys.stderr))\n"
     )
     if code is None:
         code = f"sys.argv = ['proofcritic', *{args!r}]\nimport runpy\nrunpy.run_module('proofcritic', run_name='__main__')\n"
     done = subprocess.run(
-        [sys.executable, "-c", report + code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+        [sys.executable, "-c", report + code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
         env=dict(os.environ, COLUMNS="100"),
     )
     modules: set[str] = set()
@@ -99,7 +121,10 @@ def test_a_bound_error_loads_only_the_model_that_defines_the_bound():
     """``--temperature 9``: the bound is GenerateConfig's, whose module is imported for the check;
     not the Model wrapper, the cache, asyncio or the roles."""
     status, output, modules = _run(["grade", "--temperature", "9"])
-    assert status == 2 and output.strip() == "error: Invalid value for '--temperature': Input should be less than or equal to 5"
+    assert (
+        status == 2
+        and output.strip() == "error: Invalid value for '--temperature': Input should be less than or equal to 5"
+    )
     assert {m for m in modules if m.startswith("proofcritic.llm")} == {"proofcritic.llm", "proofcritic.llm._types"}
     assert _heavy(modules, allowed=("pydantic", "proofcritic.llm")) == []
     status, output, _ = _run(["grade", "--max-points", "0"])
@@ -167,9 +192,17 @@ def test_import_proofcritic_is_light_and_the_public_api_unchanged():
     )
 
     where = {
-        "Candidate": generator, "Generator": generator, "grade": grading, "grade_jsonl": grading,
-        "GenerateConfig": llm, "Model": llm, "get_model": llm, "MetaVerifier": meta_verifier,
-        "PromptSet": promptset, "Verifier": verifier, "DEFAULT_SCORE_MODE": verifier,
+        "Candidate": generator,
+        "Generator": generator,
+        "grade": grading,
+        "grade_jsonl": grading,
+        "GenerateConfig": llm,
+        "Model": llm,
+        "get_model": llm,
+        "MetaVerifier": meta_verifier,
+        "PromptSet": promptset,
+        "Verifier": verifier,
+        "DEFAULT_SCORE_MODE": verifier,
     }
     for name in proofcritic.__all__:
         value = getattr(proofcritic, name)

@@ -32,7 +32,9 @@ if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self from Python 3.11
 
 _ANSWER = {
-    "id": "c", "object": "chat.completion", "model": "m",
+    "id": "c",
+    "object": "chat.completion",
+    "model": "m",
     "choices": [{"index": 0, "message": {"role": "assistant", "content": "fine"}, "finish_reason": "stop"}],
     "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
 }
@@ -120,7 +122,11 @@ async def test_1024_in_flight_open_1024_connections():
 async def test_the_per_host_cap_bounds_requests_in_flight():
     async with HoldingServer(hold=0.15) as server:
         model = get_model(
-            "openai/m", base_url=server.url, api_key="k", cache=False, max_concurrency=1024,
+            "openai/m",
+            base_url=server.url,
+            api_key="k",
+            cache=False,
+            max_concurrency=1024,
             max_connections_per_host=40,
         )
         try:
@@ -152,7 +158,9 @@ def test_backend_options_and_defaults():
     assert OpenAIBackend("m", base_url="http://127.0.0.1:9/v1").default_concurrency == 64
     with pytest.raises(ValueError, match="max_connections_per_host must be at least 1"):
         OpenAIBackend("m", base_url="http://127.0.0.1:9/v1", max_connections_per_host=0)
-    model = build_model("openai/m", None, "http://127.0.0.1:9/v1", "k", True, None, 512, None, max_connections_per_host=32)
+    model = build_model(
+        "openai/m", None, "http://127.0.0.1:9/v1", "k", True, None, 512, None, max_connections_per_host=32
+    )
     assert model.backend.max_connections_per_host == 32 and model.max_concurrency == 512
 
 
@@ -163,13 +171,29 @@ def test_cli_takes_the_per_host_cap(tmp_path):
     async def serve_and_run() -> HoldingServer:
         async with HoldingServer(hold=0.1) as server:
             source = tmp_path / "in.jsonl"
-            source.write_text("".join(
-                json.dumps({"id": f"p{i}", "problem": f"Problem {i}.", "proof": "Trivial."}) + "\n" for i in range(48)
-            ))
+            source.write_text(
+                "".join(
+                    json.dumps({"id": f"p{i}", "problem": f"Problem {i}.", "proof": "Trivial."}) + "\n"
+                    for i in range(48)
+                )
+            )
             args = [
-                "grade", "--input", str(source), "--output", str(tmp_path / "out.jsonl"), "--model", "openai/m",
-                "--base-url", server.url, "--api-key", "k", "--no-cache", "--concurrency", "64",
-                "--max-connections-per-host", "6",
+                "grade",
+                "--input",
+                str(source),
+                "--output",
+                str(tmp_path / "out.jsonl"),
+                "--model",
+                "openai/m",
+                "--base-url",
+                server.url,
+                "--api-key",
+                "k",
+                "--no-cache",
+                "--concurrency",
+                "64",
+                "--max-connections-per-host",
+                "6",
             ]
             result = await asyncio.to_thread(CliRunner().invoke, app, args, catch_exceptions=False)
             assert result.exit_code in (0, 1), result.output  # "fine" has no score: no verdict, still a result
@@ -196,9 +220,22 @@ def test_cli_transport_reaches_the_server(tmp_path, transport):
 
         server.chat = chat  # type: ignore[method-assign]
         async with server:
-            args = ["grade", "--problem", str(tmp_path / "problem.md"), "--proof", str(tmp_path / "proof.md"),
-                    "--model", "openai/m", "--base-url", server.url, "--api-key", "k", "--no-cache",
-                    "--transport", transport]
+            args = [
+                "grade",
+                "--problem",
+                str(tmp_path / "problem.md"),
+                "--proof",
+                str(tmp_path / "proof.md"),
+                "--model",
+                "openai/m",
+                "--base-url",
+                server.url,
+                "--api-key",
+                "k",
+                "--no-cache",
+                "--transport",
+                transport,
+            ]
             result = await asyncio.to_thread(CliRunner().invoke, app, args, catch_exceptions=False)
             assert result.exit_code == 1 and "no verdict" in result.output  # "fine" has no score
 
@@ -220,10 +257,20 @@ def test_cli_transport_refused_for_a_local_model(tmp_path, capsys, monkeypatch):
 
     (tmp_path / "problem.md").write_text("Prove that 1 + 1 = 2.")
     (tmp_path / "proof.md").write_text("By definition.")
-    args = ["grade", "--problem", str(tmp_path / "problem.md"), "--proof", str(tmp_path / "proof.md"),
-            "--model", "transformers/smollm2", "--transport"]
-    for value, message in (("aiohttp", "(--transport) applies to the server backends (openai, vllm, sglang), not transformers"),
-                           ("http2", "must be one of lean, aiohttp, openai, not 'http2'")):
+    args = [
+        "grade",
+        "--problem",
+        str(tmp_path / "problem.md"),
+        "--proof",
+        str(tmp_path / "proof.md"),
+        "--model",
+        "transformers/smollm2",
+        "--transport",
+    ]
+    for value, message in (
+        ("aiohttp", "(--transport) applies to the server backends (openai, vllm, sglang), not transformers"),
+        ("http2", "must be one of lean, aiohttp, openai, not 'http2'"),
+    ):
         monkeypatch.setattr(sys, "argv", ["proofcritic", *args, value])
         with pytest.raises(SystemExit) as info:
             main()

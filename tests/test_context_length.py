@@ -56,7 +56,9 @@ async def test_a_prompt_over_the_context_is_refused_before_any_forward_pass(shor
         await short_backend.generate(ChatRequest(messages=_user(LONG), config=GenerateConfig(temperature=0.0)))
     assert not info.value.retryable
     with pytest.raises(ContextLengthError):  # the likelihood read-out
-        await short_backend.sequence_logprobs([*_user(LONG), ChatMessage(role="assistant", content="\\boxed{")], ["0}", "1}"])
+        await short_backend.sequence_logprobs(
+            [*_user(LONG), ChatMessage(role="assistant", content="\\boxed{")], ["0}", "1}"]
+        )
     with pytest.raises(ContextLengthError):  # guided choice scores the choices the same way
         await short_backend.generate(ChatRequest(messages=_user(LONG), config=GenerateConfig(choices=["0}", "1}"])))
     assert (short_backend.stats.batches, short_backend.stats.scoring_passes) == before
@@ -68,7 +70,9 @@ async def test_max_tokens_must_fit_beside_the_prompt_and_the_default_is_cut(tiny
         request = ChatRequest(messages=_user("Compute 3 + 4."), config=GenerateConfig(temperature=0.0, max_tokens=100))
         with pytest.raises(ContextLengthError, match="100 new tokens asked for"):
             await backend.generate(request)
-        [out] = await backend.generate(ChatRequest(messages=_user("Compute 3 + 4."), config=GenerateConfig(temperature=0.0)))
+        [out] = await backend.generate(
+            ChatRequest(messages=_user("Compute 3 + 4."), config=GenerateConfig(temperature=0.0))
+        )
         assert out.prompt_tokens + out.completion_tokens <= 48
     finally:
         backend.close()
@@ -77,7 +81,11 @@ async def test_max_tokens_must_fit_beside_the_prompt_and_the_default_is_cut(tiny
 async def test_a_batch_records_the_overflow_as_a_context_error_not_retried(short_backend, tmp_path):
     source = tmp_path / "in.jsonl"
     items = [
-        {"id": "short", "problem": "Show that n^2 + n is even.", "proof": "n^2 + n = n(n + 1), a product of consecutive integers."},
+        {
+            "id": "short",
+            "problem": "Show that n^2 + n is even.",
+            "proof": "n^2 + n = n(n + 1), a product of consecutive integers.",
+        },
         {"id": "long", "problem": "Show that n^2 + n is even.", "proof": LONG},
     ]
     source.write_text("".join(json.dumps(item) + "\n" for item in items))
@@ -103,10 +111,14 @@ async def test_smollm2_refuses_a_prompt_past_8192_tokens_at_once(smol_backend):
     before = (smol_backend.stats.batches, smol_backend.stats.scoring_passes)
     started = time.monotonic()
     with pytest.raises(ContextLengthError, match=r"8192-token context.*: (\d+) prompt tokens") as info:
-        await smol_backend.sequence_logprobs([*_user(long), ChatMessage(role="assistant", content="\\boxed{")], ["0}", "1}"])
+        await smol_backend.sequence_logprobs(
+            [*_user(long), ChatMessage(role="assistant", content="\\boxed{")], ["0}", "1}"]
+        )
     assert int(str(info.value).split(": ")[-1].split()[0]) > 8192
     with pytest.raises(ContextLengthError):
-        await smol_backend.generate(ChatRequest(messages=_user(long), config=GenerateConfig(temperature=0.0, max_tokens=8)))
+        await smol_backend.generate(
+            ChatRequest(messages=_user(long), config=GenerateConfig(temperature=0.0, max_tokens=8))
+        )
     assert time.monotonic() - started < 10  # tokenising only: a forward pass over 10k tokens takes far longer on CPU
     assert (smol_backend.stats.batches, smol_backend.stats.scoring_passes) == before
 
@@ -119,11 +131,19 @@ def test_the_service_answers_the_overflow_as_openai_does(short_backend, tmp_path
 
     from proofcritic.server import ServerSettings, create_app
 
-    settings = ServerSettings(model=Model(short_backend, cache=None), db_path=tmp_path / "jobs.sqlite",
-                              config=GenerateConfig(temperature=0.0, max_tokens=8))
+    settings = ServerSettings(
+        model=Model(short_backend, cache=None),
+        db_path=tmp_path / "jobs.sqlite",
+        config=GenerateConfig(temperature=0.0, max_tokens=8),
+    )
     with TestClient(create_app(settings)) as client:
-        answer = client.post("/v1/chat/completions", json={
-            "model": "proofcritic/grade", "messages": [{"role": "user", "content": f"Show it.\n## Proof\n{LONG}"}]})
+        answer = client.post(
+            "/v1/chat/completions",
+            json={
+                "model": "proofcritic/grade",
+                "messages": [{"role": "user", "content": f"Show it.\n## Proof\n{LONG}"}],
+            },
+        )
         assert answer.status_code == 400, answer.text
         error = answer.json()["error"]
         assert error["code"] == "context_length_exceeded" and f"{CONTEXT}-token context" in error["message"]

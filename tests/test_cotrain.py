@@ -43,16 +43,41 @@ def _config(tmp_path: Path, tiny_model_dir: Path) -> Path:
     import yaml
 
     _jsonl(tmp_path / "problems.jsonl", [{"id": "p1", "statement": STATEMENT}, {"id": "p2", "statement": OTHER}])
-    _jsonl(tmp_path / "dv.jsonl", [{"problem": STATEMENT, "proof": PROOF, "score": 1},
-                                   {"problem": OTHER, "proof": "It is obvious.", "score": 0}])
-    _jsonl(tmp_path / "dmv.jsonl", [{"problem": STATEMENT, "proof": PROOF, "analysis": "Complete.", "meta_score": 1},
-                                    {"problem": STATEMENT, "proof": "obvious", "analysis": "Fine.", "meta_score": 0}])
-    grpo = {"use_cpu": True, "bf16": False, "max_steps": 1, "logging_steps": 1, "learning_rate": 1e-2, "save_strategy": "no",
-                "report_to": "none", "seed": 0, "entropy_coef": 1.0, "num_generations": 2, "per_device_train_batch_size": 2,
-                "max_completion_length": 8, "reward_model_max_tokens": 8}
-    config = {"base_model": str(tiny_model_dir), "problems": "problems.jsonl", "dv": "dv.jsonl", "dmv": "dmv.jsonl",
-                  "grpo": grpo, "sample": {"n": 2, "max_tokens": 8, "keep_invalid": True, "concurrency": 2},
-                  "label": {"n": 1, "m": 1, "k": 1, "max_tokens": 8, "concurrency": 2}}
+    _jsonl(
+        tmp_path / "dv.jsonl",
+        [{"problem": STATEMENT, "proof": PROOF, "score": 1}, {"problem": OTHER, "proof": "It is obvious.", "score": 0}],
+    )
+    _jsonl(
+        tmp_path / "dmv.jsonl",
+        [
+            {"problem": STATEMENT, "proof": PROOF, "analysis": "Complete.", "meta_score": 1},
+            {"problem": STATEMENT, "proof": "obvious", "analysis": "Fine.", "meta_score": 0},
+        ],
+    )
+    grpo = {
+        "use_cpu": True,
+        "bf16": False,
+        "max_steps": 1,
+        "logging_steps": 1,
+        "learning_rate": 1e-2,
+        "save_strategy": "no",
+        "report_to": "none",
+        "seed": 0,
+        "entropy_coef": 1.0,
+        "num_generations": 2,
+        "per_device_train_batch_size": 2,
+        "max_completion_length": 8,
+        "reward_model_max_tokens": 8,
+    }
+    config = {
+        "base_model": str(tiny_model_dir),
+        "problems": "problems.jsonl",
+        "dv": "dv.jsonl",
+        "dmv": "dmv.jsonl",
+        "grpo": grpo,
+        "sample": {"n": 2, "max_tokens": 8, "keep_invalid": True, "concurrency": 2},
+        "label": {"n": 1, "m": 1, "k": 1, "max_tokens": 8, "concurrency": 2},
+    }
     path = tmp_path / "cotrain.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
@@ -116,8 +141,21 @@ def test_cotrain_iteration_then_crash_and_resume(tmp_path, tiny_model_dir):
     # a real crash: SIGKILL the CLI once iter_2/sample has started (verifier and generator done by then)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "proofcritic.cli._cotrain", "--config", str(config), "--workdir", str(work),
-         "--iterations", "2"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "proofcritic.cli._cotrain",
+            "--config",
+            str(config),
+            "--workdir",
+            str(work),
+            "--iterations",
+            "2",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline and process.poll() is None:
@@ -161,17 +199,42 @@ def test_rft_trains_on_the_best_samples(tmp_path, warm_model_dir):
 
     statements = [r["problem"] for r in SAMPLE_RECORDS["generator"]]
     _jsonl(tmp_path / "problems.jsonl", [{"id": f"p{i}", "statement": s} for i, s in enumerate(statements, 1)])
-    grpo = {"use_cpu": True, "bf16": False, "max_steps": 1, "logging_steps": 1, "learning_rate": 1e-5,
-            "save_strategy": "no", "report_to": "none", "seed": 0, "num_generations": 2,
-            "per_device_train_batch_size": 2, "max_completion_length": 128, "reward_model_max_tokens": 96}
-    sft = {"use_cpu": True, "bf16": False, "max_steps": 2, "logging_steps": 1, "learning_rate": 1e-3,
-           "save_strategy": "no", "report_to": "none", "seed": 0, "per_device_train_batch_size": 2,
-           "max_length": 2048}
-    config = {"base_model": str(warm_model_dir), "problems": "problems.jsonl",
-              "dv": str(write_sample_data(tmp_path, "verifier")), "grpo": grpo, "verifier_meta_reward": False,
-              "sample": {"n": 2, "max_tokens": 128, "temperature": 0.0, "top_p": None, "concurrency": 2},
-              "label": {"n": 2, "m": 1, "k": 1, "max_tokens": 96, "temperature": 0.0, "concurrency": 2},
-              "rft": {"enabled": True, "min_label": 0.5, "sft": sft}}
+    grpo = {
+        "use_cpu": True,
+        "bf16": False,
+        "max_steps": 1,
+        "logging_steps": 1,
+        "learning_rate": 1e-5,
+        "save_strategy": "no",
+        "report_to": "none",
+        "seed": 0,
+        "num_generations": 2,
+        "per_device_train_batch_size": 2,
+        "max_completion_length": 128,
+        "reward_model_max_tokens": 96,
+    }
+    sft = {
+        "use_cpu": True,
+        "bf16": False,
+        "max_steps": 2,
+        "logging_steps": 1,
+        "learning_rate": 1e-3,
+        "save_strategy": "no",
+        "report_to": "none",
+        "seed": 0,
+        "per_device_train_batch_size": 2,
+        "max_length": 2048,
+    }
+    config = {
+        "base_model": str(warm_model_dir),
+        "problems": "problems.jsonl",
+        "dv": str(write_sample_data(tmp_path, "verifier")),
+        "grpo": grpo,
+        "verifier_meta_reward": False,
+        "sample": {"n": 2, "max_tokens": 128, "temperature": 0.0, "top_p": None, "concurrency": 2},
+        "label": {"n": 2, "m": 1, "k": 1, "max_tokens": 96, "temperature": 0.0, "concurrency": 2},
+        "rft": {"enabled": True, "min_label": 0.5, "sft": sft},
+    }
     path = tmp_path / "cotrain.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     work = tmp_path / "work"
@@ -187,8 +250,9 @@ def test_rft_trains_on_the_best_samples(tmp_path, warm_model_dir):
 
     rows = _rows(rft / manifest["outputs"]["rft_rows"])
     assert len(rows) == manifest["outputs"]["rows"] > 0
-    assert manifest["outputs"]["rows_by_role"] == {role: sum(r["role"] == role for r in rows)
-                                                   for role in ("generator", "verifier")}
+    assert manifest["outputs"]["rows_by_role"] == {
+        role: sum(r["role"] == role for r in rows) for role in ("generator", "verifier")
+    }
     assert len({json.dumps([r["prompt"], r["completion"]]) for r in rows}) == len(rows)  # no duplicates
     labels = [r for r in _rows(work / "iter_2" / "label" / "labels.jsonl") if r["status"] == "labeled"]
     assert labels and {r["role"] for r in rows} == {"generator", "verifier"}
@@ -200,8 +264,10 @@ def test_rft_trains_on_the_best_samples(tmp_path, warm_model_dir):
         if row["role"] == "generator":  # a best-labeled generation, in a form the generator's parser reads
             generation = parse_generation(text)
             assert generation.format_ok, (generation.format_error, text)
-            assert any(r["proof"].strip() == generation.proof.strip() and r["label"] == best[r["problem"]["id"]]
-                       for r in labels)
+            assert any(
+                r["proof"].strip() == generation.proof.strip() and r["label"] == best[r["problem"]["id"]]
+                for r in labels
+            )
         else:  # an analysis whose score equals its proof's label
             verification = parse_verification(text)
             assert verification.format_ok and verification.score in {r["label"] for r in labels}

@@ -160,8 +160,7 @@ async def test_without_stop_support_the_turn_is_cut_after_the_block(pool):
     def script(call):
         messages = turns(call)
         if len(messages) == 1:
-            return (f"{EVALUATION_MARKER}\n\n```python\nprint(2**10)\n```\nOutput: 999\n\n"
-                    f"{SCORE_MARKER}\n\\boxed{{1}}")
+            return f"{EVALUATION_MARKER}\n\n```python\nprint(2**10)\n```\nOutput: 999\n\n{SCORE_MARKER}\n\\boxed{{1}}"
         assert "999" not in messages[1].content and messages[1].content.endswith("print(2**10)\n```")
         assert "1024" in messages[2].content
         return verification_text(0, [("Step 2", "Critical Error", "2^10 is 1024")]).replace(EVALUATION_MARKER, "")
@@ -238,7 +237,8 @@ async def test_repair_stops_when_the_proof_passes(pool):
 async def test_repair_stops_when_the_proof_is_unchanged(pool):
     backend = repair_script([0], ["PROOF-1", "  PROOF-1\n"])
     result = await CriticStrategy(tool_objects=[PythonTool(pool)], max_tool_calls=1).solve(
-        PROBLEM, Roles.from_models(Model(backend)))
+        PROBLEM, Roles.from_models(Model(backend))
+    )
     assert result.stop_reason.startswith("proof unchanged at round 2")
     assert [s["step"] for s in result.transcript] == ["generate", "critique", "revise", "critique", "revise"]
     assert result.proof == "PROOF-1"  # ties go to the latest critiqued proof
@@ -248,7 +248,8 @@ async def test_repair_stops_when_the_proof_is_unchanged(pool):
 async def test_repair_stops_after_max_rounds(pool):
     backend = repair_script([0, 0.5, 0, 0, 0, 0], [f"PROOF-{i}" for i in range(1, 10)])
     result = await CriticStrategy(tool_objects=[PythonTool(pool)], max_tool_calls=1).solve(
-        PROBLEM, Roles.from_models(Model(backend)))
+        PROBLEM, Roles.from_models(Model(backend))
+    )
     assert result.stop_reason.startswith("max rounds (4) reached")
     assert result.rounds == 4
     assert sum(1 for s in result.transcript if s["step"] == "revise") == 4
@@ -389,7 +390,8 @@ async def test_unusable_revision_keeps_the_proof_and_retries_with_a_new_seed(poo
 
     backend = ScriptedBackend(script)
     result = await CriticStrategy(tool_objects=[PythonTool(pool)], max_tool_calls=1).solve(
-        PROBLEM, Roles.from_models(Model(backend)))
+        PROBLEM, Roles.from_models(Model(backend))
+    )
     steps = [s["step"] for s in result.transcript]
     assert steps == ["generate", "critique", "revise", "revision_unusable", "revise", "critique"]
     assert len(set(seeds)) == 2 and result.proof == "PROOF-OK" and result.stop_reason == "passed at round 2"

@@ -49,8 +49,12 @@ def _calls(stderr: str) -> tuple[int, int]:
 
 async def test_smollm2_writes_code_that_runs_and_gets_its_output(smol_backend, code_prompts):
     model = Model(smol_backend)
-    verifier = Verifier(model, prompts=PromptSet.load(code_prompts),
-                        config=GenerateConfig(temperature=0, max_tokens=40), score_mode="auto")
+    verifier = Verifier(
+        model,
+        prompts=PromptSet.load(code_prompts),
+        config=GenerateConfig(temperature=0, max_tokens=40),
+        score_mode="auto",
+    )
     critic = CriticVerifier(verifier, [PythonTool(timeout=20)], max_tool_calls=1)
     try:
         [v] = await critic.verify(Problem(statement="Compute 17 * 23."), "It is 391.")
@@ -72,20 +76,43 @@ def test_grade_with_tools_on_smollm2(smollm2_dir, code_prompts, tmp_path):
     """``grade --tools python`` keeps the tool transcript in the JSON; without --tools the
     output has no tool_calls key at all."""
     runner = CliRunner()
-    base = ["grade", "--problem", str(EXAMPLES / "problem.md"), "--proof", str(EXAMPLES / "proof_correct.md"),
-            "--json", "--cache", str(tmp_path / "c.sqlite"), "--max-tokens", "40", "--temperature", "0",
-            "--score-mode", "text"]
-    tooled = runner.invoke(app, [*base, "--prompts", str(code_prompts), "--tools", "python",
-                                 "--max-tool-calls", "1"], catch_exceptions=False)
+    base = [
+        "grade",
+        "--problem",
+        str(EXAMPLES / "problem.md"),
+        "--proof",
+        str(EXAMPLES / "proof_correct.md"),
+        "--json",
+        "--cache",
+        str(tmp_path / "c.sqlite"),
+        "--max-tokens",
+        "40",
+        "--temperature",
+        "0",
+        "--score-mode",
+        "text",
+    ]
+    tooled = runner.invoke(
+        app,
+        [*base, "--prompts", str(code_prompts), "--tools", "python", "--max-tool-calls", "1"],
+        catch_exceptions=False,
+    )
     # exit status 1 when the verification wrote no score (SmolLM2 rarely does): no verdict
     assert tooled.exit_code == (0 if json.loads(tooled.stdout)["aggregate"]["valid"] else 1), tooled.output
     [v] = json.loads(tooled.stdout)["verifications"]
     assert [c["stdout"].strip() for c in v["tool_calls"]] == ["391"]
     assert _calls(tooled.stderr) == (2, 0)
-    again = runner.invoke(app, [*base, "--prompts", str(code_prompts), "--tools", "python",
-                                "--max-tool-calls", "1"], catch_exceptions=False)
+    again = runner.invoke(
+        app,
+        [*base, "--prompts", str(code_prompts), "--tools", "python", "--max-tool-calls", "1"],
+        catch_exceptions=False,
+    )
     [w] = json.loads(again.stdout)["verifications"]
-    assert _calls(again.stderr) == (0, 2) and w["raw"] == v["raw"] and w["tool_calls"][0]["code"] == v["tool_calls"][0]["code"]
+    assert (
+        _calls(again.stderr) == (0, 2)
+        and w["raw"] == v["raw"]
+        and w["tool_calls"][0]["code"] == v["tool_calls"][0]["code"]
+    )
     plain = runner.invoke(app, [*base, "--max-tokens", "16"], catch_exceptions=False)
     assert plain.exit_code == (0 if json.loads(plain.stdout)["aggregate"]["valid"] else 1), plain.output
     assert "tool_calls" not in json.loads(plain.stdout)["verifications"][0]
@@ -96,11 +123,33 @@ def test_grade_with_tools_on_smollm2(smollm2_dir, code_prompts, tmp_path):
 def test_solve_critic_on_smollm2(smollm2_dir, tmp_path):
     """``solve --strategy critic`` with one round: generate, critique (with tools offered),
     revise, and a stop rule."""
-    result = CliRunner().invoke(app, [
-        "solve", "--problem", str(EXAMPLES / "problem.md"), "--strategy", "critic", "--max-rounds", "1",
-        "--max-tool-calls", "1", "--keep-invalid", "--json", "--cache", str(tmp_path / "c.sqlite"),
-        "--max-tokens", "16", "--temperature", "0.8", "--seed", "1", "--score-mode", "text",
-    ], catch_exceptions=False)
+    result = CliRunner().invoke(
+        app,
+        [
+            "solve",
+            "--problem",
+            str(EXAMPLES / "problem.md"),
+            "--strategy",
+            "critic",
+            "--max-rounds",
+            "1",
+            "--max-tool-calls",
+            "1",
+            "--keep-invalid",
+            "--json",
+            "--cache",
+            str(tmp_path / "c.sqlite"),
+            "--max-tokens",
+            "16",
+            "--temperature",
+            "0.8",
+            "--seed",
+            "1",
+            "--score-mode",
+            "text",
+        ],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["strategy"] == "critic"

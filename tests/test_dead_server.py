@@ -156,7 +156,9 @@ async def test_the_breaker_opens_only_when_every_endpoint_fails():
             results = await asyncio.gather(*(model.generate(_request(f"q{i}")) for i in range(20)))
             assert all(r[0].text == "ok" for r in results) and model.breaker.state == "closed"
             alive.always(malformed_json())
-            outcomes = await asyncio.gather(*(model.generate(_request(f"r{i}")) for i in range(4)), return_exceptions=True)
+            outcomes = await asyncio.gather(
+                *(model.generate(_request(f"r{i}")) for i in range(4)), return_exceptions=True
+            )
         finally:
             await model.aclose()
     assert any(isinstance(o, CircuitOpenError) for o in outcomes) and model.breaker.state == "open"
@@ -175,10 +177,12 @@ def _model_args(server: FaultServer, *more: str) -> list[str]:
 
 
 def _batch(path: Path, count: int) -> Path:
-    path.write_text("".join(
-        json.dumps({"id": f"p{i}", "problem": f"Show that {i} + 1 > {i}.", "proof": "Add 1 to both sides."}) + "\n"
-        for i in range(count)
-    ))
+    path.write_text(
+        "".join(
+            json.dumps({"id": f"p{i}", "problem": f"Show that {i} + 1 > {i}.", "proof": "Add 1 to both sides."}) + "\n"
+            for i in range(count)
+        )
+    )
     return path
 
 
@@ -230,7 +234,9 @@ def test_the_summary_says_a_failing_single_endpoint_is_down():
                 await model.aclose()
 
     (line,) = asyncio.run(run())
-    assert "6 requests, 6 failed" in line and "down (6 of 6 requests failed, none answered; last error: connection" in line
+    assert (
+        "6 requests, 6 failed" in line and "down (6 of 6 requests failed, none answered; last error: connection" in line
+    )
 
 
 # -- --timeout --------------------------------------------------------------------------------------
@@ -241,8 +247,17 @@ def test_timeout_option_cuts_a_slow_request_and_the_retry_answers(tmp_path):
         server.push(slow(8))  # the first request hangs; the retry is answered at once
         started = time.monotonic()
         result = _cli(
-            "grade", "--problem", str(EXAMPLES / "problem.md"), "--proof", str(EXAMPLES / "proof_correct.md"),
-            "--score-mode", "text", "--no-cache", "--timeout", "1", *_model_args(server),
+            "grade",
+            "--problem",
+            str(EXAMPLES / "problem.md"),
+            "--proof",
+            str(EXAMPLES / "proof_correct.md"),
+            "--score-mode",
+            "text",
+            "--no-cache",
+            "--timeout",
+            "1",
+            *_model_args(server),
         )
         elapsed = time.monotonic() - started
         # the answer ("ok") writes no score: no verdict, exit status 1; the point is the timing
@@ -254,7 +269,9 @@ def test_timeout_option_cuts_a_slow_request_and_the_retry_answers(tmp_path):
 async def test_a_timed_out_request_fails_after_the_timeout_set_on_the_model():
     with FaultServer() as server:
         server.always(slow(10))
-        model = Model(OpenAIBackend("served-model", base_url=server.url, api_key="k"), retry=RetryPolicy(max_attempts=1))
+        model = Model(
+            OpenAIBackend("served-model", base_url=server.url, api_key="k"), retry=RetryPolicy(max_attempts=1)
+        )
         try:
             model.set_timeout(0.5)
             started = time.monotonic()
@@ -298,8 +315,20 @@ def _usage_numbers(stderr: str) -> tuple[int, int, int, int]:
 
 def test_auto_read_out_against_a_server_without_prompt_logprobs_is_tried_once(tmp_path):
     cache = str(tmp_path / "c.sqlite")
-    grade = ["grade", "--problem", str(EXAMPLES / "problem.md"), "--proof", str(EXAMPLES / "proof_flawed.md"),
-             "-n", "3", "--score-mode", "auto", "--json", "--cache", cache]
+    grade = [
+        "grade",
+        "--problem",
+        str(EXAMPLES / "problem.md"),
+        "--proof",
+        str(EXAMPLES / "proof_flawed.md"),
+        "-n",
+        "3",
+        "--score-mode",
+        "auto",
+        "--json",
+        "--cache",
+        cache,
+    ]
     with FaultServer() as server:  # answers "ok": no written score, and no prompt_logprobs
         first = _cli(*grade, *_model_args(server))
         assert first.exit_code == 1, first.stderr  # no score written nor read out: no verdict
@@ -309,9 +338,16 @@ def test_auto_read_out_against_a_server_without_prompt_logprobs_is_tried_once(tm
         assert all(v["score"] is None for v in data["verifications"])
         prompt, completion = server.served_tokens
         assert _usage_numbers(first.stderr) == (2, 0, prompt, completion)
-        assert {k: data["usage"][k] for k in ("calls", "cached_calls", "prompt_tokens", "completion_tokens",
-                                              "readout_calls")} == {
-            "calls": 2, "cached_calls": 0, "prompt_tokens": prompt, "completion_tokens": completion, "readout_calls": 1}
+        assert {
+            k: data["usage"][k]
+            for k in ("calls", "cached_calls", "prompt_tokens", "completion_tokens", "readout_calls")
+        } == {
+            "calls": 2,
+            "cached_calls": 0,
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "readout_calls": 1,
+        }
 
         server.reset()  # the same command again: the answers come from the cache, the read-out is asked once
         second = _cli(*grade, *_model_args(server))
@@ -321,15 +357,30 @@ def test_auto_read_out_against_a_server_without_prompt_logprobs_is_tried_once(tm
         assert _usage_numbers(second.stderr) == (1, 1, prompt, completion)
         usage = json.loads(second.stdout)["usage"]
         assert (usage["calls"], usage["cached_calls"], usage["prompt_tokens"], usage["completion_tokens"]) == (
-            1, 1, prompt, completion)  # the cached answer's tokens are not counted again
+            1,
+            1,
+            prompt,
+            completion,
+        )  # the cached answer's tokens are not counted again
 
 
 def test_batch_records_and_the_summary_count_what_the_server_saw(tmp_path):
     source, output = _batch(tmp_path / "in.jsonl", 6), tmp_path / "out.jsonl"
     with FaultServer() as server:
         server.push(drop_connection(), malformed_json())  # two failed requests, retried
-        result = _cli("grade", "--input", str(source), "--output", str(output), "-n", "2", "--score-mode", "auto",
-                      "--no-cache", *_model_args(server))
+        result = _cli(
+            "grade",
+            "--input",
+            str(source),
+            "--output",
+            str(output),
+            "-n",
+            "2",
+            "--score-mode",
+            "auto",
+            "--no-cache",
+            *_model_args(server),
+        )
         assert result.exit_code == 0, result.stderr
         sent = len(server.chat_requests)
         assert sent == 6 + 2 + 1  # six requests of n=2, two retries, one read-out (before: 6 + 2 + 6 x 2 x 3)
@@ -337,7 +388,9 @@ def test_batch_records_and_the_summary_count_what_the_server_saw(tmp_path):
     assert _usage_numbers(result.stderr) == (sent, 0, prompt, completion)
     assert "the new calls include 2 failed and 1 likelihood read-outs" in " ".join(result.stderr.split())
     records = _records(output)
-    total = {k: sum(r["usage"][k] for r in records) for k in ("calls", "failed_calls", "prompt_tokens", "completion_tokens")}
+    total = {
+        k: sum(r["usage"][k] for r in records) for k in ("calls", "failed_calls", "prompt_tokens", "completion_tokens")
+    }
     assert total == {"calls": sent, "failed_calls": 2, "prompt_tokens": prompt, "completion_tokens": completion}
 
 
@@ -345,8 +398,21 @@ def test_label_records_count_what_the_server_saw(tmp_path):
     source = _batch(tmp_path / "in.jsonl", 3)
     output, review = tmp_path / "out.jsonl", tmp_path / "review.jsonl"
     with FaultServer() as server:
-        result = _cli("label", "--input", str(source), "--output", str(output), "--review", str(review),
-                      "-n", "2", "--score-mode", "auto", "--no-cache", *_model_args(server))
+        result = _cli(
+            "label",
+            "--input",
+            str(source),
+            "--output",
+            str(output),
+            "--review",
+            str(review),
+            "-n",
+            "2",
+            "--score-mode",
+            "auto",
+            "--no-cache",
+            *_model_args(server),
+        )
         assert result.exit_code == 0, result.stderr
         sent = len(server.chat_requests)
         assert sent == 3 + 1  # one verification request per proof, one read-out for the whole run
@@ -378,10 +444,16 @@ def test_the_service_shares_one_breaker_and_answers_503_while_it_is_open(tmp_pat
     with FaultServer() as server:
         server.always(drop_connection())
         model = Model(OpenAIBackend("served-model", base_url=server.url, api_key="k"), cache=None)
-        settings = ServerSettings(model_factory=lambda: model, db_path=tmp_path / "j.sqlite",
-                                  retry=RetryPolicy(max_attempts=4, initial_wait=0.01, jitter=0.0))
-        body = {"model": "proofcritic/grade", "proofcritic": {"score_mode": "text"},
-                "messages": [{"role": "user", "content": "Show that 1 + 1 = 2.\n## Proof\nTrivial."}]}
+        settings = ServerSettings(
+            model_factory=lambda: model,
+            db_path=tmp_path / "j.sqlite",
+            retry=RetryPolicy(max_attempts=4, initial_wait=0.01, jitter=0.0),
+        )
+        body = {
+            "model": "proofcritic/grade",
+            "proofcritic": {"score_mode": "text"},
+            "messages": [{"role": "user", "content": "Show that 1 + 1 = 2.\n## Proof\nTrivial."}],
+        }
         with TestClient(create_app(settings)) as client:
             answers = [client.post("/v1/chat/completions", json=body) for _ in range(3)]
         assert [a.status_code for a in answers] == [503, 503, 503]

@@ -42,8 +42,13 @@ def run_cli(args: list[str], capsys, monkeypatch) -> tuple[int, str, list[str]]:
 
 def _graded_file(path: Path, count: int) -> Path:
     rows = [
-        {"id": f"g{i}", "problem": f"Prove statement {i}.", "proof": f"Proof {i}.", "human_points": 7 * (i % 2),
-         "average_automatic_rating": 1.0 if i % 3 else 0.0}
+        {
+            "id": f"g{i}",
+            "problem": f"Prove statement {i}.",
+            "proof": f"Proof {i}.",
+            "human_points": 7 * (i % 2),
+            "average_automatic_rating": 1.0 if i % 3 else 0.0,
+        }
         for i in range(count)
     ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -56,8 +61,9 @@ def _graded_file(path: Path, count: int) -> Path:
 def test_from_recorded_names_the_missing_column_at_once(tmp_path, capsys, monkeypatch):
     data = _graded_file(tmp_path / "graded.jsonl", 4)
     run = tmp_path / "run"
-    code, _, err = run_cli(["eval", "grade", "--file", data, "--from-recorded", "nonsense_col", "--run", run],
-                           capsys, monkeypatch)
+    code, _, err = run_cli(
+        ["eval", "grade", "--file", data, "--from-recorded", "nonsense_col", "--run", run], capsys, monkeypatch
+    )
     assert code == 2 and len(err) == 1, err
     assert "'nonsense_col'" in err[0] and "average_automatic_rating" in err[0]
     assert not run.exists()  # nothing ran, no run folder
@@ -68,8 +74,14 @@ def test_from_recorded_names_the_missing_column_at_once(tmp_path, capsys, monkey
 
 def _rows(n: int) -> list[dict]:
     return [
-        {"human_points": 7.0 * (i % 2), "predicted_points": 7.0 * ((i // 2) % 2), "max_points": 7.0,
-         "human_correct": bool(i % 2), "predicted_correct": bool((i // 2) % 2), "meta": {"competition": "A"}}
+        {
+            "human_points": 7.0 * (i % 2),
+            "predicted_points": 7.0 * ((i // 2) % 2),
+            "max_points": 7.0,
+            "human_correct": bool(i % 2),
+            "predicted_correct": bool((i // 2) % 2),
+            "meta": {"competition": "A"},
+        }
         for i in range(n)
     ]
 
@@ -86,8 +98,11 @@ def test_metrics_on_too_few_items_carry_a_note():
 def test_a_tiny_eval_run_says_its_metrics_mean_little(tmp_path, capsys, monkeypatch):
     data = _graded_file(tmp_path / "graded.jsonl", 3)
     run = tmp_path / "run"
-    code, out, _ = run_cli(["eval", "grade", "--file", data, "--from-recorded", "average_automatic_rating",
-                            "--run", run], capsys, monkeypatch)
+    code, out, _ = run_cli(
+        ["eval", "grade", "--file", data, "--from-recorded", "average_automatic_rating", "--run", run],
+        capsys,
+        monkeypatch,
+    )
     assert code == 0
     summary = json.loads((run / "summary.json").read_text())
     assert summary["metrics"]["small_n"] is True
@@ -143,9 +158,30 @@ def test_solving_one_problem_without_a_valid_proof_exits_1(tmp_path, capsys, mon
 @pytest.mark.skipif(not (DATA / "dsmv2" / "inputs" / "IMO2025.json").exists(), reason="no shared data")
 def test_eval_solve_keep_invalid_reaches_the_strategy(tmp_path, capsys, monkeypatch, tiny_model_dir):
     run = tmp_path / "run"
-    code, _, err = run_cli(["eval", "solve", "--suite", "imo2025", "--limit", "1", "--verify-n", "0", "--keep-invalid",
-                            "--run", run, "--data-dir", DATA, "--model", f"transformers/{tiny_model_dir}",
-                            "--max-tokens", "8", "--no-cache"], capsys, monkeypatch)
+    code, _, err = run_cli(
+        [
+            "eval",
+            "solve",
+            "--suite",
+            "imo2025",
+            "--limit",
+            "1",
+            "--verify-n",
+            "0",
+            "--keep-invalid",
+            "--run",
+            run,
+            "--data-dir",
+            DATA,
+            "--model",
+            f"transformers/{tiny_model_dir}",
+            "--max-tokens",
+            "8",
+            "--no-cache",
+        ],
+        capsys,
+        monkeypatch,
+    )
     assert code == 0, err
     config = json.loads((run / "config.json").read_text())
     assert config["params"] == {"keep_invalid": True}
@@ -178,16 +214,36 @@ def test_lean_prove_without_init_is_a_setup_error(tmp_path, capsys, monkeypatch,
 
     source = tmp_path / "problems.jsonl"
     statement = "theorem two : 1 + 1 = 2 := sorry\n"
-    source.write_text("".join(
-        json.dumps({"id": i, "statement": "Show that 1 + 1 = 2.", "lean_statement": statement}) + "\n" for i in ("a", "b")
-    ))
+    source.write_text(
+        "".join(
+            json.dumps({"id": i, "statement": "Show that 1 + 1 = 2.", "lean_statement": statement}) + "\n"
+            for i in ("a", "b")
+        )
+    )
     out = tmp_path / "formal.jsonl"
     monkeypatch.setenv("PROOFCRITIC_LEAN", str(lean_bin))
     backend = Answers(lambda i, prompt: fenced(statement.replace("sorry", "rfl")))
     with TinyOpenAIServer(backend, "fixed") as server:
-        code, _, err = run_cli(["lean-prove", "--input", source, "--output", out, "--model", "openai/fixed",
-                                "--base-url", server.url, "--api-key", "x", "--no-cache", "--concurrency", "1"],
-                               capsys, monkeypatch)
+        code, _, err = run_cli(
+            [
+                "lean-prove",
+                "--input",
+                source,
+                "--output",
+                out,
+                "--model",
+                "openai/fixed",
+                "--base-url",
+                server.url,
+                "--api-key",
+                "x",
+                "--no-cache",
+                "--concurrency",
+                "1",
+            ],
+            capsys,
+            monkeypatch,
+        )
     assert code == 2 and err[-1].startswith("error: the Lean checker (lean) has no Init library"), err
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert records and all(r["error_kind"] == "setup" for r in records)  # not a failed proof; a rerun retries it
@@ -206,8 +262,15 @@ def _meta_files(tmp_path: Path, verifications: int) -> list[str]:
     (tmp_path / "proof.md").write_text("Let a = 2m and b = 2n. Then a + b = 2(m + n).\n")
     records = [parse_verification(verification_text(0.5)).model_dump(mode="json") for _ in range(verifications)]
     (tmp_path / "grade.json").write_text(json.dumps({"verifications": records}))
-    return ["meta-verify", "--problem", str(tmp_path / "problem.md"), "--proof", str(tmp_path / "proof.md"),
-            "--verification", str(tmp_path / "grade.json")]
+    return [
+        "meta-verify",
+        "--problem",
+        str(tmp_path / "problem.md"),
+        "--proof",
+        str(tmp_path / "proof.md"),
+        "--verification",
+        str(tmp_path / "grade.json"),
+    ]
 
 
 def test_meta_verify_asks_which_verification_of_several(tmp_path, capsys, monkeypatch):
@@ -231,11 +294,22 @@ def test_meta_verify_without_a_meta_score_exits_1_and_reads_one_out_when_asked(
     """The tiny model never writes the protocol: in the default score mode (text) no meta score,
     shown as such, exit status 1 with the reason; --score-mode auto reads one out by likelihood,
     marked as a read-out."""
-    args = [*_meta_files(tmp_path, 2), "--index", "2", "--model", f"transformers/{tiny_model_dir}",
-            "--max-tokens", "8", "--no-cache"]
+    args = [
+        *_meta_files(tmp_path, 2),
+        "--index",
+        "2",
+        "--model",
+        f"transformers/{tiny_model_dir}",
+        "--max-tokens",
+        "8",
+        "--no-cache",
+    ]
     code, out, err = run_cli(args, capsys, monkeypatch)
     assert code == 1 and "meta score — format failure" in out and "— (no meta score)" in out, (out, err)
-    assert err[-1].startswith("no meta score: every meta-verification failed the format") and "--score-mode auto" in err[-1]
+    assert (
+        err[-1].startswith("no meta score: every meta-verification failed the format")
+        and "--score-mode auto" in err[-1]
+    )
     code, out, err = run_cli([*args, "--score-mode", "auto", "-n", "2", "--json"], capsys, monkeypatch)
     assert code == 0, err
     data = json.loads(out)
@@ -255,7 +329,10 @@ async def test_meta_verifier_read_outs_continue_after_its_own_marker():
     def likelihood(text: str) -> float:  # the model likes "1}" best
         return 0.0 if text.endswith("1}") and not text.endswith(".1}") else -3.0
 
-    problem, verification = Problem(id="p", statement="Prove it."), Verification(raw="Fine.", analysis="Fine.", score=1.0)
+    problem, verification = (
+        Problem(id="p", statement="Prove it."),
+        Verification(raw="Fine.", analysis="Fine.", score=1.0),
+    )
     unmarked = ScriptedBackend(lambda call: "The analysis looks careful.", likelihood=likelihood)
     [text_mode] = await MetaVerifier(Model(unmarked)).meta_verify(problem, "proof", verification)
     assert text_mode.score is None and not text_mode.format_ok and unmarked.scored == []  # text: no read-out

@@ -69,12 +69,27 @@ def _get_json(url: str) -> dict:
 
 def test_vllm_command_line():
     cmd = engine_command(
-        "vllm", "org/model", port=8123, python="/venv/bin/python", served_model_name="m",
+        "vllm",
+        "org/model",
+        port=8123,
+        python="/venv/bin/python",
+        served_model_name="m",
         extra_args=["--tensor-parallel-size", "2"],
     )
     assert cmd == [
-        "/venv/bin/python", "-m", "vllm.entrypoints.openai.api_server", "--model", "org/model",
-        "--host", "127.0.0.1", "--port", "8123", "--served-model-name", "m", "--tensor-parallel-size", "2",
+        "/venv/bin/python",
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        "org/model",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "8123",
+        "--served-model-name",
+        "m",
+        "--tensor-parallel-size",
+        "2",
     ]
 
 
@@ -93,9 +108,14 @@ def test_python_from_environment(monkeypatch, tmp_path):
 def test_sglang_waits_for_health_and_stops_the_whole_group(sglang_path, tmp_path):
     record = tmp_path / "record.jsonl"
     server = EngineServer(
-        "sglang", "org/some-model", port=0, python=sys.executable, served_model_name="critic",
+        "sglang",
+        "org/some-model",
+        port=0,
+        python=sys.executable,
+        served_model_name="critic",
         extra_args=["--tp", "2", "--standin-delay", "1.5", "--standin-record", str(record)],
-        env={"PYTHONPATH": sglang_path}, log_path=tmp_path / "engine.log",
+        env={"PYTHONPATH": sglang_path},
+        log_path=tmp_path / "engine.log",
     )
     server.start()
     started = time.monotonic()
@@ -105,8 +125,20 @@ def test_sglang_waits_for_health_and_stops_the_whole_group(sglang_path, tmp_path
         assert time.monotonic() - started >= 1.4
         first = _records(record)[0]
         assert first["argv"] == [
-            "--model-path", "org/some-model", "--host", "127.0.0.1", "--port", str(server.port),
-            "--served-model-name", "critic", "--tp", "2", "--standin-delay", "1.5", "--standin-record", str(record),
+            "--model-path",
+            "org/some-model",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(server.port),
+            "--served-model-name",
+            "critic",
+            "--tp",
+            "2",
+            "--standin-delay",
+            "1.5",
+            "--standin-record",
+            str(record),
         ]
         assert first["engine_flags"] == ["--tp", "2"]
         assert [m["id"] for m in _get_json(f"{server.base_url}/models")["data"]] == ["critic"]
@@ -121,7 +153,10 @@ def test_sglang_waits_for_health_and_stops_the_whole_group(sglang_path, tmp_path
 def test_engine_that_dies_reports_its_log(sglang_path, tmp_path):
     record = tmp_path / "record.jsonl"
     server = EngineServer(
-        "sglang", "org/m", port=0, python=sys.executable,
+        "sglang",
+        "org/m",
+        port=0,
+        python=sys.executable,
         extra_args=["--standin-mode", "crash", "--standin-delay", "0.3", "--standin-record", str(record)],
         env={"PYTHONPATH": sglang_path},
     )
@@ -134,7 +169,10 @@ def test_engine_that_dies_reports_its_log(sglang_path, tmp_path):
 def test_timeout_stops_the_engine_and_shows_the_log(sglang_path, tmp_path):
     record = tmp_path / "record.jsonl"
     server = EngineServer(
-        "sglang", "org/m", port=0, python=sys.executable,
+        "sglang",
+        "org/m",
+        port=0,
+        python=sys.executable,
         extra_args=["--standin-mode", "hang", "--standin-record", str(record)],
         env={"PYTHONPATH": sglang_path},
     )
@@ -176,13 +214,35 @@ def test_cli_prints_the_url_and_shuts_down_on_a_signal(sglang_path, tmp_path, si
     record = tmp_path / "record.jsonl"
     env = {**os.environ, "PYTHONPATH": sglang_path, "PROOFCRITIC_SGLANG_PYTHON": sys.executable}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "proofcritic", "serve-model", "--engine", "sglang", "--model", "org/m",
-         "--port", "0", "--timeout", "60", "--", "--standin-delay", "0.5", "--standin-record", str(record)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "proofcritic",
+            "serve-model",
+            "--engine",
+            "sglang",
+            "--model",
+            "org/m",
+            "--port",
+            "0",
+            "--timeout",
+            "60",
+            "--",
+            "--standin-delay",
+            "0.5",
+            "--standin-record",
+            str(record),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
         url = _read_line(proc.stdout, 60).strip()
-        assert url.startswith("http://127.0.0.1:") and url.endswith("/v1"), proc.stderr.read() if proc.poll() is not None else url
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/v1"), (
+            proc.stderr.read() if proc.poll() is not None else url
+        )
         assert [m["id"] for m in _get_json(f"{url}/models")["data"]] == ["org/m"]
         first = _records(record)[0]
         proc.send_signal(sig)
@@ -198,9 +258,30 @@ def test_cli_prints_the_url_and_shuts_down_on_a_signal(sglang_path, tmp_path, si
 def test_cli_reports_an_engine_failure(sglang_path, tmp_path):
     env = {**os.environ, "PYTHONPATH": sglang_path}
     done = subprocess.run(
-        [sys.executable, "-m", "proofcritic", "serve-model", "-e", "sglang", "-m", "org/m", "--port", "0",
-         "--python", sys.executable, "--", "--standin-mode", "crash", "--standin-delay", "0.2"],
-        check=False, capture_output=True, text=True, env=env, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "proofcritic",
+            "serve-model",
+            "-e",
+            "sglang",
+            "-m",
+            "org/m",
+            "--port",
+            "0",
+            "--python",
+            sys.executable,
+            "--",
+            "--standin-mode",
+            "crash",
+            "--standin-delay",
+            "0.2",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
     assert done.returncode == 2
     assert done.stdout == ""  # no URL for a server that never came up
@@ -234,10 +315,14 @@ async def test_real_sglang_on_a_gpu(tmp_path):
         model = get_model(f"sglang/{server.model_name}", base_url=server.base_url, cache=False)
         messages = [ChatMessage(role="user", content="Is 91 prime? Answer in one word.")]
         try:
-            sampled = await model.generate(ChatRequest(
-                messages=messages, config=GenerateConfig(n=4, temperature=1.0, max_tokens=16)))
-            guided = await model.generate(ChatRequest(
-                messages=messages, config=GenerateConfig(n=3, temperature=1.0, max_tokens=8, choices=["yes", "no"])))
+            sampled = await model.generate(
+                ChatRequest(messages=messages, config=GenerateConfig(n=4, temperature=1.0, max_tokens=16))
+            )
+            guided = await model.generate(
+                ChatRequest(
+                    messages=messages, config=GenerateConfig(n=3, temperature=1.0, max_tokens=8, choices=["yes", "no"])
+                )
+            )
         finally:
             await model.aclose()
     assert len(sampled) == 4 and model.usage.calls == 2

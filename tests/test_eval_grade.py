@@ -42,7 +42,9 @@ def dsmv2_items() -> list[GradeItem]:
             items.append(
                 GradeItem(
                     id=f"{name}-{line}",
-                    problem=Problem(id=f"{name}-{record['problem_idx']}", statement=record["question"], max_points=scale),
+                    problem=Problem(
+                        id=f"{name}-{record['problem_idx']}", statement=record["question"], max_points=scale
+                    ),
                     proof=prediction["proof"],
                     human_points=prediction["human_rating"],
                     meta={"competition": name, "model_id": "DeepSeekMath-V2"},
@@ -55,7 +57,9 @@ def dsmv2_items() -> list[GradeItem]:
 async def test_dsmv2_published_numbers_from_recorded_grades(tmp_path):
     items = dsmv2_items()
     assert len(items) == 84
-    summary = await eval_grade(items, RunFolder(tmp_path / "run"), from_recorded="average_automatic_rating", n_resamples=200)
+    summary = await eval_grade(
+        items, RunFolder(tmp_path / "run"), from_recorded="average_automatic_rating", n_resamples=200
+    )
     metrics = summary["metrics"]
     assert summary["counts"]["scored"] == 84 and summary["counts"]["errors"] == 0
     assert summary["usage"]["calls"] == 0  # no model involved
@@ -64,7 +68,10 @@ async def test_dsmv2_published_numbers_from_recorded_grades(tmp_path):
     # human points (CMO 0-21 next to IMO 0-7) gives 0.478, and points against points (the mean
     # times the scale against raw human points) gives 0.778.
     assert round(metrics["pearson"], 3) == 0.703
-    assert round(pearson([i.recorded["average_automatic_rating"] for i in items], [i.human_points for i in items]), 3) == 0.478
+    assert (
+        round(pearson([i.recorded["average_automatic_rating"] for i in items], [i.human_points for i in items]), 3)
+        == 0.478
+    )
     assert round(metrics["pearson_points"], 3) == 0.778
     # "all 64 passed" (recorded mean == 1) on 72 proofs, 65 of them with full human points;
     # every full-points proof is among them (recall 65/65)
@@ -93,7 +100,9 @@ async def test_dsmv2_through_load_suite_if_available(tmp_path):
         pytest.skip("load_suite is not there yet")
     items = load_suite("dsmv2-human")
     assert len(items) == 84
-    summary = await eval_grade(items, RunFolder(tmp_path / "run"), from_recorded="average_automatic_rating", n_resamples=50)
+    summary = await eval_grade(
+        items, RunFolder(tmp_path / "run"), from_recorded="average_automatic_rating", n_resamples=50
+    )
     assert round(summary["metrics"]["pearson"], 3) == 0.703
     assert summary["metrics"]["precision"] == pytest.approx(65 / 72)
     assert set(summary["metrics"]["breakdowns"]["competition"]) == set(FILES)
@@ -126,8 +135,13 @@ def _script(call):
 def scripted_items() -> list[GradeItem]:
     def item(k: int, human: float, max_points: float = 7, competition: str = "imo", model_id: str = "m1") -> GradeItem:
         problem = Problem(id=f"p{k}", statement=f"Problem {k}: prove that 1 + 1 = 2.", max_points=max_points)
-        return GradeItem(id=f"g{k}", problem=problem, proof=f"Proof P{k}. By definition.", human_points=human,
-                         meta={"competition": competition, "model_id": model_id})
+        return GradeItem(
+            id=f"g{k}",
+            problem=problem,
+            proof=f"Proof P{k}. By definition.",
+            human_points=human,
+            meta={"competition": competition, "model_id": model_id},
+        )
 
     return [item(1, 7), item(2, 0, model_id="m2"), item(3, 7), item(4, 10, max_points=10, competition="putnam")]
 
@@ -154,8 +168,14 @@ async def test_rules_on_the_scripted_model_and_resume(tmp_path, rule, expected):
     run = RunFolder(tmp_path / rule)
     progress = []
     summary = await eval_grade(
-        scripted_items(), run, verifier=verifier, meta_verifier=meta_verifier, n=3, rule=rule,
-        label_config=LabelConfig(n=3, m=1, k=1) if rule == "label" else None, n_resamples=50,
+        scripted_items(),
+        run,
+        verifier=verifier,
+        meta_verifier=meta_verifier,
+        n=3,
+        rule=rule,
+        label_config=LabelConfig(n=3, m=1, k=1) if rule == "label" else None,
+        n_resamples=50,
         on_progress=lambda stats: progress.append(stats.done),
     )
     records = {r["id"]: r for r in run.records()}
@@ -164,7 +184,11 @@ async def test_rules_on_the_scripted_model_and_resume(tmp_path, rule, expected):
         assert got == (None if score is None else pytest.approx(score)), (item_id, got)
     assert records["g2"]["predicted_points"] == pytest.approx(7 * expected["g2"])
     assert records["g1"]["verifications"][0] == {
-        "score": 1, "score_source": "text", "format_ok": True, "issues": 0, "issue_spans": [],
+        "score": 1,
+        "score_source": "text",
+        "format_ok": True,
+        "issues": 0,
+        "issue_spans": [],
         "raw": records["g1"]["verifications"][0]["raw"],
     }
     assert len(records["g2"]["verifications"]) == 3 and records["g2"]["verifications"][1]["issues"] == 1
@@ -186,8 +210,14 @@ async def test_rules_on_the_scripted_model_and_resume(tmp_path, rule, expected):
 
     calls = len(backend.calls)
     again = await eval_grade(
-        scripted_items(), run, verifier=verifier, meta_verifier=meta_verifier, n=3, rule=rule,
-        label_config=LabelConfig(n=3, m=1, k=1) if rule == "label" else None, n_resamples=50,
+        scripted_items(),
+        run,
+        verifier=verifier,
+        meta_verifier=meta_verifier,
+        n=3,
+        rule=rule,
+        label_config=LabelConfig(n=3, m=1, k=1) if rule == "label" else None,
+        n_resamples=50,
     )
     assert len(backend.calls) == calls  # resumed: every item was done, no new call
     assert again == summary
@@ -240,19 +270,32 @@ async def test_gradingbench_rows_get_the_four_bucket_metrics(tmp_path):
 
     from proofcritic.benchmarks import load_suite
 
-    columns = ["Grading ID", "Problem ID", "Problem", "Solution", "Grading guidelines", "Response", "Points",
-               "Reward", "Problem Source"]
+    columns = [
+        "Grading ID",
+        "Problem ID",
+        "Problem",
+        "Solution",
+        "Grading guidelines",
+        "Response",
+        "Points",
+        "Reward",
+        "Problem Source",
+    ]
     rows = [  # id, human bucket, the score the verifier writes
-        ("GB-1", "7", "Correct", 1), ("GB-2", "6", "Almost", 1), ("GB-3", "1", "Partial", 0),
-        ("GB-4", "0", "Incorrect", 0.5), ("GB-5", "0", "Incorrect", 0),
+        ("GB-1", "7", "Correct", 1),
+        ("GB-2", "6", "Almost", 1),
+        ("GB-3", "1", "Partial", 0),
+        ("GB-4", "0", "Incorrect", 0.5),
+        ("GB-5", "0", "Incorrect", 0),
     ]
     path = tmp_path / "gradingbench.csv"
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
         for gid, points, bucket, _ in rows:
-            writer.writerow([gid, "PB-1", "Show that 1 + 1 = 2.", "By definition.", "", f"Proof {gid}.", points,
-                             bucket, "Novel"])
+            writer.writerow(
+                [gid, "PB-1", "Show that 1 + 1 = 2.", "By definition.", "", f"Proof {gid}.", points, bucket, "Novel"]
+            )
     items = load_suite("imo-gradingbench", source=path)
     scores = {f"Proof {gid}.": score for gid, _, _, score in rows}
 

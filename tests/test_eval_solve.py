@@ -47,8 +47,9 @@ async def test_pass_best_and_agreement_on_a_hand_made_case(tmp_path):
     roles = Roles.from_models(Model(backend))
     run = RunFolder(tmp_path / "run")
     prices = {"m": {"prompt": 1.0, "completion": 2.0}}
-    summary = await eval_solve(_items(), run, roles=roles, strategy=SingleStrategy(verify_n=1), k=2, verify_n=2,
-                               prices=prices, model_name="m")
+    summary = await eval_solve(
+        _items(), run, roles=roles, strategy=SingleStrategy(verify_n=1), k=2, verify_n=2, prices=prices, model_name="m"
+    )
     # 2 problems x 2 samples: 1 generation + 1 verification by the strategy + 1 more verification
     assert backend.count("generate") == 4 and backend.count("verify") == 8
     records = {r["id"]: r for r in run.records()}
@@ -67,7 +68,8 @@ async def test_pass_best_and_agreement_on_a_hand_made_case(tmp_path):
     assert summary["k"] == 2 and summary["errors"] == 0 and summary["format_failures"] == 0
     tokens = summary["tokens"]
     assert tokens["total"] > 0 and summary["cost"]["total"] == pytest.approx(
-        tokens["prompt"] / 1e6 + 2 * tokens["completion"] / 1e6)
+        tokens["prompt"] / 1e6 + 2 * tokens["completion"] / 1e6
+    )
     assert json.loads(run.summary_path.read_text())["metrics"]["pass@k"]["value"] == 1.0
 
 
@@ -99,14 +101,21 @@ async def test_best_at_k_by_tournament(tmp_path):
 
     def script(call):
         if call.role == "compare":
-            shown_first = call.prompt[call.prompt.index("## Proof 1"):call.prompt.index("## Proof 2")]
+            shown_first = call.prompt[call.prompt.index("## Proof 1") : call.prompt.index("## Proof 2")]
             choice = 1 if re.search(r"PROOF-\w-1", shown_first) else 2  # the judge prefers sample 1's proof
             return f"Decided.\n{COMPARE_MARKER}\n\\boxed{{{choice}}}"
         return _script(call)
 
     backend = ScriptedBackend(script)
-    summary = await eval_solve(_items(), RunFolder(tmp_path / "run"), roles=Roles.from_models(Model(backend)),
-                               strategy=SingleStrategy(verify_n=0), k=2, verify_n=1, tournament="knockout")
+    summary = await eval_solve(
+        _items(),
+        RunFolder(tmp_path / "run"),
+        roles=Roles.from_models(Model(backend)),
+        strategy=SingleStrategy(verify_n=0),
+        k=2,
+        verify_n=1,
+        tournament="knockout",
+    )
     records = {r["id"]: r for r in map(json.loads, (tmp_path / "run" / "items.jsonl").read_text().splitlines())}
     assert records["a"]["tournament"]["winner"] == 1 and records["a"]["tournament"]["matches"] == 1
     assert backend.count("compare") == 4  # one match (two orders) per problem

@@ -62,10 +62,15 @@ def test_choices_are_validated_and_part_of_the_cache_key():
     with pytest.raises(ValidationError):
         GenerateConfig(choices=["a", "a"])
     assert "choices" not in GenerateConfig(temperature=1.0).model_dump()  # plain requests keep their old keys
+
     def key(config: GenerateConfig) -> str:
         return CompletionCache.request_key("id", QUESTION, config)
 
-    plain, guided, other = key(GenerateConfig()), key(GenerateConfig(choices=["0", "1"])), key(GenerateConfig(choices=["1", "0"]))
+    plain, guided, other = (
+        key(GenerateConfig()),
+        key(GenerateConfig(choices=["0", "1"])),
+        key(GenerateConfig(choices=["1", "0"])),
+    )
     assert len({plain, guided, other}) == 3
 
 
@@ -98,8 +103,10 @@ async def test_local_sampled_choices_follow_the_likelihoods(tiny_backend):
 
 
 async def test_local_batch_mixes_guided_and_plain_requests(tiny_backend):
-    plain = ChatRequest(messages=[ChatMessage(role="user", content="Compute 2 + 3.")],
-                        config=GenerateConfig(temperature=0.0, max_tokens=6))
+    plain = ChatRequest(
+        messages=[ChatMessage(role="user", content="Compute 2 + 3.")],
+        config=GenerateConfig(temperature=0.0, max_tokens=6),
+    )
     guided = _choice_request(["yes", "no"], temperature=0.0)
     out = await tiny_backend.generate_batch([plain, guided, plain])
     assert out[1][0].text in ("yes", "no")
@@ -107,8 +114,13 @@ async def test_local_batch_mixes_guided_and_plain_requests(tiny_backend):
 
 
 async def test_local_generation_continues_a_final_assistant_turn(tiny_backend):
-    messages = [ChatMessage(role="user", content="Prove it."), ChatMessage(role="assistant", content="Since the integer n")]
-    [out] = await tiny_backend.generate(ChatRequest(messages=messages, config=GenerateConfig(temperature=0.0, max_tokens=5)))
+    messages = [
+        ChatMessage(role="user", content="Prove it."),
+        ChatMessage(role="assistant", content="Since the integer n"),
+    ]
+    [out] = await tiny_backend.generate(
+        ChatRequest(messages=messages, config=GenerateConfig(temperature=0.0, max_tokens=5))
+    )
     continued = tiny_backend._encode(tiny_backend.render(messages, continue_final=True))
     assert out.prompt_tokens == len(continued)
     assert out.prompt_tokens < len(tiny_backend._encode(tiny_backend.render(messages)))  # no new turn opened
@@ -179,8 +191,11 @@ async def test_plain_openai_engine_raises_without_a_request(closing):
 
 
 def _verifier(backend, mode="guided", **config) -> Verifier:
-    return Verifier(Model(backend, cache=None), score_mode=mode,
-                    config=GenerateConfig(max_tokens=12, temperature=1.0, seed=3, **config))
+    return Verifier(
+        Model(backend, cache=None),
+        score_mode=mode,
+        config=GenerateConfig(max_tokens=12, temperature=1.0, seed=3, **config),
+    )
 
 
 async def test_verifier_guided_mode_over_http(tiny_server, tiny_backend, closing):
@@ -193,13 +208,17 @@ async def test_verifier_guided_mode_over_http(tiny_server, tiny_backend, closing
         assert v.score in SCORES and v.score_source == "guided" and v.score_distribution is None
     guided = [b for b in tiny_server.requests if "structured_outputs" in b]
     assert len(guided) == 2
-    for body, v in zip(sorted(guided, key=lambda b: b["messages"][-1]["content"]), sorted(results, key=lambda v: score_prefix(v.raw))):
+    for body, v in zip(
+        sorted(guided, key=lambda b: b["messages"][-1]["content"]), sorted(results, key=lambda v: score_prefix(v.raw))
+    ):
         assert body["structured_outputs"] == {"choice": ["0}", "0.5}", "1}"]}
         assert body["messages"][-1] == {"role": "assistant", "content": score_prefix(v.raw)}
         assert body["temperature"] == 0.0 and body["continue_final_message"] is True
         # the same choice the local model makes for the same continuation
         prefix = [*verifier.messages(PROBLEM, PROOF), ChatMessage(role="assistant", content=score_prefix(v.raw))]
-        [direct] = await tiny_backend.generate(ChatRequest(messages=prefix, config=GenerateConfig(choices=list(GUIDED_CHOICES), temperature=0.0)))
+        [direct] = await tiny_backend.generate(
+            ChatRequest(messages=prefix, config=GenerateConfig(choices=list(GUIDED_CHOICES), temperature=0.0))
+        )
         assert v.score == SCORES[GUIDED_CHOICES.index(direct.text)]
 
 
@@ -254,7 +273,11 @@ class _SaysGuided(Backend):
 
 
 async def test_the_verifier_asks_the_backend_what_it_supports():
-    for guided, sent, source, score in ((False, 0, "likelihood", 0.5), (None, 3, "guided", 1.0), (True, 3, "guided", 1.0)):
+    for guided, sent, source, score in (
+        (False, 0, "likelihood", 0.5),
+        (None, 3, "guided", 1.0),
+        (True, 3, "guided", 1.0),
+    ):
         backend = _SaysGuided(guided)
         results = await _verifier(backend).verify(PROBLEM, PROOF, n=3)
         assert backend.guided_requests == sent, guided

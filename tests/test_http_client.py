@@ -19,10 +19,12 @@ from proofcritic.llm._openai import OpenAIBackend
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self from Python 3.11
 
-_BODY = json.dumps({
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "fine"}, "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 3, "completion_tokens": 1},
-}).encode()
+_BODY = json.dumps(
+    {
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "fine"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1},
+    }
+).encode()
 
 
 class RawServer:
@@ -230,7 +232,8 @@ def test_the_lean_transport_does_not_load_aiohttp(transport):
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", _ONLY_LEAN, transport], capture_output=True, text=True, timeout=120,
-                          check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", _ONLY_LEAN, transport], capture_output=True, text=True, timeout=120, check=False
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["fine", str(transport == "aiohttp")]

@@ -63,9 +63,24 @@ def test_label_batch_with_a_bad_line_then_resume(run, smollm2_dir, tmp_path):
     source.write_text("\n".join([lines[0], "{this is not json", lines[1]]) + "\n")
     out, review = tmp_path / "labels.jsonl", tmp_path / "review.jsonl"
     args = [
-        "label", "--input", str(source), "--output", str(out), "--review", str(review),
-        "--n", "1", "--m", "1", "--k", "1", "--cache", str(tmp_path / "c.sqlite"), *SHORT,
-        "--score-mode", "auto",  # 16 tokens never hold a score: opt in to the likelihood read-out
+        "label",
+        "--input",
+        str(source),
+        "--output",
+        str(out),
+        "--review",
+        str(review),
+        "--n",
+        "1",
+        "--m",
+        "1",
+        "--k",
+        "1",
+        "--cache",
+        str(tmp_path / "c.sqlite"),
+        *SHORT,
+        "--score-mode",
+        "auto",  # 16 tokens never hold a score: opt in to the likelihood read-out
     ]
     first = run(*args, status=1)  # the bad line failed: exit status 1, after the output is written
     by_id = {r["id"]: r for r in _records(out)}
@@ -81,7 +96,9 @@ def test_label_batch_with_a_bad_line_then_resume(run, smollm2_dir, tmp_path):
     to_review = sorted(k for k in ("cubes-correct", "cubes-flawed") if by_id[k]["status"] == "review")
     assert sorted(r["id"] for r in _records(review)) == to_review
     assert "processed 3 item(s), 0 already done, 1 error record(s)" in first.stderr.replace("\n", " ")
-    assert first.stderr.strip().splitlines()[-1].startswith("1 of 3 items failed: input error: line 2 is not valid JSON")
+    assert (
+        first.stderr.strip().splitlines()[-1].startswith("1 of 3 items failed: input error: line 2 is not valid JSON")
+    )
     assert _calls(first.stderr)[0] > 0
 
     second = run(*args, status=1)
@@ -95,8 +112,16 @@ def test_meta_verify_from_raw_text_and_from_json(run, smollm2_dir, tmp_path):
     raw = tmp_path / "verification.txt"
     raw.write_text(verification_text(0, [("Among any two consecutive integers", "Critical Error", "false claim")]))
     common = [
-        "meta-verify", "--problem", str(EXAMPLES / "problem.md"), "--proof", str(EXAMPLES / "proof_flawed.md"),
-        "-n", "2", "--cache", str(tmp_path / "c.sqlite"), *SHORT,
+        "meta-verify",
+        "--problem",
+        str(EXAMPLES / "problem.md"),
+        "--proof",
+        str(EXAMPLES / "proof_flawed.md"),
+        "-n",
+        "2",
+        "--cache",
+        str(tmp_path / "c.sqlite"),
+        *SHORT,
     ]
     first = run(*common, "--verification", str(raw), status=1)  # 16 tokens hold no meta score: exit status 1
     out = first.stdout

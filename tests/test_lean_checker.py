@@ -45,7 +45,6 @@ AXIOM = prelude_file(
 )
 
 
-
 # -- source analysis (no lean needed) ------------------------------------------------------------
 
 
@@ -229,7 +228,11 @@ async def test_probes_in_the_middle_of_a_file_give_the_same_verdict(lean_bin):
     assert min(prepared.probe_lines) < PRELUDE_LINES + 8  # the first probes are not at the end
     async with LocalLeanChecker(lean_bin, timeout=60) as checker:
         result = await checker.check(PLACED)
-        broken = await checker.check(PLACED.replace("theorem t2 : Eq (N.succ N.zero) (N.succ N.zero) := Eq.refl _", "theorem t2 : Eq N.zero N.zero :="))
+        broken = await checker.check(
+            PLACED.replace(
+                "theorem t2 : Eq (N.succ N.zero) (N.succ N.zero) := Eq.refl _", "theorem t2 : Eq N.zero N.zero :="
+            )
+        )
     assert result.errors == [] and result.messages == []
     assert result.axioms == {"Eq.symm'": [], "A.A.t1": ["A.A.cheat"], "A.t1": [], "A.t2": [], "t3": []}
     assert result.disallowed_axioms == ["A.A.cheat"] and result.declared_axioms == ["A.A.cheat"]
@@ -360,7 +363,12 @@ def test_cli_names_what_to_do_when_lean_is_missing(tmp_path):
     src.write_text(correct_file(1))
     env = {**os.environ, "PROOFCRITIC_LEAN": str(tmp_path / "no-such-lean")}
     done = subprocess.run(
-        [sys.executable, "-m", "proofcritic", "lean-check", str(src)], check=False, capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, "-m", "proofcritic", "lean-check", str(src)],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert done.returncode == 2
     assert done.stderr.startswith("error: no Lean 4 binary found") and "PROOFCRITIC_LEAN" in done.stderr

@@ -35,7 +35,6 @@ GOOD = PRELUDE + "\n" + THEOREM + " :=\n  Eq.refl _\n"
 WRONG = PRELUDE + "\n" + THEOREM + " :=\n  Eq.refl N.zero\n"
 
 
-
 class Answers(Backend):
     """A stand-in for a model: answers the i-th request with ``script(i, prompt)``."""
 
@@ -120,7 +119,9 @@ async def test_formal_check_joins_the_evidence(lean_bin):
     formal, _ = prover(lambda i, prompt: fenced(GOOD))
     async with LocalLeanChecker(lean_bin, timeout=60) as checker:
         check = await formal_prove(formal, checker, PROBLEM, STATEMENT)
-    solved = SolveResult(problem_id=PROBLEM.id, strategy="single", proof="Two plus two is four.", transcript=[{"step": "generate"}])
+    solved = SolveResult(
+        problem_id=PROBLEM.id, strategy="single", proof="Two plus two is four.", transcript=[{"step": "generate"}]
+    )
     joined = join_evidence(solved, check)
     assert joined.transcript[0] == {"step": "generate"} and solved.transcript == [{"step": "generate"}]
     entry = joined.transcript[-1]
@@ -200,13 +201,29 @@ def test_lean_prove_command_over_a_real_openai_server(tmp_path, lean_bin, monkey
     monkeypatch.setenv("PROOFCRITIC_LEAN", str(lean_bin))
     backend = Answers(script)
     with TinyOpenAIServer(backend, "fixed") as server:
-        args = ["lean-prove", "--input", str(source), "--output", str(out), "--attempts", "2",
-                "--model", "openai/fixed", "--base-url", server.url, "--api-key", "x", "--no-cache"]
+        args = [
+            "lean-prove",
+            "--input",
+            str(source),
+            "--output",
+            str(out),
+            "--attempts",
+            "2",
+            "--model",
+            "openai/fixed",
+            "--base-url",
+            server.url,
+            "--api-key",
+            "x",
+            "--no-cache",
+        ]
         first = CliRunner().invoke(app, args)
         calls = len(backend.prompts)
         again = CliRunner().invoke(app, args)
     assert first.exit_code == 1, first.output  # p3 failed: the batch exits 1 with a summary line
-    assert first.stderr.strip().splitlines()[-1] == "1 of 3 items failed: input error: record has no 'lean_statement' text"
+    assert (
+        first.stderr.strip().splitlines()[-1] == "1 of 3 items failed: input error: record has no 'lean_statement' text"
+    )
     records = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
     assert records["p1"].get("passed") is True and len(records["p1"]["attempts"]) == 1, records["p1"]
     assert records["p2"]["passed"] is False and [a["status"] for a in records["p2"]["attempts"]] == ["failed", "failed"]

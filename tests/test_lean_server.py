@@ -34,7 +34,6 @@ SORRY = prelude_file("theorem s (n : N) : Eq (N.add n N.zero) n := sorry")
 AXIOM = prelude_file("axiom cheat : Eq N.zero (N.succ N.zero)\ntheorem t : Eq (N.succ N.zero) N.zero := Eq.symm' cheat")
 
 
-
 def _verdict(result):
     messages = sorted((m.severity, m.line, m.column, m.end_line, m.end_column, m.text) for m in result.messages)
     return (result.status, messages, result.uses_sorry, result.disallowed_axioms, result.axioms, result.reasons)
@@ -106,7 +105,10 @@ async def test_kimina_client_against_a_real_server(lean_bin):
     assert refused.status == "error" and "401" in (refused.error or "")
     assert kinds[:4] == ["check"] * 4
     # the file as written, with the probes on lines of their own
-    assert sent["snippet"]["code"] == prepare(correct_file(2)).text and "#print axioms _root_.sum_2\n" in sent["snippet"]["code"]
+    assert (
+        sent["snippet"]["code"] == prepare(correct_file(2)).text
+        and "#print axioms _root_.sum_2\n" in sent["snippet"]["code"]
+    )
 
 
 async def test_kimina_client_falls_back_to_verify_and_reports_timeouts(lean_bin):
@@ -158,7 +160,9 @@ async def test_files_sharing_a_preamble_are_checked_incrementally_with_cold_verd
         on_preamble(shared, 2).replace(":=\n  Eq.refl _", ":= sorry"),
         shared + "axiom cheat : Eq N.zero (N.succ N.zero)\ntheorem final : Eq N.zero (N.succ N.zero) := cheat\n",
         # a change in the middle of the preamble, then one near its start
-        on_preamble(shared.replace("theorem v_7_comm", "theorem v_7_comm' : Eq v_1 v_1 := Eq.refl _\ntheorem v_7_comm"), 3),
+        on_preamble(
+            shared.replace("theorem v_7_comm", "theorem v_7_comm' : Eq v_1 v_1 := Eq.refl _\ntheorem v_7_comm"), 3
+        ),
         on_preamble(shared.replace("theorem v_0_comm : Eq v_0", "theorem v_0_comm : Eq v_1", 1), 4),
         wrong,
         on_preamble(shared, 5),
@@ -187,7 +191,10 @@ async def test_a_check_goes_to_the_server_whose_document_shares_the_most(lean_bi
         holds_first = next(s for s in warm._slots if "v_0" in s.text)
         holds_second = next(s for s in warm._slots if s is not holds_first)
         assert "w_0" in holds_second.text
-        results = [await warm.check(f) for f in (on_preamble(second, 1), on_preamble(first, 2), on_preamble(second, 3, wrong=True))]
+        results = [
+            await warm.check(f)
+            for f in (on_preamble(second, 1), on_preamble(first, 2), on_preamble(second, 3, wrong=True))
+        ]
         assert "final_2" in holds_first.text and "final_3" in holds_second.text
         assert holds_first.version == 2 and holds_second.version == 3
     assert [r.ok for r in results] == [True, True, False]
@@ -200,7 +207,10 @@ def test_diagnostics_of_an_older_version_never_replace_newer_ones():
     conn = LspConnection(["lean"])
 
     def publish(version, text):
-        diagnostic = {"range": {"start": {"line": 0, "character": 0}, "end": {"line": 0, "character": 1}}, "message": text}
+        diagnostic = {
+            "range": {"start": {"line": 0, "character": 0}, "end": {"line": 0, "character": 1}},
+            "message": text,
+        }
         params = {"uri": "file:///a.lean", "diagnostics": [diagnostic]}
         if version is not None:
             params["version"] = version

@@ -92,8 +92,13 @@ def test_auto_readout_keeps_the_most_likely_score(smollm2_dir):
     from proofcritic.promptset import PromptSet
 
     messages = PromptSet.load().render("verify", problem=read_problem(PROBLEM), proof=read_proof(PROOF))
-    messages = [*messages, ChatMessage(role="assistant", content=(
-        f"Here is my evaluation of the solution: the second step has a gap.\n\n{SCORE_MARKER} \\boxed{{"))]
+    messages = [
+        *messages,
+        ChatMessage(
+            role="assistant",
+            content=(f"Here is my evaluation of the solution: the second step has a gap.\n\n{SCORE_MARKER} \\boxed{{"),
+        ),
+    ]
     conts = ["0}", "0.5}", "1}"]
 
     def probs(dtype):
@@ -148,10 +153,14 @@ def test_wait_policy_and_default_in_a_fresh_process(env, first, policy, all_cpus
     import subprocess
 
     clean = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
-    code = (first + "import os; from proofcritic.llm._local_loading import import_torch as _torch, default_threads, usable_cpus; "
-            "_torch(); print(os.environ.get('OMP_WAIT_POLICY'), default_threads(), usable_cpus())")
-    out = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True,
-                         check=True).stdout.split()
+    code = (
+        first
+        + "import os; from proofcritic.llm._local_loading import import_torch as _torch, default_threads, usable_cpus; "
+        "_torch(); print(os.environ.get('OMP_WAIT_POLICY'), default_threads(), usable_cpus())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True, check=True
+    ).stdout.split()
     assert out[0] == str(policy)
     cpus = int(out[2])
     assert int(out[1]) == (cpus if all_cpus else max(1, cpus // 2))
@@ -169,9 +178,14 @@ def test_threads_set_while_working_and_restored(tiny_model_dir):
     seen: list[int] = []
     hook = backend._hf_model.register_forward_pre_hook(lambda *_: seen.append(torch.get_num_threads()))
     try:
+
         async def work():
-            await backend.generate(ChatRequest(messages=[ChatMessage(role="user", content="Compute 3 + 4.")],
-                                               config=GenerateConfig(max_tokens=3, temperature=0)))
+            await backend.generate(
+                ChatRequest(
+                    messages=[ChatMessage(role="user", content="Compute 3 + 4.")],
+                    config=GenerateConfig(max_tokens=3, temperature=0),
+                )
+            )
             await backend.sequence_logprobs([ChatMessage(role="user", content="Hence?")], ["yes", "no"])
 
         asyncio.run(work())
@@ -189,8 +203,10 @@ def test_threads_set_while_working_and_restored(tiny_model_dir):
 def test_identity_and_cache_keep_dtypes_apart(tiny_model_dir, tmp_path):
     """The default's identity is unchanged (float32 is the same as no dtype); every other type has
     its own, and a completion made in float32 is not served to a bfloat16 model (nor back)."""
-    ident = {d: TransformersBackend(tiny_model_dir, dtype=d).cache_identity()
-             for d in (None, "float32", "bfloat16", "float16")}
+    ident = {
+        d: TransformersBackend(tiny_model_dir, dtype=d).cache_identity()
+        for d in (None, "float32", "bfloat16", "float16")
+    }
     base = f"transformers/{tiny_model_dir.resolve()}"
     assert ident[None] == ident["float32"] == base
     assert ident["bfloat16"] == base + "@bfloat16" and ident["float16"] == base + "@float16"
@@ -198,8 +214,10 @@ def test_identity_and_cache_keep_dtypes_apart(tiny_model_dir, tmp_path):
     assert auto == (base + "@float32+readout-bfloat16" if parts.cpu_has_bf16() else base)
 
     cache = tmp_path / "c.sqlite"
-    request = ChatRequest(messages=[ChatMessage(role="user", content="Compute 3 + 4.")],
-                          config=GenerateConfig(max_tokens=3, temperature=0))
+    request = ChatRequest(
+        messages=[ChatMessage(role="user", content="Compute 3 + 4.")],
+        config=GenerateConfig(max_tokens=3, temperature=0),
+    )
 
     def one(dtype) -> tuple[int, int]:
         model = Model(TransformersBackend(tiny_model_dir, dtype=dtype, threads=1), cache=CompletionCache(cache))
@@ -267,11 +285,15 @@ def test_summary_line_and_recorded_setting(tiny_model_dir, tmp_path, capsys, mon
     """The run ends with how the local model ran; a batch records a non-default dtype, so a rerun
     in another type stops before any model call (and --dtype float32 resumes a default run)."""
     model = ["--model", f"transformers/{tiny_model_dir}", "-n", "1", "--max-tokens", "3", "--no-cache"]
-    status, err = run_cli(["grade", "--problem", PROBLEM, "--proof", PROOF, *model,
-                           "--dtype", "bfloat16", "--threads", "1"], capsys, monkeypatch)
+    status, err = run_cli(
+        ["grade", "--problem", PROBLEM, "--proof", PROOF, *model, "--dtype", "bfloat16", "--threads", "1"],
+        capsys,
+        monkeypatch,
+    )
     assert status in (0, 1), err  # the tiny model writes no score: no verdict (1)
-    assert any(line.startswith("local model transformers/") and line.endswith(": bfloat16, 1 torch thread")
-               for line in err), err
+    assert any(
+        line.startswith("local model transformers/") and line.endswith(": bfloat16, 1 torch thread") for line in err
+    ), err
 
     batch = tmp_path / "in.jsonl"
     batch.write_text(json.dumps({"id": "a", "problem": "Show 1 = 1.", "proof": "Clear."}) + "\n")
@@ -310,14 +332,20 @@ def test_configs_take_dtype_and_threads(tmp_path):
     from proofcritic.training.cotrain import LabelParams, SampleParams
     from proofcritic.training.recipes import _reward_model
 
-    config = ProofcriticGRPOConfig(output_dir=str(tmp_path), num_generations=2, per_device_train_batch_size=2,
-                                   reward_model="transformers/smollm2", reward_model_dtype="auto",
-                                   reward_model_threads=1)
+    config = ProofcriticGRPOConfig(
+        output_dir=str(tmp_path),
+        num_generations=2,
+        per_device_train_batch_size=2,
+        reward_model="transformers/smollm2",
+        reward_model_dtype="auto",
+        reward_model_threads=1,
+    )
     reward = _reward_model(config)
     assert reward.backend.dtype == "auto" and reward.backend.threads == 1
     with pytest.raises(ConfigError, match="reward_model_dtype"):
-        ProofcriticGRPOConfig(output_dir=str(tmp_path), num_generations=2, per_device_train_batch_size=2,
-                              reward_model_dtype="fp8")
+        ProofcriticGRPOConfig(
+            output_dir=str(tmp_path), num_generations=2, per_device_train_batch_size=2, reward_model_dtype="fp8"
+        )
     assert SampleParams(dtype="bfloat16", threads=2).dtype == "bfloat16"
     with pytest.raises(ValueError):
         LabelParams(dtype="fp8")

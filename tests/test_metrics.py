@@ -139,7 +139,12 @@ def _row(human, predicted, max_points=7, competition="imo", model_id="a"):
 
 
 def test_breakdown_groups_by_meta_key():
-    rows = [_row(7, 7, competition="imo"), _row(0, 7, competition="cmo"), _row(7, 0, competition="imo"), _row(1, 1, competition=None)]
+    rows = [
+        _row(7, 7, competition="imo"),
+        _row(0, 7, competition="cmo"),
+        _row(7, 0, competition="imo"),
+        _row(1, 1, competition=None),
+    ]
     sizes = breakdown(rows, "competition", len)
     assert sizes == {"cmo": 1, "imo": 2, "unknown": 1}
 

@@ -39,7 +39,9 @@ def test_parse_rewrite():
 
 async def test_the_rewrite_is_graded_and_kept():
     model = Model(ScriptedBackend(script))
-    result = await grade(Verifier(model), PROBLEM, "Obviously, as any fool sees, 2 + 2 = 4.", normalizer=Normalizer(model))
+    result = await grade(
+        Verifier(model), PROBLEM, "Obviously, as any fool sees, 2 + 2 = 4.", normalizer=Normalizer(model)
+    )
     assert result.normalized_proof == "2 + 2 = 4 by counting." and result.aggregate.mean == 1
     assert result.usage.calls == 2  # the rewrite and the verification
     plain = await grade(Verifier(model), PROBLEM, "Obviously, as any fool sees, 2 + 2 = 4.")
@@ -51,10 +53,23 @@ async def test_the_rewrite_is_graded_and_kept():
 
 def test_grade_cli_normalize(tmp_path):
     source, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-    source.write_text(json.dumps({"id": "a", "problem": "Show that 2 + 2 = 4.", "proof": "Trivially 2 + 2 = 4!"}) + "\n")
+    source.write_text(
+        json.dumps({"id": "a", "problem": "Show that 2 + 2 = 4.", "proof": "Trivially 2 + 2 = 4!"}) + "\n"
+    )
     with TinyOpenAIServer(ScriptedBackend(script), "roles") as server:
-        args = ["grade", "--input", str(source), "--output", str(output), "--model", "openai/roles",
-                "--base-url", server.url, "--normalize", "--no-cache"]
+        args = [
+            "grade",
+            "--input",
+            str(source),
+            "--output",
+            str(output),
+            "--model",
+            "openai/roles",
+            "--base-url",
+            server.url,
+            "--normalize",
+            "--no-cache",
+        ]
         result = CliRunner().invoke(app, args, catch_exceptions=False, env={"OPENAI_API_KEY": "x"})
         assert result.exit_code == 0, result.output + result.stderr
     [record] = map(json.loads, output.read_text().splitlines())

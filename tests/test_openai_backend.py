@@ -73,8 +73,9 @@ async def make_model():
     """Build Models on OpenAIBackends; all are closed at teardown."""
     made: list[Model] = []
 
-    def build(url: str, transport: str = "lean", *, model: str = "served-model", retry: RetryPolicy = FAST,
-              **options) -> Model:
+    def build(
+        url: str, transport: str = "lean", *, model: str = "served-model", retry: RetryPolicy = FAST, **options
+    ) -> Model:
         options.setdefault("api_key", "sk-test")
         backend = OpenAIBackend(model, base_url=url, transport=transport, **options)
         made.append(Model(backend, cache=None, retry=retry))
@@ -179,12 +180,15 @@ async def test_other_4xx_is_not_retried_and_keeps_the_message(server, make_model
     assert len(server.chat_requests) == 1
 
 
-@pytest.mark.parametrize("message", [
-    "This model's maximum context length is 4096 tokens. However, you requested 9000 tokens.",  # vLLM, OpenAI
-    "The input (9000 tokens) is longer than the model's context length (4096 tokens).",  # SGLang
-    "The decoder prompt (length 9000) is longer than the maximum model length of 4096.",  # vLLM's engine
-    "max_tokens=9000 cannot be greater than max_model_len=4096. Please request fewer output tokens.",  # vLLM 0.32
-])
+@pytest.mark.parametrize(
+    "message",
+    [
+        "This model's maximum context length is 4096 tokens. However, you requested 9000 tokens.",  # vLLM, OpenAI
+        "The input (9000 tokens) is longer than the model's context length (4096 tokens).",  # SGLang
+        "The decoder prompt (length 9000) is longer than the maximum model length of 4096.",  # vLLM's engine
+        "max_tokens=9000 cannot be greater than max_model_len=4096. Please request fewer output tokens.",  # vLLM 0.32
+    ],
+)
 async def test_context_overflow_is_a_context_length_error(server, make_model, message):
     """A prompt over the context is its own error (never retried; a batch records it as kind
     ``context``), the one the local backends raise too."""
@@ -231,14 +235,25 @@ async def test_fewer_choices_than_n_are_topped_up(server, make_model):
 async def test_request_fields_usage_and_logprobs(server, make_model, transport):
     server.push(ok("two tokens", n=2))
     model = make_model(server.url, transport, extra_body={"top_k": 20})
-    out = await model.generate(_request(n=2, temperature=0.5, top_p=0.9, max_tokens=64, stop=["END"], seed=3,
-                                        logprobs=True, top_logprobs=1))
+    out = await model.generate(
+        _request(n=2, temperature=0.5, top_p=0.9, max_tokens=64, stop=["END"], seed=3, logprobs=True, top_logprobs=1)
+    )
     body = server.chat_requests[0].body
     assert body["model"] == "served-model" and body["messages"] == [{"role": "user", "content": "Grade this proof."}]
-    assert {k: body[k] for k in ("n", "temperature", "top_p", "max_tokens", "stop", "seed", "logprobs",
-                                 "top_logprobs", "top_k")} == {
-        "n": 2, "temperature": 0.5, "top_p": 0.9, "max_tokens": 64, "stop": ["END"], "seed": 3, "logprobs": True,
-        "top_logprobs": 1, "top_k": 20}
+    assert {
+        k: body[k]
+        for k in ("n", "temperature", "top_p", "max_tokens", "stop", "seed", "logprobs", "top_logprobs", "top_k")
+    } == {
+        "n": 2,
+        "temperature": 0.5,
+        "top_p": 0.9,
+        "max_tokens": 64,
+        "stop": ["END"],
+        "seed": 3,
+        "logprobs": True,
+        "top_logprobs": 1,
+        "top_k": 20,
+    }
     assert server.chat_requests[0].headers["Authorization"] == "Bearer sk-test"
     assert [c.text for c in out] == ["two tokens", "two tokens"]
     assert all(c.prompt_tokens == 7 and c.completion_tokens == 2 for c in out)
@@ -279,9 +294,16 @@ async def test_sequence_logprobs_sums_prompt_logprobs(server, make_model, transp
     assert scores == [-1.75, -1.75]
     sent = sorted((r.body for r in server.chat_requests), key=lambda b: b["messages"][-1]["content"])
     assert [b["messages"][-1] for b in sent] == [
-        {"role": "assistant", "content": "Verdict: no"}, {"role": "assistant", "content": "Verdict: yes"}]
-    assert all(b["continue_final_message"] is True and b["add_generation_prompt"] is False
-               and b["prompt_logprobs"] == 0 and b["max_tokens"] == 1 for b in sent)
+        {"role": "assistant", "content": "Verdict: no"},
+        {"role": "assistant", "content": "Verdict: yes"},
+    ]
+    assert all(
+        b["continue_final_message"] is True
+        and b["add_generation_prompt"] is False
+        and b["prompt_logprobs"] == 0
+        and b["max_tokens"] == 1
+        for b in sent
+    )
 
 
 async def test_sequence_logprobs_without_prompt_logprobs_is_unsupported(server, make_model):
@@ -305,8 +327,9 @@ async def tiny_server(tiny_backend):
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_tiny_server_chat_samples_usage_logprobs(tiny_server, make_model, transport):
     model = make_model(tiny_server.url, transport, model="tiny", api_key="sk-tiny")
-    out = await model.generate(_request("Prove that 2 + 2 = 4.", n=3, temperature=1.0, seed=1, max_tokens=8,
-                                        logprobs=True, top_logprobs=2))
+    out = await model.generate(
+        _request("Prove that 2 + 2 = 4.", n=3, temperature=1.0, seed=1, max_tokens=8, logprobs=True, top_logprobs=2)
+    )
     assert len(out) == 3 and all(isinstance(c.text, str) for c in out)
     assert all(c.finish_reason in ("stop", "length") for c in out)
     assert all(c.logprobs is not None and len(c.logprobs) == c.completion_tokens > 0 for c in out)
@@ -340,7 +363,8 @@ async def test_tiny_server_scores_like_the_backend(tiny_server, tiny_backend, ma
     continuations = [" is divisible by 2.", " zq!! xv ~~", " equals n + 1; the proof is complete."]
     direct = await tiny_backend.sequence_logprobs(messages, continuations)
     remote = await make_model(tiny_server.url, model="tiny", api_key="sk-tiny").sequence_logprobs(
-        messages, continuations)
+        messages, continuations
+    )
     assert remote == pytest.approx(direct, rel=1e-4, abs=1e-3)
     rank = lambda xs: sorted(range(len(xs)), key=xs.__getitem__)  # noqa: E731
     assert rank(remote) == rank(direct)
@@ -380,7 +404,9 @@ async def test_plain_requests_carry_no_engine_extras(server, make_model):
     messages = [ChatMessage(role="user", content="Score?"), ChatMessage(role="assistant", content="\\boxed{")]
     await make_model(server.url).generate(ChatRequest(messages=messages))  # engine openai
     await make_model(server.url, engine="vllm").generate(_request())  # no final assistant turn
-    assert all(not {"continue_final_message", "structured_outputs", "regex"} & set(r.body) for r in server.chat_requests)
+    assert all(
+        not {"continue_final_message", "structured_outputs", "regex"} & set(r.body) for r in server.chat_requests
+    )
 
 
 def test_each_engine_is_its_own_class():

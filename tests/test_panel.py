@@ -21,7 +21,9 @@ def points_text(points: int, analysis: str) -> str:
 
 def points_judge(first: int, second: int, name: str):
     """A points judge that grades ``first``, and ``second`` when asked to reconcile."""
-    backend = ScriptedBackend(lambda call: points_text(second if call.role == "reconcile" else first, f"Judge {name} read it."))
+    backend = ScriptedBackend(
+        lambda call: points_text(second if call.role == "reconcile" else first, f"Judge {name} read it.")
+    )
     return PointsVerifier(Model(backend)), backend
 
 
@@ -89,23 +91,34 @@ def test_grade_cli_with_a_panel_batch_and_one_proof(tmp_path):
     (tmp_path / "problem.md").write_text("Show x.")
     (tmp_path / "proof.md").write_text("Proof.")
     with TinyOpenAIServer(generous, "roles") as one, TinyOpenAIServer(strict, "roles") as two:
-        judges = ["--judge", f"openai/roles,base_url={one.url},name=generous",
-                  "--judge", f"openai/roles,base_url={two.url},name=strict"]
+        judges = [
+            "--judge",
+            f"openai/roles,base_url={one.url},name=generous",
+            "--judge",
+            f"openai/roles,base_url={two.url},name=strict",
+        ]
         common = ["--scale", "points", "--no-cache", *judges]
         env = {"OPENAI_API_KEY": "x"}
-        batch = CliRunner().invoke(app, ["grade", "--input", str(source), "--output", str(output), *common],
-                                   env=env, catch_exceptions=False)
+        batch = CliRunner().invoke(
+            app, ["grade", "--input", str(source), "--output", str(output), *common], env=env, catch_exceptions=False
+        )
         assert batch.exit_code == 0, batch.output + batch.stderr
-        single = CliRunner().invoke(app, ["grade", "--problem", str(tmp_path / "problem.md"), "--proof",
-                                          str(tmp_path / "proof.md"), *common], env=env, catch_exceptions=False)
+        single = CliRunner().invoke(
+            app,
+            ["grade", "--problem", str(tmp_path / "problem.md"), "--proof", str(tmp_path / "proof.md"), *common],
+            env=env,
+            catch_exceptions=False,
+        )
         assert single.exit_code == 0, single.output + single.stderr
     [record] = map(json.loads, output.read_text().splitlines())
     assert record["spread"] == 6 and record["reconciled"] and record["points"] == 3 and record["rule"] == "min"
     assert [j["final_points"] for j in record["judges"]] == [5, 3]
     assert "judge generous: 7 points, after reconciling 5 points" in single.stdout
     assert "panel (min): 3 points / 7 points" in single.stdout
-    bad = CliRunner().invoke(app, ["grade", "--input", str(source), "--output", str(tmp_path / "o.jsonl"),
-                                   "--judge", "openai/roles,colour=blue"])
+    bad = CliRunner().invoke(
+        app,
+        ["grade", "--input", str(source), "--output", str(tmp_path / "o.jsonl"), "--judge", "openai/roles,colour=blue"],
+    )
     assert bad.exit_code != 0 and "not key=value" in (bad.output + bad.stderr + str(bad.exception))
 
 
@@ -122,13 +135,31 @@ def test_eval_grade_with_a_panel_reports_each_judge(tmp_path):
     exact = ScriptedBackend(lambda call: points_text(7 if "Proof A" in call.prompt else 0, "Exact."))
     harsh = ScriptedBackend(lambda call: points_text(0, "Harsh."))
     graded = tmp_path / "graded.jsonl"
-    rows = [{"id": "a", "problem": "Show x.", "proof": "Proof A.", "points": 7, "max_points": 7},
-            {"id": "b", "problem": "Show y.", "proof": "Proof B.", "points": 0, "max_points": 7}]
+    rows = [
+        {"id": "a", "problem": "Show x.", "proof": "Proof A.", "points": 7, "max_points": 7},
+        {"id": "b", "problem": "Show y.", "proof": "Proof B.", "points": 0, "max_points": 7},
+    ]
     graded.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with TinyOpenAIServer(exact, "roles") as one, TinyOpenAIServer(harsh, "roles") as two:
-        args = ["eval", "grade", "--file", str(graded), "--score-column", "points", "--run", str(tmp_path / "run"),
-                "--scale", "points", "--panel-rule", "mean", "--no-cache",
-                "--judge", f"openai/roles,base_url={one.url},name=exact", "--judge", f"openai/roles,base_url={two.url},name=harsh"]
+        args = [
+            "eval",
+            "grade",
+            "--file",
+            str(graded),
+            "--score-column",
+            "points",
+            "--run",
+            str(tmp_path / "run"),
+            "--scale",
+            "points",
+            "--panel-rule",
+            "mean",
+            "--no-cache",
+            "--judge",
+            f"openai/roles,base_url={one.url},name=exact",
+            "--judge",
+            f"openai/roles,base_url={two.url},name=harsh",
+        ]
         result = CliRunner().invoke(app, args, env={"OPENAI_API_KEY": "x"}, catch_exceptions=False)
         assert result.exit_code == 0, result.output + result.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())

@@ -87,7 +87,7 @@ def test_random_text_never_raises(text):
         parse(text, "length")
 
 
-@given(st.text(alphabet="\\boxed{}1.05 #*_:\n|-\"", max_size=300))
+@given(st.text(alphabet='\\boxed{}1.05 #*_:\n|-"', max_size=300))
 @settings(suppress_health_check=[HealthCheck.too_slow])
 def test_adversarial_alphabet_never_raises(text):
     test_random_text_never_raises.hypothesis.inner_test(text)  # type: ignore[attr-defined]
@@ -125,10 +125,29 @@ def test_megabyte_box_is_found():
 @pytest.mark.parametrize(
     ("content", "value"),
     [
-        ("1", 1.0), ("0", 0.0), ("0.5", 0.5), (".5", 0.5), ("1.0", 1.0), (" 1 ", 1.0), ("$0.5$", 0.5),
-        (r"\frac{1}{2}", 0.5), (r"\dfrac{1}{2}", 0.5), (r"\tfrac12", 0.5), (r"\frac12", 0.5),
-        ("1/2", 0.5), (r"\text{1}", 1.0), (r"\,1\,", 1.0), ("2", 2.0), ("-0", 0.0),
-        ("x", None), ("", None), ("1/0", None), ("one", None), ("1e0", None), ("nan", None), ("0.5.", 0.5),
+        ("1", 1.0),
+        ("0", 0.0),
+        ("0.5", 0.5),
+        (".5", 0.5),
+        ("1.0", 1.0),
+        (" 1 ", 1.0),
+        ("$0.5$", 0.5),
+        (r"\frac{1}{2}", 0.5),
+        (r"\dfrac{1}{2}", 0.5),
+        (r"\tfrac12", 0.5),
+        (r"\frac12", 0.5),
+        ("1/2", 0.5),
+        (r"\text{1}", 1.0),
+        (r"\,1\,", 1.0),
+        ("2", 2.0),
+        ("-0", 0.0),
+        ("x", None),
+        ("", None),
+        ("1/0", None),
+        ("one", None),
+        ("1e0", None),
+        ("nan", None),
+        ("0.5.", 0.5),
     ],
 )
 def test_score_from_box(content, value):
@@ -163,13 +182,23 @@ def test_strip_thinking_without_tag():
 @pytest.mark.parametrize(
     ("line", "kind"),
     [
-        ("## Solution", "solution"), ("**Solution**", "solution"), ("**Solution:**", "solution"),
-        ("**Solution**:", "solution"), ("**Solution.**", "solution"), ("### Solution", "solution"),
-        ("  # solution  ", "solution"), ("__Solution__", "solution"),
-        ("## Self Evaluation", "self_evaluation"), ("**Self Evaluation**", "self_evaluation"),
-        ("**Self-Evaluation:**", "self_evaluation"), ("### self evaluation", "self_evaluation"),
-        ("Solution", None), ("## Solution of case 2", None), ("**Solution.** We start", None),
-        ("### 1. Solution", None), ("The solution", None),
+        ("## Solution", "solution"),
+        ("**Solution**", "solution"),
+        ("**Solution:**", "solution"),
+        ("**Solution**:", "solution"),
+        ("**Solution.**", "solution"),
+        ("### Solution", "solution"),
+        ("  # solution  ", "solution"),
+        ("__Solution__", "solution"),
+        ("## Self Evaluation", "self_evaluation"),
+        ("**Self Evaluation**", "self_evaluation"),
+        ("**Self-Evaluation:**", "self_evaluation"),
+        ("### self evaluation", "self_evaluation"),
+        ("Solution", None),
+        ("## Solution of case 2", None),
+        ("**Solution.** We start", None),
+        ("### 1. Solution", None),
+        ("The solution", None),
     ],
 )
 def test_header_kind(line, kind):
@@ -178,9 +207,7 @@ def test_header_kind(line, kind):
 
 def test_normalize_headers():
     text = "**Solution:**\r\nbody\n### Self-Evaluation\nHere\n**Solution.** inline stays\n"
-    assert normalize_headers(text) == (
-        "## Solution\r\nbody\n## Self Evaluation\nHere\n**Solution.** inline stays\n"
-    )
+    assert normalize_headers(text) == ("## Solution\r\nbody\n## Self Evaluation\nHere\n**Solution.** inline stays\n")
 
 
 @given(st.sampled_from(["**Solution**", "**Solution:**", "### Solution", "## Solution"]), PLAIN, SCORES)
@@ -264,7 +291,7 @@ def test_truncated_mid_analysis_keeps_the_analysis():
 
 
 def test_meta_verification():
-    text = f'The two issues are real.\n\n**{META_SCORE_MARKER}**\n\\boxed{{0.5}}'
+    text = f"The two issues are real.\n\n**{META_SCORE_MARKER}**\n\\boxed{{0.5}}"
     meta = parse_meta_verification(text)
     assert meta.format_ok and meta.score == 0.5 and meta.analysis == "The two issues are real."
     curly = META_SCORE_MARKER.replace('"solution evaluation"', "\u201csolution evaluation\u201d")
@@ -374,7 +401,7 @@ def test_no_issues(analysis):
 def test_issues_without_heading_need_labels():
     analysis = (
         "1. Step one is fine.\n2. Step two is fine.\n"
-        "* **Location:** \"x > 0\"\n  * **Issue:** Critical Error - the sign is wrong.\n"
+        '* **Location:** "x > 0"\n  * **Issue:** Critical Error - the sign is wrong.\n'
     )
     issues = parse_issues(analysis)
     assert len(issues) == 1
@@ -393,7 +420,9 @@ def test_marker_patterns_must_start_with_a_letter():
         _marker_pattern("[x]?based", "on")
     pattern = _marker_pattern("Based", "on")
     assert [m.group() for m in pattern.finditer("## **based on** x; BASED  on:; __based_on__")] == [
-        "## **based on** ", "BASED  on:", "__based_on__",
+        "## **based on** ",
+        "BASED  on:",
+        "__based_on__",
     ]
 
 
@@ -417,8 +446,8 @@ def test_locate_quote_exact_normalised_and_elided():
 def test_locate_quote_finds_every_long_enough_substring(text, start, length):
     from proofcritic.parsing import locate_quote
 
-    quote = text[start:start + length]
+    quote = text[start : start + length]
     if len(quote.strip(" \t\n\"'`")) < 12 or quote != quote.strip(" \t\n\"'`"):
         return
     span = locate_quote(quote, text)
-    assert span is not None and text[span[0]:span[1]] == quote  # found as written: exact offsets
+    assert span is not None and text[span[0] : span[1]] == quote  # found as written: exact offsets

@@ -46,7 +46,10 @@ def test_every_whole_number_on_the_scale_parses(points):
         (points_text(6, tail="\nAnd more."), "not the end of the output"),
         (points_text(6).replace(POINTS_MARKER, "Final points:"), "missing points marker"),
         # the ternary protocol's statement is no points grade
-        (f"{EVALUATION_MARKER}\nok\n\nBased on my evaluation, the final overall score should be: \\boxed{{1}}", "missing points marker"),
+        (
+            f"{EVALUATION_MARKER}\nok\n\nBased on my evaluation, the final overall score should be: \\boxed{{1}}",
+            "missing points marker",
+        ),
     ],
 )
 def test_format_failures(text, why):
@@ -61,9 +64,14 @@ def test_truncated_output_fails_but_keeps_what_it_wrote():
 
 
 def test_scheme_text_and_lookup():
-    entry = {"id": "3", "points": 7, "scheme": [
-        {"title": "Key lemma", "points": 3, "desc": "Proves the lemma."}, {"title": "Finish", "points": 1, "desc": ""},
-    ]}
+    entry = {
+        "id": "3",
+        "points": 7,
+        "scheme": [
+            {"title": "Key lemma", "points": 3, "desc": "Proves the lemma."},
+            {"title": "Finish", "points": 1, "desc": ""},
+        ],
+    }
     assert scheme_text(entry) == "- Key lemma (3 points): Proves the lemma.\n- Finish (1 point)"
     assert scheme_text("  Award 7 for a proof. ") == "Award 7 for a proof."
     book = {"by_problem": {"3": entry}}
@@ -85,7 +93,9 @@ async def test_points_verifier_on_the_scripted_model():
         seen.append(call.prompt)
         return points_text([7, 4, 9][call.index])  # the third is off the scale
 
-    verifier = PointsVerifier(Model(ScriptedBackend(script)), scheme={"all": [{"title": "Lemma", "points": 4, "desc": "d"}]})
+    verifier = PointsVerifier(
+        Model(ScriptedBackend(script)), scheme={"all": [{"title": "Lemma", "points": 4, "desc": "d"}]}
+    )
     problem = Problem(id="p", statement="Prove it.", max_points=7, reference_solution="The reference.")
     results = await verifier.verify(problem, "My proof.", n=3)
     assert [v.points for v in results] == [7, 4, None] and [v.format_ok for v in results] == [True, True, False]
@@ -113,8 +123,20 @@ def test_grade_cli_points_scale_batch(tmp_path):
     ]
     source.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with TinyOpenAIServer(ScriptedBackend(script), "roles") as server:
-        args = ["grade", "--input", str(source), "--output", str(output), "--model", "openai/roles",
-                "--base-url", server.url, "--scale", "points", "--no-cache"]
+        args = [
+            "grade",
+            "--input",
+            str(source),
+            "--output",
+            str(output),
+            "--model",
+            "openai/roles",
+            "--base-url",
+            server.url,
+            "--scale",
+            "points",
+            "--no-cache",
+        ]
         result = CliRunner().invoke(app, args, catch_exceptions=False, env={"OPENAI_API_KEY": "x"})
         assert result.exit_code == 0, result.output + result.stderr
         prompts = [json.dumps(body["messages"]) for body in server.requests]
@@ -122,8 +144,20 @@ def test_grade_cli_points_scale_batch(tmp_path):
     assert records["a"]["verifications"][0]["points"] == 7 and records["a"]["aggregate"]["points"] == pytest.approx(7)
     assert records["b"]["verifications"][0]["points"] == 3 and records["b"]["aggregate"]["points"] == pytest.approx(3)
     assert sum("Half for the lemma." in p for p in prompts) == 1
-    bad = CliRunner().invoke(app, ["grade", "--input", str(source), "--output", str(tmp_path / "o2.jsonl"),
-                                   "--scheme", str(tmp_path / "in.jsonl"), "--model", "openai/roles"])
+    bad = CliRunner().invoke(
+        app,
+        [
+            "grade",
+            "--input",
+            str(source),
+            "--output",
+            str(tmp_path / "o2.jsonl"),
+            "--scheme",
+            str(tmp_path / "in.jsonl"),
+            "--model",
+            "openai/roles",
+        ],
+    )
     assert bad.exit_code == 2 and re.search(r"needs\s+--scale\s+points", bad.output + bad.stderr)
 
 
@@ -150,12 +184,29 @@ def test_eval_grade_cli_points_scale(tmp_path):
         return points_text(6 if "Proof B" in call.prompt else 2)
 
     graded = tmp_path / "graded.jsonl"
-    rows = [{"id": "a", "problem": "Show x.", "proof": "Proof A.", "points": 1, "max_points": 7},
-            {"id": "b", "problem": "Show y.", "proof": "Proof B.", "points": 7, "max_points": 7}]
+    rows = [
+        {"id": "a", "problem": "Show x.", "proof": "Proof A.", "points": 1, "max_points": 7},
+        {"id": "b", "problem": "Show y.", "proof": "Proof B.", "points": 7, "max_points": 7},
+    ]
     graded.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with TinyOpenAIServer(ScriptedBackend(script), "roles") as server:
-        args = ["eval", "grade", "--file", str(graded), "--score-column", "points", "--run", str(tmp_path / "run"),
-                "--model", "openai/roles", "--base-url", server.url, "--scale", "points", "--no-cache"]
+        args = [
+            "eval",
+            "grade",
+            "--file",
+            str(graded),
+            "--score-column",
+            "points",
+            "--run",
+            str(tmp_path / "run"),
+            "--model",
+            "openai/roles",
+            "--base-url",
+            server.url,
+            "--scale",
+            "points",
+            "--no-cache",
+        ]
         result = CliRunner().invoke(app, args, catch_exceptions=False, env={"OPENAI_API_KEY": "x"})
         assert result.exit_code == 0, result.output + result.stderr
     records = {r["id"]: r for r in map(json.loads, (tmp_path / "run" / "items.jsonl").read_text().splitlines())}
@@ -173,9 +224,12 @@ async def test_eval_grade_rounds_to_the_gradingbench_buckets(tmp_path):
     from proofcritic.benchmarks.eval_grade import eval_grade
 
     points = {"Proof A.": 7, "Proof B.": 4, "Proof C.": 2}
-    verifier = PointsVerifier(Model(ScriptedBackend(
-        lambda call: points_text(next(v for k, v in points.items() if k in call.prompt)))))
-    items = [GradeItem(id=k[-2], problem=Problem(id="p", statement="Show it."), proof=k, human_points=7) for k in points]
+    verifier = PointsVerifier(
+        Model(ScriptedBackend(lambda call: points_text(next(v for k, v in points.items() if k in call.prompt))))
+    )
+    items = [
+        GradeItem(id=k[-2], problem=Problem(id="p", statement="Show it."), proof=k, human_points=7) for k in points
+    ]
     await eval_grade(items, RunFolder(tmp_path / "run"), verifier=verifier, buckets="gradingbench", n_resamples=20)
     records = {r["id"]: r["predicted_points"] for r in RunFolder(tmp_path / "run").records()}
     assert records == {"A": 7, "B": 6, "C": 1}

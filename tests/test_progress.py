@@ -99,8 +99,9 @@ def test_the_model_counts_its_calls_in_flight():
     seen: list[int] = []
 
     async def run() -> None:
-        calls = asyncio.gather(*(model.generate(request.model_copy(update={"config": GenerateConfig(seed=i)}))
-                                 for i in range(5)))
+        calls = asyncio.gather(
+            *(model.generate(request.model_copy(update={"config": GenerateConfig(seed=i)})) for i in range(5))
+        )
         task = asyncio.ensure_future(calls)
         await asyncio.sleep(0.1)
         seen.append(model.in_flight)  # the first three sent, two wait for a slot
@@ -117,7 +118,9 @@ def test_the_model_counts_its_calls_in_flight():
 
 def test_a_slow_batch_without_a_terminal_prints_progress_lines_and_a_quick_one_none(tmp_path):
     source = tmp_path / "in.jsonl"
-    source.write_text("".join(json.dumps({"id": f"p{i}", "problem": STATEMENT, "proof": PROOF}) + "\n" for i in range(4)))
+    source.write_text(
+        "".join(json.dumps({"id": f"p{i}", "problem": STATEMENT, "proof": PROOF}) + "\n" for i in range(4))
+    )
     with ScriptedOpenAIServer(delay=0.0) as server:  # quick, and the default interval (10 s): no line at all
         quick = _cli("grade", "--input", source, "--output", tmp_path / "quick.jsonl", *_served(server))
     assert quick.exit_code == 0, quick.stderr
@@ -126,8 +129,19 @@ def test_a_slow_batch_without_a_terminal_prints_progress_lines_and_a_quick_one_n
     interval = 0.4
     with ScriptedOpenAIServer(delay=0.6) as server:
         started = time.monotonic()
-        slow = _cli("grade", "--input", source, "--output", tmp_path / "slow.jsonl", "-n", "2", "--concurrency", "1",
-                    *_served(server), interval=interval)
+        slow = _cli(
+            "grade",
+            "--input",
+            source,
+            "--output",
+            tmp_path / "slow.jsonl",
+            "-n",
+            "2",
+            "--concurrency",
+            "1",
+            *_served(server),
+            interval=interval,
+        )
         took = time.monotonic() - started
     assert slow.exit_code == 0, slow.stderr
     lines = _lines(slow.stderr)
@@ -135,8 +149,9 @@ def test_a_slow_batch_without_a_terminal_prints_progress_lines_and_a_quick_one_n
     assert 3 <= len(lines) <= took / interval + 1, (len(lines), took, slow.stderr)
     for line in lines:
         assert line["label"] == "grading"
-        assert re.search(r"\d/4 items(, ETA [\d:]+)?; calls \d+ done, [01] in flight; tokens [\d,]+; elapsed 0:00:0\d",
-                         line["body"]), line[0]
+        assert re.search(
+            r"\d/4 items(, ETA [\d:]+)?; calls \d+ done, [01] in flight; tokens [\d,]+; elapsed 0:00:0\d", line["body"]
+        ), line[0]
     first, last = lines[0]["body"], lines[-1]["body"]
     assert _number(last, r"calls (\d+) done") > _number(first, r"calls (\d+) done")
     assert _number(last, r"tokens ([\d,]+)") > _number(first, r"tokens ([\d,]+)") >= 0
@@ -159,8 +174,11 @@ def test_grading_one_proof_shows_its_call_in_flight(tmp_path):
 
 def test_a_bad_progress_interval_is_one_line_before_any_model_loads(tmp_path):
     problem, proof = _files(tmp_path)
-    result = CliRunner().invoke(app, ["grade", "--problem", str(problem), "--proof", str(proof), "--model",
-                                      "transformers/no-such-model"], env={PROGRESS_INTERVAL_ENV: "soon"})
+    result = CliRunner().invoke(
+        app,
+        ["grade", "--problem", str(problem), "--proof", str(proof), "--model", "transformers/no-such-model"],
+        env={PROGRESS_INTERVAL_ENV: "soon"},
+    )
     # an InputError: the entry point prints it as one line with exit status 2
     assert isinstance(result.exception, InputError), result.exception
     assert str(result.exception).startswith(f"{PROGRESS_INTERVAL_ENV} must be a number of seconds, 0 or more")
@@ -180,11 +198,14 @@ def test_search_reports_round_pool_verifications_and_best_mean():
         attempt = 1 if call.role == "generate" else 2
         return generation_text(f"Attempt {attempt}, text {next(texts)}.", 0.5)  # no two alike: no duplicates
 
-    strategy = SearchStrategy(initial_samples=3, verifications=2, top_k=2, trials=2, samples_per_trial=2, rounds=2,
-                              stop_on_pass=False)
+    strategy = SearchStrategy(
+        initial_samples=3, verifications=2, top_k=2, trials=2, samples_per_trial=2, rounds=2, stop_on_pass=False
+    )
     reports: list[tuple[str, int, dict]] = []
     strategy.on_round = lambda problem_id, round_, state: reports.append((problem_id, round_, dict(state)))
-    result = asyncio.run(strategy.solve(Problem(id="p", statement=STATEMENT), Roles.from_models(Model(ScriptedBackend(script)))))
+    result = asyncio.run(
+        strategy.solve(Problem(id="p", statement=STATEMENT), Roles.from_models(Model(ScriptedBackend(script))))
+    )
 
     assert {r[0] for r in reports} == {"p"} and sorted({r[1] for r in reports}) == [1, 2]
     assert reports[0][2] == {"round": (1, 2), "pool": 0, "verified": (0, 0), "verifications": 0, "best_mean": None}
@@ -199,14 +220,37 @@ def test_a_search_batch_without_a_terminal_shows_the_search_state(tmp_path):
     source = tmp_path / "problems.jsonl"
     source.write_text("".join(json.dumps({"id": f"q{i}", "problem": STATEMENT}) + "\n" for i in range(2)))
     with ScriptedOpenAIServer(delay=0.5, pass_at=2) as server:
-        result = _cli("solve", "--input", source, "--output", tmp_path / "out.jsonl", "--strategy", "search",
-                      "--initial-samples", "2", "--verifications", "2", "--top-k", "1", "--trials", "1",
-                      "--samples-per-trial", "1", "--rounds", "2", "--no-stop-on-pass", *_served(server), interval=0.3)
+        result = _cli(
+            "solve",
+            "--input",
+            source,
+            "--output",
+            tmp_path / "out.jsonl",
+            "--strategy",
+            "search",
+            "--initial-samples",
+            "2",
+            "--verifications",
+            "2",
+            "--top-k",
+            "1",
+            "--trials",
+            "1",
+            "--samples-per-trial",
+            "1",
+            "--rounds",
+            "2",
+            "--no-stop-on-pass",
+            *_served(server),
+            interval=0.3,
+        )
     assert result.exit_code == 0, result.stderr
     lines = _lines(result.stderr)
     assert lines and all(line["label"] == "search" for line in lines)
     states = " ".join(line["body"] for line in lines)
-    assert re.search(r"q[01]: round [12]/2, pool \d+, verified \d+/\d+, verifications \d+, best mean (—|0|1)", states), states
+    assert re.search(
+        r"q[01]: round [12]/2, pool \d+, verified \d+/\d+, verifications \d+, best mean (—|0|1)", states
+    ), states
     assert re.search(r"/2 items, [\d,]+ rounds, 0 budget-limited", states)
     assert "best mean 0" in states or "best mean 1" in states  # a mean once a proof is verified
 
@@ -218,9 +262,23 @@ def test_a_terminal_shows_the_live_display(tmp_path):
         master, slave = pty.openpty()
         env = {**os.environ, "COLUMNS": "200", PROGRESS_INTERVAL_ENV: "0"}  # 0: no plain lines, the display stays
         process = subprocess.Popen(
-            [sys.executable, "-m", "proofcritic", "solve", "--problem", str(problem), "--strategy", "refine",
-             "--max-iters", "3", *_served(server)],
-            stdout=subprocess.PIPE, stderr=slave, cwd=ROOT, env=env,
+            [
+                sys.executable,
+                "-m",
+                "proofcritic",
+                "solve",
+                "--problem",
+                str(problem),
+                "--strategy",
+                "refine",
+                "--max-iters",
+                "3",
+                *_served(server),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            cwd=ROOT,
+            env=env,
         )
         os.close(slave)
         seen = b""
@@ -265,8 +323,22 @@ def test_dry_run_prints_the_search_plan_without_a_model_or_a_request(tmp_path):
     assert (proofs, c.initial_samples, c.verifications) == (2048, 128, 64)  # the released settings
     calls = 1 + refinements + proofs
     with FaultServer() as server:
-        result = _cli("solve", "--problem", problem, "--strategy", "search", "--dry-run", "--score-mode", "text",
-                      "--model", "openai/served-model", "--base-url", server.url, "--api-key", "k")
+        result = _cli(
+            "solve",
+            "--problem",
+            problem,
+            "--strategy",
+            "search",
+            "--dry-run",
+            "--score-mode",
+            "text",
+            "--model",
+            "openai/served-model",
+            "--base-url",
+            server.url,
+            "--api-key",
+            "k",
+        )
         assert server.requests == []
     assert result.exit_code == 0, result.stderr
     assert _plan_numbers(result.stdout, "problem") == (
@@ -274,34 +346,85 @@ def test_dry_run_prints_the_search_plan_without_a_model_or_a_request(tmp_path):
         f"{proofs:,} verification ({proofs * c.verifications:,} verifications)"
     )
     assert "round 1: 128 proofs x 64 verifications" in result.stdout
-    assert "initial_samples=128" in result.stdout and "verifications=64" in result.stdout and "rounds=16" in result.stdout
+    assert (
+        "initial_samples=128" in result.stdout and "verifications=64" in result.stdout and "rounds=16" in result.stdout
+    )
     # no model is loaded: a model that does not exist is never looked for
-    missing = _cli("solve", "--problem", problem, "--strategy", "refine", "--dry-run", "--score-mode", "text",
-                   "--model", "transformers/no-such-model")
+    missing = _cli(
+        "solve",
+        "--problem",
+        problem,
+        "--strategy",
+        "refine",
+        "--dry-run",
+        "--score-mode",
+        "text",
+        "--model",
+        "transformers/no-such-model",
+    )
     assert missing.exit_code == 0, missing.stderr
     r = RefineConfig()
-    assert _plan_numbers(missing.stdout, "problem").startswith(f"{r.max_iters + 1} model calls: {r.max_iters} generation")
+    assert _plan_numbers(missing.stdout, "problem").startswith(
+        f"{r.max_iters + 1} model calls: {r.max_iters} generation"
+    )
 
 
 def test_dry_run_of_the_batch_commands_counts_items_and_calls_and_sends_nothing(tmp_path):
     graded = tmp_path / "graded.jsonl"
-    graded.write_text("".join(json.dumps({"id": f"g{i}", "problem": STATEMENT, "proof": PROOF, "points": 7}) + "\n"
-                              for i in range(5)))
+    graded.write_text(
+        "".join(json.dumps({"id": f"g{i}", "problem": STATEMENT, "proof": PROOF, "points": 7}) + "\n" for i in range(5))
+    )
     data = tmp_path / "data"
     (data / "dsmv2" / "inputs").mkdir(parents=True)
-    problems = [{"id": str(k), "question": STATEMENT, "contest": "IMO2025", "problem_idx": f"IMO2025-{k}"} for k in (1, 2, 3)]
+    problems = [
+        {"id": str(k), "question": STATEMENT, "contest": "IMO2025", "problem_idx": f"IMO2025-{k}"} for k in (1, 2, 3)
+    ]
     (data / "dsmv2" / "inputs" / "IMO2025.json").write_text(json.dumps(problems))
     label = LabelConfig()
     refine = RefineConfig()
     with FaultServer() as server:
         model = ["--model", "openai/served-model", "--base-url", server.url, "--api-key", "k", "--score-mode", "text"]
         grade = _cli("grade", "--input", graded, "--output", tmp_path / "g.jsonl", "-n", "4", "--dry-run", *model)
-        readouts = _cli("grade", "--input", graded, "--output", tmp_path / "g.jsonl", "-n", "4", "--dry-run",
-                        *model[:-2], "--score-mode", "auto")
-        labels = _cli("label", "--input", graded, "--output", tmp_path / "l.jsonl", "--review", tmp_path / "r.jsonl",
-                      "--dry-run", *model)
-        solve = _cli("eval", "solve", "--suite", "imo2025", "--data-dir", data, "--run", tmp_path / "s",
-                     "--strategy", "refine", "-k", "2", "--dry-run", *model)
+        readouts = _cli(
+            "grade",
+            "--input",
+            graded,
+            "--output",
+            tmp_path / "g.jsonl",
+            "-n",
+            "4",
+            "--dry-run",
+            *model[:-2],
+            "--score-mode",
+            "auto",
+        )
+        labels = _cli(
+            "label",
+            "--input",
+            graded,
+            "--output",
+            tmp_path / "l.jsonl",
+            "--review",
+            tmp_path / "r.jsonl",
+            "--dry-run",
+            *model,
+        )
+        solve = _cli(
+            "eval",
+            "solve",
+            "--suite",
+            "imo2025",
+            "--data-dir",
+            data,
+            "--run",
+            tmp_path / "s",
+            "--strategy",
+            "refine",
+            "-k",
+            "2",
+            "--dry-run",
+            *model,
+        )
         egrade = _cli("eval", "grade", "--file", graded, "--run", tmp_path / "e", "-n", "3", "--dry-run", *model)
         assert server.requests == []
     for result in (grade, readouts, labels, solve, egrade):
@@ -337,8 +460,18 @@ def test_dry_run_of_the_batch_commands_counts_items_and_calls_and_sends_nothing(
 def test_a_large_run_prints_its_plan_before_it_starts(tmp_path):
     problem, _ = _files(tmp_path)
     with ScriptedOpenAIServer() as server:
-        result = _cli("solve", "--problem", problem, "--strategy", "search", "--max-calls", "2", "--score-mode", "text",
-                      *_served(server))
+        result = _cli(
+            "solve",
+            "--problem",
+            problem,
+            "--strategy",
+            "search",
+            "--max-calls",
+            "2",
+            "--score-mode",
+            "text",
+            *_served(server),
+        )
         small = _cli("solve", "--problem", problem, "--strategy", "single", "--score-mode", "text", *_served(server))
     plan = result.stderr.find("plan: solve --strategy search, 1 problem(s)")
     assert 0 <= plan < result.stderr.find("model calls: "), result.stderr

@@ -92,9 +92,17 @@ def test_refine_layout(default):
     generate = default.render("generate", problem=BARE)[0].content
     assert text.startswith(generate)
     order = [
-        "--- Solution 1 ---", "FIRST PROOF", "=== Evaluation 1 of Solution 1 ===", "E11",
-        "=== Evaluation 2 of Solution 1 ===", "E12", "--- Solution 2 ---", "SECOND PROOF",
-        "=== Evaluation 1 of Solution 2 ===", "E21", "## Your task now",
+        "--- Solution 1 ---",
+        "FIRST PROOF",
+        "=== Evaluation 1 of Solution 1 ===",
+        "E11",
+        "=== Evaluation 2 of Solution 1 ===",
+        "E12",
+        "--- Solution 2 ---",
+        "SECOND PROOF",
+        "=== Evaluation 1 of Solution 2 ===",
+        "E21",
+        "## Your task now",
     ]
     positions = [text.index(needle) for needle in order]
     assert positions == sorted(positions)

@@ -34,8 +34,13 @@ def _user_env(tmp_path: Path) -> dict[str, str]:
 
 def _run(args: list[str], tmp_path: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "proofcritic", *args], check=False, cwd=tmp_path, env=_user_env(tmp_path),
-        capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "proofcritic", *args],
+        check=False,
+        cwd=tmp_path,
+        env=_user_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -74,8 +79,20 @@ def _grade_files(tmp_path: Path) -> list[str]:
 def test_grade_on_a_local_model_prints_no_library_warnings(tmp_path, tiny_model_dir):
     """The likelihood read-out runs the model on a KV cache: with transformers 5.x's keyword
     (``cache``), not the deprecated ``past_key_values`` that warned on every call."""
-    result = _run(["grade", *_grade_files(tmp_path), "--model", f"transformers/{tiny_model_dir}",
-                   "--max-tokens", "4", "--score-mode", "logprob", "--no-cache"], tmp_path)
+    result = _run(
+        [
+            "grade",
+            *_grade_files(tmp_path),
+            "--model",
+            f"transformers/{tiny_model_dir}",
+            "--max-tokens",
+            "4",
+            "--score-mode",
+            "logprob",
+            "--no-cache",
+        ],
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     assert "likelihood read-out" in result.stderr  # the read-out ran
     assert not _noise(result.stderr), result.stderr
@@ -84,8 +101,9 @@ def test_grade_on_a_local_model_prints_no_library_warnings(tmp_path, tiny_model_
 
 @pytest.mark.slow
 def test_grade_on_the_embedded_model_prints_no_library_warnings(tmp_path, smollm2_dir):
-    result = _run(["grade", *_grade_files(tmp_path), "--max-tokens", "4", "--score-mode", "auto", "--no-cache"],
-                  tmp_path)
+    result = _run(
+        ["grade", *_grade_files(tmp_path), "--max-tokens", "4", "--score-mode", "auto", "--no-cache"], tmp_path
+    )
     assert result.returncode == 0, result.stderr
     assert not _noise(result.stderr), result.stderr
 
@@ -115,8 +133,21 @@ def test_sft_and_dpo_print_no_library_warnings(tmp_path, tiny_model_dir):
     examples = ROOT / "examples" / "train"
     for recipe in ("sft", "dpo"):
         out = tmp_path / recipe
-        result = _run(["train", recipe, "--config", str(examples / f"{recipe}.yaml"), "--set", f"model={tiny_model_dir}",
-                       "--set", "max_steps=1", "--output-dir", str(out)], tmp_path)
+        result = _run(
+            [
+                "train",
+                recipe,
+                "--config",
+                str(examples / f"{recipe}.yaml"),
+                "--set",
+                f"model={tiny_model_dir}",
+                "--set",
+                "max_steps=1",
+                "--output-dir",
+                str(out),
+            ],
+            tmp_path,
+        )
         assert result.returncode == 0, result.stderr
         assert (out / "proofcritic_metrics.jsonl").exists()
         assert not _noise(result.stderr), (recipe, "\n".join(_noise(result.stderr)))

@@ -42,9 +42,7 @@ EXPECTED_COUNTS = {
 }
 BOLD_SOLUTION_LINE = {("IMO-ProofBench-Advanced.jsonl", 11), ("IMO-ProofBench-Basic.jsonl", 5)}
 
-pytestmark = pytest.mark.skipif(
-    not OUTPUTS.is_dir(), reason=f"real DeepSeekMath-V2 outputs not found at {OUTPUTS}"
-)
+pytestmark = pytest.mark.skipif(not OUTPUTS.is_dir(), reason=f"real DeepSeekMath-V2 outputs not found at {OUTPUTS}")
 
 
 def _records() -> list[tuple[str, int, dict]]:

@@ -64,7 +64,7 @@ async def test_refine_prompt_shows_previous_proof_and_its_self_analysis():
     refines = [c.prompt for c in backend.calls if c.role == "refine"]
     assert len(refines) == 2
     for k, prompt in enumerate(refines):
-        block = prompt[prompt.index("--- Solution 1 ---"):]
+        block = prompt[prompt.index("--- Solution 1 ---") :]
         assert re.search(rf"--- Solution 1 ---\s+PROOF-{k}\s+=== Evaluation 1 of Solution 1 ===\s+ANALYSIS-{k}", block)
         assert SCORE_MARKER in block and "--- Solution 2 ---" not in block
         assert f"PROOF-{k + 1}" not in prompt  # only the previous proof, never a later one

@@ -59,10 +59,21 @@ def grade_run(path: Path, shift: float = 0.0) -> RunFolder:
     for i in range(12):
         human = [0, 1, 6, 7][i % 4]
         predicted = min(1.0, [0.0, 0.5, 0.5, 1.0][i % 4] + (shift if i % 3 == 0 else 0.0))
-        lines.append({"id": f"p{i}", "kind": "grade", "max_points": 7.0, "human_points": human,
-                      "predicted_score": predicted, "predicted_points": predicted * 7, "status": "scored",
-                      "rule": "mean", "meta": {"competition": "X"}, "seconds": 0.5,
-                      "usage": {"calls": 1, "cached_calls": 0, "prompt_tokens": 100 + i, "completion_tokens": 50 * i}})
+        lines.append(
+            {
+                "id": f"p{i}",
+                "kind": "grade",
+                "max_points": 7.0,
+                "human_points": human,
+                "predicted_score": predicted,
+                "predicted_points": predicted * 7,
+                "status": "scored",
+                "rule": "mean",
+                "meta": {"competition": "X"},
+                "seconds": 0.5,
+                "usage": {"calls": 1, "cached_calls": 0, "prompt_tokens": 100 + i, "completion_tokens": 50 * i},
+            }
+        )
     lines.append({"id": "bad", "error": "boom", "error_kind": "input"})
     run.items_path.write_text("".join(json.dumps(r) + "\n" for r in lines))
     return run
@@ -70,15 +81,42 @@ def grade_run(path: Path, shift: float = 0.0) -> RunFolder:
 
 def solve_run(path: Path) -> RunFolder:
     run = RunFolder(path)
-    run.create({"command": "eval solve", "suite": "hand", "strategy": "single", "model": "m",
-                "prices": {"m": {"prompt": 1.0, "completion": 4.0}}})
+    run.create(
+        {
+            "command": "eval solve",
+            "suite": "hand",
+            "strategy": "single",
+            "model": "m",
+            "prices": {"m": {"prompt": 1.0, "completion": 4.0}},
+        }
+    )
     lines = []
     for i, (scores, selfs) in enumerate([([1.0, 0.5], [1.0, 1.0]), ([0.0, 1.0], [0.5, 1.0]), ([0.5, 0.5], [0.0, 0.5])]):
-        samples = [{"sample": j, "proof": f"proof {i}.{j}", "self_score": selfs[j], "verifier_scores": [scores[j]],
-                    "verifier_mean": scores[j], "passed": scores[j] == 1.0, "points": scores[j] * 7,
-                    "format_failures": 0, "tokens": {"prompt": 10, "completion": 20}, "seconds": 1.0} for j in range(2)]
-        lines.append({"id": f"P{i}", "kind": "solve", "max_points": 7.0, "samples": samples, "seconds": 2.0,
-                      "usage": {"calls": 4, "cached_calls": 0, "prompt_tokens": 20, "completion_tokens": 40}})
+        samples = [
+            {
+                "sample": j,
+                "proof": f"proof {i}.{j}",
+                "self_score": selfs[j],
+                "verifier_scores": [scores[j]],
+                "verifier_mean": scores[j],
+                "passed": scores[j] == 1.0,
+                "points": scores[j] * 7,
+                "format_failures": 0,
+                "tokens": {"prompt": 10, "completion": 20},
+                "seconds": 1.0,
+            }
+            for j in range(2)
+        ]
+        lines.append(
+            {
+                "id": f"P{i}",
+                "kind": "solve",
+                "max_points": 7.0,
+                "samples": samples,
+                "seconds": 2.0,
+                "usage": {"calls": 4, "cached_calls": 0, "prompt_tokens": 20, "completion_tokens": 40},
+            }
+        )
     run.items_path.write_text("".join(json.dumps(r) + "\n" for r in lines))
     return run
 
@@ -113,7 +151,10 @@ def test_compare_runs_pairs_the_shared_items(tmp_path):
     comparison = compare_runs(a, b)
     assert comparison["kind"] == "grade" and comparison["paired"] == 11
     assert [r["label"] for r in comparison["runs"]] == ["a", "b"]
-    assert [(r["items"], r["errors"], r["unpaired"], r["left_out"]) for r in comparison["runs"]] == [(13, 1, 1, 2), (12, 1, 0, 1)]
+    assert [(r["items"], r["errors"], r["unpaired"], r["left_out"]) for r in comparison["runs"]] == [
+        (13, 1, 1, 2),
+        (12, 1, 0, 1),
+    ]
     acc = comparison["metrics"]["accuracy"]
     d = acc["differences"][1]
     assert acc["differences"][0] is None and d["difference"] == pytest.approx(acc["values"][1] - acc["values"][0])
@@ -133,8 +174,9 @@ def test_report_and_compare_commands(tmp_path):
     runner = CliRunner()
     result = runner.invoke(app, ["report", str(a.path)], catch_exceptions=False)
     assert result.exit_code == 0 and "accuracy" in result.stdout and a.report_html.exists()
-    result = runner.invoke(app, ["compare", str(a.path), str(b.path), "--out", str(tmp_path / "cmp")],
-                           catch_exceptions=False)
+    result = runner.invoke(
+        app, ["compare", str(a.path), str(b.path), "--out", str(tmp_path / "cmp")], catch_exceptions=False
+    )
     assert result.exit_code == 0 and "b - a" in result.stdout and "| accuracy |" in result.stdout
     assert (tmp_path / "cmp" / "compare.html").exists() and (tmp_path / "cmp" / "compare.json").exists()
     result = runner.invoke(app, ["compare", str(a.path)])
@@ -153,19 +195,36 @@ STRICT = {1: (1, 1), 2: (0, 0.5), 3: (1, 0.5), 4: (0.5, 0.5), 5: (1, 1), 6: (Non
 def scripted_grade_items() -> list[GradeItem]:
     def item(k: int, human: float, competition: str, model_id: str, proof: str | None = None) -> GradeItem:
         problem = Problem(id=f"P{k}", statement=f"Problem {k}: prove that it holds.", max_points=7)
-        return GradeItem(id=f"g{k}", problem=problem, proof=proof or f"Proof number {k}: by induction.",
-                         human_points=human, meta={"competition": competition, "model_id": model_id})
+        return GradeItem(
+            id=f"g{k}",
+            problem=problem,
+            proof=proof or f"Proof number {k}: by induction.",
+            human_points=human,
+            meta={"competition": competition, "model_id": model_id},
+        )
 
-    return [item(1, 7, "imo", "m1"), item(2, 0, "imo", "m2"), item(3, 7, "imo", "m1", f"Proof number 3: {EVIL}"),
-            item(4, 1, "usamo", "m2"), item(5, 7, "usamo", "m1"), item(6, 0, "usamo", "m2"),
-            item(7, 7, "usamo", "m1", "a lone surrogate \ud800 is an input error"), item(8, 0, "usamo", "m2")]
+    return [
+        item(1, 7, "imo", "m1"),
+        item(2, 0, "imo", "m2"),
+        item(3, 7, "imo", "m1", f"Proof number 3: {EVIL}"),
+        item(4, 1, "usamo", "m2"),
+        item(5, 7, "usamo", "m1"),
+        item(6, 0, "usamo", "m2"),
+        item(7, 7, "usamo", "m1", "a lone surrogate \ud800 is an input error"),
+        item(8, 0, "usamo", "m2"),
+    ]
 
 
 def _grader(scores: dict[int, tuple]):
     def script(call) -> str:
         number = int(re.search(r"Proof number (\d+)", call.prompt).group(1))
         score = scores[number][call.index]
-        return "I could not decide." if score is None else verification_text(score, analysis=f"Analysis of proof {number}.")
+        return (
+            "I could not decide."
+            if score is None
+            else verification_text(score, analysis=f"Analysis of proof {number}.")
+        )
+
     return script
 
 
@@ -178,8 +237,14 @@ async def scripted_grade_run(path: Path, scores: dict[int, tuple], score_mode: s
     in text mode one proof without a verdict, in auto mode read-out scores."""
     model = Model(ScriptedBackend(_grader(scores), likelihood=_likelihood))
     run = RunFolder(path)
-    await eval_grade(scripted_grade_items(), run, verifier=Verifier(model, score_mode=score_mode), n=2,
-                     concurrency=1, n_resamples=200)
+    await eval_grade(
+        scripted_grade_items(),
+        run,
+        verifier=Verifier(model, score_mode=score_mode),
+        n=2,
+        concurrency=1,
+        n_resamples=200,
+    )
     build_report(run)
     return run
 
@@ -187,8 +252,11 @@ async def scripted_grade_run(path: Path, scores: dict[int, tuple], score_mode: s
 def _md_rows(md: str, section: str) -> list[list[str]]:
     """The rows of the first table under ``## section`` of a Markdown report, as lists of cells."""
     part = md.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
-    return [[c.strip() for c in line.strip("|").split(" | ")] for line in part.splitlines()
-            if line.startswith("| ") and not line.startswith("|---")]
+    return [
+        [c.strip() for c in line.strip("|").split(" | ")]
+        for line in part.splitlines()
+        if line.startswith("| ") and not line.startswith("|---")
+    ]
 
 
 async def test_grade_report_items_breakdowns_and_escaping(tmp_path):
@@ -205,8 +273,10 @@ async def test_grade_report_items_breakdowns_and_escaping(tmp_path):
     assert rows["g7"][1].startswith("error (input)")
     # the breakdowns, each group with its items and its intervals
     groups = summary["metrics"]["breakdowns"]
-    for section, key, expected in (("By competition", "competition", {"imo": ("3", "3"), "usamo": ("4", "3")}),
-                                   ("By the model that wrote the proof", "model_id", {"m1": ("3", "3"), "m2": ("4", "3")})):
+    for section, key, expected in (
+        ("By competition", "competition", {"imo": ("3", "3"), "usamo": ("4", "3")}),
+        ("By the model that wrote the proof", "model_id", {"m1": ("3", "3"), "m2": ("4", "3")}),
+    ):
         table = {r[0]: r for r in _md_rows(md, section)}
         assert table[key][:5] == [key, "items", "with a verdict", "accuracy", "balanced acc."]
         for group, counts in expected.items():
@@ -224,7 +294,7 @@ async def test_grade_report_items_breakdowns_and_escaping(tmp_path):
     assert page.count("<details") >= 7 + 13  # one per item with a verdict or none, one per proof and analysis
     assert "Analysis of proof 3." in page and "<span class='none' title='no score (format failure)'>—</span>" in page
     assert "<td class='n miss'>✗</td>" in page  # g3's disagreement is marked
-    error = page[page.index("<tr class='err'>"):]
+    error = page[page.index("<tr class='err'>") :]
     assert error.startswith("<tr class='err'><td>g7</td>") and "error (input)" in error[:400]
 
 
@@ -296,25 +366,41 @@ async def test_compare_two_and_three_scripted_runs(tmp_path):
     # g7 is an input error in every run; g8 has a verdict only where the read-out gave one
     assert two["paired"] == 6
     assert [(r["label"], r["errors"], r["no_value"], r["unpaired"], r["left_out"]) for r in two["runs"]] == [
-        ("strict", 1, 1, 0, 2), ("auto", 1, 0, 1, 2)]
+        ("strict", 1, 1, 0, 2),
+        ("auto", 1, 0, 1, 2),
+    ]
     three = compare_runs(strict, lenient, auto, n_resamples=300)
     assert three["paired"] == 6 and [r["label"] for r in three["runs"]] == ["strict", "lenient", "auto"]
     metrics = three["metrics"]
-    assert {"accuracy", "balanced_accuracy", "precision", "recall", "f1", "mae_points", "mae_score", "pearson",
-            "spearman", "tokens per item"} <= set(metrics)
+    assert {
+        "accuracy",
+        "balanced_accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "mae_points",
+        "mae_score",
+        "pearson",
+        "spearman",
+        "tokens per item",
+    } <= set(metrics)
     acc = metrics["accuracy"]
     # on g1-g6 the strict grader agrees with the humans on 5 (all but g3), the lenient one on 3
     assert acc["values"] == [pytest.approx(5 / 6), pytest.approx(3 / 6), pytest.approx(5 / 6)]
     lenient_diff, auto_diff = acc["differences"][1], acc["differences"][2]
     assert lenient_diff["difference"] == pytest.approx(-1 / 3) and lenient_diff["low"] <= -1 / 3 <= lenient_diff["high"]
-    assert auto_diff["difference"] == 0 and auto_diff["low"] == auto_diff["high"] == 0  # g6's read-out keeps its verdict
+    assert (
+        auto_diff["difference"] == 0 and auto_diff["low"] == auto_diff["high"] == 0
+    )  # g6's read-out keeps its verdict
     md = compare_markdown(three)
     header = next(line for line in md.splitlines() if line.startswith("| metric"))
-    assert header == ("| metric | strict | lenient | auto | lenient - strict | 95% interval | auto - strict "
-                      "| 95% interval |")
+    assert header == (
+        "| metric | strict | lenient | auto | lenient - strict | 95% interval | auto - strict | 95% interval |"
+    )
     row = next(line for line in md.splitlines() if line.startswith("| accuracy |"))
-    assert row == (f"| accuracy | 0.833 | 0.5 | 0.833 | -0.333 | {_ci(lenient_diff['low'], lenient_diff['high'])} "
-                   "| 0 | [0, 0] |")
+    assert row == (
+        f"| accuracy | 0.833 | 0.5 | 0.833 | -0.333 | {_ci(lenient_diff['low'], lenient_diff['high'])} | 0 | [0, 0] |"
+    )
     assert "6 items paired by id" in md and "| strict |" in md and "not in every other run: 1" in md
     assert "Note: n = 6 paired items, too few (under 10)" in md
     page = compare_html(three)
@@ -327,8 +413,11 @@ async def test_compare_two_and_three_scripted_runs(tmp_path):
         assert (f"<b>{_num(d['difference'])}</b>" in row) == excludes, name
         bold += [name] * excludes
     assert "accuracy" not in bold and "tokens per item" in bold  # the strict grader is told more
-    result = CliRunner().invoke(app, ["compare", str(strict.path), str(lenient.path), str(auto.path), "--out",
-                                      str(tmp_path / "cmp")], catch_exceptions=False)
+    result = CliRunner().invoke(
+        app,
+        ["compare", str(strict.path), str(lenient.path), str(auto.path), "--out", str(tmp_path / "cmp")],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0 and "| accuracy | 0.833 | 0.5 | 0.833 | -0.333 |" in result.stdout
     saved = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     assert saved["paired"] == 6 and len(saved["runs"]) == 3
@@ -348,10 +437,26 @@ async def test_compare_solve_runs_pairs_by_problem(tmp_path):
 
 def _screenshot(page: Path, shot: Path, height: int) -> None:
     with tempfile.TemporaryDirectory() as profile:
-        subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                        f"--user-data-dir={profile}", f"--screenshot={shot}", f"--window-size=1200,{height}",
-                        page.resolve().as_uri()], check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [
+                "chromium",
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={profile}",
+                f"--screenshot={shot}",
+                f"--window-size=1200,{height}",
+                page.resolve().as_uri(),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
 
 
 @pytest.mark.chromium
@@ -378,17 +483,36 @@ async def test_report_renders_in_headless_chromium(tmp_path):
 @pytest.mark.skipif(not (DATA / "dsmv2" / "outputs").exists(), reason="shared data not present")
 def test_eval_grade_from_recorded_end_to_end(tmp_path):
     run = tmp_path / "run"
-    result = CliRunner().invoke(app, ["eval", "grade", "--suite", "dsmv2-human", "--from-recorded",
-                                      "average_automatic_rating", "--run", str(run), "--data-dir", str(DATA)],
-                                catch_exceptions=False)
+    result = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "grade",
+            "--suite",
+            "dsmv2-human",
+            "--from-recorded",
+            "average_automatic_rating",
+            "--run",
+            str(run),
+            "--data-dir",
+            str(DATA),
+        ],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads((run / "summary.json").read_text())
     assert summary["counts"]["scored"] > 50 and summary["metrics"]["pearson"] > 0.3
     assert (run / "report.html").read_text().count(PNG) >= 3 and "pearson" in result.stdout
     md = (run / "report.md").read_text()
     competitions = {r[0]: r for r in _md_rows(md, "By competition")}
-    assert set(competitions) == {"competition", "CMO2024", "IMO2025", "Putnam2024", "IMO-ProofBench-Basic",
-                                 "IMO-ProofBench-Advanced"}
+    assert set(competitions) == {
+        "competition",
+        "CMO2024",
+        "IMO2025",
+        "Putnam2024",
+        "IMO-ProofBench-Basic",
+        "IMO-ProofBench-Advanced",
+    }
     assert competitions["Putnam2024"][1:3] == ["12", "12"] and competitions["CMO2024"][1:3] == ["6", "6"]
     models = {r[0]: r for r in _md_rows(md, "By the model that wrote the proof")}
     assert models["deepseek-math-v2"][1:3] == ["84", "84"]
@@ -408,13 +532,32 @@ SMOL = ["--max-tokens", "16", "--temperature", "0.8", "--seed", "1", "--score-mo
 def test_eval_solve_and_grade_on_smollm2(smollm2_dir, tmp_path):
     runner = CliRunner()
     cache = ["--cache", str(tmp_path / "c.sqlite"), "--data-dir", str(DATA)]
-    result = runner.invoke(app, ["eval", "solve", "--suite", "imo2025", "--run", str(tmp_path / "s"), "-k", "2",
-                                 "--set", "keep_invalid=true", *SMOL, *cache], catch_exceptions=False)
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "solve",
+            "--suite",
+            "imo2025",
+            "--run",
+            str(tmp_path / "s"),
+            "-k",
+            "2",
+            "--set",
+            "keep_invalid=true",
+            *SMOL,
+            *cache,
+        ],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     records = RunFolder(tmp_path / "s").records()
     assert len(records) == 2 and all(len(r["samples"]) == 2 for r in records)
     assert (tmp_path / "s" / "report.html").read_text().count(PNG) >= 3
-    result = runner.invoke(app, ["eval", "grade", "--suite", "dsmv2-human", "--run", str(tmp_path / "g"),
-                                 *SMOL, *cache], catch_exceptions=False)
+    result = runner.invoke(
+        app,
+        ["eval", "grade", "--suite", "dsmv2-human", "--run", str(tmp_path / "g"), *SMOL, *cache],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     assert len(RunFolder(tmp_path / "g").records()) == 2 and (tmp_path / "g" / "report.md").exists()

@@ -104,8 +104,13 @@ def _fails_then_recovers(server, args: list, output: Path, ids: list[str]) -> No
 
 def test_compaction_keeps_the_latest_record_of_each_id_in_input_order(tmp_path):
     out = tmp_path / "out.jsonl"
-    rows = [{"id": "a", "error": "down", "error_kind": "backend"}, {"id": "b", "v": 1},
-            {"id": "a", "v": 2}, {"id": "z", "v": 0}, {"id": "c", "error": "bad", "error_kind": "input"}]
+    rows = [
+        {"id": "a", "error": "down", "error_kind": "backend"},
+        {"id": "b", "v": 1},
+        {"id": "a", "v": 2},
+        {"id": "z", "v": 0},
+        {"id": "c", "error": "bad", "error_kind": "input"},
+    ]
     out.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"id": "c", "v"')  # a partial last line
     index = read_index(out)
     assert index.duplicates and index.latest == {"a": None, "b": None, "z": None, "c": ("input", "bad")}
@@ -245,8 +250,13 @@ def test_grade_with_other_settings_stops_and_overwrite_starts_fresh(server, tmp_
     base = ["grade", "--input", EXAMPLES / "batch.jsonl", "--output", out, "--score-mode", "text", *_model(server)]
     assert _cli(*base, "-n", "1").exit_code == 0
     calls = len(server.recorder.arrived)
-    rerun = subprocess.run([sys.executable, "-m", "proofcritic", *map(str, base), "-n", "3"], check=False,
-                           capture_output=True, text=True, timeout=120)
+    rerun = subprocess.run(
+        [sys.executable, "-m", "proofcritic", *map(str, base), "-n", "3"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert rerun.returncode == 2
     assert rerun.stderr.strip().splitlines() == [
         f"error: {out} was made with n=1; this run has n=3 (use --overwrite to start a fresh output, or another --output)"
@@ -266,8 +276,24 @@ def test_grade_with_other_settings_stops_and_overwrite_starts_fresh(server, tmp_
 def test_label_rerun_after_failures(server, tmp_path):
     source = _write_proofs(tmp_path / "in.jsonl", ["p1", "p2"])
     out, review = tmp_path / "labels.jsonl", tmp_path / "review.jsonl"
-    args = ["label", "--input", source, "--output", out, "--review", review, "--n", "1", "--m", "1", "--k", "1",
-            "--score-mode", "text", *_model(server)]
+    args = [
+        "label",
+        "--input",
+        source,
+        "--output",
+        out,
+        "--review",
+        review,
+        "--n",
+        "1",
+        "--m",
+        "1",
+        "--k",
+        "1",
+        "--score-mode",
+        "text",
+        *_model(server),
+    ]
     _fails_then_recovers(server, args, out, ["p1", "p2"])
     assert all(r["status"] == "labeled" for r in _records(out))
 
@@ -276,22 +302,35 @@ def test_solve_rerun_after_failures(server, tmp_path):
     source = tmp_path / "problems.jsonl"
     source.write_text("".join(json.dumps({"id": i, "problem": STATEMENT}) + "\n" for i in ("q1", "q2", "q3")))
     out = tmp_path / "s.jsonl"
-    args = ["solve", "--input", source, "--output", out, "--strategy", "single", "--score-mode", "text", *_model(server)]
+    args = [
+        "solve",
+        "--input",
+        source,
+        "--output",
+        out,
+        "--strategy",
+        "single",
+        "--score-mode",
+        "text",
+        *_model(server),
+    ]
     _fails_then_recovers(server, args, out, ["q1", "q2", "q3"])
     assert all(r["proof"] for r in _records(out))
 
 
 def test_eval_grade_rerun_after_failures(server, tmp_path):
     graded = tmp_path / "graded.jsonl"
-    graded.write_text("".join(
-        json.dumps({"id": i, "problem": STATEMENT, "proof": PROOF, "points": points}) + "\n"
-        for i, points in (("g1", 7), ("g2", 0), ("g3", 7))
-    ))
+    graded.write_text(
+        "".join(
+            json.dumps({"id": i, "problem": STATEMENT, "proof": PROOF, "points": points}) + "\n"
+            for i, points in (("g1", 7), ("g2", 0), ("g3", 7))
+        )
+    )
     run = tmp_path / "run"
     args = ["eval", "grade", "--file", graded, "--run", run, "-n", "1", "--score-mode", "text", *_model(server)]
     _fails_then_recovers(server, args, run / "items.jsonl", ["g1", "g2", "g3"])
     assert RunFolder(run).summary()["counts"]["items"] == 3
-    other = _cli(*args[:-len(_model(server))], "--rule", "min", *_model(server))
+    other = _cli(*args[: -len(_model(server))], "--rule", "min", *_model(server))
     assert other.exit_code != 0 and "was made with rule=mean; this run has rule=min" in str(other.exception)
     fresh = _cli(*args, "--rule", "min", "--overwrite")
     assert fresh.exit_code == 0 and all(r["rule"] == "min" for r in _records(run / "items.jsonl"))
@@ -300,11 +339,24 @@ def test_eval_grade_rerun_after_failures(server, tmp_path):
 def test_eval_solve_rerun_after_failures(server, tmp_path):
     data = tmp_path / "data"
     (data / "dsmv2" / "inputs").mkdir(parents=True)
-    problems = [{"id": str(k), "question": STATEMENT, "contest": "IMO2025", "problem_idx": f"IMO2025-{k}"} for k in (1, 2)]
+    problems = [
+        {"id": str(k), "question": STATEMENT, "contest": "IMO2025", "problem_idx": f"IMO2025-{k}"} for k in (1, 2)
+    ]
     (data / "dsmv2" / "inputs" / "IMO2025.json").write_text(json.dumps(problems))
     run = tmp_path / "run"
-    args = ["eval", "solve", "--suite", "imo2025", "--data-dir", data, "--run", run, "--score-mode", "text",
-            *_model(server)]
+    args = [
+        "eval",
+        "solve",
+        "--suite",
+        "imo2025",
+        "--data-dir",
+        data,
+        "--run",
+        run,
+        "--score-mode",
+        "text",
+        *_model(server),
+    ]
     _fails_then_recovers(server, args, run / "items.jsonl", ["IMO2025-1", "IMO2025-2"])
     assert json.loads((run / "config.json").read_text())["settings"]["strategy"] == "single"
 
@@ -314,15 +366,30 @@ def test_lean_prove_rerun_after_failures(tmp_path, lean_bin, monkeypatch):
     from test_lean_formal import STATEMENT as LEAN_STATEMENT
 
     source = tmp_path / "problems.jsonl"
-    source.write_text("".join(
-        json.dumps({"id": i, "statement": PROBLEM.statement, "lean_statement": LEAN_STATEMENT}) + "\n" for i in ("l1", "l2")
-    ))
+    source.write_text(
+        "".join(
+            json.dumps({"id": i, "statement": PROBLEM.statement, "lean_statement": LEAN_STATEMENT}) + "\n"
+            for i in ("l1", "l2")
+        )
+    )
     out = tmp_path / "lean.jsonl"
     monkeypatch.setenv("PROOFCRITIC_LEAN", str(lean_bin))
     outage = Outage(lambda i, prompt: fenced(GOOD))
     with TinyOpenAIServer(Answers(outage), "fixed") as lean_server:
         lean_server.outage = outage  # type: ignore[attr-defined]
-        args = ["lean-prove", "--input", source, "--output", out, "--model", "openai/fixed",
-                "--base-url", lean_server.url, "--api-key", "x", "--no-cache"]
+        args = [
+            "lean-prove",
+            "--input",
+            source,
+            "--output",
+            out,
+            "--model",
+            "openai/fixed",
+            "--base-url",
+            lean_server.url,
+            "--api-key",
+            "x",
+            "--no-cache",
+        ]
         _fails_then_recovers(lean_server, args, out, ["l1", "l2"])
     assert all(r["passed"] for r in _records(out))

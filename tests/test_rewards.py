@@ -69,8 +69,17 @@ def ver(score: float, meta: float | None = None) -> str:
 # --------------------------------------------------------------------------- formulas
 
 PAIRS = [(sp, s) for sp in SCORES for s in SCORES]
-EXPECTED_SCORE = {(0, 0): 1, (0, 0.5): 0.5, (0, 1): 0, (0.5, 0): 0.5, (0.5, 0.5): 1, (0.5, 1): 0.5,
-                  (1, 0): 0, (1, 0.5): 0.5, (1, 1): 1}
+EXPECTED_SCORE = {
+    (0, 0): 1,
+    (0, 0.5): 0.5,
+    (0, 1): 0,
+    (0.5, 0): 0.5,
+    (0.5, 0.5): 1,
+    (0.5, 1): 0.5,
+    (1, 0): 0,
+    (1, 0.5): 0.5,
+    (1, 1): 1,
+}
 
 
 @pytest.mark.parametrize(("s_pred", "s_ref"), PAIRS)
@@ -107,6 +116,7 @@ def test_format_reward_rejects_an_unknown_role():
 
 
 # --------------------------------------------------------------------------- verifier
+
 
 @pytest.mark.parametrize(("s_pred", "s_ref"), PAIRS)
 def test_verifier_reward_without_meta_is_r_score(s_pred, s_ref):
@@ -158,6 +168,7 @@ def test_verifier_reward_averages_several_meta_verifications(roles):
 
 
 # --------------------------------------------------------------------------- meta-verifier
+
 
 @pytest.mark.parametrize(("ms_pred", "ms_ref"), PAIRS)
 def test_meta_verifier_reward_table(ms_pred, ms_ref):
@@ -231,15 +242,22 @@ def test_generator_reward_with_a_real_tiny_model(tiny_backend):
 
 # --------------------------------------------------------------------------- TRL convention
 
+
 def test_trl_calling_convention(roles):
     verifier, _, _ = roles
     reward = make_generator_reward(verifier)
-    conversational = [[{"role": "assistant", "content": gen(1, 1)}],
-                      [{"role": "assistant", "content": [{"type": "text", "text": gen(0, 0)}]}]]
+    conversational = [
+        [{"role": "assistant", "content": gen(1, 1)}],
+        [{"role": "assistant", "content": [{"type": "text", "text": gen(0, 0)}]}],
+    ]
     out = reward(
-        prompts=[[{"role": "user", "content": "x"}]] * 2, completions=conversational, completion_ids=[[1], [2]],
+        prompts=[[{"role": "user", "content": "x"}]] * 2,
+        completions=conversational,
+        completion_ids=[[1], [2]],
         problem=[PROBLEM.statement, {"statement": PROBLEM.statement, "max_points": 7}],
-        trainer_state=None, log_extra=None, log_metric=None,
+        trainer_state=None,
+        log_extra=None,
+        log_metric=None,
     )
     assert out == [pytest.approx(1.0), pytest.approx(0.24)]
     assert reward.__name__ == "generator_reward"
@@ -270,8 +288,10 @@ def test_sync_call_from_worker_threads(roles):
     verifier, _, _ = roles
     reward = make_generator_reward(verifier)
     results: list = []
-    threads = [threading.Thread(target=lambda: results.append(reward([gen(1, 1)], problem=[PROBLEM.statement])))
-               for _ in range(3)]
+    threads = [
+        threading.Thread(target=lambda: results.append(reward([gen(1, 1)], problem=[PROBLEM.statement])))
+        for _ in range(3)
+    ]
     for t in threads:
         t.start()
     for t in threads:

@@ -18,9 +18,15 @@ from proofcritic.pipelines.rubric import RubricWriter, parse_rubric
 from proofcritic.verifier import load_schemes, scheme_text
 from proofcritic.verifier._points import scheme_for
 
-GOOD = {"points": 7, "scheme": [{"title": "Lemma", "points": 3, "desc": "Proves the lemma."},
-                                {"title": "Finish", "points": 4, "desc": "Concludes."}],
-        "zero_credit": ["The answer alone."], "deductions": [{"desc": "Arithmetic slip", "points": 1}]}
+GOOD = {
+    "points": 7,
+    "scheme": [
+        {"title": "Lemma", "points": 3, "desc": "Proves the lemma."},
+        {"title": "Finish", "points": 4, "desc": "Concludes."},
+    ],
+    "zero_credit": ["The answer alone."],
+    "deductions": [{"desc": "Arithmetic slip", "points": 1}],
+}
 
 
 def block(data) -> str:
@@ -65,15 +71,34 @@ def test_rubric_command_one_problem_and_a_batch_feed_points_grading(tmp_path):
     reference = tmp_path / "ref.md"
     reference.write_text("Because.")
     batch = tmp_path / "problems.jsonl"
-    batch.write_text(json.dumps({"id": "a", "problem": "Show x."}) + "\n" + json.dumps({"id": "b", "problem": "Show y."}) + "\n")
+    batch.write_text(
+        json.dumps({"id": "a", "problem": "Show x."}) + "\n" + json.dumps({"id": "b", "problem": "Show y."}) + "\n"
+    )
     with TinyOpenAIServer(ScriptedBackend(script), "roles") as server:
         common = ["--model", "openai/roles", "--base-url", server.url, "--no-cache"]
         env = {"OPENAI_API_KEY": "x"}
-        one = CliRunner().invoke(app, ["rubric", "--problem", str(problem), "--reference", str(reference),
-                                       "--output", str(tmp_path / "scheme.json"), *common], env=env, catch_exceptions=False)
+        one = CliRunner().invoke(
+            app,
+            [
+                "rubric",
+                "--problem",
+                str(problem),
+                "--reference",
+                str(reference),
+                "--output",
+                str(tmp_path / "scheme.json"),
+                *common,
+            ],
+            env=env,
+            catch_exceptions=False,
+        )
         assert one.exit_code == 0, one.output + one.stderr
-        many = CliRunner().invoke(app, ["rubric", "--input", str(batch), "--output", str(tmp_path / "schemes.jsonl"),
-                                        *common], env=env, catch_exceptions=False)
+        many = CliRunner().invoke(
+            app,
+            ["rubric", "--input", str(batch), "--output", str(tmp_path / "schemes.jsonl"), *common],
+            env=env,
+            catch_exceptions=False,
+        )
         assert many.exit_code == 0, many.output + many.stderr
     scheme = json.loads((tmp_path / "scheme.json").read_text())
     assert scheme["points"] == 7 and sum(c["points"] for c in scheme["scheme"]) == 7

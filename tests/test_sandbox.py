@@ -19,6 +19,7 @@ from proofcritic.tools._sandbox import ForkServer, bwrap_status
 
 try:
     import sympy  # noqa: F401
+
     HAVE_SYMPY = True
 except ImportError:
     HAVE_SYMPY = False
@@ -165,8 +166,10 @@ def test_forked_children_ended_with_the_check(run):
 
 def test_setsid_escape_killed(run):
     marker = f"escape-{uuid.uuid4().hex}"
-    body = ("import os, time\nif os.fork() == 0:\n    os.setsid()\n    print('escaped', flush=True)\n"
-            "    time.sleep(60)\nelse:\n    time.sleep(0.5)\n")
+    body = (
+        "import os, time\nif os.fork() == 0:\n    os.setsid()\n    print('escaped', flush=True)\n"
+        "    time.sleep(60)\nelse:\n    time.sleep(0.5)\n"
+    )
     r = run(_marked(marker, body), timeout=5)
     # the run ends once the main process has exited, although the escaped one holds the pipes
     assert r.limit_hit is None and r.exit_code == 0 and r.duration < 4.5, r
@@ -204,8 +207,7 @@ def test_socket_blocked(run):
     assert r.exception is not None and r.exception.type in ("PermissionError", "OSError")
     assert not accepted
     # the raw _socket module bypasses the guard; the network namespace still blocks it
-    raw = (f"import _socket\ns = _socket.socket()\ns.settimeout(2)\n"
-           f"s.connect(('127.0.0.1', {port}))\nprint('connected')")
+    raw = f"import _socket\ns = _socket.socket()\ns.settimeout(2)\ns.connect(('127.0.0.1', {port}))\nprint('connected')"
     r2 = run(raw, timeout=10)
     if "netns" in r2.isolation:
         assert "connected" not in r2.stdout and r2.exception is not None
@@ -309,7 +311,9 @@ def test_writes_vanish_with_the_check(run):
     places = ["/tmp", "/dev/shm", "/var/tmp"]
     write = "import _io\n" + "".join(
         f"try:\n    _io.FileIO({p + '/' + name!r}, 'w').write(b'x')\n    print('wrote', {p!r})\n"
-        f"except OSError as e:\n    print('refused', {p!r}, e)\n" for p in places)
+        f"except OSError as e:\n    print('refused', {p!r}, e)\n"
+        for p in places
+    )
     r = run(write, timeout=10)
     assert r.ok, r
     for place in places:
@@ -339,8 +343,10 @@ def test_interpreter_folders_under_tmp_stay_visible(mode, monkeypatch):
         monkeypatch.setattr(sandbox, "_python_roots", lambda: [*roots, folder])
         server = ForkServer(bwrap=kind == "bwrap") if start == "warm" else None
         try:
-            code = (f"import sys\nsys.path.insert(0, {folder!r})\nimport keepmod\nprint(keepmod.X)\n"
-                    f"open({folder!r} + '/new.txt', 'w')")
+            code = (
+                f"import sys\nsys.path.insert(0, {folder!r})\nimport keepmod\nprint(keepmod.X)\n"
+                f"open({folder!r} + '/new.txt', 'w')"
+            )
             r = run_python(code, server=server, bwrap=kind == "bwrap", timeout=30)
         finally:
             if server is not None:
@@ -371,8 +377,10 @@ def test_check_dies_with_its_parent(mode):
     bare = kind == "bare"
     name = "o" + uuid.uuid4().hex[:14]  # the check's /proc/self/comm (15 characters at most)
     before = _sandbox_folders()
-    body = (f"import ctypes, time\nctypes.CDLL(None).prctl(15, {name.encode()!r}, 0, 0, 0)  # PR_SET_NAME\n"
-            "time.sleep(100)\n")
+    body = (
+        f"import ctypes, time\nctypes.CDLL(None).prctl(15, {name.encode()!r}, 0, 0, 0)  # PR_SET_NAME\n"
+        "time.sleep(100)\n"
+    )
     script = (
         "import proofcritic.tools._sandbox as sandbox\n"
         f"sandbox.PER_CHECK_NAMESPACES = {not bare}\n"
@@ -455,7 +463,7 @@ def _readme_python_blocks(section: str) -> list[str]:
     text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     start = text.index(f"\n### {section}")
     end = text.find("\n### ", start + 1)
-    return re.findall(r"^```python\n(.*?)^```", text[start:end if end > 0 else None], re.DOTALL | re.MULTILINE)
+    return re.findall(r"^```python\n(.*?)^```", text[start : end if end > 0 else None], re.DOTALL | re.MULTILINE)
 
 
 def test_readme_sandbox_examples_run_as_written(capsys):

@@ -105,8 +105,11 @@ def test_an_unknown_score_mode_is_refused_in_the_same_words_everywhere(tmp_path)
 
     model = Model(backend(), cache=None)
     words = "must be one of text, auto, logprob, guided, not 'bogus'"
-    for make in (lambda: Verifier(model, score_mode="bogus"), lambda: MetaVerifier(model, score_mode="bogus"),
-                 lambda: ServerSettings(model=model, score_mode="bogus", db_path=tmp_path / "jobs.sqlite")):
+    for make in (
+        lambda: Verifier(model, score_mode="bogus"),
+        lambda: MetaVerifier(model, score_mode="bogus"),
+        lambda: ServerSettings(model=model, score_mode="bogus", db_path=tmp_path / "jobs.sqlite"),
+    ):
         with pytest.raises(ValueError, match=words):
             make()
     result = CliRunner().invoke(app, ["grade", "--problem", "p.md", "--proof", "q.md", "--score-mode", "bogus"])
@@ -138,8 +141,12 @@ async def test_guided_scores_are_marked_as_read_outs():
 
 
 def test_aggregates_are_over_scored_verifications_and_count_the_others():
-    vs = [Verification(score=1, score_source="text"), Verification(score=0.5, score_source="likelihood"),
-          Verification(), Verification()]
+    vs = [
+        Verification(score=1, score_source="text"),
+        Verification(score=0.5, score_source="likelihood"),
+        Verification(),
+        Verification(),
+    ]
     a = aggregate(vs, max_points=7)
     assert (a.n, a.valid, a.unscored, a.read_out, a.mean, a.points) == (4, 2, 2, 1, 0.75, 5.25)
     assert a.model_dump()["unscored"] == 2  # in every record
@@ -176,7 +183,9 @@ async def test_label_sees_only_scored_analyses():
     assert "(unscored: 2 of 3)" in result.reason
     assert scripted.count("meta_verify") == 1  # unscored verifications are never meta-verified
 
-    nothing = await label_proof(Verifier(model), MetaVerifier(model), PROBLEM, "Another proof.", LabelConfig(n=2, m=1, k=1))
+    nothing = await label_proof(
+        Verifier(model), MetaVerifier(model), PROBLEM, "Another proof.", LabelConfig(n=2, m=1, k=1)
+    )
     assert (nothing.status, nothing.rule, nothing.label) == ("review", "no_analyses", None)
     assert scripted.count("meta_verify") == 1 and scripted.scored == []
 
@@ -193,8 +202,15 @@ async def test_a_strategy_answer_without_a_scored_verification_has_no_mean():
 
 
 def _grade_items() -> list[GradeItem]:
-    return [GradeItem(id=f"g{k}", problem=Problem(id=f"p{k}", statement=f"Problem {k}: show that 1 + 1 = 2."),
-                      proof=f"Proof P{k}. By definition.", human_points=7) for k in (1, 2)]
+    return [
+        GradeItem(
+            id=f"g{k}",
+            problem=Problem(id=f"p{k}", statement=f"Problem {k}: show that 1 + 1 = 2."),
+            proof=f"Proof P{k}. By definition.",
+            human_points=7,
+        )
+        for k in (1, 2)
+    ]
 
 
 def _grade_script(call):  # g1 is scored 1 by its first verification; everything else writes no score
@@ -205,8 +221,9 @@ def _grade_script(call):  # g1 is scored 1 by its first verification; everything
 
 async def test_eval_grade_counts_a_proof_without_a_scored_verification_as_no_verdict(tmp_path):
     run = RunFolder(tmp_path / "text")
-    summary = await eval_grade(_grade_items(), run, verifier=Verifier(Model(backend(_grade_script), cache=None)),
-                               n=2, n_resamples=20)
+    summary = await eval_grade(
+        _grade_items(), run, verifier=Verifier(Model(backend(_grade_script), cache=None)), n=2, n_resamples=20
+    )
     records = {r["id"]: r for r in run.records()}
     assert records["g1"]["predicted_score"] == 1 and records["g1"]["unscored"] == 1
     assert [v["score_source"] for v in records["g1"]["verifications"]] == ["text", None]
@@ -224,8 +241,13 @@ async def test_eval_grade_counts_a_proof_without_a_scored_verification_as_no_ver
     assert "| scores from a read-out (likelihood, guided) | 0 of 1 |" in report
 
     opted = RunFolder(tmp_path / "auto")
-    summary = await eval_grade(_grade_items(), opted, n=2, n_resamples=20,
-                               verifier=Verifier(Model(backend(_grade_script), cache=None), score_mode="auto"))
+    summary = await eval_grade(
+        _grade_items(),
+        opted,
+        n=2,
+        n_resamples=20,
+        verifier=Verifier(Model(backend(_grade_script), cache=None), score_mode="auto"),
+    )
     records = {r["id"]: r for r in opted.records()}
     assert [v["score_source"] for v in records["g2"]["verifications"]] == ["likelihood", "likelihood"]
     assert records["g2"]["predicted_score"] == 0.5 and records["g2"]["read_out"] == 2
@@ -235,8 +257,13 @@ async def test_eval_grade_counts_a_proof_without_a_scored_verification_as_no_ver
 async def test_eval_solve_counts_a_sample_without_a_verdict_as_0_points(tmp_path):
     items = [SolveItem(problem=PROBLEM)]
     run = RunFolder(tmp_path / "text")
-    summary = await eval_solve(items, run, roles=Roles.from_models(Model(backend(), cache=None)),
-                               strategy=SingleStrategy(verify_n=1), verify_n=2)
+    summary = await eval_solve(
+        items,
+        run,
+        roles=Roles.from_models(Model(backend(), cache=None)),
+        strategy=SingleStrategy(verify_n=1),
+        verify_n=2,
+    )
     [sample] = run.records()[0]["samples"]
     assert sample["proof"] == PROOF and sample["verifier_scores"] == [None, None]
     assert sample["verifier_mean"] is None and sample["points"] is None and not sample["passed"]
@@ -248,8 +275,13 @@ async def test_eval_solve_counts_a_sample_without_a_verdict_as_0_points(tmp_path
     assert "| samples without a verdict (0 points) | 1 |" in (run.path / "report.md").read_text()
 
     opted = RunFolder(tmp_path / "auto")
-    summary = await eval_solve(items, opted, strategy=SingleStrategy(verify_n=1), verify_n=2,
-                               roles=Roles.from_models(Model(backend(), cache=None), score_mode="auto"))
+    summary = await eval_solve(
+        items,
+        opted,
+        strategy=SingleStrategy(verify_n=1),
+        verify_n=2,
+        roles=Roles.from_models(Model(backend(), cache=None), score_mode="auto"),
+    )
     [sample] = opted.records()[0]["samples"]
     assert sample["points"] == 3.5 and sample["score_sources"] == ["likelihood", "likelihood"]
     assert summary["no_verdict"] == 0 and summary["read_out_scores"] == 2
@@ -285,15 +317,24 @@ def _readouts(server) -> int:
 
 
 def test_grade_command_default_and_opt_in(server, tmp_path):
-    args = ["grade", "--problem", EXAMPLES / "problem.md", "--proof", EXAMPLES / "proof_correct.md", "-n", "2",
-            *_model(server)]
+    args = [
+        "grade",
+        "--problem",
+        EXAMPLES / "problem.md",
+        "--proof",
+        EXAMPLES / "proof_correct.md",
+        "-n",
+        "2",
+        *_model(server),
+    ]
     result = _cli(*args, status=1)  # no verdict: exit status 1, as solve without a valid proof
     out = _flat(result.stdout)
     assert out.count("score — format failure") == 2
     assert "aggregate: no verdict: no verification out of 2 produced a score (unscored: 2 of 2)" in out
     assert "points" not in out and _readouts(server) == 0
     assert result.stderr.strip().splitlines()[-1] == (
-        "no verdict: none of the 2 verification(s) wrote a valid score; --score-mode auto reads a score out by likelihood")
+        "no verdict: none of the 2 verification(s) wrote a valid score; --score-mode auto reads a score out by likelihood"
+    )
     data = json.loads(_cli(*args, "--json", status=1).stdout)
     assert data["aggregate"]["points"] is None and data["aggregate"]["unscored"] == 2
     assert [v["score"] for v in data["verifications"]] == [None, None]
@@ -311,20 +352,34 @@ def test_grade_and_solve_batches_say_how_many_have_no_verdict(server, tmp_path):
     result = _cli("grade", "--input", EXAMPLES / "batch.jsonl", "--output", out, "-n", "2", *_model(server))
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(records) == 2 and all(r["aggregate"]["points"] is None for r in records)
-    assert ("verdicts: 0 of 2 proof(s), 2 without a verdict; unscored: 4 of 4 verifications; "
-            "scores from a read-out: 0") in _flat(result.stderr)
+    assert (
+        "verdicts: 0 of 2 proof(s), 2 without a verdict; unscored: 4 of 4 verifications; scores from a read-out: 0"
+    ) in _flat(result.stderr)
 
     opted = tmp_path / "opted.jsonl"
-    result = _cli("grade", "--input", EXAMPLES / "batch.jsonl", "--output", opted, "-n", "2", "--score-mode", "auto",
-                  *_model(server))
-    assert "verdicts: 2 of 2 proof(s), 0 without a verdict; unscored: 0 of 4 verifications; " \
-           "scores from a read-out: 4" in _flat(result.stderr)
+    result = _cli(
+        "grade",
+        "--input",
+        EXAMPLES / "batch.jsonl",
+        "--output",
+        opted,
+        "-n",
+        "2",
+        "--score-mode",
+        "auto",
+        *_model(server),
+    )
+    assert (
+        "verdicts: 2 of 2 proof(s), 0 without a verdict; unscored: 0 of 4 verifications; "
+        "scores from a read-out: 4" in _flat(result.stderr)
+    )
 
     problems = tmp_path / "problems.jsonl"
     problems.write_text(json.dumps({"id": "q1", "problem": PROBLEM.statement}) + "\n")
     solved = tmp_path / "solved.jsonl"
-    result = _cli("solve", "--input", problems, "--output", solved, "--strategy", "single", "--verify-n", "2",
-                  *_model(server))
+    result = _cli(
+        "solve", "--input", problems, "--output", solved, "--strategy", "single", "--verify-n", "2", *_model(server)
+    )
     assert "verdicts: 0 of 1 proof(s), 1 without a verdict; unscored: 2 of 2 verifications" in _flat(result.stderr)
 
 
@@ -333,16 +388,31 @@ def test_solve_command_shows_no_verdict_and_marks_read_outs(server):
     out = _flat(_cli(*args).stdout)
     assert "verification scores: —, —; mean — (no verdict) (unscored: 2 of 2)" in out
     out = _flat(_cli(*args, "--score-mode", "auto").stdout)
-    assert ("verification scores: 0.5 (read-out), 0.5 (read-out); mean 0.5 "
-            "(unscored: 0 of 2; 2 scores from a read-out)") in out
+    assert (
+        "verification scores: 0.5 (read-out), 0.5 (read-out); mean 0.5 (unscored: 0 of 2; 2 scores from a read-out)"
+    ) in out
 
 
 def test_label_command_default_sends_unscored_proofs_to_review(server, tmp_path):
     source = tmp_path / "proofs.jsonl"
     source.write_text(json.dumps({"id": "x", "problem": PROBLEM.statement, "proof": PROOF}) + "\n")
     out, review = tmp_path / "labels.jsonl", tmp_path / "review.jsonl"
-    result = _cli("label", "--input", source, "--output", out, "--review", review, "--n", "2", "--m", "1", "--k", "1",
-                  *_model(server))
+    result = _cli(
+        "label",
+        "--input",
+        source,
+        "--output",
+        out,
+        "--review",
+        review,
+        "--n",
+        "2",
+        "--m",
+        "1",
+        "--k",
+        "1",
+        *_model(server),
+    )
     [record] = [json.loads(line) for line in out.read_text().splitlines()]
     assert (record["status"], record["rule"], record["label"]) == ("review", "no_analyses", None)
     assert record["aggregate"]["unscored"] == 2 and "(unscored: 2 of 2)" in record["reason"]
@@ -360,8 +430,19 @@ def _suite(tmp_path: Path) -> Path:
 
 def test_eval_commands_print_no_verdict_and_read_out_counts(server, tmp_path):
     run = tmp_path / "solve"
-    result = _cli("eval", "solve", "--suite", "imo2025", "--data-dir", _suite(tmp_path), "--run", run,
-                  "--verify-n", "2", *_model(server))
+    result = _cli(
+        "eval",
+        "solve",
+        "--suite",
+        "imo2025",
+        "--data-dir",
+        _suite(tmp_path),
+        "--run",
+        run,
+        "--verify-n",
+        "2",
+        *_model(server),
+    )
     out = _flat(result.stdout)
     assert "points: 0 / 7" in out
     assert "no verdict: 1 sample(s) with a proof but no scored verification, counted 0 points" in out
@@ -392,8 +473,10 @@ def test_the_service_defaults_to_text_and_marks_read_outs(tmp_path):
     from proofcritic.server import ServerSettings, create_app
 
     settings = ServerSettings(model=Model(backend(), cache=None), db_path=tmp_path / "jobs.sqlite")
-    body = {"model": "proofcritic/grade",
-            "messages": [{"role": "user", "content": f"{PROBLEM.statement}\n## Proof\n{PROOF}"}]}
+    body = {
+        "model": "proofcritic/grade",
+        "messages": [{"role": "user", "content": f"{PROBLEM.statement}\n## Proof\n{PROOF}"}],
+    }
     with TestClient(create_app(settings)) as client:
         plain = client.post("/v1/chat/completions", json=body).json()
         opted = client.post("/v1/chat/completions", json={**body, "proofcritic": {"score_mode": "auto"}}).json()
@@ -407,4 +490,3 @@ def test_the_service_defaults_to_text_and_marks_read_outs(tmp_path):
     assert "## Verification 1: score 0.5 (read-out)" in content
     assert evidence["verifications"][0]["score_source"] == "likelihood" and evidence["aggregate"]["read_out"] == 1
     assert refused.status_code == 400
-

@@ -99,9 +99,11 @@ async def test_selection_pairing_and_refinement_prompt_layout():
     assert sorted(parents) == ["G1", "G2", "G3"]
     expected = {"G3": [10, 11, 0, 1, 2, 3], "G2": [10, 9, 0, 1, 2, 3], "G1": [1, 3, 4, 6, 2, 8, 11, 0]}
     for parent, prompt in zip(parents, refines):
-        block = prompt[prompt.index("--- Solution 1 ---"):]
+        block = prompt[prompt.index("--- Solution 1 ---") :]
         assert "--- Solution 2 ---" not in block
-        evaluations = re.findall(r"=== Evaluation (\d+) of Solution 1 ===\s+(.*?)(?=\n=== Evaluation|\n## Your task now)", block, re.DOTALL)
+        evaluations = re.findall(
+            r"=== Evaluation (\d+) of Solution 1 ===\s+(.*?)(?=\n=== Evaluation|\n## Your task now)", block, re.DOTALL
+        )
         assert [int(j) for j, _ in evaluations] == list(range(1, len(expected[parent]) + 1))
         shown = [ANALYSIS.findall(body) for _, body in evaluations]
         assert shown == [[(parent, str(i))] for i in expected[parent]]
@@ -109,7 +111,9 @@ async def test_selection_pairing_and_refinement_prompt_layout():
             assert body.rstrip().endswith(f"[boxed: {G_SCORES[parent][i]:g}]")  # neutralised in the prompt
     select = next(s for s in result.transcript if s["step"] == "select")
     assert [(s["trial"], s["analyses"]) for s in select["refine"]] == [
-        (0, expected["G3"]), (1, expected["G2"]), (2, expected["G1"])
+        (0, expected["G3"]),
+        (1, expected["G2"]),
+        (2, expected["G1"]),
     ]
     assert result.stop_reason == "max rounds (2) reached" and result.rounds == 2
     # the answer: best mean, then self-score -> G3
@@ -118,8 +122,12 @@ async def test_selection_pairing_and_refinement_prompt_layout():
 
 
 async def test_top_k_and_trials_bound_the_refinements():
-    backend, roles = search_model(lambda name, i: G_SCORES[name][i] if name in G_SCORES else 0, lambda n: G_SELF.get(n, 0))
-    await SearchStrategy(initial_samples=4, verifications=12, top_k=2, trials=5, samples_per_trial=3, rounds=2).solve(PROBLEM, roles)
+    backend, roles = search_model(
+        lambda name, i: G_SCORES[name][i] if name in G_SCORES else 0, lambda n: G_SELF.get(n, 0)
+    )
+    await SearchStrategy(initial_samples=4, verifications=12, top_k=2, trials=5, samples_per_trial=3, rounds=2).solve(
+        PROBLEM, roles
+    )
     refines = [c for c in backend.calls if c.role == "refine"]
     assert len(refines) == 2 * 3 and all(c.request.config.n == 3 for c in refines)
     assert {PROOF.search(c.prompt).group(1) for c in refines} == {"G3", "G2"}
@@ -146,14 +154,18 @@ async def test_a_format_failure_among_verifications_is_not_a_pass():
     # G0's scored verifications all say 1, but one of the three was cut off: mean 1.0, no pass
     scores = {"G0": [1, 1, (1, "length")]}
     backend, roles = search_model(lambda name, i: scores.get(name, [0, 0, 0])[i])
-    result = await SearchStrategy(initial_samples=1, verifications=3, samples_per_trial=1, rounds=2).solve(PROBLEM, roles)
+    result = await SearchStrategy(initial_samples=1, verifications=3, samples_per_trial=1, rounds=2).solve(
+        PROBLEM, roles
+    )
     assert result.rounds == 2 and backend.count("refine") == 1
     assert result.proof == "PROOF[G0]" and result.mean_score == 1.0
     assert [x.score for x in result.verifications] == [1, 1, None]
 
 
 async def test_duplicates_are_verified_once_and_never_ranked():
-    backend, roles = search_model(lambda name, i: 0.5, text=lambda name: "PROOF[G0]" if name == "G2" else f"PROOF[{name}]")
+    backend, roles = search_model(
+        lambda name, i: 0.5, text=lambda name: "PROOF[G0]" if name == "G2" else f"PROOF[{name}]"
+    )
     result = await SearchStrategy(initial_samples=3, verifications=2, rounds=1).solve(PROBLEM, roles)
     assert backend.count("verify") == 2 * 2
     steps = [s for s in result.transcript if s["step"] == "generate"]
@@ -203,7 +215,9 @@ async def test_pool_persists_and_a_stopped_run_resumes_without_repeating_work(tm
     first_backend, roles = search_model(hashed)
     with budget_scope(Budget(max_calls=9, name="problem")):
         stopped = await SearchStrategy(**RESUME).solve(PROBLEM, roles, state_dir=state)
-    assert stopped.budget_limited and stopped.stop_reason.startswith("budget: problem budget of 9 calls is spent (in round 2)")
+    assert stopped.budget_limited and stopped.stop_reason.startswith(
+        "budget: problem budget of 9 calls is spent (in round 2)"
+    )
     assert stopped.proof is not None and stopped.rounds == 2
     pool_file = state / "pool.jsonl"
     records = _pool(pool_file)
@@ -228,7 +242,11 @@ async def test_pool_persists_and_a_stopped_run_resumes_without_repeating_work(tm
         assert len(ids) == len(set(ids)), f"duplicate {kind} records"
     assert max(r["round"] for r in records) == 4
     assert resumed.transcript == reference.transcript
-    assert (resumed.proof_id, resumed.mean_score, resumed.stop_reason) == (reference.proof_id, reference.mean_score, reference.stop_reason)
+    assert (resumed.proof_id, resumed.mean_score, resumed.stop_reason) == (
+        reference.proof_id,
+        reference.mean_score,
+        reference.stop_reason,
+    )
 
     again_backend, roles = search_model(hashed)  # everything recorded: a third run asks nothing
     again = await SearchStrategy(**RESUME).solve(PROBLEM, roles, state_dir=state)

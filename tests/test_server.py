@@ -42,22 +42,47 @@ def free_port() -> int:
 class Service:
     """``python -m proofcritic serve ...`` in a subprocess; ``url`` is its base (no /v1)."""
 
-    def __init__(self, folder: Path, model_args: list[str], *, keys: tuple[str, ...] = (), extra: list[str] = (),
-                 env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        folder: Path,
+        model_args: list[str],
+        *,
+        keys: tuple[str, ...] = (),
+        extra: list[str] = (),
+        env: dict[str, str] | None = None,
+    ):
         self.folder = folder
         self.env = env or {}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.args = [
-            sys.executable, "-m", "proofcritic", "serve", *model_args,
-            "--port", str(self.port), "--db", str(folder / "jobs.sqlite"), "--cache", str(folder / "cache.sqlite"),
-            "--log-level", "warning", *[a for k in keys for a in ("--service-key", k)], *extra,
+            sys.executable,
+            "-m",
+            "proofcritic",
+            "serve",
+            *model_args,
+            "--port",
+            str(self.port),
+            "--db",
+            str(folder / "jobs.sqlite"),
+            "--cache",
+            str(folder / "cache.sqlite"),
+            "--log-level",
+            "warning",
+            *[a for k in keys for a in ("--service-key", k)],
+            *extra,
         ]
         self.proc: subprocess.Popen | None = None
         self.log = folder / "service.log"
 
     def start(self, timeout: float = 120.0) -> Service:
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "PROOFCRITIC_API_KEYS": "", "PROOFCRITIC_SERVICE_KEYS": "", **self.env}
+        env = {
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "PROOFCRITIC_API_KEYS": "",
+            "PROOFCRITIC_SERVICE_KEYS": "",
+            **self.env,
+        }
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
@@ -100,8 +125,12 @@ def upstream() -> Iterator[ScriptedOpenAIServer]:
 
 @pytest.fixture(scope="module")
 def service(upstream: ScriptedOpenAIServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    svc = Service(tmp_path_factory.mktemp("service"), upstream_args(upstream), keys=KEYS,
-                  extra=["--max-body-bytes", str(MAX_BODY), "--max-jobs", "16", "--concurrency", "256"]).start()
+    svc = Service(
+        tmp_path_factory.mktemp("service"),
+        upstream_args(upstream),
+        keys=KEYS,
+        extra=["--max-body-bytes", str(MAX_BODY), "--max-jobs", "16", "--concurrency", "256"],
+    ).start()
     yield svc
     svc.stop()
 
@@ -221,10 +250,13 @@ def test_facade_streams_like_openai(client, upstream):
     plain = client.chat.completions.create(**request)
     assert plain.choices[0].message.content == content
     # on the wire: the rounds as SSE comments before the content, then [DONE]
-    with httpx.stream("POST", f"{client.base_url}chat/completions", headers=auth(), timeout=60,
-                      json={**request, "stream": True}) as response:
+    with httpx.stream(
+        "POST", f"{client.base_url}chat/completions", headers=auth(), timeout=60, json={**request, "stream": True}
+    ) as response:
         lines = [line for line in response.iter_lines() if line]
-    assert lines.index(": round 1") < lines.index(": round 2") < next(i for i, x in enumerate(lines) if "Attempt 2." in x)
+    assert (
+        lines.index(": round 1") < lines.index(": round 2") < next(i for i, x in enumerate(lines) if "Attempt 2." in x)
+    )
     assert lines[-1] == "data: [DONE]"
 
 
@@ -249,7 +281,8 @@ def test_facade_grade_reports_the_verifier_evidence(client, upstream):
     assert flawed in verify.prompt and f"## Problem\n{problem}" not in verify.prompt and "## Proof" not in verify.prompt
 
     clean = client.chat.completions.create(
-        model="proofcritic/grade", messages=[{"role": "user", "content": problem + " (clean)"}],
+        model="proofcritic/grade",
+        messages=[{"role": "user", "content": problem + " (clean)"}],
         extra_body={"proofcritic": {"proof": "Three consecutive integers include an even one and a multiple of 3."}},
     )
     assert clean.model_extra["proofcritic"]["verified"] is True
@@ -265,7 +298,9 @@ def test_facade_errors_have_openai_shapes(client, service):
     with pytest.raises(openai.BadRequestError, match="## Proof"):
         client.chat.completions.create(model="proofcritic/grade", messages=message)
     with pytest.raises(openai.BadRequestError, match="no parameter 'bogus'"):
-        client.chat.completions.create(model="proofcritic/refine", messages=message, extra_body={"proofcritic": {"bogus": 1}})
+        client.chat.completions.create(
+            model="proofcritic/refine", messages=message, extra_body={"proofcritic": {"bogus": 1}}
+        )
     with pytest.raises(openai.BadRequestError, match="n must be 1"):
         client.chat.completions.create(model="proofcritic/refine", messages=message, n=2)
     response = httpx.post(f"{service.url}/v1/chat/completions", headers=auth(), json={"model": "proofcritic/refine"})
@@ -275,10 +310,18 @@ def test_facade_errors_have_openai_shapes(client, service):
 
 def test_models_list_and_openapi_docs(client, service):
     ids = {m.id for m in client.models.list()}
-    assert {"proofcritic/grade", "proofcritic/single", "proofcritic/refine", "proofcritic/search", "proofcritic/agent"} <= ids
+    assert {
+        "proofcritic/grade",
+        "proofcritic/single",
+        "proofcritic/refine",
+        "proofcritic/search",
+        "proofcritic/agent",
+    } <= ids
     assert httpx.get(f"{service.url}/docs").status_code == 200  # docs need no key
     paths = httpx.get(f"{service.url}/openapi.json").json()["paths"]
-    assert {"/v1/chat/completions", "/v1/models", "/v1/grade", "/v1/solve", "/v1/label", "/v1/jobs/{job_id}"} <= set(paths)
+    assert {"/v1/chat/completions", "/v1/models", "/v1/grade", "/v1/solve", "/v1/label", "/v1/jobs/{job_id}"} <= set(
+        paths
+    )
 
 
 # -- authentication and limits ------------------------------------------------------------------
@@ -287,8 +330,18 @@ def test_models_list_and_openapi_docs(client, service):
 def test_missing_or_wrong_key_gets_401(service):
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=service.url + "/v1", api_key="sk-wrong", max_retries=0).models.list()
-    for headers in ({}, {"Authorization": "Bearer sk-wrong"}, {"Authorization": f"Basic {KEYS[0]}"}, {"Authorization": "Bearer"}):
-        for method, path in (("GET", "/v1/models"), ("POST", "/v1/chat/completions"), ("GET", "/v1/jobs/job-x"), ("POST", "/v1/grade")):
+    for headers in (
+        {},
+        {"Authorization": "Bearer sk-wrong"},
+        {"Authorization": f"Basic {KEYS[0]}"},
+        {"Authorization": "Bearer"},
+    ):
+        for method, path in (
+            ("GET", "/v1/models"),
+            ("POST", "/v1/chat/completions"),
+            ("GET", "/v1/jobs/job-x"),
+            ("POST", "/v1/grade"),
+        ):
             response = httpx.request(method, service.url + path, headers=headers, json={})
             assert response.status_code == 401, (headers, path)
             assert response.json()["error"]["code"] == "invalid_api_key"
@@ -306,8 +359,12 @@ def test_keys_from_a_file_and_the_environment_stay_off_the_command_line(upstream
     key_file.write_text("# service keys\nsk-from-file\n\n")
     key_file.chmod(0o600)
     model = ["--model", "openai/roles", "--base-url", upstream.url]
-    svc = Service(tmp_path, model, extra=["--service-key-file", str(key_file)],
-                  env={"PROOFCRITIC_SERVICE_KEYS": "sk-from-env", "OPENAI_API_KEY": "sk-upstream-secret"}).start()
+    svc = Service(
+        tmp_path,
+        model,
+        extra=["--service-key-file", str(key_file)],
+        env={"PROOFCRITIC_SERVICE_KEYS": "sk-from-env", "OPENAI_API_KEY": "sk-upstream-secret"},
+    ).start()
     try:
         with open(f"/proc/{svc.proc.pid}/cmdline", "rb") as handle:
             cmdline = handle.read()
@@ -333,9 +390,22 @@ def test_unreadable_or_empty_key_file_is_one_line(tmp_path):
     empty.write_text("# nothing here\n")
     for path, says in ((tmp_path / "missing.txt", "cannot read the service key file"), (empty, "holds no key")):
         done = subprocess.run(
-            [sys.executable, "-m", "proofcritic", "serve", "--model", "openai/m", "--base-url", "http://127.0.0.1:9/v1",
-             "--service-key-file", str(path)],
-            capture_output=True, text=True, timeout=60, check=False,
+            [
+                sys.executable,
+                "-m",
+                "proofcritic",
+                "serve",
+                "--model",
+                "openai/m",
+                "--base-url",
+                "http://127.0.0.1:9/v1",
+                "--service-key-file",
+                str(path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         assert done.returncode == 2, done
         assert says in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
@@ -350,13 +420,17 @@ def test_request_size_limit_gets_413(service):
     def chunks() -> Iterator[bytes]:  # no Content-Length: the body arrives chunked
         body = json.dumps(big).encode()
         for start in range(0, len(body), 4096):
-            yield body[start:start + 4096]
+            yield body[start : start + 4096]
 
-    response = httpx.post(f"{service.url}/v1/grade", headers=auth() | {"Content-Type": "application/json"}, content=chunks())
+    response = httpx.post(
+        f"{service.url}/v1/grade", headers=auth() | {"Content-Type": "application/json"}, content=chunks()
+    )
     assert response.status_code == 413
     # a chunked body under the limit goes through
     small = json.dumps({"problem": "x", "proof": ""}).encode()
-    response = httpx.post(f"{service.url}/v1/grade", headers=auth() | {"Content-Type": "application/json"}, content=iter([small]))
+    response = httpx.post(
+        f"{service.url}/v1/grade", headers=auth() | {"Content-Type": "application/json"}, content=iter([small])
+    )
     assert response.status_code == 400 and "proof" in response.json()["error"]["message"]
 
 
@@ -381,8 +455,11 @@ def test_grade_and_label_jobs_with_server_sent_progress(service, upstream):
     # a client that saw event 1 resumes the stream after it
     assert [e["id"] for e in read_events(service, job["id"], last_event_id="1")] == [e["id"] for e in events[1:]]
 
-    response = httpx.post(f"{service.url}/v1/label", headers=auth(),
-                          json={"problem": {"statement": problem, "max_points": 10}, "proof": flawed, "n": 2, "m": 3, "k": 2})
+    response = httpx.post(
+        f"{service.url}/v1/label",
+        headers=auth(),
+        json={"problem": {"statement": problem, "max_points": 10}, "proof": flawed, "n": 2, "m": 3, "k": 2},
+    )
     label = wait_job(service, response.json()["id"])
     assert label["status"] == "done"
     result = label["result"]
@@ -390,14 +467,21 @@ def test_grade_and_label_jobs_with_server_sent_progress(service, upstream):
     assert [a["meta_scores"] for a in result["analyses"]] == [[1.0, 1.0, 1.0]] * 2
     assert result["problem"]["max_points"] == 10
 
-    solve = httpx.post(f"{service.url}/v1/solve", headers=auth(),
-                       json={"problem": problem, "strategy": "single", "params": {"samples": 2}})
+    solve = httpx.post(
+        f"{service.url}/v1/solve",
+        headers=auth(),
+        json={"problem": problem, "strategy": "single", "params": {"samples": 2}},
+    )
     result = wait_job(service, solve.json()["id"])["result"]
     assert result["strategy"] == "single" and result["proof"].startswith("Attempt 1.")
 
     bad = httpx.post(f"{service.url}/v1/solve", headers=auth(), json={"problem": problem, "strategy": "nope"})
     assert bad.status_code == 400 and "unknown strategy" in bad.json()["error"]["message"]
-    bad = httpx.post(f"{service.url}/v1/label", headers=auth(), json={"problem": problem, "proof": "p", "refute_at": 1, "confirm_at": 0.5})
+    bad = httpx.post(
+        f"{service.url}/v1/label",
+        headers=auth(),
+        json={"problem": problem, "proof": "p", "refute_at": 1, "confirm_at": 0.5},
+    )
     assert bad.status_code == 400 and "refute_at" in bad.json()["error"]["message"]
     missing = httpx.get(f"{service.url}/v1/jobs/job-none", headers=auth())
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "job_not_found"
@@ -409,8 +493,11 @@ def test_a_job_survives_a_service_restart_without_repeating_finished_work(tmp_pa
         first = Service(tmp_path, upstream_args(upstream), keys=KEYS).start()
         try:
             problem = unique_problem("restart")
-            job = httpx.post(f"{first.url}/v1/solve", headers=auth(), json={
-                "problem": problem, "strategy": "refine", "params": {"max_iters": 4, "verify_n": 1}}).json()
+            job = httpx.post(
+                f"{first.url}/v1/solve",
+                headers=auth(),
+                json={"problem": problem, "strategy": "refine", "params": {"max_iters": 4, "verify_n": 1}},
+            ).json()
             # round 3 starts once the answers of rounds 1 and 2 are in the cache
             seen = read_events(first, job["id"], until=lambda e: e["type"] == "round" and e["data"]["round"] == 3)
             assert seen[-1]["data"]["round"] == 3
@@ -432,7 +519,7 @@ def test_a_job_survives_a_service_restart_without_repeating_finished_work(tmp_pa
     assert result["stop_reason"].startswith("max iterations (4) reached")
     types = [e["type"] for e in events]
     assert types[:2] == ["queued", "started"] and "requeued" in types and types[-1] == "done"
-    after = types[types.index("requeued"):]
+    after = types[types.index("requeued") :]
     assert after[:2] == ["requeued", "started"] and after.count("round") == 4
     # nothing answered before the kill was asked again; only the call in flight may repeat
     arrived = upstream.recorder.arrived
@@ -452,10 +539,14 @@ def test_cancelled_jobs_stop_stay_cancelled_and_finished_ones_cannot_be(tmp_path
         try:
             busy, waiting = unique_problem("cancel-running"), unique_problem("cancel-queued")
             params = {"max_iters": 20, "verify_n": 1}
-            running = httpx.post(f"{first.url}/v1/solve", headers=auth(),
-                                 json={"problem": busy, "strategy": "refine", "params": params}).json()["id"]
-            queued = httpx.post(f"{first.url}/v1/solve", headers=auth(),
-                                json={"problem": waiting, "strategy": "refine", "params": params}).json()["id"]
+            running = httpx.post(
+                f"{first.url}/v1/solve", headers=auth(), json={"problem": busy, "strategy": "refine", "params": params}
+            ).json()["id"]
+            queued = httpx.post(
+                f"{first.url}/v1/solve",
+                headers=auth(),
+                json={"problem": waiting, "strategy": "refine", "params": params},
+            ).json()["id"]
             read_events(first, running, until=lambda e: e["type"] == "round" and e["data"]["round"] == 3)
             assert job_status(first, queued) == "queued"
 
@@ -486,7 +577,9 @@ def test_cancelled_jobs_stop_stay_cancelled_and_finished_ones_cannot_be(tmp_path
             again = httpx.delete(f"{first.url}/v1/jobs/{running}", headers=auth())
             assert again.status_code == 409 and again.json()["error"]["code"] == "job_finished"
             assert "already cancelled" in again.json()["error"]["message"]
-            grade = httpx.post(f"{first.url}/v1/grade", headers=auth(), json={"problem": busy, "proof": "Obvious."}).json()
+            grade = httpx.post(
+                f"{first.url}/v1/grade", headers=auth(), json={"problem": busy, "proof": "Obvious."}
+            ).json()
             assert wait_job(first, grade["id"])["status"] == "done"  # the worker took the next job
             done = httpx.post(f"{first.url}/v1/jobs/{grade['id']}/cancel", headers=auth())
             assert done.status_code == 409 and "already done" in done.json()["error"]["message"]
@@ -514,8 +607,12 @@ def test_a_failing_upstream_gives_openai_errors_and_failed_jobs(tmp_path):
     from servers.fault_server import FaultServer, drop_connection, status
 
     with FaultServer() as fault:
-        svc = Service(tmp_path, ["--model", "openai/served-model", "--base-url", fault.url], keys=KEYS,
-                      extra=["--max-retries", "2", "--retry-wait", "0.05"]).start()
+        svc = Service(
+            tmp_path,
+            ["--model", "openai/served-model", "--base-url", fault.url],
+            keys=KEYS,
+            extra=["--max-retries", "2", "--retry-wait", "0.05"],
+        ).start()
         try:
             client = openai.OpenAI(base_url=svc.url + "/v1", api_key=KEYS[0], max_retries=0, timeout=60)
             grade = {"model": "proofcritic/grade", "extra_body": {"proofcritic": {"score_mode": "text"}}}
@@ -524,7 +621,8 @@ def test_a_failing_upstream_gives_openai_errors_and_failed_jobs(tmp_path):
             started = time.monotonic()
             with pytest.raises(openai.InternalServerError) as info:
                 client.chat.completions.create(
-                    messages=[{"role": "user", "content": f"{unique_problem('fault')}\n## Proof\nTrivial."}], **grade)
+                    messages=[{"role": "user", "content": f"{unique_problem('fault')}\n## Proof\nTrivial."}], **grade
+                )
             assert time.monotonic() - started < 10
             assert info.value.status_code == 503
             error = info.value.body
@@ -533,19 +631,25 @@ def test_a_failing_upstream_gives_openai_errors_and_failed_jobs(tmp_path):
             assert len(fault.chat_requests) == 3  # the first attempt and two retries
 
             fault.push(*[drop_connection()] * 3)  # a job whose upstream hangs up every time
-            job = httpx.post(f"{svc.url}/v1/grade", headers=auth(), json={
-                "problem": unique_problem("fault-job"), "proof": "Trivial.", "score_mode": "text"}).json()
+            job = httpx.post(
+                f"{svc.url}/v1/grade",
+                headers=auth(),
+                json={"problem": unique_problem("fault-job"), "proof": "Trivial.", "score_mode": "text"},
+            ).json()
             failed = wait_job(svc, job["id"])
             assert failed["status"] == "failed" and failed["result"] is None
             assert failed["error"]["kind"] == "backend"
-            assert "connection" in failed["error"]["message"] and "gave up after 3 attempts" in failed["error"]["message"]
+            assert (
+                "connection" in failed["error"]["message"] and "gave up after 3 attempts" in failed["error"]["message"]
+            )
             events = read_events(svc, job["id"])
             assert events[-1]["type"] == "failed" and events[-1]["data"]["error"] == failed["error"]["message"]
             assert len(fault.chat_requests) == 6
 
             # the upstream recovers: the same service answers again (its "ok" carries no score)
             answer = client.chat.completions.create(
-                messages=[{"role": "user", "content": f"{unique_problem('fault-ok')}\n## Proof\nTrivial."}], **grade)
+                messages=[{"role": "user", "content": f"{unique_problem('fault-ok')}\n## Proof\nTrivial."}], **grade
+            )
             assert answer.choices[0].message.content.startswith("No score")
             assert len(fault.chat_requests) == 7
 
@@ -561,8 +665,12 @@ def test_a_failing_upstream_gives_openai_errors_and_failed_jobs(tmp_path):
 
 def test_stats_show_jobs_usage_and_both_upstream_endpoints_and_docs_can_be_protected(tmp_path):
     with ScriptedOpenAIServer(pass_at=1) as one, ScriptedOpenAIServer(pass_at=1) as two:
-        svc = Service(tmp_path, ["--model", "openai/roles", "--base-url", one.url, "--base-url", two.url,
-                                 "--api-key", "upstream-key"], keys=KEYS, extra=["--protect-docs"]).start()
+        svc = Service(
+            tmp_path,
+            ["--model", "openai/roles", "--base-url", one.url, "--base-url", two.url, "--api-key", "upstream-key"],
+            keys=KEYS,
+            extra=["--protect-docs"],
+        ).start()
         try:
             for path in ("/docs", "/openapi.json", "/v1/stats"):
                 assert httpx.get(svc.url + path).status_code == 401, path
@@ -575,9 +683,15 @@ def test_stats_show_jobs_usage_and_both_upstream_endpoints_and_docs_can_be_prote
 
             client = openai.OpenAI(base_url=svc.url + "/v1", api_key=KEYS[0], max_retries=0, timeout=60)
             for i in range(6):
-                client.chat.completions.create(model="proofcritic/grade", messages=[
-                    {"role": "user", "content": f"{unique_problem(f'stats {i}')}\n## Proof\nConsecutive integers."}])
-            job = httpx.post(f"{svc.url}/v1/grade", headers=auth(), json={"problem": unique_problem("stats job"), "proof": "P."})
+                client.chat.completions.create(
+                    model="proofcritic/grade",
+                    messages=[
+                        {"role": "user", "content": f"{unique_problem(f'stats {i}')}\n## Proof\nConsecutive integers."}
+                    ],
+                )
+            job = httpx.post(
+                f"{svc.url}/v1/grade", headers=auth(), json={"problem": unique_problem("stats job"), "proof": "P."}
+            )
             assert wait_job(svc, job.json()["id"])["status"] == "done"
 
             stats = httpx.get(f"{svc.url}/v1/stats", headers=auth()).json()
@@ -630,7 +744,9 @@ def test_protect_docs_needs_a_key(monkeypatch):
 
     monkeypatch.delenv("PROOFCRITIC_API_KEYS", raising=False)
     monkeypatch.delenv("PROOFCRITIC_SERVICE_KEYS", raising=False)
-    result = CliRunner().invoke(app, ["serve", "--protect-docs", "--model", "openai/m", "--base-url", "http://127.0.0.1:9/v1"])
+    result = CliRunner().invoke(
+        app, ["serve", "--protect-docs", "--model", "openai/m", "--base-url", "http://127.0.0.1:9/v1"]
+    )
     assert result.exit_code == 2 and "--protect-docs" in result.output and "service key" in result.output
     with pytest.raises(ValueError, match="protect_docs needs API keys"):
         ServerSettings(model=Model(OpenAIBackend("m", base_url="http://127.0.0.1:9/v1")), protect_docs=True)
@@ -650,15 +766,20 @@ async def test_200_concurrent_requests_complete_with_none_lost(service, upstream
     async with httpx.AsyncClient(base_url=service.url, headers=auth(), limits=limits, timeout=120) as http:
 
         async def facade(i: int) -> dict:
-            response = await http.post("/v1/chat/completions", json={
-                "model": "proofcritic/grade",
-                "messages": [{"role": "user", "content": f"Problem {i}: show 6 | n^3 - n.\n## Proof\n{proof(i)}"}],
-            })
+            response = await http.post(
+                "/v1/chat/completions",
+                json={
+                    "model": "proofcritic/grade",
+                    "messages": [{"role": "user", "content": f"Problem {i}: show 6 | n^3 - n.\n## Proof\n{proof(i)}"}],
+                },
+            )
             assert response.status_code == 200, response.text
             return response.json()
 
         async def job(i: int) -> dict:
-            response = await http.post("/v1/grade", json={"problem": f"Problem {i}: show 6 | n^3 - n.", "proof": proof(1000 + i)})
+            response = await http.post(
+                "/v1/grade", json={"problem": f"Problem {i}: show 6 | n^3 - n.", "proof": proof(1000 + i)}
+            )
             assert response.status_code == 202, response.text
             return response.json()
 
@@ -690,13 +811,20 @@ async def test_200_concurrent_requests_complete_with_none_lost(service, upstream
 @pytest.mark.slow
 def test_smollm2_upstream_through_the_facade(smollm2_dir, tmp_path):
     """One real verification by SmolLM2 (about 700 prompt tokens, 16 new ones) through the facade."""
-    svc = Service(tmp_path, ["--model", f"transformers/{smollm2_dir}", "--max-tokens", "16", "--temperature", "0"]).start()
+    svc = Service(
+        tmp_path, ["--model", f"transformers/{smollm2_dir}", "--max-tokens", "16", "--temperature", "0"]
+    ).start()
     try:
         client = openai.OpenAI(base_url=svc.url + "/v1", api_key="unused", max_retries=0, timeout=600)
         answer = client.chat.completions.create(
             model="proofcritic/grade",
-            messages=[{"role": "user", "content": "Prove that the sum of two even integers is even.\n## Proof\n"
-                                                  "Write them as 2a and 2b; their sum 2(a + b) is even."}],
+            messages=[
+                {
+                    "role": "user",
+                    "content": "Prove that the sum of two even integers is even.\n## Proof\n"
+                    "Write them as 2a and 2b; their sum 2(a + b) is even.",
+                }
+            ],
             extra_body={"proofcritic": {"score_mode": "text"}},
         )
     finally:
@@ -715,14 +843,22 @@ def test_grade_requests_on_the_points_scale(service):
     ternary one, so each verification fails for want of the points marker: the points
     verifier parsed it); a scheme without the points scale is refused before any model call."""
     problem = unique_problem("points")
-    response = httpx.post(f"{service.url}/v1/grade", headers=auth(),
-                          json={"problem": problem, "proof": "It is a product of 3 consecutive integers.",
-                                "scale": "points", "scheme": "Seven points for a proof."})
+    response = httpx.post(
+        f"{service.url}/v1/grade",
+        headers=auth(),
+        json={
+            "problem": problem,
+            "proof": "It is a product of 3 consecutive integers.",
+            "scale": "points",
+            "scheme": "Seven points for a proof.",
+        },
+    )
     assert response.status_code == 202, response.text
     done = wait_job(service, response.json()["id"])
     assert done["status"] == "done"
     [verification] = done["result"]["verifications"]
     assert verification["score"] is None and "missing points marker" in verification["format_error"]
-    refused = httpx.post(f"{service.url}/v1/grade", headers=auth(),
-                         json={"problem": problem, "proof": "x", "scheme": "Seven points."})
+    refused = httpx.post(
+        f"{service.url}/v1/grade", headers=auth(), json={"problem": problem, "proof": "x", "scheme": "Seven points."}
+    )
     assert refused.status_code in (400, 422) and "needs scale points" in refused.text

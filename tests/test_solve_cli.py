@@ -84,13 +84,13 @@ def test_registry_builds_every_strategy_by_name():
 def test_problem_files_jsonl_json_list_and_markdown(tmp_path):
     items = read_problem_items(_write_problems(tmp_path / "p.jsonl", ["a", "b"]))
     assert [i[0] for i in items] == ["a", "b"]
-    (tmp_path / "list.json").write_text(json.dumps(
-        [{"id": "1", "question": "Q one", "problem_idx": "X-1"}, {"id": "1", "question": "Q two"}, 7]
-    ))
+    (tmp_path / "list.json").write_text(
+        json.dumps([{"id": "1", "question": "Q one", "problem_idx": "X-1"}, {"id": "1", "question": "Q two"}, 7])
+    )
     items = read_problem_items(tmp_path / "list.json")
     assert [i[0] for i in items] == ["X-1", "1", "item-3"]
     assert items[0][2]["problem_id"] == "X-1" and isinstance(items[2][2], InputError)
-    (kind, _, record), = read_problem_items(EXAMPLES / "problem.md")
+    ((kind, _, record),) = read_problem_items(EXAMPLES / "problem.md")
     assert kind == "problem" and "divisible" in record["statement"]
     assert state_name("cubes-1") == "cubes-1" and state_name("imo/2025 #1").startswith("imo_2025_1-")
 
@@ -128,7 +128,9 @@ async def test_problem_budget_and_state_dirs(tmp_path):
     _, roles = scripted_roles()
     seen = []
     strategy = SearchStrategy(initial_samples=2, verifications=2, top_k=1, trials=1, samples_per_trial=1, rounds=3)
-    stats = await solve_jsonl(strategy, roles, source, out, max_calls=4, on_progress=lambda s: seen.append(s.extra.get("rounds")))
+    stats = await solve_jsonl(
+        strategy, roles, source, out, max_calls=4, on_progress=lambda s: seen.append(s.extra.get("rounds"))
+    )
     records = {r["id"]: r for r in _records(out)}
     assert set(records) == {"a/1", "b"} and all(r["budget_limited"] for r in records.values())
     assert all(r["stop_reason"].startswith("budget: problem budget of 4 calls is spent") for r in records.values())
@@ -152,8 +154,17 @@ def solve(smollm2_dir):
 
 @pytest.mark.smollm2
 def test_single_on_smollm2(solve, tmp_path):
-    result = solve("--problem", str(EXAMPLES / "problem.md"), "--strategy", "single", "--keep-invalid",
-                   "--json", "--cache", str(tmp_path / "c.sqlite"), *SHORT)
+    result = solve(
+        "--problem",
+        str(EXAMPLES / "problem.md"),
+        "--strategy",
+        "single",
+        "--keep-invalid",
+        "--json",
+        "--cache",
+        str(tmp_path / "c.sqlite"),
+        *SHORT,
+    )
     data = json.loads(result.stdout)
     assert data["strategy"] == "single" and data["proof"] and data["generation"]["format_ok"] is False
     assert len(data["verifications"]) == 1 and data["verifications"][0]["format_ok"] is False
@@ -163,8 +174,21 @@ def test_single_on_smollm2(solve, tmp_path):
 
 @pytest.mark.smollm2
 def test_refine_on_smollm2_treats_format_failures_as_such(solve, tmp_path):
-    result = solve("--problem", str(EXAMPLES / "problem.md"), "--strategy", "refine", "--max-iters", "2",
-                   "--verify-n", "0", "--json", "--cache", str(tmp_path / "c.sqlite"), *SHORT, status=1)
+    result = solve(
+        "--problem",
+        str(EXAMPLES / "problem.md"),
+        "--strategy",
+        "refine",
+        "--max-iters",
+        "2",
+        "--verify-n",
+        "0",
+        "--json",
+        "--cache",
+        str(tmp_path / "c.sqlite"),
+        *SHORT,
+        status=1,
+    )
     data = json.loads(result.stdout)
     assert data["rounds"] == 2 and [s["step"] for s in data["transcript"]] == ["generate", "refine"]
     assert data["proof"] is None and data["stop_reason"] == "max iterations (2) reached; no valid generation to answer"
@@ -179,13 +203,32 @@ def test_refine_on_smollm2_treats_format_failures_as_such(solve, tmp_path):
 @pytest.mark.smollm2
 def test_search_batch_on_smollm2_resumes(solve, tmp_path):
     source = tmp_path / "problems.json"  # the shared data's JSON list format
-    source.write_text(json.dumps([
-        {"id": "1", "question": "Prove that 2 + 2 = 4.", "answer": "null", "problem_idx": "T-1"},
-        {"id": "2", "question": "Prove that 3 is odd.", "answer": "null", "problem_idx": "T-2"},
-    ]))
+    source.write_text(
+        json.dumps(
+            [
+                {"id": "1", "question": "Prove that 2 + 2 = 4.", "answer": "null", "problem_idx": "T-1"},
+                {"id": "2", "question": "Prove that 3 is odd.", "answer": "null", "problem_idx": "T-2"},
+            ]
+        )
+    )
     out = tmp_path / "out.jsonl"
-    args = ["--input", str(source), "--output", str(out), "--strategy", "search", "--initial-samples", "1",
-            "--verifications", "1", "--rounds", "2", "--cache", str(tmp_path / "c.sqlite"), *SHORT]
+    args = [
+        "--input",
+        str(source),
+        "--output",
+        str(out),
+        "--strategy",
+        "search",
+        "--initial-samples",
+        "1",
+        "--verifications",
+        "1",
+        "--rounds",
+        "2",
+        "--cache",
+        str(tmp_path / "c.sqlite"),
+        *SHORT,
+    ]
     first = solve(*args)
     records = {r["id"]: r for r in _records(out)}
     assert set(records) == {"T-1", "T-2"}
@@ -199,9 +242,25 @@ def test_search_batch_on_smollm2_resumes(solve, tmp_path):
 
 @pytest.mark.smollm2
 def test_agent_on_smollm2(solve, tmp_path):
-    result = solve("--problem", str(EXAMPLES / "problem.md"), "--strategy", "agent", "--set", "max_runs=1",
-                   "--set", "max_iterations=1", "--set", "passes_to_accept=1", "--set", "self_improve=false",
-                   "--json", "--cache", str(tmp_path / "c.sqlite"), *SHORT, status=1)
+    result = solve(
+        "--problem",
+        str(EXAMPLES / "problem.md"),
+        "--strategy",
+        "agent",
+        "--set",
+        "max_runs=1",
+        "--set",
+        "max_iterations=1",
+        "--set",
+        "passes_to_accept=1",
+        "--set",
+        "self_improve=false",
+        "--json",
+        "--cache",
+        str(tmp_path / "c.sqlite"),
+        *SHORT,
+        status=1,
+    )
     data = json.loads(result.stdout)
     assert data["strategy"] == "agent" and data["stop_reason"].startswith("not accepted") and data["proof"] is None
     assert result.stderr.strip().splitlines()[-1].startswith("no valid proof: not accepted")
@@ -235,16 +294,50 @@ def _pool_lines(state: Path) -> int:
 
 @pytest.mark.slow
 def test_search_killed_mid_run_resumes_without_loss_duplicates_or_repeated_calls(tiny_model_dir, tmp_path):
-    source, out, cache = _write_problems(tmp_path / "in.jsonl", ["a", "b", "c"]), tmp_path / "out.jsonl", tmp_path / "c.sqlite"
+    source, out, cache = (
+        _write_problems(tmp_path / "in.jsonl", ["a", "b", "c"]),
+        tmp_path / "out.jsonl",
+        tmp_path / "c.sqlite",
+    )
     probe = "from proofcritic.cli import app; print('solve' in [c.name for c in app.registered_commands])"
-    registered = subprocess.run([sys.executable, "-c", probe], check=False, capture_output=True, text=True).stdout.strip() == "True"
+    registered = (
+        subprocess.run([sys.executable, "-c", probe], check=False, capture_output=True, text=True).stdout.strip()
+        == "True"
+    )
     entry = [sys.executable, "-m", "proofcritic"] if registered else [sys.executable, "-c", _LAUNCH]
-    command = [*entry, "solve", "--input", str(source), "--output", str(out), "--strategy", "search",
-               "--model", f"transformers/{tiny_model_dir}", "--cache", str(cache), "--max-tokens", "8",
-               "--initial-samples", "2", "--verifications", "1", "--top-k", "2", "--trials", "2",
-               "--samples-per-trial", "1", "--rounds", "5", "--keep-invalid", "--no-stop-on-pass",
-               # the tiny model writes no score: the read-out gives the analyses scores to refine from
-               "--score-mode", "auto"]
+    command = [
+        *entry,
+        "solve",
+        "--input",
+        str(source),
+        "--output",
+        str(out),
+        "--strategy",
+        "search",
+        "--model",
+        f"transformers/{tiny_model_dir}",
+        "--cache",
+        str(cache),
+        "--max-tokens",
+        "8",
+        "--initial-samples",
+        "2",
+        "--verifications",
+        "1",
+        "--top-k",
+        "2",
+        "--trials",
+        "2",
+        "--samples-per-trial",
+        "1",
+        "--rounds",
+        "5",
+        "--keep-invalid",
+        "--no-stop-on-pass",
+        # the tiny model writes no score: the read-out gives the analyses scores to refine from
+        "--score-mode",
+        "auto",
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
     state = tmp_path / "out.jsonl.state"
     with open(tmp_path / "first.err", "wb") as err:

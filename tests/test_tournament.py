@@ -119,5 +119,7 @@ async def test_single_strategy_can_choose_by_tournament():
     step = next(s for s in result.transcript if s["step"] == "tournament")
     assert step["format"] == "knockout" and len(step["matches"]) == 3
     assert strategy.plan().calls["comparison"] == 6
-    plain = await SingleStrategy(samples=4, verify_n=0).solve(PROBLEM, Roles.from_models(Model(ScriptedBackend(script))))
+    plain = await SingleStrategy(samples=4, verify_n=0).solve(
+        PROBLEM, Roles.from_models(Model(ScriptedBackend(script)))
+    )
     assert plain.proof != "Proof of quality 9."  # by self-score

@@ -40,7 +40,7 @@ STEPS = ("verifier", "generator_init", "generator", "sample", "label", "merge")
 def _training_section() -> str:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     start = text.index("\n### Training")
-    return text[start:text.index("\n### ", start + 1)]
+    return text[start : text.index("\n### ", start + 1)]
 
 
 def _blocks(kind: str) -> list[str]:
@@ -211,7 +211,7 @@ def test_cotrain_example_runs_on_the_warm_model(monkeypatch, tmp_path, warm_mode
         result = _run(args)
         work = tmp_path / _option(args, "--workdir")
         iterations = int(_option(args, "--iterations"))
-        summary = json.loads(result.stdout[result.stdout.index('{\n  "iterations"'):])  # after TRL's log lines
+        summary = json.loads(result.stdout[result.stdout.index('{\n  "iterations"') :])  # after TRL's log lines
         assert len(summary["iterations"]) == iterations
         assert summary["iterations"][-1]["ran"] and not summary["iterations"][-1]["skipped"]
         assert all(not it["ran"] for it in summary["iterations"][:-1])  # resumed: earlier ones skipped

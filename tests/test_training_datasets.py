@@ -39,9 +39,14 @@ def analysis(index: int, score: float, metas: list[float | None]) -> AnalysisEvi
 
 def record(proof: str, status: str, label: float | None, analyses: list[AnalysisEvidence]) -> dict:
     result = LabelResult(
-        problem=PROBLEM, proof=proof, status=status, label=label,
+        problem=PROBLEM,
+        proof=proof,
+        status=status,
+        label=label,
         rule="confirmed_lowest" if status == "labeled" else "not_enough_confirmed",
-        config=LabelConfig(n=len(analyses), m=3), analyses=analyses, aggregate=Aggregate(n=len(analyses), valid=len(analyses)),
+        config=LabelConfig(n=len(analyses), m=3),
+        analyses=analyses,
+        aggregate=Aggregate(n=len(analyses), valid=len(analyses)),
     )
     return {"id": proof, "line": 1, **result.model_dump(mode="json")}
 
@@ -49,7 +54,9 @@ def record(proof: str, status: str, label: float | None, analyses: list[Analysis
 @pytest.fixture
 def label_records() -> list[dict]:
     return [
-        record("proof A", "labeled", 0.0, [analysis(0, 0, [1, 1, 0]), analysis(1, 0, [1, 0.5, 0.5]), analysis(2, 1, [])]),
+        record(
+            "proof A", "labeled", 0.0, [analysis(0, 0, [1, 1, 0]), analysis(1, 0, [1, 0.5, 0.5]), analysis(2, 1, [])]
+        ),
         record("proof B", "labeled", 1.0, [analysis(0, 1, []), analysis(1, 1, [])]),
         record("proof C", "review", None, [analysis(0, 0.5, [0, None, None]), analysis(1, 0.5, [None, None, None])]),
         {"id": "bad", "line": 4, "error": "boom", "error_kind": "InputError"},
@@ -84,8 +91,10 @@ def test_points_mapping(points, max_points, score):
 
 
 def test_proofbench_buckets_override_points():
-    items = [GradeItem(id=b, problem=PROBLEM, proof=f"proof {b}", human_points=pts, meta={"bucket": b})
-             for b, pts in [("Correct", 7), ("Almost", 6), ("Partial", 1), ("Incorrect", 0)]]
+    items = [
+        GradeItem(id=b, problem=PROBLEM, proof=f"proof {b}", human_points=pts, meta={"bucket": b})
+        for b, pts in [("Correct", 7), ("Almost", 6), ("Partial", 1), ("Incorrect", 0)]
+    ]
     assert [e.score for e in examples_from_grades(items)] == [1.0, 0.5, 0.0, 0.0]
 
 
@@ -118,13 +127,22 @@ def test_user_jsonl(tmp_path):
     rows = [
         {"problem": "Show 1 + 1 = 2.", "proof": "Count.", "score": 1},
         {"problem": {"statement": "Show 2 > 1.", "max_points": 10}, "proof": "Clear.", "points": 4},
-        {"statement": "Show 3 > 2.", "proof": "Obvious.", "score": 0, "analysis": "No argument.", "meta_score": 1,
-         "analysis_score": 0},
+        {
+            "statement": "Show 3 > 2.",
+            "proof": "Obvious.",
+            "score": 0,
+            "analysis": "No argument.",
+            "meta_score": 1,
+            "analysis_score": 0,
+        },
     ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     examples = examples_from_jsonl(path)
     assert [(e.problem.statement, e.score) for e in examples] == [
-        ("Show 1 + 1 = 2.", 1.0), ("Show 2 > 1.", 0.5), ("Show 3 > 2.", 0.0)]
+        ("Show 1 + 1 = 2.", 1.0),
+        ("Show 2 > 1.", 0.5),
+        ("Show 3 > 2.", 0.0),
+    ]
     assert examples[1].problem.max_points == 10
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"problem": "x", "proof": "y", "score": 0.7}) + "\n")
@@ -139,7 +157,9 @@ def test_user_jsonl(tmp_path):
 
 
 def _examples(n: int) -> list[VerifierExample]:
-    return [VerifierExample(problem=Problem(statement=f"Problem {i % 7}"), proof=f"proof {i}", score=1.0) for i in range(n)]
+    return [
+        VerifierExample(problem=Problem(statement=f"Problem {i % 7}"), proof=f"proof {i}", score=1.0) for i in range(n)
+    ]
 
 
 def test_deduplicate_keeps_the_first():

@@ -54,8 +54,17 @@ def _data(tmp_path: Path, role: str) -> Path:
 
 
 def _tiny_args(tmp_path: Path, **extra) -> dict:
-    args = {"output_dir": str(tmp_path / "out"), "use_cpu": True, "bf16": False, "max_steps": 2, "logging_steps": 1,
-                "learning_rate": 1e-2, "save_strategy": "no", "report_to": "none", "seed": 0}
+    args = {
+        "output_dir": str(tmp_path / "out"),
+        "use_cpu": True,
+        "bf16": False,
+        "max_steps": 2,
+        "logging_steps": 1,
+        "learning_rate": 1e-2,
+        "save_strategy": "no",
+        "report_to": "none",
+        "seed": 0,
+    }
     return {**args, **extra}
 
 
@@ -79,20 +88,23 @@ def test_num_generations_must_divide_the_batch(tmp_path):
 
 def test_unknown_role_and_missing_reward_model(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown role 'critic'; set role to one of verifier, meta_verifier"):
-        ProofcriticGRPOConfig(output_dir=str(tmp_path), role="critic", num_generations=2,
-                              per_device_train_batch_size=2)
+        ProofcriticGRPOConfig(output_dir=str(tmp_path), role="critic", num_generations=2, per_device_train_batch_size=2)
     with pytest.raises(ConfigError, match=r"set reward_model"):
-        ProofcriticGRPOConfig(output_dir=str(tmp_path), role="generator", num_generations=2,
-                              per_device_train_batch_size=2)
-    config = ProofcriticGRPOConfig(output_dir=str(tmp_path), role="meta-verifier", num_generations=2,
-                                   per_device_train_batch_size=2, use_cpu=True)
+        ProofcriticGRPOConfig(
+            output_dir=str(tmp_path), role="generator", num_generations=2, per_device_train_batch_size=2
+        )
+    config = ProofcriticGRPOConfig(
+        output_dir=str(tmp_path), role="meta-verifier", num_generations=2, per_device_train_batch_size=2, use_cpu=True
+    )
     assert config.role == "meta_verifier" and config.bf16 is False
 
 
 def test_load_config_yaml_overrides_and_typos(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("role: generator\nreward_model: transformers/x\nnum_generations: 2\n"
-                    "per_device_train_batch_size: 2\nlora_target_modules: [q_proj, v_proj]\n")
+    path.write_text(
+        "role: generator\nreward_model: transformers/x\nnum_generations: 2\n"
+        "per_device_train_batch_size: 2\nlora_target_modules: [q_proj, v_proj]\n"
+    )
     config = load_config(path, ["lora_r=4", "learning_rate=1e-5", f"output_dir={tmp_path}/o"])
     assert isinstance(config, ProofcriticGRPOConfig)
     assert (config.lora_r, config.learning_rate, config.lora_target_modules) == (4, 1e-5, ["q_proj", "v_proj"])
@@ -105,23 +117,32 @@ def test_load_config_yaml_overrides_and_typos(tmp_path):
 
 
 def test_pairs_from_traces():
-    refine = {"problem_id": "p1", "transcript": [
-        {"step": "generate", "round": 1, "proof": "bad proof", "self_score": 0.0, "format_ok": True},
-        {"step": "verify", "round": 1, "mean": 0.0},
-        {"step": "refine", "round": 2, "proof": "broken", "format_ok": False},
-        {"step": "refine", "round": 3, "proof": "good proof", "self_score": 1.0, "format_ok": True},
-        {"step": "verify", "round": 3, "mean": 1.0},
-    ]}
-    agent = {"problem_id": "p2", "problem": {"id": "p2", "statement": "Prove Q."}, "transcript": [
-        {"run": 0, "iteration": 0, "step": "solve", "proof": "first", "usable": True},
-        {"run": 0, "iteration": 1, "step": "verify", "score": 0.5},
-        {"run": 0, "iteration": 1, "step": "repair", "proof": "repaired", "usable": True},
-        {"run": 0, "iteration": 2, "step": "verify", "score": 1.0},
-        {"run": 0, "iteration": 2, "step": "verify", "score": 0.5},
-    ]}
+    refine = {
+        "problem_id": "p1",
+        "transcript": [
+            {"step": "generate", "round": 1, "proof": "bad proof", "self_score": 0.0, "format_ok": True},
+            {"step": "verify", "round": 1, "mean": 0.0},
+            {"step": "refine", "round": 2, "proof": "broken", "format_ok": False},
+            {"step": "refine", "round": 3, "proof": "good proof", "self_score": 1.0, "format_ok": True},
+            {"step": "verify", "round": 3, "mean": 1.0},
+        ],
+    }
+    agent = {
+        "problem_id": "p2",
+        "problem": {"id": "p2", "statement": "Prove Q."},
+        "transcript": [
+            {"run": 0, "iteration": 0, "step": "solve", "proof": "first", "usable": True},
+            {"run": 0, "iteration": 1, "step": "verify", "score": 0.5},
+            {"run": 0, "iteration": 1, "step": "repair", "proof": "repaired", "usable": True},
+            {"run": 0, "iteration": 2, "step": "verify", "score": 1.0},
+            {"run": 0, "iteration": 2, "step": "verify", "score": 0.5},
+        ],
+    }
     pairs = pairs_from_traces([refine, agent, {"problem_id": "p3", "transcript": []}], {"p1": "Prove P."})
     assert [(p["problem_id"], p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in pairs] == [
-        ("p1", "good proof", "bad proof"), ("p2", "repaired", "first")]
+        ("p1", "good proof", "bad proof"),
+        ("p2", "repaired", "first"),
+    ]
     assert pairs[1]["chosen_score"] == 0.75 and "Prove Q." in pairs[1]["prompt"][-1]["content"]
     assert pairs_from_traces([agent], min_gain=0.5) == []
     assert pairs_from_traces([refine]) == []  # no statement for p1
@@ -141,8 +162,10 @@ def test_component_metrics_per_role():
     reward = make_meta_verifier_reward()
     logger = RewardComponentsLogger([reward])
     # predicted 1 vs 1 (hit), 0.5 vs 1 (miss), unparseable vs 0 (format failure, miss)
-    reward([protocol_output("meta_verifier", 1), protocol_output("meta_verifier", 0.5), "no score"],
-           reference_meta_score=[1, 1, 0])
+    reward(
+        [protocol_output("meta_verifier", 1), protocol_output("meta_verifier", 0.5), "no score"],
+        reference_meta_score=[1, 1, 0],
+    )
     first = component_metrics("m", reward.last_components)
     assert first["m/format_failure_rate"] == pytest.approx(1 / 3)
     assert first["m/score_accuracy"] == pytest.approx(1 / 3)
@@ -153,9 +176,11 @@ def test_component_metrics_per_role():
     assert drained["meta_verifier_reward/format_failure_rate"] == pytest.approx(1 / 4)
     assert logger.drain() == {}  # nothing new since
 
-    generator = [{"reward": 0.9, "r_format": 1.0, "s_self": 1.0, "r_y": 1.0},
-                 {"reward": 0.5, "r_format": 1.0, "s_self": 1.0, "r_y": 0.5},
-                 {"reward": 0.0, "r_format": 0.0, "s_self": None, "r_y": None}]
+    generator = [
+        {"reward": 0.9, "r_format": 1.0, "s_self": 1.0, "r_y": 1.0},
+        {"reward": 0.5, "r_format": 1.0, "s_self": 1.0, "r_y": 0.5},
+        {"reward": 0.0, "r_format": 0.0, "s_self": None, "r_y": None},
+    ]
     metrics = component_metrics("g", generator)
     assert metrics["g/self_score_agreement"] == pytest.approx(0.75)  # mean 1 - |s' - s| where verified
     assert metrics["g/self_score_exact_agreement"] == pytest.approx(0.5)
@@ -167,16 +192,23 @@ def test_build_rewards_calls_the_reward_model(tmp_path, tiny_model_dir):
     """The generator reward asks the reward model (transformers backend on the tiny model)."""
     from proofcritic.llm import get_model
 
-    config = ProofcriticGRPOConfig(output_dir=str(tmp_path), role="generator", num_generations=2,
-                                   per_device_train_batch_size=2, reward_model=f"transformers/{tiny_model_dir}",
-                                   reward_model_max_tokens=8)
+    config = ProofcriticGRPOConfig(
+        output_dir=str(tmp_path),
+        role="generator",
+        num_generations=2,
+        per_device_train_batch_size=2,
+        reward_model=f"transformers/{tiny_model_dir}",
+        reward_model_max_tokens=8,
+    )
     model = get_model(config.reward_model, cache=False)
     (reward,) = build_rewards(config, model)
     from proofcritic.generator import parse_generation
 
-    text = ("## Solution\nLet a = 2m and b = 2n; a + b = 2(m + n).\n\n## Self Evaluation\n"
-            "Here is my evaluation of the solution: the proof is complete.\n\nBased on my evaluation, "
-            "the final overall score should be: \\boxed{1}")
+    text = (
+        "## Solution\nLet a = 2m and b = 2n; a + b = 2(m + n).\n\n## Self Evaluation\n"
+        "Here is my evaluation of the solution: the proof is complete.\n\nBased on my evaluation, "
+        "the final overall score should be: \\boxed{1}"
+    )
     if not parse_generation(text).format_ok:
         pytest.skip("the sample completion does not match the generator protocol")
     rewards = reward([text], problem=[STATEMENT])
@@ -188,8 +220,7 @@ def test_build_rewards_calls_the_reward_model(tmp_path, tiny_model_dir):
 # --------------------------------------------------------------------------- GRPO per role
 
 
-_REWARD_NAME = {"verifier": "verifier_reward", "meta_verifier": "meta_verifier_reward",
-                "generator": "generator_reward"}
+_REWARD_NAME = {"verifier": "verifier_reward", "meta_verifier": "meta_verifier_reward", "generator": "generator_reward"}
 
 
 class _Watch(TrainerCallback):
@@ -218,14 +249,23 @@ def test_grpo_role_trains_logs_and_reloads(tmp_path, warm_model_dir, role):
     from proofcritic.llm import GenerateConfig, get_model
 
     reward_model_name = None if role == "meta_verifier" else f"transformers/{warm_model_dir}"
-    reward_model = None if reward_model_name is None else get_model(
-        reward_model_name, cache=False, defaults=GenerateConfig(max_tokens=96, temperature=0.0))
+    reward_model = (
+        None
+        if reward_model_name is None
+        else get_model(reward_model_name, cache=False, defaults=GenerateConfig(max_tokens=96, temperature=0.0))
+    )
     # the verifier run reports to TensorBoard: the component metrics must reach its event file
     report_to = "tensorboard" if role == "verifier" else "none"
     config = ProofcriticGRPOConfig(
         **_tiny_args(tmp_path, learning_rate=1e-3, report_to=report_to),
-        model=str(warm_model_dir), role=role, train_file=str(_data(tmp_path, role)), reward_model=reward_model_name,
-        reward_model_max_tokens=96, num_generations=4, per_device_train_batch_size=8, max_completion_length=128,
+        model=str(warm_model_dir),
+        role=role,
+        train_file=str(_data(tmp_path, role)),
+        reward_model=reward_model_name,
+        reward_model_max_tokens=96,
+        num_generations=4,
+        per_device_train_batch_size=8,
+        max_completion_length=128,
     )
     assert config.entropy_coef == 0.0  # the gradient comes from the rewards alone
     before = _params(warm_model_dir)
@@ -274,9 +314,15 @@ def test_grpo_role_trains_logs_and_reloads(tmp_path, warm_model_dir, role):
 
 def test_grpo_with_lora(tmp_path, tiny_model_dir):
     config = ProofcriticGRPOConfig(
-        **_tiny_args(tmp_path, entropy_coef=1.0, max_steps=1), model=str(tiny_model_dir), role="meta_verifier",
-        train_file=str(_data(tmp_path, "meta_verifier")), num_generations=2, per_device_train_batch_size=2,
-        max_completion_length=8, lora_r=4, lora_target_modules=["q_proj", "v_proj"],
+        **_tiny_args(tmp_path, entropy_coef=1.0, max_steps=1),
+        model=str(tiny_model_dir),
+        role="meta_verifier",
+        train_file=str(_data(tmp_path, "meta_verifier")),
+        num_generations=2,
+        per_device_train_batch_size=2,
+        max_completion_length=8,
+        lora_r=4,
+        lora_target_modules=["q_proj", "v_proj"],
     )
     out = Path(train_grpo(config))
     assert (out / "adapter_config.json").exists()
@@ -286,30 +332,56 @@ def test_grpo_with_lora(tmp_path, tiny_model_dir):
 
 
 def test_sft_runs_and_changes_weights(tmp_path, tiny_model_dir):
-    data = _write(tmp_path / "sft.jsonl", [
-        {"prompt": [{"role": "user", "content": STATEMENT}], "completion": [{"role": "assistant", "content": PROOF}]},
-        {"prompt": [{"role": "user", "content": "Prove 3 | n^3 - n."}],
-         "completion": [{"role": "assistant", "content": "n^3 - n = (n-1)n(n+1)."}]},
-    ])
-    config = ProofcriticSFTConfig(**_tiny_args(tmp_path), model=str(tiny_model_dir), train_file=str(data),
-                                  per_device_train_batch_size=2, max_length=128)
+    data = _write(
+        tmp_path / "sft.jsonl",
+        [
+            {
+                "prompt": [{"role": "user", "content": STATEMENT}],
+                "completion": [{"role": "assistant", "content": PROOF}],
+            },
+            {
+                "prompt": [{"role": "user", "content": "Prove 3 | n^3 - n."}],
+                "completion": [{"role": "assistant", "content": "n^3 - n = (n-1)n(n+1)."}],
+            },
+        ],
+    )
+    config = ProofcriticSFTConfig(
+        **_tiny_args(tmp_path),
+        model=str(tiny_model_dir),
+        train_file=str(data),
+        per_device_train_batch_size=2,
+        max_length=128,
+    )
     out = train_sft(config)
     name = "model.layers.0.self_attn.q_proj.weight"
     assert not (_params(tiny_model_dir)[name] == _params(out)[name]).all()
 
 
 def test_dpo_from_solve_transcripts(tmp_path, tiny_model_dir):
-    results = _write(tmp_path / "solve.jsonl", [
-        {"problem_id": "p1", "strategy": "refine", "transcript": [
-            {"step": "generate", "round": 1, "proof": "It is obvious.", "format_ok": True},
-            {"step": "verify", "round": 1, "mean": 0.0},
-            {"step": "refine", "round": 2, "proof": PROOF, "format_ok": True},
-            {"step": "verify", "round": 2, "mean": 1.0}]},
-    ])
+    results = _write(
+        tmp_path / "solve.jsonl",
+        [
+            {
+                "problem_id": "p1",
+                "strategy": "refine",
+                "transcript": [
+                    {"step": "generate", "round": 1, "proof": "It is obvious.", "format_ok": True},
+                    {"step": "verify", "round": 1, "mean": 0.0},
+                    {"step": "refine", "round": 2, "proof": PROOF, "format_ok": True},
+                    {"step": "verify", "round": 2, "mean": 1.0},
+                ],
+            },
+        ],
+    )
     problems = _write(tmp_path / "problems.jsonl", [{"id": "p1", "statement": STATEMENT}])
-    config = ProofcriticDPOConfig(**_tiny_args(tmp_path), model=str(tiny_model_dir), train_file=str(results),
-                                  problems_file=str(problems), per_device_train_batch_size=1,
-                                  max_length=None)  # no truncation: the generate prompt alone outgrows a short limit
+    config = ProofcriticDPOConfig(
+        **_tiny_args(tmp_path),
+        model=str(tiny_model_dir),
+        train_file=str(results),
+        problems_file=str(problems),
+        per_device_train_batch_size=1,
+        max_length=None,
+    )  # no truncation: the generate prompt alone outgrows a short limit
     out = train_dpo(config)
     name = "model.layers.0.self_attn.q_proj.weight"
     assert not (_params(tiny_model_dir)[name] == _params(out)[name]).all()
@@ -321,9 +393,13 @@ def test_dpo_from_solve_transcripts(tmp_path, tiny_model_dir):
 @pytest.mark.slow
 def test_grpo_smollm2_one_step(tmp_path, smollm2_dir):
     config = ProofcriticGRPOConfig(
-        **_tiny_args(tmp_path, entropy_coef=1.0, learning_rate=1e-5, max_steps=1), model="smollm2",
-        role="meta_verifier", train_file=str(_data(tmp_path, "meta_verifier")), num_generations=2,
-        per_device_train_batch_size=2, max_completion_length=8,
+        **_tiny_args(tmp_path, entropy_coef=1.0, learning_rate=1e-5, max_steps=1),
+        model="smollm2",
+        role="meta_verifier",
+        train_file=str(_data(tmp_path, "meta_verifier")),
+        num_generations=2,
+        per_device_train_batch_size=2,
+        max_completion_length=8,
     )
     out = train_grpo(config)
     assert (Path(out) / "config.json").exists()
@@ -341,8 +417,9 @@ def test_train_cli_with_yaml(tmp_path, tiny_model_dir):
         "max_completion_length: 8\nlogging_steps: 1\nsave_strategy: 'no'\nreport_to: none\n"
     )
     out = tmp_path / "cli-out"
-    result = CliRunner().invoke(train_app, ["meta-verifier", "--config", str(config), "--set", "max_steps=1",
-                                            "--output-dir", str(out)])
+    result = CliRunner().invoke(
+        train_app, ["meta-verifier", "--config", str(config), "--set", "max_steps=1", "--output-dir", str(out)]
+    )
     assert result.exit_code == 0, result.output
     assert (out / "config.json").exists() and str(out) in result.output
     bad = CliRunner().invoke(train_app, ["generator", "--config", str(config), "--set", "max_steps=1"])

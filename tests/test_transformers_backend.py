@@ -201,7 +201,6 @@ async def test_sequence_logprobs_batched_equals_single(tiny_backend):
     assert batched[1] < batched[2]  # more tokens of a random model: less likely
 
 
-
 # the verifier's read-out: a long graded analysis, then the score after an open \boxed{
 ANALYSIS = (
     "Step 1 claims that n(n+1) is even because one of two consecutive integers is even. "
@@ -265,7 +264,10 @@ async def test_shared_prefix_scoring_in_pieces_equals_full_sequences(tiny_model_
         # room for 7 tokens of logits per pass: the prefix runs in pieces on one cache, and the
         # continuations' own tokens in several batches
         monkeypatch.setattr(tf_module, "_SCORE_BUDGET", 7 * vocab)
-        messages = [ChatMessage(role="user", content=PROMPTS[4]), ChatMessage(role="assistant", content="Hence the total is ")]
+        messages = [
+            ChatMessage(role="user", content=PROMPTS[4]),
+            ChatMessage(role="assistant", content="Hence the total is "),
+        ]
         continuations = ["1", " 12 and 13", "", "\n", "12", " the proof is complete."]
         expected, _ = full_sequence_totals(backend, messages, continuations)
         got = await backend.sequence_logprobs(messages, continuations)
@@ -280,7 +282,6 @@ async def test_shared_prefix_scoring_in_pieces_equals_full_sequences(tiny_model_
         assert pick == choices[max(range(len(closed)), key=closed.__getitem__)]
     finally:
         backend.close()
-
 
 
 @pytest.mark.parametrize("which", ["tiny_backend", pytest.param("smol_backend", marks=pytest.mark.slow)])
@@ -301,7 +302,9 @@ async def test_later_read_outs_reuse_the_kept_prompt_prefix(which, request):
         got = await backend.sequence_logprobs(messages, ["0}", "0.5}", "1}"])
         assert got == pytest.approx(expected, abs=1e-3)
         reused.append(backend.stats.prefix_tokens_reused - before)
-    prompt = len(backend._encode(backend.render([user, ChatMessage(role="assistant", content="")], continue_final=True)))
+    prompt = len(
+        backend._encode(backend.render([user, ChatMessage(role="assistant", content="")], continue_final=True))
+    )
     assert all(r >= prompt - 1 for r in reused[1:])  # at least the prompt came from the kept prefixes
     assert reused[3] > reused[1]  # the whole analysis too, for a prefix seen before
 

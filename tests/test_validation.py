@@ -143,7 +143,9 @@ def test_iter_jsonl_gives_an_input_error_for_a_lone_surrogate(tmp_path):
 
 async def test_a_surrogate_line_is_a_final_input_error_not_retried(tmp_path):
     source = tmp_path / "in.jsonl"
-    source.write_text('{"id": "bad", "problem": "P", "proof": "x \\ud800"}\n{"id": "good", "problem": "P", "proof": "A proof."}\n')
+    source.write_text(
+        '{"id": "bad", "problem": "P", "proof": "x \\ud800"}\n{"id": "good", "problem": "P", "proof": "A proof."}\n'
+    )
     out = tmp_path / "out.jsonl"
     backend, verifier = _scripted_verifier()
     await grade_jsonl(verifier, source, out)
@@ -208,8 +210,14 @@ async def test_an_over_long_batch_item_is_an_input_error_record(tmp_path):
     with input_limit(1000):
         await grade_jsonl(verifier, source, out)
     records = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
-    assert records["long-proof"]["error_kind"] == "input" and "the proof is 2,400 characters" in records["long-proof"]["error"]
-    assert records["long-reference"]["error_kind"] == "input" and "reference solution" in records["long-reference"]["error"]
+    assert (
+        records["long-proof"]["error_kind"] == "input"
+        and "the proof is 2,400 characters" in records["long-proof"]["error"]
+    )
+    assert (
+        records["long-reference"]["error_kind"] == "input"
+        and "reference solution" in records["long-reference"]["error"]
+    )
     assert "error" not in records["fine"]
     assert all("A proof." in c.prompt for c in backend.calls)  # only the fine item reached the model
 
@@ -231,23 +239,36 @@ def service(tmp_path):
 GOOD = {"problem": "Show that 2 + 2 = 4.", "proof": "Compute it."}
 
 
-@pytest.mark.parametrize("route, body, field", [
-    ("/v1/grade", GOOD | {"sampling": {"temperature": -1}}, "sampling.temperature"),
-    ("/v1/grade", GOOD | {"sampling": {"top_p": 0}}, "sampling.top_p"),
-    ("/v1/grade", GOOD | {"sampling": {"max_tokens": 0}}, "sampling.max_tokens"),
-    ("/v1/grade", GOOD | {"sampling": {"seed": -1}}, "sampling.seed"),
-    ("/v1/grade", GOOD | {"n": 0}, "n"),
-    ("/v1/grade", GOOD | {"max_points": 0}, "max_points"),
-    ("/v1/grade", GOOD | {"max_calls": 0}, "max_calls"),
-    ("/v1/label", GOOD | {"n": 2, "k": 3}, "k (3) must be at most n (2)"),
-    ("/v1/label", GOOD | {"confirm_at": 1.5}, "confirm_at"),
-    ("/v1/solve", {"problem": "P", "strategy": "search", "params": {"rounds": -1}}, "rounds"),
-    ("/v1/solve", {"problem": "P", "strategy": "agent", "params": {"seed": -1}}, "seed"),
-    ("/v1/chat/completions", {"model": "proofcritic/grade", "messages": [{"role": "user", "content": "P\n## Proof\nQ"}],
-                              "temperature": -1}, "temperature"),
-    ("/v1/chat/completions", {"model": "proofcritic/refine", "messages": [{"role": "user", "content": "P"}],
-                              "seed": -3}, "seed"),
-])
+@pytest.mark.parametrize(
+    "route, body, field",
+    [
+        ("/v1/grade", GOOD | {"sampling": {"temperature": -1}}, "sampling.temperature"),
+        ("/v1/grade", GOOD | {"sampling": {"top_p": 0}}, "sampling.top_p"),
+        ("/v1/grade", GOOD | {"sampling": {"max_tokens": 0}}, "sampling.max_tokens"),
+        ("/v1/grade", GOOD | {"sampling": {"seed": -1}}, "sampling.seed"),
+        ("/v1/grade", GOOD | {"n": 0}, "n"),
+        ("/v1/grade", GOOD | {"max_points": 0}, "max_points"),
+        ("/v1/grade", GOOD | {"max_calls": 0}, "max_calls"),
+        ("/v1/label", GOOD | {"n": 2, "k": 3}, "k (3) must be at most n (2)"),
+        ("/v1/label", GOOD | {"confirm_at": 1.5}, "confirm_at"),
+        ("/v1/solve", {"problem": "P", "strategy": "search", "params": {"rounds": -1}}, "rounds"),
+        ("/v1/solve", {"problem": "P", "strategy": "agent", "params": {"seed": -1}}, "seed"),
+        (
+            "/v1/chat/completions",
+            {
+                "model": "proofcritic/grade",
+                "messages": [{"role": "user", "content": "P\n## Proof\nQ"}],
+                "temperature": -1,
+            },
+            "temperature",
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": "proofcritic/refine", "messages": [{"role": "user", "content": "P"}], "seed": -3},
+            "seed",
+        ),
+    ],
+)
 def test_the_service_refuses_bad_values_naming_the_field(service, route, body, field):
     answer = service.post(route, json=body)
     assert answer.status_code == 400, answer.text
@@ -264,8 +285,10 @@ def test_the_service_refuses_surrogates_and_over_long_texts(service):
     assert answer.status_code == 413, answer.text
     error = answer.json()["error"]
     assert error["code"] == "input_too_large" and "over the limit of 5,000" in error["message"]
-    answer = service.post("/v1/chat/completions", json={
-        "model": "proofcritic/refine", "messages": [{"role": "user", "content": "Prove it. " * 600}]})
+    answer = service.post(
+        "/v1/chat/completions",
+        json={"model": "proofcritic/refine", "messages": [{"role": "user", "content": "Prove it. " * 600}]},
+    )
     assert answer.status_code == 413 and "problem statement" in answer.json()["error"]["message"]
     assert service.post("/v1/grade", json={"problem": "P", "proof": "Step. " * 800}).status_code == 202
 
@@ -275,8 +298,10 @@ async def test_an_over_long_eval_item_is_an_input_error_record(tmp_path):
     from proofcritic.benchmarks.eval_grade import eval_grade
     from proofcritic.types import Problem
 
-    items = [GradeItem(id="long", problem=Problem(statement="P"), proof="Step. " * 400, human_points=7),
-             GradeItem(id="fine", problem=Problem(statement="P"), proof="A proof.", human_points=7)]
+    items = [
+        GradeItem(id="long", problem=Problem(statement="P"), proof="Step. " * 400, human_points=7),
+        GradeItem(id="fine", problem=Problem(statement="P"), proof="A proof.", human_points=7),
+    ]
     backend, verifier = _scripted_verifier()
     with input_limit(1000):
         await eval_grade(items, RunFolder(tmp_path / "run"), verifier=verifier, n=1)
@@ -311,6 +336,9 @@ def test_sampling_options_are_one_model_for_the_service_and_the_command_line():
         default = getattr(DEFAULT_CONFIG, name)
         assert (f"(default: {default})" in option.help) == (default is not None), name
     given = sampling(0.5, None, None, 3)
-    assert given == SamplingOptions(temperature=0.5, seed=3).as_config() and given.model_fields_set == {"temperature", "seed"}
+    assert given == SamplingOptions(temperature=0.5, seed=3).as_config() and given.model_fields_set == {
+        "temperature",
+        "seed",
+    }
     with pytest.raises(ValueError, match="less than or equal to 5"):
         SamplingOptions(temperature=6)

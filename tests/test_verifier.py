@@ -16,7 +16,11 @@ PROBLEM = Problem(id="p", statement="Show that 1 + 1 = 2.", max_points=7)
 
 
 async def test_text_scores_and_issues_are_read():
-    backend = ScriptedBackend(lambda call: verification_text([1, 0.5, 0][call.index], [("Step 2", "Critical Error", "wrong")] if call.index else []))
+    backend = ScriptedBackend(
+        lambda call: verification_text(
+            [1, 0.5, 0][call.index], [("Step 2", "Critical Error", "wrong")] if call.index else []
+        )
+    )
     verifications = await Verifier(Model(backend)).verify(PROBLEM, "1 + 1 = 2 by definition.", n=3)
     assert [v.score for v in verifications] == [1, 0.5, 0]
     assert all(v.format_ok and v.score_source == "text" for v in verifications)
@@ -60,7 +64,9 @@ async def test_logprob_mode_on_a_real_model_keeps_the_written_score(tiny_backend
     assert written.text_score == 1 and written.score_source == "likelihood"
     assert set(written.score_distribution) == {"0", "0.5", "1"}
     assert sum(written.score_distribution.values()) == pytest.approx(1)
-    assert written.expected_score == pytest.approx(0.5 * written.score_distribution["0.5"] + written.score_distribution["1"])
+    assert written.expected_score == pytest.approx(
+        0.5 * written.score_distribution["0.5"] + written.score_distribution["1"]
+    )
     assert f"{written.score:g}" == max(written.score_distribution, key=written.score_distribution.get)
 
 
@@ -113,5 +119,5 @@ async def test_issues_carry_the_span_of_their_quote_in_the_proof():
     [v] = await Verifier(Model(backend)).verify(PROBLEM, proof)
     spans = [issue.span for issue in v.issues]
     assert spans[1] is None
-    assert proof[spans[0][0]:spans[0][1]] == "Then $n^2 - 1 = (n-1)(n+1)$ is a product"
-    assert proof[spans[2][0]:spans[2][1]] == "Hence 8 divides it"
+    assert proof[spans[0][0] : spans[0][1]] == "Then $n^2 - 1 = (n-1)(n+1)$ is a product"
+    assert proof[spans[2][0] : spans[2][1]] == "Hence 8 divides it"

@@ -56,9 +56,28 @@ class ServeModel:
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache on CPU
         started = time.monotonic()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "proofcritic", "serve-model", "--engine", "vllm", "--model", "smollm2",
-             "--port", "0", "--timeout", "900", "--log", str(self.log), "--", *ENGINE_ARGS],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            [
+                sys.executable,
+                "-m",
+                "proofcritic",
+                "serve-model",
+                "--engine",
+                "vllm",
+                "--model",
+                "smollm2",
+                "--port",
+                "0",
+                "--timeout",
+                "900",
+                "--log",
+                str(self.log),
+                "--",
+                *ENGINE_ARGS,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         self.url = _first_line(self.proc.stdout, 960).strip()
         self.startup_s = time.monotonic() - started

@@ -28,40 +28,53 @@ async def run(folder: str) -> dict:
     try:
         # five callers at once: one engine call for all of them
         questions = [f"What is {k} + {k}?" for k in range(1, 6)]
-        batch = await asyncio.gather(*(
-            model.generate(ChatRequest(messages=user(q), config=GenerateConfig(n=2, temperature=0.0, max_tokens=12)))
-            for q in questions
-        ))
+        batch = await asyncio.gather(
+            *(
+                model.generate(
+                    ChatRequest(messages=user(q), config=GenerateConfig(n=2, temperature=0.0, max_tokens=12))
+                )
+                for q in questions
+            )
+        )
         out["batch"] = {"texts": [[c.text for c in cs] for cs in batch], "stats": vars(backend.stats).copy()}
         out["prompt_tokens"] = [cs[0].prompt_tokens for cs in batch]
 
         sampled = GenerateConfig(n=4, temperature=1.0, max_tokens=16, seed=11)
         first = await model.generate(ChatRequest(messages=user("Write one sentence about primes."), config=sampled))
-        out["sampled"] = {"first": [c.text for c in first],
-                          "tokens": [c.completion_tokens for c in first]}
+        out["sampled"] = {"first": [c.text for c in first], "tokens": [c.completion_tokens for c in first]}
 
         choices = ["prime", "composite", "neither"]
-        guided = await model.generate(ChatRequest(
-            messages=user("Is 91 prime? Answer in one word."),
-            config=GenerateConfig(n=6, temperature=1.5, max_tokens=8, seed=5, choices=choices),
-        ))
+        guided = await model.generate(
+            ChatRequest(
+                messages=user("Is 91 prime? Answer in one word."),
+                config=GenerateConfig(n=6, temperature=1.5, max_tokens=8, seed=5, choices=choices),
+            )
+        )
         out["guided"] = [c.text for c in guided]
         # the verifier's guided score: continue an assistant turn after "\boxed{"
-        box = [*user("What is 2 + 2? Put the answer in a box."),
-               ChatMessage(role="assistant", content="2 + 2 = 4, so the answer is \\boxed{")]
-        [cont] = await model.generate(ChatRequest(
-            messages=box, config=GenerateConfig(temperature=0.0, max_tokens=8, choices=["4}", "5}", "22}"]),
-        ))
+        box = [
+            *user("What is 2 + 2? Put the answer in a box."),
+            ChatMessage(role="assistant", content="2 + 2 = 4, so the answer is \\boxed{"),
+        ]
+        [cont] = await model.generate(
+            ChatRequest(
+                messages=box,
+                config=GenerateConfig(temperature=0.0, max_tokens=8, choices=["4}", "5}", "22}"]),
+            )
+        )
         out["guided_continued"] = cont.text
 
         out["sequence_logprobs"] = await model.sequence_logprobs(box, ["4}", "5}", "22}"])
 
-        [greedy] = await model.generate(ChatRequest(
-            messages=user("Count from one to five."),
-            config=GenerateConfig(temperature=0.0, max_tokens=8, logprobs=True, top_logprobs=3),
-        ))
+        [greedy] = await model.generate(
+            ChatRequest(
+                messages=user("Count from one to five."),
+                config=GenerateConfig(temperature=0.0, max_tokens=8, logprobs=True, top_logprobs=3),
+            )
+        )
         out["token_logprobs"] = {
-            "text": greedy.text, "completion_tokens": greedy.completion_tokens,
+            "text": greedy.text,
+            "completion_tokens": greedy.completion_tokens,
             "entries": [{"token": e.token, "logprob": e.logprob, "top": e.top} for e in greedy.logprobs or []],
         }
         out["usage"] = model.usage.model_dump()
@@ -73,8 +86,12 @@ async def run(folder: str) -> dict:
         stats_before = vars(backend.stats).copy()
         results = await asyncio.gather(
             model.generate(ChatRequest(messages=user(long), config=GenerateConfig(temperature=0.0, max_tokens=8))),
-            model.generate(ChatRequest(messages=user("What is 3 + 3?"), config=GenerateConfig(temperature=0.0, max_tokens=8))),
-            model.generate(ChatRequest(messages=user("What is 3 + 3?"), config=GenerateConfig(temperature=0.0, max_tokens=4000))),
+            model.generate(
+                ChatRequest(messages=user("What is 3 + 3?"), config=GenerateConfig(temperature=0.0, max_tokens=8))
+            ),
+            model.generate(
+                ChatRequest(messages=user("What is 3 + 3?"), config=GenerateConfig(temperature=0.0, max_tokens=4000))
+            ),
             model.sequence_logprobs([*user(long), ChatMessage(role="assistant", content="\\boxed{")], ["0}", "1}"]),
             return_exceptions=True,
         )

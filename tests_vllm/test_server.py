@@ -32,9 +32,28 @@ def grade(url: str, files, *args: str) -> tuple[dict, str]:
     """``proofcritic grade --json`` against the server: the result and the stderr text."""
     problem, proof = files
     done = subprocess.run(
-        [sys.executable, "-m", "proofcritic", "grade", "--model", "vllm/smollm2", "--base-url", url,
-         "--problem", str(problem), "--proof", str(proof), "--no-cache", "--json", *args],
-        check=False, capture_output=True, text=True, timeout=600, env={**os.environ, "OPENAI_API_KEY": ""},
+        [
+            sys.executable,
+            "-m",
+            "proofcritic",
+            "grade",
+            "--model",
+            "vllm/smollm2",
+            "--base-url",
+            url,
+            "--problem",
+            str(problem),
+            "--proof",
+            str(proof),
+            "--no-cache",
+            "--json",
+            *args,
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OPENAI_API_KEY": ""},
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout), done.stderr
@@ -179,11 +198,19 @@ async def test_a_prompt_past_the_context_is_a_context_length_error(vllm_server):
     long = "The integer 12 is divisible by 3 and by 4. " * 300
     try:
         with pytest.raises(ContextLengthError) as info:
-            await model.generate(ChatRequest(messages=[ChatMessage(role="user", content=long)],
-                                             config=GenerateConfig(temperature=0.0, max_tokens=8)))
+            await model.generate(
+                ChatRequest(
+                    messages=[ChatMessage(role="user", content=long)],
+                    config=GenerateConfig(temperature=0.0, max_tokens=8),
+                )
+            )
         with pytest.raises(ContextLengthError):  # a short prompt asking for more tokens than are left
-            await model.generate(ChatRequest(messages=[ChatMessage(role="user", content="Hi.")],
-                                             config=GenerateConfig(temperature=0.0, max_tokens=4000)))
+            await model.generate(
+                ChatRequest(
+                    messages=[ChatMessage(role="user", content="Hi.")],
+                    config=GenerateConfig(temperature=0.0, max_tokens=4000),
+                )
+            )
     finally:
         await model.aclose()
     assert not info.value.retryable and model.usage.calls == 2  # one request each, no retries

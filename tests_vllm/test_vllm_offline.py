@@ -23,7 +23,12 @@ def offline(smollm2_folder) -> dict:
     env = {**os.environ}
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     done = subprocess.run(
-        [vllm_python(), str(SCRIPT), str(smollm2_folder)], check=False, capture_output=True, text=True, timeout=1200, env=env,
+        [vllm_python(), str(SCRIPT), str(smollm2_folder)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env=env,
     )
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -54,8 +59,10 @@ async def test_likelihood_matches_transformers(offline, smollm2_folder):
     from proofcritic.llm import ChatMessage
     from proofcritic.llm._transformers import TransformersBackend
 
-    box = [ChatMessage(role="user", content="What is 2 + 2? Put the answer in a box."),
-           ChatMessage(role="assistant", content="2 + 2 = 4, so the answer is \\boxed{")]
+    box = [
+        ChatMessage(role="user", content="What is 2 + 2? Put the answer in a box."),
+        ChatMessage(role="assistant", content="2 + 2 = 4, so the answer is \\boxed{"),
+    ]
     local = TransformersBackend(str(smollm2_folder))
     try:
         reference = await local.sequence_logprobs(box, ["4}", "5}", "22}"])

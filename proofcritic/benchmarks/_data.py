@@ -47,9 +47,7 @@ def data_root(data_dir: str | Path | None = None) -> Path:
             if candidate.is_dir():
                 return candidate
     listing = ", ".join(str(p) for p in tried)
-    raise InputError(
-        f"no data folder found (tried {listing}); pass data_dir / --data-dir"
-    )
+    raise InputError(f"no data folder found (tried {listing}); pass data_dir / --data-dir")
 
 
 def norm_key(name: str) -> str:
@@ -81,9 +79,7 @@ def need(record: dict[str, Any], *names: str, where: str = "record") -> Any:
     """Like :func:`pick`, but a missing value is an InputError naming the columns tried."""
     value = pick(record, *names)
     if value is None:
-        raise InputError(
-            f"{where}: no value in column {' / '.join(repr(n) for n in names)}"
-        )
+        raise InputError(f"{where}: no value in column {' / '.join(repr(n) for n in names)}")
     return value
 
 
@@ -106,24 +102,18 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as error:
-            raise InputError(
-                f"{p} is not valid JSON ({error.msg}, line {error.lineno})"
-            ) from None
+            raise InputError(f"{p} is not valid JSON ({error.msg}, line {error.lineno})") from None
         if isinstance(data, dict):
             data = data.get("data", data.get("problems", [data]))
         if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
             raise InputError(f"{p} is not a JSON list of objects")
         return [dict(r, _line=i) for i, r in enumerate(data, start=1)]
     if suffix in {".csv", ".tsv"}:
-        reader = csv.DictReader(
-            _io.StringIO(text), delimiter="\t" if suffix == ".tsv" else ","
-        )
+        reader = csv.DictReader(_io.StringIO(text), delimiter="\t" if suffix == ".tsv" else ",")
         if not reader.fieldnames:
             raise InputError(f"{p} has no header row")
         return [dict(row, _line=i) for i, row in enumerate(reader, start=2)]
-    raise InputError(
-        f"unsupported data file type {suffix or '(none)'!r}: {p} (use .json, .jsonl or .csv)"
-    )
+    raise InputError(f"unsupported data file type {suffix or '(none)'!r}: {p} (use .json, .jsonl or .csv)")
 
 
 def hf_spec(source: str) -> tuple[str, str | None] | None:
@@ -131,10 +121,7 @@ def hf_spec(source: str) -> tuple[str, str | None] | None:
     if source.startswith("hf:"):
         name, _, split = source[3:].lstrip("/").partition(":")
         return name, split or None
-    if (
-        Path(source).expanduser().exists()
-        or Path(source).suffix.lower() in _FILE_SUFFIXES
-    ):
+    if Path(source).expanduser().exists() or Path(source).suffix.lower() in _FILE_SUFFIXES:
         return None
     return (source, None) if _HF_BARE.match(source) else None
 
@@ -148,9 +135,7 @@ def hf_records(dataset_id: str, split: str | None = None) -> list[dict[str, Any]
     try:
         loaded = datasets.load_dataset(dataset_id, split=split or "train")
     except Exception as error:  # noqa: BLE001 - the hub raises many kinds; the user needs one line
-        raise InputError(
-            f"could not load Hugging Face dataset {dataset_id!r}: {error}"
-        ) from None
+        raise InputError(f"could not load Hugging Face dataset {dataset_id!r}: {error}") from None
     return [dict(row, _line=i) for i, row in enumerate(_rows(loaded), start=1)]
 
 

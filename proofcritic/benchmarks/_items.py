@@ -28,7 +28,9 @@ class GradeItem(BaseModel):
     problem: Problem
     proof: str
     human_points: float = Field(..., description="The human grade on the problem's points scale.")
-    meta: dict[str, Any] = Field(default_factory=dict, description="competition, model_id (who wrote the proof), bucket, ...")
+    meta: dict[str, Any] = Field(
+        default_factory=dict, description="competition, model_id (who wrote the proof), bucket, ..."
+    )
     recorded: dict[str, float] = Field(
         default_factory=dict, description="Grades already in the data, in [0, 1] (e.g. average_automatic_rating)."
     )

@@ -32,8 +32,13 @@ def png_uri(figure: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def histogram(series: dict[str, Sequence[float]], title: str, xlabel: str, bins: int = 11,
-              value_range: tuple[float, float] | None = (0.0, 1.0)) -> str:
+def histogram(
+    series: dict[str, Sequence[float]],
+    title: str,
+    xlabel: str,
+    bins: int = 11,
+    value_range: tuple[float, float] | None = (0.0, 1.0),
+) -> str:
     """Overlaid histograms of the named series."""
     figure, ax = _figure()
     for name, values in series.items():
@@ -47,8 +52,9 @@ def histogram(series: dict[str, Sequence[float]], title: str, xlabel: str, bins:
     return png_uri(figure)
 
 
-def heatmap(matrix: Sequence[Sequence[int]], labels: Sequence[str], title: str,
-            ylabel: str = "human", xlabel: str = "predicted") -> str:
+def heatmap(
+    matrix: Sequence[Sequence[int]], labels: Sequence[str], title: str, ylabel: str = "human", xlabel: str = "predicted"
+) -> str:
     """A confusion matrix with its counts written in the cells."""
     figure, ax = _figure(4.6, 4.0)
     image = ax.imshow(matrix, cmap="Blues")
@@ -65,8 +71,9 @@ def heatmap(matrix: Sequence[Sequence[int]], labels: Sequence[str], title: str,
     return png_uri(figure)
 
 
-def calibration(curves: dict[str, tuple[Sequence[float], Sequence[float]]], title: str,
-                xlabel: str, ylabel: str, bins: int = 5) -> str:
+def calibration(
+    curves: dict[str, tuple[Sequence[float], Sequence[float]]], title: str, xlabel: str, ylabel: str, bins: int = 5
+) -> str:
     """For each named (predicted, truth) pair of columns: mean truth per bin of the prediction,
     dot size by count, against the diagonal."""
     figure, ax = _figure(5.0, 4.2)
@@ -93,16 +100,27 @@ def calibration(curves: dict[str, tuple[Sequence[float], Sequence[float]]], titl
     return png_uri(figure)
 
 
-def bars(labels: Sequence[str], series: dict[str, Sequence[float]], title: str, ylabel: str,
-         limit: Sequence[float] | None = None) -> str:
+def bars(
+    labels: Sequence[str],
+    series: dict[str, Sequence[float]],
+    title: str,
+    ylabel: str,
+    limit: Sequence[float] | None = None,
+) -> str:
     """Grouped bars per label (e.g. points per problem), with an optional maximum marked."""
     figure, ax = _figure(max(6.0, 0.5 * len(labels) * max(len(series), 1)), 3.8)
     width = 0.8 / max(len(series), 1)
     for index, (name, values) in enumerate(series.items()):
         ax.bar([i + index * width for i in range(len(labels))], list(values), width=width, label=name)
     if limit is not None:
-        ax.scatter([i + 0.4 - width / 2 for i in range(len(labels))], list(limit), marker="_", s=300,
-                   color="black", label="maximum")
+        ax.scatter(
+            [i + 0.4 - width / 2 for i in range(len(labels))],
+            list(limit),
+            marker="_",
+            s=300,
+            color="black",
+            label="maximum",
+        )
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(labels))], list(labels), rotation=45, ha="right")
     ax.set_ylabel(ylabel)
     ax.set_title(title)

@@ -11,9 +11,7 @@ from ._suite import Kind, Suite
 
 #: every named suite, solving suites first
 SUITES: dict[str, Suite] = {
-    suite.name: suite
-    for family in (competitions, proofbench, usamo, opc, custom)
-    for suite in family.SUITES
+    suite.name: suite for family in (competitions, proofbench, usamo, opc, custom) for suite in family.SUITES
 }
 
 
@@ -28,9 +26,7 @@ def get_suite(name: str) -> Suite:
     try:
         return SUITES[name.strip().lower()]
     except KeyError:
-        raise InputError(
-            f"unknown suite {name!r}; known suites: {', '.join(SUITES)}"
-        ) from None
+        raise InputError(f"unknown suite {name!r}; known suites: {', '.join(SUITES)}") from None
 
 
 def load_suite(

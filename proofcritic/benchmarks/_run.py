@@ -71,7 +71,9 @@ class RunFolder:
         elif self.items_path.exists():
             old = self.config().get("settings") if self.config_path.exists() else None
             if old is None:
-                warning = f"run folder {self.path} records no settings (an older version made it): this run's are recorded"
+                warning = (
+                    f"run folder {self.path} records no settings (an older version made it): this run's are recorded"
+                )
             elif (change := settings_change(old, settings)) is not None:
                 raise InputError(
                     f"run folder {self.path} was made with {change[0]}; this run has {change[1]} "
@@ -98,4 +100,3 @@ class RunFolder:
         if not self.summary_path.exists():
             raise InputError(f"run folder has no summary.json: {self.path}")
         return json.loads(self.summary_path.read_text())
-

@@ -62,18 +62,12 @@ class Suite:
             try:
                 item = self.item(record)
             except ValidationError as error:
-                raise InputError(
-                    f"{origin} record {record.get('_line', '?')}: {validation_line(error)}"
-                ) from None
+                raise InputError(f"{origin} record {record.get('_line', '?')}: {validation_line(error)}") from None
             except InputError as error:
-                raise InputError(
-                    f"{origin} record {record.get('_line', '?')}: {error}"
-                ) from None
+                raise InputError(f"{origin} record {record.get('_line', '?')}: {error}") from None
             key = item_id(item)
             if key in seen:
-                raise InputError(
-                    f"{origin}: duplicate item id {key!r} in suite {self.name!r}"
-                )
+                raise InputError(f"{origin}: duplicate item id {key!r} in suite {self.name!r}")
             seen.add(key)
             items.append(item)
             if limit is not None and len(items) >= limit:
@@ -82,9 +76,7 @@ class Suite:
             raise InputError(f"suite {self.name!r} found no items in {origin}")
         return items
 
-    def _records(
-        self, data_dir: str | Path | None, source: str | Path | None
-    ) -> tuple[list[dict[str, Any]], str]:
+    def _records(self, data_dir: str | Path | None, source: str | Path | None) -> tuple[list[dict[str, Any]], str]:
         if source is not None:
             spec = hf_spec(source) if isinstance(source, str) else None
             if spec is not None:
@@ -92,9 +84,7 @@ class Suite:
             return self.read(Path(source).expanduser()), str(source)
         if self.path is None:
             hint = f" or the Hugging Face id {self.hf_id}" if self.hf_id else ""
-            raise InputError(
-                f"suite {self.name!r} has no copy in the data folder; pass its file path{hint} as source"
-            )
+            raise InputError(f"suite {self.name!r} has no copy in the data folder; pass its file path{hint} as source")
         location = data_root(data_dir) / self.path
         if not location.exists():
             raise InputError(f"data for suite {self.name!r} not found: {location}")
@@ -128,5 +118,3 @@ def number(value: Any, what: str) -> float:
         return float(value)
     except (TypeError, ValueError):
         raise InputError(f"{what} is not a number: {value!r}") from None
-
-

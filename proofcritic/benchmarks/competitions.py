@@ -27,18 +27,14 @@ def scale_of(name: str) -> float:
     for family in ("proofbench", "usamo", "putnam", "cmo", "imo"):
         if family in key:
             return SCALES[family]
-    raise InputError(
-        f"unknown points scale for {name!r} (expected IMO, USAMO, CMO, Putnam or ProofBench)"
-    )
+    raise InputError(f"unknown points scale for {name!r} (expected IMO, USAMO, CMO, Putnam or ProofBench)")
 
 
 def _solve_item(max_points: float, record: dict[str, Any]) -> SolveItem:
     r = normalized(record)
     contest = text_or_none(pick(r, "contest", "competition"))
     local_id = text_or_none(pick(r, "id"))
-    item_id = text_or_none(pick(r, "problem_idx", "problem_id")) or "-".join(
-        x for x in (contest, local_id) if x
-    )
+    item_id = text_or_none(pick(r, "problem_idx", "problem_id")) or "-".join(x for x in (contest, local_id) if x)
     answer = text_or_none(pick(r, "answer"))
     problem = make_problem(
         id=item_id or f"problem-{record.get('_line')}",
@@ -96,16 +92,12 @@ def _human_item(record: dict[str, Any]) -> GradeItem:
             meta[key] = pick(r, key)
     recorded = {}
     if pick(p, "average_automatic_rating") is not None:
-        recorded["average_automatic_rating"] = number(
-            p["average_automatic_rating"], "average_automatic_rating"
-        )
+        recorded["average_automatic_rating"] = number(p["average_automatic_rating"], "average_automatic_rating")
     return GradeItem(
         id=problem_id,
         problem=problem,
         proof=str(need(p, "proof", where="model_prediction")),
-        human_points=number(
-            need(p, "human_rating", where="model_prediction"), "human_rating"
-        ),
+        human_points=number(need(p, "human_rating", where="model_prediction"), "human_rating"),
         meta=meta,
         recorded=recorded,
     )

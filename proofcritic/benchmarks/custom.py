@@ -90,9 +90,7 @@ def _meta(r: dict[str, Any], also: frozenset[str] = frozenset()) -> dict[str, An
     return {
         k: v
         for k, v in r.items()
-        if k not in _USED | also
-        and not k.startswith("_")
-        and isinstance(v, (str, int, float, bool))
+        if k not in _USED | also and not k.startswith("_") and isinstance(v, (str, int, float, bool))
     }
 
 
@@ -101,16 +99,10 @@ def _problem(r: dict[str, Any], default_id: str, max_points: float | None) -> Pr
     if "problem_id" not in fields and "problem_idx" in fields:
         fields["problem_id"] = fields["problem_idx"]
     problem = problem_from_record(fields, default_id=default_id)
-    return (
-        problem.model_copy(update={"max_points": max_points})
-        if max_points is not None
-        else problem
-    )
+    return problem.model_copy(update={"max_points": max_points}) if max_points is not None else problem
 
 
-def _problem_item(
-    stem: str, max_points: float | None, record: dict[str, Any]
-) -> SolveItem:
+def _problem_item(stem: str, max_points: float | None, record: dict[str, Any]) -> SolveItem:
     r = normalized(record)
     return SolveItem(
         problem=_problem(r, f"{stem}-{record.get('_line', 0)}", max_points),
@@ -146,9 +138,7 @@ def _score_value(value: Any) -> float | str:
         return text.lower()
 
 
-def _mark_scale(
-    column: str | None, scale: Scale, records: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
+def _mark_scale(column: str | None, scale: Scale, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Find the score column and decide, once for the file, whether numbers are fractions."""
     names = (column,) if column else SCORE_COLUMNS
     found = next(
@@ -156,15 +146,11 @@ def _mark_scale(
         None,
     )
     if found is None:
-        raise InputError(
-            f"no human score column (tried {', '.join(names)}); pass score_column"
-        )
+        raise InputError(f"no human score column (tried {', '.join(names)}); pass score_column")
     cells = [pick(_flat(rec), found) for rec in records]
     values = [_score_value(c) for c in cells if c is not None]
     numbers = [v for v in values if isinstance(v, float)]
-    unit = scale == "unit" or (
-        scale == "auto" and bool(numbers) and all(0 <= v <= 1 for v in numbers)
-    )
+    unit = scale == "unit" or (scale == "auto" and bool(numbers) and all(0 <= v <= 1 for v in numbers))
     return [dict(rec, _score_column=found, _unit=unit) for rec in records]
 
 
@@ -175,20 +161,14 @@ def _points(value: Any, unit: bool, max_points: float, column: str) -> float:
             return _LABELS[score] * max_points
         if score.capitalize() in BUCKETS:
             return BUCKETS[score.capitalize()] / SCALES["proofbench"] * max_points
-        raise InputError(
-            f"{column} value {value!r} is neither a number nor a known label"
-        )
+        raise InputError(f"{column} value {value!r} is neither a number nor a known label")
     points = score * max_points if unit else score
     if not 0 <= points <= max_points:
-        raise InputError(
-            f"{column} {score:g} is outside 0-{1 if unit else max_points:g}"
-        )
+        raise InputError(f"{column} {score:g} is outside 0-{1 if unit else max_points:g}")
     return points
 
 
-def _graded_item(
-    stem: str, max_points: float | None, record: dict[str, Any]
-) -> GradeItem:
+def _graded_item(stem: str, max_points: float | None, record: dict[str, Any]) -> GradeItem:
     r = _flat(record)
     column = record["_score_column"]
     line = record.get("_line", 0)
@@ -207,9 +187,7 @@ def _graded_item(
         proof=str(proof),
         human_points=points,
         meta=_meta(r, frozenset({norm_key(column)})),
-        recorded={
-            k: number(v, k) for k, v in r.items() if k == "average_automatic_rating"
-        },
+        recorded={k: number(v, k) for k, v in r.items() if k == "average_automatic_rating"},
     )
 
 

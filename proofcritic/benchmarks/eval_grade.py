@@ -60,7 +60,12 @@ def _compact(verification: Verification) -> dict[str, Any]:
 
 
 async def _verdict(
-    item: GradeItem, rule: str, n: int, verifier: Any, meta_verifier: Any, label_config: LabelConfig | None,
+    item: GradeItem,
+    rule: str,
+    n: int,
+    verifier: Any,
+    meta_verifier: Any,
+    label_config: LabelConfig | None,
     normalizer: Any = None,
 ) -> dict[str, Any]:
     """The verdict fields of one item's record."""
@@ -113,11 +118,20 @@ def _panel_verdict(result: Any) -> dict[str, Any]:
         "status": "scored" if result.score is not None else "no_verdict",
         "verifications": [_compact(v) for judge in result.judges for v in judge.verifications],
         "panel": {
-            "rule": result.rule, "spread": result.spread, "reconciled": result.reconciled,
+            "rule": result.rule,
+            "spread": result.spread,
+            "reconciled": result.reconciled,
             "final_spread": result.final_spread,
-            "judges": [{"judge": j.judge, "points": j.points, "final_points": j.final_points,
-                        "tokens": j.usage.prompt_tokens + j.usage.completion_tokens, "calls": j.usage.calls}
-                       for j in result.judges],
+            "judges": [
+                {
+                    "judge": j.judge,
+                    "points": j.points,
+                    "final_points": j.final_points,
+                    "tokens": j.usage.prompt_tokens + j.usage.completion_tokens,
+                    "calls": j.usage.calls,
+                }
+                for j in result.judges
+            ],
         },
         "usage": result.usage.model_dump(),
     }
@@ -146,26 +160,39 @@ def panel_summary(records: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     for name in names:
         rows = [(r["human_points"], v[name], r["max_points"]) for r in graded if name in (v := verdicts(r))]
         usage = [j for r in graded for j in r["panel"]["judges"] if j["judge"] == name]
-        entry: dict[str, Any] = {"n": len(rows), "calls": sum(j["calls"] for j in usage),
-                                 "tokens": sum(j["tokens"] for j in usage)}
+        entry: dict[str, Any] = {
+            "n": len(rows),
+            "calls": sum(j["calls"] for j in usage),
+            "tokens": sum(j["tokens"] for j in usage),
+        }
         if rows:
             human, judge, _top = zip(*rows)
             entry |= {
                 "mae_points": mae(human, judge),
                 "leniency_points": mean_difference(human, judge),
-                "qwk_points": cohen_kappa([points_grade(h, m) for h, _, m in rows],
-                                          [points_grade(p, m) for _, p, m in rows], labels=range(8), weights="quadratic"),
+                "qwk_points": cohen_kappa(
+                    [points_grade(h, m) for h, _, m in rows],
+                    [points_grade(p, m) for _, p, m in rows],
+                    labels=range(8),
+                    weights="quadratic",
+                ),
                 "kappa": cohen_kappa([h >= m for h, _, m in rows], [p >= m for _, p, m in rows], labels=[False, True]),
             }
         judges[name] = entry
     between: dict[str, Any] = {}
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             pairs = [(v[a], v[b], r["max_points"]) for r in graded if a in (v := verdicts(r)) and b in v]
             between[f"{a} vs {b}"] = {
                 "n": len(pairs),
-                "qwk_points": cohen_kappa([points_grade(x, m) for x, _, m in pairs], [points_grade(y, m) for _, y, m in pairs],
-                                          labels=range(8), weights="quadratic") if pairs else None,
+                "qwk_points": cohen_kappa(
+                    [points_grade(x, m) for x, _, m in pairs],
+                    [points_grade(y, m) for _, y, m in pairs],
+                    labels=range(8),
+                    weights="quadratic",
+                )
+                if pairs
+                else None,
             }
     return {
         "proofs": len(graded),
@@ -263,8 +290,9 @@ async def eval_grade(
             "proof": item.proof,
             "max_points": item.problem.max_points,
             "human_points": item.human_points,
-            "predicted_points": None if score is None else _rounded(score * item.problem.max_points,
-                                                                    item.problem.max_points, buckets),
+            "predicted_points": None
+            if score is None
+            else _rounded(score * item.problem.max_points, item.problem.max_points, buckets),
             "meta": item.meta,
             "rule": source,
             "n": 0 if from_recorded is not None else n_used,
@@ -274,7 +302,9 @@ async def eval_grade(
     work = [(item.id, index + 1, {"id": item.id}) for index, item in enumerate(items)]
     await run_jsonl(work, run.items_path, process, concurrency=concurrency, on_progress=on_progress)
     wanted = set(ids)
-    summary = summarize_grade_run([r for r in run.records() if r.get("id") in wanted], n_resamples=n_resamples, seed=seed)
+    summary = summarize_grade_run(
+        [r for r in run.records() if r.get("id") in wanted], n_resamples=n_resamples, seed=seed
+    )
     run.write_summary(summary)
     return summary
 

@@ -50,7 +50,9 @@ def seeded_roles(roles: Roles, sample: int) -> Roles:
         clone.config = role.config.model_copy(update={"seed": (role.config.seed or 0) + sample})
         return clone
 
-    return Roles(generator=shift(roles.generator), verifier=shift(roles.verifier), meta_verifier=shift(roles.meta_verifier))
+    return Roles(
+        generator=shift(roles.generator), verifier=shift(roles.verifier), meta_verifier=shift(roles.meta_verifier)
+    )
 
 
 def _format_failures(result: SolveResult) -> int:
@@ -205,8 +207,7 @@ async def _tournament(item: SolveItem, roles: Roles, samples: list[dict], kind: 
     usage["cached_calls"] += outcome.usage.cached_calls
     usage["prompt_tokens"] += outcome.usage.prompt_tokens
     usage["completion_tokens"] += outcome.usage.completion_tokens
-    return {"format": kind, "winner": seeded[outcome.winner], "matches": len(outcome.matches),
-            "points": outcome.points}
+    return {"format": kind, "winner": seeded[outcome.winner], "matches": len(outcome.matches), "points": outcome.points}
 
 
 #: each solve metric's value on one problem, from its row of the summary's ``problems``; a
@@ -273,8 +274,11 @@ def summarize_solve_run(
         "errors": len(errors),
         "k": max((len(r["samples"]) for r in scored), default=0),
         "metrics": {name: _metric([value(row) for row in problems]) for name, value in SOLVE_METRICS.items()}
-        | ({"best_tournament": _metric([p["points_best_tournament"] / p["max_points"] for p in problems])}
-           if problems and all("points_best_tournament" in p for p in problems) else {}),
+        | (
+            {"best_tournament": _metric([p["points_best_tournament"] / p["max_points"] for p in problems])}
+            if problems and all("points_best_tournament" in p for p in problems)
+            else {}
+        ),
         "points": {
             "first": sum(p["points_first"] for p in problems),
             "best": sum(p["points_best"] for p in problems),
@@ -293,8 +297,12 @@ def summarize_solve_run(
         "verifications": verifications,
         "unscored_verifications": unscored,
         "read_out_scores": read_out,
-        "tokens": {"prompt": prompt, "completion": completion, "total": prompt + completion,
-                   "per_item": (prompt + completion) / n},
+        "tokens": {
+            "prompt": prompt,
+            "completion": completion,
+            "total": prompt + completion,
+            "per_item": (prompt + completion) / n,
+        },
         "seconds": {"total": round(seconds, 3), "per_item": round(seconds / n, 3)},
         "problems": problems,
     }

@@ -152,7 +152,9 @@ def confusion_matrix(
     matrix = [[0] * len(labels) for _ in labels]
     for t, p in zip(y_true, y_pred):
         if t not in index or p not in index:
-            raise MetricsError(f"confusion matrix: value {t if t not in index else p!r} is not one of the labels {labels}")
+            raise MetricsError(
+                f"confusion matrix: value {t if t not in index else p!r} is not one of the labels {labels}"
+            )
         matrix[index[t]][index[p]] += 1
     return {"labels": labels, "matrix": matrix}
 
@@ -330,7 +332,12 @@ def bootstrap_ci(
         raise MetricsError(f"bootstrap: level must be in (0, 1), not {level}")
     estimate = metric(*columns)
     result: dict[str, Any] = {
-        "estimate": estimate, "low": None, "high": None, "level": level, "n_resamples": n_resamples, "undefined": 0
+        "estimate": estimate,
+        "low": None,
+        "high": None,
+        "level": level,
+        "n_resamples": n_resamples,
+        "undefined": 0,
     }
     if estimate is None:
         return result
@@ -351,7 +358,9 @@ def bootstrap_ci(
 
 
 def breakdown(
-    rows: Sequence[Mapping[str, Any]], key: str | Callable[[Mapping[str, Any]], Hashable], compute: Callable[[list], Any]
+    rows: Sequence[Mapping[str, Any]],
+    key: str | Callable[[Mapping[str, Any]], Hashable],
+    compute: Callable[[list], Any],
 ) -> dict[str, Any]:
     """``compute(rows of the group)`` for each value of ``key`` (a field of the row or of its
     ``meta``, or a function); rows without the key go to the group ``"unknown"``."""
@@ -370,8 +379,18 @@ def breakdown(
 
 #: metrics with a bootstrap interval in :func:`grader_report`
 INTERVAL_METRICS = (
-    "accuracy", "balanced_accuracy", "precision", "recall", "f1", "mae_points", "pearson", "spearman",
-    "kappa", "qwk_points", "qwk_buckets", "leniency_points",
+    "accuracy",
+    "balanced_accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "mae_points",
+    "pearson",
+    "spearman",
+    "kappa",
+    "qwk_points",
+    "qwk_buckets",
+    "leniency_points",
 )
 
 
@@ -451,13 +470,16 @@ def grader_report(
     report["intervals"] = _intervals(scored, n_resamples, seed)
     report["bootstrap"] = {"n_resamples": n_resamples, "seed": seed, "level": 0.95, "method": "percentile"}
     report["breakdowns"] = {
-        key: breakdown(scored, key, lambda group: {**_metrics(group), "intervals": _intervals(group, n_resamples, seed)})
+        key: breakdown(
+            scored, key, lambda group: {**_metrics(group), "intervals": _intervals(group, n_resamples, seed)}
+        )
         for key in breakdown_keys
     }
     if any(r.get("error_spans") for r in scored):
         report["localisation"] = issue_localisation(scored)
     report["leniency_by_human_bucket"] = breakdown(
-        scored, lambda row: score_bucket(row["human_points"] / row["max_points"]),
+        scored,
+        lambda row: score_bucket(row["human_points"] / row["max_points"]),
         lambda group: _leniency(group, n_resamples, seed),
     )
     return report
@@ -465,8 +487,9 @@ def grader_report(
 
 def _leniency(rows: Sequence[Mapping[str, Any]], n_resamples: int, seed: int) -> dict[str, Any]:
     columns = _columns(rows)
-    ci = bootstrap_ci(mean_difference, columns["human_points"], columns["predicted_points"],
-                      n_resamples=n_resamples, seed=seed)
+    ci = bootstrap_ci(
+        mean_difference, columns["human_points"], columns["predicted_points"], n_resamples=n_resamples, seed=seed
+    )
     return {"n": len(rows), "leniency_points": ci["estimate"], "low": ci["low"], "high": ci["high"]}
 
 
@@ -493,13 +516,22 @@ def paired_differences(
     out: dict[str, dict[str, Any]] = {}
     for name, (function, (truth, predicted)) in _METRICS.items():
 
-        def difference(ta: list, pa: list, tb: list, pb: list, f: Callable[..., float | None] = function) -> float | None:
+        def difference(
+            ta: list, pa: list, tb: list, pb: list, f: Callable[..., float | None] = function
+        ) -> float | None:
             x, y = f(ta, pa), f(tb, pb)
             return None if x is None or y is None else y - x
 
-        ci = bootstrap_ci(difference, a[truth], a[predicted], b[truth], b[predicted], n_resamples=n_resamples, seed=seed)
-        out[name] = {"a": function(a[truth], a[predicted]), "b": function(b[truth], b[predicted]),
-                     "difference": ci["estimate"], "low": ci["low"], "high": ci["high"]}
+        ci = bootstrap_ci(
+            difference, a[truth], a[predicted], b[truth], b[predicted], n_resamples=n_resamples, seed=seed
+        )
+        out[name] = {
+            "a": function(a[truth], a[predicted]),
+            "b": function(b[truth], b[predicted]),
+            "difference": ci["estimate"],
+            "low": ci["low"],
+            "high": ci["high"],
+        }
     return out
 
 

@@ -32,9 +32,7 @@ def verdict(value: Any) -> bool:
     """A human verdict (``correct``/``incorrect``, a bool or 0/1) as a bool."""
     key = str(value).strip().lower()
     if key not in _VERDICTS:
-        raise InputError(
-            f"unknown human_label {value!r} (expected 'correct' or 'incorrect')"
-        )
+        raise InputError(f"unknown human_label {value!r} (expected 'correct' or 'incorrect')")
     return _VERDICTS[key]
 
 
@@ -51,7 +49,12 @@ def _error_spans(annotations: Any) -> list[list[int]]:
     spans = []
     for note in annotations if isinstance(annotations, list) else []:
         where = note.get("original_text_indices") if isinstance(note, dict) else None
-        if isinstance(where, list) and len(where) == 2 and all(isinstance(i, int) for i in where) and where[0] < where[1]:
+        if (
+            isinstance(where, list)
+            and len(where) == 2
+            and all(isinstance(i, int) for i in where)
+            and where[0] < where[1]
+        ):
             spans.append([where[0], where[1]])
     return spans
 
@@ -64,9 +67,7 @@ def _item(record: dict[str, Any]) -> GradeItem:
     problem = make_problem(
         id=problem_id,
         statement=need(r, "problem", "statement"),
-        reference_solution=_reference(
-            pick(r, "reference_solutions", "reference_solution")
-        ),
+        reference_solution=_reference(pick(r, "reference_solutions", "reference_solution")),
         max_points=MAX_POINTS,
     )
     meta = {

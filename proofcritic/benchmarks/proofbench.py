@@ -52,9 +52,7 @@ def _solve_item(record: dict[str, Any]) -> SolveItem:
 
 def _level_is(prefix: str):
     def keep(record: dict[str, Any]) -> bool:
-        return str(pick(normalized(record), "problem_id", "id") or "").startswith(
-            prefix
-        )
+        return str(pick(normalized(record), "problem_id", "id") or "").startswith(prefix)
 
     return keep
 
@@ -70,9 +68,7 @@ def bucket_of(points: float) -> str:
 def _bucket_name(value: Any) -> str:
     name = str(value).strip().capitalize()
     if name not in BUCKETS:
-        raise InputError(
-            f"unknown reward bucket {value!r} (expected one of {', '.join(BUCKETS)})"
-        )
+        raise InputError(f"unknown reward bucket {value!r} (expected one of {', '.join(BUCKETS)})")
     return name
 
 

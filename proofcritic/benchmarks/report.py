@@ -81,8 +81,14 @@ def _verification_rows(counts: dict) -> list[list[str]]:
     n, unscored = counts.get("verifications", 0), counts.get("unscored_verifications", 0)
     if not n:
         return []
-    return [["unscored verifications", f"{_num(unscored)} of {_num(n)}", ""],
-            ["scores from a read-out (likelihood, guided)", f"{_num(counts.get('read_out_scores', 0))} of {_num(n - unscored)}", ""]]
+    return [
+        ["unscored verifications", f"{_num(unscored)} of {_num(n)}", ""],
+        [
+            "scores from a read-out (likelihood, guided)",
+            f"{_num(counts.get('read_out_scores', 0))} of {_num(n - unscored)}",
+            "",
+        ],
+    ]
 
 
 _LONG = {
@@ -98,38 +104,79 @@ _BUCKET_NAMES = {"0": "0", "0.5": "partial", "1": "full"}
 def _grade_parts(summary: dict, records: list[dict]) -> tuple[list[list[str]], list[tuple[str, str]]]:
     """Metric rows and figures of a grade run."""
     counts = summary["counts"]
-    rows = [["items", _num(counts["items"]), ""], ["scored", _num(counts["scored"]), ""],
-            ["review / no verdict / errors", f"{counts['review']} / {counts['no_verdict']} / {counts['errors']}", ""],
-            *_verification_rows(counts)]
+    rows = [
+        ["items", _num(counts["items"]), ""],
+        ["scored", _num(counts["scored"]), ""],
+        ["review / no verdict / errors", f"{counts['review']} / {counts['no_verdict']} / {counts['errors']}", ""],
+        *_verification_rows(counts),
+    ]
     metrics = summary.get("metrics") or {}
-    for name in ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "mae_points", "mae_score",
-                 "pearson", "spearman", "kappa", "qwk_points", "qwk_buckets", "qwk_gradingbench", "leniency_points"):
+    for name in (
+        "accuracy",
+        "balanced_accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "mae_points",
+        "mae_score",
+        "pearson",
+        "spearman",
+        "kappa",
+        "qwk_points",
+        "qwk_buckets",
+        "qwk_gradingbench",
+        "leniency_points",
+    ):
         interval = metrics.get("intervals", {}).get(name, {})
         if name in metrics:
             rows.append([_LONG.get(name, name), _num(metrics[name]), _ci(interval.get("low"), interval.get("high"))])
     for bucket, lenient in (metrics.get("leniency_by_human_bucket") or {}).items():
-        rows.append([f"leniency, points (human grade {_BUCKET_NAMES.get(bucket, bucket)}; {lenient['n']} items)",
-                     _num(lenient["leniency_points"]), _ci(lenient["low"], lenient["high"])])
+        rows.append(
+            [
+                f"leniency, points (human grade {_BUCKET_NAMES.get(bucket, bucket)}; {lenient['n']} items)",
+                _num(lenient["leniency_points"]),
+                _ci(lenient["low"], lenient["high"]),
+            ]
+        )
     calibration = metrics.get("calibration")
     if calibration:
         rows.append(["partial-credit calibration error (0: calibrated)", _num(calibration["error"]), ""])
     where = metrics.get("localisation")
     if where:
-        rows.append(["annotated errors that a reported issue overlaps", _num(where["errors_found"]),
-                     f"{where['errors']} errors in {where['proofs']} proofs"])
-        rows.append(["located issues that overlap an annotated error", _num(where["issues_on_target"]),
-                     f"issues located in the proof: {_num(where['issues_located'])} of {where['issues']}"])
+        rows.append(
+            [
+                "annotated errors that a reported issue overlaps",
+                _num(where["errors_found"]),
+                f"{where['errors']} errors in {where['proofs']} proofs",
+            ]
+        )
+        rows.append(
+            [
+                "located issues that overlap an annotated error",
+                _num(where["issues_on_target"]),
+                f"issues located in the proof: {_num(where['issues_located'])} of {where['issues']}",
+            ]
+        )
     agreement = metrics.get("sample_agreement") or {}
     if agreement.get("proofs"):
-        rows.append(["agreement between samples: pairwise / Fleiss' kappa",
-                     f"{_num(agreement['pairwise'])} / {_num(agreement['fleiss_kappa'])}", f"{agreement['proofs']} proofs"])
+        rows.append(
+            [
+                "agreement between samples: pairwise / Fleiss' kappa",
+                f"{_num(agreement['pairwise'])} / {_num(agreement['fleiss_kappa'])}",
+                f"{agreement['proofs']} proofs",
+            ]
+        )
     panel = summary.get("panel")
     if panel:
         rows.append(["judge panel: proofs reconciled", f"{panel['reconciled']} of {panel['proofs']}", ""])
         for name, judge in panel["judges"].items():
-            rows.append([f"judge {name}: MAE points / QWK points / leniency", " / ".join(
-                _num(judge.get(k)) for k in ("mae_points", "qwk_points", "leniency_points")),
-                f"{judge['n']} items, {_num(judge['calls'])} calls, {_num(judge['tokens'])} tokens"])
+            rows.append(
+                [
+                    f"judge {name}: MAE points / QWK points / leniency",
+                    " / ".join(_num(judge.get(k)) for k in ("mae_points", "qwk_points", "leniency_points")),
+                    f"{judge['n']} items, {_num(judge['calls'])} calls, {_num(judge['tokens'])} tokens",
+                ]
+            )
         for pair, agreement in panel["between_judges"].items():
             rows.append([f"judges {pair}: QWK points", _num(agreement["qwk_points"]), f"{agreement['n']} items"])
     rows.append(["tokens (total)", _num(summary["usage"]["total_tokens"]), ""])
@@ -141,8 +188,12 @@ def _grade_parts(summary: dict, records: list[dict]) -> tuple[list[list[str]], l
     if metrics.get("confusion_buckets"):
         cm = metrics["confusion_buckets"]
         figures.append(("Confusion", _plots.heatmap(cm["matrix"], cm["labels"], "Human vs verifier grade")))
-    figures.append(("Calibration", _plots.calibration({"verifier": (predicted, human)}, "Calibration",
-                                                       "verifier score", "mean human score")))
+    figures.append(
+        (
+            "Calibration",
+            _plots.calibration({"verifier": (predicted, human)}, "Calibration", "verifier score", "mean human score"),
+        )
+    )
     tokens = _item_tokens(records)
     if tokens:
         figures.append(("Tokens", _plots.histogram({"tokens": tokens}, "Tokens per item", "tokens", 20, None)))
@@ -151,8 +202,10 @@ def _grade_parts(summary: dict, records: list[dict]) -> tuple[list[list[str]], l
 
 def _solve_parts(summary: dict, records: list[dict]) -> tuple[list[list[str]], list[tuple[str, str]]]:
     """Metric rows and figures of a solve run."""
-    rows = [["items / scored / errors", f"{summary['items']} / {summary['scored']} / {summary['errors']}", ""],
-            ["samples per problem (k)", _num(summary["k"]), ""]]
+    rows = [
+        ["items / scored / errors", f"{summary['items']} / {summary['scored']} / {summary['errors']}", ""],
+        ["samples per problem (k)", _num(summary["k"]), ""],
+    ]
     for name, m in summary["metrics"].items():
         rows.append([name, _num(m["value"]), _ci(m["low"], m["high"])])
     p = summary["points"]
@@ -175,15 +228,38 @@ def _solve_parts(summary: dict, records: list[dict]) -> tuple[list[list[str]], l
     figures = [("Scores", _plots.histogram({"verifier mean": means, "self-score": selfs}, "Sample scores", "score"))]
     problems = summary["problems"]
     if problems:
-        figures.append(("Problems", _plots.bars(
-            [q["id"] for q in problems],
-            {"first": [q["points_first"] for q in problems], "best (self)": [q["points_best_self"] for q in problems],
-             "best (verifier)": [q["points_best_verifier"] for q in problems]},
-            "Points per problem", "points", limit=[q["max_points"] for q in problems])))
-    pairs = [(float(s["self_score"]), float(s["verifier_mean"])) for s in samples
-             if s.get("self_score") is not None and s.get("verifier_mean") is not None and s.get("proof") is not None]
-    figures.append(("Calibration", _plots.calibration({"self-score": ([x for x, _ in pairs], [y for _, y in pairs])},
-                                                       "Self-score calibration", "self-score", "verifier mean")))
+        figures.append(
+            (
+                "Problems",
+                _plots.bars(
+                    [q["id"] for q in problems],
+                    {
+                        "first": [q["points_first"] for q in problems],
+                        "best (self)": [q["points_best_self"] for q in problems],
+                        "best (verifier)": [q["points_best_verifier"] for q in problems],
+                    },
+                    "Points per problem",
+                    "points",
+                    limit=[q["max_points"] for q in problems],
+                ),
+            )
+        )
+    pairs = [
+        (float(s["self_score"]), float(s["verifier_mean"]))
+        for s in samples
+        if s.get("self_score") is not None and s.get("verifier_mean") is not None and s.get("proof") is not None
+    ]
+    figures.append(
+        (
+            "Calibration",
+            _plots.calibration(
+                {"self-score": ([x for x, _ in pairs], [y for _, y in pairs])},
+                "Self-score calibration",
+                "self-score",
+                "verifier mean",
+            ),
+        )
+    )
     tokens = _item_tokens(records)
     if tokens:
         figures.append(("Tokens", _plots.histogram({"tokens": tokens}, "Tokens per problem", "tokens", 20, None)))
@@ -226,8 +302,13 @@ def _notes(data: Any, label: str = "") -> list[str]:
     if isinstance(data, dict):
         for key, value in data.items():
             if key in ("note", "notes"):
-                texts = [value] if isinstance(value, str) else [t for t in value if isinstance(t, str)] \
-                    if isinstance(value, list) else []
+                texts = (
+                    [value]
+                    if isinstance(value, str)
+                    else [t for t in value if isinstance(t, str)]
+                    if isinstance(value, list)
+                    else []
+                )
                 out += [f"{label}: {text}" if label else text for text in texts]
             elif key not in ("breakdowns", "problems"):
                 out += _notes(value, label if key in ("metrics", "intervals", "counts") else str(key))
@@ -255,12 +336,13 @@ def _score_chip(score: Any, source: Any) -> tuple[str, str]:
 def _chips(scores: list, sources: list | None) -> tuple[str, str]:
     sources = list(sources or [])
     chips = [_score_chip(s, sources[i] if i < len(sources) else None) for i, s in enumerate(scores)]
-    return (_Html("<span class='chips'>" + " ".join(h for h, _ in chips) + "</span>"),
-            " ".join(m for _, m in chips))
+    return (_Html("<span class='chips'>" + " ".join(h for h, _ in chips) + "</span>"), " ".join(m for _, m in chips))
 
 
-_CHIP_LEGEND = ("Verification scores: † a score from a read-out (the likelihood or guided score modes), — no score "
-                "(a format failure).")
+_CHIP_LEGEND = (
+    "Verification scores: † a score from a read-out (the likelihood or guided score modes), — no score "
+    "(a format failure)."
+)
 
 
 def _shorten(text: str, limit: int) -> str:
@@ -268,8 +350,10 @@ def _shorten(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     head = limit * 2 // 3
-    return (f"{text[:head]}\n\n[… {len(text) - limit:,} characters left out here: the full text is in items.jsonl …]"
-            f"\n\n{text[len(text) - (limit - head):]}")
+    return (
+        f"{text[:head]}\n\n[… {len(text) - limit:,} characters left out here: the full text is in items.jsonl …]"
+        f"\n\n{text[len(text) - (limit - head) :]}"
+    )
 
 
 def _text_limit(count: int, text_limit: int, text_budget: int) -> int:
@@ -289,8 +373,10 @@ def _error_row(record: dict, width: int) -> tuple[str, list[str]]:
     """An error record's row of an items table of ``width`` columns: html, and the markdown
     cells (the id, the message, then empty cells to the width)."""
     message = f"error ({record.get('error_kind') or 'unknown'}): {record.get('error')}"
-    row = (f"<tbody><tr class='err'><td>{html.escape(str(record.get('id')))}</td>"
-           f"<td colspan='{width - 1}'>{html.escape(_shorten(message, 600))}</td></tr></tbody>")
+    row = (
+        f"<tbody><tr class='err'><td>{html.escape(str(record.get('id')))}</td>"
+        f"<td colspan='{width - 1}'>{html.escape(_shorten(message, 600))}</td></tr></tbody>"
+    )
     return row, [str(record.get("id")), message, *[""] * (width - 2)]
 
 
@@ -305,8 +391,16 @@ def _grade_items(summary: dict, records: list[dict], text_limit: int, text_budge
     grades = [r for r in records if r.get("kind") == "grade" or "error" in r]
     authors = any((r.get("meta") or {}).get("model_id") for r in grades)
     verified = any(r.get("verifications") for r in grades)
-    header = ["item", "problem", *(["proof by"] if authors else []), "human", "verdict", "diff", "agree",
-              *(["verifications"] if verified else [])]
+    header = [
+        "item",
+        "problem",
+        *(["proof by"] if authors else []),
+        "human",
+        "verdict",
+        "diff",
+        "agree",
+        *(["verifications"] if verified else []),
+    ]
     count = sum(bool(r.get("proof")) + len(r.get("verifications") or []) for r in grades)
     limit = _text_limit(count, text_limit, text_budget)
     body, md_rows = [], []
@@ -323,17 +417,32 @@ def _grade_items(summary: dict, records: list[dict], text_limit: int, text_budge
             problem = f"{competition} · {problem}" if problem else competition
         human = f"{_num(r.get('human_points'))} / {_num(top)}"
         score = r.get("predicted_score")
-        verdict = _num(r.get("predicted_points")) if score is not None else str(r.get("status") or "no verdict").replace("_", " ")
+        verdict = (
+            _num(r.get("predicted_points"))
+            if score is not None
+            else str(r.get("status") or "no verdict").replace("_", " ")
+        )
         if r.get("label_rule"):
             verdict += f" ({r['label_rule']})"
         agree = "—" if score is None else ("✓" if (score >= 1) == (r["human_points"] >= top) else "✗")
         diff = "—" if score is None else f"{r['predicted_points'] - r['human_points']:+.3g}"
         verifications = r.get("verifications") or []
-        chips_html, chips_md = _chips([v.get("score") for v in verifications], [v.get("score_source") for v in verifications])
-        cells = [str(r.get("id")), problem, *([str(meta.get("model_id") or "—")] if authors else []), human, verdict,
-                 diff, agree]
+        chips_html, chips_md = _chips(
+            [v.get("score") for v in verifications], [v.get("score_source") for v in verifications]
+        )
+        cells = [
+            str(r.get("id")),
+            problem,
+            *([str(meta.get("model_id") or "—")] if authors else []),
+            human,
+            verdict,
+            diff,
+            agree,
+        ]
         md_rows.append([*cells, *([chips_md] if verified else [])])
-        tds = "".join(f"<td{' class=n' if i >= len(cells) - 4 else ''}>{html.escape(c)}</td>" for i, c in enumerate(cells))
+        tds = "".join(
+            f"<td{' class=n' if i >= len(cells) - 4 else ''}>{html.escape(c)}</td>" for i, c in enumerate(cells)
+        )
         if agree == "✗":
             tds = tds.replace(f"<td class=n>{html.escape(agree)}</td>", f"<td class='n miss'>{agree}</td>")
         rows = [f"<tr>{tds}{f'<td>{chips_html}</td>' if verified else ''}</tr>"]
@@ -348,21 +457,31 @@ def _grade_items(summary: dict, records: list[dict], text_limit: int, text_budge
             source = f" ({html.escape(str(v['score_source']))})" if v.get("score_source") else ""
             issues = f", {v['issues']} issue(s)" if v.get("issues") else ""
             ok = "" if v.get("format_ok", True) else ", format failure"
-            parts.append(f"<details><summary>analysis {i}: score {chip}{source}{issues}{ok}</summary>"
-                         f"{_pre(str(v.get('raw') or ''), limit)}</details>")
+            parts.append(
+                f"<details><summary>analysis {i}: score {chip}{source}{issues}{ok}</summary>"
+                f"{_pre(str(v.get('raw') or ''), limit)}</details>"
+            )
         if verifications:
             what.append(f"{len(verifications)} analys{'is' if len(verifications) == 1 else 'es'}")
         if parts:
             rows.append(_details_row(len(header), html.escape(" · ".join(what)), "".join(parts)))
         body.append("<tbody>" + "".join(rows) + "</tbody>")
     rules = ", ".join(summary.get("rules") or []) or "—"
-    intro = (f"{len(grades)} items in the order of items.jsonl; verdict by {rules}, in points; diff: verdict - human. "
-             "Agree: the verdict and the humans agree on full marks (✓) or not (✗)." + (f" {_CHIP_LEGEND}" if verified else ""))
-    more = (f" Each item opens to its proof and analyses (texts over {limit:,} characters are shortened in the "
-            "middle; the full texts are in items.jsonl).")
+    intro = (
+        f"{len(grades)} items in the order of items.jsonl; verdict by {rules}, in points; diff: verdict - human. "
+        "Agree: the verdict and the humans agree on full marks (✓) or not (✗)."
+        + (f" {_CHIP_LEGEND}" if verified else "")
+    )
+    more = (
+        f" Each item opens to its proof and analyses (texts over {limit:,} characters are shortened in the "
+        "middle; the full texts are in items.jsonl)."
+    )
     table = _items_table(header, {"human", "verdict", "diff", "agree"}, body)
-    return ("Items", f"<p class='note'>{html.escape(intro + more)}</p>{table}",
-            intro + " Proofs and analyses: report.html, items.jsonl.\n\n" + _md_table(header, md_rows))
+    return (
+        "Items",
+        f"<p class='note'>{html.escape(intro + more)}</p>{table}",
+        intro + " Proofs and analyses: report.html, items.jsonl.\n\n" + _md_table(header, md_rows),
+    )
 
 
 def _solve_items(summary: dict, records: list[dict], text_limit: int, text_budget: int) -> Section:
@@ -383,25 +502,42 @@ def _solve_items(summary: dict, records: list[dict], text_limit: int, text_budge
         for s in r.get("samples") or []:
             chips_html, chips_md = _chips(list(s.get("verifier_scores") or []), s.get("score_sources"))
             stop = str(s.get("stop_reason") or "") + (" (budget)" if s.get("budget_limited") else "")
-            cells = [str(r.get("id")) if s is r["samples"][0] else "", _num(s.get("sample")), _num(s.get("self_score")),
-                     chips_md, _num(s.get("verifier_mean")), f"{_num(s.get('points'))} / {_num(top)}",
-                     "✓" if s.get("passed") else "✗", stop]
+            cells = [
+                str(r.get("id")) if s is r["samples"][0] else "",
+                _num(s.get("sample")),
+                _num(s.get("self_score")),
+                chips_md,
+                _num(s.get("verifier_mean")),
+                f"{_num(s.get('points'))} / {_num(top)}",
+                "✓" if s.get("passed") else "✗",
+                stop,
+            ]
             md_rows.append([str(r.get("id")), *cells[1:]])
-            tds = "".join(f"<td class=n>{html.escape(c)}</td>" if i in (1, 2, 4, 5, 6) else
-                          (f"<td>{chips_html}</td>" if i == 3 else f"<td>{html.escape(c)}</td>")
-                          for i, c in enumerate(cells))
+            tds = "".join(
+                f"<td class=n>{html.escape(c)}</td>"
+                if i in (1, 2, 4, 5, 6)
+                else (f"<td>{chips_html}</td>" if i == 3 else f"<td>{html.escape(c)}</td>")
+                for i, c in enumerate(cells)
+            )
             rows.append(f"<tr>{tds}</tr>")
             if s.get("proof"):
                 what = f"sample {_num(s.get('sample'))}: proof ({len(s['proof']):,} characters)"
                 rows.append(_details_row(len(header), html.escape(what), _pre(s["proof"], limit)))
         body.append("<tbody>" + "".join(rows) + "</tbody>")
-    intro = (f"{count} samples of {len(solves)} problems in the order of items.jsonl; points = the verifier mean "
-             "times the problem's points; passed: every verification gave 1. " + _CHIP_LEGEND)
-    more = (f" Each sample opens to its proof (over {limit:,} characters shortened in the middle; the full texts "
-            "are in items.jsonl).")
+    intro = (
+        f"{count} samples of {len(solves)} problems in the order of items.jsonl; points = the verifier mean "
+        "times the problem's points; passed: every verification gave 1. " + _CHIP_LEGEND
+    )
+    more = (
+        f" Each sample opens to its proof (over {limit:,} characters shortened in the middle; the full texts "
+        "are in items.jsonl)."
+    )
     table = _items_table(header, {"sample", "self-score", "mean", "points", "passed"}, body)
-    return ("Samples", f"<p class='note'>{html.escape(intro + more)}</p>{table}",
-            intro + " Proofs: report.html, items.jsonl.\n\n" + _md_table(header, md_rows))
+    return (
+        "Samples",
+        f"<p class='note'>{html.escape(intro + more)}</p>{table}",
+        intro + " Proofs: report.html, items.jsonl.\n\n" + _md_table(header, md_rows),
+    )
 
 
 #: the title of a breakdown of a grade run by a field of its items
@@ -409,8 +545,13 @@ _BREAKDOWN_TITLES = {"competition": "By competition", "model_id": "By the model 
 #: the metrics of a breakdown table (summary.json holds precision and recall per group too)
 _BREAKDOWN_METRICS = ("accuracy", "balanced_accuracy", "f1", "mae_points", "pearson", "spearman")
 #: short column names of metrics
-_SHORT = {"balanced_accuracy": "balanced acc.", "mae_points": "MAE (points)", "f1": "F1", "pearson": "Pearson",
-          "spearman": "Spearman"}
+_SHORT = {
+    "balanced_accuracy": "balanced acc.",
+    "mae_points": "MAE (points)",
+    "f1": "F1",
+    "pearson": "Pearson",
+    "spearman": "Spearman",
+}
 
 
 def _breakdowns(summary: dict, records: list[dict]) -> list[Section]:
@@ -429,32 +570,65 @@ def _breakdowns(summary: dict, records: list[dict]) -> list[Section]:
         html_rows, md_rows, notes = [], [], []
         for group, m in groups.items():
             intervals = m.get("intervals") or {}
-            values = [(_num(m.get(name)), _ci((intervals.get(name) or {}).get("low"), (intervals.get(name) or {}).get("high")))
-                      for name in _BREAKDOWN_METRICS]
+            values = [
+                (
+                    _num(m.get(name)),
+                    _ci((intervals.get(name) or {}).get("low"), (intervals.get(name) or {}).get("high")),
+                )
+                for name in _BREAKDOWN_METRICS
+            ]
             if group_notes := _notes(m):
                 notes.append(f"{group}: {'; '.join(group_notes)}")
             start = [group, _num(items.get(group, m.get("n"))), _num(m.get("n"))]
-            html_rows.append([*start, *(_Html(html.escape(v) + (f"<br><small>{html.escape(ci)}</small>" if ci != "—" else ""))
-                                        for v, ci in values)])
+            html_rows.append(
+                [
+                    *start,
+                    *(
+                        _Html(html.escape(v) + (f"<br><small>{html.escape(ci)}</small>" if ci != "—" else ""))
+                        for v, ci in values
+                    ),
+                ]
+            )
             md_rows.append([*start, *(v if ci == "—" else f"{v} {ci}" for v, ci in values)])
-        note = ("Each group's metrics with its own bootstrap 95% interval (below each value); precision and recall "
-                "per group are in summary.json.")
-        sections.append((title, f"<p class='note'>{note}</p>" + _html_table(header, html_rows, "breakdown") + _notes_html(notes),
-                         "\n\n".join(x for x in (note.replace(" (below each value)", ""), _md_table(header, md_rows),
-                                                  _notes_md(notes)) if x)))
+        note = (
+            "Each group's metrics with its own bootstrap 95% interval (below each value); precision and recall "
+            "per group are in summary.json."
+        )
+        sections.append(
+            (
+                title,
+                f"<p class='note'>{note}</p>" + _html_table(header, html_rows, "breakdown") + _notes_html(notes),
+                "\n\n".join(
+                    x
+                    for x in (note.replace(" (below each value)", ""), _md_table(header, md_rows), _notes_md(notes))
+                    if x
+                ),
+            )
+        )
     return sections
 
 
 def _solve_problems(summary: dict) -> Section:
     header = ["problem", "first", "best (self)", "best (verifier)", "max", "passed"]
-    rows = [[q["id"], _num(q["points_first"]), _num(q["points_best_self"]), _num(q["points_best_verifier"]),
-             _num(q["max_points"]), f"{q['passed']}/{q['samples']}"] for q in summary["problems"]]
+    rows = [
+        [
+            q["id"],
+            _num(q["points_first"]),
+            _num(q["points_best_self"]),
+            _num(q["points_best_verifier"]),
+            _num(q["max_points"]),
+            f"{q['passed']}/{q['samples']}",
+        ]
+        for q in summary["problems"]
+    ]
     return "Problems", _html_table(header, rows), _md_table(header, rows)
 
 
 def _page(title: str, body: str) -> str:
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{_CSS}</style></head><body>{body}</body></html>\n")
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{_CSS}</style></head><body>{body}</body></html>\n"
+    )
 
 
 def _setting_rows(config: dict) -> list[list[str]]:
@@ -470,8 +644,9 @@ def _setting_rows(config: dict) -> list[list[str]]:
     return rows
 
 
-def build_report(run: RunFolder | str | Path, *, text_limit: int = TEXT_LIMIT,
-                 text_budget: int = TEXT_BUDGET) -> tuple[Path, Path]:
+def build_report(
+    run: RunFolder | str | Path, *, text_limit: int = TEXT_LIMIT, text_budget: int = TEXT_BUDGET
+) -> tuple[Path, Path]:
     """Rebuild ``summary.json`` from the records, write ``report.html`` and ``report.md``.
 
     report.html shows each proof and analysis up to ``text_limit`` characters, fewer (down to
@@ -494,14 +669,31 @@ def build_report(run: RunFolder | str | Path, *, text_limit: int = TEXT_LIMIT,
     title = f"{kind} run: {config.get('suite') or run.path.name}"
     setup = _setting_rows(config)
     header = ["metric", "value", "95% interval"]
-    body = [f"<h1>{html.escape(title)}</h1>", "<h2>Configuration</h2>", _html_table(["setting", "value"], setup),
-            "<h2>Metrics</h2>", _html_table(header, rows), _notes_html(notes), "<h2>Figures</h2><div class='figs'>"]
+    body = [
+        f"<h1>{html.escape(title)}</h1>",
+        "<h2>Configuration</h2>",
+        _html_table(["setting", "value"], setup),
+        "<h2>Metrics</h2>",
+        _html_table(header, rows),
+        _notes_html(notes),
+        "<h2>Figures</h2><div class='figs'>",
+    ]
     body += [f"<figure><img alt='{html.escape(name)}' src='{uri}'></figure>" for name, uri in figures]
     body.append("</div>")
     body += [f"<h2>{html.escape(name)}</h2>{part}" for name, part, _ in sections]
     run.report_html.write_text(_page(title, "\n".join(body)))
-    md = [f"# {title}", "", "## Configuration", "", _md_table(["setting", "value"], setup), "",
-          "## Metrics", "", _md_table(header, rows), ""]
+    md = [
+        f"# {title}",
+        "",
+        "## Configuration",
+        "",
+        _md_table(["setting", "value"], setup),
+        "",
+        "## Metrics",
+        "",
+        _md_table(header, rows),
+        "",
+    ]
     if notes:
         md += [_notes_md(notes), ""]
     md += [f"Figures: see `{run.report_html.name}`.", ""]
@@ -517,7 +709,9 @@ def _paired_rows(records: list[dict], kind: str) -> tuple[dict[str, dict], dict[
     errors = sum("error" in r for r in records)
     if kind == "grade":
         grades = [r for r in records if r.get("kind") == "grade" and "error" not in r]
-        rows = {r["id"]: {**grade_row(r), "tokens": _tokens(r)} for r in grades if r.get("predicted_points") is not None}
+        rows = {
+            r["id"]: {**grade_row(r), "tokens": _tokens(r)} for r in grades if r.get("predicted_points") is not None
+        }
         return rows, {"items": len(records), "errors": errors, "no_value": len(grades) - len(rows)}
     problems = summarize_solve_run(records)["problems"]
     tokens = {r["id"]: _tokens(r) for r in records if r.get("kind") == "solve"}
@@ -538,7 +732,13 @@ def _mean_difference(xs: list[float], ys: list[float], n_resamples: int, seed: i
         return None if a is None or b is None else b - a
 
     ci = bootstrap_ci(difference, xs, ys, n_resamples=n_resamples, seed=seed)
-    return {"a": mean_or_none(xs), "b": mean_or_none(ys), "difference": ci["estimate"], "low": ci["low"], "high": ci["high"]}
+    return {
+        "a": mean_or_none(xs),
+        "b": mean_or_none(ys),
+        "difference": ci["estimate"],
+        "low": ci["low"],
+        "high": ci["high"],
+    }
 
 
 def _differences(kind: str, rows_a: list[dict], rows_b: list[dict], n_resamples: int, seed: int) -> dict[str, dict]:
@@ -546,10 +746,13 @@ def _differences(kind: str, rows_a: list[dict], rows_b: list[dict], n_resamples:
     if kind == "grade":
         out = paired_differences(rows_a, rows_b, n_resamples=n_resamples, seed=seed)
     else:
-        out = {name: _mean_difference([value(q) for q in rows_a], [value(q) for q in rows_b], n_resamples, seed)
-               for name, value in SOLVE_METRICS.items()}
-    out["tokens per item"] = _mean_difference([q["tokens"] for q in rows_a], [q["tokens"] for q in rows_b],
-                                              n_resamples, seed)
+        out = {
+            name: _mean_difference([value(q) for q in rows_a], [value(q) for q in rows_b], n_resamples, seed)
+            for name, value in SOLVE_METRICS.items()
+        }
+    out["tokens per item"] = _mean_difference(
+        [q["tokens"] for q in rows_a], [q["tokens"] for q in rows_b], n_resamples, seed
+    )
     return out
 
 
@@ -588,20 +791,34 @@ def compare_runs(*runs: RunFolder | str | Path, n_resamples: int = 2000, seed: i
     info = []
     for label, folder, (rows, counts) in zip(labels, folders, tables):
         unpaired = len(rows) - len(paired)
-        info.append({"label": label, "path": str(folder.path), **counts, "unpaired": unpaired,
-                     "left_out": counts["items"] - len(paired)})
+        info.append(
+            {
+                "label": label,
+                "path": str(folder.path),
+                **counts,
+                "unpaired": unpaired,
+                "left_out": counts["items"] - len(paired),
+            }
+        )
     metrics: dict[str, dict[str, Any]] = {}
     base = [tables[0][0][i] for i in paired]
     for j, (rows, _) in enumerate(tables[1:], start=1):
         if not paired:
             break
         for name, d in _differences(kind, base, [rows[i] for i in paired], n_resamples, seed).items():
-            entry = metrics.setdefault(name, {"values": [d["a"]] + [None] * (len(folders) - 1),
-                                              "differences": [None] * len(folders)})
+            entry = metrics.setdefault(
+                name, {"values": [d["a"]] + [None] * (len(folders) - 1), "differences": [None] * len(folders)}
+            )
             entry["values"][j] = d["b"]
             entry["differences"][j] = {k: d[k] for k in ("difference", "low", "high")}
-    return {"kind": kind, "runs": info, "paired": len(paired), "n_resamples": n_resamples,
-            "note": small_sample_note(len(paired), "paired items"), "metrics": metrics}
+    return {
+        "kind": kind,
+        "runs": info,
+        "paired": len(paired),
+        "n_resamples": n_resamples,
+        "note": small_sample_note(len(paired), "paired items"),
+        "metrics": metrics,
+    }
 
 
 def _compare_header(comparison: dict) -> list[str]:
@@ -623,17 +840,26 @@ def _compare_rows(comparison: dict, marked: bool = False) -> list[list[str]]:
         row = [name, *(_num(v) for v in m["values"])]
         for d in m["differences"][1:]:
             value = _num(d["difference"])
-            row += [_Html(f"<b>{html.escape(value)}</b>") if marked and _excludes_zero(d) else value,
-                    _ci(d["low"], d["high"])]
+            row += [
+                _Html(f"<b>{html.escape(value)}</b>") if marked and _excludes_zero(d) else value,
+                _ci(d["low"], d["high"]),
+            ]
         rows.append(row)
     return rows
 
 
 def _run_rows(comparison: dict) -> list[list[str]]:
     what = "no verdict" if comparison["kind"] == "grade" else "no samples"
-    return [[r["label"], r["path"], _num(r["items"]), _num(comparison["paired"]),
-             f"{r['left_out']} ({what}: {r['no_value']}, errors: {r['errors']}, not in every other run: {r['unpaired']})"]
-            for r in comparison["runs"]]
+    return [
+        [
+            r["label"],
+            r["path"],
+            _num(r["items"]),
+            _num(comparison["paired"]),
+            f"{r['left_out']} ({what}: {r['no_value']}, errors: {r['errors']}, not in every other run: {r['unpaired']})",
+        ]
+        for r in comparison["runs"]
+    ]
 
 
 _RUN_HEADER = ["run", "folder", "items", "paired", "left out"]
@@ -643,22 +869,37 @@ def _compare_intro(comparison: dict) -> str:
     c = comparison
     value = "a verdict" if c["kind"] == "grade" else "samples"
     base = c["runs"][0]["label"]
-    return (f"{c['paired']} items paired by id (those with {value} in every run). Every metric on the paired items; "
-            f"each difference from the baseline {base} with its paired bootstrap 95% interval ({c['n_resamples']} "
-            "resamples of the items, resampled together in both runs)." + (f" Note: {c['note']}." if c.get("note") else ""))
+    return (
+        f"{c['paired']} items paired by id (those with {value} in every run). Every metric on the paired items; "
+        f"each difference from the baseline {base} with its paired bootstrap 95% interval ({c['n_resamples']} "
+        "resamples of the items, resampled together in both runs)." + (f" Note: {c['note']}." if c.get("note") else "")
+    )
 
 
 def compare_markdown(comparison: dict) -> str:
     """The comparison as Markdown."""
     c = comparison
-    return "\n".join([f"# Comparison of {c['kind']} runs", "", _md_table(_RUN_HEADER, _run_rows(c)), "",
-                      _compare_intro(c), "", _md_table(_compare_header(c), _compare_rows(c)), ""])
+    return "\n".join(
+        [
+            f"# Comparison of {c['kind']} runs",
+            "",
+            _md_table(_RUN_HEADER, _run_rows(c)),
+            "",
+            _compare_intro(c),
+            "",
+            _md_table(_compare_header(c), _compare_rows(c)),
+            "",
+        ]
+    )
 
 
 def compare_html(comparison: dict) -> str:
     """The comparison as a self-contained HTML page (differences whose interval excludes 0 in bold)."""
     c = comparison
-    body = (f"<h1>Comparison of {html.escape(c['kind'])} runs</h1><h2>Runs</h2>" + _html_table(_RUN_HEADER, _run_rows(c), "runs")
-            + f"<h2>Metrics</h2><p class='note'>{html.escape(_compare_intro(c))} Differences whose interval "
-            "excludes 0 are in bold.</p>" + _html_table(_compare_header(c), _compare_rows(c, marked=True)))
+    body = (
+        f"<h1>Comparison of {html.escape(c['kind'])} runs</h1><h2>Runs</h2>"
+        + _html_table(_RUN_HEADER, _run_rows(c), "runs")
+        + f"<h2>Metrics</h2><p class='note'>{html.escape(_compare_intro(c))} Differences whose interval "
+        "excludes 0 are in bold.</p>" + _html_table(_compare_header(c), _compare_rows(c, marked=True))
+    )
     return _page("comparison", body)

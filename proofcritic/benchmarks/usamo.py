@@ -23,19 +23,13 @@ CONTEST = "USAMO2025"
 
 def rubric_text(scheme: list[dict[str, Any]], total: float) -> str:
     """A points rubric as guidelines a grader can read."""
-    lines = [
-        f"Points rubric ({total:g} points in total; award the points of each item the proof achieves):"
-    ]
+    lines = [f"Points rubric ({total:g} points in total; award the points of each item the proof achieves):"]
     for entry in scheme:
         points = number(entry.get("points"), "rubric points")
         unit = "point" if points == 1 else "points"
         title = str(entry.get("title", "")).strip()
         desc = str(entry.get("desc", "")).strip()
-        lines.append(
-            f"- {title} ({points:g} {unit}): {desc}"
-            if desc
-            else f"- {title} ({points:g} {unit})"
-        )
+        lines.append(f"- {title} ({points:g} {unit}): {desc}" if desc else f"- {title} ({points:g} {unit})")
     return "\n".join(lines)
 
 
@@ -47,9 +41,7 @@ def read_folder(folder: Path) -> list[dict[str, Any]]:
     except json.JSONDecodeError as error:
         raise InputError(f"{scheme_path} is not valid JSON ({error.msg})") from None
     by_id = {str(s.get("id")): s for s in schemes if isinstance(s, dict)}
-    files = sorted(
-        (folder / "problems").glob("*.tex"), key=lambda f: (len(f.stem), f.stem)
-    )
+    files = sorted((folder / "problems").glob("*.tex"), key=lambda f: (len(f.stem), f.stem))
     if not files:
         raise InputError(f"no problems/*.tex in {folder}")
     records = []
@@ -60,9 +52,7 @@ def read_folder(folder: Path) -> list[dict[str, Any]]:
             {
                 "id": tex.stem,
                 "problem": read_text(tex, "problem file").strip(),
-                "solution": read_text(solution, "solution file").strip()
-                if solution.exists()
-                else None,
+                "solution": read_text(solution, "solution file").strip() if solution.exists() else None,
                 "points": scheme.get("points"),
                 "scheme": scheme.get("scheme", []),
                 "_line": number_,
@@ -76,13 +66,8 @@ def _item(record: dict[str, Any]) -> SolveItem:
     local_id = str(need(r, "id", "problem_idx"))
     scheme = record.get("scheme") or []
     total = number(pick(r, "points") or SCALES["usamo"], "points")
-    if (
-        scheme
-        and sum(number(s.get("points"), "rubric points") for s in scheme) != total
-    ):
-        raise InputError(
-            f"rubric of problem {local_id} does not add up to {total:g} points"
-        )
+    if scheme and sum(number(s.get("points"), "rubric points") for s in scheme) != total:
+        raise InputError(f"rubric of problem {local_id} does not add up to {total:g} points")
     problem = make_problem(
         id=local_id if local_id.startswith(CONTEST) else f"{CONTEST}-{local_id}",
         statement=need(r, "problem", "statement"),

@@ -19,7 +19,8 @@ from ._serve_model import serve_model_command
 from ._solve import solve_command
 from ._train import train_app
 
-app = typer.Typer(rich_markup_mode=None,
+app = typer.Typer(
+    rich_markup_mode=None,
     name="proofcritic",
     help="Make language models grade, critique and repair natural-language math proofs.",
     no_args_is_help=True,

@@ -18,7 +18,9 @@ if TYPE_CHECKING:  # imported where used: the parser is built without them
 
 OverwriteOpt = Annotated[
     bool,
-    typer.Option("--overwrite", help="Start a fresh output: remove what an earlier run left there instead of resuming it."),
+    typer.Option(
+        "--overwrite", help="Start a fresh output: remove what an earlier run left there instead of resuming it."
+    ),
 ]
 
 

@@ -44,11 +44,11 @@ T = TypeVar("T")
 
 ModelOpt = Annotated[
     str | None,
-    typer.Option("--model", "-m", help="BACKEND/MODEL (e.g. transformers/smollm2, openai/gpt-4o), or MODEL with --backend."),
+    typer.Option(
+        "--model", "-m", help="BACKEND/MODEL (e.g. transformers/smollm2, openai/gpt-4o), or MODEL with --backend."
+    ),
 ]
-BackendOpt = Annotated[
-    str | None, typer.Option("--backend", "-b", help="transformers, openai, vllm or sglang.")
-]
+BackendOpt = Annotated[str | None, typer.Option("--backend", "-b", help="transformers, openai, vllm or sglang.")]
 BaseUrlOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -62,7 +62,9 @@ NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Neither read nor w
 CacheOpt = Annotated[
     Path | None, typer.Option("--cache", help="Cache file (env: PROOFCRITIC_CACHE; default: user cache dir).")
 ]
-PromptsOpt = Annotated[Path | None, typer.Option("--prompts", help="Folder of prompt templates to use instead of the built-in set.")]
+PromptsOpt = Annotated[
+    Path | None, typer.Option("--prompts", help="Folder of prompt templates to use instead of the built-in set.")
+]
 
 
 def bounded(model: str, field: str) -> Callable[[Any], Any]:
@@ -101,7 +103,9 @@ def sampling_option(field: str) -> Any:
     bounds checked by the model's field."""
     default = DEFAULT_SAMPLING.get(field)
     words = SAMPLING_HELP[field].removesuffix(".") + (f" (default: {default})." if default is not None else ".")
-    return typer.Option("--" + field.replace("_", "-"), callback=bounded("proofcritic.llm:SamplingOptions", field), help=words)
+    return typer.Option(
+        "--" + field.replace("_", "-"), callback=bounded("proofcritic.llm:SamplingOptions", field), help=words
+    )
 
 
 TemperatureOpt = Annotated[float | None, sampling_option("temperature")]
@@ -112,7 +116,9 @@ ConcurrencyOpt = Annotated[int | None, typer.Option("--concurrency", min=1, help
 MaxInputCharsOpt = Annotated[
     int | None,
     typer.Option(
-        "--max-input-chars", min=0, metavar="N",
+        "--max-input-chars",
+        min=0,
+        metavar="N",
         help=f"Characters allowed per problem, proof, reference solution or guidelines; longer: an input error "
         f"(0: no limit; env: {MAX_INPUT_CHARS_ENV}) [{DEFAULT_MAX_INPUT_CHARS}].",
     ),
@@ -122,14 +128,18 @@ MaxInputCharsOpt = Annotated[
 TimeoutOpt = Annotated[
     float | None,
     typer.Option(
-        "--timeout", callback=positive_seconds, metavar="SECONDS",
+        "--timeout",
+        callback=positive_seconds,
+        metavar="SECONDS",
         help="Seconds one request to a model server may take before it fails (and is retried) [600].",
     ),
 ]
 MaxConnectionsPerHostOpt = Annotated[
     int | None,
     typer.Option(
-        "--max-connections-per-host", min=1, metavar="N",
+        "--max-connections-per-host",
+        min=1,
+        metavar="N",
         help="Requests in flight to one model server (each --base-url) at most; the others wait for a free "
         "connection, their --timeout starting once sent (default: no cap but --concurrency).",
     ),
@@ -150,7 +160,9 @@ def one_of(values: Sequence[str]) -> Callable[[str | None], str | None]:
 TransportOpt = Annotated[
     str | None,
     typer.Option(
-        "--transport", callback=one_of(TRANSPORTS), metavar="lean|aiohttp|openai",
+        "--transport",
+        callback=one_of(TRANSPORTS),
+        metavar="lean|aiohttp|openai",
         help="HTTP client of a server backend: lean (the default: proofcritic's own HTTP/1.1 keep-alive client "
         "for http:// servers, aiohttp for https://), aiohttp (every request through aiohttp) or openai (the "
         "openai package, for hosted APIs with quirks).",
@@ -161,7 +173,9 @@ TransportOpt = Annotated[
 DtypeOpt = Annotated[
     str | None,
     typer.Option(
-        "--dtype", callback=one_of(DTYPES), metavar="auto|float32|bfloat16|float16",
+        "--dtype",
+        callback=one_of(DTYPES),
+        metavar="auto|float32|bfloat16|float16",
         help="Weight type of a local model (transformers, vllm-offline): float32 (the default on a CPU: exact, "
         "batched generation gives one-at-a-time's greedy texts), bfloat16, float16, or auto (transformers on a CPU: "
         "float32 generation with a bfloat16 likelihood read-out where the CPU has native bfloat16; on a GPU and "
@@ -171,7 +185,9 @@ DtypeOpt = Annotated[
 ThreadsOpt = Annotated[
     int | None,
     typer.Option(
-        "--threads", min=1, metavar="N",
+        "--threads",
+        min=1,
+        metavar="N",
         help="torch threads of the transformers backend on a CPU (default: OMP_NUM_THREADS, else every CPU with "
         "OpenMP's waiting threads sleeping, OMP_WAIT_POLICY=PASSIVE, so that a second busy process does not stall it).",
     ),
@@ -285,7 +301,10 @@ LARGE_RUN_CALLS = 100
 
 DryRunOpt = Annotated[
     bool,
-    typer.Option("--dry-run", help="Print the plan (items, model calls at most, settings) and exit: no model is loaded or called."),
+    typer.Option(
+        "--dry-run",
+        help="Print the plan (items, model calls at most, settings) and exit: no model is loaded or called.",
+    ),
 ]
 
 
@@ -297,8 +316,14 @@ def with_readouts(plan: CallPlan, score_mode: str) -> CallPlan:
 
 
 def show_plan(
-    console: Console, what: str, items: int, per_item: CallPlan, settings: dict[str, Any], *,
-    dry_run: bool, unit: str = "item",
+    console: Console,
+    what: str,
+    items: int,
+    per_item: CallPlan,
+    settings: dict[str, Any],
+    *,
+    dry_run: bool,
+    unit: str = "item",
 ) -> None:
     """Before a run: the model calls it plans at most, per ``unit`` and for all ``items``
     (each strategy and command computes its own plan). Printed on stderr when the run plans
@@ -331,7 +356,11 @@ def calls_text(usage: Usage) -> str:
         f"model calls: {usage.calls} new, {usage.cached_calls} from cache; "
         f"tokens: {usage.prompt_tokens} prompt + {usage.completion_tokens} completion"
     )
-    detail = [f"{n} {what}" for n, what in ((usage.failed_calls, "failed"), (usage.readout_calls, "likelihood read-outs")) if n]
+    detail = [
+        f"{n} {what}"
+        for n, what in ((usage.failed_calls, "failed"), (usage.readout_calls, "likelihood read-outs"))
+        if n
+    ]
     return line + (f"; the new calls include {' and '.join(detail)}" if detail else "")
 
 
@@ -356,7 +385,8 @@ def usage_line(console: Console, model: Model) -> None:
     if model.breaker.state != "closed":
         console.print(
             f"[dim]circuit breaker {model.breaker.state}: requests stopped after {model.breaker.failures} failed in a row[/]",
-            highlight=False, soft_wrap=True,
+            highlight=False,
+            soft_wrap=True,
         )
 
 
@@ -410,7 +440,8 @@ def endpoint_lines(model: Model) -> list[str]:
         elif state == "down":
             answered = s["successes"] + s["rejected"]
             failed = (
-                f"{s['failures']} of {s['requests']} requests failed, none answered" if not answered
+                f"{s['failures']} of {s['requests']} requests failed, none answered"
+                if not answered
                 else f"the last {s['failing']} requests failed ({s['failures']} of {s['requests']} in all)"
             )
             state = f"down ({failed}; last error: {_one_line(s['last_error'])})"
@@ -446,9 +477,18 @@ class ModelOptions:
 
     def build_model(self) -> Model:
         return build_model(
-            self.model, self.backend, self.base_url, self.api_key, self.no_cache, self.cache, self.concurrency,
-            self.timeout, max_connections_per_host=self.max_connections_per_host, dtype=self.dtype,
-            threads=self.threads, transport=self.transport,
+            self.model,
+            self.backend,
+            self.base_url,
+            self.api_key,
+            self.no_cache,
+            self.cache,
+            self.concurrency,
+            self.timeout,
+            max_connections_per_host=self.max_connections_per_host,
+            dtype=self.dtype,
+            threads=self.threads,
+            transport=self.transport,
         )
 
     def sampling(self) -> GenerateConfig:
@@ -473,7 +513,9 @@ def with_model_options(command: Callable[..., Any]) -> Callable[..., Any]:
         hint = ModelOptions.__annotations__[field.name]
         hints[field.name] = eval(hint, globals()) if isinstance(hint, str) else hint
         shared.append(
-            inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=field.default, annotation=hints[field.name])
+            inspect.Parameter(
+                field.name, inspect.Parameter.KEYWORD_ONLY, default=field.default, annotation=hints[field.name]
+            )
         )
     names = [f.name for f in fields(ModelOptions)]
 

@@ -15,8 +15,15 @@ import typer
 
 
 def cotrain_command(
-    config: Annotated[Path, typer.Option("--config", "-c", help="Cotrain YAML: base_model, problems, dv, dmv, grpo, "
-                                         "verifier/meta_verifier/generator overrides, sample, label, rft.")],
+    config: Annotated[
+        Path,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Cotrain YAML: base_model, problems, dv, dmv, grpo, "
+            "verifier/meta_verifier/generator overrides, sample, label, rft.",
+        ),
+    ],
     workdir: Annotated[Path, typer.Option("--workdir", "-w", help="Work folder: iter_K/<step>/ with manifest.json.")],
     iterations: Annotated[int, typer.Option("--iterations", "-n", min=1, help="Iterations to run (in all).")] = 1,
 ) -> None:

@@ -40,8 +40,13 @@ if TYPE_CHECKING:  # imported where used: the parser is built without them
     from ..runner import RunStats
     from ..verifier import Verifier
 
-eval_app = typer.Typer(rich_markup_mode=None, name="eval", help="Evaluate a solving strategy or a grader on a benchmark suite.",
-                       no_args_is_help=True)
+eval_app = typer.Typer(
+    rich_markup_mode=None,
+    name="eval",
+    help="Evaluate a solving strategy or a grader on a benchmark suite.",
+    no_args_is_help=True,
+)
+
 
 def _suite_option(kind: Kind) -> Any:
     """``--suite``, its help listing the registry's suites of ``kind`` (see the README's table),
@@ -138,8 +143,10 @@ def show_headline(console: Console, summary: dict[str, Any]) -> None:
         p = summary["points"]
         console.print(f"{'points':>18}: {p['first']:.4g} / {p['max']:.4g} (best by self-score {p['best_self']:.4g})")
         line("self/verifier agree", summary["agreement"]["exact"])
-        console.print(f"{'no verdict':>18}: {summary.get('no_verdict', 0)} sample(s) with a proof but no scored "
-                      "verification, counted 0 points")
+        console.print(
+            f"{'no verdict':>18}: {summary.get('no_verdict', 0)} sample(s) with a proof but no scored "
+            "verification, counted 0 points"
+        )
         verifications(summary)
         notes(summary.get("notes", []))
         return
@@ -148,8 +155,17 @@ def show_headline(console: Console, summary: dict[str, Any]) -> None:
     console.print(f"{'items':>18}: {counts.get('scored', 0)} scored of {counts.get('items', 0)}")
     console.print(f"{'no verdict':>18}: {counts.get('no_verdict', 0)} item(s), left out of the metrics")
     verifications(counts)
-    for name in ("accuracy", "balanced_accuracy", "f1", "mae_points", "pearson", "spearman", "kappa", "qwk_points",
-                 "leniency_points"):
+    for name in (
+        "accuracy",
+        "balanced_accuracy",
+        "f1",
+        "mae_points",
+        "pearson",
+        "spearman",
+        "kappa",
+        "qwk_points",
+        "leniency_points",
+    ):
         interval = metrics.get("intervals", {}).get(name, {})
         if name in metrics:
             line(name, metrics[name], interval.get("low"), interval.get("high"))
@@ -172,7 +188,13 @@ def eval_solve_command(
     parallel_problems: Annotated[int, typer.Option("--parallel-problems", min=1, help="Problems solved at once.")] = 4,
     prices: PricesOpt = None,
     score_mode: ScoreModeOpt = DEFAULT_SCORE_MODE,
-    tournament: Annotated[str | None, typer.Option("--tournament", help="knockout | swiss: also pick one of the k answers by a pairwise tournament on the verifier's model (best@k by tournament).")] = None,
+    tournament: Annotated[
+        str | None,
+        typer.Option(
+            "--tournament",
+            help="knockout | swiss: also pick one of the k answers by a pairwise tournament on the verifier's model (best@k by tournament).",
+        ),
+    ] = None,
     dry_run: DryRunOpt = False,
     *,
     opts: ModelOptions,
@@ -200,30 +222,77 @@ def eval_solve_command(
     from ..pipelines.single import tournament_calls
 
     show_plan(  # before any model loads: a large run says what it will cost; --dry-run stops here
-        console, f"eval solve {suite} --strategy {strategy} -k {k}", len(items),
-        with_readouts(per_sample, score_mode).times(k).add("comparison", tournament_calls(tournament or "self_score", k)),
-        {"model": model_name(opts), "score_mode": score_mode, "k": k, "verify_n": verify_n,
-         **the_strategy.config.model_dump(), "run": run},
-        dry_run=dry_run, unit="problem",
+        console,
+        f"eval solve {suite} --strategy {strategy} -k {k}",
+        len(items),
+        with_readouts(per_sample, score_mode)
+        .times(k)
+        .add("comparison", tournament_calls(tournament or "self_score", k)),
+        {
+            "model": model_name(opts),
+            "score_mode": score_mode,
+            "k": k,
+            "verify_n": verify_n,
+            **the_strategy.config.model_dump(),
+            "run": run,
+        },
+        dry_run=dry_run,
+        unit="problem",
     )
     prompt_set = opts.prompt_set()
     model = opts.build_model()
     folder = RunFolder(run)
-    settings = result_settings("eval solve", opts, prompt_set, suite=suite, score_mode=score_mode, strategy=strategy,
-                               params=params, k=k, verify_n=verify_n, **({"tournament": tournament} if tournament else {}))
-    _prepare(folder, {"command": "eval solve", "suite": suite, "strategy": strategy, "params": params, "k": k,
-                      "verify_n": verify_n, "limit": limit, "model": model_name(opts), "score_mode": score_mode,
-                      "sampling": opts.sampling().model_dump(exclude_unset=True), "prices": price_table},
-             settings, overwrite)
-    roles = Roles.from_models(model, prompts=prompt_set, config=opts.sampling(), score_mode=check_score_mode(score_mode))
+    settings = result_settings(
+        "eval solve",
+        opts,
+        prompt_set,
+        suite=suite,
+        score_mode=score_mode,
+        strategy=strategy,
+        params=params,
+        k=k,
+        verify_n=verify_n,
+        **({"tournament": tournament} if tournament else {}),
+    )
+    _prepare(
+        folder,
+        {
+            "command": "eval solve",
+            "suite": suite,
+            "strategy": strategy,
+            "params": params,
+            "k": k,
+            "verify_n": verify_n,
+            "limit": limit,
+            "model": model_name(opts),
+            "score_mode": score_mode,
+            "sampling": opts.sampling().model_dump(exclude_unset=True),
+            "prices": price_table,
+        },
+        settings,
+        overwrite,
+    )
+    roles = Roles.from_models(
+        model, prompts=prompt_set, config=opts.sampling(), score_mode=check_score_mode(score_mode)
+    )
     seen: list[RunStats] = []
 
     async def main() -> None:
         with run_progress(f"{strategy} x{k}", console, [model]) as update:
             the_strategy.on_round = update.on_round
-            await eval_solve(items, folder, roles=roles, strategy=the_strategy, k=k, verify_n=verify_n,
-                             concurrency=parallel_problems, prices=price_table, model_name=model_name(opts),
-                             on_progress=_kept(update, seen), tournament=tournament)
+            await eval_solve(
+                items,
+                folder,
+                roles=roles,
+                strategy=the_strategy,
+                k=k,
+                verify_n=verify_n,
+                concurrency=parallel_problems,
+                prices=price_table,
+                model_name=model_name(opts),
+                on_progress=_kept(update, seen),
+                tournament=tournament,
+            )
 
     run_with_model(model, console, main, usage=False)
     _finish(folder, console, seen)
@@ -237,15 +306,36 @@ def eval_grade_command(
     overwrite: OverwriteOpt = False,
     n: Annotated[int, typer.Option("-n", "--n", min=1, help="Verifications per proof.")] = 1,
     rule: Annotated[str, typer.Option("--rule", help="mean | min | majority | label.")] = "mean",
-    from_recorded: Annotated[str | None, typer.Option("--from-recorded", help="Score with a grade recorded in the data (no model).")] = None,
+    from_recorded: Annotated[
+        str | None, typer.Option("--from-recorded", help="Score with a grade recorded in the data (no model).")
+    ] = None,
     file: Annotated[Path | None, typer.Option("--file", help="A custom graded JSONL instead of --suite.")] = None,
-    score_column: Annotated[str | None, typer.Option("--score-column", help="With --file: the human grade field (default: found by name).")] = None,
+    score_column: Annotated[
+        str | None, typer.Option("--score-column", help="With --file: the human grade field (default: found by name).")
+    ] = None,
     limit: LimitOpt = None,
     data_dir: DataOpt = None,
     score_mode: ScoreModeOpt = DEFAULT_SCORE_MODE,
-    scale: Annotated[str, typer.Option("--scale", help="ternary: a score in {0, 0.5, 1}; points: whole points 0..max points (see grade --scale).")] = "ternary",
-    normalize: Annotated[bool, typer.Option("--normalize", help="Grade a neutral rewrite of each proof (see grade --normalize); run with and without it and `compare` the runs.")] = False,
-    buckets: Annotated[str | None, typer.Option("--buckets", help="gradingbench: round each predicted grade to the nearest of 0/1/6/7 points (IMO-GradingBench / ProofBench).")] = None,
+    scale: Annotated[
+        str,
+        typer.Option(
+            "--scale", help="ternary: a score in {0, 0.5, 1}; points: whole points 0..max points (see grade --scale)."
+        ),
+    ] = "ternary",
+    normalize: Annotated[
+        bool,
+        typer.Option(
+            "--normalize",
+            help="Grade a neutral rewrite of each proof (see grade --normalize); run with and without it and `compare` the runs.",
+        ),
+    ] = False,
+    buckets: Annotated[
+        str | None,
+        typer.Option(
+            "--buckets",
+            help="gradingbench: round each predicted grade to the nearest of 0/1/6/7 points (IMO-GradingBench / ProofBench).",
+        ),
+    ] = None,
     judge: JudgeOpt = None,
     panel: PanelOpt = None,
     panel_rule: PanelRuleOpt = None,
@@ -274,14 +364,20 @@ def eval_grade_command(
         raise typer.BadParameter(f"choose gradingbench, not {buckets!r}", param_hint="--buckets")
     panelled = bool(judge) or panel is not None
     if panelled and (rule == "label" or from_recorded or normalize or n != 1 or score_mode != "text"):
-        raise typer.BadParameter("a judge panel grades with each judge's n, reads scores from the text, and runs "
-                                 "without --rule label, --from-recorded and --normalize", param_hint="--judge/--panel")
+        raise typer.BadParameter(
+            "a judge panel grades with each judge's n, reads scores from the text, and runs "
+            "without --rule label, --from-recorded and --normalize",
+            param_hint="--judge/--panel",
+        )
     if normalize and (rule == "label" or from_recorded):
-        raise typer.BadParameter("a neutral rewrite is graded by the mean, min or majority rule, not label or "
-                                 "recorded grades", param_hint="--normalize")
+        raise typer.BadParameter(
+            "a neutral rewrite is graded by the mean, min or majority rule, not label or recorded grades",
+            param_hint="--normalize",
+        )
     if scale == "points" and (rule == "label" or score_mode != "text"):
-        raise typer.BadParameter("points grading takes --rule mean, min or majority and --score-mode text",
-                                 param_hint="--scale")
+        raise typer.BadParameter(
+            "points grading takes --rule mean, min or majority and --score-mode text", param_hint="--scale"
+        )
     if file is not None:
         from ..benchmarks import load_graded_file
 
@@ -294,26 +390,48 @@ def eval_grade_command(
     if from_recorded is not None:
         check_recorded(items, from_recorded)  # a grade no item records fails here, before the run starts
     console = Console(stderr=True)
-    built = build_panel(judge, panel, panel_rule, panel_threshold, scale, opts) if panelled else \
-        build_panel(None, None, panel_rule, panel_threshold, scale, opts)
+    built = (
+        build_panel(judge, panel, panel_rule, panel_threshold, scale, opts)
+        if panelled
+        else build_panel(None, None, panel_rule, panel_threshold, scale, opts)
+    )
     if built is not None:  # each judge's samples, and at most one reconciliation each
-        per_item = CallPlan().add("verification", len(built[0].judges), sum(built[0].n)).add(
-            "reconciliation", len(built[0].judges))
+        per_item = (
+            CallPlan()
+            .add("verification", len(built[0].judges), sum(built[0].n))
+            .add("reconciliation", len(built[0].judges))
+        )
     elif from_recorded:
         per_item = CallPlan()
     else:  # the label rule labels each proof (LabelConfig's m, with n verifications), the others grade it
         per_item = LabelConfig.model_construct(n=n).plan() if rule == "label" else grade_plan(n)
         per_item = with_readouts(per_item, score_mode).add("neutral rewrite", 1 if normalize else 0)
     show_plan(  # before any model loads: a large run says what it will cost; --dry-run stops here
-        console, f"eval grade {suite or file} --rule {rule}", len(items), per_item,
-        {"model": None if from_recorded else model_name(opts), "n": None if from_recorded else n,
-         "score_mode": None if from_recorded else score_mode, "rule": rule, "from_recorded": from_recorded, "run": run},
-        dry_run=dry_run, unit="proof",
+        console,
+        f"eval grade {suite or file} --rule {rule}",
+        len(items),
+        per_item,
+        {
+            "model": None if from_recorded else model_name(opts),
+            "n": None if from_recorded else n,
+            "score_mode": None if from_recorded else score_mode,
+            "rule": rule,
+            "from_recorded": from_recorded,
+            "run": run,
+        },
+        dry_run=dry_run,
+        unit="proof",
     )
     prompt_set = None if from_recorded else opts.prompt_set()
     model = None if from_recorded or built is not None else opts.build_model()
     folder = RunFolder(run)
-    own = {"suite": suite or str(file), "score_column": score_column, "rule": rule, "n": n, "from_recorded": from_recorded}
+    own = {
+        "suite": suite or str(file),
+        "score_column": score_column,
+        "rule": rule,
+        "n": n,
+        "from_recorded": from_recorded,
+    }
     if built is not None:
         own |= {"scale": scale, **built[2]}
     if model is not None:
@@ -325,13 +443,26 @@ def eval_grade_command(
     if buckets is not None:
         own["buckets"] = buckets
     settings = result_settings("eval grade", None if from_recorded else opts, prompt_set, **own)
-    _prepare(folder, {"command": "eval grade", "suite": suite or str(file), "rule": rule, "n": n, "limit": limit,
-                      "from_recorded": from_recorded, "model": None if from_recorded else model_name(opts)},
-             settings, overwrite)
+    _prepare(
+        folder,
+        {
+            "command": "eval grade",
+            "suite": suite or str(file),
+            "rule": rule,
+            "n": n,
+            "limit": limit,
+            "from_recorded": from_recorded,
+            "model": None if from_recorded else model_name(opts),
+        },
+        settings,
+        overwrite,
+    )
     seen: list[RunStats] = []
     roles = None
     if model is not None:
-        roles = Roles.from_models(model, prompts=prompt_set, config=opts.sampling(), score_mode=check_score_mode(score_mode))
+        roles = Roles.from_models(
+            model, prompts=prompt_set, config=opts.sampling(), score_mode=check_score_mode(score_mode)
+        )
     verifier: Verifier | Panel | None = roles.verifier if roles is not None else None
     if roles is not None and scale == "points":
         from ..verifier import PointsVerifier
@@ -350,9 +481,19 @@ def eval_grade_command(
 
     async def main() -> None:
         with run_progress(f"grade ({'panel' if built else from_recorded or rule})", console, shown) as update:
-            await eval_grade(items, folder, verifier=verifier, n=n, rule=the_rule, normalizer=normalizer,
-                             meta_verifier=roles and roles.meta_verifier, from_recorded=from_recorded,
-                             concurrency=opts.concurrency or 8, on_progress=_kept(update, seen), buckets=buckets)
+            await eval_grade(
+                items,
+                folder,
+                verifier=verifier,
+                n=n,
+                rule=the_rule,
+                normalizer=normalizer,
+                meta_verifier=roles and roles.meta_verifier,
+                from_recorded=from_recorded,
+                concurrency=opts.concurrency or 8,
+                on_progress=_kept(update, seen),
+                buckets=buckets,
+            )
 
     run_with_model(model, console, main, usage=False, closing=built[1] if built is not None else ())
     _finish(folder, console, seen)
@@ -372,7 +513,10 @@ def report_command(run: Annotated[Path, typer.Argument(help="Run folder.")]) -> 
 
 def compare_command(
     runs: Annotated[list[Path], typer.Argument(help="Two or more run folders of one kind; the first is the baseline.")],
-    out: Annotated[Path | None, typer.Option("--out", help="Also write compare.md, compare.html and compare.json into this folder.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Also write compare.md, compare.html and compare.json into this folder."),
+    ] = None,
 ) -> None:
     """Every metric of two or more runs side by side on the items all of them have (paired by id),
     each run's difference from the first with its paired bootstrap 95% interval."""

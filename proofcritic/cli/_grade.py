@@ -37,23 +37,77 @@ _SEVERITY = {"critical_error": "[red]critical error[/]", "justification_gap": "[
 
 @with_model_options
 def grade_command(
-    problem: Annotated[Path | None, typer.Option("--problem", help="Problem statement (.md/.txt) or Problem JSON.")] = None,
+    problem: Annotated[
+        Path | None, typer.Option("--problem", help="Problem statement (.md/.txt) or Problem JSON.")
+    ] = None,
     proof: Annotated[Path | None, typer.Option("--proof", help="The proof to grade.")] = None,
-    reference: Annotated[Path | None, typer.Option("--reference", help="Reference solution shown to the verifier.")] = None,
-    guidelines: Annotated[Path | None, typer.Option("--guidelines", help="Grading guidelines shown to the verifier.")] = None,
-    input: Annotated[Path | None, typer.Option("--input", help="Batch: JSONL with problem, proof (and optional reference_solution, grading_guidelines, max_points, id).")] = None,
-    output: Annotated[Path | None, typer.Option("--output", help="Batch: JSONL of results; an existing file is resumed.")] = None,
+    reference: Annotated[
+        Path | None, typer.Option("--reference", help="Reference solution shown to the verifier.")
+    ] = None,
+    guidelines: Annotated[
+        Path | None, typer.Option("--guidelines", help="Grading guidelines shown to the verifier.")
+    ] = None,
+    input: Annotated[
+        Path | None,
+        typer.Option(
+            "--input",
+            help="Batch: JSONL with problem, proof (and optional reference_solution, grading_guidelines, max_points, id).",
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", help="Batch: JSONL of results; an existing file is resumed.")
+    ] = None,
     overwrite: OverwriteOpt = False,
     n: Annotated[int, typer.Option("-n", "--n", min=1, help="Verifications per proof.")] = 1,
-    max_points: Annotated[float | None, typer.Option("--max-points", callback=bounded("proofcritic.types:Problem", "max_points"), help="Points of a full solution, more than 0 (default: 7, or the problem's).")] = None,
+    max_points: Annotated[
+        float | None,
+        typer.Option(
+            "--max-points",
+            callback=bounded("proofcritic.types:Problem", "max_points"),
+            help="Points of a full solution, more than 0 (default: 7, or the problem's).",
+        ),
+    ] = None,
     score_mode: ScoreModeOpt = DEFAULT_SCORE_MODE,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
-    tools: Annotated[str | None, typer.Option("--tools", help="Let the verifier run code while it grades (CRITIC): comma-separated tools, e.g. python.", rich_help_panel=_TOOLS)] = None,
-    max_tool_calls: Annotated[int, typer.Option("--max-tool-calls", min=0, help="With --tools: code runs per verification at most.", rich_help_panel=_TOOLS)] = 3,
-    tool_timeout: Annotated[float, typer.Option("--tool-timeout", min=0.1, help="With --tools: seconds per code run.", rich_help_panel=_TOOLS)] = 10.0,
-    scale: Annotated[str, typer.Option("--scale", help="ternary: a score in {0, 0.5, 1} (DeepSeekMath-V2); points: whole points 0..max points, against the reference, guidelines and marking scheme.")] = "ternary",
-    scheme: Annotated[Path | None, typer.Option("--scheme", help="With --scale points: a marking scheme, a text file or JSON in the shape of MathArena's grading_scheme.json (a list by problem id, or one entry); a batch record's own 'scheme' field wins.")] = None,
-    normalize: Annotated[bool, typer.Option("--normalize", help="Rewrite each proof in a plain, neutral style (every step kept) before grading; the record keeps both texts.")] = False,
+    tools: Annotated[
+        str | None,
+        typer.Option(
+            "--tools",
+            help="Let the verifier run code while it grades (CRITIC): comma-separated tools, e.g. python.",
+            rich_help_panel=_TOOLS,
+        ),
+    ] = None,
+    max_tool_calls: Annotated[
+        int,
+        typer.Option(
+            "--max-tool-calls", min=0, help="With --tools: code runs per verification at most.", rich_help_panel=_TOOLS
+        ),
+    ] = 3,
+    tool_timeout: Annotated[
+        float,
+        typer.Option("--tool-timeout", min=0.1, help="With --tools: seconds per code run.", rich_help_panel=_TOOLS),
+    ] = 10.0,
+    scale: Annotated[
+        str,
+        typer.Option(
+            "--scale",
+            help="ternary: a score in {0, 0.5, 1} (DeepSeekMath-V2); points: whole points 0..max points, against the reference, guidelines and marking scheme.",
+        ),
+    ] = "ternary",
+    scheme: Annotated[
+        Path | None,
+        typer.Option(
+            "--scheme",
+            help="With --scale points: a marking scheme, a text file or JSON in the shape of MathArena's grading_scheme.json (a list by problem id, or one entry); a batch record's own 'scheme' field wins.",
+        ),
+    ] = None,
+    normalize: Annotated[
+        bool,
+        typer.Option(
+            "--normalize",
+            help="Rewrite each proof in a plain, neutral style (every step kept) before grading; the record keeps both texts.",
+        ),
+    ] = False,
     judge: JudgeOpt = None,
     panel: PanelOpt = None,
     panel_rule: PanelRuleOpt = None,
@@ -99,8 +153,9 @@ def grade_command(
     if scale not in ("ternary", "points"):
         raise typer.BadParameter(f"choose ternary or points, not {scale!r}", param_hint="--scale")
     if scale == "points" and (tools or score_mode != "text"):
-        raise typer.BadParameter("points grading reads the points from the text: no --tools, --score-mode text",
-                                 param_hint="--scale")
+        raise typer.BadParameter(
+            "points grading reads the points from the text: no --tools, --score-mode text", param_hint="--scale"
+        )
     if scheme is not None and scale != "points":
         raise typer.BadParameter("a marking scheme needs --scale points", param_hint="--scheme")
     from ..verifier import load_schemes
@@ -108,33 +163,67 @@ def grade_command(
     schemes = load_schemes(scheme) if scheme is not None else None
     if judge or panel is not None:  # a judge panel instead of the one verifier
         if tool_names or normalize or scheme is not None or n != 1 or score_mode != "text":
-            raise typer.BadParameter("a judge panel takes each judge's n from its spec, reads scores from the text, "
-                                     "and runs without --tools, --normalize and --scheme", param_hint="--judge/--panel")
+            raise typer.BadParameter(
+                "a judge panel takes each judge's n from its spec, reads scores from the text, "
+                "and runs without --tools, --normalize and --scheme",
+                param_hint="--judge/--panel",
+            )
         built = build_panel(judge, panel, panel_rule, panel_threshold, scale, opts)
         assert built is not None
-        grade_with_panel(built, the_problem if not batch else None, the_proof if not batch else None, input, output,
-                         max_points, overwrite, json_out, opts, dry_run)
+        grade_with_panel(
+            built,
+            the_problem if not batch else None,
+            the_proof if not batch else None,
+            input,
+            output,
+            max_points,
+            overwrite,
+            json_out,
+            opts,
+            dry_run,
+        )
         return
     built_none = build_panel(None, None, panel_rule, panel_threshold, scale, opts)  # refuses a rule without judges
     assert built_none is None
     console = Console(stderr=True)
     show_plan(  # before any model loads: a large run says what it will cost; --dry-run stops here
-        console, "grade", len(read_items(input)) if input is not None else 1,
+        console,
+        "grade",
+        len(read_items(input)) if input is not None else 1,
         with_readouts(grade_plan(n, max_tool_calls if tool_names else None), score_mode).add(
-            "neutral rewrite", 1 if normalize else 0),
-        {"model": model_name(opts), "n": n, "score_mode": score_mode, "tools": ",".join(tool_names) or None,
-         "max_tool_calls": max_tool_calls if tool_names else None, "input": input, "output": output},
-        dry_run=dry_run, unit="proof",
+            "neutral rewrite", 1 if normalize else 0
+        ),
+        {
+            "model": model_name(opts),
+            "n": n,
+            "score_mode": score_mode,
+            "tools": ",".join(tool_names) or None,
+            "max_tool_calls": max_tool_calls if tool_names else None,
+            "input": input,
+            "output": output,
+        },
+        dry_run=dry_run,
+        unit="proof",
     )
     prompt_set = opts.prompt_set()
     the_model = opts.build_model()
     if batch:  # before any model call: a rerun with other settings stops here
-        scaled: dict[str, object] = {"scale": scale, "scheme": str(scheme) if scheme else None} if scale != "ternary" else {}
+        scaled: dict[str, object] = (
+            {"scale": scale, "scheme": str(scheme) if scheme else None} if scale != "ternary" else {}
+        )
         if normalize:  # (recorded only when used: older outputs have none)
             scaled["normalize"] = True
         settings = result_settings(
-            "grade", opts, prompt_set, n=n, max_points=max_points, score_mode=score_mode, tools=tool_names, **scaled,
-            max_tool_calls=max_tool_calls if tool_names else None, tool_timeout=tool_timeout if tool_names else None,
+            "grade",
+            opts,
+            prompt_set,
+            n=n,
+            max_points=max_points,
+            score_mode=score_mode,
+            tools=tool_names,
+            **scaled,
+            max_tool_calls=max_tool_calls if tool_names else None,
+            tool_timeout=tool_timeout if tool_names else None,
         )
         assert output is not None  # a batch has both files (checked above)
         prepare(output, settings, overwrite)
@@ -157,7 +246,9 @@ def grade_command(
 
     async def main() -> RunStats | GradeResult:
         if batch:
-            stats = await _run_batch(verifier, input, output, n, max_points, opts.concurrency or 16, console, normalizer)
+            stats = await _run_batch(
+                verifier, input, output, n, max_points, opts.concurrency or 16, console, normalizer
+            )
             console.print(
                 f"graded {stats.done - stats.skipped} item(s), {stats.skipped} already done, "
                 f"{stats.errors} error record(s) -> {output}"
@@ -196,7 +287,13 @@ async def _run_batch(verifier, input, output, n, max_points, concurrency, consol
 
     with run_progress("grading", console, [verifier.model]) as update:
         return await grade_jsonl(
-            verifier, input, output, n=n, max_points=max_points, concurrency=concurrency, on_progress=update,
+            verifier,
+            input,
+            output,
+            n=n,
+            max_points=max_points,
+            concurrency=concurrency,
+            on_progress=update,
             normalizer=normalizer,
         )
 
@@ -231,7 +328,9 @@ def show_result(console: Console, problem: Problem, result: GradeResult) -> None
             console.print(f"  - {label}{where}: {escape(issue.description)}")
     a = result.aggregate
     if a.valid == 0:
-        console.print(f"[bold]aggregate[/]: no verdict: no verification out of {a.n} produced a score ({counts_note(a)})")
+        console.print(
+            f"[bold]aggregate[/]: no verdict: no verification out of {a.n} produced a score ({counts_note(a)})"
+        )
         return
     console.print(
         f"[bold]aggregate[/] over {a.valid}/{a.n} scored: mean {a.mean:.3g}, min {_fmt(a.min)}, "

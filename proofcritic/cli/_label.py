@@ -52,7 +52,9 @@ def read_verification(path: Path, index: int | None = None) -> Verification:
         data = json.loads(stripped)
     except json.JSONDecodeError as error:
         if path.suffix.lower() == ".json":
-            raise InputError(f"verification file is not valid JSON ({error.msg}, line {error.lineno}): {path}") from None
+            raise InputError(
+                f"verification file is not valid JSON ({error.msg}, line {error.lineno}): {path}"
+            ) from None
         return parse_verification(text)
     if not isinstance(data, dict):
         raise InputError(f"verification file holds JSON that is not an object: {path}")
@@ -81,10 +83,26 @@ def read_verification(path: Path, index: int | None = None) -> Verification:
 def meta_verify_command(
     problem: Annotated[Path, typer.Option("--problem", help="Problem statement (.md/.txt) or Problem JSON.")],
     proof: Annotated[Path, typer.Option("--proof", help="The proof the verification judged.")],
-    verification: Annotated[Path, typer.Option("--verification", help="Raw verifier output, a Verification JSON record, or `grade --json` output.")],
-    index: Annotated[int | None, typer.Option("--index", min=1, help="Which verification of a `grade --json` file (1-based); needed when it holds several (`grade -n N`).")] = None,
-    reference: Annotated[Path | None, typer.Option("--reference", help="Reference solution shown to the meta-verifier.")] = None,
-    guidelines: Annotated[Path | None, typer.Option("--guidelines", help="Grading guidelines shown to the meta-verifier.")] = None,
+    verification: Annotated[
+        Path,
+        typer.Option(
+            "--verification", help="Raw verifier output, a Verification JSON record, or `grade --json` output."
+        ),
+    ],
+    index: Annotated[
+        int | None,
+        typer.Option(
+            "--index",
+            min=1,
+            help="Which verification of a `grade --json` file (1-based); needed when it holds several (`grade -n N`).",
+        ),
+    ] = None,
+    reference: Annotated[
+        Path | None, typer.Option("--reference", help="Reference solution shown to the meta-verifier.")
+    ] = None,
+    guidelines: Annotated[
+        Path | None, typer.Option("--guidelines", help="Grading guidelines shown to the meta-verifier.")
+    ] = None,
     n: Annotated[int, typer.Option("-n", "--n", min=1, help="Meta-verifications.")] = 1,
     score_mode: ScoreModeOpt = DEFAULT_SCORE_MODE,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
@@ -109,8 +127,9 @@ def meta_verify_command(
     the_verification = read_verification(verification, index)
     prompt_set = opts.prompt_set()
     the_model = opts.build_model()
-    meta_verifier = MetaVerifier(the_model, prompts=prompt_set, config=opts.sampling(),
-                                 score_mode=check_score_mode(score_mode))
+    meta_verifier = MetaVerifier(
+        the_model, prompts=prompt_set, config=opts.sampling(), score_mode=check_score_mode(score_mode)
+    )
     console = Console(stderr=True)
 
     async def meta_verify() -> list[MetaVerification]:
@@ -150,7 +169,9 @@ def no_meta_score_status(metas: list[MetaVerification], score_mode: str) -> None
     if any(m.score is not None for m in metas):
         return
     first = next((m.format_error for m in metas if m.format_error), None)
-    why = f"every meta-verification failed the format (first: {' '.join(first.split())})" if first else "none was scored"
+    why = (
+        f"every meta-verification failed the format (first: {' '.join(first.split())})" if first else "none was scored"
+    )
     hint = "; --score-mode auto reads one out by likelihood (opt-in)" if score_mode == "text" else ""
     typer.echo(f"no meta score: {why}{hint}", err=True)
     raise typer.Exit(1)
@@ -158,20 +179,47 @@ def no_meta_score_status(metas: list[MetaVerification], score_mode: str) -> None
 
 @with_model_options
 def label_command(
-    input: Annotated[Path, typer.Option("--input", help="JSONL with problem, proof (and optional reference_solution, grading_guidelines, max_points, id).")],
-    output: Annotated[Path, typer.Option("--output", help="JSONL: one record per proof (status labeled or review) with its evidence; resumed.")],
+    input: Annotated[
+        Path,
+        typer.Option(
+            "--input",
+            help="JSONL with problem, proof (and optional reference_solution, grading_guidelines, max_points, id).",
+        ),
+    ],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output", help="JSONL: one record per proof (status labeled or review) with its evidence; resumed."
+        ),
+    ],
     review: Annotated[Path, typer.Option("--review", help="JSONL: the proofs left for human review; resumed.")],
     overwrite: OverwriteOpt = False,
     # LabelConfig's fields (their defaults and words from LABEL_PARAMS; LabelConfig checks them)
     n: Annotated[int, typer.Option("--n", "-n", min=1, help=LABEL_PARAMS["n"][1])] = LABEL_PARAMS["n"][0],
     m: Annotated[int, typer.Option("--m", min=1, help=LABEL_PARAMS["m"][1])] = LABEL_PARAMS["m"][0],
     k: Annotated[int, typer.Option("--k", min=1, help=LABEL_PARAMS["k"][1])] = LABEL_PARAMS["k"][0],
-    confirm_at: Annotated[float, typer.Option("--confirm-at", min=0, max=1, help=LABEL_PARAMS["confirm_at"][1])] = LABEL_PARAMS["confirm_at"][0],
-    refute_at: Annotated[float, typer.Option("--refute-at", min=0, max=1, help=LABEL_PARAMS["refute_at"][1])] = LABEL_PARAMS["refute_at"][0],
-    max_points: Annotated[float | None, typer.Option("--max-points", callback=bounded("proofcritic.types:Problem", "max_points"), help="Points of a full solution, more than 0 (default: 7, or the record's).")] = None,
+    confirm_at: Annotated[
+        float, typer.Option("--confirm-at", min=0, max=1, help=LABEL_PARAMS["confirm_at"][1])
+    ] = LABEL_PARAMS["confirm_at"][0],
+    refute_at: Annotated[
+        float, typer.Option("--refute-at", min=0, max=1, help=LABEL_PARAMS["refute_at"][1])
+    ] = LABEL_PARAMS["refute_at"][0],
+    max_points: Annotated[
+        float | None,
+        typer.Option(
+            "--max-points",
+            callback=bounded("proofcritic.types:Problem", "max_points"),
+            help="Points of a full solution, more than 0 (default: 7, or the record's).",
+        ),
+    ] = None,
     score_mode: ScoreModeOpt = DEFAULT_SCORE_MODE,
-    max_calls: Annotated[int | None, typer.Option("--max-calls", min=1, help="Model calls per proof (default: no limit).")] = None,
-    max_proof_tokens: Annotated[int | None, typer.Option("--max-proof-tokens", min=1, help="Tokens per proof, prompts included (default: no limit).")] = None,
+    max_calls: Annotated[
+        int | None, typer.Option("--max-calls", min=1, help="Model calls per proof (default: no limit).")
+    ] = None,
+    max_proof_tokens: Annotated[
+        int | None,
+        typer.Option("--max-proof-tokens", min=1, help="Tokens per proof, prompts included (default: no limit)."),
+    ] = None,
     dry_run: DryRunOpt = False,
     *,
     opts: ModelOptions,
@@ -197,29 +245,65 @@ def label_command(
         raise typer.BadParameter("--input, --output and --review must be three different files")
     console = Console(stderr=True)
     show_plan(  # before any model loads: a large run says what it will cost; --dry-run stops here
-        console, "label", len(read_items(input)), with_readouts(config.plan(), score_mode),
-        {"model": model_name(opts), "score_mode": score_mode, **config.model_dump(), "max_calls": max_calls,
-         "max_proof_tokens": max_proof_tokens, "output": output, "review": review},
-        dry_run=dry_run, unit="proof",
+        console,
+        "label",
+        len(read_items(input)),
+        with_readouts(config.plan(), score_mode),
+        {
+            "model": model_name(opts),
+            "score_mode": score_mode,
+            **config.model_dump(),
+            "max_calls": max_calls,
+            "max_proof_tokens": max_proof_tokens,
+            "output": output,
+            "review": review,
+        },
+        dry_run=dry_run,
+        unit="proof",
     )
     prompt_set = opts.prompt_set()
     the_model = opts.build_model()
-    prepare(output, result_settings(  # before any model call: a rerun with other settings stops here
-        "label", opts, prompt_set, n=n, m=m, k=k, confirm_at=confirm_at, refute_at=refute_at, max_points=max_points,
-        score_mode=score_mode, max_calls=max_calls, max_proof_tokens=max_proof_tokens,
-    ), overwrite, companions=[review])
+    prepare(
+        output,
+        result_settings(  # before any model call: a rerun with other settings stops here
+            "label",
+            opts,
+            prompt_set,
+            n=n,
+            m=m,
+            k=k,
+            confirm_at=confirm_at,
+            refute_at=refute_at,
+            max_points=max_points,
+            score_mode=score_mode,
+            max_calls=max_calls,
+            max_proof_tokens=max_proof_tokens,
+        ),
+        overwrite,
+        companions=[review],
+    )
     settings = opts.sampling()
     verifier = Verifier(the_model, prompts=prompt_set, config=settings, score_mode=check_score_mode(score_mode))
     meta_verifier = MetaVerifier(the_model, prompts=prompt_set, config=settings)
 
     async def main() -> RunStats:
         with run_progress(
-            "labeling", console, [the_model],
+            "labeling",
+            console,
+            [the_model],
             lambda stats: f"{stats.extra.get('labeled', 0):,} labeled, {stats.extra.get('review', 0):,} to review",
         ) as update:
             stats = await label_jsonl(
-                verifier, meta_verifier, input, output, review, config=config, max_points=max_points,
-                max_calls=max_calls, max_tokens=max_proof_tokens, concurrency=opts.concurrency or 16,
+                verifier,
+                meta_verifier,
+                input,
+                output,
+                review,
+                config=config,
+                max_points=max_points,
+                max_calls=max_calls,
+                max_tokens=max_proof_tokens,
+                concurrency=opts.concurrency or 16,
                 on_progress=update,
             )
         console.print(

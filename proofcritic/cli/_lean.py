@@ -31,18 +31,22 @@ def lean_check_command(
     files: Annotated[list[Path], typer.Argument(help="Lean 4 files to check.", show_default=False)],
     lean: Annotated[str | None, typer.Option("--lean", help="The lean binary (env: PROOFCRITIC_LEAN).")] = None,
     project: Annotated[
-        Path | None, typer.Option("--project", help="A Lake project to check in (`lake env lean`), e.g. one with Mathlib.")
+        Path | None,
+        typer.Option("--project", help="A Lake project to check in (`lake env lean`), e.g. one with Mathlib."),
     ] = None,
     timeout: Annotated[float, typer.Option("--timeout", callback=positive_seconds, help="Seconds per file.")] = 60.0,
     server: Annotated[
         tuple[str, str] | None,
-        typer.Option("--server", metavar="KIND URL", help="Check on a server instead: `--server kimina http://host:port`."),
+        typer.Option(
+            "--server", metavar="KIND URL", help="Check on a server instead: `--server kimina http://host:port`."
+        ),
     ] = None,
     api_key: Annotated[str | None, typer.Option("--api-key", help="Kimina API key (env: KIMINA_API_KEY).")] = None,
     warm: Annotated[bool, typer.Option("--warm", help="Check all files through one warm `lean --server`.")] = False,
     concurrency: Annotated[int | None, typer.Option("--concurrency", min=1, help="Files checked at once.")] = None,
     allow_axiom: Annotated[
-        list[str] | None, typer.Option("--allow-axiom", help="Also allow this axiom (repeatable), e.g. Lean.ofReduceBool.")
+        list[str] | None,
+        typer.Option("--allow-axiom", help="Also allow this axiom (repeatable), e.g. Lean.ofReduceBool."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON result per file.")] = False,
 ) -> None:
@@ -71,7 +75,9 @@ def lean_check_command(
             print(json.dumps({"file": str(path), **result.model_dump(mode="json")}, ensure_ascii=False))
             continue
         colour = "green" if result.ok else "red"
-        console.print(f"[bold {colour}]{result.status.upper()}[/] {escape(str(path))} ({result.backend}, {result.seconds:.2f} s)")
+        console.print(
+            f"[bold {colour}]{result.status.upper()}[/] {escape(str(path))} ({result.backend}, {result.seconds:.2f} s)"
+        )
         for reason in result.reasons:
             console.print(f"  - {escape(reason)}")
         for message in result.messages:
@@ -101,7 +107,9 @@ def _make_checker(
     elif warm:
         checker = get_checker("server", lean=lean, project=project, timeout=timeout, **_extra(concurrency, "pool_size"))
     else:
-        checker = get_checker("local", lean=lean, project=project, timeout=timeout, **_extra(concurrency, "concurrency"))
+        checker = get_checker(
+            "local", lean=lean, project=project, timeout=timeout, **_extra(concurrency, "concurrency")
+        )
     if allow_axiom:
         checker.allowed_axioms = checker.allowed_axioms | frozenset(allow_axiom)
     return checker
@@ -114,7 +122,10 @@ def _extra(value: int | None, name: str) -> dict[str, Any]:
 @with_model_options
 def lean_prove_command(
     input: Annotated[
-        Path, typer.Option("--input", help="CSV with a `Lean Statement` column (IMO-ProofBench) or JSONL with lean_statement.")
+        Path,
+        typer.Option(
+            "--input", help="CSV with a `Lean Statement` column (IMO-ProofBench) or JSONL with lean_statement."
+        ),
     ],
     output: Annotated[Path, typer.Option("--output", help="JSONL of formal checks; an existing file is resumed.")],
     overwrite: OverwriteOpt = False,
@@ -124,13 +135,22 @@ def lean_prove_command(
     samples: Annotated[int, typer.Option("--samples", min=1, help="Lean proofs per round.")] = 1,
     lean: Annotated[str | None, typer.Option("--lean", help="The lean binary (env: PROOFCRITIC_LEAN).")] = None,
     project: Annotated[Path | None, typer.Option("--project", help="A Lake project with Mathlib to check in.")] = None,
-    lean_timeout: Annotated[float, typer.Option("--lean-timeout", callback=positive_seconds, help="Seconds per Lean check (--timeout is the model's).")] = 120.0,
+    lean_timeout: Annotated[
+        float,
+        typer.Option(
+            "--lean-timeout", callback=positive_seconds, help="Seconds per Lean check (--timeout is the model's)."
+        ),
+    ] = 120.0,
     server: Annotated[
         tuple[str, str] | None, typer.Option("--server", metavar="KIND URL", help="Check on `--server kimina URL`.")
     ] = None,
-    lean_api_key: Annotated[str | None, typer.Option("--lean-api-key", help="Kimina API key (env: KIMINA_API_KEY).")] = None,
+    lean_api_key: Annotated[
+        str | None, typer.Option("--lean-api-key", help="Kimina API key (env: KIMINA_API_KEY).")
+    ] = None,
     warm: Annotated[bool, typer.Option("--warm", help="Check through warm `lean --server` processes.")] = False,
-    lean_concurrency: Annotated[int | None, typer.Option("--lean-concurrency", min=1, help="Lean checks at once.")] = None,
+    lean_concurrency: Annotated[
+        int | None, typer.Option("--lean-concurrency", min=1, help="Lean checks at once.")
+    ] = None,
     *,
     opts: ModelOptions,
 ) -> None:
@@ -146,18 +166,33 @@ def lean_prove_command(
     checker = _make_checker(lean, project, lean_timeout, server, lean_api_key, warm, lean_concurrency, None)
     prompt_set = opts.prompt_set()
     the_model = opts.build_model()
-    settings = result_settings("lean-prove", opts, prompt_set, attempts=attempts, samples=samples,
-                               project=str(project) if project is not None else None, lean_timeout=lean_timeout)
+    settings = result_settings(
+        "lean-prove",
+        opts,
+        prompt_set,
+        attempts=attempts,
+        samples=samples,
+        project=str(project) if project is not None else None,
+        lean_timeout=lean_timeout,
+    )
     prepare(output, settings, overwrite)  # before any model call: a rerun with other settings stops here
     prover = FormalProver(the_model, prompts=prompt_set, config=opts.sampling())
     console = Console(stderr=True)
 
     async def main() -> RunStats:
         async with checker:
-            with run_progress("proving", console, [the_model], lambda s: f"{s.extra.get('passed', 0):,} passed") as update:
+            with run_progress(
+                "proving", console, [the_model], lambda s: f"{s.extra.get('passed', 0):,} passed"
+            ) as update:
                 return await formal_jsonl(
-                    prover, checker, items, output, samples=samples, attempts=attempts,
-                    concurrency=opts.concurrency or 4, on_progress=update,
+                    prover,
+                    checker,
+                    items,
+                    output,
+                    samples=samples,
+                    attempts=attempts,
+                    concurrency=opts.concurrency or 4,
+                    on_progress=update,
                 )
 
     stats = run_with_model(the_model, console, main)

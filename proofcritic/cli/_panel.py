@@ -14,14 +14,51 @@ if TYPE_CHECKING:
     from ._common import ModelOptions
 
 _PANEL = "Judge panel"
-JudgeOpt = Annotated[list[str] | None, typer.Option("--judge", metavar="SPEC", help="A judge of a panel, repeatable: MODEL[,base_url=URL][,api_key_env=VAR][,prompts=DIR][,n=N][,name=NAME]. With two or more, the judges grade in parallel and reconcile once when they disagree.", rich_help_panel=_PANEL)]
-PanelOpt = Annotated[Path | None, typer.Option("--panel", help="A panel file (JSON): {\"judges\": [{\"model\", \"base_url\", \"api_key_env\", \"prompts\", \"n\", \"name\"}], \"rule\", \"threshold\"}.", rich_help_panel=_PANEL)]
-PanelRuleOpt = Annotated[str | None, typer.Option("--panel-rule", help="min (default) | mean | median | majority over the judges' verdicts.", rich_help_panel=_PANEL)]
-PanelThresholdOpt = Annotated[float | None, typer.Option("--panel-threshold", min=0, metavar="POINTS", help="Reconcile when the judges' verdicts spread by more than this many points (default 2 on the points scale, half the scale on the ternary one).", rich_help_panel=_PANEL)]
+JudgeOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--judge",
+        metavar="SPEC",
+        help="A judge of a panel, repeatable: MODEL[,base_url=URL][,api_key_env=VAR][,prompts=DIR][,n=N][,name=NAME]. With two or more, the judges grade in parallel and reconcile once when they disagree.",
+        rich_help_panel=_PANEL,
+    ),
+]
+PanelOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--panel",
+        help='A panel file (JSON): {"judges": [{"model", "base_url", "api_key_env", "prompts", "n", "name"}], "rule", "threshold"}.',
+        rich_help_panel=_PANEL,
+    ),
+]
+PanelRuleOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--panel-rule",
+        help="min (default) | mean | median | majority over the judges' verdicts.",
+        rich_help_panel=_PANEL,
+    ),
+]
+PanelThresholdOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--panel-threshold",
+        min=0,
+        metavar="POINTS",
+        help="Reconcile when the judges' verdicts spread by more than this many points (default 2 on the points scale, half the scale on the ternary one).",
+        rich_help_panel=_PANEL,
+    ),
+]
 
 
-def build_panel(judges: list[str] | None, panel_file: Path | None, rule: str | None, threshold: float | None,
-                scale: str, opts: ModelOptions) -> tuple[Panel, list[Model], dict[str, Any]] | None:
+def build_panel(
+    judges: list[str] | None,
+    panel_file: Path | None,
+    rule: str | None,
+    threshold: float | None,
+    scale: str,
+    opts: ModelOptions,
+) -> tuple[Panel, list[Model], dict[str, Any]] | None:
     """The panel the options describe (None without --judge and --panel), its models (to close),
     and its settings (for a batch's rerun check). Each judge's model takes the command's cache,
     concurrency and timeout; its API key from ``api_key_env``, else the command's."""
@@ -42,15 +79,26 @@ def build_panel(judges: list[str] | None, panel_file: Path | None, rule: str | N
         specs, file_rule, file_threshold = loaded.judges, loaded.rule, loaded.threshold
     chosen_rule = rule or file_rule or "min"
     if chosen_rule not in PANEL_RULES:
-        raise typer.BadParameter(f"must be one of {', '.join(PANEL_RULES)}, not {chosen_rule!r}", param_hint="--panel-rule")
+        raise typer.BadParameter(
+            f"must be one of {', '.join(PANEL_RULES)}, not {chosen_rule!r}", param_hint="--panel-rule"
+        )
     models: list[Model] = []
     verifiers: list[Verifier] = []
     default_prompts = opts.prompt_set()
     for spec in specs:
         key = os.environ.get(spec.api_key_env) if spec.api_key_env else opts.api_key
-        model = build_model(spec.model, None, spec.base_url or opts.base_url, key, opts.no_cache, opts.cache,
-                            opts.concurrency, opts.timeout, max_connections_per_host=opts.max_connections_per_host,
-                            transport=opts.transport)
+        model = build_model(
+            spec.model,
+            None,
+            spec.base_url or opts.base_url,
+            key,
+            opts.no_cache,
+            opts.cache,
+            opts.concurrency,
+            opts.timeout,
+            max_connections_per_host=opts.max_connections_per_host,
+            transport=opts.transport,
+        )
         prompts = PromptSet.load(spec.prompts) if spec.prompts else default_prompts
         if scale == "points":
             verifiers.append(PointsVerifier(model, prompts=prompts, config=opts.sampling()))
@@ -64,16 +112,33 @@ def build_panel(judges: list[str] | None, panel_file: Path | None, rule: str | N
             count += 1
             label = f"{spec.label}#{count}"
         names.append(label)
-    panel = Panel(verifiers, rule=chosen_rule, threshold=threshold if threshold is not None else file_threshold,
-                  n=[s.n for s in specs], names=names)
-    settings = {"panel": [s.model_dump(exclude_none=True) for s in specs], "panel_rule": chosen_rule,
-                "panel_threshold": panel.threshold}
+    panel = Panel(
+        verifiers,
+        rule=chosen_rule,
+        threshold=threshold if threshold is not None else file_threshold,
+        n=[s.n for s in specs],
+        names=names,
+    )
+    settings = {
+        "panel": [s.model_dump(exclude_none=True) for s in specs],
+        "panel_rule": chosen_rule,
+        "panel_threshold": panel.threshold,
+    }
     return panel, models, settings
 
 
-def grade_with_panel(built: tuple[Panel, list[Model], dict[str, Any]], problem: Any, proof: Any, input: Path | None,
-                     output: Path | None, max_points: float | None, overwrite: bool, json_out: bool,
-                     opts: ModelOptions, dry_run: bool = False) -> None:
+def grade_with_panel(
+    built: tuple[Panel, list[Model], dict[str, Any]],
+    problem: Any,
+    proof: Any,
+    input: Path | None,
+    output: Path | None,
+    max_points: float | None,
+    overwrite: bool,
+    json_out: bool,
+    opts: ModelOptions,
+    dry_run: bool = False,
+) -> None:
     """``grade`` with a judge panel: one proof (printed) or a batch (JSONL, resumed)."""
     import json
 
@@ -88,23 +153,40 @@ def grade_with_panel(built: tuple[Panel, list[Model], dict[str, Any]], problem: 
     panel, models, settings = built
     console = Console(stderr=True)
     plan = CallPlan().add("verification", len(panel.judges), sum(panel.n)).add("reconciliation", len(panel.judges))
-    show_plan(console, "grade (judge panel)", len(read_items(input)) if input is not None else 1, plan,
-              {"judges": ", ".join(panel.names), "rule": panel.rule, "input": input, "output": output},
-              dry_run=dry_run, unit="proof")
+    show_plan(
+        console,
+        "grade (judge panel)",
+        len(read_items(input)) if input is not None else 1,
+        plan,
+        {"judges": ", ".join(panel.names), "rule": panel.rule, "input": input, "output": output},
+        dry_run=dry_run,
+        unit="proof",
+    )
     if input is not None:
         assert output is not None
-        prepare(output, result_settings("grade", opts, opts.prompt_set(), max_points=max_points,
-                                        scale=panel.scale, **settings), overwrite)
+        prepare(
+            output,
+            result_settings("grade", opts, opts.prompt_set(), max_points=max_points, scale=panel.scale, **settings),
+            overwrite,
+        )
 
     async def work() -> Any:
         try:
             if input is not None:
                 assert output is not None  # a batch has both files
                 with run_progress("panel grading", console, models) as update:
-                    stats = await panel_jsonl(panel, input, output, max_points=max_points,
-                                              concurrency=opts.concurrency or 8, on_progress=update)
-                console.print(f"graded {stats.done - stats.skipped} item(s), {stats.skipped} already done, "
-                              f"{stats.errors} error record(s) -> {output}")
+                    stats = await panel_jsonl(
+                        panel,
+                        input,
+                        output,
+                        max_points=max_points,
+                        concurrency=opts.concurrency or 8,
+                        on_progress=update,
+                    )
+                console.print(
+                    f"graded {stats.done - stats.skipped} item(s), {stats.skipped} already done, "
+                    f"{stats.errors} error record(s) -> {output}"
+                )
                 return stats
             return await panel.grade(problem, proof.text)
         finally:
@@ -123,8 +205,16 @@ def grade_with_panel(built: tuple[Panel, list[Model], dict[str, Any]], problem: 
         for verdict in outcome.judges:
             again = "" if verdict.reconciled is None else f", after reconciling {_pts(verdict.final_points)}"
             show.print(f"[bold]judge {verdict.judge}[/]: {_pts(verdict.points)}{again}")
-        spread = "" if outcome.spread is None else f"; spread {outcome.spread:g} points" + (
-            f", reconciled to {outcome.final_spread:g}" if outcome.reconciled and outcome.final_spread is not None else "")
+        spread = (
+            ""
+            if outcome.spread is None
+            else f"; spread {outcome.spread:g} points"
+            + (
+                f", reconciled to {outcome.final_spread:g}"
+                if outcome.reconciled and outcome.final_spread is not None
+                else ""
+            )
+        )
         show.print(f"[bold]panel ({outcome.rule})[/]: {_pts(outcome.points)} / {outcome.max_points:g} points{spread}")
     if outcome.points is None:
         typer.echo("no verdict: no judge wrote a valid grade", err=True)

@@ -15,12 +15,34 @@ from ._common import ModelOptions, bounded, run_progress, run_with_model, with_m
 
 @with_model_options
 def rubric_command(
-    problem: Annotated[Path | None, typer.Option("--problem", help="Problem statement (.md/.txt) or Problem JSON.")] = None,
-    reference: Annotated[Path | None, typer.Option("--reference", help="The reference solution the scheme follows.")] = None,
-    guidelines: Annotated[Path | None, typer.Option("--guidelines", help="Notes for the scheme (e.g. known partial results).")] = None,
-    max_points: Annotated[float | None, typer.Option("--max-points", callback=bounded("proofcritic.types:Problem", "max_points"), help="The scale (default: 7, or the problem's).")] = None,
-    input: Annotated[Path | None, typer.Option("--input", help="Batch: JSONL of problems (problem, reference_solution, max_points, id).")] = None,
-    output: Annotated[Path | None, typer.Option("--output", help="The scheme as JSON (one problem), or a JSONL with one scheme per problem (batch; resumed). Default for one problem: print it.")] = None,
+    problem: Annotated[
+        Path | None, typer.Option("--problem", help="Problem statement (.md/.txt) or Problem JSON.")
+    ] = None,
+    reference: Annotated[
+        Path | None, typer.Option("--reference", help="The reference solution the scheme follows.")
+    ] = None,
+    guidelines: Annotated[
+        Path | None, typer.Option("--guidelines", help="Notes for the scheme (e.g. known partial results).")
+    ] = None,
+    max_points: Annotated[
+        float | None,
+        typer.Option(
+            "--max-points",
+            callback=bounded("proofcritic.types:Problem", "max_points"),
+            help="The scale (default: 7, or the problem's).",
+        ),
+    ] = None,
+    input: Annotated[
+        Path | None,
+        typer.Option("--input", help="Batch: JSONL of problems (problem, reference_solution, max_points, id)."),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            help="The scheme as JSON (one problem), or a JSONL with one scheme per problem (batch; resumed). Default for one problem: print it.",
+        ),
+    ] = None,
     overwrite: OverwriteOpt = False,
     *,
     opts: ModelOptions,
@@ -74,13 +96,18 @@ def rubric_command(
             if max_points is not None:
                 the = the.model_copy(update={"max_points": max_points})
             [answer] = await writer.write(the)
-            return {"scheme": answer.scheme.model_dump() if answer.scheme else None,
-                    "format_error": answer.format_error, "raw": answer.raw, "usage": answer.usage.model_dump()}
+            return {
+                "scheme": answer.scheme.model_dump() if answer.scheme else None,
+                "format_error": answer.format_error,
+                "raw": answer.raw,
+                "usage": answer.usage.model_dump(),
+            }
 
         assert input is not None and output is not None  # a batch
         with run_progress("rubrics", console, [model]) as update:
-            stats = await run_jsonl(read_items(input), output, process, concurrency=opts.concurrency or 8,
-                                    on_progress=update)
+            stats = await run_jsonl(
+                read_items(input), output, process, concurrency=opts.concurrency or 8, on_progress=update
+            )
         console.print(f"wrote {stats.done - stats.skipped} scheme record(s), {stats.skipped} already done -> {output}")
         exit_status(stats)
         return 0

@@ -18,21 +18,99 @@ _SERVICE = "Service options"
 @with_model_options
 def serve_command(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.", rich_help_panel=_SERVICE)] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.", rich_help_panel=_SERVICE)] = 8080,
-    db: Annotated[Path, typer.Option("--db", help="sqlite file holding the jobs (created if missing; unfinished jobs resume).", rich_help_panel=_SERVICE)] = Path("jobs.sqlite"),
-    state_dir: Annotated[Path | None, typer.Option("--state-dir", help="Strategy state of solve jobs [<db>.state].", rich_help_panel=_SERVICE)] = None,
-    service_key: Annotated[list[str] | None, typer.Option("--service-key", help="API key clients must send as 'Authorization: Bearer KEY' (repeatable). A key on the command line is visible to every process of the machine: prefer --service-key-file or PROOFCRITIC_SERVICE_KEYS. None of the three: no authentication.", rich_help_panel=_SERVICE)] = None,
-    service_key_file: Annotated[Path | None, typer.Option("--service-key-file", help="File of API keys, one per line ('#' comments); keep it mode 0600.", rich_help_panel=_SERVICE)] = None,
-    max_body_bytes: Annotated[int, typer.Option("--max-body-bytes", min=1024, help="Largest request body accepted (larger: 413).", rich_help_panel=_SERVICE)] = 2 * 1024 * 1024,
-    max_jobs: Annotated[int, typer.Option("--max-jobs", min=1, help="Jobs run at once (the rest wait in the queue).", rich_help_panel=_SERVICE)] = 8,
-    request_max_calls: Annotated[int | None, typer.Option("--request-max-calls", min=1, help="Model calls allowed per job or facade request.", rich_help_panel=_SERVICE)] = None,
-    request_max_tokens: Annotated[int | None, typer.Option("--request-max-tokens", min=1, help="Tokens allowed per job or facade request.", rich_help_panel=_SERVICE)] = None,
-    max_retries: Annotated[int | None, typer.Option("--max-retries", min=0, help="Retries of a failing upstream call (5xx, 429, dropped connection, timeout) before the request answers 503 or the job fails [5].", rich_help_panel=_SERVICE)] = None,
-    retry_wait: Annotated[float | None, typer.Option("--retry-wait", min=0.0, help="Seconds before the first retry, doubling each time up to 60 (a Retry-After header overrides) [1].", rich_help_panel=_SERVICE)] = None,
-    protect_docs: Annotated[bool, typer.Option("--protect-docs/--open-docs", help="Put /docs, /redoc and /openapi.json behind the service keys too.", rich_help_panel=_SERVICE)] = False,
-    score_mode: Annotated[str, typer.Option("--score-mode", help=SCORE_MODE_HELP + " A request may choose its own.")] = DEFAULT_SCORE_MODE,
-    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.", rich_help_panel=_SERVICE)] = "info",
-    access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log every request.", rich_help_panel=_SERVICE)] = False,
+    port: Annotated[
+        int, typer.Option("--port", min=1, max=65535, help="Port to listen on.", rich_help_panel=_SERVICE)
+    ] = 8080,
+    db: Annotated[
+        Path,
+        typer.Option(
+            "--db",
+            help="sqlite file holding the jobs (created if missing; unfinished jobs resume).",
+            rich_help_panel=_SERVICE,
+        ),
+    ] = Path("jobs.sqlite"),
+    state_dir: Annotated[
+        Path | None,
+        typer.Option("--state-dir", help="Strategy state of solve jobs [<db>.state].", rich_help_panel=_SERVICE),
+    ] = None,
+    service_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--service-key",
+            help="API key clients must send as 'Authorization: Bearer KEY' (repeatable). A key on the command line is visible to every process of the machine: prefer --service-key-file or PROOFCRITIC_SERVICE_KEYS. None of the three: no authentication.",
+            rich_help_panel=_SERVICE,
+        ),
+    ] = None,
+    service_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--service-key-file",
+            help="File of API keys, one per line ('#' comments); keep it mode 0600.",
+            rich_help_panel=_SERVICE,
+        ),
+    ] = None,
+    max_body_bytes: Annotated[
+        int,
+        typer.Option(
+            "--max-body-bytes", min=1024, help="Largest request body accepted (larger: 413).", rich_help_panel=_SERVICE
+        ),
+    ] = 2 * 1024 * 1024,
+    max_jobs: Annotated[
+        int,
+        typer.Option(
+            "--max-jobs", min=1, help="Jobs run at once (the rest wait in the queue).", rich_help_panel=_SERVICE
+        ),
+    ] = 8,
+    request_max_calls: Annotated[
+        int | None,
+        typer.Option(
+            "--request-max-calls",
+            min=1,
+            help="Model calls allowed per job or facade request.",
+            rich_help_panel=_SERVICE,
+        ),
+    ] = None,
+    request_max_tokens: Annotated[
+        int | None,
+        typer.Option(
+            "--request-max-tokens", min=1, help="Tokens allowed per job or facade request.", rich_help_panel=_SERVICE
+        ),
+    ] = None,
+    max_retries: Annotated[
+        int | None,
+        typer.Option(
+            "--max-retries",
+            min=0,
+            help="Retries of a failing upstream call (5xx, 429, dropped connection, timeout) before the request answers 503 or the job fails [5].",
+            rich_help_panel=_SERVICE,
+        ),
+    ] = None,
+    retry_wait: Annotated[
+        float | None,
+        typer.Option(
+            "--retry-wait",
+            min=0.0,
+            help="Seconds before the first retry, doubling each time up to 60 (a Retry-After header overrides) [1].",
+            rich_help_panel=_SERVICE,
+        ),
+    ] = None,
+    protect_docs: Annotated[
+        bool,
+        typer.Option(
+            "--protect-docs/--open-docs",
+            help="Put /docs, /redoc and /openapi.json behind the service keys too.",
+            rich_help_panel=_SERVICE,
+        ),
+    ] = False,
+    score_mode: Annotated[
+        str, typer.Option("--score-mode", help=SCORE_MODE_HELP + " A request may choose its own.")
+    ] = DEFAULT_SCORE_MODE,
+    log_level: Annotated[
+        str, typer.Option("--log-level", help="uvicorn log level.", rich_help_panel=_SERVICE)
+    ] = "info",
+    access_log: Annotated[
+        bool, typer.Option("--access-log/--no-access-log", help="Log every request.", rich_help_panel=_SERVICE)
+    ] = False,
     *,
     opts: ModelOptions,
 ) -> None:
@@ -65,7 +143,8 @@ def serve_command(
         raise InputError("an API key must be non-empty and contain no whitespace")
     if protect_docs and not keys:
         raise typer.BadParameter(
-            "needs a service key (--service-key-file, PROOFCRITIC_SERVICE_KEYS or --service-key)", param_hint="--protect-docs"
+            "needs a service key (--service-key-file, PROOFCRITIC_SERVICE_KEYS or --service-key)",
+            param_hint="--protect-docs",
         )
     retry = None
     if max_retries is not None or retry_wait is not None:
@@ -96,9 +175,20 @@ def serve_command(
     docs = "docs at /docs (key needed)" if protect_docs else "docs at /docs"
     local = model.backend.describe()
     runs = f" ({local})" if local is not None else ""  # a local model: its weight type and threads
-    print(f"proofcritic serve: {model.name}{runs} as proofcritic/* on http://{host}:{port}/v1 ({auth}); "
-          f"jobs in {db}; {docs}", file=sys.stderr, flush=True)
+    print(
+        f"proofcritic serve: {model.name}{runs} as proofcritic/* on http://{host}:{port}/v1 ({auth}); "
+        f"jobs in {db}; {docs}",
+        file=sys.stderr,
+        flush=True,
+    )
     # keep idle connections longer than clients do (httpx and aiohttp keep them 5 s and 15 s), so a
     # client never sends a request on a connection the service is closing at that moment
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, access_log=access_log,
-                timeout_keep_alive=65, timeout_graceful_shutdown=5)
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=access_log,
+        timeout_keep_alive=65,
+        timeout_graceful_shutdown=5,
+    )

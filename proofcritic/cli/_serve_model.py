@@ -27,12 +27,32 @@ class _Stop(Exception):
 def serve_model_command(
     engine: Annotated[str, typer.Option("--engine", "-e", help=f"The engine: {' or '.join(ENGINES)}.")],
     model: Annotated[str, typer.Option("--model", "-m", help="Model folder or hub id (smollm2: the embedded model).")],
-    extra: Annotated[list[str] | None, typer.Argument(help="Arguments after -- go to the engine unchanged.", show_default=False)] = None,
-    port: Annotated[int | None, typer.Option("--port", min=0, max=65535, help="Port (default: 8000 for vllm, 30000 for sglang; 0: any free port).")] = None,
-    host: Annotated[str, typer.Option("--host", help="Interface to listen on (0.0.0.0 for other machines).")] = "127.0.0.1",
-    python: Annotated[Path | None, typer.Option("--python", help="Interpreter that has the engine installed (env: PROOFCRITIC_VLLM_PYTHON / PROOFCRITIC_SGLANG_PYTHON).")] = None,
-    served_model_name: Annotated[str | None, typer.Option("--served-model-name", help="The model name clients use (default: the engine's choice).")] = None,
-    timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds to wait for the server to become ready.")] = DEFAULT_TIMEOUT,
+    extra: Annotated[
+        list[str] | None, typer.Argument(help="Arguments after -- go to the engine unchanged.", show_default=False)
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            "--port", min=0, max=65535, help="Port (default: 8000 for vllm, 30000 for sglang; 0: any free port)."
+        ),
+    ] = None,
+    host: Annotated[
+        str, typer.Option("--host", help="Interface to listen on (0.0.0.0 for other machines).")
+    ] = "127.0.0.1",
+    python: Annotated[
+        Path | None,
+        typer.Option(
+            "--python",
+            help="Interpreter that has the engine installed (env: PROOFCRITIC_VLLM_PYTHON / PROOFCRITIC_SGLANG_PYTHON).",
+        ),
+    ] = None,
+    served_model_name: Annotated[
+        str | None,
+        typer.Option("--served-model-name", help="The model name clients use (default: the engine's choice)."),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=1, help="Seconds to wait for the server to become ready.")
+    ] = DEFAULT_TIMEOUT,
     log: Annotated[Path | None, typer.Option("--log", help="Engine log file (default: a temporary file).")] = None,
 ) -> None:
     """Start an engine's OpenAI-compatible server, wait until it is healthy, print its base URL.
@@ -44,8 +64,14 @@ def serve_model_command(
 
     console = Console(stderr=True)
     server = EngineServer(
-        engine, model, port=port, host=host, python=python, served_model_name=served_model_name,
-        extra_args=extra or [], log_path=log,
+        engine,
+        model,
+        port=port,
+        host=host,
+        python=python,
+        served_model_name=served_model_name,
+        extra_args=extra or [],
+        log_path=log,
     )
     stopping: list[int] = []
 
@@ -61,6 +87,7 @@ def serve_model_command(
         server.start()
         started = time.monotonic()
         with console.status(f"waiting for {server.engine} to become ready") as status:
+
             def tick(elapsed: float) -> None:
                 status.update(f"waiting for {server.engine} to become ready ({elapsed:.0f} s)")
 
@@ -73,7 +100,9 @@ def serve_model_command(
         assert server.process is not None  # wait_ready returned: it runs
         code = server.process.wait()
         # the engine stopped on its own
-        raise EngineError(f"{server.engine} exited with status {code}; the end of its log:\n{log_tail(server.log_path)}")
+        raise EngineError(
+            f"{server.engine} exited with status {code}; the end of its log:\n{log_tail(server.log_path)}"
+        )
     except _Stop:
         console.print(f"stopping {server.engine} ({signal.Signals(stopping[0]).name})")
     finally:

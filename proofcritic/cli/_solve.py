@@ -38,8 +38,11 @@ _BUDGET = "Budgets"
 #: every strategy's ``keep_invalid``, on each command that runs strategies (solve, eval solve)
 KeepInvalidOpt = Annotated[
     bool,
-    typer.Option("--keep-invalid", help="All strategies: let a format failure's proof text count as a proof "
-                 "(as --set keep_invalid=true).", rich_help_panel=_STRATEGY),
+    typer.Option(
+        "--keep-invalid",
+        help="All strategies: let a format failure's proof text count as a proof (as --set keep_invalid=true).",
+        rich_help_panel=_STRATEGY,
+    ),
 ]
 
 
@@ -83,35 +86,138 @@ def build_strategy(name: str, params: dict[str, Any], flags: Collection[str] = (
 
 @with_model_options
 def solve_command(
-    problem: Annotated[Path | None, typer.Option("--problem", help="One problem: statement (.md/.txt) or Problem JSON.")] = None,
-    input: Annotated[Path | None, typer.Option("--input", help="Batch: JSONL of problems, or a JSON list ({id, question, ...}).")] = None,
-    output: Annotated[Path | None, typer.Option("--output", help="JSONL of results; an existing file is resumed.")] = None,
+    problem: Annotated[
+        Path | None, typer.Option("--problem", help="One problem: statement (.md/.txt) or Problem JSON.")
+    ] = None,
+    input: Annotated[
+        Path | None, typer.Option("--input", help="Batch: JSONL of problems, or a JSON list ({id, question, ...}).")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", help="JSONL of results; an existing file is resumed.")
+    ] = None,
     overwrite: OverwriteOpt = False,
     strategy: Annotated[str, typer.Option("--strategy", "-s", help=f"{' | '.join(STRATEGIES)}.")] = "single",
-    state_dir: Annotated[Path | None, typer.Option("--state-dir", help="Strategy state (search pools); default <output>.state (one problem without --output: in memory).")] = None,
-    samples: Annotated[_Int, typer.Option("--samples", help="single: proofs generated, best self-score chosen [1].", rich_help_panel=_STRATEGY)] = None,
-    verify_n: Annotated[_Int, typer.Option("--verify-n", help="single, refine: verifications of the answer, as evidence [1].", rich_help_panel=_STRATEGY)] = None,
-    max_iters: Annotated[_Int, typer.Option("--max-iters", help="refine: generations in all, the first included [8].", rich_help_panel=_STRATEGY)] = None,
-    initial_samples: Annotated[_Int, typer.Option("--initial-samples", help="search: proofs sampled in round 1 [128].", rich_help_panel=_STRATEGY)] = None,
-    verifications: Annotated[_Int, typer.Option("--verifications", help="search: verifications per proof [64].", rich_help_panel=_STRATEGY)] = None,
-    top_k: Annotated[_Int, typer.Option("--top-k", help="search: best proofs considered for refinement [32].", rich_help_panel=_STRATEGY)] = None,
-    trials: Annotated[_Int, typer.Option("--trials", help="search: refinement prompts per round [32].", rich_help_panel=_STRATEGY)] = None,
-    samples_per_trial: Annotated[_Int, typer.Option("--samples-per-trial", help="search: refined proofs per prompt [4].", rich_help_panel=_STRATEGY)] = None,
-    analyses_per_proof: Annotated[_Int, typer.Option("--analyses-per-proof", help="search: analyses shown per proof [8].", rich_help_panel=_STRATEGY)] = None,
-    max_per_score: Annotated[_Int, typer.Option("--max-per-score", help="search: shown analyses per distinct score [4].", rich_help_panel=_STRATEGY)] = None,
-    rounds: Annotated[_Int, typer.Option("--rounds", help="search: rounds, the initial one included [16].", rich_help_panel=_STRATEGY)] = None,
-    stop_on_pass: Annotated[bool | None, typer.Option("--stop-on-pass/--no-stop-on-pass", help="search: stop once a proof passes all its verifications [stop].", rich_help_panel=_STRATEGY)] = None,
-    max_rounds: Annotated[_Int, typer.Option("--max-rounds", help="critic: revisions at most, each critiqued again [4].", rich_help_panel=_STRATEGY)] = None,
-    max_tool_calls: Annotated[_Int, typer.Option("--max-tool-calls", help="critic: code runs per critique [3].", rich_help_panel=_STRATEGY)] = None,
-    tools: Annotated[str | None, typer.Option("--tools", help="critic: tools the critic may run, comma-separated (default: python).", rich_help_panel=_STRATEGY)] = None,
-    tool_timeout: Annotated[float | None, typer.Option("--tool-timeout", help="critic: seconds per code run [10].", rich_help_panel=_STRATEGY)] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--state-dir",
+            help="Strategy state (search pools); default <output>.state (one problem without --output: in memory).",
+        ),
+    ] = None,
+    samples: Annotated[
+        _Int,
+        typer.Option(
+            "--samples", help="single: proofs generated, best self-score chosen [1].", rich_help_panel=_STRATEGY
+        ),
+    ] = None,
+    verify_n: Annotated[
+        _Int,
+        typer.Option(
+            "--verify-n",
+            help="single, refine: verifications of the answer, as evidence [1].",
+            rich_help_panel=_STRATEGY,
+        ),
+    ] = None,
+    max_iters: Annotated[
+        _Int,
+        typer.Option(
+            "--max-iters", help="refine: generations in all, the first included [8].", rich_help_panel=_STRATEGY
+        ),
+    ] = None,
+    initial_samples: Annotated[
+        _Int,
+        typer.Option("--initial-samples", help="search: proofs sampled in round 1 [128].", rich_help_panel=_STRATEGY),
+    ] = None,
+    verifications: Annotated[
+        _Int, typer.Option("--verifications", help="search: verifications per proof [64].", rich_help_panel=_STRATEGY)
+    ] = None,
+    top_k: Annotated[
+        _Int,
+        typer.Option("--top-k", help="search: best proofs considered for refinement [32].", rich_help_panel=_STRATEGY),
+    ] = None,
+    trials: Annotated[
+        _Int, typer.Option("--trials", help="search: refinement prompts per round [32].", rich_help_panel=_STRATEGY)
+    ] = None,
+    samples_per_trial: Annotated[
+        _Int,
+        typer.Option("--samples-per-trial", help="search: refined proofs per prompt [4].", rich_help_panel=_STRATEGY),
+    ] = None,
+    analyses_per_proof: Annotated[
+        _Int,
+        typer.Option("--analyses-per-proof", help="search: analyses shown per proof [8].", rich_help_panel=_STRATEGY),
+    ] = None,
+    max_per_score: Annotated[
+        _Int,
+        typer.Option(
+            "--max-per-score", help="search: shown analyses per distinct score [4].", rich_help_panel=_STRATEGY
+        ),
+    ] = None,
+    rounds: Annotated[
+        _Int, typer.Option("--rounds", help="search: rounds, the initial one included [16].", rich_help_panel=_STRATEGY)
+    ] = None,
+    stop_on_pass: Annotated[
+        bool | None,
+        typer.Option(
+            "--stop-on-pass/--no-stop-on-pass",
+            help="search: stop once a proof passes all its verifications [stop].",
+            rich_help_panel=_STRATEGY,
+        ),
+    ] = None,
+    max_rounds: Annotated[
+        _Int,
+        typer.Option(
+            "--max-rounds", help="critic: revisions at most, each critiqued again [4].", rich_help_panel=_STRATEGY
+        ),
+    ] = None,
+    max_tool_calls: Annotated[
+        _Int, typer.Option("--max-tool-calls", help="critic: code runs per critique [3].", rich_help_panel=_STRATEGY)
+    ] = None,
+    tools: Annotated[
+        str | None,
+        typer.Option(
+            "--tools",
+            help="critic: tools the critic may run, comma-separated (default: python).",
+            rich_help_panel=_STRATEGY,
+        ),
+    ] = None,
+    tool_timeout: Annotated[
+        float | None,
+        typer.Option("--tool-timeout", help="critic: seconds per code run [10].", rich_help_panel=_STRATEGY),
+    ] = None,
     keep_invalid: KeepInvalidOpt = False,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Any strategy parameter as KEY=VALUE (e.g. agent's), repeatable.", rich_help_panel=_STRATEGY)] = None,
-    max_calls: Annotated[_Int, typer.Option("--max-calls", min=0, help="Model calls per problem.", rich_help_panel=_BUDGET)] = None,
-    max_problem_tokens: Annotated[_Int, typer.Option("--max-problem-tokens", min=0, help="Tokens per problem (prompt + completion).", rich_help_panel=_BUDGET)] = None,
-    run_max_calls: Annotated[_Int, typer.Option("--run-max-calls", min=0, help="Model calls in the whole run; problems not started when it is spent are left for a rerun.", rich_help_panel=_BUDGET)] = None,
-    run_max_tokens: Annotated[_Int, typer.Option("--run-max-tokens", min=0, help="Tokens in the whole run (as --run-max-calls).", rich_help_panel=_BUDGET)] = None,
-    parallel_problems: Annotated[int, typer.Option("--parallel-problems", min=1, help="Batch: problems solved at once.")] = 4,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="Any strategy parameter as KEY=VALUE (e.g. agent's), repeatable.", rich_help_panel=_STRATEGY
+        ),
+    ] = None,
+    max_calls: Annotated[
+        _Int, typer.Option("--max-calls", min=0, help="Model calls per problem.", rich_help_panel=_BUDGET)
+    ] = None,
+    max_problem_tokens: Annotated[
+        _Int,
+        typer.Option(
+            "--max-problem-tokens", min=0, help="Tokens per problem (prompt + completion).", rich_help_panel=_BUDGET
+        ),
+    ] = None,
+    run_max_calls: Annotated[
+        _Int,
+        typer.Option(
+            "--run-max-calls",
+            min=0,
+            help="Model calls in the whole run; problems not started when it is spent are left for a rerun.",
+            rich_help_panel=_BUDGET,
+        ),
+    ] = None,
+    run_max_tokens: Annotated[
+        _Int,
+        typer.Option(
+            "--run-max-tokens", min=0, help="Tokens in the whole run (as --run-max-calls).", rich_help_panel=_BUDGET
+        ),
+    ] = None,
+    parallel_problems: Annotated[
+        int, typer.Option("--parallel-problems", min=1, help="Batch: problems solved at once.")
+    ] = 4,
     score_mode: ScoreModeOpt = DEFAULT_SCORE_MODE,
     json_out: Annotated[bool, typer.Option("--json", help="One problem: print the result as JSON.")] = False,
     dry_run: DryRunOpt = False,
@@ -136,11 +242,23 @@ def solve_command(
         raise typer.BadParameter("batch mode (--input) needs --output")
     check_score_mode(score_mode)
     flags = {
-        "samples": samples, "verify_n": verify_n, "max_iters": max_iters, "initial_samples": initial_samples,
-        "verifications": verifications, "top_k": top_k, "trials": trials, "samples_per_trial": samples_per_trial,
-        "analyses_per_proof": analyses_per_proof, "max_per_score": max_per_score, "rounds": rounds,
-        "stop_on_pass": stop_on_pass, "keep_invalid": keep_invalid or None,
-        "max_rounds": max_rounds, "max_tool_calls": max_tool_calls, "tools": tools, "tool_timeout": tool_timeout,
+        "samples": samples,
+        "verify_n": verify_n,
+        "max_iters": max_iters,
+        "initial_samples": initial_samples,
+        "verifications": verifications,
+        "top_k": top_k,
+        "trials": trials,
+        "samples_per_trial": samples_per_trial,
+        "analyses_per_proof": analyses_per_proof,
+        "max_per_score": max_per_score,
+        "rounds": rounds,
+        "stop_on_pass": stop_on_pass,
+        "keep_invalid": keep_invalid or None,
+        "max_rounds": max_rounds,
+        "max_tool_calls": max_tool_calls,
+        "tools": tools,
+        "tool_timeout": tool_timeout,
     }
     given = {k: v for k, v in flags.items() if v is not None}
     params = given | _parse_set(set_ or [])
@@ -149,7 +267,9 @@ def solve_command(
     assert source is not None  # one of --problem and --input (checked above)
     items = read_problem_items(source)  # read inputs before loading any model: bad input fails fast
     if problem is not None and len(items) != 1:
-        raise typer.BadParameter(f"the file holds {len(items)} problems; use --input and --output", param_hint="--problem")
+        raise typer.BadParameter(
+            f"the file holds {len(items)} problems; use --input and --output", param_hint="--problem"
+        )
     if output is None:
         item_id, _, record = next(iter(items))
         if isinstance(record, InputError):
@@ -158,21 +278,40 @@ def solve_command(
     budgets = {"max_calls": max_calls, "max_tokens": max_problem_tokens}
     console = Console(stderr=True)
     show_plan(  # before any model loads: a large run says what it will cost; --dry-run stops here
-        console, f"solve --strategy {strategy}", len(items), with_readouts(the_strategy.plan(), score_mode),
-        {"model": model_name(opts), "score_mode": score_mode, **the_strategy.config.model_dump(),
-         "max_calls": max_calls, "max_problem_tokens": max_problem_tokens, "run_max_calls": run_max_calls,
-         "run_max_tokens": run_max_tokens},
-        dry_run=dry_run, unit="problem",
+        console,
+        f"solve --strategy {strategy}",
+        len(items),
+        with_readouts(the_strategy.plan(), score_mode),
+        {
+            "model": model_name(opts),
+            "score_mode": score_mode,
+            **the_strategy.config.model_dump(),
+            "max_calls": max_calls,
+            "max_problem_tokens": max_problem_tokens,
+            "run_max_calls": run_max_calls,
+            "run_max_tokens": run_max_tokens,
+        },
+        dry_run=dry_run,
+        unit="problem",
     )
     prompt_set = opts.prompt_set()
     the_model = opts.build_model()
     if output is not None:  # before any model call: a rerun with other settings stops here
         state_root = state_dir if state_dir is not None else Path(f"{output}.state")
-        settings = result_settings("solve", opts, prompt_set, score_mode=score_mode, strategy=strategy, params=params,
-                                   max_calls=max_calls, max_problem_tokens=max_problem_tokens)
+        settings = result_settings(
+            "solve",
+            opts,
+            prompt_set,
+            score_mode=score_mode,
+            strategy=strategy,
+            params=params,
+            max_calls=max_calls,
+            max_problem_tokens=max_problem_tokens,
+        )
         prepare(output, settings, overwrite, companions=(state_root / state_name(item_id) for item_id, _, _ in items))
-    roles = Roles.from_models(the_model, prompts=prompt_set, config=opts.sampling(),
-                              score_mode=check_score_mode(score_mode))
+    roles = Roles.from_models(
+        the_model, prompts=prompt_set, config=opts.sampling(), score_mode=check_score_mode(score_mode)
+    )
 
     async def main() -> RunStats | SolveResult:
         if output is None:
@@ -190,8 +329,19 @@ def solve_command(
                 show_result(Console(soft_wrap=True), result)
             return result
         assert output is not None  # a batch
-        stats = await _run_batch(the_strategy, roles, the_model, source, output, state_dir, parallel_problems,
-                                 budgets, run_max_calls, run_max_tokens, console)
+        stats = await _run_batch(
+            the_strategy,
+            roles,
+            the_model,
+            source,
+            output,
+            state_dir,
+            parallel_problems,
+            budgets,
+            run_max_calls,
+            run_max_tokens,
+            console,
+        )
         left = stats.extra.get("left", 0)
         console.print(
             f"solved {stats.done - stats.skipped} problem(s), {stats.skipped} already done, "
@@ -218,21 +368,39 @@ def no_proof_status(result: SolveResult, keep_invalid: bool = False) -> None:
         raise typer.Exit(1)
 
 
-async def _run_batch(strategy, roles: Roles, model: Model, source: Path, output: Path, state_dir: Path | None,
-                     parallel: int, budgets: dict, run_max_calls: int | None, run_max_tokens: int | None,
-                     console: Console) -> RunStats:
+async def _run_batch(
+    strategy,
+    roles: Roles,
+    model: Model,
+    source: Path,
+    output: Path,
+    state_dir: Path | None,
+    parallel: int,
+    budgets: dict,
+    run_max_calls: int | None,
+    run_max_tokens: int | None,
+    console: Console,
+) -> RunStats:
     """``solve_jsonl`` under the live progress: problems, rounds, budget-limited, errors, calls,
     tokens, ETA and the running problems' strategy states."""
     from ..pipelines.solve import solve_jsonl
-
 
     def extra(stats: RunStats) -> str:
         return f"{stats.extra.get('rounds', 0):,} rounds, {stats.budget_limited:,} budget-limited"
 
     with run_progress(strategy.name, console, [model], extra) as update:
-        return await solve_jsonl(strategy, roles, source, output, state_dir=state_dir, concurrency=parallel,
-                                 run_max_calls=run_max_calls, run_max_tokens=run_max_tokens,
-                                 on_progress=update, **budgets)
+        return await solve_jsonl(
+            strategy,
+            roles,
+            source,
+            output,
+            state_dir=state_dir,
+            concurrency=parallel,
+            run_max_calls=run_max_calls,
+            run_max_tokens=run_max_tokens,
+            on_progress=update,
+            **budgets,
+        )
 
 
 def _fmt(score: float | None) -> str:
@@ -256,7 +424,9 @@ def show_result(console: Console, result: SolveResult) -> None:
     scores = ", ".join(shown_score(v) for v in result.verifications) or "none"
     mean = _fmt(result.mean_score) if result.mean_score is not None else "— (no verdict)"
     note = f" ({counts_note(aggregate(result.verifications))})" if result.verifications else ""
-    console.print(f"chosen proof{f' {escape(result.proof_id)}' if result.proof_id else ''}: self-score {self_score}; "
-                  f"verification scores: {scores}; mean {mean}{note}")
+    console.print(
+        f"chosen proof{f' {escape(result.proof_id)}' if result.proof_id else ''}: self-score {self_score}; "
+        f"verification scores: {scores}; mean {mean}{note}"
+    )
     console.rule("proof")
     console.print(escape(result.proof))

@@ -15,7 +15,8 @@ import typer
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-train_app = typer.Typer(rich_markup_mode=None,
+train_app = typer.Typer(
+    rich_markup_mode=None,
     help="Train verifier, meta-verifier and generator models on TRL (GRPO, SFT, DPO).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,

@@ -157,7 +157,8 @@ def prepare(source: str, *, probe_axioms: bool = True) -> Prepared:
     # (offset in the source, theorems declared before it) for each place a probe may go
     places: list[tuple[int, int]] = []
     events = sorted(
-        [(m.start(), "scope", m) for m in _SCOPE.finditer(code)] + [(m.start(), "decl", m) for m in _DECL.finditer(code)],
+        [(m.start(), "scope", m) for m in _SCOPE.finditer(code)]
+        + [(m.start(), "decl", m) for m in _DECL.finditer(code)],
         key=lambda e: e[0],
     )
     for _, kind, m in events:
@@ -340,7 +341,9 @@ def finish(
             # at the end of the line of code the probe follows: where the file stopped making sense
             lines = prepared.source.split("\n")
             column = len(lines[line - 1]) if 1 <= line <= len(lines) else 0
-            shown.append(message.model_copy(update={"line": line, "column": column, "end_line": line, "end_column": column}))
+            shown.append(
+                message.model_copy(update={"line": line, "column": column, "end_line": line, "end_column": column})
+            )
 
     reasons: list[str] = []
     errors = [m for m in shown if m.severity == "error"]
@@ -389,9 +392,17 @@ def finish(
     )
 
 
-def not_checked(status: CheckStatus, error: str, *, backend: str, seconds: float, messages: list[LeanMessage] | None = None) -> LeanResult:
+def not_checked(
+    status: CheckStatus, error: str, *, backend: str, seconds: float, messages: list[LeanMessage] | None = None
+) -> LeanResult:
     """A result for a check that did not finish (``timeout``) or could not run (``error``)."""
     reason = f"timed out after {seconds:.1f} s" if status == "timeout" else error
     return LeanResult(
-        ok=False, status=status, messages=messages or [], reasons=[reason], seconds=seconds, backend=backend, error=error
+        ok=False,
+        status=status,
+        messages=messages or [],
+        reasons=[reason],
+        seconds=seconds,
+        backend=backend,
+        error=error,
     )

@@ -25,7 +25,13 @@ from ._analysis import DEFAULT_ALLOWED_AXIOMS, finish, not_checked, prepare
 from ._base import LeanChecker
 from ._types import CheckStatus, LeanMessage, LeanResult, MessageSeverity
 
-_SEVERITIES: dict[str, MessageSeverity] = {"error": "error", "warning": "warning", "info": "information", "information": "information", "trace": "information"}
+_SEVERITIES: dict[str, MessageSeverity] = {
+    "error": "error",
+    "warning": "warning",
+    "info": "information",
+    "information": "information",
+    "trace": "information",
+}
 
 
 def header_line_count(code: str) -> int:

@@ -92,7 +92,12 @@ class LspConnection:
         root_uri = Path(root).resolve().as_uri() if root else None  # noqa: ASYNC240 - once, at start-up
         await self.request(
             "initialize",
-            {"processId": os.getpid(), "rootUri": root_uri, "capabilities": {}, "initializationOptions": {"editDelay": 0}},
+            {
+                "processId": os.getpid(),
+                "rootUri": root_uri,
+                "capabilities": {},
+                "initializationOptions": {"editDelay": 0},
+            },
             timeout,
         )
         self.notify("initialized", {})
@@ -351,14 +356,19 @@ class LeanServerChecker(LeanChecker):
                 if slot.conn is not None:
                     await slot.conn.close()
                 return not_checked(
-                    "error", f"cannot start the Lean server: {error}", backend=self.name, seconds=time.monotonic() - start
+                    "error",
+                    f"cannot start the Lean server: {error}",
+                    backend=self.name,
+                    seconds=time.monotonic() - start,
                 )
         finally:
             self._release(slot)
         seconds = time.monotonic() - start
         if diagnostics is None:
             if problem == "timeout":
-                return not_checked("timeout", f"the Lean server ran past {limit:g} s", backend=self.name, seconds=seconds)
+                return not_checked(
+                    "timeout", f"the Lean server ran past {limit:g} s", backend=self.name, seconds=seconds
+                )
             return not_checked("error", f"the Lean server failed: {problem}", backend=self.name, seconds=seconds)
         lines = prepared.text.split("\n")
         messages = [message_from_diagnostic(d, lines) for d in diagnostics]

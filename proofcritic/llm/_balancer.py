@@ -239,7 +239,10 @@ class Balancer:
             if endpoint is None:
                 if last is not None:
                     if len(tried) > 1:
-                        add_note(last, f"(tried {len(tried)} endpoints: {', '.join(self.endpoints[i].url for i in sorted(tried))})")
+                        add_note(
+                            last,
+                            f"(tried {len(tried)} endpoints: {', '.join(self.endpoints[i].url for i in sorted(tried))})",
+                        )
                     raise last
                 raise self._all_down()
             tried.add(self.endpoints.index(endpoint))

@@ -24,7 +24,9 @@ REQUEST_SINK: contextvars.ContextVar[Callable[[int, int, bool, bool], None] | No
 )
 
 
-def report_request(*, prompt_tokens: int = 0, completion_tokens: int = 0, failed: bool = False, readout: bool = False) -> None:
+def report_request(
+    *, prompt_tokens: int = 0, completion_tokens: int = 0, failed: bool = False, readout: bool = False
+) -> None:
     """Count one request a backend sent to its server (see :attr:`Backend.reports_requests`):
     its tokens as the server reported them, whether it failed, whether it was a likelihood
     read-out. Outside a :class:`~proofcritic.llm.Model` call it counts nowhere."""
@@ -80,9 +82,7 @@ class Backend(abc.ABC):
 
         return list(await asyncio.gather(*(self.generate(r) for r in requests)))
 
-    async def sequence_logprobs(
-        self, messages: Sequence[ChatMessage], continuations: Sequence[str]
-    ) -> list[float]:
+    async def sequence_logprobs(self, messages: Sequence[ChatMessage], continuations: Sequence[str]) -> list[float]:
         """Total log-likelihood of each full conversation ``messages`` + assistant ``continuation``.
 
         ``messages`` ends with the assistant turn written so far; each continuation is appended to

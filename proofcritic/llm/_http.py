@@ -95,9 +95,13 @@ class _Connection(asyncio.Protocol):
             return
         answered = bool(self._buffer) or self._head is not None
         reason = f"{type(exc).__name__}: {exc}" if exc else "the server closed the connection"
-        self._finish(exc=HTTPConnectionError(
-            f"{reason} before a complete answer", reused=self.used, answered=answered,
-        ))
+        self._finish(
+            exc=HTTPConnectionError(
+                f"{reason} before a complete answer",
+                reused=self.used,
+                answered=answered,
+            )
+        )
 
     # -- requests -----------------------------------------------------------------------------
     def send(self, request: bytes, deadline: float) -> asyncio.Future[Response]:
@@ -215,7 +219,9 @@ class HTTPClient:
     """Keep-alive connections per host for ``POST`` requests of one event loop."""
 
     def __init__(self, headers: dict[str, str]):
-        self._fixed = "".join(f"{k}: {v}\r\n" for k, v in headers.items() if k.lower() not in ("host", "content-length"))
+        self._fixed = "".join(
+            f"{k}: {v}\r\n" for k, v in headers.items() if k.lower() not in ("host", "content-length")
+        )
         self._idle: dict[tuple[str, int], list[_Connection]] = {}
         self._targets: dict[str, tuple[str, int, bytes]] = {}
         self._all: set[_Connection] = set()

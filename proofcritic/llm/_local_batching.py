@@ -71,6 +71,7 @@ def pad_rows(seqs: list[list[int]], pad_id: int, *, left: bool) -> tuple[Any, An
 def deliver(job: Any, result: Any = None, exc: BaseException | None = None) -> None:
     """Settle ``job.future`` with ``result`` or ``exc`` on the caller's loop (from any thread);
     ``job`` is any record with ``future`` and ``loop`` (the offline vLLM backend has its own)."""
+
     def settle() -> None:
         if job.future.done():
             return
@@ -106,8 +107,14 @@ class JobQueue:
     thread, between rounds. Jobs need ``future`` and ``loop`` attributes (see ``deliver``).
     """
 
-    def __init__(self, run: Callable[[list], None], *, wait_s: float, thread_name: str,
-                 full: Callable[[list], bool] | None = None):
+    def __init__(
+        self,
+        run: Callable[[list], None],
+        *,
+        wait_s: float,
+        thread_name: str,
+        full: Callable[[list], bool] | None = None,
+    ):
         self.run = run
         self.wait_s = wait_s
         self.thread_name = thread_name

@@ -175,11 +175,7 @@ def torch_threads(threads: int | None) -> Any:
 def looks_like_path(spec: str) -> bool:
     """Whether a missing ``spec`` was meant as a path rather than a hub id like "org/name"."""
     return (
-        os.path.isabs(spec)
-        or spec.startswith((".", "~"))
-        or "\\" in spec
-        or spec.count("/") > 1
-        or spec.endswith("/")
+        os.path.isabs(spec) or spec.startswith((".", "~")) or "\\" in spec or spec.count("/") > 1 or spec.endswith("/")
     )
 
 

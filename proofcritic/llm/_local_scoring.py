@@ -82,8 +82,14 @@ def score_full(model: Any, seqs: list[list[int]], *, pad_id: int, device: str, s
 
 
 def score_shared(
-    model: Any, seqs: list[list[int]], *, pad_id: int, device: str, stats: Any,
-    prefixes: list[Prefix], keep_tokens: int,
+    model: Any,
+    seqs: list[list[int]],
+    *,
+    pad_id: int,
+    device: str,
+    stats: Any,
+    prefixes: list[Prefix],
+    keep_tokens: int,
 ) -> list[float] | None:
     """Total log-likelihood of each token list, running their common prefix only once.
 
@@ -151,9 +157,7 @@ def score_shared(
             ids, mask = pad_rows(fed, pad_id, left=False)
             rows, width = ids.shape
             full_mask = torch.cat([torch.ones((rows, shared), dtype=mask.dtype), mask], dim=1)
-            rows_cache = tf.DynamicCache(
-                [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in kv]
-            )
+            rows_cache = tf.DynamicCache([(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in kv])
             stats.scoring_passes += 1
             logits = model(
                 input_ids=ids.to(dev),
@@ -194,7 +198,8 @@ def _keep_prefix(prefixes: list[Prefix], entry: Prefix, keep_tokens: int) -> Non
     if len(entry.tokens) <= keep_tokens:
         # a kept prefix that the new one extends is of no further use
         prefixes[:] = [
-            e for e in prefixes
+            e
+            for e in prefixes
             if not (len(e.tokens) <= len(entry.tokens) and entry.tokens[: len(e.tokens)] == e.tokens)
         ]
         prefixes.append(entry)

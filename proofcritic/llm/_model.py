@@ -120,7 +120,7 @@ class CircuitBreaker:
 
     @property
     def state(self) -> str:
-        """"closed", "open" or "half-open"."""
+        """ "closed", "open" or "half-open"."""
         if self.open_until is None:
             return "closed"
         return "open" if self._probing or self.clock() < self.open_until else "half-open"
@@ -161,7 +161,9 @@ class CircuitBreaker:
         self._callers.add(caller)
         self.last_error = str(error)
         if probe or (
-            self.open_until is None and self.threshold and self.failures >= self.threshold
+            self.open_until is None
+            and self.threshold
+            and self.failures >= self.threshold
             and len(self._callers) >= self.min_calls
         ):
             self._open()
@@ -333,10 +335,7 @@ class Model:
                     result = await self._attempt(fn, args, readout, tokens)
                 except BaseException as error:
                     breaker.settle(caller, error, probe)
-                    if (
-                        not isinstance(error, BackendError) or not error.retryable
-                        or attempt >= self.retry.max_attempts
-                    ):
+                    if not isinstance(error, BackendError) or not error.retryable or attempt >= self.retry.max_attempts:
                         if isinstance(error, BackendError) and error.retryable and attempt > 1:
                             add_note(error, f"(gave up after {attempt} attempts)")
                         raise

@@ -195,7 +195,10 @@ class OpenAIBackend(Backend):
         self.api_key = api_key
         self.timeout = float(timeout)
         self.transport = transport
-        for label, value in (("max_connections", max_connections), ("max_connections_per_host", max_connections_per_host)):
+        for label, value in (
+            ("max_connections", max_connections),
+            ("max_connections_per_host", max_connections_per_host),
+        ):
             if value is not None and int(value) < 1:
                 raise ValueError(f"{label} must be at least 1 (or None: no cap), not {value!r}")
         self.max_connections = None if max_connections is None else int(max_connections)
@@ -269,8 +272,14 @@ class OpenAIBackend(Backend):
         cap = self.max_connections_per_host
         self._slots = {url: asyncio.Semaphore(cap) for url in self.base_urls} if cap else {}
         _raise_open_files_limit()
-        self._transport = make_transport(self.transport, self._chat_urls, self._headers, self.max_connections,
-                                         api_key=self.api_key, timeout=self.timeout)
+        self._transport = make_transport(
+            self.transport,
+            self._chat_urls,
+            self._headers,
+            self.max_connections,
+            api_key=self.api_key,
+            timeout=self.timeout,
+        )
         self._loop = loop
         return self._transport
 
@@ -283,7 +292,12 @@ class OpenAIBackend(Backend):
         )
 
     async def _post_chat_at(
-        self, transport: Transport, endpoint: Endpoint, body: dict[str, Any], payload: bytes, n: int,
+        self,
+        transport: Transport,
+        endpoint: Endpoint,
+        body: dict[str, Any],
+        payload: bytes,
+        n: int,
         readout: bool = False,
     ) -> dict[str, Any]:
         """POST one chat request to one endpoint, and count it (:func:`report_request`). An
@@ -330,7 +344,9 @@ class OpenAIBackend(Backend):
         return await self._bind().probe(endpoint.url, min(self.timeout, self.probe_timeout))
 
     # -- errors ---------------------------------------------------------------------------------
-    async def _classify(self, status: int, text: str, retry_after: float | None, n: int, url: str | None = None) -> Exception:
+    async def _classify(
+        self, status: int, text: str, retry_after: float | None, n: int, url: str | None = None
+    ) -> Exception:
         """Turn an HTTP error answer into the matching proofcritic error (or ``_NRefused``)."""
         message, param, code = _server_message(text)
         url = url or self.base_url
@@ -338,16 +354,23 @@ class OpenAIBackend(Backend):
         if status in (401, 403):
             return AuthenticationError(f"{where} refused the API key ({status}: {message})", status=status)
         if status == 429 or status >= 500:
-            return BackendError(f"{where} answered {status}: {message}", retryable=True, retry_after=retry_after, status=status)
+            return BackendError(
+                f"{where} answered {status}: {message}", retryable=True, retry_after=retry_after, status=status
+            )
         if status in (400, 413, 422) and (code == "context_length_exceeded" or CONTEXT_MESSAGE.search(message)):
-            return ContextLengthError(f"the prompt does not fit the context of the model at {url} ({status}: {message})", status=status)
+            return ContextLengthError(
+                f"the prompt does not fit the context of the model at {url} ({status}: {message})", status=status
+            )
         if status == 404 or (
             status in (400, 422) and param != "n" and (code == "model_not_found" or _MODEL_MISSING.search(message))
         ):
             served = await self.served_models(url)
             listing = (
-                f"; it serves: {', '.join(served)}" if served
-                else "; GET /models did not answer (check the base URL)" if served is None else ""
+                f"; it serves: {', '.join(served)}"
+                if served
+                else "; GET /models did not answer (check the base URL)"
+                if served is None
+                else ""
             )
             return ModelNotFoundError(
                 f"model {self.model!r} not found at {url} ({status}: {message}){listing}", status=status
@@ -366,7 +389,9 @@ class OpenAIBackend(Backend):
             return None
 
     # -- generation -----------------------------------------------------------------------------
-    def _chat_body(self, messages: Sequence[ChatMessage], config: GenerateConfig, n: int, seed: int | None) -> dict[str, Any]:
+    def _chat_body(
+        self, messages: Sequence[ChatMessage], config: GenerateConfig, n: int, seed: int | None
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model,
             "messages": [{"role": m.role, "content": m.content} for m in messages],
@@ -451,7 +476,9 @@ class OpenAIBackend(Backend):
             completions += await self._generate_each(request.messages, config, len(completions), n)
         return completions[:n]
 
-    async def _generate_each(self, messages: Sequence[ChatMessage], config: GenerateConfig, start: int, n: int) -> list[Completion]:
+    async def _generate_each(
+        self, messages: Sequence[ChatMessage], config: GenerateConfig, start: int, n: int
+    ) -> list[Completion]:
         """Samples ``start..n-1`` as separate n=1 requests (seed + i for sample i)."""
 
         async def one(i: int) -> Completion:
@@ -485,16 +512,22 @@ class OpenAIBackend(Backend):
                 if entries is None:
                     lps.append(None)
                     continue
-                lps.append([
-                    TokenLogprob(
-                        token=e["token"],
-                        logprob=float(e["logprob"]),
-                        top={t["token"]: float(t["logprob"]) for t in e["top_logprobs"]} if e.get("top_logprobs") else None,
-                    )
-                    for e in entries
-                ])
+                lps.append(
+                    [
+                        TokenLogprob(
+                            token=e["token"],
+                            logprob=float(e["logprob"]),
+                            top={t["token"]: float(t["logprob"]) for t in e["top_logprobs"]}
+                            if e.get("top_logprobs")
+                            else None,
+                        )
+                        for e in entries
+                    ]
+                )
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
-            raise BackendError(f"the server at {self._chat_url} answered an unexpected shape: {exc!r}", retryable=True) from exc
+            raise BackendError(
+                f"the server at {self._chat_url} answered an unexpected shape: {exc!r}", retryable=True
+            ) from exc
         # completion tokens: the logprob count where known, the rest of usage shared evenly
         counts = [len(lp) if lp is not None else None for lp in lps]
         unknown = [i for i, c in enumerate(counts) if c is None]

@@ -165,7 +165,9 @@ class TransformersBackend(Backend):
         self.dtype = dtype
         #: torch threads for this backend's work (None: :func:`default_threads` on a CPU, torch's
         #: own count elsewhere); set around each batch and read-out, and put back after it
-        self.threads = threads if threads is not None else (default_threads() if str(device).startswith("cpu") else None)
+        self.threads = (
+            threads if threads is not None else (default_threads() if str(device).startswith("cpu") else None)
+        )
         self.max_batch_size = max_batch_size
         self.batch_wait_s = batch_wait_ms / 1000.0
         self.default_max_tokens = default_max_tokens
@@ -184,8 +186,12 @@ class TransformersBackend(Backend):
         self._eos_ids: set[int] = set()
         self._pad_id = 0
         self._load_lock = threading.Lock()
-        self._queue = JobQueue(self._run_jobs, wait_s=self.batch_wait_s, thread_name="proofcritic-tf",
-                               full=lambda pending: sum(j.request.config.n for j in pending) >= self.max_batch_size)
+        self._queue = JobQueue(
+            self._run_jobs,
+            wait_s=self.batch_wait_s,
+            thread_name="proofcritic-tf",
+            full=lambda pending: sum(j.request.config.n for j in pending) >= self.max_batch_size,
+        )
 
     # ----------------------------------------------------------------------------- loading
 
@@ -200,7 +206,9 @@ class TransformersBackend(Backend):
 
     def describe(self) -> str:
         """How the model runs, for the run summary: ``float32, 1 torch thread``."""
-        threads = f"{self.threads} torch thread{'s' if self.threads != 1 else ''}" if self.threads else "torch's threads"
+        threads = (
+            f"{self.threads} torch thread{'s' if self.threads != 1 else ''}" if self.threads else "torch's threads"
+        )
         if self.threads != 1 and omp_wait_passive():
             threads += " (waiting passively)"
         return f"{dtype_label(self.dtype_plan)}, {threads}"
@@ -313,9 +321,7 @@ class TransformersBackend(Backend):
         """Queue all requests at once, so they are sure to be considered in the same round."""
         plain = [r for r in requests if not r.config.choices]
         futures = iter(self._submit(plain))
-        return list(await asyncio.gather(*(
-            self._choose(r) if r.config.choices else next(futures) for r in requests
-        )))
+        return list(await asyncio.gather(*(self._choose(r) if r.config.choices else next(futures) for r in requests)))
 
     def _submit(self, requests: Sequence[ChatRequest]) -> list[asyncio.Future]:
         loop = asyncio.get_running_loop()
@@ -414,9 +420,7 @@ class TransformersBackend(Backend):
         self.stats.rows += len(rows)
         self.stats.max_batch_rows = max(self.stats.max_batch_rows, len(rows))
         with torch.inference_mode():
-            out = self._hf_model.generate(
-                input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs
-            )
+            out = self._hf_model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs)
         generated = out[:, width:].cpu()
         chosen = tops = None
         if recorder is not None:
@@ -463,9 +467,7 @@ class TransformersBackend(Backend):
 
     # ----------------------------------------------------------------------------- scoring
 
-    async def sequence_logprobs(
-        self, messages: Sequence[ChatMessage], continuations: Sequence[str]
-    ) -> list[float]:
+    async def sequence_logprobs(self, messages: Sequence[ChatMessage], continuations: Sequence[str]) -> list[float]:
         """Log-likelihood of each rendered conversation; see :meth:`Backend.sequence_logprobs`.
 
         If ``messages`` does not end with an assistant turn, an empty one is assumed.
@@ -542,8 +544,10 @@ class TransformersBackend(Backend):
         head, last = msgs[:-1], msgs[-1]
         suffix = self._end_of_turn() if close else ""
         seqs = [
-            self._encode(self.render([*head, last.model_copy(update={"content": last.content + c})],
-                                     continue_final=True) + suffix)
+            self._encode(
+                self.render([*head, last.model_copy(update={"content": last.content + c})], continue_final=True)
+                + suffix
+            )
             for c in continuations
         ]
         check_context(self.model, self.context_length, max(len(seq) for seq in seqs))
@@ -559,5 +563,12 @@ class TransformersBackend(Backend):
         """Total log-likelihood of each token list, their common prefix run once on a KV cache
         and the prefixes kept for later calls (:func:`score_shared`); None where the model's
         cache does not allow it or the lists share nothing."""
-        return score_shared(self._scorer, seqs, pad_id=self._pad_id, device=self.device, stats=self.stats,
-                            prefixes=self._prefixes, keep_tokens=self.prefix_cache_tokens)
+        return score_shared(
+            self._scorer,
+            seqs,
+            pad_id=self._pad_id,
+            device=self.device,
+            stats=self.stats,
+            prefixes=self._prefixes,
+            keep_tokens=self.prefix_cache_tokens,
+        )

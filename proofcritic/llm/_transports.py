@@ -244,10 +244,19 @@ class OpenAITransport(Transport):
 
     serialised = False
     #: the chat fields the SDK takes as arguments; the others go in ``extra_body``
-    _KNOWN = frozenset({"messages", "n", "temperature", "top_p", "max_tokens", "stop", "seed", "logprobs", "top_logprobs"})
+    _KNOWN = frozenset(
+        {"messages", "n", "temperature", "top_p", "max_tokens", "stop", "seed", "logprobs", "top_logprobs"}
+    )
 
-    def __init__(self, chat_urls: Mapping[str, str], headers: Mapping[str, str], max_connections: int | None, *,
-                 api_key: str | None, timeout: float):
+    def __init__(
+        self,
+        chat_urls: Mapping[str, str],
+        headers: Mapping[str, str],
+        max_connections: int | None,
+        *,
+        api_key: str | None,
+        timeout: float,
+    ):
         super().__init__(chat_urls, headers, max_connections)
         import openai
 
@@ -304,8 +313,15 @@ class OpenAITransport(Transport):
             await client.close()
 
 
-def make_transport(kind: str, chat_urls: Mapping[str, str], headers: Mapping[str, str],
-                   max_connections: int | None, *, api_key: str | None, timeout: float) -> Transport:
+def make_transport(
+    kind: str,
+    chat_urls: Mapping[str, str],
+    headers: Mapping[str, str],
+    max_connections: int | None,
+    *,
+    api_key: str | None,
+    timeout: float,
+) -> Transport:
     """The transport ``kind`` ("lean", "aiohttp", "openai") for these endpoints: "lean" uses its
     own client only where some endpoint is plain ``http://``, else aiohttp."""
     if kind == "openai":
@@ -313,4 +329,3 @@ def make_transport(kind: str, chat_urls: Mapping[str, str], headers: Mapping[str
     if kind == "lean" and any(chat_url.startswith("http://") for chat_url in chat_urls.values()):
         return LeanTransport(chat_urls, headers, max_connections)
     return AiohttpTransport(chat_urls, headers, max_connections)
-

@@ -222,8 +222,11 @@ class VLLMOfflineBackend(Backend):
         try:
             params = [self._sampling_params(j.chat) for j in jobs]
             outputs = self._chat(
-                llm, [_dicts(j.chat.messages) for j in jobs], params,
-                continue_final_message=continued, add_generation_prompt=not continued,
+                llm,
+                [_dicts(j.chat.messages) for j in jobs],
+                params,
+                continue_final_message=continued,
+                add_generation_prompt=not continued,
             )
         except BaseException as exc:  # noqa: BLE001 - delivered to every waiting caller
             for job in jobs:
@@ -258,7 +261,7 @@ class VLLMOfflineBackend(Backend):
         self.stats.scoring_calls += 1
         at = 0
         for job in jobs:
-            mine = outputs[at: at + len(job.conversations)]
+            mine = outputs[at : at + len(job.conversations)]
             at += len(job.conversations)
             try:
                 deliver(job, result=[_prompt_total(o) for o in mine])
@@ -315,16 +318,22 @@ class VLLMOfflineBackend(Backend):
                     top = None
                     if want_top:
                         ranked = sorted(entry.values(), key=lambda lp: lp.logprob, reverse=True)
-                        top = {lp.decoded_token or "": float(lp.logprob) for lp in ranked[: request.config.top_logprobs]}
-                    logprobs.append(TokenLogprob(token=chosen.decoded_token or "", logprob=float(chosen.logprob), top=top))
+                        top = {
+                            lp.decoded_token or "": float(lp.logprob) for lp in ranked[: request.config.top_logprobs]
+                        }
+                    logprobs.append(
+                        TokenLogprob(token=chosen.decoded_token or "", logprob=float(chosen.logprob), top=top)
+                    )
             reason = sample.finish_reason or "stop"
-            completions.append(Completion(
-                text=sample.text,
-                finish_reason="length" if reason == "length" else "stop" if reason in ("stop", "eos") else reason,
-                prompt_tokens=prompt_tokens,
-                completion_tokens=len(token_ids),
-                logprobs=logprobs,
-            ))
+            completions.append(
+                Completion(
+                    text=sample.text,
+                    finish_reason="length" if reason == "length" else "stop" if reason in ("stop", "eos") else reason,
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=len(token_ids),
+                    logprobs=logprobs,
+                )
+            )
         if len(completions) == 1 and request.config.n > 1:  # greedy: the one sample stands for all n
             completions += [completions[0].model_copy(deep=True) for _ in range(request.config.n - 1)]
         return completions
@@ -359,8 +368,10 @@ def _dicts(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
 def _max_model_len(llm: Any) -> int | None:
     """The engine's context (``max_model_len``), or None where this vLLM does not say."""
     engine = getattr(llm, "llm_engine", None)
-    for config in (getattr(engine, "model_config", None),
-                   getattr(getattr(engine, "vllm_config", None), "model_config", None)):
+    for config in (
+        getattr(engine, "model_config", None),
+        getattr(getattr(engine, "vllm_config", None), "model_config", None),
+    ):
         value = getattr(config, "max_model_len", None)
         if isinstance(value, int) and value > 0:
             return value
@@ -386,5 +397,3 @@ def _prompt_total(output: Any) -> float:
             raise BackendError(f"vLLM's prompt logprobs lack the prompt token at position {pos}")
         total += float(value.logprob)
     return total
-
-

@@ -59,6 +59,7 @@ def agent_prompts(prompts: PromptSet) -> dict[str, PromptSet]:
 
 # --------------------------------------------------------------------------- parsing
 
+
 class Judgement(RoleOutput):
     """The judge's decision on one verification log."""
 
@@ -97,7 +98,9 @@ _DISPUTES_HEADING = re.compile(
     re.IGNORECASE,
 )
 _BULLET = re.compile(r"[ \t]*(?:[-*+\u2022]|\d{1,3}[.)])[ \t]+")
-_NONE = re.compile(r"(?:none|no(?:thing)?(?:\s+(?:items?\s+)?(?:is\s+|are\s+)?disputed|\s+disputes?)?|n/?a)[.!]?", re.IGNORECASE)
+_NONE = re.compile(
+    r"(?:none|no(?:thing)?(?:\s+(?:items?\s+)?(?:is\s+|are\s+)?disputed|\s+disputes?)?|n/?a)[.!]?", re.IGNORECASE
+)
 
 
 def _disputes_span(body: str) -> tuple[int, int] | None:

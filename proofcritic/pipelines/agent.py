@@ -66,7 +66,6 @@ if TYPE_CHECKING:
 __all__ = ["AgentConfig", "AgentStrategy"]
 
 
-
 class AgentConfig(BaseModel):
     """Parameters of the agent loop (defaults: the published pipeline's)."""
 
@@ -123,8 +122,13 @@ def _entry(run: int, iteration: int, step: str, output: BaseModel | None = None,
 class _Session:
     """The state of one ``solve``: roles, candidates, transcript, usage."""
 
-    def __init__(self, config: AgentConfig, problem: Problem, roles: Roles,
-                 report: Callable[..., None] = lambda round_, **state: None):
+    def __init__(
+        self,
+        config: AgentConfig,
+        problem: Problem,
+        roles: Roles,
+        report: Callable[..., None] = lambda round_, **state: None,
+    ):
         self.config, self.problem, self.roles, self.report = config, problem, roles, report
         self.rounds = 0  # verification rounds so far, all runs together
         generator_sets = agent_prompts(roles.generator.prompts)
@@ -184,8 +188,12 @@ class _Session:
         if current.rebuttal:
             base = self.roles.verifier
             verifier = RebuttalVerifier(
-                base.model, report=current.report, rebuttal=current.rebuttal,
-                prompts=self.reverify_prompts, config=base.config, score_mode=base.score_mode,
+                base.model,
+                report=current.report,
+                rebuttal=current.rebuttal,
+                prompts=self.reverify_prompts,
+                config=base.config,
+                score_mode=base.score_mode,
             )
             template = "agent_reverify"
         else:
@@ -196,7 +204,9 @@ class _Session:
         self._record(_entry(run, iteration, "verify", verification, template=template), verification.usage)
         return verification
 
-    async def _judge(self, run: int, iteration: int, current: _Candidate, log: str, verification: Verification) -> tuple[bool, str]:
+    async def _judge(
+        self, run: int, iteration: int, current: _Candidate, log: str, verification: Verification
+    ) -> tuple[bool, str]:
         cut = truncation_error(verification.finish_reason)
         if cut or not log:
             return False, f"invalid verification: {cut or 'empty output'}"
@@ -227,8 +237,14 @@ class _Session:
         verdict = None
         for iteration in range(1, config.max_iterations + 1):
             self.rounds += 1
-            self.report(self.rounds, run=(run, config.max_runs), iteration=(iteration, config.max_iterations),
-                        passes=passes, failures=failures, last_verdict=verdict)
+            self.report(
+                self.rounds,
+                run=(run, config.max_runs),
+                iteration=(iteration, config.max_iterations),
+                passes=passes,
+                failures=failures,
+                last_verdict=verdict,
+            )
             verification = await self._verify(run, iteration, current)
             log = strip_thinking(verification.raw).strip()
             passed, reason = await self._judge(run, iteration, current, log, verification)
@@ -239,21 +255,39 @@ class _Session:
                 passes, failures = 0, failures + 1
                 current.fails += 1
             verdict = "pass" if passed else "fail"
-            self._record(_entry(run, iteration, "verdict", passed=passed, reason=reason,
-                                consecutive_passes=passes, consecutive_failures=failures))
+            self._record(
+                _entry(
+                    run,
+                    iteration,
+                    "verdict",
+                    passed=passed,
+                    reason=reason,
+                    consecutive_passes=passes,
+                    consecutive_failures=failures,
+                )
+            )
             if passes >= config.passes_to_accept:
                 self.accepted = current
-                self._record(_entry(run, iteration, "run_end", outcome="accepted",
-                                    reason=f"{passes} consecutive passes"))
+                self._record(
+                    _entry(run, iteration, "run_end", outcome="accepted", reason=f"{passes} consecutive passes")
+                )
                 return "accepted"
             if failures >= config.failures_to_give_up:
-                self._record(_entry(run, iteration, "run_end", outcome="gave_up",
-                                    reason=f"{failures} consecutive failures"))
+                self._record(
+                    _entry(run, iteration, "run_end", outcome="gave_up", reason=f"{failures} consecutive failures")
+                )
                 return "gave_up"
             if not passed and iteration < config.max_iterations:
                 current = await self._repair(run, iteration, current, log)
-        self._record(_entry(run, config.max_iterations, "run_end", outcome="max_iterations",
-                            reason=f"{config.max_iterations} iterations without a decision"))
+        self._record(
+            _entry(
+                run,
+                config.max_iterations,
+                "run_end",
+                outcome="max_iterations",
+                reason=f"{config.max_iterations} iterations without a decision",
+            )
+        )
         return "max_iterations"
 
     def result(self, strategy: str, stop_reason: str, budget_limited: bool = False) -> SolveResult:
@@ -267,7 +301,8 @@ class _Session:
             strategy=strategy,
             proof=chosen.proof if chosen else None,
             generation=Generation.model_validate(chosen.generation.model_dump(include=set(Generation.model_fields)))
-            if chosen else None,  # a plain Generation (a repair's disputes stay in the transcript)
+            if chosen
+            else None,  # a plain Generation (a repair's disputes stay in the transcript)
             verifications=list(chosen.verifications) if chosen else [],
             mean_score=sum(scores) / len(scores) if scores else None,
             stop_reason=stop_reason,
@@ -313,8 +348,9 @@ class AgentStrategy(ConfiguredStrategy):
         ``budget_limited=True``. Other errors (a backend that fails for good, a bad prompt
         template) propagate.
         """
-        session = _Session(self.config, problem, roles,
-                           lambda round_, **state: self.report(problem.id, round_, **state))
+        session = _Session(
+            self.config, problem, roles, lambda round_, **state: self.report(problem.id, round_, **state)
+        )
         outcomes: list[str] = []
         try:
             for run in range(1, self.config.max_runs + 1):
@@ -322,8 +358,11 @@ class AgentStrategy(ConfiguredStrategy):
                 outcomes.append(outcome)
                 if outcome == "accepted":
                     iteration = session.transcript[-1]["iteration"]
-                    return session.result(self.name, f"accepted: {self.config.passes_to_accept} consecutive "
-                                          f"passes in run {run} (iteration {iteration})")
+                    return session.result(
+                        self.name,
+                        f"accepted: {self.config.passes_to_accept} consecutive "
+                        f"passes in run {run} (iteration {iteration})",
+                    )
         except BudgetExceeded as error:
             return session.result(self.name, f"budget: {error}", budget_limited=True)
         return session.result(self.name, f"not accepted in {len(outcomes)} runs ({', '.join(outcomes)})")

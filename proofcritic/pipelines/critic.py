@@ -133,8 +133,11 @@ class CriticStrategy(ConfiguredStrategy):
         log = StepLog()
         result = SolveResult(problem_id=problem.id, strategy=self.name)
         critic = CriticVerifier(roles.verifier, self.tools, max_tool_calls=config.max_tool_calls)
-        reviser = _Reviser(roles.generator.model, prompts=critic_prompts(roles.generator.prompts)["critic_revise"],
-                           config=roles.generator.config)
+        reviser = _Reviser(
+            roles.generator.model,
+            prompts=critic_prompts(roles.generator.prompts)["critic_revise"],
+            config=roles.generator.config,
+        )
         critiqued: list[tuple[int, str, Generation, list[Verification]]] = []
         try:
             result.stop_reason = await self._loop(problem, roles, critic, reviser, log, result, critiqued)
@@ -145,16 +148,27 @@ class CriticStrategy(ConfiguredStrategy):
         result.transcript, result.usage = log.transcript, log.usage
         return result
 
-    async def _critique(self, problem, critic: CriticVerifier, proof: str, round_: int, log: StepLog) -> list[Verification]:
-        verifications = await critic.verify(problem, proof, n=self.config.verify_n,
-                                            seed=self._seed(critic.verifier, round_, "verify"))
+    async def _critique(
+        self, problem, critic: CriticVerifier, proof: str, round_: int, log: StepLog
+    ) -> list[Verification]:
+        verifications = await critic.verify(
+            problem, proof, n=self.config.verify_n, seed=self._seed(critic.verifier, round_, "verify")
+        )
         entry = log.verification(round_, verifications)
         entry["step"] = "critique"
         entry["tool_calls"] = [[c.model_dump(mode="json") for c in (v.tool_calls or [])] for v in verifications]
         return verifications
 
-    async def _loop(self, problem, roles: Roles, critic: CriticVerifier, reviser: _Reviser, log: StepLog,
-                    result: SolveResult, critiqued: list) -> str:
+    async def _loop(
+        self,
+        problem,
+        roles: Roles,
+        critic: CriticVerifier,
+        reviser: _Reviser,
+        log: StepLog,
+        result: SolveResult,
+        critiqued: list,
+    ) -> str:
         config = self.config
         self.report(problem.id, 0, round=(0, config.max_rounds), step="generate")
         generator = roles.generator
@@ -169,11 +183,21 @@ class CriticStrategy(ConfiguredStrategy):
         for round_ in range(1, config.max_rounds + 1):
             if passed(verifications):
                 return f"passed at round {round_ - 1}"
-            self.report(problem.id, round_, round=(round_, config.max_rounds), step="revise",
-                        critique_mean=aggregate(verifications).mean, verdict="fail")
+            self.report(
+                problem.id,
+                round_,
+                round=(round_, config.max_rounds),
+                step="revise",
+                critique_mean=aggregate(verifications).mean,
+                verdict="fail",
+            )
             result.rounds = round_
-            revision = await reviser.revise(problem, current.proof, [critique_text(v) for v in verifications],
-                                            seed=self._seed(generator, round_, "revise"))
+            revision = await reviser.revise(
+                problem,
+                current.proof,
+                [critique_text(v) for v in verifications],
+                seed=self._seed(generator, round_, "revise"),
+            )
             log.generation("revise", round_, revision)
             if not usable(revision, config.keep_invalid):
                 log.note("revision_unusable", round_, reason=revision.format_error or "no proof text")

@@ -59,7 +59,9 @@ AttemptStatus = Literal["passed", "failed", "timeout", "error", "no_lean_block",
 
 _FENCE = re.compile(r"```[ \t]*(lean4?|)[ \t]*\n(.*?)(?:\n[ \t]*```|\Z)", re.DOTALL | re.IGNORECASE)
 _SORRY_TAIL = re.compile(r":=\s*(?:by\s+)?sorry\s*$")
-_DECL_START = re.compile(r"^[ \t]*(?:@\[[^\]]*\]\s*)*(?:(?:private|protected|noncomputable)\s+)*(theorem|lemma|example)\b", re.MULTILINE)
+_DECL_START = re.compile(
+    r"^[ \t]*(?:@\[[^\]]*\]\s*)*(?:(?:private|protected|noncomputable)\s+)*(theorem|lemma|example)\b", re.MULTILINE
+)
 
 
 class FormalProblem(BaseModel):
@@ -192,7 +194,11 @@ def _written_attempt(text: str, finish_reason: str | None) -> FormalAttempt:
 def _feedback(attempt: FormalAttempt, limit: int = 3000) -> str:
     lines = [f"- {reason}" for reason in attempt.reasons]
     if attempt.result is not None:
-        lines += [f"{m.line}:{m.column}: {m.severity}: {m.text}" for m in attempt.result.messages if m.severity != "information"]
+        lines += [
+            f"{m.line}:{m.column}: {m.severity}: {m.text}"
+            for m in attempt.result.messages
+            if m.severity != "information"
+        ]
     text = "\n".join(lines)
     return text if len(text) <= limit else text[:limit] + "\n[...]"
 
@@ -270,7 +276,6 @@ def read_lean_problems(path: str | Path) -> list[FormalProblem]:
     if not out:
         raise InputError(f"{file} has no rows with a problem and a Lean statement")
     return out
-
 
 
 def read_formal_items(

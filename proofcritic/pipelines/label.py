@@ -126,7 +126,9 @@ class LabelConfig(BaseModel):
             info = copy(cls.model_fields[name])
             info.default = value
             fields[name] = (cls.model_fields[name].annotation, info)
-        return create_model(f"{cls.__name__}With{''.join(f'_{k}{v}' for k, v in defaults.items())}", __base__=cls, **fields)
+        return create_model(
+            f"{cls.__name__}With{''.join(f'_{k}{v}' for k, v in defaults.items())}", __base__=cls, **fields
+        )
 
     def label_config(self) -> LabelConfig:
         """The labeling parameters alone, as a LabelConfig (from a model built on this one)."""
@@ -252,8 +254,12 @@ async def _label_proof(
         scaled = await scaled_verify(verifier, problem, proof, config.n)
     except BudgetExceeded as error:
         return LabelResult(
-            **common, status="review", rule="budget_exhausted", reason=str(error),
-            aggregate=aggregate([], problem.max_points), budget_limited=True,
+            **common,
+            status="review",
+            rule="budget_exhausted",
+            reason=str(error),
+            aggregate=aggregate([], problem.max_points),
+            budget_limited=True,
         )
     analyses = [
         AnalysisEvidence(index=i, score=v.score, reports_issues=v.score < 1, verification=v)
@@ -350,7 +356,11 @@ async def label_jsonl(
     items = read_items(input_path)  # streamed, never held
     _reconcile(output_path, review_path, items)
     in_review = set(latest_offsets(review_path)[0])
-    statuses = {k: sys.intern(r["status"]) for k, r in iter_latest(output_path) if isinstance(r.get("status"), str) and r["status"]}
+    statuses = {
+        k: sys.intern(r["status"])
+        for k, r in iter_latest(output_path)
+        if isinstance(r.get("status"), str) and r["status"]
+    }
     counts = Counter(statuses[item_id] for item_id, _, _ in items if item_id in statuses) if statuses else Counter()
     del statuses
 

@@ -31,14 +31,19 @@ def parse_rewrite(text: str, finish_reason: str | None = "stop") -> Rewrite:
     body = strip_thinking(text)
     marker = _REWRITE_MARKER_RE.search(body)
     errors = [e for e in (truncation_error(finish_reason),) if e]
-    proof = body[marker.end():].strip() if marker else ""
+    proof = body[marker.end() :].strip() if marker else ""
     if marker is None:
         errors.append(f"missing marker {REWRITE_MARKER!r}")
     elif not proof:
         errors.append("the rewritten proof is empty")
     ok = not errors
-    return Rewrite(raw=text, proof=proof if ok else "", format_ok=ok, format_error="; ".join(errors) or None,
-                   finish_reason=finish_reason)
+    return Rewrite(
+        raw=text,
+        proof=proof if ok else "",
+        format_ok=ok,
+        format_error="; ".join(errors) or None,
+        finish_reason=finish_reason,
+    )
 
 
 class Normalizer(Role):

@@ -67,8 +67,9 @@ def parse_judge(text: str) -> JudgeSpec:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or key.strip() not in JudgeSpec.model_fields or key.strip() == "model":
-            raise InputError(f"judge {text!r}: {pair!r} is not key=value with a key of base_url, api_key_env, "
-                             "prompts, n, name")
+            raise InputError(
+                f"judge {text!r}: {pair!r} is not key=value with a key of base_url, api_key_env, prompts, n, name"
+            )
         fields[key.strip()] = value.strip()
     try:
         return JudgeSpec.model_validate(fields)
@@ -149,8 +150,15 @@ def combine(values: Sequence[float], rule: str) -> float | None:
 class Panel:
     """Judges (verifiers, one scale), a rule and a disagreement threshold (see the module)."""
 
-    def __init__(self, judges: Sequence[Verifier], *, rule: str = "min", threshold: float | None = None,
-                 n: int | Sequence[int] = 1, names: Sequence[str] | None = None):
+    def __init__(
+        self,
+        judges: Sequence[Verifier],
+        *,
+        rule: str = "min",
+        threshold: float | None = None,
+        n: int | Sequence[int] = 1,
+        names: Sequence[str] | None = None,
+    ):
         if not judges:
             raise ValueError("a panel needs at least one judge")
         if rule not in PANEL_RULES:
@@ -190,7 +198,9 @@ class Panel:
             reconciled = spread is not None and spread > self.threshold_points(problem.max_points)
             if reconciled:
                 assert spread is not None  # reconciled only over a spread
-                await asyncio.gather(*(self._reconcile(problem, proof, i, verdicts, spread) for i in range(len(verdicts))))
+                await asyncio.gather(
+                    *(self._reconcile(problem, proof, i, verdicts, spread) for i in range(len(verdicts)))
+                )
             for verdict in verdicts:
                 again = verdict.reconciled
                 if again is not None and again.score is not None:
@@ -200,13 +210,21 @@ class Panel:
             finals = [v.final_points for v in verdicts if v.final_points is not None]
         points = combine(finals, self.rule)
         return PanelResult(
-            problem_id=problem.id, rule=self.rule, points=points, max_points=problem.max_points,
-            score=None if points is None else points / problem.max_points, spread=spread, reconciled=reconciled,
-            final_spread=max(finals) - min(finals) if len(finals) > 1 else None, judges=verdicts, usage=usage,
+            problem_id=problem.id,
+            rule=self.rule,
+            points=points,
+            max_points=problem.max_points,
+            score=None if points is None else points / problem.max_points,
+            spread=spread,
+            reconciled=reconciled,
+            final_spread=max(finals) - min(finals) if len(finals) > 1 else None,
+            judges=verdicts,
+            usage=usage,
         )
 
-    async def _reconcile(self, problem: Problem, proof: str, index: int, verdicts: list[JudgeVerdict],
-                         spread: float) -> None:
+    async def _reconcile(
+        self, problem: Problem, proof: str, index: int, verdicts: list[JudgeVerdict], spread: float
+    ) -> None:
         """Judge ``index`` sees its first answer and the others' and grades again."""
         judge, own = self.judges[index], verdicts[index]
         mine = next((v for v in own.verifications if v.score is not None), None)
@@ -214,17 +232,25 @@ class Panel:
             return  # no grade of its own to reconsider
         others = [
             {"judge": v.judge, "verdict": _shown(v.points, problem.max_points), "analysis": _first_analysis(v)}
-            for j, v in enumerate(verdicts) if j != index and v.points is not None
+            for j, v in enumerate(verdicts)
+            if j != index and v.points is not None
         ]
-        follow_up = judge.prompts.template_set(RECONCILE_TEMPLATE, RECONCILE_VARIABLES[RECONCILE_TEMPLATE]).render(RECONCILE_TEMPLATE, others=others, spread=f"{spread:g} points")
+        follow_up = judge.prompts.template_set(RECONCILE_TEMPLATE, RECONCILE_VARIABLES[RECONCILE_TEMPLATE]).render(
+            RECONCILE_TEMPLATE, others=others, spread=f"{spread:g} points"
+        )
         messages = [*judge.messages(problem, proof), ChatMessage(role="assistant", content=mine.raw), *follow_up]
         [again] = await judge.ask(messages, self._parser(problem))
         own.reconciled = again
 
 
 async def panel_jsonl(
-    panel: Panel, input_path: str | Path, output_path: str | Path, *, max_points: float | None = None,
-    concurrency: int = 8, on_progress: Callable[[RunStats], None] | None = None,
+    panel: Panel,
+    input_path: str | Path,
+    output_path: str | Path,
+    *,
+    max_points: float | None = None,
+    concurrency: int = 8,
+    on_progress: Callable[[RunStats], None] | None = None,
 ) -> RunStats:
     """Grade every record of ``input_path`` with ``panel`` into ``output_path`` (one
     :class:`PanelResult` per line, with ``aggregate`` in the shape of ``grade``'s); a killed run
@@ -240,8 +266,9 @@ async def panel_jsonl(
         out["proof_id"] = proof.id
         return out
 
-    return await run_jsonl(read_items(input_path), output_path, process, concurrency=concurrency,
-                           on_progress=on_progress)
+    return await run_jsonl(
+        read_items(input_path), output_path, process, concurrency=concurrency, on_progress=on_progress
+    )
 
 
 def _points(verifications: Sequence[Verification], max_points: float) -> float | None:
@@ -258,6 +285,14 @@ def _shown(points: float | None, max_points: float) -> str:
 
 
 __all__ = [
-    "PANEL_RULES", "JudgeSpec", "JudgeVerdict", "Panel", "PanelFile", "PanelResult", "combine", "load_panel",
-    "panel_jsonl", "parse_judge",
+    "PANEL_RULES",
+    "JudgeSpec",
+    "JudgeVerdict",
+    "Panel",
+    "PanelFile",
+    "PanelResult",
+    "combine",
+    "load_panel",
+    "panel_jsonl",
+    "parse_judge",
 ]

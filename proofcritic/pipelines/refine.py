@@ -69,7 +69,11 @@ class RefineStrategy(ConfiguredStrategy):
     def plan(self) -> CallPlan:
         """``max_iters`` generation requests of one proof; one of ``verify_n`` verifications."""
         config = self.config
-        return CallPlan().add("generation", config.max_iters).add("verification", int(config.verify_n > 0), config.verify_n)
+        return (
+            CallPlan()
+            .add("generation", config.max_iters)
+            .add("verification", int(config.verify_n > 0), config.verify_n)
+        )
 
     async def solve(self, problem: Problem, roles: Roles, state_dir: str | Path | None = None) -> SolveResult:
         """Run the loop; a spent budget answers the best proof so far, marked budget-limited."""
@@ -98,7 +102,9 @@ class RefineStrategy(ConfiguredStrategy):
             if iteration == 1:
                 base_index = None
             else:
-                base_index = next((i for i in range(len(generations) - 1, -1, -1) if generations[i].proof.strip()), None)
+                base_index = next(
+                    (i for i in range(len(generations) - 1, -1, -1) if generations[i].proof.strip()), None
+                )
                 if base_index is None:
                     return f"no proof text to refine after {iteration - 1} generation(s)"
             self._report(problem, iteration, generations)

@@ -65,7 +65,7 @@ def parse_rubric(text: str, finish_reason: str | None = "stop", *, max_points: f
         errors.append("no ```json block")
     else:
         last = blocks[-1]
-        if body[last.end():].strip():
+        if body[last.end() :].strip():
             errors.append("text follows the JSON block")
         try:
             scheme = Scheme.model_validate(json.loads(last.group(1)))
@@ -76,11 +76,18 @@ def parse_rubric(text: str, finish_reason: str | None = "stop", *, max_points: f
         if scheme is not None:
             total = sum(c.points for c in scheme.scheme)
             if scheme.points != max_points or total != max_points:
-                errors.append(f"the checkpoints add up to {total} and the scheme says {scheme.points}, "
-                              f"not the problem's {max_points:g} points")
+                errors.append(
+                    f"the checkpoints add up to {total} and the scheme says {scheme.points}, "
+                    f"not the problem's {max_points:g} points"
+                )
     ok = not errors
-    return RubricOutput(raw=text, scheme=scheme if ok else None, format_ok=ok,
-                        format_error="; ".join(errors) or None, finish_reason=finish_reason)
+    return RubricOutput(
+        raw=text,
+        scheme=scheme if ok else None,
+        format_ok=ok,
+        format_error="; ".join(errors) or None,
+        finish_reason=finish_reason,
+    )
 
 
 class RubricWriter(Role):

@@ -62,7 +62,9 @@ class ScaledVerification(BaseModel):
     aggregate: Aggregate = Field(..., description="Mean, min, max and majority over the scored ones.")
     lowest_score: float | None = Field(None, description="The lowest score any verification gave (None: none scored).")
     lowest: list[int] = Field(default_factory=list, description="Positions of the verifications with the lowest score.")
-    format_failures: list[int] = Field(default_factory=list, description="Positions of the verifications without a score.")
+    format_failures: list[int] = Field(
+        default_factory=list, description="Positions of the verifications without a score."
+    )
     usage: Usage = Field(default_factory=Usage)
 
     @property

@@ -79,11 +79,15 @@ class SearchConfig(BaseModel):
     top_k: int = Field(32, ge=1, description="Best proofs of the pool considered for refinement each round.")
     trials: int = Field(32, ge=1, description="Refinement prompts per round (each refines one of the top proofs).")
     samples_per_trial: SampleCount = Field(4, description="Refined proofs sampled per prompt.")
-    analyses_per_proof: int = Field(8, ge=1, le=256, description="Analyses shown with a proof in its refinement prompt.")
+    analyses_per_proof: int = Field(
+        8, ge=1, le=256, description="Analyses shown with a proof in its refinement prompt."
+    )
     max_per_score: int = Field(4, ge=1, le=256, description="At most this many shown analyses per distinct score.")
     rounds: int = Field(16, ge=1, le=1000, description="Rounds in all, round 1 (initial sampling) included.")
     keep_invalid: bool = Field(False, description="Let format failures count as proofs (their best-effort text).")
-    stop_on_pass: bool = Field(True, description="Stop once a proof passes all its verifications (False: run every round).")
+    stop_on_pass: bool = Field(
+        True, description="Stop once a proof passes all its verifications (False: run every round)."
+    )
 
 
 def slot_id(problem: Problem, round_: int, trial: int, sample: int, parents: list[str]) -> str:
@@ -182,8 +186,16 @@ class Pool:
             fields = {k: getattr(g, k) for k in _GENERATION_FIELDS}
             fields["usage"] = g.usage.model_dump()
             self._out.write(
-                {"kind": "proof", "id": proof.id, "round": proof.round, "trial": proof.trial,
-                 "sample": proof.sample, "parents": proof.parents, **fields, "charge": proof.charge}
+                {
+                    "kind": "proof",
+                    "id": proof.id,
+                    "round": proof.round,
+                    "trial": proof.trial,
+                    "sample": proof.sample,
+                    "parents": proof.parents,
+                    **fields,
+                    "charge": proof.charge,
+                }
             )
         return proof
 
@@ -193,9 +205,15 @@ class Pool:
         proof.verification_charge = charge
         if self._out is not None:
             self._out.write(
-                {"kind": "verification", "id": proof.id, "round": proof.round,
-                 "scores": [v.score for v in verifications], "mean": proof.mean,
-                 "verifications": [v.model_dump(mode="json") for v in verifications], "charge": charge}
+                {
+                    "kind": "verification",
+                    "id": proof.id,
+                    "round": proof.round,
+                    "scores": [v.score for v in verifications],
+                    "mean": proof.mean,
+                    "verifications": [v.model_dump(mode="json") for v in verifications],
+                    "charge": charge,
+                }
             )
 
     def close(self) -> None:
@@ -246,11 +264,17 @@ class _Search:
         """Tell the progress hook where the search stands: round, pool, verified proofs,
         verifications, the best mean so far."""
         if self.on_round is not None:
-            self.on_round(self.problem.id, self._round, {
-                "round": (self._round, self.config.rounds), "pool": len(self.active),
-                "verified": (self._verified, self._candidates), "verifications": self._verifications,
-                "best_mean": self._best_mean,
-            })
+            self.on_round(
+                self.problem.id,
+                self._round,
+                {
+                    "round": (self._round, self.config.rounds),
+                    "pool": len(self.active),
+                    "verified": (self._verified, self._candidates),
+                    "verifications": self._verifications,
+                    "best_mean": self._best_mean,
+                },
+            )
 
     def _verified_now(self, proof: PoolProof) -> None:
         self._verified += 1
@@ -311,7 +335,11 @@ class _Search:
     def ranked(self) -> list[PoolProof]:
         """Verified, non-duplicate proofs of this run: best mean, then self-score, then earliest."""
         keep = self.config.keep_invalid
-        scored = [p for p in self.active if p.mean is not None and p.id not in self.duplicate_of and usable(p.generation, keep)]
+        scored = [
+            p
+            for p in self.active
+            if p.mean is not None and p.id not in self.duplicate_of and usable(p.generation, keep)
+        ]
         return sorted(scored, key=lambda p: (-p.mean, -p.generation.self_score, p.slot))  # type: ignore[operator]
 
     def _refinements(self, round_: int) -> list[_Request]:
@@ -325,8 +353,15 @@ class _Search:
             evaluations = [evaluation_text(analyses[i].analysis, analyses[i].score) for i in shown]
             candidate = Candidate(proof=proof.generation.proof, evaluations=evaluations)
             requests.append(_Request(round_, trial, [proof.id], [candidate], config.samples_per_trial))
-            selection.append({"trial": trial, "proof_id": proof.id, "mean": proof.mean,
-                              "self_score": proof.generation.self_score, "analyses": shown})
+            selection.append(
+                {
+                    "trial": trial,
+                    "proof_id": proof.id,
+                    "mean": proof.mean,
+                    "self_score": proof.generation.self_score,
+                    "analyses": shown,
+                }
+            )
         self.selections[round_] = selection
         return requests
 
@@ -336,8 +371,12 @@ class _Search:
         recorded = [p for p in (self.pool.proofs.get(i) for i in ids) if p is not None]
         if len(recorded) == len(ids):  # every one of them
             usages = [p.generation.usage for p in recorded]
-            _replay([p.charge for p in recorded], self.usage,
-                    sum(u.prompt_tokens for u in usages), sum(u.completion_tokens for u in usages))
+            _replay(
+                [p.charge for p in recorded],
+                self.usage,
+                sum(u.prompt_tokens for u in usages),
+                sum(u.completion_tokens for u in usages),
+            )
             return recorded
         generator = self.roles.generator
         if request.candidates is None:
@@ -353,8 +392,15 @@ class _Search:
             self.usage.add(generation.usage)
             u = generation.usage
             charge = {"calls": int(j == 0), "tokens": u.prompt_tokens + u.completion_tokens}
-            fresh = PoolProof(proof_id, request.round, request.trial, j, request.parents,
-                              generation.model_copy(update={"raw": ""}), charge)
+            fresh = PoolProof(
+                proof_id,
+                request.round,
+                request.trial,
+                j,
+                request.parents,
+                generation.model_copy(update={"raw": ""}),
+                charge,
+            )
             out.append(self.pool.add(fresh))
         return out
 
@@ -362,8 +408,12 @@ class _Search:
         n = self.config.verifications
         recorded = proof.recorded
         if recorded is not None and len(recorded) == n:
-            _replay([proof.verification_charge], self.usage,
-                    sum(v.usage.prompt_tokens for v in recorded), sum(v.usage.completion_tokens for v in recorded))
+            _replay(
+                [proof.verification_charge],
+                self.usage,
+                sum(v.usage.prompt_tokens for v in recorded),
+                sum(v.usage.completion_tokens for v in recorded),
+            )
             proof.verifications = recorded
             self._verified_now(proof)
             return
@@ -383,7 +433,11 @@ class _Search:
         if ranked:
             best = ranked[0]
         else:
-            unverified = [p for p in self.active if usable(p.generation, self.config.keep_invalid) and p.id not in self.duplicate_of]
+            unverified = [
+                p
+                for p in self.active
+                if usable(p.generation, self.config.keep_invalid) and p.id not in self.duplicate_of
+            ]
             if not unverified:
                 result.stop_reason += "; no valid proof"
                 return
@@ -400,15 +454,32 @@ class _Search:
             proofs = [p for p in self.active if p.round == round_]
             for p in proofs:
                 g = p.generation
-                steps.append({"step": "generate" if round_ == 1 else "refine", "round": round_, "proof_id": p.id,
-                              "parents": p.parents, "trial": p.trial, "sample": p.sample, "self_score": g.self_score,
-                              "format_ok": g.format_ok, "format_error": g.format_error,
-                              "duplicate_of": self.duplicate_of.get(p.id)})
+                steps.append(
+                    {
+                        "step": "generate" if round_ == 1 else "refine",
+                        "round": round_,
+                        "proof_id": p.id,
+                        "parents": p.parents,
+                        "trial": p.trial,
+                        "sample": p.sample,
+                        "self_score": g.self_score,
+                        "format_ok": g.format_ok,
+                        "format_error": g.format_error,
+                        "duplicate_of": self.duplicate_of.get(p.id),
+                    }
+                )
             for p in proofs:
                 if p.verifications is not None:
-                    steps.append({"step": "verify", "round": round_, "proof_id": p.id,
-                                  "scores": [v.score for v in p.verifications],
-                                  "score_sources": [v.score_source for v in p.verifications], "mean": p.mean})
+                    steps.append(
+                        {
+                            "step": "verify",
+                            "round": round_,
+                            "proof_id": p.id,
+                            "scores": [v.score for v in p.verifications],
+                            "score_sources": [v.score_source for v in p.verifications],
+                            "mean": p.mean,
+                        }
+                    )
         return steps
 
 
@@ -428,11 +499,15 @@ class SearchStrategy(ConfiguredStrategy):
         c = self.config
         refinements = (c.rounds - 1) * min(c.top_k, c.trials)
         proofs = c.initial_samples + refinements * c.samples_per_trial
-        plan = CallPlan().add("generation", 1 + refinements, proofs).add("verification", proofs, proofs * c.verifications)
+        plan = (
+            CallPlan().add("generation", 1 + refinements, proofs).add("verification", proofs, proofs * c.verifications)
+        )
         later = {1: "", 2: "; round 2"}.get(c.rounds, f"; rounds 2-{c.rounds}")
         if later:
-            later += (f": {min(c.top_k, c.trials)} refinement prompts x {c.samples_per_trial} proofs, each verified "
-                      f"{c.verifications} times")
+            later += (
+                f": {min(c.top_k, c.trials)} refinement prompts x {c.samples_per_trial} proofs, each verified "
+                f"{c.verifications} times"
+            )
         stop = "; it stops once a proof passes all its verifications" if c.stop_on_pass else ""
         plan.note = f"round 1: {c.initial_samples} proofs x {c.verifications} verifications{later}{stop}"
         return plan

@@ -29,7 +29,11 @@ def best_by_self_score(generations: list[Generation], keep_invalid: bool, latest
     for generation in generations:
         if not usable(generation, keep_invalid):
             continue
-        if best is None or generation.self_score > best.self_score or (latest and generation.self_score == best.self_score):
+        if (
+            best is None
+            or generation.self_score > best.self_score
+            or (latest and generation.self_score == best.self_score)
+        ):
             best = generation
     return best
 
@@ -77,9 +81,12 @@ class SingleStrategy(ConfiguredStrategy):
     def plan(self) -> CallPlan:
         """One generation request of ``samples`` proofs; one of ``verify_n`` verifications."""
         config = self.config
-        return (CallPlan().add("generation", 1, config.samples)
-                .add("comparison", tournament_calls(config.select, config.samples))
-                .add("verification", int(config.verify_n > 0), config.verify_n))
+        return (
+            CallPlan()
+            .add("generation", 1, config.samples)
+            .add("comparison", tournament_calls(config.select, config.samples))
+            .add("verification", int(config.verify_n > 0), config.verify_n)
+        )
 
     async def solve(self, problem: Problem, roles: Roles, state_dir: str | Path | None = None) -> SolveResult:
         """One round: generate, choose, verify. A spent budget returns what there is so far."""
@@ -101,8 +108,13 @@ class SingleStrategy(ConfiguredStrategy):
             else:
                 result.generation, result.proof = chosen, chosen.proof
                 result.stop_reason = f"generated {len(generations)} proof(s); {how}"
-                self.report(problem.id, 1, step="verify", proofs=(len(generations), config.samples),
-                            best_self_score=chosen.self_score)
+                self.report(
+                    problem.id,
+                    1,
+                    step="verify",
+                    proofs=(len(generations), config.samples),
+                    best_self_score=chosen.self_score,
+                )
                 await verify_for_evidence(problem, roles, result, log, config.verify_n, 1)
         except BudgetExceeded as error:
             result.budget_limited = True
@@ -110,7 +122,9 @@ class SingleStrategy(ConfiguredStrategy):
         result.transcript, result.usage = log.transcript, log.usage
         return result
 
-    async def _tournament(self, problem: Problem, roles: Roles, pool: list[Generation], log: StepLog) -> tuple[Generation, str]:
+    async def _tournament(
+        self, problem: Problem, roles: Roles, pool: list[Generation], log: StepLog
+    ) -> tuple[Generation, str]:
         """The pool's winner of a pairwise tournament judged on the verifier's model (its
         prompts, its sampling); seeds in order of self-score. The matches go into the log."""
         from .tournament import Comparator, knockout, swiss
@@ -120,9 +134,18 @@ class SingleStrategy(ConfiguredStrategy):
         run = knockout if self.config.select == "knockout" else swiss
         outcome = await run(comparator, problem, [g.proof for g in seeded])
         log.usage.add(outcome.usage)
-        log.transcript.append({"step": "tournament", "round": 1, "format": outcome.format, "winner": outcome.winner,
-                               "points": outcome.points,
-                               "matches": [{"a": m.a, "b": m.b, "winner": m.winner} for m in outcome.matches]})
+        log.transcript.append(
+            {
+                "step": "tournament",
+                "round": 1,
+                "format": outcome.format,
+                "winner": outcome.winner,
+                "points": outcome.points,
+                "matches": [{"a": m.a, "b": m.b, "winner": m.winner} for m in outcome.matches],
+            }
+        )
         winner = seeded[outcome.winner]
-        return winner, (f"chose by {outcome.format} tournament ({len(outcome.matches)} matches; "
-                        f"winner's self-score {format_score(winner.self_score)})")
+        return winner, (
+            f"chose by {outcome.format} tournament ({len(outcome.matches)} matches; "
+            f"winner's self-score {format_score(winner.self_score)})"
+        )

@@ -113,7 +113,9 @@ def read_problem_items(path: str | Path) -> list[Item] | JsonlItems:
 
 def _budget_limited(strategy: Strategy, problem: Problem, error: BudgetExceeded) -> SolveResult:
     """The result of a strategy that let a spent budget escape (it should not)."""
-    return SolveResult(problem_id=problem.id, strategy=strategy.name, budget_limited=True, stop_reason=f"budget: {error}")
+    return SolveResult(
+        problem_id=problem.id, strategy=strategy.name, budget_limited=True, stop_reason=f"budget: {error}"
+    )
 
 
 async def solve_problem(
@@ -212,9 +214,15 @@ async def solve_jsonl(
     if hook_owner is not None:
         hook_owner.on_round = on_round
     try:
-        stats = await run_jsonl(items, output_path, process, concurrency=concurrency, budget=run_budget,
-                                item_budget=item_budget if (run_budget is not None or per_problem) else None,
-                                on_progress=progress)
+        stats = await run_jsonl(
+            items,
+            output_path,
+            process,
+            concurrency=concurrency,
+            budget=run_budget,
+            item_budget=item_budget if (run_budget is not None or per_problem) else None,
+            on_progress=progress,
+        )
     finally:
         if hook_owner is not None:
             hook_owner.on_round = None

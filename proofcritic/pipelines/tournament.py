@@ -58,8 +58,12 @@ def parse_comparison(text: str, finish_reason: str | None = "stop") -> Compariso
     ok = not errors
     reason = (body[: final.marker.start()] if final.marker is not None else body).strip()
     return Comparison(
-        raw=text, choice=int(final.score) if ok and final.score is not None else None, reason=reason,
-        format_ok=ok, format_error="; ".join(errors) or None, finish_reason=finish_reason,
+        raw=text,
+        choice=int(final.score) if ok and final.score is not None else None,
+        reason=reason,
+        format_ok=ok,
+        format_error="; ".join(errors) or None,
+        finish_reason=finish_reason,
     )
 
 
@@ -124,7 +128,9 @@ async def knockout(comparator: Comparator, problem: Problem, pool: Sequence[str]
             winners = []
             for game in played:
                 _score(points, game)
-                winners.append(game.winner if game.winner is not None else min(game.a, game.b))  # a draw: the better seed
+                winners.append(
+                    game.winner if game.winner is not None else min(game.a, game.b)
+                )  # a draw: the better seed
             matches += played
             alive = sorted(winners + bye)
     return Tournament(format="knockout", winner=alive[0], points=points, matches=matches, usage=usage)
@@ -190,5 +196,12 @@ def _check(pool: Sequence[str]) -> None:
 
 
 __all__ = [
-    "COMPARE_MARKER", "Comparator", "Comparison", "Match", "Tournament", "knockout", "parse_comparison", "swiss",
+    "COMPARE_MARKER",
+    "Comparator",
+    "Comparison",
+    "Match",
+    "Tournament",
+    "knockout",
+    "parse_comparison",
+    "swiss",
 ]

@@ -9,12 +9,18 @@ from fastapi.responses import JSONResponse
 from ..errors import InputError, InputTooLargeError
 
 
-def error_body(message: str, kind: str = "invalid_request_error", param: str | None = None, code: str | None = None) -> dict[str, Any]:
+def error_body(
+    message: str, kind: str = "invalid_request_error", param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
 def openai_error(
-    status: int, message: str, kind: str = "invalid_request_error", param: str | None = None, code: str | None = None,
+    status: int,
+    message: str,
+    kind: str = "invalid_request_error",
+    param: str | None = None,
+    code: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     return JSONResponse(error_body(message, kind, param, code), status_code=status, headers=headers)
@@ -23,7 +29,14 @@ def openai_error(
 class ServiceError(Exception):
     """An error a route answers with (status, OpenAI error body)."""
 
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", param: str | None = None, code: str | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        kind: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.kind, self.param, self.code = status, message, kind, param, code
 

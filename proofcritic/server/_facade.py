@@ -86,9 +86,19 @@ def pipelines() -> dict[str, str]:
     return {"grade": _DESCRIPTIONS["grade"]} | {
         name: _DESCRIPTIONS.get(name, f"the {name} solving strategy") for name in STRATEGIES
     }
+
+
 #: a line that separates the problem from the proof in a ``proofcritic/grade`` message
 PROOF_MARKER = re.compile(r"^[ \t]*##[ \t]*Proof[ \t]*:?[ \t]*$", re.IGNORECASE | re.MULTILINE)
-_COMMON_OPTIONS = ("max_calls", "max_tokens", "reference_solution", "grading_guidelines", "max_points", "score_mode", "transcript")
+_COMMON_OPTIONS = (
+    "max_calls",
+    "max_tokens",
+    "reference_solution",
+    "grading_guidelines",
+    "max_points",
+    "score_mode",
+    "transcript",
+)
 
 router = APIRouter(tags=["OpenAI-compatible"])
 
@@ -134,12 +144,17 @@ def _last_user_text(messages: list[dict[str, Any]]) -> str:
 
 
 def pipeline_of(model: str) -> str:
-    name = model[len(PREFIX):] if model.startswith(PREFIX) else None
+    name = model[len(PREFIX) :] if model.startswith(PREFIX) else None
     offered = pipelines()
     if name not in offered:
         known = ", ".join(PREFIX + p for p in offered)
-        raise ServiceError(404, f"The model `{model}` does not exist; this service offers {known}.",
-                           kind="invalid_request_error", param="model", code="model_not_found")
+        raise ServiceError(
+            404,
+            f"The model `{model}` does not exist; this service offers {known}.",
+            kind="invalid_request_error",
+            param="model",
+            code="model_not_found",
+        )
     return name
 
 
@@ -147,17 +162,23 @@ def split_problem_and_proof(text: str) -> tuple[str, str]:
     """``problem ... ## Proof ... proof`` -> (problem, proof), split at the first marker line."""
     match = PROOF_MARKER.search(text)
     if match is None:
-        raise InputError("proofcritic/grade needs the proof: put it after a line '## Proof' in the message, "
-                         "or in the option proofcritic.proof")
-    problem, proof = text[: match.start()].strip(), text[match.end():].strip()
+        raise InputError(
+            "proofcritic/grade needs the proof: put it after a line '## Proof' in the message, "
+            "or in the option proofcritic.proof"
+        )
+    problem, proof = text[: match.start()].strip(), text[match.end() :].strip()
     problem = re.sub(r"^[ \t]*##[ \t]*Problem[ \t]*:?[ \t]*\n", "", problem, flags=re.IGNORECASE)
     return problem, proof
 
 
 def _sampling(body: ChatBody) -> SamplingOptions:
     try:
-        return SamplingOptions(temperature=body.temperature, top_p=body.top_p,
-                        max_tokens=body.max_completion_tokens or body.max_tokens, seed=body.seed)
+        return SamplingOptions(
+            temperature=body.temperature,
+            top_p=body.top_p,
+            max_tokens=body.max_completion_tokens or body.max_tokens,
+            seed=body.seed,
+        )
     except ValidationError as error:
         raise ServiceError(400, validation_line(error), param=first_error(error)[0]) from None
 
@@ -167,8 +188,11 @@ def build_request(body: ChatBody, max_input_chars: int | None = None) -> tuple[s
     (its texts held to ``max_input_chars``, as :func:`check_request`)."""
     pipeline = pipeline_of(body.model)
     if body.n not in (None, 1):
-        raise ServiceError(400, "n must be 1 (for several verifications of a proof use proofcritic.n with proofcritic/grade)",
-                           param="n")
+        raise ServiceError(
+            400,
+            "n must be 1 (for several verifications of a proof use proofcritic.n with proofcritic/grade)",
+            param="n",
+        )
     options = dict(body.proofcritic or {})
     text = _last_user_text(body.messages)
     common = {k: options.pop(k) for k in _COMMON_OPTIONS if k in options}
@@ -203,8 +227,9 @@ def _verification_json(v: Verification) -> dict[str, Any]:
 
 
 def _issues(verifications: list[Verification]) -> list[dict[str, Any]]:
-    return [{"verification": index, **i.model_dump(mode="json")}
-            for index, v in enumerate(verifications) for i in v.issues]
+    return [
+        {"verification": index, **i.model_dump(mode="json")} for index, v in enumerate(verifications) for i in v.issues
+    ]
 
 
 def _verified(verifications: list[Verification]) -> bool:
@@ -248,29 +273,37 @@ def grade_report(result: GradeResult) -> str:
     """The grading as the message content: the aggregate, then each verification."""
     a = result.aggregate
     if a.valid:
-        head = (f"Score: {a.mean:.3g} (mean of {a.valid}/{a.n} scored verifications; min {a.min:g}, "
-                f"majority {a.majority:g}) = {a.points:.3g}/{a.max_points:g} points ({counts_note(a)})")
+        head = (
+            f"Score: {a.mean:.3g} (mean of {a.valid}/{a.n} scored verifications; min {a.min:g}, "
+            f"majority {a.majority:g}) = {a.points:.3g}/{a.max_points:g} points ({counts_note(a)})"
+        )
     else:
         head = f"No score: none of the {a.n} verifications produced one, so the proof has no verdict."
     parts = [head]
     for index, v in enumerate(result.verifications, start=1):
         score = "no score" if v.score is None else f"score {shown_score(v)}"
-        parts.append(f"## Verification {index}: {score}\n\n" + (v.analysis.strip() or v.format_error or "(no analysis)"))
+        parts.append(
+            f"## Verification {index}: {score}\n\n" + (v.analysis.strip() or v.format_error or "(no analysis)")
+        )
     return "\n\n".join(parts)
 
 
-def completion_body(model: str, content: str, finish_reason: str, usage: dict[str, Any], evidence: dict[str, Any]) -> dict[str, Any]:
+def completion_body(
+    model: str, content: str, finish_reason: str, usage: dict[str, Any], evidence: dict[str, Any]
+) -> dict[str, Any]:
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": content},
-            "finish_reason": finish_reason,
-            "logprobs": None,
-        }],
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": finish_reason,
+                "logprobs": None,
+            }
+        ],
         "usage": {
             "prompt_tokens": usage["prompt_tokens"],
             "completion_tokens": usage["completion_tokens"],
@@ -281,7 +314,10 @@ def completion_body(model: str, content: str, finish_reason: str, usage: dict[st
 
 
 async def execute(
-    service: GradingService, pipeline: str, request: GradeRequest | SolveRequest, transcript: bool,
+    service: GradingService,
+    pipeline: str,
+    request: GradeRequest | SolveRequest,
+    transcript: bool,
     on_round: Callable[[str, int, dict[str, Any]], None] | None = None,
 ) -> tuple[str, str, dict[str, Any], dict[str, Any]]:
     """Run the pipeline: (content, finish reason, usage, evidence); failures as ServiceError."""
@@ -296,7 +332,9 @@ async def execute(
     except InputError as error:
         raise ServiceError(400, str(error), param="proofcritic") from None
     except AuthenticationError as error:
-        raise ServiceError(502, f"the upstream model refused the service's key: {error}", kind="upstream_error") from None
+        raise ServiceError(
+            502, f"the upstream model refused the service's key: {error}", kind="upstream_error"
+        ) from None
     except ModelNotFoundError as error:
         raise ServiceError(502, f"the upstream model is not served: {error}", kind="upstream_error") from None
     except ContextLengthError as error:  # the request is too long for the model: the client's to fix, as with OpenAI
@@ -306,8 +344,12 @@ async def execute(
         # retries, or the circuit breaker open: the upstream is unavailable (503); anything else
         # is a bad answer (502)
         unavailable = error.retryable or isinstance(error, CircuitOpenError)
-        raise ServiceError(503 if unavailable else 502, f"the upstream model failed: {upstream_message(error)}",
-                           kind="upstream_error", code="upstream_unavailable" if unavailable else "upstream_error") from None
+        raise ServiceError(
+            503 if unavailable else 502,
+            f"the upstream model failed: {upstream_message(error)}",
+            kind="upstream_error",
+            code="upstream_unavailable" if unavailable else "upstream_error",
+        ) from None
     finally:
         service.settle(usage)
 
@@ -317,15 +359,29 @@ def upstream_message(error: BaseException) -> str:
     return " ".join([str(error), *getattr(error, "__notes__", ())])
 
 
-def _chunk(ident: str, created: int, model: str, delta: dict[str, Any] | None, finish: str | None = None,
-           **extra: Any) -> bytes:
+def _chunk(
+    ident: str, created: int, model: str, delta: dict[str, Any] | None, finish: str | None = None, **extra: Any
+) -> bytes:
     choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]
-    body = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model, "choices": choices, **extra}
+    body = {
+        "id": ident,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": choices,
+        **extra,
+    }
     return b"data: " + json.dumps(body, ensure_ascii=False).encode() + b"\n\n"
 
 
-def stream_chat(service: GradingService, body: ChatBody, pipeline: str, request: GradeRequest | SolveRequest,
-                transcript: bool, keep_alive: float = 5.0) -> StreamingResponse:
+def stream_chat(
+    service: GradingService,
+    body: ChatBody,
+    pipeline: str,
+    request: GradeRequest | SolveRequest,
+    transcript: bool,
+    keep_alive: float = 5.0,
+) -> StreamingResponse:
     """The answer as an OpenAI stream (see the module docstring)."""
     ident, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     include_usage = bool((body.stream_options or {}).get("include_usage"))
@@ -353,7 +409,11 @@ def stream_chat(service: GradingService, body: ChatBody, pipeline: str, request:
             try:
                 content, finish, usage, evidence = task.result()
             except ServiceError as error:
-                yield b"data: " + json.dumps(error_body(error.message, error.kind, error.param, error.code)).encode() + b"\n\n"
+                yield (
+                    b"data: "
+                    + json.dumps(error_body(error.message, error.kind, error.param, error.code)).encode()
+                    + b"\n\n"
+                )
                 return
             if content:
                 yield _chunk(ident, created, body.model, {"content": content})
@@ -366,8 +426,9 @@ def stream_chat(service: GradingService, body: ChatBody, pipeline: str, request:
             if not task.done():  # the client went away: stop spending on its answer
                 task.cancel()
 
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
 
 
 async def run_chat(service: GradingService, body: ChatBody) -> dict[str, Any]:
@@ -384,8 +445,14 @@ async def list_models(request: Request) -> dict[str, Any]:
     return {
         "object": "list",
         "data": [
-            {"id": PREFIX + name, "object": "model", "created": created, "owned_by": "proofcritic",
-             "description": description, "upstream": service.model.name}
+            {
+                "id": PREFIX + name,
+                "object": "model",
+                "created": created,
+                "owned_by": "proofcritic",
+                "description": description,
+                "upstream": service.model.name,
+            }
             for name, description in pipelines().items()
         ],
     }

@@ -39,7 +39,9 @@ from ..promptset import PromptSet
 from ..types import GradeResult, Problem, Proof
 from ..verifier import DEFAULT_SCORE_MODE, PointsVerifier, ScoreMode
 
-ScoreModeField = Field(None, description="Verifier score mode (default: the service's, text unless `serve --score-mode` says otherwise).")
+ScoreModeField = Field(
+    None, description="Verifier score mode (default: the service's, text unless `serve --score-mode` says otherwise)."
+)
 
 
 class _ProblemRequest(BaseModel):
@@ -49,14 +51,19 @@ class _ProblemRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     problem: str | dict[str, Any] = Field(
-        ..., description="The statement, or an object with statement/problem, reference_solution, grading_guidelines, max_points, id."
+        ...,
+        description="The statement, or an object with statement/problem, reference_solution, grading_guidelines, max_points, id.",
     )
     reference_solution: str | None = None
     grading_guidelines: str | None = None
     max_points: float | None = Field(None, gt=0)
     sampling: SamplingOptions = Field(default_factory=SamplingOptions)
-    max_calls: int | None = Field(None, ge=1, description="Model calls this request may make (capped by the service's limit).")
-    max_tokens: int | None = Field(None, ge=1, description="Tokens this request may spend (capped by the service's limit).")
+    max_calls: int | None = Field(
+        None, ge=1, description="Model calls this request may make (capped by the service's limit)."
+    )
+    max_tokens: int | None = Field(
+        None, ge=1, description="Tokens this request may spend (capped by the service's limit)."
+    )
 
     def to_problem(self) -> Problem:
         record: dict[str, Any] = dict(self.problem) if isinstance(self.problem, dict) else {"statement": self.problem}
@@ -76,9 +83,12 @@ class GradeRequest(_ProblemRequest):
     n: SampleCount = Field(1, description="Verifications of the proof.")
     score_mode: ScoreMode | None = ScoreModeField
     scale: Literal["ternary", "points"] = Field(
-        "ternary", description="ternary: a score in {0, 0.5, 1}; points: whole points 0..max_points (text scores only).")
+        "ternary", description="ternary: a score in {0, 0.5, 1}; points: whole points 0..max_points (text scores only)."
+    )
     scheme: str | list[dict[str, Any]] | dict[str, Any] | None = Field(
-        None, description="With scale points: a marking scheme (text, or a grading_scheme.json entry or checkpoint list).")
+        None,
+        description="With scale points: a marking scheme (text, or a grading_scheme.json entry or checkpoint list).",
+    )
     normalize: bool = Field(False, description="Grade a neutral rewrite of the proof (the result keeps it).")
 
     @model_validator(mode="after")
@@ -231,10 +241,19 @@ class GradingService:
                 verifier = roles.verifier
                 if request.scale == "points":
                     verifier = PointsVerifier(self.model, prompts=self.prompts, config=roles.verifier.config)
-                normalizer = Normalizer(self.model, prompts=self.prompts, config=roles.verifier.config) \
-                    if request.normalize else None
-                return await grade(verifier, self.problem(request), Proof(text=request.proof), n=request.n,
-                                   scheme=request.scheme, normalizer=normalizer)
+                normalizer = (
+                    Normalizer(self.model, prompts=self.prompts, config=roles.verifier.config)
+                    if request.normalize
+                    else None
+                )
+                return await grade(
+                    verifier,
+                    self.problem(request),
+                    Proof(text=request.proof),
+                    n=request.n,
+                    scheme=request.scheme,
+                    normalizer=normalizer,
+                )
             except BudgetExceeded as error:
                 raise InputError(f"grading needs more than this request's budget: {error}") from None
 
@@ -250,15 +269,22 @@ class GradingService:
             strategy.on_round = on_round
         budget = self.budget(request)
         return await solve_problem(
-            strategy, self.problem(request), self.roles(request), state_dir=state_dir,
-            max_calls=budget.max_calls if budget else None, max_tokens=budget.max_tokens if budget else None,
+            strategy,
+            self.problem(request),
+            self.roles(request),
+            state_dir=state_dir,
+            max_calls=budget.max_calls if budget else None,
+            max_tokens=budget.max_tokens if budget else None,
         )
 
     async def label(self, request: LabelRequest) -> LabelResult:
         roles = self.roles(request)
         with budget_scope(self.budget(request)):
             return await label_proof(
-                roles.verifier, roles.meta_verifier, self.problem(request), Proof(text=request.proof),
+                roles.verifier,
+                roles.meta_verifier,
+                self.problem(request),
+                Proof(text=request.proof),
                 request.label_config(),
             )
 

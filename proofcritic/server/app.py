@@ -91,10 +91,21 @@ class Guard:
     def _protected(self, path: str) -> bool:
         return path == "/v1" or path.startswith("/v1/") or (self.protect_docs and path in DOC_PATHS)
 
-    async def _answer(self, send: Send, status: int, body: dict[str, Any], headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    async def _answer(
+        self, send: Send, status: int, body: dict[str, Any], headers: Sequence[tuple[bytes, bytes]] = ()
+    ) -> None:
         data = json.dumps(body).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()), *headers]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(data)).encode()),
+                    *headers,
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": data})
 
     def _authorized(self, scope: Scope) -> bool:
@@ -115,12 +126,15 @@ class Guard:
         path: str = scope.get("path", "")
         if self.keys and self._protected(path) and not self._authorized(scope):
             return await self._answer(
-                send, 401, error_body("Missing or incorrect API key: send 'Authorization: Bearer KEY'.",
-                                      code="invalid_api_key"),
+                send,
+                401,
+                error_body("Missing or incorrect API key: send 'Authorization: Bearer KEY'.", code="invalid_api_key"),
                 [(b"www-authenticate", b'Bearer realm="proofcritic"')],
             )
         length = next((v for k, v in scope.get("headers", ()) if k == b"content-length"), None)
-        too_large = error_body(f"The request body is larger than the limit of {self.max} bytes.", code="request_too_large")
+        too_large = error_body(
+            f"The request body is larger than the limit of {self.max} bytes.", code="request_too_large"
+        )
         if length is not None:
             try:
                 if int(length) > self.max:
@@ -191,7 +205,9 @@ class JobRunner:
     def start(self) -> None:
         for job_id in self.store.requeue_unfinished():
             self.queue.put_nowait(job_id)
-        self.tasks = [asyncio.create_task(self._worker(), name=f"job-worker-{i}") for i in range(self.settings.max_jobs)]
+        self.tasks = [
+            asyncio.create_task(self._worker(), name=f"job-worker-{i}") for i in range(self.settings.max_jobs)
+        ]
 
     async def stop(self) -> None:
         self.stopping = True
@@ -336,8 +352,13 @@ def create_app(settings: ServerSettings) -> FastAPI:
         if settings.timeout is not None:
             model.set_timeout(settings.timeout)
         service = GradingService(
-            model, prompts=settings.prompts, config=settings.config, score_mode=settings.score_mode,
-            max_calls=settings.max_calls, max_tokens=settings.max_tokens, retry=settings.retry,
+            model,
+            prompts=settings.prompts,
+            config=settings.config,
+            score_mode=settings.score_mode,
+            max_calls=settings.max_calls,
+            max_tokens=settings.max_tokens,
+            retry=settings.retry,
             max_input_chars=settings.max_input_chars,
         )
         store = JobStore(settings.db_path)
@@ -362,8 +383,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
-    app.add_middleware(Guard, api_keys=settings.api_keys, max_body_bytes=settings.max_body_bytes,
-                       protect_docs=settings.protect_docs)
+    app.add_middleware(
+        Guard, api_keys=settings.api_keys, max_body_bytes=settings.max_body_bytes, protect_docs=settings.protect_docs
+    )
 
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, error: ServiceError) -> JSONResponse:
@@ -380,13 +402,20 @@ def create_app(settings: ServerSettings) -> FastAPI:
         kind = "not_found_error" if error.status_code == 404 else "invalid_request_error"
         return openai_error(error.status_code, str(error.detail), kind, headers=getattr(error, "headers", None))
 
-    @app.api_route("/health", methods=["GET", "HEAD"], tags=["service"],
-                   summary="Liveness for load balancers (no key needed; tells nothing about the jobs)")
+    @app.api_route(
+        "/health",
+        methods=["GET", "HEAD"],
+        tags=["service"],
+        summary="Liveness for load balancers (no key needed; tells nothing about the jobs)",
+    )
     async def health(request: Request) -> dict[str, Any]:
         return {"status": "ok", "uptime_s": round(time.time() - request.app.state.started, 3)}
 
-    @app.get("/v1/stats", tags=["service"],
-             summary="Job counts by state, upstream usage, and the upstream's per-endpoint counters")
+    @app.get(
+        "/v1/stats",
+        tags=["service"],
+        summary="Job counts by state, upstream usage, and the upstream's per-endpoint counters",
+    )
     async def stats(request: Request) -> dict[str, Any]:
         state = request.app.state
         service: GradingService = state.service
@@ -400,8 +429,13 @@ def create_app(settings: ServerSettings) -> FastAPI:
         endpoints = service.endpoint_stats()
         if endpoints is not None:
             upstream["endpoints"] = endpoints
-        return {"object": "stats", "uptime_s": round(time.time() - state.started, 3), "jobs": jobs,
-                "jobs_in_queue": state.runner.queue.qsize(), "upstream": upstream}
+        return {
+            "object": "stats",
+            "uptime_s": round(time.time() - state.started, 3),
+            "jobs": jobs,
+            "jobs_in_queue": state.runner.queue.qsize(),
+            "upstream": upstream,
+        }
 
     def _submit(request: Request, kind: str, body: Any) -> JSONResponse:
         try:
@@ -426,8 +460,11 @@ def create_app(settings: ServerSettings) -> FastAPI:
         return _submit(request, "label", body)
 
     @app.get("/v1/jobs", tags=["jobs"], summary="The newest jobs")
-    async def list_jobs(request: Request, status: str | None = Query(None, pattern="^(queued|running|done|failed|cancelled)$"),
-                        limit: int = Query(100, ge=1, le=1000)) -> dict[str, Any]:
+    async def list_jobs(
+        request: Request,
+        status: str | None = Query(None, pattern="^(queued|running|done|failed|cancelled)$"),
+        limit: int = Query(100, ge=1, le=1000),
+    ) -> dict[str, Any]:
         return {"object": "list", "data": request.app.state.store.list(status, limit)}
 
     def _get(request: Request, job_id: str) -> dict[str, Any]:
@@ -445,12 +482,18 @@ def create_app(settings: ServerSettings) -> FastAPI:
         if previous is None:
             raise ServiceError(404, f"no job {job_id!r}", kind="not_found_error", code="job_not_found")
         if previous in FINAL:
-            raise ServiceError(409, f"job {job_id!r} is already {previous}; only a queued or running job can be cancelled",
-                               code="job_finished")
+            raise ServiceError(
+                409,
+                f"job {job_id!r} is already {previous}; only a queued or running job can be cancelled",
+                code="job_finished",
+            )
         return _job_json(_get(request, job_id), request.app.state.store)
 
-    @app.delete("/v1/jobs/{job_id}", tags=["jobs"],
-                summary="Cancel a queued or running job (409 once it is done, failed or cancelled)")
+    @app.delete(
+        "/v1/jobs/{job_id}",
+        tags=["jobs"],
+        summary="Cancel a queued or running job (409 once it is done, failed or cancelled)",
+    )
     async def delete_job(job_id: str, request: Request) -> dict[str, Any]:
         return _cancel(request, job_id)
 
@@ -458,8 +501,12 @@ def create_app(settings: ServerSettings) -> FastAPI:
     async def cancel_job(job_id: str, request: Request) -> dict[str, Any]:
         return _cancel(request, job_id)
 
-    @app.get("/v1/jobs/{job_id}/events", tags=["jobs"], summary="A job's progress as server-sent events",
-             response_class=StreamingResponse)
+    @app.get(
+        "/v1/jobs/{job_id}/events",
+        tags=["jobs"],
+        summary="A job's progress as server-sent events",
+        response_class=StreamingResponse,
+    )
     async def job_events(job_id: str, request: Request, after: int = Query(0, ge=0)) -> StreamingResponse:
         _get(request, job_id)
         store: JobStore = request.app.state.store
@@ -482,8 +529,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
                 except asyncio.TimeoutError:
                     yield b": keep-alive\n\n"
 
-        return StreamingResponse(stream(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )
 
     app.include_router(facade_router)
     return app

@@ -88,9 +88,7 @@ class JobStore:
 
     # -- writing ----------------------------------------------------------------------------------
     def _event(self, job_id: str, type_: str, data: dict[str, Any], now: float) -> int:
-        (seq,) = self._db.execute(
-            "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE job_id = ?", (job_id,)
-        ).fetchone()
+        (seq,) = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE job_id = ?", (job_id,)).fetchone()
         self._db.execute(
             "INSERT INTO events (job_id, seq, time, type, data) VALUES (?, ?, ?, ?, ?)",
             (job_id, seq, now, type_, _json(data)),
@@ -123,7 +121,11 @@ class JobStore:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 row = self._db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
-                seq = None if row is None or row["status"] in FINAL else self._event(job_id, type_, data or {}, time.time())
+                seq = (
+                    None
+                    if row is None or row["status"] in FINAL
+                    else self._event(job_id, type_, data or {}, time.time())
+                )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -152,28 +154,43 @@ class JobStore:
             row = self._db.execute("SELECT attempts FROM jobs WHERE id = ?", (job_id,)).fetchone()
         attempt = (row["attempts"] if row else 0) + 1
         seq = self._transition(
-            job_id, "UPDATE jobs SET status = 'running', attempts = ?, started = ? WHERE status = 'queued' AND id = ?",
-            (attempt, time.time()), "started", {"attempt": attempt},
+            job_id,
+            "UPDATE jobs SET status = 'running', attempts = ?, started = ? WHERE status = 'queued' AND id = ?",
+            (attempt, time.time()),
+            "started",
+            {"attempt": attempt},
         )
         return attempt if seq is not None else None
 
     def finish(self, job_id: str, result: dict[str, Any], summary: dict[str, Any] | None = None) -> bool:
         """The running job is done with ``result``; ``summary`` goes into the final event.
         False (nothing recorded) when the job is no longer running (it was cancelled)."""
-        return self._transition(
-            job_id, "UPDATE jobs SET status = 'done', result = ?, error = NULL, error_kind = NULL, finished = ? "
-            "WHERE status = 'running' AND id = ?",
-            (_json(result), time.time()), "done", summary or {},
-        ) is not None
+        return (
+            self._transition(
+                job_id,
+                "UPDATE jobs SET status = 'done', result = ?, error = NULL, error_kind = NULL, finished = ? "
+                "WHERE status = 'running' AND id = ?",
+                (_json(result), time.time()),
+                "done",
+                summary or {},
+            )
+            is not None
+        )
 
     def fail(self, job_id: str, message: str, kind: str) -> bool:
         """The running job failed: ``kind`` is ``input`` (the request is wrong), ``context`` (too
         long for the model's context), ``backend`` or ``internal``. False (nothing recorded) when the job is no longer running."""
-        return self._transition(
-            job_id, "UPDATE jobs SET status = 'failed', error = ?, error_kind = ?, finished = ? "
-            "WHERE status = 'running' AND id = ?",
-            (message, kind, time.time()), "failed", {"error": message, "error_kind": kind},
-        ) is not None
+        return (
+            self._transition(
+                job_id,
+                "UPDATE jobs SET status = 'failed', error = ?, error_kind = ?, finished = ? "
+                "WHERE status = 'running' AND id = ?",
+                (message, kind, time.time()),
+                "failed",
+                {"error": message, "error_kind": kind},
+            )
+            is not None
+        )
 
     def cancel(self, job_id: str, data: dict[str, Any] | None = None) -> str | None:
         """Cancel a queued or running job (its final event ``cancelled`` carries ``data`` and the

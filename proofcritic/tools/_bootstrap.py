@@ -117,8 +117,7 @@ class _FdFinder:
                 origin = os.path.join(base, candidate)
                 loader = _FdLoader(dir_fd, candidate, origin)
                 # a loader by duck typing (create_module, exec_module): importlib.abc is not imported here
-                spec = importlib.util.spec_from_loader(
-                    name, loader, origin=origin, is_package=package)  # type: ignore[arg-type]
+                spec = importlib.util.spec_from_loader(name, loader, origin=origin, is_package=package)  # type: ignore[arg-type]
                 assert spec is not None  # a loader was given
                 if package:
                     spec.submodule_search_locations = [os.path.join(base, rel)]
@@ -158,10 +157,16 @@ def _unshare(flags):
 
 
 def _mount(source, target, fstype, flags, data=None):
-    return _c().mount(
-        source.encode() if source else None, target.encode(), fstype.encode() if fstype else None,
-        ctypes.c_ulong(flags), data.encode() if data else None,
-    ) == 0
+    return (
+        _c().mount(
+            source.encode() if source else None,
+            target.encode(),
+            fstype.encode() if fstype else None,
+            ctypes.c_ulong(flags),
+            data.encode() if data else None,
+        )
+        == 0
+    )
 
 
 def _private_mounts(cfg, applied):
@@ -185,13 +190,19 @@ def _private_mounts(cfg, applied):
             return False
         covered = ["/tmp"]
         for path in SHARED_WRITABLE:
-            if (os.path.isdir(path) and not os.path.islink(path)
-                    and _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,{TMPFS_SIZE}")):
+            if (
+                os.path.isdir(path)
+                and not os.path.islink(path)
+                and _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,{TMPFS_SIZE}")
+            ):
                 covered.append(path)
         if cfg.get("hide_home"):
             for path in ("/home", "/root"):
-                if (os.path.isdir(path) and not os.path.islink(path)
-                        and _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1048576")):
+                if (
+                    os.path.isdir(path)
+                    and not os.path.islink(path)
+                    and _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1048576")
+                ):
                     covered.append(path)
             applied.append("hide-home")
         for path, fd in held:
@@ -482,8 +493,9 @@ def _run_checked(code, cfg, meta, applied):
                 msg = str(e)
             except BaseException:
                 msg = "<unprintable>"
-            _emit(meta, {"event": "exception", "type": type(e).__name__,
-                         "message": msg[:20000], "traceback": tb[-20000:]})
+            _emit(
+                meta, {"event": "exception", "type": type(e).__name__, "message": msg[:20000], "traceback": tb[-20000:]}
+            )
         try:
             sys.stderr.write(tb)
         except BaseException:
@@ -783,12 +795,25 @@ def _install_guards(workdir, meta, main_pid):
                 if not _inside(a):
                     _deny(a)
             return fn(*args, **kwargs)
+
         guarded.__name__ = fn.__name__
         return guarded
 
-    for name, n in (("remove", 1), ("unlink", 1), ("rmdir", 1), ("mkdir", 1),
-                    ("makedirs", 1), ("rename", 2), ("replace", 2), ("symlink", 2),
-                    ("link", 2), ("chmod", 1), ("chown", 1), ("truncate", 1), ("utime", 1)):
+    for name, n in (
+        ("remove", 1),
+        ("unlink", 1),
+        ("rmdir", 1),
+        ("mkdir", 1),
+        ("makedirs", 1),
+        ("rename", 2),
+        ("replace", 2),
+        ("symlink", 2),
+        ("link", 2),
+        ("chmod", 1),
+        ("chown", 1),
+        ("truncate", 1),
+        ("utime", 1),
+    ):
         if hasattr(os, name):
             setattr(os, name, wrap_path_fn(getattr(os, name), n))
 
@@ -812,8 +837,16 @@ def _install_guards(workdir, meta, main_pid):
 
     for name in ("socket", "SocketType"):
         setattr(socket, name, _NoSocket)
-    for name in ("create_connection", "create_server", "socketpair", "fromfd",
-                 "getaddrinfo", "gethostbyname", "gethostbyname_ex", "gethostbyaddr"):
+    for name in (
+        "create_connection",
+        "create_server",
+        "socketpair",
+        "fromfd",
+        "getaddrinfo",
+        "gethostbyname",
+        "gethostbyname_ex",
+        "gethostbyaddr",
+    ):
         if hasattr(socket, name):
             setattr(socket, name, no_net)
 

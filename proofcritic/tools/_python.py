@@ -17,8 +17,10 @@ def render_sandbox_result(result: SandboxResult, *, max_chars: int = 4000, timeo
     parts.append(clip_text(stdout, max_chars) if stdout else "(nothing was printed)")
     if result.exception is not None:
         last = result.exception.traceback.strip().splitlines()[-6:]
-        parts.append("Error:\n" + clip_text("\n".join(last) or f"{result.exception.type}: {result.exception.message}",
-                                            max_chars // 2))
+        parts.append(
+            "Error:\n"
+            + clip_text("\n".join(last) or f"{result.exception.type}: {result.exception.message}", max_chars // 2)
+        )
     elif result.stderr.strip():
         parts.append("stderr:\n" + clip_text(result.stderr.rstrip("\n"), max_chars // 2))
     limits = {
@@ -47,8 +49,15 @@ class PythonTool:
     language = "python"
     aliases: tuple[str, ...] = ("py", "python3", "sympy")
 
-    def __init__(self, pool: SandboxPool | None = None, *, timeout: float = 10.0, max_chars: int = 4000,
-                 workers: int = 4, **limits: Any):
+    def __init__(
+        self,
+        pool: SandboxPool | None = None,
+        *,
+        timeout: float = 10.0,
+        max_chars: int = 4000,
+        workers: int = 4,
+        **limits: Any,
+    ):
         self._own_pool = pool is None
         self.pool = pool if pool is not None else SandboxPool(workers=workers)
         self.timeout = timeout

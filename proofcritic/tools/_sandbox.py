@@ -63,11 +63,37 @@ _BOOTSTRAP = str(Path(__file__).with_name("_bootstrap.py"))
 #: in a directory the unprivileged uid cannot read (e.g. pyenv under /root),
 #: only these (and what they pull in) can be imported by the user code.
 DEFAULT_PRELOAD: tuple[str, ...] = (
-    "sympy", "mpmath", "math", "cmath", "fractions", "decimal", "numbers",
-    "itertools", "functools", "collections", "operator", "heapq", "bisect",
-    "random", "statistics", "re", "json", "string", "typing", "dataclasses",
-    "copy", "pprint", "textwrap", "time", "datetime", "traceback", "io",
-    "pathlib", "socket", "subprocess", "tempfile",
+    "sympy",
+    "mpmath",
+    "math",
+    "cmath",
+    "fractions",
+    "decimal",
+    "numbers",
+    "itertools",
+    "functools",
+    "collections",
+    "operator",
+    "heapq",
+    "bisect",
+    "random",
+    "statistics",
+    "re",
+    "json",
+    "string",
+    "typing",
+    "dataclasses",
+    "copy",
+    "pprint",
+    "textwrap",
+    "time",
+    "datetime",
+    "traceback",
+    "io",
+    "pathlib",
+    "socket",
+    "subprocess",
+    "tempfile",
 )
 
 _UID_BASE = 61000
@@ -185,8 +211,13 @@ class SandboxUnavailable(RuntimeError):
 def _python_roots() -> list[str]:
     """The folders the interpreter needs, bound read-only into the sandbox: its prefixes (the
     virtual environment and the installation it was made from), outside ``/usr``."""
-    candidates = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
-                  os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))}
+    candidates = {
+        sys.prefix,
+        sys.base_prefix,
+        sys.exec_prefix,
+        sys.base_exec_prefix,
+        os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))),
+    }
     roots: set[str] = set()
     home = os.path.realpath(os.path.expanduser("~"))
     for path in candidates:
@@ -211,8 +242,15 @@ def _bwrap_command(*, server: bool, network: bool) -> list[str]:
     """The ``bwrap ... --`` prefix of a check (or of the fork server, which keeps the capabilities
     it needs to give each check namespaces of its own and then drops them in the check)."""
     root = os.geteuid() == 0
-    cmd = [shutil.which("bwrap") or "bwrap", "--die-with-parent", "--new-session",
-           "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+    cmd = [
+        shutil.which("bwrap") or "bwrap",
+        "--die-with-parent",
+        "--new-session",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+    ]
     if not network:
         cmd.append("--unshare-net")
     if not root:
@@ -220,7 +258,8 @@ def _bwrap_command(*, server: bool, network: bool) -> list[str]:
     # the fork server prepares each check's mounts (under /tmp, owned by the check's uid) before
     # the check drops every capability
     caps = (["CAP_SETUID", "CAP_SETGID"] if root else []) + (
-        ["CAP_SYS_ADMIN", "CAP_DAC_OVERRIDE", "CAP_CHOWN"] if server else [])
+        ["CAP_SYS_ADMIN", "CAP_DAC_OVERRIDE", "CAP_CHOWN"] if server else []
+    )
     cmd += ["--cap-drop", "ALL"]
     for cap in caps:
         cmd += ["--cap-add", cap]
@@ -265,14 +304,21 @@ def bwrap_status() -> tuple[bool, str]:
                 try:
                     done = subprocess.run(
                         _bwrap_command(server=False, network=False) + [sys.executable, "-I", "-S", "-c", "pass"],
-                        stdin=subprocess.DEVNULL, capture_output=True, timeout=30, check=False,
+                        stdin=subprocess.DEVNULL,
+                        capture_output=True,
+                        timeout=30,
+                        check=False,
                     )
                     if done.returncode == 0:
                         _bwrap_probe["ok"] = "1"
                     else:
-                        _bwrap_probe["reason"] = "bwrap cannot run here: " + (
-                            done.stderr.decode("utf-8", "replace").strip().splitlines() or [f"exit status {done.returncode}"]
-                        )[-1]
+                        _bwrap_probe["reason"] = (
+                            "bwrap cannot run here: "
+                            + (
+                                done.stderr.decode("utf-8", "replace").strip().splitlines()
+                                or [f"exit status {done.returncode}"]
+                            )[-1]
+                        )
                 except (OSError, subprocess.TimeoutExpired) as exc:
                     _bwrap_probe["reason"] = f"bwrap cannot run here: {exc}"
         return bool(_bwrap_probe["ok"]), _bwrap_probe["reason"] or ""
@@ -331,12 +377,18 @@ def run_python(
         uid = _uids.acquire()
     if cpu_time is None:
         cpu_time = max(1, int(timeout + 0.999))
-    nproc = max_processes if uid is not None else (
-        None if os.geteuid() == 0 else _count_own_processes() + max_processes)
+    nproc = (
+        max_processes if uid is not None else (None if os.geteuid() == 0 else _count_own_processes() + max_processes)
+    )
     cfg = {
-        "network": network, "uid": uid, "preload": list(preload), "cpu": cpu_time,
+        "network": network,
+        "uid": uid,
+        "preload": list(preload),
+        "cpu": cpu_time,
         "memory": memory_mb * 1024 * 1024 if memory_mb else None,
-        "nproc": nproc, "fsize": max_file_size, "nofile": max_open_files,
+        "nproc": nproc,
+        "fsize": max_file_size,
+        "nofile": max_open_files,
     }
     proc = None
     pipes: list[int] = []
@@ -375,19 +427,36 @@ def _spawn_cold(code: str, cfg: dict, use_bwrap: bool):
     meta_r, meta_w = os.pipe()
     env = {"PATH": "/usr/bin:/bin", "HOME": "/", "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8"}
     if use_bwrap:
-        cfg = {**cfg, "namespaces": False, "workdir": "/tmp", "outer": ["bwrap", "ro-root", "pidns", "mountns",
-               "tmpfs", "procfs", "ipcns", "utsns"] + ([] if cfg["network"] else ["netns"]),
-               "fd_finder": False}
+        cfg = {
+            **cfg,
+            "namespaces": False,
+            "workdir": "/tmp",
+            "outer": ["bwrap", "ro-root", "pidns", "mountns", "tmpfs", "procfs", "ipcns", "utsns"]
+            + ([] if cfg["network"] else ["netns"]),
+            "fd_finder": False,
+        }
         prefix = _bwrap_command(server=False, network=cfg["network"])
     else:
-        cfg = {**cfg, "namespaces": PER_CHECK_NAMESPACES, "workdir": None, "hide_home": True, "keep": _python_roots(),
-               "parent": os.getpid(), "fd_finder": True}
+        cfg = {
+            **cfg,
+            "namespaces": PER_CHECK_NAMESPACES,
+            "workdir": None,
+            "hide_home": True,
+            "keep": _python_roots(),
+            "parent": os.getpid(),
+            "fd_finder": True,
+        }
         prefix = []
     try:
         proc = subprocess.Popen(
             prefix + [sys.executable, "-I", "-B", _BOOTSTRAP, json.dumps({**cfg, "meta_fd": meta_w})],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            cwd="/", env=env, pass_fds=(meta_w,), start_new_session=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd="/",
+            env=env,
+            pass_fds=(meta_w,),
+            start_new_session=True,
         )
     except BaseException:
         os.close(meta_r)
@@ -470,8 +539,9 @@ class ForkServer:
     ``close`` stops it. Thread-safe.
     """
 
-    def __init__(self, preload: Sequence[str] = DEFAULT_PRELOAD, *, drop_privileges: bool = True,
-                 bwrap: bool | None = None):
+    def __init__(
+        self, preload: Sequence[str] = DEFAULT_PRELOAD, *, drop_privileges: bool = True, bwrap: bool | None = None
+    ):
         self.preload = list(preload)
         self.drop_privileges = drop_privileges
         self._want_bwrap = bwrap
@@ -492,17 +562,25 @@ class ForkServer:
             self.bwrap = _use_bwrap(self._want_bwrap)
             mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             try:
-                cfg = {"preload": self.preload, "control_fd": theirs.fileno(),
-                       "fd_finder": self.drop_privileges and os.geteuid() == 0 and not self.bwrap,
-                       "outer": ["bwrap", "ro-root"] if self.bwrap else []}
+                cfg = {
+                    "preload": self.preload,
+                    "control_fd": theirs.fileno(),
+                    "fd_finder": self.drop_privileges and os.geteuid() == 0 and not self.bwrap,
+                    "outer": ["bwrap", "ro-root"] if self.bwrap else [],
+                }
                 if not self.bwrap:
                     cfg["parent"] = os.getpid()
                 prefix = _bwrap_command(server=True, network=False) if self.bwrap else []
                 env = {"PATH": "/usr/bin:/bin", "HOME": "/", "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8"}
                 self._proc = subprocess.Popen(
                     prefix + [sys.executable, "-I", "-B", _BOOTSTRAP, "--serve", json.dumps(cfg)],
-                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                    cwd="/", env=env, pass_fds=(theirs.fileno(),), start_new_session=True,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    cwd="/",
+                    env=env,
+                    pass_fds=(theirs.fileno(),),
+                    start_new_session=True,
                 )
             except OSError:
                 mine.close()
@@ -653,25 +731,29 @@ def _supervise(proc, out_r, err_r, meta_r, start, timeout, max_output, uid, work
         elif ev.get("event") == "exit" and isinstance(ev.get("status"), int):
             rc = os.waitstatus_to_exitcode(ev["status"])  # the code's own process, reported by its reaper
         elif ev.get("event") == "workdir" and str(ev.get("path", "")).startswith(
-                os.path.join(tempfile.gettempdir(), "proofcritic-sbx-")):
+            os.path.join(tempfile.gettempdir(), "proofcritic-sbx-")
+        ):
             workdirs.append(ev["path"])
         elif ev.get("event") == "exception" and exception is None:
-            exception = SandboxException(type=ev["type"], message=ev["message"],
-                                         traceback=ev["traceback"])
+            exception = SandboxException(type=ev["type"], message=ev["message"], traceback=ev["traceback"])
     if uid is not None and "setuid" in applied:
         applied.append("kill-by-uid")
     stderr = bufs["stderr"].decode("utf-8", "replace")
     if limit is None:
         if (exception is not None and exception.type == "MemoryError") or (
-                exception is None and "MemoryError" in stderr):
+            exception is None and "MemoryError" in stderr
+        ):
             limit = "memory"
         elif rc == -signal.SIGXCPU or rc == -signal.SIGKILL:
             # SIGXCPU: RLIMIT_CPU soft limit; SIGKILL we did not send: its hard limit
             limit = "cpu"
         elif rc == -signal.SIGSEGV and "as" in applied:
             limit = "memory"  # allocation failure outside Python's MemoryError path
-        elif nproc_event or (exception is not None and exception.type == "BlockingIOError"
-                             and "Resource temporarily unavailable" in exception.message):
+        elif nproc_event or (
+            exception is not None
+            and exception.type == "BlockingIOError"
+            and "Resource temporarily unavailable" in exception.message
+        ):
             limit = "processes"
     elif limit == "timeout" and nproc_event:
         limit = "processes"
@@ -706,18 +788,25 @@ class SandboxPool:
         if defaults.get("bwrap") is None:
             usable, reason = bwrap_status()
             if not usable and "PROOFCRITIC_BWRAP" not in reason:
-                warnings.warn(f"the sandbox runs without bubblewrap ({reason}); see the README's "
-                              "'Security' section for what that leaves out", RuntimeWarning, stacklevel=2)
+                warnings.warn(
+                    f"the sandbox runs without bubblewrap ({reason}); see the README's "
+                    "'Security' section for what that leaves out",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
         self._server: ForkServer | None = None
         if warm:
-            self._server = ForkServer(defaults.get("preload", DEFAULT_PRELOAD),
-                                      drop_privileges=defaults.get("drop_privileges", True),
-                                      bwrap=defaults.get("bwrap"))
+            self._server = ForkServer(
+                defaults.get("preload", DEFAULT_PRELOAD),
+                drop_privileges=defaults.get("drop_privileges", True),
+                bwrap=defaults.get("bwrap"),
+            )
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox")
         # one semaphore per event loop: a pool lives across asyncio.run calls, an asyncio
         # semaphore is bound to the loop that first waited on it
         self._sems: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
-            weakref.WeakKeyDictionary())
+            weakref.WeakKeyDictionary()
+        )
 
     async def run(self, code: str, **kwargs) -> SandboxResult:
         """Run one check (``run_python``'s keyword arguments override the pool's defaults)."""

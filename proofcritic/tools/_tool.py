@@ -162,8 +162,7 @@ def find_tool_call(text: str, languages: Iterable[str]) -> ToolCallBlock | None:
         body_start = opening.end() + 1 if opening.end() < len(text) else opening.end()
         closing = None
         for candidate in _FENCE.finditer(text, body_start):
-            if (candidate.group(1)[0] == fence[0] and len(candidate.group(1)) >= len(fence)
-                    and not candidate.group(2)):
+            if candidate.group(1)[0] == fence[0] and len(candidate.group(1)) >= len(fence) and not candidate.group(2):
                 closing = candidate
                 break
         if language in wanted:

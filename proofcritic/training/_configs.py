@@ -37,8 +37,10 @@ class _CommonFields:
 
     model: str = field(
         default="smollm2",
-        metadata={"help": "Model to train: a local folder, a hub id, or smollm2 (the embedded SmolLM2-135M-Instruct). "
-                  "A transformers/ prefix is accepted and dropped."},
+        metadata={
+            "help": "Model to train: a local folder, a hub id, or smollm2 (the embedded SmolLM2-135M-Instruct). "
+            "A transformers/ prefix is accepted and dropped."
+        },
     )
     train_file: str | None = field(default=None, metadata={"help": "Training data, a JSONL file."})
     eval_file: str | None = field(default=None, metadata={"help": "Evaluation data, a JSONL file (optional)."})
@@ -51,8 +53,10 @@ class _CommonFields:
     )
     metrics_file: str | None = field(
         default=None,
-        metadata={"help": "JSONL log of every logging step (loss; rewards and reward components of GRPO); "
-                  "default OUTPUT_DIR/proofcritic_metrics.jsonl."},
+        metadata={
+            "help": "JSONL log of every logging step (loss; rewards and reward components of GRPO); "
+            "default OUTPUT_DIR/proofcritic_metrics.jsonl."
+        },
     )
 
 
@@ -89,9 +93,11 @@ class ProofcriticGRPOConfig(GRPOConfig, _CommonFields):
     role: str = field(default="verifier", metadata={"help": "Role to train: verifier, meta_verifier or generator."})
     reward_model: str | None = field(
         default=None,
-        metadata={"help": "BACKEND/MODEL that scores (e.g. transformers/PATH, vllm/NAME): the meta-verifier for "
-                  "role verifier (optional: without it R_meta = 1), the verifier (and meta-verifier) for role "
-                  "generator (required). Unused for role meta_verifier."},
+        metadata={
+            "help": "BACKEND/MODEL that scores (e.g. transformers/PATH, vllm/NAME): the meta-verifier for "
+            "role verifier (optional: without it R_meta = 1), the verifier (and meta-verifier) for role "
+            "generator (required). Unused for role meta_verifier."
+        },
     )
     reward_model_base_url: str | None = field(
         default=None, metadata={"help": "Server URL of an openai/vllm/sglang reward model (default: the engine's)."}
@@ -104,8 +110,10 @@ class ProofcriticGRPOConfig(GRPOConfig, _CommonFields):
     )
     reward_model_dtype: str | None = field(
         default=None,
-        metadata={"help": "Weight type of a local reward model (transformers/, vllm-offline/): auto, float32, "
-                  "bfloat16 or float16 (default: float32 on a CPU; see the CLI's --dtype)."},
+        metadata={
+            "help": "Weight type of a local reward model (transformers/, vllm-offline/): auto, float32, "
+            "bfloat16 or float16 (default: float32 on a CPU; see the CLI's --dtype)."
+        },
     )
     reward_model_threads: int | None = field(
         default=None,
@@ -149,9 +157,11 @@ class ProofcriticGRPOConfig(GRPOConfig, _CommonFields):
         else:
             steps = self.steps_per_generation or self.gradient_accumulation_steps
             batch = self.per_device_train_batch_size * steps
-            how = (f"per_device_train_batch_size {self.per_device_train_batch_size} x "
-                   f"{'steps_per_generation' if self.steps_per_generation else 'gradient_accumulation_steps'} "
-                   f"{steps} = {batch}")
+            how = (
+                f"per_device_train_batch_size {self.per_device_train_batch_size} x "
+                f"{'steps_per_generation' if self.steps_per_generation else 'gradient_accumulation_steps'} "
+                f"{steps} = {batch}"
+            )
         if batch % self.num_generations:
             raise ConfigError(
                 f"the generation batch ({how}, per process) is not divisible by num_generations "

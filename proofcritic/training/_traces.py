@@ -87,16 +87,18 @@ def pairs_from_traces(
         prompt = None
         seen: set[tuple[str, str]] = set()
         for i, (worse, worse_score) in enumerate(proofs):
-            for better, better_score in proofs[i + 1:]:
+            for better, better_score in proofs[i + 1 :]:
                 if better_score - worse_score > min_gain and better != worse and (better, worse) not in seen:
                     seen.add((better, worse))
                     prompt = prompt or _prompt(problem, prompts)
-                    pairs.append({
-                        "prompt": prompt,
-                        "chosen": [{"role": "assistant", "content": better}],
-                        "rejected": [{"role": "assistant", "content": worse}],
-                        "problem_id": pid,
-                        "chosen_score": better_score,
-                        "rejected_score": worse_score,
-                    })
+                    pairs.append(
+                        {
+                            "prompt": prompt,
+                            "chosen": [{"role": "assistant", "content": better}],
+                            "rejected": [{"role": "assistant", "content": worse}],
+                            "problem_id": pid,
+                            "chosen_score": better_score,
+                            "rejected_score": worse_score,
+                        }
+                    )
     return pairs

@@ -148,8 +148,14 @@ class CotrainConfig(BaseModel):
             candidate = (base / path).resolve()
             return str(candidate) if candidate.exists() or value.startswith(".") or "/" in value else value
 
-        return self.model_copy(update={"problems": fix(self.problems), "dv": fix(self.dv), "dmv": fix(self.dmv),
-                                       "base_model": fix(self.base_model)})
+        return self.model_copy(
+            update={
+                "problems": fix(self.problems),
+                "dv": fix(self.dv),
+                "dmv": fix(self.dmv),
+                "base_model": fix(self.base_model),
+            }
+        )
 
 
 def load_cotrain_config(source: str | Path | dict[str, Any] | CotrainConfig) -> CotrainConfig:
@@ -211,8 +217,15 @@ def _fsync_dir(path: Path) -> None:
 class _Iteration:
     """The steps of one iteration; each ``run_step`` is skipped when already done."""
 
-    def __init__(self, config: CotrainConfig, workdir: Path, k: int, log: Callable[[str], None], progress: bool = False,
-                 fail_at: str | None = None):
+    def __init__(
+        self,
+        config: CotrainConfig,
+        workdir: Path,
+        k: int,
+        log: Callable[[str], None],
+        progress: bool = False,
+        fail_at: str | None = None,
+    ):
         self.config, self.workdir, self.k, self.log, self.progress = config, workdir, k, log, progress
         self.fail_at = fail_at
         self.dir = workdir / f"iter_{k}"
@@ -240,8 +253,16 @@ class _Iteration:
             if stale.exists():
                 shutil.rmtree(stale)
         tmp.mkdir(parents=True)
-        manifest = {"step": step, "iteration": self.k, "status": "running", "inputs": inputs, "outputs": {},
-                    "started": _now(), "finished": None, "pid": os.getpid()}
+        manifest = {
+            "step": step,
+            "iteration": self.k,
+            "status": "running",
+            "inputs": inputs,
+            "outputs": {},
+            "started": _now(),
+            "finished": None,
+            "pid": os.getpid(),
+        }
         _write_manifest(tmp, manifest)
         self.log(f"iter_{self.k}/{step}: running")
         started = time.monotonic()
@@ -303,10 +324,18 @@ def _verifier_examples(path: str | Path | None) -> list:
     if not rows:
         return []
     if all("prompt" in r and "reference_score" in r for r in rows):
-        return [VerifierExample(problem=problem_from_record({"problem": r["problem"]}) if isinstance(r["problem"], dict)
-                                else problem_from_record({"statement": r["problem"]}),
-                                proof=r["proof"], score=r["reference_score"], source=r.get("source", ""),
-                                id=r.get("id", "")) for r in rows]
+        return [
+            VerifierExample(
+                problem=problem_from_record({"problem": r["problem"]})
+                if isinstance(r["problem"], dict)
+                else problem_from_record({"statement": r["problem"]}),
+                proof=r["proof"],
+                score=r["reference_score"],
+                source=r.get("source", ""),
+                id=r.get("id", ""),
+            )
+            for r in rows
+        ]
     return examples_from_jsonl(path)
 
 
@@ -320,11 +349,20 @@ def _meta_examples(path: str | Path | None) -> list:
     if not rows:
         return []
     if all("prompt" in r and "reference_meta_score" in r for r in rows):
-        return [MetaExample(problem=problem_from_record({"problem": r["problem"]}) if isinstance(r["problem"], dict)
-                            else problem_from_record({"statement": r["problem"]}),
-                            proof=r["proof"], analysis=r["analysis"], analysis_score=r.get("analysis_score"),
-                            meta_score=r["reference_meta_score"], source=r.get("source", ""), id=r.get("id", ""))
-                for r in rows]
+        return [
+            MetaExample(
+                problem=problem_from_record({"problem": r["problem"]})
+                if isinstance(r["problem"], dict)
+                else problem_from_record({"statement": r["problem"]}),
+                proof=r["proof"],
+                analysis=r["analysis"],
+                analysis_score=r.get("analysis_score"),
+                meta_score=r["reference_meta_score"],
+                source=r.get("source", ""),
+                id=r.get("id", ""),
+            )
+            for r in rows
+        ]
     return meta_examples_from_jsonl(path)
 
 
@@ -336,8 +374,9 @@ def _copy_model(source: Path, target: Path) -> None:
 # --------------------------------------------------------------------------- steps
 
 
-def _grpo(config: CotrainConfig, role: str, *, model: str, train_file: Path, output_dir: Path,
-          reward_model: str | None) -> str:
+def _grpo(
+    config: CotrainConfig, role: str, *, model: str, train_file: Path, output_dir: Path, reward_model: str | None
+) -> str:
     from .recipes import load_config, train_grpo
 
     overrides: dict[str, Any] = {**config.grpo, **getattr(config, role)}
@@ -360,14 +399,16 @@ def _step_verifier(config: CotrainConfig, it: _Iteration, start: str, dv: Path, 
             data = tmp / "dv_rows.jsonl"
             write_jsonl(d_v, data)
             reward = f"transformers/{start}" if config.verifier_meta_reward else None
-            current = _grpo(config, "verifier", model=start, train_file=data, output_dir=tmp / "verifier_run",
-                            reward_model=reward)
+            current = _grpo(
+                config, "verifier", model=start, train_file=data, output_dir=tmp / "verifier_run", reward_model=reward
+            )
             outputs["verifier_run"] = "verifier_run"
         if d_mv:
             data = tmp / "dmv_rows.jsonl"
             write_jsonl(d_mv, data)
-            current = _grpo(config, "meta_verifier", model=current, train_file=data, output_dir=tmp / "meta_run",
-                            reward_model=None)
+            current = _grpo(
+                config, "meta_verifier", model=current, train_file=data, output_dir=tmp / "meta_run", reward_model=None
+            )
             outputs["meta_verifier_run"] = "meta_run"
         if current == start:  # nothing to train on: the checkpoint carries over
             _copy_model(Path(resolve(start)), tmp / "model")
@@ -400,13 +441,22 @@ def _step_generator(config: CotrainConfig, it: _Iteration):
     start, verifier = it.path("generator_init", "model"), it.path("verifier", "model")
 
     def body(tmp: Path) -> dict[str, Any]:
-        out = _grpo(config, "generator", model=str(start), train_file=Path(config.problems),
-                    output_dir=tmp / "run", reward_model=f"transformers/{verifier}")
+        out = _grpo(
+            config,
+            "generator",
+            model=str(start),
+            train_file=Path(config.problems),
+            output_dir=tmp / "run",
+            reward_model=f"transformers/{verifier}",
+        )
         os.replace(out, tmp / "model")
         return {"model": "model"}
 
-    return it.run_step("generator", {"model": str(start), "reward_model": f"transformers/{verifier}",
-                                     "problems": config.problems}, body)
+    return it.run_step(
+        "generator",
+        {"model": str(start), "reward_model": f"transformers/{verifier}", "problems": config.problems},
+        body,
+    )
 
 
 def _problems(path: str) -> dict[str, Any]:
@@ -432,17 +482,24 @@ def _step_sample(config: CotrainConfig, it: _Iteration):
         from ..pipelines.solve import get_strategy, solve_jsonl
 
         sampling = GenerateConfig(max_tokens=params.max_tokens, temperature=params.temperature, top_p=params.top_p)
-        model = get_model(f"transformers/{generator}", cache=False, defaults=sampling, dtype=params.dtype,
-                          threads=params.threads)
+        model = get_model(
+            f"transformers/{generator}", cache=False, defaults=sampling, dtype=params.dtype, threads=params.threads
+        )
         roles = Roles.from_models(model, config=sampling)
         strategy = get_strategy("single", samples=params.n, verify_n=0, keep_invalid=params.keep_invalid)
 
         async def main():
             try:
                 with it.live("sample", model) as progress:
-                    return await solve_jsonl(strategy, roles, config.problems, tmp / "solve.jsonl",
-                                             state_dir=tmp / "solve.state", concurrency=params.concurrency,
-                                             on_progress=progress)
+                    return await solve_jsonl(
+                        strategy,
+                        roles,
+                        config.problems,
+                        tmp / "solve.jsonl",
+                        state_dir=tmp / "solve.state",
+                        concurrency=params.concurrency,
+                        on_progress=progress,
+                    )
             finally:
                 await model.aclose()
 
@@ -461,15 +518,28 @@ def _step_sample(config: CotrainConfig, it: _Iteration):
                 text = (entry.get("proof") or "").strip()
                 if not text or not (entry.get("format_ok") or params.keep_invalid):
                     continue
-                proofs.append({"id": f"{problem.id}-s{entry.get('sample', len(proofs))}",
-                               "problem": problem.model_dump(mode="json"), "proof": text,
-                               "self_score": entry.get("self_score"), "format_ok": entry.get("format_ok")})
+                proofs.append(
+                    {
+                        "id": f"{problem.id}-s{entry.get('sample', len(proofs))}",
+                        "problem": problem.model_dump(mode="json"),
+                        "proof": text,
+                        "self_score": entry.get("self_score"),
+                        "format_ok": entry.get("format_ok"),
+                    }
+                )
         _write_rows(tmp / "proofs.jsonl", proofs)
-        return {"solve": "solve.jsonl", "proofs": "proofs.jsonl", "generations": generations,
-                "proofs_count": len(proofs), "solve_errors": stats.errors, "model_calls": model.usage.calls}
+        return {
+            "solve": "solve.jsonl",
+            "proofs": "proofs.jsonl",
+            "generations": generations,
+            "proofs_count": len(proofs),
+            "solve_errors": stats.errors,
+            "model_calls": model.usage.calls,
+        }
 
-    return it.run_step("sample", {"generator": str(generator), "problems": config.problems,
-                                  "params": params.model_dump()}, body)
+    return it.run_step(
+        "sample", {"generator": str(generator), "problems": config.problems, "params": params.model_dump()}, body
+    )
 
 
 def _step_label(config: CotrainConfig, it: _Iteration):
@@ -488,26 +558,42 @@ def _step_label(config: CotrainConfig, it: _Iteration):
         counts = {"labeled_count": 0, "review_count": 0, "errors": 0, "model_calls": 0}
         if _read_rows(proofs):
             sampling = GenerateConfig(max_tokens=params.max_tokens, temperature=params.temperature)
-            model = get_model(f"transformers/{verifier_path}", cache=False, defaults=sampling, dtype=params.dtype,
-                              threads=params.threads)
+            model = get_model(
+                f"transformers/{verifier_path}",
+                cache=False,
+                defaults=sampling,
+                dtype=params.dtype,
+                threads=params.threads,
+            )
 
             async def main():
                 try:
                     with it.live("label", model) as progress:
-                        return await label_jsonl(Verifier(model, config=sampling), MetaVerifier(model, config=sampling),
-                                                 proofs, labels, review,
-                                                 config=params.label_config(),
-                                                 concurrency=params.concurrency, on_progress=progress)
+                        return await label_jsonl(
+                            Verifier(model, config=sampling),
+                            MetaVerifier(model, config=sampling),
+                            proofs,
+                            labels,
+                            review,
+                            config=params.label_config(),
+                            concurrency=params.concurrency,
+                            on_progress=progress,
+                        )
                 finally:
                     await model.aclose()
 
             stats = asyncio.run(main())
-            counts.update(labeled_count=stats.extra.get("labeled", 0), review_count=stats.extra.get("review", 0),
-                          errors=stats.errors, model_calls=model.usage.calls)
+            counts.update(
+                labeled_count=stats.extra.get("labeled", 0),
+                review_count=stats.extra.get("review", 0),
+                errors=stats.errors,
+                model_calls=model.usage.calls,
+            )
         return {"labels": "labels.jsonl", "review": "review.jsonl", **counts}
 
-    return it.run_step("label", {"verifier": str(verifier_path), "proofs": str(proofs),
-                                 "params": params.model_dump()}, body)
+    return it.run_step(
+        "label", {"verifier": str(verifier_path), "proofs": str(proofs), "params": params.model_dump()}, body
+    )
 
 
 def _step_merge(it: _Iteration, dv: Path, dmv: Path | None):
@@ -527,8 +613,14 @@ def _step_merge(it: _Iteration, dv: Path, dmv: Path | None):
         d_v, d_mv = deduplicate([*old_v, *new_v]), deduplicate([*old_mv, *new_mv])
         write_jsonl(d_v, tmp / "dv.jsonl")
         write_jsonl(d_mv, tmp / "dmv.jsonl")
-        return {"dv": "dv.jsonl", "dmv": "dmv.jsonl", "dv_rows": len(d_v), "dmv_rows": len(d_mv),
-                "dv_added": len(d_v) - len(old_v), "dmv_added": len(d_mv) - len(old_mv)}
+        return {
+            "dv": "dv.jsonl",
+            "dmv": "dmv.jsonl",
+            "dv_rows": len(d_v),
+            "dmv_rows": len(d_mv),
+            "dv_added": len(d_v) - len(old_v),
+            "dmv_added": len(d_mv) - len(old_mv),
+        }
 
     return it.run_step("merge", {"dv": str(dv), "dmv": str(dmv) if dmv else None, "labels": str(labels)}, body)
 
@@ -538,8 +630,10 @@ def generation_text(proof: str, self_analysis: str, self_score: float) -> str:
     ``## Self Evaluation`` opening with the evaluation marker, then the boxed self-score)."""
     from ..parsing import EVALUATION_MARKER, SCORE_MARKER, format_score
 
-    return (f"## Solution\n{proof.strip()}\n\n## Self Evaluation\n{EVALUATION_MARKER}\n{self_analysis.strip()}"
-            f"\n\n{SCORE_MARKER}\n\\boxed{{{format_score(self_score)}}}")
+    return (
+        f"## Solution\n{proof.strip()}\n\n## Self Evaluation\n{EVALUATION_MARKER}\n{self_analysis.strip()}"
+        f"\n\n{SCORE_MARKER}\n\\boxed{{{format_score(self_score)}}}"
+    )
 
 
 def _rft_rows(it: _Iteration) -> list[dict[str, Any]]:
@@ -562,22 +656,38 @@ def _rft_rows(it: _Iteration) -> list[dict[str, Any]]:
         label = float(record["label"])
         if label >= min_label and label == best.get(problem.id):
             source = proofs.get(record.get("proof_id") or record.get("id"), {})
-            entry = next((e for e in (solve.get(problem.id, {}).get("transcript") or [])
-                          if (e.get("proof") or "").strip() == record["proof"].strip()), None)
+            entry = next(
+                (
+                    e
+                    for e in (solve.get(problem.id, {}).get("transcript") or [])
+                    if (e.get("proof") or "").strip() == record["proof"].strip()
+                ),
+                None,
+            )
             if entry is not None and entry.get("format_ok"):
-                completion = generation_text(entry["proof"], entry.get("self_analysis") or "",
-                                             entry.get("self_score") or 0)
+                completion = generation_text(
+                    entry["proof"], entry.get("self_analysis") or "", entry.get("self_score") or 0
+                )
                 messages = prompts.render("generate", problem=problem)
-                rows.append({"prompt": [{"role": m.role, "content": m.content} for m in messages],
-                             "completion": [{"role": "assistant", "content": completion}], "role": "generator",
-                             "source_id": source.get("id")})
+                rows.append(
+                    {
+                        "prompt": [{"role": m.role, "content": m.content} for m in messages],
+                        "completion": [{"role": "assistant", "content": completion}],
+                        "role": "generator",
+                        "source_id": source.get("id"),
+                    }
+                )
         for analysis in record.get("analyses") or []:
             verification = analysis.get("verification") or {}
             if analysis.get("score") == label and verification.get("format_ok") and verification.get("raw"):
                 messages = prompts.render("verify", problem=problem, proof=record["proof"])
-                rows.append({"prompt": [{"role": m.role, "content": m.content} for m in messages],
-                             "completion": [{"role": "assistant", "content": verification["raw"]}],
-                             "role": "verifier"})
+                rows.append(
+                    {
+                        "prompt": [{"role": m.role, "content": m.content} for m in messages],
+                        "completion": [{"role": "assistant", "content": verification["raw"]}],
+                        "role": "verifier",
+                    }
+                )
     unique: dict[str, dict[str, Any]] = {}  # the same sample kept twice would only weigh double
     for row in rows:
         unique.setdefault(json.dumps([row["prompt"], row["completion"]], sort_keys=True), row)
@@ -595,13 +705,22 @@ def _step_rft(config: CotrainConfig, it: _Iteration):
         if not rows:  # nothing passed the rejection: the generator checkpoint carries over
             _copy_model(generator, tmp / "model")
             return {"model": "model", "rows": 0, "rft_rows": "rft_rows.jsonl", "trained": False}
-        overrides = {**config.rft.sft, "model": str(generator), "train_file": str(tmp / "rft_rows.jsonl"),
-                     "output_dir": str(tmp / "run")}
+        overrides = {
+            **config.rft.sft,
+            "model": str(generator),
+            "train_file": str(tmp / "rft_rows.jsonl"),
+            "output_dir": str(tmp / "run"),
+        }
         out = train_sft(load_config(None, overrides, recipe="sft"))
         os.replace(out, tmp / "model")
         by_role = {role: sum(1 for r in rows if r["role"] == role) for role in ("generator", "verifier")}
-        return {"model": "model", "rows": len(rows), "rows_by_role": by_role, "rft_rows": "rft_rows.jsonl",
-                "trained": True}
+        return {
+            "model": "model",
+            "rows": len(rows),
+            "rows_by_role": by_role,
+            "rft_rows": "rft_rows.jsonl",
+            "trained": True,
+        }
 
     return it.run_step("rft", {"generator": str(generator), "labels": str(it.path("label", "labels"))}, body)
 
@@ -651,6 +770,7 @@ def cotrain(
             checkpoint = it.path("rft", "model")
         dv, dmv = it.path("merge", "dv"), it.path("merge", "dmv")
         start = str(checkpoint)
-        summary.append({"iteration": k, "ran": it.ran, "skipped": it.skipped, "checkpoint": start,
-                        "dv": str(dv), "dmv": str(dmv)})
+        summary.append(
+            {"iteration": k, "ran": it.ran, "skipped": it.skipped, "checkpoint": start, "dv": str(dv), "dmv": str(dmv)}
+        )
     return {"iterations": summary, "checkpoint": start}

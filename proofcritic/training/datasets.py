@@ -134,8 +134,9 @@ def examples_from_labels(records: Iterable[LabelResult | Mapping[str, Any]] | st
         if record.get("status") != "labeled" or record.get("label") is None or "error" in record:
             continue
         problem = problem_from_record({"problem": record["problem"]})
-        out.append(_with_id(VerifierExample(problem=problem, proof=record["proof"], score=record["label"],
-                                            source="label")))
+        out.append(
+            _with_id(VerifierExample(problem=problem, proof=record["proof"], score=record["label"], source="label"))
+        )
     return out
 
 
@@ -154,9 +155,18 @@ def meta_examples_from_labels(records: Iterable[LabelResult | Mapping[str, Any]]
             text = verification.get("analysis") or verification.get("raw") or ""
             if not text.strip():
                 continue
-            out.append(_with_id(MetaExample(problem=problem, proof=record["proof"], analysis=text,
-                                            analysis_score=analysis.get("score"), meta_score=meta_score,
-                                            source="label")))
+            out.append(
+                _with_id(
+                    MetaExample(
+                        problem=problem,
+                        proof=record["proof"],
+                        analysis=text,
+                        analysis_score=analysis.get("score"),
+                        meta_score=meta_score,
+                        source="label",
+                    )
+                )
+            )
     return out
 
 
@@ -214,8 +224,17 @@ def examples_from_jsonl(path: str | Path) -> list[VerifierExample]:
             score = points_to_score(float(record["points"]), problem.max_points)
         else:
             raise InputError(f"{path} line {line}: no 'score' (or 'points')")
-        out.append(_with_id(VerifierExample(problem=problem, proof=str(record.get("proof", "")), score=score,
-                                            source=str(path), id=str(record.get("id", "")))))
+        out.append(
+            _with_id(
+                VerifierExample(
+                    problem=problem,
+                    proof=str(record.get("proof", "")),
+                    score=score,
+                    source=str(path),
+                    id=str(record.get("id", "")),
+                )
+            )
+        )
     return out
 
 
@@ -226,12 +245,19 @@ def meta_examples_from_jsonl(path: str | Path) -> list[MetaExample]:
         if record.get("meta_score") is None or not record.get("analysis"):
             raise InputError(f"{path} line {line}: D_mv records need 'analysis' and 'meta_score'")
         score = record.get("analysis_score")
-        out.append(_with_id(MetaExample(
-            problem=_problem_of(record, line), proof=str(record.get("proof", "")), analysis=str(record["analysis"]),
-            analysis_score=None if score is None else _score(score, "analysis_score", line),
-            meta_score=_score(record["meta_score"], "meta_score", line), source=str(path),
-            id=str(record.get("id", "")),
-        )))
+        out.append(
+            _with_id(
+                MetaExample(
+                    problem=_problem_of(record, line),
+                    proof=str(record.get("proof", "")),
+                    analysis=str(record["analysis"]),
+                    analysis_score=None if score is None else _score(score, "analysis_score", line),
+                    meta_score=_score(record["meta_score"], "meta_score", line),
+                    source=str(path),
+                    id=str(record.get("id", "")),
+                )
+            )
+        )
     return out
 
 
@@ -273,13 +299,27 @@ def _row(example: VerifierExample | MetaExample, prompts: PromptSet) -> dict[str
         messages = prompts.render("verify", problem=example.problem, proof=example.proof)
         extra: dict[str, Any] = {"reference_score": example.score}
     else:
-        messages = prompts.render("meta_verify", problem=example.problem, proof=example.proof,
-                                  analysis=example.analysis, score=example.analysis_score)
-        extra = {"analysis": example.analysis, "analysis_score": example.analysis_score,
-                 "reference_meta_score": example.meta_score}
+        messages = prompts.render(
+            "meta_verify",
+            problem=example.problem,
+            proof=example.proof,
+            analysis=example.analysis,
+            score=example.analysis_score,
+        )
+        extra = {
+            "analysis": example.analysis,
+            "analysis_score": example.analysis_score,
+            "reference_meta_score": example.meta_score,
+        }
     prompt = [{"role": m.role, "content": m.content} for m in messages]
-    return {"id": example.id, "prompt": prompt, "problem": problem, "proof": example.proof, **extra,
-            "source": example.source}
+    return {
+        "id": example.id,
+        "prompt": prompt,
+        "problem": problem,
+        "proof": example.proof,
+        **extra,
+        "source": example.source,
+    }
 
 
 def to_rows(examples: Iterable[VerifierExample | MetaExample], prompts: PromptSet | None = None) -> list[dict]:
@@ -301,8 +341,9 @@ def to_dataset(examples: Iterable[VerifierExample | MetaExample], prompts: Promp
     return Dataset.from_list(to_rows(examples, prompts))
 
 
-def write_jsonl(examples: Iterable[VerifierExample | MetaExample], path: str | Path,
-                prompts: PromptSet | None = None) -> int:
+def write_jsonl(
+    examples: Iterable[VerifierExample | MetaExample], path: str | Path, prompts: PromptSet | None = None
+) -> int:
     """Write the rows of :func:`to_rows` to ``path``, one JSON object a line; returns the count."""
     rows = to_rows(examples, prompts)
     path = Path(path)

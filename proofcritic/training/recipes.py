@@ -155,8 +155,10 @@ def _generator_row(row: dict[str, Any], where: str) -> dict[str, Any]:
         raise InputError(f"{where}: a generator row needs 'problem' (a statement or a problem object)")
     problem = Problem(statement=problem) if isinstance(problem, str) else Problem.model_validate(problem)
     messages = PromptSet.load().render("generate", problem=problem)
-    return {"prompt": [{"role": m.role, "content": m.content} for m in messages],
-            "problem": problem.model_dump(mode="json")}
+    return {
+        "prompt": [{"role": m.role, "content": m.content} for m in messages],
+        "problem": problem.model_dump(mode="json"),
+    }
 
 
 def _reward_model(config: ProofcriticGRPOConfig):
@@ -221,8 +223,9 @@ def _tokenizer(model_path: str):
 
 
 def _mean(values: list[Any]) -> float | None:
-    numbers = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)
-               and not math.isnan(float(v))]
+    numbers = [
+        float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(float(v))
+    ]
     return sum(numbers) / len(numbers) if numbers else None
 
 
@@ -374,7 +377,8 @@ def _trl_checkpointing_names() -> Iterator[None]:
     avoids. Only these three are hidden."""
     with warnings.catch_warnings():
         warnings.filterwarnings(
-            "ignore", category=FutureWarning,
+            "ignore",
+            category=FutureWarning,
             message=r"`(is_gradient_checkpointing|gradient_checkpointing_enable|gradient_checkpointing_disable)` is deprecated",
         )
         yield

@@ -58,8 +58,14 @@ __all__ = [
 
 ALPHA = 0.76  #: weight of R_Y, the verifier's score of the proof (SPEC section 2)
 BETA = 0.24  #: weight of R_Z, the quality of the self-evaluation
-_ROLES = {"verifier": "verifier", "verify": "verifier", "meta_verifier": "meta_verifier",
-          "meta_verify": "meta_verifier", "generator": "generator", "generate": "generator"}
+_ROLES = {
+    "verifier": "verifier",
+    "verify": "verifier",
+    "meta_verifier": "meta_verifier",
+    "meta_verify": "meta_verifier",
+    "generator": "generator",
+    "generate": "generator",
+}
 T = TypeVar("T")
 _SCORE_COLUMNS = ("reference_score", "reference_meta_score")
 
@@ -211,8 +217,11 @@ class _FormatReward(RewardFunction):
         self.role = role
 
     def _one(self, text: str, row: dict[str, Any]) -> dict[str, Any]:
-        parse = {"verifier": parse_verification, "meta_verifier": parse_meta_verification,
-                 "generator": parse_generation}[self.role]
+        parse = {
+            "verifier": parse_verification,
+            "meta_verifier": parse_meta_verification,
+            "generator": parse_generation,
+        }[self.role]
         parsed = parse(text)
         r_format = 1.0 if parsed.format_ok else 0.0
         return {"reward": r_format, "r_format": r_format, "format_error": parsed.format_error}
@@ -237,8 +246,13 @@ class _MetaVerifierReward(RewardFunction):
         if reference is None:
             return {"reward": None, "r_format": r_format, "ms_pred": parsed.score, "ms_ref": None}
         r_score = score_reward(parsed.score, reference)
-        return {"reward": r_format * r_score, "r_format": r_format, "r_score": r_score,
-                "ms_pred": parsed.score, "ms_ref": reference}
+        return {
+            "reward": r_format * r_score,
+            "r_format": r_format,
+            "r_score": r_score,
+            "ms_pred": parsed.score,
+            "ms_ref": reference,
+        }
 
 
 def make_meta_verifier_reward() -> RewardFunction:
@@ -325,8 +339,16 @@ def make_verifier_reward(
 class _GeneratorReward(_ModelReward):
     columns = ("problem",)
 
-    def __init__(self, verifier: Verifier, meta_verifier: MetaVerifier | None, alpha: float, beta: float,
-                 n_verify: int, n_meta: int, meta_on_failure: float | None):
+    def __init__(
+        self,
+        verifier: Verifier,
+        meta_verifier: MetaVerifier | None,
+        alpha: float,
+        beta: float,
+        n_verify: int,
+        n_meta: int,
+        meta_on_failure: float | None,
+    ):
         super().__init__("generator_reward")
         self.verifier, self.meta_verifier = verifier, meta_verifier
         self.alpha, self.beta = alpha, beta
@@ -351,8 +373,9 @@ class _GeneratorReward(_ModelReward):
             if r_score == 0.0:
                 r_meta = None  # R_Z is 0 whatever the meta-verifier says
             else:
-                as_verification = Verification(raw=generation.raw, analysis=generation.self_analysis,
-                                               score=generation.self_score, format_ok=True)
+                as_verification = Verification(
+                    raw=generation.raw, analysis=generation.self_analysis, score=generation.self_score, format_ok=True
+                )
                 r_meta, meta_scores = await _meta_score(
                     self.meta_verifier, problem, generation.proof, as_verification, self.n_meta
                 )

@@ -131,13 +131,15 @@ class CriticVerifier:
         """The first turn of a conversation."""
         active = self.tools if self.max_tool_calls > 0 else []
         return _render(
-            critic_prompts(self.prompts), "critic_verify",
-            problem=problem, proof=proof, tools=active, max_tool_calls=self.max_tool_calls,
+            critic_prompts(self.prompts),
+            "critic_verify",
+            problem=problem,
+            proof=proof,
+            tools=active,
+            max_tool_calls=self.max_tool_calls,
         )
 
-    async def verify(
-        self, problem: Problem, proof: str, n: int = 1, *, seed: int | None = None
-    ) -> list[Verification]:
+    async def verify(self, problem: Problem, proof: str, n: int = 1, *, seed: int | None = None) -> list[Verification]:
         """``n`` independent tool-interactive verifications of ``proof``, run concurrently."""
         base = seed if seed is not None else (self.config.seed or 0)
         first = self.messages(problem, proof)
@@ -175,17 +177,34 @@ class CriticVerifier:
             output = await _run_tool(tool, block.code)
             turns.append(said)
             outputs.append(output.text)
-            calls.append(ToolCall(
-                tool=tool.name, code=block.code, said=said, output=output.text, ok=output.ok,
-                stdout=output.stdout, stderr=output.stderr, error=output.error,
-                limit_hit=output.limit_hit, duration=output.duration,
-            ))
+            calls.append(
+                ToolCall(
+                    tool=tool.name,
+                    code=block.code,
+                    said=said,
+                    output=output.text,
+                    ok=output.ok,
+                    stdout=output.stdout,
+                    stderr=output.stderr,
+                    error=output.error,
+                    limit_hit=output.limit_hit,
+                    duration=output.duration,
+                )
+            )
             remaining = self.max_tool_calls - len(calls)
             messages = [
                 *messages,
                 ChatMessage(role="assistant", content=said),
-                *_render(sets, "critic_feedback", tool=tool.name, language=block.language,
-                         output=output.text, ok=output.ok, remaining=remaining, fence=fence_for(output.text)),
+                *_render(
+                    sets,
+                    "critic_feedback",
+                    tool=tool.name,
+                    language=block.language,
+                    output=output.text,
+                    ok=output.ok,
+                    remaining=remaining,
+                    fence=fence_for(output.text),
+                ),
             ]
         raw = conversation_text(turns, outputs)
         verification = parse_verification(raw, completion.finish_reason)
@@ -230,5 +249,9 @@ async def _run_tool(tool: Tool, code: str) -> ToolOutput:
     except asyncio.CancelledError:
         raise
     except Exception as error:  # noqa: BLE001 - a broken tool must not end the verification
-        return ToolOutput(tool=tool.name, ok=False, text=f"The tool could not run the code ({type(error).__name__}: {error}).",
-                          error=f"{type(error).__name__}: {error}")
+        return ToolOutput(
+            tool=tool.name,
+            ok=False,
+            text=f"The tool could not run the code ({type(error).__name__}: {error}).",
+            error=f"{type(error).__name__}: {error}",
+        )

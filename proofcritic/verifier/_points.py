@@ -62,7 +62,7 @@ def parse_points_verification(text: str, finish_reason: str | None = "stop", *, 
     else:
         head = body[: final.marker.start()]
         start = head.find(EVALUATION_MARKER)
-        analysis = (head[start + len(EVALUATION_MARKER):] if start >= 0 else head).strip()
+        analysis = (head[start + len(EVALUATION_MARKER) :] if start >= 0 else head).strip()
         if final.error:
             errors.append(final.error)
     format_ok = not errors
@@ -182,5 +182,11 @@ class PointsVerifier(Verifier):
 
 
 __all__ = [
-    "SCALES", "PointsVerifier", "load_schemes", "parse_points_verification", "point_values", "scheme_for", "scheme_text",
+    "SCALES",
+    "PointsVerifier",
+    "load_schemes",
+    "parse_points_verification",
+    "point_values",
+    "scheme_for",
+    "scheme_text",
 ]

@@ -38,9 +38,7 @@ class Verifier(ScoreReadout, Role):
     def messages(self, problem: Problem, proof: str) -> list[ChatMessage]:
         return self.render(problem=problem, proof=proof)
 
-    async def verify(
-        self, problem: Problem, proof: str, n: int = 1, *, seed: int | None = None
-    ) -> list[Verification]:
+    async def verify(self, problem: Problem, proof: str, n: int = 1, *, seed: int | None = None) -> list[Verification]:
         """``n`` independent verifications of ``proof`` (one request with n samples)."""
         messages = self.messages(problem, proof)
         results = await self.ask(messages, parse_verification, n, seed=seed)
@@ -51,4 +49,12 @@ class Verifier(ScoreReadout, Role):
         return results
 
 
-__all__ = ["DEFAULT_SCORE_MODE", "GUIDED_CHOICES", "SCORE_MODES", "ScoreMode", "Verifier", "check_score_mode", "score_prefix"]
+__all__ = [
+    "DEFAULT_SCORE_MODE",
+    "GUIDED_CHOICES",
+    "SCORE_MODES",
+    "ScoreMode",
+    "Verifier",
+    "check_score_mode",
+    "score_prefix",
+]

@@ -200,7 +200,9 @@ class FaultServer:
             )
         if p.get("delay"):
             await asyncio.sleep(p["delay"])
-        answer = self._answer(body if isinstance(body, dict) else {}, p.get("text", "ok"), p.get("n") or n, p.get("extra") or {})
+        answer = self._answer(
+            body if isinstance(body, dict) else {}, p.get("text", "ok"), p.get("n") or n, p.get("extra") or {}
+        )
         usage = answer.get("usage") or {}
         self.prompt_tokens += int(usage.get("prompt_tokens") or 0)
         self.completion_tokens += int(usage.get("completion_tokens") or 0)
@@ -218,11 +220,17 @@ class FaultServer:
             }
             if body.get("logprobs"):
                 k = int(body.get("top_logprobs") or 0)
-                choice["logprobs"] = {"content": [
-                    {"token": t, "logprob": -0.5, "bytes": None,
-                     "top_logprobs": [{"token": t, "logprob": -0.5, "bytes": None}][:k]}
-                    for t in tokens
-                ]}
+                choice["logprobs"] = {
+                    "content": [
+                        {
+                            "token": t,
+                            "logprob": -0.5,
+                            "bytes": None,
+                            "top_logprobs": [{"token": t, "logprob": -0.5, "bytes": None}][:k],
+                        }
+                        for t in tokens
+                    ]
+                }
             choices.append(choice)
         answer = {
             "id": "chatcmpl-fault",

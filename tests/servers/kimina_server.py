@@ -109,7 +109,9 @@ class KiminaServer:
         snippet = body.get("snippet") or {}
         if "id" not in snippet or "code" not in snippet:
             return web.json_response({"detail": "snippet with id and code required"}, status=422)
-        return web.json_response(await self.run_snippet(str(snippet["id"]), snippet["code"], float(body.get("timeout", 30))))
+        return web.json_response(
+            await self.run_snippet(str(snippet["id"]), snippet["code"], float(body.get("timeout", 30)))
+        )
 
     async def _checks(self, request: web.Request) -> web.Response:
         if refused := self._refused(request):

@@ -54,10 +54,11 @@ def prompt_hash(contents: list[str]) -> str:
 
 def proof_text(attempt: int, pass_at: int) -> str:
     if attempt < pass_at:
-        return (f"Attempt {attempt}. Write n^3 - n = (n - 1) n (n + 1). The product is divisible by 6 "
-                f"{FLAW}.")
-    return (f"Attempt {attempt}. Write n^3 - n = (n - 1) n (n + 1), a product of three consecutive integers: "
-            "one of them is even and one is a multiple of 3, so 6 divides the product.")
+        return f"Attempt {attempt}. Write n^3 - n = (n - 1) n (n + 1). The product is divisible by 6 {FLAW}."
+    return (
+        f"Attempt {attempt}. Write n^3 - n = (n - 1) n (n + 1), a product of three consecutive integers: "
+        "one of them is even and one is a multiple of 3, so 6 divides the product."
+    )
 
 
 class ProtocolScript:
@@ -80,8 +81,11 @@ class ProtocolScript:
             return repair_text(proof_text(attempt, self.pass_at), 1 if attempt >= self.pass_at else 0)
         if call.role in ("verify", "agent_reverify"):
             if FLAW in prompt:
-                return verification_text(0, [("divisible by 6", "critical_error", "Divisibility by 3 is never shown.")],
-                                         analysis="The key divisibility is asserted, not proved.")
+                return verification_text(
+                    0,
+                    [("divisible by 6", "critical_error", "Divisibility by 3 is never shown.")],
+                    analysis="The key divisibility is asserted, not proved.",
+                )
             return verification_text(1, analysis="Every step is justified.")
         if call.role == "meta_verify":
             return meta_text(1)

@@ -50,8 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     args, engine_flags = parser.parse_known_args(argv)
 
     worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
-    _record(args.standin_record, {"argv": argv, "pid": os.getpid(), "worker": worker.pid,
-                                  "engine_flags": engine_flags})
+    _record(args.standin_record, {"argv": argv, "pid": os.getpid(), "worker": worker.pid, "engine_flags": engine_flags})
     print(f"stand-in sglang: loading {args.model_path} (flags {engine_flags})", flush=True)
     ready_at = time.monotonic() + args.standin_delay
     name = args.served_model_name or args.model_path

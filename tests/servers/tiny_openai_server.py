@@ -65,17 +65,19 @@ def _choice(index: int, completion: Completion) -> dict[str, Any]:
         "logprobs": None,
     }
     if completion.logprobs is not None:
-        choice["logprobs"] = {"content": [
-            {
-                "token": t.token,
-                "logprob": t.logprob,
-                "bytes": list(t.token.encode()),
-                "top_logprobs": [
-                    {"token": tok, "logprob": lp, "bytes": list(tok.encode())} for tok, lp in (t.top or {}).items()
-                ],
-            }
-            for t in completion.logprobs
-        ]}
+        choice["logprobs"] = {
+            "content": [
+                {
+                    "token": t.token,
+                    "logprob": t.logprob,
+                    "bytes": list(t.token.encode()),
+                    "top_logprobs": [
+                        {"token": tok, "logprob": lp, "bytes": list(tok.encode())} for tok, lp in (t.top or {}).items()
+                    ],
+                }
+                for t in completion.logprobs
+            ]
+        }
     return choice
 
 
@@ -120,7 +122,10 @@ class TinyOpenAIServer:
         if refused is not None:
             return refused
         return web.json_response(
-            {"object": "list", "data": [{"id": self.model_name, "object": "model", "created": 0, "owned_by": "proofcritic"}]}
+            {
+                "object": "list",
+                "data": [{"id": self.model_name, "object": "model", "created": 0, "owned_by": "proofcritic"}],
+            }
         )
 
     async def _chat(self, request: web.Request) -> web.Response:
@@ -134,7 +139,9 @@ class TinyOpenAIServer:
             return _error(400, "the request body is not a JSON object", "invalid_request_error")
         self.requests.append(body)
         if body.get("model") != self.model_name:
-            return _error(404, f"The model `{body.get('model')}` does not exist.", "NotFoundError", "model", "model_not_found")
+            return _error(
+                404, f"The model `{body.get('model')}` does not exist.", "NotFoundError", "model", "model_not_found"
+            )
         try:
             messages = [ChatMessage(role=m["role"], content=m.get("content") or "") for m in body.get("messages", [])]
             structured = body.get("structured_outputs")
@@ -165,9 +172,9 @@ class TinyOpenAIServer:
             return _error(exc.status or 500, str(exc), "server_error")
         prompt_tokens = completions[0].prompt_tokens if completions else 0
         completion_tokens = sum(c.completion_tokens for c in completions)
-        return web.json_response(self._envelope(
-            [_choice(i, c) for i, c in enumerate(completions)], prompt_tokens, completion_tokens
-        ))
+        return web.json_response(
+            self._envelope([_choice(i, c) for i, c in enumerate(completions)], prompt_tokens, completion_tokens)
+        )
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.Response(text="")
@@ -175,11 +182,22 @@ class TinyOpenAIServer:
     async def _score(self, body: dict[str, Any], messages: list[ChatMessage]) -> web.Response:
         """vLLM-style prompt scoring: the total log-likelihood as ``prompt_logprobs``."""
         if not body.get("continue_final_message") or messages[-1].role != "assistant":
-            return _error(400, "prompt_logprobs is served here only with continue_final_message and a final "
-                          "assistant message", "invalid_request_error", "prompt_logprobs")
+            return _error(
+                400,
+                "prompt_logprobs is served here only with continue_final_message and a final assistant message",
+                "invalid_request_error",
+                "prompt_logprobs",
+            )
         (total,) = await self.backend.sequence_logprobs(messages, [""])
         answer = self._envelope(
-            [{"index": 0, "message": {"role": "assistant", "content": ""}, "finish_reason": "length", "logprobs": None}],
+            [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": ""},
+                    "finish_reason": "length",
+                    "logprobs": None,
+                }
+            ],
             0,
             0,
         )
@@ -251,7 +269,9 @@ class TinyOpenAIServer:
         self.stop_thread()
 
 
-def spawn(model_dir: str | os.PathLike[str], *args: str, port: int = 0, timeout: float = 120) -> tuple[subprocess.Popen, str]:
+def spawn(
+    model_dir: str | os.PathLike[str], *args: str, port: int = 0, timeout: float = 120
+) -> tuple[subprocess.Popen, str]:
     """Start the server as a separate process on ``port`` (0: a free one); wait for it to listen
     and return the process and its base URL. The caller ends it (``proc.kill()``)."""
     script = os.path.abspath(__file__)
@@ -260,7 +280,10 @@ def spawn(model_dir: str | os.PathLike[str], *args: str, port: int = 0, timeout:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (repo, env.get("PYTHONPATH")) if p)
     proc = subprocess.Popen(
         [sys.executable, script, str(model_dir), "--port", str(port), *args],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
     )
     box: list[str] = []
     reader = threading.Thread(target=lambda: box.append(proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
