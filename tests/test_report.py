@@ -445,6 +445,7 @@ def _screenshot(page: Path, shot: Path, height: int) -> None:
                 "--disable-gpu",
                 "--disable-quic",
                 "--no-first-run",
+                "--hide-scrollbars",  # a page taller than the window keeps its right edge clear
                 "--disable-background-networking",
                 "--disable-component-update",
                 "--disable-sync",
