@@ -235,3 +235,29 @@ async def test_eval_grade_rounds_to_the_gradingbench_buckets(tmp_path):
     assert records == {"A": 7, "B": 6, "C": 1}
     with pytest.raises(Exception, match="gradingbench"):
         await eval_grade(items, RunFolder(tmp_path / "r2"), verifier=verifier, buckets="quartiles")
+
+
+async def test_labeling_on_the_points_scale(tmp_path):
+    """A points verifier in the labeling rule: the lowest grade (3 of 7), confirmed by the
+    meta-verifier, is the label (3/7); the meta-verifier reviews the points grade, not a
+    ternary score."""
+    from scripted import meta_text
+
+    from proofcritic.meta_verifier import MetaVerifier
+    from proofcritic.pipelines.label import LabelConfig, label_proof
+
+    meta_prompts = []
+
+    def script(call):
+        if call.role == "meta_verify":
+            meta_prompts.append(call.prompt)
+            return meta_text(1)
+        return points_text([7, 3, 3][call.index], issues='- **Location:** "x" | **Severity:** Critical Error | **Issue:** gap')
+
+    model = Model(ScriptedBackend(script))
+    problem = Problem(id="p", statement="Show it.", max_points=7)
+    result = await label_proof(PointsVerifier(model), MetaVerifier(model), problem, "A proof.", LabelConfig(n=3, m=1, k=2))
+    assert result.status == "labeled" and result.rule == "confirmed_lowest"
+    assert result.label == pytest.approx(3 / 7)
+    assert len(meta_prompts) == 2 and all("The grader's points: 3 of 7" in p for p in meta_prompts)
+    assert not any("0.5 for a generally correct solution" in p for p in meta_prompts)

@@ -213,6 +213,14 @@ def label_command(
         ),
     ] = None,
     score_mode: ScoreModeOpt = DEFAULT_SCORE_MODE,
+    scale: Annotated[
+        str,
+        typer.Option(
+            "--scale",
+            help="ternary: scores in {0, 0.5, 1}; points: whole points 0..max points (labels are points / max "
+            "points; the meta-verifier reviews the points grade).",
+        ),
+    ] = "ternary",
     max_calls: Annotated[
         int | None, typer.Option("--max-calls", min=1, help="Model calls per proof (default: no limit).")
     ] = None,
@@ -235,6 +243,12 @@ def label_command(
     from ..verifier import Verifier
 
     check_score_mode(score_mode)
+    if scale not in ("ternary", "points"):
+        raise typer.BadParameter(f"choose ternary or points, not {scale!r}", param_hint="--scale")
+    if scale == "points" and score_mode != "text":
+        raise typer.BadParameter(
+            "points grading reads the points from the text: --score-mode text", param_hint="--scale"
+        )
     try:
         config = LabelConfig(n=n, m=m, k=k, confirm_at=confirm_at, refute_at=refute_at)
     except ValidationError as error:
@@ -278,12 +292,17 @@ def label_command(
             score_mode=score_mode,
             max_calls=max_calls,
             max_proof_tokens=max_proof_tokens,
+            **({"scale": scale} if scale != "ternary" else {}),
         ),
         overwrite,
         companions=[review],
     )
     settings = opts.sampling()
     verifier = Verifier(the_model, prompts=prompt_set, config=settings, score_mode=check_score_mode(score_mode))
+    if scale == "points":
+        from ..verifier import PointsVerifier
+
+        verifier = PointsVerifier(the_model, prompts=prompt_set, config=settings)
     meta_verifier = MetaVerifier(the_model, prompts=prompt_set, config=settings)
 
     async def main() -> RunStats:

@@ -10,6 +10,10 @@ from ..types import MetaVerification, Problem, Verification
 from ..verifier import DEFAULT_SCORE_MODE, ScoreMode, check_score_mode
 from ._parse import parse_meta_verification
 
+#: the template that reviews a points grade (``--scale points``), and its variables
+POINTS_TEMPLATE = "meta_verify_points"
+POINTS_VARIABLES = frozenset({"problem", "proof", "analysis", "points"})
+
 
 class MetaVerifier(ScoreReadout, Role):
     """Judges whether the issues a verification reports are real and its score consistent.
@@ -30,6 +34,12 @@ class MetaVerifier(ScoreReadout, Role):
 
     def messages(self, problem: Problem, proof: str, verification: Verification) -> list[ChatMessage]:
         analysis = verification.analysis or verification.raw
+        if verification.points is not None:
+            # a points grade (--scale points) is reviewed against the points scale, not the ternary rubric
+            prompts = self.prompts.template_set(POINTS_TEMPLATE, POINTS_VARIABLES)
+            return prompts.render(
+                POINTS_TEMPLATE, problem=problem, proof=proof, analysis=analysis, points=verification.points
+            )
         return self.render(problem=problem, proof=proof, analysis=analysis, score=verification.score)
 
     async def meta_verify(

@@ -146,7 +146,7 @@ class AnalysisEvidence(BaseModel):
 
     index: int = Field(..., description="Position among the n verifications.")
     score: float
-    reports_issues: bool = Field(..., description="The score is 0 or 0.5.")
+    reports_issues: bool = Field(..., description="The score is below 1 (0 or 0.5; with points, below full points).")
     meta_scores: list[float | None] = Field(default_factory=list, description="Scores of the meta-verifications.")
     confirmations: int = 0
     refutations: int = 0
@@ -162,7 +162,10 @@ class LabelResult(BaseModel):
     proof: str
     proof_id: str | None = None
     status: Status
-    label: float | None = Field(None, description="The score in {0, 0.5, 1}; None when sent to review.")
+    label: float | None = Field(
+        None,
+        description="The score in {0, 0.5, 1} (points / max points with a points verifier); None when sent to review.",
+    )
     rule: LabelRule
     reason: str = Field("", description="The rule that fired, in words.")
     lowest_score: float | None = None
