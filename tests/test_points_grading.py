@@ -252,11 +252,15 @@ async def test_labeling_on_the_points_scale(tmp_path):
         if call.role == "meta_verify":
             meta_prompts.append(call.prompt)
             return meta_text(1)
-        return points_text([7, 3, 3][call.index], issues='- **Location:** "x" | **Severity:** Critical Error | **Issue:** gap')
+        return points_text(
+            [7, 3, 3][call.index], issues='- **Location:** "x" | **Severity:** Critical Error | **Issue:** gap'
+        )
 
     model = Model(ScriptedBackend(script))
     problem = Problem(id="p", statement="Show it.", max_points=7)
-    result = await label_proof(PointsVerifier(model), MetaVerifier(model), problem, "A proof.", LabelConfig(n=3, m=1, k=2))
+    result = await label_proof(
+        PointsVerifier(model), MetaVerifier(model), problem, "A proof.", LabelConfig(n=3, m=1, k=2)
+    )
     assert result.status == "labeled" and result.rule == "confirmed_lowest"
     assert result.label == pytest.approx(3 / 7)
     assert len(meta_prompts) == 2 and all("The grader's points: 3 of 7" in p for p in meta_prompts)
