@@ -83,7 +83,9 @@ async def _verdict(
             "budget_limited": result.budget_limited,
             "usage": result.usage.model_dump(),
         }
-    if getattr(verifier, "judges", None) is not None:  # a judge panel (proofcritic.pipelines.panel.Panel)
+    from ..pipelines.panel import Panel
+
+    if isinstance(verifier, Panel):  # a judge panel grades in place of one verifier
         return _panel_verdict(await verifier.grade(item.problem, item.proof))
     graded = await grade(verifier, item.problem, item.proof, n=n, normalizer=normalizer)
     score = getattr(graded.aggregate, rule)

@@ -193,16 +193,13 @@ def _metric(values: list[float]) -> dict[str, Any]:
 async def _tournament(item: SolveItem, roles: Roles, samples: list[dict], kind: str, usage: dict) -> dict[str, Any]:
     """The sample a tournament over the answers picks (seeded by self-score), its matches, and
     its cost added to ``usage``. With fewer than two answers the best (or only) one wins unplayed."""
-    from ..pipelines.tournament import Comparator, knockout, swiss
+    from ..pipelines.tournament import run_tournament
 
     with_proof = [i for i, s in enumerate(samples) if s.get("proof")]
     seeded = sorted(with_proof, key=lambda i: -(samples[i].get("self_score") or 0.0))
     if len(seeded) < 2:
         return {"format": kind, "winner": seeded[0] if seeded else None, "matches": 0}
-    verifier = roles.verifier
-    comparator = Comparator(verifier.model, prompts=verifier.prompts, config=verifier.config)
-    run = knockout if kind == "knockout" else swiss
-    outcome = await run(comparator, item.problem, [samples[i]["proof"] for i in seeded])
+    outcome = await run_tournament(kind, roles.verifier, item.problem, [samples[i]["proof"] for i in seeded])
     usage["calls"] += outcome.usage.calls
     usage["cached_calls"] += outcome.usage.cached_calls
     usage["prompt_tokens"] += outcome.usage.prompt_tokens

@@ -207,6 +207,18 @@ def check_score_mode(value: str) -> ScoreMode:
         raise typer.BadParameter(str(error).removeprefix("score_mode "), param_hint="--score-mode") from None
 
 
+def check_scale(scale: str, score_mode: str) -> str:
+    """``--scale`` if it is ``ternary`` or ``points``, else the CLI's one-line parameter error;
+    points grading reads its points from the text, so it takes ``--score-mode text`` only."""
+    if scale not in ("ternary", "points"):
+        raise typer.BadParameter(f"choose ternary or points, not {scale!r}", param_hint="--scale")
+    if scale == "points" and score_mode != "text":
+        raise typer.BadParameter(
+            "points grading reads the points from the text: --score-mode text", param_hint="--scale"
+        )
+    return scale
+
+
 #: every command's ``--score-mode`` (the modes and the default are the verifier's, see Verifier)
 ScoreModeOpt = Annotated[str, typer.Option("--score-mode", help=SCORE_MODE_HELP, callback=check_score_mode)]
 

@@ -21,6 +21,7 @@ from ._common import (
     DryRunOpt,
     ModelOptions,
     ScoreModeOpt,
+    check_scale,
     check_score_mode,
     help_later,
     run_progress,
@@ -358,8 +359,7 @@ def eval_grade_command(
     if not is_rule(rule):
         raise typer.BadParameter("must be mean, min, majority or label", param_hint="--rule")
     the_rule = rule  # a Rule from here on
-    if scale not in ("ternary", "points"):
-        raise typer.BadParameter(f"choose ternary or points, not {scale!r}", param_hint="--scale")
+    check_scale(scale, score_mode)
     if buckets not in (None, "gradingbench"):
         raise typer.BadParameter(f"choose gradingbench, not {buckets!r}", param_hint="--buckets")
     panelled = bool(judge) or panel is not None
@@ -374,10 +374,8 @@ def eval_grade_command(
             "a neutral rewrite is graded by the mean, min or majority rule, not label or recorded grades",
             param_hint="--normalize",
         )
-    if scale == "points" and (rule == "label" or score_mode != "text"):
-        raise typer.BadParameter(
-            "points grading takes --rule mean, min or majority and --score-mode text", param_hint="--scale"
-        )
+    if scale == "points" and rule == "label":
+        raise typer.BadParameter("points grading takes --rule mean, min or majority", param_hint="--scale")
     if file is not None:
         from ..benchmarks import load_graded_file
 
@@ -390,11 +388,7 @@ def eval_grade_command(
     if from_recorded is not None:
         check_recorded(items, from_recorded)  # a grade no item records fails here, before the run starts
     console = Console(stderr=True)
-    built = (
-        build_panel(judge, panel, panel_rule, panel_threshold, scale, opts)
-        if panelled
-        else build_panel(None, None, panel_rule, panel_threshold, scale, opts)
-    )
+    built = build_panel(judge, panel, panel_rule, panel_threshold, scale, opts)  # None without judges
     if built is not None:  # each judge's samples, and at most one reconciliation each
         per_item = (
             CallPlan()

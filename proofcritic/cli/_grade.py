@@ -16,6 +16,7 @@ from ._common import (
     ModelOptions,
     ScoreModeOpt,
     bounded,
+    check_scale,
     check_score_mode,
     run_progress,
     run_with_model,
@@ -150,26 +151,22 @@ def grade_command(
             raise typer.BadParameter(str(error), param_hint="--tools") from None
     if input is not None and not input.exists():  # a batch
         raise InputError(f"input file not found: {input}")
-    if scale not in ("ternary", "points"):
-        raise typer.BadParameter(f"choose ternary or points, not {scale!r}", param_hint="--scale")
-    if scale == "points" and (tools or score_mode != "text"):
-        raise typer.BadParameter(
-            "points grading reads the points from the text: no --tools, --score-mode text", param_hint="--scale"
-        )
+    check_scale(scale, score_mode)
+    if scale == "points" and tools:
+        raise typer.BadParameter("points grading runs without --tools", param_hint="--scale")
     if scheme is not None and scale != "points":
         raise typer.BadParameter("a marking scheme needs --scale points", param_hint="--scheme")
     from ..verifier import load_schemes
 
     schemes = load_schemes(scheme) if scheme is not None else None
-    if judge or panel is not None:  # a judge panel instead of the one verifier
+    built = build_panel(judge, panel, panel_rule, panel_threshold, scale, opts)  # None without judges
+    if built is not None:  # a judge panel instead of the one verifier
         if tool_names or normalize or scheme is not None or n != 1 or score_mode != "text":
             raise typer.BadParameter(
                 "a judge panel takes each judge's n from its spec, reads scores from the text, "
                 "and runs without --tools, --normalize and --scheme",
                 param_hint="--judge/--panel",
             )
-        built = build_panel(judge, panel, panel_rule, panel_threshold, scale, opts)
-        assert built is not None
         grade_with_panel(
             built,
             the_problem if not batch else None,
@@ -183,8 +180,6 @@ def grade_command(
             dry_run,
         )
         return
-    built_none = build_panel(None, None, panel_rule, panel_threshold, scale, opts)  # refuses a rule without judges
-    assert built_none is None
     console = Console(stderr=True)
     show_plan(  # before any model loads: a large run says what it will cost; --dry-run stops here
         console,

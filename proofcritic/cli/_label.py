@@ -16,6 +16,7 @@ from ._common import (
     ModelOptions,
     ScoreModeOpt,
     bounded,
+    check_scale,
     check_score_mode,
     run_progress,
     run_with_model,
@@ -243,12 +244,7 @@ def label_command(
     from ..verifier import Verifier
 
     check_score_mode(score_mode)
-    if scale not in ("ternary", "points"):
-        raise typer.BadParameter(f"choose ternary or points, not {scale!r}", param_hint="--scale")
-    if scale == "points" and score_mode != "text":
-        raise typer.BadParameter(
-            "points grading reads the points from the text: --score-mode text", param_hint="--scale"
-        )
+    check_scale(scale, score_mode)
     try:
         config = LabelConfig(n=n, m=m, k=k, confirm_at=confirm_at, refute_at=refute_at)
     except ValidationError as error:

@@ -127,12 +127,10 @@ class SingleStrategy(ConfiguredStrategy):
     ) -> tuple[Generation, str]:
         """The pool's winner of a pairwise tournament judged on the verifier's model (its
         prompts, its sampling); seeds in order of self-score. The matches go into the log."""
-        from .tournament import Comparator, knockout, swiss
+        from .tournament import run_tournament
 
         seeded = sorted(pool, key=lambda g: -g.self_score)
-        comparator = Comparator(roles.verifier.model, prompts=roles.verifier.prompts, config=roles.verifier.config)
-        run = knockout if self.config.select == "knockout" else swiss
-        outcome = await run(comparator, problem, [g.proof for g in seeded])
+        outcome = await run_tournament(self.config.select, roles.verifier, problem, [g.proof for g in seeded])
         log.usage.add(outcome.usage)
         log.transcript.append(
             {

@@ -33,6 +33,7 @@ from ..llm import Usage, usage_scope
 from ..parsing import marker_pattern, read_final_score, strip_thinking, truncation_error
 from ..types import Problem, RoleOutput
 
+FORMATS = ("knockout", "swiss")
 COMPARE_TEMPLATE = "compare"
 COMPARE_VARIABLES = {COMPARE_TEMPLATE: frozenset({"problem", "first", "second"})}
 COMPARE_MARKER = "Based on my comparison, the better proof is:"
@@ -169,6 +170,16 @@ async def swiss(comparator: Comparator, problem: Problem, pool: Sequence[str], r
     return Tournament(format="swiss", winner=winner, points=points, matches=matches, usage=usage)
 
 
+async def run_tournament(format: str, judge: Role, problem: Problem, pool: Sequence[str]) -> Tournament:
+    """A ``format`` ("knockout" or "swiss") tournament over ``pool`` (seeded in its order),
+    judged by a :class:`Comparator` on ``judge``'s model, prompts and sampling (a verifier,
+    say)."""
+    if format not in FORMATS:
+        raise ValueError(f"a tournament is {' or '.join(FORMATS)}, not {format!r}")
+    comparator = Comparator(judge.model, prompts=judge.prompts, config=judge.config)
+    return await (knockout if format == "knockout" else swiss)(comparator, problem, pool)
+
+
 def _pairs(standing: list[int], met: set[frozenset[int]]) -> list[tuple[int, int]]:
     """Pair players top down, each with the next one it has not met (a rematch only when no
     other is left)."""
@@ -197,11 +208,13 @@ def _check(pool: Sequence[str]) -> None:
 
 __all__ = [
     "COMPARE_MARKER",
+    "FORMATS",
     "Comparator",
     "Comparison",
     "Match",
     "Tournament",
     "knockout",
     "parse_comparison",
+    "run_tournament",
     "swiss",
 ]
