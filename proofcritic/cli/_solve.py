@@ -17,6 +17,7 @@ from ._common import (
     DryRunOpt,
     ModelOptions,
     ScoreModeOpt,
+    check_scale,
     check_score_mode,
     run_progress,
     run_with_model,
@@ -219,6 +220,22 @@ def solve_command(
         int, typer.Option("--parallel-problems", min=1, help="Batch: problems solved at once.")
     ] = 4,
     score_mode: ScoreModeOpt = DEFAULT_SCORE_MODE,
+    scale: Annotated[
+        str,
+        typer.Option(
+            "--scale",
+            help="ternary: verifier scores in {0, 0.5, 1}; points: every verification of the strategy grades whole "
+            "points 0..max points (against the reference, guidelines and marking scheme; ranking, passes and "
+            "stopping use points / max points, a pass is full marks). Not with critic.",
+        ),
+    ] = "ternary",
+    scheme: Annotated[
+        Path | None,
+        typer.Option(
+            "--scheme",
+            help="With --scale points: a marking scheme file (as grade --scheme); a batch record's own 'scheme' wins.",
+        ),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="One problem: print the result as JSON.")] = False,
     dry_run: DryRunOpt = False,
     *,
@@ -241,6 +258,14 @@ def solve_command(
     if input is not None and output is None:
         raise typer.BadParameter("batch mode (--input) needs --output")
     check_score_mode(score_mode)
+    check_scale(scale, score_mode)
+    if scale == "points" and strategy == "critic":
+        raise typer.BadParameter("points grading runs without tools: not with --strategy critic", param_hint="--scale")
+    if scheme is not None and scale != "points":
+        raise typer.BadParameter("a marking scheme needs --scale points", param_hint="--scheme")
+    from ..verifier import load_schemes
+
+    schemes = load_schemes(scheme) if scheme is not None else None
     flags = {
         "samples": samples,
         "verify_n": verify_n,
@@ -285,6 +310,7 @@ def solve_command(
         {
             "model": model_name(opts),
             "score_mode": score_mode,
+            **({"scale": scale} if scale != "ternary" else {}),
             **the_strategy.config.model_dump(),
             "max_calls": max_calls,
             "max_problem_tokens": max_problem_tokens,
@@ -307,10 +333,17 @@ def solve_command(
             params=params,
             max_calls=max_calls,
             max_problem_tokens=max_problem_tokens,
+            # recorded only when not the default (older outputs have none)
+            **({"scale": scale, "scheme": str(scheme) if scheme else None} if scale != "ternary" else {}),
         )
         prepare(output, settings, overwrite, companions=(state_root / state_name(item_id) for item_id, _, _ in items))
     roles = Roles.from_models(
-        the_model, prompts=prompt_set, config=opts.sampling(), score_mode=check_score_mode(score_mode)
+        the_model,
+        prompts=prompt_set,
+        config=opts.sampling(),
+        score_mode=check_score_mode(score_mode),
+        scale=scale,
+        scheme=schemes,
     )
 
     async def main() -> RunStats | SolveResult:
@@ -349,6 +382,8 @@ def solve_command(
             + (f"; {left} problem(s) left for a rerun (the run budget is spent)" if left else "")
         )
         console.print(batch_verdicts(output))
+        if scale == "points":
+            console.print(points_summary(output))
         return stats
 
     outcome = run_with_model(the_model, console, main, closing=[the_strategy])
@@ -403,6 +438,30 @@ async def _run_batch(
         )
 
 
+def points_summary(output: Path) -> str:
+    """One line on a points-scale solve batch: the answers' mean points over the problems with a
+    verdict, how many got full marks on every verification (a pass), and how many have none."""
+    from ..io import latest_values
+
+    def value(record: dict) -> tuple[float, float, bool] | None:
+        if record.get("points") is None or not record.get("max_points"):
+            return None
+        vs = record.get("verifications") or []
+        full = bool(vs) and all(v.get("points") is not None and v["points"] >= record["max_points"] for v in vs)
+        return record["points"], record["max_points"], full
+
+    values = latest_values(output, value)
+    graded = [v for v in values.values() if v is not None]
+    if not graded:
+        return f"points: no answer with a verdict among {len(values)} problem(s)"
+    mean = sum(p for p, _, _ in graded) / len(graded)
+    scale = "/".join(sorted({f"{m:g}" for _, m, _ in graded}))
+    return (
+        f"points: mean {mean:.3g} / {scale} over {len(graded)} problem(s) with a verdict "
+        f"({len(values) - len(graded)} without); full marks on every verification: {sum(f for _, _, f in graded)}"
+    )
+
+
 def _fmt(score: float | None) -> str:
     return "—" if score is None else f"{score:.3g}"
 
@@ -424,9 +483,18 @@ def show_result(console: Console, result: SolveResult) -> None:
     scores = ", ".join(shown_score(v) for v in result.verifications) or "none"
     mean = _fmt(result.mean_score) if result.mean_score is not None else "— (no verdict)"
     note = f" ({counts_note(aggregate(result.verifications))})" if result.verifications else ""
-    console.print(
-        f"chosen proof{f' {escape(result.proof_id)}' if result.proof_id else ''}: self-score {self_score}; "
-        f"verification scores: {scores}; mean {mean}{note}"
-    )
+    if result.max_points is not None:  # the points scale: each verification's points, the mean in points
+        scores = ", ".join("—" if v.points is None else f"{v.points:g}" for v in result.verifications) or "none"
+        scale = f"/ {result.max_points:g}"
+        mean = f"{result.points:.3g} {scale} points" if result.points is not None else "— (no verdict)"
+        console.print(
+            f"chosen proof{f' {escape(result.proof_id)}' if result.proof_id else ''}: self-score {self_score}; "
+            f"verification points ({scale}): {scores}; mean {mean}{note}"
+        )
+    else:
+        console.print(
+            f"chosen proof{f' {escape(result.proof_id)}' if result.proof_id else ''}: self-score {self_score}; "
+            f"verification scores: {scores}; mean {mean}{note}"
+        )
     console.rule("proof")
     console.print(escape(result.proof))

@@ -43,14 +43,36 @@ class Roles:
         prompts: PromptSet | None = None,
         config: GenerateConfig | None = None,
         score_mode: ScoreMode = DEFAULT_SCORE_MODE,
+        scale: str = "ternary",
+        scheme: Any = None,
     ) -> Roles:
-        """Each role on its own model if given, else on ``default`` (one model may serve all)."""
+        """Each role on its own model if given, else on ``default`` (one model may serve all).
+
+        ``scale`` "points" makes the verifier a :class:`~proofcritic.verifier.PointsVerifier`
+        (``scheme``: its marking scheme(s), as ``load_schemes`` returns them); every strategy
+        then verifies on the problem's points scale, with scores = points / max points."""
         prompts = prompts or PromptSet.load()
+        the_verifier: Verifier
+        if scale == "points":
+            from ..verifier import PointsVerifier
+
+            the_verifier = PointsVerifier(verifier or default, prompts=prompts, config=config, scheme=scheme)
+        elif scale == "ternary":
+            if scheme is not None:
+                raise ValueError("a marking scheme needs the points scale")
+            the_verifier = Verifier(verifier or default, prompts=prompts, config=config, score_mode=score_mode)
+        else:
+            raise ValueError(f"the scale is ternary or points, not {scale!r}")
         return cls(
             generator=Generator(generator or default, prompts=prompts, config=config),
-            verifier=Verifier(verifier or default, prompts=prompts, config=config, score_mode=score_mode),
+            verifier=the_verifier,
             meta_verifier=MetaVerifier(meta_verifier or default, prompts=prompts, config=config),
         )
+
+    @property
+    def scale(self) -> str:
+        """The verifier's protocol: "ternary" or "points"."""
+        return getattr(self.verifier, "scale", "ternary")
 
 
 class SolveResult(BaseModel):
@@ -68,6 +90,24 @@ class SolveResult(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     rounds: int = Field(0, description="Rounds (iterations) the strategy ran.")
     proof_id: str | None = Field(None, description="Id of the chosen proof in the strategy's state, if it keeps one.")
+    points: float | None = Field(
+        None,
+        description="With the points scale: the chosen proof's mean points (mean_score x max_points); "
+        "left out of dumps without a verdict and on the ternary scale.",
+        exclude_if=lambda value: value is None,
+    )
+    max_points: float | None = Field(
+        None,
+        description="With the points scale: the problem's points scale (left out of dumps on the ternary scale).",
+        exclude_if=lambda value: value is None,
+    )
+
+    def in_points(self, roles: Roles, problem: Problem) -> SolveResult:
+        """With a points verifier: fill ``points`` and ``max_points`` (else nothing changes)."""
+        if roles.scale == "points":
+            self.max_points = problem.max_points
+            self.points = None if self.mean_score is None else self.mean_score * problem.max_points
+        return self
 
 
 #: progress hook a strategy calls as it starts a round and whenever its own state changes
@@ -142,6 +182,16 @@ def evaluation_text(analysis: str, score: float | None) -> str:
     if score is None:
         return text
     return f"{text}\n\n{SCORE_MARKER}\n\\boxed{{{format_score(score)}}}"
+
+
+def verifier_evaluation_text(verifier: Verifier, problem: Problem, verification: Verification) -> str:
+    """A verifier's analysis as a refinement prompt shows it: on the ternary scale
+    :func:`evaluation_text`; a verifier with its own way (the points verifier: the analysis and
+    "x / 7 points", from its prompt set) writes it itself."""
+    own = getattr(verifier, "evaluation_text", None)
+    if own is not None:
+        return own(problem, verification)
+    return evaluation_text(verification.analysis, verification.score)
 
 
 def self_evaluation_text(generation: Generation) -> str:

@@ -44,7 +44,7 @@ import json
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -59,10 +59,11 @@ from ._common import (
     Roles,
     RoundHook,
     SolveResult,
-    evaluation_text,
     gather_within_budget,
     usable,
+    verifier_evaluation_text,
 )
+from .single import tournament_calls
 
 __all__ = ["Pool", "PoolProof", "SearchConfig", "SearchStrategy", "choose_analyses", "slot_id"]
 
@@ -88,6 +89,12 @@ class SearchConfig(BaseModel):
     stop_on_pass: bool = Field(
         True, description="Stop once a proof passes all its verifications (False: run every round)."
     )
+    select: Literal["mean", "knockout", "swiss"] = Field(
+        "mean",
+        description="How the answer is chosen: the best mean (then self-score), or the winner of a pairwise "
+        "tournament (knockout or swiss, judged on the verifier's model) among the select_pool best by mean.",
+    )
+    select_pool: int = Field(8, ge=2, le=256, description="With a tournament: the proofs (best by mean) it is among.")
 
 
 def slot_id(problem: Problem, round_: int, trial: int, sample: int, parents: list[str]) -> str:
@@ -292,8 +299,10 @@ class _Search:
         except BudgetExceeded as error:
             result.budget_limited = True
             result.stop_reason = f"budget: {error} (in round {result.rounds})"
-        self._answer(result)
+        tournament = await self._answer(result)
         result.transcript, result.usage = self._transcript(result.rounds), self.usage
+        if tournament is not None:
+            result.transcript.append(tournament)
         return result
 
     async def _rounds(self, result: SolveResult) -> str:
@@ -350,7 +359,7 @@ class _Search:
             analyses = proof.verifications or []
             shown = choose_analyses(analyses, config.analyses_per_proof, config.max_per_score, len(earlier))
             earlier.append(round_)
-            evaluations = [evaluation_text(analyses[i].analysis, analyses[i].score) for i in shown]
+            evaluations = [verifier_evaluation_text(self.roles.verifier, self.problem, analyses[i]) for i in shown]
             candidate = Candidate(proof=proof.generation.proof, evaluations=evaluations)
             requests.append(_Request(round_, trial, [proof.id], [candidate], config.samples_per_trial))
             selection.append(
@@ -428,10 +437,16 @@ class _Search:
         self._verified_now(proof)
 
     # -- the answer and the transcript ---------------------------------------------------------
-    def _answer(self, result: SolveResult) -> None:
+    async def _answer(self, result: SolveResult) -> dict[str, Any] | None:
+        """Set the answer: the best proof by mean (then self-score), or with ``select`` a
+        tournament's winner among the ``select_pool`` best; returns the tournament's transcript
+        step (None when none was played)."""
         ranked = self.ranked()
+        step = None
         if ranked:
             best = ranked[0]
+            if self.config.select != "mean":
+                best, step = await self._tournament(result, ranked)
         else:
             unverified = [
                 p
@@ -445,6 +460,70 @@ class _Search:
             result.stop_reason += "; the answer is unverified"
         result.proof, result.generation, result.proof_id = best.generation.proof, best.generation, best.id
         result.verifications, result.mean_score = list(best.verifications or []), best.mean
+        return step
+
+    async def _tournament(
+        self, result: SolveResult, ranked: list[PoolProof]
+    ) -> tuple[PoolProof, dict[str, Any] | None]:
+        """The winner of a ``select`` tournament among the ``select_pool`` best proofs by mean
+        (seeded in that order; judged on the verifier's model through
+        :func:`~proofcritic.pipelines.tournament.run_tournament`, every comparison cached, so a
+        rerun replays them), and the transcript step with every match and its reasons. With one
+        proof, a spent budget, or a budget spent during the tournament: the best mean."""
+        from .tournament import run_tournament
+
+        select, pool = self.config.select, ranked[: self.config.select_pool]
+        if len(pool) < 2:
+            result.stop_reason += f"; no {select} tournament: one verified proof"
+            return ranked[0], None
+        if result.budget_limited:
+            result.stop_reason += f"; no {select} tournament (the budget is spent): chose the best mean"
+            return ranked[0], None
+        try:
+            outcome = await run_tournament(
+                select, self.roles.verifier, self.problem, [p.generation.proof for p in pool]
+            )
+        except BudgetExceeded as error:
+            result.budget_limited = True
+            result.stop_reason += f"; the {select} tournament stopped (budget: {error}): chose the best mean"
+            return ranked[0], None
+        self.usage.add(outcome.usage)
+        winner = pool[outcome.winner]
+        record = [0, 0, 0]  # the winner's wins, draws, losses
+        matches = []
+        for m in outcome.matches:
+            if outcome.winner in (m.a, m.b):
+                record[0 if m.winner == outcome.winner else 1 if m.winner is None else 2] += 1
+            matches.append(
+                {
+                    "a": pool[m.a].id,
+                    "b": pool[m.b].id,
+                    "winner": None if m.winner is None else pool[m.winner].id,
+                    "choices": [m.forward.choice, m.backward.choice],  # a shown first, then b shown first
+                    "reasons": [m.forward.reason, m.backward.reason],
+                    "format_errors": [m.forward.format_error, m.backward.format_error],
+                }
+            )
+        how = "the last one standing" if select == "knockout" else "the most match points (ties: Buchholz, seed)"
+        why = (
+            f"{winner.id} (seed {outcome.winner + 1} of {len(pool)} by mean) won {record[0]}, drew {record[1]} "
+            f"and lost {record[2]} of its matches, {outcome.points[outcome.winner]:g} match points: {how}"
+        )
+        step = {
+            "step": "tournament",
+            "round": result.rounds,
+            "format": select,
+            "pool": [{"proof_id": p.id, "mean": p.mean, "points": pts} for p, pts in zip(pool, outcome.points)],
+            "matches": matches,
+            "winner": winner.id,
+            "why": why,
+        }
+        mean = "—" if winner.mean is None else f"{winner.mean:.3g}"
+        result.stop_reason += (
+            f"; chose {winner.id} by {select} tournament among the top {len(pool)} by mean "
+            f"({len(outcome.matches)} matches; its mean {mean}, best mean {ranked[0].mean:.3g})"
+        )
+        return winner, step
 
     def _transcript(self, rounds: int) -> list[dict[str, Any]]:
         steps: list[dict[str, Any]] = []
@@ -509,7 +588,12 @@ class SearchStrategy(ConfiguredStrategy):
                 f"{c.verifications} times"
             )
         stop = "; it stops once a proof passes all its verifications" if c.stop_on_pass else ""
-        plan.note = f"round 1: {c.initial_samples} proofs x {c.verifications} verifications{later}{stop}"
+        select = ""
+        if c.select != "mean":
+            pool = min(c.select_pool, proofs)
+            plan.add("comparison", tournament_calls(c.select, pool))
+            select = f"; the answer by {c.select} tournament among the top {pool} by mean"
+        plan.note = f"round 1: {c.initial_samples} proofs x {c.verifications} verifications{later}{stop}{select}"
         return plan
 
     async def solve(self, problem: Problem, roles: Roles, state_dir: str | Path | None = None) -> SolveResult:

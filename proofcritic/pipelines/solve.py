@@ -18,6 +18,8 @@ stops once the problems in progress are written.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import importlib
 import json
@@ -111,6 +113,17 @@ def read_problem_items(path: str | Path) -> list[Item] | JsonlItems:
     return items
 
 
+def _with_scheme(roles: Roles, record: dict) -> Roles:
+    """The roles for one batch record: with the points scale and a record's own marking scheme
+    (``scheme`` or ``marking_scheme``, as in grade's batches), a verifier that uses it."""
+    scheme = record.get("scheme") or record.get("marking_scheme")
+    if scheme is None or roles.scale != "points":
+        return roles
+    verifier = copy.copy(roles.verifier)
+    verifier.scheme = scheme  # type: ignore[attr-defined]  # a PointsVerifier (roles.scale)
+    return dataclasses.replace(roles, verifier=verifier)
+
+
 def _budget_limited(strategy: Strategy, problem: Problem, error: BudgetExceeded) -> SolveResult:
     """The result of a strategy that let a spent budget escape (it should not)."""
     return SolveResult(
@@ -136,7 +149,7 @@ async def solve_problem(
         scope = None if max_calls is None and max_tokens is None else Budget(max_calls, max_tokens, name="problem")
     with budget_scope(scope):
         try:
-            return await strategy.solve(problem, roles, state_dir=state_dir)
+            return (await strategy.solve(problem, roles, state_dir=state_dir)).in_points(roles, problem)
         except BudgetExceeded as error:
             return _budget_limited(strategy, problem, error)
 
@@ -193,8 +206,10 @@ async def solve_jsonl(
         if run_budget_spent():
             raise LeftForRerun  # not written (a rerun solves it); the runner starts no further problem
         scope = current_budget()
+        own = _with_scheme(roles, record)
         try:
-            result = await strategy.solve(problem, roles, state_dir=state_root / state_name(item_id))
+            result = await strategy.solve(problem, own, state_dir=state_root / state_name(item_id))
+            result.in_points(own, problem)
         except BudgetExceeded as error:
             result = _budget_limited(strategy, problem, error)
         finally:

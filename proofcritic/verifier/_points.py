@@ -41,6 +41,9 @@ from ._verifier import Verifier
 SCALES = ("ternary", "points")
 POINTS_TEMPLATE = "verify_points"
 POINTS_VARIABLES = {POINTS_TEMPLATE: frozenset({"problem", "proof", "scheme"})}
+#: one points grade as a refinement prompt shows it (search's "=== Evaluation ... ===" blocks)
+EVALUATION_TEMPLATE = "points_evaluation"
+EVALUATION_VARIABLES = frozenset({"problem", "analysis", "points"})
 
 
 def point_values(max_points: float) -> tuple[int, ...]:
@@ -163,6 +166,15 @@ class PointsVerifier(Verifier):
         super().__init__(model, score_mode="text", **kwargs)
         self.scheme = scheme
         self._points_prompts = self.prompts.template_set(POINTS_TEMPLATE, POINTS_VARIABLES[POINTS_TEMPLATE])
+        self._evaluation_prompts = self.prompts.template_set(EVALUATION_TEMPLATE, EVALUATION_VARIABLES)
+
+    def evaluation_text(self, problem: Problem, verification: Verification) -> str:
+        """``verification`` as a refinement prompt shows it: its analysis (with the issues) and
+        "x / max points" (template ``points_evaluation``, overridable in a prompt set)."""
+        messages = self._evaluation_prompts.render(
+            EVALUATION_TEMPLATE, problem=problem, analysis=verification.analysis, points=verification.points
+        )
+        return messages[-1].content.strip()
 
     def messages(self, problem: Problem, proof: str, scheme: Any = None) -> list[ChatMessage]:
         chosen = scheme_for(self.scheme, problem.id) if scheme is None else scheme
