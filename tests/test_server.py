@@ -862,3 +862,29 @@ def test_grade_requests_on_the_points_scale(service):
         f"{service.url}/v1/grade", headers=auth(), json={"problem": problem, "proof": "x", "scheme": "Seven points."}
     )
     assert refused.status_code in (400, 422) and "needs scale points" in refused.text
+
+
+def test_solve_requests_on_the_points_scale(service):
+    """`scale: points` on /v1/solve: the strategy's verifications use the points protocol (the
+    scripted upstream answers in the ternary one, so the verification fails for want of the
+    points marker: the points verifier parsed it) and the result is on the problem's scale;
+    critic with points, and a scheme without the points scale, are refused before any model call."""
+    problem = unique_problem("solve-points")
+    response = httpx.post(
+        f"{service.url}/v1/solve",
+        headers=auth(),
+        json={"problem": problem, "strategy": "single", "scale": "points", "scheme": "Seven points for a proof."},
+    )
+    assert response.status_code == 202, response.text
+    done = wait_job(service, response.json()["id"])
+    assert done["status"] == "done", done
+    result = done["result"]
+    assert result["max_points"] == 7 and "points" not in result  # no verdict: no points
+    [verification] = result["verifications"]
+    assert verification["score"] is None and "missing points marker" in verification["format_error"]
+    for extra, why in (
+        ({"strategy": "critic", "scale": "points"}, "not with the critic strategy"),
+        ({"strategy": "single", "scheme": "Seven points."}, "needs scale points"),
+    ):
+        refused = httpx.post(f"{service.url}/v1/solve", headers=auth(), json={"problem": problem, **extra})
+        assert refused.status_code in (400, 422) and why in refused.text, refused.text

@@ -208,3 +208,32 @@ def test_solve_points_scale_on_smollm2(smollm2_dir, tmp_path):
     for v in data["verifications"]:
         assert (v.get("points") is None) == (not v["format_ok"]) and (v["format_ok"] or v["format_error"])
     assert ("points" in data) == any(v.get("points") is not None for v in data["verifications"])
+
+
+async def test_eval_solve_grades_on_points(tmp_path):
+    """`eval solve --scale points`: the grader is the points verifier, so each sample's scores
+    are points / max points, its points are on the problem's scale and a pass is full marks."""
+    from proofcritic.benchmarks._items import SolveItem
+    from proofcritic.benchmarks._run import RunFolder
+    from proofcritic.benchmarks.eval_solve import eval_solve
+    from proofcritic.pipelines.single import SingleStrategy
+
+    grades = {"G0": [7, 7]}
+    backend, roles = model(grades)
+    items = [SolveItem(problem=Problem(id=p, statement=f"Prove statement {p}.", max_points=m)) for p, m in (("a", 7),)]
+    await eval_solve(items, RunFolder(tmp_path / "run"), roles=roles, strategy=SingleStrategy(verify_n=0), verify_n=2)
+    [record] = [json.loads(line) for line in (tmp_path / "run" / "items.jsonl").read_text().splitlines()]
+    [sample] = record["samples"]
+    assert sample["verifier_scores"] == [1.0, 1.0] and sample["points"] == 7 and sample["passed"] is True
+    assert backend.count("verify") == 2
+
+
+@pytest.mark.skipif(not (ROOT.parent / "shared" / "data" / "dsmv2").exists(), reason="shared data not present")
+def test_eval_solve_cli_takes_the_scale():
+    base = ["eval", "solve", "--suite", "imo2025", "--dry-run", "--model", "openai/x"]
+    shown = CliRunner().invoke(app, [*base, "--scale", "points"])
+    assert shown.exit_code == 0 and "scale=points" in shown.output, shown.output
+    plain = CliRunner().invoke(app, base)
+    assert plain.exit_code == 0 and "scale=" not in plain.output  # the ternary default is not shown
+    refused = CliRunner().invoke(app, [*base, "--scale", "points", "--strategy", "critic"])
+    assert refused.exit_code == 2 and "not with --strategy critic" in " ".join(refused.output.split())

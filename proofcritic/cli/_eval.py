@@ -196,6 +196,14 @@ def eval_solve_command(
             help="knockout | swiss: also pick one of the k answers by a pairwise tournament on the verifier's model (best@k by tournament).",
         ),
     ] = None,
+    scale: Annotated[
+        str,
+        typer.Option(
+            "--scale",
+            help="ternary: verifier scores in {0, 0.5, 1}; points: the strategy's verifications and the grader's "
+            "give whole points 0..max points (see solve --scale). Not with critic.",
+        ),
+    ] = "ternary",
     dry_run: DryRunOpt = False,
     *,
     opts: ModelOptions,
@@ -211,6 +219,9 @@ def eval_solve_command(
         raise typer.BadParameter("give --suite", param_hint="--suite")
     if tournament not in (None, "knockout", "swiss"):
         raise typer.BadParameter(f"choose knockout or swiss, not {tournament!r}", param_hint="--tournament")
+    check_scale(scale, score_mode)
+    if scale == "points" and strategy == "critic":
+        raise typer.BadParameter("points grading runs without tools: not with --strategy critic", param_hint="--scale")
     flags = {"keep_invalid": True} if keep_invalid else {}
     params = flags | _parse_set(set_ or [])
     the_strategy = build_strategy(strategy, params, flags=flags)
@@ -232,6 +243,7 @@ def eval_solve_command(
         {
             "model": model_name(opts),
             "score_mode": score_mode,
+            **({"scale": scale} if scale != "ternary" else {}),
             "k": k,
             "verify_n": verify_n,
             **the_strategy.config.model_dump(),
@@ -254,6 +266,7 @@ def eval_solve_command(
         k=k,
         verify_n=verify_n,
         **({"tournament": tournament} if tournament else {}),
+        **({"scale": scale} if scale != "ternary" else {}),  # (recorded only when not the default)
     )
     _prepare(
         folder,
@@ -267,6 +280,7 @@ def eval_solve_command(
             "limit": limit,
             "model": model_name(opts),
             "score_mode": score_mode,
+            **({"scale": scale} if scale != "ternary" else {}),
             "sampling": opts.sampling().model_dump(exclude_unset=True),
             "prices": price_table,
         },
@@ -274,7 +288,7 @@ def eval_solve_command(
         overwrite,
     )
     roles = Roles.from_models(
-        model, prompts=prompt_set, config=opts.sampling(), score_mode=check_score_mode(score_mode)
+        model, prompts=prompt_set, config=opts.sampling(), score_mode=check_score_mode(score_mode), scale=scale
     )
     seen: list[RunStats] = []
 

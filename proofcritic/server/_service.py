@@ -106,6 +106,15 @@ class SolveRequest(_ProblemRequest):
     strategy: str = Field("refine", description=f"One of: {', '.join(STRATEGIES)}.")
     params: dict[str, Any] = Field(default_factory=dict, description="Strategy parameters (as the CLI's --set).")
     score_mode: ScoreMode | None = ScoreModeField
+    scale: Literal["ternary", "points"] = Field(
+        "ternary",
+        description="ternary: verifier scores in {0, 0.5, 1}; points: every verification of the strategy grades "
+        "whole points 0..max_points (ranking and passes on points / max_points; not with critic).",
+    )
+    scheme: str | list[dict[str, Any]] | dict[str, Any] | None = Field(
+        None,
+        description="With scale points: a marking scheme (text, or a grading_scheme.json entry or checkpoint list).",
+    )
 
     @field_validator("strategy")
     @classmethod
@@ -113,6 +122,16 @@ class SolveRequest(_ProblemRequest):
         if value not in STRATEGIES:
             raise ValueError(f"unknown strategy {value!r}; choose one of {', '.join(STRATEGIES)}")
         return value
+
+    @model_validator(mode="after")
+    def _points_only(self) -> SolveRequest:
+        if self.scale == "points" and self.score_mode not in (None, "text"):
+            raise ValueError("points grading reads the points from the text: score_mode text")
+        if self.scale == "points" and self.strategy == "critic":
+            raise ValueError("points grading runs without tools: not with the critic strategy")
+        if self.scheme is not None and self.scale != "points":
+            raise ValueError("a marking scheme needs scale points")
+        return self
 
 
 class LabelRequest(_ProblemRequest, LabelConfig):
@@ -207,11 +226,14 @@ class GradingService:
         return self.model.backend.endpoint_stats() or None
 
     def roles(self, request: _ProblemRequest) -> Roles:
+        solve = isinstance(request, SolveRequest)  # (grade builds its points verifier itself)
         return Roles.from_models(
             self.model,
             prompts=self.prompts,
             config=self.config.merge(request.sampling.as_config()),
             score_mode=getattr(request, "score_mode", None) or self.score_mode,
+            scale=request.scale if solve else "ternary",
+            scheme=request.scheme if solve else None,
         )
 
     def _limit(self, own: int | None, cap: int | None) -> int | None:
