@@ -237,3 +237,37 @@ def test_eval_solve_cli_takes_the_scale():
     assert plain.exit_code == 0 and "scale=" not in plain.output  # the ternary default is not shown
     refused = CliRunner().invoke(app, [*base, "--scale", "points", "--strategy", "critic"])
     assert refused.exit_code == 2 and "not with --strategy critic" in " ".join(refused.output.split())
+
+
+async def test_agent_on_points_passes_on_full_marks_and_shows_the_grade():
+    """The agent loop on the points scale: a pass is full marks read from the grade (no judge
+    call); a failing grade's bug report shows "x / 7 points" and the issues to the repair; the
+    repair's disputes reach a points re-verification (agent_reverify_points)."""
+    from scripted import repair_text
+
+    from proofcritic.pipelines.agent import AgentStrategy
+
+    def script(call):
+        if call.role == "generate":
+            return generation_text("PROOF[first]", 1)
+        if call.role == "agent_improve":
+            return generation_text("PROOF[improved]", 1)
+        if call.role == "agent_repair":
+            return repair_text("PROOF[repaired]", 1, disputes=[("step 2", "it follows from the lemma")])
+        name = PROOF.search(call.prompt).group(1)
+        return points_text({"improved": 5, "repaired": 7}[name], name, 0)
+
+    backend = ScriptedBackend(script)
+    roles = Roles.from_models(Model(backend), scale="points")
+    result = await solve_problem(AgentStrategy(passes_to_accept=2, max_runs=1), PROBLEM, roles)
+    assert result.proof == "PROOF[repaired]" and result.stop_reason.startswith("accepted")
+    assert (result.points, result.max_points) == (7.0, 7.0)
+    assert backend.count("agent_judge") == 0
+    verdicts = [(e["passed"], e["reason"]) for e in result.transcript if e["step"] == "verdict"]
+    assert verdicts == [(False, "grade: 5 / 7 points"), (True, "grade: 7 / 7 points"), (True, "grade: 7 / 7 points")]
+    [repair] = [c for c in backend.calls if c.role == "agent_repair"]
+    assert "5 / 7 points" in repair.prompt and "gap-improved-0" in repair.prompt
+    reverify = [c for c in backend.calls if c.role == "agent_reverify"]
+    assert reverify and all("it follows from the lemma" in c.prompt and POINTS_MARKER in c.prompt for c in reverify)
+    templates = [e.get("template") for e in result.transcript if e["step"] == "verify"]
+    assert templates == ["verify_points", "agent_reverify_points", "agent_reverify_points"]

@@ -26,13 +26,14 @@ from ..llm import ChatMessage, GenerateConfig, Model
 from ..parsing import header_kind, read_final_verdict, strip_thinking, truncation_error
 from ..promptset import OPTIONAL_TEMPLATE_VARIABLES, PromptSet
 from ..types import Generation, Problem, RoleOutput
-from ..verifier import DEFAULT_SCORE_MODE, ScoreMode, Verifier
+from ..verifier import DEFAULT_SCORE_MODE, PointsVerifier, ScoreMode, Verifier, scheme_for, scheme_text
 
 __all__ = [
     "AGENT_TEMPLATES",
     "Improver",
     "Judge",
     "Judgement",
+    "PointsRebuttalVerifier",
     "RebuttalVerifier",
     "Repair",
     "Repairer",
@@ -198,3 +199,33 @@ class RebuttalVerifier(Verifier):
 
     def messages(self, problem: Problem, proof: str) -> list[ChatMessage]:
         return self.render(problem=problem, proof=proof, report=self.report, rebuttal=self.rebuttal)
+
+
+#: the points-scale re-verification's template and variables (an optional template of a prompt set)
+REVERIFY_POINTS = "agent_reverify_points"
+REVERIFY_POINTS_VARIABLES = frozenset({"problem", "proof", "scheme", "report", "rebuttal"})
+
+
+class PointsRebuttalVerifier(PointsVerifier):
+    """The points verifier shown the earlier bug report and the solver's disputes of it
+    (``agent_reverify_points``: the points prompt, then the disputes); parsing is the
+    :class:`~proofcritic.verifier.PointsVerifier`'s."""
+
+    template = REVERIFY_POINTS
+
+    def __init__(self, model: Model, *, report: str, rebuttal: str, **kwargs):
+        super().__init__(model, **kwargs)
+        self.report = report
+        self.rebuttal = rebuttal
+        self._rebuttal_prompts = self.prompts.template_set(REVERIFY_POINTS, REVERIFY_POINTS_VARIABLES)
+
+    def messages(self, problem: Problem, proof: str, scheme: object = None) -> list[ChatMessage]:
+        chosen = scheme_for(self.scheme, problem.id) if scheme is None else scheme
+        return self._rebuttal_prompts.render(
+            REVERIFY_POINTS,
+            problem=problem,
+            proof=proof,
+            scheme=scheme_text(chosen),  # type: ignore[arg-type]
+            report=self.report,
+            rebuttal=self.rebuttal,
+        )

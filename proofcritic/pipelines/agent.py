@@ -34,6 +34,12 @@ Every call gets its own seed, derived from the role's seed (or ``AgentConfig.see
 run, iteration and step, so repeated verifications of one proof are independent samples even
 with the completion cache on, and a resumed run replays the same decisions. ``state_dir`` is
 not used: resuming relies on the completion cache.
+
+On the points scale (roles whose verifier is a :class:`~proofcritic.verifier.PointsVerifier`,
+``solve --scale points``) every verification grades points (``verify_points``; with disputes
+``agent_reverify_points``), a pass is full marks read from the grade itself (no judge call; a
+grade without valid points is a fail), and the bug report a repair sees is the grade's analysis
+with its issues and "x / 7 points" (template ``points_evaluation``).
 """
 
 from __future__ import annotations
@@ -53,12 +59,13 @@ from ..types import Generation, Problem, Verification
 from ._agent_roles import (
     Improver,
     Judge,
+    PointsRebuttalVerifier,
     RebuttalVerifier,
     Repair,
     Repairer,
     agent_prompts,
 )
-from ._common import ConfiguredStrategy, Roles, SolveResult, usable
+from ._common import ConfiguredStrategy, Roles, SolveResult, usable, verifier_evaluation_text
 
 if TYPE_CHECKING:
     from ..verifier import Verifier
@@ -185,7 +192,18 @@ class _Session:
 
     async def _verify(self, run: int, iteration: int, current: _Candidate) -> Verification:
         verifier: Verifier
-        if current.rebuttal:
+        if current.rebuttal and self.roles.scale == "points":  # the points protocol, the disputes shown
+            base = self.roles.verifier
+            verifier = PointsRebuttalVerifier(
+                base.model,
+                report=current.report,
+                rebuttal=current.rebuttal,
+                prompts=base.prompts,
+                config=base.config,
+                scheme=getattr(base, "scheme", None),
+            )
+            template = verifier.template
+        elif current.rebuttal:
             base = self.roles.verifier
             verifier = RebuttalVerifier(
                 base.model,
@@ -197,7 +215,7 @@ class _Session:
             )
             template = "agent_reverify"
         else:
-            verifier, template = self.roles.verifier, "verify"
+            verifier, template = self.roles.verifier, self.roles.verifier.template  # verify or verify_points
         seed = self._seed(verifier, run, iteration, "verify")
         verification = (await verifier.verify(self.problem, current.proof, seed=seed))[0]
         current.verifications.append(verification)
@@ -210,6 +228,11 @@ class _Session:
         cut = truncation_error(verification.finish_reason)
         if cut or not log:
             return False, f"invalid verification: {cut or 'empty output'}"
+        if self.roles.scale == "points":  # a pass is full marks, read from the grade (no judge call)
+            if verification.points is None:
+                return False, f"no points: {verification.format_error}"
+            shown = f"{verification.points:g} / {self.problem.max_points:g} points"
+            return verification.score == 1, f"grade: {shown}"
         seed = self._seed(self.judge, run, iteration, "judge")
         judgement = await self.judge.judge(self.problem, current.proof, log, seed=seed)
         self._record(_entry(run, iteration, "judge", judgement), judgement.usage)
@@ -248,6 +271,8 @@ class _Session:
             verification = await self._verify(run, iteration, current)
             log = strip_thinking(verification.raw).strip()
             passed, reason = await self._judge(run, iteration, current, log, verification)
+            if self.roles.scale == "points" and log:  # the bug report: the analysis, its issues, "x / 7 points"
+                log = verifier_evaluation_text(self.roles.verifier, self.problem, verification)
             if passed:
                 passes, failures = passes + 1, 0
                 current.passes += 1

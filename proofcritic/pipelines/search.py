@@ -7,7 +7,16 @@ prompt showing the proof with up to ``analyses_per_proof`` of its analyses, lowe
 and at most ``max_per_score`` per distinct score (so 0 and 0.5 come before 1); each prompt yields
 ``samples_per_trial`` refined proofs, verified and added to the pool. The search stops when a
 proof passes all its verifications (every score 1; ``stop_on_pass=False`` runs every round)
-or after ``rounds`` rounds, round 1 included. The answer is the best proof by mean, then self-score (then the earliest).
+or after ``rounds`` rounds, round 1 included. The answer is the best proof by mean, then self-score (then the earliest);
+with ``select`` "knockout" or "swiss" it is the winner of a pairwise tournament among the
+``select_pool`` best by mean (seeded in that order, judged on the verifier's model by
+:func:`~proofcritic.pipelines.tournament.run_tournament`; its comparisons are in ``plan()``,
+cached like every call, so a rerun replays them; the transcript's ``tournament`` step has every
+match with both answers' reasons and why the winner won). A spent budget (before or during the
+tournament) answers the best mean, marked budget-limited. On the points scale (a
+:class:`~proofcritic.verifier.PointsVerifier`) scores are points / max points, so a pass is full
+marks on every verification, and a refinement prompt shows each grade as "x / 7 points" with its
+issues (template ``points_evaluation``).
 
 Defaults are the RELEASED settings (the paper's prose describes a pool of 64 proofs, the top 64
 refined with one proof per pair; the released code uses): 128 initial samples, top 32, 32

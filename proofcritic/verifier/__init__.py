@@ -23,12 +23,28 @@ from ._verifier import (
 
 if TYPE_CHECKING:
     from ._critic import CRITIC_TEMPLATES, CRITIC_VARIABLES, CriticVerifier, critic_prompts
-    from ._points import SCALES, PointsVerifier, load_schemes, parse_points_verification, point_values, scheme_text
+    from ._points import (
+        SCALES,
+        PointsVerifier,
+        load_schemes,
+        parse_points_verification,
+        point_values,
+        scheme_for,
+        scheme_text,
+    )
 
 _LAZY = {
     **dict.fromkeys(("CRITIC_TEMPLATES", "CRITIC_VARIABLES", "CriticVerifier", "critic_prompts"), "._critic"),
     **dict.fromkeys(
-        ("SCALES", "PointsVerifier", "load_schemes", "parse_points_verification", "point_values", "scheme_text"),
+        (
+            "SCALES",
+            "PointsVerifier",
+            "load_schemes",
+            "parse_points_verification",
+            "point_values",
+            "scheme_for",
+            "scheme_text",
+        ),
         "._points",
     ),
 }
@@ -54,6 +70,7 @@ __all__ = [
     "parse_points_verification",
     "parse_verification",
     "point_values",
+    "scheme_for",
     "scheme_text",
     "score_prefix",
     "shown_score",
