@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from proofcritic.llm import Backend, ChatMessage, ChatRequest, Completion
-from proofcritic.parsing import EVALUATION_MARKER, META_SCORE_MARKER, SCORE_MARKER
+from proofcritic.parsing import EVALUATION_MARKER, META_SCORE_MARKER, POINTS_MARKER, SCORE_MARKER
 
 ROLE_SIGNATURES = (
     # the agent loop's prompts (proofcritic/pipelines/agent.py) include verify.j2 or generate.j2,
@@ -58,6 +58,12 @@ def verification_text(
         lines.append("- None")
     lines += ["", SCORE_MARKER, f"\\boxed{{{score:g}}}"]
     return "\n".join(lines)
+
+
+def points_output(points: int, analysis: str = "Checked.") -> str:
+    """A points verifier output (``--scale points``) with one reported issue."""
+    issue = '- **Location:** "step 2" | **Severity:** Critical Error | **Issue:** gap'
+    return f"{EVALUATION_MARKER}\n{analysis}\n\n### Issues\n\n{issue}\n\n{POINTS_MARKER}\n\\boxed{{{points}}}"
 
 
 def generation_text(proof: str, self_score: float, analysis: str = "I checked my proof.") -> str:
@@ -148,3 +154,43 @@ class ScriptedBackend(Backend):
 
     def count(self, role: str) -> int:
         return sum(1 for c in self.calls if c.role == role)
+
+
+def write_points_labels(folder, statement: str):
+    """``label --scale points`` output, labelled by the real pipeline (n=3, m=2, k=2) on a
+    scripted model, in ``folder/labels.jsonl``: proof "gap" gets 7, 3, 3 of 7 and the
+    meta-verifier confirms the 3s (label 3/7); proof "full" gets 7 three times (label 1); proof
+    "muddle" gets 2, 5, 5, each analysis refuted once and confirmed once (review)."""
+    import json
+
+    from proofcritic.llm import Model
+    from proofcritic.meta_verifier import MetaVerifier
+    from proofcritic.pipelines.label import LabelConfig, label_jsonl
+    from proofcritic.verifier import PointsVerifier
+
+    grades = {"gap": [7, 3, 3], "full": [7, 7, 7], "muddle": [2, 5, 5]}
+
+    def script(call: Call) -> str:
+        proof = next(name for name in grades if f"Proof {name}." in call.prompt)
+        if call.role == "meta_verify":
+            return meta_text(0 if proof == "muddle" and call.index == 0 else 1)
+        return points_output(grades[proof][call.index], f"Analysis of {proof} #{call.index}.")
+
+    source, output = folder / "label_input.jsonl", folder / "labels.jsonl"
+    records = [
+        {"id": name, "problem": {"statement": statement, "max_points": 7}, "proof": f"Proof {name}."} for name in grades
+    ]
+    source.write_text("".join(json.dumps(r) + "\n" for r in records))
+    model = Model(ScriptedBackend(script))
+    asyncio.run(
+        label_jsonl(
+            PointsVerifier(model),
+            MetaVerifier(model),
+            source,
+            output,
+            folder / "review.jsonl",
+            config=LabelConfig(n=3, m=2, k=2),
+            concurrency=1,  # the records in input order
+        )
+    )
+    return output

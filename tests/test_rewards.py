@@ -167,6 +167,62 @@ def test_verifier_reward_averages_several_meta_verifications(roles):
     assert reward.last_components[0]["meta_scores"] == [0.5, 0.5, 0.5] and backend.count("meta_verify") == 3
 
 
+# --------------------------------------------------------------------------- verifier, points scale
+
+
+def points_ver(points: str | int, meta: float | None = None, tail: str = "") -> str:
+    from proofcritic.parsing import EVALUATION_MARKER, POINTS_MARKER
+
+    analysis = "Checked." + ("" if meta is None else f" [meta={meta:g}]")
+    return f"{EVALUATION_MARKER}\n{analysis}\n\n### Issues\n\n- None\n\n{POINTS_MARKER}\n\\boxed{{{points}}}{tail}"
+
+
+POINTS_CASES = [
+    # (completion, labelled points l, max_points, R_V = R_format * (1 - |p' - l| / max_points))
+    (points_ver(7), 7, 7, 1.0),
+    (points_ver(5), 7, 7, 5 / 7),
+    (points_ver(0), 7, 7, 0.0),
+    (points_ver(3), 0, 7, 4 / 7),
+    (points_ver(4), 7, 10, 0.7),  # the problem's own scale
+    (points_ver(10), 7, 10, 0.7),
+    (points_ver(8), 7, 7, 0.0),  # off the scale: a format failure
+    (points_ver("3.5"), 3, 7, 0.0),  # not a whole number: a format failure
+    (points_ver(3, tail="\nAnd more."), 3, 7, 0.0),  # text after the box: a format failure
+    (ver(1), 7, 7, 0.0),  # the ternary protocol is a format failure on the points scale
+]
+
+
+@pytest.mark.parametrize(("text", "reference", "max_points", "expected"), POINTS_CASES)
+def test_points_verifier_reward_table(text, reference, max_points, expected):
+    from proofcritic.training import points_reward
+
+    reward = make_verifier_reward(scale="points")
+    assert reward([text], reference_points=[reference], max_points=[max_points]) == [pytest.approx(expected)]
+    [components] = reward.last_components
+    assert components["r_format"] == (1.0 if expected > 0 or text == points_ver(0) else 0.0)
+    assert components["points_ref"] == reference
+    assert points_reward(None, 3, 7) == 0.0 and points_reward(2, 3, 7) == pytest.approx(6 / 7)
+
+
+def test_points_verifier_reward_with_meta_reviews_the_points_grade(roles):
+    """R_meta on the points scale: the meta-verifier reviews the points grade (its points
+    template), and the product is R_format * R_score * R_meta; the ternary reward is untouched."""
+    _, meta_verifier, backend = roles
+    reward = make_verifier_reward(meta_verifier, scale="points")
+    columns = {"problem": [PROBLEM.statement], "proof": ["p"], "reference_points": [7], "max_points": [7]}
+    assert reward([points_ver(6, meta=0.5)], **columns) == [pytest.approx(6 / 7 * 0.5)]
+    [call] = [c for c in backend.calls if c.role == "meta_verify"]
+    assert "The grader's points: 6 of 7" in call.prompt
+    assert reward([points_ver(0, meta=1)], **columns) == [0.0] and backend.count("meta_verify") == 1
+    assert make_verifier_reward()([ver(0.5)], reference_score=[1]) == [0.5]
+    with pytest.raises(InputError, match=r"'reference_points' holds 8; points lie from 0 to 7"):
+        make_verifier_reward(scale="points")([points_ver(7)], reference_points=[8], max_points=[7])
+    with pytest.raises(InputError, match=r"needs the dataset column 'max_points'"):
+        make_verifier_reward(scale="points")([points_ver(7)], reference_points=[7])
+    with pytest.raises(ValueError, match="ternary or points"):
+        make_verifier_reward(scale="quartiles")
+
+
 # --------------------------------------------------------------------------- meta-verifier
 
 

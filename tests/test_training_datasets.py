@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from scripted import meta_text, verification_text
+from scripted import meta_text, points_output, verification_text
 
 from proofcritic.benchmarks import GradeItem, load_suite
 from proofcritic.errors import InputError
@@ -203,3 +203,87 @@ def test_dataset_and_jsonl_output_feed_the_rewards(label_records, tmp_path):
     assert write_jsonl(examples_from_labels(label_records), path) == 2
     lines = [json.loads(x) for x in path.read_text().splitlines()]
     assert lines[0]["reference_score"] == 0.0 and lines[0]["prompt"] == d_v[0]["prompt"]
+
+
+# --------------------------------------------------------------------------- the points protocol
+
+
+@pytest.fixture
+def points_label_file(tmp_path):
+    """`label --scale points` output (see scripted.write_points_labels)."""
+    from scripted import write_points_labels
+
+    return write_points_labels(tmp_path, PROBLEM.statement)
+
+
+def test_points_labels_make_points_d_v_and_d_mv(points_label_file):
+    """D_v from points labels: the points verifier's prompt, the labelled points as reference;
+    D_mv: the points review prompt showing each analysis's points."""
+    from proofcritic.training import dataset_scale
+
+    records = [json.loads(line) for line in points_label_file.read_text().splitlines()]
+    assert [(r["id"], r["status"], r["scale"]) for r in records] == [
+        ("gap", "labeled", "points"),
+        ("full", "labeled", "points"),
+        ("muddle", "review", "points"),
+    ]
+    d_v = examples_from_labels(points_label_file)
+    assert [(e.proof, e.scale, e.points, e.score) for e in d_v] == [
+        ("Proof gap.", "points", 3, pytest.approx(3 / 7)),
+        ("Proof full.", "points", 7, 1.0),
+    ]
+    assert dataset_scale(d_v) == "points"
+    rows = to_dataset(d_v)
+    assert {"reference_points", "max_points", "scale"} <= set(rows.column_names)
+    assert rows["reference_points"] == [3, 7] and rows["max_points"] == [7, 7] and rows["scale"] == ["points"] * 2
+    prompt = rows[0]["prompt"][-1]["content"]
+    assert "on a scale of 0 to 7 points" in prompt and "final number of points should be" in prompt
+    assert "Proof gap." in prompt and "\\boxed{0}" not in prompt  # not the ternary prompt
+    # the points reward scores completions against those references: 1 - |p - l| / 7
+    reward = make_verifier_reward(scale="points")
+    assert reward([points_output(3)] * 2, **rows.to_dict()) == pytest.approx([1.0, 3 / 7])
+
+    d_mv = meta_examples_from_labels(points_label_file)
+    # gap: the two 3s (7 is never reviewed); muddle: 2 and the two 5s, each with one 0 and one 1
+    # (majority tie -> the lower meta score, 0)
+    assert [(e.proof, e.analysis_points, e.meta_score) for e in d_mv] == [
+        ("Proof gap.", 3, 1.0),
+        ("Proof gap.", 3, 1.0),
+        ("Proof muddle.", 2, 0.0),
+        ("Proof muddle.", 5, 0.0),
+        ("Proof muddle.", 5, 0.0),
+    ]
+    meta_rows = to_dataset(d_mv)
+    assert meta_rows["analysis_points"][:3] == [3, 3, 2] and set(meta_rows["scale"]) == {"points"}
+    review = meta_rows[2]["prompt"][-1]["content"]
+    assert "The grader's points: 2 of 7" in review and "Analysis of muddle #0." in review
+    assert make_meta_verifier_reward()([meta_text(1)] * 5, **meta_rows.to_dict()) == [1.0, 1.0, 0.0, 0.0, 0.0]
+
+
+def test_one_scale_per_data_set(points_label_file, label_records, tmp_path):
+    """Points and ternary labels in one data set are refused with both counts; so is asking for
+    the other scale; a user's points file needs points on the problem's scale."""
+    points_records = [json.loads(line) for line in points_label_file.read_text().splitlines()]
+    with pytest.raises(InputError, match=r"mixes scales: 2 points and 2 ternary example\(s\)"):
+        examples_from_labels([*points_records, *label_records])
+    with pytest.raises(InputError, match=r"mixes scales"):
+        meta_examples_from_labels([*label_records, *points_records])
+    with pytest.raises(InputError, match=r"label record 'gap' is on the points scale.*scale: ternary"):
+        examples_from_labels(points_records, scale="ternary")
+    with pytest.raises(InputError, match=r"mixes scales"):
+        to_dataset([*examples_from_labels(points_records), *examples_from_labels(label_records)])
+    # a ternary label record without the scale field (older files): read from its analyses
+    assert {e.scale for e in examples_from_labels(label_records)} == {"ternary"}
+
+    user = tmp_path / "dv.jsonl"
+    user.write_text(
+        json.dumps({"problem": {"statement": "S", "max_points": 10}, "proof": "P", "points": 4, "scheme": "4 for x"})
+        + "\n"
+    )
+    [example] = examples_from_jsonl(user, scale="points")
+    assert (example.scale, example.points, example.score) == ("points", 4, pytest.approx(0.4))
+    assert "4 for x" in to_dataset([example])[0]["prompt"][-1]["content"]  # the scheme is shown
+    assert examples_from_jsonl(user)[0].scale == "ternary"  # unasked, points map to {0, 0.5, 1}
+    user.write_text(json.dumps({"problem": "S", "proof": "P", "points": 8, "scale": "points"}) + "\n")
+    with pytest.raises(InputError, match=r"'points' is 8; on this problem's scale it lies from 0 to 7"):
+        examples_from_jsonl(user)

@@ -328,6 +328,38 @@ def test_grpo_with_lora(tmp_path, tiny_model_dir):
     assert (out / "adapter_config.json").exists()
 
 
+def test_grpo_verifier_on_points_labels(tmp_path, tiny_model_dir):
+    """`label --scale points` output as the train file: the scale comes from its records, the
+    prompts are the points verifier's, and the points reward scores the rollouts against the
+    labelled points (the random tiny model never writes the protocol: every sample is a format
+    failure, and the entropy bonus moves the weights). Asking for the ternary scale is refused."""
+    from scripted import write_points_labels
+
+    labels = write_points_labels(tmp_path, STATEMENT)
+    common = {
+        **_tiny_args(tmp_path, entropy_coef=1.0, max_steps=1),
+        "model": str(tiny_model_dir),
+        "role": "verifier",
+        "train_file": str(labels),
+        "num_generations": 2,
+        "per_device_train_batch_size": 2,
+        "max_completion_length": 8,
+    }
+    (reward,) = build_rewards(ProofcriticGRPOConfig(**common, scale="points"))
+    assert reward.columns == ("reference_points", "max_points")
+    with pytest.raises(Exception, match=r"on the points scale, but the data set was asked for the ternary"):
+        train_grpo(ProofcriticGRPOConfig(**common, scale="ternary"))
+    with pytest.raises(ConfigError, match=r"scale points trains the verifier or the meta-verifier"):
+        ProofcriticGRPOConfig(**{**common, "role": "generator", "reward_model": "transformers/x"}, scale="points")
+    watch = _Watch()
+    out = train_grpo(ProofcriticGRPOConfig(**common), callbacks=[watch])
+    [entry] = [h for h in watch.state.log_history if "verifier_reward/points_ref" in h]
+    assert entry["verifier_reward/points_ref"] in (3.0, 7.0)  # the two labelled proofs: 3 and 7 of 7
+    assert entry["verifier_reward/format_failure_rate"] == 1.0 and entry["rewards/verifier_reward/mean"] == 0.0
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert not (_params(tiny_model_dir)[name] == _params(out)[name]).all()
+
+
 # --------------------------------------------------------------------------- SFT and DPO
 
 

@@ -34,6 +34,12 @@ The rules, first match wins (``rule`` names the one that fired):
    valid: SPEC section 3 only looks at the lowest score, so such a proof goes to a human.
 
 A proof whose budget ran out before it could be labeled goes to review with ``budget_exhausted``.
+
+With ``adaptive=True`` (``label --adaptive``) the same rules run on verifications and
+meta-verifications drawn in batches, stopping once the label cannot change
+(:func:`proofcritic.pipelines.adaptive.label_adaptively`); the label (status, label, rule) is the
+fixed procedure's on the same draws. An analysis whose votes the label did not need has the
+verdict ``unsettled``, and the record's ``sampling`` says what was drawn and why it stopped.
 ``refute_at=0.5`` gives the binary reading (every scored meta vote confirms or refutes).
 """
 
@@ -72,6 +78,7 @@ from ..runner import (
 )
 from ..types import Aggregate, MetaVerification, Problem, Proof, Verification
 from ..verifier import Verifier, aggregate, counts_note
+from .adaptive import AdaptiveOptions, Sampling
 from .scaled import scaled_verify
 
 __all__ = [
@@ -85,18 +92,20 @@ __all__ = [
     "majority",
 ]
 
-Verdict = Literal["no_issues", "valid", "refuted", "undecided"]
+Verdict = Literal["no_issues", "valid", "refuted", "undecided", "unsettled"]
 LabelRule = Literal[
     "no_analyses", "all_correct", "confirmed_lowest", "all_refuted", "not_enough_confirmed", "budget_exhausted"
 ]
 Status = Literal["labeled", "review"]
 
 
-class LabelConfig(BaseModel):
+class LabelConfig(AdaptiveOptions):
     """Parameters of auto-labeling. The paper does not publish n, m, k (its search used n=64).
 
     Defined here once: the service's label request is this model (with the problem fields), and
-    co-training's ``label`` parameters are it with other defaults (:meth:`with_defaults`)."""
+    co-training's ``label`` parameters are it with other defaults (:meth:`with_defaults`).
+    ``adaptive``, ``confidence``, ``batch``: :class:`~proofcritic.pipelines.adaptive.AdaptiveOptions`
+    (left out of dumps while ``adaptive`` is off)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -137,7 +146,18 @@ class LabelConfig(BaseModel):
     def plan(self) -> CallPlan:
         """The model calls labeling one proof makes at most: one verification request of ``n``
         samples, then one meta-verification request of ``m`` samples per analysis that
-        reports issues (all ``n`` of them at most)."""
+        reports issues (all ``n`` of them at most). Adaptive: the same samples at most, in one
+        request per checkpoint (``batch``, doubling, up to ``n``; meta: ``m // 2 + 1``, then ``m``)."""
+        if self.adaptive:
+            from .adaptive import checkpoints
+
+            verify_calls = len(checkpoints(self.n, self.batch))
+            meta_calls = len(checkpoints(self.m, self.m // 2 + 1))
+            return (
+                CallPlan()
+                .add("verification", verify_calls, self.n)
+                .add("meta-verification", self.n * meta_calls, self.n * self.m)
+            )
         return CallPlan().add("verification", 1, self.n).add("meta-verification", self.n, self.n * self.m)
 
 
@@ -167,6 +187,9 @@ class LabelResult(BaseModel):
         description="The score in {0, 0.5, 1} (points / max points with a points verifier); None when sent to review.",
     )
     rule: LabelRule
+    scale: Literal["ternary", "points"] = Field(
+        "ternary", description="The verifier's protocol: ternary scores, or points (`label --scale points`)."
+    )
     reason: str = Field("", description="The rule that fired, in words.")
     lowest_score: float | None = None
     valid_lowest: int = Field(0, description="Valid analyses among those with the lowest score.")
@@ -176,6 +199,9 @@ class LabelResult(BaseModel):
     aggregate: Aggregate
     budget_limited: bool = False
     usage: Usage = Field(default_factory=Usage)
+    sampling: Sampling | None = Field(
+        None, description="Adaptive runs: the verifications and meta-verifications drawn, and why sampling stopped."
+    )
 
 
 def majority(scores: Sequence[float | None]) -> float | None:
@@ -217,10 +243,11 @@ def decide(
         reason = f"all {len(claims)} issue-reporting analyses were refuted by their meta-verifications"
         return "labeled", 1.0, "all_refuted", reason, lowest, valid
     verdicts = Counter(a.verdict for a in claims)
+    unsettled = f", {verdicts['unsettled']} unsettled (not needed)" if verdicts["unsettled"] else ""
     reason = (
         f"{valid} of {len(group)} analyses with the lowest score {lowest:g} are valid, k={config.k} needed "
         f"(issue-reporting analyses: {verdicts['valid']} valid, {verdicts['refuted']} refuted, "
-        f"{verdicts['undecided']} undecided)"
+        f"{verdicts['undecided']} undecided{unsettled})"
     )
     return "review", None, "not_enough_confirmed", reason, lowest, valid
 
@@ -252,7 +279,15 @@ async def _label_proof(
 ) -> LabelResult:
     config = config or LabelConfig()
     proof = proof if isinstance(proof, Proof) else Proof(text=proof)
-    common: dict[str, Any] = {"problem": problem, "proof": proof.text, "proof_id": proof.id, "config": config}
+    if config.adaptive:
+        return await _label_adaptive(verifier, meta_verifier, problem, proof, config)
+    common: dict[str, Any] = {
+        "problem": problem,
+        "proof": proof.text,
+        "proof_id": proof.id,
+        "config": config,
+        "scale": verifier.scale,
+    }
     try:
         scaled = await scaled_verify(verifier, problem, proof, config.n)
     except BudgetExceeded as error:
@@ -303,6 +338,55 @@ async def _label_proof(
         format_failures=[scaled.verifications[i] for i in scaled.format_failures],
         aggregate=scaled.aggregate,
         budget_limited=budget_error is not None,
+    )
+
+
+async def _label_adaptive(
+    verifier: Verifier, meta_verifier: MetaVerifier, problem: Problem, proof: Proof, config: LabelConfig
+) -> LabelResult:
+    """:func:`label_proof` with ``config.adaptive``: the same rules on what
+    :func:`~proofcritic.pipelines.adaptive.label_adaptively` drew."""
+    from .adaptive import label_adaptively
+
+    common: dict[str, Any] = {
+        "problem": problem,
+        "proof": proof.text,
+        "proof_id": proof.id,
+        "config": config,
+        "scale": verifier.scale,
+    }
+    try:
+        drawn = await label_adaptively(verifier, meta_verifier, problem, proof.text, config)
+    except BudgetExceeded as error:
+        return LabelResult(
+            **common,
+            status="review",
+            rule="budget_exhausted",
+            reason=f"{error} before the verifications settled the label",
+            aggregate=aggregate([], problem.max_points),
+            budget_limited=True,
+        )
+    status, label, rule, reason, lowest, valid = decide(drawn.analyses, config)
+    if drawn.budget_error is not None and status == "review":
+        rule, reason = "budget_exhausted", f"{drawn.budget_error} before the label was settled"
+    summary = aggregate(drawn.verifications, problem.max_points)
+    if summary.unscored:
+        reason += f" ({counts_note(summary)})"
+    s = drawn.sampling
+    reason += f"; adaptive: {s.drawn} of {s.planned} verifications, {s.meta_drawn} meta-verifications ({s.stopped})"
+    return LabelResult(
+        **common,
+        status=status,
+        label=label,
+        rule=rule,
+        reason=reason,
+        lowest_score=lowest,
+        valid_lowest=valid,
+        analyses=drawn.analyses,
+        format_failures=[v for v in drawn.verifications if v.score is None],
+        aggregate=summary,
+        budget_limited=drawn.budget_error is not None,
+        sampling=s,
     )
 
 

@@ -125,11 +125,28 @@ class ProofcriticGRPOConfig(GRPOConfig, _CommonFields):
     reward_beta: float = field(
         default=0.24, metadata={"help": "Generator reward weight of the self-evaluation (SPEC beta)."}
     )
+    scale: str | None = field(
+        default=None,
+        metadata={
+            "help": "The verifier protocol of the verifier / meta_verifier data: ternary (scores in {0, 0.5, 1}) "
+            "or points (0..max_points, `label --scale points` output). Default: what the data's records say "
+            "(label records and written rows carry it), else ternary; data on the other scale is an error."
+        },
+    )
 
     def __post_init__(self) -> None:
         self.role = str(self.role).strip().lower().replace("-", "_")
         if self.role not in ROLES:
             raise ConfigError(f"unknown role {self.role!r}; set role to one of {', '.join(ROLES)}")
+        if self.scale is not None:
+            self.scale = str(self.scale).strip().lower()
+            if self.scale not in ("ternary", "points"):
+                raise ConfigError(f"scale must be ternary or points, not {self.scale!r}")
+            if self.scale == "points" and self.role == "generator":
+                raise ConfigError(
+                    "scale points trains the verifier or the meta-verifier on points data; the generator's "
+                    "reward scores proofs with the ternary verifier (leave scale unset)"
+                )
         if self.role == "generator" and not self.reward_model:
             raise ConfigError(
                 "role generator needs a verifier to score its proofs; set reward_model to BACKEND/MODEL "

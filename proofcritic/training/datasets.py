@@ -20,6 +20,17 @@ come from three sources:
   ``points`` with the problem's ``max_points``); for D_mv also ``analysis`` and
   ``meta_score`` (and optionally ``analysis_score``, the score the analysis gave).
 
+**Two protocols.** Every example is on one verifier scale (:data:`Scale`): ``ternary`` (SPEC,
+scores in {0, 0.5, 1}) or ``points`` (``label --scale points``: whole points from 0 to the
+problem's ``max_points``). A points example's D_v prompt is the points verifier's
+(``verify_points``), its reference the labelled points (``reference_points``, with
+``max_points``; ``reference_score`` = points / max_points as well); a points D_mv prompt is the
+points review (``meta_verify_points``, showing the analysis's points). A label record's scale is
+its ``scale`` field, else what its analyses say (a points grade carries ``points``); a user
+record's is its ``scale`` field, else the ``scale`` asked for, else ternary (a ternary record's
+``points`` map to {0, 0.5, 1} as above; a points record needs ``points``). One data set holds
+one scale: a mix is an :class:`InputError` that says which records differ.
+
 Examples are deduplicated by a hash of problem statement + proof (+ analysis for D_mv; the
 first occurrence wins) and split deterministically by a hash of the problem statement (so no
 problem sits on both sides) into train and held-out parts. :func:`to_dataset` gives a
@@ -35,19 +46,23 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from ..benchmarks import GradeItem
 from ..errors import InputError
 from ..io import iter_jsonl, problem_from_record
+from ..meta_verifier import MetaVerifier
 from ..pipelines.label import LabelResult, majority
 from ..promptset import PromptSet
-from ..types import Problem
+from ..types import Problem, Verification
 
 __all__ = [
     "BUCKET_SCORES",
+    "SCALES",
     "MetaExample",
+    "Scale",
     "VerifierExample",
+    "dataset_scale",
     "deduplicate",
     "examples_from_grades",
     "examples_from_jsonl",
@@ -55,6 +70,7 @@ __all__ = [
     "meta_examples_from_jsonl",
     "meta_examples_from_labels",
     "points_to_score",
+    "record_scale",
     "split",
     "to_dataset",
     "to_rows",
@@ -64,15 +80,35 @@ __all__ = [
 #: ProofBench buckets as scores in {0, 0.5, 1}
 BUCKET_SCORES: dict[str, float] = {"Correct": 1.0, "Almost": 0.5, "Partial": 0.0, "Incorrect": 0.0}
 
+#: the verifier protocols an example can be on (see the module docstring)
+Scale = Literal["ternary", "points"]
+SCALES: tuple[Scale, ...] = ("ternary", "points")
+
 
 class VerifierExample(BaseModel):
     """One element of D_v."""
 
     problem: Problem
     proof: str
-    score: float = Field(..., ge=0, le=1, description="The reference score s in {0, 0.5, 1}.")
+    score: float = Field(
+        ..., ge=0, le=1, description="The reference score s in {0, 0.5, 1} (points scale: points / max_points)."
+    )
     source: str = Field("", description="Where the example came from (label, a suite name, a file).")
     id: str = ""
+    scale: Scale = "ternary"
+    points: float | None = Field(None, description="Points scale: the reference points, 0..problem.max_points.")
+    scheme: str = Field("", description="Points scale: the marking scheme the prompt shows (text; empty: none).")
+
+    @model_validator(mode="after")
+    def _points(self) -> VerifierExample:
+        if self.scale == "points":
+            if self.points is None or not 0 <= self.points <= self.problem.max_points:
+                raise ValueError(
+                    f"a points example needs points from 0 to {self.problem.max_points:g}, not {self.points}"
+                )
+        elif self.points is not None:
+            raise ValueError("points belong to the points scale (scale='points')")
+        return self
 
 
 class MetaExample(BaseModel):
@@ -85,6 +121,8 @@ class MetaExample(BaseModel):
     meta_score: float = Field(..., ge=0, le=1, description="The reference meta score ms in {0, 0.5, 1}.")
     source: str = ""
     id: str = ""
+    scale: Scale = Field("ternary", description="The protocol of the analysis under review.")
+    analysis_points: float | None = Field(None, description="Points scale: the points the analysis gave.")
 
 
 E = TypeVar("E", VerifierExample, MetaExample)
@@ -113,6 +151,48 @@ def points_to_score(points: float, max_points: float) -> float:
     return 0.0 if points <= 0 else 0.5
 
 
+def record_scale(record: Mapping[str, Any]) -> Scale | None:
+    """The scale of a label record: its ``scale`` field, else ``points`` when one of its
+    verifications is a points grade (carries ``points``), ``ternary`` when it has scored
+    verifications without, None when it holds no verification to tell (e.g. an error record)."""
+    given = record.get("scale")
+    if given is not None:
+        if given not in SCALES:
+            raise InputError(f"record {record.get('id', '')!r}: scale {given!r} is neither ternary nor points")
+        return given
+    verifications = [a.get("verification") or {} for a in record.get("analyses") or []]
+    verifications += list(record.get("format_failures") or [])
+    if any(v.get("points") is not None for v in verifications):
+        return "points"
+    return "ternary" if record.get("analyses") else None
+
+
+def _chosen_scale(found: Scale | None, wanted: Scale | None, where: str) -> Scale:
+    if found is not None and wanted is not None and found != wanted:
+        raise InputError(
+            f"{where} is on the {found} scale, but the data set was asked for the {wanted} scale "
+            f"(scale: {wanted}); train each scale on its own data set"
+        )
+    return found or wanted or "ternary"
+
+
+def dataset_scale(examples: Iterable[VerifierExample | MetaExample], default: Scale = "ternary") -> Scale:
+    """The one scale of ``examples`` (``default`` when there are none); a mix of scales is an
+    :class:`InputError` that counts both and names the first example of the minority."""
+    by_scale: dict[Scale, list[VerifierExample | MetaExample]] = {}
+    for example in examples:
+        by_scale.setdefault(example.scale, []).append(example)
+    if len(by_scale) > 1:
+        (one, first), (other, second) = sorted(by_scale.items(), key=lambda kv: -len(kv[1]))
+        odd = second[0]
+        raise InputError(
+            f"the data set mixes scales: {len(first)} {one} and {len(second)} {other} example(s) (the first "
+            f"{other} one: {odd.id or odd.source or odd.proof[:40]!r}); one data set trains one protocol, so "
+            "label (or write) each scale into its own file"
+        )
+    return next(iter(by_scale), default)
+
+
 # --------------------------------------------------------------------------- auto-labels
 
 
@@ -127,26 +207,47 @@ def _label_records(records: Iterable[LabelResult | Mapping[str, Any]] | str | Pa
         yield given.model_dump(mode="json") if isinstance(given, LabelResult) else dict(given)
 
 
-def examples_from_labels(records: Iterable[LabelResult | Mapping[str, Any]] | str | Path) -> list[VerifierExample]:
-    """D_v from auto-label records (objects, dicts or a JSONL path): one example per labeled proof."""
+def _where(record: Mapping[str, Any], number: int) -> str:
+    return f"label record {record.get('id') or number!r}"
+
+
+def examples_from_labels(
+    records: Iterable[LabelResult | Mapping[str, Any]] | str | Path, scale: Scale | None = None
+) -> list[VerifierExample]:
+    """D_v from auto-label records (objects, dicts or a JSONL path): one example per labeled
+    proof, on each record's scale (``scale``: the one the data set must have; see
+    :func:`record_scale`). A points label (points / max points) becomes a points example whose
+    reference is the labelled points."""
     out = []
-    for record in _label_records(records):
+    for number, record in enumerate(_label_records(records), 1):
         if record.get("status") != "labeled" or record.get("label") is None or "error" in record:
             continue
         problem = problem_from_record({"problem": record["problem"]})
+        found = _chosen_scale(record_scale(record), scale, _where(record, number))
+        label = float(record["label"])
+        points = round(label * problem.max_points, 6) if found == "points" else None
         out.append(
-            _with_id(VerifierExample(problem=problem, proof=record["proof"], score=record["label"], source="label"))
+            _with_id(
+                VerifierExample(
+                    problem=problem, proof=record["proof"], score=label, source="label", scale=found, points=points
+                )
+            )
         )
+    dataset_scale(out)
     return out
 
 
-def meta_examples_from_labels(records: Iterable[LabelResult | Mapping[str, Any]] | str | Path) -> list[MetaExample]:
-    """D_mv from auto-label evidence: each meta-verified analysis with its majority meta score."""
+def meta_examples_from_labels(
+    records: Iterable[LabelResult | Mapping[str, Any]] | str | Path, scale: Scale | None = None
+) -> list[MetaExample]:
+    """D_mv from auto-label evidence: each meta-verified analysis with its majority meta score,
+    on its record's scale (a points analysis keeps its points for the review prompt)."""
     out = []
-    for record in _label_records(records):
+    for number, record in enumerate(_label_records(records), 1):
         if "error" in record or "problem" not in record:
             continue
         problem = problem_from_record({"problem": record["problem"]})
+        found = _chosen_scale(record_scale(record), scale, _where(record, number))
         for analysis in record.get("analyses") or []:
             meta_score = majority(analysis.get("meta_scores") or [])
             if meta_score is None:
@@ -164,9 +265,12 @@ def meta_examples_from_labels(records: Iterable[LabelResult | Mapping[str, Any]]
                         analysis_score=analysis.get("score"),
                         meta_score=meta_score,
                         source="label",
+                        scale=found,
+                        analysis_points=verification.get("points") if found == "points" else None,
                     )
                 )
             )
+    dataset_scale(out)
     return out
 
 
@@ -213,11 +317,53 @@ def _score(value: Any, name: str, line: int) -> float:
     return score
 
 
-def examples_from_jsonl(path: str | Path) -> list[VerifierExample]:
-    """D_v from a user's JSONL (``problem``, ``proof``, ``score`` or ``points``)."""
+def _user_scale(record: dict, wanted: Scale | None, path: str | Path, line: int) -> Scale:
+    given = record.get("scale")
+    if given is not None and given not in SCALES:
+        raise InputError(f"{path} line {line}: scale {given!r} is neither ternary nor points")
+    return _chosen_scale(given, wanted, f"{path} line {line}")
+
+
+def _points(value: Any, name: str, problem: Problem, path: str | Path, line: int) -> float:
+    try:
+        points = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{path} line {line}: {name!r} must be a number, not {value!r}") from None
+    if not 0 <= points <= problem.max_points:
+        raise InputError(
+            f"{path} line {line}: {name!r} is {points:g}; on this problem's scale it lies from 0 to "
+            f"{problem.max_points:g} (max_points)"
+        )
+    return points
+
+
+def examples_from_jsonl(path: str | Path, scale: Scale | None = None) -> list[VerifierExample]:
+    """D_v from a user's JSONL (``problem``, ``proof``, ``score`` or ``points``; on the points
+    scale ``points``, and optionally a marking ``scheme``)."""
     out = []
     for line, record in _user_records(path):
         problem = _problem_of(record, line)
+        if _user_scale(record, scale, path, line) == "points":
+            if record.get("points") is None:
+                raise InputError(f"{path} line {line}: a points-scale example needs 'points' (0..max_points)")
+            from ..verifier import scheme_text
+
+            points = _points(record["points"], "points", problem, path, line)
+            out.append(
+                _with_id(
+                    VerifierExample(
+                        problem=problem,
+                        proof=str(record.get("proof", "")),
+                        score=points / problem.max_points,
+                        points=points,
+                        scale="points",
+                        scheme=scheme_text(record.get("scheme")),
+                        source=str(path),
+                        id=str(record.get("id", "")),
+                    )
+                )
+            )
+            continue
         if record.get("score") is not None:
             score = _score(record["score"], "score", line)
         elif record.get("points") is not None:
@@ -238,23 +384,39 @@ def examples_from_jsonl(path: str | Path) -> list[VerifierExample]:
     return out
 
 
-def meta_examples_from_jsonl(path: str | Path) -> list[MetaExample]:
-    """D_mv from a user's JSONL (``problem``, ``proof``, ``analysis``, ``meta_score``)."""
+def meta_examples_from_jsonl(path: str | Path, scale: Scale | None = None) -> list[MetaExample]:
+    """D_mv from a user's JSONL (``problem``, ``proof``, ``analysis``, ``meta_score``; on the
+    points scale ``analysis_points``, the points the analysis gave, instead of ``analysis_score``)."""
     out = []
     for line, record in _user_records(path):
         if record.get("meta_score") is None or not record.get("analysis"):
             raise InputError(f"{path} line {line}: D_mv records need 'analysis' and 'meta_score'")
-        score = record.get("analysis_score")
+        problem = _problem_of(record, line)
+        found = _user_scale(record, scale, path, line)
+        points: float | None = None
+        score: float | None = None
+        if found == "points":
+            if record.get("analysis_points") is None:
+                raise InputError(
+                    f"{path} line {line}: a points-scale D_mv record needs 'analysis_points' (the points the analysis gave)"
+                )
+            points = _points(record["analysis_points"], "analysis_points", problem, path, line)
+            score = points / problem.max_points
+        else:
+            given = record.get("analysis_score")
+            score = None if given is None else _score(given, "analysis_score", line)
         out.append(
             _with_id(
                 MetaExample(
-                    problem=_problem_of(record, line),
+                    problem=problem,
                     proof=str(record.get("proof", "")),
                     analysis=str(record["analysis"]),
-                    analysis_score=None if score is None else _score(score, "analysis_score", line),
+                    analysis_score=score,
                     meta_score=_score(record["meta_score"], "meta_score", line),
                     source=str(path),
                     id=str(record.get("id", "")),
+                    scale=found,
+                    analysis_points=points,
                 )
             )
         )
@@ -295,6 +457,8 @@ def split(
 
 def _row(example: VerifierExample | MetaExample, prompts: PromptSet) -> dict[str, Any]:
     problem = example.problem.model_dump(mode="json")
+    if example.scale == "points":
+        return _points_row(example, prompts, problem)
     if isinstance(example, VerifierExample):
         messages = prompts.render("verify", problem=example.problem, proof=example.proof)
         extra: dict[str, Any] = {"reference_score": example.score}
@@ -322,11 +486,60 @@ def _row(example: VerifierExample | MetaExample, prompts: PromptSet) -> dict[str
     }
 
 
+def _points_row(example: VerifierExample | MetaExample, prompts: PromptSet, problem: dict[str, Any]) -> dict[str, Any]:
+    """A points-scale row: the prompt the points roles render (their own ``messages``, which
+    call no model), the points references, and ``scale``."""
+    roles = _prompt_roles(prompts)
+    if isinstance(example, VerifierExample):
+        messages = roles[0].messages(example.problem, example.proof, example.scheme or None)
+        extra: dict[str, Any] = {
+            "reference_score": example.score,
+            "reference_points": example.points,
+            "max_points": example.problem.max_points,
+        }
+    else:
+        graded = Verification(
+            raw=example.analysis,
+            analysis=example.analysis,
+            score=example.analysis_score,
+            points=example.analysis_points,
+        )
+        messages = roles[1].messages(example.problem, example.proof, graded)
+        extra = {
+            "analysis": example.analysis,
+            "analysis_score": example.analysis_score,
+            "analysis_points": example.analysis_points,
+            "reference_meta_score": example.meta_score,
+        }
+    prompt = [{"role": m.role, "content": m.content} for m in messages]
+    return {
+        "id": example.id,
+        "prompt": prompt,
+        "problem": problem,
+        "proof": example.proof,
+        **extra,
+        "source": example.source,
+        "scale": "points",
+    }
+
+
+def _prompt_roles(prompts: PromptSet) -> tuple[Any, MetaVerifier]:
+    """The points verifier and the meta-verifier on ``prompts``, for their prompts only (no model)."""
+    from ..verifier import PointsVerifier
+
+    no_model: Any = None  # rendering a prompt never touches the model
+    return PointsVerifier(no_model, prompts=prompts), MetaVerifier(no_model, prompts=prompts)
+
+
 def to_rows(examples: Iterable[VerifierExample | MetaExample], prompts: PromptSet | None = None) -> list[dict]:
     """The training rows: ``id``, ``prompt`` (chat messages), ``problem`` (a Problem dict),
     ``proof``, ``reference_score`` (D_v) or ``analysis``, ``analysis_score``,
-    ``reference_meta_score`` (D_mv), and ``source``."""
+    ``reference_meta_score`` (D_mv), and ``source``. Points-scale rows also carry ``scale``
+    ("points") and ``reference_points`` and ``max_points`` (D_v) or ``analysis_points`` (D_mv);
+    examples on both scales are an :class:`InputError` (see :func:`dataset_scale`)."""
     prompts = prompts or PromptSet.load()
+    examples = list(examples)
+    dataset_scale(examples)
     return [_row(example, prompts) for example in examples]
 
 

@@ -3,7 +3,10 @@
 ``train_grpo(config)`` trains one role with GRPO against its reward (SPEC section 2):
 
 - ``role: verifier``: R_format * R_score * R_meta on rows ``{prompt, problem, proof,
-  reference_score}``; ``reward_model`` (optional) is the meta-verifier that gives R_meta.
+  reference_score}``; ``reward_model`` (optional) is the meta-verifier that gives R_meta. On the
+  points scale (``scale: points``, or data whose records say so: ``label --scale points``
+  output, or rows written from it) the rows are ``{prompt, problem, proof, reference_points,
+  max_points}`` and R_score = 1 - |p' - l| / max_points (:func:`proofcritic.training.make_verifier_reward`).
 - ``role: meta_verifier``: R_format * R_score on rows ``{prompt, reference_meta_score}``.
 - ``role: generator``: R_format * (alpha R_Y + beta R_Z) on rows ``{prompt, problem}``;
   ``reward_model`` (required) is the verifier, and also serves as the meta-verifier.
@@ -88,6 +91,8 @@ _ROLE_COLUMNS = {
     "meta_verifier": ("reference_meta_score",),
     "generator": ("problem",),
 }
+#: the points verifier's reward columns (``scale: points``)
+_POINTS_COLUMNS = ("reference_points", "max_points")
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -120,30 +125,75 @@ def _read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _role_dataset(path: str | Path, role: str):
-    """The GRPO dataset of ``role`` from a JSONL file. Rows that already have a ``prompt`` (e.g.
-    written by :func:`proofcritic.training.write_jsonl`) are used as they are; raw records go
-    through :mod:`proofcritic.training.datasets` (verifier: ``problem``, ``proof``, ``score``;
-    meta-verifier: also ``analysis``, ``meta_score``); generator rows need only ``problem``."""
+def _is_label_record(row: dict[str, Any]) -> bool:
+    """An output line of ``proofcritic label`` (a label or a review item, or an error record)."""
+    return ("status" in row and "rule" in row) or ("error" in row and "problem" not in row)
+
+
+def _rows_scale(rows: list[dict[str, Any]], path: str | Path, wanted: str | None) -> str:
+    """The one scale of written training rows (their ``scale`` column; none: ternary)."""
+    scales = [row.get("scale") or "ternary" for row in rows]
+    found = set(scales)
+    if len(found) > 1:
+        odd = next(n for n, s in enumerate(scales, 1) if s != scales[0])
+        raise ConfigError(
+            f"{path}: the rows mix scales ({scales.count(scales[0])} {scales[0]}, {len(rows) - scales.count(scales[0])} "
+            f"other; the first other is row {odd}); one data set trains one protocol"
+        )
+    scale = scales[0]
+    if wanted is not None and scale != wanted:
+        raise ConfigError(f"{path}: the rows are on the {scale} scale, but the config says scale: {wanted}")
+    return scale
+
+
+def _role_dataset(path: str | Path, role: str, scale: str | None = None):
+    """The GRPO dataset of ``role`` from a JSONL file (see :func:`_role_data`)."""
+    return _role_data(path, role, scale)[0]
+
+
+def _role_data(path: str | Path, role: str, scale: str | None = None) -> tuple[Any, str]:
+    """The GRPO dataset of ``role`` from a JSONL file, and its verifier scale (``scale``: the
+    one the config asks for; None: what the data says, else ternary). Rows that already have a
+    ``prompt`` (e.g. written by :func:`proofcritic.training.write_jsonl`) are used as they are;
+    ``proofcritic label`` output gives D_v (labeled proofs) or D_mv (meta-verified analyses);
+    raw records go through :mod:`proofcritic.training.datasets` (verifier: ``problem``,
+    ``proof``, ``score`` or ``points``; meta-verifier: also ``analysis``, ``meta_score``);
+    generator rows need only ``problem``."""
     from datasets import Dataset
 
+    from .datasets import (
+        dataset_scale,
+        examples_from_jsonl,
+        examples_from_labels,
+        meta_examples_from_jsonl,
+        meta_examples_from_labels,
+        to_dataset,
+    )
+
     rows = _read_jsonl(path)
+    wanted: Any = scale
     if all("prompt" in row for row in rows):
         dataset = Dataset.from_list(rows)
-    elif role == "verifier":
-        from .datasets import examples_from_jsonl, to_dataset
-
-        dataset = to_dataset(examples_from_jsonl(path))
-    elif role == "meta_verifier":
-        from .datasets import meta_examples_from_jsonl, to_dataset
-
-        dataset = to_dataset(meta_examples_from_jsonl(path))
+        scale = _rows_scale(rows, path, scale)
+    elif role in ("verifier", "meta_verifier"):
+        labels = all(_is_label_record(row) for row in rows)
+        if role == "verifier":
+            examples: list[Any] = examples_from_labels(path, wanted) if labels else examples_from_jsonl(path, wanted)
+        else:
+            examples = meta_examples_from_labels(path, wanted) if labels else meta_examples_from_jsonl(path, wanted)
+        if not examples:
+            what = "labeled proof" if role == "verifier" else "meta-verified analysis"
+            raise ConfigError(f"{path}: no training example: the label records hold no {what}")
+        scale = dataset_scale(examples, wanted or "ternary")
+        dataset = to_dataset(examples)
     else:
         dataset = Dataset.from_list([_generator_row(row, f"{path}:{n}") for n, row in enumerate(rows, 1)])
-    missing = [c for c in ("prompt", *_ROLE_COLUMNS[role]) if c not in dataset.column_names]
+        scale = "ternary"
+    needed = _ROLE_COLUMNS[role] if not (scale == "points" and role == "verifier") else _POINTS_COLUMNS
+    missing = [c for c in ("prompt", *needed) if c not in dataset.column_names]
     if missing:
         raise ConfigError(f"{path}: the {role} dataset lacks the column(s) {', '.join(missing)}")
-    return dataset
+    return dataset, scale
 
 
 def _generator_row(row: dict[str, Any], where: str) -> dict[str, Any]:
@@ -173,9 +223,10 @@ def _reward_model(config: ProofcriticGRPOConfig):
     return get_model(config.reward_model, cache=False, defaults=defaults, **options)
 
 
-def build_rewards(config: ProofcriticGRPOConfig, reward_model: Any = None) -> list[Any]:
+def build_rewards(config: ProofcriticGRPOConfig, reward_model: Any = None, scale: str | None = None) -> list[Any]:
     """The role's reward callables. ``reward_model``: a ready :class:`Model` to score with
-    instead of the one ``config.reward_model`` names (e.g. one already loaded)."""
+    instead of the one ``config.reward_model`` names (e.g. one already loaded); ``scale``: the
+    data's verifier scale (default ``config.scale``, else ternary)."""
     from ..llm import GenerateConfig
     from ..meta_verifier import MetaVerifier
     from ..verifier import Verifier
@@ -191,7 +242,7 @@ def build_rewards(config: ProofcriticGRPOConfig, reward_model: Any = None) -> li
     sampling = GenerateConfig(max_tokens=config.reward_model_max_tokens, temperature=config.reward_model_temperature)
     meta = MetaVerifier(model, config=sampling) if model is not None else None
     if config.role == "verifier":
-        return [make_verifier_reward(meta)]
+        return [make_verifier_reward(meta, scale=scale or config.scale or "ternary")]
     # the reward model keeps the likelihood read-out it always had (R_Y is the verifier's score
     # of Y; a sample none of whose verifications has a score is skipped): training rewards do not
     # change with the commands' default score mode
@@ -404,9 +455,9 @@ def _need_train_file(config: Any) -> str:
 
 def train_grpo(config: ProofcriticGRPOConfig, *, reward_model: Any = None, callbacks: list | None = None) -> str:
     """Train ``config.role`` with GRPO; returns the output folder (model + tokenizer)."""
-    train = _role_dataset(_need_train_file(config), config.role)
-    evaluation = _role_dataset(config.eval_file, config.role) if config.eval_file else None
-    rewards = build_rewards(config, reward_model)
+    train, scale = _role_data(_need_train_file(config), config.role, config.scale)
+    evaluation = _role_dataset(config.eval_file, config.role, scale) if config.eval_file else None
+    rewards = build_rewards(config, reward_model, scale)
     model_path = resolve_model_path(config.model)
     components = RewardComponentsLogger(rewards, metrics_path(config))
     with _trl_checkpointing_names():

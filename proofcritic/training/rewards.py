@@ -16,7 +16,16 @@ column                meaning
 ``analysis``          the verification being judged (meta-verifier dataset)
 ``reference_score``   the reference score s in {0, 0.5, 1} of ``proof`` (human or auto-label)
 ``reference_meta_score``  the reference meta score ms in {0, 0.5, 1} of ``analysis``
+``reference_points``  points scale: the reference points l of ``proof``, 0..``max_points``
+``max_points``        points scale: the problem's scale
 ====================  =====================================================================
+
+The verifier's reward has two protocols (``make_verifier_reward(scale=...)``): the ternary one of
+SPEC section 2, unchanged, and the points one (``label --scale points`` data): the completion is
+parsed by the points parser (its format check: the points marker, a whole number on the
+problem's scale in the box, nothing after it), and R_score(p', l) = 1 - |p' - l| / max_points,
+which falls linearly with the distance between the predicted and the labelled points (0 for a
+format failure); R_meta as in the ternary reward, the meta-verifier reviewing the points grade.
 
 A row whose reference is ``None`` gets ``None``. Every reward keeps the per-sample components
 of its last call in ``last_components`` (dicts with ``reward``, ``r_format``, ``r_score``,
@@ -43,7 +52,7 @@ from ..generator import parse_generation
 from ..io import problem_from_record
 from ..meta_verifier import MetaVerifier, parse_meta_verification
 from ..types import Problem, Verification
-from ..verifier import Verifier, parse_verification
+from ..verifier import Verifier, parse_points_verification, parse_verification
 
 __all__ = [
     "ALPHA",
@@ -53,6 +62,7 @@ __all__ = [
     "make_generator_reward",
     "make_meta_verifier_reward",
     "make_verifier_reward",
+    "points_reward",
     "score_reward",
 ]
 
@@ -68,6 +78,7 @@ _ROLES = {
 }
 T = TypeVar("T")
 _SCORE_COLUMNS = ("reference_score", "reference_meta_score")
+_POINTS_COLUMNS = ("reference_points", "max_points")
 
 
 # --------------------------------------------------------------------------- formulas
@@ -76,6 +87,12 @@ _SCORE_COLUMNS = ("reference_score", "reference_meta_score")
 def score_reward(s_pred: float | None, s_ref: float) -> float:
     """R_score(s', s) = 1 - |s' - s|; a missing prediction (format failure) earns 0."""
     return 0.0 if s_pred is None else 1.0 - abs(float(s_pred) - float(s_ref))
+
+
+def points_reward(p_pred: float | None, p_ref: float, max_points: float) -> float:
+    """R_score on the points scale: 1 - |p' - l| / max_points; a missing prediction (format
+    failure) earns 0. ``points_reward(5, 7, 7)`` = 5/7, ``points_reward(0, 7, 7)`` = 0."""
+    return 0.0 if p_pred is None else 1.0 - abs(float(p_pred) - float(p_ref)) / float(max_points)
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
@@ -118,6 +135,23 @@ def _check_score(value: Any, column: str) -> float | None:
     if not 0.0 <= score <= 1.0:
         raise InputError(f"column {column!r} holds {score:g}; scores lie in [0, 1]")
     return score
+
+
+def _check_points(row: dict[str, Any]) -> None:
+    """A points row's ``max_points`` above 0 and ``reference_points`` (when given) on its scale."""
+    try:
+        scale = float(row["max_points"])
+    except (TypeError, ValueError):
+        raise InputError(f"column 'max_points' holds {row['max_points']!r}; it must be a number above 0") from None
+    if not scale > 0:
+        raise InputError(f"column 'max_points' holds {scale:g}; it must be above 0")
+    row["max_points"] = scale
+    reference = row.get("reference_points")
+    if reference is not None:
+        reference = float(reference)
+        if not 0.0 <= reference <= scale:
+            raise InputError(f"column 'reference_points' holds {reference:g}; points lie from 0 to {scale:g}")
+        row["reference_points"] = reference
 
 
 # --------------------------------------------------------------------------- private loop
@@ -190,6 +224,9 @@ class RewardFunction:
                 values = [_check_score(v, column) for v in values]
             for row, value in zip(rows, values):
                 row[column] = value
+        if "max_points" in self.columns:
+            for row in rows:
+                _check_points(row)
         return texts, rows
 
     def add_listener(self, listener: Callable[[list[dict[str, Any]]], None]) -> None:
@@ -320,12 +357,53 @@ class _VerifierReward(_ModelReward):
         return {"reward": reward, "r_meta": r_meta, "meta_scores": scores, **out}
 
 
-def make_verifier_reward(
-    meta_verifier: MetaVerifier | None = None, *, n_meta: int = 1, meta_on_failure: float | None = None
-) -> RewardFunction:
-    """The verifier's reward R_V = R_format * R_score(s', s) * R_meta.
+class _PointsVerifierReward(_VerifierReward):
+    """The verifier's reward on the points protocol (see the module docstring)."""
 
-    Columns: ``reference_score``; with a meta-verifier also ``problem`` and ``proof``.
+    def __init__(self, meta_verifier: MetaVerifier | None, n_meta: int, meta_on_failure: float | None):
+        super().__init__(meta_verifier, n_meta, meta_on_failure)
+        self.columns = _POINTS_COLUMNS if meta_verifier is None else ("problem", "proof", *_POINTS_COLUMNS)
+
+    async def _aone(self, text: str, row: dict[str, Any]) -> dict[str, Any]:
+        reference, scale = row["reference_points"], row["max_points"]
+        parsed = parse_points_verification(text, max_points=scale)
+        r_format = 1.0 if parsed.format_ok else 0.0
+        out: dict[str, Any] = {
+            "r_format": r_format,
+            "points_pred": parsed.points,
+            "points_ref": reference,
+            # as fractions of the scale too, so that score_accuracy reads exact points matches
+            "s_pred": parsed.score,
+            "s_ref": None if reference is None else reference / scale,
+        }
+        if reference is None:
+            return {"reward": None, **out}
+        r_score = points_reward(parsed.points, reference, scale)
+        out["r_score"] = r_score
+        if self.meta_verifier is None:
+            return {"reward": r_format * r_score, "r_meta": 1.0, **out}
+        if r_format * r_score == 0.0:
+            return {"reward": 0.0, "r_meta": None, **out}
+        problem = as_problem(row["problem"]).model_copy(update={"max_points": scale})
+        r_meta, scores = await _meta_score(self.meta_verifier, problem, str(row["proof"]), parsed, self.n_meta)
+        r_meta = self.meta_on_failure if r_meta is None else r_meta
+        reward = None if r_meta is None else r_format * r_score * r_meta
+        return {"reward": reward, "r_meta": r_meta, "meta_scores": scores, **out}
+
+
+def make_verifier_reward(
+    meta_verifier: MetaVerifier | None = None,
+    *,
+    n_meta: int = 1,
+    meta_on_failure: float | None = None,
+    scale: str = "ternary",
+) -> RewardFunction:
+    """The verifier's reward R_V = R_format * R_score * R_meta.
+
+    ``scale="ternary"`` (SPEC section 2): R_score(s', s) = 1 - |s' - s| against
+    ``reference_score``. ``scale="points"``: the points parser's format check and
+    R_score(p', l) = 1 - |p' - l| / max_points against ``reference_points`` and ``max_points``
+    (see :func:`points_reward`). With a meta-verifier the columns ``problem`` and ``proof`` too.
     R_meta is the mean score of ``n_meta`` meta-verifications of the completion's analysis
     (1 without a meta-verifier; not asked for when R_format * R_score is already 0). When no
     meta-verification carries a score, R_meta is ``meta_on_failure`` (default ``None``: the
@@ -333,6 +411,10 @@ def make_verifier_reward(
     """
     if n_meta < 1:
         raise ValueError("n_meta must be at least 1")
+    if scale == "points":
+        return _PointsVerifierReward(meta_verifier, n_meta, meta_on_failure)
+    if scale != "ternary":
+        raise ValueError(f"scale must be ternary or points, not {scale!r}")
     return _VerifierReward(meta_verifier, n_meta, meta_on_failure)
 
 
