@@ -464,7 +464,7 @@ class _Search:
             ]
             if not unverified:
                 result.stop_reason += "; no valid proof"
-                return
+                return None
             best = min(unverified, key=lambda p: (-p.generation.self_score, p.slot))
             result.stop_reason += "; the answer is unverified"
         result.proof, result.generation, result.proof_id = best.generation.proof, best.generation, best.id
@@ -527,12 +527,21 @@ class _Search:
             "winner": winner.id,
             "why": why,
         }
-        mean = "—" if winner.mean is None else f"{winner.mean:.3g}"
+        count = len(outcome.matches)
         result.stop_reason += (
             f"; chose {winner.id} by {select} tournament among the top {len(pool)} by mean "
-            f"({len(outcome.matches)} matches; its mean {mean}, best mean {ranked[0].mean:.3g})"
+            f"({count} match{'es' if count != 1 else ''}; its mean {self._shown(winner.mean)}, "
+            f"best mean {self._shown(ranked[0].mean)})"
         )
         return winner, step
+
+    def _shown(self, mean: float | None) -> str:
+        """A mean for the stop reason: on the points scale in points ("6.5 / 7 points")."""
+        if mean is None:
+            return "—"
+        if self.roles.scale == "points":
+            return f"{mean * self.problem.max_points:.3g} / {self.problem.max_points:g} points"
+        return f"{mean:.3g}"
 
     def _transcript(self, rounds: int) -> list[dict[str, Any]]:
         steps: list[dict[str, Any]] = []

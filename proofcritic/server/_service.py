@@ -34,6 +34,7 @@ from ..llm import (
 from ..pipelines import Roles, SolveResult, Strategy
 from ..pipelines.label import LabelConfig, LabelResult, label_proof
 from ..pipelines.normalize import Normalizer
+from ..pipelines.panel import Panel, PanelResult
 from ..pipelines.solve import STRATEGIES, get_strategy, solve_problem
 from ..promptset import PromptSet
 from ..types import GradeResult, Problem, Proof
@@ -90,6 +91,11 @@ class GradeRequest(_ProblemRequest):
         description="With scale points: a marking scheme (text, or a grading_scheme.json entry or checkpoint list).",
     )
     normalize: bool = Field(False, description="Grade a neutral rewrite of the proof (the result keeps it).")
+    panel: bool = Field(
+        False,
+        description="Grade with the service's judge panel (`serve --judge`/`--panel`) on this request's scale: "
+        "the result is the panel's record (each judge's verdicts, the reconciliation, the rule that decided).",
+    )
 
     @model_validator(mode="after")
     def _points_only(self) -> GradeRequest:
@@ -97,6 +103,11 @@ class GradeRequest(_ProblemRequest):
             raise ValueError("points grading reads the points from the text: score_mode text")
         if self.scheme is not None and self.scale != "points":
             raise ValueError("a marking scheme needs scale points")
+        if self.panel and (self.n != 1 or self.score_mode not in (None, "text") or self.normalize or self.scheme):
+            raise ValueError(
+                "a panel request takes each judge's n from the service's panel and reads scores from the text: "
+                "leave n, score_mode, normalize and scheme unset"
+            )
         return self
 
 
@@ -174,8 +185,11 @@ class GradingService:
         max_tokens: int | None = None,
         retry: RetryPolicy | None = None,
         max_input_chars: int | None = None,
+        panel: Panel | None = None,
     ):
         self.model = model
+        #: the judge panel grade requests may ask for (None: none configured)
+        self.panel = panel
         if model.cache is not None:
             # every completion is committed before it is used: a job requeued after a kill -9
             # asks again only the call that was in flight (a batch trades that for fewer commits)
@@ -184,6 +198,10 @@ class GradingService:
         self.max_input_chars = max_input_chars
         self.retry = model.retry = retry or model.retry
         """How each request retries a failing upstream call (the service's setting, else the model's)."""
+        for judge in self.judge_models():  # the panel's calls are the service's calls: same policy
+            judge.retry = retry or judge.retry
+            if judge.cache is not None:
+                judge.cache.flush_size = 1
         self.prompts = prompts or PromptSet.load()
         self.config = config or GenerateConfig()
         self.score_mode = score_mode
@@ -220,20 +238,56 @@ class GradingService:
             "requests_running": len(self._running),
         }
 
+    def judge_models(self) -> list[Model]:
+        """The panel's models (each once), none without a panel."""
+        models: list[Model] = []
+        for judge in self.panel.judges if self.panel is not None else []:
+            if all(judge.model is not m for m in models):
+                models.append(judge.model)
+        return models
+
+    def panel_stats(self) -> dict[str, Any] | None:
+        """The configured panel (None without one): its judges (name, model, n, and what each
+        judge's model has spent upstream), its rule and its threshold."""
+        if self.panel is None:
+            return None
+        judges = []
+        for name, judge, n in zip(self.panel.names, self.panel.judges, self.panel.n):
+            spent = judge.model.usage
+            judges.append(
+                {
+                    "name": name,
+                    "model": judge.model.name,
+                    "n": n,
+                    "usage": {
+                        "upstream_calls": spent.calls,
+                        "failed_calls": spent.failed_calls,
+                        "cached_calls": spent.cached_calls,
+                        "total_tokens": spent.total_tokens,
+                    },
+                }
+            )
+        threshold = self.panel.threshold
+        return {
+            "judges": judges,
+            "rule": self.panel.rule,
+            "threshold": threshold if threshold is not None else "default (2 points; ternary: half the scale)",
+        }
+
     def endpoint_stats(self) -> list[dict[str, Any]] | None:
         """Per-endpoint counters of the upstream backend when it has endpoints (the
         OpenAI-compatible backend), else None."""
         return self.model.backend.endpoint_stats() or None
 
     def roles(self, request: _ProblemRequest) -> Roles:
-        solve = isinstance(request, SolveRequest)  # (grade builds its points verifier itself)
+        solve = request if isinstance(request, SolveRequest) else None  # (grade builds its points verifier itself)
         return Roles.from_models(
             self.model,
             prompts=self.prompts,
             config=self.config.merge(request.sampling.as_config()),
             score_mode=getattr(request, "score_mode", None) or self.score_mode,
-            scale=request.scale if solve else "ternary",
-            scheme=request.scheme if solve else None,
+            scale=solve.scale if solve else "ternary",
+            scheme=solve.scheme if solve else None,
         )
 
     def _limit(self, own: int | None, cap: int | None) -> int | None:
@@ -242,7 +296,12 @@ class GradingService:
         return own if cap is None else min(own, cap)
 
     def check(self, request: _ProblemRequest) -> None:
-        """:func:`check_request` under this service's input limit."""
+        """:func:`check_request` under this service's input limit; a panel request needs a panel."""
+        if isinstance(request, GradeRequest) and request.panel and self.panel is None:
+            raise InputError(
+                'this service has no judge panel: leave out "panel", or start the service with one '
+                "(`proofcritic serve --judge SPEC --judge SPEC ...` or `--panel FILE`)"
+            )
         check_request(request, self.max_input_chars)
 
     def problem(self, request: _ProblemRequest) -> Problem:
@@ -278,6 +337,17 @@ class GradingService:
                 )
             except BudgetExceeded as error:
                 raise InputError(f"grading needs more than this request's budget: {error}") from None
+
+    async def grade_with_panel(self, request: GradeRequest) -> PanelResult:
+        """Grade with the service's panel, on the request's scale and sampling, within its budget."""
+        if self.panel is None:
+            raise InputError("this service has no judge panel")
+        panel = self.panel.on_scale(request.scale, request.sampling.as_config())
+        with budget_scope(self.budget(request)):
+            try:
+                return await panel.grade(self.problem(request), request.proof)
+            except BudgetExceeded as error:
+                raise InputError(f"panel grading needs more than this request's budget: {error}") from None
 
     async def solve(
         self,
@@ -329,12 +399,18 @@ def usage_json(u: Usage, pipeline: Usage | None = None) -> dict[str, Any]:
     return out
 
 
-def answers_usage(result: GradeResult | LabelResult | SolveResult) -> Usage:
+def answers_usage(result: GradeResult | LabelResult | SolveResult | PanelResult) -> Usage:
     """The usage of every answer a result used, cached ones included (``pipeline_tokens``):
-    a grade's verifications, a solve's own count; a label's is what it sent."""
+    a grade's verifications, a panel's judges' verifications and reconciliations, a solve's
+    own count; a label's is what it sent."""
     if isinstance(result, GradeResult):
         total = Usage()
         for verification in result.verifications:
             total.add(verification.usage)
+        return total
+    if isinstance(result, PanelResult):
+        total = Usage()
+        for judge in result.judges:
+            total.add(judge.usage)
         return total
     return result.usage
