@@ -38,6 +38,22 @@ SAMPLING_HELP: dict[str, str] = {
 #: search (SPEC section 5)
 DEFAULT_SAMPLING: dict[str, float] = {"temperature": 1.0, "top_p": 0.95}
 
+#: adaptive verification (issue #17; ``proofcritic.pipelines.adaptive.AdaptiveOptions``, fields of
+#: ``LabelConfig`` and ``SearchConfig``): default and words of ``--adaptive``, ``--confidence``, ``--batch``
+ADAPTIVE_PARAMS: dict[str, tuple[Any, str]] = {
+    "adaptive": (
+        False,
+        "Draw verifications in batches and stop once the decision is settled (exact rules exactly; "
+        "mean-based ones with probability --confidence).",
+    ),
+    "confidence": (
+        0.99,
+        "With --adaptive: the probability that a mean-based decision (search's top-k and answer) is the "
+        "fixed procedure's on the same draws (more than 0.5, less than 1).",
+    ),
+    "batch": (4, "With --adaptive: verifications of the first batch; each later request doubles those drawn."),
+}
+
 #: the auto-labeling parameters, default and words (``proofcritic.pipelines.label.LabelConfig``,
 #: whose fields hold their bounds and check them together; the ``label`` command's options and
 #: the service's label request are its fields)

@@ -47,12 +47,15 @@ class Role:
         self.prompts = prompts or PromptSet.load()
         self.config = DEFAULT_CONFIG.merge(config)
 
-    async def _sample(self, messages: list[ChatMessage], n: int, seed: int | None = None) -> list[Completion]:
+    async def _sample(
+        self, messages: list[ChatMessage], n: int, seed: int | None = None, first: int = 0
+    ) -> list[Completion]:
         """``n`` samples of one request. A ``seed`` overrides the configured one: pipelines that
-        ask the same question again and want a fresh answer (not the cached one) pass a new seed."""
+        ask the same question again and want a fresh answer (not the cached one) pass a new seed.
+        ``first``: samples ``first`` .. ``first + n - 1`` of the request (see :meth:`Model.generate`)."""
         update: dict = {"n": n} if seed is None else {"n": n, "seed": seed}
         request = ChatRequest(messages=messages, config=self.config.model_copy(update=update))
-        return await self.model.generate(request)
+        return await (self.model.generate(request, first=first) if first else self.model.generate(request))
 
     def render(self, **variables: object) -> list[ChatMessage]:
         """The messages of this role's ``template`` filled with ``variables``."""
@@ -65,12 +68,14 @@ class Role:
         n: int = 1,
         *,
         seed: int | None = None,
+        first: int = 0,
     ) -> list[Answer]:
         """``n`` samples of one request made of ``messages`` (usually :meth:`render`'s), each
         parsed by ``parse(text, finish_reason)`` and given the usage it accounts for (the prompt
-        counted once, on the first). A ``seed`` overrides the configured one (see :meth:`_sample`)."""
+        counted once, on the first). A ``seed`` overrides the configured one (see :meth:`_sample`);
+        ``first`` makes them samples ``first`` .. ``first + n - 1`` of the request."""
         answers = []
-        for index, completion in enumerate(await self._sample(messages, n, seed)):
+        for index, completion in enumerate(await self._sample(messages, n, seed, first)):
             answer = parse(completion.text, completion.finish_reason)
             answer.usage = usage_of(completion, share_prompt=index == 0)
             answers.append(answer)

@@ -271,8 +271,9 @@ class CompletionCache:
         """Write transactions committed so far (each holds one batch of entries)."""
         return self._store.commits
 
-    def get_samples(self, request_key: str, n: int) -> list[Completion | None]:
-        keys = [self.sample_key(request_key, i) for i in range(n)]
+    def get_samples(self, request_key: str, n: int, first: int = 0) -> list[Completion | None]:
+        """Samples ``first`` .. ``first + n - 1`` of a request (``None`` where not cached)."""
+        keys = [self.sample_key(request_key, i) for i in range(first, first + n)]
         found = self.get_many(keys)
         out: list[Completion | None] = []
         for key in keys:

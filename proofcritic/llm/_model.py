@@ -346,8 +346,15 @@ class Model:
             await breaker.sleep(self.retry.wait(attempt, last))
 
     # -- generation -------------------------------------------------------------------------
-    async def generate(self, request: ChatRequest) -> list[Completion]:
+    async def generate(self, request: ChatRequest, *, first: int = 0) -> list[Completion]:
         """``request.config.n`` completions, served from the cache where possible.
+
+        ``first``: these are samples ``first`` .. ``first + n - 1`` of the request (cache slots,
+        and with a ``seed`` the seed of sample i is ``seed + i``, as the one-sample-per-request
+        path of the OpenAI backend and vLLM's ``n`` use), so drawing a request's samples in
+        batches gives the samples one request of them all would (the adaptive pipelines).
+        Samples asked again after some are cached are drawn the same way: the new request's
+        seed is that of its first missing sample.
 
         The call is checked against, and charged to, the current budget scope (cached answers
         included, so that a resumed run makes the same decisions).
@@ -358,6 +365,8 @@ class Model:
         config = self.defaults.merge(request.config) if self.defaults.model_fields_set else request.config
         n = config.n
         if self.cache is None:
+            if first and config.seed is not None:
+                config = config.model_copy(update={"seed": config.seed + first})
             out = await self._call(
                 self.backend.generate,
                 request if config is request.config else ChatRequest(messages=request.messages, config=config),
@@ -365,15 +374,18 @@ class Model:
             )
         else:
             key = self.cache.request_key(self._identity, request.messages, config)
-            out = self.cache.get_samples(key, n)
+            out = self.cache.get_samples(key, n, first)
             missing = [i for i, s in enumerate(out) if s is None]
             if missing:
-                if len(missing) == n:  # nothing cached: the request as it came (no copies)
+                if len(missing) == n and not first:  # nothing cached: the request as it came (no copies)
                     sub = request if config is request.config else ChatRequest(messages=request.messages, config=config)
                 else:
-                    sub = ChatRequest(messages=request.messages, config=config.model_copy(update={"n": len(missing)}))
+                    update: dict[str, int] = {"n": len(missing)}
+                    if config.seed is not None:
+                        update["seed"] = config.seed + first + missing[0]
+                    sub = ChatRequest(messages=request.messages, config=config.model_copy(update=update))
                 fresh = await self._call(self.backend.generate, sub, tokens=_generation_tokens)
-                self.cache.put_samples(key, dict(zip(missing, fresh)))
+                self.cache.put_samples(key, {first + i: c for i, c in zip(missing, fresh)})
                 for index, completion in zip(missing, fresh):
                     out[index] = completion
             else:

@@ -43,11 +43,19 @@ class MetaVerifier(ScoreReadout, Role):
         return self.render(problem=problem, proof=proof, analysis=analysis, score=verification.score)
 
     async def meta_verify(
-        self, problem: Problem, proof: str, verification: Verification, n: int = 1, *, seed: int | None = None
+        self,
+        problem: Problem,
+        proof: str,
+        verification: Verification,
+        n: int = 1,
+        *,
+        seed: int | None = None,
+        first: int = 0,
     ) -> list[MetaVerification]:
         """``n`` independent meta-verifications of one verification; their meta scores as the
-        score mode asks (read-outs of the unscored ones in ``auto``/``guided``)."""
+        score mode asks (read-outs of the unscored ones in ``auto``/``guided``). ``first``: they
+        are samples ``first`` .. ``first + n - 1`` of that request (drawn in batches)."""
         messages = self.messages(problem, proof, verification)
-        out = await self.ask(messages, parse_meta_verification, n, seed=seed)
+        out = await self.ask(messages, parse_meta_verification, n, seed=seed, first=first)
         await self.fill_scores(messages, out)
         return out

@@ -139,11 +139,16 @@ class CriticVerifier:
             max_tool_calls=self.max_tool_calls,
         )
 
-    async def verify(self, problem: Problem, proof: str, n: int = 1, *, seed: int | None = None) -> list[Verification]:
-        """``n`` independent tool-interactive verifications of ``proof``, run concurrently."""
+    async def verify(
+        self, problem: Problem, proof: str, n: int = 1, *, seed: int | None = None, first: int = 0
+    ) -> list[Verification]:
+        """``n`` independent tool-interactive verifications of ``proof``, run concurrently
+        (sample i has seed ``seed + i``; ``first``: samples ``first`` .. ``first + n - 1``)."""
         base = seed if seed is not None else (self.config.seed or 0)
-        first = self.messages(problem, proof)
-        return list(await asyncio.gather(*(self._conversation(first, (base + i) % 2**31) for i in range(n))))
+        opening = self.messages(problem, proof)
+        return list(
+            await asyncio.gather(*(self._conversation(opening, (base + first + i) % 2**31) for i in range(n)))
+        )
 
     async def _complete(self, messages: list[ChatMessage], seed: int, tools_allowed: bool) -> Completion:
         update: dict[str, Any] = {"n": 1, "seed": seed}

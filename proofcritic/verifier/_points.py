@@ -181,12 +181,20 @@ class PointsVerifier(Verifier):
         return self._points_prompts.render(self.template, problem=problem, proof=proof, scheme=scheme_text(chosen))
 
     async def verify(
-        self, problem: Problem, proof: str, n: int = 1, *, seed: int | None = None, scheme: Any = None
+        self,
+        problem: Problem,
+        proof: str,
+        n: int = 1,
+        *,
+        seed: int | None = None,
+        scheme: Any = None,
+        first: int = 0,
     ) -> list[Verification]:
-        """``n`` independent points grades of ``proof`` (one request with n samples)."""
+        """``n`` independent points grades of ``proof`` (one request with n samples; ``first``:
+        samples ``first`` .. ``first + n - 1`` of it)."""
         messages = self.messages(problem, proof, scheme)
         parse = functools.partial(parse_points_verification, max_points=problem.max_points)
-        results = await self.ask(messages, parse, n, seed=seed)
+        results = await self.ask(messages, parse, n, seed=seed, first=first)
         for verification in results:
             for issue in verification.issues:
                 issue.span = locate_quote(issue.location, proof)

@@ -38,10 +38,13 @@ class Verifier(ScoreReadout, Role):
     def messages(self, problem: Problem, proof: str) -> list[ChatMessage]:
         return self.render(problem=problem, proof=proof)
 
-    async def verify(self, problem: Problem, proof: str, n: int = 1, *, seed: int | None = None) -> list[Verification]:
-        """``n`` independent verifications of ``proof`` (one request with n samples)."""
+    async def verify(
+        self, problem: Problem, proof: str, n: int = 1, *, seed: int | None = None, first: int = 0
+    ) -> list[Verification]:
+        """``n`` independent verifications of ``proof`` (one request with n samples); ``first``:
+        they are samples ``first`` .. ``first + n - 1`` of that request (drawn in batches)."""
         messages = self.messages(problem, proof)
-        results = await self.ask(messages, parse_verification, n, seed=seed)
+        results = await self.ask(messages, parse_verification, n, seed=seed, first=first)
         for verification in results:
             for issue in verification.issues:  # each quoted location, found in the proof
                 issue.span = locate_quote(issue.location, proof)
