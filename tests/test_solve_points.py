@@ -271,3 +271,71 @@ async def test_agent_on_points_passes_on_full_marks_and_shows_the_grade():
     assert reverify and all("it follows from the lemma" in c.prompt and POINTS_MARKER in c.prompt for c in reverify)
     templates = [e.get("template") for e in result.transcript if e["step"] == "verify"]
     assert templates == ["verify_points", "agent_reverify_points", "agent_reverify_points"]
+
+
+@pytest.mark.slow
+def test_a_search_killed_in_its_tournament_resumes_without_repeating_a_comparison(tmp_path):
+    """`solve --strategy search --set select=knockout` in a subprocess, killed (SIGKILL) while
+    the knockout's second round is being answered: the rerun replays the pool from the state dir
+    and the first round's comparisons from the completion cache, asks only the comparisons that
+    were not answered, and answers the knockout's winner."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    n = 8
+    grades = {f"G{i}": [6 - i % 3] for i in range(n)}  # no pass: every verification below 7
+    quality = {f"G{i}": (i * 5) % n for i in range(n)}  # G3 has the best quality (7)
+    release = threading.Event()
+
+    class Slow(ScriptedBackend):
+        """Answers comparisons after the first round's only once released."""
+
+        async def generate(self, request):
+            import asyncio
+
+            text = "\n".join(m.content for m in request.messages)
+            answered = sum(1 for c in self.calls if c.role == "compare")
+            if "Decide which one is the more complete" in text and answered >= n:
+                while not release.is_set():
+                    await asyncio.sleep(0.05)
+            return await super().generate(request)
+
+    backend = Slow(model(grades, quality)[0].script)
+    source, out, cache = tmp_path / "in.jsonl", tmp_path / "out.jsonl", tmp_path / "c.sqlite"
+    source.write_text(json.dumps({"id": "p", "problem": "Show that primes are infinite.", "max_points": 7}) + "\n")
+    with TinyOpenAIServer(backend, "roles") as server:
+        command = [sys.executable, "-m", "proofcritic", "solve", "--input", str(source), "--output", str(out)]
+        command += ["--strategy", "search", "--initial-samples", str(n), "--verifications", "1", "--rounds", "1"]
+        command += ["--scale", "points", "--set", "select=knockout", "--set", f"select_pool={n}"]
+        command += ["--model", "openai/roles", "--base-url", server.url, "--cache", str(cache)]
+        env = {**os.environ, "OPENAI_API_KEY": "x"}
+        with open(tmp_path / "first.err", "wb") as err:
+            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT, env=env)
+            deadline = time.monotonic() + 120
+            while process.poll() is None and time.monotonic() < deadline and backend.count("compare") < n:
+                time.sleep(0.05)
+            time.sleep(2.5)  # the second round's requests arrive; the cache commits the first round's answers
+            killed = process.poll() is None
+            if killed:
+                process.send_signal(signal.SIGKILL)
+            process.wait()
+        assert killed, (tmp_path / "first.err").read_text()[-3000:]
+        first = list(backend.calls)
+        assert sum(c.role == "compare" for c in first) == n  # round 1 answered, round 2 held back
+        assert not out.exists() or not out.read_text().strip()
+        release.set()  # the killed client's held-back requests are answered now, to nobody
+        time.sleep(0.5)
+        backend.calls.clear()
+        rerun = subprocess.run(command, check=False, capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+    roles = [c.role for c in backend.calls]
+    assert roles == ["compare"] * (n // 2 + n // 4)  # rounds 2 and 3 only: nothing else asked again
+    assert not {c.prompt for c in first} & {c.prompt for c in backend.calls}
+    [record] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert record["proof"] == "PROOF[G3] quality 7." and record["points"] == 6  # G0 ranks first by mean (6 too)
+    step = record["transcript"][-1]
+    assert step["step"] == "tournament" and len(step["matches"]) == n - 1 and step["winner"] == record["proof_id"]
