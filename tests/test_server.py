@@ -888,3 +888,78 @@ def test_solve_requests_on_the_points_scale(service):
     ):
         refused = httpx.post(f"{service.url}/v1/solve", headers=auth(), json={"problem": problem, **extra})
         assert refused.status_code in (400, 422) and why in refused.text, refused.text
+
+
+# -- judge panels ---------------------------------------------------------------------------------
+
+
+def _panel_judge(first: tuple[int, float], again: tuple[int, float], name: str):
+    """A scripted judge behind its own server: (points, ternary score) when it grades, and when
+    it reconciles; it answers each prompt in its protocol (points or ternary)."""
+    from scripted import ScriptedBackend, points_output, verification_text
+
+    def script(call):
+        points, score = again if call.role == "reconcile" else first
+        if "final number of points" in call.prompt:
+            return points_output(points, f"Judge {name} read it.")
+        return verification_text(score, analysis=f"Judge {name} read it.")
+
+    return ScriptedBackend(script)
+
+
+def test_grade_jobs_with_the_services_judge_panel(service, tmp_path):
+    """`serve --judge A --judge B`: a grade job with "panel": true is graded by both judges (each
+    behind its own server, which the request never names), they disagree, reconcile once, and
+    the minimum decides, on the request's scale; the result is the panel's record and the
+    job's usage counts every judge's call. Without a panel (the module's service) or with
+    settings a panel does not take, the request is a 400 that says why."""
+    from servers.tiny_openai_server import TinyOpenAIServer
+
+    request = {"problem": unique_problem("panel"), "proof": "A product of 3 consecutive integers.", "panel": True}
+    refused = httpx.post(f"{service.url}/v1/grade", headers=auth(), json=request)
+    assert refused.status_code == 400 and "this service has no judge panel" in refused.json()["error"]["message"]
+
+    generous = _panel_judge((7, 1.0), (5, 0.5), "generous")
+    strict = _panel_judge((1, 0.0), (3, 0.5), "strict")
+    with TinyOpenAIServer(generous, "roles") as one, TinyOpenAIServer(strict, "roles") as two:
+        judges = [
+            "--judge",
+            f"openai/roles,base_url={one.url},name=generous",
+            "--judge",
+            f"openai/roles,base_url={two.url},name=strict",
+        ]
+        svc = Service(tmp_path, ["--model", "openai/roles", "--base-url", one.url, "--api-key", "k"], extra=judges)
+        svc.start()
+        try:
+            points = httpx.post(f"{svc.url}/v1/grade", json={**request, "scale": "points"})
+            ternary = httpx.post(f"{svc.url}/v1/grade", json={**request, "problem": unique_problem("panel 2")})
+            assert points.status_code == ternary.status_code == 202, points.text + ternary.text
+            graded, graded_ternary = wait_job(svc, points.json()["id"]), wait_job(svc, ternary.json()["id"])
+            bad = httpx.post(f"{svc.url}/v1/grade", json={**request, "n": 4})
+            stats = httpx.get(f"{svc.url}/v1/stats").json()
+        finally:
+            svc.stop()
+        start_line = svc.log.read_text()
+    assert graded["status"] == "done", graded
+    result = graded["result"]
+    assert (result["rule"], result["spread"], result["reconciled"], result["points"]) == ("min", 6, True, 3)
+    assert [(j["judge"], j["points"], j["final_points"]) for j in result["judges"]] == [
+        ("generous", 7, 5),
+        ("strict", 1, 3),
+    ]
+    assert result["judges"][0]["reconciled"]["points"] == 5 and result["final_spread"] == 2
+    # usage as for every job: the request's own upstream calls, here 2 grades and 2 reconciliations
+    assert graded["usage"]["upstream_calls"] == 4 and graded["usage"]["total_tokens"] > 0
+    # the ternary request: 1 and 0 (7 points apart, more than half the scale), then 0.5 each
+    ternary_result = graded_ternary["result"]
+    assert [j["final_points"] for j in ternary_result["judges"]] == [3.5, 3.5] and ternary_result["points"] == 3.5
+    assert ternary_result["spread"] == 7 and ternary_result["reconciled"]
+    assert bad.status_code == 400 and "leave n, score_mode, normalize and scheme unset" in bad.text
+    panel = stats["panel"]
+    assert [(j["name"], j["model"], j["n"]) for j in panel["judges"]] == [
+        ("generous", "openai/roles", 1),
+        ("strict", "openai/roles", 1),
+    ]
+    assert panel["rule"] == "min" and all(j["usage"]["upstream_calls"] == 4 for j in panel["judges"])
+    assert len(strict.calls) == 4 and sum(1 for c in strict.calls if c.role == "reconcile") == 2
+    assert 'judge panel of 2 (generous, strict; rule min) for grade requests with "panel": true' in start_line

@@ -11,6 +11,7 @@ import typer
 from .._constants import DEFAULT_SCORE_MODE
 from ..errors import InputError
 from ._common import SCORE_MODE_HELP, ModelOptions, check_score_mode, with_model_options
+from ._panel import JudgeOpt, PanelOpt, PanelRuleOpt, PanelThresholdOpt, build_panel
 
 _SERVICE = "Service options"
 
@@ -111,6 +112,10 @@ def serve_command(
     access_log: Annotated[
         bool, typer.Option("--access-log/--no-access-log", help="Log every request.", rich_help_panel=_SERVICE)
     ] = False,
+    judge: JudgeOpt = None,
+    panel: PanelOpt = None,
+    panel_rule: PanelRuleOpt = None,
+    panel_threshold: PanelThresholdOpt = None,
     *,
     opts: ModelOptions,
 ) -> None:
@@ -118,6 +123,8 @@ def serve_command(
 
     Jobs are kept in the --db sqlite file; a job left unfinished by a stopped service runs
     again when it starts (the completion cache answers the calls it had made). Docs at /docs.
+    With --judge (or --panel), grade jobs that ask for "panel": true are graded by that judge
+    panel on their own scale; the judges are the server's, never a request's.
     """
     try:
         import uvicorn
@@ -153,6 +160,8 @@ def serve_command(
             max_attempts=base.max_attempts if max_retries is None else max_retries + 1,
             initial_wait=base.initial_wait if retry_wait is None else retry_wait,
         )
+    built = build_panel(judge, panel, panel_rule, panel_threshold, "ternary", opts)  # (a request picks the scale)
+    the_panel = built[0] if built is not None else None
     model = opts.build_model()
     settings = ServerSettings(
         model_factory=lambda: model,
@@ -170,14 +179,22 @@ def serve_command(
         retry=retry,
         protect_docs=protect_docs,
         timeout=opts.timeout,
+        panel=the_panel,
     )
     auth = f"{len(keys)} API key(s)" if keys else "no authentication"
     docs = "docs at /docs (key needed)" if protect_docs else "docs at /docs"
     local = model.backend.describe()
     runs = f" ({local})" if local is not None else ""  # a local model: its weight type and threads
+    judges = ""
+    if the_panel is not None:
+        threshold = "" if the_panel.threshold is None else f", threshold {the_panel.threshold:g} points"
+        judges = (
+            f"; judge panel of {len(the_panel.judges)} ({', '.join(the_panel.names)}; rule {the_panel.rule}"
+            f'{threshold}) for grade requests with "panel": true'
+        )
     print(
         f"proofcritic serve: {model.name}{runs} as proofcritic/* on http://{host}:{port}/v1 ({auth}); "
-        f"jobs in {db}; {docs}",
+        f"jobs in {db}; {docs}{judges}",
         file=sys.stderr,
         flush=True,
     )

@@ -34,7 +34,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from ..errors import InputError, validation_line
 from ..io import problem_from_record, proof_from_record
-from ..llm import ChatMessage, Usage, usage_scope
+from ..llm import ChatMessage, GenerateConfig, Usage, usage_scope
 from ..runner import RunStats, read_items, run_jsonl
 from ..types import Problem, Verification
 from ..verifier import Verifier, parse_points_verification, parse_verification
@@ -174,6 +174,24 @@ class Panel:
         if len(self.n) != len(self.judges) or min(self.n) < 1:
             raise ValueError("give one n (at least 1) for every judge")
         self.names = list(names) if names is not None else [f"{i + 1}" for i in range(len(judges))]
+
+    def on_scale(self, scale: str, config: GenerateConfig | None = None) -> Panel:
+        """The same judges (models, prompt sets, names, n), rule and threshold on ``scale``
+        ("ternary": verifiers reading scores from the text; "points": points verifiers), with
+        ``config`` over each judge's sampling settings: one panel serves grade requests on
+        either scale (the service's). A threshold left to its default follows the new scale."""
+        from ..verifier import PointsVerifier
+
+        if scale not in ("ternary", "points"):
+            raise ValueError(f"scale must be ternary or points, not {scale!r}")
+        judges: list[Verifier] = []
+        for judge in self.judges:
+            settings = judge.config.merge(config)
+            if scale == "points":
+                judges.append(PointsVerifier(judge.model, prompts=judge.prompts, config=settings))
+            else:
+                judges.append(Verifier(judge.model, prompts=judge.prompts, config=settings, score_mode="text"))
+        return Panel(judges, rule=self.rule, threshold=self.threshold, n=self.n, names=self.names)
 
     def threshold_points(self, max_points: float) -> float:
         if self.threshold is not None:

@@ -8,7 +8,8 @@ uvicorn. Routes (all under ``/v1`` need ``Authorization: Bearer KEY`` when keys 
   result; ``GET /v1/jobs/{id}/events`` its progress as server-sent events; ``GET /v1/jobs``;
   ``DELETE /v1/jobs/{id}`` (or ``POST /v1/jobs/{id}/cancel``) cancels a queued or running job.
 - ``POST /v1/chat/completions``, ``GET /v1/models``: see :mod:`proofcritic.server._facade`.
-- ``GET /v1/stats``: job counts by state, upstream usage, per-endpoint counters.
+- ``GET /v1/stats``: job counts by state, upstream usage, per-endpoint counters, and the judge
+  panel when one is configured (``serve --judge``; a grade request asks for it with ``"panel": true``).
 - ``GET /health`` (never a key: for load balancers), ``GET /docs`` and ``GET /openapi.json``
   (behind the keys with ``protect_docs``).
 
@@ -61,6 +62,7 @@ from .settings import ServerSettings
 if TYPE_CHECKING:
     from ..pipelines import SolveResult
     from ..pipelines.label import LabelResult
+    from ..pipelines.panel import PanelResult
     from ..types import GradeResult
 
 log = logging.getLogger("proofcritic.server")
@@ -269,8 +271,10 @@ class JobRunner:
         ticker = asyncio.create_task(self._tick(job_id, attempt, usage))
         try:
             request = REQUESTS[kind].model_validate(job["request"])
-            result: GradeResult | LabelResult | SolveResult
-            if isinstance(request, GradeRequest):
+            result: GradeResult | LabelResult | SolveResult | PanelResult
+            if isinstance(request, GradeRequest) and request.panel:
+                result = await self.service.grade_with_panel(request)
+            elif isinstance(request, GradeRequest):
                 result = await self.service.grade(request)
             elif isinstance(request, LabelRequest):
                 result = await self.service.label(request)
@@ -360,7 +364,12 @@ def create_app(settings: ServerSettings) -> FastAPI:
             max_tokens=settings.max_tokens,
             retry=settings.retry,
             max_input_chars=settings.max_input_chars,
+            panel=settings.panel,
         )
+        judges = service.judge_models()
+        if settings.timeout is not None:
+            for judge in judges:
+                judge.set_timeout(settings.timeout)
         store = JobStore(settings.db_path)
         settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # type: ignore[union-attr]
         os.chmod(settings.state_dir, 0o700)  # type: ignore[arg-type]  # solve jobs' pools: proofs too
@@ -376,6 +385,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
             store.close()
             if settings.model is None:
                 await model.aclose()
+            for judge in judges:
+                await judge.aclose()
 
     app = FastAPI(
         title="proofcritic",
@@ -429,13 +440,17 @@ def create_app(settings: ServerSettings) -> FastAPI:
         endpoints = service.endpoint_stats()
         if endpoints is not None:
             upstream["endpoints"] = endpoints
-        return {
+        out: dict[str, Any] = {
             "object": "stats",
             "uptime_s": round(time.time() - state.started, 3),
             "jobs": jobs,
             "jobs_in_queue": state.runner.queue.qsize(),
             "upstream": upstream,
         }
+        panel = service.panel_stats()
+        if panel is not None:  # grade requests with "panel": true use it
+            out["panel"] = panel
+        return out
 
     def _submit(request: Request, kind: str, body: Any) -> JSONResponse:
         try:

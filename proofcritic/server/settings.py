@@ -7,10 +7,14 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..llm import GenerateConfig, Model, RetryPolicy
 from ..promptset import PromptSet
 from ..verifier import DEFAULT_SCORE_MODE, ScoreMode, check_score_mode
+
+if TYPE_CHECKING:
+    from ..pipelines.panel import Panel
 
 #: environment variables holding the service's API keys, separated by commas or whitespace
 #: (``PROOFCRITIC_API_KEYS`` is the older name; both are read)
@@ -79,6 +83,11 @@ class ServerSettings:
     timeout: float | None = None
     """Seconds one upstream request may take (None: the model's own; 600 for a server
     backend). A timed-out request is retried like a dropped connection."""
+    panel: Panel | None = None
+    """A judge panel (``serve --judge``/``--panel``) that grade requests with ``"panel": true``
+    use instead of the one verifier, on the request's scale. Its judges' models get the
+    service's retry policy and timeout, and the service closes them when it stops. The judges
+    and their servers come from here only, never from a request."""
 
     def __post_init__(self) -> None:
         if self.model is None and self.model_factory is None:
