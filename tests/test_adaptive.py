@@ -14,12 +14,14 @@ import random
 import re
 
 import pytest
-from scripted import ScriptedBackend, meta_text, verification_text
+from scripted import ScriptedBackend, generation_text, meta_text, verification_text
 
 from proofcritic.llm import CompletionCache, GenerateConfig, Model
 from proofcritic.meta_verifier import MetaVerifier
+from proofcritic.pipelines import Roles
 from proofcritic.pipelines.adaptive import Race, checkpoints, mean_bounds, verify_until_fail, vote_settled
 from proofcritic.pipelines.label import LabelConfig, label_proof
+from proofcritic.pipelines.search import SearchStrategy
 from proofcritic.types import Problem
 from proofcritic.verifier import Verifier
 
@@ -220,3 +222,76 @@ def test_race_breaks_exact_ties_by_the_tiebreak_only_when_drawn_out():
     assert race.decide([(0, part, (0, 0)), (1, full, (1, 0))]) == ([1], [0], [])
     # proof 0 ranks above on ties but may still fall below 1: open
     assert race.decide([(0, part, (1, 0)), (1, full, (0, 0))]) == ([], [], [0, 1])
+
+
+# --------------------------------------------------------------------------- search
+
+
+def search_roles(verify):
+    """Initial proofs G<i>; a refinement of P is P.<round>.<i>. Verification i of proof P scores
+    ``verify(P, i)`` (i from the seed: sample i is asked with seed + i)."""
+    proof_name = re.compile(r"PROOF\[([^\]]+)\]")
+
+    def script(call):
+        if call.role == "verify":
+            name = proof_name.search(call.prompt).group(1)
+            index = call.request.config.seed - SEED + call.index
+            score = verify(name, index)
+            issues = [] if score == 1 else [("step 1", "Critical Error", "a gap")]
+            return verification_text(score, issues, analysis=f"A[{name}][{index}]")
+        if call.role == "generate":
+            return generation_text(f"PROOF[G{call.index}]", 0.5)
+        parent = re.search(r"--- Solution 1 ---\s+PROOF\[([^\]]+)\]", call.prompt).group(1)
+        return generation_text(f"PROOF[{parent}.{call.request.config.seed % 97}.{call.index}]", 0.5)
+
+    backend = ScriptedBackend(script)
+    return backend, Roles.from_models(Model(backend), config=GenerateConfig(seed=SEED))
+
+
+def search(verify, **config):
+    backend, the_roles = search_roles(verify)
+    result = asyncio.run(SearchStrategy(**config).solve(PROBLEM, the_roles))
+    return result, backend
+
+
+def test_search_draws_a_passing_proof_out_and_races_the_rest():
+    """G0 scores 1 every time: drawn 2, 4, 8, 16 and passes; the others fail their first batch
+    and, once G0 passed, cannot be the answer: 16 + 3 x 2 verifications instead of 64."""
+    scores = {"G0": 1, "G1": 0, "G2": 0.5, "G3": 0}
+    config = dict(initial_samples=4, verifications=16, top_k=2, trials=2, samples_per_trial=1, rounds=3)
+    adaptive, backend = search(lambda name, i: scores[name], adaptive=True, batch=2, **config)
+    fixed, fixed_backend = search(lambda name, i: scores[name], **config)
+    assert adaptive.proof_id == fixed.proof_id and "G0" in adaptive.proof
+    assert samples(backend, "verify") == 22 and samples(fixed_backend, "verify") == 64
+    assert "passed all 16 verifications in round 1" in adaptive.stop_reason
+    assert adaptive.stop_reason.endswith("adaptive: 22 of 64 verifications drawn")
+    [step] = [s for s in adaptive.transcript if s["step"] == "adaptive"]
+    assert (step["drawn"], step["planned"]) == (22, 64) and step["stopped"].startswith("settled")
+    plan = SearchStrategy(adaptive=True, batch=2, **config).plan()
+    assert plan.samples["verification"] == SearchStrategy(**config).plan().samples["verification"]
+    assert plan.calls["verification"] == 4 * SearchStrategy(**config).plan().calls["verification"]  # 2, 4, 8, 16
+
+
+def test_search_top_k_and_answer_equal_the_fixed_search():
+    """No proof can pass (each scores 0.5 on its first verification). G0 and G1 score 1 after
+    that, G2 and G3 score 0: the top 2 are G0 and G1 in both searches; G2 and G3 leave the race
+    before all 16 are drawn; the answer is G0 in both (a tie with G1, broken by the slot)."""
+
+    def verify(name, i):
+        if name in ("G0", "G1"):
+            return 0.5 if i == 0 else 1
+        if name in ("G2", "G3"):
+            return 0
+        return 0.5 if i % 2 else 0  # refinements: a mean of 0.25
+
+    config = dict(initial_samples=4, verifications=16, top_k=2, trials=2, samples_per_trial=1, rounds=2)
+    adaptive, backend = search(verify, adaptive=True, batch=2, **config)
+    fixed, fixed_backend = search(verify, **config)
+
+    def selected(result):
+        return {r["proof_id"] for s in result.transcript if s["step"] == "select" for r in s["refine"]}
+
+    assert selected(adaptive) == selected(fixed)
+    assert {p.split("-")[2] for p in selected(fixed)} == {"s000", "s001"}  # G0 and G1
+    assert adaptive.proof_id == fixed.proof_id and "G0" in adaptive.proof
+    assert samples(backend, "verify") < samples(fixed_backend, "verify") == 6 * 16

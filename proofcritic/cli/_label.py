@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .._constants import DEFAULT_SCORE_MODE, LABEL_PARAMS
+from .._constants import ADAPTIVE_PARAMS, DEFAULT_SCORE_MODE, LABEL_PARAMS
 from ..errors import InputError, first_error, validation_line
 from ._batch import OverwriteOpt, exit_status, model_name, prepare, result_settings
 from ._common import (
@@ -229,6 +229,13 @@ def label_command(
         int | None,
         typer.Option("--max-proof-tokens", min=1, help="Tokens per proof, prompts included (default: no limit)."),
     ] = None,
+    adaptive: Annotated[bool, typer.Option("--adaptive", help=ADAPTIVE_PARAMS["adaptive"][1])] = False,
+    confidence: Annotated[
+        float, typer.Option("--confidence", help=ADAPTIVE_PARAMS["confidence"][1] + " Labels are exact: unused there.")
+    ] = ADAPTIVE_PARAMS["confidence"][0],
+    batch: Annotated[int, typer.Option("--batch", min=1, help=ADAPTIVE_PARAMS["batch"][1])] = ADAPTIVE_PARAMS["batch"][
+        0
+    ],
     dry_run: DryRunOpt = False,
     *,
     opts: ModelOptions,
@@ -246,7 +253,16 @@ def label_command(
     check_score_mode(score_mode)
     check_scale(scale, score_mode)
     try:
-        config = LabelConfig(n=n, m=m, k=k, confirm_at=confirm_at, refute_at=refute_at)
+        config = LabelConfig(
+            n=n,
+            m=m,
+            k=k,
+            confirm_at=confirm_at,
+            refute_at=refute_at,
+            adaptive=adaptive,
+            confidence=confidence,
+            batch=batch,
+        )
     except ValidationError as error:
         raise typer.BadParameter(first_error(error)[1]) from None  # it names the options
     if not input.exists():
@@ -289,6 +305,7 @@ def label_command(
             max_calls=max_calls,
             max_proof_tokens=max_proof_tokens,
             **({"scale": scale} if scale != "ternary" else {}),
+            **({"adaptive": True, "batch": batch} if adaptive else {}),
         ),
         overwrite,
         companions=[review],

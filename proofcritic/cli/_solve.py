@@ -164,6 +164,31 @@ def solve_command(
             rich_help_panel=_STRATEGY,
         ),
     ] = None,
+    adaptive: Annotated[
+        bool | None,
+        typer.Option(
+            "--adaptive",
+            help="search: draw each proof's verifications in batches and stop once the pass check and the "
+            "top-k / answer by mean are settled (see README 'Adaptive verification') [off].",
+            rich_help_panel=_STRATEGY,
+        ),
+    ] = None,
+    confidence: Annotated[
+        float | None,
+        typer.Option(
+            "--confidence",
+            help="search --adaptive: probability that each choice by mean is the fixed search's [0.99].",
+            rich_help_panel=_STRATEGY,
+        ),
+    ] = None,
+    batch: Annotated[
+        _Int,
+        typer.Option(
+            "--batch",
+            help="search --adaptive: verifications of a proof's first batch; each later request doubles them [4].",
+            rich_help_panel=_STRATEGY,
+        ),
+    ] = None,
     max_rounds: Annotated[
         _Int,
         typer.Option(
@@ -279,6 +304,9 @@ def solve_command(
         "max_per_score": max_per_score,
         "rounds": rounds,
         "stop_on_pass": stop_on_pass,
+        "adaptive": adaptive,
+        "confidence": confidence,
+        "batch": batch,
         "keep_invalid": keep_invalid or None,
         "max_rounds": max_rounds,
         "max_tool_calls": max_tool_calls,

@@ -31,6 +31,7 @@ set differs from the fixed procedure's on the same draws with probability at mos
 from __future__ import annotations
 
 import asyncio
+import bisect
 import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
@@ -262,29 +263,26 @@ class Race:
         surely in the top ``k``, surely out of it, and still open (they need more draws)."""
         bounds = {key: self.bounds(scores) for key, scores, _ in entries}
         tie = {key: tb for key, _, tb in entries}
-        keys = [key for key, _, _ in entries]
-        inside, outside, open_ = [], [], []
-        for i in keys:
-            lo_i, hi_i = bounds[i]
-            if hi_i < 0:  # surely not ranked
-                outside.append(i)
+        lows = sorted((bounds[key][0], tie[key]) for key in tie)  # sort keys: (bound, tiebreak)
+        highs = sorted((bounds[key][1], tie[key]) for key in tie)
+        inside: list[Hashable] = []
+        outside: list[Hashable] = []
+        open_: list[Hashable] = []
+        for key, _, _ in entries:
+            lo, hi = bounds[key]
+            if hi < 0:  # surely not ranked
+                outside.append(key)
                 continue
-            surely_above = 0  # proofs that surely rank above i
-            maybe_above = 0  # proofs that may rank above i
-            for j in keys:
-                if j == i:
-                    continue
-                lo_j, hi_j = bounds[j]
-                if (lo_j, tie[j]) > (hi_i, tie[i]) and lo_j >= 0:
-                    surely_above += 1
-                if not ((lo_i, tie[i]) > (hi_j, tie[j])) and hi_j >= 0:
-                    maybe_above += 1
+            # proofs that surely rank above this one: their lowest (mean, tiebreak) beats its highest
+            surely_above = len(lows) - bisect.bisect_right(lows, (hi, tie[key]))
+            # proofs that may rank above it (itself excluded): their highest reaches its lowest
+            maybe_above = len(highs) - bisect.bisect_left(highs, (lo, tie[key])) - 1
             if surely_above >= self.k:
-                outside.append(i)
-            elif maybe_above < self.k and lo_i >= 0:
-                inside.append(i)
+                outside.append(key)
+            elif maybe_above < self.k and lo >= 0:
+                inside.append(key)
             else:
-                open_.append(i)
+                open_.append(key)
         return inside, outside, open_
 
 

@@ -43,6 +43,18 @@ rerun after a kill replays every recorded request from the pool and asks the mod
 what is missing. A replayed request is checked against and charged to the budget with its
 recorded calls and tokens, like a cached answer, so budgets decide the same way (up to the
 calls that were in flight at once when a budget ran out). One process at a time per state dir.
+
+Adaptive (``adaptive=True``, ``solve --strategy search --adaptive``; see
+:mod:`proofcritic.pipelines.adaptive`): each proof's verifications are drawn in batches at the
+checkpoints (``batch``, doubling, up to ``verifications``), samples of the same request the fixed
+search makes (so the same draws, from the cache on a rerun). After each round's first batch, the
+proofs that may still pass all their verifications are drawn until they fail or pass (exact);
+then a :class:`~proofcritic.pipelines.adaptive.Race` draws the proofs whose place is open until
+the top ``min(top_k, trials)`` (in the last round, or once a proof passed: the answer, or the
+``select_pool`` of a tournament) is settled: the chosen set is the fixed search's on the same
+draws with probability at least ``confidence``. The order within it, and the analyses a
+refinement prompt shows, come from the verifications drawn. The pool file records each proof's
+draws as they grow (a later line replaces an earlier), and a rerun replays them prefix by prefix.
 """
 
 from __future__ import annotations
@@ -55,7 +67,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from ..budget import BudgetExceeded, CallPlan, current_budget
 from ..generator import Candidate
@@ -72,6 +84,7 @@ from ._common import (
     usable,
     verifier_evaluation_text,
 )
+from .adaptive import AdaptiveOptions, Race, checkpoints, next_checkpoint
 from .single import tournament_calls
 
 __all__ = ["Pool", "PoolProof", "SearchConfig", "SearchStrategy", "choose_analyses", "slot_id"]
@@ -79,8 +92,9 @@ __all__ = ["Pool", "PoolProof", "SearchConfig", "SearchStrategy", "choose_analys
 _GENERATION_FIELDS = ("proof", "self_analysis", "self_score", "format_ok", "format_error", "finish_reason", "usage")
 
 
-class SearchConfig(BaseModel):
-    """Parameters of the ``search`` strategy; the defaults are the released settings."""
+class SearchConfig(AdaptiveOptions):
+    """Parameters of the ``search`` strategy; the defaults are the released settings (``adaptive``,
+    ``confidence``, ``batch``: :class:`~proofcritic.pipelines.adaptive.AdaptiveOptions`, off)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -268,6 +282,7 @@ class _Search:
         self._first_by_text: dict[str, str] = {}
         self.refined_in: dict[str, list[int]] = {}  # proof id -> rounds that refined it
         self.selections: dict[int, list[dict[str, Any]]] = {}
+        self.adaptive_steps: list[dict[str, Any]] = []  # adaptive: what each round drew, and why it stopped
         self.usage = Usage()
         # the progress figures, kept as work finishes (a report costs no scan of the pool)
         self._round = 0
@@ -310,6 +325,12 @@ class _Search:
             result.stop_reason = f"budget: {error} (in round {result.rounds})"
         tournament = await self._answer(result)
         result.transcript, result.usage = self._transcript(result.rounds), self.usage
+        if self.config.adaptive:
+            pool = self._candidates_drawn()
+            drawn = sum(len(p.verifications or []) for p in pool)
+            planned = self.config.verifications * len(pool)
+            result.stop_reason += f"; adaptive: {drawn:,} of {planned:,} verifications drawn"
+            result.transcript += self.adaptive_steps
         if tournament is not None:
             result.transcript.append(tournament)
         return result
@@ -331,13 +352,125 @@ class _Search:
                 self._activate(proof)
             self._report()
             todo = [p for p in new if usable(p.generation, config.keep_invalid) and p.id not in self.duplicate_of]
-            _, verify_error = await gather_within_budget(self._verify(p) for p in todo)
+            if config.adaptive:
+                first = checkpoints(config.verifications, config.batch)[0]
+                _, verify_error = await gather_within_budget(self._draw(p, first) for p in todo)
+                if not (generate_error or verify_error):
+                    verify_error = await self._settle(round_)
+            else:
+                _, verify_error = await gather_within_budget(self._verify(p) for p in todo)
             if generate_error or verify_error:
                 raise generate_error or verify_error  # type: ignore[misc]
             passed = [p for p in self.ranked() if p.passes(config.verifications)]
             if passed and config.stop_on_pass:
                 return f"proof {passed[0].id} passed all {config.verifications} verifications in round {round_}"
         return f"max rounds ({config.rounds}) reached"
+
+    # -- adaptive verification ---------------------------------------------------------------
+    def _candidates_drawn(self) -> list[PoolProof]:
+        keep = self.config.keep_invalid
+        return [
+            p
+            for p in self.active
+            if p.verifications is not None and p.id not in self.duplicate_of and usable(p.generation, keep)
+        ]
+
+    def _open(self, round_: int) -> tuple[list[PoolProof], str]:
+        """Adaptive: the proofs that need more draws before this round's decisions are settled,
+        and what is being decided."""
+        config, n = self.config, self.config.verifications
+        pool = self._candidates_drawn()
+        passed = config.stop_on_pass and any(p.passes(n) for p in pool)
+        if config.stop_on_pass and not passed:
+            pending = [
+                p for p in pool if len(p.verifications or []) < n and all(v.score == 1 for v in p.verifications or [])
+            ]
+            if pending:
+                return pending, "passes all its verifications"
+        final = passed or round_ >= config.rounds
+        k = (1 if config.select == "mean" else config.select_pool) if final else min(config.top_k, config.trials)
+        race = Race(n=n, k=k, confidence=config.confidence, items=len(pool), batch=config.batch)
+        entries = [
+            (p.id, [v.score for v in p.verifications or []], (p.generation.self_score, tuple(-x for x in p.slot)))
+            for p in pool
+        ]
+        _, _, open_ids = race.decide(entries)
+        still = set(open_ids)
+        what = "the answer" if final and k == 1 else f"the top {k}"
+        return [p for p in pool if p.id in still and len(p.verifications or []) < n], what
+
+    async def _settle(self, round_: int) -> BudgetExceeded | None:
+        """Adaptive: draw the open proofs, a checkpoint at a time, until the round's decisions
+        are settled; a spent budget is returned (what was drawn stays)."""
+        n, batch = self.config.verifications, self.config.batch
+        while True:
+            todo, _ = self._open(round_)
+            if not todo:
+                break
+            _, error = await gather_within_budget(
+                self._draw(p, next_checkpoint(len(p.verifications or []), n, batch)) for p in todo
+            )
+            if error is not None:
+                return error
+        pool = self._candidates_drawn()
+        drawn = sum(len(p.verifications or []) for p in pool)
+        self.adaptive_steps.append(
+            {
+                "step": "adaptive",
+                "round": round_,
+                "proofs": len(pool),
+                "drawn": drawn,
+                "planned": n * len(pool),
+                "stopped": "settled: every proof that could pass all its verifications was drawn until it "
+                "passed or failed, and the rest until the choice by mean was settled "
+                f"(confidence {self.config.confidence:g})",
+            }
+        )
+        return None
+
+    async def _draw(self, proof: PoolProof, upto: int) -> None:
+        """Adaptive: have the first ``upto`` verifications of ``proof``: those the pool file
+        recorded are replayed (charged like a cached answer), the rest drawn as samples
+        ``len(drawn)`` .. ``upto - 1`` of the fixed search's request."""
+        upto = min(upto, self.config.verifications)
+        have = list(proof.verifications or [])
+        if len(have) >= upto:
+            return
+        recorded = proof.recorded or []
+        if len(recorded) > len(have):
+            take = recorded[len(have) : upto]
+            charge = {
+                "calls": sum(v.usage.calls + v.usage.cached_calls for v in take),
+                "tokens": sum(v.usage.prompt_tokens + v.usage.completion_tokens for v in take),
+            }
+            _replay(
+                [charge],
+                self.usage,
+                sum(v.usage.prompt_tokens for v in take),
+                sum(v.usage.completion_tokens for v in take),
+            )
+            have += take
+        if len(have) < upto:
+            new = await self.roles.verifier.verify(
+                self.problem, proof.generation.proof, n=upto - len(have), first=len(have)
+            )
+            for v in new:
+                self.usage.add(v.usage)
+            have += [v.model_copy(update={"raw": ""}) for v in new]
+            charge = {
+                "calls": sum(v.usage.calls + v.usage.cached_calls for v in have)
+                + sum(v.score_distribution is not None for v in have),
+                "tokens": sum(v.usage.prompt_tokens + v.usage.completion_tokens for v in have),
+            }
+            self.pool.set_verifications(proof, have, charge)
+        first_time = proof.verifications is None
+        before = len(proof.verifications or [])
+        proof.verifications = have
+        if first_time:
+            self._verified_now(proof)
+        else:
+            self._verifications += len(have) - before
+            self._report()
 
     def _activate(self, proof: PoolProof) -> None:
         self.active.append(proof)
@@ -596,8 +729,11 @@ class SearchStrategy(ConfiguredStrategy):
         c = self.config
         refinements = (c.rounds - 1) * min(c.top_k, c.trials)
         proofs = c.initial_samples + refinements * c.samples_per_trial
+        requests = len(checkpoints(c.verifications, c.batch)) if c.adaptive else 1  # adaptive: one per checkpoint
         plan = (
-            CallPlan().add("generation", 1 + refinements, proofs).add("verification", proofs, proofs * c.verifications)
+            CallPlan()
+            .add("generation", 1 + refinements, proofs)
+            .add("verification", proofs * requests, proofs * c.verifications)
         )
         later = {1: "", 2: "; round 2"}.get(c.rounds, f"; rounds 2-{c.rounds}")
         if later:
