@@ -10,6 +10,7 @@ batches (``first``): the stopping points below follow from the scripts.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import re
 
@@ -258,7 +259,7 @@ def test_search_draws_a_passing_proof_out_and_races_the_rest():
     """G0 scores 1 every time: drawn 2, 4, 8, 16 and passes; the others fail their first batch
     and, once G0 passed, cannot be the answer: 16 + 3 x 2 verifications instead of 64."""
     scores = {"G0": 1, "G1": 0, "G2": 0.5, "G3": 0}
-    config = dict(initial_samples=4, verifications=16, top_k=2, trials=2, samples_per_trial=1, rounds=3)
+    config = {"initial_samples": 4, "verifications": 16, "top_k": 2, "trials": 2, "samples_per_trial": 1, "rounds": 3}
     adaptive, backend = search(lambda name, i: scores[name], adaptive=True, batch=2, **config)
     fixed, fixed_backend = search(lambda name, i: scores[name], **config)
     assert adaptive.proof_id == fixed.proof_id and "G0" in adaptive.proof
@@ -284,7 +285,7 @@ def test_search_top_k_and_answer_equal_the_fixed_search():
             return 0
         return 0.5 if i % 2 else 0  # refinements: a mean of 0.25
 
-    config = dict(initial_samples=4, verifications=16, top_k=2, trials=2, samples_per_trial=1, rounds=2)
+    config = {"initial_samples": 4, "verifications": 16, "top_k": 2, "trials": 2, "samples_per_trial": 1, "rounds": 2}
     adaptive, backend = search(verify, adaptive=True, batch=2, **config)
     fixed, fixed_backend = search(verify, **config)
 
@@ -295,3 +296,82 @@ def test_search_top_k_and_answer_equal_the_fixed_search():
     assert {p.split("-")[2] for p in selected(fixed)} == {"s000", "s001"}  # G0 and G1
     assert adaptive.proof_id == fixed.proof_id and "G0" in adaptive.proof
     assert samples(backend, "verify") < samples(fixed_backend, "verify") == 6 * 16
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def test_label_cli_adaptive_through_a_server(tmp_path):
+    """``label --adaptive`` against an OpenAI-compatible server (``--seed 0``: sample i is asked
+    with seed i): proof A's first batch holds two zeros whose first 5 votes confirm them (label 0
+    after 4 verifications and 10 votes); proof B scores 1 every time (all 16, in 3 requests). The
+    labels are the fixed run's; the server saw 4 + 16 verifications instead of 32."""
+    from servers.tiny_openai_server import TinyOpenAIServer
+    from typer.testing import CliRunner
+
+    from proofcritic.cli import app
+
+    scores = {"A": [0.5, 0, 1, 0] + [0.5] * 12, "B": [1] * 16}
+
+    def script(call):
+        name = re.findall(r"PROOF\[(\w)\]", call.prompt)[-1]
+        index = (call.request.config.seed or 0) + call.index
+        if call.role == "verify":
+            score = scores[name][index]
+            issues = [] if score == 1 else [("step 2", "Critical Error", "the claim is false")]
+            return verification_text(score, issues, analysis=f"Analysis A{index}.")
+        return meta_text(1)
+
+    rows = [{"id": name, "problem": PROBLEM.statement, "proof": f"PROOF[{name}] {PROOF}"} for name in scores]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    backend = ScriptedBackend(script)
+    labels = {}
+    with TinyOpenAIServer(backend, "roles") as server:
+        for mode in ("fixed", "adaptive"):
+            server.requests.clear()
+            out = tmp_path / f"{mode}.jsonl"
+            args = ["label", "--input", str(source), "--output", str(out), "--review", str(tmp_path / f"{mode}.r")]
+            args += ["--model", "openai/roles", "--base-url", server.url, "--api-key", "x", "--seed", "0"]
+            args += ["--cache", str(tmp_path / f"{mode}.sqlite"), "--n", "16", "--m", "8", "--k", "2"]
+            result = CliRunner().invoke(app, args + (["--adaptive"] if mode == "adaptive" else []))
+            assert result.exit_code == 0, result.output
+            records = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+            labels[mode] = {k: (r["status"], r["label"], r["rule"]) for k, r in records.items()}
+            verify = [r for r in server.requests if "You are an expert grader" in r["messages"][-1]["content"]]
+            sent = sum(r.get("n") or 1 for r in verify)
+            if mode == "adaptive":
+                assert sent == 4 + 16 and len(verify) == 1 + 3
+                assert records["A"]["sampling"]["drawn"] == 4 and records["A"]["sampling"]["meta_drawn"] == 10
+                assert records["B"]["sampling"]["stopped"].startswith("all 16 verifications drawn")
+                settings = json.loads((tmp_path / "adaptive.jsonl.settings.json").read_text())
+                assert "adaptive" in json.dumps(settings)
+            else:
+                assert sent == 32 and records["A"].get("sampling") is None
+    assert (
+        labels["adaptive"]
+        == labels["fixed"]
+        == {
+            "A": ("labeled", 0.0, "confirmed_lowest"),
+            "B": ("labeled", 1.0, "all_correct"),
+        }
+    )
+
+
+def test_solve_search_adaptive_plan(tmp_path):
+    """``solve --strategy search --adaptive --dry-run``: the plan counts a request per checkpoint
+    (4, 8, 16, 32, 64: five per proof), the same verifications as the fixed search at most."""
+    from typer.testing import CliRunner
+
+    from proofcritic.cli import app
+
+    problem = tmp_path / "p.md"
+    problem.write_text(PROBLEM.statement)
+    base = ["solve", "--problem", str(problem), "--strategy", "search", "--rounds", "1", "--dry-run"]
+    fixed = CliRunner().invoke(app, base)
+    adaptive = CliRunner().invoke(app, [*base, "--adaptive", "--confidence", "0.95"])
+    assert fixed.exit_code == 0 and adaptive.exit_code == 0, adaptive.output
+    assert "128 verification (8,192 verifications)" in fixed.output
+    assert "640 verification (8,192 verifications)" in adaptive.output
+    bad = CliRunner().invoke(app, [*base, "--adaptive", "--confidence", "1.5"])
+    assert bad.exit_code == 2 and "--confidence" in bad.output

@@ -285,6 +285,22 @@ class Race:
                 open_.append(key)
         return inside, outside, open_
 
+    def pick(self, entries: Sequence[tuple[Hashable, Sequence[float | None], tuple]]) -> list[Hashable]:
+        """The open proofs to draw next (none: the choice is settled): the ``k`` minus the surely
+        chosen ones that rank highest by their optimistic (upper bound, tiebreak), among the open
+        ones with draws left. Drawing the likeliest members first settles a pool with many exact
+        ties (many proofs at mean 1) once ``k`` of them are drawn out, and the order never
+        changes the guarantee: each proof's interval is bounded at each of its checkpoints."""
+        inside, _, open_ = self.decide(entries)
+        drawn = {key: len(scores) for key, scores, _ in entries}
+        tie = {key: tb for key, _, tb in entries}
+        left = [key for key in open_ if drawn[key] < self.n]
+        if not left:
+            return []
+        bounds = {key: self.bounds(scores) for key, scores, _ in entries}
+        left.sort(key=lambda key: (bounds[key][1], tie[key]), reverse=True)
+        return left[: max(1, self.k - len(inside))]
+
 
 # --------------------------------------------------------------------------- labeling
 

@@ -385,8 +385,9 @@ class _Search:
             pending = [
                 p for p in pool if len(p.verifications or []) < n and all(v.score == 1 for v in p.verifications or [])
             ]
-            if pending:
-                return pending, "passes all its verifications"
+            if pending:  # the likeliest answers first (self-score, then slot), a round's trials at a time
+                pending.sort(key=lambda p: (-p.generation.self_score, p.slot))
+                return pending[: min(config.top_k, config.trials)], "passes all its verifications"
         final = passed or round_ >= config.rounds
         k = (1 if config.select == "mean" else config.select_pool) if final else min(config.top_k, config.trials)
         race = Race(n=n, k=k, confidence=config.confidence, items=len(pool), batch=config.batch)
@@ -394,10 +395,9 @@ class _Search:
             (p.id, [v.score for v in p.verifications or []], (p.generation.self_score, tuple(-x for x in p.slot)))
             for p in pool
         ]
-        _, _, open_ids = race.decide(entries)
-        still = set(open_ids)
+        chosen = set(race.pick(entries))
         what = "the answer" if final and k == 1 else f"the top {k}"
-        return [p for p in pool if p.id in still and len(p.verifications or []) < n], what
+        return [p for p in pool if p.id in chosen], what
 
     async def _settle(self, round_: int) -> BudgetExceeded | None:
         """Adaptive: draw the open proofs, a checkpoint at a time, until the round's decisions
