@@ -17,6 +17,7 @@ import re
 import pytest
 from scripted import ScriptedBackend, generation_text, meta_text, verification_text
 
+from proofcritic.budget import Budget, budget_scope
 from proofcritic.llm import CompletionCache, GenerateConfig, Model
 from proofcritic.meta_verifier import MetaVerifier
 from proofcritic.pipelines import Roles
@@ -228,7 +229,7 @@ def test_race_breaks_exact_ties_by_the_tiebreak_only_when_drawn_out():
 # --------------------------------------------------------------------------- search
 
 
-def search_roles(verify):
+def search_roles(verify, cache=None):
     """Initial proofs G<i>; a refinement of P is P.<round>.<i>. Verification i of proof P scores
     ``verify(P, i)`` (i from the seed: sample i is asked with seed + i)."""
     proof_name = re.compile(r"PROOF\[([^\]]+)\]")
@@ -246,7 +247,7 @@ def search_roles(verify):
         return generation_text(f"PROOF[{parent}.{call.request.config.seed % 97}.{call.index}]", 0.5)
 
     backend = ScriptedBackend(script)
-    return backend, Roles.from_models(Model(backend), config=GenerateConfig(seed=SEED))
+    return backend, Roles.from_models(Model(backend, cache=cache), config=GenerateConfig(seed=SEED))
 
 
 def search(verify, **config):
@@ -375,3 +376,41 @@ def test_solve_search_adaptive_plan(tmp_path):
     assert "640 verification (8,192 verifications)" in adaptive.output
     bad = CliRunner().invoke(app, [*base, "--adaptive", "--confidence", "1.5"])
     assert bad.exit_code == 2 and "--confidence" in bad.output
+
+
+def test_search_adaptive_resumes_with_the_same_decisions(tmp_path):
+    """A search stopped by its budget part-way, then run again on the same cache and state,
+    ends as an uninterrupted one: the same selections, answer and draws (replayed, not asked)."""
+
+    def verify(name, i):
+        if name in ("G0", "G1"):
+            return 0.5 if i == 0 else 1
+        return 0 if name in ("G2", "G3") else (0.5 if i % 2 else 0)
+
+    config = {"initial_samples": 4, "verifications": 16, "top_k": 2, "trials": 2, "samples_per_trial": 1}
+    strategy = SearchStrategy(adaptive=True, batch=2, rounds=2, **config)
+
+    def run(name, budget=None):
+        backend, the_roles = search_roles(verify, CompletionCache(tmp_path / f"{name}.sqlite"))
+        state = tmp_path / f"{name}.state"
+        if budget is None:
+            return asyncio.run(strategy.solve(PROBLEM, the_roles, state_dir=state)), backend
+
+        async def limited():
+            with budget_scope(Budget(max_calls=budget)):
+                return await strategy.solve(PROBLEM, the_roles, state_dir=state)
+
+        return asyncio.run(limited()), backend
+
+    whole, _ = run("whole")
+    cut, _ = run("resumed", budget=6)
+    assert cut.budget_limited
+    resumed, backend = run("resumed")
+
+    def decisions(result):
+        selects = [s["refine"] for s in result.transcript if s["step"] == "select"]
+        return result.proof_id, [[r["proof_id"] for r in s] for s in selects], result.stop_reason
+
+    assert decisions(resumed) == decisions(whole)
+    again, backend = run("resumed")
+    assert decisions(again) == decisions(whole) and samples(backend, "verify") == 0
