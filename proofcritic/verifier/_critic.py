@@ -146,9 +146,7 @@ class CriticVerifier:
         (sample i has seed ``seed + i``; ``first``: samples ``first`` .. ``first + n - 1``)."""
         base = seed if seed is not None else (self.config.seed or 0)
         opening = self.messages(problem, proof)
-        return list(
-            await asyncio.gather(*(self._conversation(opening, (base + first + i) % 2**31) for i in range(n)))
-        )
+        return list(await asyncio.gather(*(self._conversation(opening, (base + first + i) % 2**31) for i in range(n))))
 
     async def _complete(self, messages: list[ChatMessage], seed: int, tools_allowed: bool) -> Completion:
         update: dict[str, Any] = {"n": 1, "seed": seed}
