@@ -963,3 +963,19 @@ def test_grade_jobs_with_the_services_judge_panel(service, tmp_path):
     assert panel["rule"] == "min" and all(j["usage"]["upstream_calls"] == 4 for j in panel["judges"])
     assert len(strict.calls) == 4 and sum(1 for c in strict.calls if c.role == "reconcile") == 2
     assert 'judge panel of 2 (generous, strict; rule min) for grade requests with "panel": true' in start_line
+
+
+def test_adaptive_label_request(service, upstream):
+    """``adaptive`` in a label request (LabelConfig's field): the flawed proof scores 0 every time
+    and every vote confirms, so 2 verifications and 2 + 2 votes settle label 0 with k=2 (the fixed
+    rule: 8 verifications and 8 x 3 votes); the record says what was drawn and why it stopped."""
+    problem = unique_problem("adaptive")
+    flawed = f"It is divisible by 6 {FLAW}."
+    body = {"problem": problem, "proof": flawed, "n": 8, "m": 3, "k": 2, "adaptive": True, "batch": 2}
+    response = httpx.post(f"{service.url}/v1/label", headers=auth(), json=body)
+    result = wait_job(service, response.json()["id"])["result"]
+    assert (result["status"], result["label"], result["rule"]) == ("labeled", 0.0, "confirmed_lowest")
+    sampling = result["sampling"]
+    assert (sampling["drawn"], sampling["requests"], sampling["meta_drawn"]) == (2, 1, 4)
+    assert "after 2 of 8 verifications" in sampling["stopped"]
+    assert result["config"]["adaptive"] is True
