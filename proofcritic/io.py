@@ -293,6 +293,10 @@ class JsonlAppender:
             line = (json.dumps(record) + "\n").encode("ascii")
         os.write(self._fd, line)
 
+    def write_line(self, line: bytes) -> None:
+        """Append one complete JSONL line as it is (its newline included)."""
+        os.write(self._fd, line)
+
     def close(self) -> None:
         os.close(self._fd)
 
@@ -301,6 +305,24 @@ class JsonlAppender:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def merge_jsonl(path: str | Path, parts: Iterable[str | Path]) -> int:
+    """Append the complete lines of each file of ``parts`` to ``path`` (a partial last line of
+    either, left by a kill, is dropped), then delete the part; the lines appended. A kill between
+    the append and the delete leaves a part whose records are merged again next time: its ids
+    then have two identical records, which :func:`compact_jsonl` makes one."""
+    merged = 0
+    with JsonlAppender(path) as out:
+        for name in parts:
+            part = Path(name)
+            if not part.exists():
+                continue
+            for _, raw in _complete_lines(part):
+                out.write_line(raw)
+                merged += 1
+            part.unlink()
+    return merged
 
 
 def read_done(path: str | Path, key: str = "id") -> dict[str, dict]:

@@ -65,6 +65,11 @@ class _Store:
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("PRAGMA busy_timeout=60000")
         self.conn.execute(_SCHEMA)
+        # lookups have a connection of their own: in WAL mode a read does not wait for the
+        # writer thread's commit, so the event loop never stalls behind one
+        self.read_lock = threading.Lock()
+        self.reader = sqlite3.connect(path, timeout=60, check_same_thread=False, isolation_level=None)
+        self.reader.execute("PRAGMA busy_timeout=60000")
         self.commits = 0
         self.buffer_lock = threading.Lock()  # pending, writing, oldest, closed
         self.wake = threading.Condition(self.buffer_lock)
@@ -87,8 +92,8 @@ class _Store:
         rest = [k for k in keys if k not in found] if found else keys
         if rest:
             marks = ",".join("?" * len(rest))
-            with self.lock:
-                rows = self.conn.execute(f"SELECT key, value FROM entries WHERE key IN ({marks})", rest).fetchall()
+            with self.read_lock:
+                rows = self.reader.execute(f"SELECT key, value FROM entries WHERE key IN ({marks})", rest).fetchall()
             found.update(rows)
         return found
 
@@ -184,6 +189,8 @@ class _Store:
             with self.buffer_lock:
                 self.closed = True
                 self.wake.notify_all()
+            with self.read_lock:
+                self.reader.close()
             with self.lock:
                 self.conn.close()
 
@@ -214,7 +221,7 @@ class CompletionCache:
         """Key of a request without its sample index; ``sample_key`` adds the index."""
         # the bytes of _digest(["chat", identity, [m.model_dump() for m in messages], settings]),
         # written directly: the messages' (long) texts are encoded once, without a dict per message
-        messages_json = ",".join(f'{{"content":{_string(m.content)},"role":{_string(m.role)}}}' for m in messages)
+        messages_json = ",".join(m.wire for m in messages)
         settings = _KEY_ENCODER.encode(config.model_dump(exclude={"n"}))
         blob = f'["chat",{_string(identity)},[{messages_json}],{settings}]'
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from functools import cached_property
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
@@ -11,6 +13,9 @@ from .._constants import SAMPLING_HELP
 #: who speaks a chat turn (a message's ``role`` on the wire); not a proofcritic role (the
 #: generator, verifier ... classes of :mod:`proofcritic._roles`) nor a prompt template's name
 ChatRole = Literal["system", "user", "assistant"]
+
+#: a JSON string as ``json.dumps(..., ensure_ascii=False)`` writes it
+_json_string = json.encoder.encode_basestring
 
 # The bounds of the sampling settings, defined once: GenerateConfig, the service's requests and
 # (through GenerateConfig) the command line's options all hold values to these.
@@ -29,6 +34,13 @@ class ChatMessage(BaseModel):
 
     role: ChatRole
     content: str
+
+    @cached_property
+    def wire(self) -> str:
+        """This turn as JSON text, ``{"content":...,"role":...}`` (UTF-8 kept, no spaces), encoded
+        once: a request's cache key and the body sent to a server both splice it in rather than
+        each encoding the (long) text again."""
+        return f'{{"content":{_json_string(self.content)},"role":{_json_string(self.role)}}}'
 
 
 class SamplingOptions(BaseModel):
