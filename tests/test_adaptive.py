@@ -414,3 +414,19 @@ def test_search_adaptive_resumes_with_the_same_decisions(tmp_path):
     assert decisions(resumed) == decisions(whole)
     again, backend = run("resumed")
     assert decisions(again) == decisions(whole) and samples(backend, "verify") == 0
+
+
+def test_settle_mean_stops_once_one_bucket_holds_the_interval():
+    """Cut 1.0 (mean 1 or not) is exact: the 0.5 in the first batch settles it after 4 of 16.
+    Cut 0.5 on scores that are all 0, n=64, confidence 0.99 over 4 looks: the interval after 8
+    draws reaches 0.605, after 16 only 0.396: stopped after 16."""
+    from proofcritic.pipelines.adaptive import settle_mean
+
+    verifier, _, backend = roles([1, 1, 1, 0.5] + [1] * 12)
+    draws = asyncio.run(settle_mean(verifier, PROBLEM, PROOF, 16, [1.0]))
+    assert draws.drawn == 4 and "stopped after 4 of 16" in draws.stopped
+    verifier, _, backend = roles([0] * 64)
+    draws = asyncio.run(settle_mean(verifier, PROBLEM, PROOF, 64, [0.5]))
+    assert draws.drawn == 16 and samples(backend, "verify") == 16 and draws.requests == 3
+    verifier, _, _ = roles([1] * 16)
+    assert asyncio.run(settle_mean(verifier, PROBLEM, PROOF, 16, [1.0])).drawn == 16

@@ -10,6 +10,7 @@ from .adaptive import (
     checkpoints,
     label_adaptively,
     mean_bounds,
+    settle_mean,
     verify_until_fail,
 )
 from .label import LabelConfig, LabelResult, label_jsonl, label_proof
@@ -37,6 +38,7 @@ __all__ = [
     "mean_bounds",
     "progress_text",
     "scaled_verify",
+    "settle_mean",
     "solve_jsonl",
     "solve_problem",
     "verify_until_fail",

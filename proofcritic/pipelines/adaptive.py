@@ -13,7 +13,8 @@ back from the cache.
 **Exact decisions** (identical to the fixed procedure's on the same draws, whatever the scores):
 
 - "passes all n" (:func:`verify_until_fail`): stops at the first checkpoint where a drawn
-  verification is not 1 (an unscored one is no pass either);
+  verification is not 1 (an unscored one is no pass either); "the mean over the scored ones is
+  1" (:func:`settle_mean` with the cut 1.0) likewise;
 - a strict majority of ``m`` votes (:func:`vote_settled`): stops once the rest cannot change it;
 - the labeling rule (``LabelConfig(adaptive=True)``, :func:`label_adaptively`): see there.
 
@@ -25,7 +26,8 @@ for a top-k (or best) choice among many proofs (racing): a proof leaves the race
 ``k`` others surely rank above it, or fewer than ``k`` others can; the error budget
 ``1 - confidence`` is split over the proofs and the checkpoints (a union bound), so the chosen
 set differs from the fixed procedure's on the same draws with probability at most
-``1 - confidence``.
+``1 - confidence``. :func:`settle_mean` decides which bucket between given cuts holds one
+proof's mean (e.g. whole points of a mean grade) the same way.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ __all__ = [
     "draw_verifications",
     "label_adaptively",
     "mean_bounds",
+    "settle_mean",
     "verify_until_fail",
     "vote_settled",
 ]
@@ -219,6 +222,47 @@ def mean_bounds(scores: Sequence[float | None], n: int, delta: float) -> tuple[f
     half = math.sqrt(math.log(2.0 / delta) / 2.0 * rest / (k * (k + rest)))
     lowest, highest = total / (k + rest), max(mean, (total + rest) / (k + rest))
     return max(lowest, mean - half), min(highest, mean + half)
+
+
+async def settle_mean(
+    verifier: Any,
+    problem: Problem,
+    proof: str,
+    n: int,
+    cuts: Sequence[float],
+    *,
+    confidence: float = 0.99,
+    batch: int = 4,
+    **kwargs: Any,
+) -> Draws:
+    """Which of the buckets between ``cuts`` (values in [0, 1]) holds the mean of ``n``
+    verifications (the number of cuts at or below it), for a decision that reads no more than
+    that (e.g. whole points: cuts halfway between them; "all n scored 1": the cut 1.0).
+
+    Draws at the checkpoints until the interval of :func:`mean_bounds` (``delta`` =
+    ``(1 - confidence) / looks``, a union bound over the checkpoints before the last) holds no cut
+    strictly above its low end and at or below its high end; then the bucket is the fixed
+    procedure's on the same draws with probability at least ``confidence``. A cut that only an
+    all-1 run can reach (1.0) is exact: the interval's high end is below 1 as soon as one draw
+    is. ``stopped`` names the interval and the draws."""
+    looks = max(1, len(checkpoints(n, batch)) - 1)
+    delta = (1.0 - confidence) / looks
+    draws = Draws(n)
+    for upto in checkpoints(n, batch):
+        await draws.draw(verifier, problem, proof, upto, **kwargs)
+        bounds = mean_bounds(draws.scores, n, delta)
+        if bounds is None:
+            if draws.drawn >= n:
+                draws.stopped = f"no score in all {n} verifications"
+            continue
+        lo, hi = bounds
+        if draws.drawn >= n or not any(lo < cut <= hi for cut in cuts):
+            draws.stopped = (
+                f"the mean of {n} lies in [{lo:.3g}, {hi:.3g}] (confidence {confidence:g}), "
+                f"one bucket of the cuts {', '.join(f'{c:g}' for c in cuts)}: stopped after {draws.drawn} of {n}"
+            )
+            break
+    return draws
 
 
 # --------------------------------------------------------------------------- racing
