@@ -430,3 +430,26 @@ def test_settle_mean_stops_once_one_bucket_holds_the_interval():
     assert draws.drawn == 16 and samples(backend, "verify") == 16 and draws.requests == 3
     verifier, _, _ = roles([1] * 16)
     assert asyncio.run(settle_mean(verifier, PROBLEM, PROOF, 16, [1.0])).drawn == 16
+
+
+@pytest.mark.slow
+def test_perf_adaptive_quick_run():
+    """perf/adaptive.py --quick: one run prints the call shares and the decision agreement; the
+    exact rules agree on every decision, and the real commands decide as their fixed runs do."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "perf" / "adaptive.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--quick"], check=False, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    for model in ("bernoulli", "three-point"):
+        assert report[model]["passes all 64"]["identical"] == 1.0
+        assert report[model]["label (n=16, m=8, k=2)"]["identical"] == 1.0
+        assert report[model]["passes all 64"]["by_group"]["mean below 1"] < 1 / 3
+    for figures in report["cli"].values():
+        assert figures["identical"] == 1.0 and figures["sample_share"] < 1
+    assert "verifier calls" in done.stdout and "identical decisions" in done.stdout
