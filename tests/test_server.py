@@ -868,7 +868,8 @@ def test_solve_requests_on_the_points_scale(service):
     """`scale: points` on /v1/solve: the strategy's verifications use the points protocol (the
     scripted upstream answers in the ternary one, so the verification fails for want of the
     points marker: the points verifier parsed it) and the result is on the problem's scale;
-    critic with points, and a scheme without the points scale, are refused before any model call."""
+    another score mode than text, and a scheme without the points scale, are refused before any
+    model call."""
     problem = unique_problem("solve-points")
     response = httpx.post(
         f"{service.url}/v1/solve",
@@ -883,7 +884,7 @@ def test_solve_requests_on_the_points_scale(service):
     [verification] = result["verifications"]
     assert verification["score"] is None and "missing points marker" in verification["format_error"]
     for extra, why in (
-        ({"strategy": "critic", "scale": "points"}, "not with the critic strategy"),
+        ({"strategy": "single", "scale": "points", "score_mode": "auto"}, "score_mode text"),
         ({"strategy": "single", "scheme": "Seven points."}, "needs scale points"),
     ):
         refused = httpx.post(f"{service.url}/v1/solve", headers=auth(), json={"problem": problem, **extra})

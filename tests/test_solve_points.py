@@ -158,8 +158,8 @@ async def test_the_tournament_is_budgeted_and_a_rerun_repeats_no_comparison(tmp_
 def test_solve_cli_points_scale_search_with_tournament(tmp_path):
     """`solve --input ... --scale points --strategy search --set select=knockout` against a local
     server: each record reports points on its problem's scale, a record's own scheme reaches the
-    verifier prompt, the batch summary gives the points; critic and a scheme without the scale
-    are usage errors."""
+    verifier prompt, the batch summary gives the points; a scheme without the scale, and another
+    score mode than text, are usage errors."""
     grades = {"G0": [5], "G1": [6], "G2": [2]}
     backend, _ = model(grades, {"G0": 8, "G1": 1, "G2": 3})
     source, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
@@ -183,7 +183,6 @@ def test_solve_cli_points_scale_search_with_tournament(tmp_path):
     assert sum("Two points for the lemma." in p for p in prompts) == 3  # problem b's three verifications
     assert "points: mean 5 / 7 over 2 problem(s) with a verdict (0 without)" in result.stderr
     for bad, hint in (
-        (["--scale", "points", "--strategy", "critic"], "not with --strategy critic"),
         (["--scheme", str(source)], "needs --scale points"),
         (["--scale", "points", "--score-mode", "auto"], "--score-mode text"),
     ):
@@ -235,8 +234,10 @@ def test_eval_solve_cli_takes_the_scale():
     assert shown.exit_code == 0 and "scale=points" in shown.output, shown.output
     plain = CliRunner().invoke(app, base)
     assert plain.exit_code == 0 and "scale=" not in plain.output  # the ternary default is not shown
-    refused = CliRunner().invoke(app, [*base, "--scale", "points", "--strategy", "critic"])
-    assert refused.exit_code == 2 and "not with --strategy critic" in " ".join(refused.output.split())
+    critic = CliRunner().invoke(app, [*base, "--scale", "points", "--strategy", "critic"])
+    assert critic.exit_code == 0 and "scale=points" in critic.output, critic.output
+    refused = CliRunner().invoke(app, [*base, "--scale", "points", "--score-mode", "auto"])
+    assert refused.exit_code == 2 and "--score-mode text" in " ".join(refused.output.split())
 
 
 async def test_agent_on_points_passes_on_full_marks_and_shows_the_grade():
@@ -339,3 +340,38 @@ def test_a_search_killed_in_its_tournament_resumes_without_repeating_a_compariso
     assert record["proof"] == "PROOF[G3] quality 7." and record["points"] == 6  # G0 ranks first by mean (6 too)
     step = record["transcript"][-1]
     assert step["step"] == "tournament" and len(step["matches"]) == n - 1 and step["winner"] == record["proof_id"]
+
+
+async def test_critic_on_points_grades_with_tools_and_passes_on_full_marks():
+    """The critic strategy on the points scale: the critique opens with the points prompt and
+    the tools (critic_verify_points), a real sandboxed run's output comes back, the conversation
+    is parsed as a points grade, the revision prompt shows "4 / 7 points", and full marks pass."""
+    from proofcritic.pipelines.critic import CriticStrategy
+    from proofcritic.tools import PythonTool, SandboxPool
+
+    critiques = iter([4, 7])
+
+    def script(call):
+        messages = call.request.messages
+        if call.role == "verify":
+            if len(messages) == 1:
+                return f"{EVALUATION_MARKER}\n\nLet me check.\n\n```python\nprint(6 * 7)"
+            name = PROOF.search(messages[0].content).group(1)
+            return points_text(next(critiques), name, 0)
+        if "## Critique" in messages[0].content:
+            return generation_text("PROOF[revised] quality 1.", 0.5)
+        return generation_text("PROOF[first] quality 0.", 0.5)
+
+    backend = ScriptedBackend(script)
+    with SandboxPool(workers=1) as pool:
+        strategy = CriticStrategy(tool_objects=[PythonTool(pool)], max_tool_calls=1)
+        result = await solve_problem(strategy, PROBLEM, Roles.from_models(Model(backend), scale="points"))
+    assert result.stop_reason == "passed at round 1" and result.proof.startswith("PROOF[revised]")
+    assert (result.points, result.max_points) == (7.0, 7.0)
+    openings = [c.request.messages[0].content for c in backend.calls if c.role == "verify"]
+    assert all("final number of points" in o and "Checking claims by running code" in o for o in openings)
+    assert all(SCORE_MARKER not in o for o in openings)
+    [revise] = [c for c in backend.calls if "## Critique" in c.request.messages[0].content]
+    prompt = revise.request.messages[0].content
+    assert "The grader awarded 4 / 7 points." in prompt and "42" in prompt and "gap-first-0" in prompt
+    assert result.verifications[0].points == 7 and result.verifications[0].tool_calls[0].stdout == "42\n"

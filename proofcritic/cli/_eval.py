@@ -201,7 +201,7 @@ def eval_solve_command(
         typer.Option(
             "--scale",
             help="ternary: verifier scores in {0, 0.5, 1}; points: the strategy's verifications and the grader's "
-            "give whole points 0..max points (see solve --scale). Not with critic.",
+            "give whole points 0..max points (see solve --scale).",
         ),
     ] = "ternary",
     dry_run: DryRunOpt = False,
@@ -220,8 +220,6 @@ def eval_solve_command(
     if tournament not in (None, "knockout", "swiss"):
         raise typer.BadParameter(f"choose knockout or swiss, not {tournament!r}", param_hint="--tournament")
     check_scale(scale, score_mode)
-    if scale == "points" and strategy == "critic":
-        raise typer.BadParameter("points grading runs without tools: not with --strategy critic", param_hint="--scale")
     flags = {"keep_invalid": True} if keep_invalid else {}
     params = flags | _parse_set(set_ or [])
     the_strategy = build_strategy(strategy, params, flags=flags)

@@ -251,7 +251,7 @@ def solve_command(
             "--scale",
             help="ternary: verifier scores in {0, 0.5, 1}; points: every verification of the strategy grades whole "
             "points 0..max points (against the reference, guidelines and marking scheme; ranking, passes and "
-            "stopping use points / max points, a pass is full marks). Not with critic.",
+            "stopping use points / max points, a pass is full marks).",
         ),
     ] = "ternary",
     scheme: Annotated[
@@ -284,8 +284,6 @@ def solve_command(
         raise typer.BadParameter("batch mode (--input) needs --output")
     check_score_mode(score_mode)
     check_scale(scale, score_mode)
-    if scale == "points" and strategy == "critic":
-        raise typer.BadParameter("points grading runs without tools: not with --strategy critic", param_hint="--scale")
     if scheme is not None and scale != "points":
         raise typer.BadParameter("a marking scheme needs --scale points", param_hint="--scheme")
     from ..verifier import load_schemes

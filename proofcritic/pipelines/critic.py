@@ -19,6 +19,11 @@ their tool transcripts) are the result's ``verifications``.
 Every model call has its own seed, derived from ``seed`` (else the role's, else 0) and the
 round and step, so a rerun replays the same conversation from the completion cache (tool runs
 are repeated; they are deterministic for deterministic code). ``state_dir`` is not used.
+
+On the points scale (roles whose verifier is a :class:`~proofcritic.verifier.PointsVerifier`,
+``solve --strategy critic --scale points``) each critique grades points (``critic_verify_points``),
+a pass is full marks on every critique, the means are points / max points, and the revision
+prompt shows each critique followed by "The grader awarded x / 7 points.".
 """
 
 from __future__ import annotations
@@ -81,9 +86,13 @@ class _Reviser(Role):
         return generation
 
 
-def critique_text(verification: Verification) -> str:
-    """A critique as the revision prompt shows it: the whole conversation (checks and outputs)."""
-    return verification.raw.strip() or "(the grader wrote nothing)"
+def critique_text(verification: Verification, problem: Problem | None = None) -> str:
+    """A critique as the revision prompt shows it: the whole conversation (checks and outputs);
+    a points grade (with ``problem``, for its scale) ends with "The grader awarded x / 7 points."."""
+    text = verification.raw.strip() or "(the grader wrote nothing)"
+    if verification.points is not None and problem is not None:
+        text += f"\n\nThe grader awarded {verification.points:g} / {problem.max_points:g} points."
+    return text
 
 
 def passed(verifications: list[Verification]) -> bool:
@@ -195,7 +204,7 @@ class CriticStrategy(ConfiguredStrategy):
             revision = await reviser.revise(
                 problem,
                 current.proof,
-                [critique_text(v) for v in verifications],
+                [critique_text(v, problem) for v in verifications],
                 seed=self._seed(generator, round_, "revise"),
             )
             log.generation("revise", round_, revision)

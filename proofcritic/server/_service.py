@@ -120,7 +120,7 @@ class SolveRequest(_ProblemRequest):
     scale: Literal["ternary", "points"] = Field(
         "ternary",
         description="ternary: verifier scores in {0, 0.5, 1}; points: every verification of the strategy grades "
-        "whole points 0..max_points (ranking and passes on points / max_points; not with critic).",
+        "whole points 0..max_points (ranking and passes on points / max_points).",
     )
     scheme: str | list[dict[str, Any]] | dict[str, Any] | None = Field(
         None,
@@ -138,8 +138,6 @@ class SolveRequest(_ProblemRequest):
     def _points_only(self) -> SolveRequest:
         if self.scale == "points" and self.score_mode not in (None, "text"):
             raise ValueError("points grading reads the points from the text: score_mode text")
-        if self.scale == "points" and self.strategy == "critic":
-            raise ValueError("points grading runs without tools: not with the critic strategy")
         if self.scheme is not None and self.scale != "points":
             raise ValueError("a marking scheme needs scale points")
         return self

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._roles import usage_of
@@ -52,6 +52,9 @@ CRITIC_TEMPLATES: tuple[str, ...] = tuple(CRITIC_VARIABLES)
 #: stop strings of a turn that may call a tool: a fence line closing a block (``\n```\n``);
 #: a block cut off here is recognised as complete
 TOOL_STOP = ("\n```\n",)
+#: the points-scale opening (a critic around a PointsVerifier): an optional template of a prompt set
+POINTS_TEMPLATE = "critic_verify_points"
+POINTS_VARIABLES = frozenset({"problem", "proof", "scheme", "tools", "max_tool_calls"})
 
 
 @functools.lru_cache(maxsize=32)
@@ -127,9 +130,27 @@ class CriticVerifier:
     def score_mode(self) -> str:
         return self.verifier.score_mode
 
+    @property
+    def points(self) -> bool:
+        """Whether the wrapped verifier grades on the points scale (a PointsVerifier): then the
+        opening is ``critic_verify_points`` and the conversation is parsed as a points grade."""
+        return getattr(self.verifier, "scale", "ternary") == "points"
+
     def messages(self, problem: Problem, proof: str) -> list[ChatMessage]:
         """The first turn of a conversation."""
         active = self.tools if self.max_tool_calls > 0 else []
+        if self.points:
+            from ._points import scheme_for, scheme_text
+
+            scheme = scheme_text(scheme_for(getattr(self.verifier, "scheme", None), problem.id))
+            return self.prompts.template_set(POINTS_TEMPLATE, POINTS_VARIABLES).render(
+                POINTS_TEMPLATE,
+                problem=problem,
+                proof=proof,
+                scheme=scheme,
+                tools=active,
+                max_tool_calls=self.max_tool_calls,
+            )
         return _render(
             critic_prompts(self.prompts),
             "critic_verify",
@@ -146,7 +167,13 @@ class CriticVerifier:
         (sample i has seed ``seed + i``; ``first``: samples ``first`` .. ``first + n - 1``)."""
         base = seed if seed is not None else (self.config.seed or 0)
         opening = self.messages(problem, proof)
-        return list(await asyncio.gather(*(self._conversation(opening, (base + first + i) % 2**31) for i in range(n))))
+        parse: Callable[[str, str | None], Verification] = parse_verification
+        if self.points:
+            from ._points import parse_points_verification
+
+            parse = functools.partial(parse_points_verification, max_points=problem.max_points)
+        conversations = (self._conversation(opening, (base + first + i) % 2**31, parse) for i in range(n))
+        return list(await asyncio.gather(*conversations))
 
     async def _complete(self, messages: list[ChatMessage], seed: int, tools_allowed: bool) -> Completion:
         update: dict[str, Any] = {"n": 1, "seed": seed}
@@ -155,7 +182,12 @@ class CriticVerifier:
         request = ChatRequest(messages=messages, config=self.config.model_copy(update=update))
         return (await self.model.generate(request))[0]
 
-    async def _conversation(self, first: list[ChatMessage], seed: int) -> Verification:
+    async def _conversation(
+        self,
+        first: list[ChatMessage],
+        seed: int,
+        parse: Callable[[str, str | None], Verification] = parse_verification,
+    ) -> Verification:
         messages = list(first)
         sets = critic_prompts(self.prompts)
         turns: list[str] = []
@@ -170,7 +202,7 @@ class CriticVerifier:
             block = None
             if tools_allowed and completion.finish_reason in (None, "stop"):
                 block = find_tool_call(text, self._by_language)
-                if block is not None and _score_marker_before(text, block.start):
+                if block is not None and _score_marker_before(text, block.start, self.points):
                     block = None  # the verdict came first: this is the final answer
             if block is None:
                 turns.append(text)
@@ -210,7 +242,7 @@ class CriticVerifier:
                 ),
             ]
         raw = conversation_text(turns, outputs)
-        verification = parse_verification(raw, completion.finish_reason)
+        verification = parse(raw, completion.finish_reason)
         verification.tool_calls = calls
         verification.usage = usage
         await self._fill_score(messages, completion.text, verification)
@@ -239,10 +271,10 @@ class CriticVerifier:
         return f"CriticVerifier(tools={[t.name for t in self.tools]}, max_tool_calls={self.max_tool_calls})"
 
 
-def _score_marker_before(text: str, position: int) -> bool:
-    from ..parsing import SCORE_MARKER_RE
+def _score_marker_before(text: str, position: int, points: bool = False) -> bool:
+    from ..parsing import POINTS_MARKER_RE, SCORE_MARKER_RE
 
-    return SCORE_MARKER_RE.search(text[:position]) is not None
+    return (POINTS_MARKER_RE if points else SCORE_MARKER_RE).search(text[:position]) is not None
 
 
 async def _run_tool(tool: Tool, code: str) -> ToolOutput:
