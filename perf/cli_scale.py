@@ -8,11 +8,14 @@ line in a subprocess, ``python -m proofcritic grade --input ... --output ...``, 
 
 - throughput at 256 and 1024 in flight: achieved/ideal, where ideal is ``waves x latency`` for
   ``waves x in-flight`` proofs (one request each); once over the CLI's whole wall time, and once
-  without its start-up (from the server's first request to the process's exit). Targets:
-  >= 0.95 at 256, >= 0.90 at 1024;
+  without its start-up (from the server's first request to the process's exit), for each
+  number of worker processes (``grade --workers``; default 1 and 2). Targets, judged from the
+  first request on (start-up is a fixed cost, shown apart) with the best worker count:
+  >= 0.95 at 256, >= 0.90 at 1024. Eight waves by default: 2,048 proofs at 256 in flight (the
+  issue's run) and 8,192 at 1024;
 - client CPU per request: the CLI process's user + sys CPU (``os.wait4``'s rusage of the
-  child) over its requests, at the largest in-flight level; also without the start-up CPU
-  (that of a one-proof run). Target: <= 0.5 ms;
+  child, its workers included) over its requests, at the largest in-flight level with one
+  process; also without the start-up CPU (that of a one-proof run). Target: <= 0.5 ms;
 - peak memory (max RSS of the CLI process) at 2k, 8k and 32k proofs, and the ratio 32k / 2k.
   Target: within 20% (a ratio of at most 1.20);
 - start-up: the wall time of ``python -m proofcritic --help``, the median of several. Target:
@@ -24,9 +27,9 @@ flight its answers should be late by a few milliseconds, not by a share of the l
 
 Small sizes make it a quick smoke check (a test runs it so):
 
-    python perf/cli_scale.py --levels 4,8 --waves 2 --memory-sizes 20,40,80 --latency 0.05 --help-runs 2
+    python perf/cli_scale.py --levels 4,8 --waves 2 --workers 1,2 --memory-sizes 20,40,80 --latency 0.05 --help-runs 2
 
-Usage: python perf/cli_scale.py [--latency 0.5] [--levels 256,1024] [--waves 4]
+Usage: python perf/cli_scale.py [--latency 0.5] [--levels 256,1024] [--waves 8] [--workers 1,2]
        [--memory-sizes 2000,8000,32000] [--memory-latency 0.05] [--memory-concurrency 1024]
        [--help-runs 7] [--proof-chars 3000] [--keep DIR]
 """
@@ -189,7 +192,14 @@ def run_cli(args: list[str], env: dict[str, str]) -> tuple[float, float, int, in
 
 
 def grade(
-    server: Server, work: Path, name: str, count: int, concurrency: int, latency: float | None, proof_chars: int
+    server: Server,
+    work: Path,
+    name: str,
+    count: int,
+    concurrency: int,
+    latency: float | None,
+    proof_chars: int,
+    workers: int = 1,
 ) -> dict:
     """One ``grade`` batch of ``count`` proofs at ``concurrency`` in flight, with the server's view."""
     source, output = work / f"{name}.jsonl", work / f"{name}.out.jsonl"
@@ -217,6 +227,8 @@ def grade(
             str(concurrency),
             "-n",
             "1",
+            "--workers",
+            str(workers),
         ],
         env,
     )
@@ -264,7 +276,12 @@ def main() -> None:
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--latency", type=float, default=0.5, help="server latency in seconds (throughput runs)")
     parser.add_argument("--levels", default="256,1024", help="in-flight levels of the throughput runs")
-    parser.add_argument("--waves", type=int, default=4, help="proofs per throughput run: waves x in-flight")
+    parser.add_argument("--waves", type=int, default=8, help="proofs per throughput run: waves x in-flight")
+    parser.add_argument(
+        "--workers",
+        default="1,2",
+        help="worker processes (grade --workers) of the throughput runs, each level with each",
+    )
     parser.add_argument("--memory-sizes", default="2000,8000,32000", help="proofs per memory run")
     parser.add_argument("--memory-latency", type=float, default=0.05, help="server latency of the memory runs")
     parser.add_argument("--memory-concurrency", type=int, default=1024, help="in flight in the memory runs")
@@ -277,6 +294,7 @@ def main() -> None:
         return
 
     levels = [int(x) for x in args.levels.split(",") if x]
+    worker_counts = [int(x) for x in args.workers.split(",") if x]
     sizes = [int(x) for x in args.memory_sizes.split(",") if x]
     work = args.keep or Path(tempfile.mkdtemp(prefix="proofcritic-cli-scale-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -294,20 +312,24 @@ def main() -> None:
             f"start-up: `proofcritic --help` {start_help:.3f} s (median of {args.help_runs}); target < 0.2 s: {verdict(ok)}"
         )
 
-        one = grade(server, work, "one", 1, 1, None, args.proof_chars)  # the fixed cost of a run
-        print(
-            f"one proof: wall {one['wall']:.2f} s, start-up to the first request {one['startup']:.2f} s, "
-            f"CPU {one['cpu']:.2f} s, max RSS {one['rss_mib']:.0f} MiB"
-        )
+        ones = {}
+        for w in worker_counts:  # the fixed cost of a run
+            one = ones[w] = grade(server, work, f"one{w}", 1, 1, None, args.proof_chars, w)
+            print(
+                f"one proof, {w} worker(s): wall {one['wall']:.2f} s, start-up to the first request {one['startup']:.2f} s, "
+                f"CPU {one['cpu']:.2f} s, max RSS {one['rss_mib']:.0f} MiB"
+            )
 
         print(
-            f"{'in flight':>9} {'proofs':>7} {'wall s':>7} {'ideal s':>7} {'ach/ideal':>9} {'w/o start':>9} "
+            f"{'in flight':>9} {'workers':>7} {'proofs':>7} {'wall s':>7} {'ideal s':>7} {'ach/ideal':>9} {'w/o start':>9} "
             f"{'target':>6} {'CPU ms/req':>10} {'w/o start':>9} {'srv late ms':>11} {'srv peak':>8}"
         )
         last = None
-        for level in levels:
+        best: dict[int, float] = {}
+        for level, w in ((level, w) for level in levels for w in worker_counts):
+            one = ones[w]
             count = level * args.waves
-            r = grade(server, work, f"c{level}", count, level, None, args.proof_chars)
+            r = grade(server, work, f"c{level}w{w}", count, level, None, args.proof_chars, w)
             ideal = args.waves * args.latency
             ratio, ratio_run = ideal / r["wall"], ideal / max(r["wall"] - r["startup"], 1e-9)
             target = 0.95 if level <= 256 else 0.90
@@ -316,12 +338,11 @@ def main() -> None:
             s = r["server"]
             late = f"{s['late_sum'] / max(s['requests'], 1) * 1000:.1f}/{s['late_max'] * 1000:.0f}"
             print(
-                f"{level:>9} {count:>7} {r['wall']:>7.2f} {ideal:>7.2f} {ratio:>9.3f} {ratio_run:>9.3f} "
+                f"{level:>9} {w:>7} {count:>7} {r['wall']:>7.2f} {ideal:>7.2f} {ratio:>9.3f} {ratio_run:>9.3f} "
                 f"{target:>6.2f} {cpu_ms:>10.3f} {cpu_run_ms:>9.3f} {late:>11} {s['peak']:>8}",
                 flush=True,
             )
-            if ratio_run < target:
-                failed.append(f"throughput at {level}")
+            best[level] = max(best.get(level, 0.0), ratio_run)
             mean_late = s["late_sum"] / max(s["requests"], 1)
             kept_up = s["peak"] >= min(level, count) and mean_late <= 0.05 * args.latency
             if not kept_up:
@@ -330,12 +351,21 @@ def main() -> None:
                 f"  server at {level} in flight: held {s['peak']} at once, answers late by {mean_late * 1000:.1f} ms "
                 f"on average; kept up (all in flight, late by <= 5% of the latency): {verdict(kept_up)}"
             )
-            last = (level, cpu_ms, cpu_run_ms)
+            if w == 1:
+                last = (level, cpu_ms, cpu_run_ms)
+        for level, ratio_run in best.items():
+            target = 0.95 if level <= 256 else 0.90
+            if ratio_run < target:
+                failed.append(f"throughput at {level}")
+            print(
+                f"throughput at {level} in flight, the best of {args.workers} worker(s): {ratio_run:.3f} of ideal "
+                f"from the first request; target >= {target:.2f}: {verdict(ratio_run >= target)}"
+            )
         if last is not None:
             ok = last[2] <= 0.5
             failed += [] if ok else ["client CPU"]
             print(
-                f"client CPU per request at {last[0]} in flight: {last[1]:.3f} ms with start-up, {last[2]:.3f} ms "
+                f"client CPU per request at {last[0]} in flight, one process: {last[1]:.3f} ms with start-up, {last[2]:.3f} ms "
                 f"without; target <= 0.5 ms: {verdict(ok)}"
             )
         print("   (ach/ideal: over the whole wall time / from the first request on; server lateness: mean/max)")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from .budget import CallPlan
 from .io import latest_values, problem_from_record, proof_from_record
 from .llm import usage_scope
-from .runner import RunStats, read_items, run_jsonl
+from .runner import JsonlItems, RunStats, read_items, run_jsonl
 from .types import READ_OUT_SOURCES, GradeResult, Problem, Proof
 from .verifier import Verifier, aggregate
 
@@ -64,12 +64,15 @@ async def grade_jsonl(
     concurrency: int = 16,
     on_progress: Callable[[RunStats], None] | None = None,
     normalizer: Any = None,
+    items: JsonlItems | None = None,
+    done_in: str | Path | None = None,
 ) -> RunStats:
     """Grade every record of ``input_path`` into ``output_path``, one JSON line per item.
 
     Items already in the output (a result, or an input error) are skipped, so a killed run
     resumes where it stopped; items that failed on a backend error are tried again. A bad line
-    becomes an error record; the batch never dies on one item.
+    becomes an error record; the batch never dies on one item. ``items`` (default: all of the
+    input's) and ``done_in``: a worker's shard (see :func:`proofcritic.runner.run_jsonl`).
     """
 
     async def process(item_id: str, record: dict) -> dict:
@@ -81,7 +84,12 @@ async def grade_jsonl(
         return result.model_dump(mode="json")
 
     return await run_jsonl(
-        read_items(input_path), output_path, process, concurrency=concurrency, on_progress=on_progress
+        items if items is not None else read_items(input_path),
+        output_path,
+        process,
+        concurrency=concurrency,
+        on_progress=on_progress,
+        done_in=done_in,
     )
 
 

@@ -213,3 +213,132 @@ def test_cli_scale_smoke(tmp_path):
     ):
         assert figure in done.stdout, done.stdout
     assert len((tmp_path / "work" / "m20.out.jsonl").read_text().splitlines()) == 20
+
+
+def _grade_args(source: Path, out: Path, url: str, *more: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "proofcritic",
+        "grade",
+        "--input",
+        str(source),
+        "--output",
+        str(out),
+        "--model",
+        f"openai/{MODEL_NAME}",
+        "--base-url",
+        url,
+        "--api-key",
+        "x",
+        "--no-cache",
+        *more,
+    ]
+
+
+def _records(path: Path) -> dict[str, dict]:
+    records = [json.loads(x) for x in path.read_text().splitlines()]
+    by_id = {r["id"]: r for r in records}
+    assert len(by_id) == len(records), "one record per id"
+    return by_id
+
+
+def _verdicts(records: dict[str, dict]) -> dict[str, list]:
+    return {i: [(v["score"], v["analysis"]) for v in r["verifications"]] for i, r in records.items()}
+
+
+def test_workers_grade_the_shards_of_a_batch_as_one_process_does(tmp_path):
+    """``grade --workers 3``: every proof graded once, by one request, with the records (ids
+    made unique over the whole input, a bad line an input error) and verdicts of a
+    one-process run; no part file is left."""
+    count = 25
+    extra = "not json\n" + json.dumps({"id": "p3", "problem": "Prove again.", "proof": "3. " + PROOF}) + "\n"
+    source = _write(tmp_path / "in.jsonl", count, extra=extra)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    with ScriptedOpenAIServer() as server:
+        one = subprocess.run(
+            _grade_args(source, tmp_path / "one.jsonl", server.url, "--concurrency", "6"),
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        sent = len(server.recorder.arrived)
+        many = subprocess.run(
+            _grade_args(source, tmp_path / "many.jsonl", server.url, "--concurrency", "6", "--workers", "3"),
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert len(server.recorder.arrived) - sent == sent == count + 1  # the bad line asks nothing
+    assert one.returncode == many.returncode == 1, many.stderr  # the bad line's input error
+    assert "3 worker processes, 6 requests in flight in all" in many.stderr
+    assert f"graded {count + 2} item(s), 0 already done, 1 error record(s)" in many.stderr
+    first, second = _records(tmp_path / "one.jsonl"), _records(tmp_path / "many.jsonl")
+    assert set(first) == set(second) == {f"p{i}" for i in range(count)} | {"line-26", "p3#line-27"}
+    assert second["line-26"]["error_kind"] == "input"
+    assert _verdicts({k: v for k, v in first.items() if "error" not in v}) == _verdicts(
+        {k: v for k, v in second.items() if "error" not in v}
+    )
+    assert not list(tmp_path.glob("many.jsonl.part-*"))
+
+
+def test_workers_killed_mid_batch_resume_without_loss_or_repeats(tmp_path):
+    """``grade --workers 2`` SIGKILLed mid-batch (the parent: its workers stop too), then run
+    again: the parts left are merged first and only the missing proofs are asked for."""
+    count = 40
+    source, out = _write(tmp_path / "in.jsonl", count), tmp_path / "out.jsonl"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    with ScriptedOpenAIServer(delay=0.1) as server:
+        args = _grade_args(source, out, server.url, "--concurrency", "4", "--workers", "2")
+        child = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        parts = [tmp_path / "out.jsonl.part-0", tmp_path / "out.jsonl.part-1"]
+        deadline = time.monotonic() + 60
+        while sum(_lines(p) for p in parts) < 10 and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        time.sleep(1.5)  # the workers see their parent gone within half a second and stop
+        finished = sum(_lines(p) for p in parts)
+        sent = len(server.recorder.arrived)
+        assert 10 <= finished < count and _lines(out) == 0
+        time.sleep(0.5)
+        assert sum(_lines(p) for p in parts) == finished, "a worker wrote on after its parent was killed"
+        again = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+        assert again.returncode == 0, again.stderr
+        assert f"{finished} already done" in again.stderr
+        assert len(server.recorder.arrived) - sent == count - finished  # in flight at the kill: asked again
+        assert len(set(server.recorder.arrived)) == count
+    assert set(_records(out)) == {f"p{i}" for i in range(count)}
+    assert not list(tmp_path.glob("out.jsonl.part-*"))
+
+
+def test_workers_are_refused_where_they_cannot_run(tmp_path):
+    source = _write(tmp_path / "in.jsonl", 2)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    single = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "proofcritic",
+            "grade",
+            "--problem",
+            str(source),
+            "--proof",
+            str(source),
+            "--workers",
+            "2",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert single.returncode == 2 and "worker processes grade a batch" in single.stderr

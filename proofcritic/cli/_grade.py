@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -25,12 +26,18 @@ from ._common import (
     with_readouts,
 )
 from ._panel import JudgeOpt, PanelOpt, PanelRuleOpt, PanelThresholdOpt, build_panel, grade_with_panel
+from ._workers import WorkersOpt
 
 if TYPE_CHECKING:  # imported where used: the parser is built without them
     from rich.console import Console
 
+    from ..llm import Model
+    from ..pipelines.normalize import Normalizer
+    from ..promptset import PromptSet
     from ..runner import RunStats
     from ..types import GradeResult, Problem
+    from ..verifier import CriticVerifier, Verifier
+    from ._workers import WorkerResult
 
 _TOOLS = "Tools (CRITIC)"
 _SEVERITY = {"critical_error": "[red]critical error[/]", "justification_gap": "[yellow]justification gap[/]"}
@@ -113,6 +120,7 @@ def grade_command(
     panel: PanelOpt = None,
     panel_rule: PanelRuleOpt = None,
     panel_threshold: PanelThresholdOpt = None,
+    workers: WorkersOpt = 1,
     dry_run: DryRunOpt = False,
     *,
     opts: ModelOptions,
@@ -125,7 +133,6 @@ def grade_command(
     from ..progress import LiveProgress
     from ..runner import read_items
     from ..types import GradeResult
-    from ..verifier import Verifier
 
     batch = input is not None or output is not None
     if batch and (input is None or output is None):
@@ -134,6 +141,8 @@ def grade_command(
         raise typer.BadParameter("use either --problem/--proof or --input/--output, not both")
     if not batch and (problem is None or proof is None):
         raise typer.BadParameter("give --problem and --proof (or --input and --output for a batch)")
+    if workers > 1 and not batch:
+        raise typer.BadParameter("worker processes grade a batch (--input and --output)", param_hint="--workers")
     check_score_mode(score_mode)
 
     if not batch:  # read inputs before loading any model, so bad input fails fast
@@ -141,9 +150,8 @@ def grade_command(
         the_problem = read_problem(problem, reference=reference, guidelines=guidelines, max_points=max_points)
         the_proof = read_proof(proof)
     tool_names = [t.strip() for t in (tools or "").split(",") if t.strip()]
-    if tool_names:  # the tools and the critic's import only when asked for
-        from ..tools import get_tool, tool_class
-        from ..verifier import CriticVerifier
+    if tool_names:  # the tools import only when asked for
+        from ..tools import tool_class
     for name in tool_names:  # an unknown tool fails before any model loads
         try:
             tool_class(name)
@@ -156,11 +164,14 @@ def grade_command(
         raise typer.BadParameter("points grading runs without --tools", param_hint="--scale")
     if scheme is not None and scale != "points":
         raise typer.BadParameter("a marking scheme needs --scale points", param_hint="--scheme")
-    from ..verifier import load_schemes
+    if scheme is not None:  # a bad scheme fails before any model loads (each process loads it again)
+        from ..verifier import load_schemes
 
-    schemes = load_schemes(scheme) if scheme is not None else None
+        load_schemes(scheme)
     built = build_panel(judge, panel, panel_rule, panel_threshold, scale, opts)  # None without judges
     if built is not None:  # a judge panel instead of the one verifier
+        if workers > 1:
+            raise typer.BadParameter("a judge panel runs in one process", param_hint="--workers")
         if tool_names or normalize or scheme is not None or n != 1 or score_mode != "text":
             raise typer.BadParameter(
                 "a judge panel takes each judge's n from its spec, reads scores from the text, "
@@ -222,22 +233,50 @@ def grade_command(
         )
         assert output is not None  # a batch has both files (checked above)
         prepare(output, settings, overwrite)
-    plain: Verifier
-    if scale == "points":
-        from ..verifier import PointsVerifier
+    spec = _GradeSpec(
+        opts,
+        input,
+        output,
+        n,
+        max_points,
+        score_mode,
+        scale,
+        scheme,
+        normalize,
+        tool_names,
+        max_tool_calls,
+        tool_timeout,
+    )
+    if workers > 1:
+        assert input is not None and output is not None  # a batch (checked above)
+        local = the_model.backend.describe()
+        run_with_model(the_model, console, _nothing, usage=False)  # closed: the workers have their own
+        if local is not None:
+            raise typer.BadParameter(
+                f"worker processes are for server backends; each would load its own copy of the local model ({local})",
+                param_hint="--workers",
+            )
+        from ._workers import run_workers
 
-        plain = PointsVerifier(the_model, prompts=prompt_set, config=opts.sampling(), scheme=schemes)
-    else:
-        plain = Verifier(the_model, prompts=prompt_set, config=opts.sampling(), score_mode=check_score_mode(score_mode))
-    verifier: Verifier | CriticVerifier = plain
-    normalizer = None
-    if normalize:
-        from ..pipelines.normalize import Normalizer
-
-        normalizer = Normalizer(the_model, prompts=prompt_set, config=opts.sampling())
-    if tool_names:
-        tools_built = [get_tool(name, timeout=tool_timeout) for name in tool_names]
-        verifier = CriticVerifier(plain, tools_built, max_tool_calls=max_tool_calls)
+        stats = run_workers(
+            _grade_part,
+            spec,
+            input_path=input,
+            output=output,
+            workers=workers,
+            concurrency=opts.concurrency or 16,
+            label="grading",
+            console=console,
+            max_input_chars=opts.max_input_chars,
+        )
+        console.print(
+            f"graded {stats.done - stats.skipped} item(s), {stats.skipped} already done, "
+            f"{stats.errors} error record(s) -> {output}"
+        )
+        console.print(batch_verdicts(output))
+        exit_status(stats)
+        return
+    verifier, normalizer = spec.grader(the_model, prompt_set)
 
     async def main() -> RunStats | GradeResult:
         if batch:
@@ -264,6 +303,88 @@ def grade_command(
         no_verdict_exit(outcome, score_mode)
     else:
         exit_status(outcome)
+
+
+async def _nothing() -> None:
+    return None
+
+
+@dataclass
+class _GradeSpec:
+    """What grading needs besides the model: built once per process (the command's, or each
+    worker's with ``--workers``)."""
+
+    opts: ModelOptions
+    input: Path | None
+    output: Path | None
+    n: int
+    max_points: float | None
+    score_mode: str
+    scale: str
+    scheme: Path | None
+    normalize: bool
+    tool_names: list[str]
+    max_tool_calls: int
+    tool_timeout: float
+
+    def grader(self, model: Model, prompt_set: PromptSet) -> tuple[Verifier | CriticVerifier, Normalizer | None]:
+        """The verifier (points, ternary, or CRITIC with tools) and the normalizer (or None)."""
+        from ..verifier import CriticVerifier, PointsVerifier, Verifier, load_schemes
+
+        config = self.opts.sampling()
+        plain: Verifier
+        if self.scale == "points":
+            schemes = load_schemes(self.scheme) if self.scheme is not None else None
+            plain = PointsVerifier(model, prompts=prompt_set, config=config, scheme=schemes)
+        else:
+            plain = Verifier(model, prompts=prompt_set, config=config, score_mode=check_score_mode(self.score_mode))
+        verifier: Verifier | CriticVerifier = plain
+        normalizer = None
+        if self.normalize:
+            from ..pipelines.normalize import Normalizer
+
+            normalizer = Normalizer(model, prompts=prompt_set, config=config)
+        if self.tool_names:
+            from ..tools import get_tool
+
+            tools_built = [get_tool(name, timeout=self.tool_timeout) for name in self.tool_names]
+            verifier = CriticVerifier(plain, tools_built, max_tool_calls=self.max_tool_calls)
+        return verifier, normalizer
+
+
+def _grade_part(spec: _GradeSpec, shard: int, shards: int, part: Path, concurrency: int) -> WorkerResult:
+    """A worker process of ``grade --workers``: grade one shard of the input into ``part``."""
+    import asyncio
+
+    from ..grading import grade_jsonl
+    from ..runner import ShardItems
+    from ._common import endpoint_lines
+    from ._workers import WorkerResult
+
+    assert spec.input is not None and spec.output is not None
+    model = spec.opts.build_model()
+    verifier, normalizer = spec.grader(model, spec.opts.prompt_set())
+
+    async def main() -> RunStats:
+        try:
+            return await grade_jsonl(
+                verifier,
+                spec.input,  # type: ignore[arg-type]
+                part,
+                n=spec.n,
+                max_points=spec.max_points,
+                concurrency=concurrency,
+                normalizer=normalizer,
+                items=ShardItems(spec.input, shard, shards),  # type: ignore[arg-type]
+                done_in=spec.output,
+            )
+        finally:
+            if spec.tool_names:
+                await verifier.aclose()  # type: ignore[union-attr]
+            await model.aclose()
+
+    stats = asyncio.run(main())
+    return WorkerResult(stats, model.usage, endpoint_lines(model))
 
 
 def no_verdict_exit(result: GradeResult, score_mode: str) -> None:
