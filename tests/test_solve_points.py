@@ -375,3 +375,29 @@ async def test_critic_on_points_grades_with_tools_and_passes_on_full_marks():
     prompt = revise.request.messages[0].content
     assert "The grader awarded 4 / 7 points." in prompt and "42" in prompt and "gap-first-0" in prompt
     assert result.verifications[0].points == 7 and result.verifications[0].tool_calls[0].stdout == "42\n"
+
+
+def test_grade_cli_points_with_tools_runs_code_and_reports_points(tmp_path):
+    """`grade --scale points --tools python` (CRITIC on the points scale): the critique runs
+    real sandboxed code, sees its output, and the grade is parsed as points."""
+
+    def script(call):
+        messages = call.request.messages
+        if len(messages) == 1:
+            return f"{EVALUATION_MARKER}\n\nLet me check.\n\n```python\nprint(6 * 7)"
+        assert "42" in messages[-1].content
+        return points_text(5, "given", 0)
+
+    backend = ScriptedBackend(script)
+    problem, proof = tmp_path / "problem.md", tmp_path / "proof.md"
+    problem.write_text(PROBLEM.statement)
+    proof.write_text("PROOF[given] quality 1.")
+    with TinyOpenAIServer(backend, "roles") as server:
+        args = ["grade", "--problem", str(problem), "--proof", str(proof), "--scale", "points", "--tools", "python"]
+        args += ["--model", "openai/roles", "--base-url", server.url, "--no-cache", "--json", "--max-tool-calls", "1"]
+        result = CliRunner().invoke(app, args, catch_exceptions=False, env={"OPENAI_API_KEY": "x"})
+    assert result.exit_code == 0, result.output + result.stderr
+    record = json.loads(result.stdout)
+    [v] = record["verifications"]
+    assert v["points"] == 5 and v["tool_calls"][0]["stdout"] == "42\n"
+    assert "final number of points" in json.dumps(server.requests[0]["messages"])

@@ -160,8 +160,6 @@ def grade_command(
     if input is not None and not input.exists():  # a batch
         raise InputError(f"input file not found: {input}")
     check_scale(scale, score_mode)
-    if scale == "points" and tools:
-        raise typer.BadParameter("points grading runs without --tools", param_hint="--scale")
     if scheme is not None and scale != "points":
         raise typer.BadParameter("a marking scheme needs --scale points", param_hint="--scheme")
     if scheme is not None:  # a bad scheme fails before any model loads (each process loads it again)
