@@ -89,3 +89,13 @@ DTYPES: tuple[str, ...] = get_args(DType)
 #: the OpenAI-compatible backend's HTTP clients (``--transport``; see proofcritic.llm._openai)
 TransportKind = Literal["lean", "aiohttp", "openai"]
 TRANSPORTS: tuple[str, ...] = get_args(TransportKind)
+
+#: how the OpenAI-compatible backend spreads requests over several base URLs (``--routing``; see
+#: proofcritic.llm._balancer): the replica with the fewest in flight, or the replica a request's
+#: prompt prefix hashes to while its load allows (consistent hashing with bounded loads)
+RoutingKind = Literal["least-loaded", "prefix"]
+ROUTINGS: tuple[str, ...] = get_args(RoutingKind)
+#: the default routing and load bound epsilon (a replica takes a keyed request while its requests
+#: in flight are below (1 + epsilon) x the mean); see README "several replicas" for the measurement
+DEFAULT_ROUTING: RoutingKind = "prefix"
+DEFAULT_ROUTING_EPSILON = 0.5

@@ -16,7 +16,7 @@ import pytest
 from proofcritic.cli._common import build_model, endpoint_lines
 from proofcritic.errors import BackendError
 from proofcritic.llm import ChatMessage, ChatRequest, GenerateConfig, Model, RetryPolicy
-from proofcritic.llm._balancer import Balancer, split_base_urls
+from proofcritic.llm._balancer import Balancer, prefix_key, split_base_urls
 from proofcritic.llm._openai import OpenAIBackend
 
 try:  # tests/ is on sys.path when it is not a package
@@ -58,6 +58,7 @@ async def make_model():
     made: list[Model] = []
 
     def build(urls, retry: RetryPolicy = NO_RETRY, **options) -> Model:
+        options.setdefault("routing", "least-loaded")  # these tests name the replica a request goes to first
         backend = OpenAIBackend("served-model", base_url=urls, api_key="sk-test", **options)
         made.append(Model(backend, cache=None, retry=retry))
         return made[-1]
@@ -325,6 +326,8 @@ def test_cli_takes_several_base_urls_and_prints_endpoint_counters(tmp_path):
                 "--api-key",
                 "k",
                 "--no-cache",
+                "--routing",
+                "least-loaded",
             ],
             catch_exceptions=False,
         )
@@ -333,3 +336,137 @@ def test_cli_takes_several_base_urls_and_prints_endpoint_counters(tmp_path):
     assert len(lines) == 2
     assert f"endpoint {a.url}: 1 requests, 1 failed, 1 ejections" in lines[0] and "out (" in lines[0]
     assert f"endpoint {b.url}: 1 requests, 0 failed, 0 ejections" in lines[1] and lines[1].endswith("up")
+
+
+# -- prefix routing -----------------------------------------------------------------------------------
+
+
+def _key(*turns: tuple[str, str]) -> int:
+    return prefix_key([{"role": role, "content": content} for role, content in turns])
+
+
+def test_prefix_key_is_the_prompt_up_to_the_first_user_message():
+    first = _key(("system", "S"), ("user", "verify proof 1"))
+    # later turns of the conversation (an answer, a read-out's continuation) keep the key
+    assert _key(("system", "S"), ("user", "verify proof 1"), ("assistant", "Here is")) == first
+    assert _key(("system", "S"), ("user", "verify proof 1"), ("assistant", "a"), ("user", "again")) == first
+    # another proof, another system prompt, or the same text in another role: another key
+    assert _key(("system", "S"), ("user", "verify proof 2")) != first
+    assert _key(("system", "T"), ("user", "verify proof 1")) != first
+    assert _key(("user", "verify proof 1")) != first
+    # ChatMessage objects key as the dicts of a request body do
+    assert (
+        prefix_key([ChatMessage(role="system", content="S"), ChatMessage(role="user", content="verify proof 1")])
+        == first
+    )
+
+
+def test_an_ejected_replica_moves_only_its_own_keys():
+    now = [0.0]
+    urls = [f"http://replica{i}:8000/v1" for i in range(4)]
+    balancer = Balancer(urls, probe=None, routing="prefix", clock=lambda: now[0])  # type: ignore[arg-type]
+    keys = [_key(("user", f"proof {i}")) for i in range(400)]
+    home = {k: balancer.pick(key=k).url for k in keys}  # type: ignore[union-attr]
+    counts = {u: sum(1 for h in home.values() if h == u) for u in urls}
+    assert all(60 <= c <= 140 for c in counts.values()), counts  # the keys spread over the replicas
+    balancer.eject(balancer.endpoints[2], "down")
+    moved = {k: balancer.pick(key=k).url for k in keys}  # type: ignore[union-attr]
+    assert all(moved[k] == home[k] for k in keys if home[k] != urls[2])  # the others keep their keys
+    assert all(moved[k] != urls[2] for k in keys)
+    assert len({moved[k] for k in keys if home[k] == urls[2]}) == 3  # its keys spread over the three left
+
+
+def test_bounded_load_caps_a_replica_at_one_plus_epsilon_times_the_mean():
+    urls = [f"http://replica{i}:8000/v1" for i in range(4)]
+    key = _key(("user", "the proof everyone verifies"))
+    # 12 requests of one prefix put in flight one after another: the j-th may go to a replica
+    # with fewer than ceil((1 + eps) x j / 4) in flight, the first such in the key's order
+    for epsilon, expected in ((0.0, [3, 3, 3, 3]), (0.5, [5, 5, 2, 0]), (1.0, [6, 6, 0, 0])):
+        balancer = Balancer(urls, probe=None, routing="prefix", epsilon=epsilon)  # type: ignore[arg-type]
+        order: list[str] = []
+        for _ in range(12):
+            endpoint = balancer.pick(key=key)
+            assert endpoint is not None
+            endpoint.in_flight += 1
+            order.append(endpoint.url)
+        ranked = list(dict.fromkeys(order))  # the replicas in the key's order, as they were first used
+        loads = [order.count(url) for url in ranked] + [0] * (4 - len(ranked))
+        assert loads == expected, (epsilon, loads)
+
+
+async def test_prefix_routing_keeps_each_prompt_on_one_replica():
+    with FaultServer() as a, FaultServer() as b, FaultServer() as c:
+        servers = [a, b, c]
+        model = Model(
+            OpenAIBackend("served-model", base_url=[s.url for s in servers], api_key="k"), cache=None, retry=NO_RETRY
+        )
+        try:
+            for _ in range(3):  # each of 12 proofs verified 3 times, one request at a time
+                for i in range(12):
+                    assert (await model.generate(_request(f"Grade proof {i}.")))[0].text == "ok"
+            lines = endpoint_lines(model)
+            stats = _stats(model)
+        finally:
+            await model.aclose()
+    where = {}
+    for server in servers:
+        for request in server.chat_requests:
+            where.setdefault(request.body["messages"][0]["content"], set()).add(server.url)
+    assert len(where) == 12 and all(len(urls) == 1 for urls in where.values())  # each proof on one replica
+    assert len({url for urls in where.values() for url in urls}) >= 2  # and the proofs spread
+    # every request after a proof's first found its prefix where it went: 36 - 12 hits
+    assert sum(s["prefix_hits"] for s in stats.values()) == 24
+    assert all(f"{s['prefix_hits']} prefix hits" in line for s, line in zip(stats.values(), lines, strict=True))
+
+
+@pytest.mark.parametrize(("epsilon", "on_home"), [(0.0, 1), (1.0, 2)])
+async def test_a_busy_home_spills_to_the_next_replica(two_servers, epsilon, on_home):
+    a, b = two_servers
+    a.always(slow(0.3))
+    b.always(slow(0.3))
+    backend = OpenAIBackend("served-model", base_url=[a.url, b.url], api_key="k", routing_epsilon=epsilon)
+    model = Model(backend, cache=None, retry=NO_RETRY)
+    try:
+        await asyncio.gather(model.generate(_request()), model.generate(_request()))  # one prompt, both in flight
+    finally:
+        await model.aclose()
+    # epsilon 0: the second request finds the home at the bound (1 in flight of 2) and goes to the
+    # other replica; epsilon 1: the bound is 2, so the home takes both
+    assert sorted([len(a.chat_requests), len(b.chat_requests)]) == sorted([on_home, 2 - on_home])
+
+
+async def test_prefix_routing_skips_an_ejected_home(two_servers):
+    a, b = two_servers
+    model = Model(
+        OpenAIBackend("served-model", base_url=[a.url, b.url], api_key="k", eject_cooldown=30),
+        cache=None,
+        retry=NO_RETRY,
+    )
+    try:
+        await model.generate(_request())
+        home, other = (a, b) if a.chat_requests else (b, a)
+        home.push(status(503))
+        assert (await model.generate(_request()))[0].text == "ok"  # failed at home, re-routed at once
+        assert (await model.generate(_request()))[0].text == "ok"  # home is out: straight to the other
+        stats = _stats(model)
+    finally:
+        await model.aclose()
+    assert len(home.chat_requests) == 2 and len(other.chat_requests) == 2
+    assert not stats[home.url]["healthy"] and stats[home.url]["ejections"] == 1
+    assert stats[home.url]["prefix_hits"] == 1 and stats[other.url]["prefix_hits"] == 1
+
+
+def test_routing_options_reach_the_balancer_and_a_local_model_refuses_them():
+    from proofcritic.errors import InputError
+
+    urls = "http://a:1/v1,http://b:2/v1"
+    default = build_model("vllm/m", None, urls, None, True, None, None)
+    assert (default.backend._balancer.routing, default.backend._balancer.epsilon) == ("prefix", 0.5)
+    chosen = build_model("vllm/m", None, urls, None, True, None, None, routing="least-loaded", routing_epsilon=2.0)
+    assert (chosen.backend._balancer.routing, chosen.backend._balancer.epsilon) == ("least-loaded", 2.0)
+    with pytest.raises(ValueError, match="routing must be one of"):
+        OpenAIBackend("m", base_url=urls, routing="random")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="epsilon must be 0 or more"):
+        OpenAIBackend("m", base_url=urls, routing_epsilon=-0.1)
+    with pytest.raises(InputError, match=r"routing \(--routing\) applies to the server backends"):
+        build_model(None, None, None, None, True, None, None, routing="prefix")

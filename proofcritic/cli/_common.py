@@ -19,9 +19,11 @@ from typer.models import DefaultPlaceholder
 
 from .._constants import (
     DEFAULT_MAX_INPUT_CHARS,
+    DEFAULT_ROUTING_EPSILON,
     DEFAULT_SAMPLING,
     DTYPES,
     MAX_INPUT_CHARS_ENV,
+    ROUTINGS,
     SAMPLING_HELP,
     TRANSPORTS,
     ScoreMode,
@@ -170,6 +172,31 @@ TransportOpt = Annotated[
 ]
 
 
+RoutingOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--routing",
+        callback=one_of(ROUTINGS),
+        metavar="prefix|least-loaded",
+        help="How requests are spread over several --base-url replicas: prefix (the default: requests with the "
+        "same first user message, such as the verifications of one proof, go to one replica while its requests in "
+        "flight stay below (1 + --routing-epsilon) x the mean, so its prefix cache is reused) or least-loaded "
+        "(the replica with the fewest requests in flight).",
+    ),
+]
+RoutingEpsilonOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--routing-epsilon",
+        min=0.0,
+        metavar="EPS",
+        help=f"Load bound of --routing prefix: a replica takes a request of its prefixes while its requests in "
+        f"flight are below (1 + EPS) x the mean over the replicas; else the next replica in the prefix's order "
+        f"[{DEFAULT_ROUTING_EPSILON}].",
+    ),
+]
+
+
 DtypeOpt = Annotated[
     str | None,
     typer.Option(
@@ -236,6 +263,8 @@ def build_model(
     dtype: str | None = None,
     threads: int | None = None,
     transport: str | None = None,
+    routing: str | None = None,
+    routing_epsilon: float | None = None,
 ) -> Model:
     """Resolve flags and environment variables into a ready Model.
 
@@ -243,7 +272,8 @@ def build_model(
     ``timeout``: seconds per request of a server backend (a local backend sends none).
     ``max_connections_per_host``: a server backend's cap of requests in flight per base URL.
     ``transport``: a server backend's HTTP client (lean, aiohttp, openai); a local backend
-    refuses it (an input error).
+    refuses it (an input error), and so it does ``routing`` and ``routing_epsilon`` (how
+    requests are spread over several base URLs).
     ``dtype``, ``threads``: a local backend's weight type and torch threads (a server backend
     refuses them: an input error).
     """
@@ -270,6 +300,10 @@ def build_model(
             options["max_connections_per_host"] = max_connections_per_host
     if transport is not None:
         options["transport"] = transport
+    if routing is not None:
+        options["routing"] = routing
+    if routing_epsilon is not None:
+        options["routing_epsilon"] = routing_epsilon
     if dtype is not None:
         options["dtype"] = dtype
     if threads is not None:
@@ -440,7 +474,8 @@ def _one_line(text: str | None, limit: int = 300) -> str:
 def endpoint_lines(model: Model) -> list[str]:
     """One summary line per endpoint of a multi-endpoint backend (also for a single endpoint
     that saw failures); nothing for other backends. The state is what the requests showed:
-    up, down (its latest requests failed), out (ejected), unused."""
+    up, down (its latest requests failed), out (ejected), unused. With several endpoints the
+    line counts the prefix hits (requests whose prompt prefix had been sent there before)."""
     stats = model.backend.endpoint_stats()
     if len(stats) < 2 and not any(s["failures"] for s in stats):
         return []
@@ -457,9 +492,10 @@ def endpoint_lines(model: Model) -> list[str]:
                 else f"the last {s['failing']} requests failed ({s['failures']} of {s['requests']} in all)"
             )
             state = f"down ({failed}; last error: {_one_line(s['last_error'])})"
+        hits = f", {s['prefix_hits']} prefix hits" if len(stats) > 1 and "prefix_hits" in s else ""
         lines.append(
             f"endpoint {s['url']}: {s['requests']} requests, {s['failures']} failed, {s['ejections']} ejections, "
-            f"{s['in_flight']} in flight, {s['tokens']} tokens; {state}"
+            f"{s['in_flight']} in flight, {s['tokens']} tokens{hits}; {state}"
         )
     return lines
 
@@ -486,6 +522,8 @@ class ModelOptions:
     dtype: DtypeOpt = None
     threads: ThreadsOpt = None
     transport: TransportOpt = None
+    routing: RoutingOpt = None
+    routing_epsilon: RoutingEpsilonOpt = None
 
     def build_model(self) -> Model:
         return build_model(
@@ -501,6 +539,8 @@ class ModelOptions:
             dtype=self.dtype,
             threads=self.threads,
             transport=self.transport,
+            routing=self.routing,
+            routing_epsilon=self.routing_epsilon,
         )
 
     def sampling(self) -> GenerateConfig:

@@ -98,6 +98,8 @@ def build_panel(
             opts.timeout,
             max_connections_per_host=opts.max_connections_per_host,
             transport=opts.transport,
+            routing=opts.routing,
+            routing_epsilon=opts.routing_epsilon,
         )
         prompts = PromptSet.load(spec.prompts) if spec.prompts else default_prompts
         if scale == "points":

@@ -19,17 +19,51 @@ runs in the background; the endpoint takes requests again only once it answers. 
 succeeds resets the doubling. With a single endpoint nothing is ever ejected: there is nowhere
 else to go, and the Model's backoff already spaces the retries.
 
-Choice: the healthy endpoint with the fewest requests in flight; ties go round-robin.
+Choice (``routing``):
+
+* ``"least-loaded"``: the healthy endpoint with the fewest requests in flight; ties go round-robin.
+* ``"prefix"``: requests that share a prompt prefix go to the same endpoint while its load allows,
+  so that its prefix cache (vLLM's automatic prefix caching, SGLang's radix cache) holds the
+  prefix once instead of on every replica. A request's key is :func:`prefix_key`: a hash of its
+  messages up to and including the first user message. Each endpoint ranks the keys by
+  rendezvous hashing (highest-random-weight: the endpoints in the order of a hash of key and
+  URL, so removing or adding one moves only the keys it held), and the request goes to the first
+  endpoint in that order that is healthy, not yet tried for this call, and has fewer requests in
+  flight than ``ceil((1 + epsilon) x (in flight + 1) / endpoints)`` over those candidates
+  (consistent hashing with bounded loads, Mirrokni, Thorup and Zadimoghaddam 2018): a busy home
+  spills its overflow to the next endpoint of the key's order, not to a random one, and no
+  endpoint holds more than about (1 + epsilon) times the mean. Some endpoint is always below
+  the bound, so the choice never fails while one candidate is left. A request without a key
+  (none given) is routed least-loaded. Ejection, health checks and re-routing are the same in
+  both modes: an ejected endpoint is skipped and its keys go to their next endpoint.
+
+Why this key: the verifications of one proof share one prompt (system prompt + problem +
+proof + rubric), which is their first user message; different proofs have different ones; a
+conversation (the agent's turns, a read-out continuing an answer) keeps its first user message
+on every turn, so all its requests follow the replica that holds its earlier turns. A key of the
+first N characters would not work for the built-in templates: they put a common header and the
+problem before the proof, so a short N keys every proof of a problem alike and a long one is the
+whole prompt anyway. Two templates over the same proof (verification and meta-verification) are keyed apart,
+which costs no cache: each template opens with its own instructions, so their prompts share
+almost no prefix.
+
+Per endpoint, ``prefix_hits`` counts the requests whose key had been sent to that endpoint
+before (the keys of the last :data:`REMEMBERED_KEYS` keyed requests are remembered), in both
+modes: the share of requests that could find their prefix in the replica's cache.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import math
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from .._constants import DEFAULT_ROUTING, DEFAULT_ROUTING_EPSILON, ROUTINGS, RoutingKind
 from ..errors import BackendError, add_note
 
 T = TypeVar("T")
@@ -54,6 +88,8 @@ class Endpoint:
     completion_tokens: int = 0
     probes: int = 0
     probe_failures: int = 0
+    prefix_hits: int = 0
+    """Keyed requests sent here whose prefix key had been sent here before (see module)."""
     down_until: float | None = None
     """While ejected: when the cool-down ends (``time.monotonic``); None while up."""
     streak: int = 0
@@ -97,6 +133,7 @@ class Endpoint:
             "tokens": self.prompt_tokens + self.completion_tokens,
             "probes": self.probes,
             "probe_failures": self.probe_failures,
+            "prefix_hits": self.prefix_hits,
             "down_for_s": None if self.down_until is None else round(max(self.down_until - now, 0.0), 3),
             "last_error": self.last_error,
         }
@@ -111,6 +148,38 @@ def is_endpoint_failure(error: BackendError) -> bool:
 def ejects(error: BackendError) -> bool:
     """Whether the failure takes the endpoint out of rotation (all endpoint failures but 429)."""
     return error.retryable and error.status != 429
+
+
+#: keyed requests whose keys the balancer remembers for ``prefix_hits`` (about 100 bytes each)
+REMEMBERED_KEYS = 65536
+_MASK64 = (1 << 64) - 1
+
+
+def prefix_key(messages: Sequence[Any]) -> int:
+    """The routing key of a chat request's ``messages`` (dicts with ``role`` and ``content``, or
+    objects with those attributes): a 64-bit hash of the messages up to and including the first
+    user message (all of them when none is a user message). See the module for why."""
+    digest = hashlib.blake2b(digest_size=8)
+    for message in messages:
+        if isinstance(message, dict):
+            role, content = message.get("role"), message.get("content")
+        else:
+            role, content = getattr(message, "role", None), getattr(message, "content", None)
+        text = content if isinstance(content, str) else str(content)
+        digest.update(f"{role}\0{len(text)}\0".encode())
+        digest.update(text.encode("utf-8", "surrogatepass"))
+        if role == "user":
+            break
+    return int.from_bytes(digest.digest(), "big")
+
+
+def _weight(key: int, seed: int) -> int:
+    """The rendezvous weight of ``key`` on the endpoint of ``seed`` (splitmix64's finaliser of
+    their combination: a well-mixed 64-bit number, the same in every process)."""
+    z = (key ^ seed) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
 
 
 def split_base_urls(value: str | Sequence[str] | None) -> list[str]:
@@ -128,7 +197,8 @@ def split_base_urls(value: str | Sequence[str] | None) -> list[str]:
 
 
 class Balancer:
-    """Least-outstanding-requests balancer over ``urls``.
+    """Balancer over ``urls``: least outstanding requests, or prefix affinity with bounded
+    loads (``routing``, ``epsilon``; see the module).
 
     ``probe(endpoint)`` is the health check: True when the endpoint answers. ``clock`` is
     ``time.monotonic`` (injectable for tests of the cool-down arithmetic).
@@ -142,12 +212,24 @@ class Balancer:
         cooldown: float = 1.0,
         max_cooldown: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        routing: RoutingKind = DEFAULT_ROUTING,
+        epsilon: float = DEFAULT_ROUTING_EPSILON,
     ):
         if not urls:
             raise ValueError("at least one endpoint is needed")
         if len(set(urls)) != len(urls):
             raise ValueError(f"an endpoint is given twice: {list(urls)}")
+        if routing not in ROUTINGS:
+            raise ValueError(f"routing must be one of {', '.join(ROUTINGS)}, not {routing!r}")
+        if not float(epsilon) >= 0:
+            raise ValueError(f"epsilon must be 0 or more, not {epsilon!r}")
+        self.routing = routing
+        self.epsilon = float(epsilon)
+        """The load bound of prefix routing: an endpoint takes a keyed request while its requests
+        in flight are below ``ceil((1 + epsilon) x (in flight + 1) / candidates)``."""
         self.endpoints = [Endpoint(u) for u in urls]
+        self._seeds = [prefix_key([{"role": "endpoint", "content": u}]) for u in urls]
+        self._seen: OrderedDict[int, int] = OrderedDict()  # key -> bit mask of the endpoints sent it
         self.probe = probe
         self.cooldown = max(float(cooldown), 0.0)
         self.max_cooldown = max(float(max_cooldown), self.cooldown)
@@ -208,9 +290,19 @@ class Balancer:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def pick(self, exclude: set[int] = frozenset()) -> Endpoint | None:  # type: ignore[assignment]
-        """The healthy endpoint (index not in ``exclude``) with the fewest requests in flight;
-        ties go to the next in round-robin order. Starts the health checks that are due."""
+    @property
+    def keyed(self) -> bool:
+        """Whether requests should carry a :func:`prefix_key`: with several endpoints (for the
+        routing, or for ``prefix_hits`` under least-loaded routing)."""
+        return len(self.endpoints) > 1
+
+    def pick(self, exclude: set[int] = frozenset(), key: int | None = None) -> Endpoint | None:  # type: ignore[assignment]
+        """The endpoint for a request (index not in ``exclude``); starts the health checks that
+        are due. Least-loaded (or without ``key``): the healthy endpoint with the fewest requests
+        in flight, ties to the next in round-robin order. Prefix routing: the first healthy
+        endpoint in ``key``'s rendezvous order below the load bound (see the module)."""
+        if key is not None and self.routing == "prefix":
+            return self._pick_by_key(exclude, key)
         now = self.clock()
         count = len(self.endpoints)
         start = self._rr
@@ -227,15 +319,46 @@ class Balancer:
                 best = endpoint
         return best
 
+    def _pick_by_key(self, exclude: set[int], key: int) -> Endpoint | None:
+        now = self.clock()
+        candidates: list[tuple[int, Endpoint]] = []
+        load = 0
+        for index, endpoint in enumerate(self.endpoints):
+            if self._due(endpoint, now):
+                self._start_check(endpoint)
+            if index in exclude or not endpoint.healthy:
+                continue
+            candidates.append((_weight(key, self._seeds[index]), endpoint))
+            load += endpoint.in_flight
+        if not candidates:
+            return None
+        bound = math.ceil((1.0 + self.epsilon) * (load + 1) / len(candidates))
+        candidates.sort(key=lambda pair: pair[0], reverse=True)
+        for _, endpoint in candidates:
+            if endpoint.in_flight < bound:
+                return endpoint
+        return min((e for _, e in candidates), key=lambda e: e.in_flight)  # not reached: the mean is below the bound
+
+    def _note_key(self, index: int, key: int) -> None:
+        """Count a prefix hit when ``key`` was sent to endpoint ``index`` before; remember it."""
+        seen = self._seen
+        mask = seen.pop(key, 0)
+        if mask >> index & 1:
+            self.endpoints[index].prefix_hits += 1
+        seen[key] = mask | (1 << index)
+        if len(seen) > REMEMBERED_KEYS:
+            seen.popitem(last=False)
+
     # -- calls ----------------------------------------------------------------------------------
-    async def call(self, fn: Callable[[Endpoint], Awaitable[T]]) -> T:
-        """Run ``fn(endpoint)`` on the best endpoint, re-routing endpoint failures (see module)."""
+    async def call(self, fn: Callable[[Endpoint], Awaitable[T]], key: int | None = None) -> T:
+        """Run ``fn(endpoint)`` on the best endpoint, re-routing endpoint failures (see module).
+        ``key``: the request's :func:`prefix_key` (None: routed least-loaded, no prefix hit counted)."""
         tried: set[int] = set()
         last: BackendError | None = None
         while True:
-            endpoint = self.pick(tried)
+            endpoint = self.pick(tried, key)
             if endpoint is None and not tried:
-                endpoint = await self._revive()
+                endpoint = await self._revive(key)
             if endpoint is None:
                 if last is not None:
                     if len(tried) > 1:
@@ -245,7 +368,10 @@ class Balancer:
                         )
                     raise last
                 raise self._all_down()
-            tried.add(self.endpoints.index(endpoint))
+            index = self.endpoints.index(endpoint)
+            tried.add(index)
+            if key is not None:
+                self._note_key(index, key)
             endpoint.requests += 1
             endpoint.in_flight += 1
             try:
@@ -275,7 +401,7 @@ class Balancer:
             endpoint.failing = 0
             return result
 
-    async def _revive(self) -> Endpoint | None:
+    async def _revive(self, key: int | None = None) -> Endpoint | None:
         """No endpoint is up: wait for the health checks that are due (or running) and return
         the best endpoint that came back, if any."""
         now = self.clock()
@@ -286,7 +412,7 @@ class Balancer:
         ]
         if checks:
             await asyncio.gather(*checks, return_exceptions=True)
-        return self.pick()
+        return self.pick(key=key)
 
     def _all_down(self) -> BackendError:
         now = self.clock()

@@ -22,8 +22,9 @@ only then.
   parsed here, so both transports share one parser.
 
 Several base URLs (replicas of one model) are spread by :class:`~proofcritic.llm._balancer.Balancer`:
-least outstanding requests, a failing endpoint ejected for a cool-down and health-checked before
-it returns, a failed attempt re-routed at once to another endpoint. The backend itself never
+requests sharing a prompt prefix kept on one replica while its load allows (``routing="prefix"``,
+the default) or least outstanding requests (``"least-loaded"``), a failing endpoint ejected for a
+cool-down and health-checked before it returns, a failed attempt re-routed at once to another endpoint. The backend itself never
 waits and retries: every failure that is left becomes a :class:`BackendError` with ``retryable``
 set, and :class:`~proofcritic.llm.Model` decides what to do with it.
 
@@ -50,7 +51,7 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .._constants import TRANSPORTS, TransportKind
+from .._constants import DEFAULT_ROUTING, DEFAULT_ROUTING_EPSILON, TRANSPORTS, RoutingKind, TransportKind
 from ..errors import (
     AuthenticationError,
     BackendError,
@@ -58,7 +59,7 @@ from ..errors import (
     ModelNotFoundError,
     UnsupportedFeatureError,
 )
-from ._balancer import Balancer, Endpoint, split_base_urls
+from ._balancer import Balancer, Endpoint, prefix_key, split_base_urls
 from ._base import CONTEXT_MESSAGE, Backend, report_request
 from ._transports import ErrorAnswer, Transport, dumps, loads, make_transport
 from ._types import (
@@ -140,7 +141,9 @@ class OpenAIBackend(Backend):
     model; the first one names the cache, so adding replicas to a run keeps its cache).
     ``extra_body`` is merged into every request body (e.g. vLLM's ``{"top_k": 20}``).
     ``eject_cooldown`` / ``max_eject_cooldown``: the first and the longest time a failing
-    replica stays out of rotation. ``engine``: the server kind for engine features (see module).
+    replica stays out of rotation. ``routing`` ("prefix" or "least-loaded") and ``routing_epsilon``
+    (prefix routing's load bound): how requests are spread over several base URLs (see
+    :mod:`proofcritic.llm._balancer`). ``engine``: the server kind for engine features (see module).
     ``timeout``: seconds one request may take (connecting, waiting and reading the answer);
     it may be changed at any time. ``max_connections`` (None: no cap, the requests in flight set
     it) and ``max_connections_per_host`` (None: no cap per base URL): see the module.
@@ -178,6 +181,8 @@ class OpenAIBackend(Backend):
         max_eject_cooldown: float = 60.0,
         probe_timeout: float = 5.0,
         max_connections_per_host: int | None = None,
+        routing: RoutingKind = DEFAULT_ROUTING,
+        routing_epsilon: float = DEFAULT_ROUTING_EPSILON,
     ):
         if transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, not {transport!r}")
@@ -191,7 +196,14 @@ class OpenAIBackend(Backend):
         self.base_urls = split_base_urls(base_url) or [DEFAULT_BASE_URL]
         self.base_url = self.base_urls[0]
         self.probe_timeout = float(probe_timeout)
-        self._balancer = Balancer(self.base_urls, self._probe, cooldown=eject_cooldown, max_cooldown=max_eject_cooldown)
+        self._balancer = Balancer(
+            self.base_urls,
+            self._probe,
+            cooldown=eject_cooldown,
+            max_cooldown=max_eject_cooldown,
+            routing=routing,
+            epsilon=routing_epsilon,
+        )
         self.api_key = api_key
         self.timeout = float(timeout)
         self.transport = transport
@@ -286,9 +298,10 @@ class OpenAIBackend(Backend):
     async def _post_chat(self, body: dict[str, Any], n: int, readout: bool = False) -> dict[str, Any]:
         """POST one chat request through the balancer; the decoded JSON answer or a classified error."""
         transport = self._bind()
-        payload = dumps(body) if transport.serialised else b""
+        payload = _serialise(body) if transport.serialised else b""
+        key = prefix_key(body["messages"]) if self._balancer.keyed else None
         return await self._balancer.call(
-            lambda endpoint: self._post_chat_at(transport, endpoint, body, payload, n, readout)
+            lambda endpoint: self._post_chat_at(transport, endpoint, body, payload, n, readout), key
         )
 
     async def _post_chat_at(
@@ -394,7 +407,7 @@ class OpenAIBackend(Backend):
     ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model,
-            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "messages": _Turns(messages),
         }
         if n != 1:
             body["n"] = n
@@ -636,6 +649,29 @@ class OpenAIBackend(Backend):
         transport, self._transport, self._loop = self._transport, None, None
         if transport is not None:
             await transport.aclose()
+
+
+class _Turns(list):
+    """A chat body's ``messages`` (``{"role", "content"}`` dicts) that remember their turns, so
+    that :func:`_serialise` splices each turn's JSON, encoded once (:attr:`ChatMessage.wire`,
+    which the cache key used already), instead of encoding the texts again."""
+
+    def __init__(self, messages: Sequence[ChatMessage]):
+        super().__init__({"role": m.role, "content": m.content} for m in messages)
+        self.turns = messages
+
+
+def _serialise(body: dict[str, Any]) -> bytes:
+    """``body`` as the bytes of its JSON, the messages spliced in from their turns' :attr:`wire`
+    text when they are still the ones :meth:`OpenAIBackend._chat_body` put there."""
+    turns = body.get("messages")
+    if type(turns) is not _Turns or len(turns) != len(turns.turns):
+        return dumps(body)
+    if any(d.get("content") is not m.content or d.get("role") != m.role for d, m in zip(turns, turns.turns)):
+        return dumps(body)  # changed after the body was built
+    rest = dumps({k: v for k, v in body.items() if k != "messages"})
+    spliced = ",".join(m.wire for m in turns.turns).encode()
+    return b'{"messages":[' + spliced + (b"]," + rest[1:] if len(rest) > 2 else b"]}")
 
 
 def continue_final_turn(body: dict[str, Any], messages: Sequence[ChatMessage]) -> None:

@@ -76,6 +76,11 @@ def _check_local_options(kind: str, options: dict[str, Any]) -> None:
         options.pop("transport", None)
     elif kind in ("transformers", "vllm-offline"):
         raise InputError(f"transport (--transport) applies to the server backends (openai, vllm, sglang), not {kind}")
+    for name, flag in (("routing", "--routing"), ("routing_epsilon", "--routing-epsilon")):
+        if options.get(name) is None:
+            options.pop(name, None)
+        elif kind in ("transformers", "vllm-offline"):
+            raise InputError(f"{name} ({flag}) applies to the server backends (openai, vllm, sglang), not {kind}")
     if dtype is None:
         options.pop("dtype", None)
     if threads is None:
