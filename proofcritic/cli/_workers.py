@@ -22,6 +22,7 @@ missing.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -91,6 +92,7 @@ def _watch_parent(parent: int) -> None:
 
 
 def _worker(
+    connection: Any,
     target: Callable[..., WorkerResult],
     spec: Any,
     shard: int,
@@ -99,14 +101,32 @@ def _worker(
     concurrency: int,
     parent: int,
     max_input_chars: int | None,
-) -> WorkerResult:
+) -> None:
     """A worker process's entry: ``target(spec, shard, shards, part, concurrency)`` under the
-    parent's input limit."""
+    parent's input limit; its :class:`WorkerResult` (or its error, as text) is sent on
+    ``connection``, then the process ends at once: the interpreter's tear-down (a tenth of a
+    second or more) is not waited for, the work being closed by ``target`` already."""
     from ..io import input_limit
 
     _watch_parent(parent)
-    with input_limit(max_input_chars):
-        return target(spec, shard, shards, part, concurrency)
+    try:
+        with input_limit(max_input_chars):
+            result = target(spec, shard, shards, part, concurrency)
+        connection.send(("ok", result))
+        code = 0
+    except BaseException as error:  # noqa: BLE001 - reported to the parent, which raises it
+        import traceback
+
+        connection.send(("error", f"{type(error).__name__}: {error}", traceback.format_exc()))
+        code = 1
+    connection.close()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+class WorkerFailed(RuntimeError):
+    """A worker process failed or died; what it had written is kept (merged into the output)."""
 
 
 def _count_lines(path: Path, offset: int) -> tuple[int, int]:
@@ -163,7 +183,7 @@ def run_workers(
     ``runner.ShardItems(input_path, shard, shards)``, its records go to ``part`` and what is
     done is read from ``output`` (``runner.run_jsonl``'s ``done_in``)."""
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing.connection import wait
 
     from ..io import compact_jsonl, merge_jsonl, read_index
     from ..progress import LiveProgress
@@ -182,29 +202,49 @@ def run_workers(
     offsets = [0] * workers
     written = 0
     context = multiprocessing.get_context("spawn")
-    results: list[WorkerResult] = []
+    answers: dict[int, Any] = {}
+    processes = []
     console.print(f"[dim]{workers} worker processes, {concurrency} requests in flight in all[/]", highlight=False)
     try:
-        with (
-            ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool,
-            LiveProgress(label, console, batch=True) as progress,
-        ):
-            futures = [
-                pool.submit(_worker, target, spec, i, workers, parts[i], share, os.getpid(), max_input_chars)
-                for i, share in enumerate(shares(concurrency, workers))
-            ]
-            while not all(f.done() for f in futures):
-                time.sleep(POLL_SECONDS)
+        with LiveProgress(label, console, batch=True) as progress:
+            waiting: dict[Any, int] = {}
+            for i, share in enumerate(shares(concurrency, workers)):
+                mine, theirs = context.Pipe(duplex=False)
+                process = context.Process(
+                    target=_worker,
+                    args=(theirs, target, spec, i, workers, parts[i], share, os.getpid(), max_input_chars),
+                    name=f"proofcritic-worker-{i}",
+                )
+                process.start()
+                theirs.close()
+                processes.append(process)
+                waiting[mine] = i
+            while waiting:
+                for connection in wait(list(waiting), timeout=POLL_SECONDS):
+                    i = waiting.pop(connection)
+                    try:
+                        answers[i] = connection.recv()  # type: ignore[union-attr,call-arg]
+                    except EOFError:  # it died before answering (killed, out of memory)
+                        processes[i].join(5)
+                        answers[i] = ("error", f"worker {i} died (exit code {processes[i].exitcode})", "")
                 for i, part in enumerate(parts):
                     lines, offsets[i] = _count_lines(part, offsets[i])
                     written += lines
                 shown.done = min(shown.total, already + written)
                 shown.skipped = already
                 progress.update(shown)
-            results = [f.result() for f in futures]
+            failed = [(i, a) for i, a in sorted(answers.items()) if a[0] != "ok"]
+            if failed:
+                i, (_, message, trace) = failed[0]
+                raise WorkerFailed(f"worker {i} of {workers} failed: {message}" + (f"\n{trace}" if trace else ""))
+            results: list[WorkerResult] = [answers[i][1] for i in range(workers)]
             stats, usage = combine(results)
             progress.update(stats)
     finally:  # also when stopped (Ctrl-C) or a worker failed: what the workers wrote is kept
+        for process in processes:
+            if process.is_alive() and not answers.get(processes.index(process)):
+                process.terminate()  # stopped: a worker that has not answered is stopped too
+            process.join(10)
         merge_jsonl(output, parts)
         if retried:
             compact_jsonl(output, (item_id for item_id, _, _ in items))
