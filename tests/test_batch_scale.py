@@ -342,3 +342,42 @@ def test_workers_are_refused_where_they_cannot_run(tmp_path):
         check=False,
     )
     assert single.returncode == 2 and "worker processes grade a batch" in single.stderr
+
+
+def _failing_part(spec, shard, shards, part, concurrency):
+    """A worker target (module level, so a spawned worker imports it): shard 1 fails after
+    writing one record; the others write theirs."""
+    from proofcritic.cli._workers import WorkerResult
+    from proofcritic.io import JsonlAppender
+    from proofcritic.llm import Usage
+    from proofcritic.runner import RunStats, ShardItems
+
+    items = list(ShardItems(spec, shard, shards))
+    with JsonlAppender(part) as out:
+        for item_id, line, _ in items:
+            out.write({"id": item_id, "line": line, "verifications": []})
+            if shard == 1:
+                raise ValueError("shard one broke")
+    return WorkerResult(RunStats(total=len(items), done=len(items)), Usage())
+
+
+def test_a_failed_worker_is_reported_and_what_the_workers_wrote_is_kept(tmp_path):
+    from rich.console import Console
+
+    from proofcritic.cli._workers import WorkerFailed, run_workers
+
+    source, out = _write(tmp_path / "in.jsonl", 9), tmp_path / "out.jsonl"
+    with pytest.raises(WorkerFailed, match="worker 1 of 3 failed: ValueError: shard one broke"):
+        run_workers(
+            _failing_part,
+            source,
+            input_path=source,
+            output=out,
+            workers=3,
+            concurrency=3,
+            label="test",
+            console=Console(stderr=True),
+        )
+    kept = sorted(json.loads(x)["id"] for x in out.read_text().splitlines())
+    assert kept == ["p0", "p1", "p2", "p3", "p5", "p6", "p8"]  # shards 0 and 2 whole, shard 1's first
+    assert not list(tmp_path.glob("out.jsonl.part-*"))
