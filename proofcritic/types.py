@@ -138,6 +138,37 @@ class Verification(ScoredOutput):
     )
 
 
+StepVerdictKind = Literal["correct", "incorrect", "unjustified"]
+STEP_VERDICTS: tuple[str, ...] = ("correct", "incorrect", "unjustified")
+
+
+class StepVerdict(BaseModel):
+    """The step verifier's verdict on one step (``index`` as in :class:`proofcritic.steps.Step`)."""
+
+    index: int = Field(..., ge=0, description="The step's index (from 0; the prompt numbers it index + 1).")
+    verdict: StepVerdictKind
+    reason: str = Field("", description="The short reason the verifier gave.")
+
+
+class StepVerification(ScoredOutput):
+    """One step verifier output: a verdict for every step, in order, and the first wrong step.
+
+    ``score`` maps the verdicts onto the proof-level protocol: 0 when a step is incorrect, 0.5
+    when steps are unjustified but none incorrect, 1 when every step is correct; None (with
+    ``format_ok`` false) when the output does not give one verdict per step, in order.
+    """
+
+    verdicts: list[StepVerdict] = Field(default_factory=list)
+    first_error: int | None = Field(
+        None, description="Index of the first incorrect step (from 0); None when no step is incorrect or no verdict."
+    )
+
+    @property
+    def unjustified(self) -> list[int]:
+        """Indices of the steps judged unjustified."""
+        return [v.index for v in self.verdicts if v.verdict == "unjustified"]
+
+
 class MetaVerification(ScoredOutput):
     """A meta-verifier's judgement of one verification (``score``: the meta score)."""
 
