@@ -453,3 +453,18 @@ def test_perf_adaptive_quick_run():
     for figures in report["cli"].values():
         assert figures["identical"] == 1.0 and figures["sample_share"] < 1
     assert "verifier calls" in done.stdout and "identical decisions" in done.stdout
+
+
+def test_label_adaptive_within_a_spent_budget_goes_to_review():
+    """One model call allowed: the first batch of verifications is drawn, the meta-verification
+    that would confirm its zeros is refused: review with budget_exhausted, nothing decided wrongly."""
+    verifier, meta_verifier, backend = roles([0] * 16, {i: [1] * 8 for i in range(16)})
+
+    async def limited():
+        with budget_scope(Budget(max_calls=1)):
+            return await label_proof(verifier, meta_verifier, PROBLEM, PROOF, LabelConfig(n=16, adaptive=True))
+
+    result = asyncio.run(limited())
+    assert (result.status, result.rule, result.budget_limited) == ("review", "budget_exhausted", True)
+    assert samples(backend, "verify") == 4 and samples(backend, "meta_verify") == 0
+    assert result.sampling.stopped.startswith("budget:")
