@@ -16,6 +16,7 @@ from proofcritic.benchmarks.metrics import pearson
 from proofcritic.errors import InputError
 from proofcritic.llm import GenerateConfig, Model
 from proofcritic.meta_verifier import MetaVerifier
+from proofcritic.pipelines.adaptive import AdaptiveOptions
 from proofcritic.pipelines.label import LabelConfig
 from proofcritic.types import Problem
 from proofcritic.verifier import Verifier
@@ -316,3 +317,100 @@ async def test_gradingbench_rows_get_the_four_bucket_metrics(tmp_path):
         cohen_kappa([7, 6, 1, 0, 0], [7, 7, 0, 1, 0], labels=[0, 1, 6, 7], weights="quadratic")
     )
     assert metrics["leniency_points"] == pytest.approx((0 + 1 - 1 + 3.5 + 0) / 5)
+
+
+# -- adaptive verification (issue #17) ----------------------------------------------------------------
+
+_ADAPTIVE_SEED = 500
+_PROOF_TAG = re.compile(r"Proof Q(\d+)\.")
+
+
+def _adaptive_roles(scores_by_proof):
+    """A seeded scripted verifier: sample i of proof Qj's request scores ``scores_by_proof[j][i]``
+    (the model asks sample i with seed + i, so batches know which samples they are)."""
+
+    def script(call):
+        assert call.role == "verify", call.role
+        proof = int(_PROOF_TAG.search(call.prompt).group(1))
+        index = call.request.config.seed - _ADAPTIVE_SEED + call.index
+        score = scores_by_proof[proof][index]
+        issues = [] if score == 1 else [("step 1", "Critical Error", "wrong")]
+        return verification_text(score, issues)
+
+    backend = ScriptedBackend(script)
+    verifier = Verifier(Model(backend), score_mode="text", config=GenerateConfig(seed=_ADAPTIVE_SEED))
+    return verifier, backend
+
+
+def _adaptive_items(count):
+    problem = Problem(id="p", statement="Show that 1 + 1 = 2.")
+    return [
+        GradeItem(id=f"q{j}", problem=problem, proof=f"Proof Q{j}. By definition.", human_points=7)
+        for j in range(count)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("buckets", "drawn"),
+    [
+        # "correct" (cut 1.0) alone: all-1 needs all 16; a 0.5 at sample 6 ends at checkpoint 8; a 0 at
+        # sample 1 ends at checkpoint 4
+        (None, [16, 8, 4]),
+        # with the 0/1/6/7 buckets: the all-0 proof must also show its mean is below 0.5/7 points, which
+        # Hoeffding's interval over 16 draws only does at 16; the 0.5 proof's mean of 16 may be near 6.5/7
+        ("gradingbench", [16, 16, 16]),
+    ],
+)
+async def test_adaptive_mean_rule_stops_where_the_scripts_settle_it(tmp_path, buckets, drawn):
+    scores = [[1] * 16, [1, 1, 1, 1, 1, 0.5, 1, 1] + [1] * 8, [0] * 16]
+    verifier, backend = _adaptive_roles(scores)
+    run = RunFolder(tmp_path / f"adaptive-{buckets}")
+    options = AdaptiveOptions(adaptive=True, confidence=0.99, batch=4)
+    await eval_grade(
+        _adaptive_items(3), run, verifier=verifier, n=16, rule="mean", adaptive=options, buckets=buckets, n_resamples=20
+    )
+    records = {r["id"]: r for r in run.records()}
+    assert [records[f"q{j}"]["sampling"]["drawn"] for j in range(3)] == drawn
+    assert [len(records[f"q{j}"]["verifications"]) for j in range(3)] == drawn
+    assert backend.count("verify") == sum(drawn)
+    assert records["q0"]["sampling"]["requests"] == 3  # checkpoints 4, 8, 16
+    if buckets is None:
+        assert "stopped after 8 of 16" in records["q1"]["sampling"]["stopped"]
+        assert records["q1"]["predicted_score"] == pytest.approx(7.5 / 8)  # the mean of the draws made
+    # the decisions equal the fixed procedure's: "correct" only for the all-1 proof
+    fixed_run = RunFolder(tmp_path / f"fixed-{buckets}")
+    fixed_verifier, _ = _adaptive_roles(scores)
+    await eval_grade(
+        _adaptive_items(3), fixed_run, verifier=fixed_verifier, n=16, rule="mean", buckets=buckets, n_resamples=20
+    )
+    fixed = {r["id"]: r for r in fixed_run.records()}
+    for j in range(3):
+        ours, theirs = records[f"q{j}"], fixed[f"q{j}"]
+        assert (ours["predicted_score"] >= 1) == (theirs["predicted_score"] >= 1)
+        assert "sampling" not in theirs  # a fixed run's records stay as they were
+        if buckets:
+            assert ours["predicted_points"] == theirs["predicted_points"]
+
+
+async def test_adaptive_takes_the_mean_and_label_rules_only(tmp_path):
+    verifier, _ = _adaptive_roles([[1] * 4])
+    options = AdaptiveOptions(adaptive=True)
+    with pytest.raises(InputError, match="mean or label rule"):
+        await eval_grade(
+            _adaptive_items(1), RunFolder(tmp_path / "a"), verifier=verifier, n=4, rule="min", adaptive=options
+        )
+
+
+def test_eval_grade_cli_refuses_adaptive_outside_the_mean_and_label_rules(tmp_path):
+    from typer.testing import CliRunner
+
+    from proofcritic.cli import app
+
+    graded = tmp_path / "graded.jsonl"
+    graded.write_text(json.dumps({"problem": "Show 1 + 1 = 2.", "proof": "By definition.", "points": 7}) + "\n")
+    base = ["eval", "grade", "--file", str(graded), "--run", str(tmp_path / "run"), "--adaptive"]
+    refused = CliRunner().invoke(app, [*base, "--rule", "min"])
+    assert refused.exit_code == 2 and "--rule mean or label" in refused.output + refused.stderr
+    bad = CliRunner().invoke(app, [*base, "--confidence", "1.5"])
+    assert bad.exit_code == 2 and "confidence" in bad.output + bad.stderr
+    assert not (tmp_path / "run").exists()  # refused before any run folder or model

@@ -20,6 +20,20 @@ from a read-out (``read_out``, opt-in score modes; each verification keeps its
 
 Predicted "correct" means ``predicted_score == 1``: for the mean rule (and a recorded mean)
 that is "all n verifications gave 1"; for min the same; for majority "most gave 1".
+
+Adaptive verification (``adaptive=AdaptiveOptions(adaptive=True, ...)``; ``eval grade
+--adaptive``), for the mean and label rules:
+
+- ``"mean"``: each proof's verifications are drawn at the checkpoints of
+  :func:`~proofcritic.pipelines.adaptive.settle_mean` until the decisions the record is read for
+  are settled: "correct" (the cut 1.0: exact, it ends at the first draw below 1) and, with
+  ``buckets="gradingbench"``, the 0/1/6/7 bucket (the cuts halfway between them; with
+  probability at least ``confidence`` the fixed run's bucket on the same draws).
+  ``predicted_score`` is then the mean of the verifications drawn, and the record's
+  ``sampling`` says how many were drawn and why sampling stopped. Whole-point grades are not
+  settled early: with Hoeffding's interval at n <= 64 a mean within half a point (1/14 of the
+  scale) needs about all the draws, so they would cost the fixed procedure's calls;
+- ``"label"``: the labeling rule with ``LabelConfig(adaptive=True)`` (exact).
 """
 
 from __future__ import annotations
@@ -32,6 +46,7 @@ from ..errors import InputError
 from ..grading import grade
 from ..io import check_problem, check_text
 from ..llm import Usage
+from ..pipelines.adaptive import AdaptiveOptions
 from ..pipelines.label import LabelConfig, label_proof
 from ..runner import RunStats, run_jsonl
 from ..types import READ_OUT_SOURCES, Verification
@@ -59,6 +74,52 @@ def _compact(verification: Verification) -> dict[str, Any]:
     }
 
 
+def mean_cuts(buckets: str | None) -> tuple[float, ...]:
+    """The cuts (scores in [0, 1]) between the decisions an adaptive mean rule settles:
+    "correct" (1.0) and, with ``buckets="gradingbench"``, the midpoints of 0/1/6/7 points."""
+    if buckets == "gradingbench":
+        return (0.5 / 7, 3.5 / 7, 6.5 / 7, 1.0)
+    return (1.0,)
+
+
+async def _adaptive_mean_verdict(
+    item: GradeItem, n: int, verifier: Any, adaptive: AdaptiveOptions, normalizer: Any, buckets: str | None
+) -> dict[str, Any]:
+    """The mean rule's verdict from verifications drawn until its decisions are settled."""
+    from ..llm import usage_scope
+    from ..pipelines.adaptive import settle_mean
+    from ..verifier import aggregate
+
+    proof = item.proof
+    normalized = error = None
+    with usage_scope() as usage:
+        if normalizer is not None:  # as grade(): the neutral rewrite is graded (the original if it failed)
+            rewrite = await normalizer.rewrite(item.problem, proof)
+            normalized, error = (rewrite.proof, None) if rewrite.format_ok else (None, rewrite.format_error)
+            proof = normalized if normalized is not None else proof
+        draws = await settle_mean(
+            verifier,
+            item.problem,
+            proof,
+            n,
+            mean_cuts(buckets),
+            confidence=adaptive.confidence,
+            batch=adaptive.batch,
+        )
+    score = aggregate(draws.verifications, item.problem.max_points).mean
+    out: dict[str, Any] = {
+        "predicted_score": score,
+        "status": "scored" if score is not None else "no_verdict",
+        "verifications": [_compact(v) for v in draws.verifications],
+        "sampling": draws.sampling().model_dump(),
+        "usage": usage.model_dump(),
+    }
+    if normalizer is not None:
+        out["normalized_proof"] = normalized
+        out["normalize_error"] = error
+    return out
+
+
 async def _verdict(
     item: GradeItem,
     rule: str,
@@ -67,12 +128,20 @@ async def _verdict(
     meta_verifier: Any,
     label_config: LabelConfig | None,
     normalizer: Any = None,
+    adaptive: AdaptiveOptions | None = None,
+    buckets: str | None = None,
 ) -> dict[str, Any]:
     """The verdict fields of one item's record."""
     if rule == "label":
         config = label_config or LabelConfig(n=n, k=min(LabelConfig().k, n))  # k may not exceed n
+        if adaptive is not None and adaptive.adaptive:
+            config = config.model_copy(
+                update={"adaptive": True, "confidence": adaptive.confidence, "batch": adaptive.batch}
+            )
         result = await label_proof(verifier, meta_verifier, item.problem, item.proof, config)
+        sampling = {"sampling": result.sampling.model_dump()} if result.sampling is not None else {}
         return {
+            **sampling,
             "predicted_score": result.label,
             "status": result.status,
             "label_rule": result.rule,
@@ -87,6 +156,8 @@ async def _verdict(
 
     if isinstance(verifier, Panel):  # a judge panel grades in place of one verifier
         return _panel_verdict(await verifier.grade(item.problem, item.proof))
+    if adaptive is not None and adaptive.adaptive and rule == "mean":
+        return await _adaptive_mean_verdict(item, n, verifier, adaptive, normalizer, buckets)
     graded = await grade(verifier, item.problem, item.proof, n=n, normalizer=normalizer)
     score = getattr(graded.aggregate, rule)
     out = {
@@ -230,8 +301,12 @@ async def eval_grade(
     seed: int = 0,
     normalizer: Any = None,
     buckets: str | None = None,
+    adaptive: AdaptiveOptions | None = None,
 ) -> dict[str, Any]:
     """Grade every item, append its record to ``run.items_path``, write and return the summary.
+
+    ``adaptive`` (rules mean and label; see the module): draw each proof's verifications in
+    batches and stop once its decisions are settled.
 
     ``buckets="gradingbench"`` rounds each predicted grade to the nearest of the four
     IMO-GradingBench / ProofBench grades 0/1/6/7 (on the problem's scale), as those benchmarks
@@ -257,6 +332,11 @@ async def eval_grade(
             raise InputError("the label rule needs a meta-verifier")
         if n < 1:
             raise InputError(f"n must be at least 1, not {n}")
+    if adaptive is not None and adaptive.adaptive:
+        from ..pipelines.panel import Panel
+
+        if from_recorded is not None or rule not in ("mean", "label") or isinstance(verifier, Panel):
+            raise InputError("adaptive verification takes the mean or label rule of one verifier (no recorded grades)")
     if not items:
         raise InputError("eval_grade: no items to grade")
     if from_recorded is not None:
@@ -281,7 +361,9 @@ async def eval_grade(
         else:
             check_problem(item.problem)  # the input checks of every model command (size, surrogates)
             check_text(item.proof, "the proof")
-            verdict = await _verdict(item, rule, n, verifier, meta_verifier, label_config, normalizer)
+            verdict = await _verdict(
+                item, rule, n, verifier, meta_verifier, label_config, normalizer, adaptive=adaptive, buckets=buckets
+            )
         score = verdict["predicted_score"]
         compact = verdict["verifications"]
         verdict["unscored"] = sum(v["score"] is None for v in compact)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .._constants import DEFAULT_SCORE_MODE, STRATEGIES
+from .._constants import ADAPTIVE_PARAMS, DEFAULT_SCORE_MODE, STRATEGIES
 from ..budget import CallPlan
 from ._batch import OverwriteOpt, exit_status, model_name, result_settings
 from ._common import (
@@ -353,6 +353,23 @@ def eval_grade_command(
     panel: PanelOpt = None,
     panel_rule: PanelRuleOpt = None,
     panel_threshold: PanelThresholdOpt = None,
+    adaptive: Annotated[
+        bool,
+        typer.Option(
+            "--adaptive",
+            help="Rules mean and label: draw each proof's verifications in batches and stop once its decisions are "
+            "settled (mean: 'correct', exactly, and with --buckets the bucket; label: exact).",
+        ),
+    ] = False,
+    confidence: Annotated[
+        float,
+        typer.Option(
+            "--confidence", help="With --adaptive: the probability that a mean's --buckets bucket is the fixed run's."
+        ),
+    ] = ADAPTIVE_PARAMS["confidence"][0],
+    batch: Annotated[int, typer.Option("--batch", min=1, help=ADAPTIVE_PARAMS["batch"][1])] = ADAPTIVE_PARAMS["batch"][
+        0
+    ],
     dry_run: DryRunOpt = False,
     *,
     opts: ModelOptions,
@@ -388,6 +405,22 @@ def eval_grade_command(
         )
     if scale == "points" and rule == "label":
         raise typer.BadParameter("points grading takes --rule mean, min or majority", param_hint="--scale")
+    adaptive_options = None
+    if adaptive:
+        from pydantic import ValidationError
+
+        from ..errors import first_error
+        from ..pipelines.adaptive import AdaptiveOptions
+
+        if rule not in ("mean", "label") or from_recorded or panelled:
+            raise typer.BadParameter(
+                "adaptive verification takes --rule mean or label of one verifier (no --from-recorded, no panel)",
+                param_hint="--adaptive",
+            )
+        try:
+            adaptive_options = AdaptiveOptions(adaptive=True, confidence=confidence, batch=batch)
+        except ValidationError as error:  # (the confidence: typer holds --batch to 1 or more)
+            raise typer.BadParameter(first_error(error)[1], param_hint="--confidence") from None
     if file is not None:
         from ..benchmarks import load_graded_file
 
@@ -431,7 +464,7 @@ def eval_grade_command(
     prompt_set = None if from_recorded else opts.prompt_set()
     model = None if from_recorded or built is not None else opts.build_model()
     folder = RunFolder(run)
-    own = {
+    own: dict[str, Any] = {
         "suite": suite or str(file),
         "score_column": score_column,
         "rule": rule,
@@ -448,6 +481,8 @@ def eval_grade_command(
             own["normalize"] = True
     if buckets is not None:
         own["buckets"] = buckets
+    if adaptive_options is not None:  # (recorded only when on: a fixed run's settings stay as they were)
+        own |= {"adaptive": True, "confidence": confidence, "batch": batch}
     settings = result_settings("eval grade", None if from_recorded else opts, prompt_set, **own)
     _prepare(
         folder,
@@ -499,6 +534,7 @@ def eval_grade_command(
                 concurrency=opts.concurrency or 8,
                 on_progress=_kept(update, seen),
                 buckets=buckets,
+                adaptive=adaptive_options,
             )
 
     run_with_model(model, console, main, usage=False, closing=built[1] if built is not None else ())
