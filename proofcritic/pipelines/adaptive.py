@@ -60,6 +60,7 @@ __all__ = [
     "draw_verifications",
     "label_adaptively",
     "mean_bounds",
+    "next_checkpoint",
     "settle_mean",
     "verify_until_fail",
     "vote_settled",
@@ -160,7 +161,7 @@ class Draws:
 
 
 async def verify_until_fail(verifier: Any, problem: Problem, proof: str, n: int, batch: int, **kwargs: Any) -> Draws:
-    """ "Passes all n", exactly: draw at the checkpoints and stop after the first batch holding a
+    """Decide "passes all n" exactly: draw at the checkpoints and stop after the first batch holding a
     verification that is not 1 (the proof fails whatever the rest would say) or at ``n``. The
     pass/fail decision equals the fixed procedure's on the same draws."""
     draws = Draws(n)
