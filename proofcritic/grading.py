@@ -75,13 +75,12 @@ async def grade_jsonl(
     input's) and ``done_in``: a worker's shard (see :func:`proofcritic.runner.run_jsonl`).
     """
 
-    async def process(item_id: str, record: dict) -> dict:
+    async def process(item_id: str, record: dict) -> GradeResult:
         problem = problem_from_record(record, default_id=item_id)
         if max_points is not None:
             problem = problem.model_copy(update={"max_points": max_points})
         scheme = record.get("scheme") or record.get("marking_scheme")  # points grading's, per problem
-        result = await grade(verifier, problem, proof_from_record(record), n=n, scheme=scheme, normalizer=normalizer)
-        return result.model_dump(mode="json")
+        return await grade(verifier, problem, proof_from_record(record), n=n, scheme=scheme, normalizer=normalizer)
 
     return await run_jsonl(
         items if items is not None else read_items(input_path),

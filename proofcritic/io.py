@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 # the default limit on each text of an input, and the environment variable that sets it
 from ._constants import DEFAULT_MAX_INPUT_CHARS, MAX_INPUT_CHARS_ENV
@@ -292,6 +292,20 @@ class JsonlAppender:
         except UnicodeEncodeError:  # a lone surrogate in a value: written as a JSON escape
             line = (json.dumps(record) + "\n").encode("ascii")
         os.write(self._fd, line)
+
+    def write_model(self, head: dict, model: BaseModel, tail: dict) -> None:
+        """Append ``{**head, **model.model_dump(mode="json"), **tail}`` as one line, the model
+        serialised by pydantic straight to JSON (about a quarter of the CPU of a dict dumped by
+        :mod:`json`); a model whose text cannot be UTF-8 (a lone surrogate) is written through
+        :meth:`write`, which escapes it."""
+        try:
+            body = model.model_dump_json()
+        except ValueError:  # pydantic's serialisation error: a lone surrogate
+            self.write({**head, **model.model_dump(mode="json"), **tail})
+            return
+        parts = [json.dumps(head, ensure_ascii=False)[1:-1], body[1:-1], json.dumps(tail, ensure_ascii=False)[1:-1]]
+        line = "{" + ", ".join(p for p in parts if p) + "}\n"
+        os.write(self._fd, line.encode("utf-8"))
 
     def write_line(self, line: bytes) -> None:
         """Append one complete JSONL line as it is (its newline included)."""

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from .budget import Budget, budget_scope
 from .errors import (
     BackendError,
@@ -233,7 +235,7 @@ def _batch_gc() -> Iterator[None]:
 async def run_jsonl(
     items: Iterable[Item],
     output_path: str | Path,
-    process: Callable[[str, dict], Awaitable[dict]],
+    process: Callable[[str, dict], Awaitable[dict | BaseModel]],
     *,
     concurrency: int = 16,
     budget: Budget | None = None,
@@ -251,7 +253,9 @@ async def run_jsonl(
     ``len(items)``). The resume index holds each finished id and its error, never a record.
 
     ``process`` returns the result record (JSON-able); a ``usage`` mapping in it is added to the
-    run's totals, and ``budget_limited: true`` is counted. ``item_budget(budget)`` gives the
+    run's totals, and ``budget_limited: true`` is counted. It may return a pydantic model
+    instead (its ``usage`` and ``budget_limited`` attributes read the same way), which is written
+    by pydantic straight to JSON, as ``model_dump(mode="json")`` would give it. ``item_budget(budget)`` gives the
     budget scope of one item (e.g. ``budget.child(max_calls=...)``); without it items run in
     ``budget``'s scope. ``process`` raises :class:`LeftForRerun` to write nothing for its item and
     start no further one. Items whose latest record is an error of a kind in
@@ -294,16 +298,29 @@ async def run_jsonl(
             async def run(item_id: str, line: int, record: dict | InputError) -> None:
                 nonlocal leaving
                 started = time.perf_counter()
+                model: BaseModel | None = None
                 _CURRENT.set((item_id, line))
                 try:
                     if isinstance(record, InputError):
                         raise record
                     with budget_scope(item_budget(budget) if item_budget else budget):
                         result = await process(item_id, record)
-                    row = {"id": item_id, "line": line, **result, "seconds": round(time.perf_counter() - started, 3)}
-                    if isinstance(result.get("usage"), dict):
-                        stats.usage.add(Usage(**result["usage"]))
-                    stats.budget_limited += bool(result.get("budget_limited"))
+                    if isinstance(result, BaseModel):  # written by pydantic (see JsonlAppender.write_model)
+                        model = result
+                        usage = getattr(result, "usage", None)
+                        if isinstance(usage, Usage):
+                            stats.usage.add(usage)
+                        stats.budget_limited += bool(getattr(result, "budget_limited", False))
+                    else:
+                        row = {
+                            "id": item_id,
+                            "line": line,
+                            **result,
+                            "seconds": round(time.perf_counter() - started, 3),
+                        }
+                        if isinstance(result.get("usage"), dict):
+                            stats.usage.add(Usage(**result["usage"]))
+                        stats.budget_limited += bool(result.get("budget_limited"))
                 except LeftForRerun:
                     leaving = True
                     return
@@ -315,7 +332,12 @@ async def run_jsonl(
                     stats.add_failure(kind, message)
                     if getattr(error, "stops_run", False) and stats.stopped is None:
                         stats.stopped = message
-                out.write(row)
+                if model is not None:
+                    out.write_model(
+                        {"id": item_id, "line": line}, model, {"seconds": round(time.perf_counter() - started, 3)}
+                    )
+                else:
+                    out.write(row)
                 stats.done += 1
                 if on_progress:
                     on_progress(stats)
