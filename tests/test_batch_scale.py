@@ -387,14 +387,14 @@ def test_a_model_record_is_the_dict_record_and_a_lone_surrogate_is_escaped(tmp_p
     """JsonlAppender.write_model (grade's records): the same JSON as the dict written by
     ``write``; a text that cannot be UTF-8 is escaped, not a crash."""
     from proofcritic.io import JsonlAppender
-    from proofcritic.types import Proof
+    from proofcritic.llm import ChatMessage
 
-    good, bad = Proof(text="∀ n, é"), Proof(text="x")
-    object.__setattr__(bad, "text", "a\ud800b")  # as a server's "\ud800" escape decodes
+    good, bad = ChatMessage(role="user", content="∀ n, é"), ChatMessage(role="user", content="x")
+    object.__setattr__(bad, "content", "a\ud800b")  # as a server's "\ud800" escape decodes
     with JsonlAppender(tmp_path / "m.jsonl") as out:
         out.write_model({"id": "a", "line": 1}, good, {"seconds": 0.5})
         out.write({"id": "a", "line": 1, **good.model_dump(mode="json"), "seconds": 0.5})
         out.write_model({"id": "b"}, bad, {})
     first, second, third = (json.loads(x) for x in (tmp_path / "m.jsonl").read_text().splitlines())
     assert first == second and list(first) == ["id", "line", *good.model_dump(), "seconds"]
-    assert third["text"] == "a\ud800b"
+    assert third["content"] == "a\ud800b"
