@@ -59,7 +59,10 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "dsmv2" / "outputs"
 MAX_POINTS = {"IMO2025": 7, "CMO2024": 21, "Putnam2024": 10, "IMO-ProofBench-Basic": 7, "IMO-ProofBench-Advanced": 7}
 SEED = 0
-META_CONFIRM = {True: (0.8, 0.1), False: (0.2, 0.7)}  # flawed by the humans -> (P(confirm), P(refute))
+META_CONFIRM = {True: (0.8, 0.1), False: (0.2, 0.7)}
+#: tokens of one verification or meta-verification, for the token shares of part 2 (an assumption:
+#: DeepSeekMath-V2's analyses run to thousands of tokens; the local server writes short ones)
+COMPLETION_TOKENS = 2000  # flawed by the humans -> (P(confirm), P(refute))
 TAG = re.compile(r"\[proof (\d+)\]")
 ANALYSIS = re.compile(r"Analysis A(\d+)\.")
 
@@ -76,6 +79,7 @@ def load_proofs() -> list[dict[str, Any]]:
                     "problem": record["question"],
                     "mean": float(prediction["average_automatic_rating"]),
                     "flawed": float(prediction["human_rating"]) < MAX_POINTS[path.stem],
+                    "proof": prediction["proof"],
                 }
             )
     return out
@@ -277,8 +281,15 @@ class ServerScript:
     """The local server's model: verifications drawn from each proof's score distribution (by
     proof and sample index), meta votes as in the simulation, proofs whose means come from the data."""
 
-    def __init__(self, means: dict[str, float], flawed: dict[str, bool], pool_means: list[float]):
+    def __init__(
+        self,
+        means: dict[str, float],
+        flawed: dict[str, bool],
+        pool_means: list[float],
+        texts: tuple[str, ...] | list[str] = (),
+    ):
         self.means, self.flawed, self.pool_means = means, flawed, pool_means
+        self.texts = list(texts) or ["A proof."]  # proof G<i> is as long as the i-th real one
 
     def mean_of(self, name: str) -> float:
         if name in self.means:
@@ -303,8 +314,10 @@ class ServerScript:
                 out.append(f"Reviewed.\n\n{META_SCORE_MARKER}\n\\boxed{{{vote:g}}}")
             elif "## Earlier attempts" in prompt or "Your task is to solve the problem" in prompt:
                 child = f"{name}.{seed % 1000}.{j}" if "## Earlier attempts" in prompt else f"{name}-G{j}"
+                root = re.match(r"p\d+-G(\d+)", child)
+                body = self.texts[int(root.group(1)) % len(self.texts)] if root else self.texts[0]
                 out.append(
-                    f"## Solution\n\n[proof {child}] A proof.\n\n## Self Evaluation\n\n{EVALUATION_MARKER}\nFine.\n\n"
+                    f"## Solution\n\n[proof {child}] {body}\n\n## Self Evaluation\n\n{EVALUATION_MARKER}\nFine.\n\n"
                     f"{SCORE_MARKER}\n\\boxed{{0.5}}"
                 )
             else:
@@ -333,7 +346,7 @@ def start_server(script: ServerScript):
         body = await request.json()
         prompt = "\n".join(m.get("content") or "" for m in body["messages"])
         n = body.get("n") or 1
-        requests.append({"n": n, "meta": "You are reviewing the work of a grader" in prompt, "prompt": prompt[:0]})
+        requests.append({"n": n, "prompt_tokens": len(prompt) // 4})
         texts = script.answer(prompt, body.get("seed") or 0, n)
         requests[-1]["role"] = (
             "meta"
@@ -391,9 +404,20 @@ def cli(args: list[str]) -> None:
         raise SystemExit(f"proofcritic {' '.join(args)} failed ({result.exit_code}): {result.output}")
 
 
-def counted(requests: list[dict[str, Any]], role: str) -> tuple[int, int]:
+def counted(requests: list[dict[str, Any]], role: str) -> tuple[int, int, int]:
+    """(requests, samples, prompt tokens at 4 characters a token) the server saw for ``role``."""
     chosen = [r for r in requests if r["role"] == role]
-    return len(chosen), sum(r["n"] for r in chosen)
+    return len(chosen), sum(r["n"] for r in chosen), sum(r["prompt_tokens"] for r in chosen)
+
+
+def token_share(adaptive: list[tuple[int, int, int]], fixed: list[tuple[int, int, int]]) -> float:
+    """Tokens sent and generated, adaptive over fixed, with COMPLETION_TOKENS per sample and every
+    prompt counted in full (no prefix cache)."""
+
+    def total(parts: list[tuple[int, int, int]]) -> int:
+        return sum(prompt + COMPLETION_TOKENS * samples for _, samples, prompt in parts)
+
+    return total(adaptive) / total(fixed)
 
 
 def run_cli(proofs, work: Path, quick: bool) -> dict[str, Any]:
@@ -405,8 +429,8 @@ def run_cli(proofs, work: Path, quick: bool) -> dict[str, Any]:
     common = ["--model", "openai/sim", "--api-key", "x", "--seed", "0", "--concurrency", "32"]
 
     # label: the 84 proofs
-    rows = [
-        {"id": f"d{i}", "problem": p["problem"][:300], "proof": f"[proof d{i}] A proof."} for i, p in enumerate(proofs)
+    rows = [  # the real proofs and problems, so that prompts are as long as real ones
+        {"id": f"d{i}", "problem": p["problem"], "proof": f"[proof d{i}] {p['proof']}"} for i, p in enumerate(proofs)
     ]
     (work / "proofs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     script = ServerScript(names, flawed, all_means)
@@ -447,26 +471,33 @@ def run_cli(proofs, work: Path, quick: bool) -> dict[str, Any]:
                 "verifications": fv[1],
                 "meta_requests": fm[0],
                 "meta_verifications": fm[1],
+                "prompt_tokens": fv[2] + fm[2],
             },
             "adaptive": {
                 "verify_requests": av[0],
                 "verifications": av[1],
                 "meta_requests": am[0],
                 "meta_verifications": am[1],
+                "prompt_tokens": av[2] + am[2],
             },
             "sample_share": (av[1] + am[1]) / (fv[1] + fm[1]),
             "request_share": (av[0] + am[0]) / (fv[0] + fm[0]),
+            "token_share": token_share([av, am], [fv, fm]),
         }
     finally:
         stop()
 
     # solve --strategy search: pools whose means come from the data
-    for label, means in (("search (all 84 means)", all_means), ("search (the 12 means below 1)", hard)):
+    texts = {"all": [p["proof"] for p in proofs], "hard": [p["proof"] for p in proofs if p["mean"] < 1]}
+    for label, means, body in (
+        ("search (all 84 means)", all_means, texts["all"]),
+        ("search (the 12 means below 1)", hard, texts["hard"]),
+    ):
         problems = [
             {"id": f"p{j}", "problem": f"Problem {j}: prove the claim. [proof p{j}]"} for j in range(2 if quick else 4)
         ]
         (work / "problems.jsonl").write_text("".join(json.dumps(r) + "\n" for r in problems))
-        url, requests, stop = start_server(ServerScript({}, {}, means))
+        url, requests, stop = start_server(ServerScript({}, {}, means, body))
         try:
             results = {}
             for mode in ("fixed", "adaptive"):
@@ -498,10 +529,11 @@ def run_cli(proofs, work: Path, quick: bool) -> dict[str, Any]:
             out[label] = {
                 "problems": len(fixed),
                 "identical": same / len(fixed),
-                "fixed": {"verify_requests": fv[0], "verifications": fv[1]},
-                "adaptive": {"verify_requests": av[0], "verifications": av[1]},
+                "fixed": {"verify_requests": fv[0], "verifications": fv[1], "prompt_tokens": fv[2]},
+                "adaptive": {"verify_requests": av[0], "verifications": av[1], "prompt_tokens": av[2]},
                 "sample_share": av[1] / fv[1],
                 "request_share": av[0] / fv[0],
+                "token_share": token_share([av], [fv]),
             }
         finally:
             stop()
@@ -556,7 +588,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"\nthe real command line against a local server ({time.perf_counter() - start:.0f} s)")
             for name, figures in report["cli"].items():
                 print(
-                    f"  {name:32s} samples {figures['sample_share']:6.1%}, requests {figures['request_share']:6.1%} "
+                    f"  {name:32s} samples {figures['sample_share']:6.1%}, requests {figures['request_share']:6.1%}, "
+                    f"tokens {figures['token_share']:6.1%} (at {COMPLETION_TOKENS:,} per sample, prompts in full) "
                     f"of the fixed run's; identical decisions {figures['identical']:.0%}; "
                     f"fixed {figures['fixed']}, adaptive {figures['adaptive']}"
                 )
