@@ -33,8 +33,11 @@ Part 2, the real command line against a local OpenAI-compatible server (in this 
 distribution (the Bernoulli model, keyed by the proof and i), its meta-verifier as above, and
 whose generator writes proofs whose means come from the data: ``proofcritic label`` on the 84
 proofs and ``proofcritic solve --strategy search`` on a few problems, each run with and without
-``--adaptive`` (``--seed 0``, so sample i is asked with seed i), counting the server's requests
-and samples and comparing the decisions (labels; the search's selections and answer).
+``--adaptive`` (``--seed 0``, so sample i is asked with seed i), counting the server's requests,
+samples and prompt tokens, and comparing the decisions (labels; the search's selections and
+answer). The inputs are the real proofs' texts (the search's generator writes proofs as long as
+the real ones), so prompts are as long as real ones; the token share adds an assumed
+``COMPLETION_TOKENS`` per sample (the local server's answers are short).
 
 Usage: python perf/adaptive.py [--seeds 200] [--label-seeds 10] [--model bernoulli|three-point]
        [--skip-cli] [--quick]
