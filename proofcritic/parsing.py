@@ -278,6 +278,9 @@ POINTS_MARKER = "Based on my evaluation, the final number of points should be:"
 POINTS_MARKER_RE = _marker_pattern(
     "based", "on", "my", "evaluation,?", "the", "final", "number", "of", "points", "should", "be"
 )
+#: the final statement of a step verification (issue #18): ``\\boxed{k}`` (the first wrong step) or ``\\boxed{none}``
+FIRST_ERROR_MARKER = "Based on my evaluation, the first wrong step is:"
+FIRST_ERROR_MARKER_RE = _marker_pattern("based", "on", "my", "evaluation,?", "the", "first", "wrong", "step", "is")
 META_SCORE_MARKER_RE = _marker_pattern(
     "based",
     "on",
@@ -410,6 +413,36 @@ def read_final_score(text: str, marker: re.Pattern[str], allowed: Iterable[float
     return FinalScore(last, score, error)
 
 
+class FinalBox(NamedTuple):
+    """The box of an output's final statement, as text (:func:`read_final_box`)."""
+
+    marker: re.Match[str] | None
+    """The last marker; ``None`` when the output has none."""
+    content: str | None
+    """The content of the final statement's box; ``None`` unless the output follows the rule."""
+    error: str | None
+    """Why there is no content (``None`` when there is one, or when the marker is missing)."""
+
+
+def read_final_box(text: str, marker: re.Pattern[str]) -> FinalBox:
+    """:func:`read_final_score`'s rule for a box that is not a score (a step number, ``none``):
+    the box directly after the last ``marker``, every such statement ending the text."""
+    boxes = _boxes(text)
+    last = None
+    error = None
+    for last in marker.finditer(text):
+        box = _box_after(text, last.end(), boxes)
+        if box is not None and error is None:
+            error = _trailing_error(text, boxes[box][1] + 1)
+    if last is None or error is not None:
+        return FinalBox(last, None, error)
+    box = _box_after(text, last.end(), boxes)
+    if box is None:
+        return FinalBox(last, None, "no \\boxed{} directly after the marker")
+    start, end = boxes[box]
+    return FinalBox(last, text[start:end], None)
+
+
 _YES = frozenset({"yes", "pass", "passes", "passed", "accept", "accepted"})
 _NO = frozenset({"no", "fail", "fails", "failed", "reject", "rejected"})
 _VERDICT_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mathbf|textsf|texttt)\s*\{([^{}]*)\}")
@@ -461,7 +494,7 @@ def neutralize_markers(text: str) -> str:
     if not boxes:
         return text
     chosen: set[int] = set()
-    for pattern in (SCORE_MARKER_RE, META_SCORE_MARKER_RE, POINTS_MARKER_RE):
+    for pattern in (SCORE_MARKER_RE, META_SCORE_MARKER_RE, POINTS_MARKER_RE, FIRST_ERROR_MARKER_RE):
         for match in pattern.finditer(text):
             box = _box_after(text, match.end(), boxes)
             if box is not None:

@@ -9,7 +9,8 @@ Modes (``split_steps(text, mode=...)``):
 - ``paragraphs`` (default): a blank line or a separator line ends a step, and (with ``items``) a
   line that starts a numbered or bulleted item (``1.``, ``2)``, ``(a)``, ``(iii)``, ``Step 3``,
   ``Case 2``, ``- ``, ``* ``, a Markdown heading) starts one;
-- ``lines``: every line is a step (display equations and code blocks stay whole);
+- ``lines``: every line is a step (display equations and code blocks stay whole; no heading
+  is joined to the line after it);
 - ``blank``: only blank lines (and separator lines) split, as ProcessBench's steps are written.
 
 In every mode a display equation (``\\[...\\]``, ``$$...$$``, ``\\begin{align}...`` and the like)
@@ -230,7 +231,7 @@ def split_steps(
             else:
                 joined.append(block)
         blocks = joined
-    if headings:
+    if headings and mode != "lines":
         joined = []
         pending: _Block | None = None
         for position, block in enumerate(blocks):
@@ -269,9 +270,37 @@ def join_steps(texts: Sequence[str], separator: str = "\n\n") -> tuple[str, list
     return "".join(parts), steps
 
 
+def number_steps(steps: Sequence[Step]) -> str:
+    """The steps as a prompt shows them: a ``[Step k]`` line (k = index + 1) before each step's text."""
+    return "\n\n".join(f"[Step {step.number}]\n{step.text}" for step in steps)
+
+
+def mark_steps(text: str, steps: Sequence[Step], marks: Sequence[str]) -> str:
+    """``text`` with ``marks[i]`` written just before step i (where a mark is not empty); the
+    text itself is kept as it is, so a report shows the verdicts in the proof as written."""
+    pieces: list[str] = []
+    position = 0
+    for step, mark in zip(steps, marks, strict=True):
+        if mark:
+            pieces += [text[position : step.start], mark]
+            position = step.start
+    pieces.append(text[position:])
+    return "".join(pieces)
+
+
 def normalized(text: str) -> str:
     """``text`` with its whitespace collapsed: what stays the same when steps move under whitespace changes."""
     return " ".join(text.split())
 
 
-__all__ = ["DEFAULT_STEP_MODE", "STEP_MODES", "Step", "StepMode", "join_steps", "normalized", "split_steps"]
+__all__ = [
+    "DEFAULT_STEP_MODE",
+    "STEP_MODES",
+    "Step",
+    "StepMode",
+    "join_steps",
+    "mark_steps",
+    "normalized",
+    "number_steps",
+    "split_steps",
+]

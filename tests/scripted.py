@@ -10,7 +10,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from proofcritic.llm import Backend, ChatMessage, ChatRequest, Completion
-from proofcritic.parsing import EVALUATION_MARKER, META_SCORE_MARKER, POINTS_MARKER, SCORE_MARKER
+from proofcritic.parsing import (
+    EVALUATION_MARKER,
+    FIRST_ERROR_MARKER,
+    META_SCORE_MARKER,
+    POINTS_MARKER,
+    SCORE_MARKER,
+)
 
 ROLE_SIGNATURES = (
     # the agent loop's prompts (proofcritic/pipelines/agent.py) include verify.j2 or generate.j2,
@@ -25,6 +31,8 @@ ROLE_SIGNATURES = (
     ("rubric", "You write marking schemes for olympiad mathematics"),
     ("reconcile", "Other graders on the panel graded the same solution"),
     ("compare", "Decide which one is the more complete and rigorous proof"),
+    ("rollout", "Continue the solution below"),
+    ("verify_steps", "You check a solution to a competition mathematics problem one step at a time"),
     ("verify", "You are an expert grader"),
     ("generate", "Your task is to solve the problem"),
 )
@@ -57,6 +65,17 @@ def verification_text(
     else:
         lines.append("- None")
     lines += ["", SCORE_MARKER, f"\\boxed{{{score:g}}}"]
+    return "\n".join(lines)
+
+
+def step_verification_text(verdicts: Sequence[str], first_error: int | str | None = "auto") -> str:
+    """A step verifier output: one verdict per step (``correct`` / ``incorrect`` /
+    ``unjustified``) and the first wrong step (1-based; ``"auto"``: the first incorrect one)."""
+    if first_error == "auto":
+        first_error = next((i + 1 for i, v in enumerate(verdicts) if v == "incorrect"), None)
+    lines = ["I read every step.", "", "### Step verdicts", ""]
+    lines += [f"Step {i}: {verdict} - reason {i}" for i, verdict in enumerate(verdicts, start=1)]
+    lines += ["", FIRST_ERROR_MARKER, f"\\boxed{{{'none' if first_error is None else first_error}}}"]
     return "\n".join(lines)
 
 

@@ -1,4 +1,5 @@
-"""The verifier role: analysis with located issues and a score in {0, 0.5, 1}.
+"""The verifier role: analysis with located issues and a score in {0, 0.5, 1}; the step
+verifier (``StepVerifier``: a verdict per step and the first wrong step, issue #18).
 
 The tool-interactive verifier (``CriticVerifier``, ``critic_prompts``, ``CRITIC_TEMPLATES``,
 ``CRITIC_VARIABLES``) is imported on first use (PEP 562): it loads the tools, which grading
@@ -32,6 +33,14 @@ if TYPE_CHECKING:
         scheme_for,
         scheme_text,
     )
+    from ._steps import (
+        STEPS_TEMPLATE,
+        VERDICT_MARKS,
+        StepVerifier,
+        parse_step_verification,
+        step_majority,
+        step_score,
+    )
 
 _LAZY = {
     **dict.fromkeys(("CRITIC_TEMPLATES", "CRITIC_VARIABLES", "CriticVerifier", "critic_prompts"), "._critic"),
@@ -47,6 +56,17 @@ _LAZY = {
         ),
         "._points",
     ),
+    **dict.fromkeys(
+        (
+            "STEPS_TEMPLATE",
+            "VERDICT_MARKS",
+            "StepVerifier",
+            "parse_step_verification",
+            "step_majority",
+            "step_score",
+        ),
+        "._steps",
+    ),
 }
 
 __getattr__, __dir__ = lazy_names(__name__, _LAZY, globals())
@@ -57,9 +77,12 @@ __all__ = [
     "DEFAULT_SCORE_MODE",
     "SCALES",
     "SCORE_MODES",
+    "STEPS_TEMPLATE",
+    "VERDICT_MARKS",
     "CriticVerifier",
     "PointsVerifier",
     "ScoreMode",
+    "StepVerifier",
     "Verifier",
     "aggregate",
     "check_score_mode",
@@ -68,10 +91,13 @@ __all__ = [
     "load_schemes",
     "parse_issues",
     "parse_points_verification",
+    "parse_step_verification",
     "parse_verification",
     "point_values",
     "scheme_for",
     "scheme_text",
     "score_prefix",
     "shown_score",
+    "step_majority",
+    "step_score",
 ]
