@@ -12,6 +12,7 @@ from ._cotrain import cotrain_command
 from ._eval import compare_command, eval_app, report_command
 from ._grade import grade_command
 from ._label import label_command, meta_verify_command
+from ._label_steps import label_steps_command
 from ._lean import lean_check_command, lean_prove_command
 from ._rubric import rubric_command
 from ._serve import serve_command
@@ -31,6 +32,7 @@ app.command("grade")(grade_command)
 app.command("meta-verify")(meta_verify_command)
 app.command("rubric")(rubric_command)
 app.command("label")(label_command)
+app.command("label-steps")(label_steps_command)
 app.command("solve")(solve_command)
 app.add_typer(eval_app, name="eval")
 app.command("report")(report_command)
