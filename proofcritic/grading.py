@@ -75,14 +75,19 @@ async def grade_jsonl(
     input's) and ``done_in``: a worker's shard (see :func:`proofcritic.runner.run_jsonl`).
     """
 
+    counts = [0, 0, 0, 0, 0]  # the verdicts of this run's results (see batch_verdicts)
+
     async def process(item_id: str, record: dict) -> GradeResult:
         problem = problem_from_record(record, default_id=item_id)
         if max_points is not None:
             problem = problem.model_copy(update={"max_points": max_points})
         scheme = record.get("scheme") or record.get("marking_scheme")  # points grading's, per problem
-        return await grade(verifier, problem, proof_from_record(record), n=n, scheme=scheme, normalizer=normalizer)
+        result = await grade(verifier, problem, proof_from_record(record), n=n, scheme=scheme, normalizer=normalizer)
+        for i, count in enumerate(_result_verdict_counts(result)):
+            counts[i] += count
+        return result
 
-    return await run_jsonl(
+    stats = await run_jsonl(
         items if items is not None else read_items(input_path),
         output_path,
         process,
@@ -90,6 +95,8 @@ async def grade_jsonl(
         on_progress=on_progress,
         done_in=done_in,
     )
+    stats.extra["verdict_counts"] = tuple(counts)
+    return stats
 
 
 def _record_verifications(record: dict) -> list[dict] | None:
@@ -114,15 +121,28 @@ def _verdict_counts(record: dict) -> tuple[int, int, int, int, int] | None:
     return 1, int(bool(scores)), len(vs), len(scores), read_out
 
 
-def batch_verdicts(output_path: str | Path, *, verdicts: bool = True) -> str:
+def _result_verdict_counts(result: GradeResult) -> tuple[int, int, int, int, int]:
+    """:func:`_verdict_counts` of a grade result, read from the model (no record parsed)."""
+    scored = [v for v in result.verifications if v.score is not None]
+    read_out = sum(v.score_source in READ_OUT_SOURCES for v in scored)
+    return 1, int(bool(scored)), len(result.verifications), len(scored), read_out
+
+
+def batch_verdicts(output_path: str | Path, *, verdicts: bool = True, stats: RunStats | None = None) -> str:
     """One line on the results of a batch output (``grade``, ``solve``, ``label``): the proofs
     with a verdict (a scored verification; left out with ``verdicts=False``), the verifications
-    without a score and the scores from a read-out."""
-    counts = [0, 0, 0, 0, 0]  # proofs, with a verdict, verifications, scored, read out
-    for summary in latest_values(output_path, _verdict_counts).values():  # one streamed pass
-        if summary is not None:
-            for i, count in enumerate(summary):
-                counts[i] += count
+    without a score and the scores from a read-out. With the ``stats`` of a :func:`grade_jsonl`
+    run that skipped nothing, the counts it kept as it went are the output's (every latest
+    record is one of its results), and the output is not read again."""
+    kept = stats.extra.get("verdict_counts") if stats is not None and not stats.skipped else None
+    if kept is not None:
+        counts = list(kept)
+    else:
+        counts = [0, 0, 0, 0, 0]  # proofs, with a verdict, verifications, scored, read out
+        for summary in latest_values(output_path, _verdict_counts).values():  # one streamed pass
+            if summary is not None:
+                for i, count in enumerate(summary):
+                    counts[i] += count
     proofs, with_verdict, verifications, scored, read_out = counts
     head = f"verdicts: {with_verdict} of {proofs} proof(s), {proofs - with_verdict} without a verdict; "
     return (

@@ -398,3 +398,27 @@ def test_a_model_record_is_the_dict_record_and_a_lone_surrogate_is_escaped(tmp_p
     first, second, third = (json.loads(x) for x in (tmp_path / "m.jsonl").read_text().splitlines())
     assert first == second and list(first) == ["id", "line", *good.model_dump(), "seconds"]
     assert third["content"] == "a\ud800b"
+
+
+async def test_the_verdict_line_kept_during_a_run_is_the_one_read_from_the_output(tmp_path):
+    """grade_jsonl counts the verdicts as it goes, so the closing line needs no second pass over
+    the output; it is the line read from the file (scored, unscored and without a verdict mixed),
+    and a resumed run (items skipped) reads the file."""
+    from scripted import ScriptedBackend, verification_text
+
+    from proofcritic.grading import batch_verdicts, grade_jsonl
+    from proofcritic.llm import Model
+    from proofcritic.verifier import Verifier
+
+    def script(call):
+        case = int(call.prompt.split("Prove case ")[1].split(".")[0])
+        return "no verdict here" if (case + call.index) % 3 == 0 else verification_text(0.5 * (case % 3))
+
+    source, out = _write(tmp_path / "in.jsonl", 12, extra="not json\n"), tmp_path / "out.jsonl"
+    verifier = Verifier(Model(ScriptedBackend(script)))
+    stats = await grade_jsonl(verifier, source, out, n=2, concurrency=4)
+    kept = batch_verdicts(out, stats=stats)
+    assert kept == batch_verdicts(out) and stats.extra["verdict_counts"][0] == 12
+    assert "without a verdict" in kept and "unscored: 8 of 24 verifications" in kept
+    again = await grade_jsonl(verifier, source, out, n=2, concurrency=4)
+    assert again.skipped == 13 and batch_verdicts(out, stats=again) == kept

@@ -271,7 +271,7 @@ def grade_command(
             f"graded {stats.done - stats.skipped} item(s), {stats.skipped} already done, "
             f"{stats.errors} error record(s) -> {output}"
         )
-        console.print(batch_verdicts(output))
+        console.print(batch_verdicts(output, stats=stats))
         exit_status(stats)
         return
     verifier, normalizer = spec.grader(the_model, prompt_set)
@@ -286,7 +286,7 @@ def grade_command(
                 f"{stats.errors} error record(s) -> {output}"
             )
             assert output is not None  # a batch
-            console.print(batch_verdicts(output))
+            console.print(batch_verdicts(output, stats=stats))
             return stats
         with LiveProgress("grading", console, [the_model]):
             result = await grade(verifier, the_problem, the_proof, n=n, normalizer=normalizer)

@@ -160,6 +160,9 @@ def combine(results: list[WorkerResult]) -> tuple[RunStats, Usage]:
         if stats.stopped is None:
             stats.stopped = s.stopped
         usage.add(result.usage)
+    kept = [r.stats.extra.get("verdict_counts") for r in results]
+    if results and all(k is not None for k in kept):  # grade's verdicts (grading.batch_verdicts)
+        stats.extra["verdict_counts"] = tuple(sum(column) for column in zip(*kept))
     return stats, usage
 
 
