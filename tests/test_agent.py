@@ -411,3 +411,57 @@ async def test_smollm2_verifier_format_failures_end_the_run(smol_backend):
     assert not verdict["passed"] and verdict["consecutive_failures"] == 1
     assert result.proof == "IMPROVED PROOF 1"
     assert result.stop_reason == "not accepted in 1 runs (gave_up)"
+
+
+# --------------------------------------------------------------------------- adaptive re-verification
+
+
+def verify_requests(backend: ScriptedBackend) -> list[int]:
+    """The samples of each verification request, in the order the requests were sent."""
+    sizes: dict[int, int] = {}
+    for call in backend.calls:
+        if call.role in VERIFY_ROLES:
+            sizes[id(call.request)] = sizes.get(id(call.request), 0) + 1
+    return list(sizes.values())
+
+
+@pytest.mark.parametrize(("batch", "requests"), [(4, [4, 1]), (1, [1, 1, 2, 1]), (8, [5])])
+async def test_adaptive_draws_a_streak_at_its_checkpoints(batch, requests):
+    """Five passes needed: the checkpoints of 5 with the batch (4, 5 / 1, 2, 4, 5 / 5) are the
+    requests; the judge still reads one verification per iteration."""
+    result, backend = await run_agent(agent_script(itertools.repeat(True)), adaptive=True, batch=batch)
+    assert verify_requests(backend) == requests
+    assert counts(backend) == {"generate": 1, "agent_improve": 1, "verify": 5, "agent_judge": 5}
+    assert result.stop_reason.startswith("accepted") and len(result.verifications) == 5
+    (adaptive,) = steps(result, "adaptive")
+    assert (adaptive["planned"], adaptive["drawn"], adaptive["used"], adaptive["requests"]) == (5, 5, 5, len(requests))
+    assert adaptive["stopped"].startswith("5 consecutive passes")
+
+
+async def test_adaptive_decisions_follow_the_fixed_loop_and_unused_draws_are_counted():
+    """Verdicts pass, fail, then five passes: the same judge calls, repairs and acceptance as the
+    fixed loop; the first streak drew 4 (checkpoint 4) and used 2, the second drew 4 + 1."""
+    verdicts = [True, False] + [True] * 5
+    fixed, fixed_backend = await run_agent(agent_script(iter(verdicts)))
+    result, backend = await run_agent(agent_script(iter(verdicts)), adaptive=True, batch=4)
+    assert result.stop_reason == fixed.stop_reason and result.proof == fixed.proof == "REPAIRED PROOF 1"
+    assert [e["passed"] for e in steps(result, "verdict")] == [e["passed"] for e in steps(fixed, "verdict")]
+    assert counts(backend)["agent_judge"] == counts(fixed_backend)["agent_judge"] == 7
+    assert counts(fixed_backend)["verify"] == 7 and verify_requests(fixed_backend) == [1] * 7
+    assert counts(backend)["verify"] == 9 and verify_requests(backend) == [4, 4, 1]
+    first, second = steps(result, "adaptive")
+    assert (first["drawn"], first["used"], first["iteration"]) == (4, 2, 1)
+    assert first["stopped"].startswith("verification 2 failed: 2 of 4")
+    assert (second["drawn"], second["used"], second["iteration"]) == (5, 5, 3)
+    # every request sent is in the usage, the one holding the unused two included: 3 verification
+    # requests, 7 judge calls, solve, improvement and one repair (the fixed loop: 7 verification requests)
+    assert result.usage.calls == len({id(c.request) for c in backend.calls}) == 13
+    assert fixed.usage.calls == 17
+    assert result.usage.completion_tokens > 0 and fixed.usage.completion_tokens > 0
+
+
+def test_adaptive_agent_plan_and_config():
+    plan = AgentStrategy(adaptive=True, batch=4, max_iterations=10, max_runs=1).plan()
+    assert plan.calls["verification"] == 10 and plan.samples["verification"] == 40
+    assert AgentStrategy(max_iterations=10, max_runs=1).plan().samples["verification"] == 10
+    assert "adaptive" not in AgentConfig().model_dump()  # a fixed run's settings stay as they were

@@ -169,7 +169,8 @@ def solve_command(
         typer.Option(
             "--adaptive",
             help="search: draw each proof's verifications in batches and stop once the pass check and the "
-            "top-k / answer by mean are settled (see README 'Adaptive verification') [off].",
+            "top-k / answer by mean are settled; agent: draw each streak's re-verifications in batches, judged "
+            "one at a time as before (see README 'Adaptive verification') [off].",
             rich_help_panel=_STRATEGY,
         ),
     ] = None,
@@ -185,7 +186,8 @@ def solve_command(
         _Int,
         typer.Option(
             "--batch",
-            help="search --adaptive: verifications of a proof's first batch; each later request doubles them [4].",
+            help="search / agent --adaptive: verifications of a proof's first batch; each later request doubles "
+            "them [4].",
             rich_help_panel=_STRATEGY,
         ),
     ] = None,

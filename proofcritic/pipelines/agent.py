@@ -35,6 +35,21 @@ run, iteration and step, so repeated verifications of one proof are independent 
 with the completion cache on, and a resumed run replays the same decisions. ``state_dir`` is
 not used: resuming relies on the completion cache.
 
+**Adaptive re-verification** (``adaptive=True``; ``solve --strategy agent --adaptive``). A
+streak of verifications of one proof in one run (from its first verification, or the first after
+a failure, until a fail or acceptance) is one decision, "passes the ``passes_to_accept - passes``
+verifications still needed" (at most the iterations left), and is drawn as samples of one
+verification request at the checkpoints of
+:func:`~proofcritic.pipelines.adaptive.checkpoints` (``batch``, ``2 * batch`` ... of the needed
+ones; sample i with the streak's seed + i, so a rerun draws the same samples from the cache).
+Each iteration takes the next drawn verification and judges it as before, so the judge calls,
+the counters, repairs and the outcome follow the fixed loop's rules exactly on the drawn
+sequence. The fixed loop already stops a streak at its first failure, so this saves no
+verification calls: it sends fewer verification requests (one per checkpoint instead of one per
+iteration: a streak of 5 passes is 2 requests at ``batch=4``, 4 at ``batch=1``) and can cost up
+to ``batch - 1`` verifications drawn after a failure and never used; an ``adaptive`` transcript
+step says what each streak drew and used. ``confidence`` is not used: the rule is exact.
+
 On the points scale (roles whose verifier is a :class:`~proofcritic.verifier.PointsVerifier`,
 ``solve --scale points``) every verification grades points (``verify_points``; with disputes
 ``agent_reverify_points``), a pass is full marks read from the grade itself (no judge call; a
@@ -66,6 +81,7 @@ from ._agent_roles import (
     agent_prompts,
 )
 from ._common import ConfiguredStrategy, Roles, SolveResult, usable, verifier_evaluation_text
+from .adaptive import AdaptiveOptions, Draws, next_checkpoint
 
 if TYPE_CHECKING:
     from ..verifier import Verifier
@@ -73,8 +89,9 @@ if TYPE_CHECKING:
 __all__ = ["AgentConfig", "AgentStrategy"]
 
 
-class AgentConfig(BaseModel):
-    """Parameters of the agent loop (defaults: the published pipeline's)."""
+class AgentConfig(AdaptiveOptions):
+    """Parameters of the agent loop (defaults: the published pipeline's; ``adaptive``, ``batch``:
+    :class:`~proofcritic.pipelines.adaptive.AdaptiveOptions`, off; see the module)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -94,6 +111,19 @@ class AgentConfig(BaseModel):
                 "no run could ever accept; raise max_iterations or lower passes_to_accept"
             )
         return self
+
+
+@dataclass
+class _Streak:
+    """The verifications drawn for one streak of one proof (adaptive re-verification)."""
+
+    candidate: _Candidate
+    run: int
+    start: int
+    """The iteration of the streak's first verification."""
+    seed: int
+    draws: Draws
+    used: int = 0
 
 
 @dataclass
@@ -149,6 +179,7 @@ class _Session:
         self.transcript: list[dict[str, Any]] = []
         self.usage = Usage()
         self.accepted: _Candidate | None = None
+        self.streak: _Streak | None = None  # adaptive re-verification: the streak being drawn
 
     # -- helpers ----------------------------------------------------------------------------
     def _seed(self, role: Role, run: int, iteration: int, step: str) -> int:
@@ -190,7 +221,59 @@ class _Session:
         self._record(_entry(run, 0, "improve", improved, usable=self._usable(improved)), improved.usage)
         return self._candidate(improved, f"run-{run}/improve") if self._usable(improved) else current
 
-    async def _verify(self, run: int, iteration: int, current: _Candidate) -> Verification:
+    async def _verify(self, run: int, iteration: int, current: _Candidate, passes: int = 0) -> Verification:
+        verifier, template = self._verifier_for(current)
+        if self.config.adaptive:
+            verification = await self._drawn_verification(run, iteration, current, passes, verifier)
+        else:
+            seed = self._seed(verifier, run, iteration, "verify")
+            verification = (await verifier.verify(self.problem, current.proof, seed=seed))[0]
+        current.verifications.append(verification)
+        self._record(_entry(run, iteration, "verify", verification, template=template), verification.usage)
+        return verification
+
+    async def _drawn_verification(
+        self, run: int, iteration: int, current: _Candidate, passes: int, verifier: Verifier
+    ) -> Verification:
+        """The streak's next verification, drawn at the next checkpoint when none is left."""
+        streak = self.streak
+        if streak is None or streak.candidate is not current or streak.run != run:
+            self.end_streak("a new streak began")
+            needed = min(self.config.passes_to_accept - passes, self.config.max_iterations - iteration + 1)
+            seed = self._seed(verifier, run, iteration, "verify")
+            streak = self.streak = _Streak(current, run, iteration, seed, Draws(max(needed, 1)))
+        if streak.used >= streak.draws.drawn:
+            upto = next_checkpoint(streak.draws.drawn, streak.draws.n, self.config.batch)
+            await streak.draws.draw(verifier, self.problem, current.proof, upto, seed=streak.seed)
+        verification = streak.draws.verifications[streak.used]
+        streak.used += 1
+        return verification
+
+    def end_streak(self, why: str) -> None:
+        """Close the adaptive streak (if any) with an ``adaptive`` transcript step: what it drew
+        and used (the verifications' usage is counted as each is used; the unused ones' here)."""
+        streak, self.streak = self.streak, None
+        if streak is None:
+            return
+        unused = streak.draws.verifications[streak.used :]
+        for verification in unused:
+            self.usage.add(verification.usage)
+        self._record(
+            _entry(
+                streak.run,
+                streak.start,
+                "adaptive",
+                planned=streak.draws.n,
+                drawn=streak.draws.drawn,
+                used=streak.used,
+                requests=streak.draws.requests,
+                stopped=f"{why}: {streak.used} of {streak.draws.drawn} drawn verifications used "
+                f"({streak.draws.requests} requests; {streak.draws.n} needed at most)",
+            )
+        )
+
+    def _verifier_for(self, current: _Candidate) -> tuple[Verifier, str]:
+        """The verifier of ``current`` (shown the disputes of its repair, if any) and its template."""
         verifier: Verifier
         if current.rebuttal and self.roles.scale == "points":  # the points protocol, the disputes shown
             base = self.roles.verifier
@@ -216,11 +299,7 @@ class _Session:
             template = "agent_reverify"
         else:
             verifier, template = self.roles.verifier, self.roles.verifier.template  # verify or verify_points
-        seed = self._seed(verifier, run, iteration, "verify")
-        verification = (await verifier.verify(self.problem, current.proof, seed=seed))[0]
-        current.verifications.append(verification)
-        self._record(_entry(run, iteration, "verify", verification, template=template), verification.usage)
-        return verification
+        return verifier, template
 
     async def _judge(
         self, run: int, iteration: int, current: _Candidate, log: str, verification: Verification
@@ -268,7 +347,7 @@ class _Session:
                 failures=failures,
                 last_verdict=verdict,
             )
-            verification = await self._verify(run, iteration, current)
+            verification = await self._verify(run, iteration, current, passes)
             log = strip_thinking(verification.raw).strip()
             passed, reason = await self._judge(run, iteration, current, log, verification)
             if self.roles.scale == "points" and log:  # the bug report: the analysis, its issues, "x / 7 points"
@@ -291,19 +370,24 @@ class _Session:
                     consecutive_failures=failures,
                 )
             )
+            if not passed:
+                self.end_streak(f"verification {iteration} failed")
             if passes >= config.passes_to_accept:
+                self.end_streak(f"{passes} consecutive passes")
                 self.accepted = current
                 self._record(
                     _entry(run, iteration, "run_end", outcome="accepted", reason=f"{passes} consecutive passes")
                 )
                 return "accepted"
             if failures >= config.failures_to_give_up:
+                self.end_streak("the run gave up")
                 self._record(
                     _entry(run, iteration, "run_end", outcome="gave_up", reason=f"{failures} consecutive failures")
                 )
                 return "gave_up"
             if not passed and iteration < config.max_iterations:
                 current = await self._repair(run, iteration, current, log)
+        self.end_streak("the run's iterations ran out")
         self._record(
             _entry(
                 run,
@@ -353,10 +437,13 @@ class AgentStrategy(ConfiguredStrategy):
 
     def plan(self) -> CallPlan:
         """Per run: the solve, the improvement (``self_improve``), and per iteration one
-        verification and one judge call, with a repair after each but the last; ``max_runs`` runs."""
+        verification and one judge call, with a repair after each but the last; ``max_runs`` runs.
+        Adaptive: up to ``min(batch, passes_to_accept)`` verifications per iteration (a streak
+        that fails may leave drawn ones unused), one request per checkpoint at most per iteration."""
         c = self.config
         per_run = CallPlan().add("generation", 1 + int(c.self_improve) + c.max_iterations - 1)
-        per_run.add("verification", c.max_iterations).add("judge", c.max_iterations)
+        drawn = min(c.batch, c.passes_to_accept) if c.adaptive else 1
+        per_run.add("verification", c.max_iterations, c.max_iterations * drawn).add("judge", c.max_iterations)
         return per_run.times(c.max_runs)
 
     async def solve(self, problem: Problem, roles: Roles, state_dir: Any = None) -> SolveResult:
@@ -389,6 +476,7 @@ class AgentStrategy(ConfiguredStrategy):
                         f"passes in run {run} (iteration {iteration})",
                     )
         except BudgetExceeded as error:
+            session.end_streak("the budget ran out")
             return session.result(self.name, f"budget: {error}", budget_limited=True)
         return session.result(self.name, f"not accepted in {len(outcomes)} runs ({', '.join(outcomes)})")
 
