@@ -65,6 +65,16 @@ LABEL_PARAMS: dict[str, tuple[Any, str]] = {
     "refute_at": (0.0, "A meta score at most this refutes the analysis."),
 }
 
+#: how a proof is cut into steps (issue #18; ``proofcritic.steps.split_steps``, the step verifier,
+#: ``grade --steps``, ``eval steps``): the modes and the words of ``--step-mode``
+StepMode = Literal["paragraphs", "lines", "blank"]
+STEP_MODES: tuple[str, ...] = get_args(StepMode)
+DEFAULT_STEP_MODE: StepMode = "paragraphs"
+STEP_MODE_HELP = (
+    "How a proof is cut into steps: paragraphs (blank lines, numbered items; displays kept with their "
+    "sentence), lines (every line), blank (blank lines only)."
+)
+
 #: strategy name -> "module:class", imported lazily
 STRATEGIES: dict[str, str] = {
     "single": "proofcritic.pipelines.single:SingleStrategy",

@@ -30,13 +30,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-StepMode = Literal["paragraphs", "lines", "blank"]
-STEP_MODES: tuple[str, ...] = get_args(StepMode)
-DEFAULT_STEP_MODE: StepMode = "paragraphs"
+from ._constants import DEFAULT_STEP_MODE, STEP_MODES, StepMode  # (the command line's help reads them there)
 
 
 class Step(BaseModel):

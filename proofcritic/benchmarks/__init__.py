@@ -1,4 +1,5 @@
-"""Evaluation suites (IMO, CMO, Putnam, USAMO, IMO-ProofBench, grader-vs-human) and run folders.
+"""Evaluation suites (IMO, CMO, Putnam, USAMO, IMO-ProofBench, grader-vs-human, first wrong
+step) and run folders.
 
 The names below are imported on first use (PEP 562): the registry of suites (``SUITES``,
 ``load_suite``) does not load the metrics and their numpy, and ``eval --help`` lists the suites
@@ -15,24 +16,26 @@ from .._lazy import lazy_names
 
 if TYPE_CHECKING:
     from ._data import data_root
-    from ._items import BUCKETS, SCALES, GradeItem, SolveItem
+    from ._items import BUCKETS, SCALES, GradeItem, SolveItem, StepItem
     from ._registry import SUITES, get_suite, load_suite, suite_names
     from ._run import RunFolder
     from ._suite import Kind, Suite
     from .custom import load_graded_file, load_problems_file
     from .eval_grade import eval_grade, summarize_grade_run
+    from .eval_steps import eval_steps, summarize_steps_run
     from .metrics import MetricsError, grader_report
     from .proofbench import load_lean_problems
 
 #: public name -> the submodule that defines it
 _LAZY = {
     "data_root": "._data",
-    **dict.fromkeys(("BUCKETS", "SCALES", "GradeItem", "SolveItem"), "._items"),
+    **dict.fromkeys(("BUCKETS", "SCALES", "GradeItem", "SolveItem", "StepItem"), "._items"),
     **dict.fromkeys(("SUITES", "get_suite", "load_suite", "suite_names"), "._registry"),
     "RunFolder": "._run",
     **dict.fromkeys(("Kind", "Suite"), "._suite"),
     **dict.fromkeys(("load_graded_file", "load_problems_file"), ".custom"),
     **dict.fromkeys(("eval_grade", "summarize_grade_run"), ".eval_grade"),
+    **dict.fromkeys(("eval_steps", "summarize_steps_run"), ".eval_steps"),
     **dict.fromkeys(("MetricsError", "grader_report"), ".metrics"),
     "load_lean_problems": ".proofbench",
 }
@@ -64,9 +67,11 @@ __all__ = [
     "MetricsError",
     "RunFolder",
     "SolveItem",
+    "StepItem",
     "Suite",
     "data_root",
     "eval_grade",
+    "eval_steps",
     "get_suite",
     "grader_report",
     "load_graded_file",
@@ -75,4 +80,5 @@ __all__ = [
     "load_suite",
     "suite_names",
     "summarize_grade_run",
+    "summarize_steps_run",
 ]

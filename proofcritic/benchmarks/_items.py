@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from ..steps import Step
 from ..types import Problem
 
 #: points of a full solution per competition family (SPEC section 6)
@@ -44,3 +45,26 @@ class GradeItem(BaseModel):
     def human_correct(self) -> bool:
         """Whether humans judged the proof fully correct (full points)."""
         return self.human_points >= self.problem.max_points
+
+
+class StepItem(BaseModel):
+    """A solution with its first wrong step known, for measuring a step verifier (``eval steps``).
+
+    ProcessBench rows give their ``steps`` and ``label`` (the index of the first wrong step, -1
+    when every step is right); ``proof`` is then the steps joined by blank lines and each step's
+    offsets point into it. Rows that give a proof and human error annotations instead (the Open
+    Proof Corpus) leave ``steps`` and ``label`` None: the run cuts the proof with its step mode,
+    and the label is the step where the first annotated error (``error_spans``) begins.
+    """
+
+    id: str
+    problem: Problem
+    proof: str
+    steps: list[Step] | None = Field(None, description="The given steps (None: cut by the run's step mode).")
+    label: int | None = Field(
+        None, ge=-1, description="First wrong step's index, -1 for none (None: from error_spans)."
+    )
+    error_spans: list[list[int]] = Field(
+        default_factory=list, description="[start, end) offsets in the proof of human-annotated errors."
+    )
+    meta: dict[str, Any] = Field(default_factory=dict, description="generator, subset, competition, model_id, ...")

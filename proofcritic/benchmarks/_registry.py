@@ -5,18 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import InputError
-from . import competitions, custom, opc, proofbench, usamo
+from . import competitions, custom, opc, processbench, proofbench, usamo
 from ._items import GradeItem, SolveItem
 from ._suite import Kind, Suite
 
 #: every named suite, solving suites first
 SUITES: dict[str, Suite] = {
-    suite.name: suite for family in (competitions, proofbench, usamo, opc, custom) for suite in family.SUITES
+    suite.name: suite
+    for family in (competitions, proofbench, usamo, opc, custom, processbench)
+    for suite in family.SUITES
 }
 
 
 def suite_names(kind: Kind) -> list[str]:
-    """The suites of ``kind`` ("solve" or "grade") that load by name from the data folder, in
+    """The suites of ``kind`` ("solve", "grade" or "steps") that load by name from the data folder, in
     registry order (``problems``, ``graded`` and suites without a copy there need a file)."""
     return [name for name, suite in SUITES.items() if suite.kind == kind and suite.path is not None]
 

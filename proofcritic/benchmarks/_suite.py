@@ -4,7 +4,8 @@ A suite says where its data lives (``path``, relative to the data root), how tha
 read into records (``read``; JSON/JSONL/CSV by default), an optional pass over all records
 (``prepare``), which records it keeps (``where``) and how a record becomes an item (``item``).
 Solving suites make :class:`SolveItem`; grading suites
-make :class:`GradeItem` (a proof with human points). ``max_points`` is the suite's points scale
+make :class:`GradeItem` (a proof with human points); step suites make :class:`StepItem` (a
+solution with its first wrong step). ``max_points`` is the suite's points scale
 (``None`` when it varies per item) and ``buckets`` the named grades it is scored in, if any.
 """
 
@@ -20,10 +21,10 @@ from pydantic import ValidationError
 from ..errors import InputError, validation_line
 from ..types import Problem
 from ._data import data_root, hf_records, hf_spec, read_records
-from ._items import GradeItem, SolveItem
+from ._items import GradeItem, SolveItem, StepItem
 
-Item = SolveItem | GradeItem
-Kind = Literal["solve", "grade"]
+Item = SolveItem | GradeItem | StepItem
+Kind = Literal["solve", "grade", "steps"]
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ class Suite:
 
 def item_id(item: Item) -> str:
     """The id an item is known by in a run (unique within a suite)."""
-    return item.id if isinstance(item, GradeItem) else item.problem.id
+    return item.id if isinstance(item, (GradeItem, StepItem)) else item.problem.id
 
 
 def make_problem(**fields: Any) -> Problem:

@@ -655,6 +655,10 @@ def build_report(
     run = run if isinstance(run, RunFolder) else RunFolder(run)
     config = run.config() if run.config_path.exists() else {}
     records = run.records()
+    if any(r.get("kind") == "steps" for r in records):  # eval steps: its own summary and tables
+        from .eval_steps import write_steps_report
+
+        return write_steps_report(run, records, config)
     kind = run_kind(records)
     if kind == "grade":
         summary = summarize_grade_run(records)

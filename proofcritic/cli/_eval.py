@@ -1,4 +1,4 @@
-"""``proofcritic eval solve|grade``, ``proofcritic report`` and ``proofcritic compare``.
+"""``proofcritic eval solve|grade|steps``, ``proofcritic report`` and ``proofcritic compare``.
 
 Each eval command makes a run folder (``config.json``, ``items.jsonl``, ``summary.json``,
 ``report.html``, ``report.md``; see :mod:`proofcritic.benchmarks._run`), runs under a progress
@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .._constants import ADAPTIVE_PARAMS, DEFAULT_SCORE_MODE, STRATEGIES
+from .._constants import (
+    ADAPTIVE_PARAMS,
+    DEFAULT_SCORE_MODE,
+    DEFAULT_STEP_MODE,
+    STEP_MODE_HELP,
+    STEP_MODES,
+    STRATEGIES,
+)
 from ..budget import CallPlan
 from ._batch import OverwriteOpt, exit_status, model_name, result_settings
 from ._common import (
@@ -138,6 +145,13 @@ def show_headline(console: Console, summary: dict[str, Any]) -> None:
         for text in texts:
             console.print(f"{'note':>18}: {text}", soft_wrap=True)
 
+    if summary.get("kind") == "steps":
+        from ..benchmarks.eval_steps import headline_rows
+
+        for name, value in headline_rows(summary):
+            console.print(f"{name:>20}: {value}", soft_wrap=True)
+        notes(summary.get("notes", []))
+        return
     if summary.get("kind") == "solve":
         for name, m in summary["metrics"].items():
             line(name, m["value"], m["low"], m["high"])
@@ -538,6 +552,89 @@ def eval_grade_command(
             )
 
     run_with_model(model, console, main, usage=False, closing=built[1] if built is not None else ())
+    _finish(folder, console, seen)
+
+
+StepsSuiteOpt = Annotated[str | None, _suite_option("steps")]
+
+
+@eval_app.command("steps")
+@with_model_options
+def eval_steps_command(
+    suite: StepsSuiteOpt = None,
+    file: Annotated[
+        str | None,
+        typer.Option(
+            "--file",
+            help="ProcessBench-format rows (JSON/JSONL: id, problem, steps, label = first wrong step or -1), "
+            "or hf:Qwen/ProcessBench:SPLIT; the suite is then processbench.",
+        ),
+    ] = None,
+    run: RunOpt = Path("run"),
+    overwrite: OverwriteOpt = False,
+    n: Annotated[int, typer.Option("-n", "--n", min=1, help="Step verifications per solution.")] = 1,
+    step_mode: Annotated[str, typer.Option("--step-mode", help=STEP_MODE_HELP)] = DEFAULT_STEP_MODE,
+    limit: LimitOpt = None,
+    data_dir: DataOpt = None,
+    dry_run: DryRunOpt = False,
+    *,
+    opts: ModelOptions,
+) -> None:
+    """Measure the step verifier: its first wrong step against ProcessBench labels (F1 of the
+    accuracies on erroneous and correct solutions) or human error annotations (same step / before /
+    after / missed)."""
+    from rich.console import Console
+
+    from ..benchmarks import RunFolder, get_suite
+    from ..benchmarks.eval_steps import eval_steps
+    from ..verifier import StepVerifier
+
+    if step_mode not in STEP_MODES:
+        raise typer.BadParameter(f"must be one of {', '.join(STEP_MODES)}", param_hint="--step-mode")
+    if suite is None and file is None:
+        raise typer.BadParameter("give --suite (opc-steps) or --file (ProcessBench-format rows)")
+    name = suite or "processbench"
+    chosen = get_suite(name)
+    if chosen.kind != "steps":
+        raise typer.BadParameter(f"{name} is a {chosen.kind} suite; use `eval {chosen.kind}`", param_hint="--suite")
+    items = chosen.load(data_dir=data_dir, limit=limit, source=file)
+    console = Console(stderr=True)
+    show_plan(
+        console,
+        f"eval steps {file or name}",
+        len(items),
+        CallPlan().add("step verification", 1, n),
+        {"model": model_name(opts), "n": n, "step_mode": step_mode, "run": run},
+        dry_run=dry_run,
+        unit="solution",
+    )
+    prompt_set = opts.prompt_set()
+    model = opts.build_model()
+    folder = RunFolder(run)
+    settings = result_settings(
+        "eval steps", opts, prompt_set, suite=name, file=str(file) if file else None, n=n, step_mode=step_mode
+    )
+    _prepare(
+        folder,
+        {"command": "eval steps", "suite": file or name, "n": n, "limit": limit, "model": model_name(opts)},
+        settings,
+        overwrite,
+    )
+    verifier = StepVerifier(model, prompts=prompt_set, config=opts.sampling(), mode=step_mode)  # type: ignore[arg-type]
+    seen: list[RunStats] = []
+
+    async def main() -> None:
+        with run_progress("steps", console, [model]) as update:
+            await eval_steps(
+                items,  # type: ignore[arg-type]
+                folder,
+                verifier=verifier,
+                n=n,
+                concurrency=opts.concurrency or 8,
+                on_progress=_kept(update, seen),
+            )
+
+    run_with_model(model, console, main, usage=False)
     _finish(folder, console, seen)
 
 
