@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 
 import typer
@@ -60,6 +61,15 @@ def main() -> None:
     named errors and the parser's usage errors (a bad option or value: ``error: Invalid value
     for '--temperature': must be greater than or equal to 0``).
     """
+    try:
+        _main()
+    finally:
+        # the process ends here: what is alive now dies with it, so the garbage collector need not
+        # scan it all again while the interpreter shuts down (a tenth of a second after a batch)
+        gc.freeze()
+
+
+def _main() -> None:
     try:
         code = app(standalone_mode=False)
     except typer.TyperException as error:  # the parser's errors: usage errors (status 2), a bad file, ...
