@@ -31,7 +31,7 @@ from proofcritic.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "train"
-RECIPES = ("verifier", "meta-verifier", "generator", "sft", "dpo")
+RECIPES = ("verifier", "meta-verifier", "generator", "sft", "dpo", "prm")
 #: the reward whose components a GRPO role's metrics carry
 REWARD = {"verifier": "verifier_reward", "meta-verifier": "meta_verifier_reward", "generator": "generator_reward"}
 STEPS = ("verifier", "generator_init", "generator", "sample", "label", "merge")
@@ -116,7 +116,14 @@ def test_every_readme_training_command_is_valid(monkeypatch, tmp_path):
     from proofcritic.training.recipes import load_config
 
     monkeypatch.chdir(tmp_path)
-    recipe = {"verifier": "grpo", "meta-verifier": "grpo", "generator": "grpo", "sft": "sft", "dpo": "dpo"}
+    recipe = {
+        "verifier": "grpo",
+        "meta-verifier": "grpo",
+        "generator": "grpo",
+        "sft": "sft",
+        "dpo": "dpo",
+        "prm": "prm",
+    }
     seen = set()
     for written in _commands():
         args = _absolute(written)
@@ -127,7 +134,7 @@ def test_every_readme_training_command_is_valid(monkeypatch, tmp_path):
             seen.add("cotrain")
             continue
         sets = [args[i + 1] for i, a in enumerate(args) if a in ("--set", "-s")]
-        if args[1] != "sft" and args[1] != "dpo":
+        if args[1] not in ("sft", "dpo", "prm"):
             sets.append(f"role={args[1].replace('-', '_')}")
         settings = load_config(_option(args, "--config"), sets, recipe=recipe[args[1]])
         assert Path(settings.train_file).is_file(), settings.train_file

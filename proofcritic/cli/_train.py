@@ -1,4 +1,4 @@
-"""``proofcritic train``: GRPO per role, SFT and DPO from a YAML config plus ``--set`` overrides.
+"""``proofcritic train``: GRPO per role, SFT, DPO and a step-classification PRM from a YAML config plus ``--set`` overrides.
 
 Every command is a call of the Python API: ``load_config(FILE, overrides, recipe=...)`` then
 ``train_grpo`` / ``train_sft`` / ``train_dpo``. The config file holds the fields of the
@@ -31,6 +31,7 @@ OutputOpt = Annotated[Path | None, typer.Option("--output-dir", "-o", help="Wher
 
 
 def _run(recipe: str, config: Path | None, overrides: list[str] | None, output_dir: Path | None, role: str | None):
+    from ..training.prm import train_prm
     from ..training.recipes import load_config, train_dpo, train_grpo, train_sft
 
     given = list(overrides or [])
@@ -42,7 +43,12 @@ def _run(recipe: str, config: Path | None, overrides: list[str] | None, output_d
         settings = load_config(config, given, recipe=recipe)
     except ValueError as error:  # ConfigError, and TRL's own checks
         raise typer.BadParameter(str(error), param_hint="--config/--set") from None
-    trainers: dict[str, Callable[[Any], str]] = {"grpo": train_grpo, "sft": train_sft, "dpo": train_dpo}
+    trainers: dict[str, Callable[[Any], str]] = {
+        "grpo": train_grpo,
+        "sft": train_sft,
+        "dpo": train_dpo,
+        "prm": train_prm,
+    }
     out = trainers[recipe](settings)
     typer.echo(out)
 
@@ -75,3 +81,9 @@ def sft_command(config: ConfigOpt = None, set_: SetOpt = None, output_dir: Outpu
 def dpo_command(config: ConfigOpt = None, set_: SetOpt = None, output_dir: OutputOpt = None) -> None:
     """DPO on prompt/chosen/rejected rows, or on pairs mined from solve transcripts."""
     _run("dpo", config, set_, output_dir, None)
+
+
+@train_app.command("prm")
+def prm_command(config: ConfigOpt = None, set_: SetOpt = None, output_dir: OutputOpt = None) -> None:
+    """A process reward model: a step-classification head on label-steps output (TRL stepwise rows)."""
+    _run("prm", config, set_, output_dir, None)

@@ -80,7 +80,9 @@ _RECIPES = (
     "train_grpo",
     "train_sft",
 )
-__all__ += list(_RECIPES)
+#: names served lazily from .prm (the step-classification PRM; imports transformers)
+_PRM = ("ProofcriticPRMConfig", "aggregate_steps", "score_steps", "train_prm")
+__all__ += list(_RECIPES) + list(_PRM)
 
 
 def __getattr__(name: str):
@@ -88,4 +90,8 @@ def __getattr__(name: str):
         from . import recipes
 
         return getattr(recipes, name)
+    if name in _PRM:
+        from . import prm
+
+        return getattr(prm, name)
     raise AttributeError(f"module 'proofcritic.training' has no attribute {name!r}")

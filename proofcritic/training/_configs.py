@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from transformers import TrainingArguments
 from trl import DPOConfig, GRPOConfig, SFTConfig
 
 from ..errors import InputError
@@ -225,7 +226,33 @@ class ProofcriticDPOConfig(DPOConfig, _CommonFields):
         super().__post_init__()
 
 
-RECIPES: dict[str, type] = {"grpo": ProofcriticGRPOConfig, "sft": ProofcriticSFTConfig, "dpo": ProofcriticDPOConfig}
+@dataclass
+class ProofcriticPRMConfig(TrainingArguments, _CommonFields):
+    """A step-classification process reward model (:mod:`proofcritic.training.prm`):
+    transformers' ``TrainingArguments`` plus proofcritic's fields. ``train_file``: JSONL in TRL's
+    stepwise format (``label-steps`` output)."""
+
+    step_separator: str = field(default="\n\n", metadata={"help": "Text after each step; its last token is labeled."})
+    max_length: int = field(default=1024, metadata={"help": "Tokens per row at most (prompt first, steps cut)."})
+    train_on_last_step_only: bool = field(
+        default=False, metadata={"help": "Label only the last step of each row (an outcome reward model)."}
+    )
+
+    def __post_init__(self) -> None:
+        if not self.step_separator:
+            raise ConfigError("step_separator is empty; the step labels sit on its last token")
+        if self.max_length < 8:
+            raise ConfigError(f"max_length must be at least 8, got {self.max_length}")
+        _check_common(self)
+        super().__post_init__()
+
+
+RECIPES: dict[str, type] = {
+    "grpo": ProofcriticGRPOConfig,
+    "sft": ProofcriticSFTConfig,
+    "dpo": ProofcriticDPOConfig,
+    "prm": ProofcriticPRMConfig,
+}
 
 
 def _parse_value(text: str) -> Any:
@@ -260,7 +287,7 @@ def load_config(
 ) -> Any:
     """Read a YAML config (a mapping of field names) plus overrides into the ``recipe``'s dataclass.
 
-    ``recipe``: grpo, sft or dpo; a ``recipe:`` key in the file must agree. Unknown keys are an
+    ``recipe``: grpo, sft, dpo or prm; a ``recipe:`` key in the file must agree. Unknown keys are an
     error naming the closest field. ``path`` None: defaults plus overrides only.
     """
     import yaml

@@ -1,0 +1,90 @@
+"""The step-classification PRM (train prm): features, training on the tiny model, scoring."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("trl")
+
+from proofcritic.training.prm import aggregate_steps, prm_features, score_steps, train_prm
+from proofcritic.training.recipes import ConfigError, load_config
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "train" / "prm.jsonl"
+
+
+def _rows() -> list[dict]:
+    return [json.loads(line) for line in EXAMPLE.read_text().splitlines()]
+
+
+def test_labels_sit_on_each_steps_separator(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    row = _rows()[1]  # good, bad, bad
+    features = prm_features(tokenizer, row["prompt"], row["completions"], row["labels"], max_length=512)
+    marked = [(i, m) for i, m in enumerate(features["labels"]) if m != -100]
+    assert [m for _, m in marked] == [1, 0, 0]
+    assert [i for i, _ in marked] == features["positions"]
+    text = tokenizer.decode(features["input_ids"][: features["positions"][0] + 1])
+    assert text.rstrip().endswith(row["completions"][0])  # the first label closes the first step
+    last_only = prm_features(tokenizer, row["prompt"], row["completions"], row["labels"], last_only=True)
+    assert [m for m in last_only["labels"] if m != -100] == [0]
+    short = prm_features(tokenizer, row["prompt"], row["completions"], row["labels"], max_length=40)
+    assert len(short["input_ids"]) <= 40 and len(short["positions"]) < 3  # steps that do not fit are cut
+
+
+def test_config_checks():
+    with pytest.raises(ConfigError, match="step_separator"):
+        load_config(None, ["step_separator=", "use_cpu=true"], recipe="prm")
+    config = load_config(None, ["use_cpu=true", "max_length=64"], recipe="prm")
+    assert config.max_length == 64 and config.step_separator == "\n\n"
+
+
+def test_aggregates():
+    assert aggregate_steps([0.9, 0.2, 0.8], "min") == 0.2
+    assert aggregate_steps([0.5, 0.5], "product") == 0.25
+    assert aggregate_steps([0.9, 0.2, 0.8], "last") == 0.8
+    assert aggregate_steps([], "min") == 0.0
+
+
+def test_train_prm_on_the_tiny_model_learns_the_labels(tmp_path, tiny_model_dir):
+    import torch
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    data = tmp_path / "steps.jsonl"
+    # a label-steps record stopped by its budget (labels for its first step only) trains on that step
+    partial = {**_rows()[0], "labels": [True], "status": "budget_exhausted"}
+    data.write_text("".join(json.dumps(r) + "\n" for r in [*_rows(), partial]))
+    settings = {
+        "model": str(tiny_model_dir),
+        "train_file": str(data),
+        "output_dir": str(tmp_path / "prm"),
+        "use_cpu": True,
+        "max_steps": 30,
+        "per_device_train_batch_size": 7,
+        "learning_rate": 3e-3,
+        "logging_steps": 10,
+        "save_strategy": "no",
+        "report_to": "none",
+        "seed": 0,
+        "max_length": 256,
+    }
+    config = load_config(None, settings, recipe="prm")
+    out = Path(train_prm(config))
+    metrics = [json.loads(line) for line in (out / "proofcritic_metrics.jsonl").read_text().splitlines()]
+    losses = [m["loss"] for m in metrics if "loss" in m]
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    model = AutoModelForTokenClassification.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    model.eval()
+    torch.manual_seed(0)
+    for row in _rows():  # the training rows: good steps above bad ones
+        scores = score_steps(model, tokenizer, row["prompt"], row["completions"])
+        assert len(scores) == len(row["completions"])
+        good = [s for s, label in zip(scores, row["labels"]) if label]
+        bad = [s for s, label in zip(scores, row["labels"]) if not label]
+        if good and bad:
+            assert min(good) > max(bad), (row["completions"], scores)
