@@ -162,7 +162,7 @@ def count_items(input_path: str | Path) -> int:
     if not p.exists():
         raise InputError(f"input file not found: {p}")
     with p.open("rb") as handle:
-        return sum(1 for raw in handle if raw.strip())
+        return sum(1 for raw in handle if not raw.isspace())
 
 
 class JsonlItems:
