@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,7 +15,7 @@ from .types import READ_OUT_SOURCES, GradeResult, Problem, Proof
 from .verifier import Verifier, aggregate
 
 if TYPE_CHECKING:
-    from .verifier import CriticVerifier
+    from .verifier import CriticVerifier, StepVerifier
 
 
 async def grade(
@@ -25,8 +26,12 @@ async def grade(
     *,
     scheme: Any = None,
     normalizer: Any = None,
+    steps: StepVerifier | None = None,
 ) -> GradeResult:
     """Verify ``proof`` ``n`` times (one request with n samples) and aggregate the scores.
+    With ``steps`` (``grade --steps``) the step verifier judges the proof's steps ``n`` times
+    beside the verifier (at the same time); the result keeps the steps, the step verifications
+    and their aggregate.
 
     The result's ``usage`` is what this grading sent to the model (likelihood read-outs, failed
     requests and retries included; answers from the cache counted apart, without tokens).
@@ -40,9 +45,16 @@ async def grade(
             if normalized is not None:
                 proof = Proof(text=normalized, id=proof.id)
         if scheme is not None and getattr(verifier, "scale", "ternary") == "points":
-            verifications = await verifier.verify(problem, proof.text, n=n, scheme=scheme)  # type: ignore[call-arg]
+            checking = verifier.verify(problem, proof.text, n=n, scheme=scheme)  # type: ignore[call-arg]
         else:
-            verifications = await verifier.verify(problem, proof.text, n=n)
+            checking = verifier.verify(problem, proof.text, n=n)
+        step_list = steps.split(proof.text) if steps is not None else None
+        if steps is None:
+            verifications, step_results = await checking, None
+        else:
+            verifications, step_results = await asyncio.gather(
+                checking, steps.verify(problem, proof.text, n=n, steps=step_list)
+            )
     return GradeResult(
         problem_id=problem.id,
         proof_id=proof.id,
@@ -51,6 +63,9 @@ async def grade(
         usage=usage,
         normalized_proof=normalized,
         normalize_error=error,
+        steps=step_list,
+        step_verifications=step_results,
+        step_aggregate=None if step_results is None else aggregate(step_results, problem.max_points),
     )
 
 
@@ -64,6 +79,7 @@ async def grade_jsonl(
     concurrency: int = 16,
     on_progress: Callable[[RunStats], None] | None = None,
     normalizer: Any = None,
+    steps: StepVerifier | None = None,
     items: JsonlItems | None = None,
     done_in: str | Path | None = None,
 ) -> RunStats:
@@ -82,7 +98,9 @@ async def grade_jsonl(
         if max_points is not None:
             problem = problem.model_copy(update={"max_points": max_points})
         scheme = record.get("scheme") or record.get("marking_scheme")  # points grading's, per problem
-        result = await grade(verifier, problem, proof_from_record(record), n=n, scheme=scheme, normalizer=normalizer)
+        result = await grade(
+            verifier, problem, proof_from_record(record), n=n, scheme=scheme, normalizer=normalizer, steps=steps
+        )
         for i, count in enumerate(_result_verdict_counts(result)):
             counts[i] += count
         return result
@@ -151,10 +169,10 @@ def batch_verdicts(output_path: str | Path, *, verdicts: bool = True, stats: Run
     )
 
 
-def grade_plan(n: int = 1, tool_calls: int | None = None) -> CallPlan:
+def grade_plan(n: int = 1, tool_calls: int | None = None, *, steps: bool = False) -> CallPlan:
     """The model calls grading one proof makes at most: one verification request of ``n``
     samples; with tools (CRITIC, ``tool_calls`` code runs per verification at most) ``n``
-    conversations of up to ``1 + tool_calls`` requests each."""
-    if tool_calls is None:
-        return CallPlan().add("verification", 1, n)
-    return CallPlan().add("verification", n * (1 + tool_calls), n)
+    conversations of up to ``1 + tool_calls`` requests each; with ``steps``, one step
+    verification request of ``n`` samples more."""
+    plan = CallPlan().add("verification", 1 if tool_calls is None else n * (1 + tool_calls), n)
+    return plan.add("step verification", 1, n) if steps else plan

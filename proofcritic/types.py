@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 
 from .llm import Usage
+from .steps import Step
 
 SCORES: tuple[float, ...] = (0.0, 0.5, 1.0)
 Severity = Literal["critical_error", "justification_gap", "unspecified"]
@@ -211,5 +212,20 @@ class GradeResult(BaseModel):
     normalize_error: str | None = Field(
         None,
         description="With --normalize: why the rewrite was not used (the original was graded).",
+        exclude_if=lambda value: value is None,
+    )
+    steps: list[Step] | None = Field(
+        None,
+        description="With --steps: the graded proof's steps (left out of dumps otherwise).",
+        exclude_if=lambda value: value is None,
+    )
+    step_verifications: list[StepVerification] | None = Field(
+        None,
+        description="With --steps: the step verifier's n outputs (a verdict per step, the first wrong step).",
+        exclude_if=lambda value: value is None,
+    )
+    step_aggregate: Aggregate | None = Field(
+        None,
+        description="With --steps: the step verifications' scores aggregated as the verifications' are.",
         exclude_if=lambda value: value is None,
     )

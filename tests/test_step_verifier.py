@@ -5,14 +5,18 @@ template is overridable, the cache answers a repeat), and SmolLM2 through the ro
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scripted import ScriptedBackend, step_verification_text
+from scripted import ScriptedBackend, step_verification_text, verification_text
+from servers.tiny_openai_server import TinyOpenAIServer
+from typer.testing import CliRunner
 
 from proofcritic import Problem
+from proofcritic.cli import app
 from proofcritic.llm import GenerateConfig, Model
 from proofcritic.parsing import FIRST_ERROR_MARKER, neutralize_markers
 from proofcritic.promptset import PromptSet
@@ -218,3 +222,62 @@ async def test_smollm2_through_the_step_verifier(smol_backend):
     assert v.format_ok == (v.score is not None)
     if not v.format_ok:
         assert v.format_error
+
+
+def _grade_script(call):
+    if call.role == "verify_steps":
+        return step_verification_text(["correct", "incorrect", "unjustified"] if call.index == 0 else ["correct"] * 3)
+    return verification_text(0.5)
+
+
+def test_grade_steps_shows_verdicts_and_marks_the_proof(tmp_path):
+    problem, proof = tmp_path / "p.md", tmp_path / "y.md"
+    problem.write_text(PROBLEM.statement)
+    proof.write_text(PROOF)
+    with TinyOpenAIServer(ScriptedBackend(_grade_script), "roles") as server:
+        args = ["grade", "--problem", str(problem), "--proof", str(proof), "-n", "2", "--steps"]
+        args += ["--model", "openai/roles", "--base-url", server.url, "--no-cache"]
+        result = CliRunner().invoke(app, args, catch_exceptions=False, env={"OPENAI_API_KEY": "x"})
+        assert result.exit_code == 0, result.output + result.stderr
+        assert len(server.requests) == 2  # one verification request, one step verification request
+        as_json = CliRunner().invoke(app, [*args, "--json"], catch_exceptions=False, env={"OPENAI_API_KEY": "x"})
+    out = result.output
+    assert "step verification 1: score 0; first wrong step: step 2 (of 3)" in out
+    assert "step 2 ✗ incorrect: reason 2" in out and "step 3 ? unjustified: reason 3" in out
+    assert "step verification 2: score 1; first wrong step: none (of 3)" in out
+    # the majority of (incorrect, correct) on step 2 is the more severe
+    assert "[1 ✓] Let $a = 2m$ and $b = 2n$.\n\n[2 ✗] Then $a + b = 2(m + n)$.\n\n[3 ?] So $a + b$ is even." in out
+    assert "step aggregate over 2/2 valid: mean 0.5, min 0, majority 0 -> 3.5 / 7 points" in out
+    assert "aggregate over 2/2 scored: mean 0.5" in out  # the verifier's aggregate, as before
+    record = json.loads(as_json.stdout)
+    assert [s["text"] for s in record["steps"]] == [s.text for s in split_steps(PROOF)]
+    assert record["step_verifications"][0]["first_error"] == 1 and record["step_aggregate"]["mean"] == 0.5
+
+
+def test_grade_steps_in_a_batch_writes_them_in_the_records(tmp_path):
+    source, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text(json.dumps({"id": "a", "problem": PROBLEM.statement, "proof": PROOF}) + "\n")
+    with TinyOpenAIServer(ScriptedBackend(_grade_script), "roles") as server:
+        base = ["grade", "--input", str(source), "--output", str(output), "--model", "openai/roles"]
+        base += ["--base-url", server.url, "--no-cache"]
+        plan = CliRunner().invoke(app, [*base, "--steps", "--dry-run"], catch_exceptions=False)
+        assert "1 step verification (1 samples)" in plan.output and not output.exists()
+        result = CliRunner().invoke(
+            app, [*base, "--steps", "--step-mode", "lines"], catch_exceptions=False, env={"OPENAI_API_KEY": "x"}
+        )
+        assert result.exit_code == 0, result.output + result.stderr
+        record = json.loads(output.read_text())
+        assert len(record["steps"]) == 3 and record["step_verifications"][0]["verdicts"][1]["verdict"] == "incorrect"
+        assert record["step_aggregate"]["valid"] == 1 and record["aggregate"]["mean"] == 0.5
+        settings = json.loads(output.with_name("out.jsonl.settings.json").read_text())
+        assert settings["steps"] == "lines"
+        again = CliRunner().invoke(app, base, env={"OPENAI_API_KEY": "x"})  # without --steps: other settings
+        assert again.exit_code != 0 and "steps" in str(again.exception) + again.stderr
+    without = tmp_path / "plain.jsonl"
+    with TinyOpenAIServer(ScriptedBackend(_grade_script), "roles") as server:
+        args = ["grade", "--input", str(source), "--output", str(without), "--model", "openai/roles"]
+        result = CliRunner().invoke(
+            app, [*args, "--base-url", server.url, "--no-cache"], catch_exceptions=False, env={"OPENAI_API_KEY": "x"}
+        )
+        assert result.exit_code == 0 and len(server.requests) == 1
+    assert "steps" not in json.loads(without.read_text())  # records without --steps are as before

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .._constants import DEFAULT_SCORE_MODE
+from .._constants import DEFAULT_SCORE_MODE, DEFAULT_STEP_MODE, STEP_MODE_HELP, STEP_MODES
 from ..errors import InputError
 from ._batch import OverwriteOpt, exit_status, model_name, prepare, result_settings
 from ._common import (
@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # imported where used: the parser is built without them
     from ..promptset import PromptSet
     from ..runner import RunStats
     from ..types import GradeResult, Problem
-    from ..verifier import CriticVerifier, Verifier
+    from ..verifier import CriticVerifier, StepVerifier, Verifier
     from ._workers import WorkerResult
 
 _TOOLS = "Tools (CRITIC)"
@@ -116,6 +116,15 @@ def grade_command(
             help="Rewrite each proof in a plain, neutral style (every step kept) before grading; the record keeps both texts.",
         ),
     ] = False,
+    steps: Annotated[
+        bool,
+        typer.Option(
+            "--steps",
+            help="Also judge the proof step by step (n step verifications beside the n verifications): a verdict "
+            "per step and the first wrong step, marked in the proof; batch records keep them.",
+        ),
+    ] = False,
+    step_mode: Annotated[str, typer.Option("--step-mode", help=f"With --steps: {STEP_MODE_HELP}")] = DEFAULT_STEP_MODE,
     judge: JudgeOpt = None,
     panel: PanelOpt = None,
     panel_rule: PanelRuleOpt = None,
@@ -144,6 +153,8 @@ def grade_command(
     if workers > 1 and not batch:
         raise typer.BadParameter("worker processes grade a batch (--input and --output)", param_hint="--workers")
     check_score_mode(score_mode)
+    if step_mode not in STEP_MODES:
+        raise typer.BadParameter(f"must be one of {', '.join(STEP_MODES)}", param_hint="--step-mode")
 
     if not batch:  # read inputs before loading any model, so bad input fails fast
         assert problem is not None and proof is not None  # checked above
@@ -170,10 +181,10 @@ def grade_command(
     if built is not None:  # a judge panel instead of the one verifier
         if workers > 1:
             raise typer.BadParameter("a judge panel runs in one process", param_hint="--workers")
-        if tool_names or normalize or scheme is not None or n != 1 or score_mode != "text":
+        if tool_names or normalize or steps or scheme is not None or n != 1 or score_mode != "text":
             raise typer.BadParameter(
                 "a judge panel takes each judge's n from its spec, reads scores from the text, "
-                "and runs without --tools, --normalize and --scheme",
+                "and runs without --tools, --normalize, --steps and --scheme",
                 param_hint="--judge/--panel",
             )
         grade_with_panel(
@@ -190,11 +201,12 @@ def grade_command(
         )
         return
     console = Console(stderr=True)
+    items = read_items(input) if input is not None else None  # counted once, for the plan and the progress
     show_plan(  # before any model loads: a large run says what it will cost; --dry-run stops here
         console,
         "grade",
-        len(read_items(input)) if input is not None else 1,
-        with_readouts(grade_plan(n, max_tool_calls if tool_names else None), score_mode).add(
+        len(items) if items is not None else 1,
+        with_readouts(grade_plan(n, max_tool_calls if tool_names else None, steps=steps), score_mode).add(
             "neutral rewrite", 1 if normalize else 0
         ),
         {
@@ -217,6 +229,8 @@ def grade_command(
         )
         if normalize:  # (recorded only when used: older outputs have none)
             scaled["normalize"] = True
+        if steps:
+            scaled["steps"] = step_mode
         settings = result_settings(
             "grade",
             opts,
@@ -244,6 +258,7 @@ def grade_command(
         tool_names,
         max_tool_calls,
         tool_timeout,
+        step_mode if steps else None,
     )
     if workers > 1:
         assert input is not None and output is not None  # a batch (checked above)
@@ -275,11 +290,21 @@ def grade_command(
         exit_status(stats)
         return
     verifier, normalizer = spec.grader(the_model, prompt_set)
+    step_verifier = spec.step_verifier(the_model, prompt_set)
 
     async def main() -> RunStats | GradeResult:
         if batch:
             stats = await _run_batch(
-                verifier, input, output, n, max_points, opts.concurrency or 16, console, normalizer
+                verifier,
+                input,
+                output,
+                n,
+                max_points,
+                opts.concurrency or 16,
+                console,
+                normalizer,
+                step_verifier,
+                items=items,
             )
             console.print(
                 f"graded {stats.done - stats.skipped} item(s), {stats.skipped} already done, "
@@ -289,7 +314,7 @@ def grade_command(
             console.print(batch_verdicts(output, stats=stats))
             return stats
         with LiveProgress("grading", console, [the_model]):
-            result = await grade(verifier, the_problem, the_proof, n=n, normalizer=normalizer)
+            result = await grade(verifier, the_problem, the_proof, n=n, normalizer=normalizer, steps=step_verifier)
         if json_out:
             print(json.dumps(result.model_dump(mode="json"), ensure_ascii=False, indent=2))
         else:
@@ -324,6 +349,15 @@ class _GradeSpec:
     tool_names: list[str]
     max_tool_calls: int
     tool_timeout: float
+    step_mode: str | None = None  # --steps: how the proof is cut into steps
+
+    def step_verifier(self, model: Model, prompt_set: PromptSet) -> StepVerifier | None:
+        """With --steps, the step verifier (issue #18); else None."""
+        if self.step_mode is None:
+            return None
+        from ..verifier import StepVerifier
+
+        return StepVerifier(model, prompts=prompt_set, config=self.opts.sampling(), mode=self.step_mode)  # type: ignore[arg-type]
 
     def grader(self, model: Model, prompt_set: PromptSet) -> tuple[Verifier | CriticVerifier, Normalizer | None]:
         """The verifier (points, ternary, or CRITIC with tools) and the normalizer (or None)."""
@@ -373,6 +407,7 @@ def _grade_part(spec: _GradeSpec, shard: int, shards: int, part: Path, concurren
                 max_points=spec.max_points,
                 concurrency=concurrency,
                 normalizer=normalizer,
+                steps=spec.step_verifier(model, spec.opts.prompt_set()),
                 items=ShardItems(spec.input, shard, shards),  # type: ignore[arg-type]
                 done_in=spec.output,
             )
@@ -396,7 +431,9 @@ def no_verdict_exit(result: GradeResult, score_mode: str) -> None:
         raise typer.Exit(1)
 
 
-async def _run_batch(verifier, input, output, n, max_points, concurrency, console, normalizer=None) -> RunStats:
+async def _run_batch(
+    verifier, input, output, n, max_points, concurrency, console, normalizer=None, steps=None, items=None
+) -> RunStats:
     from ..grading import grade_jsonl
 
     with run_progress("grading", console, [verifier.model]) as update:
@@ -409,6 +446,8 @@ async def _run_batch(verifier, input, output, n, max_points, concurrency, consol
             concurrency=concurrency,
             on_progress=update,
             normalizer=normalizer,
+            steps=steps,
+            items=items,
         )
 
 
@@ -440,6 +479,10 @@ def show_result(console: Console, problem: Problem, result: GradeResult) -> None
             where = f" at {escape(issue.location)!s}" if issue.location else ""
             label = _SEVERITY.get(issue.severity, "issue")
             console.print(f"  - {label}{where}: {escape(issue.description)}")
+    if result.step_verifications is not None:  # grade --steps
+        from ._steps_view import show_steps
+
+        show_steps(console, problem, result)
     a = result.aggregate
     if a.valid == 0:
         console.print(

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from ..types import Aggregate, ScoredOutput, Verification
 
 
-def aggregate(verifications: Sequence[Verification], max_points: float = 7.0) -> Aggregate:
+def aggregate(verifications: Sequence[Verification] | Sequence[ScoredOutput], max_points: float = 7.0) -> Aggregate:
     """Statistics over the verifications that carry a score; format failures are left out and
     counted (``unscored``), as are the scores that came from a read-out (``read_out``).
 
