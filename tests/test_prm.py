@@ -50,10 +50,10 @@ def test_aggregates():
     assert aggregate_steps([], "min") == 0.0
 
 
-def test_train_prm_on_the_tiny_model_learns_the_labels(tmp_path, tiny_model_dir):
-    import torch
-    from transformers import AutoModelForTokenClassification, AutoTokenizer
-
+@pytest.fixture(scope="module")
+def trained_prm(tmp_path_factory, tiny_model_dir) -> Path:
+    """The tiny model trained as a PRM on the example rows (and a budget-stopped record)."""
+    tmp_path = tmp_path_factory.mktemp("prm")
     data = tmp_path / "steps.jsonl"
     # a label-steps record stopped by its budget (labels for its first step only) trains on that step
     partial = {**_rows()[0], "labels": [True], "status": "budget_exhausted"}
@@ -72,8 +72,15 @@ def test_train_prm_on_the_tiny_model_learns_the_labels(tmp_path, tiny_model_dir)
         "seed": 0,
         "max_length": 256,
     }
-    config = load_config(None, settings, recipe="prm")
-    out = Path(train_prm(config))
+    return Path(train_prm(load_config(None, settings, recipe="prm")))
+
+
+@pytest.mark.slow  # trains the tiny model for 30 steps (~20 s)
+def test_train_prm_on_the_tiny_model_learns_the_labels(trained_prm):
+    import torch
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    out = trained_prm
     metrics = [json.loads(line) for line in (out / "proofcritic_metrics.jsonl").read_text().splitlines()]
     losses = [m["loss"] for m in metrics if "loss" in m]
     assert len(losses) == 3 and losses[-1] < losses[0]
@@ -88,3 +95,35 @@ def test_train_prm_on_the_tiny_model_learns_the_labels(tmp_path, tiny_model_dir)
         bad = [s for s, label in zip(scores, row["labels"]) if not label]
         if good and bad:
             assert min(good) > max(bad), (row["completions"], scores)
+
+
+@pytest.mark.slow
+async def test_solve_single_selects_by_prm(trained_prm):
+    """best-of-n by the PRM: of two sampled proofs, the one whose steps the PRM scores higher is
+    the answer, although the other has the higher self-score."""
+    from scripted import Call, ScriptedBackend, generation_text
+
+    from proofcritic.llm import Model
+    from proofcritic.pipelines import Roles
+    from proofcritic.pipelines.single import SingleConfig, SingleStrategy
+    from proofcritic.types import Problem
+
+    good, bad = _rows()[4], _rows()[5]  # n^3 - n: the right proof, and one with a false step
+    problem = Problem(id="cubes", statement=good["prompt"])
+
+    def script(call: Call) -> str:
+        assert call.role == "generate"
+        row, self_score = (bad, 1) if call.index == 0 else (good, 0.5)
+        return generation_text("\n\n".join(row["completions"]), self_score)
+
+    roles = Roles.from_models(Model(ScriptedBackend(script)))
+    result = await SingleStrategy(samples=2, verify_n=0, select="prm", prm=str(trained_prm)).solve(problem, roles)
+    assert result.proof.startswith(good["completions"][0]) and "Every square" not in result.proof
+    assert result.stop_reason.startswith("generated 2 proof(s); chose by PRM (min over 3 step scores")
+    [step] = [s for s in result.transcript if s["step"] == "prm"]
+    assert step["chosen"] == 1 and step["scores"][1] > step["scores"][0]
+    assert [len(scores) for scores in step["step_scores"]] == [3, 3]
+    by_self_score = await SingleStrategy(samples=2, verify_n=0).solve(problem, roles)
+    assert "Every square" in by_self_score.proof  # the self-score alone picks the wrong proof
+    with pytest.raises(ValueError, match="select=prm needs prm"):
+        SingleConfig(select="prm")

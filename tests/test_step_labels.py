@@ -8,12 +8,12 @@ import json
 import re
 
 import pytest
+from scripted import Call, ScriptedBackend, verification_text
 
 from proofcritic.llm import CompletionCache, GenerateConfig, Model
 from proofcritic.pipelines.step_labels import Roller, StepLabelConfig, label_steps, label_steps_jsonl
 from proofcritic.types import Problem
 from proofcritic.verifier import Verifier
-from tests.scripted import Call, ScriptedBackend, verification_text
 
 SEED = 100  # the global sample index of a rollout is its request's seed - SEED + its index
 PROBLEM = Problem(id="p", statement="Compute x.")

@@ -8,11 +8,12 @@ models that rarely follow the protocol).
 
 from __future__ import annotations
 
+import asyncio
 import math
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..budget import BudgetExceeded, CallPlan
 from ..llm import SampleCount
@@ -51,16 +52,28 @@ class SingleConfig(BaseModel):
     samples: SampleCount = Field(1, description="Proofs generated; the best self-score is chosen.")
     verify_n: int = Field(1, ge=0, le=1024, description="Verifications of the chosen proof, as evidence (0: none).")
     keep_invalid: bool = Field(False, description="Let format failures count as proofs (their best-effort text).")
-    select: Literal["self_score", "knockout", "swiss"] = Field(
+    select: Literal["self_score", "knockout", "swiss", "prm"] = Field(
         "self_score",
-        description="How the answer is chosen among the samples: the best self-score, or a pairwise tournament "
-        "judged on the verifier's model (knockout or swiss; proofcritic.pipelines.tournament).",
+        description="How the answer is chosen among the samples: the best self-score, a pairwise tournament "
+        "judged on the verifier's model (knockout or swiss; proofcritic.pipelines.tournament), or the best "
+        "process reward model score (prm: the steps of each proof scored by the PRM folder `prm`).",
     )
+    prm: str | None = Field(None, description="select=prm: a PRM folder trained by `train prm` (model or adapter).")
+    prm_aggregate: Literal["min", "product", "last"] = Field(
+        "min", description="select=prm: a proof's score from its step scores (the lowest, the product, the last)."
+    )
+    prm_separator: str = Field("\n\n", description="select=prm: the step separator the PRM was trained with.")
+
+    @model_validator(mode="after")
+    def _prm_folder(self) -> SingleConfig:
+        if self.select == "prm" and not self.prm:
+            raise ValueError("select=prm needs prm, the folder of a model trained by `train prm`")
+        return self
 
 
 def tournament_calls(select: str, proofs: int) -> int:
     """The comparison requests a tournament over ``proofs`` proofs makes at most (two per match)."""
-    if select == "self_score" or proofs < 2:
+    if select in ("self_score", "prm") or proofs < 2:
         return 0
     if select == "knockout":
         return 2 * (proofs - 1)
@@ -101,7 +114,9 @@ class SingleStrategy(ConfiguredStrategy):
             chosen = best_by_self_score(generations, config.keep_invalid)
             pool = [g for g in generations if usable(g, config.keep_invalid)]
             how = f"chose self-score {format_score(chosen.self_score)}" if chosen is not None else ""
-            if chosen is not None and config.select != "self_score" and len(pool) > 1:
+            if chosen is not None and config.select == "prm":
+                chosen, how = await self._by_prm(problem, pool, log)
+            elif chosen is not None and config.select != "self_score" and len(pool) > 1:
                 chosen, how = await self._tournament(problem, roles, pool, log)
             if chosen is None:
                 result.stop_reason = f"no valid generation ({first_format_error(generations)})"
@@ -121,6 +136,37 @@ class SingleStrategy(ConfiguredStrategy):
             result.stop_reason = f"budget: {error}"
         result.transcript, result.usage = log.transcript, log.usage
         return result
+
+    async def _by_prm(self, problem: Problem, pool: list[Generation], log: StepLog) -> tuple[Generation, str]:
+        """The proof whose PRM score (its step scores aggregated) is highest; ties go to the
+        higher self-score, then the first. Every proof's step scores go into the log."""
+        from ..steps import split_steps
+        from .prm import aggregate_steps, load_scorer
+
+        config = self.config
+        assert config.prm is not None  # the config's check
+        scorer = await asyncio.to_thread(load_scorer, config.prm, config.prm_separator)
+        scored = []
+        for generation in pool:
+            texts = [s.text for s in split_steps(generation.proof)]
+            step_scores = await scorer.score(problem.statement, texts)
+            scored.append((aggregate_steps(step_scores, config.prm_aggregate), generation, step_scores))
+        best = max(range(len(scored)), key=lambda i: (scored[i][0], scored[i][1].self_score, -i))
+        log.transcript.append(
+            {
+                "step": "prm",
+                "round": 1,
+                "aggregate": config.prm_aggregate,
+                "scores": [score for score, _, _ in scored],
+                "step_scores": [steps for _, _, steps in scored],
+                "chosen": best,
+            }
+        )
+        score, winner, steps = scored[best]
+        return winner, (
+            f"chose by PRM ({config.prm_aggregate} over {len(steps)} step scores: {score:.3f}; "
+            f"{len(pool)} proof(s) scored; self-score {format_score(winner.self_score)})"
+        )
 
     async def _tournament(
         self, problem: Problem, roles: Roles, pool: list[Generation], log: StepLog

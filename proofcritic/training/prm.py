@@ -9,16 +9,17 @@ followed by ``step_separator``; the label of a step sits on the last token of it
 every other token is ignored (-100), so the head learns P(good | text up to the end of step i).
 
 :func:`score_steps` reads the same positions of a trained model: one probability per step, which
-:func:`aggregate_steps` turns into a solution score (``min``, ``product`` or ``last``).
+:func:`aggregate_steps` turns into a solution score (``min``, ``product`` or ``last``); both, and
+the row layout :func:`prm_features`, are defined in :mod:`proofcritic.pipelines.prm` (``solve``'s
+``select=prm`` uses them) and re-exported here.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from ..pipelines.prm import IGNORE, PRM_AGGREGATES, aggregate_steps, prm_features, score_steps
 from ._configs import ConfigError, ProofcriticPRMConfig
 
 __all__ = [
@@ -29,10 +30,6 @@ __all__ = [
     "score_steps",
     "train_prm",
 ]
-
-PrmAggregate = Literal["min", "product", "last"]
-PRM_AGGREGATES: tuple[str, ...] = ("min", "product", "last")
-IGNORE = -100
 
 
 def _step_rows(path: str | Path) -> list[dict[str, Any]]:
@@ -51,33 +48,6 @@ def _step_rows(path: str | Path) -> list[dict[str, Any]]:
     if not rows:
         raise ConfigError(f"{path}: no row has a labeled step")
     return rows
-
-
-def prm_features(
-    tokenizer: Any,
-    prompt: str,
-    steps: Sequence[str],
-    labels: Sequence[bool] | None,
-    *,
-    separator: str = "\n\n",
-    max_length: int = 1024,
-    last_only: bool = False,
-) -> dict[str, list[int]]:
-    """``input_ids`` and ``labels`` of one row (see the module); ``positions``: the index of each
-    step's labeled token, for the steps that fit in ``max_length``."""
-    prompt_ids = tokenizer(prompt + separator, add_special_tokens=True)["input_ids"]
-    sep_ids = tokenizer(separator, add_special_tokens=False)["input_ids"]
-    ids, marks, positions = list(prompt_ids), [IGNORE] * len(prompt_ids), []
-    for index, step in enumerate(steps):
-        chunk = tokenizer(step, add_special_tokens=False)["input_ids"] + sep_ids
-        if len(ids) + len(chunk) > max_length:
-            break
-        ids += chunk
-        marks += [IGNORE] * len(chunk)
-        positions.append(len(ids) - 1)
-        if labels is not None and (not last_only or index == len(steps) - 1):
-            marks[-1] = int(bool(labels[index]))
-    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": marks, "positions": positions}
 
 
 def _dataset(path: str | Path, tokenizer: Any, config: ProofcriticPRMConfig):
@@ -140,29 +110,3 @@ def train_prm(config: ProofcriticPRMConfig, *, callbacks: list | None = None) ->
         callbacks=[MetricsFileLogger(metrics_path(config)), *(callbacks or [])],
     )
     return _finish(trainer, config)
-
-
-def score_steps(
-    model: Any, tokenizer: Any, prompt: str, steps: Sequence[str], *, separator: str = "\n\n", max_length: int = 4096
-) -> list[float]:
-    """P(good) of each step by a trained PRM (steps past ``max_length`` tokens are left out)."""
-    import torch
-
-    features = prm_features(tokenizer, prompt, steps, None, separator=separator, max_length=max_length)
-    with torch.no_grad():
-        logits = model(input_ids=torch.tensor([features["input_ids"]], device=model.device)).logits[0]
-    probabilities = torch.softmax(logits.float(), dim=-1)[:, 1]
-    return [float(probabilities[p]) for p in features["positions"]]
-
-
-def aggregate_steps(scores: Sequence[float], rule: PrmAggregate = "min") -> float:
-    """A solution's score from its step scores: the lowest, the product, or the last (0 without steps)."""
-    if not scores:
-        return 0.0
-    if rule == "min":
-        return min(scores)
-    if rule == "product":
-        return math.prod(scores)
-    if rule == "last":
-        return scores[-1]
-    raise ValueError(f"aggregate must be one of {', '.join(PRM_AGGREGATES)}, not {rule!r}")
