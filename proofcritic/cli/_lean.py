@@ -151,12 +151,44 @@ def lean_prove_command(
     lean_concurrency: Annotated[
         int | None, typer.Option("--lean-concurrency", min=1, help="Lean checks at once.")
     ] = None,
+    mode: Annotated[
+        str,
+        typer.Option(
+            "--mode",
+            metavar="whole|resume",
+            help="whole: whole proofs, retried with Lean's messages (--attempts); resume: truncate at the first "
+            "error and continue from there with Lean's goal (--max-calls, --max-checks).",
+        ),
+    ] = "whole",
+    search: Annotated[
+        str,
+        typer.Option("--search", metavar="none|rmax", help="rmax: RMaxTS tree search over proof prefixes (resumable)."),
+    ] = "none",
+    max_calls: Annotated[
+        int, typer.Option("--max-calls", min=1, help="resume / rmax: model requests per problem.")
+    ] = 16,
+    max_checks: Annotated[
+        int, typer.Option("--max-checks", min=1, help="resume / rmax: Lean checks per problem (probes included).")
+    ] = 64,
+    parallel: Annotated[
+        int, typer.Option("--parallel", min=1, help="rmax: expansions run at once (over the checker's pool).")
+    ] = 1,
+    exploration: Annotated[
+        float, typer.Option("--exploration", min=0.0, help="rmax: the UCB exploration constant C.")
+    ] = 1.0,
     *,
     opts: ModelOptions,
 ) -> None:
     """Ask the generator for Lean proofs of problems with a Lean statement and check them.
 
     One JSON record per problem: passed, status, every attempt with Lean's messages."""
+    if mode not in ("whole", "resume"):
+        raise InputError(f"--mode must be whole or resume, not {mode!r}")
+    if search not in ("none", "rmax"):
+        raise InputError(f"--search must be none or rmax, not {search!r}")
+    if search == "rmax" and mode != "whole":
+        raise InputError("--search rmax is a mode of its own: leave --mode out")
+    run_mode = "rmax" if search == "rmax" else mode
     from rich.console import Console
 
     from ..pipelines.formal import FormalProver, formal_jsonl, read_formal_items
@@ -174,8 +206,26 @@ def lean_prove_command(
         samples=samples,
         project=str(project) if project is not None else None,
         lean_timeout=lean_timeout,
+        **(
+            {}
+            if run_mode == "whole"
+            else {"mode": run_mode, "max_calls": max_calls, "max_checks": max_checks}
+            | ({"parallel": parallel, "exploration": exploration} if run_mode == "rmax" else {})
+        ),
     )
-    prepare(output, settings, overwrite)  # before any model call: a rerun with other settings stops here
+    state_dir = Path(f"{output}.state")
+    # before any model call: a rerun with other settings stops here; --overwrite removes the state too
+    prepare(output, settings, overwrite, companions=[state_dir] if run_mode == "rmax" else ())
+    from ..pipelines.formal_search import SearchOptions
+
+    options = SearchOptions(
+        samples=samples,
+        max_calls=max_calls,
+        max_checks=max_checks,
+        parallel=parallel,
+        exploration=exploration,
+        seed=opts.seed or 0,
+    )
     prover = FormalProver(the_model, prompts=prompt_set, config=opts.sampling())
     console = Console(stderr=True)
 
@@ -193,6 +243,9 @@ def lean_prove_command(
                     attempts=attempts,
                     concurrency=opts.concurrency or 4,
                     on_progress=update,
+                    mode=run_mode,  # type: ignore[arg-type]
+                    options=options,
+                    state_dir=state_dir if run_mode == "rmax" else None,
                 )
 
     stats = run_with_model(the_model, console, main)

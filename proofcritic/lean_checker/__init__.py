@@ -18,7 +18,7 @@ from ._kimina import KiminaChecker
 from ._local import LocalLeanChecker
 from ._resolve import LeanNotFoundError, build_lean, find_lean
 from ._server import LeanServerChecker
-from ._types import LeanMessage, LeanResult
+from ._types import LeanMessage, LeanResult, SorryGoal
 
 __all__ = [
     "DEFAULT_ALLOWED_AXIOMS",
@@ -29,6 +29,7 @@ __all__ = [
     "LeanResult",
     "LeanServerChecker",
     "LocalLeanChecker",
+    "SorryGoal",
     "blank_comments_and_strings",
     "build_lean",
     "find_lean",

@@ -23,7 +23,7 @@ from typing import Any
 
 from ._analysis import DEFAULT_ALLOWED_AXIOMS, finish, not_checked, prepare
 from ._base import LeanChecker
-from ._types import CheckStatus, LeanMessage, LeanResult, MessageSeverity
+from ._types import CheckStatus, LeanMessage, LeanResult, MessageSeverity, SorryGoal
 
 _SEVERITIES: dict[str, MessageSeverity] = {
     "error": "error",
@@ -121,7 +121,7 @@ class KiminaChecker(LeanChecker):
             return not_checked(status, f"Kimina server: {error}", backend=self.name, seconds=seconds)
         offset = header_line_count(prepared.text)
         messages = [message_from_repl(m, offset) for m in response.get("messages") or []]
-        return finish(
+        result = finish(
             prepared,
             messages,
             backend=self.name,
@@ -129,6 +129,12 @@ class KiminaChecker(LeanChecker):
             allowed_axioms=self.allowed_axioms,
             sorry_reported=bool(response.get("sorries")),
         )
+        for sorry in response.get("sorries") or []:
+            where = message_from_repl({"pos": sorry.get("pos"), "data": ""}, offset)
+            line, added = prepared.locate(where.line)
+            if not added:
+                result.sorries.append(SorryGoal(line=line, column=where.column, goal=str(sorry.get("goal") or "")))
+        return result
 
     async def _post(self, session: Any, ident: str, code: str, limit: float) -> dict[str, Any]:
         import aiohttp

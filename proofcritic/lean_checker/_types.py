@@ -32,6 +32,15 @@ class LeanMessage(BaseModel):
         return f"{self.line}:{self.column}: {self.severity}: {self.text}"
 
 
+class SorryGoal(BaseModel):
+    """A ``sorry`` whose goal the checker reported (a Kimina server's REPL does; ``lean --json``
+    does not): where it is in the checked file and the goal it stands for."""
+
+    line: int
+    column: int
+    goal: str = ""
+
+
 class LeanResult(BaseModel):
     """The outcome of checking one Lean file.
 
@@ -51,6 +60,9 @@ class LeanResult(BaseModel):
     )
     disallowed_axioms: list[str] = Field(default_factory=list, description="Axioms used outside the allowed set.")
     reasons: list[str] = Field(default_factory=list)
+    sorries: list[SorryGoal] = Field(
+        default_factory=list, description="The sorries whose goal the checker reported (Kimina), in the file's lines."
+    )
     seconds: float = 0.0
     backend: str = ""
     error: str | None = Field(None, description="What went wrong when status is error or timeout.")

@@ -22,7 +22,7 @@ import csv
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
@@ -35,6 +35,9 @@ from ..promptset import PromptSet
 from ..runner import RunStats, read_items, run_jsonl
 from ..types import Problem
 from ._common import SolveResult
+
+if TYPE_CHECKING:
+    from .formal_search import SearchOptions
 
 __all__ = [
     "FormalAttempt",
@@ -71,6 +74,16 @@ class FormalProblem(BaseModel):
     lean_statement: str
 
 
+class Cut(BaseModel):
+    """Where an attempt was cut: 1-based line, 0-based column (code points), offset in the file."""
+
+    line: int
+    column: int
+    offset: int
+    reason: str = Field("", description="The message (or token) that cut it.")
+    goal: str | None = Field(None, description="The goal that message carries, if any.")
+
+
 class FormalAttempt(BaseModel):
     """One Lean proof the model wrote, and what became of it."""
 
@@ -84,6 +97,13 @@ class FormalAttempt(BaseModel):
     reasons: list[str] = Field(default_factory=list)
     result: LeanResult | None = Field(None, description="The checker's result (None when nothing was checked).")
     usage: Usage = Field(default_factory=Usage)
+    prefix: str | None = Field(
+        None,
+        description="--mode resume / --search rmax: the kept prefix (with its goal comment) this attempt continued.",
+    )
+    node: str | None = Field(None, description="--search rmax: the tree node this attempt expanded.")
+    cut: Cut | None = Field(None, description="Where this failed attempt was cut (resume, rmax).")
+    probe: LeanResult | None = Field(None, description="The check of the cut prefix with a hole, when one was needed.")
 
 
 class FormalCheck(BaseModel):
@@ -97,6 +117,12 @@ class FormalCheck(BaseModel):
     status: AttemptStatus | Literal["no_attempt"] = "no_attempt"
     attempts: list[FormalAttempt] = Field(default_factory=list)
     usage: Usage = Field(default_factory=Usage)
+    mode: Literal["whole", "resume", "rmax"] = "whole"
+    model_calls: int = Field(0, description="Model requests made for this problem.")
+    lean_checks: int = Field(0, description="Lean checks made for this problem (probes included).")
+    stop_reason: str = ""
+    prefixes: list[str] = Field(default_factory=list, description="resume / rmax: every prefix kept, in order.")
+    search: dict | None = Field(None, description="--search rmax: expansions, replayed, the tree's nodes.")
 
     def evidence(self) -> dict:
         """The transcript entry :func:`join_evidence` adds."""
@@ -225,6 +251,7 @@ async def formal_prove(
     for round_number in range(1, attempts + 1):
         round_seed = None if seed is None else seed + round_number - 1
         written = await prover.write(problem, lean_statement, samples, feedback=feedback, seed=round_seed)
+        check.model_calls += 1
         for attempt in written:
             attempt.attempt = round_number
             check.usage.add(attempt.usage)
@@ -234,6 +261,7 @@ async def formal_prove(
                     attempt.status, attempt.reasons = "statement_changed", [why]
                 else:
                     attempt.result = await checker.check(attempt.lean)
+                    check.lean_checks += 1
                     attempt.status, attempt.ok = attempt.result.status, attempt.result.ok
                     attempt.reasons = list(attempt.result.reasons)
             check.attempts.append(attempt)
@@ -242,8 +270,10 @@ async def formal_prove(
             check.status = attempt.status
             if attempt.ok:
                 check.passed = True
+                check.stop_reason = f"proved in round {round_number}"
                 return check
         feedback = _feedback(written[0]) if written else ""
+    check.stop_reason = f"no proof passed in {attempts} round(s)"
     return check
 
 
@@ -311,10 +341,16 @@ async def formal_jsonl(
     attempts: int = 1,
     concurrency: int = 4,
     on_progress: Callable[[RunStats], None] | None = None,
+    mode: Literal["whole", "resume", "rmax"] = "whole",
+    options: SearchOptions | None = None,
+    state_dir: str | Path | None = None,
 ) -> RunStats:
-    """:func:`formal_prove` for every item, one :class:`FormalCheck` record per line of
-    ``output``; a rerun skips the problems already there. ``stats.extra["passed"]`` counts
-    the proofs Lean accepted in this run."""
+    """:func:`formal_prove` for every item (``mode`` "resume": :func:`~.formal_search.resume_prove`,
+    "rmax": :func:`~.formal_search.rmax_prove` with ``options``, its state in ``state_dir``, one
+    file per problem), one :class:`FormalCheck` record per line of ``output``; a rerun skips the
+    problems already there. ``stats.extra["passed"]`` counts the proofs Lean accepted in this run."""
+    from .formal_search import resume_prove, rmax_prove, state_file
+
     stats_passed = 0
 
     async def process(item_id: str, record: dict) -> dict:
@@ -323,7 +359,13 @@ async def formal_jsonl(
         lean_statement = record.get("lean_statement")
         if not isinstance(lean_statement, str) or not lean_statement.strip():
             raise InputError("record has no 'lean_statement' text")
-        check = await formal_prove(prover, checker, problem, lean_statement, samples=samples, attempts=attempts)
+        if mode == "resume":
+            check = await resume_prove(prover, checker, problem, lean_statement, options)
+        elif mode == "rmax":
+            state = state_file(state_dir, item_id) if state_dir is not None else None
+            check = await rmax_prove(prover, checker, problem, lean_statement, options, state=state)
+        else:
+            check = await formal_prove(prover, checker, problem, lean_statement, samples=samples, attempts=attempts)
         stats_passed += check.passed
         return check.model_dump(mode="json")
 
