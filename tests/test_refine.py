@@ -124,3 +124,35 @@ async def test_single_without_a_valid_generation_answers_nothing():
 def test_bad_parameters_are_rejected(params):
     with pytest.raises(ValueError):
         RefineStrategy(**params)
+
+
+async def test_step_check_shows_the_first_wrong_step_to_the_generator():
+    """refine --set step_check=true: the step verifier checks the proof about to be refined and
+    the refinement prompt shows its first incorrect step, with the reason."""
+    from scripted import step_verification_text
+
+    proofs = ["Step 1. Factor.\n\nStep 2. Every square is divisible by 3.\n\nStep 3. Done.", "Step 1. Fixed."]
+
+    def script(call):
+        if call.role == "verify_steps":
+            return step_verification_text(["correct", "incorrect", "correct"])
+        k = sum(1 for c in backend.calls if c.role in ("generate", "refine")) - 1
+        return generation_text(proofs[min(k, 1)], 0 if k == 0 else 1, analysis=f"ANALYSIS-{k}")
+
+    backend = ScriptedBackend(script)
+    roles = Roles.from_models(Model(backend))
+    result = await RefineStrategy(max_iters=3, verify_n=0, step_check=True).solve(PROBLEM, roles)
+    assert result.stop_reason == "self-score 1 at iteration 2" and result.proof == "Step 1. Fixed."
+    assert [c.role for c in backend.calls] == ["generate", "verify_steps", "refine"]
+    prompt = next(c.prompt for c in backend.calls if c.role == "refine")
+    assert "ANALYSIS-0" in prompt
+    assert "found its first wrong step, step 2:\n\nStep 2. Every square is divisible by 3." in prompt
+    assert "Why it is wrong: reason 2" in prompt
+    [check] = [s for s in result.transcript if s["step"] == "step_check"]
+    assert (check["first_error"], check["score"], check["steps"]) == (1, 0.0, 3)
+    assert RefineStrategy(max_iters=3, step_check=True).plan().calls["step verification"] == 2
+    # without it: no step verification, nothing about steps in the prompt
+    backend.calls.clear()
+    plain = await RefineStrategy(max_iters=3, verify_n=0).solve(PROBLEM, Roles.from_models(Model(backend)))
+    assert plain.proof == "Step 1. Fixed." and backend.count("verify_steps") == 0
+    assert "first wrong step" not in next(c.prompt for c in backend.calls if c.role == "refine")

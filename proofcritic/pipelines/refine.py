@@ -16,6 +16,11 @@ Details the SPEC leaves open, decided here:
   loop stops (asking the same prompt again would only return the cached answer).
 - The answer is the usable generation with the best self-score, the latest on ties (so a
   stop at self-score 1 answers that proof). It is verified ``verify_n`` times as evidence.
+- With ``step_check`` (issue #18), each proof about to be refined is also checked step by step
+  by the step verifier (:class:`~proofcritic.verifier.StepVerifier`, on the verifier's model,
+  one sample), and the refinement prompt shows, after the self-evaluation, the first step it
+  judged incorrect (its number, its text and the reason), or that it found none. A step check
+  that fails the format adds nothing; the transcript's ``step_check`` entry says what it found.
 - Resume after a kill comes from the completion cache: every prompt is a function of the
   earlier answers, so a rerun replays the cached ones for free. No state dir is needed.
 """
@@ -53,6 +58,11 @@ class RefineConfig(BaseModel):
     )
     verify_n: int = Field(1, ge=0, le=1024, description="Verifications of the final proof, as evidence (0: none).")
     keep_invalid: bool = Field(False, description="Let format failures count as proofs (their best-effort text).")
+    step_check: bool = Field(
+        False,
+        description="Check each proof to refine step by step (the step verifier, on the verifier's model) and show "
+        "the first wrong step in the refinement prompt.",
+    )
 
 
 class RefineStrategy(ConfiguredStrategy):
@@ -72,6 +82,7 @@ class RefineStrategy(ConfiguredStrategy):
         return (
             CallPlan()
             .add("generation", config.max_iters)
+            .add("step verification", config.max_iters - 1 if config.step_check else 0)
             .add("verification", int(config.verify_n > 0), config.verify_n)
         )
 
@@ -114,7 +125,10 @@ class RefineStrategy(ConfiguredStrategy):
                 log.generation("generate", iteration, generation)
             else:
                 base = generations[base_index]
-                candidate = Candidate(proof=base.proof, evaluations=[self_evaluation_text(base)])
+                evaluations = [self_evaluation_text(base)]
+                if config.step_check:
+                    evaluations += await self._step_check(problem, roles, log, iteration, base.proof)
+                candidate = Candidate(proof=base.proof, evaluations=evaluations)
                 generation = (await roles.generator.refine(problem, [candidate], n=1))[0]
                 log.generation("refine", iteration, generation, refines=base_index + 1)
             generations.append(generation)
@@ -122,6 +136,32 @@ class RefineStrategy(ConfiguredStrategy):
             if usable(generation, config.keep_invalid) and generation.self_score >= 1:
                 return f"self-score 1 at iteration {iteration}"
         return f"max iterations ({config.max_iters}) reached"
+
+    async def _step_check(self, problem: Problem, roles: Roles, log: StepLog, iteration: int, proof: str) -> list[str]:
+        """The step verifier's finding on ``proof`` as an evaluation for the refinement prompt
+        (none when its output fails the format); logged as a ``step_check`` step."""
+        from ..verifier import StepVerifier
+
+        checker = StepVerifier(roles.verifier.model, prompts=roles.verifier.prompts, config=roles.verifier.config)
+        steps = checker.split(proof)
+        if not steps:
+            return []
+        [found] = await checker.verify(problem, proof, 1, steps=steps)
+        log.usage.add(found.usage)
+        entry: dict = {"step": "step_check", "round": iteration, "steps": len(steps), "format_ok": found.format_ok}
+        if not found.format_ok:
+            log.transcript.append({**entry, "format_error": found.format_error})
+            return []
+        entry |= {"first_error": found.first_error, "score": found.score, "unjustified": found.unjustified}
+        log.transcript.append(entry)
+        if found.first_error is None:
+            return [f"A step-by-step check of this solution ({len(steps)} steps) found no incorrect step."]
+        wrong = steps[found.first_error]
+        reason = next((v.reason for v in found.verdicts if v.index == found.first_error), "")
+        return [
+            f"A step-by-step check of this solution ({len(steps)} steps) found its first wrong step, "
+            f"step {wrong.number}:\n\n{wrong.text}\n\nWhy it is wrong: {reason or '(no reason given)'}"
+        ]
 
     def _report(self, problem: Problem, iteration: int, generations: list[Generation]) -> None:
         best = max((g.self_score for g in generations if usable(g, self.config.keep_invalid)), default=None)
