@@ -192,3 +192,15 @@ def test_generated_texts_split_exactly_and_stably(text, mode, seed):
 @given(st.text(alphabet=st.sampled_from(list("ab .1()$\\[]{}#-*\n\t\r")), max_size=200), st.sampled_from(STEP_MODES))
 def test_any_text_splits_without_losing_content(text, mode):
     check_steps(text, split_steps(text, mode))
+
+
+def test_number_and_mark_steps():
+    from proofcritic.steps import mark_steps, number_steps
+
+    text = "Let $x = 1$.\n\n  Then $x^2 = 1$.\n\nDone."
+    steps = split_steps(text)
+    assert number_steps(steps) == "[Step 1]\nLet $x = 1$.\n\n[Step 2]\nThen $x^2 = 1$.\n\n[Step 3]\nDone."
+    marked = mark_steps(text, steps, ["<1> ", "", "<3> "])
+    assert marked == "<1> Let $x = 1$.\n\n  Then $x^2 = 1$.\n\n<3> Done."  # the text itself is kept
+    with pytest.raises(ValueError):
+        mark_steps(text, steps, ["only one"])
