@@ -401,3 +401,26 @@ def test_grade_cli_points_with_tools_runs_code_and_reports_points(tmp_path):
     [v] = record["verifications"]
     assert v["points"] == 5 and v["tool_calls"][0]["stdout"] == "42\n"
     assert "final number of points" in json.dumps(server.requests[0]["messages"])
+
+
+async def test_eval_solve_on_points_grades_by_the_suites_human_scheme(tmp_path):
+    """USAMO 2025's human marking scheme (a solve item's ``meta["rubric"]``) is the points
+    verifier's scheme on the points scale, shown once (not again as guidelines); on the ternary
+    scale the item is graded with the guidelines as before."""
+    from proofcritic.benchmarks._items import SolveItem
+    from proofcritic.benchmarks._run import RunFolder
+    from proofcritic.benchmarks.eval_solve import eval_solve
+    from proofcritic.benchmarks.usamo import rubric_text
+    from proofcritic.pipelines.single import SingleStrategy
+
+    rubric = [
+        {"title": "Key lemma", "points": 3, "desc": "proves the LEMMA-X bound"},
+        {"title": "Finish", "points": 4, "desc": "closes FINISH-Y"},
+    ]
+    problem = Problem(id="usamo2025-1", statement="Prove it.", max_points=7, grading_guidelines=rubric_text(rubric, 7))
+    item = SolveItem(problem=problem, meta={"rubric": rubric})
+    backend, roles = model({"G0": [5]})
+    await eval_solve([item], RunFolder(tmp_path / "run"), roles=roles, strategy=SingleStrategy(verify_n=0), verify_n=1)
+    [prompt] = [c.prompt for c in backend.calls if c.role == "verify"]
+    assert "## Marking scheme" in prompt and "## Grading guidelines" not in prompt
+    assert prompt.count("LEMMA-X") == 1 and "Key lemma (3 points)" in prompt

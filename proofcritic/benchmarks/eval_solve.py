@@ -22,6 +22,7 @@ summary counts it (``no_verdict``). ``score_sources`` marks each score that came
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -139,7 +140,8 @@ async def eval_solve(
     async def process(item_id: str, _record: dict) -> dict:
         item = by_id[item_id]
         check_problem(item.problem)  # the input checks of every model command (size, surrogates)
-        samples = [await _one_sample(item, seeded_roles(roles, j), strategy, j, verify_n) for j in range(k)]
+        item, own = with_rubric(item, roles)
+        samples = [await _one_sample(item, seeded_roles(own, j), strategy, j, verify_n) for j in range(k)]
         usage = {
             "calls": sum(s["calls"] for s in samples),
             "cached_calls": sum(s["cached_calls"] for s in samples),
@@ -166,6 +168,19 @@ async def eval_solve(
     summary = summarize_solve_run(records, prices=prices, model_name=model_name)
     run.write_summary(summary)
     return summary
+
+
+def with_rubric(item: SolveItem, roles: Roles) -> tuple[SolveItem, Roles]:
+    """On the points scale, a suite's human marking scheme (``meta["rubric"]``: USAMO 2025's
+    ``grading_scheme.json`` entry) becomes the points verifier's scheme for that item, and the
+    guidelines written from it are dropped so the prompt shows it once; otherwise unchanged."""
+    rubric = item.meta.get("rubric")
+    if not rubric or getattr(roles, "scale", "ternary") != "points":
+        return item, roles
+    verifier = copy.copy(roles.verifier)
+    verifier.scheme = rubric  # type: ignore[attr-defined]  # a PointsVerifier (the points scale)
+    problem = item.problem.model_copy(update={"grading_guidelines": None})
+    return item.model_copy(update={"problem": problem}), dataclasses.replace(roles, verifier=verifier)
 
 
 def mean_or_none(values: Sequence[float]) -> float | None:
