@@ -15,6 +15,7 @@ from ._grade import grade_command
 from ._label import label_command, meta_verify_command
 from ._label_steps import label_steps_command
 from ._lean import lean_check_command, lean_prove_command
+from ._review import review_command
 from ._rubric import rubric_command
 from ._serve import serve_command
 from ._serve_model import serve_model_command
@@ -44,6 +45,7 @@ app.command("lean-check")(lean_check_command)
 app.command("lean-prove")(lean_prove_command)
 app.command("serve")(serve_command)
 app.command("serve-model")(serve_model_command)
+app.command("review")(review_command)
 flags_as_flags(app)  # after every command is registered
 
 

@@ -94,7 +94,13 @@ __all__ = [
 
 Verdict = Literal["no_issues", "valid", "refuted", "undecided", "unsettled"]
 LabelRule = Literal[
-    "no_analyses", "all_correct", "confirmed_lowest", "all_refuted", "not_enough_confirmed", "budget_exhausted"
+    "no_analyses",
+    "all_correct",
+    "confirmed_lowest",
+    "all_refuted",
+    "not_enough_confirmed",
+    "budget_exhausted",
+    "human",  # a reviewer's verdict (``proofcritic review``; pipelines/review.py), never set by the rules
 ]
 Status = Literal["labeled", "review"]
 

@@ -9,7 +9,9 @@ come from three sources:
   of its scored meta-verifications (ties go to the lower score; an analysis without any scored
   meta-verification is left out). Score-1 analyses are never meta-verified, so they never
   appear in D_mv. Review records give D_mv examples too (their evidence is as good), but no
-  D_v example. Error records are skipped.
+  D_v example. Error records are skipped. A record a reviewer decided (``rule: human``, written by
+  ``proofcritic review --export``) gives a D_v example with the human label and ``source``
+  "human".
 - **human-graded sets** (:class:`GradeItem`, e.g. ``load_suite("dsmv2-human")`` or
   ``load_suite("opc")``), with :func:`points_to_score`: full points -> 1, 0 points -> 0,
   anything between -> 0.5. OPC is binary, so correct -> 1, incorrect -> 0. A ProofBench item
@@ -32,7 +34,7 @@ record's is its ``scale`` field, else the ``scale`` asked for, else ternary (a t
 one scale: a mix is an :class:`InputError` that says which records differ.
 
 Examples are deduplicated by a hash of problem statement + proof (+ analysis for D_mv; the
-first occurrence wins) and split deterministically by a hash of the problem statement (so no
+first occurrence wins, except that a human-reviewed example replaces an automatic one) and split deterministically by a hash of the problem statement (so no
 problem sits on both sides) into train and held-out parts. :func:`to_dataset` gives a
 ``datasets.Dataset`` with a conversational ``prompt`` column rendered by the project's
 prompts plus the columns the rewards of :mod:`proofcritic.training.rewards` read.
@@ -229,7 +231,12 @@ def examples_from_labels(
         out.append(
             _with_id(
                 VerifierExample(
-                    problem=problem, proof=record["proof"], score=label, source="label", scale=found, points=points
+                    problem=problem,
+                    proof=record["proof"],
+                    score=label,
+                    source="human" if record.get("rule") == "human" else "label",
+                    scale=found,
+                    points=points,
                 )
             )
         )
@@ -427,14 +434,17 @@ def meta_examples_from_jsonl(path: str | Path, scale: Scale | None = None) -> li
 
 
 def deduplicate(examples: Iterable[E]) -> list[E]:
-    """The examples without repeats of the same problem + proof (+ analysis); first one wins."""
-    seen: set[str] = set()
-    out = []
+    """The examples without repeats of the same problem + proof (+ analysis): the first one wins,
+    except that a human-reviewed example (``source`` "human") takes an automatic one's place."""
+    seen: dict[str, int] = {}
+    out: list[E] = []
     for example in examples:
         key = example_key(example)
         if key not in seen:
-            seen.add(key)
+            seen[key] = len(out)
             out.append(example)
+        elif example.source == "human" and out[seen[key]].source != "human":
+            out[seen[key]] = example
     return out
 
 
