@@ -161,3 +161,24 @@ def test_label_steps_cli_on_smollm2(smollm2_dir, tmp_path):
         assert first["judged"] == 2 and all(r["continuation"] or r["format_error"] for r in first["rollouts"])
     assert answer["labels"][-1] is True  # the solution's own answer 2 is right
     assert "processed 2 solution(s)" in result.stderr.replace("\n", " ")
+
+
+def test_label_steps_dry_run_plans_by_the_longest_solution(tmp_path):
+    from typer.testing import CliRunner
+
+    from proofcritic.cli import app
+
+    source = tmp_path / "in.jsonl"
+    rows = [
+        {"id": "a", "problem": "Compute x.", "proof": SOLUTION, "answer": GOLD},
+        {"id": "b", "problem": "P", "proof": "One step."},
+    ]
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["label-steps", "--input", str(source), "--output", str(tmp_path / "o.jsonl"), "-n", "4", "--dry-run"]
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    # 4 steps: 3 continued, each drawn at 1, 2, 4 (3 requests, 4 samples); verification: one per rollout (12),
+    # the last step 3 requests of 4 samples
+    assert "at most 24 model calls: 9 rollout (12 samples), 15 verification (proofs only) (16 samples)" in result.output
+    assert "for the longest solution, 4 step(s)" in result.output and "2 solution(s)" in result.output
+    assert not (tmp_path / "o.jsonl").exists()

@@ -9,13 +9,15 @@ import typer
 
 from .._constants import DEFAULT_SCORE_MODE
 from ..errors import InputError, first_error
-from ._batch import OverwriteOpt, exit_status, prepare, result_settings
+from ._batch import OverwriteOpt, exit_status, model_name, prepare, result_settings
 from ._common import (
+    DryRunOpt,
     ModelOptions,
     ScoreModeOpt,
     check_score_mode,
     run_progress,
     run_with_model,
+    show_plan,
     with_model_options,
 )
 
@@ -23,6 +25,20 @@ if TYPE_CHECKING:
     from ..runner import RunStats
 
 __all__ = ["label_steps_command"]
+
+
+def _count_steps(path: Path, mode: str) -> tuple[int, int]:
+    """The input's records and the most steps one solution has (unreadable records count 0)."""
+    from ..runner import read_items
+    from ..steps import split_steps
+
+    items, longest = 0, 0
+    for _, _, record in read_items(path):
+        items += 1
+        proof = record.get("proof") if isinstance(record, dict) else None
+        if isinstance(proof, str):
+            longest = max(longest, len(split_steps(proof, mode)))  # type: ignore[arg-type]
+    return items, longest
 
 
 @with_model_options
@@ -75,6 +91,7 @@ def label_steps_command(
         int | None,
         typer.Option("--max-solution-tokens", min=1, help="Tokens per solution, prompts included (default: no limit)."),
     ] = None,
+    dry_run: DryRunOpt = False,
     *,
     opts: ModelOptions,
 ) -> None:
@@ -97,6 +114,18 @@ def label_steps_command(
     if input.resolve() == output.resolve():
         raise typer.BadParameter("--input and --output must be different files")
     console = Console(stderr=True)
+    items, longest = _count_steps(input, config.step_mode)
+    plan = config.plan(longest)
+    plan.note = f"for the longest solution, {longest} step(s); answer problems make no verification"
+    show_plan(  # before any model loads; --dry-run stops here
+        console,
+        "label-steps",
+        items,
+        plan,
+        {"model": model_name(opts), **config.model_dump(), "judge": judge, "max_calls": max_calls, "output": output},
+        dry_run=dry_run,
+        unit="solution",
+    )
     prompt_set = opts.prompt_set()
     the_model = opts.build_model()
     prepare(
