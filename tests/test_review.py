@@ -362,3 +362,26 @@ def test_review_flow_in_headless_chromium(tmp_path):
     proof = dict(PROOFS)
     assert scores[proof["weak1"]] == (0.5, "human") and scores[proof["weak2"]] == (0, "human")
     assert scores[proof["weak3"]] == (1, "human") and scores[proof["good"]] == (1, "label")
+
+
+def test_the_service_serves_the_page_behind_its_keys(tmp_path):
+    """``serve --review RUN``: the page on the service's own app, behind the service's keys."""
+    from fastapi.testclient import TestClient
+
+    from proofcritic.server import ServerSettings, create_app
+    from proofcritic.server.review import ReviewSettings
+
+    _, labels, _ = make_label_run(tmp_path / "run")
+    review = ReviewSettings(run=load_run(labels), reviewer="svc", api_keys=["k1"])
+    settings = ServerSettings(
+        model=Model(ScriptedBackend(_script)), db_path=tmp_path / "jobs.sqlite", api_keys=["k1"], review=review
+    )
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/v1/stats").status_code == 401
+        assert client.get("/review/", follow_redirects=False).headers["location"] == "/review/login"
+        bearer = {"Authorization": "Bearer k1"}
+        assert client.get("/v1/stats", headers=bearer).status_code == 200
+        page = client.get("/review/item/bad", headers=bearer)
+        assert page.status_code == 200 and "confirmed_lowest" in page.text and "<mark" in page.text
+        client.post("/review/item/bad", data={"label": "0.5"}, headers=bearer)
+    assert ReviewStore(decisions_path(labels)).get("bad").reviewer == "svc"

@@ -112,6 +112,14 @@ def serve_command(
     access_log: Annotated[
         bool, typer.Option("--access-log/--no-access-log", help="Log every request.", rich_help_panel=_SERVICE)
     ] = False,
+    review: Annotated[
+        Path | None,
+        typer.Option(
+            "--review",
+            help="Also serve the review page (as `proofcritic review RUN`) for this label run, review queue or eval run folder at /review/, behind the service keys.",
+            rich_help_panel=_SERVICE,
+        ),
+    ] = None,
     judge: JudgeOpt = None,
     panel: PanelOpt = None,
     panel_rule: PanelRuleOpt = None,
@@ -162,6 +170,14 @@ def serve_command(
         )
     built = build_panel(judge, panel, panel_rule, panel_threshold, "ternary", opts)  # (a request picks the scale)
     the_panel = built[0] if built is not None else None
+    review_settings = None
+    if review is not None:
+        import getpass
+
+        from ..pipelines.review import load_run
+        from ..server.review import ReviewSettings
+
+        review_settings = ReviewSettings(run=load_run(review), reviewer=getpass.getuser(), api_keys=keys)
     model = opts.build_model()
     settings = ServerSettings(
         model_factory=lambda: model,
@@ -180,9 +196,12 @@ def serve_command(
         protect_docs=protect_docs,
         timeout=opts.timeout,
         panel=the_panel,
+        review=review_settings,
     )
     auth = f"{len(keys)} API key(s)" if keys else "no authentication"
     docs = "docs at /docs (key needed)" if protect_docs else "docs at /docs"
+    if review_settings is not None:
+        docs += f"; review page for {review} at /review/ (decisions in {review_settings.run.decisions_file})"
     local = model.backend.describe()
     runs = f" ({local})" if local is not None else ""  # a local model: its weight type and threads
     judges = ""

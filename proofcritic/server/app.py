@@ -549,4 +549,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
         )
 
     app.include_router(facade_router)
+    if settings.review is not None:  # serve --review RUN: the review page beside the jobs
+        from .review import mount_review
+
+        mount_review(app, settings.review)
     return app

@@ -51,7 +51,15 @@ from ..pipelines.review import (
     matches,
 )
 
-__all__ = ["COOKIE", "ReviewSettings", "create_review_app", "mathjax_dir", "proof_html", "review_router"]
+__all__ = [
+    "COOKIE",
+    "ReviewSettings",
+    "create_review_app",
+    "mathjax_dir",
+    "mount_review",
+    "proof_html",
+    "review_router",
+]
 
 #: the cookie that holds a reviewer's key once they logged in
 COOKIE = "proofcritic_review_key"
@@ -292,11 +300,17 @@ def review_router(settings: ReviewSettings) -> APIRouter:
     return router
 
 
+def mount_review(app: FastAPI, settings: ReviewSettings) -> None:
+    """Add the review page (its routes and MathJax's files) to ``app``: the service's own app
+    (``serve --review RUN``) or the page's (:func:`create_review_app`)."""
+    app.mount("/review/static/mathjax", StaticFiles(directory=mathjax_dir()), name="mathjax")
+    app.include_router(review_router(settings))
+
+
 def create_review_app(settings: ReviewSettings) -> FastAPI:
     """The review page as a FastAPI application (``proofcritic review`` runs it under uvicorn)."""
     app = FastAPI(title="proofcritic review", docs_url=None, redoc_url=None, openapi_url=None)
-    app.mount("/review/static/mathjax", StaticFiles(directory=mathjax_dir()), name="mathjax")
-    app.include_router(review_router(settings))
+    mount_review(app, settings)
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:

@@ -15,6 +15,7 @@ from ..verifier import DEFAULT_SCORE_MODE, ScoreMode, check_score_mode
 
 if TYPE_CHECKING:
     from ..pipelines.panel import Panel
+    from .review import ReviewSettings
 
 #: environment variables holding the service's API keys, separated by commas or whitespace
 #: (``PROOFCRITIC_API_KEYS`` is the older name; both are read)
@@ -88,6 +89,9 @@ class ServerSettings:
     use instead of the one verifier, on the request's scale. Its judges' models get the
     service's retry policy and timeout, and the service closes them when it stops. The judges
     and their servers come from here only, never from a request."""
+    review: ReviewSettings | None = None
+    """A run to serve the review page for (``serve --review RUN``) at ``/review/``, behind the
+    service's keys when it has some (a browser logs in once at ``/review/login``)."""
 
     def __post_init__(self) -> None:
         if self.model is None and self.model_factory is None:
