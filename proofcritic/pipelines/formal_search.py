@@ -343,10 +343,13 @@ class _Run:
             attempt.attempt = round_number
         return written
 
-    async def continue_from(self, shown: str, round_number: int, n: int) -> list[FormalAttempt]:
+    async def continue_from(
+        self, shown: str, round_number: int, n: int, seed: int | None = None
+    ) -> list[FormalAttempt]:
         self.calls += 1
         messages = self.continuer.messages(self.problem, self.lean_statement, shown)
-        written = await self.continuer.ask(messages, _written_attempt, n, seed=self.next_seed())
+        seed = self.next_seed() if seed is None else seed
+        written = await self.continuer.ask(messages, _written_attempt, n, seed=seed)
         for index, attempt in enumerate(written):
             attempt.attempt, attempt.sample, attempt.prefix = round_number, index, shown
             if attempt.lean is not None:
@@ -615,7 +618,8 @@ async def _rmax(run: _Run, options: SearchOptions, recorded: dict[str, dict], wr
             return recorded[key] | {"replayed": True}
         node = tree.nodes[node_id]
         calls_before, checks_before = run.calls, run.checks
-        written = await run.continue_from(node.prefix, index, options.samples)
+        # expansion k is sampled with seed + k, replayed or not, so a rerun asks what the first run would have
+        written = await run.continue_from(node.prefix, index, options.samples, seed=options.seed + index)
         states = []
         for attempt in written:
             attempt.node = node_id

@@ -16,12 +16,13 @@ and ``api_key`` makes ``Authorization: Bearer KEY`` required.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from proofcritic.lean_checker import LocalLeanChecker
+from proofcritic.lean_checker import LocalLeanChecker, blank_comments_and_strings
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -51,11 +52,13 @@ class KiminaServer:
         api_key: str | None = None,
         endpoints: tuple[str, ...] = ("check", "checks", "verify"),
         concurrency: int = 2,
+        sorry_goals: bool = False,
     ):
         self.checker = LocalLeanChecker(lean, probe_axioms=False, concurrency=concurrency, timeout=300)
         self.host, self.port = host, port
         self.api_key = api_key
         self.endpoints = endpoints
+        self.sorry_goals = sorry_goals
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self._runner: web.AppRunner | None = None
 
@@ -89,14 +92,35 @@ class KiminaServer:
             if m.end_line is not None:
                 entry["endPos"] = {"line": m.end_line - header_lines, "column": m.end_column or 0}
             messages.append(entry)
-            if m.severity == "warning" and "sorry" in m.text:
+            if m.severity == "warning" and "sorry" in m.text and not self.sorry_goals:
                 sorries.append({"pos": pos, "endPos": entry.get("endPos", pos), "goal": ""})
+        if self.sorry_goals:
+            sorries = [
+                {"pos": {"line": line - header_lines, "column": column}, "goal": goal}
+                for line, column, goal in await self.goals_of_sorries(code, timeout)
+            ]
         response: dict[str, Any] = {"env": 0}
         if messages:
             response["messages"] = messages
         if sorries:
             response["sorries"] = sorries
         return {"id": ident, "time": elapsed, "response": response}
+
+    async def goals_of_sorries(self, code: str, timeout: float) -> list[tuple[int, int, str]]:
+        """The goal of each ``sorry`` as the REPL reports it (the hypotheses, then ``⊢``): the
+        real lean is asked with a ``?_`` in that sorry's place, and the placeholder's error at
+        that position gives the goal (how a prelude file, with no tactics, can have one)."""
+        blank = blank_comments_and_strings(code)
+        out = []
+        for match in re.finditer(r"(?<![\w.'])sorry(?![\w'])", blank):
+            line = code.count("\n", 0, match.start()) + 1
+            column = match.start() - (code.rfind("\n", 0, match.start()) + 1)
+            result = await self.checker.check(code[: match.start()] + "?_" + code[match.end() :], timeout=timeout)
+            for message in result.errors:
+                if (message.line, message.column) == (line, column) and "context:\n" in message.text:
+                    out.append((line, column, message.text.split("context:\n", 1)[1].strip()))
+                    break
+        return out
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
