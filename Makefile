@@ -26,7 +26,7 @@ demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python examples/demo.py
 
 # Debian packages the tests use, installed when run as root: bubblewrap (the sandbox's outer
-# layer; without it checks get the native layers only) and headless Chromium (the report test)
+# layer; without it checks get the native layers only) and headless Chromium (the report and review page tests)
 system-deps:
 	@missing=""; \
 	command -v bwrap >/dev/null 2>&1 || missing="$$missing bubblewrap"; \
