@@ -191,3 +191,9 @@ def test_eval_steps_cli_against_a_local_server(tmp_path):
     assert report.exit_code == 0 and "accuracy (correct): 0.5" in report.output
     wrong = CliRunner().invoke(app, ["eval", "steps", "--suite", "opc", "--run", str(tmp_path / "x")])
     assert wrong.exit_code == 2 and "opc is a grade suite; use `eval grade`" in wrong.stderr
+
+
+def test_the_other_eval_commands_send_a_steps_suite_to_eval_steps(tmp_path):
+    for command in ("grade", "solve"):
+        result = CliRunner().invoke(app, ["eval", command, "--suite", "opc-steps", "--run", str(tmp_path / command)])
+        assert result.exit_code == 2 and "opc-steps is a steps suite; use `eval steps`" in result.stderr

@@ -225,7 +225,7 @@ def eval_solve_command(
     """Solve a suite's problems k times each with a strategy; the verifier grades every answer."""
     from rich.console import Console
 
-    from ..benchmarks import GradeItem, RunFolder
+    from ..benchmarks import GradeItem, RunFolder, StepItem
     from ..benchmarks.eval_solve import eval_solve
     from ..pipelines import Roles
 
@@ -240,6 +240,8 @@ def eval_solve_command(
     items = _load(suite, data_dir, limit)
     if any(isinstance(i, GradeItem) for i in items):
         raise typer.BadParameter(f"{suite} is a grading suite; use `eval grade`", param_hint="--suite")
+    if any(isinstance(i, StepItem) for i in items):
+        raise typer.BadParameter(f"{suite} is a steps suite; use `eval steps`", param_hint="--suite")
     price_table = _prices(prices)
     console = Console(stderr=True)
     per_sample = the_strategy.plan() + CallPlan().add("verification", int(verify_n > 0), verify_n)  # + the grader's
@@ -391,7 +393,7 @@ def eval_grade_command(
     """Measure a grader (the verifier, or grades recorded in the data) against human grades."""
     from rich.console import Console
 
-    from ..benchmarks import GradeItem, RunFolder
+    from ..benchmarks import GradeItem, RunFolder, StepItem
     from ..benchmarks.eval_grade import check_recorded, eval_grade, is_rule
     from ..grading import grade_plan
     from ..pipelines import Roles
@@ -443,7 +445,9 @@ def eval_grade_command(
         assert suite is not None  # --suite or --file (checked above)
         items = _load(suite, data_dir, limit)
     if not all(isinstance(i, GradeItem) for i in items):
-        raise typer.BadParameter(f"{suite} is a solving suite; use `eval solve`", param_hint="--suite")
+        steps = any(isinstance(i, StepItem) for i in items)
+        use = "steps suite; use `eval steps`" if steps else "solving suite; use `eval solve`"
+        raise typer.BadParameter(f"{suite} is a {use}", param_hint="--suite")
     if from_recorded is not None:
         check_recorded(items, from_recorded)  # a grade no item records fails here, before the run starts
     console = Console(stderr=True)
