@@ -278,3 +278,64 @@ async def test_a_sorry_goal_from_a_kimina_server(lean_bin):
     assert probe.sorries[0].line == check.attempts[0].cut.line
     sent = [body["snippet"]["code"] for kind, body in server.requests if kind == "check"]
     assert "  Eq.symm' sorry\n" in sent[1]  # the probe's hole is a sorry here
+
+
+def test_lean_prove_search_and_resume_commands(tmp_path, lean_bin, monkeypatch):
+    """`lean-prove --search rmax` and `--mode resume`: the model behind a real OpenAI-compatible
+    HTTP server, the real lean; a run whose record was lost (a kill before it was written)
+    replays the search from `<output>.state/` and asks the model nothing."""
+    from servers.tiny_openai_server import TinyOpenAIServer
+    from typer.testing import CliRunner
+
+    from proofcritic.cli import app
+
+    class Answers(Backend):
+        name, model = "answers", "fixed"
+
+        def __init__(self):
+            self.prompts: list[str] = []
+
+        async def generate(self, request: ChatRequest) -> list[Completion]:
+            prompt = "\n".join(m.content for m in request.messages)
+            self.prompts.append(prompt)
+            chain_script.roots = sum(last_goal(p).endswith("⊢ Eq a c") for p in self.prompts[:-1])
+            text = chain_script(prompt, request.config.seed)
+            return [Completion(text=text, finish_reason="stop", prompt_tokens=5, completion_tokens=5)]
+
+    source = tmp_path / "problems.jsonl"
+    source.write_text(
+        json.dumps({"id": "chain", "statement": CHAIN_PROBLEM.statement, "lean_statement": CHAIN_STATEMENT}) + "\n"
+    )
+    monkeypatch.setenv("PROOFCRITIC_LEAN", str(lean_bin))
+    backend = Answers()
+    out = tmp_path / "rmax.jsonl"
+    with TinyOpenAIServer(backend, "fixed") as server:
+        common = ["--input", str(source), "--model", "openai/fixed", "--base-url", server.url, "--api-key", "x"]
+        args = ["lean-prove", *common, "--output", str(out), "--search", "rmax", "--max-calls", "6", "--no-cache"]
+        first = CliRunner().invoke(app, args)
+        asked = len(backend.prompts)
+        record = json.loads(out.read_text())
+        out.unlink()  # the record lost, the state kept
+        again = CliRunner().invoke(app, args)
+        replayed = json.loads(out.read_text())
+        asked_again = len(backend.prompts) - asked
+        resume_out = tmp_path / "resume.jsonl"
+        resume = CliRunner().invoke(
+            app, ["lean-prove", *common, "--output", str(resume_out), "--mode", "resume", "--max-calls", "3"]
+        )
+        bad = CliRunner().invoke(app, ["lean-prove", *common, "--output", str(out), "--search", "mcts"])
+    assert first.exit_code == 0, first.output
+    assert record["passed"] and record["mode"] == "rmax" and record["stop_reason"] == "proved at expansion 4 (node n2)"
+    assert asked == 4 and record["model_calls"] == 4 and record["lean_checks"] == 7
+    said = " ".join(first.output.split())
+    assert (
+        "1 of 1 problem(s) proved in Lean" in said and "4 model call(s), 7 Lean check(s), 0 stopped by a budget" in said
+    )
+    assert again.exit_code == 0 and asked_again == 0 and replayed["search"]["replayed"] == 5
+    assert replayed["search"]["nodes"] == record["search"]["nodes"] and replayed["proof"] == record["proof"]
+    settings = json.loads((tmp_path / "rmax.jsonl.settings.json").read_text())
+    assert "max_checks" in json.dumps(settings) and "rmax" in json.dumps(settings)
+    assert resume.exit_code == 0, resume.output
+    done = json.loads(resume_out.read_text())
+    assert done["mode"] == "resume" and done["model_calls"] <= 3 and len(done["attempts"]) == done["model_calls"]
+    assert bad.exit_code == 2 and "must be one of none, rmax, not 'mcts'" in " ".join(bad.output.split())

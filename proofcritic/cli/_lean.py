@@ -14,6 +14,7 @@ from ..errors import InputError, SetupError
 from ._batch import OverwriteOpt, exit_status, prepare, result_settings
 from ._common import (
     ModelOptions,
+    one_of,
     positive_seconds,
     run_progress,
     run_with_model,
@@ -155,6 +156,7 @@ def lean_prove_command(
         str,
         typer.Option(
             "--mode",
+            callback=one_of(("whole", "resume")),
             metavar="whole|resume",
             help="whole: whole proofs, retried with Lean's messages (--attempts); resume: truncate at the first "
             "error and continue from there with Lean's goal (--max-calls, --max-checks).",
@@ -162,7 +164,12 @@ def lean_prove_command(
     ] = "whole",
     search: Annotated[
         str,
-        typer.Option("--search", metavar="none|rmax", help="rmax: RMaxTS tree search over proof prefixes (resumable)."),
+        typer.Option(
+            "--search",
+            callback=one_of(("none", "rmax")),
+            metavar="none|rmax",
+            help="rmax: RMaxTS tree search over proof prefixes (resumable).",
+        ),
     ] = "none",
     max_calls: Annotated[
         int, typer.Option("--max-calls", min=1, help="resume / rmax: model requests per problem.")
@@ -182,12 +189,8 @@ def lean_prove_command(
     """Ask the generator for Lean proofs of problems with a Lean statement and check them.
 
     One JSON record per problem: passed, status, every attempt with Lean's messages."""
-    if mode not in ("whole", "resume"):
-        raise InputError(f"--mode must be whole or resume, not {mode!r}")
-    if search not in ("none", "rmax"):
-        raise InputError(f"--search must be none or rmax, not {search!r}")
     if search == "rmax" and mode != "whole":
-        raise InputError("--search rmax is a mode of its own: leave --mode out")
+        raise typer.BadParameter("--search rmax is a mode of its own: leave --mode out", param_hint="--mode")
     run_mode = "rmax" if search == "rmax" else mode
     from rich.console import Console
 
@@ -249,9 +252,15 @@ def lean_prove_command(
                 )
 
     stats = run_with_model(the_model, console, main)
+    spent = (
+        ""
+        if run_mode == "whole"
+        else f"; {stats.extra.get('model_calls', 0)} model call(s), {stats.extra.get('lean_checks', 0)} Lean check(s), "
+        f"{stats.extra.get('budget_stops', 0)} stopped by a budget ({max_calls} calls, {max_checks} checks per problem)"
+    )
     console.print(
         f"{stats.extra.get('passed', 0)} of {stats.done - stats.skipped} problem(s) proved in Lean, "
-        f"{stats.skipped} already done, {stats.errors} error record(s) -> {output}"
+        f"{stats.skipped} already done, {stats.errors} error record(s){spent} -> {output}"
     )
     setup = stats.messages.get("setup")
     if setup:  # the checker cannot give verdicts at all: the set-up's one line, exit status 2

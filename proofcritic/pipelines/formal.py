@@ -348,10 +348,12 @@ async def formal_jsonl(
     """:func:`formal_prove` for every item (``mode`` "resume": :func:`~.formal_search.resume_prove`,
     "rmax": :func:`~.formal_search.rmax_prove` with ``options``, its state in ``state_dir``, one
     file per problem), one :class:`FormalCheck` record per line of ``output``; a rerun skips the
-    problems already there. ``stats.extra["passed"]`` counts the proofs Lean accepted in this run."""
+    problems already there. ``stats.extra["passed"]`` counts the proofs Lean accepted in this run; ``model_calls`` and ``lean_checks`` what they cost,
+    ``budget_stops`` the problems a per-problem budget stopped (resume, rmax)."""
     from .formal_search import resume_prove, rmax_prove, state_file
 
     stats_passed = 0
+    spent = {"model_calls": 0, "lean_checks": 0, "budget_stops": 0}
 
     async def process(item_id: str, record: dict) -> dict:
         nonlocal stats_passed
@@ -367,13 +369,18 @@ async def formal_jsonl(
         else:
             check = await formal_prove(prover, checker, problem, lean_statement, samples=samples, attempts=attempts)
         stats_passed += check.passed
+        spent["model_calls"] += check.model_calls
+        spent["lean_checks"] += check.lean_checks
+        spent["budget_stops"] += "budget spent" in check.stop_reason
         return check.model_dump(mode="json")
 
     def progress(stats: RunStats) -> None:
         stats.extra["passed"] = stats_passed
+        stats.extra.update(spent)
         if on_progress is not None:
             on_progress(stats)
 
     stats = await run_jsonl(items, output, process, concurrency=concurrency, on_progress=progress)
     stats.extra["passed"] = stats_passed
+    stats.extra.update(spent)
     return stats
