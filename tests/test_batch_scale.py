@@ -422,3 +422,36 @@ async def test_the_verdict_line_kept_during_a_run_is_the_one_read_from_the_outpu
     assert "without a verdict" in kept and "unscored: 8 of 24 verifications" in kept
     again = await grade_jsonl(verifier, source, out, n=2, concurrency=4)
     assert again.skipped == 13 and batch_verdicts(out, stats=again) == kept
+
+
+def test_label_workers_label_as_one_process_does_with_the_review_file_in_step(tmp_path):
+    """``label --workers 3``: the same statuses and labels as one process, the review file
+    holding exactly the proofs in review (flawed proofs run out of their per-proof budget after
+    the verification, so they go to review; clean ones are labeled), and no part left."""
+    from servers.scripted_openai_server import proof_text
+
+    source = tmp_path / "in.jsonl"
+    with source.open("w") as out:
+        for i in range(12):
+            proof = proof_text(1 if i % 2 else 2, 2)  # odd: flawed, even: clean
+            out.write(json.dumps({"id": f"p{i}", "problem": f"Prove case {i}.", "proof": proof}) + "\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    runs = {}
+    with ScriptedOpenAIServer() as server:
+        for name, more in (("one", []), ("many", ["--workers", "3"])):
+            args = [sys.executable, "-m", "proofcritic", "label", "--input", str(source)]
+            args += ["--output", str(tmp_path / f"{name}.jsonl"), "--review", str(tmp_path / f"{name}.review.jsonl")]
+            args += ["--model", f"openai/{MODEL_NAME}", "--base-url", server.url, "--api-key", "x", "--no-cache"]
+            args += ["--n", "2", "--m", "1", "--k", "1", "--max-calls", "1", "--concurrency", "6", *more]
+            done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+            assert done.returncode == 0, done.stderr
+            runs[name] = done.stderr
+    assert "3 worker processes" in runs["many"] and "6 labeled, 6 to review" in runs["many"]
+    one, many = _records(tmp_path / "one.jsonl"), _records(tmp_path / "many.jsonl")
+    assert {k: (r["status"], r.get("label")) for k, r in one.items()} == {
+        k: (r["status"], r.get("label")) for k, r in many.items()
+    }
+    assert {k for k, r in many.items() if r["status"] == "review"} == {f"p{i}" for i in range(1, 12, 2)}
+    assert set(_records(tmp_path / "many.review.jsonl")) == set(_records(tmp_path / "one.review.jsonl"))
+    assert set(_records(tmp_path / "many.review.jsonl")) == {f"p{i}" for i in range(1, 12, 2)}
+    assert not list(tmp_path.glob("*.part-*"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -24,10 +25,19 @@ from ._common import (
     with_model_options,
     with_readouts,
 )
+from ._workers import WorkersOpt
 
 if TYPE_CHECKING:  # imported where used: the parser is built without them
+    from rich.console import Console
+
+    from ..llm import Model
+    from ..meta_verifier import MetaVerifier
+    from ..pipelines.label import LabelConfig
+    from ..promptset import PromptSet
     from ..runner import RunStats
     from ..types import MetaVerification, Verification
+    from ..verifier import Verifier
+    from ._workers import WorkerResult
 
 __all__ = ["label_command", "meta_verify_command", "read_verification"]
 
@@ -236,6 +246,7 @@ def label_command(
     batch: Annotated[int, typer.Option("--batch", min=1, help=ADAPTIVE_PARAMS["batch"][1])] = ADAPTIVE_PARAMS["batch"][
         0
     ],
+    workers: WorkersOpt = 1,
     dry_run: DryRunOpt = False,
     *,
     opts: ModelOptions,
@@ -245,10 +256,8 @@ def label_command(
     from rich.console import Console
 
     from ..grading import batch_verdicts
-    from ..meta_verifier import MetaVerifier
     from ..pipelines.label import LabelConfig, label_jsonl
     from ..runner import read_items
-    from ..verifier import Verifier
 
     check_score_mode(score_mode)
     check_scale(scale, score_mode)
@@ -310,13 +319,11 @@ def label_command(
         overwrite,
         companions=[review],
     )
-    settings = opts.sampling()
-    verifier = Verifier(the_model, prompts=prompt_set, config=settings, score_mode=check_score_mode(score_mode))
-    if scale == "points":
-        from ..verifier import PointsVerifier
-
-        verifier = PointsVerifier(the_model, prompts=prompt_set, config=settings)
-    meta_verifier = MetaVerifier(the_model, prompts=prompt_set, config=settings)
+    spec = _LabelSpec(opts, input, output, review, config, score_mode, scale, max_points, max_calls, max_proof_tokens)
+    if workers > 1:
+        _label_in_workers(spec, the_model, workers, console)
+        return
+    verifier, meta_verifier = spec.roles(the_model, prompt_set)
 
     async def main() -> RunStats:
         with run_progress(
@@ -347,3 +354,114 @@ def label_command(
         return stats
 
     exit_status(run_with_model(the_model, console, main))
+
+
+@dataclass
+class _LabelSpec:
+    """What labeling needs besides the model: built once per process (the command's, or each
+    worker's with ``--workers``)."""
+
+    opts: ModelOptions
+    input: Path
+    output: Path
+    review: Path
+    config: LabelConfig
+    score_mode: str
+    scale: str
+    max_points: float | None
+    max_calls: int | None
+    max_proof_tokens: int | None
+
+    def roles(self, model: Model, prompt_set: PromptSet) -> tuple[Verifier, MetaVerifier]:
+        from ..meta_verifier import MetaVerifier
+        from ..verifier import PointsVerifier, Verifier
+
+        settings = self.opts.sampling()
+        verifier: Verifier
+        if self.scale == "points":
+            verifier = PointsVerifier(model, prompts=prompt_set, config=settings)
+        else:
+            verifier = Verifier(
+                model, prompts=prompt_set, config=settings, score_mode=check_score_mode(self.score_mode)
+            )
+        return verifier, MetaVerifier(model, prompts=prompt_set, config=settings)
+
+
+def _label_part(spec: _LabelSpec, shard: int, shards: int, part: Path, concurrency: int) -> WorkerResult:
+    """A worker process of ``label --workers``: label one shard of the input into parts of the
+    output and review files."""
+    import asyncio
+
+    from ..pipelines.label import label_jsonl
+    from ..runner import ShardItems
+    from ._common import endpoint_lines
+    from ._workers import WorkerResult, part_path
+
+    model = spec.opts.build_model()
+    verifier, meta_verifier = spec.roles(model, spec.opts.prompt_set())
+
+    async def main() -> RunStats:
+        try:
+            return await label_jsonl(
+                verifier,
+                meta_verifier,
+                spec.input,
+                part,
+                part_path(spec.review, shard),
+                config=spec.config,
+                max_points=spec.max_points,
+                max_calls=spec.max_calls,
+                max_tokens=spec.max_proof_tokens,
+                concurrency=concurrency,
+                items=ShardItems(spec.input, shard, shards),
+                worker_of=(spec.output, spec.review),
+            )
+        finally:
+            await model.aclose()
+
+    stats = asyncio.run(main())
+    return WorkerResult(stats, model.usage, endpoint_lines(model))
+
+
+def _label_in_workers(spec: _LabelSpec, the_model: Model, workers: int, console: Console) -> None:
+    """``label --workers N``: the shards in worker processes, the parts merged, the output and
+    review file made to agree, then the usual closing lines."""
+    from ..grading import batch_verdicts
+    from ..pipelines.label import label_counts, reconcile_review
+    from ._workers import run_workers
+
+    local = the_model.backend.describe()
+    run_with_model(the_model, console, _nothing, usage=False)  # closed: the workers have their own
+    if local is not None:
+        raise typer.BadParameter(
+            f"worker processes are for server backends; each would load its own copy of the local model ({local})",
+            param_hint="--workers",
+        )
+    try:
+        stats = run_workers(
+            _label_part,
+            spec,
+            input_path=spec.input,
+            output=spec.output,
+            workers=workers,
+            concurrency=spec.opts.concurrency or 16,
+            label="labeling",
+            console=console,
+            max_input_chars=spec.opts.max_input_chars,
+            companions=[spec.review],
+            prepare=lambda: reconcile_review(spec.output, spec.review, spec.input),
+        )
+    finally:  # the parts are merged whatever happened: make the two files agree
+        reconcile_review(spec.output, spec.review, spec.input)
+    counts = label_counts(spec.output)
+    console.print(
+        f"processed {stats.done - stats.skipped} item(s), {stats.skipped} already done, "
+        f"{stats.errors} error record(s); {counts['labeled']} labeled, "
+        f"{counts['review']} to review -> {spec.output}, {spec.review}"
+    )
+    console.print(batch_verdicts(spec.output, verdicts=False))
+    exit_status(stats)
+
+
+async def _nothing() -> None:
+    return None

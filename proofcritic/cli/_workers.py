@@ -25,7 +25,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -177,6 +177,9 @@ def run_workers(
     label: str,
     console: Console,
     max_input_chars: int | None = None,
+    companions: Sequence[Path] = (),
+    prepare: Callable[[], None] | None = None,
+    extra: Callable[[RunStats], str] | None = None,
 ) -> RunStats:
     """Run ``target`` (a module-level function, so a worker can import it) in ``workers``
     processes over the shards of ``input_path`` (see the module), merge their parts into
@@ -184,7 +187,13 @@ def run_workers(
 
     ``target(spec, shard, shards, part, concurrency)`` runs one shard: its items are
     ``runner.ShardItems(input_path, shard, shards)``, its records go to ``part`` and what is
-    done is read from ``output`` (``runner.run_jsonl``'s ``done_in``)."""
+    done is read from ``output`` (``runner.run_jsonl``'s ``done_in``).
+
+    ``companions``: files a worker also writes a part of (``part_path(file, shard)``, e.g.
+    label's review file); their parts are merged before the output's, both when a killed run's
+    parts are found and at the end. ``prepare()`` runs after the leftover parts are merged and
+    before the workers start (label makes its output and review file agree there); ``extra``
+    adds words to the progress line."""
     import multiprocessing
     from multiprocessing.connection import wait
 
@@ -193,7 +202,11 @@ def run_workers(
     from ..runner import RETRIED_KINDS, RunStats, read_items
     from ._common import calls_text
 
-    merge_jsonl(output, leftover_parts(output))  # a killed run's records first
+    for companion in companions:  # a killed run's records first, companions before the output
+        merge_jsonl(companion, leftover_parts(companion))
+    merge_jsonl(output, leftover_parts(output))
+    if prepare is not None:
+        prepare()
     index = read_index(output)
     retried = index.duplicates or any(v is not None and v[0] in RETRIED_KINDS for v in index.latest.values())
     items = read_items(input_path)
@@ -202,6 +215,9 @@ def run_workers(
     parts = [part_path(output, i) for i in range(workers)]
     for part in parts:
         part.unlink(missing_ok=True)
+    for companion in companions:
+        for i in range(workers):
+            part_path(companion, i).unlink(missing_ok=True)
     offsets = [0] * workers
     written = 0
     context = multiprocessing.get_context("spawn")
@@ -209,7 +225,7 @@ def run_workers(
     processes = []
     console.print(f"[dim]{workers} worker processes, {concurrency} requests in flight in all[/]", highlight=False)
     try:
-        with LiveProgress(label, console, batch=True) as progress:
+        with LiveProgress(label, console, batch=True, extra=extra) as progress:
             waiting: dict[Any, int] = {}
             for i, share in enumerate(shares(concurrency, workers)):
                 mine, theirs = context.Pipe(duplex=False)
@@ -248,6 +264,8 @@ def run_workers(
             if process.is_alive() and not answers.get(processes.index(process)):
                 process.terminate()  # stopped: a worker that has not answered is stopped too
             process.join(10)
+        for companion in companions:
+            merge_jsonl(companion, [part_path(companion, i) for i in range(workers)])
         merge_jsonl(output, parts)
         if retried:
             compact_jsonl(output, (item_id for item_id, _, _ in items))

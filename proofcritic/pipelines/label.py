@@ -87,9 +87,11 @@ __all__ = [
     "LabelResult",
     "decide",
     "judge",
+    "label_counts",
     "label_jsonl",
     "label_proof",
     "majority",
+    "reconcile_review",
 ]
 
 Verdict = Literal["no_issues", "valid", "refuted", "undecided", "unsettled"]
@@ -396,6 +398,17 @@ async def _label_adaptive(
     )
 
 
+def reconcile_review(output_path: str | Path, review_path: str | Path, input_path: str | Path) -> None:
+    """Make a label run's output and review file agree (after a kill, or after merging the
+    parts of ``label --workers``); see :func:`_reconcile`."""
+    _reconcile(Path(output_path), Path(review_path), read_items(input_path))
+
+
+def label_counts(output_path: str | Path) -> Counter[str]:
+    """The statuses ("labeled", "review") of a label output's latest records."""
+    return Counter(r["status"] for _, r in iter_latest(output_path) if isinstance(r.get("status"), str) and r["status"])
+
+
 def _reconcile(output_path: Path, review_path: Path, items: JsonlItems) -> None:
     """Make the two files agree after a kill, before a run starts.
 
@@ -435,6 +448,8 @@ async def label_jsonl(
     max_tokens: int | None = None,
     concurrency: int = 16,
     on_progress: Callable[[RunStats], None] | None = None,
+    items: JsonlItems | None = None,
+    worker_of: tuple[Path, Path] | None = None,
 ) -> RunStats:
     """Auto-label every record of ``input_path`` (the records ``grade`` reads).
 
@@ -443,19 +458,29 @@ async def label_jsonl(
     and rerun batch neither loses nor duplicates an item in either. ``max_calls`` and
     ``max_tokens`` bound each proof's model calls and tokens. ``stats.extra`` counts
     "labeled" and "review" items, those of earlier runs included.
+
+    ``items`` and ``worker_of``: a worker process of ``label --workers`` runs its shard of the
+    input (``items``) into parts of the run's output and review files (``output_path``,
+    ``review_path``); ``worker_of`` = (the run's output, its review file) says what is done and
+    what is in review already. Its counts are of its own items only; the parent makes the files
+    agree (:func:`reconcile_review`) after merging the parts.
     """
     config = config or LabelConfig()
     output_path, review_path = Path(output_path), Path(review_path)
-    items = read_items(input_path)  # streamed, never held
-    _reconcile(output_path, review_path, items)
-    in_review = set(latest_offsets(review_path)[0])
-    statuses = {
-        k: sys.intern(r["status"])
-        for k, r in iter_latest(output_path)
-        if isinstance(r.get("status"), str) and r["status"]
-    }
-    counts = Counter(statuses[item_id] for item_id, _, _ in items if item_id in statuses) if statuses else Counter()
-    del statuses
+    items = items if items is not None else read_items(input_path)  # streamed, never held
+    if worker_of is None:
+        _reconcile(output_path, review_path, items)
+        in_review = set(latest_offsets(review_path)[0])
+        statuses = {
+            k: sys.intern(r["status"])
+            for k, r in iter_latest(output_path)
+            if isinstance(r.get("status"), str) and r["status"]
+        }
+        counts = Counter(statuses[item_id] for item_id, _, _ in items if item_id in statuses) if statuses else Counter()
+        del statuses
+    else:
+        in_review = set(latest_offsets(worker_of[1])[0]) | set(latest_offsets(review_path)[0])
+        counts = Counter()
 
     def item_budget(parent: Budget | None) -> Budget | None:
         if max_calls is None and max_tokens is None:
@@ -488,7 +513,13 @@ async def label_jsonl(
             return row  # the runner writes it to the output with no await before
 
         stats = await run_jsonl(
-            items, output_path, process, concurrency=concurrency, item_budget=item_budget, on_progress=progress
+            items,
+            output_path,
+            process,
+            concurrency=concurrency,
+            item_budget=item_budget,
+            on_progress=progress,
+            done_in=worker_of[0] if worker_of is not None else None,
         )
     stats.extra.update(labeled=counts["labeled"], review=counts["review"])
     return stats
