@@ -315,7 +315,14 @@ def test_review_flow_in_headless_chromium(tmp_path):
             screenshot = tmp_path / "review-item.png"
             page.screenshot(path=str(screenshot), full_page=True)
             shutil.copy(screenshot, Path("/tmp") / "proofcritic-review-item-screenshot.png")
-            # three verdicts by keyboard: weak1 half (with a comment), weak2 wrong, weak3 correct
+            # Enter in a field records nothing (it would submit with the first button, "correct")
+            page.keyboard.press("p")
+            page.keyboard.type("3")
+            page.keyboard.press("Enter")
+            page.wait_for_timeout(300)
+            assert page.url.endswith("/item/weak1?status=review") and not decisions_path(labels).exists()
+            page.keyboard.press("Escape")
+            # three verdicts by keyboard: weak1 half (with a comment and 3 points), weak2 wrong, weak3 correct
             page.keyboard.press("c")
             page.keyboard.type("the last step is unjustified")
             page.keyboard.press("Escape")
@@ -333,6 +340,7 @@ def test_review_flow_in_headless_chromium(tmp_path):
 
         _stop(server)  # a restart: the decisions are read back from the file beside the run
         decisions = [json.loads(line) for line in decisions_path(labels).read_text().splitlines()]
+        assert decisions[0]["points"] == 3 and decisions[0]["comment"] == "the last step is unjustified"
         assert [(d["id"], d["label"], d["reviewer"]) for d in decisions] == [
             ("weak1", 0.5, "ana"),
             ("weak2", 0, "ana"),
