@@ -393,3 +393,23 @@ def test_the_service_serves_the_page_behind_its_keys(tmp_path):
         assert page.status_code == 200 and "confirmed_lowest" in page.text and "<mark" in page.text
         client.post("/review/item/bad", data={"label": "0.5"}, headers=bearer)
     assert ReviewStore(decisions_path(labels)).get("bad").reviewer == "svc"
+
+
+def test_an_item_id_with_a_slash_and_a_space(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from proofcritic.server.review import ReviewSettings, create_review_app
+
+    _, labels, _ = make_label_run(tmp_path)
+    records = [json.loads(line) for line in labels.read_text().splitlines()]
+    records[1]["id"] = "imo 2024/p1"
+    odd = tmp_path / "odd.jsonl"
+    odd.write_text("".join(json.dumps(r) + "\n" for r in records))
+    run = load_run(odd)
+    client = TestClient(create_review_app(ReviewSettings(run=run)))
+    listing = client.get("/review/")
+    assert 'href="/review/item/imo%202024/p1"' in listing.text
+    assert client.get("/review/item/imo%202024/p1").status_code == 200
+    saved = client.post("/review/item/imo%202024/p1", data={"label": "0", "next": "imo 2024/p1"})
+    assert saved.status_code == 200 and "Saved the verdict on imo 2024/p1" in saved.text
+    assert ReviewStore(run.decisions_file).get("imo 2024/p1").label == 0

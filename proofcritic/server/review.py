@@ -31,7 +31,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
@@ -239,13 +239,13 @@ def review_router(settings: ReviewSettings) -> APIRouter:
             saved=request.query_params.get("saved", ""),
         )
 
-    @router.get("/item/{item_id}")
+    @router.get("/item/{item_id:path}")
     async def show_item(item_id: str, request: Request) -> Response:
         if (redirect := guard(request)) is not None:
             return redirect
         return item_page(request, item_id, _filters(request))
 
-    @router.post("/item/{item_id}")
+    @router.post("/item/{item_id:path}")
     async def record(item_id: str, request: Request) -> Response:
         if not authorized(request):
             raise HTTPException(401, "log in first (/review/login)")
@@ -279,7 +279,9 @@ def review_router(settings: ReviewSettings) -> APIRouter:
         target = form.get("next") or item_id
         if run.item(target) is None:
             target = item_id
-        answer = RedirectResponse(f"/review/item/{target}{_query(filters, saved=item_id)}", status_code=303)
+        answer = RedirectResponse(
+            f"/review/item/{quote(target, safe='')}{_query(filters, saved=item_id)}", status_code=303
+        )
         answer.set_cookie("proofcritic_reviewer", decision.reviewer, httponly=True, samesite="strict")
         return answer
 
