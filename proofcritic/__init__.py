@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from .llm import GenerateConfig, Model, get_model
     from .meta_verifier import MetaVerifier
     from .promptset import PromptSet
+    from .steps import Step, split_steps
     from .types import (
         Aggregate,
         Generation,
@@ -40,9 +41,10 @@ if TYPE_CHECKING:
         MetaVerification,
         Problem,
         Proof,
+        StepVerification,
         Verification,
     )
-    from .verifier import Verifier
+    from .verifier import StepVerifier, Verifier
 
 #: the public names imported on first use (PEP 562), so that ``import proofcritic`` and the
 #: command line's parser load no model, pydantic or numpy code: name -> its module
@@ -57,10 +59,22 @@ _LAZY = {
     "MetaVerifier": ".meta_verifier",
     "PromptSet": ".promptset",
     **dict.fromkeys(
-        ("Aggregate", "Generation", "GradeResult", "Issue", "MetaVerification", "Problem", "Proof", "Verification"),
+        (
+            "Aggregate",
+            "Generation",
+            "GradeResult",
+            "Issue",
+            "MetaVerification",
+            "Problem",
+            "Proof",
+            "StepVerification",
+            "Verification",
+        ),
         ".types",
     ),
     "Verifier": ".verifier",
+    "StepVerifier": ".verifier",
+    **dict.fromkeys(("Step", "split_steps"), ".steps"),
 }
 
 
@@ -126,6 +140,9 @@ __all__ = [
     "PromptSet",
     "Proof",
     "ProofcriticError",
+    "Step",
+    "StepVerification",
+    "StepVerifier",
     "UnsupportedFeatureError",
     "Verification",
     "Verifier",
@@ -133,4 +150,5 @@ __all__ = [
     "grade",
     "grade_jsonl",
     "grade_proof",
+    "split_steps",
 ]

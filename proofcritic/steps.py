@@ -17,8 +17,9 @@ In every mode a display equation (``\\[...\\]``, ``$$...$$``, ``\\begin{align}..
 or a code block is never cut, and with ``displays`` (default) a block that is only a display
 equation, or that begins with one, is kept with the sentence before it, as is a block starting
 in lower case right after a display (``where ...``, ``so ...``). With ``headings`` (default) a
-one-line heading (``Lemma 2``, ``**Case 1: n even**``, ``1. Existence``) is kept with the step
-that follows it.
+one-line heading (``Lemma 2``, ``**Case 1: n even**``, ``1. Existence``: a line of at most 100
+characters that ends without punctuation or inline math, or a Markdown heading) is kept with the
+step that follows it.
 
 Stable under whitespace changes: the steps' texts, whitespace collapsed, do not change when
 spaces or tabs are added or removed within lines, lines are indented, line ends become ``\\r\\n``,
@@ -182,7 +183,8 @@ def _is_heading(text: str, block: _Block, protected: list[tuple[int, int]]) -> b
     if len(words) > _HEADING_MAX:
         return False
     bare = words.strip("*_ ")
-    return bool(bare) and bare[-1] not in _SENTENCE_END
+    # a line ending in inline math ("Then $x = 5$") is a sentence without its period, not a heading
+    return bool(bare) and bare[-1] not in _SENTENCE_END and not bare.endswith(("$", "\\)", "\\]"))
 
 
 def _short_items(text: str, block: _Block, following: _Block, protected: list[tuple[int, int]]) -> bool:

@@ -204,3 +204,8 @@ def test_number_and_mark_steps():
     assert marked == "<1> Let $x = 1$.\n\n  Then $x^2 = 1$.\n\n<3> Done."  # the text itself is kept
     with pytest.raises(ValueError):
         mark_steps(text, steps, ["only one"])
+
+
+def test_a_sentence_ending_in_math_is_no_heading():
+    text = "Then $x = 5$\n\nSo \\(y = 2\\)\n\nLemma 1\n\nIts proof."
+    assert [s.text for s in split_steps(text)] == ["Then $x = 5$", "So \\(y = 2\\)", "Lemma 1\n\nIts proof."]
