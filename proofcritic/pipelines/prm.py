@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -90,16 +91,27 @@ class StepScorer:
 
     def __init__(self, path: str | Path, separator: str = "\n\n"):
         from transformers import AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
         folder = Path(path).expanduser()
-        if (folder / "adapter_config.json").is_file():
-            from peft import AutoPeftModelForTokenClassification
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # the base model's load report: its head is new, the adapter restores it
+        hf_logging.disable_progress_bar()  # as proofcritic's local backends do
+        try:
+            with warnings.catch_warnings():  # peft asks transformers 5.x by a deprecated name; nothing to act on
+                warnings.filterwarnings(
+                    "ignore", category=FutureWarning, message=r"`is_gradient_checkpointing` is deprecated"
+                )
+                if (folder / "adapter_config.json").is_file():
+                    from peft import AutoPeftModelForTokenClassification
 
-            self.model = AutoPeftModelForTokenClassification.from_pretrained(folder)
-        else:
-            from transformers import AutoModelForTokenClassification
+                    self.model = AutoPeftModelForTokenClassification.from_pretrained(folder)
+                else:
+                    from transformers import AutoModelForTokenClassification
 
-            self.model = AutoModelForTokenClassification.from_pretrained(folder)
+                    self.model = AutoModelForTokenClassification.from_pretrained(folder)
+        finally:
+            hf_logging.set_verbosity(verbosity)
         self.model.eval()
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.separator = separator
