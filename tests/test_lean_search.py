@@ -247,17 +247,18 @@ async def test_rmax_budget_and_parallel_expansion_over_the_warm_pool(lean_bin):
     formal, backend = prover(script)
     async with LeanServerChecker(lean_bin, timeout=60, pool_size=2) as checker:
         check = await rmax_prove(
-            formal, checker, CHAIN_PROBLEM, CHAIN_STATEMENT, SearchOptions(max_calls=4, parallel=2)
+            formal, checker, CHAIN_PROBLEM, CHAIN_STATEMENT, SearchOptions(max_calls=3, parallel=2)
         )
-    assert not check.passed and check.stop_reason.startswith("model call budget spent (4 of 4 calls")
-    assert [seed for _, seed in backend.asked][:2] == [1, 2] and check.search["expansions"] == 4
+    # the second batch has room for one expansion only: the calls of a batch are reserved when selected
+    assert not check.passed and check.stop_reason.startswith("model call budget spent (3 of 3 calls")
+    assert [seed for _, seed in backend.asked][:2] == [1, 2] and check.search["expansions"] == 3
     nodes = {n["id"]: n for n in check.search["nodes"]}
     assert {nodes["n1"]["goal"], nodes["n2"]["goal"]} == {
         "a b c : N\nh1 : Eq a b\nh2 : Eq b c\nk : Eq a b\n⊢ Eq b c",
         "a b c : N\nh1 : Eq a b\nh2 : Eq b c\n⊢ Eq b c",
     }
     assert [a.node for a in check.attempts][:2] == ["n0", "n0"]
-    assert all(n["visits"] >= 0 for n in nodes.values()) and nodes["n0"]["visits"] == 4  # virtual loss taken back
+    assert all(n["visits"] >= 0 for n in nodes.values()) and nodes["n0"]["visits"] == 3  # virtual loss taken back
 
 
 async def test_a_sorry_goal_from_a_kimina_server(lean_bin):

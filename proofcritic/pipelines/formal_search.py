@@ -11,8 +11,8 @@ axioms, or whose error lies before the theorem (in a lemma of its own), has no c
 **Goal.** The goal shown at a cut is taken from the message that cut it when that message carries
 one (``unsolved goals``, ``don't know how to synthesize placeholder``: every message with a
 ``⊢``), else from a *probe*: the prefix with a hole at the cut (``sorry`` for a checker that
-reports the goals of sorries, a Kimina server; otherwise ``?_`` in term mode, nothing in a
-``by`` block, where Lean reports the unsolved goals itself) checked once more. A probe is a Lean
+reports the goals of sorries, a Kimina server; otherwise ``?_`` in term mode; in a ``by``
+block ``skip`` at the start of a line, nothing inside one, and Lean reports the unsolved goals) checked once more. A probe is a Lean
 check like any other and counts in the budget. The prefix shown to the model ends in a comment
 with that goal, ``/- Lean's goal here: ... -/``, and the model writes what follows; the comment
 stays in the file (Lean ignores it). A continuation that itself keeps the statement (a whole file)
@@ -151,7 +151,8 @@ class FormalContinuer(Role):
         """A continuer on the prover's model, prompt set and sampling settings."""
         continuer = cls.__new__(cls)
         Role.__init__(continuer, prover.model, prompts=prover.prompts, config=prover.config)
-        continuer.prompts = PromptSet.load().template_set(RESUME_TEMPLATE, RESUME_VARIABLES)
+        # the prover's set (the user's, when it has formal_prove), else the built-in one
+        continuer.prompts = prover.prompts.template_set(RESUME_TEMPLATE, RESUME_VARIABLES)
         return continuer
 
 
@@ -255,6 +256,17 @@ def _tactic_mode(prefix: str, body_start: int) -> bool:
     return bool(_BY.search(blank_comments_and_strings(prefix), body_start))
 
 
+def _hole(checker: LeanChecker, prefix: str, body_start: int) -> str:
+    """What a probe puts at the cut: ``sorry`` for a checker that reports the goals of sorries
+    (Kimina); in a ``by`` block ``skip`` at the start of a line (nothing inside one), so that Lean
+    reports the unsolved goals; ``?_`` in a term, whose placeholder error shows the goal."""
+    if getattr(checker, "name", "") == "kimina":
+        return "sorry"
+    if _tactic_mode(prefix, body_start):
+        return "skip" if not prefix[prefix.rfind("\n") + 1 :].strip() else ""
+    return "?_"
+
+
 def _with_goal(prefix: str, goal: str | None) -> str:
     """The prefix shown to the model and kept in the file: the goal in a comment at its end (on
     the cut line when the cut is inside a line, so that what follows stays on that line)."""
@@ -305,11 +317,14 @@ class _Run:
     calls: int = 0
     checks: int = 0
     reserved: int = 0
+    reserved_calls: int = 0
     requests: int = 0  # seeds: request k is sampled with options.seed + k
 
     def can_start(self, checks_needed: int) -> bool:
+        """Whether one more model call and ``checks_needed`` checks fit in the budgets, beside
+        what the expansions already selected in this batch hold (``reserved_calls``, ``reserved``)."""
         return (
-            self.calls < self.options.max_calls
+            self.calls + self.reserved_calls < self.options.max_calls
             and self.checks + self.reserved + checks_needed <= self.options.max_checks
         )
 
@@ -375,9 +390,7 @@ class _Run:
             return prefix, cut.goal, False
         span = statement_end(self.lean_statement, attempt.lean)
         assert span is not None  # a cut needs it
-        reports_sorries = getattr(self.checker, "name", "") == "kimina"
-        hole = "sorry" if reports_sorries else ("" if _tactic_mode(prefix, span[1]) else "?_")
-        probe = await self.lean(prefix + hole + "\n")
+        probe = await self.lean(prefix + _hole(self.checker, prefix, span[1]) + "\n")
         attempt.probe = probe
         goal = None
         for sorry in probe.sorries:
@@ -589,7 +602,8 @@ async def _rmax(run: _Run, options: SearchOptions, recorded: dict[str, dict], wr
 
     tree = _Tree()
     match = _STATEMENT_SORRY.search(lean_statement.rstrip())
-    if match is None or statement_end(lean_statement, lean_statement) is None:
+    span = statement_end(lean_statement, lean_statement)
+    if match is None or span is None:
         raise InputError(f"problem {problem.id}: the Lean statement does not end its theorem in `sorry`")
     root_prefix = lean_statement.rstrip()[: match.start()].rstrip() + "\n  "
     # the root's goal: the statement with a hole (one check)
@@ -599,8 +613,7 @@ async def _rmax(run: _Run, options: SearchOptions, recorded: dict[str, dict], wr
         replayed += 1
     else:
         before = run.checks
-        hole = "sorry" if getattr(checker, "name", "") == "kimina" else ("" if _tactic_mode(root_prefix, 0) else "?_")
-        probe = await run.lean(root_prefix + hole + "\n")
+        probe = await run.lean(root_prefix + _hole(checker, root_prefix, span[1]) + "\n")
         root_goal = next((s.goal for s in probe.sorries if s.goal), None)
         root_goal = root_goal or next((goal_of(m.text) for m in probe.errors if goal_of(m.text)), None)
         log({"key": "root", "goal": root_goal, "checks": run.checks - before})
@@ -620,7 +633,7 @@ async def _rmax(run: _Run, options: SearchOptions, recorded: dict[str, dict], wr
         calls_before, checks_before = run.calls, run.checks
         # expansion k is sampled with seed + k, replayed or not, so a rerun asks what the first run would have
         written = await run.continue_from(node.prefix, index, options.samples, seed=options.seed + index)
-        states = []
+        states: list[dict | None] = []
         for attempt in written:
             attempt.node = node_id
             if attempt.ok:
@@ -646,12 +659,13 @@ async def _rmax(run: _Run, options: SearchOptions, recorded: dict[str, dict], wr
             tree.visit(path, 0.0)  # virtual loss: the next selection of this batch looks elsewhere
             paths.append(path)
             run.reserved += per_expansion
+            run.reserved_calls += 1
         if not paths:
             stop_reason = _budget_reason(run)
             break
         first = expansion + 1
         entries = await asyncio.gather(*(expand(first + i, p[-1]) for i, p in enumerate(paths)))
-        run.reserved = 0
+        run.reserved = run.reserved_calls = 0
         for offset, (path, entry) in enumerate(zip(paths, entries)):
             expansion = first + offset
             tree.visit(path, 0.0, sign=-1)
