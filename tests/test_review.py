@@ -413,3 +413,27 @@ def test_an_item_id_with_a_slash_and_a_space(tmp_path):
     saved = client.post("/review/item/imo%202024/p1", data={"label": "0", "next": "imo 2024/p1"})
     assert saved.status_code == 200 and "Saved the verdict on imo 2024/p1" in saved.text
     assert ReviewStore(run.decisions_file).get("imo 2024/p1").label == 0
+
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.mark.skipif(not (DATA / "dsmv2" / "outputs").exists(), reason="shared data not present")
+def test_eval_run_gets_its_problems_from_the_suite_and_exports(tmp_path):
+    run = tmp_path / "run"
+    args = ["eval", "grade", "--suite", "dsmv2-human", "--from-recorded", "average_automatic_rating"]
+    result = CliRunner().invoke(app, [*args, "--limit", "4", "--run", str(run), "--data-dir", str(DATA)])
+    assert result.exit_code == 0, result.output
+    first = load_run(run).items[0]
+    assert not first.problem["statement"]  # the run keeps the problem's id only
+    ReviewStore(decisions_path(run)).record(Decision(id=first.id, label=0.5, reviewer="ana"))
+    out = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(app, ["review", str(run), "--data-dir", str(DATA), "--export", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "problem statements: 4 of 4 item(s) from suite dsmv2-human" in result.output
+    assert "1 from human review" in result.output
+    (example,) = examples_from_labels(out)
+    assert example.score == 0.5 and example.proof == first.proof and len(example.problem.statement) > 20
+    # without the data the statements are missing: the reviewed item is left out, and said to be
+    result = CliRunner().invoke(app, ["review", str(run), "--data-dir", str(tmp_path), "--export", str(out)])
+    assert "could not be read" in result.output and "1 reviewed item(s) left out" in result.output

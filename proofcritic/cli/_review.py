@@ -6,11 +6,14 @@ import getpass
 import ipaddress
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ..errors import InputError
+
+if TYPE_CHECKING:
+    from ..pipelines.review import ReviewRun
 
 __all__ = ["is_loopback", "review_command"]
 
@@ -39,6 +42,37 @@ def _keys(service_key: list[str] | None, service_key_file: Path | None) -> list[
     return keys
 
 
+def _suite_problems(run: ReviewRun, data_dir: Path | None) -> str:
+    """Fill an eval run's problems from the suite (or graded file) its config names; a note on
+    what happened."""
+    import json
+
+    from ..pipelines.review import fill_problems
+
+    try:
+        config = json.loads((run.path / "config.json").read_text())
+    except (OSError, ValueError):
+        return "problem statements: the run folder has no readable config.json"
+    suite = config.get("suite")
+    if not suite:
+        return "problem statements: the run's config names no suite"
+    try:
+        if Path(suite).exists():
+            from ..benchmarks import load_graded_file
+
+            score_column = (config.get("settings") or {}).get("score_column")
+            items = load_graded_file(Path(suite), score_column=score_column)
+        else:
+            from ..benchmarks import load_suite
+
+            items = load_suite(suite, data_dir=data_dir)
+    except (InputError, OSError) as error:
+        return f"problem statements: suite {suite} could not be read ({error}); the page names the problems only"
+    problems = {i.id: i.problem.model_dump(mode="json") for i in items if hasattr(i, "problem")}
+    filled = fill_problems(run, problems)
+    return f"problem statements: {filled} of {len(run.items)} item(s) from suite {suite}"
+
+
 def review_command(
     run: Annotated[
         Path,
@@ -61,6 +95,10 @@ def review_command(
             "--export",
             help="Write the labels (human decisions over the auto-labels) to this JSONL file and exit, serving nothing.",
         ),
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", help="An eval run's suite data root (as eval's), for the problem statements."),
     ] = None,
     reviewer: Annotated[
         str | None, typer.Option("--reviewer", help="The name decisions are recorded under [your user name].")
@@ -85,6 +123,8 @@ def review_command(
     from ..pipelines.review import ReviewStore, export_labels, load_run
 
     loaded = load_run(run, input_path, decisions)
+    if loaded.kind == "eval":
+        print(_suite_problems(loaded, data_dir), file=sys.stderr)
     if export is not None:
         counts = export_labels(loaded, ReviewStore(loaded.decisions_file), export)
         left = f"; {counts['left_out']} reviewed item(s) left out (no usable label or no statement)"

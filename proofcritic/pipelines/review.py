@@ -7,8 +7,8 @@ A *run* is one of:
 - a grade run (``grade --input X --output Y``): its records hold the verifications but not the
   texts, so the batch input (``X``) is read beside it for the problems and proofs;
 - an eval grade run folder (``eval grade --run DIR``: ``DIR/items.jsonl``): the proofs, the human
-  points and each verification's score, raw text and issue spans (the problem statements stay in
-  the suite; the page names the problem).
+  points and each verification's score, raw text and issue spans; the problem statements stay in
+  the suite, which the ``review`` command reads again (:func:`fill_problems`) when it can.
 
 Every record becomes a :class:`ReviewItem` (the page's rows and item pages). A reviewer's
 :class:`Decision` (a label, or points on the points scale, with a comment, who and when) is
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,6 +45,7 @@ __all__ = [
     "VerificationView",
     "decisions_path",
     "export_labels",
+    "fill_problems",
     "load_run",
 ]
 
@@ -358,6 +359,19 @@ def load_run(path: str | Path, inputs: str | Path | None = None, decisions: str 
         else:
             items.append(_eval_item(record))
     return ReviewRun(path, kind, items, Path(decisions) if decisions is not None else decisions_path(path))  # type: ignore[arg-type]
+
+
+def fill_problems(run: ReviewRun, problems: Mapping[str, Mapping[str, Any]]) -> int:
+    """Give the items without a problem statement (an eval run's) their problem from
+    ``problems`` (item id -> a problem dict, e.g. from the suite the run graded); returns how
+    many items got one."""
+    filled = 0
+    for item in run.items:
+        problem = problems.get(item.id)
+        if problem is not None and not item.problem.get("statement") and problem.get("statement"):
+            item.problem = {**item.problem, **{k: v for k, v in problem.items() if v is not None}}
+            filled += 1
+    return filled
 
 
 class ReviewStore:
