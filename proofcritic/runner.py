@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import glob
 import itertools
 import json
 import shutil
@@ -42,7 +43,7 @@ from .errors import (
     ProofcriticError,
     SetupError,
 )
-from .io import JsonlAppender, compact_jsonl, iter_jsonl, read_index, write_json
+from .io import JsonlAppender, compact_jsonl, iter_jsonl, merge_jsonl, read_index, write_json
 from .llm import Usage
 
 #: error kinds that a rerun tries again (a server may be back, the set-up fixed); input errors are final
@@ -205,6 +206,20 @@ class ShardItems(JsonlItems):
         return self._count
 
 
+def part_path(path: str | Path, shard: int) -> Path:
+    """Where worker ``shard`` of a ``--workers`` run appends its records of ``path``:
+    ``<path>.part-<shard>`` (merged into ``path`` when the workers are done)."""
+    path = Path(path)
+    return path.with_name(f"{path.name}.part-{shard}")
+
+
+def leftover_parts(path: str | Path) -> list[Path]:
+    """The part files of ``path`` that a killed ``--workers`` run left, in shard order."""
+    path = Path(path)
+    found = [p for p in path.parent.glob(f"{glob.escape(path.name)}.part-*") if p.name.rsplit("-", 1)[-1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.rsplit("-", 1)[-1]))
+
+
 def read_items(input_path: str | Path) -> JsonlItems:
     """The items of a JSONL file, ``(item id, line number, record or InputError)`` each, read
     lazily (:class:`JsonlItems`: iterate it as often as needed, ``len()`` counts them)."""
@@ -267,6 +282,8 @@ async def run_jsonl(
     the parent merges into ``done_in``), and the output is never rewritten here (the parent
     does that after the merge).
     """
+    if done_in is None:  # the records a killed --workers run left in its part files count as done
+        merge_jsonl(output_path, leftover_parts(output_path))
     index = read_index(done_in if done_in is not None else output_path)
     stats = RunStats(total=total if total is not None else len(items))  # type: ignore[arg-type]
     rewrite = index.duplicates and done_in is None
@@ -427,7 +444,9 @@ def prepare_output(
     """
     output = Path(output_path)
     recorded = settings_path(output)
-    earlier = [p for p in itertools.chain([output], map(Path, companions)) if p.exists()]  # streamed
+    files = [output, *map(Path, companions)]
+    parts = [part for path in files for part in leftover_parts(path)]  # a killed --workers run's
+    earlier = [p for p in itertools.chain(files, parts) if p.exists()]
     warning = None
     if overwrite:
         for path in earlier:

@@ -288,9 +288,11 @@ def test_workers_grade_the_shards_of_a_batch_as_one_process_does(tmp_path):
     assert not list(tmp_path.glob("many.jsonl.part-*"))
 
 
-def test_workers_killed_mid_batch_resume_without_loss_or_repeats(tmp_path):
+@pytest.mark.parametrize("again_with", [["--workers", "2"], []])
+def test_workers_killed_mid_batch_resume_without_loss_or_repeats(tmp_path, again_with):
     """``grade --workers 2`` SIGKILLed mid-batch (the parent: its workers stop too), then run
-    again: the parts left are merged first and only the missing proofs are asked for."""
+    again, with workers or in one process: the parts left are merged first and only the missing
+    proofs are asked for."""
     count = 40
     source, out = _write(tmp_path / "in.jsonl", count), tmp_path / "out.jsonl"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -309,7 +311,8 @@ def test_workers_killed_mid_batch_resume_without_loss_or_repeats(tmp_path):
         assert 10 <= finished < count and _lines(out) == 0
         time.sleep(0.5)
         assert sum(_lines(p) for p in parts) == finished, "a worker wrote on after its parent was killed"
-        again = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+        again_args = _grade_args(source, out, server.url, "--concurrency", "4", *again_with)
+        again = subprocess.run(again_args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
         assert again.returncode == 0, again.stderr
         assert f"{finished} already done" in again.stderr
         assert len(server.recorder.arrived) - sent == count - finished  # in flight at the kill: asked again
@@ -455,3 +458,17 @@ def test_label_workers_label_as_one_process_does_with_the_review_file_in_step(tm
     assert set(_records(tmp_path / "many.review.jsonl")) == set(_records(tmp_path / "one.review.jsonl"))
     assert set(_records(tmp_path / "many.review.jsonl")) == {f"p{i}" for i in range(1, 12, 2)}
     assert not list(tmp_path.glob("*.part-*"))
+
+
+def test_overwrite_removes_the_parts_a_killed_workers_run_left(tmp_path):
+    """Parts left beside an output are earlier results: --overwrite removes them with it, so
+    none of their records reaches the fresh output."""
+    from proofcritic.runner import part_path, prepare_output
+
+    out = tmp_path / "out.jsonl"  # only its part exists: the run was killed before any merge
+    part_path(out, 0).write_text(json.dumps({"id": "stale"}) + "\n")
+    assert "has no settings file" in prepare_output(out, {"n": 1})
+    with pytest.raises(Exception, match="was made with"):
+        prepare_output(out, {"n": 2})  # the parts count as results made with other settings
+    prepare_output(out, {"n": 2}, overwrite=True)
+    assert not out.exists() and not part_path(out, 0).exists()

@@ -393,9 +393,9 @@ def _label_part(spec: _LabelSpec, shard: int, shards: int, part: Path, concurren
     import asyncio
 
     from ..pipelines.label import label_jsonl
-    from ..runner import ShardItems
+    from ..runner import ShardItems, part_path
     from ._common import endpoint_lines
-    from ._workers import WorkerResult, part_path
+    from ._workers import WorkerResult
 
     model = spec.opts.build_model()
     verifier, meta_verifier = spec.roles(model, spec.opts.prompt_set())

@@ -62,17 +62,6 @@ class WorkerResult:
     endpoints: list[str] = field(default_factory=list)
 
 
-def part_path(output: Path, shard: int) -> Path:
-    """Where worker ``shard`` appends its records: ``<output>.part-<shard>``."""
-    return output.with_name(f"{output.name}.part-{shard}")
-
-
-def leftover_parts(output: Path) -> list[Path]:
-    """Part files a killed run left beside ``output``, in shard order."""
-    found = [p for p in output.parent.glob(f"{output.name}.part-*") if p.name.rsplit("-", 1)[-1].isdigit()]
-    return sorted(found, key=lambda p: int(p.name.rsplit("-", 1)[-1]))
-
-
 def shares(concurrency: int, workers: int) -> list[int]:
     """``concurrency`` split over ``workers`` (the first ones take the remainder), at least 1 each."""
     base, extra = divmod(concurrency, workers)
@@ -189,7 +178,7 @@ def run_workers(
     ``runner.ShardItems(input_path, shard, shards)``, its records go to ``part`` and what is
     done is read from ``output`` (``runner.run_jsonl``'s ``done_in``).
 
-    ``companions``: files a worker also writes a part of (``part_path(file, shard)``, e.g.
+    ``companions``: files a worker also writes a part of (``runner.part_path(file, shard)``, e.g.
     label's review file); their parts are merged before the output's, both when a killed run's
     parts are found and at the end. ``prepare()`` runs after the leftover parts are merged and
     before the workers start (label makes its output and review file agree there); ``extra``
@@ -199,7 +188,7 @@ def run_workers(
 
     from ..io import compact_jsonl, merge_jsonl, read_index
     from ..progress import LiveProgress
-    from ..runner import RETRIED_KINDS, RunStats, read_items
+    from ..runner import RETRIED_KINDS, RunStats, leftover_parts, part_path, read_items
     from ._common import calls_text
 
     for companion in companions:  # a killed run's records first, companions before the output

@@ -61,6 +61,7 @@ from ..io import (
     JsonlAppender,
     iter_latest,
     latest_offsets,
+    merge_jsonl,
     problem_from_record,
     proof_from_record,
     read_index,
@@ -73,6 +74,7 @@ from ..runner import (
     JsonlItems,
     RunStats,
     current_item,
+    leftover_parts,
     read_items,
     run_jsonl,
 )
@@ -469,6 +471,9 @@ async def label_jsonl(
     output_path, review_path = Path(output_path), Path(review_path)
     items = items if items is not None else read_items(input_path)  # streamed, never held
     if worker_of is None:
+        # a killed --workers run's parts first (review before output, as they are written)
+        merge_jsonl(review_path, leftover_parts(review_path))
+        merge_jsonl(output_path, leftover_parts(output_path))
         _reconcile(output_path, review_path, items)
         in_review = set(latest_offsets(review_path)[0])
         statuses = {
