@@ -238,6 +238,24 @@ async def test_rmax_rerun_replays_the_state_and_asks_only_what_is_missing(lean_b
     assert [json.loads(line)["key"] for line in state.read_text().splitlines()] == ["root", "e1", "e2", "e3", "e4"]
 
 
+async def test_rmax_state_of_a_run_that_went_another_way_is_replayed_only_up_to_there(lean_bin, tmp_path):
+    state = tmp_path / "state.jsonl"
+    async with LocalLeanChecker(lean_bin, timeout=60) as checker:
+        chain_script.roots = 0
+        formal, _ = prover(chain_script)
+        first = await rmax_prove(formal, checker, CHAIN_PROBLEM, CHAIN_STATEMENT, SearchOptions(), state=state)
+        entries = [json.loads(line) for line in state.read_text().splitlines()]
+        entries[2]["node"] = "n0"  # as if expansion 2 had been made at the root
+        state.write_text("".join(json.dumps(e) + "\n" for e in entries))
+        chain_script.roots = 1
+        formal, backend = prover(chain_script)
+        again = await rmax_prove(formal, checker, CHAIN_PROBLEM, CHAIN_STATEMENT, SearchOptions(), state=state)
+    assert len(backend.asked) == 3 and again.search["replayed"] == 2  # the root's goal and expansion 1
+    assert again.search["nodes"] == first.search["nodes"] and again.stop_reason == first.stop_reason
+    keys = [json.loads(line)["key"] for line in state.read_text().splitlines()]
+    assert keys[5:] == ["reset", "e2", "e3", "e4"]
+
+
 async def test_rmax_budget_and_parallel_expansion_over_the_warm_pool(lean_bin):
     # two expansions at once: the second selection sees the first's virtual loss (both at the
     # root: it has no child yet), each with its own seed; checks go to two warm servers

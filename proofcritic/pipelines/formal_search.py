@@ -58,7 +58,6 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -98,7 +97,6 @@ __all__ = [
 
 RESUME_TEMPLATE = "formal_resume"
 RESUME_VARIABLES = frozenset({"problem", "lean_statement", "prefix"})
-FormalMode = Literal["whole", "resume", "rmax"]
 
 _BY = re.compile(r"(?<![\w.'])by(?![\w'])")
 _ASSIGN = re.compile(r":=")
@@ -560,8 +558,12 @@ def _read_state(path: Path | None, fingerprint: str) -> dict[str, dict]:
             entry = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line cut by a kill
-        if isinstance(entry, dict) and entry.get("fingerprint") == fingerprint:
-            out[entry["key"]] = entry
+        if not isinstance(entry, dict) or entry.get("fingerprint") != fingerprint:
+            continue
+        if entry.get("key") == "reset":  # a run that went another way: its later expansions are void
+            out = {k: v for k, v in out.items() if not (k.startswith("e") and int(k[1:]) >= entry["from"])}
+            continue
+        out[entry["key"]] = entry
     return out
 
 
@@ -627,8 +629,14 @@ async def _rmax(run: _Run, options: SearchOptions, recorded: dict[str, dict], wr
     async def expand(index: int, node_id: str) -> dict:
         """One expansion: the continuations of a node, their checks and cut prefixes."""
         key = f"e{index}"
-        if key in recorded and recorded[key]["node"] == node_id:
-            return recorded[key] | {"replayed": True}
+        if key in recorded:
+            if recorded[key]["node"] == node_id:
+                return recorded[key] | {"replayed": True}
+            # the recorded run expanded another node here (it ran other code): replay nothing from here on
+            for stale in [k for k in recorded if k.startswith("e") and int(k[1:]) >= index]:
+                del recorded[stale]
+            if writer is not None:
+                writer.write({"fingerprint": fingerprint, "key": "reset", "from": index})
         node = tree.nodes[node_id]
         calls_before, checks_before = run.calls, run.checks
         # expansion k is sampled with seed + k, replayed or not, so a rerun asks what the first run would have
