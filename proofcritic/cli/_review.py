@@ -6,7 +6,7 @@ import getpass
 import ipaddress
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -56,6 +56,7 @@ def _suite_problems(run: ReviewRun, data_dir: Path | None) -> str:
     suite = config.get("suite")
     if not suite:
         return "problem statements: the run's config names no suite"
+    items: list[Any]
     try:
         if Path(suite).exists():
             from ..benchmarks import load_graded_file
