@@ -56,6 +56,8 @@ def _suite_problems(run: ReviewRun, data_dir: Path | None) -> str:
     suite = config.get("suite")
     if not suite:
         return "problem statements: the run's config names no suite"
+    from ..benchmarks import GradeItem
+
     items: list[Any]
     try:
         if Path(suite).exists():
@@ -69,7 +71,7 @@ def _suite_problems(run: ReviewRun, data_dir: Path | None) -> str:
             items = load_suite(suite, data_dir=data_dir)
     except (InputError, OSError) as error:
         return f"problem statements: suite {suite} could not be read ({error}); the page names the problems only"
-    problems = {i.id: i.problem.model_dump(mode="json") for i in items if hasattr(i, "problem")}
+    problems = {i.id: i.problem.model_dump(mode="json") for i in items if isinstance(i, GradeItem)}
     filled = fill_problems(run, problems)
     return f"problem statements: {filled} of {len(run.items)} item(s) from suite {suite}"
 
