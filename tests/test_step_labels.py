@@ -182,3 +182,21 @@ def test_label_steps_dry_run_plans_by_the_longest_solution(tmp_path):
     assert "at most 24 model calls: 9 rollout (12 samples), 15 verification (proofs only) (16 samples)" in result.output
     assert "for the longest solution, 4 step(s)" in result.output and "2 solution(s)" in result.output
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_rollout_prompts_and_the_judge_option(tmp_path):
+    backend, roller, _ = _roles(answer_script)
+    config = StepLabelConfig(n=1, early_stop=False)
+    asyncio.run(label_steps(roller, None, PROBLEM, SOLUTION, answer=GOLD, config=config))
+    prompts = sorted((c.prompt for c in backend.calls), key=len)
+    assert "Step 1. We set up.\n\n## What to do" in prompts[0]  # the first prefix, as written
+    assert "Step 2." not in prompts[0] and "Step 3. We compute." in prompts[-1]
+    assert all("Final answer: \\boxed{<the answer>}" in p for p in prompts)
+    # --judge answer: a record without an answer is an error record
+    source = tmp_path / "in.jsonl"
+    rows = [{"id": "no-answer", "problem": "P", "proof": SOLUTION}]
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "o.jsonl"
+    stats = asyncio.run(label_steps_jsonl(roller, None, source, out, config=config, judge="answer"))
+    [record] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert stats.errors == 1 and "has no answer" in record["error"]
