@@ -262,14 +262,9 @@ def grade_command(
     )
     if workers > 1:
         assert input is not None and output is not None  # a batch (checked above)
-        local = the_model.backend.describe()
-        run_with_model(the_model, console, _nothing, usage=False)  # closed: the workers have their own
-        if local is not None:
-            raise typer.BadParameter(
-                f"worker processes are for server backends; each would load its own copy of the local model ({local})",
-                param_hint="--workers",
-            )
-        from ._workers import run_workers
+        from ._workers import hand_over, run_workers
+
+        hand_over(the_model, console)
 
         stats = run_workers(
             _grade_part,
@@ -328,10 +323,6 @@ def grade_command(
         exit_status(outcome)
 
 
-async def _nothing() -> None:
-    return None
-
-
 @dataclass
 class _GradeSpec:
     """What grading needs besides the model: built once per process (the command's, or each
@@ -386,18 +377,15 @@ class _GradeSpec:
 
 def _grade_part(spec: _GradeSpec, shard: int, shards: int, part: Path, concurrency: int) -> WorkerResult:
     """A worker process of ``grade --workers``: grade one shard of the input into ``part``."""
-    import asyncio
-
     from ..grading import grade_jsonl
     from ..runner import ShardItems
-    from ._common import endpoint_lines
-    from ._workers import WorkerResult
+    from ._workers import run_part
 
     assert spec.input is not None and spec.output is not None
     model = spec.opts.build_model()
     verifier, normalizer = spec.grader(model, spec.opts.prompt_set())
 
-    async def main() -> RunStats:
+    async def work() -> RunStats:
         try:
             return await grade_jsonl(
                 verifier,
@@ -414,10 +402,8 @@ def _grade_part(spec: _GradeSpec, shard: int, shards: int, part: Path, concurren
         finally:
             if spec.tool_names:
                 await verifier.aclose()  # type: ignore[union-attr]
-            await model.aclose()
 
-    stats = asyncio.run(main())
-    return WorkerResult(stats, model.usage, endpoint_lines(model))
+    return run_part(model, work)
 
 
 def no_verdict_exit(result: GradeResult, score_mode: str) -> None:

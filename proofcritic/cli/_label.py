@@ -390,37 +390,29 @@ class _LabelSpec:
 def _label_part(spec: _LabelSpec, shard: int, shards: int, part: Path, concurrency: int) -> WorkerResult:
     """A worker process of ``label --workers``: label one shard of the input into parts of the
     output and review files."""
-    import asyncio
-
     from ..pipelines.label import label_jsonl
     from ..runner import ShardItems, part_path
-    from ._common import endpoint_lines
-    from ._workers import WorkerResult
+    from ._workers import run_part
 
     model = spec.opts.build_model()
     verifier, meta_verifier = spec.roles(model, spec.opts.prompt_set())
-
-    async def main() -> RunStats:
-        try:
-            return await label_jsonl(
-                verifier,
-                meta_verifier,
-                spec.input,
-                part,
-                part_path(spec.review, shard),
-                config=spec.config,
-                max_points=spec.max_points,
-                max_calls=spec.max_calls,
-                max_tokens=spec.max_proof_tokens,
-                concurrency=concurrency,
-                items=ShardItems(spec.input, shard, shards),
-                worker_of=(spec.output, spec.review),
-            )
-        finally:
-            await model.aclose()
-
-    stats = asyncio.run(main())
-    return WorkerResult(stats, model.usage, endpoint_lines(model))
+    return run_part(
+        model,
+        lambda: label_jsonl(
+            verifier,
+            meta_verifier,
+            spec.input,
+            part,
+            part_path(spec.review, shard),
+            config=spec.config,
+            max_points=spec.max_points,
+            max_calls=spec.max_calls,
+            max_tokens=spec.max_proof_tokens,
+            concurrency=concurrency,
+            items=ShardItems(spec.input, shard, shards),
+            worker_of=(spec.output, spec.review),
+        ),
+    )
 
 
 def _label_in_workers(spec: _LabelSpec, the_model: Model, workers: int, console: Console) -> None:
@@ -428,15 +420,9 @@ def _label_in_workers(spec: _LabelSpec, the_model: Model, workers: int, console:
     review file made to agree, then the usual closing lines."""
     from ..grading import batch_verdicts
     from ..pipelines.label import label_counts, reconcile_review
-    from ._workers import run_workers
+    from ._workers import hand_over, run_workers
 
-    local = the_model.backend.describe()
-    run_with_model(the_model, console, _nothing, usage=False)  # closed: the workers have their own
-    if local is not None:
-        raise typer.BadParameter(
-            f"worker processes are for server backends; each would load its own copy of the local model ({local})",
-            param_hint="--workers",
-        )
+    hand_over(the_model, console)
     try:
         stats = run_workers(
             _label_part,
@@ -461,7 +447,3 @@ def _label_in_workers(spec: _LabelSpec, the_model: Model, workers: int, console:
     )
     console.print(batch_verdicts(spec.output, verdicts=False))
     exit_status(stats)
-
-
-async def _nothing() -> None:
-    return None

@@ -25,7 +25,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -35,7 +35,7 @@ import typer
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from ..llm import Usage
+    from ..llm import Model, Usage
     from ..runner import RunStats
 
 WorkersOpt = Annotated[
@@ -60,6 +60,41 @@ class WorkerResult:
     stats: RunStats
     usage: Usage
     endpoints: list[str] = field(default_factory=list)
+
+
+def hand_over(model: Model, console: Console) -> None:
+    """The command's own model is not used with ``--workers`` (each worker builds its own from
+    the same options): close it; a local model is refused (each worker would load a copy)."""
+    from ._common import run_with_model
+
+    local = model.backend.describe()
+
+    async def nothing() -> None:
+        return None
+
+    run_with_model(model, console, nothing, usage=False)
+    if local is not None:
+        raise typer.BadParameter(
+            f"worker processes are for server backends; each would load its own copy of the local model ({local})",
+            param_hint="--workers",
+        )
+
+
+def run_part(model: Model, work: Callable[[], Awaitable[RunStats]]) -> WorkerResult:
+    """A worker's run of its shard: ``work()`` in a fresh event loop, ``model`` closed after,
+    and what goes back to the parent."""
+    import asyncio
+
+    from ._common import endpoint_lines
+
+    async def main() -> RunStats:
+        try:
+            return await work()
+        finally:
+            await model.aclose()
+
+    stats = asyncio.run(main())
+    return WorkerResult(stats, model.usage, endpoint_lines(model))
 
 
 def shares(concurrency: int, workers: int) -> list[int]:
