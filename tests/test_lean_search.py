@@ -125,7 +125,8 @@ async def test_resume_continues_from_the_cut_with_the_goal_as_a_comment(lean_bin
     def script(prompt: str, seed: int | None) -> str:
         if "## Your proof so far" not in prompt:
             return fenced(SWAP_WRONG)
-        return fenced("h\n") if "⊢ Eq a b -/" in shown_prefix(prompt) else fenced("oops\n")
+        # a plain fence: a continuation needs no `lean` label and no theorem of its own
+        return "Then:\n```\nh\n```" if "⊢ Eq a b -/" in shown_prefix(prompt) else fenced("oops\n")
 
     formal, backend = prover(script)
     async with LocalLeanChecker(lean_bin, timeout=60) as checker:
@@ -358,3 +359,24 @@ def test_lean_prove_search_and_resume_commands(tmp_path, lean_bin, monkeypatch):
     done = json.loads(resume_out.read_text())
     assert done["mode"] == "resume" and done["model_calls"] <= 3 and len(done["attempts"]) == done["model_calls"]
     assert bad.exit_code == 2 and "must be one of none, rmax, not 'mcts'" in " ".join(bad.output.split())
+
+
+@pytest.mark.slow
+async def test_smollm2_searches_within_its_budgets(lean_bin, smol_backend):
+    """A real model (SmolLM2, far too small to prove anything) through both modes: every answer
+    becomes an attempt with a status, and the budgets stop the search."""
+    from proofcritic.llm import GenerateConfig
+
+    formal = FormalProver(Model(smol_backend), config=GenerateConfig(max_tokens=24, temperature=0.0))
+    options = SearchOptions(max_calls=2, max_checks=8)
+    async with LocalLeanChecker(lean_bin, timeout=60) as checker:
+        resumed = await resume_prove(formal, checker, SWAP_PROBLEM, SWAP_STATEMENT, options)
+        searched = await rmax_prove(formal, checker, SWAP_PROBLEM, SWAP_STATEMENT, options)
+    for check in (resumed, searched):
+        assert not check.passed and check.model_calls == 2 and check.lean_checks <= 8
+        assert check.stop_reason.startswith("model call budget spent")
+        assert all(
+            a.raw.strip() and a.status in {"no_lean_block", "statement_changed", "failed"} for a in check.attempts
+        )
+        assert check.usage.completion_tokens > 0
+    assert searched.search["nodes"][0]["goal"] == "a b : N\nh : Eq a b\n⊢ Eq b a"  # the root's, from the real lean

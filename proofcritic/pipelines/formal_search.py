@@ -70,6 +70,7 @@ from ..promptset import PromptSet
 from ..types import Problem
 from .formal import (
     _DECL_START,
+    _FENCE,
     Cut,
     FormalAttempt,
     FormalCheck,
@@ -289,6 +290,16 @@ def extends(prefix: str, base: str) -> bool:
     return len(mine) > len(theirs) and mine.startswith(theirs)
 
 
+def continuation_block(text: str) -> str | None:
+    """The continuation in a model output: the last fenced ``lean`` block, else the last fenced
+    block of any kind (a continuation needs no theorem of its own); ``None`` without one."""
+    found = extract_lean(text)
+    if found is not None:
+        return found
+    bodies = [m.group(2).strip("\n") for m in _FENCE.finditer(text) if m.group(2).strip()]
+    return bodies[-1] + "\n" if bodies else None
+
+
 def continued_file(lean_statement: str, shown: str, block: str) -> str:
     """The file a continuation makes: ``shown`` (the prefix with its goal comment) and the block,
     the block alone when it keeps the statement itself (a whole file), the echoed prefix dropped."""
@@ -365,9 +376,10 @@ class _Run:
         written = await self.continuer.ask(messages, _written_attempt, n, seed=seed)
         for index, attempt in enumerate(written):
             attempt.attempt, attempt.sample, attempt.prefix = round_number, index, shown
-            if attempt.lean is not None:
-                block = extract_lean(attempt.raw) or ""
+            block = continuation_block(attempt.raw)
+            if block is not None:
                 attempt.lean = continued_file(self.lean_statement, shown, block)
+                attempt.status, attempt.reasons = "failed", []
         await asyncio.gather(*(self.judge(a) for a in written))
         return written
 
