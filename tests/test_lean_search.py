@@ -344,6 +344,9 @@ def test_lean_prove_search_and_resume_commands(tmp_path, lean_bin, monkeypatch):
             app, ["lean-prove", *common, "--output", str(resume_out), "--mode", "resume", "--max-calls", "3"]
         )
         bad = CliRunner().invoke(app, ["lean-prove", *common, "--output", str(out), "--search", "mcts"])
+        mixed = CliRunner().invoke(
+            app, ["lean-prove", *common, "--output", str(out), "--search", "rmax", "--attempts", "3"]
+        )
     assert first.exit_code == 0, first.output
     assert record["passed"] and record["mode"] == "rmax" and record["stop_reason"] == "proved at expansion 4 (node n2)"
     assert asked == 4 and record["model_calls"] == 4 and record["lean_checks"] == 7
@@ -359,6 +362,7 @@ def test_lean_prove_search_and_resume_commands(tmp_path, lean_bin, monkeypatch):
     done = json.loads(resume_out.read_text())
     assert done["mode"] == "resume" and done["model_calls"] <= 3 and len(done["attempts"]) == done["model_calls"]
     assert bad.exit_code == 2 and "must be one of none, rmax, not 'mcts'" in " ".join(bad.output.split())
+    assert mixed.exit_code == 2 and "--attempts counts the rounds of --mode whole" in " ".join(mixed.output.split())
 
 
 @pytest.mark.slow

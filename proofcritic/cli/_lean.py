@@ -192,6 +192,11 @@ def lean_prove_command(
     if search == "rmax" and mode != "whole":
         raise typer.BadParameter("--search rmax is a mode of its own: leave --mode out", param_hint="--mode")
     run_mode = "rmax" if search == "rmax" else mode
+    if run_mode != "whole" and attempts != 1:
+        raise typer.BadParameter(
+            "--attempts counts the rounds of --mode whole; resume and rmax stop at --max-calls / --max-checks",
+            param_hint="--attempts",
+        )
     from rich.console import Console
 
     from ..pipelines.formal import FormalProver, formal_jsonl, read_formal_items
