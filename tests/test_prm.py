@@ -127,3 +127,42 @@ async def test_solve_single_selects_by_prm(trained_prm):
     assert "Every square" in by_self_score.proof  # the self-score alone picks the wrong proof
     with pytest.raises(ValueError, match="select=prm needs prm"):
         SingleConfig(select="prm")
+
+
+@pytest.mark.slow
+def test_process_reward_for_generator_grpo(trained_prm, tmp_path):
+    """train generator with process_reward_model: the PRM's aggregated step scores are a second
+    reward; a right proof earns more than a wrong one, an empty one 0."""
+    from scripted import ScriptedBackend, generation_text
+
+    from proofcritic.llm import Model
+    from proofcritic.pipelines.prm import load_scorer
+    from proofcritic.training.recipes import build_rewards
+
+    good, bad = _rows()[4], _rows()[5]
+    config = load_config(
+        None,
+        {
+            "role": "generator",
+            "reward_model": "transformers/unused",
+            "process_reward_model": str(trained_prm),
+            "process_reward_aggregate": "min",
+            "use_cpu": True,
+            "output_dir": str(tmp_path / "out"),
+            "num_generations": 2,
+            "per_device_train_batch_size": 2,
+        },
+        recipe="grpo",
+    )
+    rewards = build_rewards(config, reward_model=Model(ScriptedBackend(lambda call: "")))
+    assert [r.__name__ for r in rewards] == ["generator_reward", "process_reward"]
+    process = rewards[1]
+    completions = [generation_text("\n\n".join(row["completions"]), 1) for row in (good, bad)] + ["", "no sections"]
+    values = process(completions, problem=[good["prompt"]] * 4)
+    scorer = load_scorer(str(trained_prm))
+    direct = score_steps(scorer.model, scorer.tokenizer, good["prompt"], good["completions"])
+    assert values[0] == pytest.approx(min(direct))  # the solution's steps, scored at their separators
+    assert values[0] > values[1] and values[2] == 0.0
+    assert process.last_components[3]["steps"] == 1  # no ## Solution: the whole text is the proof
+    with pytest.raises(ConfigError, match="needs role generator"):
+        load_config(None, {"role": "verifier", "process_reward_model": "x", "use_cpu": True}, recipe="grpo")

@@ -126,6 +126,16 @@ class ProofcriticGRPOConfig(GRPOConfig, _CommonFields):
     reward_beta: float = field(
         default=0.24, metadata={"help": "Generator reward weight of the self-evaluation (SPEC beta)."}
     )
+    process_reward_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "Role generator: a PRM folder (`train prm`) whose aggregated step scores are a second reward "
+            "(process_reward) beside the outcome reward; weigh them with TRL's reward_weights [outcome, process]."
+        },
+    )
+    process_reward_aggregate: str = field(
+        default="min", metadata={"help": "A proof's process reward from its step scores: min, product or last."}
+    )
     scale: str | None = field(
         default=None,
         metadata={
@@ -152,6 +162,12 @@ class ProofcriticGRPOConfig(GRPOConfig, _CommonFields):
             raise ConfigError(
                 "role generator needs a verifier to score its proofs; set reward_model to BACKEND/MODEL "
                 "(e.g. transformers/PATH_TO_VERIFIER or vllm/NAME)"
+            )
+        if self.process_reward_model and self.role != "generator":
+            raise ConfigError("process_reward_model rewards the generator's steps; it needs role generator")
+        if self.process_reward_aggregate not in ("min", "product", "last"):
+            raise ConfigError(
+                f"process_reward_aggregate must be min, product or last, not {self.process_reward_aggregate!r}"
             )
         if self.reward_alpha < 0 or self.reward_beta < 0 or self.reward_alpha + self.reward_beta <= 0:
             raise ConfigError(

@@ -247,7 +247,14 @@ def build_rewards(config: ProofcriticGRPOConfig, reward_model: Any = None, scale
     # of Y; a sample none of whose verifications has a score is skipped): training rewards do not
     # change with the commands' default score mode
     verifier = Verifier(model, config=sampling, score_mode="auto")
-    return [make_generator_reward(verifier, meta, config.reward_alpha, config.reward_beta)]
+    rewards: list[Any] = [make_generator_reward(verifier, meta, config.reward_alpha, config.reward_beta)]
+    if config.process_reward_model:  # issue #18: the PRM's step scores, weighed by TRL's reward_weights
+        from ..pipelines.prm import load_scorer
+        from .rewards import make_process_reward
+
+        scorer = load_scorer(str(resolve_model_path(config.process_reward_model)))
+        rewards.append(make_process_reward(scorer, config.process_reward_aggregate))
+    return rewards
 
 
 def _peft_config(config: Any):

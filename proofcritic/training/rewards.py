@@ -61,6 +61,7 @@ __all__ = [
     "format_reward",
     "make_generator_reward",
     "make_meta_verifier_reward",
+    "make_process_reward",
     "make_verifier_reward",
     "points_reward",
     "score_reward",
@@ -496,3 +497,44 @@ def make_generator_reward(
     if alpha < 0 or beta < 0:
         raise ValueError("alpha and beta must not be negative")
     return _GeneratorReward(verifier, meta_verifier, alpha, beta, n_verify, n_meta, meta_on_failure)
+
+
+class _ProcessReward(RewardFunction):
+    columns = ("problem",)
+
+    def __init__(self, scorer: Any, aggregate: str, step_mode: str):
+        super().__init__("process_reward")
+        self.scorer, self.aggregate, self.step_mode = scorer, aggregate, step_mode
+
+    def _one(self, text: str, row: dict[str, Any]) -> dict[str, Any]:
+        from ..pipelines.prm import aggregate_steps, score_steps
+        from ..steps import split_steps
+
+        generation = parse_generation(text)
+        proof = generation.proof if generation.proof.strip() else text
+        steps = [s.text for s in split_steps(proof, self.step_mode)]  # type: ignore[arg-type]
+        if not steps:
+            return {"reward": 0.0, "steps": 0}
+        scores = score_steps(
+            self.scorer.model,
+            self.scorer.tokenizer,
+            as_problem(row["problem"]).statement,
+            steps,
+            separator=self.scorer.separator,
+        )
+        if not scores:  # no step fits the PRM's length
+            return {"reward": None, "steps": len(steps), "error": "no step fits the PRM's max length"}
+        return {"reward": aggregate_steps(scores, self.aggregate), "steps": len(steps), "min_step": min(scores)}  # type: ignore[arg-type]
+
+
+def make_process_reward(scorer: Any, aggregate: str = "min", step_mode: str = "paragraphs") -> RewardFunction:
+    """A process reward for generator GRPO (issue #18): the completion's proof (its
+    ``## Solution``, or the whole text when it has none) split into steps, each scored by the
+    PRM ``scorer`` (a :class:`proofcritic.pipelines.prm.StepScorer`, e.g. ``load_scorer(FOLDER)``),
+    and the step scores aggregated (``min``, ``product`` or ``last``). Column: ``problem``.
+    TRL adds it to the outcome reward with its ``reward_weights``."""
+    from ..pipelines.prm import PRM_AGGREGATES
+
+    if aggregate not in PRM_AGGREGATES:
+        raise ValueError(f"aggregate must be one of {', '.join(PRM_AGGREGATES)}, not {aggregate!r}")
+    return _ProcessReward(scorer, aggregate, step_mode)
