@@ -10,10 +10,10 @@ axioms, or whose error lies before the theorem (in a lemma of its own), has no c
 
 **Goal.** The goal shown at a cut is taken from the message that cut it when that message carries
 one (``unsolved goals``, ``don't know how to synthesize placeholder``: every message with a
-``⊢``), else from a *probe*: the prefix with a hole at the cut (``sorry`` for a checker that
-reports the goals of sorries, a Kimina server; otherwise ``?_`` in term mode; in a ``by``
-block ``skip`` at the start of a line, nothing inside one, and Lean reports the unsolved goals) checked once more. A probe is a Lean
-check like any other and counts in the budget. The prefix shown to the model ends in a comment
+``⊢``), else from a *probe*: the prefix with a hole at the cut checked once more (``sorry``
+for a checker that reports the goals of sorries, a Kimina server; otherwise ``?_`` in term
+mode; in a ``by`` block ``skip`` at the start of a line, nothing inside one, and Lean reports the
+unsolved goals). A probe is a Lean check like any other and counts in the budget. The prefix shown to the model ends in a comment
 with that goal, ``/- Lean's goal here: ... -/``, and the model writes what follows; the comment
 stays in the file (Lean ignores it). A continuation that itself keeps the statement (a whole file)
 is taken as a whole file.
