@@ -236,11 +236,14 @@ async def test_single_endpoint_is_never_ejected(make_model):
 
 
 @pytest.mark.slow
-async def test_three_replicas_one_killed_mid_run(tiny_model_dir, tiny_backend):
+@pytest.mark.parametrize("routing", ["least-loaded", "prefix"])
+async def test_three_replicas_one_killed_mid_run(tiny_model_dir, tiny_backend, routing):
     proc, victim = spawn(tiny_model_dir)
     first, third = TinyOpenAIServer(tiny_backend).start_in_thread(), TinyOpenAIServer(tiny_backend).start_in_thread()
     urls = [first.url, victim, third.url]
-    backend = OpenAIBackend("tiny", base_url=urls, api_key="EMPTY", eject_cooldown=0.3, max_eject_cooldown=1.0)
+    backend = OpenAIBackend(
+        "tiny", base_url=urls, api_key="EMPTY", eject_cooldown=0.3, max_eject_cooldown=1.0, routing=routing
+    )
     model = Model(backend, cache=None, max_concurrency=9, retry=RetryPolicy(max_attempts=3, initial_wait=0.05))
     requests = [_request(f"Compute {i} + {2 * i}.", temperature=0.0, max_tokens=12) for i in range(60)]
     done = 0
@@ -285,9 +288,12 @@ async def test_three_replicas_one_killed_mid_run(tiny_model_dir, tiny_backend):
     dead = stats[victim]
     assert not dead["healthy"] and dead["ejections"] == 1 and dead["failures"] >= 1
     assert dead["successes"] == at_kill["successes"]
+    # (least-loaded spreads the 60 evenly; prefix routing by the prompts' hashes, which the
+    # replicas' random ports decide, so only that both served is certain)
+    most = 15 if routing == "least-loaded" else 0
     for url in urls:
         if url != victim:
-            assert stats[url]["healthy"] and stats[url]["failures"] == 0 and stats[url]["successes"] > 15
+            assert stats[url]["healthy"] and stats[url]["failures"] == 0 and stats[url]["successes"] > most
     assert sum(s["completion_tokens"] for s in stats.values()) == model.usage.completion_tokens
     assert len(lines) == 3 and any(victim in line and "out (" in line for line in lines)
 
