@@ -19,6 +19,9 @@ class SolveItem(BaseModel):
     """A problem of a solving suite (the problem carries its own ``max_points``)."""
 
     problem: Problem
+    answer: str | None = Field(
+        None, description="The reference short answer (answer suites): samples are graded by the answer check."
+    )
     meta: dict[str, Any] = Field(default_factory=dict, description="competition, year, level, source, answer, ...")
 
 

@@ -17,6 +17,15 @@ default score mode ``text`` a format failure has no score). A sample with a proo
 verification has no verdict: its ``points`` are None, it scores 0 in every metric and the
 summary counts it (``no_verdict``). ``score_sources`` marks each score that came from a read-out
 ("likelihood", "guided": opt-in score modes); ``read_out`` counts them.
+
+Answer items (:attr:`SolveItem.answer`, the answer suites of :mod:`.answer_suites`) are graded
+by the answer check instead of the verifier: the strategy solves the statement followed by
+:data:`ANSWER_REQUEST`, each sample's proof gets ``answer`` (extracted), ``answer_rule`` and
+``correct`` (:func:`proofcritic.answers.check_answer`), ``passed`` = ``correct`` and ``points``
+the problem's maximum or 0; no verification is added (the strategy's own still run). The
+record adds ``answer`` (the reference) and ``majority`` (:func:`.answer_suites.majority_answer`
+and whether its answer is right), and the summary ``accuracy`` and ``maj@k``
+(:data:`ANSWER_METRICS`) and the ``answers`` counts.
 """
 
 from __future__ import annotations
@@ -27,15 +36,30 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..answers import check_answer
 from ..io import check_problem
 from ..llm import Usage
 from ..pipelines import Roles, SolveResult, Strategy
 from ..runner import RunStats, run_jsonl
+from ..types import Problem
 from ._items import SolveItem
 from ._run import RunFolder
+from .answer_suites import majority_answer
 from .metrics import bootstrap_ci, small_sample_note
 
-__all__ = ["SOLVE_METRICS", "eval_solve", "mean_or_none", "seeded_roles", "summarize_solve_run"]
+__all__ = [
+    "ANSWER_METRICS",
+    "ANSWER_REQUEST",
+    "SOLVE_METRICS",
+    "answer_problem",
+    "eval_solve",
+    "mean_or_none",
+    "seeded_roles",
+    "summarize_solve_run",
+]
+
+#: what an answer item's statement is followed by when a strategy solves it
+ANSWER_REQUEST = "This problem has a short final answer: end your solution with it, written as \\boxed{...}."
 
 #: nearest point of the score scale, for exact agreement of a self-score with a verifier mean
 _SCALE = (0.0, 0.5, 1.0)
@@ -66,15 +90,23 @@ def _format_failures(result: SolveResult) -> int:
     return count
 
 
+def answer_problem(item: SolveItem) -> Problem:
+    """The problem a strategy is given for an answer item: the statement with
+    :data:`ANSWER_REQUEST` after it (the item keeps the statement as written)."""
+    return item.problem.model_copy(update={"statement": f"{item.problem.statement.rstrip()}\n\n{ANSWER_REQUEST}"})
+
+
 async def _one_sample(item: SolveItem, roles: Roles, strategy: Strategy, sample: int, verify_n: int) -> dict[str, Any]:
-    """Run the strategy once and verify its answer up to ``verify_n`` times."""
+    """Run the strategy once and verify its answer up to ``verify_n`` times; an answer item's
+    sample is graded by the answer check instead (no verification is added)."""
     problem = item.problem
     started = time.perf_counter()
-    result = await strategy.solve(problem, roles)
+    result = await strategy.solve(problem if item.answer is None else answer_problem(item), roles)
     usage = Usage(**result.usage.model_dump())
     verifications = list(result.verifications)
     failures = _format_failures(result)
-    if result.proof is not None and len(verifications) < verify_n:
+    check = None if item.answer is None else check_answer(item.answer, result.proof or "")
+    if check is None and result.proof is not None and len(verifications) < verify_n:
         extra = await roles.verifier.verify(problem, result.proof, n=verify_n - len(verifications))
         for v in extra:
             usage.add(v.usage)
@@ -85,6 +117,10 @@ async def _one_sample(item: SolveItem, roles: Roles, strategy: Strategy, sample:
     # a proof none of whose verifications has a score has no verdict (points None, counted 0)
     mean = sum(valid) / len(valid) if valid else (0.0 if result.proof is None else None)
     generation = result.generation
+    graded = {}
+    if check is not None:  # an answer item: the answer check is the grade
+        graded = {"answer": check.answer, "answer_rule": check.rule, "correct": check.correct}
+        graded |= {"passed": check.correct, "points": problem.max_points * check.correct}
     return {
         "sample": sample,
         "seed": roles.generator.config.seed,
@@ -105,7 +141,7 @@ async def _one_sample(item: SolveItem, roles: Roles, strategy: Strategy, sample:
         "stop_reason": result.stop_reason,
         "budget_limited": result.budget_limited,
         "rounds": result.rounds,
-    }
+    } | graded
 
 
 async def eval_solve(
@@ -157,6 +193,10 @@ async def eval_solve(
             "usage": usage,
             "budget_limited": any(s["budget_limited"] for s in samples),
         }
+        if item.answer is not None:
+            vote = majority_answer([s["answer"] for s in samples])
+            vote["correct"] = vote["sample"] is not None and samples[vote["sample"]]["correct"]
+            out |= {"answer": item.answer, "majority": vote}
         if tournament is not None:
             out["tournament"] = await _tournament(item, roles, samples, tournament, usage)
         return out
@@ -231,6 +271,12 @@ SOLVE_METRICS: dict[str, Callable[[dict[str, Any]], float]] = {
     "pass@1": lambda q: q["passed"] / q["samples"],
     "pass@k": lambda q: float(q["passed"] > 0),
 }
+#: the metrics of answer items (graded by the answer check), added when every problem has one:
+#: accuracy is the share of right samples (over all k), maj@k whether the majority answer is right
+ANSWER_METRICS: dict[str, Callable[[dict[str, Any]], float]] = {
+    "accuracy": lambda q: q["correct"] / q["samples"],
+    "maj@k": lambda q: float(q["majority_correct"]),
+}
 
 
 def summarize_solve_run(
@@ -248,7 +294,7 @@ def summarize_solve_run(
     errors = [r for r in records if "error" in r]
     problems = []
     pairs: list[tuple[float, float]] = []
-    format_failures = no_verdict = verifications = unscored = read_out = 0
+    format_failures = no_verdict = verifications = unscored = read_out = answered = answer_samples = 0
     for r in scored:
         samples, top = r["samples"], float(r.get("max_points") or 7.0)
         points = [s["points"] or 0.0 for s in samples]
@@ -263,13 +309,18 @@ def summarize_solve_run(
             "passed": sum(bool(s["passed"]) for s in samples),
             "samples": len(samples),
         }
+        if r.get("answer") is not None:  # an answer item: graded by the answer check
+            row["correct"] = sum(bool(s.get("correct")) for s in samples)
+            row["majority_correct"] = bool((r.get("majority") or {}).get("correct"))
+            answered += sum(s.get("answer") is not None for s in samples)
+            answer_samples += len(samples)
         picked = (r.get("tournament") or {}).get("winner")
         if r.get("tournament") is not None:
             row["points_best_tournament"] = (samples[picked]["points"] or 0.0) if picked is not None else 0.0
         problems.append(row)
         for s in samples:
             format_failures += s.get("format_failures", 0)
-            no_verdict += s.get("proof") is not None and s.get("verifier_mean") is None
+            no_verdict += s.get("proof") is not None and s.get("verifier_mean") is None and "correct" not in s
             verifications += len(s.get("verifier_scores") or [])
             unscored += s.get("unscored", sum(x is None for x in s.get("verifier_scores") or []))
             read_out += s.get("read_out", 0)
@@ -290,6 +341,11 @@ def summarize_solve_run(
             {"best_tournament": _metric([p["points_best_tournament"] / p["max_points"] for p in problems])}
             if problems and all("points_best_tournament" in p for p in problems)
             else {}
+        )
+        | (
+            {name: _metric([value(row) for row in problems]) for name, value in ANSWER_METRICS.items()}
+            if problems and all("correct" in p for p in problems)
+            else {}
         ),
         "points": {
             "first": sum(p["points_first"] for p in problems),
@@ -303,6 +359,18 @@ def summarize_solve_run(
             "exact": sum(a == _nearest(b) for a, b in pairs) / len(pairs) if pairs else None,
             "mean_abs_diff": sum(abs(a - b) for a, b in pairs) / len(pairs) if pairs else None,
         },
+        **(
+            {
+                "answers": {
+                    "samples": answer_samples,
+                    "stated": answered,
+                    "correct": sum(p.get("correct", 0) for p in problems),
+                    "majority_correct": sum(p.get("majority_correct", False) for p in problems),
+                }
+            }
+            if answer_samples
+            else {}
+        ),
         "format_failures": format_failures,
         # samples with a proof but no scored verification: no verdict, counted 0 points
         "no_verdict": no_verdict,

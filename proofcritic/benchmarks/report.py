@@ -216,6 +216,16 @@ def _solve_parts(summary: dict, records: list[dict]) -> tuple[list[list[str]], l
     rows.append(["self vs verifier: mean |difference|", _num(a["mean_abs_diff"]), ""])
     rows.append(["format failures", _num(summary["format_failures"]), ""])
     rows.append(["samples without a verdict (0 points)", _num(summary.get("no_verdict", 0)), ""])
+    answers = summary.get("answers")
+    if answers:  # an answer suite: graded by the answer check
+        rows.append(
+            [
+                "answers stated / right (samples)",
+                f"{answers['stated']} / {answers['correct']}",
+                f"of {answers['samples']}",
+            ]
+        )
+        rows.append(["majority answer right (problems)", _num(answers["majority_correct"]), f"of {summary['scored']}"])
     rows += _verification_rows(summary)
     t, s = summary["tokens"], summary["seconds"]
     rows.append(["tokens (total / per item)", f"{_num(t['total'])} / {_num(t['per_item'])}", ""])
@@ -501,6 +511,11 @@ def _solve_items(summary: dict, records: list[dict], text_limit: int, text_budge
         rows = []
         for s in r.get("samples") or []:
             chips_html, chips_md = _chips(list(s.get("verifier_scores") or []), s.get("score_sources"))
+            if "correct" in s:  # an answer sample: the extracted answer and its check instead
+                chips_md = (
+                    f"answer {s.get('answer')!s} ({'right' if s['correct'] else 'wrong'}; ref. {r.get('answer')})"
+                )
+                chips_html = html.escape(chips_md)
             stop = str(s.get("stop_reason") or "") + (" (budget)" if s.get("budget_limited") else "")
             cells = [
                 str(r.get("id")) if s is r["samples"][0] else "",
@@ -526,7 +541,8 @@ def _solve_items(summary: dict, records: list[dict], text_limit: int, text_budge
         body.append("<tbody>" + "".join(rows) + "</tbody>")
     intro = (
         f"{count} samples of {len(solves)} problems in the order of items.jsonl; points = the verifier mean "
-        "times the problem's points; passed: every verification gave 1. " + _CHIP_LEGEND
+        "times the problem's points; passed: every verification gave 1 (an answer suite's sample: its extracted "
+        "answer is right by the answer check, for 1 point). " + _CHIP_LEGEND
     )
     more = (
         f" Each sample opens to its proof (over {limit:,} characters shortened in the middle; the full texts "
@@ -610,6 +626,8 @@ def _breakdowns(summary: dict, records: list[dict]) -> list[Section]:
 
 def _solve_problems(summary: dict) -> Section:
     header = ["problem", "first", "best (self)", "best (verifier)", "max", "passed"]
+    majority = any("majority_correct" in q for q in summary["problems"])
+    header += ["majority answer"] if majority else []
     rows = [
         [
             q["id"],
@@ -619,6 +637,7 @@ def _solve_problems(summary: dict) -> Section:
             _num(q["max_points"]),
             f"{q['passed']}/{q['samples']}",
         ]
+        + ([("right" if q.get("majority_correct") else "wrong") if "majority_correct" in q else ""] if majority else [])
         for q in summary["problems"]
     ]
     return "Problems", _html_table(header, rows), _md_table(header, rows)

@@ -76,12 +76,12 @@ DataOpt = Annotated[Path | None, typer.Option("--data-dir", envvar="PROOFCRITIC_
 PricesOpt = Annotated[Path | None, typer.Option("--prices", help='JSON {model: {"prompt": $/1M, "completion": $/1M}}.')]
 
 
-def _load(suite: str, data_dir: Path | None, limit: int | None) -> list:
+def _load(suite: str, data_dir: Path | None, limit: int | None, file: Path | None = None) -> list:
     from ..benchmarks import (
         load_suite,  # written beside this module; imported when used
     )
 
-    return load_suite(suite, data_dir=data_dir, limit=limit)
+    return load_suite(suite, data_dir=data_dir, limit=limit, source=file)
 
 
 def _prices(path: Path | None) -> dict | None:
@@ -158,6 +158,13 @@ def show_headline(console: Console, summary: dict[str, Any]) -> None:
         p = summary["points"]
         console.print(f"{'points':>18}: {p['first']:.4g} / {p['max']:.4g} (best by self-score {p['best_self']:.4g})")
         line("self/verifier agree", summary["agreement"]["exact"])
+        answers = summary.get("answers")
+        if answers:  # an answer suite: graded by the answer check
+            console.print(
+                f"{'answers':>18}: {answers['stated']} of {answers['samples']} samples stated an answer, "
+                f"{answers['correct']} right; the majority answer right on {answers['majority_correct']} "
+                f"of {summary['scored']} problems"
+            )
         console.print(
             f"{'no verdict':>18}: {summary.get('no_verdict', 0)} sample(s) with a proof but no scored "
             "verification, counted 0 points"
@@ -191,6 +198,12 @@ def show_headline(console: Console, summary: dict[str, Any]) -> None:
 @with_model_options
 def eval_solve_command(
     suite: SolveSuiteOpt = None,
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file", help="The suite's data file instead of the data folder (the problems and answers suites)."
+        ),
+    ] = None,
     run: RunOpt = Path("run"),
     overwrite: OverwriteOpt = False,
     strategy: Annotated[str, typer.Option("--strategy", "-s", help=f"{' | '.join(STRATEGIES)}.")] = "single",
@@ -237,13 +250,22 @@ def eval_solve_command(
     flags = {"keep_invalid": True} if keep_invalid else {}
     params = flags | _parse_set(set_ or [])
     the_strategy = build_strategy(strategy, params, flags=flags)
-    items = _load(suite, data_dir, limit)
+    items = _load(suite, data_dir, limit, file)
     if any(isinstance(i, GradeItem) for i in items):
         raise typer.BadParameter(f"{suite} is a grading suite; use `eval grade`", param_hint="--suite")
     if any(isinstance(i, StepItem) for i in items):
         raise typer.BadParameter(f"{suite} is a steps suite; use `eval steps`", param_hint="--suite")
     price_table = _prices(prices)
     console = Console(stderr=True)
+    if all(i.answer is not None for i in items):  # graded by the answer check: no verifier call
+        console.print(
+            "answer suite: samples are graded by the answer check"
+            + (f"; --verify-n {verify_n} is not used" if verify_n else "")
+        )
+        verify_n = 0
+        if strategy == "single" and "verify_n" not in params:  # its evidence verification is of no use here
+            params["verify_n"] = 0
+            the_strategy = build_strategy(strategy, params, flags=flags)
     per_sample = the_strategy.plan() + CallPlan().add("verification", int(verify_n > 0), verify_n)  # + the grader's
     from ..pipelines.single import tournament_calls
 
@@ -274,6 +296,7 @@ def eval_solve_command(
         opts,
         prompt_set,
         suite=suite,
+        **({"file": str(file)} if file is not None else {}),
         score_mode=score_mode,
         strategy=strategy,
         params=params,
@@ -287,6 +310,7 @@ def eval_solve_command(
         {
             "command": "eval solve",
             "suite": suite,
+            **({"file": str(file)} if file is not None else {}),
             "strategy": strategy,
             "params": params,
             "k": k,
