@@ -82,6 +82,7 @@ STRATEGIES: dict[str, str] = {
     "search": "proofcritic.pipelines.search:SearchStrategy",
     "agent": "proofcritic.pipelines.agent:AgentStrategy",
     "critic": "proofcritic.pipelines.critic:CriticStrategy",
+    "tora": "proofcritic.pipelines.tora:ToraStrategy",
 }
 
 #: the default limit on each text of an input (problem statement, proof, reference solution,

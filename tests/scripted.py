@@ -34,6 +34,7 @@ ROLE_SIGNATURES = (
     ("rollout", "Continue the solution below"),
     ("verify_steps", "You check a solution to a competition mathematics problem one step at a time"),
     ("verify", "You are an expert grader"),
+    ("tora", "## Computing while you solve"),  # tora_generate.j2 includes generate.j2
     ("generate", "Your task is to solve the problem"),
 )
 

@@ -69,7 +69,7 @@ def scripted_roles() -> tuple[ScriptedBackend, Roles]:
 
 # -- the registry and problem files ---------------------------------------------------------------
 def test_registry_builds_every_strategy_by_name():
-    assert set(STRATEGIES) == {"single", "refine", "search", "agent", "critic"}
+    assert set(STRATEGIES) == {"single", "refine", "search", "agent", "critic", "tora"}
     for name in STRATEGIES:
         assert get_strategy(name).name == name
     assert get_strategy("search", rounds=3, top_k=4).config.rounds == 3

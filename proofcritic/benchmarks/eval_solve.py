@@ -117,7 +117,7 @@ async def _one_sample(item: SolveItem, roles: Roles, strategy: Strategy, sample:
     # a proof none of whose verifications has a score has no verdict (points None, counted 0)
     mean = sum(valid) / len(valid) if valid else (0.0 if result.proof is None else None)
     generation = result.generation
-    graded = {}
+    graded: dict[str, Any] = {}
     if check is not None:  # an answer item: the answer check is the grade
         graded = {"answer": check.answer, "answer_rule": check.rule, "correct": check.correct}
         graded |= {"passed": check.correct, "points": problem.max_points * check.correct}

@@ -263,7 +263,7 @@ def eval_solve_command(
             + (f"; --verify-n {verify_n} is not used" if verify_n else "")
         )
         verify_n = 0
-        if strategy == "single" and "verify_n" not in params:  # its evidence verification is of no use here
+        if strategy in ("single", "tora") and "verify_n" not in params:  # their evidence verification: no use here
             params["verify_n"] = 0
             the_strategy = build_strategy(strategy, params, flags=flags)
     per_sample = the_strategy.plan() + CallPlan().add("verification", int(verify_n > 0), verify_n)  # + the grader's
@@ -347,7 +347,7 @@ def eval_solve_command(
                 tournament=tournament,
             )
 
-    run_with_model(model, console, main, usage=False)
+    run_with_model(model, console, main, usage=False, closing=[the_strategy])  # its tools (sandbox pools)
     _finish(folder, console, seen)
 
 

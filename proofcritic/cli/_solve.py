@@ -198,19 +198,24 @@ def solve_command(
         ),
     ] = None,
     max_tool_calls: Annotated[
-        _Int, typer.Option("--max-tool-calls", help="critic: code runs per critique [3].", rich_help_panel=_STRATEGY)
+        _Int,
+        typer.Option(
+            "--max-tool-calls",
+            help="critic: code runs per critique [3]; tora: code runs per solution [4].",
+            rich_help_panel=_STRATEGY,
+        ),
     ] = None,
     tools: Annotated[
         str | None,
         typer.Option(
             "--tools",
-            help="critic: tools the critic may run, comma-separated (default: python).",
+            help="critic, tora: tools the model may run, comma-separated (default: python).",
             rich_help_panel=_STRATEGY,
         ),
     ] = None,
     tool_timeout: Annotated[
         float | None,
-        typer.Option("--tool-timeout", help="critic: seconds per code run [10].", rich_help_panel=_STRATEGY),
+        typer.Option("--tool-timeout", help="critic, tora: seconds per code run [10].", rich_help_panel=_STRATEGY),
     ] = None,
     keep_invalid: KeepInvalidOpt = False,
     set_: Annotated[
