@@ -74,7 +74,7 @@ async def test_code_runs_in_the_sandbox_and_its_output_is_fed_back(pool):
     assert [t["stdout"] for t in tools] == ["2870\n", ""]
     assert tools[0]["ok"] and not tools[1]["ok"] and tools[1]["error"].startswith("ZeroDivisionError")
     generate = next(s for s in result.transcript if s["step"] == "generate")
-    assert generate["tool_calls"] == 2
+    assert generate["tool_calls"] == 2 and generate["answer"] == "2870"
     raw = generate["raw"]  # the whole conversation: code, outputs and errors, in order
     assert raw.index("range(1, 21)") < raw.index("```output\n2870") < raw.index("1 / 0") < raw.index("ZeroDivision")
 

@@ -68,3 +68,30 @@ def test_solve_tora_on_smollm2(smollm2_dir, tmp_path):
         return [{k: v for k, v in step.items() if k != "duration"} for step in transcript]
 
     assert timeless(json.loads(again.stdout)["transcript"]) == timeless(data["transcript"])
+
+
+def test_eval_solve_answers_file_with_tora_on_smollm2(smollm2_dir, tmp_path):
+    """``eval solve --suite answers --file`` with ``--strategy tora`` on SmolLM2: no verification,
+    the answer check's counts in the printed headline, summary and report."""
+    data = tmp_path / "mine.jsonl"
+    data.write_text(
+        json.dumps({"id": "a", "problem": "What is 2 + 3?", "answer": "5"})
+        + "\n"
+        + json.dumps({"id": "b", "problem": "What is 4 * 4?", "answer": "16"})
+        + "\n"
+    )
+    run = tmp_path / "run"
+    args = ["eval", "solve", "--suite", "answers", "--file", str(data), "--strategy", "tora", "-k", "2"]
+    args += ["--set", "max_tool_calls=0", "--keep-invalid", "--run", str(run), "--cache", str(tmp_path / "c.sqlite")]
+    args += ["--max-tokens", "24", "--temperature", "0.8", "--seed", "3"]
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["verifications"] == 0 and summary["answers"]["samples"] == 4
+    assert {"accuracy", "pass@k", "maj@k"} <= set(summary["metrics"])
+    assert summary["metrics"]["maj@k"]["n"] == 2
+    text = " ".join(result.output.split())
+    assert re.search(r"answers: \d of 4 samples stated an answer, \d right; the majority answer right on \d of 2", text)
+    records = [json.loads(line) for line in (run / "items.jsonl").read_text().splitlines()]
+    assert {r["answer"] for r in records} == {"5", "16"} and all("majority" in r for r in records)
+    assert "answers stated / right (samples)" in (run / "report.md").read_text()

@@ -19,7 +19,8 @@ The solution text is the assistant turns, each followed by the output it got as 
 (:func:`~proofcritic.generator.parse_generation`: ``## Solution`` and ``## Self Evaluation``),
 so code and outputs written inside the solution stay in the proof. The transcript has one
 ``tool`` step per run (code, output, stdout, stderr, error, limit) and the ``generate`` step
-(the raw conversation too); ``verify_n`` verifications of the answer follow, as evidence.
+(the raw conversation too, and the answer the solution states by
+:func:`proofcritic.answers.extract_answer`, for answer problems); ``verify_n`` verifications of the answer follow, as evidence.
 
 Each call has its own seed, derived from ``seed`` (else the generator's, else 0) and the turn, so
 a rerun replays the conversation from the completion cache (the code runs again: deterministic
@@ -37,6 +38,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .._roles import usage_of
+from ..answers import extract_answer
 from ..budget import BudgetExceeded, CallPlan
 from ..generator import parse_generation
 from ..llm import ChatMessage, ChatRequest, Completion, Seed, Usage
@@ -186,6 +188,8 @@ class ToraStrategy(ConfiguredStrategy):
         generation.usage = usage
         entry = log.generation("generate", 0, generation, tool_calls=len(calls))
         entry["raw"] = generation.raw  # the whole conversation, code and outputs included
+        stated = extract_answer(generation.proof) if generation.proof.strip() else None
+        entry["answer"] = stated.text if stated is not None else None  # for answer problems
         result.generation = generation
         failed = sum(not c.ok for c in calls)
         runs = f"{len(calls)} code run(s)" + (f", {failed} with an error or a limit" if failed else "")
