@@ -145,3 +145,30 @@ def test_majority_groups_equivalent_answers():
     vote = majority_answer(["\\frac{1}{2}", None, "3", "0.5", "1/2", "3"])
     assert vote == {"answer": "\\frac{1}{2}", "votes": 3, "groups": [3, 2], "sample": 0}
     assert majority_answer([None, None])["answer"] is None
+
+
+async def test_compare_answer_runs_has_accuracy_and_majority(tmp_path):
+    """``compare`` of two answer runs pairs maj@k and accuracy as well: a generator that is
+    always right against the scripted one (accuracy 4/9, maj@k 1/3)."""
+    from proofcritic.benchmarks.report import compare_runs
+
+    data = tmp_path / "data"
+    (data / "imobench").mkdir(parents=True)
+    _write_answerbench(data / "imobench" / "answerbench_v2.csv")
+    items = load_suite("answerbench", data_dir=data)
+    gold = {pid: answer for pid, _, answer in ROWS}
+
+    def always_right(call):
+        pid = next(p for p, statement, _ in ROWS if statement in call.prompt)
+        return generation_text(f"Final answer: {gold[pid]}", 1.0)
+
+    runs = []
+    for name, script in (("a", _script), ("b", always_right)):
+        run = RunFolder(tmp_path / name)
+        roles = Roles.from_models(Model(ScriptedBackend(script)))
+        await eval_solve(items, run, roles=roles, strategy=SingleStrategy(verify_n=0), k=3)
+        runs.append(run)
+    metrics = compare_runs(*runs, n_resamples=200)["metrics"]
+    assert metrics["maj@k"]["values"] == [pytest.approx(1 / 3), 1.0]
+    assert metrics["maj@k"]["differences"][1]["difference"] == pytest.approx(2 / 3)
+    assert metrics["accuracy"]["values"] == [pytest.approx(4 / 9), 1.0]

@@ -26,7 +26,7 @@ from ..types import READ_OUT_SOURCES
 from . import _plots
 from ._run import RunFolder
 from .eval_grade import grade_row, summarize_grade_run
-from .eval_solve import SOLVE_METRICS, mean_or_none, summarize_solve_run
+from .eval_solve import ANSWER_METRICS, SOLVE_METRICS, mean_or_none, summarize_solve_run
 from .metrics import bootstrap_ci, breakdown, paired_differences, small_sample_note
 
 __all__ = ["TEXT_BUDGET", "TEXT_LIMIT", "build_report", "compare_html", "compare_markdown", "compare_runs", "run_kind"]
@@ -773,6 +773,11 @@ def _differences(kind: str, rows_a: list[dict], rows_b: list[dict], n_resamples:
             name: _mean_difference([value(q) for q in rows_a], [value(q) for q in rows_b], n_resamples, seed)
             for name, value in SOLVE_METRICS.items()
         }
+        if rows_a and all("correct" in q for q in rows_a + rows_b):  # answer runs: accuracy, maj@k
+            out |= {
+                name: _mean_difference([value(q) for q in rows_a], [value(q) for q in rows_b], n_resamples, seed)
+                for name, value in ANSWER_METRICS.items()
+            }
     out["tokens per item"] = _mean_difference(
         [q["tokens"] for q in rows_a], [q["tokens"] for q in rows_b], n_resamples, seed
     )
