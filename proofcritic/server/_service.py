@@ -358,14 +358,19 @@ class GradingService:
         if on_round is not None and hasattr(strategy, "on_round"):
             strategy.on_round = on_round
         budget = self.budget(request)
-        return await solve_problem(
-            strategy,
-            self.problem(request),
-            self.roles(request),
-            state_dir=state_dir,
-            max_calls=budget.max_calls if budget else None,
-            max_tokens=budget.max_tokens if budget else None,
-        )
+        try:
+            return await solve_problem(
+                strategy,
+                self.problem(request),
+                self.roles(request),
+                state_dir=state_dir,
+                max_calls=budget.max_calls if budget else None,
+                max_tokens=budget.max_tokens if budget else None,
+            )
+        finally:  # a strategy with tools (critic, tora) built its sandbox pool for this request
+            close = getattr(strategy, "aclose", None)
+            if close is not None:
+                await close()
 
     async def label(self, request: LabelRequest) -> LabelResult:
         roles = self.roles(request)
