@@ -117,12 +117,14 @@ def test_a_tiny_eval_run_says_its_metrics_mean_little(tmp_path, capsys, monkeypa
 
 def test_eval_help_lists_the_suites_of_its_kind():
     runner = CliRunner()
-    for kind, other in (("grade", "solve"), ("solve", "grade")):
+    kinds = ("grade", "solve", "steps")
+    for kind in kinds:
         text = " ".join(runner.invoke(app, ["eval", kind, "--help"], terminal_width=200).output.split())
         names = suite_names(kind)  # type: ignore[arg-type]
         assert names and all(name in text for name in names), (kind, text)
-        assert not any(f" {name}," in text or f" {name}." in text for name in suite_names(other))  # type: ignore[arg-type]
-    assert set(suite_names("solve")) | set(suite_names("grade")) == {n for n, s in SUITES.items() if s.path}
+        others = [n for other in kinds if other != kind for n in suite_names(other)]  # type: ignore[arg-type]
+        assert not any(f" {name}," in text or f" {name}." in text for name in others), (kind, text)
+    assert {n for kind in kinds for n in suite_names(kind)} == {n for n, s in SUITES.items() if s.path}  # type: ignore[arg-type]
 
 
 # -- --keep-invalid and the exit status of a problem without a proof -----------------------------
