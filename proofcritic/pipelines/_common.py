@@ -8,9 +8,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Annotated, Any, ClassVar, Protocol, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
 from ..budget import BudgetExceeded, CallPlan
 from ..generator import Generator
@@ -20,6 +20,18 @@ from ..parsing import SCORE_MARKER, format_score
 from ..promptset import PromptSet
 from ..types import Generation, Problem, Verification
 from ..verifier import DEFAULT_SCORE_MODE, ScoreMode, Verifier, aggregate
+
+
+def _tool_names(value: Any) -> Any:
+    """``"python, lean"`` -> ``["python", "lean"]``; a list is taken as it is."""
+    if isinstance(value, str):
+        return [t.strip() for t in value.split(",") if t.strip()]
+    return value
+
+
+#: a strategy's tools: a list of tool names, or one string of comma-separated names
+#: (``--set tools=python,lean``); CRITIC's and ToRA's configs
+ToolNames = Annotated[list[str], BeforeValidator(_tool_names)]
 
 T = TypeVar("T")
 

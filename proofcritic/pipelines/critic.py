@@ -33,7 +33,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from .._roles import Role
 from ..budget import BudgetExceeded, CallPlan
@@ -43,7 +43,7 @@ from ..parsing import format_score
 from ..tools import Tool, get_tool, tool_class
 from ..types import Generation, Problem, Verification
 from ..verifier import CriticVerifier, aggregate, critic_prompts
-from ._common import ConfiguredStrategy, Roles, SolveResult, StepLog, usable
+from ._common import ConfiguredStrategy, Roles, SolveResult, StepLog, ToolNames, usable
 
 __all__ = ["CriticConfig", "CriticStrategy", "normalise_proof"]
 
@@ -61,17 +61,10 @@ class CriticConfig(BaseModel):
     max_rounds: int = Field(4, ge=0, le=64, description="Revisions at most (CRITIC: 4); each is critiqued again.")
     max_tool_calls: int = Field(3, ge=0, le=64, description="Tool runs per critique at most.")
     verify_n: int = Field(1, ge=1, le=64, description="Critiques of each proof (all must score 1 to pass).")
-    tools: list[str] = Field(default_factory=lambda: ["python"], description="Tools the critic may use.")
+    tools: ToolNames = Field(default_factory=lambda: ["python"], description="Tools the critic may use.")
     tool_timeout: float = Field(10.0, gt=0, le=600, description="Seconds per tool run.")
     keep_invalid: bool = Field(False, description="Let format failures with proof text count as proofs.")
     seed: Seed | None = Field(None, description="Base of the per-call seeds; None: each role's own seed, else 0.")
-
-    @field_validator("tools", mode="before")
-    @classmethod
-    def _split(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [t.strip() for t in value.split(",") if t.strip()]
-        return value
 
 
 class _Reviser(Role):

@@ -30,12 +30,11 @@ answer (``budget_limited``). ``state_dir`` is not used.
 
 from __future__ import annotations
 
-import re
 import zlib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from .._roles import usage_of
 from ..answers import extract_answer
@@ -43,9 +42,10 @@ from ..budget import BudgetExceeded, CallPlan
 from ..generator import parse_generation
 from ..llm import ChatMessage, ChatRequest, Completion, Seed, Usage
 from ..promptset import PromptSet
-from ..tools import Tool, ToolOutput, find_tool_call, get_tool, tool_class
+from ..tools import Tool, find_tool_call, get_tool, tool_class
 from ..types import Problem, ToolCall
-from ._common import ConfiguredStrategy, Roles, SolveResult, StepLog, usable, verify_for_evidence
+from ..verifier import fence_for, tool_turn
+from ._common import ConfiguredStrategy, Roles, SolveResult, StepLog, ToolNames, usable, verify_for_evidence
 
 __all__ = ["TORA_VARIABLES", "ToraConfig", "ToraStrategy", "tora_text"]
 
@@ -64,23 +64,11 @@ class ToraConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_tool_calls: int = Field(4, ge=0, le=64, description="Code runs per solution at most.")
-    tools: list[str] = Field(default_factory=lambda: ["python"], description="Tools the generator may use.")
+    tools: ToolNames = Field(default_factory=lambda: ["python"], description="Tools the generator may use.")
     tool_timeout: float = Field(10.0, gt=0, le=600, description="Seconds per code run.")
     verify_n: int = Field(1, ge=0, le=1024, description="Verifications of the answer, as evidence (0: none).")
     keep_invalid: bool = Field(False, description="Let a format failure with proof text count as the proof.")
     seed: Seed | None = Field(None, description="Base of the per-call seeds; None: the generator's seed, else 0.")
-
-    @field_validator("tools", mode="before")
-    @classmethod
-    def _split(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [t.strip() for t in value.split(",") if t.strip()]
-        return value
-
-
-def fence_for(text: str) -> str:
-    """A backtick fence longer than any backtick run inside ``text`` (at least three)."""
-    return "`" * max(3, max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
 
 
 def tora_text(turns: list[str], outputs: list[str]) -> str:
@@ -156,30 +144,15 @@ class ToraStrategy(ConfiguredStrategy):
                 if block is None:
                     turns.append(text)
                     break
-                said = block.as_written(text)
                 tool = by_language[block.language]
-                output = await _run_tool(tool, block.code)
+                remaining = config.max_tool_calls - len(calls) - 1
+                said, call, more = await tool_turn(sets, "tora_feedback", text, block, tool, remaining)
                 turns.append(said)
-                outputs.append(output.text)
-                call = _tool_call(tool, block.code, said, output)
+                outputs.append(call.output)
                 calls.append(call)
                 log.note("tool", len(calls), **call.model_dump(mode="json"))
-                remaining = config.max_tool_calls - len(calls)
                 self.report(problem.id, 0, step="generate", tool_calls=(len(calls), config.max_tool_calls))
-                messages = [
-                    *messages,
-                    ChatMessage(role="assistant", content=said),
-                    *_render(
-                        sets,
-                        "tora_feedback",
-                        tool=tool.name,
-                        language=block.language,
-                        output=output.text,
-                        ok=output.ok,
-                        remaining=remaining,
-                        fence=fence_for(output.text),
-                    ),
-                ]
+                messages = [*messages, *more]
         except BudgetExceeded as error:
             result.budget_limited = True
             result.stop_reason = f"budget: {error} (after {len(calls)} code run(s))"
@@ -230,31 +203,3 @@ class ToraStrategy(ConfiguredStrategy):
 
 def _render(sets: dict[str, PromptSet], name: str, **variables: Any) -> list[ChatMessage]:
     return sets[name].render(name, **variables)
-
-
-def _tool_call(tool: Tool, code: str, said: str, output: ToolOutput) -> ToolCall:
-    return ToolCall(
-        tool=tool.name,
-        code=code,
-        said=said,
-        output=output.text,
-        ok=output.ok,
-        stdout=output.stdout,
-        stderr=output.stderr,
-        error=output.error,
-        limit_hit=output.limit_hit,
-        duration=output.duration,
-    )
-
-
-async def _run_tool(tool: Tool, code: str) -> ToolOutput:
-    """Run ``code``; a tool that fails itself (not the code) becomes an output saying so."""
-    try:
-        return await tool.run(code)
-    except Exception as error:  # noqa: BLE001 - a broken tool must not end the solve
-        return ToolOutput(
-            tool=tool.name,
-            ok=False,
-            text=f"The tool could not run the code ({type(error).__name__}: {error}).",
-            error=f"{type(error).__name__}: {error}",
-        )

@@ -23,7 +23,7 @@ from ._verifier import (
 )
 
 if TYPE_CHECKING:
-    from ._critic import CRITIC_TEMPLATES, CRITIC_VARIABLES, CriticVerifier, critic_prompts
+    from ._critic import CRITIC_TEMPLATES, CRITIC_VARIABLES, CriticVerifier, critic_prompts, fence_for, tool_turn
     from ._points import (
         SCALES,
         PointsVerifier,
@@ -43,7 +43,10 @@ if TYPE_CHECKING:
     )
 
 _LAZY = {
-    **dict.fromkeys(("CRITIC_TEMPLATES", "CRITIC_VARIABLES", "CriticVerifier", "critic_prompts"), "._critic"),
+    **dict.fromkeys(
+        ("CRITIC_TEMPLATES", "CRITIC_VARIABLES", "CriticVerifier", "critic_prompts", "fence_for", "tool_turn"),
+        "._critic",
+    ),
     **dict.fromkeys(
         (
             "SCALES",
@@ -88,6 +91,7 @@ __all__ = [
     "check_score_mode",
     "counts_note",
     "critic_prompts",
+    "fence_for",
     "load_schemes",
     "parse_issues",
     "parse_points_verification",
@@ -100,4 +104,5 @@ __all__ = [
     "shown_score",
     "step_majority",
     "step_score",
+    "tool_turn",
 ]

@@ -35,7 +35,7 @@ from typing import Any
 from .._roles import usage_of
 from ..llm import ChatMessage, ChatRequest, Completion, Usage
 from ..promptset import PromptSet
-from ..tools import Tool, ToolOutput, find_tool_call
+from ..tools import Tool, ToolCallBlock, ToolOutput, find_tool_call
 from ..types import Problem, ToolCall, Verification
 from ._parse import parse_verification
 from ._verifier import Verifier
@@ -72,6 +72,46 @@ def fence_for(text: str) -> str:
     """A backtick fence longer than any backtick run inside ``text`` (at least three)."""
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
     return "`" * max(3, longest + 1)
+
+
+async def tool_turn(
+    sets: dict[str, PromptSet],
+    template: str,
+    text: str,
+    block: ToolCallBlock,
+    tool: Tool,
+    remaining: int,
+) -> tuple[str, ToolCall, list[ChatMessage]]:
+    """One tool turn of a conversation that runs code (CRITIC's critiques, ToRA's solutions): the
+    assistant's ``text`` up to the end of ``block`` (what it said), the block run by ``tool`` (a
+    tool that fails itself gives an output saying so), and the messages that continue the
+    conversation: that assistant turn, then ``template`` (its feedback prompt) rendered with the
+    output and the ``remaining`` runs. Returns (what was said, the call's record, the messages)."""
+    said = block.as_written(text)
+    output = await run_tool(tool, block.code)
+    call = ToolCall(
+        tool=tool.name,
+        code=block.code,
+        said=said,
+        output=output.text,
+        ok=output.ok,
+        stdout=output.stdout,
+        stderr=output.stderr,
+        error=output.error,
+        limit_hit=output.limit_hit,
+        duration=output.duration,
+    )
+    feedback = _render(
+        sets,
+        template,
+        tool=tool.name,
+        language=block.language,
+        output=output.text,
+        ok=output.ok,
+        remaining=remaining,
+        fence=fence_for(output.text),
+    )
+    return said, call, [ChatMessage(role="assistant", content=said), *feedback]
 
 
 def conversation_text(turns: Sequence[str], outputs: Sequence[str]) -> str:
@@ -207,40 +247,14 @@ class CriticVerifier:
             if block is None:
                 turns.append(text)
                 break
-            said = block.as_written(text)
             tool = self._by_language[block.language]
-            output = await _run_tool(tool, block.code)
-            turns.append(said)
-            outputs.append(output.text)
-            calls.append(
-                ToolCall(
-                    tool=tool.name,
-                    code=block.code,
-                    said=said,
-                    output=output.text,
-                    ok=output.ok,
-                    stdout=output.stdout,
-                    stderr=output.stderr,
-                    error=output.error,
-                    limit_hit=output.limit_hit,
-                    duration=output.duration,
-                )
+            said, call, more = await tool_turn(
+                sets, "critic_feedback", text, block, tool, self.max_tool_calls - len(calls) - 1
             )
-            remaining = self.max_tool_calls - len(calls)
-            messages = [
-                *messages,
-                ChatMessage(role="assistant", content=said),
-                *_render(
-                    sets,
-                    "critic_feedback",
-                    tool=tool.name,
-                    language=block.language,
-                    output=output.text,
-                    ok=output.ok,
-                    remaining=remaining,
-                    fence=fence_for(output.text),
-                ),
-            ]
+            turns.append(said)
+            outputs.append(call.output)
+            calls.append(call)
+            messages = [*messages, *more]
         raw = conversation_text(turns, outputs)
         verification = parse(raw, completion.finish_reason)
         verification.tool_calls = calls
@@ -277,7 +291,7 @@ def _score_marker_before(text: str, position: int, points: bool = False) -> bool
     return (POINTS_MARKER_RE if points else SCORE_MARKER_RE).search(text[:position]) is not None
 
 
-async def _run_tool(tool: Tool, code: str) -> ToolOutput:
+async def run_tool(tool: Tool, code: str) -> ToolOutput:
     """Run ``code``; a tool that fails itself (not the code) becomes an output saying so."""
     try:
         return await tool.run(code)
