@@ -18,6 +18,7 @@ from ..llm import GenerateConfig, Model, Usage
 from ..meta_verifier import MetaVerifier
 from ..parsing import SCORE_MARKER, format_score
 from ..promptset import PromptSet
+from ..tools import Tool, get_tool, tool_class
 from ..types import Generation, Problem, Verification
 from ..verifier import DEFAULT_SCORE_MODE, ScoreMode, Verifier, aggregate
 
@@ -177,6 +178,35 @@ class ConfiguredStrategy:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config!r})"
+
+
+class ToolStrategy(ConfiguredStrategy):
+    """A strategy that runs tools (CRITIC, ToRA): its config has ``tools`` (names) and
+    ``tool_timeout``; the tools are built on first use and shared by every problem (or given as
+    ``tool_objects``); unknown names fail when the strategy is made; :meth:`aclose` releases what
+    it built (sandbox pools)."""
+
+    def __init__(self, config: BaseModel | None = None, *, tool_objects: list[Tool] | None = None, **params: Any):
+        super().__init__(config, **params)
+        self._tools: list[Tool] | None = tool_objects
+        if tool_objects is None:
+            for name in self.config.tools:  # type: ignore[attr-defined]  # unknown names fail now, not inside a run
+                tool_class(name)
+
+    @property
+    def tools(self) -> list[Tool]:
+        if self._tools is None:
+            timeout = self.config.tool_timeout  # type: ignore[attr-defined]
+            self._tools = [get_tool(name, timeout=timeout) for name in self.config.tools]  # type: ignore[attr-defined]
+        return self._tools
+
+    async def aclose(self) -> None:
+        """Release the tools (sandbox pools) this strategy built."""
+        for tool in self._tools or []:
+            close = getattr(tool, "aclose", None)
+            if close is not None:
+                await close()
+        self._tools = None
 
 
 # --------------------------------------------------------------------------- strategy helpers

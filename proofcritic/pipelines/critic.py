@@ -31,7 +31,6 @@ from __future__ import annotations
 import re
 import zlib
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -40,10 +39,9 @@ from ..budget import BudgetExceeded, CallPlan
 from ..generator import parse_generation
 from ..llm import Seed
 from ..parsing import format_score
-from ..tools import Tool, get_tool, tool_class
 from ..types import Generation, Problem, Verification
 from ..verifier import CriticVerifier, aggregate, critic_prompts
-from ._common import ConfiguredStrategy, Roles, SolveResult, StepLog, ToolNames, usable
+from ._common import Roles, SolveResult, StepLog, ToolNames, ToolStrategy, usable
 
 __all__ = ["CriticConfig", "CriticStrategy", "normalise_proof"]
 
@@ -92,7 +90,7 @@ def passed(verifications: list[Verification]) -> bool:
     return bool(verifications) and all(v.score == 1 for v in verifications)
 
 
-class CriticStrategy(ConfiguredStrategy):
+class CriticStrategy(ToolStrategy):
     """Generate, then critique with tools and revise until the proof passes or stops changing.
 
     ``CriticStrategy(max_rounds=4, max_tool_calls=3)``; ``tools=["python"]`` by default. The
@@ -112,19 +110,6 @@ class CriticStrategy(ConfiguredStrategy):
         proofs = 1 + c.max_rounds
         critiques = proofs * c.verify_n
         return CallPlan().add("generation", proofs).add("verification", critiques * (1 + c.max_tool_calls), critiques)
-
-    def __init__(self, config: BaseModel | None = None, *, tool_objects: list[Tool] | None = None, **params: Any):
-        super().__init__(config, **params)
-        self._tools: list[Tool] | None = tool_objects
-        if tool_objects is None:
-            for name in self.config.tools:  # unknown names fail now, not inside a run
-                tool_class(name)
-
-    @property
-    def tools(self) -> list[Tool]:
-        if self._tools is None:
-            self._tools = [_build_tool(name, self.config.tool_timeout) for name in self.config.tools]
-        return self._tools
 
     def _seed(self, role: Role, round_: int, step: str) -> int:
         base = self.config.seed if self.config.seed is not None else (role.config.seed or 0)
@@ -230,15 +215,3 @@ class CriticStrategy(ConfiguredStrategy):
         result.proof_id = f"round-{round_}"
         if not result.stop_reason.startswith("passed") and not result.budget_limited:
             result.stop_reason += f"; chose round {round_} (critique mean {format_score(result.mean_score)})"
-
-    async def aclose(self) -> None:
-        """Release the tools (sandbox pools) this strategy built."""
-        for tool in self._tools or []:
-            close = getattr(tool, "aclose", None)
-            if close is not None:
-                await close()
-        self._tools = None
-
-
-def _build_tool(name: str, timeout: float) -> Tool:
-    return get_tool(name, timeout=timeout)

@@ -42,10 +42,10 @@ from ..budget import BudgetExceeded, CallPlan
 from ..generator import parse_generation
 from ..llm import ChatMessage, ChatRequest, Completion, Seed, Usage
 from ..promptset import PromptSet
-from ..tools import Tool, find_tool_call, get_tool, tool_class
+from ..tools import Tool, find_tool_call
 from ..types import Problem, ToolCall
 from ..verifier import fence_for, tool_turn
-from ._common import ConfiguredStrategy, Roles, SolveResult, StepLog, ToolNames, usable, verify_for_evidence
+from ._common import Roles, SolveResult, StepLog, ToolNames, ToolStrategy, usable, verify_for_evidence
 
 __all__ = ["TORA_VARIABLES", "ToraConfig", "ToraStrategy", "tora_text"]
 
@@ -82,7 +82,7 @@ def tora_text(turns: list[str], outputs: list[str]) -> str:
     return "\n\n".join(parts)
 
 
-class ToraStrategy(ConfiguredStrategy):
+class ToraStrategy(ToolStrategy):
     """Solve while running code (see the module). ``ToraStrategy(max_tool_calls=4)``; the tools
     are built on first use and shared by every problem; ``aclose`` releases them."""
 
@@ -90,19 +90,6 @@ class ToraStrategy(ConfiguredStrategy):
     name = "tora"
 
     config: ToraConfig
-
-    def __init__(self, config: BaseModel | None = None, *, tool_objects: list[Tool] | None = None, **params: Any):
-        super().__init__(config, **params)
-        self._tools: list[Tool] | None = tool_objects
-        if tool_objects is None:
-            for name in self.config.tools:  # unknown names fail now, not inside a run
-                tool_class(name)
-
-    @property
-    def tools(self) -> list[Tool]:
-        if self._tools is None:
-            self._tools = [get_tool(name, timeout=self.config.tool_timeout) for name in self.config.tools]
-        return self._tools
 
     def plan(self) -> CallPlan:
         """One conversation of up to ``1 + max_tool_calls`` calls (one proof); ``verify_n`` verifications."""
@@ -191,14 +178,6 @@ class ToraStrategy(ConfiguredStrategy):
             update["stop"] = [*(generator.config.stop or []), *TOOL_STOP]
         request = ChatRequest(messages=messages, config=generator.config.model_copy(update=update))
         return (await generator.model.generate(request))[0]
-
-    async def aclose(self) -> None:
-        """Release the tools (sandbox pools) this strategy built."""
-        for tool in self._tools or []:
-            close = getattr(tool, "aclose", None)
-            if close is not None:
-                await close()
-        self._tools = None
 
 
 def _render(sets: dict[str, PromptSet], name: str, **variables: Any) -> list[ChatMessage]:
