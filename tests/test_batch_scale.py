@@ -137,25 +137,7 @@ def test_the_cli_killed_mid_batch_resumes_without_loss_or_repeats(tmp_path):
     count = 40
     source, out = _write(tmp_path / "in.jsonl", count), tmp_path / "out.jsonl"
     with ScriptedOpenAIServer(delay=0.1) as server:
-        args = [
-            sys.executable,
-            "-m",
-            "proofcritic",
-            "grade",
-            "--input",
-            str(source),
-            "--output",
-            str(out),
-            "--model",
-            f"openai/{MODEL_NAME}",
-            "--base-url",
-            server.url,
-            "--api-key",
-            "x",
-            "--no-cache",
-            "--concurrency",
-            "4",
-        ]
+        args = _grade_args(source, out, server.url, "--concurrency", "4")
         env = {**os.environ, "HF_HUB_OFFLINE": "1"}
         child = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60
