@@ -11,6 +11,7 @@ from ..errors import ProofcriticError
 from ._common import flags_as_flags
 from ._cotrain import cotrain_command
 from ._eval import compare_command, eval_app, report_command
+from ._export import export_command
 from ._grade import grade_command
 from ._label import label_command, meta_verify_command
 from ._label_steps import label_steps_command
@@ -46,6 +47,7 @@ app.command("lean-prove")(lean_prove_command)
 app.command("serve")(serve_command)
 app.command("serve-model")(serve_model_command)
 app.command("review")(review_command)
+app.command("export")(export_command)
 flags_as_flags(app)  # after every command is registered
 
 
