@@ -65,10 +65,24 @@ def meta_verifier_command(config: ConfigOpt = None, set_: SetOpt = None, output_
     _run("grpo", config, set_, output_dir, "meta_verifier")
 
 
+RewardOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--reward",
+        help="verifier (R_format * (alpha R_Y + beta R_Z), needs reward_model) or answer (1 when the final "
+        "answer matches the row's answer, else 0); overrides the config's reward.",
+    ),
+]
+
+
 @train_app.command("generator")
-def generator_command(config: ConfigOpt = None, set_: SetOpt = None, output_dir: OutputOpt = None) -> None:
-    """GRPO for the generator: R_format * (alpha R_Y + beta R_Z), reward_model = the verifier."""
-    _run("grpo", config, set_, output_dir, "generator")
+def generator_command(
+    config: ConfigOpt = None, set_: SetOpt = None, output_dir: OutputOpt = None, reward: RewardOpt = None
+) -> None:
+    """GRPO for the generator: R_format * (alpha R_Y + beta R_Z), reward_model = the verifier; or,
+    with --reward answer, the answer-checked reward (1 when the final answer is right, else 0)."""
+    given = [*(set_ or []), *([f"reward={reward}"] if reward is not None else [])]
+    _run("grpo", config, given, output_dir, "generator")
 
 
 @train_app.command("sft")

@@ -126,6 +126,13 @@ class ProofcriticGRPOConfig(GRPOConfig, _CommonFields):
     reward_beta: float = field(
         default=0.24, metadata={"help": "Generator reward weight of the self-evaluation (SPEC beta)."}
     )
+    reward: str = field(
+        default="verifier",
+        metadata={
+            "help": "Role generator: verifier (R_format * (alpha R_Y + beta R_Z), needs reward_model) or answer "
+            "(1 when the completion's final answer matches the row's answer / short_answer column, else 0)."
+        },
+    )
     process_reward_model: str | None = field(
         default=None,
         metadata={
@@ -158,7 +165,12 @@ class ProofcriticGRPOConfig(GRPOConfig, _CommonFields):
                     "scale points trains the verifier or the meta-verifier on points data; the generator's "
                     "reward scores proofs with the ternary verifier (leave scale unset)"
                 )
-        if self.role == "generator" and not self.reward_model:
+        self.reward = str(self.reward).strip().lower()
+        if self.reward not in ("verifier", "answer"):
+            raise ConfigError(f"reward must be verifier or answer, not {self.reward!r}")
+        if self.reward == "answer" and self.role != "generator":
+            raise ConfigError("reward answer checks the generator's final answers; it needs role generator")
+        if self.role == "generator" and self.reward == "verifier" and not self.reward_model:
             raise ConfigError(
                 "role generator needs a verifier to score its proofs; set reward_model to BACKEND/MODEL "
                 "(e.g. transformers/PATH_TO_VERIFIER or vllm/NAME)"

@@ -205,10 +205,14 @@ def _generator_row(row: dict[str, Any], where: str) -> dict[str, Any]:
         raise InputError(f"{where}: a generator row needs 'problem' (a statement or a problem object)")
     problem = Problem(statement=problem) if isinstance(problem, str) else Problem.model_validate(problem)
     messages = PromptSet.load().render("generate", problem=problem)
-    return {
+    out = {
         "prompt": [{"role": m.role, "content": m.content} for m in messages],
         "problem": problem.model_dump(mode="json"),
     }
+    answer = row.get("answer", row.get("short_answer"))  # the reference of `reward: answer` (AnswerBench: short_answer)
+    if answer is not None:
+        out["answer"] = str(answer)
+    return out
 
 
 def _reward_model(config: ProofcriticGRPOConfig):
@@ -238,6 +242,10 @@ def build_rewards(config: ProofcriticGRPOConfig, reward_model: Any = None, scale
 
     if config.role == "meta_verifier":
         return [make_meta_verifier_reward()]
+    if config.role == "generator" and config.reward == "answer":  # issue #19: answer-checked RL
+        from .rewards import make_answer_reward
+
+        return [make_answer_reward()]
     model = reward_model if reward_model is not None else (_reward_model(config) if config.reward_model else None)
     sampling = GenerateConfig(max_tokens=config.reward_model_max_tokens, temperature=config.reward_model_temperature)
     meta = MetaVerifier(model, config=sampling) if model is not None else None
@@ -463,6 +471,8 @@ def _need_train_file(config: Any) -> str:
 def train_grpo(config: ProofcriticGRPOConfig, *, reward_model: Any = None, callbacks: list | None = None) -> str:
     """Train ``config.role`` with GRPO; returns the output folder (model + tokenizer)."""
     train, scale = _role_data(_need_train_file(config), config.role, config.scale)
+    if config.role == "generator" and config.reward == "answer" and "answer" not in train.column_names:
+        raise ConfigError(f"{config.train_file}: reward answer needs an answer (or short_answer) in every row")
     evaluation = _role_dataset(config.eval_file, config.role, scale) if config.eval_file else None
     rewards = build_rewards(config, reward_model, scale)
     model_path = resolve_model_path(config.model)

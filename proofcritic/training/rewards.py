@@ -59,6 +59,7 @@ __all__ = [
     "BETA",
     "RewardFunction",
     "format_reward",
+    "make_answer_reward",
     "make_generator_reward",
     "make_meta_verifier_reward",
     "make_process_reward",
@@ -291,6 +292,29 @@ class _MetaVerifierReward(RewardFunction):
             "ms_pred": parsed.score,
             "ms_ref": reference,
         }
+
+
+class _AnswerReward(RewardFunction):
+    columns = ("answer",)
+
+    def _one(self, text: str, row: dict[str, Any]) -> dict[str, Any]:
+        from ..answers import check_answer
+
+        gold = row["answer"]
+        if gold is None or not str(gold).strip():
+            return {"reward": None, "accuracy": None, "answered": None}
+        check = check_answer(str(gold), text)
+        correct = 1.0 if check.correct else 0.0
+        return {"reward": correct, "accuracy": correct, "answered": 0.0 if check.answer is None else 1.0}
+
+
+def make_answer_reward() -> RewardFunction:
+    """The rule-based correctness reward of answer-checked RL (issue #19, SimpleRL-Zoo style): 1
+    when the completion's final answer (:func:`proofcritic.answers.check_answer`: boxed, "Final
+    answer:", else the last line; math-verify equivalence) matches the row's ``answer``, else 0;
+    no format reward. A row without an answer gets ``None``. Components: ``accuracy`` (= the
+    reward) and ``answered`` (1 when an answer could be extracted)."""
+    return _AnswerReward("answer_reward")
 
 
 def make_meta_verifier_reward() -> RewardFunction:
