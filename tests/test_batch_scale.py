@@ -148,7 +148,7 @@ def test_the_cli_killed_mid_batch_resumes_without_loss_or_repeats(tmp_path):
         finished = _lines(out)
         sent = len(server.recorder.arrived)
         assert 10 <= finished < count, child.stderr.read().decode()
-        again = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+        again = _run(args, env)
         assert again.returncode == 0, again.stderr
         assert f"{finished} already done" in again.stderr
         # the rerun sent one request per proof not finished before the kill, none for the others
@@ -218,6 +218,10 @@ def _grade_args(source: Path, out: Path, url: str, *more: str) -> list[str]:
     ]
 
 
+def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
 def _records(path: Path) -> dict[str, dict]:
     records = [json.loads(x) for x in path.read_text().splitlines()]
     by_id = {r["id"]: r for r in records}
@@ -238,24 +242,10 @@ def test_workers_grade_the_shards_of_a_batch_as_one_process_does(tmp_path):
     source = _write(tmp_path / "in.jsonl", count, extra=extra)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     with ScriptedOpenAIServer() as server:
-        one = subprocess.run(
-            _grade_args(source, tmp_path / "one.jsonl", server.url, "--concurrency", "6"),
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        one = _run(_grade_args(source, tmp_path / "one.jsonl", server.url, "--concurrency", "6"), env)
         sent = len(server.recorder.arrived)
-        many = subprocess.run(
-            _grade_args(source, tmp_path / "many.jsonl", server.url, "--concurrency", "6", "--workers", "3"),
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
+        many = _run(
+            _grade_args(source, tmp_path / "many.jsonl", server.url, "--concurrency", "6", "--workers", "3"), env
         )
         assert len(server.recorder.arrived) - sent == sent == count + 1  # the bad line asks nothing
     assert one.returncode == many.returncode == 1, many.stderr  # the bad line's input error
@@ -294,7 +284,7 @@ def test_workers_killed_mid_batch_resume_without_loss_or_repeats(tmp_path, again
         time.sleep(0.5)
         assert sum(_lines(p) for p in parts) == finished, "a worker wrote on after its parent was killed"
         again_args = _grade_args(source, out, server.url, "--concurrency", "4", *again_with)
-        again = subprocess.run(again_args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+        again = _run(again_args, env)
         assert again.returncode == 0, again.stderr
         assert f"{finished} already done" in again.stderr
         assert len(server.recorder.arrived) - sent == count - finished  # in flight at the kill: asked again
@@ -428,7 +418,7 @@ def test_label_workers_label_as_one_process_does_with_the_review_file_in_step(tm
             args += ["--output", str(tmp_path / f"{name}.jsonl"), "--review", str(tmp_path / f"{name}.review.jsonl")]
             args += ["--model", f"openai/{MODEL_NAME}", "--base-url", server.url, "--api-key", "x", "--no-cache"]
             args += ["--n", "2", "--m", "1", "--k", "1", "--max-calls", "1", "--concurrency", "6", *more]
-            done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+            done = _run(args, env)
             assert done.returncode == 0, done.stderr
             runs[name] = done.stderr
     assert "3 worker processes" in runs["many"] and "6 labeled, 6 to review" in runs["many"]

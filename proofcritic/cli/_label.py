@@ -255,7 +255,6 @@ def label_command(
     from pydantic import ValidationError
     from rich.console import Console
 
-    from ..grading import batch_verdicts
     from ..pipelines.label import LabelConfig, label_jsonl
     from ..runner import read_items
 
@@ -345,12 +344,7 @@ def label_command(
                 concurrency=opts.concurrency or 16,
                 on_progress=update,
             )
-        console.print(
-            f"processed {stats.done - stats.skipped} item(s), {stats.skipped} already done, "
-            f"{stats.errors} error record(s); {stats.extra['labeled']} labeled, "
-            f"{stats.extra['review']} to review -> {output}, {review}"
-        )
-        console.print(batch_verdicts(output, verdicts=False))
+        _closing_lines(console, stats, stats.extra["labeled"], stats.extra["review"], output, review)
         return stats
 
     exit_status(run_with_model(the_model, console, main))
@@ -418,7 +412,6 @@ def _label_part(spec: _LabelSpec, shard: int, shards: int, part: Path, concurren
 def _label_in_workers(spec: _LabelSpec, the_model: Model, workers: int, console: Console) -> None:
     """``label --workers N``: the shards in worker processes, the parts merged, the output and
     review file made to agree, then the usual closing lines."""
-    from ..grading import batch_verdicts
     from ..pipelines.label import label_counts, reconcile_review
     from ._workers import hand_over, run_workers
 
@@ -440,10 +433,17 @@ def _label_in_workers(spec: _LabelSpec, the_model: Model, workers: int, console:
     finally:  # the parts are merged whatever happened: make the two files agree
         reconcile_review(spec.output, spec.review, spec.input)
     counts = label_counts(spec.output)
+    _closing_lines(console, stats, counts["labeled"], counts["review"], spec.output, spec.review)
+    exit_status(stats)
+
+
+def _closing_lines(console: Console, stats: RunStats, labeled: int, in_review: int, output: Path, review: Path) -> None:
+    """A label run's closing lines: what it processed, labeled and left for review, and the
+    verdict counts of its output."""
+    from ..grading import batch_verdicts
+
     console.print(
         f"processed {stats.done - stats.skipped} item(s), {stats.skipped} already done, "
-        f"{stats.errors} error record(s); {counts['labeled']} labeled, "
-        f"{counts['review']} to review -> {spec.output}, {spec.review}"
+        f"{stats.errors} error record(s); {labeled} labeled, {in_review} to review -> {output}, {review}"
     )
-    console.print(batch_verdicts(spec.output, verdicts=False))
-    exit_status(stats)
+    console.print(batch_verdicts(output, verdicts=False))
