@@ -40,15 +40,21 @@ the real ones), so prompts are as long as real ones; the token share adds an ass
 ``COMPLETION_TOKENS`` per sample (the local server's answers are short).
 
 Usage: python perf/adaptive.py [--seeds 200] [--label-seeds 10] [--model bernoulli|three-point]
-       [--skip-cli] [--quick]
+       [--skip-cli] [--quick] [--ablation]
+
+``--ablation`` also runs the two top-k races under other choices than the shipped ones, on the
+same draws: an empirical-Bernstein interval (the variance bounded through a Chernoff interval
+for the mean), checkpoints growing by 1.25 instead of doubling, and a confidence of 0.9.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import hashlib
 import json
+import math
 import random
 import re
 import sys
@@ -275,6 +281,87 @@ def simulate_topk(means: list[float], k: int, seeds: int, model: str, confidence
         drawn_total += sum(drawn.values())
         fixed_total += n * len(means)
     return {"call_share": drawn_total / fixed_total, "identical": same / seeds, "pool": len(means), "k": k}
+
+
+# --------------------------------------------------------------------------- ablation: other bounds
+
+
+def _kl(p: float, q: float) -> float:
+    q = min(max(q, 1e-12), 1 - 1e-12)
+    out = p * math.log(p / q) if p > 0 else 0.0
+    return out + ((1 - p) * math.log((1 - p) / (1 - q)) if p < 1 else 0.0)
+
+
+def _kl_interval(x: float, t: int, level: float) -> tuple[float, float]:
+    """The means q with ``t * kl(x, q) <= level`` (Chernoff's bound for scores in [0, 1])."""
+    lo_out, lo_in, hi_in, hi_out = 0.0, x, x, 1.0
+    for _ in range(40):
+        mid = (lo_out + lo_in) / 2
+        lo_out, lo_in = (mid, lo_in) if t * _kl(x, mid) > level else (lo_out, mid)
+        mid = (hi_in + hi_out) / 2
+        hi_in, hi_out = (hi_in, mid) if t * _kl(x, mid) > level else (mid, hi_out)
+    return lo_in, hi_in
+
+
+def bernstein_bounds(scores, n: int, delta: float, hoeffding=None):
+    """The interval of ``mean_bounds`` narrowed by Bernstein's inequality where it is tighter: the
+    scores' variance bounded by mu (1 - mu) over a Chernoff interval for mu (``delta / 4``),
+    Bernstein on the same weighted difference as Hoeffding (``delta / 4``), Hoeffding itself at
+    ``delta / 2``; valid at ``delta`` by a union bound."""
+    t = len(scores)
+    scored = [s for s in scores if s is not None]
+    k, rest = len(scored), max(0, n - t)
+    found = hoeffding(scores, n, delta / 2)
+    if found is None or rest == 0:
+        return found
+    mean = sum(scored) / k
+    lo_mu, hi_mu = _kl_interval(mean, k, math.log(8.0 / delta))
+    var = 0.25 if lo_mu <= 0.5 <= hi_mu else max(lo_mu * (1 - lo_mu), hi_mu * (1 - hi_mu))
+    level, whole = math.log(8.0 / delta), k + rest
+    reach = (rest / whole) * max(1.0 / k, 1.0 / rest)  # the largest weight of one draw in the difference
+    half = reach * level / 3 + math.sqrt((reach * level / 3) ** 2 + 2 * level * var * rest / (whole * k))
+    return max(found[0], mean - half), min(found[1], mean + half)
+
+
+def growing_checkpoints(growth: float):
+    def checkpoints(n: int, batch: int) -> list[int]:
+        out, t = [], max(1, batch)
+        while t < n:
+            out.append(t)
+            t = max(t + 1, math.ceil(t * growth))
+        return [*out, n]
+
+    return checkpoints
+
+
+def ablation(proofs, seeds: int, model: str) -> dict[str, Any]:
+    """The top-k races under other choices than the shipped ones (Hoeffding, checkpoints doubling
+    from 4), on the same draws: empirical Bernstein, checkpoints growing by 1.25, a confidence of 0.9."""
+    import proofcritic.pipelines.adaptive as adaptive
+
+    shipped = adaptive.mean_bounds, adaptive.checkpoints
+    variants = {
+        "shipped (Hoeffding, x2 checkpoints, 0.99)": ({}, 0.99),
+        "Bernstein with a Chernoff variance bound": (
+            {"mean_bounds": functools.partial(bernstein_bounds, hoeffding=shipped[0])},
+            0.99,
+        ),
+        "checkpoints x1.25 (4, 5, 7, 9, 12, ...)": ({"checkpoints": growing_checkpoints(1.25)}, 0.99),
+        "confidence 0.9": ({}, 0.9),
+    }
+    means = [p["mean"] for p in proofs]
+    out: dict[str, Any] = {}
+    for name, (patch, confidence) in variants.items():
+        for attr, value in patch.items():
+            setattr(adaptive, attr, value)
+        try:
+            out[name] = {
+                "top-21 of 84": simulate_topk(means, 21, seeds, model, confidence),
+                "top-3 of 12": simulate_topk([m for m in means if m < 1], 3, seeds, model, confidence),
+            }
+        finally:
+            adaptive.mean_bounds, adaptive.checkpoints = shipped
+    return out
 
 
 # --------------------------------------------------------------------------- part 2: the CLI
@@ -550,6 +637,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", choices=["bernoulli", "three-point", "both"], default="both")
     parser.add_argument("--skip-cli", action="store_true", help="only the simulation")
     parser.add_argument("--quick", action="store_true", help="few seeds and problems (a smoke run)")
+    parser.add_argument("--ablation", action="store_true", help="also the top-k races under other bounds")
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.label_seeds = 10, 2
@@ -584,6 +672,16 @@ def main(argv: list[str] | None = None) -> None:
                 f"  {name:32s} verifier calls {figures['call_share']:6.1%} of the fixed procedure's, "
                 f"identical decisions {figures['identical']:7.2%}  {json.dumps(extra, default=str)}"
             )
+    if args.ablation:
+        start = time.perf_counter()
+        report["ablation"] = ablation(proofs, args.seeds, models[0])
+        print(f"\nablation of the top-k races, draw model {models[0]} ({time.perf_counter() - start:.0f} s)")
+        for name, parts in report["ablation"].items():
+            shown = ", ".join(
+                f"{part} {figures['call_share']:.1%} (identical {figures['identical']:.0%})"
+                for part, figures in parts.items()
+            )
+            print(f"  {name:44s} {shown}")
     if not args.skip_cli:
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
