@@ -22,6 +22,8 @@ ROLE_SIGNATURES = (
     # the agent loop's prompts (proofcritic/pipelines/agent.py) include verify.j2 or generate.j2,
     # so their signatures come before those of the core roles
     ("agent_judge", "You are reading a verification log"),
+    ("teacher_correct", "You are a teacher correcting a student's solution"),  # shape (issue #19)
+    ("thought_templates", "You are a teacher writing study notes"),  # shape --templates
     ("agent_reverify", "## The author's response to an earlier review"),
     ("agent_repair", "## Bug report"),
     ("agent_improve", "## Your solution so far"),
@@ -35,6 +37,8 @@ ROLE_SIGNATURES = (
     ("verify_steps", "You check a solution to a competition mathematics problem one step at a time"),
     ("verify", "You are an expert grader"),
     ("tora", "## Computing while you solve"),  # tora_generate.j2 includes generate.j2
+    ("critique_answer", "Decide whether the final answer of the solution below is correct"),  # eval critic
+    ("correct_answer", "## A solution that was judged wrong"),  # eval critic; includes generate.j2
     ("generate", "Your task is to solve the problem"),
 )
 

@@ -678,6 +678,14 @@ def build_report(
         from .eval_steps import write_steps_report
 
         return write_steps_report(run, records, config)
+    if any(r.get("kind") == "formal" for r in records):  # eval formal: pass@k per mode and its budget
+        from .eval_formal import write_formal_report
+
+        return write_formal_report(run, records, config)
+    if any(r.get("kind") == "critic" for r in records):  # eval critic: its own summary, figures and tables
+        from .eval_critic import write_critic_report
+
+        return write_critic_report(run, records, config)
     kind = run_kind(records)
     if kind == "grade":
         summary = summarize_grade_run(records)

@@ -11,6 +11,8 @@ from ..errors import ProofcriticError
 from ._common import flags_as_flags
 from ._cotrain import cotrain_command
 from ._eval import compare_command, eval_app, report_command
+from ._eval_critic import eval_critic_command as _eval_critic  # noqa: F401  (registers `eval critic`)
+from ._eval_formal import eval_formal_command as _eval_formal  # noqa: F401  (registers `eval formal`)
 from ._export import export_command
 from ._grade import grade_command
 from ._label import label_command, meta_verify_command
@@ -20,6 +22,7 @@ from ._review import review_command
 from ._rubric import rubric_command
 from ._serve import serve_command
 from ._serve_model import serve_model_command
+from ._shape import shape_command
 from ._solve import solve_command
 from ._train import train_app
 
@@ -37,6 +40,7 @@ app.command("rubric")(rubric_command)
 app.command("label")(label_command)
 app.command("label-steps")(label_steps_command)
 app.command("solve")(solve_command)
+app.command("shape")(shape_command)
 app.add_typer(eval_app, name="eval")
 app.command("report")(report_command)
 app.command("compare")(compare_command)

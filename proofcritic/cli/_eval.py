@@ -145,6 +145,19 @@ def show_headline(console: Console, summary: dict[str, Any]) -> None:
         for text in texts:
             console.print(f"{'note':>18}: {text}", soft_wrap=True)
 
+    if summary.get("kind") == "critic":  # eval critic: its rows (mode, counts, metrics, outcomes)
+        from ..benchmarks.eval_critic import headline_rows as critic_rows
+
+        for name, value in critic_rows(summary):
+            console.print(f"{name:>20}: {value}", soft_wrap=True, markup=False, highlight=False)
+        notes(summary.get("notes", []))
+        return
+    if summary.get("kind") == "formal":  # eval formal: pass@k and the budget per mode
+        from ..benchmarks.eval_formal import formal_headline
+
+        for name, value in formal_headline(summary):
+            console.print(f"{name:>18}: {value}", soft_wrap=True, markup=False, highlight=False)
+        return
     if summary.get("kind") == "steps":
         from ..benchmarks.eval_steps import headline_rows
 
