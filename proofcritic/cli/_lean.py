@@ -183,6 +183,31 @@ def lean_prove_command(
     exploration: Annotated[
         float, typer.Option("--exploration", min=0.0, help="rmax: the UCB exploration constant C.")
     ] = 1.0,
+    decompose: Annotated[
+        bool,
+        typer.Option(
+            "--decompose",
+            help="Subgoal decomposition: an informal proof and a Lean sketch with `have ... := sorry` steps, each "
+            "step proved as a lemma by --mode / --search (recursively to --max-depth), the proofs put back.",
+        ),
+    ] = False,
+    max_depth: Annotated[
+        int, typer.Option("--max-depth", min=1, help="decompose: nested decompositions at most (1: the theorem's).")
+    ] = 2,
+    sketch_attempts: Annotated[
+        int, typer.Option("--sketch-attempts", min=1, help="decompose: sketches asked per goal (refused: asked again).")
+    ] = 2,
+    sketch_model: Annotated[
+        str | None,
+        typer.Option("--sketch-model", help="decompose: the model that writes sketches (default: --model)."),
+    ] = None,
+    training_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--training-out",
+            help="decompose: append each solved decomposition (informal proof, then the Lean proof) to this JSONL.",
+        ),
+    ] = None,
     *,
     opts: ModelOptions,
 ) -> None:
@@ -192,6 +217,8 @@ def lean_prove_command(
     if search == "rmax" and mode != "whole":
         raise typer.BadParameter("--search rmax is a mode of its own: leave --mode out", param_hint="--mode")
     run_mode = "rmax" if search == "rmax" else mode
+    if not decompose and (sketch_model is not None or training_out is not None):
+        raise typer.BadParameter("belongs to --decompose", param_hint="--sketch-model / --training-out")
     if run_mode != "whole" and attempts != 1:
         raise typer.BadParameter(
             "--attempts counts the rounds of --mode whole; resume and rmax stop at --max-calls / --max-checks",
@@ -215,15 +242,21 @@ def lean_prove_command(
         project=str(project) if project is not None else None,
         lean_timeout=lean_timeout,
         **(
-            {}
-            if run_mode == "whole"
-            else {"mode": run_mode, "max_calls": max_calls, "max_checks": max_checks}
+            ({} if run_mode == "whole" and not decompose else {"max_calls": max_calls, "max_checks": max_checks})
+            | ({} if run_mode == "whole" else {"mode": run_mode})
             | ({"parallel": parallel, "exploration": exploration} if run_mode == "rmax" else {})
+            | (
+                {"decompose": True, "max_depth": max_depth, "sketch_attempts": sketch_attempts}
+                | ({"sketch_model": sketch_model} if sketch_model is not None else {})
+                if decompose
+                else {}
+            )
         ),
     )
     state_dir = Path(f"{output}.state")
     # before any model call: a rerun with other settings stops here; --overwrite removes the state too
-    prepare(output, settings, overwrite, companions=[state_dir] if run_mode == "rmax" else ())
+    companions = [state_dir] if run_mode == "rmax" or decompose else []
+    prepare(output, settings, overwrite, companions=companions)  # --training-out is appended to, never removed
     from ..pipelines.formal_search import SearchOptions
 
     options = SearchOptions(
@@ -236,6 +269,21 @@ def lean_prove_command(
     )
     prover = FormalProver(the_model, prompts=prompt_set, config=opts.sampling())
     console = Console(stderr=True)
+    sketcher, decompose_options = None, None
+    if decompose:
+        from dataclasses import replace
+
+        from ..pipelines.formal_decompose import DecomposeOptions, FormalSketcher
+
+        other = replace(opts, model=sketch_model).build_model() if sketch_model is not None else None
+        sketcher = FormalSketcher.beside(prover, other)
+        decompose_options = DecomposeOptions(
+            mode=run_mode,  # type: ignore[arg-type]
+            attempts=attempts,
+            max_depth=max_depth,
+            sketch_attempts=sketch_attempts,
+            search=options,
+        )
 
     async def main() -> RunStats:
         async with checker:
@@ -251,18 +299,25 @@ def lean_prove_command(
                     attempts=attempts,
                     concurrency=opts.concurrency or 4,
                     on_progress=update,
-                    mode=run_mode,  # type: ignore[arg-type]
+                    mode="decompose" if decompose else run_mode,  # type: ignore[arg-type]
                     options=options,
-                    state_dir=state_dir if run_mode == "rmax" else None,
+                    state_dir=state_dir if run_mode == "rmax" or decompose else None,
+                    decompose=decompose_options,
+                    sketcher=sketcher,
+                    training_out=training_out,
                 )
 
-    stats = run_with_model(the_model, console, main)
+    closing = [sketcher.model] if sketcher is not None and sketcher.model is not the_model else []
+    stats = run_with_model(the_model, console, main, closing=closing)
     spent = (
         ""
-        if run_mode == "whole"
+        if run_mode == "whole" and not decompose
         else f"; {stats.extra.get('model_calls', 0)} model call(s), {stats.extra.get('lean_checks', 0)} Lean check(s), "
         f"{stats.extra.get('budget_stops', 0)} stopped by a budget ({max_calls} calls, {max_checks} checks per problem)"
     )
+    if decompose:
+        spent += f", {stats.extra.get('unsolved', 0)} subgoal(s) left unsolved"
+        spent += f"; training examples in {training_out}" if training_out is not None else ""
     console.print(
         f"{stats.extra.get('passed', 0)} of {stats.done - stats.skipped} problem(s) proved in Lean, "
         f"{stats.skipped} already done, {stats.errors} error record(s){spent} -> {output}"

@@ -19,6 +19,7 @@ records the item as a set-up error, tried again by a rerun, and starts no more i
 from __future__ import annotations
 
 import csv
+import json
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,7 +29,7 @@ from pydantic import BaseModel, Field
 
 from .._roles import Role
 from ..errors import InputError
-from ..io import problem_from_record
+from ..io import JsonlAppender, problem_from_record
 from ..lean_checker import LeanChecker, LeanResult, blank_comments_and_strings
 from ..llm import ChatMessage, Usage
 from ..promptset import PromptSet
@@ -37,6 +38,7 @@ from ..types import Problem
 from ._common import SolveResult
 
 if TYPE_CHECKING:
+    from .formal_decompose import DecomposeOptions, FormalSketcher
     from .formal_search import SearchOptions
 
 __all__ = [
@@ -117,12 +119,17 @@ class FormalCheck(BaseModel):
     status: AttemptStatus | Literal["no_attempt"] = "no_attempt"
     attempts: list[FormalAttempt] = Field(default_factory=list)
     usage: Usage = Field(default_factory=Usage)
-    mode: Literal["whole", "resume", "rmax"] = "whole"
+    mode: Literal["whole", "resume", "rmax", "decompose"] = "whole"
     model_calls: int = Field(0, description="Model requests made for this problem.")
     lean_checks: int = Field(0, description="Lean checks made for this problem (probes included).")
     stop_reason: str = ""
     prefixes: list[str] = Field(default_factory=list, description="resume / rmax: every prefix kept, in order.")
     search: dict | None = Field(None, description="--search rmax: expansions, replayed, the tree's nodes.")
+    decomposition: dict | None = Field(
+        None,
+        description="--decompose: the informal proof, the sketches, each subgoal with its attempts and lemma "
+        "proof, the assembled check, the unsolved lemmas (pipelines.formal_decompose.Decomposition).",
+    )
 
     def evidence(self) -> dict:
         """The transcript entry :func:`join_evidence` adds."""
@@ -341,19 +348,33 @@ async def formal_jsonl(
     attempts: int = 1,
     concurrency: int = 4,
     on_progress: Callable[[RunStats], None] | None = None,
-    mode: Literal["whole", "resume", "rmax"] = "whole",
+    mode: Literal["whole", "resume", "rmax", "decompose"] = "whole",
     options: SearchOptions | None = None,
     state_dir: str | Path | None = None,
+    decompose: DecomposeOptions | None = None,
+    sketcher: FormalSketcher | None = None,
+    training_out: str | Path | None = None,
 ) -> RunStats:
     """:func:`formal_prove` for every item (``mode`` "resume": :func:`~.formal_search.resume_prove`,
     "rmax": :func:`~.formal_search.rmax_prove` with ``options``, its state in ``state_dir``, one
     file per problem), one :class:`FormalCheck` record per line of ``output``; a rerun skips the
     problems already there. ``stats.extra["passed"]`` counts the proofs Lean accepted in this run; ``model_calls`` and ``lean_checks`` what they cost,
-    ``budget_stops`` the problems a per-problem budget stopped (resume, rmax)."""
+    ``budget_stops`` the problems a per-problem budget stopped (resume, rmax, decompose).
+
+    ``mode`` "decompose": :func:`~.formal_decompose.decompose_prove` with ``decompose`` (its
+    sketches by ``sketcher``, default the prover's model), its state in ``state_dir``;
+    ``stats.extra["unsolved"]`` counts the subgoals left unproved; each solved decomposition is
+    appended to ``training_out`` (JSONL, :func:`~.formal_decompose.training_example`) unless a
+    line for its problem is there already."""
+    from .formal_decompose import FormalSketcher, decompose_prove, decompose_state_file, training_example
     from .formal_search import resume_prove, rmax_prove, state_file
 
     stats_passed = 0
     spent = {"model_calls": 0, "lean_checks": 0, "budget_stops": 0}
+    if mode == "decompose":
+        spent["unsolved"] = 0
+    trained = _written_ids(training_out)
+    appender = JsonlAppender(training_out) if training_out is not None else None
 
     async def process(item_id: str, record: dict) -> dict:
         nonlocal stats_passed
@@ -366,6 +387,15 @@ async def formal_jsonl(
         elif mode == "rmax":
             state = state_file(state_dir, item_id) if state_dir is not None else None
             check = await rmax_prove(prover, checker, problem, lean_statement, options, state=state)
+        elif mode == "decompose":
+            state = decompose_state_file(state_dir, item_id) if state_dir is not None else None
+            check = await decompose_prove(
+                prover, checker, problem, lean_statement, decompose, sketcher=sketcher, state=state
+            )
+            spent["unsolved"] += len((check.decomposition or {}).get("unsolved", []))
+            if check.passed and appender is not None and check.problem_id not in trained:
+                trained.add(check.problem_id)
+                appender.write(training_example(problem, check, sketcher or FormalSketcher.beside(prover)))
         else:
             check = await formal_prove(prover, checker, problem, lean_statement, samples=samples, attempts=attempts)
         stats_passed += check.passed
@@ -380,7 +410,26 @@ async def formal_jsonl(
         if on_progress is not None:
             on_progress(stats)
 
-    stats = await run_jsonl(items, output, process, concurrency=concurrency, on_progress=progress)
+    try:
+        stats = await run_jsonl(items, output, process, concurrency=concurrency, on_progress=progress)
+    finally:
+        if appender is not None:
+            appender.close()
     stats.extra["passed"] = stats_passed
     stats.extra.update(spent)
     return stats
+
+
+def _written_ids(path: str | Path | None) -> set[str]:
+    """The problem ids a JSONL file (a training-example file) has lines for already."""
+    if path is None or not Path(path).is_file():
+        return set()
+    ids = set()
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill (the appender cuts it off)
+        if isinstance(record, dict) and isinstance(record.get("problem_id"), str):
+            ids.add(record["problem_id"])
+    return ids
