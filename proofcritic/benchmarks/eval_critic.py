@@ -443,6 +443,7 @@ def summarize_critic_run(records: Sequence[dict], *, info: dict[str, Any] | None
             "accepted": sum(s["verdict"] == "correct" for s in samples),
             "rejected": sum(s["verdict"] == "incorrect" for s in samples),
             "no_verdict": outcomes.get("no verdict", 0),
+            "read_out": sum(s.get("score_source") in ("likelihood", "guided") for s in samples),
             "corrected": sum(s.get("corrected") is not None for s in samples),
             "right_after": sum(_after(s) for s in samples),
             "tool_calls": sum(len(s.get("tool_calls") or []) for s in samples),
@@ -463,6 +464,14 @@ def summarize_critic_run(records: Sequence[dict], *, info: dict[str, Any] | None
         notes.append(
             f"{summary['counts']['no_verdict']} solution(s) got no verdict (the critique has no score): "
             "left out of the critique and correction metrics, their answers kept"
+        )
+    if len(defined) == 1 and samples:
+        side = "right" if on_right is not None else "wrong"
+        notes.append(f"critique balanced is the recall on {side} solutions alone: no other solution had a verdict")
+    if summary["counts"]["read_out"]:
+        notes.append(
+            f"{summary['counts']['read_out']} verdict(s) came from a score read-out (likelihood or guided "
+            "choice), not a written score"
         )
     if notes:
         summary["notes"] = notes
@@ -545,6 +554,14 @@ def _figures(summary: dict[str, Any], records: list[dict]) -> list[tuple[str, st
     return figures
 
 
+def _short(answer: str | None, limit: int = 60) -> str:
+    """An answer as a table cell: None as "none", a long one cut with "..." (items.jsonl keeps it whole)."""
+    if answer is None:
+        return "none"
+    text = " ".join(answer.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _item_rows(records: list[dict]) -> list[tuple[str, ...]]:
     rows = []
     for r in records:
@@ -558,9 +575,9 @@ def _item_rows(records: list[dict]) -> list[tuple[str, ...]]:
                     str(r.get("id")),
                     str(s["sample"]),
                     str(r.get("answer")),
-                    f"{s.get('answer')} ({'right' if s['correct'] else 'wrong'})",
+                    f"{_short(s.get('answer'))} ({'right' if s['correct'] else 'wrong'})",
                     str(s.get("verdict") or "no verdict"),
-                    f"{corrected.get('answer')} ({'right' if corrected.get('correct') else 'wrong'})"
+                    f"{_short(corrected.get('answer'))} ({'right' if corrected.get('correct') else 'wrong'})"
                     if corrected
                     else "",
                     s["outcome"],
