@@ -117,7 +117,7 @@ def test_a_tiny_eval_run_says_its_metrics_mean_little(tmp_path, capsys, monkeypa
 
 def test_eval_help_lists_the_suites_of_its_kind():
     runner = CliRunner()
-    kinds = ("grade", "solve", "steps")
+    kinds = ("grade", "solve", "steps", "formal")
     for kind in kinds:
         text = " ".join(runner.invoke(app, ["eval", kind, "--help"], terminal_width=200).output.split())
         names = suite_names(kind)  # type: ignore[arg-type]

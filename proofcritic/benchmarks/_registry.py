@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import InputError
-from . import answer_suites, competitions, custom, opc, processbench, proofbench, usamo
+from . import answer_suites, competitions, custom, formal_suites, opc, processbench, proofbench, usamo
 from ._items import GradeItem, SolveItem
 from ._suite import Kind, Suite
 
 #: every named suite, solving suites first
 SUITES: dict[str, Suite] = {
     suite.name: suite
-    for family in (competitions, proofbench, usamo, answer_suites, opc, custom, processbench)
+    for family in (competitions, proofbench, usamo, answer_suites, opc, custom, processbench, formal_suites)
     for suite in family.SUITES
 }
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
 
@@ -23,8 +23,13 @@ from ..types import Problem
 from ._data import data_root, hf_records, hf_spec, read_records
 from ._items import GradeItem, SolveItem, StepItem
 
-Item = SolveItem | GradeItem | StepItem
-Kind = Literal["solve", "grade", "steps"]
+if TYPE_CHECKING:  # formal suites make FormalProblems (imported where made: pipelines load slowly)
+    from ..pipelines.formal import FormalProblem
+
+    Item = SolveItem | GradeItem | StepItem | FormalProblem
+else:
+    Item = SolveItem | GradeItem | StepItem
+Kind = Literal["solve", "grade", "steps", "formal"]
 
 
 @dataclass(frozen=True)

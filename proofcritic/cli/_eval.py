@@ -158,6 +158,12 @@ def show_headline(console: Console, summary: dict[str, Any]) -> None:
         for name, value in formal_headline(summary):
             console.print(f"{name:>18}: {value}", soft_wrap=True, markup=False, highlight=False)
         return
+    if summary.get("kind") == "formal":  # eval formal: pass@k and the budget per mode
+        from ..benchmarks.eval_formal import formal_headline
+
+        for name, value in formal_headline(summary):
+            console.print(f"{name:>18}: {value}", soft_wrap=True, markup=False, highlight=False)
+        return
     if summary.get("kind") == "steps":
         from ..benchmarks.eval_steps import headline_rows
 
@@ -251,7 +257,7 @@ def eval_solve_command(
     """Solve a suite's problems k times each with a strategy; the verifier grades every answer."""
     from rich.console import Console
 
-    from ..benchmarks import GradeItem, RunFolder, StepItem
+    from ..benchmarks import GradeItem, RunFolder, SolveItem, StepItem
     from ..benchmarks.eval_solve import eval_solve
     from ..pipelines import Roles
 
@@ -268,6 +274,8 @@ def eval_solve_command(
         raise typer.BadParameter(f"{suite} is a grading suite; use `eval grade`", param_hint="--suite")
     if any(isinstance(i, StepItem) for i in items):
         raise typer.BadParameter(f"{suite} is a steps suite; use `eval steps`", param_hint="--suite")
+    if any(not isinstance(i, SolveItem) for i in items):  # a formal suite's Lean statements
+        raise typer.BadParameter(f"{suite} is a formal suite; use `eval formal`", param_hint="--suite")
     price_table = _prices(prices)
     console = Console(stderr=True)
     if all(i.answer is not None for i in items):  # graded by the answer check: no verifier call
@@ -430,7 +438,7 @@ def eval_grade_command(
     """Measure a grader (the verifier, or grades recorded in the data) against human grades."""
     from rich.console import Console
 
-    from ..benchmarks import GradeItem, RunFolder, StepItem
+    from ..benchmarks import GradeItem, RunFolder, SolveItem, StepItem
     from ..benchmarks.eval_grade import check_recorded, eval_grade, is_rule
     from ..grading import grade_plan
     from ..pipelines import Roles
@@ -483,7 +491,14 @@ def eval_grade_command(
         items = _load(suite, data_dir, limit)
     if not all(isinstance(i, GradeItem) for i in items):
         steps = any(isinstance(i, StepItem) for i in items)
-        use = "steps suite; use `eval steps`" if steps else "solving suite; use `eval solve`"
+        formal = any(not isinstance(i, (StepItem, SolveItem)) for i in items)
+        use = (
+            "steps suite; use `eval steps`"
+            if steps
+            else "formal suite; use `eval formal`"
+            if formal
+            else "solving suite; use `eval solve`"
+        )
         raise typer.BadParameter(f"{suite} is a {use}", param_hint="--suite")
     if from_recorded is not None:
         check_recorded(items, from_recorded)  # a grade no item records fails here, before the run starts
