@@ -279,3 +279,61 @@ async def test_a_sketch_model_of_its_own_and_training_examples_from_the_batch(le
     record = json.loads((tmp_path / "alone.jsonl").read_text())
     assert record["status"] == "no_lean_block" and record["stop_reason"] == "no sketch accepted in 2 round(s)"
     assert len(train.read_text().splitlines()) == 1
+
+
+async def test_through_a_kimina_server_the_steps_keep_their_sorry_and_it_reports_their_goals(lean_bin):
+    """The Mathlib path (a REPL reports each sorry's goal; the local lean has no sorry) through the
+    Kimina stand-in, which asks the real lean for each goal."""
+    from servers.kimina_server import KiminaServer
+
+    from proofcritic.lean_checker import KiminaChecker
+
+    backend = Script([sketch_of(TWO_STEPS)], {"flip_hac": "Eq.trans' h1 h2", "flip_hca": "Eq.symm' hac"})
+    async with KiminaServer(lean_bin, sorry_goals=True) as server, KiminaChecker(server.url, timeout=60) as checker:
+        check = await decompose_prove(FormalProver(Model(backend)), checker, PROBLEM, STATEMENT)
+    assert check.passed, check.stop_reason
+    sent = [body["snippet"]["code"] for kind, body in server.requests if kind == "check"]
+    assert "have hac : Eq a c := sorry\n" in sent[0] and "?_" not in sent[0]  # the sketch as written
+    hac, hca = check.decomposition["subgoals"]
+    assert hac["goal"] == "a b c : N\nh1 : Eq a b\nh2 : Eq b c\n⊢ Eq a c"  # from the server's sorries
+    assert hca["goal"].endswith("hac : Eq a c\n⊢ Eq c a")
+
+
+def test_tactic_steps_are_put_back_as_lemma_applications():
+    """The Mathlib shape (tactic steps; the local lean has no tactics): text only."""
+    from proofcritic.pipelines.formal_decompose import put_back
+
+    statement = "import Mathlib\n\ntheorem t {x : ℝ} (n : ℕ) [Fact (0 < n)] (h : 0 < x) : 0 < x * n := by sorry\n"
+    sketch = statement.replace(
+        "by sorry", "by\n  have hn : (0 : ℝ) < n := by sorry\n  have : 0 < x * n := by\n    sorry\n  exact this"
+    )
+    steps, problems = find_steps(statement, sketch)
+    assert [(s.name, s.claim, s.tactic) for s in steps] == [("hn", "(0 : ℝ) < n", True), ("this", "0 < x * n", True)]
+    assert problems == []
+    lemmas = [
+        (
+            "t_hn",
+            "import Mathlib\n\ntheorem t_hn {x : ℝ} (n : ℕ) [Fact (0 < n)] (h : 0 < x) :\n    (0 : ℝ) < n := by positivity\n",
+        ),
+        ("t_this", "import Mathlib\n\n-- a helper\ntheorem t_this ... := by positivity\n"),
+    ]
+    proof = put_back(statement, sketch, lemmas)
+    assert "  have hn : (0 : ℝ) < n := (t_hn n h)\n  have : 0 < x * n := (t_this n h hn)\n  exact this" in proof
+    assert proof.startswith("import Mathlib\n\ntheorem t_hn {x : ℝ}") and proof.count("import Mathlib") == 1
+    assert "-- a helper\ntheorem t_this" in proof  # a lemma file not starting with the preamble: its own chunks
+    assert proof.index("theorem t_this") < proof.index("theorem t {x")
+
+
+async def test_a_step_after_fun_is_refused_with_the_reason(lean_bin):
+    every = "theorem every : ∀ x : N, Eq x x"
+    statement = PRELUDE + "\n" + every + " := sorry\n"
+    backend = Script(
+        [f"Each x.\n\n```lean\n{PRELUDE}\n{every} :=\n  fun x =>\n  have h : Eq x x := sorry\n  h\n```\n"], {}
+    )
+    async with LocalLeanChecker(lean_bin, timeout=60) as checker:
+        check = await decompose_prove(
+            FormalProver(Model(backend)), checker, Problem(id="every", statement="x = x"), statement
+        )
+    sketch = check.decomposition["sketches"][0]
+    assert sketch["status"] == "bad_sketch" and "step 'h' has x in scope" in sketch["reasons"][0]
+    assert "state the steps before introducing anything" in backend.prompts[1]

@@ -67,6 +67,7 @@ __all__ = [
     "decompose_prove",
     "decompose_state_file",
     "find_steps",
+    "put_back",
     "training_example",
 ]
 
@@ -311,6 +312,24 @@ def _without_head(preamble: str, proof: str) -> str:
     chunks = re.split(r"\n(?=\S)", proof)
     kept = [c for c in chunks if " ".join(blank_comments_and_strings(c).split()) not in known]
     return "\n".join(kept).strip("\n") + "\n"
+
+
+def put_back(lean_statement: str, sketch: str, lemmas: list[tuple[str, str]]) -> str:
+    """The sketch with its steps proved: each lemma's proof (its file without the sketch's lines
+    before the theorem) before the theorem, and each step's ``sorry`` (``by sorry``) replaced by
+    its lemma (``lemmas``: name and proof, in the steps' order) applied to the theorem's explicit
+    binders and the earlier steps."""
+    head = _theorem_head(lean_statement, sketch)
+    if head is None:
+        raise InputError("the sketch does not declare the theorem")
+    steps, _ = find_steps(lean_statement, sketch)
+    preamble, body = sketch[: head.start], sketch[head.start :]
+    for index in reversed(range(min(len(steps), len(lemmas)))):
+        step = steps[index]
+        use = f"({' '.join([lemmas[index][0], *head.explicit, *(s.name for s in steps[:index])])})"
+        body = body[: step.hole_start - head.start] + use + body[step.hole_end - head.start :]
+    proved = "\n".join(_without_head(preamble, proof) for _, proof in lemmas)
+    return preamble.rstrip("\n") + "\n\n" + proved + ("\n" if proved else "") + body
 
 
 def training_example(problem: Problem, check: FormalCheck, sketcher: FormalSketcher) -> dict:
@@ -594,17 +613,7 @@ class _Decomposer:
             sub.status, sub.reason = "unsolved", f"{why}; decomposition: {inner.reason}"
 
     async def assemble(self, statement: str, sketch: str, result: Decomposition, key: str) -> None:
-        head = _theorem_head(statement, sketch)
-        assert head is not None
-        steps, _ = find_steps(statement, sketch)
-        preamble = sketch[: head.start]
-        body = sketch[head.start :]
-        for step, sub in reversed(list(zip(steps, result.subgoals))):
-            earlier = [s.name for s in steps[: steps.index(step)]]
-            use = f"({' '.join([sub.lemma, *head.explicit, *earlier])})"
-            body = body[: step.hole_start - head.start] + use + body[step.hole_end - head.start :]
-        lemmas = "\n".join(_without_head(preamble, sub.proof or "") for sub in result.subgoals)
-        proof = preamble.rstrip("\n") + "\n\n" + lemmas + ("\n" if lemmas else "") + body
+        proof = put_back(statement, sketch, [(sub.lemma, sub.proof or "") for sub in result.subgoals])
         result.proof = proof
         entry = self.replay(key)
         if entry is not None:

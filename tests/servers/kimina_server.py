@@ -111,16 +111,26 @@ class KiminaServer:
         real lean is asked with a ``?_`` in that sorry's place, and the placeholder's error at
         that position gives the goal (how a prelude file, with no tactics, can have one)."""
         blank = blank_comments_and_strings(code)
-        out = []
-        for match in re.finditer(r"(?<![\w.'])sorry(?![\w'])", blank):
+        matches = list(re.finditer(r"(?<![\w.'])sorry(?![\w'])", blank))
+        # every sorry at once (a lean without Init stops at the first sorry it elaborates): each
+        # `?_` is 3 characters shorter, which moves the later holes of its line
+        holes, shifted = [], {}
+        for match in matches:
             line = code.count("\n", 0, match.start()) + 1
             column = match.start() - (code.rfind("\n", 0, match.start()) + 1)
-            result = await self.checker.check(code[: match.start()] + "?_" + code[match.end() :], timeout=timeout)
-            for message in result.errors:
-                if (message.line, message.column) == (line, column) and "context:\n" in message.text:
-                    out.append((line, column, message.text.split("context:\n", 1)[1].strip()))
-                    break
-        return out
+            earlier = sum(1 for other in holes if other[0] == line)
+            holes.append((line, column))
+            shifted[(line, column - 3 * earlier)] = (line, column)
+        probe = code
+        for match in reversed(matches):
+            probe = probe[: match.start()] + "?_" + probe[match.end() :]
+        result = await self.checker.check(probe, timeout=timeout) if matches else None
+        found = {}
+        for message in result.errors if result is not None else []:
+            where = shifted.get((message.line, message.column))
+            if where is not None and "context:\n" in message.text:
+                found[where] = message.text.split("context:\n", 1)[1].strip()
+        return [(line, column, found[(line, column)]) for line, column in holes if (line, column) in found]
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
