@@ -260,7 +260,7 @@ async def _one_solution(
     [verification] = await critic.verify(problem, solution, n=1, seed=_seed(critic.config.seed, sample, "critique"))
     _usage_add(usage, verification.usage)
     verdict = verdict_of(verification.score)
-    corrected = None
+    corrected: dict[str, Any] | None = None
     if verdict == "incorrect":
         generation = await corrector.correct(
             problem,
@@ -563,7 +563,7 @@ def _short(answer: str | None, limit: int = 60) -> str:
 
 
 def _item_rows(records: list[dict]) -> list[tuple[str, ...]]:
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for r in records:
         if "error" in r:
             rows.append((str(r.get("id")), "—", "error", str(r.get("error", ""))[:120], "", "", ""))

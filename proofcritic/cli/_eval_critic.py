@@ -219,7 +219,7 @@ def eval_critic_command(
     async def main() -> None:
         with run_progress(f"critic x{k}", console, list(dict.fromkeys(shown))) as update:
             await eval_critic(
-                items,  # type: ignore[arg-type]  # answer items (checked above)
+                items,  # answer items (checked above)
                 folder,
                 critic=the_critic,
                 corrector=the_corrector,
