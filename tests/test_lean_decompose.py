@@ -337,3 +337,22 @@ async def test_a_step_after_fun_is_refused_with_the_reason(lean_bin):
     sketch = check.decomposition["sketches"][0]
     assert sketch["status"] == "bad_sketch" and "step 'h' has x in scope" in sketch["reasons"][0]
     assert "state the steps before introducing anything" in backend.prompts[1]
+
+
+def test_a_prompt_set_may_bring_its_own_sketch_template(tmp_path):
+    import shutil
+
+    from proofcritic.pipelines.formal_decompose import FormalSketcher
+    from proofcritic.promptset import PromptSet
+
+    folder = tmp_path / "mine"
+    shutil.copytree(PromptSet.load().directory, folder)
+    (folder / "formal_sketch.j2").unlink()
+    (folder / "formal_prove.j2").unlink()  # its own sketch template, the built-in proof template
+    model = Model(Script([], {}))
+    assert (
+        "plan a proof" in FormalSketcher(model, prompts=PromptSet.load(folder)).messages(PROBLEM, STATEMENT)[0].content
+    )
+    (folder / "formal_sketch.txt").write_text("Sketch {problem_id}:\n{lean_statement}\n{feedback}")
+    mine = FormalSketcher(model, prompts=PromptSet.load(folder)).messages(PROBLEM, STATEMENT, "- refused")
+    assert mine[0].content.startswith("Sketch flip:\nprelude") and mine[0].content.endswith("- refused")

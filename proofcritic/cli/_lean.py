@@ -276,7 +276,8 @@ def lean_prove_command(
         from ..pipelines.formal_decompose import DecomposeOptions, FormalSketcher
 
         other = replace(opts, model=sketch_model).build_model() if sketch_model is not None else None
-        sketcher = FormalSketcher.beside(prover, other)
+        # the --prompts set's formal_sketch (else the built-in one), whichever formal_prove it has
+        sketcher = FormalSketcher(other or the_model, prompts=prompt_set, config=opts.sampling())
         decompose_options = DecomposeOptions(
             mode=run_mode,  # type: ignore[arg-type]
             attempts=attempts,
