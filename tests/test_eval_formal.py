@@ -211,3 +211,41 @@ def test_lean_proofbench_needs_mathlib_so_the_local_lean_stops_before_any_model_
     for kind in ("solve", "grade"):
         wrong = CliRunner().invoke(app, ["eval", kind, "--suite", "lean-proofbench", "--limit", "1"])
         assert wrong.exit_code == 2 and "formal suite; use `eval formal`" in wrong.output, wrong.output
+
+
+TRANS = "theorem Eq.trans' {α : Sort u} {a b c : α} (h : Eq a b) (k : Eq b c) : Eq a c :=\n  Eq.rec (motive := fun x _ => Eq a x) h k\n"
+FLIP = "theorem flip (a b c : N) (h1 : Eq a b) (h2 : Eq b c) : Eq c a"
+
+
+def decomposing(prompt: str) -> str:
+    """A sketch of two `have` steps when asked to plan, else each step's lemma proved by a term."""
+    if "plan a proof" in prompt:
+        body = "have hac : Eq a c := sorry\n  have hca : Eq c a := sorry\n  hca\n"
+        return f"By transitivity, then symmetry.\n\n```lean\n{PRELUDE}{TRANS}\n{FLIP} :=\n  {body}```\n"
+    statement = prompt.split("```lean\n", 1)[1].split("\n```", 1)[0] + "\n"
+    term = "Eq.trans' h1 h2" if "theorem flip_hac " in statement else "Eq.symm' hac"
+    return fenced(statement.replace(":= sorry", ":= " + term))
+
+
+async def test_decompose_is_a_mode_of_eval_formal(tmp_path, lean_bin):
+    rows = tmp_path / "flip.jsonl"
+    write_rows(rows, [{"name": "flip", "header": PRELUDE + TRANS, "formal_statement": FLIP + " :="}])
+    items = load_formal_file(rows)
+    backend = Answers(decomposing)
+    run = RunFolder(tmp_path / "run")
+    async with LocalLeanChecker(lean_bin, timeout=60) as checker:
+        summary = await eval_formal(
+            items, run, prover=FormalProver(Model(backend)), checker=checker, modes=["decompose"], k=1
+        )
+    m = summary["metrics"]["decompose"]
+    assert m["solved"] == 1 and m["pass_at"]["1"]["value"] == 1.0
+    # the sketch and two lemmas; the sketch's check, two lemma checks and the assembly's
+    assert (m["budget"]["model_calls"], m["budget"]["lean_checks"]) == (3, 4)
+    (record,) = run.records()
+    (sample,) = record["modes"]["decompose"]["samples"]
+    assert sample["check"]["mode"] == "decompose" and sample["check"]["decomposition"]["unsolved"] == []
+    assert "(flip_hca a b c h1 h2 hac)" in sample["proof"]
+    from proofcritic.benchmarks.report import build_report
+
+    build_report(run)
+    assert "| decompose (subgoal decomposition) | 1 " in (run.path / "report.md").read_text()

@@ -2,7 +2,7 @@
 
 For every problem (a :class:`~proofcritic.pipelines.formal.FormalProblem`) and every mode
 (``whole``: whole proofs retried with Lean's messages, ``resume``: truncate and resume,
-``rmax``: RMaxTS), the mode runs ``k`` times as independent samples; sample ``j`` starts from
+``rmax``: RMaxTS, ``decompose``: subgoal decomposition), the mode runs ``k`` times as independent samples; sample ``j`` starts from
 the seed ``seed + j * stride`` (``stride`` is one more than the mode's most requests, so no two
 samples share a seed). A sample passes when Lean accepts its proof (statement kept, no sorry,
 allowed axioms only: :func:`~proofcritic.pipelines.formal.formal_prove`'s rules).
@@ -10,7 +10,8 @@ allowed axioms only: :func:`~proofcritic.pipelines.formal.formal_prove`'s rules)
 Resuming: each finished sample is appended to ``RUN/samples.jsonl`` as it finishes (with its
 whole :class:`~proofcritic.pipelines.formal.FormalCheck`); a rerun takes those from there
 without asking the model or Lean again, and runs only what is missing (an ``rmax`` sample that
-was killed mid-way replays its expansions from ``RUN/rmax-state/``). One record per problem is
+was killed mid-way replays its expansions, a ``decompose`` sample its sketches and lemmas, from
+``RUN/search-state/``). One record per problem is
 appended to ``RUN/items.jsonl`` once all its samples are done.
 
 A record: ``{"id", "kind": "formal", "problem_id", "lean_statement", "k", "modes": {MODE:
@@ -43,6 +44,7 @@ from .metrics import bootstrap_ci, small_sample_note
 if TYPE_CHECKING:
     from ..lean_checker import LeanChecker
     from ..pipelines.formal import FormalCheck, FormalProblem, FormalProver
+    from ..pipelines.formal_decompose import DecomposeOptions, FormalSketcher
     from ..pipelines.formal_search import SearchOptions
 
 __all__ = [
@@ -57,10 +59,15 @@ __all__ = [
 ]
 
 #: the modes ``eval formal`` runs
-FORMAL_MODES = ("whole", "resume", "rmax")
-MODE_NAMES = {"whole": "whole proof", "resume": "truncate and resume", "rmax": "tree search (RMaxTS)"}
+FORMAL_MODES = ("whole", "resume", "rmax", "decompose")
+MODE_NAMES = {
+    "whole": "whole proof",
+    "resume": "truncate and resume",
+    "rmax": "tree search, RMaxTS",
+    "decompose": "subgoal decomposition",
+}
 SAMPLES_FILE = "samples.jsonl"
-STATE_DIR = "rmax-state"
+STATE_DIR = "search-state"
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -120,14 +127,19 @@ async def eval_formal(
     k: int = 1,
     attempts: int = 1,
     options: SearchOptions | None = None,
+    decompose: DecomposeOptions | None = None,
+    sketcher: FormalSketcher | None = None,
     concurrency: int = 4,
     on_progress: Callable[[RunStats], None] | None = None,
 ) -> dict[str, Any]:
     """Run every mode ``k`` times on every problem, append one record per problem to
     ``run.items_path`` (resumable per sample, see the module docstring), write and return the
     summary. ``attempts`` is ``whole``'s rounds; ``options`` the budgets and knobs of the
-    others (and ``samples``, the proofs per model call, and ``seed`` for all)."""
+    others (and ``samples``, the proofs per model call, and ``seed`` for all); ``decompose``:
+    how ``decompose`` proves each subgoal and how deep it nests (its ``search`` is ``options``),
+    ``sketcher`` the model that writes its sketches (default: the prover's)."""
     from ..pipelines.formal import formal_prove
+    from ..pipelines.formal_decompose import DecomposeOptions, decompose_prove, decompose_state_file
     from ..pipelines.formal_search import SearchOptions, resume_prove, rmax_prove, state_file
 
     options = options or SearchOptions()
@@ -167,9 +179,15 @@ async def eval_formal(
             )
         elif mode == "resume":
             check = await resume_prove(prover, checker, item.problem, item.lean_statement, sample_options)
-        else:
+        elif mode == "rmax":
             state = state_file(state_dir, f"{item.problem.id}#{sample}")
             check = await rmax_prove(prover, checker, item.problem, item.lean_statement, sample_options, state=state)
+        else:  # decompose: the budgets and seed of options cover the whole problem
+            how = (decompose or DecomposeOptions()).model_copy(update={"search": sample_options})
+            state = decompose_state_file(state_dir, f"{item.problem.id}#{sample}")
+            check = await decompose_prove(
+                prover, checker, item.problem, item.lean_statement, how, sketcher=sketcher, state=state
+            )
         record = _sample_record(mode, sample, seed, check)
         appender.write({"key": key, "sample": record})
         finished[key] = record

@@ -14,6 +14,7 @@ from ._batch import OverwriteOpt, model_name, result_settings
 from ._common import (
     DryRunOpt,
     ModelOptions,
+    one_of,
     positive_seconds,
     run_progress,
     run_with_model,
@@ -65,8 +66,9 @@ def eval_formal_command(
         typer.Option(
             "--mode",
             metavar="MODE",
-            help="whole | resume | rmax (repeatable or comma-separated; default whole): whole proofs retried with "
-            "Lean's messages, truncate and resume, RMaxTS tree search. Each mode runs -k times per problem.",
+            help="whole | resume | rmax | decompose (repeatable or comma-separated; default whole): whole proofs "
+            "retried with Lean's messages, truncate and resume, RMaxTS tree search, subgoal decomposition. Each mode "
+            "runs -k times per problem.",
         ),
     ] = None,
     k: Annotated[int, typer.Option("-k", min=1, help="Samples (independent runs of each mode) per problem.")] = 1,
@@ -82,6 +84,21 @@ def eval_formal_command(
     ] = 64,
     parallel: Annotated[int, typer.Option("--parallel", min=1, help="rmax: expansions run at once.")] = 1,
     exploration: Annotated[float, typer.Option("--exploration", min=0.0, help="rmax: the UCB constant C.")] = 1.0,
+    subgoal_mode: Annotated[
+        str,
+        typer.Option(
+            "--subgoal-mode",
+            callback=one_of(("whole", "resume", "rmax")),
+            metavar="whole|resume|rmax",
+            help="decompose: how each subgoal's lemma is proved (--attempts rounds for whole).",
+        ),
+    ] = "whole",
+    max_depth: Annotated[
+        int, typer.Option("--max-depth", min=1, help="decompose: nested decompositions at most (1: the theorem's).")
+    ] = 2,
+    sketch_attempts: Annotated[
+        int, typer.Option("--sketch-attempts", min=1, help="decompose: sketches asked per goal (refused: asked again).")
+    ] = 2,
     limit: LimitOpt = None,
     data_dir: DataOpt = None,
     parallel_problems: Annotated[int, typer.Option("--parallel-problems", min=1, help="Problems proved at once.")] = 2,
@@ -109,6 +126,7 @@ def eval_formal_command(
 
     from ..benchmarks import RunFolder, get_suite
     from ..benchmarks.eval_formal import SAMPLES_FILE, STATE_DIR, eval_formal, mode_stride
+    from ..pipelines.formal_decompose import DecomposeOptions
     from ..pipelines.formal_search import SearchOptions
 
     modes = _modes(mode)
@@ -118,8 +136,17 @@ def eval_formal_command(
     chosen = get_suite(name)
     if chosen.kind != "formal":
         raise typer.BadParameter(f"{name} is a {chosen.kind} suite; use `eval {chosen.kind}`", param_hint="--suite")
-    if attempts != 1 and "whole" not in modes:
-        raise typer.BadParameter("--attempts counts the rounds of --mode whole", param_hint="--attempts")
+    if attempts != 1 and "whole" not in modes and not ("decompose" in modes and subgoal_mode == "whole"):
+        raise typer.BadParameter(
+            "--attempts counts the rounds of --mode whole (and of decompose's --subgoal-mode whole)",
+            param_hint="--attempts",
+        )
+    decompose = DecomposeOptions(
+        mode=subgoal_mode,  # type: ignore[arg-type]
+        attempts=attempts,
+        max_depth=max_depth,
+        sketch_attempts=sketch_attempts,
+    )
     items = chosen.load(data_dir=data_dir, limit=limit, source=file)
     options = SearchOptions(
         samples=samples,
@@ -166,6 +193,7 @@ def eval_formal_command(
         "k": k,
         "attempts": attempts,
         "options": options.model_dump(),
+        **({"decompose": decompose.model_dump(exclude={"search"})} if "decompose" in modes else {}),
         "project": str(project) if project is not None else None,
         "lean_timeout": lean_timeout,
     }
@@ -208,6 +236,7 @@ def eval_formal_command(
                     k=k,
                     attempts=attempts,
                     options=options,
+                    decompose=decompose,
                     concurrency=parallel_problems,
                     on_progress=_kept(update, seen),
                 )
