@@ -255,6 +255,24 @@ def test_tora_trajectories_run_code_and_keep_its_output(tmp_path):
     assert counts["sft"] == 2 and counts["dpo"] == 1
 
 
+def test_a_solution_too_long_for_the_teacher_is_traced_not_fatal(tmp_path):
+    from proofcritic.errors import ContextLengthError
+
+    items = load_suite("answers", source=write_problems(tmp_path / "problems.jsonl"))
+
+    def teacher(call) -> str:
+        if "Compute 1/4" in call.prompt:
+            raise ContextLengthError("prompt of 9000 tokens; the model takes 8192")
+        return teacher_script(call)
+
+    stats = _run(tmp_path, Model(ScriptedBackend(student_script)), Model(ScriptedBackend(teacher)), items)
+    assert stats.errors == 0
+    half = [json.loads(line) for line in (tmp_path / "shape.jsonl").read_text().splitlines()][1]
+    [attempt] = half["trajectories"][0]["correction"]["attempts"]
+    assert "the prompt does not fit the teacher" in attempt["format_error"] and "8192" in attempt["format_error"]
+    assert half["counts"]["teacher_format_failures"] == 2 and half["counts"]["correction_wrong"] == 2
+
+
 def test_a_killed_run_resumes_without_repeating_model_calls(tmp_path):
     """The first run fails in problem half's teacher call (an error record, tried again by a
     rerun); the rerun skips problem add and replays half's finished student call from the cache."""
@@ -353,3 +371,76 @@ def test_one_dpo_step_on_the_shaped_pairs(tmp_path, tiny_model_dir):
     assert (Path(out) / "config.json").exists()
     metrics = [json.loads(line) for line in (Path(out) / "proofcritic_metrics.jsonl").read_text().splitlines()]
     assert any("loss" in m or "train_loss" in m for m in metrics)
+
+
+def _sum_script(call) -> str:
+    """Problems "Compute n + n.": the student's sample 0 is right, sample 1 says 2n + 1 at step 2;
+    the teacher fixes step 2."""
+    import re
+
+    n = int(re.search(r"Compute (\d+) \+", call.prompt).group(1))
+    if call.role == "teacher_correct":
+        return correction(
+            2, f"So the sum is {2 * n + 1}.", f"So the sum is {2 * n}.\n\nThe answer is \\boxed{{{2 * n}}}."
+        )
+    value = 2 * n if not call.request.config.seed else 2 * n + 1
+    return solution(f"We double {n}.\n\nSo the sum is {value}.\n\nThe answer is \\boxed{{{value}}}.")
+
+
+@pytest.mark.slow
+def test_shape_killed_mid_run_resumes_without_repeating_finished_calls(tmp_path):
+    """SIGKILL once the first problem is written; the rerun asks nothing of a finished problem,
+    writes every problem once, and the two runs together ask at most a few calls more than a clean
+    run's 12 (those answered in the cache's last second before the kill)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    problems = tmp_path / "sums.jsonl"
+    problems.write_text(
+        "".join(
+            json.dumps({"id": f"s{n}", "problem": f"Compute {n} + {n}.", "answer": str(2 * n)}) + "\n"
+            for n in range(1, 5)
+        )
+    )
+    out, cache = tmp_path / "shape.jsonl", tmp_path / "cache.sqlite"
+    root = Path(__file__).resolve().parents[1]
+    backend = ScriptedBackend(_sum_script, delay=0.4)
+    with TinyOpenAIServer(backend, "roles") as server:
+        command = [sys.executable, "-m", "proofcritic", "shape", "--input", str(problems), "--output", str(out)]
+        command += ["--model", "openai/roles", "--base-url", server.url, "--cache", str(cache), "-k", "2"]
+        command += ["--teacher-model", "openai/roles", "--teacher-base-url", server.url, "--parallel-problems", "1"]
+        env = {**os.environ, "OPENAI_API_KEY": "x"}
+        with open(tmp_path / "first.err", "wb") as err:
+            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, cwd=root, env=env)
+            deadline = time.monotonic() + 120
+            while (
+                process.poll() is None
+                and time.monotonic() < deadline
+                and not (out.exists() and out.read_text().strip())
+            ):
+                time.sleep(0.02)
+            killed = process.poll() is None
+            if killed:
+                process.send_signal(signal.SIGKILL)
+            process.wait()
+        assert killed, (tmp_path / "first.err").read_text()[-3000:]
+        finished = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+        assert 1 <= len(finished) < 4
+        asked = len(server.requests)
+        rerun = subprocess.run(command, check=False, capture_output=True, text=True, cwd=root, env=env, timeout=300)
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        again = server.requests[asked:]
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["id"] for r in records) == ["s1", "s2", "s3", "s4"] and all("error" not in r for r in records)
+    for problem_id in finished:
+        n = problem_id[1:]
+        assert not any(f"Compute {n} + {n}." in json.dumps(r["messages"]) for r in again), problem_id
+    assert 12 <= asked + len(again) <= 12 + 3
+    assert f"shaped {4 - len(finished)} problem(s), {len(finished)} already done" in rerun.stderr
+    assert (
+        "4 problem(s), 8 trajectories: 4 correct, 4 wrong, 0 without a solution; corrections: 4 verified"
+        in rerun.stderr
+    )

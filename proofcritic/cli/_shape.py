@@ -260,7 +260,9 @@ def shape_command(
                 )
         finally:
             if teacher is not None:
-                console.print(f"[dim]teacher {teacher.name}: {calls_text(teacher.usage)}[/]", highlight=False)
+                console.print(
+                    f"[dim]teacher {teacher.name}: {calls_text(teacher.usage)}[/]", highlight=False, soft_wrap=True
+                )
 
     stats = run_with_model(model, console, main, closing=[the_strategy, *([teacher] if teacher else [])])
     counts = write_training_files(output, sft_path, dpo_path)

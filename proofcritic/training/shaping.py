@@ -55,6 +55,7 @@ from ..answers import check_answer
 from ..benchmarks import SolveItem
 from ..benchmarks.eval_solve import answer_problem, seeded_roles
 from ..budget import CallPlan
+from ..errors import ContextLengthError
 from ..io import iter_jsonl
 from ..llm import Usage
 from ..pipelines import Roles
@@ -263,9 +264,14 @@ async def _correct(
     attempts: list[dict[str, Any]] = []
     chosen: int | None = None
     for attempt in range(config.teacher_tries):
-        [output] = await corrector.correct(
-            problem, solution, gold, seed=_seed(corrector.config.seed, "correct", sample, attempt)
-        )
+        try:
+            [output] = await corrector.correct(
+                problem, solution, gold, seed=_seed(corrector.config.seed, "correct", sample, attempt)
+            )
+        except ContextLengthError as error:  # this solution does not fit the teacher: the others may
+            counts["teacher_format_failures"] += 1
+            attempts.append({"format_ok": False, "format_error": f"the prompt does not fit the teacher: {error}"})
+            break  # the same prompt never fits
         usage.add(output.usage)
         record: dict[str, Any] = {
             "format_ok": output.format_ok,
