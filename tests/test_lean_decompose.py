@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from proofcritic.lean_checker import LocalLeanChecker
 from proofcritic.lean_checker.samples import PRELUDE
 from proofcritic.llm import Backend, ChatRequest, Completion, Model
@@ -356,3 +358,36 @@ def test_a_prompt_set_may_bring_its_own_sketch_template(tmp_path):
     (folder / "formal_sketch.txt").write_text("Sketch {problem_id}:\n{lean_statement}\n{feedback}")
     mine = FormalSketcher(model, prompts=PromptSet.load(folder)).messages(PROBLEM, STATEMENT, "- refused")
     assert mine[0].content.startswith("Sketch flip:\nprelude") and mine[0].content.endswith("- refused")
+
+
+async def test_steps_proved_by_rmax_with_their_own_state_file(lean_bin, tmp_path):
+    def hca(prompt: str) -> str:
+        return "```lean\nEq.symm' hac\n```" if "## Your proof so far" in prompt else "no proof"
+
+    backend = Script([sketch_of(TWO_STEPS)], {"flip_hac": "Eq.trans' h1 h2", "flip_hca": hca})
+    options = DecomposeOptions(mode="rmax", search=SearchOptions(max_calls=8, max_checks=20))
+    state = tmp_path / "flip.state" / "decompose-flip.jsonl"
+    check = await decompose(lean_bin, backend, options, state=state)
+    assert check.passed, check.stop_reason
+    hac, hca_ = check.decomposition["subgoals"]
+    assert hac["check"]["mode"] == hca_["check"]["mode"] == "rmax"
+    assert hca_["check"]["stop_reason"] == "proved at expansion 1 (node n0)"
+    # each lemma's search has a state file beside the decomposition's
+    assert len(list(state.parent.glob("rmax-flip_flip_hca-*.jsonl"))) == 1
+
+
+@pytest.mark.slow
+async def test_smollm2_gets_a_status_for_every_sketch(lean_bin, smol_backend):
+    """A real model (SmolLM2, far too small to sketch a proof): every answer is a sketch attempt
+    with a status and reasons, and the budgets are kept."""
+    from proofcritic.llm import GenerateConfig
+
+    formal = FormalProver(Model(smol_backend), config=GenerateConfig(max_tokens=48, temperature=0.0))
+    options = DecomposeOptions(sketch_attempts=3, search=SearchOptions(max_calls=2, max_checks=8))
+    async with LocalLeanChecker(lean_bin, timeout=60) as checker:
+        check = await decompose_prove(formal, checker, PROBLEM, STATEMENT, options)
+    assert not check.passed and check.model_calls == 2 and check.lean_checks <= 8
+    assert check.stop_reason.startswith("no sketch accepted: model call budget spent (2 of 2 calls")
+    sketches = check.decomposition["sketches"]
+    assert len(sketches) == 2 and all(s["raw"].strip() and s["status"] != "accepted" and s["reasons"] for s in sketches)
+    assert check.usage.completion_tokens > 0

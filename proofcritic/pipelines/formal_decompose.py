@@ -605,7 +605,7 @@ class _Decomposer:
         if sub.depth >= self.options.max_depth:
             sub.status, sub.reason = "unsolved", f"{why}; depth limit {self.options.max_depth} reached"
             return
-        inner = await self.decompose(problem, sub.statement, sub.depth + 1, f"{key}/")
+        inner = await self.decompose(lemma_problem, sub.statement, sub.depth + 1, f"{key}/")
         sub.decomposition = inner
         if inner.solved:
             sub.status, sub.proof, sub.reason = "decomposed", inner.proof, f"{why}; solved by decomposition"
