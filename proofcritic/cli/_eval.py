@@ -24,6 +24,17 @@ from .._constants import (
 )
 from ..budget import CallPlan
 from ._batch import OverwriteOpt, exit_status, model_name, result_settings
+from ._batch_api import (
+    BatchApiOpt,
+    BatchIntervalOpt,
+    BatchResultsOpt,
+    BatchRetryOpt,
+    BatchWriteOnlyOpt,
+    batch_api,
+    remove,
+    run_stages,
+    scratch,
+)
 from ._common import (
     DryRunOpt,
     ModelOptions,
@@ -151,12 +162,6 @@ def show_headline(console: Console, summary: dict[str, Any]) -> None:
         for name, value in critic_rows(summary):
             console.print(f"{name:>20}: {value}", soft_wrap=True, markup=False, highlight=False)
         notes(summary.get("notes", []))
-        return
-    if summary.get("kind") == "formal":  # eval formal: pass@k and the budget per mode
-        from ..benchmarks.eval_formal import formal_headline
-
-        for name, value in formal_headline(summary):
-            console.print(f"{name:>18}: {value}", soft_wrap=True, markup=False, highlight=False)
         return
     if summary.get("kind") == "formal":  # eval formal: pass@k and the budget per mode
         from ..benchmarks.eval_formal import formal_headline
@@ -431,6 +436,11 @@ def eval_grade_command(
     batch: Annotated[int, typer.Option("--batch", min=1, help=ADAPTIVE_PARAMS["batch"][1])] = ADAPTIVE_PARAMS["batch"][
         0
     ],
+    batch_api_on: BatchApiOpt = False,
+    batch_write_only: BatchWriteOnlyOpt = False,
+    batch_results: BatchResultsOpt = None,
+    batch_interval: BatchIntervalOpt = 30.0,
+    batch_retry: BatchRetryOpt = "resubmit",
     dry_run: DryRunOpt = False,
     *,
     opts: ModelOptions,
@@ -443,6 +453,8 @@ def eval_grade_command(
     from ..grading import grade_plan
     from ..pipelines import Roles
     from ..pipelines.label import LabelConfig
+
+    batching = batch_api(batch_api_on, batch_write_only, batch_results, batch_interval, batch_retry, run / "batch")
 
     if (suite is None) == (file is None):
         raise typer.BadParameter("give either --suite or --file")
@@ -466,6 +478,8 @@ def eval_grade_command(
         )
     if scale == "points" and rule == "label":
         raise typer.BadParameter("points grading takes --rule mean, min or majority", param_hint="--scale")
+    if batching is not None and (panelled or from_recorded):
+        raise typer.BadParameter("a batch API serves the one verifier's model", param_hint="--batch-api")
     adaptive_options = None
     if adaptive:
         from pydantic import ValidationError
@@ -568,6 +582,8 @@ def eval_grade_command(
         settings,
         overwrite,
     )
+    if overwrite:  # an earlier run's batch state goes with its items
+        remove([run / "batch"])
     seen: list[RunStats] = []
     roles = None
     if model is not None:
@@ -589,8 +605,28 @@ def eval_grade_command(
         normalizer = Normalizer(model, prompts=prompt_set, config=opts.sampling())
 
     shown = built[1] if built is not None else [model]
+    stages = batching.start(model, console) if batching is not None and model is not None else None
 
-    async def main() -> None:
+    async def stage_pass() -> None:  # one batch stage: the run into a scratch copy of the folder
+        assert batching is not None
+        part = RunFolder(batching.folder / "pass")
+        scratch([(folder.items_path, part.items_path), (folder.config_path, part.config_path)])
+        await eval_grade(
+            items,
+            part,
+            verifier=verifier,
+            n=n,
+            rule=the_rule,
+            normalizer=normalizer,
+            meta_verifier=roles and roles.meta_verifier,
+            concurrency=opts.concurrency or 8,
+            buckets=buckets,
+            adaptive=adaptive_options,
+        )
+
+    async def main() -> bool:
+        if not await run_stages(stages, console, stage_pass, [batching.folder / "pass"] if batching else []):
+            return False  # the offline path: a request file was written
         with run_progress(f"grade ({'panel' if built else from_recorded or rule})", console, shown) as update:
             await eval_grade(
                 items,
@@ -606,9 +642,10 @@ def eval_grade_command(
                 buckets=buckets,
                 adaptive=adaptive_options,
             )
+        return True
 
-    run_with_model(model, console, main, usage=False, closing=built[1] if built is not None else ())
-    _finish(folder, console, seen)
+    if run_with_model(model, console, main, usage=False, closing=built[1] if built is not None else ()):
+        _finish(folder, console, seen)
 
 
 StepsSuiteOpt = Annotated[str | None, _suite_option("steps")]

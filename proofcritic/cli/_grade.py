@@ -12,6 +12,17 @@ import typer
 from .._constants import DEFAULT_SCORE_MODE, DEFAULT_STEP_MODE, STEP_MODE_HELP, STEP_MODES
 from ..errors import InputError
 from ._batch import OverwriteOpt, exit_status, model_name, prepare, result_settings
+from ._batch_api import (
+    BatchApiOpt,
+    BatchIntervalOpt,
+    BatchResultsOpt,
+    BatchRetryOpt,
+    BatchWriteOnlyOpt,
+    batch_api,
+    batch_folder,
+    run_stages,
+    scratch,
+)
 from ._common import (
     DryRunOpt,
     ModelOptions,
@@ -130,6 +141,11 @@ def grade_command(
     panel_rule: PanelRuleOpt = None,
     panel_threshold: PanelThresholdOpt = None,
     workers: WorkersOpt = 1,
+    batch_api_on: BatchApiOpt = False,
+    batch_write_only: BatchWriteOnlyOpt = False,
+    batch_results: BatchResultsOpt = None,
+    batch_interval: BatchIntervalOpt = 30.0,
+    batch_retry: BatchRetryOpt = "resubmit",
     dry_run: DryRunOpt = False,
     *,
     opts: ModelOptions,
@@ -137,7 +153,7 @@ def grade_command(
     """Grade a proof: n verifications, each sample's score and issues, and the aggregate."""
     from rich.console import Console
 
-    from ..grading import batch_verdicts, grade, grade_plan
+    from ..grading import batch_verdicts, grade, grade_jsonl, grade_plan
     from ..io import read_problem, read_proof
     from ..progress import LiveProgress
     from ..runner import read_items
@@ -152,6 +168,17 @@ def grade_command(
         raise typer.BadParameter("give --problem and --proof (or --input and --output for a batch)")
     if workers > 1 and not batch:
         raise typer.BadParameter("worker processes grade a batch (--input and --output)", param_hint="--workers")
+    batching = batch_api(
+        batch_api_on,
+        batch_write_only,
+        batch_results,
+        batch_interval,
+        batch_retry,
+        batch_folder(output) if output is not None else Path(),
+        workers=workers,
+    )
+    if batching is not None and not batch:
+        raise typer.BadParameter("a batch API grades a batch (--input and --output)", param_hint="--batch-api")
     check_score_mode(score_mode)
     if step_mode not in STEP_MODES:
         raise typer.BadParameter(f"must be one of {', '.join(STEP_MODES)}", param_hint="--step-mode")
@@ -181,6 +208,8 @@ def grade_command(
     if built is not None:  # a judge panel instead of the one verifier
         if workers > 1:
             raise typer.BadParameter("a judge panel runs in one process", param_hint="--workers")
+        if batching is not None:
+            raise typer.BadParameter("a judge panel asks its judges online", param_hint="--batch-api")
         if tool_names or normalize or steps or scheme is not None or n != 1 or score_mode != "text":
             raise typer.BadParameter(
                 "a judge panel takes each judge's n from its spec, reads scores from the text, "
@@ -244,7 +273,7 @@ def grade_command(
             tool_timeout=tool_timeout if tool_names else None,
         )
         assert output is not None  # a batch has both files (checked above)
-        prepare(output, settings, overwrite)
+        prepare(output, settings, overwrite, companions=[batch_folder(output)])
     spec = _GradeSpec(
         opts,
         input,
@@ -286,8 +315,28 @@ def grade_command(
         return
     verifier, normalizer = spec.grader(the_model, prompt_set)
     step_verifier = spec.step_verifier(the_model, prompt_set)
+    stages = batching.start(the_model, console) if batching is not None else None
 
-    async def main() -> RunStats | GradeResult:
+    async def stage_pass() -> None:  # one batch stage: the batch into a scratch copy of the output
+        assert batching is not None and input is not None and output is not None
+        part = batching.folder / "pass.jsonl"
+        scratch([(output, part)])
+        await grade_jsonl(
+            verifier,
+            input,
+            part,
+            n=n,
+            max_points=max_points,
+            concurrency=opts.concurrency or 16,
+            normalizer=normalizer,
+            steps=step_verifier,
+            items=items,
+        )
+
+    async def main() -> RunStats | GradeResult | None:
+        cleanup = [batching.folder / "pass.jsonl"] if batching is not None else []
+        if not await run_stages(stages, console, stage_pass, cleanup):
+            return None  # the offline path: a request file was written
         if batch:
             stats = await _run_batch(
                 verifier,

@@ -12,6 +12,17 @@ import typer
 from .._constants import ADAPTIVE_PARAMS, DEFAULT_SCORE_MODE, LABEL_PARAMS
 from ..errors import InputError, first_error, validation_line
 from ._batch import OverwriteOpt, exit_status, model_name, prepare, result_settings
+from ._batch_api import (
+    BatchApiOpt,
+    BatchIntervalOpt,
+    BatchResultsOpt,
+    BatchRetryOpt,
+    BatchWriteOnlyOpt,
+    batch_api,
+    batch_folder,
+    run_stages,
+    scratch,
+)
 from ._common import (
     DryRunOpt,
     ModelOptions,
@@ -247,6 +258,11 @@ def label_command(
         0
     ],
     workers: WorkersOpt = 1,
+    batch_api_on: BatchApiOpt = False,
+    batch_write_only: BatchWriteOnlyOpt = False,
+    batch_results: BatchResultsOpt = None,
+    batch_interval: BatchIntervalOpt = 30.0,
+    batch_retry: BatchRetryOpt = "resubmit",
     dry_run: DryRunOpt = False,
     *,
     opts: ModelOptions,
@@ -258,6 +274,15 @@ def label_command(
     from ..pipelines.label import LabelConfig, label_jsonl
     from ..runner import read_items
 
+    batching = batch_api(
+        batch_api_on,
+        batch_write_only,
+        batch_results,
+        batch_interval,
+        batch_retry,
+        batch_folder(output),
+        workers=workers,
+    )
     check_score_mode(score_mode)
     check_scale(scale, score_mode)
     try:
@@ -316,15 +341,38 @@ def label_command(
             **({"adaptive": True, "batch": batch} if adaptive else {}),
         ),
         overwrite,
-        companions=[review],
+        companions=[review, batch_folder(output)],
     )
     spec = _LabelSpec(opts, input, output, review, config, score_mode, scale, max_points, max_calls, max_proof_tokens)
     if workers > 1:
         _label_in_workers(spec, the_model, workers, console)
         return
     verifier, meta_verifier = spec.roles(the_model, prompt_set)
+    stages = batching.start(the_model, console) if batching is not None else None
+    parts = (
+        (output, review)
+        if batching is None
+        else (batching.folder / "pass.jsonl", batching.folder / "pass-review.jsonl")
+    )
 
-    async def main() -> RunStats:
+    async def stage_pass() -> None:  # one batch stage: the batch into scratch copies of the output and review
+        scratch(list(zip((output, review), parts)))
+        await label_jsonl(
+            verifier,
+            meta_verifier,
+            input,
+            parts[0],
+            parts[1],
+            config=config,
+            max_points=max_points,
+            max_calls=max_calls,
+            max_tokens=max_proof_tokens,
+            concurrency=opts.concurrency or 16,
+        )
+
+    async def main() -> RunStats | None:
+        if not await run_stages(stages, console, stage_pass, parts if batching is not None else ()):
+            return None  # the offline path: a request file was written
         with run_progress(
             "labeling",
             console,

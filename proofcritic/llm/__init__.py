@@ -14,6 +14,7 @@ from .._lazy import lazy_names
 if TYPE_CHECKING:
     from ._balancer import split_base_urls
     from ._base import Backend, report_request
+    from ._batch_api import BatchOptions, BatchRun
     from ._cache import CompletionCache, default_cache_path
     from ._model import CircuitBreaker, Model, RetryPolicy, usage_scope
     from ._registry import (
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "split_base_urls": "._balancer",
     **dict.fromkeys(("Backend", "report_request"), "._base"),
+    **dict.fromkeys(("BatchOptions", "BatchRun"), "._batch_api"),
     **dict.fromkeys(("CompletionCache", "default_cache_path"), "._cache"),
     **dict.fromkeys(("CircuitBreaker", "Model", "RetryPolicy", "usage_scope"), "._model"),
     **dict.fromkeys(("BACKENDS", "DEFAULT_MODEL", "get_backend", "get_model", "split_model_spec"), "._registry"),
@@ -65,6 +67,8 @@ __all__ = [
     "BACKENDS",
     "DEFAULT_MODEL",
     "Backend",
+    "BatchOptions",
+    "BatchRun",
     "ChatMessage",
     "ChatRequest",
     "CircuitBreaker",

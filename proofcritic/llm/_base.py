@@ -23,6 +23,14 @@ REQUEST_SINK: contextvars.ContextVar[Callable[[int, int, bool, bool], None] | No
     "proofcritic_request_sink", default=None
 )
 
+#: the completion-cache slots a generation call will fill, ``(request key, sample indices)``: set
+#: by :class:`~proofcritic.llm.Model` around each backend ``generate`` it makes on a cache miss,
+#: so a backend that answers later (a batch API) can put its answers where this call would have
+#: (see :mod:`proofcritic.llm._batch_api`); None outside such a call
+CACHE_SLOTS: contextvars.ContextVar[tuple[str, tuple[int, ...]] | None] = contextvars.ContextVar(
+    "proofcritic_cache_slots", default=None
+)
+
 
 def report_request(
     *, prompt_tokens: int = 0, completion_tokens: int = 0, failed: bool = False, readout: bool = False

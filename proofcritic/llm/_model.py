@@ -24,7 +24,7 @@ from ..errors import (
     UnsupportedFeatureError,
     add_note,
 )
-from ._base import REQUEST_SINK, Backend
+from ._base import CACHE_SLOTS, REQUEST_SINK, Backend
 from ._cache import CompletionCache
 from ._types import ChatMessage, ChatRequest, Completion, GenerateConfig, Usage
 
@@ -384,7 +384,11 @@ class Model:
                     if config.seed is not None:
                         update["seed"] = config.seed + first + missing[0]
                     sub = ChatRequest(messages=request.messages, config=config.model_copy(update=update))
-                fresh = await self._call(self.backend.generate, sub, tokens=_generation_tokens)
+                slots = CACHE_SLOTS.set((key, tuple(first + i for i in missing)))
+                try:
+                    fresh = await self._call(self.backend.generate, sub, tokens=_generation_tokens)
+                finally:
+                    CACHE_SLOTS.reset(slots)
                 self.cache.put_samples(key, {first + i: c for i, c in zip(missing, fresh)})
                 for index, completion in zip(missing, fresh):
                     out[index] = completion
