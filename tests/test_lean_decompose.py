@@ -80,6 +80,8 @@ def test_steps_are_the_haves_left_as_sorry():
     stray = STATEMENT.replace("sorry", "\n  have hac : Eq a c := Eq.trans' h1 h2\n  sorry")
     steps, problems = find_steps(STATEMENT, stray)
     assert steps == [] and len(problems) == 1 and "is not the proof of a step" in problems[0]
+    twice = STATEMENT.replace("sorry", "\n  have : Eq a c := sorry\n  have : Eq c a := sorry\n  this")
+    assert find_steps(STATEMENT, twice)[1] == ["two steps are named 'this': give each step a name of its own"]
 
 
 async def test_two_steps_proved_separately_and_the_assembled_proof_checks(lean_bin):

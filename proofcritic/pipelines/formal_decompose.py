@@ -268,6 +268,10 @@ def find_steps(lean_statement: str, sketch: str) -> tuple[list[_Step], list[str]
         steps.append(_Step(name, claim, match.start(), start, match.end("sorry"), bool(match.group("by"))))
         holes.add(match.start("sorry"))
     problems = []
+    names = [step.name for step in steps]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        # a later step's lemma takes every earlier step: one shadowed could not be passed to it
+        problems.append(f"two steps are named {name!r}: give each step a name of its own")
     for match in _SORRY.finditer(code):
         if match.start() not in holes:
             line, column = _position(sketch, match.start())
