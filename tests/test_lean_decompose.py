@@ -13,7 +13,7 @@ from proofcritic.lean_checker import LocalLeanChecker
 from proofcritic.lean_checker.samples import PRELUDE
 from proofcritic.llm import Backend, ChatRequest, Completion, Model
 from proofcritic.pipelines.formal import FormalProver
-from proofcritic.pipelines.formal_decompose import DecomposeOptions, decompose_prove, find_steps
+from proofcritic.pipelines.formal_decompose import DecomposeOptions, _hole, decompose_prove, find_steps
 from proofcritic.pipelines.formal_search import SearchOptions
 from proofcritic.types import Problem
 
@@ -309,20 +309,34 @@ def test_tactic_steps_are_put_back_as_lemma_applications():
 
     statement = "import Mathlib\n\ntheorem t {x : ℝ} (n : ℕ) [Fact (0 < n)] (h : 0 < x) : 0 < x * n := by sorry\n"
     sketch = statement.replace(
-        "by sorry", "by\n  have hn : (0 : ℝ) < n := by sorry\n  have : 0 < x * n := by\n    sorry\n  exact this"
+        "by sorry",
+        "by\n  have hn : (0 : ℝ) < n := by sorry\n  have : 0 < x * n := by\n    sorry\n  have h2 : 0 < 2 := sorry\n"
+        "  exact this",
     )
     steps, problems = find_steps(statement, sketch)
-    assert [(s.name, s.claim, s.tactic) for s in steps] == [("hn", "(0 : ℝ) < n", True), ("this", "0 < x * n", True)]
+    assert [(s.name, s.claim, s.tactic, s.in_tactic_block) for s in steps] == [
+        ("hn", "(0 : ℝ) < n", True, True),
+        ("this", "0 < x * n", True, True),
+        ("h2", "0 < 2", False, True),
+    ]
     assert problems == []
+    # the sketch check keeps a sorry in a `by` block (a `?_` there is a goal left open), `?_` in a term
+    assert [_hole(LocalLeanChecker(), s) for s in steps] == ["by sorry", "by sorry", "sorry"]
+    term_steps, _ = find_steps(STATEMENT, STATEMENT.replace("sorry", "\n  have hac : Eq a c := sorry\n  hac"))
+    assert _hole(LocalLeanChecker(), term_steps[0]) == "?_"
     lemmas = [
         (
             "t_hn",
             "import Mathlib\n\ntheorem t_hn {x : ℝ} (n : ℕ) [Fact (0 < n)] (h : 0 < x) :\n    (0 : ℝ) < n := by positivity\n",
         ),
         ("t_this", "import Mathlib\n\n-- a helper\ntheorem t_this ... := by positivity\n"),
+        ("t_h2", "import Mathlib\n\ntheorem t_h2 ... := by norm_num\n"),
     ]
     proof = put_back(statement, sketch, lemmas)
-    assert "  have hn : (0 : ℝ) < n := (t_hn n h)\n  have : 0 < x * n := (t_this n h hn)\n  exact this" in proof
+    assert (
+        "  have hn : (0 : ℝ) < n := (t_hn n h)\n  have : 0 < x * n := (t_this n h hn)\n"
+        "  have h2 : 0 < 2 := (t_h2 n h hn this)\n  exact this"
+    ) in proof
     assert proof.startswith("import Mathlib\n\ntheorem t_hn {x : ℝ}") and proof.count("import Mathlib") == 1
     assert "-- a helper\ntheorem t_this" in proof  # a lemma file not starting with the preamble: its own chunks
     assert proof.index("theorem t_this") < proof.index("theorem t {x")

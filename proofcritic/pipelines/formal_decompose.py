@@ -56,7 +56,7 @@ from ..llm import ChatMessage, Usage
 from ..promptset import PromptSet
 from ..types import Problem
 from .formal import _DECL_START, _FENCE, FormalCheck, FormalProver, extract_lean, formal_prove, statement_preserved
-from .formal_search import SearchOptions, _offset, _position, resume_prove, rmax_prove, state_file, statement_end
+from .formal_search import _BY, SearchOptions, _offset, _position, resume_prove, rmax_prove, state_file, statement_end
 
 __all__ = [
     "DecomposeOptions",
@@ -193,7 +193,8 @@ class _Step:
     start: int  # the `have`
     hole_start: int  # `by sorry` or `sorry`
     hole_end: int
-    tactic: bool
+    tactic: bool  # its proof is `by sorry`
+    in_tactic_block: bool = False  # it stands in a `by` block (a `have` tactic)
 
 
 @dataclass
@@ -265,7 +266,8 @@ def find_steps(lean_statement: str, sketch: str) -> tuple[list[_Step], list[str]
         name = match.group("name") or "this"
         claim = " ".join(sketch[match.start("type") : match.end("type")].split())
         start = match.start("by") if match.group("by") else match.start("sorry")
-        steps.append(_Step(name, claim, match.start(), start, match.end("sorry"), bool(match.group("by"))))
+        in_block = _BY.search(code, head.body, match.start()) is not None
+        steps.append(_Step(name, claim, match.start(), start, match.end("sorry"), bool(match.group("by")), in_block))
         holes.add(match.start("sorry"))
     problems = []
     names = [step.name for step in steps]
@@ -282,9 +284,14 @@ def find_steps(lean_statement: str, sketch: str) -> tuple[list[_Step], list[str]
 
 
 def _hole(checker: LeanChecker, step: _Step) -> str:
+    """What stands in a step's proof in the sketch check: its own ``by sorry``; ``sorry`` in a
+    ``by`` block (a ``?_`` there would be a goal left unsolved) and for a checker that reports the
+    goals of sorries (Kimina); else (term mode) ``?_``, whose placeholder error shows the goal."""
     if step.tactic:
         return "by sorry"
-    return "sorry" if getattr(checker, "name", "") == "kimina" else "?_"
+    if step.in_tactic_block or getattr(checker, "name", "") == "kimina":
+        return "sorry"
+    return "?_"
 
 
 def _context_names(goal: str) -> set[str]:
