@@ -407,3 +407,11 @@ async def test_smollm2_gets_a_status_for_every_sketch(lean_bin, smol_backend):
     sketches = check.decomposition["sketches"]
     assert len(sketches) == 2 and all(s["raw"].strip() and s["status"] != "accepted" and s["reasons"] for s in sketches)
     assert check.usage.completion_tokens > 0
+
+
+async def test_a_sketch_without_steps_that_checks_is_the_proof(lean_bin):
+    backend = Script([sketch_of("Eq.symm' (Eq.trans' h1 h2)\n")], {})
+    check = await decompose(lean_bin, backend)
+    assert check.passed and check.stop_reason == "proved by decomposition: 0 subgoal(s)"
+    assert (check.model_calls, check.lean_checks) == (1, 1)  # the sketch's check was the file's
+    assert check.decomposition["reason"] == "solved: the sketch has no step and checks as it is"
