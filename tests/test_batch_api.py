@@ -225,10 +225,30 @@ def test_batches_that_keep_failing_fail_their_items(tmp_path):
     with BatchServer(fail_batches=99) as server:
         result = _cli(*_grade_args(data, output, server, tmp_path / "c.sqlite"), status=1)
         assert len(server.batches) == 3  # each request up to 3 batches
-    assert "scripted validation failure" in result.stderr
-    (record,) = _records(output)
-    assert record["error_kind"] == "backend" and "failed in the batch API" in record["error"]
-    assert "scripted validation failure" in record["error"]
+        assert "scripted validation failure" in result.stderr
+        (record,) = _records(output)
+        assert record["error_kind"] == "backend" and "failed in the batch API" in record["error"]
+        assert "scripted validation failure" in record["error"]
+        server.fail_batches = 0  # a rerun gives the request a new batch
+        _cli(*_grade_args(data, output, server, tmp_path / "c.sqlite"))
+        assert len(server.batches) == 4
+    assert [r["aggregate"]["mean"] for r in _records(output)] == [1.0]
+
+
+def test_a_server_without_the_batch_api_is_one_line(tmp_path):
+    from servers.scripted_openai_server import ScriptedOpenAIServer
+
+    from proofcritic.errors import BackendError
+
+    data = _proofs(tmp_path / "in.jsonl", {"a": CLEAN})
+    with ScriptedOpenAIServer() as plain:
+        result = _cli(
+            "grade", "--input", data, "--output", tmp_path / "out.jsonl", "--batch-api",
+            *_model(plain, tmp_path / "c.sqlite"), status=1,
+        )  # fmt: skip
+    assert isinstance(result.exception, BackendError)  # the entry point: one line, exit status 2
+    assert "uploading the batch file failed" in str(result.exception)
+    assert "does this server offer the batch API?" in str(result.exception)
 
 
 def test_offline_path_writes_requests_and_imports_results(server, tmp_path):

@@ -246,11 +246,23 @@ class BatchClient:
         body = {"input_file_id": file_id, "endpoint": _ENDPOINT, "completion_window": window, "metadata": metadata}
         return json.loads(await self._request("POST", "/batches", what="creating the batch", json=body))
 
+    async def _get(self, path: str, what: str, attempts: int = 6) -> Any:
+        """A GET, retried on a dropped connection or a 5xx (waits 1, 2, 4 ... s): a poll that
+        runs for hours outlives a passing outage."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return await self._request("GET", path, what=what)
+            except BackendError as error:
+                if not error.retryable or attempt == attempts:
+                    raise
+                await asyncio.sleep(2 ** (attempt - 1))
+        raise AssertionError("unreachable")
+
     async def get(self, batch_id: str) -> dict[str, Any]:
-        return json.loads(await self._request("GET", f"/batches/{batch_id}", what=f"polling batch {batch_id}"))
+        return json.loads(await self._get(f"/batches/{batch_id}", f"polling batch {batch_id}"))
 
     async def content(self, file_id: str) -> bytes:
-        return await self._request("GET", f"/files/{file_id}/content", what=f"downloading file {file_id}")
+        return await self._get(f"/files/{file_id}/content", f"downloading file {file_id}")
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -324,6 +336,9 @@ class BatchRun:
         :class:`BatchCollector` that parks nothing, so that the usual run fails the requests that
         failed in too many batches and asks the failed ones online with ``retry="online"``."""
         usage = self.model.usage.model_copy()
+        for failure in self.state["failures"].values():  # a new run gives up-on requests new batches
+            if not failure.get("done") and failure["attempts"] >= self.options.attempts:
+                failure["attempts"] = 0
         try:
             for path in self.options.results:
                 self._import_file(path, None)
@@ -423,13 +438,21 @@ class BatchRun:
         return True
 
     async def _poll(self, client: BatchClient, stage: dict[str, Any]) -> dict[str, Any]:
+        """Poll until the batch ends; a line when its status or counts change, else every 10 minutes."""
         started = time.monotonic()
+        shown: tuple[Any, ...] = ()
+        said = 0.0
         while True:
             batch = await client.get(stage["batch_id"])
             status = batch.get("status", "?")
             counts = batch.get("request_counts") or {}
             if status in _ENDED:
                 return batch
+            now = (status, counts.get("completed"), counts.get("failed"))
+            if now == shown and time.monotonic() - said < 600:
+                await asyncio.sleep(self.options.interval)
+                continue
+            shown, said = now, time.monotonic()
             self.say(
                 f"batch stage {stage['stage']} ({stage['batch_id']}): {status}, {counts.get('completed', 0)}/"
                 f"{counts.get('total', stage['requests'])} done, {counts.get('failed', 0)} failed, "
