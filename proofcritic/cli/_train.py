@@ -85,6 +85,14 @@ def generator_command(
     _run("grpo", config, given, output_dir, "generator")
 
 
+@train_app.command("prover")
+def prover_command(config: ConfigOpt = None, set_: SetOpt = None, output_dir: OutputOpt = None) -> None:
+    """RLPAF: GRPO for the generator as a Lean prover; the reward is Lean's verdict on its proof
+    (1 when it keeps the statement and passes: no sorry, allowed axioms only; else 0), each file
+    checked once through the config's checker (warm servers by default)."""
+    _run("grpo", config, [*(set_ or []), "reward=lean"], output_dir, "generator")
+
+
 @train_app.command("sft")
 def sft_command(config: ConfigOpt = None, set_: SetOpt = None, output_dir: OutputOpt = None) -> None:
     """Supervised fine-tuning on prompt/completion (or messages) rows."""

@@ -87,6 +87,26 @@ def _bf16_gpu() -> bool:
         return False
 
 
+def _check_lean(config: Any) -> None:
+    """The Lean checker fields of ``reward: lean`` (``train prover``)."""
+    config.lean_checker = str(config.lean_checker).strip().lower()
+    if config.lean_checker not in ("server", "local", "kimina"):
+        raise ConfigError(f"lean_checker must be server, local or kimina, not {config.lean_checker!r}")
+    if config.reward == "lean" and config.lean_checker == "kimina" and not config.lean_url:
+        raise ConfigError("lean_checker kimina needs lean_url, the Kimina Lean Server's address")
+    config.lean_prompt = str(config.lean_prompt).strip().lower()
+    if config.lean_prompt not in ("chat", "code"):
+        raise ConfigError(f"lean_prompt must be chat or code, not {config.lean_prompt!r}")
+    if config.lean_timeout <= 0:
+        raise ConfigError(f"lean_timeout must be above 0 seconds, not {config.lean_timeout}")
+    if config.lean_concurrency < 1:
+        raise ConfigError(f"lean_concurrency must be at least 1, not {config.lean_concurrency}")
+    if isinstance(config.lean_allow_axioms, str):
+        config.lean_allow_axioms = [a.strip() for a in config.lean_allow_axioms.split(",") if a.strip()]
+    if config.reward == "lean" and config.process_reward_model:
+        raise ConfigError("reward lean is Lean's verdict alone; drop process_reward_model")
+
+
 @dataclass
 class ProofcriticGRPOConfig(GRPOConfig, _CommonFields):
     """GRPO for one role (SPEC section 2): verifier, meta_verifier or generator."""
@@ -151,6 +171,41 @@ class ProofcriticGRPOConfig(GRPOConfig, _CommonFields):
             "(label records and written rows carry it), else ternary; data on the other scale is an error."
         },
     )
+    lean_checker: str = field(
+        default="server",
+        metadata={
+            "help": "reward lean (train prover): server (a pool of warm `lean --server` processes), local (a cold "
+            "`lean` per check) or kimina (a Kimina Lean Server at lean_url; key: env KIMINA_API_KEY)."
+        },
+    )
+    lean_prompt: str = field(
+        default="chat",
+        metadata={
+            "help": "reward lean: chat (the formal_prove template; the proof in a ```lean block) or code "
+            "(DeepSeek-Prover's completion prompt: an open Lean block with the statement, continued by the model)."
+        },
+    )
+    lean_binary: str | None = field(
+        default=None, metadata={"help": "reward lean: the lean binary (default: PROOFCRITIC_LEAN, the venv's, PATH)."}
+    )
+    lean_project: str | None = field(
+        default=None, metadata={"help": "reward lean: a Lake project to check in (e.g. one with Mathlib)."}
+    )
+    lean_url: str | None = field(default=None, metadata={"help": "reward lean, lean_checker kimina: the server's URL."})
+    lean_timeout: float = field(default=60.0, metadata={"help": "reward lean: seconds per Lean check."})
+    lean_concurrency: int = field(
+        default=2, metadata={"help": "reward lean: warm servers in the pool (local: processes; kimina: requests)."}
+    )
+    lean_allow_axioms: list[str] | None = field(
+        default=None, metadata={"help": "reward lean: axioms allowed beside Lean's standard three."}
+    )
+    lean_cache_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "reward lean: JSONL of Lean verdicts by file (read at start, appended to; each file is checked "
+            "once); default OUTPUT_DIR/lean_checks.jsonl."
+        },
+    )
 
     def __post_init__(self) -> None:
         self.role = str(self.role).strip().lower().replace("-", "_")
@@ -166,9 +221,9 @@ class ProofcriticGRPOConfig(GRPOConfig, _CommonFields):
                     "reward scores proofs with the ternary verifier (leave scale unset)"
                 )
         self.reward = str(self.reward).strip().lower()
-        if self.reward not in ("verifier", "answer"):
-            raise ConfigError(f"reward must be verifier or answer, not {self.reward!r}")
-        if self.reward == "answer" and self.role != "generator":
+        if self.reward not in ("verifier", "answer", "lean"):
+            raise ConfigError(f"reward must be verifier, answer or lean (Lean's verdict), not {self.reward!r}")
+        if self.reward in ("answer", "lean") and self.role != "generator":
             raise ConfigError("reward answer checks the generator's final answers; it needs role generator")
         if self.role == "generator" and self.reward == "verifier" and not self.reward_model:
             raise ConfigError(
@@ -215,6 +270,7 @@ class ProofcriticGRPOConfig(GRPOConfig, _CommonFields):
                 f"per_device_train_batch_size to a multiple of {self.num_generations} (e.g. "
                 f"{self.num_generations}), or num_generations to a divisor of {batch} that is >= 2"
             )
+        _check_lean(self)
         _check_common(self)
         super().__post_init__()
 

@@ -470,6 +470,10 @@ def _need_train_file(config: Any) -> str:
 
 def train_grpo(config: ProofcriticGRPOConfig, *, reward_model: Any = None, callbacks: list | None = None) -> str:
     """Train ``config.role`` with GRPO; returns the output folder (model + tokenizer)."""
+    if config.reward == "lean":  # RLPAF (issue #20): rows of Lean statements, Lean's verdict as the reward
+        from .prover import train_prover
+
+        return train_prover(config, callbacks=callbacks)
     train, scale = _role_data(_need_train_file(config), config.role, config.scale)
     if config.role == "generator" and config.reward == "answer" and "answer" not in train.column_names:
         raise ConfigError(f"{config.train_file}: reward answer needs an answer (or short_answer) in every row")
