@@ -222,7 +222,7 @@ class ProofcriticGRPOConfig(GRPOConfig, _CommonFields):
                 )
         self.reward = str(self.reward).strip().lower()
         if self.reward not in ("verifier", "answer", "lean"):
-            raise ConfigError(f"reward must be verifier, answer or lean (Lean's verdict), not {self.reward!r}")
+            raise ConfigError(f"reward must be verifier or answer, or lean (Lean's verdict), not {self.reward!r}")
         if self.reward in ("answer", "lean") and self.role != "generator":
             raise ConfigError("reward answer checks the generator's final answers; it needs role generator")
         if self.role == "generator" and self.reward == "verifier" and not self.reward_model:
