@@ -237,6 +237,10 @@ def test_lean_prove_decompose_command(tmp_path, lean_bin, monkeypatch):
         again = CliRunner().invoke(app, args)
         asked_again = len(backend.prompts) - asked
         stray = CliRunner().invoke(app, ["lean-prove", *common, "--output", str(out), "--training-out", str(train)])
+        deeper = CliRunner().invoke(
+            app, ["lean-prove", *common, "--output", str(tmp_path / "x.jsonl"), "--max-depth", "3"]
+        )
+        other = CliRunner().invoke(app, [*args, "--max-depth", "3"])  # the same output with other settings
     assert first.exit_code == 0, first.output
     assert record["passed"] and record["mode"] == "decompose" and record["model_calls"] == 3
     said = " ".join(first.output.split())
@@ -251,6 +255,9 @@ def test_lean_prove_decompose_command(tmp_path, lean_bin, monkeypatch):
     settings = json.loads((tmp_path / "decomposed.jsonl.settings.json").read_text())
     assert "max_depth" in json.dumps(settings)
     assert stray.exit_code == 2 and "belongs to --decompose" in " ".join(stray.output.split())
+    assert deeper.exit_code == 2 and "belongs to --decompose" in " ".join(deeper.output.split())
+    # (the installed command prints the InputError as one line with exit status 2; CliRunner keeps it)
+    assert "was made with max_depth=2; this run has max_depth=3" in str(other.exception)
 
 
 async def test_a_sketch_model_of_its_own_and_training_examples_from_the_batch(lean_bin, tmp_path):

@@ -217,8 +217,12 @@ def lean_prove_command(
     if search == "rmax" and mode != "whole":
         raise typer.BadParameter("--search rmax is a mode of its own: leave --mode out", param_hint="--mode")
     run_mode = "rmax" if search == "rmax" else mode
-    if not decompose and (sketch_model is not None or training_out is not None):
-        raise typer.BadParameter("belongs to --decompose", param_hint="--sketch-model / --training-out")
+    if not decompose and (
+        sketch_model is not None or training_out is not None or max_depth != 2 or sketch_attempts != 2
+    ):
+        raise typer.BadParameter(
+            "belongs to --decompose", param_hint="--sketch-model / --training-out / --max-depth / --sketch-attempts"
+        )
     if run_mode != "whole" and attempts != 1:
         raise typer.BadParameter(
             "--attempts counts the rounds of --mode whole; resume and rmax stop at --max-calls / --max-checks",
