@@ -129,7 +129,7 @@ def _run(tmp_path: Path, student: Model, teacher: Model, items, **config) -> obj
             strategy=get_strategy("single", verify_n=0),
             corrector=TeacherCorrector(teacher),
             templater=ThoughtTemplater(teacher) if config.pop("templates", False) else None,
-            config=ShapeConfig(k=2, **config),
+            config=ShapeConfig(**{"k": 2, **config}),
             concurrency=1,
         )
     )
@@ -271,6 +271,26 @@ def test_a_solution_too_long_for_the_teacher_is_traced_not_fatal(tmp_path):
     [attempt] = half["trajectories"][0]["correction"]["attempts"]
     assert "the prompt does not fit the teacher" in attempt["format_error"] and "8192" in attempt["format_error"]
     assert half["counts"]["teacher_format_failures"] == 2 and half["counts"]["correction_wrong"] == 2
+
+
+def test_outputs_without_the_protocol_still_count_by_their_answer(tmp_path):
+    """A student that writes no "## Solution" (so single chose no proof) is checked on its whole
+    text; one whose text holds only a self-evaluation (its boxed score is no answer) has none."""
+    items = load_suite("answers", source=write_problems(tmp_path / "problems.jsonl"))
+
+    def student(call) -> str:
+        if "Compute 1 + 2." in call.prompt:
+            return "1 + 2 = 3, so the answer is \\boxed{3}."
+        return "Here is my evaluation of the solution:\n\nBased on my evaluation, the final overall score should be:\n\\boxed{1}"
+
+    _run(tmp_path, Model(ScriptedBackend(student)), Model(ScriptedBackend(teacher_script)), items, k=1)
+    add, half = [json.loads(line) for line in (tmp_path / "shape.jsonl").read_text().splitlines()]
+    [kept] = add["trajectories"]
+    assert kept["correct"] and kept["solution"] == "1 + 2 = 3, so the answer is \\boxed{3}."
+    assert kept["solution_source"] == "format_failure" and kept["format_ok"] is False
+    [none] = half["trajectories"]
+    assert none["solution"] is None and none["correction"]["reason"] == "no solution text to correct"
+    assert half["counts"]["no_solution"] == 1
 
 
 def test_a_killed_run_resumes_without_repeating_model_calls(tmp_path):
@@ -444,3 +464,31 @@ def test_shape_killed_mid_run_resumes_without_repeating_finished_calls(tmp_path)
         "4 problem(s), 8 trajectories: 4 correct, 4 wrong, 0 without a solution; corrections: 4 verified"
         in rerun.stderr
     )
+
+
+@pytest.mark.smollm2
+@pytest.mark.slow
+def test_shape_on_smollm2_as_student_and_teacher(smollm2_dir, tmp_path):
+    """The real path on the embedded model (student and teacher): sampled, checked, the wrong
+    trajectory sent to the teacher, whose answer (far too short to follow the protocol) is
+    traced as a failed correction; a rerun asks nothing new."""
+    problems = tmp_path / "one.jsonl"
+    problems.write_text(json.dumps({"id": "p", "problem": "What is 17 * 23?", "answer": "391"}) + "\n")
+    out = tmp_path / "shape.jsonl"
+    args = ["shape", "--input", str(problems), "--output", str(out), "-k", "1", "--cache", str(tmp_path / "c.sqlite")]
+    args += ["--max-tokens", "24", "--temperature", "0", "--teacher-model", "transformers/smollm2"]
+    args += ["--teacher-max-tokens", "24", "--teacher-temperature", "0"]
+    first = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert first.exit_code == 0, first.stderr
+    [record] = [json.loads(line) for line in out.read_text().splitlines()]
+    [trajectory] = record["trajectories"]
+    assert record["counts"]["samples"] == 1 and trajectory["solution"]  # its text, protocol or not
+    if not trajectory["correct"]:
+        [attempt] = trajectory["correction"]["attempts"]  # the teacher was asked
+        assert attempt["raw"] and attempt["format_ok"] is (attempt.get("corrected_solution") is not None)
+        if not attempt["format_ok"]:
+            assert attempt["format_error"] and not trajectory["correction"]["verified"]
+    assert "1 problem(s), 1 trajectories" in first.stderr and "teacher transformers/" in first.stderr
+    again = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert again.exit_code == 0 and "shaped 0 problem(s), 1 already done" in again.stderr
+    assert (tmp_path / "shape.sft.jsonl").exists() and (tmp_path / "shape.dpo.jsonl").exists()

@@ -271,6 +271,7 @@ def shape_command(
         f"shaped {stats.done - stats.skipped} problem(s), {stats.skipped} already done, "
         f"{stats.errors} error record(s) -> {output}",
         highlight=False,
+        soft_wrap=True,
     )
     console.print(summary_line(total), highlight=False, soft_wrap=True)
     console.print(

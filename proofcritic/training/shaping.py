@@ -58,6 +58,7 @@ from ..budget import CallPlan
 from ..errors import ContextLengthError
 from ..io import iter_jsonl
 from ..llm import Usage
+from ..parsing import EVALUATION_MARKER_RE, SCORE_MARKER_RE, strip_thinking
 from ..pipelines import Roles
 from ..pipelines.teacher import TeacherCorrector, ThoughtTemplater
 from ..runner import RunStats, run_jsonl
@@ -183,15 +184,14 @@ async def shape_item(
         result = await strategy.solve(asked, own)
         student.add(result.usage)
         generation = result.generation
-        solution = result.proof
-        if solution is None and generation is not None and generation.proof.strip():
-            solution = generation.proof  # a format failure's text still states an answer
+        solution, source = solution_text(result)
         check = check_answer(gold, solution or "")
         counts["samples"] += 1
         trajectory: dict[str, Any] = {
             "sample": j,
             "seed": own.generator.config.seed,
             "solution": solution,
+            "solution_source": source,
             "format_ok": generation.format_ok if generation is not None else False,
             "answer": check.answer,
             "answer_rule": check.rule,
@@ -248,6 +248,36 @@ async def shape_item(
         "usage": _usage_dict(usage),
         "teacher_usage": _usage_dict(teacher),
     }
+
+
+def solution_text(result: Any) -> tuple[str | None, str | None]:
+    """The solution of a strategy's result and where it came from: the chosen ``proof``; else,
+    from the chosen generation or (none chosen) the transcript's last generation, the
+    ``## Solution`` text of a format failure (``format_failure``; without that header, the
+    parser's whole output), or its raw text (``raw``); each cut before its first evaluation or
+    score marker, since a self-evaluation's boxed score is no answer. ``(None, None)`` when
+    nothing is left."""
+    if result.proof is not None and result.proof.strip():
+        return result.proof, "proof"
+    if result.generation is not None:
+        proof, raw = result.generation.proof, result.generation.raw
+    else:
+        steps = [s for s in result.transcript if s.get("step") in ("generate", "refine")]
+        if not steps:
+            return None, None
+        proof, raw = steps[-1].get("proof") or "", steps[-1].get("raw") or ""
+    proof = _before_evaluation(proof)
+    if proof:
+        return proof, "format_failure"
+    raw = _before_evaluation(strip_thinking(raw))
+    return (raw, "raw") if raw else (None, None)
+
+
+def _before_evaluation(text: str) -> str:
+    """``text`` up to its first evaluation or score marker (a self-evaluation's boxed score is
+    no answer), stripped."""
+    cuts = [m.start() for m in (EVALUATION_MARKER_RE.search(text), SCORE_MARKER_RE.search(text)) if m is not None]
+    return text[: min(cuts)].strip() if cuts else text.strip()
 
 
 async def _correct(
