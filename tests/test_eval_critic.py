@@ -25,7 +25,7 @@ from proofcritic.benchmarks.eval_critic import (
     summarize_critic_run,
 )
 from proofcritic.benchmarks.eval_solve import ANSWER_REQUEST
-from proofcritic.benchmarks.report import build_report
+from proofcritic.benchmarks.report import build_report, compare_markdown, compare_runs
 from proofcritic.errors import InputError
 from proofcritic.generator import Generator
 from proofcritic.llm import CompletionCache, Model
@@ -295,3 +295,33 @@ async def test_non_answer_items_are_refused(tmp_path):
     items = [SolveItem(problem=Problem(id="x", statement="Prove it."))]
     with pytest.raises(InputError, match="answer suite"):
         await eval_critic(items, RunFolder(tmp_path / "r"), critic=critic, corrector=corrector, generator=generator)
+
+
+async def test_compare_two_critic_runs_paired_by_problem(tmp_path):
+    """`compare` takes critic runs: run B's critic accepts every solution; each metric is the
+    share over the solutions it is over, its difference from run A with a paired interval."""
+
+    def lenient(call):
+        if call.role == "critique_answer":
+            return verification_text(1, analysis="Looks right.")
+        return _script(call)
+
+    runs = []
+    for name, script in (("strict", _script), ("lenient", lenient)):
+        generator, critic, corrector = _roles(ScriptedBackend(script))
+        run = RunFolder(tmp_path / name)
+        run.create({"command": "eval critic"})
+        await eval_critic(ITEMS, run, critic=critic, corrector=corrector, generator=generator, k=2)
+        runs.append(run)
+    comparison = compare_runs(*runs, n_resamples=200)
+    assert comparison["kind"] == "critic" and comparison["paired"] == 3
+    m = comparison["metrics"]
+    # A: 3 of 5 verdicts right; B: 6 verdicts, the 3 right solutions accepted, the 3 wrong ones too
+    assert m["critique_accuracy"]["values"] == pytest.approx([3 / 5, 3 / 6])
+    assert m["critique_accuracy"]["differences"][1]["difference"] == pytest.approx(3 / 6 - 3 / 5)
+    assert m["critique_on_incorrect"]["values"] == pytest.approx([2 / 3, 0.0])
+    assert m["correction_accuracy"]["values"][1] is None  # B rejected nothing: undefined
+    assert m["accuracy_after"]["values"] == pytest.approx([0.5, 0.5])
+    assert "tokens per item" in m
+    text = compare_markdown(comparison)
+    assert "# Comparison of critic runs" in text and "| critique_on_incorrect | 0.667 | 0 |" in text

@@ -478,6 +478,47 @@ def summarize_critic_run(records: Sequence[dict], *, info: dict[str, Any] | None
     return summary
 
 
+def critic_problem_rows(records: Sequence[dict]) -> dict[str, dict[str, Any]]:
+    """Per problem with solutions, what ``compare`` pairs: for each metric of
+    :data:`CRITIC_METRICS` the (count, of how many) of its solutions, and its ``tokens``."""
+    rows: dict[str, dict[str, Any]] = {}
+    for r in records:
+        if r.get("kind") != "critic" or not r.get("samples"):
+            continue
+        row: dict[str, Any] = {}
+        for name, (over, value) in CRITIC_METRICS.items():
+            chosen = [s for s in r["samples"] if over(s)]
+            row[name] = (sum(bool(value(s)) for s in chosen), len(chosen))
+        usage = r.get("usage") or {}
+        row["tokens"] = float(usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0))
+        rows[r["id"]] = row
+    return rows
+
+
+def paired_critic_differences(
+    rows_a: Sequence[dict], rows_b: Sequence[dict], *, n_resamples: int = 2000, seed: int = 0
+) -> dict[str, dict[str, Any]]:
+    """Each metric of run B against run A on the same problems (row i of both is one problem):
+    ``{"a", "b", "difference", "low", "high"}``, a metric being the share over the solutions it
+    is over (pooled over the problems), the interval a paired bootstrap over problems."""
+
+    def share(pairs: Sequence[tuple[int, int]]) -> float | None:
+        count, total = sum(p[0] for p in pairs), sum(p[1] for p in pairs)
+        return count / total if total else None
+
+    out: dict[str, dict[str, Any]] = {}
+    for name in CRITIC_METRICS:
+        xs, ys = [q[name] for q in rows_a], [q[name] for q in rows_b]
+
+        def difference(x: Sequence[tuple[int, int]], y: Sequence[tuple[int, int]]) -> float | None:
+            a, b = share(x), share(y)
+            return None if a is None or b is None else b - a
+
+        ci = bootstrap_ci(difference, xs, ys, n_resamples=n_resamples, seed=seed)
+        out[name] = {"a": share(xs), "b": share(ys), "difference": ci["estimate"], "low": ci["low"], "high": ci["high"]}
+    return out
+
+
 #: headline rows: (label, metric)
 _LABELS = (
     ("generation accuracy", "generation_accuracy"),

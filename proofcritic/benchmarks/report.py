@@ -65,10 +65,10 @@ def _ci(low: Any, high: Any) -> str:
 
 
 def run_kind(records: list[dict]) -> str:
-    """The kind of a run ("grade" or "solve") from its records' ``kind`` fields."""
-    kinds = Counter(r["kind"] for r in records if r.get("kind") in ("grade", "solve"))
+    """The kind of a run ("grade", "solve" or "critic") from its records' ``kind`` fields."""
+    kinds = Counter(r["kind"] for r in records if r.get("kind") in ("grade", "solve", "critic"))
     if not kinds:
-        raise InputError("the run has no grade or solve records to report on")
+        raise InputError("the run has no grade, solve or critic records to report on")
     return kinds.most_common(1)[0][0]
 
 
@@ -744,6 +744,11 @@ def _paired_rows(records: list[dict], kind: str) -> tuple[dict[str, dict], dict[
             r["id"]: {**grade_row(r), "tokens": _tokens(r)} for r in grades if r.get("predicted_points") is not None
         }
         return rows, {"items": len(records), "errors": errors, "no_value": len(grades) - len(rows)}
+    if kind == "critic":  # eval critic: per problem, each metric's (count, of how many) solutions
+        from .eval_critic import critic_problem_rows
+
+        rows = critic_problem_rows(records)
+        return rows, {"items": len(records), "errors": errors, "no_value": len(records) - errors - len(rows)}
     problems = summarize_solve_run(records)["problems"]
     tokens = {r["id"]: _tokens(r) for r in records if r.get("kind") == "solve"}
     rows = {q["id"]: {**q, "tokens": tokens.get(q["id"], 0.0)} for q in problems}
@@ -776,6 +781,10 @@ def _differences(kind: str, rows_a: list[dict], rows_b: list[dict], n_resamples:
     """Every metric of run B against run A on the same items (row i of both is one item)."""
     if kind == "grade":
         out = paired_differences(rows_a, rows_b, n_resamples=n_resamples, seed=seed)
+    elif kind == "critic":  # shares pooled over each run's solutions, problems resampled together
+        from .eval_critic import paired_critic_differences
+
+        out = paired_critic_differences(rows_a, rows_b, n_resamples=n_resamples, seed=seed)
     else:
         out = {
             name: _mean_difference([value(q) for q in rows_a], [value(q) for q in rows_b], n_resamples, seed)
