@@ -192,6 +192,42 @@ def test_a_stopped_run_polls_its_batch_again(tmp_path):
         assert [r["aggregate"]["mean"] for r in _records(output)] == [1.0, 0.0]
 
 
+def test_label_stopped_in_its_second_stage_polls_that_batch_again(tmp_path):
+    """Stage 1 answered, the run killed while stage 2's batch is in progress: the rerun polls it;
+    one batch per stage in all."""
+    data = _proofs(tmp_path / "in.jsonl", {"clean": CLEAN, "flawed": FLAWED})
+    out, review = tmp_path / "labels.jsonl", tmp_path / "review.jsonl"
+    with BatchServer(polls_before_done=0, hold_from=2) as server:
+        args = [
+            "label", "--input", data, "--output", out, "--review", review, "-n", "2", "--m", "2", "--k", "1",
+            "--batch-api", "--batch-interval", "0.05", *_model(server, tmp_path / "c.sqlite"),
+        ]  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "proofcritic", *map(str, args)],
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and proc.poll() is None:
+                if len(server.batches) == 2 and server.batches[1]["polled"] >= 2:
+                    break
+                time.sleep(0.05)
+            assert len(server.batches) == 2, proc.stderr.read() if proc.poll() is not None else "no second batch"
+        finally:
+            proc.kill()
+            proc.wait()
+        state = json.loads((tmp_path / "labels.jsonl.batch" / "state.json").read_text())
+        assert [s["status"] for s in state["stages"]] == ["imported", "submitted"]
+        server.hold_from = None
+        result = _cli(*args)
+        assert [b["request_counts"]["total"] for b in server.batches] == [2, 1]
+        assert f"polling batch {server.batches[1]['id']} submitted earlier" in result.stderr
+    assert [r["status"] for r in _records(out)] == ["labeled", "labeled"]
+
+
 def test_expired_batch_and_a_failed_request_are_resubmitted(tmp_path):
     data = _proofs(tmp_path / "in.jsonl", {f"p{i}": CLEAN + " " * i for i in range(4)})
     output = tmp_path / "out.jsonl"

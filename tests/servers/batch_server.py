@@ -12,7 +12,8 @@ Tests only. Besides ``POST /v1/chat/completions`` (the online path, for comparis
 Knobs for the failure paths: ``fail_first`` (custom ids answered with a 500 error line the
 first time they are seen), ``expire_batches`` (the first N batches expire: the first half of
 their requests answered, the rest in the error file as ``batch_expired``), ``fail_batches``
-(the first N batches fail validation, no output). ``batches`` holds every batch created (its
+(the first N batches fail validation, no output), ``hold_from`` (batches from the N-th on stay
+``in_progress`` while it is set). ``batches`` holds every batch created (its
 request count and custom ids), ``polls`` counts the polls.
 """
 
@@ -37,12 +38,14 @@ class BatchServer(ScriptedOpenAIServer):
         fail_first: int = 0,
         expire_batches: int = 0,
         fail_batches: int = 0,
+        hold_from: int | None = None,
     ):
         super().__init__(pass_at=pass_at)
         self.polls_before_done = polls_before_done
         self.fail_first = fail_first
         self.expire_batches = expire_batches
         self.fail_batches = fail_batches
+        self.hold_from = hold_from
         self.files: dict[str, bytes] = {}
         self.batches: list[dict[str, Any]] = []
         self.polls = 0
@@ -95,7 +98,8 @@ class BatchServer(ScriptedOpenAIServer):
         self.polls += 1
         batch["polled"] += 1
         if batch["status"] in ("validating", "in_progress"):
-            if batch["polled"] <= self.polls_before_done:
+            held = self.hold_from is not None and self.batches.index(batch) + 1 >= self.hold_from
+            if held or batch["polled"] <= self.polls_before_done:
                 batch["status"] = "in_progress"
             else:
                 await self._finish(batch)
