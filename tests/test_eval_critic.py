@@ -13,6 +13,8 @@ import re
 
 import pytest
 from scripted import ScriptedBackend, generation_text, verification_text
+from servers.tiny_openai_server import TinyOpenAIServer
+from typer.testing import CliRunner
 
 from proofcritic.benchmarks._items import SolveItem
 from proofcritic.benchmarks._run import RunFolder
@@ -26,6 +28,7 @@ from proofcritic.benchmarks.eval_critic import (
 )
 from proofcritic.benchmarks.eval_solve import ANSWER_REQUEST
 from proofcritic.benchmarks.report import build_report, compare_markdown, compare_runs
+from proofcritic.cli import app
 from proofcritic.errors import InputError
 from proofcritic.generator import Generator
 from proofcritic.llm import CompletionCache, Model
@@ -325,3 +328,68 @@ async def test_compare_two_critic_runs_paired_by_problem(tmp_path):
     assert "tokens per item" in m
     text = compare_markdown(comparison)
     assert "# Comparison of critic runs" in text and "| critique_on_incorrect | 0.667 | 0 |" in text
+
+
+def _answers_file(tmp_path):
+    data = tmp_path / "answers.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps({"id": i.problem.id, "problem": i.problem.statement, "answer": i.answer}) + "\n" for i in ITEMS
+        )
+    )
+    return data
+
+
+def test_cli_cross_model_critique_through_two_servers(tmp_path):
+    """`eval critic` with --critic naming another server's model: the generator's server only
+    writes solutions, the critic's server critiques and corrects (--corrector critic); the
+    printed summary, summary.json and the report name the cross-model mode and the metrics."""
+    data = _answers_file(tmp_path)
+    generator_backend, critic_backend = ScriptedBackend(_script), ScriptedBackend(_script)
+    run = tmp_path / "run"
+    with TinyOpenAIServer(generator_backend, "gen") as gen, TinyOpenAIServer(critic_backend, "crit") as crit:
+        args = ["eval", "critic", "--suite", "answers", "--file", str(data), "--run", str(run), "-k", "2"]
+        args += ["--model", "openai/gen", "--base-url", gen.url, "--api-key", "x", "--no-cache", "--seed", "0"]
+        args += ["--critic", f"openai/crit,base_url={crit.url},name=big-critic"]
+        result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert generator_backend.count("generate") == 6 and len(generator_backend.calls) == 6
+    assert critic_backend.count("critique_answer") == 6 and critic_backend.count("correct_answer") == 3
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["mode"] == "cross-model critique" and summary["critic"] == "big-critic"
+    assert summary["generator"] == "openai/gen" and summary["corrector"] == "critic (big-critic)"
+    assert summary["metrics"]["critique_accuracy"]["value"] == pytest.approx(3 / 5)
+    assert summary["metrics"]["correction_accuracy"]["value"] == pytest.approx(1 / 2)
+    text = " ".join(result.output.split())
+    assert "critique: cross-model critique" in text and "critique accuracy: 0.600" in text
+    assert "outcomes: kept 1, survived 0, broken 1, missed 1, fixed 1, not fixed 1, no verdict 1" in text
+    config = json.loads((run / "config.json").read_text())
+    assert config["settings"]["critic"]["model"] == "openai/crit" and config["mode"] == "cross-model critique"
+    assert "| critic | big-critic |" in (run / "report.md").read_text()
+
+
+def test_cli_refusals_and_plan(tmp_path):
+    data = _answers_file(tmp_path)
+    base = ["eval", "critic", "--run", str(tmp_path / "run")]
+
+    def refused(*extra):
+        result = CliRunner().invoke(app, [*base, *extra])
+        assert result.exit_code == 2, result.output
+        return " ".join(result.output.split())
+
+    assert "give --suite" in refused()
+    proofs = tmp_path / "problems.jsonl"
+    proofs.write_text(json.dumps({"id": "x", "problem": "Prove it."}) + "\n")
+    assert "is not an answer suite" in refused("--suite", "problems", "--file", str(proofs))
+    assert "choose critic or generator" in refused("--suite", "answers", "--file", str(data), "--corrector", "me")
+    assert "needs --tools" in refused("--suite", "answers", "--file", str(data), "--max-tool-calls", "1")
+    missing = refused("--suite", "answers", "--file", str(data), "--solutions", str(tmp_path / "none.jsonl"))
+    assert "no recorded solutions" in missing
+    plan = CliRunner().invoke(
+        app,
+        [*base, "--suite", "answers", "--file", str(data), "-k", "2", "--tools", "--max-tool-calls", "2", "--dry-run"],
+    )
+    assert plan.exit_code == 0, plan.output
+    text = " ".join(plan.stdout.split())
+    assert "eval critic answers -k 2 (self-critique), 3 problem(s)" in text
+    assert "verification" in text and "correction" in text and not (tmp_path / "run").exists()

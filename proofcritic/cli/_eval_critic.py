@@ -113,7 +113,14 @@ def eval_critic_command(
             "answerbench, or answers with --file)",
             param_hint="--suite",
         )
-    recorded, recorded_model = load_recorded_solutions(solutions) if solutions is not None else (None, None)
+    recorded, recorded_model = None, None
+    if solutions is not None:
+        from ..errors import InputError
+
+        try:
+            recorded, recorded_model = load_recorded_solutions(solutions)
+        except InputError as error:  # before any model loads: a usage error naming the option
+            raise typer.BadParameter(str(error), param_hint="--solutions") from None
     spec = None
     if critic is not None:
         from ..pipelines.panel import parse_judge
