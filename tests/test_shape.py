@@ -368,29 +368,31 @@ def test_shape_command_usage_errors_and_dry_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_one_dpo_step_on_the_shaped_pairs(tmp_path, tiny_model_dir):
-    """train dpo runs on shape's DPO file as written (the tiny model, two steps)."""
-    from proofcritic.training.recipes import train_dpo
+def test_one_sft_and_one_dpo_step_on_the_shaped_files(tmp_path, tiny_model_dir):
+    """train sft and train dpo run on shape's files as written, thought-template columns
+    included (the tiny model, one step each)."""
+    from proofcritic.training.recipes import ProofcriticSFTConfig, train_dpo, train_sft
 
     items = load_suite("answers", source=write_problems(tmp_path / "problems.jsonl"))
-    _run(tmp_path, Model(ScriptedBackend(student_script)), Model(ScriptedBackend(teacher_script)), items)
+    student, teacher = Model(ScriptedBackend(student_script)), Model(ScriptedBackend(teacher_script))
+    _run(tmp_path, student, teacher, items, templates=True)
     write_training_files(tmp_path / "shape.jsonl", tmp_path / "sft.jsonl", tmp_path / "dpo.jsonl")
-    config = ProofcriticDPOConfig(
-        output_dir=str(tmp_path / "out"),
-        use_cpu=True,
-        bf16=False,
-        max_steps=1,
-        save_strategy="no",
-        report_to="none",
-        model=str(tiny_model_dir),
-        train_file=str(tmp_path / "dpo.jsonl"),
-        per_device_train_batch_size=1,
-        max_length=None,
-    )
-    out = train_dpo(config)
-    assert (Path(out) / "config.json").exists()
-    metrics = [json.loads(line) for line in (Path(out) / "proofcritic_metrics.jsonl").read_text().splitlines()]
-    assert any("loss" in m or "train_loss" in m for m in metrics)
+    common = {"use_cpu": True, "bf16": False, "max_steps": 1, "save_strategy": "no", "report_to": "none"}
+    common |= {"model": str(tiny_model_dir), "max_length": None}  # no truncation: the prompt alone is long
+    for recipe, config in (
+        (
+            train_sft,
+            ProofcriticSFTConfig(**common, output_dir=str(tmp_path / "sft"), train_file=str(tmp_path / "sft.jsonl")),
+        ),
+        (
+            train_dpo,
+            ProofcriticDPOConfig(**common, output_dir=str(tmp_path / "dpo"), train_file=str(tmp_path / "dpo.jsonl")),
+        ),
+    ):
+        out = Path(recipe(config))
+        assert (out / "config.json").exists()
+        metrics = [json.loads(line) for line in (out / "proofcritic_metrics.jsonl").read_text().splitlines()]
+        assert any("loss" in m or "train_loss" in m for m in metrics), recipe.__name__
 
 
 def _sum_script(call) -> str:
