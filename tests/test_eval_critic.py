@@ -393,3 +393,12 @@ def test_cli_refusals_and_plan(tmp_path):
     text = " ".join(plan.stdout.split())
     assert "eval critic answers -k 2 (self-critique), 3 problem(s)" in text
     assert "verification" in text and "correction" in text and not (tmp_path / "run").exists()
+
+    def mode(*extra):
+        result = CliRunner().invoke(app, [*base, "--suite", "answers", "--file", str(data), "--dry-run", *extra])
+        assert result.exit_code == 0, result.output
+        return re.search(r"\((self-critique|cross-model critique)\)", result.stdout).group(1)
+
+    # the mode compares the models, not the critic's display name
+    assert mode("--model", "openai/gen", "--critic", "openai/gen,name=my-critic") == "self-critique"
+    assert mode("--model", "openai/gen", "--critic", "openai/big") == "cross-model critique"

@@ -130,7 +130,9 @@ def eval_critic_command(
             raise typer.BadParameter("the critic judges each solution once (no n=)", param_hint="--critic")
     generator_name = model_name(opts) if recorded is None else recorded_model
     critic_name = spec.label if spec is not None else model_name(opts)
-    mode = critique_mode(generator_name, critic_name)
+    # self or cross-model: the critic's BACKEND/MODEL against the solutions' (its name= is a label)
+    critic_model_name = model_name(ModelOptions(model=spec.model)) if spec is not None else model_name(opts)
+    mode = critique_mode(generator_name, critic_model_name)
     console = Console(stderr=True)
     critique_calls = 1 + (max_tool_calls if tools else 0)
     per_solution = (
