@@ -94,7 +94,7 @@ def test_grade_batch_gives_the_online_records(server, tmp_path):
     assert len(server.requests) == 6
     assert all(r["n"] == 2 for r in server.requests[3:])
     assert "submitted 3 request(s) as batch batch_" in result.stderr
-    assert "batch API: 1 stage(s), 3 request(s) in batches, 3 answered, 0 failed" in result.stderr
+    assert "batch API: 1 stage(s), 3 request(s) in 1 batch(es), 3 answered, 0 failed" in result.stderr
     assert "model calls: 0 new, 3 from cache" in result.stderr
     state = json.loads((tmp_path / "batched.jsonl.batch" / "state.json").read_text())
     assert [s["status"] for s in state["stages"]] == ["imported"]
@@ -143,7 +143,7 @@ def test_label_submits_one_batch_per_stage(server, tmp_path):
     assert [b["request_counts"]["total"] for b in server.batches] == [2, 1]
     stage_two = server.batches[1]["lines"][0]["body"]["messages"][-1]["content"]
     assert "You are reviewing the work of a grader" in stage_two
-    assert "batch API: 2 stage(s), 3 request(s) in batches, 3 answered, 0 failed" in result.stderr
+    assert "batch API: 2 stage(s), 3 request(s) in 2 batch(es), 3 answered, 0 failed" in result.stderr
 
 
 def _grade_args(data: Path, output: Path, server: BatchServer, cache: Path) -> list[str]:
@@ -158,6 +158,16 @@ def _grade_args(data: Path, output: Path, server: BatchServer, cache: Path) -> l
         "0.05",
         *_model(server, cache),
     ]
+
+
+def test_a_large_stage_goes_out_as_several_batches(server, tmp_path):
+    data = _proofs(tmp_path / "in.jsonl", {f"p{i}": CLEAN + " " * i for i in range(5)})
+    output = tmp_path / "out.jsonl"
+    result = _cli(*_grade_args(data, output, server, tmp_path / "c.sqlite"), "--batch-max-requests", "2")
+    assert [b["request_counts"]["total"] for b in server.batches] == [2, 2, 1]
+    assert "batch stage 1 (part 3/3): submitted 1 request(s)" in result.stderr
+    assert "batch API: 1 stage(s), 5 request(s) in 3 batch(es), 5 answered, 0 failed" in result.stderr
+    assert [r["aggregate"]["mean"] for r in _records(output)] == [1.0] * 5
 
 
 def test_a_stopped_run_polls_its_batch_again(tmp_path):

@@ -75,6 +75,17 @@ BatchRetryOpt = Annotated[
         rich_help_panel=_PANEL,
     ),
 ]
+BatchMaxRequestsOpt = Annotated[
+    int,
+    typer.Option(
+        "--batch-max-requests",
+        min=1,
+        metavar="N",
+        help="Requests per batch at most (OpenAI: 50,000; files are also cut below 190 MB): a larger stage goes "
+        "out as several batches at once.",
+        rich_help_panel=_PANEL,
+    ),
+]
 
 
 @dataclass
@@ -86,6 +97,7 @@ class BatchApi:
     results: Sequence[Path]
     interval: float
     retry: str
+    max_requests: int = 50_000
 
     def start(self, model: Model, console: Console) -> BatchRun:
         """The run's stages (checked now: an OpenAI-compatible model with the cache on)."""
@@ -96,6 +108,7 @@ class BatchApi:
             interval=self.interval,
             retry=self.retry,  # type: ignore[arg-type]  # checked by the option
             results=list(self.results),
+            max_requests=self.max_requests,
         )
         return BatchRun(
             model,
@@ -114,6 +127,7 @@ def batch_api(
     folder: Path,
     *,
     workers: int = 1,
+    max_requests: int = 50_000,
 ) -> BatchApi | None:
     """The batch options as given (None: no batch API). ``folder``: where its state lives."""
     if not (enabled or write_only or results):
@@ -123,7 +137,7 @@ def batch_api(
     for path in results or ():
         if not path.exists():
             raise typer.BadParameter(f"file not found: {path}", param_hint="--batch-results")
-    return BatchApi(folder, write_only, list(results or ()), interval, retry)
+    return BatchApi(folder, write_only, list(results or ()), interval, retry, max_requests)
 
 
 def batch_folder(output: Path) -> Path:

@@ -27,6 +27,7 @@ from ._batch import OverwriteOpt, exit_status, model_name, result_settings
 from ._batch_api import (
     BatchApiOpt,
     BatchIntervalOpt,
+    BatchMaxRequestsOpt,
     BatchResultsOpt,
     BatchRetryOpt,
     BatchWriteOnlyOpt,
@@ -441,6 +442,7 @@ def eval_grade_command(
     batch_results: BatchResultsOpt = None,
     batch_interval: BatchIntervalOpt = 30.0,
     batch_retry: BatchRetryOpt = "resubmit",
+    batch_max_requests: BatchMaxRequestsOpt = 50_000,
     dry_run: DryRunOpt = False,
     *,
     opts: ModelOptions,
@@ -454,7 +456,15 @@ def eval_grade_command(
     from ..pipelines import Roles
     from ..pipelines.label import LabelConfig
 
-    batching = batch_api(batch_api_on, batch_write_only, batch_results, batch_interval, batch_retry, run / "batch")
+    batching = batch_api(
+        batch_api_on,
+        batch_write_only,
+        batch_results,
+        batch_interval,
+        batch_retry,
+        run / "batch",
+        max_requests=batch_max_requests,
+    )
 
     if (suite is None) == (file is None):
         raise typer.BadParameter("give either --suite or --file")

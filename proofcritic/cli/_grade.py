@@ -15,6 +15,7 @@ from ._batch import OverwriteOpt, exit_status, model_name, prepare, result_setti
 from ._batch_api import (
     BatchApiOpt,
     BatchIntervalOpt,
+    BatchMaxRequestsOpt,
     BatchResultsOpt,
     BatchRetryOpt,
     BatchWriteOnlyOpt,
@@ -146,6 +147,7 @@ def grade_command(
     batch_results: BatchResultsOpt = None,
     batch_interval: BatchIntervalOpt = 30.0,
     batch_retry: BatchRetryOpt = "resubmit",
+    batch_max_requests: BatchMaxRequestsOpt = 50_000,
     dry_run: DryRunOpt = False,
     *,
     opts: ModelOptions,
@@ -176,6 +178,7 @@ def grade_command(
         batch_retry,
         batch_folder(output) if output is not None else Path(),
         workers=workers,
+        max_requests=batch_max_requests,
     )
     if batching is not None and not batch:
         raise typer.BadParameter("a batch API grades a batch (--input and --output)", param_hint="--batch-api")

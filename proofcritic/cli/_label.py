@@ -15,6 +15,7 @@ from ._batch import OverwriteOpt, exit_status, model_name, prepare, result_setti
 from ._batch_api import (
     BatchApiOpt,
     BatchIntervalOpt,
+    BatchMaxRequestsOpt,
     BatchResultsOpt,
     BatchRetryOpt,
     BatchWriteOnlyOpt,
@@ -263,6 +264,7 @@ def label_command(
     batch_results: BatchResultsOpt = None,
     batch_interval: BatchIntervalOpt = 30.0,
     batch_retry: BatchRetryOpt = "resubmit",
+    batch_max_requests: BatchMaxRequestsOpt = 50_000,
     dry_run: DryRunOpt = False,
     *,
     opts: ModelOptions,
@@ -282,6 +284,7 @@ def label_command(
         batch_retry,
         batch_folder(output),
         workers=workers,
+        max_requests=batch_max_requests,
     )
     check_score_mode(score_mode)
     check_scale(scale, score_mode)

@@ -168,6 +168,11 @@ class BatchOptions:
     attempts: int = 3
     results: Sequence[Path] = ()
     completion_window: str = "24h"
+    max_requests: int = 50_000
+    """Requests per batch at most (OpenAI's limit); a stage with more is split into several
+    batches, submitted together."""
+    max_bytes: int = 190_000_000
+    """Bytes per request file at most (OpenAI takes files up to 200 MB)."""
 
 
 @dataclass
@@ -175,6 +180,7 @@ class BatchReport:
     """What the batches of a run did, for its closing line."""
 
     stages: int = 0
+    batches: int = 0
     requests: int = 0
     answered: int = 0
     failed: int = 0
@@ -185,7 +191,8 @@ class BatchReport:
 
     def line(self) -> str:
         words = (
-            f"batch API: {self.stages} stage(s), {self.requests} request(s) in batches, {self.answered} answered, "
+            f"batch API: {self.stages} stage(s), {self.requests} request(s) in {self.batches} batch(es), "
+            f"{self.answered} answered, "
             f"{self.failed} failed; tokens: {self.prompt_tokens} prompt + {self.completion_tokens} completion"
         )
         if self.online:
@@ -293,6 +300,7 @@ class BatchRun:
         self.options = options
         self.say = say
         self.report = BatchReport()
+        self._rounds: set[int] = set()
         self.state_path = folder / "state.json"
         self.state: dict[str, Any] = self._load()
 
@@ -343,18 +351,18 @@ class BatchRun:
             for path in self.options.results:
                 self._import_file(path, None)
             while True:
-                stage = self.state["stages"][-1] if self.state["stages"] else None
-                if stage is not None and stage["status"] != "imported":
-                    if not await self._settle(stage):
+                waiting = [s for s in self.state["stages"] if s["status"] != "imported"]
+                if waiting:
+                    if not await self._settle(waiting):
                         return False
                     continue
                 parked = await self._collect(collect)
                 if not parked:
                     self.model.backend = self._collector(park=False)
                     return True
-                stage = self._write_stage(parked)
+                written = self._write_stage(parked)
                 if self.options.mode == "file":
-                    self._tell_file(stage)
+                    self._tell_file(written)
                     return False
         finally:
             # the stages' cache answers are not the run's: only requests sent online count
@@ -381,58 +389,85 @@ class BatchRun:
         self.report.online += collector.online_calls
         return list(collector.parked.values())
 
-    def _write_stage(self, parked: list[Parked]) -> dict[str, Any]:
-        number = len(self.state["stages"]) + 1
+    def _write_stage(self, parked: list[Parked]) -> list[dict[str, Any]]:
+        """The stage's request file(s): one, or several when it holds more requests or bytes
+        than one batch takes (``max_requests``, ``max_bytes``); each is a batch of its own."""
+        number = max((s["stage"] for s in self.state["stages"]), default=0) + 1
         self.folder.mkdir(parents=True, exist_ok=True)
-        requests = self.folder / f"stage-{number}.requests.jsonl"
-        with requests.open("w", encoding="utf-8") as handle:
-            for p in parked:
-                handle.write(json.dumps(request_line(self.backend, p), ensure_ascii=False) + "\n")
-        mapping = f"stage-{number}.map.json"
-        (self.folder / mapping).write_text(json.dumps({p.id: [p.key, list(p.slots)] for p in parked}), encoding="utf-8")
-        stage = {
-            "stage": number,
-            "requests": len(parked),
-            "file": requests.name,
-            "map": mapping,
-            "status": "written",
-            "written_at": _now(),
-        }
-        self.state["stages"].append(stage)
+        parts: list[list[tuple[Parked, str]]] = [[]]
+        size = 0
+        for p in parked:
+            line = json.dumps(request_line(self.backend, p), ensure_ascii=False) + "\n"
+            length = len(line.encode("utf-8"))
+            if parts[-1] and (len(parts[-1]) >= self.options.max_requests or size + length > self.options.max_bytes):
+                parts.append([])
+                size = 0
+            parts[-1].append((p, line))
+            size += length
+        written = []
+        for index, part in enumerate(parts, start=1):
+            name = f"stage-{number}" if len(parts) == 1 else f"stage-{number}-part-{index}"
+            requests = self.folder / f"{name}.requests.jsonl"
+            requests.write_text("".join(line for _, line in part), encoding="utf-8")
+            mapping = f"{name}.map.json"
+            (self.folder / mapping).write_text(
+                json.dumps({p.id: [p.key, list(p.slots)] for p, _ in part}), encoding="utf-8"
+            )
+            entry = {
+                "stage": number,
+                "requests": len(part),
+                "file": requests.name,
+                "map": mapping,
+                "status": "written",
+                "written_at": _now(),
+            }
+            if len(parts) > 1:
+                entry["part"] = f"{index}/{len(parts)}"
+            written.append(entry)
+        self.state["stages"].extend(written)
         self._save()
-        return stage
+        return written
 
-    def _tell_file(self, stage: dict[str, Any]) -> None:
-        path = self.folder / stage["file"]
-        self.say(
-            f"batch stage {stage['stage']}: {stage['requests']} request(s) written to {path}; answer them (e.g. "
-            f"python -m vllm.entrypoints.openai.run_batch -i {path} -o OUT.jsonl --model MODEL "
-            f"--served-model-name {self.backend.model}), then rerun with --batch-results OUT.jsonl"
-        )
+    @staticmethod
+    def _name(stage: dict[str, Any]) -> str:
+        part = stage.get("part")
+        return f"batch stage {stage['stage']}" + (f" (part {part})" if part else "")
 
-    async def _settle(self, stage: dict[str, Any]) -> bool:
-        """Bring a stage that is not imported yet to ``imported``: submit it, poll it, import
-        its files (``mode="api"``); in file mode say what it waits for. False: stop here."""
+    def _tell_file(self, stages: list[dict[str, Any]]) -> None:
+        for stage in stages:
+            path = self.folder / stage["file"]
+            self.say(
+                f"{self._name(stage)}: {stage['requests']} request(s) written to {path}; answer them (e.g. "
+                f"python -m vllm.entrypoints.openai.run_batch -i {path} -o OUT.jsonl --model MODEL "
+                f"--served-model-name {self.backend.model}), then rerun with --batch-results OUT.jsonl"
+            )
+
+    async def _settle(self, stages: list[dict[str, Any]]) -> bool:
+        """Bring the batches not imported yet to ``imported``: submit those only written (all
+        of them first), poll each, import its files (``mode="api"``); in file mode say what they
+        wait for. False: stop here."""
         if self.options.mode == "file":
-            self._tell_file(stage)
+            self._tell_file(stages)
             return False
         client = BatchClient(self.backend.base_url, self.backend.api_key, self.backend.timeout)
         try:
-            if stage["status"] == "written":
-                file_id = await client.upload(self.folder / stage["file"])
-                batch = await client.create(
-                    file_id, self.options.completion_window, {"proofcritic_stage": str(stage["stage"])}
-                )
-                stage.update(status="submitted", batch_id=batch["id"], input_file_id=file_id, submitted_at=_now())
-                self._save()
-                self.say(
-                    f"batch stage {stage['stage']}: submitted {stage['requests']} request(s) as batch {batch['id']} "
-                    f"(state in {self.state_path}; a stopped run polls it again)"
-                )
-            else:
-                self.say(f"batch stage {stage['stage']}: polling batch {stage['batch_id']} submitted earlier")
-            batch = await self._poll(client, stage)
-            await self._import_batch(client, stage, batch)
+            for stage in stages:
+                if stage["status"] == "written":
+                    file_id = await client.upload(self.folder / stage["file"])
+                    batch = await client.create(
+                        file_id, self.options.completion_window, {"proofcritic_stage": str(stage["stage"])}
+                    )
+                    stage.update(status="submitted", batch_id=batch["id"], input_file_id=file_id, submitted_at=_now())
+                    self._save()
+                    self.say(
+                        f"{self._name(stage)}: submitted {stage['requests']} request(s) as batch {batch['id']} "
+                        f"(state in {self.state_path}; a stopped run polls it again)"
+                    )
+                else:
+                    self.say(f"{self._name(stage)}: polling batch {stage['batch_id']} submitted earlier")
+            for stage in stages:
+                batch = await self._poll(client, stage)
+                await self._import_batch(client, stage, batch)
         finally:
             await client.aclose()
         return True
@@ -454,7 +489,7 @@ class BatchRun:
                 continue
             shown, said = now, time.monotonic()
             self.say(
-                f"batch stage {stage['stage']} ({stage['batch_id']}): {status}, {counts.get('completed', 0)}/"
+                f"{self._name(stage)} ({stage['batch_id']}): {status}, {counts.get('completed', 0)}/"
                 f"{counts.get('total', stage['requests'])} done, {counts.get('failed', 0)} failed, "
                 f"{time.monotonic() - started:.0f} s; next check in {self.options.interval:g} s"
             )
@@ -473,7 +508,7 @@ class BatchRun:
             errors = (batch.get("errors") or {}).get("data") or []
             why = "; ".join(str(e.get("message") or e.get("code")) for e in errors[:3]) or "no reason given"
             reason = f"batch {stage['batch_id']} {status} ({why})"
-            self.say(f"batch stage {stage['stage']}: {reason}")
+            self.say(f"{self._name(stage)}: {reason}")
             self.report.notes.append(reason)
         else:
             reason = f"batch {stage['batch_id']} completed without an answer for it"
@@ -487,7 +522,9 @@ class BatchRun:
         self._after_import(stage)
 
     def _after_import(self, stage: dict[str, Any]) -> None:
-        self.report.stages += 1
+        self._rounds.add(stage["stage"])
+        self.report.stages = len(self._rounds)
+        self.report.batches += 1
         self.report.requests += stage["requests"]
         failed = stage.get("failed", 0)
         if failed:
@@ -497,11 +534,11 @@ class BatchRun:
                 else f"resubmitted (each request up to {self.options.attempts} batches)"
             )
             self.say(
-                f"batch stage {stage['stage']}: {stage.get('answered', 0)} answered, {failed} failed "
+                f"{self._name(stage)}: {stage.get('answered', 0)} answered, {failed} failed "
                 f"({stage.get('first_error', '')}); the failed ones are {then}"
             )
         else:
-            self.say(f"batch stage {stage['stage']}: {stage.get('answered', 0)} answered, put into the cache")
+            self.say(f"{self._name(stage)}: {stage.get('answered', 0)} answered, put into the cache")
 
     def _failed(self, cid: str, error: str, stage: dict[str, Any] | None = None) -> None:
         entry = self.state["failures"].setdefault(cid, {"attempts": 0, "error": ""})
