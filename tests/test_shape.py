@@ -293,6 +293,35 @@ def test_outputs_without_the_protocol_still_count_by_their_answer(tmp_path):
     assert half["counts"]["no_solution"] == 1
 
 
+def test_a_problem_budget_stops_the_problem_and_says_so(tmp_path):
+    """--max-calls 3 counts the student's and the teacher's calls: add needs 3 (two samples, one
+    correction), half would need 4 (its second correction is not asked)."""
+    items = load_suite("answers", source=write_problems(tmp_path / "problems.jsonl"))
+    teacher = ScriptedBackend(teacher_script)
+    stats = asyncio.run(
+        shape_jsonl(
+            items,
+            tmp_path / "shape.jsonl",
+            roles=Roles.from_models(Model(ScriptedBackend(student_script))),
+            strategy=get_strategy("single", verify_n=0),
+            corrector=TeacherCorrector(Model(teacher)),
+            config=ShapeConfig(k=2),
+            concurrency=1,
+            max_calls=3,
+        )
+    )
+    add, half = [json.loads(line) for line in (tmp_path / "shape.jsonl").read_text().splitlines()]
+    assert not add["budget_limited"] and add["counts"]["corrected"] == 1
+    assert half["budget_limited"] and stats.budget_limited == 1 and stats.errors == 0
+    assert half["stop_reason"].startswith(
+        "2 trajectories: 0 correct, 2 wrong (0 corrected by the teacher, 1 still wrong)"
+    )
+    assert "; stopped after 2 of 2 by the budget (budget: " in half["stop_reason"]
+    second = half["trajectories"][1]["correction"]
+    assert second["attempts"] == [] and second["reason"].startswith("not asked: budget:")
+    assert teacher.count("teacher_correct") == 2
+
+
 def test_a_killed_run_resumes_without_repeating_model_calls(tmp_path):
     """The first run fails in problem half's teacher call (an error record, tried again by a
     rerun); the rerun skips problem add and replays half's finished student call from the cache."""

@@ -126,6 +126,15 @@ def shape_command(
         ),
     ] = False,
     step_mode: Annotated[str, typer.Option("--step-mode", help=STEP_MODE_HELP)] = "paragraphs",
+    max_calls: Annotated[
+        int | None,
+        typer.Option(
+            "--max-calls",
+            min=0,
+            help="Model calls per problem, the student's and the teacher's together; a problem that spends them "
+            "stops there (its record says so).",
+        ),
+    ] = None,
     parallel_problems: Annotated[int, typer.Option("--parallel-problems", min=1, help="Problems at once.")] = 4,
     dry_run: DryRunOpt = False,
     *,
@@ -197,6 +206,7 @@ def shape_command(
             "output": output,
             "sft": sft_path,
             "dpo": dpo_path,
+            "max_calls": max_calls,
         },
         dry_run=dry_run,
         unit="problem",
@@ -226,6 +236,7 @@ def shape_command(
         teacher=teacher.name if teacher is not None else None,
         teacher_temperature=teacher_temperature,
         teacher_max_tokens=teacher_max_tokens,
+        max_calls=max_calls,
         **config.model_dump(),
     )
     prepare(output, settings, overwrite)
@@ -256,6 +267,7 @@ def shape_command(
                     templater=templater,
                     config=config,
                     concurrency=parallel_problems,
+                    max_calls=max_calls,
                     on_progress=update,
                 )
         finally:
@@ -269,7 +281,7 @@ def shape_command(
     total = shape_summary(output)
     console.print(
         f"shaped {stats.done - stats.skipped} problem(s), {stats.skipped} already done, "
-        f"{stats.errors} error record(s) -> {output}",
+        f"{stats.errors} error record(s), {stats.budget_limited} budget-limited -> {output}",
         highlight=False,
         soft_wrap=True,
     )

@@ -54,7 +54,7 @@ from .._constants import DEFAULT_STEP_MODE, StepMode
 from ..answers import check_answer
 from ..benchmarks import SolveItem
 from ..benchmarks.eval_solve import answer_problem, seeded_roles
-from ..budget import CallPlan
+from ..budget import Budget, BudgetExceeded, CallPlan
 from ..errors import ContextLengthError
 from ..io import iter_jsonl
 from ..llm import Usage
@@ -178,7 +178,10 @@ async def shape_item(
                 }
             )
 
+    spent: str | None = None  # why a spent budget stopped the problem
     for j in range(config.k):
+        if spent is not None:
+            break
         report(j, "student")
         own = seeded_roles(roles, j)
         result = await strategy.solve(asked, own)
@@ -200,6 +203,8 @@ async def shape_item(
             "budget_limited": result.budget_limited,
             "tool_calls": result.rounds if getattr(strategy, "name", "") == "tora" else None,
         }
+        if result.budget_limited:
+            spent = result.stop_reason
         kept: str | None = None
         if check.correct:
             counts["correct"] += 1
@@ -216,14 +221,22 @@ async def shape_item(
                 )
                 if correction["verified"]:
                     kept = correction["attempts"][correction["chosen"]]["corrected_solution"]
+                spent = correction.get("budget") or spent
             else:
                 trajectory["correction"] = {"verified": False, "attempts": [], "reason": "corrections are off"}
         if kept is not None and templater is not None:
             report(j, "templates")
-            templates, usage = await _templates(templater, item.problem, kept, _seed(templater.config.seed, "tmpl", j))
-            teacher.add(usage)
-            trajectory["templates"] = templates
-            counts["templates" if templates["format_ok"] else "template_failures"] += 1
+            try:
+                templates, usage = await _templates(
+                    templater, item.problem, kept, _seed(templater.config.seed, "tmpl", j)
+                )
+            except BudgetExceeded as error:
+                spent = f"budget: {error}"
+                trajectory["templates"] = {"format_ok": False, "format_error": f"not asked: {spent}"}
+            else:
+                teacher.add(usage)
+                trajectory["templates"] = templates
+                counts["templates" if templates["format_ok"] else "template_failures"] += 1
         trajectories.append(trajectory)
     usage = Usage(**student.model_dump())
     usage.add(teacher)
@@ -235,6 +248,7 @@ async def shape_item(
             else ""
         )
         + (f", {counts['no_solution']} without a solution" if counts["no_solution"] else "")
+        + (f"; stopped after {len(trajectories)} of {config.k} by the budget ({spent})" if spent else "")
     )
     return {
         "problem": item.problem.model_dump(mode="json", exclude_none=True),
@@ -244,7 +258,7 @@ async def shape_item(
         "trajectories": trajectories,
         "counts": counts,
         "stop_reason": stop,
-        "budget_limited": any(t["budget_limited"] for t in trajectories),
+        "budget_limited": spent is not None,
         "usage": _usage_dict(usage),
         "teacher_usage": _usage_dict(teacher),
     }
@@ -293,11 +307,15 @@ async def _correct(
     """Up to ``teacher_tries`` corrections of one wrong solution, until one is verified."""
     attempts: list[dict[str, Any]] = []
     chosen: int | None = None
+    spent: str | None = None
     for attempt in range(config.teacher_tries):
         try:
             [output] = await corrector.correct(
                 problem, solution, gold, seed=_seed(corrector.config.seed, "correct", sample, attempt)
             )
+        except BudgetExceeded as error:
+            spent = f"budget: {error}"
+            break
         except ContextLengthError as error:  # this solution does not fit the teacher: the others may
             counts["teacher_format_failures"] += 1
             attempts.append({"format_ok": False, "format_error": f"the prompt does not fit the teacher: {error}"})
@@ -333,6 +351,8 @@ async def _correct(
     if chosen is not None:
         counts["corrected"] += 1
         reason = f"verified on attempt {chosen + 1} of {config.teacher_tries}"
+    elif spent is not None and not attempts:
+        reason = f"not asked: {spent}"  # not counted as a failed correction
     else:
         counts["correction_wrong"] += 1
         parsed = [a for a in attempts if a.get("corrected_solution") is not None]
@@ -340,7 +360,10 @@ async def _correct(
             f"no verified correction in {len(attempts)} attempt(s): "
             f"{len(parsed)} with a wrong answer, {len(attempts) - len(parsed)} format failure(s)"
         )
-    return {"verified": chosen is not None, "chosen": chosen, "attempts": attempts, "reason": reason}
+    if spent is not None and chosen is None and attempts:
+        reason += f"; {spent}"
+    out: dict[str, Any] = {"verified": chosen is not None, "chosen": chosen, "attempts": attempts, "reason": reason}
+    return out | ({"budget": spent} if spent is not None else {})
 
 
 async def shape_jsonl(
@@ -353,10 +376,13 @@ async def shape_jsonl(
     templater: ThoughtTemplater | None = None,
     config: ShapeConfig | None = None,
     concurrency: int = 4,
+    max_calls: int | None = None,
     on_progress: Callable[[RunStats], None] | None = None,
 ) -> RunStats:
     """:func:`shape_item` for every item not yet in ``output_path`` (one record per problem,
     appended as it finishes; see :func:`proofcritic.runner.run_jsonl` for resuming).
+    ``max_calls``: the model calls of one problem, student's and teacher's together; a problem
+    that spends them ends there (its record says so, ``budget_limited``).
     ``stats.extra["running"]`` holds each problem in progress and its state."""
     by_id = {item.problem.id: item for item in items}
     work = [(pid, index, {"id": pid}) for index, pid in enumerate(by_id, start=1)]
@@ -405,7 +431,17 @@ async def shape_jsonl(
             for states in (running, own_states, strategy_states):
                 states.pop(item_id, None)
 
-    return await run_jsonl(work, output_path, process, concurrency=concurrency, on_progress=progress)
+    def item_budget(_parent: Budget | None) -> Budget | None:
+        return Budget(max_calls, None, name="problem")
+
+    return await run_jsonl(
+        work,
+        output_path,
+        process,
+        concurrency=concurrency,
+        item_budget=item_budget if max_calls is not None else None,
+        on_progress=progress,
+    )
 
 
 # --------------------------------------------------------------------------- the training files
