@@ -69,8 +69,9 @@ RewardOpt = Annotated[
     str | None,
     typer.Option(
         "--reward",
-        help="verifier (R_format * (alpha R_Y + beta R_Z), needs reward_model) or answer (1 when the final "
-        "answer matches the row's answer, else 0); overrides the config's reward.",
+        help="verifier (R_format * (alpha R_Y + beta R_Z), needs reward_model), answer (1 when the final "
+        "answer matches the row's answer, else 0) or answer+verifier (the answer reward where a row has an "
+        "answer, plus the verifier's weighted by reward_verifier_weight); overrides the config's reward.",
     ),
 ]
 

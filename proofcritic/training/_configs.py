@@ -24,6 +24,11 @@ from ..errors import InputError
 
 #: the roles GRPO trains (SPEC sections 2 and 4)
 ROLES = ("verifier", "meta_verifier", "generator")
+#: the generator's GRPO rewards (``reward``)
+GENERATOR_REWARDS = ("verifier", "answer", "answer+verifier", "lean")
+#: the tools a GRPO rollout may call, and the chat templates for them (see training/rollout_tools.py)
+ROLLOUT_TOOLS = ("python",)
+TOOL_CHAT_TEMPLATES = ("auto", "model", "chatml")
 #: config fields naming input files; relative ones in a config file are read from its folder
 DATA_FILE_FIELDS = ("train_file", "eval_file", "problems_file")
 
@@ -149,8 +154,50 @@ class ProofcriticGRPOConfig(GRPOConfig, _CommonFields):
     reward: str = field(
         default="verifier",
         metadata={
-            "help": "Role generator: verifier (R_format * (alpha R_Y + beta R_Z), needs reward_model) or answer "
-            "(1 when the completion's final answer matches the row's answer / short_answer column, else 0)."
+            "help": "Role generator: verifier (R_format * (alpha R_Y + beta R_Z), needs reward_model), answer "
+            "(1 when the completion's final answer matches the row's answer / short_answer column, else 0), or "
+            "answer+verifier (both: the answer reward on rows with an answer, the verifier reward weighted by "
+            "reward_verifier_weight; needs reward_model)."
+        },
+    )
+    reward_verifier_weight: float = field(
+        default=0.5,
+        metadata={
+            "help": "reward answer+verifier: the verifier reward's weight beside the answer reward's 1 (TRL's "
+            "reward_weights, when given, win)."
+        },
+    )
+    reward_verifier_rows: str = field(
+        default="all",
+        metadata={
+            "help": "reward answer+verifier: which rows the verifier scores: all, or proofs (only rows without an "
+            "answer; rows with one get the answer reward alone and cost no verifier call)."
+        },
+    )
+    tools: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Role generator: tools the rollouts may call through TRL's tool calling (python: the project's "
+            "sandbox, as solve --strategy tora runs it). Default: none."
+        },
+    )
+    max_tool_calls: int = field(
+        default=4, metadata={"help": "With tools: code runs per rollout at most; later calls are refused."}
+    )
+    tool_timeout: float = field(default=10.0, metadata={"help": "With tools: seconds per code run."})
+    tool_workers: int = field(default=4, metadata={"help": "With tools: sandbox processes at once."})
+    tool_log_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "With tools: JSONL log of every sandbox run (step, rollout, code, ok, error, limit, what the "
+            "model was shown); default OUTPUT_DIR/proofcritic_tool_runs.jsonl."
+        },
+    )
+    tool_chat_template: str = field(
+        default="auto",
+        metadata={
+            "help": "With tools: the chat template that renders tool calls: auto (the model's when it can, else "
+            "TRL's ChatML tool template for a ChatML tokenizer), model or chatml."
         },
     )
     process_reward_model: str | None = field(
@@ -220,16 +267,20 @@ class ProofcriticGRPOConfig(GRPOConfig, _CommonFields):
                     "scale points trains the verifier or the meta-verifier on points data; the generator's "
                     "reward scores proofs with the ternary verifier (leave scale unset)"
                 )
-        self.reward = str(self.reward).strip().lower()
-        if self.reward not in ("verifier", "answer", "lean"):
-            raise ConfigError(f"reward must be verifier or answer, or lean (Lean's verdict), not {self.reward!r}")
-        if self.reward in ("answer", "lean") and self.role != "generator":
-            raise ConfigError("reward answer checks the generator's final answers; it needs role generator")
-        if self.role == "generator" and self.reward == "verifier" and not self.reward_model:
+        self.reward = str(self.reward).strip().lower().replace(" ", "")
+        if self.reward not in GENERATOR_REWARDS:
             raise ConfigError(
-                "role generator needs a verifier to score its proofs; set reward_model to BACKEND/MODEL "
-                "(e.g. transformers/PATH_TO_VERIFIER or vllm/NAME)"
+                f"reward must be verifier or answer, answer+verifier (both) or lean (Lean's verdict), not {self.reward!r}"
             )
+        if self.reward != "verifier" and self.role != "generator":
+            raise ConfigError(f"reward {self.reward} checks the generator's final answers; it needs role generator")
+        if self.role == "generator" and self.reward not in ("answer", "lean") and not self.reward_model:
+            raise ConfigError(
+                f"role generator with reward {self.reward} needs a verifier to score its proofs; set reward_model to "
+                "BACKEND/MODEL (e.g. transformers/PATH_TO_VERIFIER or vllm/NAME)"
+            )
+        self._check_answer_verifier()
+        self._check_tools()
         if self.process_reward_model and self.role != "generator":
             raise ConfigError("process_reward_model rewards the generator's steps; it needs role generator")
         if self.process_reward_aggregate not in ("min", "product", "last"):
@@ -273,6 +324,49 @@ class ProofcriticGRPOConfig(GRPOConfig, _CommonFields):
         _check_lean(self)
         _check_common(self)
         super().__post_init__()
+
+    def _check_answer_verifier(self) -> None:
+        self.reward_verifier_rows = str(self.reward_verifier_rows).strip().lower()
+        if self.reward_verifier_rows not in ("all", "proofs"):
+            raise ConfigError(f"reward_verifier_rows must be all or proofs, not {self.reward_verifier_rows!r}")
+        if self.reward_verifier_weight < 0:
+            raise ConfigError(f"reward_verifier_weight must be >= 0, not {self.reward_verifier_weight}")
+        if self.reward == "answer+verifier" and self.reward_weights is None:
+            # [answer, verifier] (+ the process reward's 1, as TRL's default weight would give it)
+            self.reward_weights = [1.0, float(self.reward_verifier_weight)] + (
+                [1.0] if self.process_reward_model else []
+            )
+
+    def _check_tools(self) -> None:
+        if isinstance(self.tools, str):
+            self.tools = [t.strip() for t in self.tools.split(",") if t.strip()]
+        self.tools = [str(t).strip().lower() for t in self.tools or []] or None
+        if not self.tools:
+            return
+        if self.role != "generator":
+            raise ConfigError("tools are for the generator's rollouts; they need role generator")
+        if self.reward == "lean":
+            raise ConfigError("tools run in generator GRPO with reward verifier, answer or answer+verifier, not lean")
+        unknown = [t for t in self.tools if t not in ROLLOUT_TOOLS]
+        if unknown:
+            raise ConfigError(
+                f"unknown rollout tool(s) {', '.join(map(repr, unknown))}; GRPO rollouts may call {', '.join(ROLLOUT_TOOLS)}"
+            )
+        if self.max_tool_calls < 1:
+            raise ConfigError(
+                f"max_tool_calls must be >= 1 with tools (got {self.max_tool_calls}); drop tools for none"
+            )
+        if not 0 < self.tool_timeout <= 600:
+            raise ConfigError(f"tool_timeout must be above 0 and at most 600 seconds, not {self.tool_timeout}")
+        if self.tool_workers < 1:
+            raise ConfigError(f"tool_workers must be >= 1, not {self.tool_workers}")
+        self.tool_chat_template = str(self.tool_chat_template).strip().lower()
+        if self.tool_chat_template not in TOOL_CHAT_TEMPLATES:
+            raise ConfigError(
+                f"tool_chat_template must be one of {', '.join(TOOL_CHAT_TEMPLATES)}, not {self.tool_chat_template!r}"
+            )
+        if self.max_tool_calling_iterations is None:  # TRL's rounds of tool calls: one run per round at most
+            self.max_tool_calling_iterations = self.max_tool_calls
 
 
 @dataclass

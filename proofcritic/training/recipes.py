@@ -187,7 +187,10 @@ def _role_data(path: str | Path, role: str, scale: str | None = None) -> tuple[A
         scale = dataset_scale(examples, wanted or "ternary")
         dataset = to_dataset(examples)
     else:
-        dataset = Dataset.from_list([_generator_row(row, f"{path}:{n}") for n, row in enumerate(rows, 1)])
+        generator_rows = [_generator_row(row, f"{path}:{n}") for n, row in enumerate(rows, 1)]
+        if any("answer" in row for row in generator_rows):  # a column from_list keeps only if the first row has it
+            generator_rows = [{**row, "answer": row.get("answer")} for row in generator_rows]
+        dataset = Dataset.from_list(generator_rows)
         scale = "ternary"
     needed = _ROLE_COLUMNS[role] if not (scale == "points" and role == "verifier") else _POINTS_COLUMNS
     missing = [c for c in ("prompt", *needed) if c not in dataset.column_names]
@@ -256,6 +259,13 @@ def build_rewards(config: ProofcriticGRPOConfig, reward_model: Any = None, scale
     # change with the commands' default score mode
     verifier = Verifier(model, config=sampling, score_mode="auto")
     rewards: list[Any] = [make_generator_reward(verifier, meta, config.reward_alpha, config.reward_beta)]
+    if config.reward == "answer+verifier":  # issue #19: the answer reward with the verifier's weighted in
+        from .rewards import make_answer_verifier_rewards
+
+        proofs_only = config.reward_verifier_rows == "proofs"
+        rewards = make_answer_verifier_rewards(
+            verifier, meta, config.reward_alpha, config.reward_beta, proofs_only=proofs_only
+        )
     if config.process_reward_model:  # issue #18: the PRM's step scores, weighed by TRL's reward_weights
         from ..pipelines.prm import load_scorer
         from .rewards import make_process_reward
@@ -422,10 +432,11 @@ def _grpo_trainer_class():
 
     class ProofcriticGRPOTrainer(GRPOTrainer):
         component_loggers: tuple[RewardComponentsLogger, ...] = ()
+        extra_metrics: tuple[Any, ...] = ()  # objects whose drain() gives metrics (e.g. the sandbox's runs)
 
         def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
             extra: dict[str, float] = {}
-            for logger in self.component_loggers:
+            for logger in (*self.component_loggers, *self.extra_metrics):
                 extra.update(logger.drain())
             assert self.model is not None  # a trainer logs once it holds its model
             if not self.model.training:  # an evaluation log: TRL prefixes its keys with eval_
@@ -475,25 +486,73 @@ def train_grpo(config: ProofcriticGRPOConfig, *, reward_model: Any = None, callb
 
         return train_prover(config, callbacks=callbacks)
     train, scale = _role_data(_need_train_file(config), config.role, config.scale)
-    if config.role == "generator" and config.reward == "answer" and "answer" not in train.column_names:
-        raise ConfigError(f"{config.train_file}: reward answer needs an answer (or short_answer) in every row")
+    train = _answer_column(train, config, config.train_file)
     evaluation = _role_dataset(config.eval_file, config.role, scale) if config.eval_file else None
+    if evaluation is not None:
+        evaluation = _answer_column(evaluation, config, config.eval_file)
     rewards = build_rewards(config, reward_model, scale)
     model_path = resolve_model_path(config.model)
     components = RewardComponentsLogger(rewards, metrics_path(config))
-    with _trl_checkpointing_names():
-        trainer = _grpo_trainer_class()(
-            model=model_path,
-            reward_funcs=rewards,
-            args=config,
-            train_dataset=train,
-            eval_dataset=evaluation,
-            processing_class=_tokenizer(model_path),
-            peft_config=_peft_config(config),
-            callbacks=[components, *(callbacks or [])],
+    tokenizer = _tokenizer(model_path)
+    with contextlib.ExitStack() as stack:
+        tool_options, tool_stats = _rollout_tools(config, tokenizer, stack)
+        with _trl_checkpointing_names(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="You are using 'environment_factory'", category=UserWarning)
+            trainer = _grpo_trainer_class()(
+                model=model_path,
+                reward_funcs=rewards,
+                args=config,
+                train_dataset=train,
+                eval_dataset=evaluation,
+                processing_class=tokenizer,
+                peft_config=_peft_config(config),
+                callbacks=[components, *([tool_stats] if tool_stats is not None else []), *(callbacks or [])],
+                **tool_options,
+            )
+        trainer.component_loggers = (components,)
+        trainer.extra_metrics = (tool_stats,) if tool_stats is not None else ()
+        return _finish(trainer, config)
+
+
+def _answer_column(dataset: Any, config: ProofcriticGRPOConfig, path: str | None) -> Any:
+    """The generator data of an answer reward: ``reward: answer`` needs an answer in every row
+    (the error counts the rows without one); ``answer+verifier`` takes rows without (proofs: the
+    verifier alone scores them), so the column is added, empty, when no row has one."""
+    if config.role != "generator" or config.reward == "verifier":
+        return dataset
+    answers = dataset["answer"] if "answer" in dataset.column_names else [None] * len(dataset)
+    missing = [n for n, a in enumerate(answers, 1) if a is None or not str(a).strip()]
+    if config.reward == "answer" and missing:
+        raise ConfigError(
+            f"{path}: reward answer needs an answer (or short_answer) in every row; {len(missing)} of "
+            f"{len(answers)} row(s) have none (the first: row {missing[0]}). Use reward answer+verifier to let "
+            "a verifier score the rows without one"
         )
-    trainer.component_loggers = (components,)
-    return _finish(trainer, config)
+    if "answer" not in dataset.column_names:
+        dataset = dataset.add_column("answer", [None] * len(dataset))
+    return dataset
+
+
+def _rollout_tools(config: ProofcriticGRPOConfig, tokenizer: Any, stack: contextlib.ExitStack) -> tuple[dict, Any]:
+    """The trainer's ``environment_factory`` when the config gives ``tools`` (issue #19: the
+    sandbox in the rollouts, see :mod:`proofcritic.training.rollout_tools`), and the run stats;
+    the sandbox pool is closed when ``stack`` closes."""
+    if not config.tools:
+        return {}, None
+    from ..tools import SandboxPool
+    from .rollout_tools import ToolRunStats, sandbox_environment_factory, tool_chat_template
+
+    try:
+        tool_chat_template(tokenizer, config.tool_chat_template)
+    except InputError as error:
+        raise ConfigError(str(error)) from None
+    pool = SandboxPool(workers=config.tool_workers)
+    stack.callback(pool.close)
+    log = config.tool_log_file or str(Path(str(config.output_dir)) / "proofcritic_tool_runs.jsonl")
+    factory, stats = sandbox_environment_factory(
+        pool, timeout=config.tool_timeout, max_tool_calls=config.max_tool_calls, stats=ToolRunStats(log)
+    )
+    return {"environment_factory": factory}, stats
 
 
 def _plain_dataset(path: str | Path, needed: tuple[str, ...], what: str):

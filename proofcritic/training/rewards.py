@@ -60,6 +60,7 @@ __all__ = [
     "RewardFunction",
     "format_reward",
     "make_answer_reward",
+    "make_answer_verifier_rewards",
     "make_generator_reward",
     "make_meta_verifier_reward",
     "make_process_reward",
@@ -303,7 +304,10 @@ class _AnswerReward(RewardFunction):
         gold = row["answer"]
         if gold is None or not str(gold).strip():
             return {"reward": None, "accuracy": None, "answered": None}
-        check = check_answer(str(gold), text)
+        # a generator-protocol output ends with its self-evaluation's boxed score: the answer is the
+        # solution's (as tora reads it), not that score
+        solution = parse_generation(text).proof
+        check = check_answer(str(gold), solution if solution.strip() else text)
         correct = 1.0 if check.correct else 0.0
         return {"reward": correct, "accuracy": correct, "answered": 0.0 if check.answer is None else 1.0}
 
@@ -312,7 +316,9 @@ def make_answer_reward() -> RewardFunction:
     """The rule-based correctness reward of answer-checked RL (issue #19, SimpleRL-Zoo style): 1
     when the completion's final answer (:func:`proofcritic.answers.check_answer`: boxed, "Final
     answer:", else the last line; math-verify equivalence) matches the row's ``answer``, else 0;
-    no format reward. A row without an answer gets ``None``. Components: ``accuracy`` (= the
+    no format reward. In a generator-protocol output the answer is read from its ``## Solution``
+    (not the self-evaluation's boxed score after it). A row without an answer gets ``None``.
+    Components: ``accuracy`` (= the
     reward) and ``answered`` (1 when an answer could be extracted)."""
     return _AnswerReward("answer_reward")
 
@@ -444,7 +450,7 @@ def make_verifier_reward(
 
 
 class _GeneratorReward(_ModelReward):
-    columns = ("problem",)
+    columns: tuple[str, ...] = ("problem",)
 
     def __init__(
         self,
@@ -521,6 +527,41 @@ def make_generator_reward(
     if alpha < 0 or beta < 0:
         raise ValueError("alpha and beta must not be negative")
     return _GeneratorReward(verifier, meta_verifier, alpha, beta, n_verify, n_meta, meta_on_failure)
+
+
+class _ProofsOnlyGeneratorReward(_GeneratorReward):
+    """The generator reward on rows without an answer only (``reward_verifier_rows: proofs``)."""
+
+    columns = ("problem", "answer")
+
+    async def _aone(self, text: str, row: dict[str, Any]) -> dict[str, Any]:
+        answer = row.get("answer")
+        if answer is not None and str(answer).strip():  # the answer reward scores it: no verifier call
+            return {"reward": None, "skipped_answer_row": 1.0}
+        return {**(await super()._aone(text, row)), "skipped_answer_row": 0.0}
+
+
+def make_answer_verifier_rewards(
+    verifier: Verifier,
+    meta_verifier: MetaVerifier | None = None,
+    alpha: float = ALPHA,
+    beta: float = BETA,
+    *,
+    proofs_only: bool = False,
+) -> list[RewardFunction]:
+    """Answer-checked RL with the verifier's reward weighted in (issue #19 point 3,
+    ``reward: answer+verifier``): ``[answer_reward, generator_reward]``, for TRL to combine with
+    its ``reward_weights`` (answer 1, verifier ``reward_verifier_weight``). A row with an answer
+    gets the answer reward (:func:`make_answer_reward`) plus the weighted verifier reward
+    (:func:`make_generator_reward`); a row without one (a proof problem) gets the answer reward
+    ``None`` (left out by TRL), so only the verifier's counts. ``proofs_only``: the verifier scores
+    only the rows without an answer (the others get ``None`` from it, and cost no call)."""
+    answer = make_answer_reward()
+    if proofs_only:
+        if alpha < 0 or beta < 0:
+            raise ValueError("alpha and beta must not be negative")
+        return [answer, _ProofsOnlyGeneratorReward(verifier, meta_verifier, alpha, beta, 1, 1, None)]
+    return [answer, make_generator_reward(verifier, meta_verifier, alpha, beta)]
 
 
 class _ProcessReward(RewardFunction):
