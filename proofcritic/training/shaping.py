@@ -213,6 +213,7 @@ async def shape_item(
             counts["no_solution"] += 1
             trajectory["correction"] = {"verified": False, "attempts": [], "reason": "no solution text to correct"}
         else:
+            assert solution is not None  # not empty (the branch above)
             counts["wrong"] += 1
             if corrector is not None and config.teacher_tries:
                 report(j, "teacher")
