@@ -31,7 +31,7 @@ from proofcritic.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "train"
-RECIPES = ("verifier", "meta-verifier", "generator", "sft", "dpo", "prm")
+RECIPES = ("verifier", "meta-verifier", "generator", "sft", "dpo", "prm", "prover")
 #: the reward whose components a GRPO role's metrics carry
 REWARD = {"verifier": "verifier_reward", "meta-verifier": "meta_verifier_reward", "generator": "generator_reward"}
 STEPS = ("verifier", "generator_init", "generator", "sample", "label", "merge")
@@ -51,7 +51,7 @@ def _commands() -> list[list[str]]:
     """Every ``proofcritic ...`` line of the section's shell blocks, as arguments (comments cut)."""
     out = []
     for block in _blocks("bash"):
-        for line in block.splitlines():
+        for line in block.replace("\\\n", " ").splitlines():  # a command continued with \ is one line
             if line.startswith("proofcritic "):
                 out.append(shlex.split(line, comments=True)[1:])
     return out
@@ -123,6 +123,7 @@ def test_every_readme_training_command_is_valid(monkeypatch, tmp_path):
         "sft": "sft",
         "dpo": "dpo",
         "prm": "prm",
+        "prover": "grpo",
     }
     seen = set()
     for written in _commands():
@@ -134,7 +135,9 @@ def test_every_readme_training_command_is_valid(monkeypatch, tmp_path):
             seen.add("cotrain")
             continue
         sets = [args[i + 1] for i, a in enumerate(args) if a in ("--set", "-s")]
-        if args[1] not in ("sft", "dpo", "prm"):
+        if args[1] == "prover":  # train prover: the generator with Lean's verdict as the reward
+            sets += ["role=generator", "reward=lean"]
+        elif args[1] not in ("sft", "dpo", "prm"):
             sets.append(f"role={args[1].replace('-', '_')}")
         settings = load_config(_option(args, "--config"), sets, recipe=recipe[args[1]])
         assert Path(settings.train_file).is_file(), settings.train_file
@@ -198,6 +201,8 @@ def test_example_runs_as_written_on_smollm2(recipe, monkeypatch, tmp_path, smoll
     if recipe in REWARD:  # GRPO: the reward components of every step
         assert all(0 <= row[f"{REWARD[recipe]}/r_format"] <= 1 for row in steps), steps
         assert all(f"{REWARD[recipe]}/format_failure_rate" in row for row in steps)
+    if recipe == "prover":  # RLPAF: Lean's pass rate and the share of completions with a Lean block
+        assert all(0 <= row["lean_reward/passed"] <= 1 and "lean_reward/lean_block" in row for row in steps), steps
 
 
 @pytest.mark.slow
