@@ -191,6 +191,16 @@ def test_shape_keeps_correct_trajectories_and_verified_corrections(tmp_path):
     dpo_set = _dpo_dataset(tmp_path / "dpo.jsonl", ProofcriticDPOConfig(output_dir=str(tmp_path / "o")))
     assert len(dpo_set) == 1 and dpo_set[0]["rejected"] == [{"role": "assistant", "content": WRONG}]
     assert shape_summary(tmp_path / "shape.jsonl")["corrected"] == 1
+    # --templates-in-completion: the plans come first in the completion, then the solution
+    write_training_files(
+        tmp_path / "shape.jsonl", tmp_path / "p.jsonl", tmp_path / "d.jsonl", templates_in_completion=True
+    )
+    planned = [json.loads(line)["completion"][0]["content"] for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert planned[1] == (
+        "### High-level plan\n\nAdd the numbers.\n\n### Detailed plan\n\n1. Add them.\n\n### Solution\n\n"
+        "We add the two numbers.\n\n" + FIXED
+    )
+    assert (tmp_path / "d.jsonl").read_text() == (tmp_path / "dpo.jsonl").read_text()  # pairs unchanged
 
 
 def test_teacher_tries_until_a_correction_is_verified(tmp_path):
@@ -383,6 +393,8 @@ def test_shape_command_usage_errors_and_dry_run(tmp_path):
     base = ["shape", "--input", str(problems), "--output", str(tmp_path / "o.jsonl")]
     no_teacher = CliRunner().invoke(app, base)
     assert no_teacher.exit_code == 2 and "give --teacher-model" in no_teacher.stderr
+    unplanned = CliRunner().invoke(app, [*base, "--teacher-model", "openai/big", "--templates-in-completion"])
+    assert unplanned.exit_code == 2 and "needs --templates" in unplanned.stderr
     no_answers = tmp_path / "plain.jsonl"
     no_answers.write_text(json.dumps({"id": "p", "problem": "Prove it."}) + "\n")
     missing = CliRunner().invoke(

@@ -125,6 +125,15 @@ def shape_command(
             rich_help_panel=_TEACHER,
         ),
     ] = False,
+    templates_in_completion: Annotated[
+        bool,
+        typer.Option(
+            "--templates-in-completion",
+            help="With --templates: write each SFT row's plans before its solution in the completion (high-level "
+            "plan, detailed plan, solution), so the model learns to plan first; they stay in their columns too.",
+            rich_help_panel=_TEACHER,
+        ),
+    ] = False,
     step_mode: Annotated[str, typer.Option("--step-mode", help=STEP_MODE_HELP)] = "paragraphs",
     max_calls: Annotated[
         int | None,
@@ -157,6 +166,8 @@ def shape_command(
         raise typer.BadParameter("give --input FILE (problems with answers) or --suite answerbench")
     if output is None:
         raise typer.BadParameter("give --output (the records; an existing file is resumed)", param_hint="--output")
+    if templates_in_completion and not templates:
+        raise typer.BadParameter("needs --templates (the plans it writes)", param_hint="--templates-in-completion")
     needs_teacher = teacher_tries > 0 or templates
     if needs_teacher and teacher_model is None:
         raise typer.BadParameter(
@@ -277,7 +288,7 @@ def shape_command(
                 )
 
     stats = run_with_model(model, console, main, closing=[the_strategy, *([teacher] if teacher else [])])
-    counts = write_training_files(output, sft_path, dpo_path)
+    counts = write_training_files(output, sft_path, dpo_path, templates_in_completion=templates_in_completion)
     total = shape_summary(output)
     console.print(
         f"shaped {stats.done - stats.skipped} problem(s), {stats.skipped} already done, "
@@ -289,6 +300,7 @@ def shape_command(
     console.print(
         f"sft: {counts['sft']} row(s) ({counts['sft_student']} student, {counts['sft_teacher']} teacher"
         + (f", {counts['sft_templates']} with thought templates" if templates else "")
+        + (" (in the completions)" if templates_in_completion else "")
         + f") -> {sft_path}; dpo: {counts['dpo']} pair(s) -> {dpo_path}",
         highlight=False,
         soft_wrap=True,

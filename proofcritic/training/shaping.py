@@ -72,6 +72,7 @@ __all__ = [
     "shape_summary",
     "student_prompt",
     "training_rows",
+    "with_templates",
     "write_training_files",
 ]
 
@@ -461,8 +462,18 @@ def _assistant(text: str) -> list[dict[str, str]]:
     return [{"role": "assistant", "content": text}]
 
 
-def training_rows(records: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """``(sft_rows, dpo_rows)`` from shaping records (see the module)."""
+def with_templates(solution: str, high_level: str, detailed: str) -> str:
+    """A completion that thinks before it solves: the high-level plan, the detailed plan, then
+    the solution, each under its heading (``--templates-in-completion``)."""
+    return f"### High-level plan\n\n{high_level}\n\n### Detailed plan\n\n{detailed}\n\n### Solution\n\n{solution}"
+
+
+def training_rows(
+    records: Sequence[dict[str, Any]], *, templates_in_completion: bool = False
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``(sft_rows, dpo_rows)`` from shaping records (see the module). ``templates_in_completion``:
+    an SFT row with thought templates has them written before its solution in the completion
+    (:func:`with_templates`) as well as in their columns."""
     sft: list[dict[str, Any]] = []
     dpo: list[dict[str, Any]] = []
     seen: set[str] = set()
@@ -481,15 +492,19 @@ def training_rows(records: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any
             key = hashlib.sha256(json.dumps([prompt, text], ensure_ascii=False).encode()).hexdigest()
             if key not in seen:
                 seen.add(key)
+                templates = t.get("templates") or {}
+                planned = bool(templates.get("format_ok"))
+                shown = text
+                if planned and templates_in_completion:
+                    shown = with_templates(text, templates["high_level"], templates["detailed"])
                 row: dict[str, Any] = {
                     "id": f"{pid}/{t['sample']}",
                     "prompt": prompt,
-                    "completion": _assistant(text),
+                    "completion": _assistant(shown),
                     "source": source,
                     "problem_id": pid,
                 }
-                templates = t.get("templates") or {}
-                if templates.get("format_ok"):
+                if planned:
                     row |= {"high_level_plan": templates["high_level"], "detailed_plan": templates["detailed"]}
                 sft.append(row)
             if chosen is not None:
@@ -516,10 +531,13 @@ def _write_rows(rows: list[dict[str, Any]], path: Path) -> None:
     os.replace(temporary, path)
 
 
-def write_training_files(records_path: str | Path, sft_path: str | Path, dpo_path: str | Path) -> dict[str, int]:
-    """Write the SFT and DPO files of a shaping output (each replaced whole); returns the counts
-    ``sft``, ``sft_student``, ``sft_teacher``, ``sft_templates``, ``dpo``."""
-    sft, dpo = training_rows(_records(records_path))
+def write_training_files(
+    records_path: str | Path, sft_path: str | Path, dpo_path: str | Path, *, templates_in_completion: bool = False
+) -> dict[str, int]:
+    """Write the SFT and DPO files of a shaping output (each replaced whole; see
+    :func:`training_rows`); returns the counts ``sft``, ``sft_student``, ``sft_teacher``,
+    ``sft_templates``, ``dpo``."""
+    sft, dpo = training_rows(_records(records_path), templates_in_completion=templates_in_completion)
     _write_rows(sft, Path(sft_path))
     _write_rows(dpo, Path(dpo_path))
     return {
