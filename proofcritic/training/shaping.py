@@ -94,9 +94,9 @@ def shape_plan(strategy: Any, config: ShapeConfig) -> CallPlan:
     ``teacher_tries``) per trajectory, and a template per kept solution."""
     plan = strategy.plan().times(config.k)
     if config.teacher_tries:
-        plan = plan + CallPlan().add("correction", config.k * config.teacher_tries, 1)
+        plan = plan + CallPlan().add("correction", config.k * config.teacher_tries)
     if config.templates:
-        plan = plan + CallPlan().add("template", config.k, 1)
+        plan = plan + CallPlan().add("template", config.k)
     return plan
 
 
