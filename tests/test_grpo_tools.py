@@ -86,6 +86,7 @@ def _metrics(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "proofcritic_metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow  # two GRPO steps with checkpoints (40 s to 3 min on 2 busy cores)
 def test_grpo_rollouts_call_the_sandbox(tmp_path, tiny_model_dir):
     # a short prompt of its own (a training row with a prompt is used as it is): the generator
     # prompt would make every step of the teaching loop and of GRPO several times longer
@@ -95,22 +96,21 @@ def test_grpo_rollouts_call_the_sandbox(tmp_path, tiny_model_dir):
     row = {"prompt": prompt, "problem": "What is 6 times 7?", "answer": "42"}
     data.write_text(json.dumps(row) + "\n", encoding="utf-8")
     out = tmp_path / "out"
-    result = CliRunner().invoke(
-        app,
-        [
-            "train",
-            "generator",
-            "--reward",
-            "answer",
-            "--config",
-            str(ROOT / "examples" / "train" / "tora_answer.yaml"),
-            "--output-dir",
-            str(out),
-            *("--set", f"model={model}", "--set", f"train_file={data}", "--set", "max_steps=1"),
-            *("--set", "num_generations=2", "--set", "per_device_train_batch_size=2", "--set", "lora_r=0"),
-            *("--set", "max_completion_length=192", "--set", "temperature=0.2"),
-        ],
-    )
+    command = [
+        "train",
+        "generator",
+        "--reward",
+        "answer",
+        "--config",
+        str(ROOT / "examples" / "train" / "tora_answer.yaml"),
+        "--output-dir",
+        str(out),
+        *("--set", f"model={model}", "--set", f"train_file={data}", "--set", "max_steps=1"),
+        *("--set", "num_generations=2", "--set", "per_device_train_batch_size=2", "--set", "lora_r=0"),
+        *("--set", "max_completion_length=192", "--set", "temperature=0.2"),
+        *("--set", "save_strategy=steps", "--set", "save_steps=1"),
+    ]
+    result = CliRunner().invoke(app, command)
     assert result.exit_code == 0, (result.output, result.exception)
     (step,) = [m for m in _metrics(out) if "rewards/answer_reward/mean" in m]
     # the model wrote the call, TRL parsed it and ran it in the sandbox
@@ -131,6 +131,15 @@ def test_grpo_rollouts_call_the_sandbox(tmp_path, tiny_model_dir):
     assert 0 < step["completions/mean_length"] <= 192
     # the saved tokenizer keeps the tool template, so the trained model can be run with tools
     assert "<tool_call>" in json.dumps(json.loads((out / "tokenizer_config.json").read_text()))
+
+    # a second step resumes from the step-1 checkpoint: step 1's rollouts (and tool runs) are not redone
+    command[command.index("max_steps=1")] = "max_steps=2"
+    result = CliRunner().invoke(app, [*command, "--set", "resume_from_checkpoint=true"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    steps = [m["step"] for m in _metrics(out) if "rewards/answer_reward/mean" in m]
+    assert steps == [1, 2], steps
+    runs = [json.loads(line) for line in (out / "proofcritic_tool_runs.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in runs].count(1) == step["tools/sandbox_runs"] and runs[-1]["step"] == 2
 
 
 def test_tool_config_is_checked(tmp_path):

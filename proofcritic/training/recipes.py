@@ -462,8 +462,13 @@ def _trl_checkpointing_names() -> Iterator[None]:
 
 
 def _finish(trainer: Any, config: Any) -> str:
+    # resume_from_checkpoint (a checkpoint folder, or true: the latest in output_dir) is a
+    # TrainingArguments field that the Trainer itself never reads: a killed run resumes only so
+    resume = getattr(config, "resume_from_checkpoint", None)
+    if isinstance(resume, str) and resume.strip().lower() in ("true", "false", ""):
+        resume = resume.strip().lower() == "true"
     with _trl_checkpointing_names():
-        trainer.train()
+        trainer.train(resume_from_checkpoint=resume or None)
     trainer.save_model(config.output_dir)
     if getattr(trainer, "processing_class", None) is not None:
         trainer.processing_class.save_pretrained(config.output_dir)
