@@ -119,6 +119,7 @@ def test_eval_formal_command_pass_at_k_per_mode_with_the_budget(tmp_path, lean_b
     rows = tmp_path / "minif2f.jsonl"
     write_rows(rows, ROWS)
     monkeypatch.setenv("PROOFCRITIC_LEAN", str(lean_bin))
+    monkeypatch.setenv("PROOFCRITIC_PROGRESS_INTERVAL", "0.01")
     backend = Answers(script)
     run = tmp_path / "run"
     with TinyOpenAIServer(backend, "fixed") as server:
@@ -163,6 +164,8 @@ def test_eval_formal_command_pass_at_k_per_mode_with_the_budget(tmp_path, lean_b
     report = (run / "report.md").read_text()
     assert "| whole (whole proof) | 0.5" in report and "truncate and resume" in report
     assert "pass@2" in first.output and "whole" in first.output
+    # the progress line says what the samples did so far (a plain line on a pipe, every interval)
+    assert "samples passed," in first.stderr and "Lean checks" in first.stderr, first.stderr
     # the rerun: every problem done, nothing asked again, the same summary
     assert again.exit_code == 0, again.output
     assert len(backend.asked) == asked

@@ -158,12 +158,16 @@ async def eval_formal(
         run.create({"command": "eval formal", "modes": list(modes), "k": k, "items": len(items)})
     by_id = {item.problem.id: item for item in items}
     finished = _read_samples(run.path / SAMPLES_FILE)
+    # live counts of this run's samples (stats.extra, for the progress line): finished ones read
+    # back from samples.jsonl count as replayed, not as new model calls or Lean checks
+    counts = {"samples": 0, "passed": 0, "replayed": 0, "model_calls": 0, "lean_checks": 0}
     appender = JsonlAppender(run.path / SAMPLES_FILE)
     state_dir = run.path / STATE_DIR
 
     async def one(item: FormalProblem, mode: str, sample: int) -> dict[str, Any]:
         key = _sample_key(item.problem.id, mode, sample)
         if key in finished:
+            counts["replayed"] += 1
             return {**finished[key], "replayed": True}
         seed = options.seed + sample * mode_stride(mode, attempts, options)
         sample_options = options.model_copy(update={"seed": seed})
@@ -191,6 +195,10 @@ async def eval_formal(
         record = _sample_record(mode, sample, seed, check)
         appender.write({"key": key, "sample": record})
         finished[key] = record
+        counts["samples"] += 1
+        counts["passed"] += check.passed
+        counts["model_calls"] += check.model_calls
+        counts["lean_checks"] += check.lean_checks
         return record
 
     async def process(item_id: str, record: dict) -> dict:
@@ -226,9 +234,14 @@ async def eval_formal(
             "usage": usage.model_dump(),
         }
 
+    def progress(stats: RunStats) -> None:
+        stats.extra.update(counts)
+        if on_progress is not None:
+            on_progress(stats)
+
     work = [(item.problem.id, index + 1, {"id": item.problem.id}) for index, item in enumerate(items)]
     try:
-        await run_jsonl(work, run.items_path, process, concurrency=concurrency, on_progress=on_progress)
+        await run_jsonl(work, run.items_path, process, concurrency=concurrency, on_progress=progress)
     finally:
         appender.close()
     wanted = set(ids)

@@ -30,6 +30,16 @@ if TYPE_CHECKING:
 FormalSuiteOpt = Annotated[str | None, _suite_option("formal")]
 
 
+def _progress_words(stats: RunStats) -> str:
+    """The progress line's words: this run's samples, those that passed, what they cost."""
+    x = stats.extra
+    words = (
+        f"{x.get('passed', 0):,} of {x.get('samples', 0):,} samples passed, {x.get('model_calls', 0):,} model calls, "
+        f"{x.get('lean_checks', 0):,} Lean checks"
+    )
+    return words + (f", {x['replayed']:,} samples from the last run" if x.get("replayed") else "")
+
+
 def _modes(values: list[str] | None) -> list[str]:
     from ..benchmarks.eval_formal import FORMAL_MODES
 
@@ -226,7 +236,7 @@ def eval_formal_command(
             # one check of the first statement before any model call: a checker that lacks the
             # statements' library (Mathlib) stops here with its set-up error (exit status 2)
             await checker.check(items[0].lean_statement)  # type: ignore[union-attr]
-            with run_progress(f"formal {','.join(modes)} x{k}", console, [model]) as update:
+            with run_progress(f"formal {','.join(modes)} x{k}", console, [model], _progress_words) as update:
                 await eval_formal(
                     items,  # type: ignore[arg-type]
                     folder,
