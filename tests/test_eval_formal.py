@@ -252,3 +252,29 @@ async def test_decompose_is_a_mode_of_eval_formal(tmp_path, lean_bin):
 
     build_report(run)
     assert "| decompose (subgoal decomposition) | 1 " in (run.path / "report.md").read_text()
+
+
+def test_lean_prove_reads_minif2f_files_too(tmp_path, lean_bin, monkeypatch):
+    """`lean-prove --input` takes a .lean file of theorems and miniF2F rows (a bad row is an error item)."""
+    monkeypatch.setenv("PROOFCRITIC_LEAN", str(lean_bin))
+    lean = tmp_path / "problems.lean"
+    lean.write_text(PRELUDE + "\n/-- Two plus two is four. -/\n" + TWO + " := sorry\n\n" + SWAP + " := sorry\n")
+    rows = tmp_path / "minif2f.jsonl"
+    write_rows(rows, [*ROWS, {"name": "broken", "header": PRELUDE}])
+    backend = Answers(script)
+    with TinyOpenAIServer(backend, "fixed") as server:
+        model = ["--model", "openai/fixed", "--base-url", server.url, "--api-key", "x", "--no-cache"]
+        from_lean = CliRunner().invoke(
+            app, ["lean-prove", "--input", str(lean), "--output", str(tmp_path / "a.jsonl"), *model]
+        )
+        from_rows = CliRunner().invoke(
+            app, ["lean-prove", "--input", str(rows), "--output", str(tmp_path / "b.jsonl"), *model]
+        )
+    assert from_lean.exit_code == 0, from_lean.output
+    records = {r["id"]: r for r in map(json.loads, (tmp_path / "a.jsonl").read_text().splitlines())}
+    assert records["two_two"]["passed"] is True and records["swap"]["passed"] is False
+    assert backend.asked[0][0].count("Two plus two is four.") >= 1  # the docstring is the problem's text
+    assert from_rows.exit_code == 1  # the broken row is an input error record
+    records = {r["id"]: r for r in map(json.loads, (tmp_path / "b.jsonl").read_text().splitlines())}
+    assert records["two_two"]["passed"] is True and records["broken"]["error_kind"] == "input"
+    assert "formal_statement" in records["broken"]["error"]

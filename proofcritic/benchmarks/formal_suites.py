@@ -40,7 +40,16 @@ from ._suite import Suite
 if TYPE_CHECKING:
     from ..pipelines.formal import FormalProblem
 
-__all__ = ["LEAN_PROOFBENCH", "MINIF2F", "SUITES", "formal_item", "formal_records", "load_formal_file", "with_sorry"]
+__all__ = [
+    "LEAN_PROOFBENCH",
+    "MINIF2F",
+    "SUITES",
+    "formal_item",
+    "formal_records",
+    "load_formal_file",
+    "minif2f_items",
+    "with_sorry",
+]
 
 _DECL = re.compile(
     r"^[ \t]*(?:@\[[^\]]*\]\s*)*(?:(?:private|protected|noncomputable)\s+)*(theorem|lemma|example)\b",
@@ -167,6 +176,34 @@ def formal_item(record: dict[str, Any]) -> FormalProblem:
     except InputError as error:
         raise InputError(f"problem {problem.id}: {error}") from None
     return FormalProblem(problem=problem, lean_statement=lean_statement)
+
+
+def minif2f_items(
+    path: str | Path, *, ids: list[str] | None = None, limit: int | None = None
+) -> list[tuple[str, int, dict | InputError]] | None:
+    """Batch items (``lean-prove --input``) from a miniF2F-style file: a ``.lean`` file, or
+    JSON / JSONL rows with ``formal_statement``; None for any other file (``lean-prove``'s own
+    reader takes those). A record that does not read is an item of its own holding the error."""
+    file = Path(path)
+    if file.suffix.lower() not in (".lean", ".jsonl", ".json"):
+        return None
+    records = formal_records(file)
+    if file.suffix.lower() != ".lean" and not any("formal_statement" in r for r in records):
+        return None
+    items: list[tuple[str, int, dict | InputError]] = []
+    for number, record in enumerate(records, start=1):
+        try:
+            fp = formal_item(record)
+        except InputError as error:
+            items.append((str(record.get("name") or record.get("id") or f"row-{number}"), number, error))
+            continue
+        items.append((fp.problem.id, number, {"problem": fp.problem.model_dump(), "lean_statement": fp.lean_statement}))
+    if ids:
+        unknown = set(ids) - {item_id for item_id, _, _ in items}
+        if unknown:
+            raise InputError(f"no problem with id {', '.join(sorted(unknown))} in {file}")
+        items = [item for item in items if item[0] in set(ids)]
+    return items[:limit] if limit is not None else items
 
 
 def load_formal_file(path: str | Path, *, limit: int | None = None) -> list[FormalProblem]:

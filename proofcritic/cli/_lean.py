@@ -125,7 +125,9 @@ def lean_prove_command(
     input: Annotated[
         Path,
         typer.Option(
-            "--input", help="CSV with a `Lean Statement` column (IMO-ProofBench) or JSONL with lean_statement."
+            "--input",
+            help="CSV with a `Lean Statement` column (IMO-ProofBench), JSONL with lean_statement, or a miniF2F-style "
+            "file (JSONL name/header/formal_statement, a .lean file of theorems).",
         ),
     ],
     output: Annotated[Path, typer.Option("--output", help="JSONL of formal checks; an existing file is resumed.")],
@@ -233,7 +235,12 @@ def lean_prove_command(
     from ..pipelines.formal import FormalProver, formal_jsonl, read_formal_items
 
     wanted = [i.strip() for i in ids.split(",") if i.strip()] if ids else None
-    items = read_formal_items(input, ids=wanted, limit=limit)
+    from ..benchmarks.formal_suites import minif2f_items
+
+    # a miniF2F-style file (a .lean file, rows with header / formal_statement), else the usual shapes
+    items = minif2f_items(input, ids=wanted, limit=limit)
+    if items is None:
+        items = read_formal_items(input, ids=wanted, limit=limit)
     checker = _make_checker(lean, project, lean_timeout, server, lean_api_key, warm, lean_concurrency, None)
     prompt_set = opts.prompt_set()
     the_model = opts.build_model()
