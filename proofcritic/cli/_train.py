@@ -71,7 +71,8 @@ RewardOpt = Annotated[
         "--reward",
         help="verifier (R_format * (alpha R_Y + beta R_Z), needs reward_model), answer (1 when the final "
         "answer matches the row's answer, else 0) or answer+verifier (the answer reward where a row has an "
-        "answer, plus the verifier's weighted by reward_verifier_weight); overrides the config's reward.",
+        "answer, plus the verifier's weighted by reward_verifier_weight), or lean (Lean's verdict on the proof: "
+        "what train prover runs); overrides the config's reward.",
     ),
 ]
 
