@@ -126,9 +126,18 @@ def test_every_readme_training_command_is_valid(monkeypatch, tmp_path):
         "prover": "grpo",
     }
     seen = set()
+    produced: set[str] = set()  # data files an earlier command of the section writes
     for written in _commands():
         args = _absolute(written)
-        assert args[0] in ("train", "cotrain"), args
+        assert args[0] in ("train", "cotrain", "shape"), args
+        if args[0] == "shape":  # writes the SFT and DPO files that the commands after it train on
+            planned = _run([*args, "--dry-run"]).output
+            stem = Path(_option(args, "--output")).with_suffix("")
+            for kind in ("sft", "dpo"):
+                assert f"{kind}={stem}.{kind}.jsonl" in planned, planned
+                produced.add(f"{stem}.{kind}.jsonl")
+            seen.add("shape")
+            continue
         if args[0] == "cotrain":
             config = load_cotrain_config(_option(args, "--config"))
             assert all(Path(p).is_file() for p in (config.problems, config.dv, config.dmv))
@@ -140,9 +149,9 @@ def test_every_readme_training_command_is_valid(monkeypatch, tmp_path):
         elif args[1] not in ("sft", "dpo", "prm"):
             sets.append(f"role={args[1].replace('-', '_')}")
         settings = load_config(_option(args, "--config"), sets, recipe=recipe[args[1]])
-        assert Path(settings.train_file).is_file(), settings.train_file
+        assert Path(settings.train_file).is_file() or settings.train_file in produced, settings.train_file
         seen.add(args[1])
-    assert seen == {*RECIPES, "cotrain"}
+    assert seen == {*RECIPES, "cotrain", "shape"}
 
 
 def test_config_data_paths_are_read_from_the_config_folder(monkeypatch, tmp_path):
