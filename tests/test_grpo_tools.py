@@ -168,6 +168,15 @@ def test_the_model_template_is_refused_when_it_cannot_render_tools(tiny_model_di
     assert tool_chat_template(tokenizer, "chatml") == "chatml"
     rendered = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tools=[], tokenize=False)
     assert "Qwen" not in rendered
+    # a template that renders tool calls and that TRL can parse is kept as it is
+    from trl.chat_template_utils import qwen2_5_chat_template
+
+    own = AutoTokenizer.from_pretrained(tiny_model_dir)
+    own.chat_template = qwen2_5_chat_template
+    assert tool_chat_template(own, "auto") is None and own.chat_template == qwen2_5_chat_template
+    assert (getattr(own, "response_template", None) or getattr(own, "response_schema", None)) is not None
+    with pytest.raises(InputError, match="must be one of"):
+        tool_chat_template(own, "qwen")
 
 
 async def test_the_environment_runs_the_sandbox_and_stops_at_the_limit():
@@ -255,3 +264,36 @@ def test_answer_reward_counts_the_rows_without_an_answer(tmp_path, tiny_model_di
     )
     with pytest.raises(ConfigError, match=r"2 of 3 row\(s\) have none \(the first: row 1\).*answer\+verifier"):
         train_grpo(config)
+
+
+def test_grpo_step_with_answer_plus_verifier_on_mixed_rows(tmp_path, tiny_model_dir):
+    """A proof row first (no answer), then an answer row: both rewards reach TRL and its logs."""
+    from scripted import ScriptedBackend, meta_text, verification_text
+
+    from proofcritic.llm import Model
+    from proofcritic.training.recipes import train_grpo
+
+    rows = [{"problem": "Prove that 2 is even."}, {"problem": "What is 2 + 3?", "answer": "5"}]
+    data = tmp_path / "mixed.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    backend = ScriptedBackend(lambda call: meta_text(1) if call.role == "meta_verify" else verification_text(1))
+    config = ProofcriticGRPOConfig(
+        output_dir=str(tmp_path / "out"),
+        model=str(tiny_model_dir),
+        role="generator",
+        reward="answer+verifier",
+        reward_model="scripted/v",
+        train_file=str(data),
+        num_generations=2,
+        per_device_train_batch_size=4,
+        max_completion_length=8,
+        max_steps=1,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+    )
+    train_grpo(config, reward_model=Model(backend))
+    (step,) = [m for m in _metrics(tmp_path / "out") if "rewards/answer_reward/mean" in m]
+    assert "rewards/generator_reward/mean" in step and "generator_reward/r_format" in step
+    assert 0.0 <= step["answer_reward/accuracy"] <= 1.0  # over the answer row's 2 completions only
