@@ -205,6 +205,25 @@ async def test_the_environment_runs_the_sandbox_and_stops_at_the_limit():
         pool.close()
 
 
+def test_rewards_read_a_tool_rollout_whole():
+    """A rollout that called tools reads as tora writes a solution: turns, calls, outputs, in order."""
+    from proofcritic.generator import parse_generation
+    from proofcritic.training import completion_text, make_answer_reward
+
+    call = {"type": "function", "function": {"name": "python", "arguments": {"code": "print(6*7)"}}}
+    rollout = [
+        {"role": "assistant", "content": "## Solution\nWe compute the product.", "tool_calls": [call]},
+        {"role": "tool", "name": "python", "content": "42\n(1 code run(s) left)"},
+        {"role": "assistant", "content": "So 6 * 7 = \\boxed{42}.\n## Self Evaluation\nBased on the above, the score is \\boxed{1}"},
+    ]  # fmt: skip
+    text = completion_text(rollout)
+    assert text.index("We compute") < text.index("```python\nprint(6*7)\n```") < text.index("```output\n42")
+    assert text.index("```output\n42") < text.index("\\boxed{42}")
+    assert "print(6*7)" in parse_generation(text).proof  # the computation is part of the proof a verifier reads
+    assert make_answer_reward()([rollout], answer=["42"]) == [1.0]
+    assert completion_text([{"role": "assistant", "content": "plain"}]) == "plain"  # no tools: as before
+
+
 # --------------------------------------------------------------------------- answer + verifier
 
 

@@ -35,6 +35,7 @@ from .rewards import (
     make_verifier_reward,
     points_reward,
     score_reward,
+    tool_conversation_text,
 )
 
 __all__ = [
@@ -67,6 +68,7 @@ __all__ = [
     "split",
     "to_dataset",
     "to_rows",
+    "tool_conversation_text",
     "write_jsonl",
 ]
 

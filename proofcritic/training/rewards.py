@@ -3,8 +3,9 @@
 Every reward is a plain callable built by a factory: ``reward(completions, **columns)`` returns
 one float per completion, or ``None`` for a completion it cannot score (TRL leaves such a
 sample out of its statistics and gives it no advantage). ``completions`` are plain strings or
-conversational completions (``[{"role": "assistant", "content": ...}]``); TRL's own extra
-keywords (``prompts``, ``completion_ids``, ``trainer_state``, ...) are accepted and ignored.
+conversational completions (``[{"role": "assistant", "content": ...}]``; a rollout that called
+tools is read whole, its calls and outputs as fenced blocks: :func:`tool_conversation_text`);
+TRL's own extra keywords (``prompts``, ``completion_ids``, ``trainer_state``, ...) are accepted and ignored.
 
 Dataset columns (one list per column, one entry per completion):
 
@@ -67,6 +68,7 @@ __all__ = [
     "make_verifier_reward",
     "points_reward",
     "score_reward",
+    "tool_conversation_text",
 ]
 
 ALPHA = 0.76  #: weight of R_Y, the verifier's score of the proof (SPEC section 2)
@@ -115,9 +117,43 @@ def completion_text(completion: Any) -> str:
         return "" if content is None else str(content)
     if isinstance(completion, Sequence):
         messages = [m for m in completion if isinstance(m, Mapping)]
+        if any(m.get("role") == "tool" for m in messages):  # a rollout that called tools
+            return tool_conversation_text(messages)
         replies = [m for m in messages if m.get("role", "assistant") == "assistant"] or messages
         return completion_text(replies[-1]) if replies else ""
     raise InputError(f"cannot read a completion of type {type(completion).__name__}")
+
+
+def tool_conversation_text(messages: Sequence[Mapping[str, Any]]) -> str:
+    """The solution text of a rollout that called tools (TRL's assistant / tool messages), laid
+    out as ``solve --strategy tora`` writes it: each assistant turn, its tool calls as fenced
+    ```python blocks (the ``code`` argument; other tools' arguments as JSON), then each tool's
+    message as an ```output block; so a reward reads the whole solution, with the computations
+    and their outputs in it, and the final answer last."""
+    import json
+
+    from ..verifier import fence_for
+
+    parts: list[str] = []
+    for message in messages:
+        if message.get("role") == "tool":
+            output = completion_text(message).rstrip()
+            fence = fence_for(output)
+            parts.append(f"{fence}output\n{output}\n{fence}")
+            continue
+        text = completion_text(message).rstrip()
+        if text:
+            parts.append(text)
+        for call in message.get("tool_calls") or []:
+            function = call.get("function", call) if isinstance(call, Mapping) else {}
+            arguments = function.get("arguments", {}) if isinstance(function, Mapping) else {}
+            if isinstance(arguments, Mapping) and isinstance(arguments.get("code"), str):
+                code, language = arguments["code"].rstrip(), "python"
+            else:
+                code, language = json.dumps(arguments, ensure_ascii=False), str(function.get("name", "tool"))
+            fence = fence_for(code)
+            parts.append(f"{fence}{language}\n{code}\n{fence}")
+    return "\n\n".join(parts)
 
 
 def as_problem(value: Any) -> Problem:
