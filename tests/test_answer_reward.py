@@ -103,3 +103,60 @@ def test_answer_reward_needs_answers_in_the_data(tmp_path, tiny_model_dir):
     )
     with pytest.raises(ConfigError, match="answer"):
         train_grpo(config)
+
+
+def _base_model(tiny_model_dir: Path, folder: Path) -> Path:
+    """A copy of the tiny model whose tokenizer has no chat template, as a base model's."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    shutil.copytree(tiny_model_dir, folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.chat_template = None
+    tokenizer.save_pretrained(folder)
+    for name in ("chat_template.jinja", "chat_template.json"):
+        (folder / name).unlink(missing_ok=True)
+    assert not AutoTokenizer.from_pretrained(folder).chat_template
+    return folder
+
+
+def test_plain_prompts_for_a_base_model():
+    from proofcritic.training.recipes import PLAIN_PROMPT_CUE, plain_prompt
+
+    text = plain_prompt([{"role": "system", "content": "Be exact. "}, {"role": "user", "content": "What is 2 + 3?"}])
+    assert text == "Be exact.\n\nWhat is 2 + 3?\n\n" + PLAIN_PROMPT_CUE
+    with pytest.raises(ConfigError, match="prompt_format"):
+        ProofcriticGRPOConfig(
+            output_dir="out", role="generator", reward="answer", prompt_format="markdown", use_cpu=True
+        )
+
+
+def test_grpo_answer_reward_from_a_base_model_without_chat_template(tmp_path, tiny_model_dir):
+    """SimpleRL-Zoo trains base models: a tokenizer without a chat template gets plain-text prompts
+    (prompt_format auto), and prompt_format chat is refused with the reason."""
+    base = _base_model(tiny_model_dir, tmp_path / "base")
+    data = tmp_path / "answers.jsonl"
+    data.write_text(json.dumps({"problem": "What is 2 + 3?", "answer": "5"}) + "\n", encoding="utf-8")
+    settings = dict(
+        model=str(base),
+        role="generator",
+        reward="answer",
+        train_file=str(data),
+        num_generations=2,
+        per_device_train_batch_size=2,
+        max_completion_length=8,
+        max_steps=1,
+        use_cpu=True,
+        bf16=False,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1,
+    )
+    with pytest.raises(ConfigError, match="no chat template"):
+        train_grpo(ProofcriticGRPOConfig(output_dir=str(tmp_path / "chat"), prompt_format="chat", **settings))
+    out = tmp_path / "plain"
+    train_grpo(ProofcriticGRPOConfig(output_dir=str(out), **settings))
+    metrics = [json.loads(line) for line in (out / "proofcritic_metrics.jsonl").read_text().splitlines()]
+    (step,) = [m for m in metrics if "rewards/answer_reward/mean" in m]
+    assert 0 < step["completions/mean_length"] <= 8

@@ -29,6 +29,8 @@ GENERATOR_REWARDS = ("verifier", "answer", "answer+verifier", "lean")
 #: the tools a GRPO rollout may call, and the chat templates for them (see training/rollout_tools.py)
 ROLLOUT_TOOLS = ("python",)
 TOOL_CHAT_TEMPLATES = ("auto", "model", "chatml")
+#: how generator prompts reach the model: chat messages, plain text (base models), or by the tokenizer
+PROMPT_FORMATS = ("auto", "chat", "plain")
 #: config fields naming input files; relative ones in a config file are read from its folder
 DATA_FILE_FIELDS = ("train_file", "eval_file", "problems_file")
 
@@ -200,6 +202,14 @@ class ProofcriticGRPOConfig(GRPOConfig, _CommonFields):
             "TRL's ChatML tool template for a ChatML tokenizer), model or chatml."
         },
     )
+    prompt_format: str = field(
+        default="auto",
+        metadata={
+            "help": "Role generator: chat (the prompt as chat messages, rendered by the model's chat template), "
+            "plain (the messages' text joined, then 'Answer:', for base models without a chat template) or auto "
+            "(chat when the tokenizer has a chat template, else plain)."
+        },
+    )
     process_reward_model: str | None = field(
         default=None,
         metadata={
@@ -281,6 +291,11 @@ class ProofcriticGRPOConfig(GRPOConfig, _CommonFields):
             )
         self._check_answer_verifier()
         self._check_tools()
+        self.prompt_format = str(self.prompt_format).strip().lower()
+        if self.prompt_format not in PROMPT_FORMATS:
+            raise ConfigError(f"prompt_format must be one of {', '.join(PROMPT_FORMATS)}, not {self.prompt_format!r}")
+        if self.prompt_format == "plain" and self.tools:
+            raise ConfigError("tools need chat prompts (the tool calls are chat turns); drop prompt_format plain")
         if self.process_reward_model and self.role != "generator":
             raise ConfigError("process_reward_model rewards the generator's steps; it needs role generator")
         if self.process_reward_aggregate not in ("min", "product", "last"):

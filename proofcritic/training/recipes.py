@@ -499,6 +499,9 @@ def train_grpo(config: ProofcriticGRPOConfig, *, reward_model: Any = None, callb
     model_path = resolve_model_path(config.model)
     components = RewardComponentsLogger(rewards, metrics_path(config))
     tokenizer = _tokenizer(model_path)
+    if config.role == "generator" and _plain_prompts(config, tokenizer):
+        train = plain_prompt_dataset(train)
+        evaluation = plain_prompt_dataset(evaluation) if evaluation is not None else None
     with contextlib.ExitStack() as stack:
         tool_options, tool_stats = _rollout_tools(config, tokenizer, stack)
         with _trl_checkpointing_names(), warnings.catch_warnings():
@@ -517,6 +520,42 @@ def train_grpo(config: ProofcriticGRPOConfig, *, reward_model: Any = None, callb
         trainer.component_loggers = (components,)
         trainer.extra_metrics = (tool_stats,) if tool_stats is not None else ()
         return _finish(trainer, config)
+
+
+#: what follows a plain prompt, so that a base model starts its answer there
+PLAIN_PROMPT_CUE = "Answer:\n"
+
+
+def plain_prompt(messages: list[dict[str, Any]]) -> str:
+    """A chat prompt as one text for a model without a chat template (a base model): the
+    messages' contents, blank lines between them, then :data:`PLAIN_PROMPT_CUE`."""
+    parts = [str(m.get("content") or "").strip() for m in messages]
+    return "\n\n".join(p for p in parts if p) + "\n\n" + PLAIN_PROMPT_CUE
+
+
+def plain_prompt_dataset(dataset: Any) -> Any:
+    """``dataset`` with each conversational ``prompt`` turned into :func:`plain_prompt` text (rows
+    whose prompt is already text stay as they are)."""
+
+    def convert(row: dict[str, Any]) -> dict[str, Any]:
+        prompt = row["prompt"]
+        return {"prompt": prompt if isinstance(prompt, str) else plain_prompt(prompt)}
+
+    return dataset.map(convert)
+
+
+def _plain_prompts(config: ProofcriticGRPOConfig, tokenizer: Any) -> bool:
+    """Whether the generator's prompts go to the model as plain text: ``prompt_format: plain``, or
+    ``auto`` with a tokenizer that has no chat template (a base model)."""
+    if config.prompt_format == "plain":
+        return True
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if config.prompt_format == "chat" and not has_template:
+        raise ConfigError(
+            f"prompt_format chat, but the tokenizer of {config.model} has no chat template (a base model?); "
+            "use prompt_format plain or auto"
+        )
+    return not has_template
 
 
 def _answer_column(dataset: Any, config: ProofcriticGRPOConfig, path: str | None) -> Any:
