@@ -15,14 +15,28 @@ from ._common import (
     DryRunOpt,
     ModelOptions,
     one_of,
-    positive_seconds,
     run_progress,
     run_with_model,
     show_plan,
     with_model_options,
 )
 from ._eval import DataOpt, LimitOpt, RunOpt, _finish, _kept, _prepare, _suite_option, eval_app
-from ._lean import _make_checker
+from ._lean import (
+    ExplorationOpt,
+    LeanApiKeyOpt,
+    LeanBinaryOpt,
+    LeanConcurrencyOpt,
+    LeanProjectOpt,
+    LeanServerOpt,
+    LeanTimeoutOpt,
+    LeanWarmOpt,
+    MaxCallsOpt,
+    MaxChecksOpt,
+    MaxDepthOpt,
+    ParallelOpt,
+    SketchAttemptsOpt,
+    _make_checker,
+)
 
 if TYPE_CHECKING:
     from ..runner import RunStats
@@ -86,14 +100,10 @@ def eval_formal_command(
     samples: Annotated[
         int, typer.Option("--samples", min=1, help="Lean proofs (or continuations) per model call.")
     ] = 1,
-    max_calls: Annotated[
-        int, typer.Option("--max-calls", min=1, help="resume / rmax: model requests per sample.")
-    ] = 16,
-    max_checks: Annotated[
-        int, typer.Option("--max-checks", min=1, help="resume / rmax: Lean checks per sample (probes included).")
-    ] = 64,
-    parallel: Annotated[int, typer.Option("--parallel", min=1, help="rmax: expansions run at once.")] = 1,
-    exploration: Annotated[float, typer.Option("--exploration", min=0.0, help="rmax: the UCB constant C.")] = 1.0,
+    max_calls: MaxCallsOpt = 16,
+    max_checks: MaxChecksOpt = 64,
+    parallel: ParallelOpt = 1,
+    exploration: ExplorationOpt = 1.0,
     subgoal_mode: Annotated[
         str,
         typer.Option(
@@ -103,30 +113,18 @@ def eval_formal_command(
             help="decompose: how each subgoal's lemma is proved (--attempts rounds for whole).",
         ),
     ] = "whole",
-    max_depth: Annotated[
-        int, typer.Option("--max-depth", min=1, help="decompose: nested decompositions at most (1: the theorem's).")
-    ] = 2,
-    sketch_attempts: Annotated[
-        int, typer.Option("--sketch-attempts", min=1, help="decompose: sketches asked per goal (refused: asked again).")
-    ] = 2,
+    max_depth: MaxDepthOpt = 2,
+    sketch_attempts: SketchAttemptsOpt = 2,
     limit: LimitOpt = None,
     data_dir: DataOpt = None,
     parallel_problems: Annotated[int, typer.Option("--parallel-problems", min=1, help="Problems proved at once.")] = 2,
-    lean: Annotated[str | None, typer.Option("--lean", help="The lean binary (env: PROOFCRITIC_LEAN).")] = None,
-    project: Annotated[Path | None, typer.Option("--project", help="A Lake project with Mathlib to check in.")] = None,
-    lean_timeout: Annotated[
-        float, typer.Option("--lean-timeout", callback=positive_seconds, help="Seconds per Lean check.")
-    ] = 120.0,
-    server: Annotated[
-        tuple[str, str] | None, typer.Option("--server", metavar="KIND URL", help="Check on `--server kimina URL`.")
-    ] = None,
-    lean_api_key: Annotated[
-        str | None, typer.Option("--lean-api-key", help="Kimina API key (env: KIMINA_API_KEY).")
-    ] = None,
-    warm: Annotated[bool, typer.Option("--warm", help="Check through warm `lean --server` processes.")] = False,
-    lean_concurrency: Annotated[
-        int | None, typer.Option("--lean-concurrency", min=1, help="Lean checks at once.")
-    ] = None,
+    lean: LeanBinaryOpt = None,
+    project: LeanProjectOpt = None,
+    lean_timeout: LeanTimeoutOpt = 120.0,
+    server: LeanServerOpt = None,
+    lean_api_key: LeanApiKeyOpt = None,
+    warm: LeanWarmOpt = False,
+    lean_concurrency: LeanConcurrencyOpt = None,
     dry_run: DryRunOpt = False,
     *,
     opts: ModelOptions,

@@ -27,6 +27,41 @@ if TYPE_CHECKING:  # imported where used: the parser is built without them
 
 __all__ = ["lean_check_command", "lean_prove_command"]
 
+# the checker and budget options that lean-prove and eval formal share (one definition each)
+LeanBinaryOpt = Annotated[str | None, typer.Option("--lean", help="The lean binary (env: PROOFCRITIC_LEAN).")]
+LeanProjectOpt = Annotated[Path | None, typer.Option("--project", help="A Lake project with Mathlib to check in.")]
+LeanTimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        "--lean-timeout", callback=positive_seconds, help="Seconds per Lean check (--timeout is the model's)."
+    ),
+]
+LeanServerOpt = Annotated[
+    tuple[str, str] | None, typer.Option("--server", metavar="KIND URL", help="Check on `--server kimina URL`.")
+]
+LeanApiKeyOpt = Annotated[str | None, typer.Option("--lean-api-key", help="Kimina API key (env: KIMINA_API_KEY).")]
+LeanWarmOpt = Annotated[bool, typer.Option("--warm", help="Check through warm `lean --server` processes.")]
+LeanConcurrencyOpt = Annotated[int | None, typer.Option("--lean-concurrency", min=1, help="Lean checks at once.")]
+MaxCallsOpt = Annotated[
+    int, typer.Option("--max-calls", min=1, help="resume / rmax: model requests per problem (eval formal: per sample).")
+]
+MaxChecksOpt = Annotated[
+    int,
+    typer.Option(
+        "--max-checks", min=1, help="resume / rmax: Lean checks per problem (eval formal: per sample), probes included."
+    ),
+]
+ParallelOpt = Annotated[
+    int, typer.Option("--parallel", min=1, help="rmax: expansions run at once (over the checker's pool).")
+]
+ExplorationOpt = Annotated[float, typer.Option("--exploration", min=0.0, help="rmax: the UCB exploration constant C.")]
+MaxDepthOpt = Annotated[
+    int, typer.Option("--max-depth", min=1, help="decompose: nested decompositions at most (1: the theorem's).")
+]
+SketchAttemptsOpt = Annotated[
+    int, typer.Option("--sketch-attempts", min=1, help="decompose: sketches asked per goal (refused: asked again).")
+]
+
 
 def lean_check_command(
     files: Annotated[list[Path], typer.Argument(help="Lean 4 files to check.", show_default=False)],
@@ -136,24 +171,13 @@ def lean_prove_command(
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N problems.")] = None,
     attempts: Annotated[int, typer.Option("--attempts", min=1, help="Rounds; a later round sees Lean's messages.")] = 1,
     samples: Annotated[int, typer.Option("--samples", min=1, help="Lean proofs per round.")] = 1,
-    lean: Annotated[str | None, typer.Option("--lean", help="The lean binary (env: PROOFCRITIC_LEAN).")] = None,
-    project: Annotated[Path | None, typer.Option("--project", help="A Lake project with Mathlib to check in.")] = None,
-    lean_timeout: Annotated[
-        float,
-        typer.Option(
-            "--lean-timeout", callback=positive_seconds, help="Seconds per Lean check (--timeout is the model's)."
-        ),
-    ] = 120.0,
-    server: Annotated[
-        tuple[str, str] | None, typer.Option("--server", metavar="KIND URL", help="Check on `--server kimina URL`.")
-    ] = None,
-    lean_api_key: Annotated[
-        str | None, typer.Option("--lean-api-key", help="Kimina API key (env: KIMINA_API_KEY).")
-    ] = None,
-    warm: Annotated[bool, typer.Option("--warm", help="Check through warm `lean --server` processes.")] = False,
-    lean_concurrency: Annotated[
-        int | None, typer.Option("--lean-concurrency", min=1, help="Lean checks at once.")
-    ] = None,
+    lean: LeanBinaryOpt = None,
+    project: LeanProjectOpt = None,
+    lean_timeout: LeanTimeoutOpt = 120.0,
+    server: LeanServerOpt = None,
+    lean_api_key: LeanApiKeyOpt = None,
+    warm: LeanWarmOpt = False,
+    lean_concurrency: LeanConcurrencyOpt = None,
     mode: Annotated[
         str,
         typer.Option(
@@ -173,18 +197,10 @@ def lean_prove_command(
             help="rmax: RMaxTS tree search over proof prefixes (resumable).",
         ),
     ] = "none",
-    max_calls: Annotated[
-        int, typer.Option("--max-calls", min=1, help="resume / rmax: model requests per problem.")
-    ] = 16,
-    max_checks: Annotated[
-        int, typer.Option("--max-checks", min=1, help="resume / rmax: Lean checks per problem (probes included).")
-    ] = 64,
-    parallel: Annotated[
-        int, typer.Option("--parallel", min=1, help="rmax: expansions run at once (over the checker's pool).")
-    ] = 1,
-    exploration: Annotated[
-        float, typer.Option("--exploration", min=0.0, help="rmax: the UCB exploration constant C.")
-    ] = 1.0,
+    max_calls: MaxCallsOpt = 16,
+    max_checks: MaxChecksOpt = 64,
+    parallel: ParallelOpt = 1,
+    exploration: ExplorationOpt = 1.0,
     decompose: Annotated[
         bool,
         typer.Option(
@@ -193,12 +209,8 @@ def lean_prove_command(
             "step proved as a lemma by --mode / --search (recursively to --max-depth), the proofs put back.",
         ),
     ] = False,
-    max_depth: Annotated[
-        int, typer.Option("--max-depth", min=1, help="decompose: nested decompositions at most (1: the theorem's).")
-    ] = 2,
-    sketch_attempts: Annotated[
-        int, typer.Option("--sketch-attempts", min=1, help="decompose: sketches asked per goal (refused: asked again).")
-    ] = 2,
+    max_depth: MaxDepthOpt = 2,
+    sketch_attempts: SketchAttemptsOpt = 2,
     sketch_model: Annotated[
         str | None,
         typer.Option("--sketch-model", help="decompose: the model that writes sketches (default: --model)."),
