@@ -56,7 +56,17 @@ from ..llm import ChatMessage, Usage
 from ..promptset import PromptSet
 from ..types import Problem
 from .formal import _DECL_START, _FENCE, FormalCheck, FormalProver, extract_lean, formal_prove, statement_preserved
-from .formal_search import _BY, SearchOptions, _offset, _position, resume_prove, rmax_prove, state_file, statement_end
+from .formal_search import (
+    _BY,
+    SearchOptions,
+    _offset,
+    _position,
+    _read_state,
+    resume_prove,
+    rmax_prove,
+    state_file,
+    statement_end,
+)
 
 __all__ = [
     "DecomposeOptions",
@@ -650,20 +660,6 @@ class _Decomposer:
             if result.solved
             else "the assembled proof does not check: " + "; ".join(result.result.reasons)
         )
-
-
-def _read_state(path: Path | None, fingerprint: str) -> dict[str, dict]:
-    if path is None or not path.is_file():
-        return {}
-    out: dict[str, dict] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by a kill
-        if isinstance(entry, dict) and entry.get("fingerprint") == fingerprint and "key" in entry:
-            out[entry["key"]] = entry
-    return out
 
 
 async def decompose_prove(

@@ -570,9 +570,9 @@ def _read_state(path: Path | None, fingerprint: str) -> dict[str, dict]:
             entry = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line cut by a kill
-        if not isinstance(entry, dict) or entry.get("fingerprint") != fingerprint:
+        if not isinstance(entry, dict) or entry.get("fingerprint") != fingerprint or "key" not in entry:
             continue
-        if entry.get("key") == "reset":  # a run that went another way: its later expansions are void
+        if entry["key"] == "reset":  # a run that went another way: its later expansions are void
             out = {k: v for k, v in out.items() if not (k.startswith("e") and int(k[1:]) >= entry["from"])}
             continue
         out[entry["key"]] = entry
