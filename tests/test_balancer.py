@@ -287,7 +287,9 @@ async def test_three_replicas_one_killed_mid_run(tiny_model_dir, tiny_backend, r
     # the dead replica is out; the others never failed
     dead = stats[victim]
     assert not dead["healthy"] and dead["ejections"] == 1 and dead["failures"] >= 1
-    assert dead["successes"] == at_kill["successes"]
+    # answers it had sent before it died may still be read afterwards (they were in the socket
+    # buffers), so it can end with up to the requests it had in flight more; none sent later
+    assert at_kill["successes"] <= dead["successes"] <= at_kill["successes"] + at_kill["in_flight"]
     # (least-loaded spreads the 60 evenly; prefix routing by the prompts' hashes, which the
     # replicas' random ports decide, so only that both served is certain)
     most = 15 if routing == "least-loaded" else 0
