@@ -138,21 +138,21 @@ def test_grpo_answer_reward_from_a_base_model_without_chat_template(tmp_path, ti
     base = _base_model(tiny_model_dir, tmp_path / "base")
     data = tmp_path / "answers.jsonl"
     data.write_text(json.dumps({"problem": "What is 2 + 3?", "answer": "5"}) + "\n", encoding="utf-8")
-    settings = dict(
-        model=str(base),
-        role="generator",
-        reward="answer",
-        train_file=str(data),
-        num_generations=2,
-        per_device_train_batch_size=2,
-        max_completion_length=8,
-        max_steps=1,
-        use_cpu=True,
-        bf16=False,
-        report_to="none",
-        save_strategy="no",
-        logging_steps=1,
-    )
+    settings = {
+        "model": str(base),
+        "role": "generator",
+        "reward": "answer",
+        "train_file": str(data),
+        "num_generations": 2,
+        "per_device_train_batch_size": 2,
+        "max_completion_length": 8,
+        "max_steps": 1,
+        "use_cpu": True,
+        "bf16": False,
+        "report_to": "none",
+        "save_strategy": "no",
+        "logging_steps": 1,
+    }
     with pytest.raises(ConfigError, match="no chat template"):
         train_grpo(ProofcriticGRPOConfig(output_dir=str(tmp_path / "chat"), prompt_format="chat", **settings))
     out = tmp_path / "plain"
