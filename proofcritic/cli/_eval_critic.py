@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -16,7 +15,6 @@ from ._common import (
     DryRunOpt,
     ModelOptions,
     ScoreModeOpt,
-    build_model,
     check_score_mode,
     run_progress,
     run_with_model,
@@ -165,21 +163,9 @@ def eval_critic_command(
     critic_prompts = prompt_set
     if spec is not None:
         from ..promptset import PromptSet
+        from ._panel import judge_model
 
-        critic_model = build_model(
-            spec.model,
-            None,
-            spec.base_url or opts.base_url,
-            os.environ.get(spec.api_key_env) if spec.api_key_env else opts.api_key,
-            opts.no_cache,
-            opts.cache,
-            opts.concurrency,
-            opts.timeout,
-            max_connections_per_host=opts.max_connections_per_host,
-            transport=opts.transport,
-            routing=opts.routing,
-            routing_epsilon=opts.routing_epsilon,
-        )
+        critic_model = judge_model(spec, opts)
         critic_prompts = PromptSet.load(spec.prompts) if spec.prompts else prompt_set
     assert critic_model is not None
     tools_text = f"python ({max_tool_calls} run(s) per critique, {tool_timeout:g} s each)" if tools else None

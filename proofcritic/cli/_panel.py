@@ -51,6 +51,28 @@ PanelThresholdOpt = Annotated[
 ]
 
 
+def judge_model(spec: Any, opts: ModelOptions) -> Model:
+    """The model of a judge spec (``MODEL[,base_url=...,api_key_env=...]``: a panel's judge, eval
+    critic's critic): the command's cache, concurrency, timeout and transport; the spec's base URL
+    and API key (from ``api_key_env``) where it gives them, else the command's."""
+    from ._common import build_model
+
+    return build_model(
+        spec.model,
+        None,
+        spec.base_url or opts.base_url,
+        os.environ.get(spec.api_key_env) if spec.api_key_env else opts.api_key,
+        opts.no_cache,
+        opts.cache,
+        opts.concurrency,
+        opts.timeout,
+        max_connections_per_host=opts.max_connections_per_host,
+        transport=opts.transport,
+        routing=opts.routing,
+        routing_epsilon=opts.routing_epsilon,
+    )
+
+
 def build_panel(
     judges: list[str] | None,
     panel_file: Path | None,
@@ -69,7 +91,6 @@ def build_panel(
     from ..pipelines.panel import PANEL_RULES, Panel, load_panel, parse_judge
     from ..promptset import PromptSet
     from ..verifier import PointsVerifier, Verifier
-    from ._common import build_model
 
     if judges and panel_file is not None:
         raise typer.BadParameter("give --judge or --panel, not both", param_hint="--panel")
@@ -86,21 +107,7 @@ def build_panel(
     verifiers: list[Verifier] = []
     default_prompts = opts.prompt_set()
     for spec in specs:
-        key = os.environ.get(spec.api_key_env) if spec.api_key_env else opts.api_key
-        model = build_model(
-            spec.model,
-            None,
-            spec.base_url or opts.base_url,
-            key,
-            opts.no_cache,
-            opts.cache,
-            opts.concurrency,
-            opts.timeout,
-            max_connections_per_host=opts.max_connections_per_host,
-            transport=opts.transport,
-            routing=opts.routing,
-            routing_epsilon=opts.routing_epsilon,
-        )
+        model = judge_model(spec, opts)
         prompts = PromptSet.load(spec.prompts) if spec.prompts else default_prompts
         if scale == "points":
             verifiers.append(PointsVerifier(model, prompts=prompts, config=opts.sampling()))
