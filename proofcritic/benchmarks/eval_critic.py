@@ -647,10 +647,7 @@ def write_critic_report(run: RunFolder, records: list[dict[str, Any]], config: d
     md += ["", f"Figures: see `{run.report_html.name}`."]
     run.report_md.write_text("\n".join(md) + "\n")
 
-    def table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
-        cells = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-        lines = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body)
-        return f"<table><thead><tr>{cells}</tr></thead><tbody>{lines}</tbody></table>"
+    from .report import _html_table as table  # one HTML table for every report
 
     notes = "".join(f"<p>note: {html.escape(note)}</p>" for note in summary.get("notes", []))
     figures = "".join(

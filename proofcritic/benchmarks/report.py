@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import html
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -284,7 +285,7 @@ def _cell(value: str) -> str:
     return value if isinstance(value, _Html) else html.escape(value)
 
 
-def _html_table(header: list[str], rows: list[list[str]], css: str = "") -> str:
+def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]], css: str = "") -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table{f' class={css!r}' if css else ''}><tr>{head}</tr>{body}</table>"
